@@ -1,0 +1,280 @@
+//! `Strategy`: the whole training step, through the host's operations.
+
+use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::sabi_types::RMut;
+use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RVec};
+use abi_stable::StableAbi;
+use tch::Tensor;
+
+use super::{named_from_ffi, named_to_ffi, state_adapters, FfiNamedTensors, Guarded};
+use crate::{guard, Error, Group, Result, State, TensorOwned, TensorRef};
+
+/// What the host does for a strategy during one step. The host owns the model,
+/// the batch and the optimizer; the strategy decides the order of operations.
+///
+/// Gradients and perturbations work on flat vectors: the concatenation of every
+/// parameter tensor of a [`Group`], in a fixed order.
+pub trait StepOps {
+    /// The number of tasks T.
+    fn num_tasks(&self) -> usize;
+
+    /// The index of this step, from 0.
+    fn current_step(&self) -> u64;
+
+    /// Draws the next training batch; every later call in this step uses it.
+    fn next_batch(&mut self) -> Result<()>;
+
+    /// Forward pass on the current batch: per-task losses `[T]` with their graph.
+    /// With `update_stats = false`, normalisation layers keep their running
+    /// statistics (for passes at perturbed parameters).
+    fn losses(&mut self, update_stats: bool) -> Result<Tensor>;
+
+    /// Gradient of the scalar `loss` with respect to each group in `groups`,
+    /// each flattened to one vector. `retain_graph` keeps the graph for more calls.
+    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> Result<Vec<Tensor>>;
+
+    /// Back-propagates the scalar `loss` into the gradients the optimizer reads,
+    /// accumulating over every trainable parameter (model and methods).
+    fn backward(&mut self, loss: &Tensor) -> Result<()>;
+
+    /// SAM perturbation: adds `ε = rho · A² g / (‖A g‖ + 1e-12)` to the
+    /// parameters of `groups`, where `g` is `grads` (one flat vector per group),
+    /// `A = |θ|` when `adaptive` (ASAM) else 1, and the norm is one L2 norm over
+    /// all the given groups together. Remembers the parameters for [`StepOps::restore`].
+    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> Result<()>;
+
+    /// Puts back, bit for bit, every parameter changed by [`StepOps::perturb`]
+    /// since the last restore.
+    fn restore(&mut self) -> Result<()>;
+
+    /// Sets the gradient the optimizer reads for `group` to the flat vector `grad`.
+    fn set_grads(&mut self, group: Group, grad: &Tensor) -> Result<()>;
+
+    /// One optimizer step on the gradients set so far, then clears them.
+    fn optimizer_step(&mut self) -> Result<()>;
+}
+
+/// What one step reports back to the host for logging.
+pub struct StepReport {
+    /// Per-task losses at the start of the step, shape `[T]`, detached.
+    pub losses: Tensor,
+    /// The task weights the weighting chose, shape `[T]`, where defined.
+    pub weights: Option<Tensor>,
+}
+
+/// A method that runs the training step.
+pub trait Strategy: Send {
+    /// Runs one training step through `ops`.
+    fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport>;
+
+    /// Trainable parameters the strategy owns (for example those of the
+    /// weightings it built), which the host's optimizer updates.
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    /// Everything needed to continue exactly after a resume.
+    fn state(&self) -> Result<State> {
+        Ok(State::default())
+    }
+
+    /// Restores what [`Strategy::state`] exported.
+    fn load_state(&mut self, state: State) -> Result<()> {
+        super::load_no_state(state)
+    }
+}
+
+/// The FFI twin of [`StepOps`], implemented by the host for the duration of a step.
+#[sabi_trait]
+pub trait FfiStepOps {
+    /// See [`StepOps::num_tasks`].
+    fn num_tasks(&self) -> usize;
+    /// See [`StepOps::current_step`].
+    fn current_step(&self) -> u64;
+    /// See [`StepOps::next_batch`].
+    fn next_batch(&mut self) -> RResult<(), Error>;
+    /// See [`StepOps::losses`].
+    fn losses(&mut self, update_stats: bool) -> RResult<TensorOwned, Error>;
+    /// See [`StepOps::grads`].
+    fn grads(
+        &mut self,
+        loss: TensorRef<'_>,
+        groups: RSlice<'_, Group>,
+        retain_graph: bool,
+    ) -> RResult<RVec<TensorOwned>, Error>;
+    /// See [`StepOps::backward`].
+    fn backward(&mut self, loss: TensorRef<'_>) -> RResult<(), Error>;
+    /// See [`StepOps::perturb`].
+    fn perturb(
+        &mut self,
+        groups: RSlice<'_, Group>,
+        grads: RSlice<'_, TensorRef<'_>>,
+        rho: f64,
+        adaptive: bool,
+    ) -> RResult<(), Error>;
+    /// See [`StepOps::restore`].
+    fn restore(&mut self) -> RResult<(), Error>;
+    /// See [`StepOps::set_grads`].
+    fn set_grads(&mut self, group: Group, grad: TensorRef<'_>) -> RResult<(), Error>;
+    /// See [`StepOps::optimizer_step`].
+    #[sabi(last_prefix_field)]
+    fn optimizer_step(&mut self) -> RResult<(), Error>;
+}
+
+/// [`StepReport`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiStepReport {
+    losses: TensorOwned,
+    weights: ROption<TensorOwned>,
+}
+
+/// The FFI twin of [`Strategy`].
+#[sabi_trait]
+pub trait FfiStrategy: Send {
+    /// See [`Strategy::step`].
+    fn step(&mut self, ops: FfiStepOps_TO<'_, RMut<'_, ()>>) -> RResult<FfiStepReport, Error>;
+    /// See [`Strategy::parameters`].
+    fn parameters(&self) -> RResult<FfiNamedTensors, Error>;
+    /// See [`Strategy::state`].
+    fn state(&self) -> RResult<crate::FfiState, Error>;
+    /// See [`Strategy::load_state`].
+    #[sabi(last_prefix_field)]
+    fn load_state(&mut self, state: crate::FfiState) -> RResult<(), Error>;
+}
+
+/// An owned [`FfiStrategy`] trait object.
+pub type FfiStrategyBox = FfiStrategy_TO<'static, RBox<()>>;
+
+/// The host's [`StepOps`] behind the FFI trait: the plugin calls back into the
+/// host, so host code runs under [`guard`] too.
+struct HostOps<'a>(&'a mut dyn StepOps);
+
+const HOST: &str = "host";
+
+fn owned(tensors: Vec<Tensor>) -> RVec<TensorOwned> {
+    tensors.into_iter().map(TensorOwned::from).collect()
+}
+
+impl FfiStepOps for HostOps<'_> {
+    fn num_tasks(&self) -> usize {
+        self.0.num_tasks()
+    }
+    fn current_step(&self) -> u64 {
+        self.0.current_step()
+    }
+    fn next_batch(&mut self) -> RResult<(), Error> {
+        guard(HOST, "StepOps::next_batch", || self.0.next_batch())
+    }
+    fn losses(&mut self, update_stats: bool) -> RResult<TensorOwned, Error> {
+        guard(HOST, "StepOps::losses", || Ok(self.0.losses(update_stats)?.into()))
+    }
+    fn grads(
+        &mut self,
+        loss: TensorRef<'_>,
+        groups: RSlice<'_, Group>,
+        retain_graph: bool,
+    ) -> RResult<RVec<TensorOwned>, Error> {
+        guard(HOST, "StepOps::grads", || {
+            Ok(owned(self.0.grads(&loss.get(), groups.as_slice(), retain_graph)?))
+        })
+    }
+    fn backward(&mut self, loss: TensorRef<'_>) -> RResult<(), Error> {
+        guard(HOST, "StepOps::backward", || self.0.backward(&loss.get()))
+    }
+    fn perturb(
+        &mut self,
+        groups: RSlice<'_, Group>,
+        grads: RSlice<'_, TensorRef<'_>>,
+        rho: f64,
+        adaptive: bool,
+    ) -> RResult<(), Error> {
+        guard(HOST, "StepOps::perturb", || {
+            let views: Vec<_> = grads.iter().map(|g| g.get()).collect();
+            let grads: Vec<Tensor> = views.iter().map(|g| g.shallow_clone()).collect();
+            self.0.perturb(groups.as_slice(), &grads, rho, adaptive)
+        })
+    }
+    fn restore(&mut self) -> RResult<(), Error> {
+        guard(HOST, "StepOps::restore", || self.0.restore())
+    }
+    fn set_grads(&mut self, group: Group, grad: TensorRef<'_>) -> RResult<(), Error> {
+        guard(HOST, "StepOps::set_grads", || self.0.set_grads(group, &grad.get()))
+    }
+    fn optimizer_step(&mut self) -> RResult<(), Error> {
+        guard(HOST, "StepOps::optimizer_step", || self.0.optimizer_step())
+    }
+}
+
+/// The plugin's view of the host's operations.
+impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
+    fn num_tasks(&self) -> usize {
+        FfiStepOps::num_tasks(self)
+    }
+    fn current_step(&self) -> u64 {
+        FfiStepOps::current_step(self)
+    }
+    fn next_batch(&mut self) -> Result<()> {
+        FfiStepOps::next_batch(self).into_result()
+    }
+    fn losses(&mut self, update_stats: bool) -> Result<Tensor> {
+        Ok(FfiStepOps::losses(self, update_stats).into_result()?.into_tensor())
+    }
+    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> Result<Vec<Tensor>> {
+        let grads = FfiStepOps::grads(self, loss.into(), groups.into(), retain_graph).into_result()?;
+        Ok(grads.into_iter().map(TensorOwned::into_tensor).collect())
+    }
+    fn backward(&mut self, loss: &Tensor) -> Result<()> {
+        FfiStepOps::backward(self, loss.into()).into_result()
+    }
+    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> Result<()> {
+        let grads: Vec<TensorRef<'_>> = grads.iter().map(TensorRef::new).collect();
+        FfiStepOps::perturb(self, groups.into(), grads.as_slice().into(), rho, adaptive).into_result()
+    }
+    fn restore(&mut self) -> Result<()> {
+        FfiStepOps::restore(self).into_result()
+    }
+    fn set_grads(&mut self, group: Group, grad: &Tensor) -> Result<()> {
+        FfiStepOps::set_grads(self, group, grad.into()).into_result()
+    }
+    fn optimizer_step(&mut self) -> Result<()> {
+        FfiStepOps::optimizer_step(self).into_result()
+    }
+}
+
+impl FfiStrategy for Guarded<dyn Strategy> {
+    fn step(&mut self, mut ops: FfiStepOps_TO<'_, RMut<'_, ()>>) -> RResult<FfiStepReport, Error> {
+        guard(&self.label, "Strategy::step", || {
+            let report = self.inner.step(&mut ops)?;
+            Ok(FfiStepReport {
+                losses: report.losses.into(),
+                weights: report.weights.map(TensorOwned::from).into(),
+            })
+        })
+    }
+
+    fn parameters(&self) -> RResult<FfiNamedTensors, Error> {
+        guard(&self.label, "Strategy::parameters", || Ok(named_to_ffi(self.inner.parameters()?)))
+    }
+
+    state_adapters!(guarded Strategy);
+}
+
+impl Strategy for FfiStrategyBox {
+    fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
+        let mut host = HostOps(ops);
+        let ffi_ops = FfiStepOps_TO::from_ptr(RMut::new(&mut host), TD_Opaque);
+        let report = FfiStrategy::step(self, ffi_ops).into_result()?;
+        Ok(StepReport {
+            losses: report.losses.into_tensor(),
+            weights: report.weights.into_option().map(TensorOwned::into_tensor),
+        })
+    }
+
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(named_from_ffi(FfiStrategy::parameters(self).into_result()?))
+    }
+
+    state_adapters!(foreign FfiStrategy);
+}

@@ -1,0 +1,157 @@
+//! `Weighting`: one update for the shared parameters from per-task losses or gradients.
+
+use abi_stable::sabi_trait;
+use abi_stable::std_types::{RBox, ROption, RResult};
+use abi_stable::StableAbi;
+use tch::Tensor;
+
+use super::{named_from_ffi, named_to_ffi, state_adapters, FfiNamedTensors, Guarded};
+use crate::{guard, Error, Result, State, TensorOwned, TensorRef};
+
+/// What a weighting combines.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightingKind {
+    /// Combines the per-task losses into one scalar loss that the host
+    /// differentiates once (EW, UW, DWA, RLW). Never sees gradients.
+    Loss,
+    /// Combines the per-task gradients of the shared parameters (a T×P matrix)
+    /// into one update of length P (PCGrad, CAGrad, MGDA, IMTL-G, Nash-MTL).
+    Gradient,
+}
+
+/// One call's input.
+pub struct WeightingInput<'a> {
+    /// The training step, from 0.
+    pub step: u64,
+    /// Per-task losses, shape `[T]`. For [`WeightingKind::Loss`] they carry the
+    /// autograd graph; for [`WeightingKind::Gradient`] they are detached values.
+    pub losses: &'a Tensor,
+    /// Per-task gradients of the shared parameters, shape `[T, P]`, one row per
+    /// task. `Some` exactly when the weighting's kind is [`WeightingKind::Gradient`].
+    pub grads: Option<&'a Tensor>,
+}
+
+/// One call's result.
+pub struct WeightingOutput {
+    /// A scalar loss with its graph ([`WeightingKind::Loss`]) or an update of
+    /// shape `[P]` for the shared parameters ([`WeightingKind::Gradient`]).
+    pub combined: Tensor,
+    /// The weights chosen for each task, shape `[T]`, detached, where the method
+    /// defines them. The runtime logs them in `metrics.jsonl`.
+    pub weights: Option<Tensor>,
+}
+
+/// A method that combines per-task losses or gradients.
+pub trait Weighting: Send {
+    /// What [`Weighting::weigh`] combines; constant for an object.
+    fn kind(&self) -> WeightingKind;
+
+    /// Combines one step's losses (and gradients, for [`WeightingKind::Gradient`]).
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput>;
+
+    /// Trainable parameters of the weighting itself (UW's log-variances), which
+    /// the host's optimizer updates alongside the model. Shares storage.
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(Vec::new())
+    }
+
+    /// Everything needed to continue exactly after a resume.
+    fn state(&self) -> Result<State> {
+        Ok(State::default())
+    }
+
+    /// Restores what [`Weighting::state`] exported.
+    fn load_state(&mut self, state: State) -> Result<()> {
+        super::load_no_state(state)
+    }
+}
+
+/// [`WeightingInput`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiWeightingInput<'a> {
+    step: u64,
+    losses: TensorRef<'a>,
+    grads: ROption<TensorRef<'a>>,
+}
+
+/// [`WeightingOutput`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiWeightingOutput {
+    combined: TensorOwned,
+    weights: ROption<TensorOwned>,
+}
+
+/// The FFI twin of [`Weighting`].
+#[sabi_trait]
+pub trait FfiWeighting: Send {
+    /// See [`Weighting::kind`].
+    fn kind(&self) -> WeightingKind;
+    /// See [`Weighting::weigh`].
+    fn weigh(&mut self, input: FfiWeightingInput<'_>) -> RResult<FfiWeightingOutput, Error>;
+    /// See [`Weighting::parameters`].
+    fn parameters(&self) -> RResult<FfiNamedTensors, Error>;
+    /// See [`Weighting::state`].
+    fn state(&self) -> RResult<crate::FfiState, Error>;
+    /// See [`Weighting::load_state`].
+    #[sabi(last_prefix_field)]
+    fn load_state(&mut self, state: crate::FfiState) -> RResult<(), Error>;
+}
+
+/// An owned [`FfiWeighting`] trait object.
+pub type FfiWeightingBox = FfiWeighting_TO<'static, RBox<()>>;
+
+impl FfiWeighting for Guarded<dyn Weighting> {
+    fn kind(&self) -> WeightingKind {
+        self.inner.kind()
+    }
+
+    fn weigh(&mut self, input: FfiWeightingInput<'_>) -> RResult<FfiWeightingOutput, Error> {
+        guard(&self.label, "Weighting::weigh", || {
+            let losses = input.losses.get();
+            let grads = input.grads.into_option().map(TensorRef::get);
+            let out = self.inner.weigh(&WeightingInput {
+                step: input.step,
+                losses: &losses,
+                grads: grads.as_deref(),
+            })?;
+            Ok(FfiWeightingOutput {
+                combined: out.combined.into(),
+                weights: out.weights.map(TensorOwned::from).into(),
+            })
+        })
+    }
+
+    fn parameters(&self) -> RResult<FfiNamedTensors, Error> {
+        guard(&self.label, "Weighting::parameters", || Ok(named_to_ffi(self.inner.parameters()?)))
+    }
+
+    state_adapters!(guarded Weighting);
+}
+
+impl Weighting for FfiWeightingBox {
+    fn kind(&self) -> WeightingKind {
+        FfiWeighting::kind(self)
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let ffi = FfiWeightingInput {
+            step: input.step,
+            losses: input.losses.into(),
+            grads: input.grads.map(TensorRef::from).into(),
+        };
+        let out = FfiWeighting::weigh(self, ffi).into_result()?;
+        Ok(WeightingOutput {
+            combined: out.combined.into_tensor(),
+            weights: out.weights.into_option().map(TensorOwned::into_tensor),
+        })
+    }
+
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(named_from_ffi(FfiWeighting::parameters(self).into_result()?))
+    }
+
+    state_adapters!(foreign FfiWeighting);
+}

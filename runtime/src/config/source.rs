@@ -1,0 +1,222 @@
+//! Pipeline text in, [`Node`] tree out: TOML parsing and `--set` overrides.
+
+use std::path::{Path, PathBuf};
+
+use toml_edit::{Item, Value};
+
+use super::diagnostic::Diagnostic;
+use super::node::{Key, Node, NodeValue, Origin};
+
+/// The text a pipeline was read from, kept to render diagnostics.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The file name as the user gave it (or `<string>` for embedded text).
+    pub name: String,
+    /// The directory relative paths in the pipeline are resolved against.
+    pub dir: PathBuf,
+    /// The file's text.
+    pub text: String,
+    /// The `--set` overrides, as written.
+    pub sets: Vec<String>,
+}
+
+impl Source {
+    /// A source read from `path`.
+    pub fn file(path: &Path, text: String) -> Source {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        Source { name: path.display().to_string(), dir, text, sets: Vec::new() }
+    }
+
+    /// A source given as a string; relative paths resolve against `dir`.
+    pub fn string(text: String, dir: PathBuf) -> Source {
+        Source { name: "<string>".to_string(), dir, text, sets: Vec::new() }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..floor_char_boundary(&self.text, offset)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// The text of 1-based `line`, without its newline.
+    pub fn line_text(&self, line: usize) -> &str {
+        self.text.lines().nth(line.saturating_sub(1)).unwrap_or("")
+    }
+
+    /// Parses the text into a tree, or the syntax error with its location.
+    pub fn parse(&self) -> Result<Node, Diagnostic> {
+        let doc = toml_edit::Document::parse(self.text.as_str()).map_err(|err| {
+            let origin = err.span().map(Origin::File).unwrap_or(Origin::Generated);
+            Diagnostic::new("", origin, format!("invalid TOML: {}", err.message().trim_end()))
+        })?;
+        item_to_node(doc.as_item(), Origin::File(0..0))
+    }
+
+    /// Applies `dotted.key=value` overrides in order, recording each in
+    /// [`Source::sets`]. Values are TOML (`100`, `"uw"`, `[64, 64]`,
+    /// `{ kind = "uw" }`); anything that does not parse as TOML is a string, so
+    /// `--set train.weighting.kind=uw` works unquoted.
+    pub fn apply_sets(&mut self, root: &mut Node, sets: &[String]) -> Result<(), Diagnostic> {
+        for set in sets {
+            let index = self.sets.len();
+            self.sets.push(set.clone());
+            let origin = Origin::Set(index);
+            let Some((path, raw)) = set.split_once('=') else {
+                return Err(Diagnostic::new("", origin, "an override needs the form dotted.key=value"));
+            };
+            let path = path.trim();
+            let keys: Vec<&str> = path.split('.').map(str::trim).collect();
+            if keys.iter().any(|k| k.is_empty()) {
+                return Err(Diagnostic::new(path, origin, format!("`{path}` is not a dotted key")));
+            }
+            let value = match raw.trim().parse::<Value>() {
+                Ok(value) => value_to_node(&value, &origin)?,
+                Err(_) => Node { value: NodeValue::String(raw.trim().to_string()), origin: origin.clone() },
+            };
+            let value = relocate(value, &origin);
+            root.set_path(&keys, value)
+                .map_err(|e| Diagnostic::new(path, origin, format!("cannot set `{path}`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Gives every node of an override the override's origin (toml_edit's spans
+/// there are offsets into the override text, not into the file).
+fn relocate(mut node: Node, origin: &Origin) -> Node {
+    node.origin = origin.clone();
+    node.value = match node.value {
+        NodeValue::Table(entries) => NodeValue::Table(
+            entries
+                .into_iter()
+                .map(|(k, v)| (Key { name: k.name, origin: origin.clone() }, relocate(v, origin)))
+                .collect(),
+        ),
+        NodeValue::Array(items) => NodeValue::Array(items.into_iter().map(|v| relocate(v, origin)).collect()),
+        other => other,
+    };
+    node
+}
+
+fn span_or(span: Option<std::ops::Range<usize>>, fallback: &Origin) -> Origin {
+    span.map(Origin::File).unwrap_or_else(|| fallback.clone())
+}
+
+fn item_to_node(item: &Item, fallback: Origin) -> Result<Node, Diagnostic> {
+    let origin = span_or(item.span(), &fallback);
+    match item {
+        Item::None => Ok(Node::table(origin)),
+        Item::Value(value) => value_to_node(value, &fallback),
+        Item::Table(table) => {
+            let mut entries = Vec::new();
+            for (name, child) in table.iter() {
+                let key_origin = table.key(name).and_then(|k| k.span()).map(Origin::File);
+                let key_origin = key_origin.unwrap_or_else(|| origin.clone());
+                let node = item_to_node(child, key_origin.clone())?;
+                entries.push((Key { name: name.to_string(), origin: key_origin }, node));
+            }
+            Ok(Node { value: NodeValue::Table(entries), origin })
+        }
+        Item::ArrayOfTables(array) => {
+            let items = array
+                .iter()
+                .map(|t| item_to_node(&Item::Table(t.clone()), origin.clone()))
+                .collect::<Result<_, _>>()?;
+            Ok(Node { value: NodeValue::Array(items), origin })
+        }
+    }
+}
+
+fn value_to_node(value: &Value, fallback: &Origin) -> Result<Node, Diagnostic> {
+    let origin = span_or(value.span(), fallback);
+    let value = match value {
+        Value::String(s) => NodeValue::String(s.value().clone()),
+        Value::Integer(i) => NodeValue::Integer(*i.value()),
+        Value::Float(f) => NodeValue::Float(*f.value()),
+        Value::Boolean(b) => NodeValue::Bool(*b.value()),
+        Value::Datetime(_) => {
+            return Err(Diagnostic::new("", origin, "dates are not supported in pipelines; use a string"))
+        }
+        Value::Array(array) => NodeValue::Array(
+            array.iter().map(|v| value_to_node(v, &origin)).collect::<Result<_, _>>()?,
+        ),
+        Value::InlineTable(table) => {
+            let mut entries = Vec::new();
+            for (name, child) in table.iter() {
+                let key_origin = table
+                    .get_key_value(name)
+                    .and_then(|(k, _)| k.span())
+                    .map(Origin::File)
+                    .unwrap_or_else(|| origin.clone());
+                entries.push((
+                    Key { name: name.to_string(), origin: key_origin.clone() },
+                    value_to_node(child, &key_origin)?,
+                ));
+            }
+            NodeValue::Table(entries)
+        }
+    };
+    Ok(Node { value, origin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Source {
+        Source::file(Path::new("p.toml"), text.to_string())
+    }
+
+    #[test]
+    fn keys_and_values_carry_their_line_and_column() {
+        let src = source("[train]\nsteps = 10\nweighting = { kind = \"ew\" }\n");
+        let root = src.parse().unwrap();
+        let train = root.get("train").unwrap();
+        let NodeValue::Table(entries) = &train.value else { panic!() };
+        let Origin::File(span) = &entries[1].0.origin else { panic!() };
+        assert_eq!(src.line_col(span.start), (3, 1));
+        let kind = train.get("weighting").unwrap().get("kind").unwrap();
+        let Origin::File(span) = &kind.origin else { panic!() };
+        assert_eq!(src.line_col(span.start), (3, 22));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_location() {
+        let src = source("[train]\nsteps = = 3\n");
+        let err = src.parse().unwrap_err();
+        let Origin::File(span) = &err.origin else { panic!("{err:?}") };
+        assert_eq!(src.line_col(span.start).0, 2);
+    }
+
+    #[test]
+    fn sets_parse_toml_values_and_fall_back_to_strings() {
+        let mut src = source("[train]\nsteps = 10\n");
+        let mut root = src.parse().unwrap();
+        let sets = vec!["train.steps=20".to_string(), "train.weighting.kind=uw".to_string()];
+        src.apply_sets(&mut root, &sets).unwrap();
+        let train = root.get("train").unwrap();
+        assert!(matches!(train.get("steps").unwrap().value, NodeValue::Integer(20)));
+        let kind = train.get("weighting").unwrap().get("kind").unwrap();
+        assert!(matches!(&kind.value, NodeValue::String(s) if s == "uw"));
+        assert_eq!(kind.origin, Origin::Set(1));
+    }
+
+    #[test]
+    fn a_set_through_a_non_table_names_the_prefix() {
+        let mut src = source("[train]\nsteps = 10\n");
+        let mut root = src.parse().unwrap();
+        let err = src.apply_sets(&mut root, &["train.steps.x=1".to_string()]).unwrap_err();
+        assert!(err.message.contains("`train.steps` is not a table"), "{}", err.message);
+    }
+}

@@ -1,0 +1,409 @@
+//! Checks a [`Node`] tree against a JSON Schema and produces the resolved config
+//! (defaults filled in) or every problem found, each with its location.
+//!
+//! The supported subset is what method schemas use: `type`, `properties`,
+//! `required`, `additionalProperties` (a schema for free-form keys; anything else
+//! means no unknown keys), `enum`, `minimum`, `maximum`, `exclusiveMinimum`,
+//! `exclusiveMaximum`, `items`, `minItems`, `maxItems`, `default`, plus the
+//! extension `x-taskweave-role`: a method table `{ kind = "...", ... }` (or just
+//! the kind's name as a string), validated against that kind's own schema.
+
+use serde_json::{Map, Value};
+
+use super::diagnostic::{did_you_mean, Diagnostic};
+use super::node::{Node, NodeValue, Origin};
+
+/// Why a kind cannot be used.
+pub enum KindError {
+    /// No such kind in this role.
+    Unknown,
+    /// It exists but cannot be used (for example two plugins provide it).
+    Unusable(String),
+}
+
+/// Where kinds come from: the method registry plus the runtime's own tables
+/// (data sources, backbones, optimizers).
+pub trait Kinds {
+    /// The config schema of `kind` in `role`.
+    fn lookup(&self, role: &str, kind: &str) -> Result<Value, KindError>;
+    /// Every kind of `role`, sorted, for suggestions.
+    fn kinds(&self, role: &str) -> Vec<String>;
+}
+
+/// Validates `node` against `schema`; `path` is the dotted path of `node`.
+pub fn validate(node: &Node, schema: &Value, path: &str, kinds: &dyn Kinds) -> Result<Value, Vec<Diagnostic>> {
+    let mut v = Validator { kinds, errors: Vec::new() };
+    let value = v.check(node, schema, path);
+    if v.errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(v.errors)
+    }
+}
+
+struct Validator<'a> {
+    kinds: &'a dyn Kinds,
+    errors: Vec<Diagnostic>,
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn shown(path: &str) -> String {
+    if path.is_empty() {
+        "the pipeline".to_string()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+fn article(type_name: &str) -> &'static str {
+    match type_name {
+        "object" => "a table",
+        "array" => "an array",
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "a boolean",
+        _ => "a value",
+    }
+}
+
+fn list(items: &[String]) -> String {
+    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &str, origin: &Origin, message: String, help: Option<String>) {
+        let mut d = Diagnostic::new(path, origin.clone(), message);
+        d.help = help;
+        self.errors.push(d);
+    }
+
+    fn check(&mut self, node: &Node, schema: &Value, path: &str) -> Value {
+        if let Some(role) = schema.get("x-taskweave-role").and_then(Value::as_str) {
+            return self.check_kind(node, role, path);
+        }
+        let expected = schema.get("type").and_then(Value::as_str).unwrap_or(
+            if schema.get("properties").is_some() { "object" } else { "any" },
+        );
+        let value = match (&node.value, expected) {
+            (NodeValue::Table(_), "object" | "any") => return self.check_table(node, schema, path),
+            (NodeValue::Array(items), "array" | "any") => {
+                self.check_array_len(node, items.len(), schema, path);
+                let item_schema = schema.get("items").cloned().unwrap_or(Value::Bool(true));
+                let items = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.check(item, &item_schema, &format!("{path}[{i}]")))
+                    .collect();
+                Value::Array(items)
+            }
+            (NodeValue::String(s), "string" | "any") => Value::String(s.clone()),
+            (NodeValue::Bool(b), "boolean" | "any") => Value::Bool(*b),
+            (NodeValue::Integer(i), "integer" | "number" | "any") => {
+                self.check_range(node, *i as f64, schema, path);
+                Value::from(*i)
+            }
+            (NodeValue::Float(f), "number" | "any") => {
+                if !f.is_finite() {
+                    let msg = format!("{} must be a finite number, got {f}", shown(path));
+                    self.error(path, &node.origin, msg, None);
+                    return Value::Null;
+                }
+                self.check_range(node, *f, schema, path);
+                Value::from(*f)
+            }
+            _ => {
+                let msg = format!(
+                    "wrong type for {}: expected {}, found {}",
+                    shown(path),
+                    article(expected),
+                    node.type_name()
+                );
+                let help = schema.get("description").and_then(Value::as_str).map(str::to_string);
+                self.error(path, &node.origin, msg, help);
+                return Value::Null;
+            }
+        };
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+            if !allowed.contains(&value) {
+                let names: Vec<String> =
+                    allowed.iter().map(|a| a.as_str().map_or(a.to_string(), str::to_string)).collect();
+                let near = value.as_str().and_then(|s| did_you_mean(s, names.iter().map(String::as_str)));
+                let help = match near {
+                    Some(n) => format!("did you mean `{n}`? (one of {})", list(&names)),
+                    None => format!("expected one of {}", list(&names)),
+                };
+                let msg = format!("invalid value {value} for {}", shown(path));
+                self.error(path, &node.origin, msg, Some(help));
+            }
+        }
+        value
+    }
+
+    fn check_range(&mut self, node: &Node, x: f64, schema: &Value, path: &str) {
+        let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
+        let checks = [
+            ("minimum", ">=", bound("minimum").is_some_and(|m| x < m)),
+            ("maximum", "<=", bound("maximum").is_some_and(|m| x > m)),
+            ("exclusiveMinimum", ">", bound("exclusiveMinimum").is_some_and(|m| x <= m)),
+            ("exclusiveMaximum", "<", bound("exclusiveMaximum").is_some_and(|m| x >= m)),
+        ];
+        for (key, op, failed) in checks {
+            if failed {
+                let limit = &schema[key];
+                let msg = format!("{} must be {op} {limit}, got {x}", shown(path));
+                self.error(path, &node.origin, msg, None);
+            }
+        }
+    }
+
+    fn check_array_len(&mut self, node: &Node, len: usize, schema: &Value, path: &str) {
+        let min = schema.get("minItems").and_then(Value::as_u64);
+        let max = schema.get("maxItems").and_then(Value::as_u64);
+        if min.is_some_and(|m| (len as u64) < m) || max.is_some_and(|m| (len as u64) > m) {
+            let bounds = match (min, max) {
+                (Some(a), Some(b)) if a == b => format!("exactly {a}"),
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => unreachable!("checked above"),
+            };
+            let msg = format!("{} needs {bounds} items, got {len}", shown(path));
+            self.error(path, &node.origin, msg, None);
+        }
+    }
+
+    fn check_table(&mut self, node: &Node, schema: &Value, path: &str) -> Value {
+        let NodeValue::Table(entries) = &node.value else { unreachable!("caller matched a table") };
+        let empty = Map::new();
+        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+        let extra = schema.get("additionalProperties").filter(|s| s.is_object());
+        let open = schema.get("type").is_none() && schema.get("properties").is_none();
+        let mut out = Map::new();
+        for (key, child) in entries {
+            let child_path = join(path, &key.name);
+            if let Some(sub) = properties.get(&key.name).or(extra) {
+                let value = self.check(child, sub, &child_path);
+                out.insert(key.name.clone(), value);
+            } else if open {
+                out.insert(key.name.clone(), self.check(child, &Value::Bool(true), &child_path));
+            } else {
+                let names: Vec<String> = properties.keys().cloned().collect();
+                let help = match did_you_mean(&key.name, names.iter().map(String::as_str)) {
+                    Some(near) => Some(format!("did you mean `{near}`?")),
+                    None if names.is_empty() => Some(format!("{} takes no keys", shown(path))),
+                    None => Some(format!("valid keys: {}", list(&names))),
+                };
+                let msg = format!("unknown key `{}` in {}", key.name, shown(path));
+                self.error(&child_path, &key.origin, msg, help);
+            }
+        }
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (name, sub) in properties {
+            if out.contains_key(name) || entries.iter().any(|(k, _)| &k.name == name) {
+                continue;
+            }
+            let child_path = join(path, name);
+            if required.contains(&name.as_str()) {
+                let help = sub
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(|d| format!("add `{name} = ...` ({d})"));
+                let msg = format!("missing required key `{child_path}`");
+                self.error(&child_path, &node.origin, msg, help);
+            } else if let Some(default) = sub.get("default") {
+                let generated = Node::from_json(default, &Origin::Generated);
+                let value = self.check(&generated, sub, &child_path);
+                out.insert(name.clone(), value);
+            } else if sub.get("x-taskweave-role").is_none() && sub.get("properties").is_some() {
+                // A section left out entirely gets its own defaults.
+                let value = self.check(&Node::table(Origin::Generated), sub, &child_path);
+                out.insert(name.clone(), value);
+            }
+        }
+        Value::Object(out)
+    }
+
+    fn check_kind(&mut self, node: &Node, role: &str, path: &str) -> Value {
+        let (kind_node, rest) = match &node.value {
+            NodeValue::String(_) => (node.clone(), Node::table(node.origin.clone())),
+            NodeValue::Table(entries) => {
+                let Some(kind) = node.get("kind") else {
+                    let kinds = self.kinds.kinds(role);
+                    let msg = format!("missing required key `{}` (which {role} to use)", join(path, "kind"));
+                    let help = format!("add `kind = \"...\"`, one of {}", list(&kinds));
+                    self.error(&join(path, "kind"), &node.origin, msg, Some(help));
+                    return Value::Null;
+                };
+                let rest: Vec<_> = entries.iter().filter(|(k, _)| k.name != "kind").cloned().collect();
+                (kind.clone(), Node { value: NodeValue::Table(rest), origin: node.origin.clone() })
+            }
+            _ => {
+                let msg = format!(
+                    "wrong type for {}: expected a {role} table like {{ kind = \"...\" }}, found {}",
+                    shown(path),
+                    node.type_name()
+                );
+                self.error(path, &node.origin, msg, None);
+                return Value::Null;
+            }
+        };
+        let kind_path = join(path, "kind");
+        let NodeValue::String(kind) = &kind_node.value else {
+            let msg = format!("wrong type for `{kind_path}`: expected a string, found {}", kind_node.type_name());
+            self.error(&kind_path, &kind_node.origin, msg, None);
+            return Value::Null;
+        };
+        let schema = match self.kinds.lookup(role, kind) {
+            Ok(schema) => schema,
+            Err(KindError::Unknown) => {
+                let kinds = self.kinds.kinds(role);
+                let help = match did_you_mean(kind, kinds.iter().map(String::as_str)) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None if kinds.is_empty() => format!("no {role} is available; check the plugin directories"),
+                    None => format!("available: {}", list(&kinds)),
+                };
+                let msg = format!("unknown {role} `{kind}` at `{kind_path}`");
+                self.error(&kind_path, &kind_node.origin, msg, Some(help));
+                return Value::Null;
+            }
+            Err(KindError::Unusable(why)) => {
+                let msg = format!("{role} `{kind}` at `{kind_path}` cannot be used: {why}");
+                self.error(&kind_path, &kind_node.origin, msg, None);
+                return Value::Null;
+            }
+        };
+        let mut value = self.check_table(&rest, &schema, path);
+        if let Value::Object(map) = &mut value {
+            let mut with_kind = Map::new();
+            with_kind.insert("kind".to_string(), Value::String(kind.clone()));
+            with_kind.append(map);
+            value = Value::Object(with_kind);
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::source::Source;
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    struct TestKinds;
+    impl Kinds for TestKinds {
+        fn lookup(&self, role: &str, kind: &str) -> Result<Value, KindError> {
+            match (role, kind) {
+                ("Weighting", "ew") => Ok(json!({"type": "object", "properties": {}})),
+                ("Weighting", "pcgrad") => Ok(json!({"type": "object", "properties": {
+                    "seed_offset": {"type": "integer", "default": 0}}})),
+                ("Weighting", "dup") => Err(KindError::Unusable("two plugins provide it".into())),
+                _ => Err(KindError::Unknown),
+            }
+        }
+        fn kinds(&self, _role: &str) -> Vec<String> {
+            vec!["ew".into(), "pcgrad".into()]
+        }
+    }
+
+    fn schema() -> Value {
+        json!({"type": "object", "required": ["train"], "properties": {
+            "train": {"type": "object", "required": ["steps"], "properties": {
+                "steps": {"type": "integer", "minimum": 1, "description": "optimizer steps"},
+                "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.001},
+                "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
+                "hidden": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [64]},
+                "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
+            }},
+            "run": {"type": "object", "properties": {"seed": {"type": "integer", "default": 0}}},
+        }})
+    }
+
+    fn run(text: &str) -> (Source, Result<Value, Vec<Diagnostic>>) {
+        let source = Source::file(Path::new("p.toml"), text.to_string());
+        let node = source.parse().unwrap();
+        let result = validate(&node, &schema(), "", &TestKinds);
+        (source, result)
+    }
+
+    #[test]
+    fn defaults_are_filled_in_everywhere() {
+        let (_, result) = run("[train]\nsteps = 5\nweighting = \"pcgrad\"\n");
+        assert_eq!(
+            result.unwrap(),
+            json!({"train": {"steps": 5, "lr": 0.001, "mode": "fast", "hidden": [64],
+                             "weighting": {"kind": "pcgrad", "seed_offset": 0}},
+                   "run": {"seed": 0}})
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_path_location_and_nearest_key() {
+        let (source, result) = run("[train]\nsteps = 5\nlrr = 0.1\n");
+        let errors = result.unwrap_err();
+        assert_eq!(errors.len(), 1);
+        let d = &errors[0];
+        assert_eq!(d.path, "train.lrr");
+        assert_eq!(d.location(&source).unwrap(), "p.toml:3:1");
+        assert_eq!(d.help.as_deref(), Some("did you mean `lr`?"));
+    }
+
+    #[test]
+    fn wrong_type_and_range_and_enum_are_reported_together() {
+        let (source, result) = run("[train]\nsteps = \"ten\"\nlr = -1.0\nmode = \"fsat\"\n");
+        let errors = result.unwrap_err();
+        let messages: Vec<_> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(errors.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("wrong type for `train.steps`: expected an integer, found a string"));
+        assert!(messages[1].contains("`train.lr` must be > 0"));
+        assert_eq!(errors[2].help.as_deref(), Some("did you mean `fast`? (one of `fast`, `exact`)"));
+        assert_eq!(errors[2].location(&source).unwrap(), "p.toml:4:8");
+    }
+
+    #[test]
+    fn unknown_kind_suggests_the_nearest_and_unusable_kind_says_why() {
+        let (source, result) = run("[train]\nsteps = 5\nweighting = { kind = \"pcgard\" }\n");
+        let errors = result.unwrap_err();
+        assert_eq!(errors[0].message, "unknown Weighting `pcgard` at `train.weighting.kind`");
+        assert_eq!(errors[0].help.as_deref(), Some("did you mean `pcgrad`?"));
+        assert_eq!(errors[0].location(&source).unwrap(), "p.toml:3:22");
+        let (_, result) = run("[train]\nsteps = 5\nweighting = \"dup\"\n");
+        assert!(result.unwrap_err()[0].message.contains("cannot be used: two plugins provide it"));
+    }
+
+    #[test]
+    fn unknown_key_inside_a_method_table_is_checked_against_its_schema() {
+        let (_, result) = run("[train]\nsteps = 5\nweighting = { kind = \"pcgrad\", seed_ofset = 1 }\n");
+        let errors = result.unwrap_err();
+        assert_eq!(errors[0].path, "train.weighting.seed_ofset");
+        assert_eq!(errors[0].help.as_deref(), Some("did you mean `seed_offset`?"));
+    }
+
+    #[test]
+    fn missing_required_keys_and_sections_are_named() {
+        let (_, result) = run("[run]\nseed = 1\n");
+        assert_eq!(result.unwrap_err()[0].message, "missing required key `train`");
+        let (_, result) = run("[train]\nlr = 0.1\n");
+        let d = &result.unwrap_err()[0];
+        assert_eq!(d.message, "missing required key `train.steps`");
+        assert_eq!(d.help.as_deref(), Some("add `steps = ...` (optimizer steps)"));
+    }
+
+    #[test]
+    fn array_items_are_validated_with_their_index() {
+        let (_, result) = run("[train]\nsteps = 5\nhidden = [64, 0]\n");
+        assert_eq!(result.unwrap_err()[0].message, "`train.hidden[1]` must be >= 1, got 0");
+    }
+}
