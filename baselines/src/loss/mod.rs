@@ -1,0 +1,1 @@
+//! Loss weightings: they combine the per-task losses into one scalar loss.
