@@ -11,6 +11,7 @@
 
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
@@ -33,29 +34,6 @@ pub struct Rlw {
     distribution: Distribution,
 }
 
-/// SplitMix64: a counter-based generator, so step s's draws need no history.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform on (0, 1): never 0, so `ln` is finite.
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
-
 fn softmax(z: &[f64]) -> Vec<f64> {
     let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = z.iter().map(|v| (v - max).exp()).collect();
@@ -71,7 +49,7 @@ impl Rlw {
 
     /// The weights of `step` for `tasks` tasks (non-negative, summing to 1).
     pub fn weights(&self, step: u64, tasks: usize) -> Vec<f64> {
-        let mut rng = SplitMix(self.seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng = SplitMix::at(self.seed, step);
         match self.distribution {
             Distribution::Normal => softmax(&(0..tasks).map(|_| rng.normal()).collect::<Vec<_>>()),
             Distribution::Uniform => softmax(&(0..tasks).map(|_| rng.uniform()).collect::<Vec<_>>()),
