@@ -1,0 +1,90 @@
+//! Pipeline configuration: TOML with locations, `--set` overrides, validation
+//! against the schemas of every method a pipeline names, and error rendering.
+
+mod diagnostic;
+mod node;
+mod source;
+mod toml_out;
+mod validate;
+
+pub use diagnostic::{did_you_mean, Diagnostic};
+pub use node::{Key, Node, NodeValue, Origin};
+pub use source::Source;
+pub use toml_out::to_toml;
+pub use validate::{validate, KindError, Kinds};
+
+use serde_json::Value;
+use taskweave_plugin_api::{Error as ApiError, Role};
+
+use crate::registry::{Entry, LookupError, Registry};
+
+/// The runtime's own kind tables (not methods): data sources and optimizers.
+const RUNTIME_ROLES: [&str; 2] = ["Data", "Optimizer"];
+
+fn runtime_schema(role: &str, kind: &str) -> Option<Value> {
+    match role {
+        "Data" => crate::data::schema(kind),
+        "Optimizer" => crate::train::optimizer::schema(kind),
+        _ => None,
+    }
+}
+
+fn runtime_kinds(role: &str) -> Vec<String> {
+    match role {
+        "Data" => crate::data::kinds(),
+        "Optimizer" => crate::train::optimizer::kinds(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every kind a pipeline may name: registry methods by role, plus the runtime's tables.
+pub struct KindTable<'a> {
+    /// The methods.
+    pub registry: &'a Registry,
+}
+
+impl Kinds for KindTable<'_> {
+    fn lookup(&self, role: &str, kind: &str) -> Result<Value, KindError> {
+        if RUNTIME_ROLES.contains(&role) {
+            return runtime_schema(role, kind).ok_or(KindError::Unknown);
+        }
+        let role = Role::from_name(role).ok_or(KindError::Unknown)?;
+        match self.registry.get(role, kind) {
+            Ok(entry) => Ok(entry.schema.clone()),
+            Err(LookupError::Unknown) => Err(KindError::Unknown),
+            Err(other) => Err(KindError::Unusable(other.to_string())),
+        }
+    }
+
+    fn kinds(&self, role: &str) -> Vec<String> {
+        match Role::from_name(role) {
+            Some(role) => self.registry.names(role),
+            None => runtime_kinds(role),
+        }
+    }
+}
+
+/// Validates a method's config (its table without `kind`) given as JSON, as
+/// methods that build other methods through the host do. Returns the entry and
+/// the config with defaults filled in.
+pub fn validate_method<'r>(
+    registry: &'r Registry,
+    role: Role,
+    kind: &str,
+    config: &Value,
+) -> Result<(&'r Entry, Value), ApiError> {
+    let entry =
+        registry.get(role, kind).map_err(|e| ApiError::msg(format!("{role} `{kind}` cannot be used: {e}")))?;
+    let node = Node::from_json(config, &Origin::Generated);
+    let resolved = validate(&node, &entry.schema, kind, &KindTable { registry }).map_err(|diagnostics| {
+        let lines: Vec<String> = diagnostics
+            .iter()
+            .map(|d| match &d.help {
+                Some(help) => format!("{} ({help})", d.message),
+                None => d.message.clone(),
+            })
+            .collect();
+        ApiError::msg(lines.join("; "))
+    })?;
+    Ok((entry, resolved))
+}

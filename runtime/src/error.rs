@@ -1,0 +1,86 @@
+//! The runtime's errors. Each says what went wrong and what to do; the CLI maps
+//! them to exit codes: 2 for bad input (config, data, files), 1 for failures
+//! during a run.
+
+use std::path::PathBuf;
+
+use crate::config::{Diagnostic, Source};
+
+/// Any error the runtime returns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline is invalid: every problem found, rendered with locations.
+    #[error("{rendered}")]
+    Config {
+        /// The problems.
+        diagnostics: Vec<Diagnostic>,
+        /// Their rendering against the pipeline text.
+        rendered: String,
+    },
+    /// Other bad input: unreadable files, bad data, unusable arguments.
+    #[error("{0}")]
+    Input(String),
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A method (built-in or plugin) failed; the message names it.
+    #[error("{0}")]
+    Method(String),
+    /// A loss became NaN or infinite.
+    #[error("non-finite loss at step {step} for task `{task}` ({value}); the last good checkpoint is kept. Lower the learning rate, or set train.on_nonfinite = \"skip-step\" to skip such steps")]
+    NonFinite {
+        /// The training step.
+        step: u64,
+        /// The task whose loss is not finite.
+        task: String,
+        /// The value.
+        value: f64,
+    },
+    /// Anything else that failed during a run.
+    #[error("{0}")]
+    Run(String),
+}
+
+impl Error {
+    /// The process exit code for this error: 2 for bad input, 1 for run failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::Input(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// A config error from diagnostics, rendered against `source`.
+    pub fn config(diagnostics: Vec<Diagnostic>, source: &Source) -> Error {
+        let mut rendered: Vec<String> = diagnostics.iter().map(|d| d.render(source)).collect();
+        if diagnostics.len() > 1 {
+            rendered.push(format!("{} errors in {}", diagnostics.len(), source.name));
+        }
+        Error::Config { diagnostics, rendered: rendered.join("\n").trim_end().to_string() }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+impl From<taskweave_plugin_api::Error> for Error {
+    fn from(err: taskweave_plugin_api::Error) -> Error {
+        Error::Method(err.to_string())
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(err: tch::TchError) -> Error {
+        Error::Run(format!("libtorch: {err}"))
+    }
+}
+
+/// `Result` with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

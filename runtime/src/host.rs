@@ -1,0 +1,74 @@
+//! The runtime's side of [`taskweave_plugin_api::FfiHost`]: logging and the registry.
+
+use std::sync::Arc;
+
+use abi_stable::std_types::{RErr, ROk, RResult, RStr};
+use taskweave_plugin_api::{Error as ApiError, FfiHost, FfiMethod, Host, LogLevel, MethodContext, Role};
+
+use crate::config::validate_method;
+use crate::registry::Registry;
+
+/// What the runtime hands to every method it creates.
+#[derive(Clone)]
+pub struct RuntimeHost {
+    /// `None` while the registry itself is loading: plugins initialised then
+    /// only log.
+    registry: Option<Arc<Registry>>,
+}
+
+impl RuntimeHost {
+    /// A host that can only log (used while plugins load).
+    pub fn logging_only() -> Host {
+        Host::new(RuntimeHost { registry: None })
+    }
+
+    /// A host whose `create` builds methods from `registry`.
+    pub fn new(registry: Arc<Registry>) -> Host {
+        Host::new(RuntimeHost { registry: Some(registry) })
+    }
+}
+
+fn level_of(filter: tracing::level_filters::LevelFilter) -> LogLevel {
+    use tracing::level_filters::LevelFilter;
+    match filter {
+        LevelFilter::TRACE => LogLevel::Trace,
+        LevelFilter::DEBUG => LogLevel::Debug,
+        LevelFilter::INFO => LogLevel::Info,
+        LevelFilter::WARN => LogLevel::Warn,
+        _ => LogLevel::Error,
+    }
+}
+
+impl FfiHost for RuntimeHost {
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
+        let (target, message) = (target.as_str(), message.as_str());
+        match level {
+            LogLevel::Error => tracing::error!(target: "plugin", source = target, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", source = target, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", source = target, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", source = target, "{message}"),
+            LogLevel::Trace => tracing::trace!(target: "plugin", source = target, "{message}"),
+        }
+    }
+
+    fn max_level(&self) -> LogLevel {
+        level_of(tracing::level_filters::LevelFilter::current())
+    }
+
+    fn create(&self, role: Role, kind: RStr<'_>, config: RStr<'_>, ctx: &MethodContext) -> RResult<FfiMethod, ApiError> {
+        let Some(registry) = &self.registry else {
+            return RErr(ApiError::msg("methods cannot be created while plugins are loading"));
+        };
+        let result = (|| {
+            let config: serde_json::Value = serde_json::from_str(config.as_str())?;
+            let (entry, config) = validate_method(registry, role, kind.as_str(), &config)?;
+            let host = RuntimeHost::new(registry.clone());
+            let created = registry.create(entry, &config, ctx, &host).map_err(|e| ApiError::msg(e.to_string()))?;
+            Ok(FfiMethod::new(created, &format!("method `{kind}`")))
+        })();
+        match result {
+            Ok(method) => ROk(method),
+            Err(e) => RErr(e),
+        }
+    }
+}

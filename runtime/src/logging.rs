@@ -1,0 +1,24 @@
+//! Log output: `tracing` with a `RUST_LOG` filter, human-readable by default,
+//! one JSON object per line with `--log-format json`.
+
+use tracing_subscriber::EnvFilter;
+
+/// The log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the process-wide subscriber, writing to stderr. `default` is the
+/// filter used when `RUST_LOG` is unset (for example `"info"`).
+pub fn init(format: Format, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Human => builder.with_target(false).without_time().try_init(),
+        Format::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,128 @@
+//! The multi-task model: a shared backbone, an [`Architecture`] method between
+//! the backbone and the heads, and one head per task.
+
+use serde_json::Value;
+use taskweave_plugin_api::nn::{Activation, Mlp, MlpSpec};
+use taskweave_plugin_api::{Architecture, Group};
+use tch::{Device, Tensor};
+
+use crate::data::Task;
+use crate::error::{Error, Result};
+
+/// A trainable tensor of the model or of a method, with its group.
+pub struct Param {
+    /// Unique name, as in checkpoints (`backbone.0.weight`, `heads.task1.0.bias`).
+    pub name: String,
+    /// The leaf tensor (shares storage with the method that owns it).
+    pub tensor: Tensor,
+    /// Which parameter group it belongs to; `None` for method parameters
+    /// (weighting and strategy parameters), which are in no task group.
+    pub group: Option<Group>,
+}
+
+/// Backbone → architecture → heads.
+pub struct Model {
+    backbone: Mlp,
+    architecture: Box<dyn Architecture>,
+    heads: Vec<Mlp>,
+    task_names: Vec<String>,
+}
+
+fn mlp_spec(config: &Value, activate_last: bool) -> Result<MlpSpec> {
+    Ok(MlpSpec {
+        activation: Activation::from_name(config["activation"].as_str().unwrap_or("relu"))?,
+        dropout: config["dropout"].as_f64().unwrap_or(0.0),
+        batch_norm: config["batch_norm"].as_bool().unwrap_or(false),
+        activate_last,
+    })
+}
+
+fn widths(config: &Value) -> Vec<usize> {
+    config["hidden"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|w| w as usize).collect()
+}
+
+impl Model {
+    /// Builds the backbone and heads from the validated `[model]` table around
+    /// an already created `architecture` (whose input is the backbone output).
+    pub fn new(
+        config: &Value,
+        input_dim: usize,
+        tasks: &[Task],
+        architecture: Box<dyn Architecture>,
+        device: Device,
+    ) -> Result<Model> {
+        let backbone_cfg = &config["backbone"];
+        let dims: Vec<usize> = std::iter::once(input_dim).chain(widths(backbone_cfg)).collect();
+        let backbone = Mlp::new(&dims, mlp_spec(backbone_cfg, true)?, device)?;
+        let head_cfg = &config["head"];
+        let heads = tasks
+            .iter()
+            .map(|task| {
+                let dims: Vec<usize> = std::iter::once(architecture.output_dim())
+                    .chain(widths(head_cfg))
+                    .chain(std::iter::once(task.output_dim()))
+                    .collect();
+                Ok(Mlp::new(&dims, mlp_spec(head_cfg, false)?, device)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Model { backbone, architecture, heads, task_names: tasks.iter().map(|t| t.name.clone()).collect() })
+    }
+
+    /// Width of the backbone's output (the architecture's input).
+    pub fn feature_dim(config: &Value, input_dim: usize) -> usize {
+        widths(&config["backbone"]).last().copied().unwrap_or(input_dim)
+    }
+
+    /// Per-task outputs `[B, out_t]` for inputs `[B, D]`. `update_stats = false`
+    /// keeps normalisation statistics unchanged (passes at perturbed weights).
+    pub fn forward(&mut self, x: &Tensor, train: bool, update_stats: bool) -> Result<Vec<Tensor>> {
+        let features = self.backbone.forward(x, train, update_stats)?;
+        let per_task = self.architecture.forward(&features, train)?;
+        if per_task.len() != self.heads.len() {
+            return Err(Error::Method(format!(
+                "the architecture returned {} feature tensors for {} tasks",
+                per_task.len(),
+                self.heads.len()
+            )));
+        }
+        per_task.iter().zip(&self.heads).map(|(f, head)| Ok(head.forward(f, train, update_stats)?)).collect()
+    }
+
+    /// Every trainable tensor with its group.
+    pub fn parameters(&self) -> Result<Vec<Param>> {
+        let mut params: Vec<Param> = self
+            .backbone
+            .parameters("backbone")
+            .into_iter()
+            .map(|(name, tensor)| Param { name, tensor, group: Some(Group::Shared) })
+            .collect();
+        for p in self.architecture.parameters()? {
+            params.push(Param { name: format!("architecture.{}", p.name), tensor: p.tensor, group: Some(p.group) });
+        }
+        for (t, (head, name)) in self.heads.iter().zip(&self.task_names).enumerate() {
+            for (pname, tensor) in head.parameters(&format!("heads.{name}")) {
+                params.push(Param { name: pname, tensor, group: Some(Group::Task(t)) });
+            }
+        }
+        Ok(params)
+    }
+
+    /// Non-trainable tensors checkpoints must hold (batch-norm statistics).
+    pub fn buffers(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.backbone.buffers("backbone");
+        for (head, name) in self.heads.iter().zip(&self.task_names) {
+            out.extend(head.buffers(&format!("heads.{name}")));
+        }
+        out
+    }
+
+    /// The architecture, for its state in checkpoints.
+    pub fn architecture(&self) -> &dyn Architecture {
+        self.architecture.as_ref()
+    }
+
+    /// The architecture, to restore its state.
+    pub fn architecture_mut(&mut self) -> &mut dyn Architecture {
+        self.architecture.as_mut()
+    }
+}

@@ -1,0 +1,203 @@
+//! A pipeline: one TOML file, checked against the schema of the runtime's own
+//! sections and of every method it names before anything runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use taskweave_plugin_api::Host;
+
+use crate::config::{validate, Diagnostic, KindTable, Node, NodeValue, Origin, Source};
+use crate::error::{Error, Result};
+use crate::host::RuntimeHost;
+use crate::registry::Registry;
+use crate::runtime::Runtime;
+use crate::train::run::{self, RunContext, Summary};
+
+/// The schema of a pipeline file: the runtime's sections, with method tables
+/// marked by `x-taskweave-role`.
+pub fn schema() -> Value {
+    let widths = |default: Value, what: &str| {
+        json!({"type": "array", "items": {"type": "integer", "minimum": 1}, "default": default, "description": what})
+    };
+    let activation = json!({"type": "string", "enum": taskweave_plugin_api::nn::Activation::NAMES, "default": "relu"});
+    json!({
+        "type": "object",
+        "required": ["data", "train"],
+        "properties": {
+            "run": {"type": "object", "properties": {
+                "name": {"type": "string", "description": "run name: the run directory is out_dir/name (default: the file name)"},
+                "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "seed of initialisation, batch order and methods"},
+                "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda or cuda:N"},
+                "out_dir": {"type": "string", "default": "runs", "description": "where run directories go, relative to the working directory"},
+                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch (0: libtorch's default)"}
+            }},
+            "plugins": {"type": "object", "properties": {
+                "dirs": {"type": "array", "items": {"type": "string"}, "default": [],
+                         "description": "directories of plugin .so files, relative to the pipeline file"}
+            }},
+            "data": {"x-taskweave-role": "Data"},
+            "model": {"type": "object", "properties": {
+                "backbone": {"type": "object", "properties": {
+                    "hidden": widths(json!([64]), "widths of the shared MLP's hidden layers ([] = identity)"),
+                    "activation": activation,
+                    "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0},
+                    "batch_norm": {"type": "boolean", "default": false}
+                }},
+                "architecture": {"x-taskweave-role": "Architecture", "default": {"kind": "hard-sharing"}},
+                "head": {"type": "object", "properties": {
+                    "hidden": widths(json!([]), "widths of each task head's hidden layers"),
+                    "activation": activation
+                }}
+            }},
+            "train": {"type": "object", "required": ["steps"], "properties": {
+                "steps": {"type": "integer", "minimum": 1, "description": "optimizer steps"},
+                "batch": {"type": "integer", "minimum": 1, "default": 128, "description": "rows per batch"},
+                "optimizer": {"x-taskweave-role": "Optimizer", "default": {"kind": "adam"}},
+                "strategy": {"x-taskweave-role": "Strategy", "default": {"kind": "standard"}},
+                "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
+                "on_nonfinite": {"type": "string", "enum": ["stop", "skip-step"], "default": "stop",
+                                 "description": "on a NaN or infinite loss: stop with an error, or skip the step"},
+                "checkpoint_every": {"type": "integer", "minimum": 0, "default": 0,
+                                     "description": "steps between checkpoints (0: at every evaluation)"},
+                "log_every": {"type": "integer", "minimum": 1, "default": 100,
+                              "description": "steps between progress lines when not on a terminal"}
+            }},
+            "eval": {"type": "object", "properties": {
+                "every": {"type": "integer", "minimum": 0, "default": 0,
+                          "description": "steps between validation evaluations (0: ten per run)"},
+                "batch": {"type": "integer", "minimum": 1, "default": 4096, "description": "rows per evaluation batch"}
+            }}
+        }
+    })
+}
+
+/// A validated pipeline, ready to run.
+pub struct Pipeline {
+    source: Source,
+    config: Value,
+    registry: Arc<Registry>,
+    host: Host,
+    runtime: Runtime,
+}
+
+/// The plugin directories a pipeline names, read before validation (the
+/// registry they fill is needed to validate the rest).
+fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {
+    let Some(NodeValue::Array(items)) = root.get("plugins").and_then(|p| p.get("dirs")).map(|d| &d.value) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|i| match &i.value {
+            NodeValue::String(s) => Some(source.dir.join(s)),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Pipeline {
+    /// Parses, applies `sets` and validates `source` against `runtime`'s methods
+    /// plus those of the plugin directories the pipeline names.
+    pub(crate) fn load(runtime: &Runtime, mut source: Source, sets: &[String], default_name: &str) -> Result<Pipeline> {
+        let fail = |d: Diagnostic, source: &Source| Error::config(vec![d], source);
+        let mut root = source.parse().map_err(|d| fail(d, &source))?;
+        if !matches!(root.value, NodeValue::Table(_)) {
+            return Err(fail(Diagnostic::new("", Origin::File(0..0), "a pipeline must be a TOML table"), &source));
+        }
+        source.apply_sets(&mut root, sets).map_err(|d| fail(d, &source))?;
+        if root.get("run").and_then(|r| r.get("name")).is_none() {
+            let name = Node { value: NodeValue::String(default_name.to_string()), origin: Origin::Generated };
+            // Cannot fail: `run` is absent or a table (a non-table `run` is reported by validation).
+            let _ = root.set_path(&["run", "name"], name);
+        }
+        let registry = runtime.registry_with(&plugin_dirs(&root, &source));
+        for problem in registry.problems() {
+            tracing::warn!("plugin {} not loaded: {}", problem.path.display(), problem.reason);
+        }
+        let config = validate(&root, &schema(), "", &KindTable { registry: &registry })
+            .map_err(|diagnostics| Error::config(diagnostics, &source))?;
+        let host = RuntimeHost::new(registry.clone());
+        Ok(Pipeline { source, config, registry, host, runtime: runtime.clone() })
+    }
+
+    /// The resolved config: every default filled in.
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The resolved config as TOML.
+    pub fn resolved_toml(&self) -> String {
+        crate::config::to_toml(&self.config)
+    }
+
+    /// The run's name.
+    pub fn name(&self) -> &str {
+        self.config["run"]["name"].as_str().unwrap_or("run")
+    }
+
+    /// The run directory: `out_dir/name`.
+    pub fn run_dir(&self) -> PathBuf {
+        Path::new(self.config["run"]["out_dir"].as_str().unwrap_or("runs")).join(self.name())
+    }
+
+    /// The directory relative paths in the pipeline resolve against.
+    pub fn dir(&self) -> &Path {
+        &self.source.dir
+    }
+
+    fn context(&self, quiet: bool) -> Result<RunContext<'_>> {
+        let threads = self.config["run"]["threads"].as_i64().unwrap_or(0);
+        if threads > 0 {
+            tch::set_num_threads(threads as i32);
+        }
+        let device = crate::device::resolve(self.config["run"]["device"].as_str().unwrap_or("auto"))?;
+        Ok(RunContext {
+            config: &self.config,
+            registry: &self.registry,
+            host: &self.host,
+            device,
+            pipeline_dir: &self.source.dir,
+            quiet,
+        })
+    }
+
+    /// Trains into [`Pipeline::run_dir`]. Refuses a directory that already holds
+    /// a run unless `overwrite`, so that nothing is lost by accident.
+    pub fn train(&self, overwrite: bool, quiet: bool) -> Result<Summary> {
+        let dir = self.run_dir();
+        if dir.join("config.toml").exists() {
+            if !overwrite {
+                return Err(Error::Input(format!(
+                    "{} already holds a run; continue it with `taskweave resume {}`, pick another name with \
+                     --set run.name=..., or pass --overwrite to start over",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
+        let ctx = self.context(quiet)?;
+        run::train(&ctx, data, &dir, false)
+    }
+
+    /// Continues the run in `dir` from its newest checkpoint.
+    pub(crate) fn resume(&self, dir: &Path, quiet: bool) -> Result<Summary> {
+        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
+        let ctx = self.context(quiet)?;
+        run::train(&ctx, data, dir, true)
+    }
+
+    /// Trains and stores the single-task baselines Δm compares against.
+    pub fn baselines(&self, quiet: bool) -> Result<PathBuf> {
+        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
+        let ctx = self.context(quiet)?;
+        run::baselines(&ctx, &data)
+    }
+
+    /// The runtime this pipeline was loaded by.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}

@@ -1,0 +1,216 @@
+//! One name space of methods: the built-ins (registered with `inventory`) and the
+//! methods of every plugin found in the plugin directories.
+
+mod loader;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use taskweave_plugin_api::module::PluginModuleRef;
+use taskweave_plugin_api::{FfiHostBox, FfiMethod, Host, Method, MethodBox, MethodContext, MethodManifest, Role};
+
+use crate::error::Error;
+
+/// Where a method comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Linked into the runtime.
+    Builtin,
+    /// A plugin library at this path.
+    Plugin(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Builtin => f.write_str("built-in"),
+            Origin::Plugin(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Factory {
+    Builtin(&'static Method),
+    Plugin(PluginModuleRef),
+}
+
+/// A method the registry can create.
+#[derive(Clone)]
+pub struct Entry {
+    /// Name, role, version, description, schema.
+    pub manifest: MethodManifest,
+    /// The parsed config schema.
+    pub schema: Value,
+    /// Where it comes from.
+    pub origin: Origin,
+    factory: Factory,
+}
+
+/// A file in a plugin directory that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadProblem {
+    /// The file (or directory) at fault.
+    pub path: PathBuf,
+    /// One line: what is wrong and what to do.
+    pub reason: String,
+}
+
+/// Every method available to pipelines, by name.
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+    /// Names provided more than once, with every provider: unusable until one is removed.
+    conflicts: BTreeMap<String, Vec<Origin>>,
+    problems: Vec<LoadProblem>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Registry {
+    /// The built-in methods plus those of every plugin in `dirs`. Bad files are
+    /// recorded as [`LoadProblem`]s; they never stop the good ones from loading.
+    /// `host` receives the plugins' log records.
+    pub fn load(dirs: &[PathBuf], host: &FfiHostBox) -> Registry {
+        taskweave_baselines::link();
+        let mut registry =
+            Registry { entries: BTreeMap::new(), conflicts: BTreeMap::new(), problems: Vec::new(), dirs: Vec::new() };
+        for method in taskweave_plugin_api::method::registered() {
+            registry.add(method.manifest(), Origin::Builtin, Factory::Builtin(method));
+        }
+        for dir in dirs {
+            registry.add_dir(dir, host);
+        }
+        registry
+    }
+
+    fn add_dir(&mut self, dir: &Path, host: &FfiHostBox) {
+        let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        if self.dirs.contains(&canonical) {
+            return;
+        }
+        self.dirs.push(canonical);
+        let files = match loader::plugin_files(dir) {
+            Ok(files) => files,
+            Err(reason) => {
+                self.problems.push(LoadProblem { path: dir.to_path_buf(), reason });
+                return;
+            }
+        };
+        for file in files {
+            match loader::load(&file, host) {
+                Ok(library) => {
+                    for manifest in &library.manifests {
+                        let origin = Origin::Plugin(library.path.clone());
+                        self.add(manifest.clone(), origin, Factory::Plugin(library.module));
+                    }
+                }
+                Err(reason) => self.problems.push(LoadProblem { path: file, reason }),
+            }
+        }
+    }
+
+    fn add(&mut self, manifest: MethodManifest, origin: Origin, factory: Factory) {
+        let name = manifest.name.to_string();
+        if let Some(conflict) = self.conflicts.get_mut(&name) {
+            conflict.push(origin);
+            return;
+        }
+        if let Some(existing) = self.entries.get(&name) {
+            if existing.origin == origin {
+                return;
+            }
+            let first = self.entries.remove(&name).map(|e| e.origin).into_iter();
+            self.conflicts.insert(name, first.chain([origin]).collect());
+            return;
+        }
+        let schema = match manifest.schema() {
+            Ok(schema) => schema,
+            Err(e) => {
+                let path = match &origin {
+                    Origin::Plugin(path) => path.clone(),
+                    Origin::Builtin => PathBuf::from("<built-in>"),
+                };
+                self.problems.push(LoadProblem { path, reason: format!("method `{name}` has an invalid schema: {e}") });
+                return;
+            }
+        };
+        self.entries.insert(name, Entry { manifest, schema, origin, factory });
+    }
+
+    /// Plugin directories this registry loaded (canonical paths).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Files that could not be loaded, and why.
+    pub fn problems(&self) -> &[LoadProblem] {
+        &self.problems
+    }
+
+    /// Names provided by more than one source, with the sources.
+    pub fn conflicts(&self) -> impl Iterator<Item = (&str, &[Origin])> {
+        self.conflicts.iter().map(|(n, o)| (n.as_str(), o.as_slice()))
+    }
+
+    /// Every usable method, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// The method `name` of `role`, or an error that says why not.
+    pub fn get(&self, role: Role, name: &str) -> Result<&Entry, LookupError> {
+        if let Some(origins) = self.conflicts.get(name) {
+            return Err(LookupError::Ambiguous(origins.clone()));
+        }
+        match self.entries.get(name) {
+            Some(entry) if entry.manifest.role == role => Ok(entry),
+            Some(entry) => Err(LookupError::WrongRole(entry.manifest.role)),
+            None => Err(LookupError::Unknown),
+        }
+    }
+
+    /// Names of every usable method of `role`.
+    pub fn names(&self, role: Role) -> Vec<String> {
+        self.entries.values().filter(|e| e.manifest.role == role).map(|e| e.manifest.name.to_string()).collect()
+    }
+
+    /// Creates `entry` with a config already validated against its schema.
+    pub fn create(&self, entry: &Entry, config: &Value, ctx: &MethodContext, host: &Host) -> Result<MethodBox, Error> {
+        let name = entry.manifest.name.as_str();
+        match entry.factory {
+            Factory::Builtin(method) => method
+                .create(config, ctx, host)
+                .map_err(|e| Error::Method(format!("creating built-in method `{name}`: {e}"))),
+            Factory::Plugin(module) => {
+                let created = (module.create())(name.into(), config.to_string().as_str().into(), ctx, host.to_ffi());
+                let created: FfiMethod = created.into_result().map_err(|e| Error::Method(e.to_string()))?;
+                Ok(MethodBox::from(created))
+            }
+        }
+    }
+}
+
+/// Why a method name cannot be used.
+#[derive(Debug, Clone)]
+pub enum LookupError {
+    /// Nothing has that name.
+    Unknown,
+    /// Something has that name but another role.
+    WrongRole(Role),
+    /// Several sources provide it.
+    Ambiguous(Vec<Origin>),
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LookupError::Unknown => f.write_str("no such method"),
+            LookupError::WrongRole(role) => write!(f, "it is a {role}"),
+            LookupError::Ambiguous(origins) => {
+                let list: Vec<String> = origins.iter().map(ToString::to_string).collect();
+                write!(f, "it is provided by {}; remove all but one", list.join(" and "))
+            }
+        }
+    }
+}

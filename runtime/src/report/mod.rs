@@ -1,0 +1,3 @@
+//! Reports of a run: plots.
+
+pub mod plot;

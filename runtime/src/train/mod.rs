@@ -1,0 +1,216 @@
+//! The training engine: a [`Trainer`] owns the model, the flat parameters, the
+//! optimizer and the strategy, and runs one step at a time through the
+//! strategy, which drives the host operations of [`ops`].
+
+pub mod checkpoint;
+pub mod metrics;
+mod ops;
+pub mod optimizer;
+mod params;
+pub mod progress;
+pub mod run;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use taskweave_plugin_api::rng::SplitMix;
+use taskweave_plugin_api::{Host, MethodBox, MethodContext, Role, State, StepReport, Strategy};
+use tch::{Device, Tensor};
+
+use crate::data::{Batches, Dataset};
+use crate::error::{Error, Result};
+use crate::model::{Model, Param};
+use crate::registry::Registry;
+use checkpoint::{copy_into, Checkpoint};
+use optimizer::Optimizer;
+use params::FlatParams;
+
+/// What to do when a task's loss is NaN or infinite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Stop the run with an error naming the step and task.
+    Stop,
+    /// Skip the step (no update) and go on.
+    SkipStep,
+}
+
+/// The outcome of one step.
+pub enum Stepped {
+    /// The step ran; its report.
+    Done(StepReport),
+    /// The step was skipped because of a non-finite loss (task index, value).
+    Skipped(usize, f64),
+}
+
+/// Creates the method a validated method table (`{kind = ..., ...}`) names.
+pub fn create_method(registry: &Arc<Registry>, host: &Host, role: Role, table: &Value, ctx: &MethodContext) -> Result<MethodBox> {
+    let kind = table["kind"].as_str().unwrap_or_default();
+    let entry = registry.get(role, kind).map_err(|e| Error::Input(format!("{role} `{kind}`: {e}")))?;
+    let mut config = table.clone();
+    if let Some(map) = config.as_object_mut() {
+        map.remove("kind");
+    }
+    registry.create(entry, &config, ctx, host)
+}
+
+/// One training run's live state.
+pub struct Trainer {
+    data: Dataset,
+    model: Model,
+    strategy: Box<dyn Strategy>,
+    params: FlatParams,
+    optimizer: Optimizer,
+    batches: Batches,
+    seed: u64,
+    on_nonfinite: NonFinite,
+    step: u64,
+}
+
+fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+impl Trainer {
+    /// Builds everything a resolved pipeline config describes, on `device`,
+    /// over `data` (already loaded; moved to `device` here).
+    pub fn new(config: &Value, data: Dataset, registry: &Arc<Registry>, host: &Host, device: Device) -> Result<Trainer> {
+        let seed = config["run"]["seed"].as_u64().unwrap_or(0);
+        tch::manual_seed(seed as i64);
+        let data = data.to_device(device)?;
+        let model_cfg = &config["model"];
+        let train = &config["train"];
+        let ctx = MethodContext {
+            tasks: data.tasks.iter().map(|t| t.name.as_str().into()).collect(),
+            device: device_name(device).into(),
+            seed,
+            feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
+            weighting: train["weighting"].to_string().into(),
+        };
+        let architecture =
+            create_method(registry, host, Role::Architecture, &model_cfg["architecture"], &ctx)?.into_architecture()?;
+        let model = Model::new(model_cfg, data.input_dim(), &data.tasks, architecture, device)?;
+        let strategy = create_method(registry, host, Role::Strategy, &train["strategy"], &ctx)?.into_strategy()?;
+        let mut all: Vec<Param> = model.parameters()?;
+        for (name, tensor) in strategy.parameters()? {
+            all.push(Param { name: format!("strategy.{name}"), tensor: tensor.f_to_device(device)?, group: None });
+        }
+        let params = FlatParams::new(all, data.tasks.len(), device)?;
+        let optimizer = Optimizer::new(&train["optimizer"], params.data())?;
+        let batch = train["batch"].as_u64().unwrap_or(1) as usize;
+        let batches = Batches::new(data.train.len(), batch, seed);
+        let on_nonfinite = if train["on_nonfinite"] == "skip-step" { NonFinite::SkipStep } else { NonFinite::Stop };
+        Ok(Trainer { data, model, strategy, params, optimizer, batches, seed, on_nonfinite, step: 0 })
+    }
+
+    /// Steps done so far.
+    pub fn step_index(&self) -> u64 {
+        self.step
+    }
+
+    /// The data, on the run's device.
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
+
+    /// Runs one training step through the strategy.
+    pub fn step(&mut self) -> Result<Stepped> {
+        // Everything random inside a step (dropout, a method's draws) comes from
+        // libtorch's generator, re-seeded from (seed, step): a resumed run
+        // repeats it exactly without saving generator state.
+        tch::manual_seed((SplitMix::at(self.seed, self.step).next_u64() >> 1) as i64);
+        let Trainer { data, model, strategy, params, optimizer, batches, step, .. } = self;
+        let mut ops = ops::Ops::new(model, params, optimizer, data, batches, *step);
+        let result = strategy.step(&mut ops);
+        let nonfinite = ops.finish()?;
+        match (result, nonfinite) {
+            (_, Some((task, value))) => match self.on_nonfinite {
+                NonFinite::Stop => Err(Error::NonFinite {
+                    step: self.step,
+                    task: self.data.tasks[task].name.clone(),
+                    value,
+                }),
+                NonFinite::SkipStep => {
+                    self.step += 1;
+                    Ok(Stepped::Skipped(task, value))
+                }
+            },
+            (Ok(report), None) => {
+                self.step += 1;
+                Ok(Stepped::Done(report))
+            }
+            (Err(e), None) => Err(Error::Method(format!("step {}: {e}", self.step))),
+        }
+    }
+
+    /// Metrics of every task on split `split`.
+    pub fn evaluate(&mut self, split: &str, batch: usize) -> Result<Vec<metrics::TaskMetrics>> {
+        let split = self.data.split(split)?;
+        metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
+    }
+
+    /// Everything needed to continue exactly from here.
+    pub fn checkpoint(&self, extra: Value) -> Result<Checkpoint> {
+        let mut tensors: Vec<(String, Tensor)> =
+            self.params.named().map(|(n, t)| (n.to_string(), t.shallow_clone())).collect();
+        tensors.extend(self.model.buffers());
+        let (opt_tensors, opt_meta) = self.optimizer.state();
+        tensors.extend(opt_tensors);
+        let strategy = self.strategy.state()?;
+        let architecture = self.model.architecture().state()?;
+        for (prefix, state) in [("state.strategy", &strategy), ("state.architecture", &architecture)] {
+            for (name, t) in &state.tensors {
+                tensors.push((format!("{prefix}.{name}"), t.shallow_clone()));
+            }
+        }
+        let mut meta = serde_json::json!({
+            "step": self.step,
+            "optimizer": opt_meta,
+            "strategy": strategy.meta,
+            "architecture": architecture.meta,
+        });
+        if let (Value::Object(meta), Value::Object(extra)) = (&mut meta, extra) {
+            meta.extend(extra);
+        }
+        Ok(Checkpoint { tensors, meta })
+    }
+
+    /// Restores a checkpoint written by [`Trainer::checkpoint`] of the same pipeline.
+    pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<()> {
+        let Checkpoint { tensors, meta } = checkpoint;
+        let mut tensors = tensors;
+        let mut take = |name: &str| -> Result<Tensor> {
+            let at = tensors.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                Error::Input(format!("the checkpoint has no tensor `{name}`; was it written by another pipeline?"))
+            })?;
+            Ok(tensors.swap_remove(at).1)
+        };
+        for (name, leaf) in self.params.named() {
+            copy_into(leaf, &take(name)?, name)?;
+        }
+        for (name, buffer) in self.model.buffers() {
+            copy_into(&buffer, &take(&name)?, &name)?;
+        }
+        let mut prefixed = |prefix: &str| {
+            let dotted = format!("{prefix}.");
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut tensors).into_iter().partition(|(n, _)| n.starts_with(&dotted));
+            tensors = rest;
+            mine.into_iter().map(|(n, t)| (n[dotted.len()..].to_string(), t)).collect::<Vec<_>>()
+        };
+        let strategy = State { tensors: prefixed("state.strategy"), meta: meta["strategy"].clone() };
+        let architecture = State { tensors: prefixed("state.architecture"), meta: meta["architecture"].clone() };
+        self.strategy.load_state(strategy)?;
+        self.model.architecture_mut().load_state(architecture)?;
+        self.optimizer.load_state(&mut tensors, &meta["optimizer"])?;
+        self.step = meta["step"].as_u64().ok_or_else(|| Error::Input("the checkpoint has no step".into()))?;
+        Ok(())
+    }
+
+    /// Number of trainable values.
+    pub fn num_parameters(&self) -> i64 {
+        self.params.len()
+    }
+}

@@ -1,0 +1,151 @@
+//! The host operations a strategy runs one step with ([`StepOps`]).
+
+use std::ops::Range;
+
+use taskweave_plugin_api::{Error as ApiError, Group, Result as ApiResult, StepOps};
+use tch::{Kind, Tensor};
+
+use super::optimizer::Optimizer;
+use super::params::FlatParams;
+use crate::data::{Batches, Dataset, Split};
+use crate::error::Result;
+use crate::model::Model;
+use crate::train::metrics::task_loss;
+
+/// One step's view of the trainer.
+pub struct Ops<'a> {
+    model: &'a mut Model,
+    params: &'a mut FlatParams,
+    optimizer: &'a mut Optimizer,
+    data: &'a Dataset,
+    batches: &'a mut Batches,
+    step: u64,
+    batch: Option<Split>,
+    /// Parameter slices saved by `perturb`, put back by `restore`.
+    saved: Vec<(Range<i64>, Tensor)>,
+    /// The first non-finite loss seen (task, value).
+    nonfinite: Option<(usize, f64)>,
+}
+
+impl<'a> Ops<'a> {
+    pub fn new(
+        model: &'a mut Model,
+        params: &'a mut FlatParams,
+        optimizer: &'a mut Optimizer,
+        data: &'a Dataset,
+        batches: &'a mut Batches,
+        step: u64,
+    ) -> Ops<'a> {
+        Ops { model, params, optimizer, data, batches, step, batch: None, saved: Vec::new(), nonfinite: None }
+    }
+
+    /// Ends the step: undoes a perturbation the strategy left in place (it
+    /// failed half-way) and drops partial gradients of a step that saw a
+    /// non-finite loss. Returns that loss, if any.
+    pub fn finish(mut self) -> Result<Option<(usize, f64)>> {
+        self.restore_saved()?;
+        if self.nonfinite.is_some() {
+            self.params.zero_grad()?;
+        }
+        Ok(self.nonfinite)
+    }
+
+    fn restore_saved(&mut self) -> Result<()> {
+        while let Some((range, saved)) = self.saved.pop() {
+            let _ = FlatParams::slice(self.params.data(), &range)?.f_copy_(&saved)?;
+        }
+        Ok(())
+    }
+}
+
+fn api<T>(result: Result<T>) -> ApiResult<T> {
+    result.map_err(|e| ApiError::msg(e.to_string()))
+}
+
+impl StepOps for Ops<'_> {
+    fn num_tasks(&self) -> usize {
+        self.data.tasks.len()
+    }
+
+    fn current_step(&self) -> u64 {
+        self.step
+    }
+
+    fn next_batch(&mut self) -> ApiResult<()> {
+        let device = self.data.train.inputs.device();
+        let index = api(self.batches.indices(self.step, device))?;
+        self.batch = Some(api(self.data.train.rows(&index))?);
+        Ok(())
+    }
+
+    fn losses(&mut self, update_stats: bool) -> ApiResult<Tensor> {
+        let batch = self.batch.as_ref().ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
+        let outputs = api(self.model.forward(&batch.inputs, true, update_stats))?;
+        let losses: Vec<Tensor> = self
+            .data
+            .tasks
+            .iter()
+            .zip(&outputs)
+            .zip(&batch.targets)
+            .map(|((task, out), target)| api(task_loss(task, out, target)))
+            .collect::<ApiResult<_>>()?;
+        let losses = Tensor::f_stack(&losses, 0)?;
+        let values = Vec::<f64>::try_from(losses.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?;
+        if let Some((task, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            self.nonfinite.get_or_insert((task, *value));
+            return Err(ApiError::msg(format!("non-finite loss for task {task}")));
+        }
+        Ok(losses)
+    }
+
+    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> ApiResult<Vec<Tensor>> {
+        api(self.params.grads(loss, groups, retain_graph))
+    }
+
+    fn backward(&mut self, loss: &Tensor) -> ApiResult<()> {
+        api(self.params.backward(loss))
+    }
+
+    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> ApiResult<()> {
+        if groups.len() != grads.len() {
+            return Err(ApiError::msg(format!("perturb: {} groups but {} gradients", groups.len(), grads.len())));
+        }
+        let _guard = tch::no_grad_guard();
+        // ε = ρ·A²g / (‖A g‖ + 1e-12) with one norm over all groups.
+        let mut slices = Vec::with_capacity(groups.len());
+        let mut norm_sq = 0.0;
+        for (group, g) in groups.iter().zip(grads) {
+            let range = api(self.params.range(*group))?;
+            let theta = api(FlatParams::slice(self.params.data(), &range))?;
+            if g.size() != theta.size() {
+                return Err(ApiError::msg(format!("perturb: gradient for {group:?} has shape {:?}, expected {:?}", g.size(), theta.size())));
+            }
+            let scaled = if adaptive { g.f_mul(&theta.f_abs()?)? } else { g.shallow_clone() };
+            norm_sq += scaled.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            slices.push((range, theta, scaled));
+        }
+        let scale = rho / (norm_sq.sqrt() + 1e-12);
+        for (range, theta, scaled) in slices {
+            let epsilon = if adaptive { scaled.f_mul(&theta.f_abs()?)? } else { scaled };
+            let mut saved = theta.f_empty_like()?;
+            let _ = saved.f_copy_(&theta)?;
+            self.saved.push((range, saved));
+            let _ = theta.shallow_clone().f_add_(&epsilon.f_mul_scalar(scale)?)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self) -> ApiResult<()> {
+        api(self.restore_saved())
+    }
+
+    fn set_grads(&mut self, group: Group, grad: &Tensor) -> ApiResult<()> {
+        api(self.params.set_grad(group, grad))
+    }
+
+    fn optimizer_step(&mut self) -> ApiResult<()> {
+        let _guard = tch::no_grad_guard();
+        api(self.optimizer.step(self.params.data(), self.params.grad()))?;
+        api(self.params.zero_grad())
+    }
+}

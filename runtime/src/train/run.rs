@@ -1,0 +1,384 @@
+//! A run on disk: `out_dir/<name>/` with the resolved config, `metrics.jsonl`,
+//! checkpoints, `curves.png` and `summary.json`; the training loop that fills
+//! it; resume; and the single-task baselines Δm compares against.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use taskweave_plugin_api::Host;
+use tch::{Device, Kind};
+
+use super::checkpoint;
+use super::metrics::{delta_m, TaskMetrics};
+use super::progress::Progress;
+use super::{Stepped, Trainer};
+use crate::config::to_toml;
+use crate::data::{Dataset, Task};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::registry::Registry;
+use crate::report::plot::{render_png, Panel, Series};
+
+/// Checkpoints kept per run (older ones are deleted).
+const KEEP_CHECKPOINTS: usize = 2;
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The tasks, in order.
+    pub tasks: Vec<Task>,
+    /// Final validation metrics per task.
+    pub val: Vec<TaskMetrics>,
+    /// Final test metrics per task.
+    pub test: Vec<TaskMetrics>,
+    /// Δm (%) on the test split against the stored single-task baselines,
+    /// when they exist (`taskweave baselines`).
+    pub delta_m: Option<f64>,
+    /// Steps trained in total.
+    pub steps: u64,
+    /// Training throughput of this invocation (steps per second).
+    pub steps_per_second: f64,
+    /// Steps skipped because of a non-finite loss.
+    pub skipped: u64,
+    /// Trainable values in the run.
+    pub parameters: i64,
+}
+
+/// Everything the run loop needs besides the data.
+pub struct RunContext<'a> {
+    /// The resolved pipeline config.
+    pub config: &'a Value,
+    /// The methods.
+    pub registry: &'a Arc<Registry>,
+    /// The host handed to methods.
+    pub host: &'a Host,
+    /// Where tensors live.
+    pub device: Device,
+    /// The pipeline's directory (recorded so that `resume` resolves paths alike).
+    pub pipeline_dir: &'a Path,
+    /// Show no progress.
+    pub quiet: bool,
+}
+
+fn u64_of(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn metrics_json(tasks: &[Task], metrics: &[TaskMetrics]) -> Value {
+    Value::Object(tasks.iter().zip(metrics).map(|(t, m)| (t.name.clone(), json!(m))).collect())
+}
+
+/// Mean per-task losses and weights between two evaluations.
+#[derive(Default)]
+struct Running {
+    loss: Vec<f64>,
+    weights: Vec<f64>,
+    steps: u64,
+    weighted_steps: u64,
+}
+
+impl Running {
+    fn add(&mut self, losses: &[f64], weights: Option<Vec<f64>>) {
+        if self.loss.is_empty() {
+            self.loss = vec![0.0; losses.len()];
+        }
+        self.loss.iter_mut().zip(losses).for_each(|(a, b)| *a += b);
+        self.steps += 1;
+        if let Some(w) = weights {
+            if self.weights.is_empty() {
+                self.weights = vec![0.0; w.len()];
+            }
+            self.weights.iter_mut().zip(&w).for_each(|(a, b)| *a += b);
+            self.weighted_steps += 1;
+        }
+    }
+
+    fn take(&mut self, tasks: &[Task]) -> (Value, Option<Value>) {
+        let mean = |v: &[f64], n: u64| -> Value {
+            Value::Object(tasks.iter().zip(v).map(|(t, x)| (t.name.clone(), json!(x / n.max(1) as f64))).collect())
+        };
+        let loss = mean(&self.loss, self.steps);
+        let weights = (self.weighted_steps > 0).then(|| mean(&self.weights, self.weighted_steps));
+        *self = Running::default();
+        (loss, weights)
+    }
+}
+
+fn tensor_values(t: &tch::Tensor) -> Result<Vec<f64>> {
+    Ok(Vec::<f64>::try_from(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?)
+}
+
+/// Reads `metrics.jsonl`, keeping the records up to `step` (a resumed run
+/// repeats what came after its checkpoint) and skipping unreadable lines.
+fn read_history(path: &Path, step: u64) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| u64_of(&r["step"]) <= step && r["final"] != true)
+        .collect()
+}
+
+fn write_history(path: &Path, history: &[Value]) -> Result<()> {
+    let mut text = String::new();
+    for record in history {
+        text.push_str(&record.to_string());
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Draws training loss and every validation metric per task.
+fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
+    let series = |key: &dyn Fn(&Value) -> Option<f64>, split: &str, task: &str| Series {
+        label: task.to_string(),
+        points: history
+            .iter()
+            .filter(|r| r["split"] == split)
+            .filter_map(|r| Some((u64_of(&r["step"]) as f64, key(r)?)))
+            .collect(),
+    };
+    let mut panels = vec![Panel {
+        title: "training loss".into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        series: tasks.iter().map(|t| series(&|r| r["train_loss"][&t.name].as_f64(), "val", &t.name)).collect(),
+        log_y: true,
+    }];
+    let mut names: Vec<String> = Vec::new();
+    for r in history.iter().filter(|r| r["split"] == "val") {
+        for t in tasks {
+            for name in r["tasks"][&t.name].as_object().into_iter().flat_map(|m| m.keys()) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    for name in names {
+        panels.push(Panel {
+            title: format!("validation {name}"),
+            x_label: "step".into(),
+            y_label: name.clone(),
+            series: tasks.iter().map(|t| series(&|r| r["tasks"][&t.name][&name].as_f64(), "val", &t.name)).collect(),
+            log_y: false,
+        });
+    }
+    render_png(&panels, 2)
+}
+
+/// Where the single-task baselines of `config` are stored: runs that share
+/// data, backbone, heads, optimizer, steps, batch and seed share baselines.
+pub fn baseline_path(config: &Value) -> PathBuf {
+    let key = json!({
+        "data": config["data"],
+        "backbone": config["model"]["backbone"],
+        "head": config["model"]["head"],
+        "optimizer": config["train"]["optimizer"],
+        "steps": config["train"]["steps"],
+        "batch": config["train"]["batch"],
+        "seed": config["run"]["seed"],
+    });
+    // FNV-1a over the canonical text: stable across processes and versions.
+    let text = canonical(&key);
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs")).join("baselines").join(format!("{hash:016x}.json"))
+}
+
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, String> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
+    tasks.iter().map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok()).collect()
+}
+
+/// Trains `ctx.config` in `dir`: from scratch, or with `resume` from the newest
+/// checkpoint there (from scratch if there is none yet).
+pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> Result<Summary> {
+    let config = ctx.config;
+    let total = u64_of(&config["train"]["steps"]);
+    let eval_every = match u64_of(&config["eval"]["every"]) {
+        0 => (total / 10).max(1),
+        n => n,
+    };
+    let checkpoint_every = match u64_of(&config["train"]["checkpoint_every"]) {
+        0 => eval_every,
+        n => n,
+    };
+    let eval_batch = u64_of(&config["eval"]["batch"]).max(1) as usize;
+    let ckpt_dir = dir.join("checkpoints");
+    let metrics_path = dir.join("metrics.jsonl");
+
+    let mut trainer = Trainer::new(config, data, ctx.registry, ctx.host, ctx.device)?;
+    let tasks = trainer.data().tasks.clone();
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let mut history = Vec::new();
+    let mut wall_before = 0.0;
+    let latest = if resume { checkpoint::list(&ckpt_dir).pop() } else { None };
+    if let Some((step, path)) = latest {
+        let ckpt = checkpoint::read(&path)?;
+        wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
+        trainer.restore(ckpt)?;
+        history = read_history(&metrics_path, step);
+        tracing::info!("resuming {} from step {step}", dir.display());
+    } else {
+        if resume {
+            tracing::warn!("{} has no checkpoint yet; starting from step 0", dir.display());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join("config.toml"), to_toml(config).as_bytes())?;
+        let run = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
+        write_atomic(&dir.join("run.json"), run.to_string().as_bytes())?;
+        write_history(&metrics_path, &history)?;
+    }
+    tracing::info!("{} tasks, {} parameters, device {:?}", tasks.len(), trainer.num_parameters(), ctx.device);
+
+    let started = Instant::now();
+    let first = trainer.step_index();
+    let progress = Progress::new(first, total, u64_of(&config["train"]["log_every"]), ctx.quiet);
+    let mut running = Running::default();
+    let mut last_losses = vec![f64::NAN; tasks.len()];
+    let mut skipped = 0;
+    let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
+    while trainer.step_index() < total {
+        match trainer.step()? {
+            Stepped::Done(report) => {
+                last_losses = tensor_values(&report.losses)?;
+                let weights = report.weights.as_ref().map(tensor_values).transpose()?;
+                running.add(&last_losses, weights);
+            }
+            Stepped::Skipped(task, value) => {
+                skipped += 1;
+                progress.println(&format!(
+                    "step {}: skipped, loss of `{}` is {value}",
+                    trainer.step_index() - 1,
+                    names[task]
+                ));
+            }
+        }
+        let step = trainer.step_index();
+        progress.update(step, &names, &last_losses);
+        if step < total && step % eval_every == 0 {
+            let metrics = trainer.evaluate("val", eval_batch)?;
+            let (loss, weights) = running.take(&tasks);
+            history.push(json!({"step": step, "split": "val", "wall_time_s": wall(&started),
+                                "tasks": metrics_json(&tasks, &metrics), "train_loss": loss, "weights": weights}));
+            write_history(&metrics_path, &history)?;
+        }
+        if step < total && step % checkpoint_every == 0 {
+            let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started)}))?;
+            checkpoint::write(&checkpoint::path_for(&ckpt_dir, step), &ckpt)?;
+            checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+        }
+    }
+    progress.finish();
+    let steps_per_second = progress.rate(trainer.step_index());
+
+    let val = trainer.evaluate("val", eval_batch)?;
+    let test = trainer.evaluate("test", eval_batch)?;
+    let (loss, weights) = running.take(&tasks);
+    for (split, metrics) in [("val", &val), ("test", &test)] {
+        history.push(json!({"step": total, "split": split, "final": true, "wall_time_s": wall(&started),
+                            "tasks": metrics_json(&tasks, metrics), "train_loss": loss, "weights": weights}));
+    }
+    write_history(&metrics_path, &history)?;
+    let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started)}))?;
+    checkpoint::write(&checkpoint::path_for(&ckpt_dir, total), &ckpt)?;
+    checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+    write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
+
+    let delta_m = load_baselines(config, &tasks).map(|b| delta_m(&tasks, &test, &b)).transpose()?;
+    let summary = Summary {
+        dir: dir.to_path_buf(),
+        tasks: tasks.clone(),
+        val,
+        test,
+        delta_m,
+        steps: total,
+        steps_per_second,
+        skipped,
+        parameters: trainer.num_parameters(),
+    };
+    let json = json!({"steps": total, "skipped": skipped, "steps_per_second": steps_per_second,
+                      "parameters": summary.parameters, "delta_m": delta_m,
+                      "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
+    write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    Ok(summary)
+}
+
+/// Trains one single-task model per task (hard sharing, equal weighting, the
+/// standard step; everything else as in `ctx.config`) and stores their test
+/// metrics where [`train`] finds them for Δm. Returns the file written.
+pub fn baselines(ctx: &RunContext<'_>, data: &Dataset) -> Result<PathBuf> {
+    let path = baseline_path(ctx.config);
+    let dir = path.with_extension("");
+    let mut stored = serde_json::Map::new();
+    for (t, task) in data.tasks.iter().enumerate() {
+        let mut config = ctx.config.clone();
+        config["model"]["architecture"] = json!({"kind": "hard-sharing"});
+        config["train"]["strategy"] = json!({"kind": "standard"});
+        config["train"]["weighting"] = json!({"kind": "ew"});
+        let single = RunContext { config: &config, ..*ctx };
+        tracing::info!("single-task baseline for `{}`", task.name);
+        let summary = train(&single, data.only_task(t), &dir.join(&task.name), false)?;
+        stored.insert(task.name.clone(), json!(summary.test[0]));
+    }
+    let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
+    write_atomic(&path, serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    Ok(path)
+}
+
+/// The per-task result table printed at the end of a run.
+pub fn table(summary: &Summary) -> String {
+    let mut metric_names: Vec<&str> = Vec::new();
+    for m in &summary.test {
+        for name in m.keys() {
+            if !metric_names.contains(&name.as_str()) {
+                metric_names.push(name);
+            }
+        }
+    }
+    let width = summary.tasks.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:width$}", "task");
+    for name in &metric_names {
+        let _ = write!(out, "  {name:>12}");
+    }
+    out.push('\n');
+    for (task, m) in summary.tasks.iter().zip(&summary.test) {
+        let _ = write!(out, "{:width$}", task.name);
+        for name in &metric_names {
+            match m.get(*name) {
+                Some(v) => {
+                    let _ = write!(out, "  {v:>12.5}");
+                }
+                None => {
+                    let _ = write!(out, "  {:>12}", "-");
+                }
+            }
+        }
+        out.push('\n');
+    }
+    match summary.delta_m {
+        Some(d) => {
+            let _ = writeln!(out, "Δm vs single-task baselines: {d:+.2}% (test; positive is better)");
+        }
+        None => out.push_str("Δm: no single-task baselines stored; run `taskweave baselines` with this pipeline\n"),
+    }
+    out
+}
