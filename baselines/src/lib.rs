@@ -8,8 +8,10 @@
 
 #![deny(missing_docs)]
 
+mod architecture;
 pub mod gradient;
-pub mod loss;
+mod loss;
+pub mod strategy;
 
 /// Makes sure the linker keeps this crate's registrations: `inventory` entries
 /// in a crate nothing references would be dropped. The runtime calls it once.

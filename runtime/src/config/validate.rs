@@ -236,12 +236,18 @@ impl Validator<'_> {
     }
 
     fn check_kind(&mut self, node: &Node, role: &str, path: &str) -> Value {
+        // The runtime's own tables read better in lower case ("unknown data kind").
+        let role_name = match role {
+            "Data" => "data kind",
+            "Optimizer" => "optimizer",
+            other => other,
+        };
         let (kind_node, rest) = match &node.value {
             NodeValue::String(_) => (node.clone(), Node::table(node.origin.clone())),
             NodeValue::Table(entries) => {
                 let Some(kind) = node.get("kind") else {
                     let kinds = self.kinds.kinds(role);
-                    let msg = format!("missing required key `{}` (which {role} to use)", join(path, "kind"));
+                    let msg = format!("missing required key `{}` (which {role_name} to use)", join(path, "kind"));
                     let help = format!("add `kind = \"...\"`, one of {}", list(&kinds));
                     self.error(&join(path, "kind"), &node.origin, msg, Some(help));
                     return Value::Null;
@@ -251,7 +257,7 @@ impl Validator<'_> {
             }
             _ => {
                 let msg = format!(
-                    "wrong type for {}: expected a {role} table like {{ kind = \"...\" }}, found {}",
+                    "wrong type for {}: expected a {role_name} table like {{ kind = \"...\" }}, found {}",
                     shown(path),
                     node.type_name()
                 );
@@ -271,15 +277,15 @@ impl Validator<'_> {
                 let kinds = self.kinds.kinds(role);
                 let help = match did_you_mean(kind, kinds.iter().map(String::as_str)) {
                     Some(near) => format!("did you mean `{near}`?"),
-                    None if kinds.is_empty() => format!("no {role} is available; check the plugin directories"),
+                    None if kinds.is_empty() => format!("no {role_name} is available; check the plugin directories"),
                     None => format!("available: {}", list(&kinds)),
                 };
-                let msg = format!("unknown {role} `{kind}` at `{kind_path}`");
+                let msg = format!("unknown {role_name} `{kind}` at `{kind_path}`");
                 self.error(&kind_path, &kind_node.origin, msg, Some(help));
                 return Value::Null;
             }
             Err(KindError::Unusable(why)) => {
-                let msg = format!("{role} `{kind}` at `{kind_path}` cannot be used: {why}");
+                let msg = format!("{role_name} `{kind}` at `{kind_path}` cannot be used: {why}");
                 self.error(&kind_path, &kind_node.origin, msg, None);
                 return Value::Null;
             }

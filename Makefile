@@ -1,0 +1,44 @@
+# taskweave: every set-up step lives here, so a fresh machine with Rust and
+# Python needs only `make run` (the quickstart) or `make test`.
+#
+# libtorch comes from the PyPI wheel torch==2.11.0 in a project-local .venv
+# (tch 0.24.0 is built for it); .cargo/config.toml points torch-sys at it
+# through the .venv/libtorch symlink made here.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+CARGO ?= cargo
+VENV := .venv
+TORCH_VERSION := 2.11.0
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+BIN := target/release/taskweave
+# Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
+PLUGINS := rlw
+
+.PHONY: run test bench build venv clean
+
+run: build
+	$(BIN) baselines pipelines/quickstart.toml
+	$(BIN) run --overwrite pipelines/quickstart.toml
+
+test: build
+	$(CARGO) test --release --workspace
+
+bench: build
+	$(CARGO) bench --bench abi_call -p taskweave-tests
+
+venv: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
+	touch $@
+
+build: $(TORCH_STAMP)
+	$(CARGO) build --release --workspace
+	mkdir -p plugins
+	for p in $(PLUGINS); do cp target/release/libtaskweave_$${p//-/_}.so plugins/; done
+
+clean:
+	rm -rf target runs plugins/*.so

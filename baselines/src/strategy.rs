@@ -1,0 +1,95 @@
+//! The standard training step.
+
+use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::{
+    register_method, Constructor, Group, Host, Method, MethodContext, Result, State, StepOps, StepReport, Strategy,
+    Weighting, WeightingInput, WeightingKind,
+};
+
+/// One forward pass, then the pipeline's weighting decides the update:
+/// a loss weighting gives one scalar loss to back-propagate; a gradient
+/// weighting gets the per-task gradients of the shared parameters (T backward
+/// passes, each head getting its own task's gradient) and returns the shared
+/// update.
+pub struct Standard {
+    weighting: Box<dyn Weighting>,
+}
+
+impl Standard {
+    /// A standard step around `weighting`.
+    pub fn new(weighting: Box<dyn Weighting>) -> Standard {
+        Standard { weighting }
+    }
+}
+
+/// The gradient path shared by every strategy that aggregates per-task shared
+/// gradients: fills each head's gradient and returns the `[T, P]` matrix of
+/// shared gradients (allocated once, rows filled as each pass finishes).
+pub fn task_gradients(ops: &mut dyn StepOps, losses: &Tensor) -> Result<Tensor> {
+    let tasks = ops.num_tasks();
+    let mut matrix: Option<Tensor> = None;
+    for t in 0..tasks {
+        let loss = losses.f_get(t as i64)?;
+        let mut g = ops.grads(&loss, &[Group::Shared, Group::Task(t)], t + 1 < tasks)?;
+        let head = g.pop().expect("two groups asked");
+        let shared = g.pop().expect("two groups asked");
+        ops.set_grads(Group::Task(t), &head)?;
+        let rows = match &mut matrix {
+            Some(m) => m,
+            None => matrix.insert(Tensor::f_zeros([tasks as i64, shared.numel() as i64], (shared.kind(), shared.device()))?),
+        };
+        let _ = rows.f_get(t as i64)?.f_copy_(&shared)?;
+    }
+    Ok(matrix.unwrap_or_else(|| Tensor::zeros([0, 0], (Kind::Float, losses.device()))))
+}
+
+impl Strategy for Standard {
+    fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
+        ops.next_batch()?;
+        let losses = ops.losses(true)?;
+        let step = ops.current_step();
+        let weights = match self.weighting.kind() {
+            WeightingKind::Loss => {
+                let out = self.weighting.weigh(&WeightingInput { step, losses: &losses, grads: None })?;
+                ops.backward(&out.combined)?;
+                out.weights
+            }
+            WeightingKind::Gradient => {
+                let grads = task_gradients(ops, &losses)?;
+                let detached = losses.f_detach()?;
+                let out = self.weighting.weigh(&WeightingInput { step, losses: &detached, grads: Some(&grads) })?;
+                ops.set_grads(Group::Shared, &out.combined)?;
+                out.weights
+            }
+        };
+        ops.optimizer_step()?;
+        Ok(StepReport { losses: losses.f_detach()?, weights })
+    }
+
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(self.weighting.parameters()?.into_iter().map(|(n, t)| (format!("weighting.{n}"), t)).collect())
+    }
+
+    fn state(&self) -> Result<State> {
+        let mut state = State::default();
+        state.nest("weighting", self.weighting.state()?);
+        Ok(state)
+    }
+
+    fn load_state(&mut self, mut state: State) -> Result<()> {
+        self.weighting.load_state(state.unnest("weighting"))
+    }
+}
+
+fn create(_config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Strategy>> {
+    Ok(Box::new(Standard::new(host.weighting(&ctx.weighting_table()?, ctx)?)))
+}
+
+register_method!(Method::new(
+    "standard",
+    env!("CARGO_PKG_VERSION"),
+    "The standard step: forward, combine with the pipeline's weighting, backward, optimizer step",
+    || json!({"type": "object", "properties": {}}),
+    Constructor::Strategy(create),
+));
