@@ -1,3 +1,250 @@
 //! Gradient weightings: they combine the per-task gradients of the shared
 //! parameters (a T×P matrix) into one update, working on the T×T Gramian
 //! wherever the method allows.
+//!
+//! | method | config (defaults) | weights reported |
+//! |---|---|---|
+//! | `pcgrad` | none | column sums of the projection coefficients |
+//! | `cagrad` | `c = 0.4`, `rescale = 1` | `(1/T + λw*)/rescale` |
+//! | `mgda` | `normalization = "none"` | the min-norm point `w` (sums to 1) |
+//! | `imtl-g` | none | `α` (sums to 1) |
+//! | `nash-mtl` | `max_norm = 1.0`, `update_weights_every = 1`, `optim_niter = 20` | `α`, times the clipping factor |
+//!
+//! All five share one path (`combine`): the input is checked (gradients
+//! present, shape `[T, P]`, finite values, naming the task otherwise), the
+//! Gramian `M = G Gᵀ` is formed once in f64 by column chunks, the method
+//! chooses T coefficients `c` from `M` (and the losses) with the small dense
+//! solvers in `solvers`, and the update is `cᵀG` in the gradients' dtype and
+//! device. So only the input T×P matrix ever exists, and every reported
+//! weight vector satisfies `update = weightsᵀ G` exactly.
+//!
+//! All five are deterministic functions of their input, the run's seed, the
+//! step and (Nash-MTL only) their saved state.
+
+mod cagrad;
+mod combine;
+mod imtl;
+mod mgda;
+mod nash;
+mod pcgrad;
+mod solvers;
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{
+        context, create, defaults, degenerate, instances, tensor_of, values, weigh,
+    };
+    use taskweave_plugin_api::method::registered;
+    use taskweave_plugin_api::serde_json::json;
+    use taskweave_plugin_api::tch::{Device, Kind, Tensor};
+    use taskweave_plugin_api::{Role, WeightingInput, WeightingKind};
+
+    const METHODS: [&str; 5] = ["pcgrad", "cagrad", "mgda", "imtl-g", "nash-mtl"];
+
+    #[test]
+    fn every_method_is_registered_with_a_documented_schema() {
+        for name in METHODS {
+            let method = registered()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(method.manifest().role, Role::Weighting);
+            let schema = (method.schema)();
+            assert_eq!(schema["type"], "object", "{name}");
+            for (key, property) in schema["properties"].as_object().unwrap() {
+                assert!(
+                    property.get("default").is_some(),
+                    "{name}.{key} has no default"
+                );
+                assert!(
+                    property["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.is_empty()),
+                    "{name}.{key}"
+                );
+            }
+            assert_eq!(
+                create(name, defaults(), &context(2, 0)).kind(),
+                WeightingKind::Gradient
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_input_gives_bitwise_the_same_output() {
+        for name in METHODS {
+            for (_, grads) in instances().into_iter().step_by(7) {
+                let ctx = context(grads.len(), 5);
+                let grads = tensor_of(&grads, Kind::Float);
+                let a = weigh(&mut *create(name, defaults(), &ctx), 3, &grads, None).unwrap();
+                let b = weigh(&mut *create(name, defaults(), &ctx), 3, &grads, None).unwrap();
+                assert!(a.combined.equal(&b.combined), "{name}");
+                assert!(a.weights.unwrap().equal(&b.weights.unwrap()), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_weights_reproduce_the_update_in_the_input_dtype() {
+        for name in METHODS {
+            for kind in [Kind::BFloat16, Kind::Float, Kind::Double] {
+                let (_, grads) = &instances()[5];
+                let grads = tensor_of(grads, kind);
+                let out = weigh(
+                    &mut *create(name, defaults(), &context(3, 0)),
+                    0,
+                    &grads,
+                    None,
+                )
+                .unwrap();
+                assert_eq!(out.combined.kind(), kind, "{name}");
+                assert_eq!(out.combined.size(), vec![grads.size()[1]], "{name}");
+                let weights = out.weights.unwrap();
+                assert_eq!(weights.size(), vec![3], "{name}");
+                assert!(out.combined.equal(&weights.matmul(&grads)), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn cuda_agrees_with_the_cpu() {
+        if !taskweave_plugin_api::tch::Cuda::is_available() {
+            return;
+        }
+        let cuda = taskweave_plugin_api::tch::Device::Cuda(0);
+        for name in METHODS {
+            for (what, grads) in instances().into_iter().step_by(3) {
+                let ctx = context(grads.len(), 1);
+                let cpu = tensor_of(&grads, Kind::Float);
+                let gpu = cpu.to_device(cuda);
+                let losses = Tensor::ones([grads.len() as i64], (Kind::Float, cuda));
+                let on_cpu = weigh(&mut *create(name, defaults(), &ctx), 2, &cpu, None).unwrap();
+                let mut weighting = create(name, defaults(), &ctx);
+                let input = WeightingInput {
+                    step: 2,
+                    losses: &losses,
+                    grads: Some(&gpu),
+                };
+                let on_gpu = weighting.weigh(&input).unwrap();
+                assert_eq!(on_gpu.combined.device(), cuda, "{name}");
+                let (a, b) = (
+                    values(&on_cpu.combined),
+                    values(&on_gpu.combined.to_device(Device::Cpu)),
+                );
+                let scale = a.iter().fold(1e-3_f64, |m, x| m.max(x.abs()));
+                assert!(
+                    super::testing::max_abs_diff(&a, &b) < 1e-3 * scale,
+                    "{name}, {what}: {a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_task_gives_its_own_gradient_up_to_the_methods_scaling() {
+        let g = vec![vec![0.3, -0.4]];
+        for (name, factor) in [
+            ("pcgrad", 1.0),
+            ("mgda", 1.0),
+            ("imtl-g", 1.0),
+            ("cagrad", 1.4 / 1.16),
+            ("nash-mtl", 1.0),
+        ] {
+            let out = weigh(
+                &mut *create(name, defaults(), &context(1, 0)),
+                0,
+                &tensor_of(&g, Kind::Double),
+                None,
+            );
+            let update = values(&out.unwrap().combined);
+            assert!(
+                (update[0] - 0.3 * factor).abs() < 1e-12
+                    && (update[1] + 0.4 * factor).abs() < 1e-12,
+                "{name}: {update:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn degenerate_gradients_give_finite_updates() {
+        let mut cases = vec![
+            vec![vec![0.0, 0.0], vec![0.0, 0.0]],
+            vec![vec![1.0, 2.0], vec![0.0, 0.0], vec![-2.0, 1.0]],
+            vec![vec![0.0, 0.0, 0.0]],
+        ];
+        cases.extend(degenerate().into_iter().map(|(_, g)| g));
+        for name in METHODS {
+            for grads in &cases {
+                for kind in [Kind::Float, Kind::Double] {
+                    let mut weighting = create(name, defaults(), &context(grads.len(), 0));
+                    for step in 0..2 {
+                        let out =
+                            weigh(&mut *weighting, step, &tensor_of(grads, kind), None).unwrap();
+                        let (update, weights) =
+                            (values(&out.combined), values(&out.weights.unwrap()));
+                        assert!(
+                            update.iter().chain(&weights).all(|x| x.is_finite()),
+                            "{name} {kind:?} {grads:?}: {update:?} {weights:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // With a zero gradient among them, MGDA's min-norm point is 0.
+        let mut mgda = create("mgda", defaults(), &context(3, 0));
+        let out = weigh(&mut *mgda, 0, &tensor_of(&cases[1], Kind::Float), None).unwrap();
+        assert_eq!(values(&out.combined), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        for name in METHODS {
+            let mut weighting = create(name, defaults(), &context(2, 0));
+            let losses = Tensor::from_slice(&[1.0f32, 1.0]);
+            let missing = weighting.weigh(&WeightingInput {
+                step: 0,
+                losses: &losses,
+                grads: None,
+            });
+            assert!(missing.is_err(), "{name}");
+            let nan = Tensor::from_slice(&[1.0f32, 0.0, 0.0, f32::NAN]).reshape([2, 2]);
+            let err = weigh(&mut *weighting, 0, &nan, None)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("task `task1` (row 1) has a non-finite gradient"),
+                "{name}: {err}"
+            );
+            let wrong = Tensor::ones([3, 2], (Kind::Float, Device::Cpu));
+            assert!(
+                weigh(&mut *weighting, 0, &wrong, Some(&losses)).is_err(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_options_are_refused() {
+        let method = |name: &str| registered().find(|m| m.name == name).unwrap();
+        let host = || taskweave_plugin_api::Host::new(super::testing::TestHost);
+        let ctx = context(2, 0);
+        for (name, config) in [
+            ("cagrad", json!({ "rescale": 3 })),
+            ("cagrad", json!({ "c": -1.0 })),
+            ("mgda", json!({ "normalization": "max" })),
+            ("nash-mtl", json!({ "update_weights_every": 0 })),
+            ("nash-mtl", json!({ "optim_niter": "many" })),
+        ] {
+            assert!(
+                method(name).create(&config, &ctx, &host()).is_err(),
+                "{name} accepted {config}"
+            );
+        }
+        assert!(method("pcgrad")
+            .create(&json!({}), &context(0, 0), &host())
+            .is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! IMTL-G (Liu, Li, Kuang, Xue, Chen, Yang, Liao, Zhang, "Towards Impartial
+//! Multi-task Learning", ICLR 2021), the gradient half of IMTL.
+//!
+//! The update `d = Σ_i α_i g_i`, `Σ_i α_i = 1`, has equal projections onto
+//! every unit gradient `u_i = g_i/‖g_i‖`: `dᵀu_1 = dᵀu_i` for all i. The
+//! paper (and LibMTL) solve this in closed form as
+//! `α_{2..T} = g_1 Uᵀ (D Uᵀ)⁻¹`, `D` and `U` holding the differences
+//! `g_1 − g_i` and `u_1 − u_i`. The same conditions in Gramian form, with
+//! `β_j = ‖g_j‖ α_j` and the cosine matrix `C_ij = M_ij/(‖g_i‖‖g_j‖)`, are one
+//! (T+1)×(T+1) linear system in `(β, s)`:
+//!
+//! ```text
+//! Σ_j C_ij β_j − s = 0          (dᵀu_i = s for every i)
+//! Σ_j β_j / ‖g_j‖  = 1          (Σ_j α_j = 1)
+//! ```
+//!
+//! which is well scaled (C has a unit diagonal) and, solved with complete
+//! pivoting, still has an answer when tasks share a gradient direction (the
+//! paper's inverse does not exist there).
+//!
+//! A task with a zero gradient has no direction `u_i`; it gets weight 0 and
+//! the others are balanced among themselves.
+
+use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::{
+    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
+    WeightingKind, WeightingOutput,
+};
+
+use super::combine::{combine, task_names, Step};
+use super::solvers::{solve_linear, Matrix};
+
+/// The IMTL-G weighting.
+struct ImtlG {
+    tasks: Vec<String>,
+}
+
+/// The weights `α` (zero for zero gradients).
+fn coefficients(step: &Step<'_>) -> Vec<f64> {
+    let gram = &step.gram;
+    let rows = step.nonzero_rows();
+    let mut alpha = vec![0.0; gram.n()];
+    let n = rows.len();
+    if n == 0 {
+        return alpha;
+    }
+    let norms: Vec<f64> = rows.iter().map(|&i| gram[(i, i)].sqrt()).collect();
+    // Scaling the last row by the smallest norm keeps all its entries in (0, 1].
+    let smallest = norms.iter().copied().fold(f64::INFINITY, f64::min);
+    let system = Matrix::from_fn(n + 1, |i, j| match (i < n, j < n) {
+        (true, true) => gram[(rows[i], rows[j])] / (norms[i] * norms[j]),
+        (true, false) => -1.0,
+        (false, true) => smallest / norms[j],
+        (false, false) => 0.0,
+    });
+    let mut rhs = vec![0.0; n + 1];
+    rhs[n] = smallest;
+    let solution = solve_linear(system, rhs);
+    for (k, &i) in rows.iter().enumerate() {
+        alpha[i] = solution[k] / norms[k];
+    }
+    alpha
+}
+
+impl Weighting for ImtlG {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        combine(input, &self.tasks, |step| Ok(coefficients(step)))
+    }
+}
+
+fn schema() -> Value {
+    json!({ "type": "object", "properties": {} })
+}
+
+fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    Ok(Box::new(ImtlG {
+        tasks: task_names(ctx)?,
+    }))
+}
+
+register_method!(Method::new(
+    "imtl-g",
+    env!("CARGO_PKG_VERSION"),
+    "IMTL-G: the update with equal projections onto every task's unit gradient (Liu et al., ICLR 2021)",
+    schema,
+    Constructor::Weighting(create),
+));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient::solvers::dot;
+    use crate::gradient::testing::{
+        context, create, degenerate, instances, tensor_of, values, weigh,
+    };
+    use taskweave_plugin_api::tch::Kind;
+
+    /// `dᵀu_i` for every task.
+    fn projections(grads: &[Vec<f64>], d: &[f64]) -> Vec<f64> {
+        grads.iter().map(|g| dot(g, d) / dot(g, g).sqrt()).collect()
+    }
+
+    #[test]
+    fn projections_onto_the_unit_gradients_are_equal() {
+        let degenerate = degenerate()
+            .into_iter()
+            .filter(|(name, _)| name != "zero row");
+        for (name, grads) in instances().into_iter().chain(degenerate) {
+            let t = grads.len();
+            let mut imtl = create("imtl-g", json!({}), &context(t, 0));
+            let out = weigh(&mut *imtl, 0, &tensor_of(&grads, Kind::Double), None).unwrap();
+            let (alpha, d) = (values(&out.weights.unwrap()), values(&out.combined));
+            assert!(
+                (alpha.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+                "{name}: {alpha:?}"
+            );
+            let p = projections(&grads, &d);
+            // Rounding in d is relative to the terms it sums, not to d (which
+            // is 0 when there are more tasks than dimensions).
+            let scale: f64 = alpha
+                .iter()
+                .zip(&grads)
+                .map(|(a, g)| a.abs() * dot(g, g).sqrt())
+                .sum();
+            let spread = p.iter().fold(f64::NEG_INFINITY, |m, x| m.max(*x))
+                - p.iter().fold(f64::INFINITY, |m, x| m.min(*x));
+            assert!(spread <= 1e-9 * scale, "{name}: projections {p:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_directions_and_zero_gradients_still_balance_the_rest() {
+        // Tasks 0 and 2 share a direction; task 3 has no gradient.
+        let grads = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.0, 3.0, 1.0],
+            vec![2.0, 0.0, 0.0],
+            vec![0.0, 0.0, 0.0],
+        ];
+        let mut imtl = create("imtl-g", json!({}), &context(4, 0));
+        let out = weigh(&mut *imtl, 0, &tensor_of(&grads, Kind::Double), None).unwrap();
+        let (alpha, d) = (values(&out.weights.unwrap()), values(&out.combined));
+        assert_eq!(alpha[3], 0.0);
+        assert!((alpha.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{alpha:?}");
+        let p = projections(&grads[..3], &d);
+        assert!(
+            (p[0] - p[1]).abs() < 1e-12 && (p[0] - p[2]).abs() < 1e-12,
+            "{p:?}"
+        );
+    }
+}

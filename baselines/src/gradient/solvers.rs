@@ -1,0 +1,554 @@
+//! Small dense f64 linear algebra for the T×T problems of the gradient
+//! weightings: a linear solver, the min-norm / simplex QP solver, CAGrad's
+//! dual and Nash-MTL's bargaining system.
+//!
+//! T is the number of tasks (a few, rarely more than a few dozen), so plain
+//! O(T³) loops are the right tool: no dependency, no allocation worth
+//! mentioning, and every result is a bitwise reproducible function of its input.
+
+use std::ops::{Index, IndexMut};
+
+/// A dense square matrix, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Matrix {
+    n: usize,
+    a: Vec<f64>,
+}
+
+impl Matrix {
+    /// The `n`×`n` matrix with entries `f(i, j)`.
+    pub(super) fn from_fn(n: usize, f: impl Fn(usize, usize) -> f64) -> Matrix {
+        Matrix {
+            n,
+            a: (0..n * n).map(|k| f(k / n, k % n)).collect(),
+        }
+    }
+
+    /// The number of rows (and columns).
+    pub(super) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `A x`.
+    pub(super) fn mul_vec(&self, x: &[f64]) -> Vec<f64> {
+        self.a.chunks_exact(self.n).map(|row| dot(row, x)).collect()
+    }
+
+    /// `xᵀ A x`.
+    pub(super) fn quad(&self, x: &[f64]) -> f64 {
+        dot(x, &self.mul_vec(x))
+    }
+
+    /// The principal submatrix on rows and columns `idx`.
+    pub(super) fn sub(&self, idx: &[usize]) -> Matrix {
+        Matrix::from_fn(idx.len(), |i, j| self[(idx[i], idx[j])])
+    }
+
+    fn swap_rows(&mut self, i: usize, j: usize) {
+        for k in 0..self.n {
+            self.a.swap(i * self.n + k, j * self.n + k);
+        }
+    }
+
+    fn swap_cols(&mut self, i: usize, j: usize) {
+        for k in 0..self.n {
+            self.a.swap(k * self.n + i, k * self.n + j);
+        }
+    }
+}
+
+impl Index<(usize, usize)> for Matrix {
+    type Output = f64;
+    fn index(&self, (i, j): (usize, usize)) -> &f64 {
+        &self.a[i * self.n + j]
+    }
+}
+
+impl IndexMut<(usize, usize)> for Matrix {
+    fn index_mut(&mut self, (i, j): (usize, usize)) -> &mut f64 {
+        &mut self.a[i * self.n + j]
+    }
+}
+
+/// `aᵀ b`.
+pub(super) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Solves `A x = b` by Gaussian elimination with complete pivoting.
+///
+/// Where `A` is singular to working precision (a pivot below `n·ε·max|A|`),
+/// the unknowns left without a pivot are set to 0: for a consistent system
+/// (duplicate tasks in IMTL-G) that is one of its solutions, and nothing
+/// divides by a vanishing pivot.
+pub(super) fn solve_linear(mut a: Matrix, mut b: Vec<f64>) -> Vec<f64> {
+    let n = a.n;
+    let largest = a.a.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+    let tol = largest * n as f64 * f64::EPSILON;
+    // cols[k]: the unknown whose column sits at position k after column swaps.
+    let mut cols: Vec<usize> = (0..n).collect();
+    let mut rank = n;
+    for k in 0..n {
+        let (mut pi, mut pj, mut best) = (k, k, 0.0);
+        for i in k..n {
+            for j in k..n {
+                if a[(i, j)].abs() > best {
+                    (pi, pj, best) = (i, j, a[(i, j)].abs());
+                }
+            }
+        }
+        if best <= tol {
+            rank = k;
+            break;
+        }
+        a.swap_rows(k, pi);
+        b.swap(k, pi);
+        a.swap_cols(k, pj);
+        cols.swap(k, pj);
+        for i in k + 1..n {
+            let f = a[(i, k)] / a[(k, k)];
+            for j in k..n {
+                a[(i, j)] -= f * a[(k, j)];
+            }
+            b[i] -= f * b[k];
+        }
+    }
+    let mut y = vec![0.0; n];
+    for k in (0..rank).rev() {
+        let rest: f64 = (k + 1..rank).map(|j| a[(k, j)] * y[j]).sum();
+        y[k] = (b[k] - rest) / a[(k, k)];
+    }
+    let mut x = vec![0.0; n];
+    for (k, &col) in cols.iter().enumerate() {
+        x[col] = y[k];
+    }
+    x
+}
+
+/// The minimiser stops once the Frank-Wolfe duality gap is below this
+/// (on the problem scaled so that the largest `|M_ii| + |q_i|` is 1).
+const GAP_TOL: f64 = 1e-14;
+
+/// Minimises `wᵀMw + 2qᵀw` over the probability simplex, from `start` (a
+/// simplex point) or else from the best vertex. `M` must be symmetric
+/// positive semi-definite.
+///
+/// With `q = 0` this is MGDA's min-norm point of the convex hull of the
+/// gradients. Sener & Koltun use plain Frank-Wolfe, which converges
+/// sublinearly (thousands of iterations to reach 1e-12 on ill-conditioned
+/// Gramians). This is Wolfe's min-norm-point algorithm (1976), the fully
+/// corrective Frank-Wolfe: the Frank-Wolfe vertex (the task with the smallest
+/// gradient component) joins the active set, then the iterate moves to the
+/// minimiser on the active face's affine hull, dropping tasks whose weight
+/// would turn negative on the way. It stops after finitely many steps (about
+/// one per task in the solution's support) with the optimality conditions met
+/// to rounding error.
+pub(super) fn simplex_qp(m: &Matrix, q: &[f64], start: Option<Vec<f64>>) -> Vec<f64> {
+    let n = m.n;
+    // The minimiser is invariant to scaling the objective; scaling it to 1
+    // makes the tolerances absolute and the KKT systems well balanced.
+    let scale = (0..n)
+        .map(|i| m[(i, i)].abs() + q[i].abs())
+        .fold(0.0, f64::max);
+    let scale = if scale > 0.0 { scale } else { 1.0 };
+    let m = Matrix::from_fn(n, |i, j| m[(i, j)] / scale);
+    let q: Vec<f64> = q.iter().map(|x| x / scale).collect();
+    let mut w = start.unwrap_or_else(|| {
+        let best = (0..n).fold(0, |b, i| {
+            if m[(i, i)] + 2.0 * q[i] < m[(b, b)] + 2.0 * q[b] {
+                i
+            } else {
+                b
+            }
+        });
+        (0..n).map(|i| if i == best { 1.0 } else { 0.0 }).collect()
+    });
+    let mut active: Vec<bool> = w.iter().map(|&x| x > 0.0).collect();
+    // Each pass adds one task; a task can only re-enter after others left,
+    // so a few passes per task always suffice.
+    for _ in 0..4 * n + 4 {
+        // Each corrective step either arrives or drops a task.
+        for _ in 0..=n {
+            if correct(&m, &q, &mut w, &mut active) {
+                break;
+            }
+        }
+        let grad: Vec<f64> = m.mul_vec(&w).iter().zip(&q).map(|(g, q)| g + q).collect();
+        let toward = (0..n).fold(0, |s, i| if grad[i] < grad[s] { i } else { s });
+        // An active `toward` means the gap is rounding noise on the face.
+        if active[toward] || dot(&w, &grad) - grad[toward] <= GAP_TOL {
+            break;
+        }
+        active[toward] = true;
+    }
+    let total: f64 = w.iter().sum();
+    w.iter().map(|x| x / total).collect()
+}
+
+/// One corrective step of [`simplex_qp`]: moves `w` toward the minimiser of
+/// `wᵀMw + 2qᵀw` on the affine hull of the active face (a KKT system), as far
+/// as `w` stays non-negative, and deactivates the tasks that reach 0. Returns
+/// whether `w` got all the way there.
+fn correct(m: &Matrix, q: &[f64], w: &mut [f64], active: &mut [bool]) -> bool {
+    let idx: Vec<usize> = (0..m.n).filter(|&i| active[i]).collect();
+    let k = idx.len();
+    // M_AA v + ν1 = −q_A, 1ᵀv = 1.
+    let kkt = Matrix::from_fn(k + 1, |i, j| match (i < k, j < k) {
+        (true, true) => m[(idx[i], idx[j])],
+        (false, false) => 0.0,
+        _ => 1.0,
+    });
+    let rhs: Vec<f64> = idx.iter().map(|&i| -q[i]).chain([1.0]).collect();
+    let target = solve_linear(kkt, rhs);
+    // The step toward the target, cut where the first weight reaches 0.
+    let blocking: Vec<f64> = idx
+        .iter()
+        .zip(&target)
+        .map(|(&i, &v)| match (v <= 0.0, w[i] > 0.0) {
+            (true, true) => w[i] / (w[i] - v),
+            (true, false) => 0.0,
+            (false, _) => f64::INFINITY,
+        })
+        .collect();
+    let theta = blocking.iter().copied().fold(1.0, f64::min);
+    let mut arrived = true;
+    for (a, &i) in idx.iter().enumerate() {
+        if blocking[a] <= theta {
+            w[i] = 0.0;
+            active[i] = false;
+            arrived = false;
+        } else {
+            w[i] += theta * (target[a] - w[i]);
+        }
+    }
+    arrived
+}
+
+/// How often the CAGrad bracket may be halved looking for its lower end.
+const MAX_HALVINGS: usize = 200;
+
+/// Bisection steps on CAGrad's scalar; each halves the bracket's log-width.
+const MAX_BISECTIONS: usize = 200;
+
+/// Solves CAGrad's dual problem (Liu et al., NeurIPS 2021, eq. 5 with the
+/// official code's objective): the point `w` of the simplex minimising
+/// `F(w) = wᵀb + k·sqrt(wᵀMw)`, with `b = M·1/T` (so `wᵀb = g_wᵀg_0`) and
+/// `k = c‖g_0‖ > 0`.
+///
+/// `F` is not smooth, so rather than attacking it directly this uses its
+/// structure: at the optimum `w*`, `∇F = b + λ*·Mw*` with `λ* = k/‖g_w*‖`,
+/// which is also the gradient (up to the factor `2λ*`) of the QP
+/// `wᵀMw + 2μ·bᵀw` with `μ = 1/λ*`. So `w* = w(μ*)`, where `w(μ)` is the
+/// [`simplex_qp`] solution and `μ*` solves the scalar equation
+/// `ψ(μ) = ‖g_w(μ)‖/μ = k`. `ψ` is continuous, exceeds `k` at
+/// `μ = ‖g_MGDA‖/k` (every `g_w` is at least as long as MGDA's min-norm
+/// point) and is at most `k` at `μ = max_i‖g_i‖/k`, so bisection on `log μ`
+/// finds a root.
+///
+/// Returns `None` when no root exists: then the optimum is `g_w = 0`, and
+/// CAGrad's correction `k·g_w/‖g_w‖` is undefined. That needs 0 in the hull
+/// of the gradients (a Pareto-stationary point) and no point `x` of the hull
+/// with `g_0ᵀx < −k‖x‖`, always the case for `c ≥ 1`.
+pub(super) fn cagrad_dual(m: &Matrix, b: &[f64], k: f64) -> Option<Vec<f64>> {
+    let n = m.n;
+    let solve = |mu: f64, start: Option<Vec<f64>>| {
+        let q: Vec<f64> = b.iter().map(|b| mu * b).collect();
+        let w = simplex_qp(m, &q, start);
+        let ratio = m.quad(&w).max(0.0).sqrt() / mu;
+        (w, ratio)
+    };
+    let min_norm = m.quad(&simplex_qp(m, &vec![0.0; n], None)).max(0.0).sqrt();
+    let longest = (0..n)
+        .map(|i| m[(i, i)].max(0.0).sqrt())
+        .fold(0.0, f64::max);
+    let mut hi = longest / k;
+    let mut lo = if min_norm > 0.0 {
+        min_norm / k
+    } else {
+        hi / 2.0
+    };
+    let (mut w, mut ratio) = solve(lo, None);
+    let mut halvings = 0;
+    while ratio < k {
+        if halvings == MAX_HALVINGS {
+            return None;
+        }
+        lo /= 2.0;
+        (w, ratio) = solve(lo, Some(w));
+        halvings += 1;
+    }
+    // Invariant: ψ(lo) ≥ k ≥ ψ(hi), and w = w(lo).
+    for _ in 0..MAX_BISECTIONS {
+        if hi / lo - 1.0 <= 4.0 * f64::EPSILON {
+            break;
+        }
+        let mid = (lo * hi).sqrt();
+        let (w_mid, ratio) = solve(mid, Some(w.clone()));
+        if ratio >= k {
+            (lo, w) = (mid, w_mid);
+        } else {
+            hi = mid;
+        }
+    }
+    Some(w)
+}
+
+/// Ridge added to Nash-MTL's (Frobenius-normalised) Gramian. It keeps the
+/// problem solvable when the gradients are Pareto-stationary (0 in their
+/// convex hull), where `Mα = 1/α` has no positive solution, and changes the
+/// solution elsewhere by a relative 1e-12 or so.
+const NASH_RIDGE: f64 = 1e-12;
+
+/// Newton stops once the squared Newton decrement is below this.
+const NEWTON_TOL: f64 = 1e-24;
+
+/// Solves Nash-MTL's bargaining condition `Mα = 1/α`, `α > 0` (Navon et al.,
+/// ICML 2022, eq. 4 in Gramian form) for a positive semi-definite `M` with a
+/// positive diagonal.
+///
+/// `Mα − 1/α` is the gradient of `f(α) = ½αᵀMα − Σ log α_i`, which is
+/// strictly convex and self-concordant on `α > 0`, so damped Newton (step
+/// `1/(1 + λ)` while the Newton decrement `λ` is above ¼, full steps after)
+/// stays positive without a line search and converges quadratically near the
+/// solution. The official code instead linearises the concave part and calls
+/// a conic solver `optim_niter` times; `max_iter` bounds the Newton steps the
+/// same way. The start (the previous `α`, warm start as in the official code)
+/// is first rescaled to the best point on its ray, `γ² = T/(aᵀMa)`.
+pub(super) fn nash_bargaining(m: &Matrix, start: &[f64], max_iter: usize) -> Vec<f64> {
+    let n = m.n;
+    let mut a = m.clone();
+    for i in 0..n {
+        a[(i, i)] += NASH_RIDGE;
+    }
+    let gamma = (n as f64 / a.quad(start)).sqrt();
+    let mut alpha: Vec<f64> = start.iter().map(|x| gamma * x).collect();
+    for _ in 0..max_iter {
+        let residual: Vec<f64> = a
+            .mul_vec(&alpha)
+            .iter()
+            .zip(&alpha)
+            .map(|(ma, x)| ma - 1.0 / x)
+            .collect();
+        let mut hessian = a.clone();
+        for (i, x) in alpha.iter().enumerate() {
+            hessian[(i, i)] += 1.0 / (x * x);
+        }
+        let step = solve_linear(hessian, residual.iter().map(|r| -r).collect());
+        let decrement_sq = -dot(&residual, &step);
+        // NaN (a breakdown, never seen) stops as well as convergence does.
+        if decrement_sq.is_nan() || decrement_sq <= NEWTON_TOL {
+            break;
+        }
+        let t = if decrement_sq < 1.0 / 16.0 {
+            1.0
+        } else {
+            1.0 / (1.0 + decrement_sq.sqrt())
+        };
+        for (x, s) in alpha.iter_mut().zip(&step) {
+            *x += t * s;
+        }
+    }
+    alpha
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradient::testing::{degenerate, gram_of, instances, max_abs_diff};
+    use taskweave_plugin_api::rng::SplitMix;
+
+    /// A uniform random point of the simplex (Dirichlet(1, ..., 1)).
+    fn random_simplex(rng: &mut SplitMix, n: usize) -> Vec<f64> {
+        let e: Vec<f64> = (0..n).map(|_| -rng.uniform().ln()).collect();
+        let total: f64 = e.iter().sum();
+        e.iter().map(|x| x / total).collect()
+    }
+
+    fn scale_of(m: &Matrix) -> f64 {
+        (0..m.n()).map(|i| m[(i, i)]).fold(0.0, f64::max)
+    }
+
+    /// Checks the KKT conditions of minimising a convex function with
+    /// gradient `grad` at `w` over the simplex: components equal (to `tol`)
+    /// on the support, not smaller off it.
+    fn assert_simplex_kkt(w: &[f64], grad: &[f64], tol: f64, what: &str) {
+        assert!(
+            (w.iter().sum::<f64>() - 1.0).abs() < 1e-12,
+            "{what}: weights {w:?} not on the simplex"
+        );
+        assert!(
+            w.iter().all(|&x| x >= 0.0),
+            "{what}: negative weight in {w:?}"
+        );
+        let value = dot(w, grad);
+        for (i, (&wi, &gi)) in w.iter().zip(grad).enumerate() {
+            assert!(
+                gi >= value - tol,
+                "{what}: component {i}: {gi} < {value} (w = {w:?}, grad = {grad:?})"
+            );
+            if wi > 1e-9 {
+                assert!(
+                    gi <= value + tol,
+                    "{what}: support component {i}: {gi} > {value} (w = {w:?}, grad = {grad:?})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn solve_linear_solves_regular_systems() {
+        let mut rng = SplitMix::at(1, 0);
+        for n in [1, 2, 3, 5, 8] {
+            let entries: Vec<f64> = (0..n * n).map(|_| rng.normal()).collect();
+            let a = Matrix::from_fn(n, |i, j| entries[i * n + j]);
+            let x: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            let b = a.mul_vec(&x);
+            let solved = solve_linear(a.clone(), b);
+            assert!(
+                max_abs_diff(&solved, &x) < 1e-9,
+                "n = {n}: {solved:?} vs {x:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn solve_linear_finds_a_solution_of_consistent_singular_systems() {
+        // Two identical columns and rows: a line of solutions.
+        let a = Matrix::from_fn(3, |i, j| {
+            [[2.0, 2.0, 1.0], [2.0, 2.0, 1.0], [1.0, 1.0, 3.0]][i][j]
+        });
+        let b = vec![5.0, 5.0, 7.0];
+        let x = solve_linear(a.clone(), b.clone());
+        assert!(x.iter().all(|v| v.is_finite()));
+        assert!(max_abs_diff(&a.mul_vec(&x), &b) < 1e-12, "{x:?}");
+    }
+
+    #[test]
+    fn min_norm_meets_the_kkt_conditions() {
+        for (name, grads) in instances().into_iter().chain(degenerate()) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            let w = simplex_qp(&m, &vec![0.0; n], None);
+            assert_simplex_kkt(&w, &m.mul_vec(&w), 1e-9 * scale_of(&m), &name);
+        }
+    }
+
+    #[test]
+    fn min_norm_matches_the_two_task_closed_form() {
+        for (name, grads) in instances().into_iter().filter(|(_, g)| g.len() == 2) {
+            let m = gram_of(&grads);
+            let (a, b, c) = (m[(0, 0)], m[(0, 1)], m[(1, 1)]);
+            let w0 = ((c - b) / (a + c - 2.0 * b)).clamp(0.0, 1.0);
+            let w = simplex_qp(&m, &[0.0, 0.0], Some(vec![0.5, 0.5]));
+            assert!((w[0] - w0).abs() < 1e-9, "{name}: {w:?} vs {w0}");
+        }
+    }
+
+    #[test]
+    fn min_norm_with_a_zero_gradient_is_that_vertex() {
+        let grads = vec![vec![1.0, 2.0], vec![0.0, 0.0], vec![-3.0, 1.0]];
+        let w = simplex_qp(&gram_of(&grads), &[0.0; 3], None);
+        assert_eq!(w, vec![0.0, 1.0, 0.0]);
+    }
+
+    /// CAGrad's dual objective and its gradient at `w`.
+    fn cagrad_objective(m: &Matrix, b: &[f64], k: f64, w: &[f64]) -> (f64, Vec<f64>) {
+        let norm = m.quad(w).sqrt();
+        let grad = b
+            .iter()
+            .zip(m.mul_vec(w))
+            .map(|(b, mw)| b + k * mw / norm)
+            .collect();
+        (dot(w, b) + k * norm, grad)
+    }
+
+    #[test]
+    fn cagrad_dual_is_optimal() {
+        let mut rng = SplitMix::at(2, 0);
+        let regular = instances().into_iter().map(|(n, g)| (n, g, true));
+        let degenerate = degenerate().into_iter().map(|(n, g)| (n, g, false));
+        for (name, grads, regular) in regular.chain(degenerate) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            let b: Vec<f64> = m.mul_vec(&vec![1.0 / n as f64; n]);
+            let g0 = (dot(&b, &vec![1.0 / n as f64; n])).sqrt();
+            let scale = scale_of(&m);
+            for c in [0.1, 0.4, 0.9] {
+                let (k, what) = (c * g0, format!("{name}, c = {c}"));
+                if k == 0.0 {
+                    continue;
+                }
+                let Some(w) = cagrad_dual(&m, &b, k) else {
+                    // Then g_w = 0 must be optimal: F ≥ F(0) = 0 everywhere,
+                    // and 0 must be in the hull.
+                    assert!(!regular, "{what}: no solution");
+                    let min_norm = m.quad(&simplex_qp(&m, &vec![0.0; n], None));
+                    assert!(min_norm <= 1e-12 * scale, "{what}: {min_norm}");
+                    for _ in 0..500 {
+                        let (value, _) = cagrad_objective(&m, &b, k, &random_simplex(&mut rng, n));
+                        assert!(value >= -1e-12 * scale, "{what}: {value} < 0");
+                    }
+                    continue;
+                };
+                let (best, grad) = cagrad_objective(&m, &b, k, &w);
+                assert_simplex_kkt(&w, &grad, 1e-8 * scale, &what);
+                for _ in 0..500 {
+                    let other = random_simplex(&mut rng, n);
+                    // Points near the optimum probe it more sharply than uniform draws.
+                    let near: Vec<f64> = w
+                        .iter()
+                        .zip(&other)
+                        .map(|(a, o)| 0.99 * a + 0.01 * o)
+                        .collect();
+                    for point in [other, near] {
+                        let (value, _) = cagrad_objective(&m, &b, k, &point);
+                        assert!(
+                            value >= best - 1e-12 * scale,
+                            "{what}: {point:?} gives {value} < {best}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cagrad_dual_reports_an_optimum_at_zero() {
+        // Opposite gradients: 0 is in the hull, and with c ≥ 1 the optimum is g_w = 0.
+        let m = gram_of(&[vec![1.0, 0.5], vec![-1.0, -0.5]]);
+        let b = m.mul_vec(&[0.5, 0.5]);
+        assert_eq!(cagrad_dual(&m, &b, 2.0), None);
+    }
+
+    #[test]
+    fn nash_bargaining_solves_m_alpha_equals_one_over_alpha() {
+        for (name, grads) in instances() {
+            let m = gram_of(&grads);
+            let frobenius = (0..m.n())
+                .flat_map(|i| (0..m.n()).map(move |j| (i, j)))
+                .map(|ij| m[ij] * m[ij]);
+            let norm = frobenius.sum::<f64>().sqrt();
+            let m = Matrix::from_fn(m.n(), |i, j| m[(i, j)] / norm);
+            let alpha = nash_bargaining(&m, &vec![1.0; m.n()], 100);
+            assert!(alpha.iter().all(|&a| a > 0.0), "{name}: {alpha:?}");
+            let inverse: Vec<f64> = alpha.iter().map(|a| 1.0 / a).collect();
+            let residual: Vec<f64> = m
+                .mul_vec(&alpha)
+                .iter()
+                .zip(&inverse)
+                .map(|(a, b)| a - b)
+                .collect();
+            let relative = dot(&residual, &residual).sqrt() / dot(&inverse, &inverse).sqrt();
+            assert!(
+                relative < 1e-6,
+                "{name}: relative residual {relative} (alpha = {alpha:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn nash_bargaining_of_one_task_is_one_over_the_norm() {
+        let alpha = nash_bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20);
+        assert!((alpha[0] - 0.2).abs() < 1e-12, "{alpha:?}");
+    }
+}
