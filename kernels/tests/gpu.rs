@@ -1,0 +1,180 @@
+//! Kernels against their references on a CUDA device. Each test returns
+//! early, printing why, on a machine without one; on a CUDA machine they all
+//! run (no `#[ignore]`). Outputs are poisoned with NaN first: the allocator
+//! is handed NaN-filled blocks of the outputs' sizes, and backups are filled
+//! with NaN, so a kernel that skips an element fails the comparison.
+use taskweave_kernels::{cuda_info, load_libtorch_cuda, memory, reference, Kernels};
+use tch::{Device, Kind, Tensor};
+
+use crate::common::{bit_equal, copies, param_shapes, randn_list, rel_err};
+
+fn cuda() -> Option<Device> {
+    let ready = load_libtorch_cuda().and_then(|_| cuda_info(0));
+    match ready {
+        Ok(info) if tch::Cuda::is_available() => {
+            eprintln!("running on {} (sm_{}{}), stream: {:?}", info.name, info.compute_capability.0, info.compute_capability.1, info.stream);
+            Some(Device::Cuda(0))
+        }
+        Ok(_) => {
+            eprintln!("skipped: libtorch reports no CUDA");
+            None
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+fn tol(kind: Kind) -> f64 {
+    if kind == Kind::BFloat16 {
+        1e-2
+    } else {
+        1e-5
+    }
+}
+
+/// Hands NaN-filled blocks of `numel` elements of `kind` back to the caching
+/// allocator, so the next allocations of that size start as NaN.
+fn poison(device: Device, sizes: &[(i64, Kind)]) {
+    let held: Vec<Tensor> = sizes.iter().map(|&(n, k)| Tensor::full([n], f64::NAN, (k, device))).collect();
+    drop(held);
+}
+
+#[test]
+fn sam_perturb_and_restore_match_the_reference() {
+    let Some(dev) = cuda() else { return };
+    tch::manual_seed(11);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        for adaptive in [true, false] {
+            let shapes = param_shapes(150);
+            let params = randn_list(&shapes, kind, dev);
+            let grads = randn_list(&shapes, kind, dev);
+            let original = copies(&params);
+            let ref_params = copies(&params);
+            let mut backup: Vec<Tensor> = params.iter().map(|p| p.full_like(f64::NAN)).collect();
+            let mut ref_backup = Vec::new();
+            poison(dev, &[(1000, Kind::Double)]);
+            let norm = Kernels::new().sam_perturb(&params, &grads, &mut backup, 0.05, adaptive).unwrap();
+            let ref_norm = reference::sam_perturb(&ref_params, &grads, &mut ref_backup, 0.05, adaptive).unwrap();
+            assert!(rel_err(&norm, &ref_norm) <= 1e-6, "{kind:?} norm {norm} vs {ref_norm}");
+            for (i, (p, r)) in params.iter().zip(&ref_params).enumerate() {
+                assert!(rel_err(p, r) <= tol(kind), "{kind:?} adaptive={adaptive} params[{i}] rel err {}", rel_err(p, r));
+            }
+            for (b, o) in backup.iter().zip(&original) {
+                assert!(bit_equal(b, o), "{kind:?}: backup is not an exact copy");
+            }
+            Kernels::new().sam_restore(&params, &backup).unwrap();
+            for (p, o) in params.iter().zip(&original) {
+                assert!(bit_equal(p, o), "{kind:?}: restore is not bit-exact");
+            }
+        }
+    }
+}
+
+#[test]
+fn gramian_and_combine_match_the_reference() {
+    let Some(dev) = cuda() else { return };
+    tch::manual_seed(12);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        for (t, p) in [(1, 1000), (3, 1_000_003), (8, 2_000_001), (16, 300_007)] {
+            let g = Tensor::randn([t, p], (Kind::Float, dev)).to_kind(kind);
+            let exact = g.to_kind(Kind::Double).matmul(&g.to_kind(Kind::Double).tr());
+            poison(dev, &[(t * t, Kind::Float)]);
+            let got = Kernels::new().gramian(&g).unwrap();
+            assert_eq!(got.size(), vec![t, t]);
+            assert!(rel_err(&got, &exact) <= tol(kind), "{kind:?} t={t}: gramian rel err {}", rel_err(&got, &exact));
+            for w in [Tensor::randn([t], (Kind::Float, dev)), Tensor::randn([3, t], (Kind::Float, dev))] {
+                let exact = w.to_kind(Kind::Double).matmul(&g.to_kind(Kind::Double));
+                poison(dev, &[(exact.numel() as i64, kind)]);
+                let got = Kernels::new().combine(&w, &g).unwrap();
+                assert_eq!(got.size(), exact.size());
+                assert!(rel_err(&got, &exact) <= tol(kind), "{kind:?} t={t}: combine rel err {}", rel_err(&got, &exact));
+            }
+        }
+    }
+}
+
+fn fusion_case(dev: Device, kind: Kind, b: i64, v: i64, t: usize, alphas: &[f64], scale: f64) {
+    let large = (Tensor::randn([b, v], (Kind::Float, dev)) * 3.0 * scale).to_kind(kind);
+    let small = Tensor::randn([b, v], (Kind::Float, dev)) * 2.0 * scale;
+    let experts: Vec<Tensor> = (0..t).map(|_| (&small + Tensor::randn([b, v], (Kind::Float, dev)) * 0.7 * scale).to_kind(kind)).collect();
+    let small = small.to_kind(kind);
+    poison(dev, &[(b * v, Kind::Float), (b * t as i64, Kind::Float), (b, Kind::Float)]);
+    let got = Kernels::new().fusion_grid(&large, &small, &experts, alphas).unwrap();
+    // The reference in f64 on the same (rounded) inputs.
+    let to64 = |x: &Tensor| x.to_kind(Kind::Double);
+    let want = reference::fusion_grid(&to64(&large), &to64(&small), &experts.iter().map(to64).collect::<Vec<_>>(), alphas).unwrap();
+    let what = format!("{kind:?} b={b} v={v} t={t} a={} scale={scale}", alphas.len());
+    let same_choice = bit_equal(&got.alpha.to_kind(Kind::Double), &want.alpha.to_kind(Kind::Float).to_kind(Kind::Double));
+    assert!(same_choice, "{what}: chose {} vs {}", got.alpha, want.alpha);
+    assert!(got.log_probs.isnan().any().int64_value(&[]) == 0, "{what}: NaN left in log_probs");
+    let e = rel_err(&got.log_probs, &want.log_probs);
+    assert!(e <= 1e-5, "{what}: log_probs rel err {e}");
+    let e = rel_err(&got.objective, &want.objective);
+    // The objective is a sum of squared differences of KL terms, which
+    // amplifies f32 rounding of the sums; 1e-3 still separates candidates.
+    assert!(e <= 1e-3, "{what}: objective rel err {e}");
+}
+
+#[test]
+fn fusion_grid_matches_the_reference() {
+    let Some(dev) = cuda() else { return };
+    tch::manual_seed(13);
+    let grid: Vec<f64> = (0..=20).map(|k| k as f64 * 0.1).collect();
+    let uneven = [0.0, 0.05, 0.3, 0.31, 1.0, 1.7, 2.0];
+    for kind in [Kind::Float, Kind::BFloat16] {
+        fusion_case(dev, kind, 8, 32_000, 4, &grid, 1.0);
+        fusion_case(dev, kind, 3, 2_561, 2, &grid, 1.0);
+        fusion_case(dev, kind, 5, 50_257, 8, &uneven, 1.0);
+        // Wide logit spreads force short windows in the kernel.
+        fusion_case(dev, kind, 4, 10_007, 3, &grid, 20.0);
+    }
+    fusion_case(dev, Kind::Float, 64, 128_256, 8, &grid, 1.0);
+}
+
+#[test]
+fn cpu_tensors_never_touch_cuda_and_prefer_reference_runs_the_reference() {
+    let Some(dev) = cuda() else { return };
+    let g = Tensor::randn([4, 1000], (Kind::Float, dev));
+    let a = Kernels::new().prefer_reference(true).gramian(&g).unwrap();
+    let b = reference::gramian(&g).unwrap();
+    assert!(bit_equal(&a, &b));
+}
+
+#[test]
+fn memory_stats_follow_allocations() {
+    let Some(dev) = cuda() else { return };
+    if let Err(e) = memory::shim_status() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let before = memory::memory_stats(0).unwrap();
+    let t = Tensor::zeros([64 << 20], (Kind::Float, dev));
+    let during = memory::memory_stats(0).unwrap();
+    assert!(during.allocated >= before.allocated + (256 << 20), "{before:?} -> {during:?}");
+    assert!(during.reserved >= during.allocated && during.peak_allocated >= during.allocated);
+    drop(t);
+    memory::reset_peak_memory(0).unwrap();
+    let after = memory::memory_stats(0).unwrap();
+    assert!(after.peak_allocated < during.peak_allocated, "{after:?}");
+    memory::empty_cache().unwrap();
+}
+
+#[test]
+fn precompile_fills_the_disk_cache() {
+    if cuda().is_none() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("taskweave-kernels-gpu-cache-{}", std::process::id()));
+    Kernels::new().cache_dir(Some(dir.clone())).precompile(0).unwrap();
+    // Modules already loaded by earlier tests are not recompiled; at least
+    // the directory must be usable and any file in it complete PTX.
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            assert!(text.contains(".entry"), "incomplete cached PTX");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,252 @@
+//! Every CPU reference against a naive definition on random inputs.
+use taskweave_kernels::{reference, Error, Kernels};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::common::{bit_equal, copies, param_shapes, randn_list, rel_err};
+
+const CPU: Device = Device::Cpu;
+
+fn sam_expected(params: &[Tensor], grads: &[Tensor], rho: f64, adaptive: bool) -> (f64, Vec<Tensor>) {
+    let mut sq = 0.0;
+    for (p, g) in params.iter().zip(grads) {
+        let (p, g) = (p.to_kind(Kind::Double), g.to_kind(Kind::Double));
+        let a = if adaptive { &g * p.abs() } else { g };
+        sq += (&a * &a).sum(Kind::Double).double_value(&[]);
+    }
+    let norm = sq.sqrt();
+    let out = params
+        .iter()
+        .zip(grads)
+        .map(|(p, g)| {
+            let (p, g) = (p.to_kind(Kind::Double), g.to_kind(Kind::Double));
+            let a2 = if adaptive { &p * &p } else { p.ones_like() };
+            &p + a2 * g * (rho / (norm + 1e-12))
+        })
+        .collect();
+    (norm, out)
+}
+
+#[test]
+fn sam_perturb_matches_its_definition() {
+    tch::manual_seed(1);
+    for adaptive in [false, true] {
+        let params = randn_list(&param_shapes(20), Kind::Float, CPU);
+        let grads = randn_list(&param_shapes(20), Kind::Float, CPU);
+        let (norm, expected) = sam_expected(&params, &grads, 0.05, adaptive);
+        let mut backup = Vec::new();
+        let got = Kernels::new().sam_perturb(&params, &grads, &mut backup, 0.05, adaptive).unwrap();
+        assert_eq!(got.kind(), Kind::Double);
+        assert!((got.double_value(&[]) - norm).abs() <= 1e-9 * norm, "norm {} vs {norm}", got.double_value(&[]));
+        for (p, e) in params.iter().zip(&expected) {
+            assert!(rel_err(p, e) <= 1e-6, "adaptive={adaptive}: rel err {}", rel_err(p, e));
+        }
+    }
+}
+
+#[test]
+fn sam_restore_after_perturb_is_bit_exact_and_backup_is_reused() {
+    tch::manual_seed(2);
+    for kind in [Kind::Float, Kind::BFloat16, Kind::Double] {
+        let params: Vec<Tensor> = randn_list(&param_shapes(14), kind, CPU).into_iter().map(|p| p.set_requires_grad(true)).collect();
+        let grads = randn_list(&param_shapes(14), kind, CPU);
+        let original = copies(&params);
+        let kernels = Kernels::new();
+        let mut backup = Vec::new();
+        let _ = kernels.sam_perturb(&params, &grads, &mut backup, 2.0, true).unwrap();
+        assert!(params.iter().zip(&original).any(|(p, o)| p.numel() > 0 && !bit_equal(p, o)), "{kind:?}: perturb changed nothing");
+        let first_ptrs: Vec<_> = backup.iter().map(|b| b.data_ptr()).collect();
+        kernels.sam_restore(&params, &backup).unwrap();
+        for (p, o) in params.iter().zip(&original) {
+            assert!(bit_equal(p, o), "{kind:?}: restore is not bit-exact");
+        }
+        let _ = kernels.sam_perturb(&params, &grads, &mut backup, 2.0, true).unwrap();
+        let second_ptrs: Vec<_> = backup.iter().map(|b| b.data_ptr()).collect();
+        assert_eq!(first_ptrs, second_ptrs, "{kind:?}: backup was reallocated");
+        kernels.sam_restore(&params, &backup).unwrap();
+        assert!(params.iter().all(|p| p.requires_grad()), "parameters lost requires_grad");
+    }
+}
+
+#[test]
+fn sam_rejects_bad_groups_with_errors() {
+    let p = vec![Tensor::zeros([3], (Kind::Float, CPU))];
+    let k = Kernels::new();
+    let mut b = Vec::new();
+    let e = k.sam_perturb(&p, &[], &mut b, 1.0, false).unwrap_err();
+    assert!(matches!(e, Error::Argument { .. }), "{e}");
+    assert!(e.to_string().contains("expected 1"), "{e}");
+    let e = k.sam_perturb(&p, &[Tensor::zeros([4], (Kind::Float, CPU))], &mut b, 1.0, false).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = k.sam_perturb(&p, &[Tensor::zeros([3], (Kind::Double, CPU))], &mut b, 1.0, false).unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+    let e = k.sam_perturb(&p, &[Tensor::zeros([3], (Kind::Float, CPU))], &mut b, -1.0, false).unwrap_err();
+    assert!(matches!(e, Error::Argument { .. }), "{e}");
+    let ints = vec![Tensor::zeros([3], (Kind::Int64, CPU))];
+    let e = k.sam_perturb(&ints, &ints, &mut b, 1.0, false).unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+    let e = k.sam_restore(&p, &[Tensor::zeros([2], (Kind::Float, CPU))]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // An empty group is a no-op.
+    let norm = k.sam_perturb(&[], &[], &mut b, 1.0, true).unwrap();
+    assert_eq!(norm.double_value(&[]), 0.0);
+}
+
+#[test]
+fn gramian_is_g_times_g_transposed() {
+    tch::manual_seed(3);
+    for (t, p) in [(1, 7), (3, 1001), (8, 4096), (17, 300)] {
+        let g = Tensor::randn([t, p], (Kind::Float, CPU));
+        let got = Kernels::new().gramian(&g).unwrap();
+        assert_eq!(got.size(), vec![t, t]);
+        assert_eq!(got.kind(), Kind::Float);
+        let gd = g.to_kind(Kind::Double);
+        for i in 0..t {
+            for j in 0..t {
+                let dot = (gd.get(i) * gd.get(j)).sum(Kind::Double).double_value(&[]);
+                let v = got.double_value(&[i, j]);
+                assert!((v - dot).abs() <= 1e-4 * dot.abs().max(1.0), "[{i},{j}] {v} vs {dot}");
+            }
+        }
+    }
+    let bf = Tensor::randn([4, 256], (Kind::Float, CPU)).to_kind(Kind::BFloat16);
+    assert_eq!(Kernels::new().gramian(&bf).unwrap().kind(), Kind::Float);
+    let e = Kernels::new().gramian(&Tensor::zeros([5], (Kind::Float, CPU))).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}
+
+#[test]
+fn combine_is_the_weighted_sum_of_rows() {
+    tch::manual_seed(4);
+    let (t, p) = (5, 333);
+    let g = Tensor::randn([t, p], (Kind::Float, CPU));
+    let w = Tensor::randn([t], (Kind::Float, CPU));
+    let got = Kernels::new().combine(&w, &g).unwrap();
+    assert_eq!(got.size(), vec![p]);
+    let mut expected = Tensor::zeros([p], (Kind::Double, CPU));
+    for i in 0..t {
+        expected += g.get(i).to_kind(Kind::Double) * w.double_value(&[i]);
+    }
+    assert!(rel_err(&got, &expected) <= 1e-6);
+    let w2 = Tensor::randn([3, t], (Kind::Float, CPU));
+    let got = Kernels::new().combine(&w2, &g).unwrap();
+    assert_eq!(got.size(), vec![3, p]);
+    for k in 0..3 {
+        let row = Kernels::new().combine(&w2.get(k), &g).unwrap();
+        assert!(rel_err(&got.get(k), &row) <= 1e-6);
+    }
+    let e = Kernels::new().combine(&Tensor::ones([4], (Kind::Float, CPU)), &g).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}
+
+fn grid() -> Vec<f64> {
+    (0..=20).map(|k| k as f64 * 0.1).collect()
+}
+
+/// KL(p || q) for one row, from logits, with tch's kl_div.
+fn kl_row(p_logits: &Tensor, q_logits: &Tensor) -> f64 {
+    let lp = p_logits.log_softmax(0, Kind::Double);
+    let lq = q_logits.log_softmax(0, Kind::Double);
+    lq.kl_div(&lp, Reduction::Sum, true).double_value(&[])
+}
+
+/// The literal definition: every row, every candidate, one softmax each.
+fn fusion_naive(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> (Tensor, Vec<Vec<f64>>, Vec<f64>) {
+    let b = large.size()[0];
+    let mut rows = Vec::new();
+    let (mut alpha_rows, mut objs) = (Vec::new(), Vec::new());
+    for r in 0..b {
+        let l = large.get(r).to_kind(Kind::Double);
+        let s = small.get(r).to_kind(Kind::Double);
+        let es: Vec<Tensor> = experts.iter().map(|e| e.get(r).to_kind(Kind::Double)).collect();
+        let klq: Vec<f64> = es.iter().map(|e| kl_row(e, &s)).collect();
+        let klqr: Vec<f64> = es.iter().map(|e| kl_row(&s, e)).collect();
+        let mut best = (f64::INFINITY, 0usize, 0usize);
+        for (k, &a) in alphas.iter().enumerate() {
+            for (t, e) in es.iter().enumerate() {
+                let fused = &l + (e - &s) * a;
+                let (kl1, kl2) = (kl_row(&fused, &l), kl_row(&l, &fused));
+                let obj: f64 = (0..es.len()).map(|q| (kl1 - klq[q]).powi(2) + (kl2 - klqr[q]).powi(2)).sum();
+                let obj = if obj.is_nan() { f64::INFINITY } else { obj };
+                if obj < best.0 {
+                    best = (obj, k, t);
+                }
+            }
+        }
+        let (obj, k, t) = best;
+        let a = alphas[k];
+        rows.push((&l + (&es[t] - &s) * a).log_softmax(0, Kind::Double));
+        let mut alpha = vec![0.0; es.len()];
+        alpha[t] = a;
+        alpha_rows.push(alpha);
+        objs.push(obj);
+    }
+    (Tensor::stack(&rows, 0), alpha_rows, objs)
+}
+
+fn fusion_inputs(b: i64, v: i64, t: usize, kind: Kind) -> (Tensor, Tensor, Vec<Tensor>) {
+    let large = Tensor::randn([b, v], (Kind::Float, CPU)) * 3.0;
+    let small = Tensor::randn([b, v], (Kind::Float, CPU)) * 2.0;
+    // Experts near the small model, as fine-tuned experts are.
+    let experts = (0..t).map(|_| (&small + Tensor::randn([b, v], (Kind::Float, CPU)) * 0.7).to_kind(kind)).collect();
+    (large.to_kind(kind), small.to_kind(kind), experts)
+}
+
+fn check_fusion(kind: Kind, tol: f64) {
+    let (large, small, experts) = fusion_inputs(4, 97, 3, kind);
+    let alphas = grid();
+    let out = reference::fusion_grid(&large, &small, &experts, &alphas).unwrap();
+    let (log_probs, alpha_rows, objs) = fusion_naive(&large, &small, &experts, &alphas);
+    assert!(rel_err(&out.log_probs, &log_probs) <= tol, "{kind:?} log_probs rel err {}", rel_err(&out.log_probs, &log_probs));
+    for (r, (want_alpha, want_obj)) in alpha_rows.iter().zip(&objs).enumerate() {
+        let got: Vec<f64> = (0..3).map(|t| out.alpha.double_value(&[r as i64, t])).collect();
+        for (g, w) in got.iter().zip(want_alpha) {
+            assert!((g - w).abs() <= 1e-6, "{kind:?} row {r}: alpha {got:?} vs {want_alpha:?}");
+        }
+        let o = out.objective.double_value(&[r as i64]);
+        assert!((o - want_obj).abs() <= 1e3 * tol * want_obj.abs().max(1e-3), "{kind:?} row {r}: objective {o} vs {want_obj}");
+    }
+}
+
+#[test]
+fn fusion_grid_reference_matches_the_literal_candidate_loop() {
+    tch::manual_seed(5);
+    check_fusion(Kind::Double, 1e-12);
+    check_fusion(Kind::Float, 1e-6);
+}
+
+#[test]
+fn fusion_grid_ties_go_to_the_smallest_a_then_the_smallest_t() {
+    tch::manual_seed(6);
+    let (large, small, _) = fusion_inputs(2, 50, 1, Kind::Float);
+    // Experts equal to the small model: every candidate is P itself.
+    let experts = vec![small.copy(), small.copy(), small.copy()];
+    let alphas = [0.5, 1.0, 1.5];
+    let out = Kernels::new().fusion_grid(&large, &small, &experts, &alphas).unwrap();
+    let want = Tensor::from_slice(&[0.5f32, 0.0, 0.0, 0.5, 0.0, 0.0]).view([2, 3]);
+    assert!(bit_equal(&out.alpha, &want), "{}", out.alpha);
+    // Two identical experts: whichever a wins, t = 0 beats t = 1.
+    let e = (&small + Tensor::randn([2, 50], (Kind::Float, CPU))).to_kind(Kind::Float);
+    let out = Kernels::new().fusion_grid(&large, &small, &[e.copy(), e], &grid()).unwrap();
+    for r in 0..2 {
+        assert_eq!(out.alpha.double_value(&[r, 1]), 0.0, "{}", out.alpha);
+    }
+}
+
+#[test]
+fn fusion_grid_rejects_bad_inputs_with_errors() {
+    let (large, small, experts) = fusion_inputs(2, 10, 2, Kind::Float);
+    let k = Kernels::new();
+    let e = k.fusion_grid(&large, &small.narrow(1, 0, 9), &experts, &grid()).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    assert!(e.to_string().contains("expected [2, 10]"), "{e}");
+    let e = k.fusion_grid(&large, &small, &[], &grid()).unwrap_err();
+    assert!(matches!(e, Error::Argument { .. }), "{e}");
+    let many: Vec<Tensor> = (0..17).map(|_| small.copy()).collect();
+    assert!(matches!(k.fusion_grid(&large, &small, &many, &grid()).unwrap_err(), Error::Argument { .. }));
+    assert!(matches!(k.fusion_grid(&large, &small, &experts, &[]).unwrap_err(), Error::Argument { .. }));
+    assert!(matches!(k.fusion_grid(&large, &small, &experts, &[f64::NAN]).unwrap_err(), Error::Argument { .. }));
+    let e = k.fusion_grid(&large, &small.to_kind(Kind::Double), &experts, &grid()).unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+    let e = k.fusion_grid(&large.get(0), &small, &experts, &grid()).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+}
