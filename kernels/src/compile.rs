@@ -28,8 +28,16 @@ pub struct Module {
 impl Module {
     /// A module from source text (for tests and experiments; the crate's
     /// own modules are the constants below).
-    pub const fn new(name: &'static str, body: &'static str, kernels: &'static [&'static str]) -> Self {
-        Module { name, body, kernels }
+    pub const fn new(
+        name: &'static str,
+        body: &'static str,
+        kernels: &'static [&'static str],
+    ) -> Self {
+        Module {
+            name,
+            body,
+            kernels,
+        }
     }
 
     /// The full source handed to NVRTC: the shared helpers, then the module.
@@ -42,7 +50,14 @@ impl Module {
 pub const SAM: Module = Module {
     name: "sam",
     body: include_str!("cuda/sam.cu"),
-    kernels: &["sam_sqnorm_f32", "sam_perturb_f32", "sam_restore_f32", "sam_sqnorm_bf16", "sam_perturb_bf16", "sam_restore_bf16"],
+    kernels: &[
+        "sam_sqnorm_f32",
+        "sam_perturb_f32",
+        "sam_restore_f32",
+        "sam_sqnorm_bf16",
+        "sam_perturb_bf16",
+        "sam_restore_bf16",
+    ],
 };
 
 /// Gramian and combination of per-task gradients (`gramian.cu`).
@@ -50,11 +65,40 @@ pub const GRAMIAN: Module = Module {
     name: "gramian",
     body: include_str!("cuda/gramian.cu"),
     kernels: &[
-        "gramian_f32_t1", "gramian_f32_t2", "gramian_f32_t3", "gramian_f32_t4", "gramian_f32_t5", "gramian_f32_t6", "gramian_f32_t7", "gramian_f32_t8",
-        "gramian_f32_t9", "gramian_f32_t10", "gramian_f32_t11", "gramian_f32_t12", "gramian_f32_t13", "gramian_f32_t14", "gramian_f32_t15", "gramian_f32_t16",
-        "gramian_bf16_t1", "gramian_bf16_t2", "gramian_bf16_t3", "gramian_bf16_t4", "gramian_bf16_t5", "gramian_bf16_t6", "gramian_bf16_t7", "gramian_bf16_t8",
-        "gramian_bf16_t9", "gramian_bf16_t10", "gramian_bf16_t11", "gramian_bf16_t12", "gramian_bf16_t13", "gramian_bf16_t14", "gramian_bf16_t15", "gramian_bf16_t16",
-        "combine_f32", "combine_bf16",
+        "gramian_f32_t1",
+        "gramian_f32_t2",
+        "gramian_f32_t3",
+        "gramian_f32_t4",
+        "gramian_f32_t5",
+        "gramian_f32_t6",
+        "gramian_f32_t7",
+        "gramian_f32_t8",
+        "gramian_f32_t9",
+        "gramian_f32_t10",
+        "gramian_f32_t11",
+        "gramian_f32_t12",
+        "gramian_f32_t13",
+        "gramian_f32_t14",
+        "gramian_f32_t15",
+        "gramian_f32_t16",
+        "gramian_bf16_t1",
+        "gramian_bf16_t2",
+        "gramian_bf16_t3",
+        "gramian_bf16_t4",
+        "gramian_bf16_t5",
+        "gramian_bf16_t6",
+        "gramian_bf16_t7",
+        "gramian_bf16_t8",
+        "gramian_bf16_t9",
+        "gramian_bf16_t10",
+        "gramian_bf16_t11",
+        "gramian_bf16_t12",
+        "gramian_bf16_t13",
+        "gramian_bf16_t14",
+        "gramian_bf16_t15",
+        "gramian_bf16_t16",
+        "combine_f32",
+        "combine_bf16",
     ],
 };
 
@@ -62,7 +106,13 @@ pub const GRAMIAN: Module = Module {
 pub const LOGIT_FUSION: Module = Module {
     name: "logit_fusion",
     body: include_str!("cuda/logit_fusion.cu"),
-    kernels: &["fusion_partials_f32", "fusion_partials_bf16", "fusion_select", "fusion_apply_f32", "fusion_apply_bf16"],
+    kernels: &[
+        "fusion_partials_f32",
+        "fusion_partials_bf16",
+        "fusion_select",
+        "fusion_apply_f32",
+        "fusion_apply_bf16",
+    ],
 };
 
 /// Every module, in the order `precompile` builds them.
@@ -106,11 +156,16 @@ fn nvrtc_dirs() -> Vec<PathBuf> {
 /// Directories of the shared objects mapped into this process whose file
 /// name starts with `prefix` (from /proc/self/maps; empty elsewhere).
 pub(crate) fn loaded_library_dirs(prefix: &str) -> Vec<PathBuf> {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Vec::new() };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
     let mut dirs: Vec<PathBuf> = Vec::new();
     for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
         let p = Path::new(path);
-        if p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)) {
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(prefix))
+        {
             if let Some(dir) = p.parent() {
                 if !dirs.iter().any(|d| d == dir) {
                     dirs.push(dir.to_path_buf());
@@ -170,7 +225,9 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     // SAFETY: NVRTC is loaded (checked above); both pointers are valid.
     let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
     if status != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        return Err(Error::NoNvrtc { reason: format!("nvrtcVersion failed: {status:?}") });
+        return Err(Error::NoNvrtc {
+            reason: format!("nvrtcVersion failed: {status:?}"),
+        });
     }
     Ok((major, minor))
 }
@@ -179,7 +236,12 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
 /// `version`: a hex SHA-256 over everything that changes the PTX.
 pub fn cache_key(source: &str, arch: &str, version: (i32, i32), options: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [source, arch, &format!("{}.{}", version.0, version.1), &options.join(" ")] {
+    for part in [
+        source,
+        arch,
+        &format!("{}.{}", version.0, version.1),
+        &options.join(" "),
+    ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -192,7 +254,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
     Some(base.join("taskweave").join("kernels"))
 }
 
@@ -210,12 +276,15 @@ impl DiskCache {
 
     /// The file that holds `module` under `key`.
     pub fn path(&self, module: &str, key: &str) -> PathBuf {
-        self.dir.join(format!("{module}-{}.ptx", &key[..key.len().min(32)]))
+        self.dir
+            .join(format!("{module}-{}.ptx", &key[..key.len().min(32)]))
     }
 
     /// The cached text, if present and non-empty.
     pub fn load(&self, module: &str, key: &str) -> Option<String> {
-        std::fs::read_to_string(self.path(module, key)).ok().filter(|s| !s.is_empty())
+        std::fs::read_to_string(self.path(module, key))
+            .ok()
+            .filter(|s| !s.is_empty())
     }
 
     /// Writes `text` atomically: a temporary file in the same directory, then
@@ -234,7 +303,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
         move |source| Error::Cache { path: p, source }
     };
     std::fs::create_dir_all(dir).map_err(cache_err(dir))?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
@@ -245,7 +317,10 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        Error::Cache { path: path.to_path_buf(), source: e }
+        Error::Cache {
+            path: path.to_path_buf(),
+            source: e,
+        }
     })?;
     Ok(path.to_path_buf())
 }
@@ -262,29 +337,53 @@ pub(crate) fn recompile(module: &Module, arch: &str, cache: Option<&DiskCache>) 
     compile_inner(module, arch, cache, false)
 }
 
-fn compile_inner(module: &Module, arch: &str, cache: Option<&DiskCache>, read_cache: bool) -> Result<String> {
+fn compile_inner(
+    module: &Module,
+    arch: &str,
+    cache: Option<&DiskCache>,
+    read_cache: bool,
+) -> Result<String> {
     let version = nvrtc_version()?;
     let source = module.source();
     let key = cache_key(&source, arch, version, OPTIONS);
-    if let Some(text) = cache.filter(|_| read_cache).and_then(|c| c.load(module.name, &key)) {
+    if let Some(text) = cache
+        .filter(|_| read_cache)
+        .and_then(|c| c.load(module.name, &key))
+    {
         return Ok(text);
     }
     let arch_opt = format!("--gpu-architecture={arch}");
     let mut options: Vec<String> = OPTIONS.iter().map(|s| s.to_string()).collect();
     options.push(arch_opt);
-    let opts = cudarc::nvrtc::CompileOptions { options: options.clone(), name: Some(format!("{}.cu", module.name)), ..Default::default() };
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: options.clone(),
+        name: Some(format!("{}.cu", module.name)),
+        ..Default::default()
+    };
     // cudarc unwraps a few NVRTC calls internally; keep any panic inside this crate.
     let compiled = std::panic::catch_unwind(|| cudarc::nvrtc::compile_ptx_with_opts(&source, opts));
     let ptx = match compiled {
         Ok(Ok(ptx)) => ptx,
         Ok(Err(e)) => {
             let log = match &e {
-                cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    log.to_string_lossy().into_owned()
+                }
                 other => format!("{other:?}"),
             };
-            return Err(Error::Compile { module: module.name, options: options.join(" "), log });
+            return Err(Error::Compile {
+                module: module.name,
+                options: options.join(" "),
+                log,
+            });
         }
-        Err(_) => return Err(Error::Compile { module: module.name, options: options.join(" "), log: "nvrtc panicked".into() }),
+        Err(_) => {
+            return Err(Error::Compile {
+                module: module.name,
+                options: options.join(" "),
+                log: "nvrtc panicked".into(),
+            })
+        }
     };
     let text = ptx.to_src();
     if let Some(cache) = cache {

@@ -59,7 +59,10 @@ pub fn load_libtorch_cuda() -> Result<()> {
                 // SAFETY: libtorch_cuda's initialisers register its CUDA
                 // backend with the libtorch already loaded; it is never unloaded.
                 let opened = unsafe {
-                    libloading::os::unix::Library::open(Some(c), libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL)
+                    libloading::os::unix::Library::open(
+                        Some(c),
+                        libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+                    )
                 };
                 match opened {
                     Ok(lib) => {
@@ -69,7 +72,10 @@ pub fn load_libtorch_cuda() -> Result<()> {
                     Err(e) => errors.push(e.to_string()),
                 }
             }
-            Err(format!("libtorch_cuda.so could not be loaded: {}", errors.join("; ")))
+            Err(format!(
+                "libtorch_cuda.so could not be loaded: {}",
+                errors.join("; ")
+            ))
         })
         .clone()
         .map_err(|reason| Error::NoCuda { reason })
@@ -82,16 +88,22 @@ fn driver_present() -> Result<()> {
     if unsafe { cudarc::driver::sys::is_culib_present() } {
         Ok(())
     } else {
-        Err(Error::NoCuda { reason: "libcuda.so (the NVIDIA driver library) was not found".into() })
+        Err(Error::NoCuda {
+            reason: "libcuda.so (the NVIDIA driver library) was not found".into(),
+        })
     }
 }
 
 /// Number of CUDA devices, or why there are none.
 pub fn device_count() -> Result<usize> {
     driver_present()?;
-    let n = CudaContext::device_count().map_err(|e| Error::NoCuda { reason: format!("the driver failed to initialise: {e}") })?;
+    let n = CudaContext::device_count().map_err(|e| Error::NoCuda {
+        reason: format!("the driver failed to initialise: {e}"),
+    })?;
     if n <= 0 {
-        return Err(Error::NoCuda { reason: "the driver reports no CUDA device".into() });
+        return Err(Error::NoCuda {
+            reason: "the driver reports no CUDA device".into(),
+        });
     }
     Ok(n as usize)
 }
@@ -115,19 +127,30 @@ pub(crate) struct DeviceState {
 /// The process-wide state of device `ordinal` (primary context, modules).
 pub(crate) fn device(ordinal: usize) -> Result<Arc<DeviceState>> {
     static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<DeviceState>>>> = OnceLock::new();
-    let n = device_count()?;
-    if ordinal >= n {
-        return Err(Error::NoCuda { reason: format!("device {ordinal} does not exist, the driver reports {n}") });
-    }
-    let mut map = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = DEVICES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(d) = map.get(&ordinal) {
         return Ok(d.clone());
     }
+    let n = device_count()?;
+    if ordinal >= n {
+        return Err(Error::NoCuda {
+            reason: format!("device {ordinal} does not exist, the driver reports {n}"),
+        });
+    }
     // The primary context: the one libtorch's runtime API calls use.
-    let ctx = CudaContext::new(ordinal).map_err(Error::driver(format!("retaining the primary context of device {ordinal}")))?;
-    let cc = ctx.compute_capability().map_err(Error::driver("reading the compute capability"))?;
+    let ctx = CudaContext::new(ordinal).map_err(Error::driver(format!(
+        "retaining the primary context of device {ordinal}"
+    )))?;
+    let cc = ctx
+        .compute_capability()
+        .map_err(Error::driver("reading the compute capability"))?;
     let sm_count = ctx
-        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )
         .map_err(Error::driver("reading the multiprocessor count"))?;
     let name = ctx.name().unwrap_or_else(|_| "unknown".into());
     let state = Arc::new(DeviceState {
@@ -145,13 +168,27 @@ pub(crate) fn device(ordinal: usize) -> Result<Arc<DeviceState>> {
 
 impl DeviceState {
     fn info(&self) -> CudaInfo {
-        let stream = if crate::shim::shim_status().is_ok() { StreamSource::TorchCurrent } else { StreamSource::LegacyDefault };
-        CudaInfo { ordinal: self.ordinal, name: self.name.clone(), compute_capability: self.cc, sm_count: self.sm_count, stream }
+        let stream = if crate::shim::shim_status().is_ok() {
+            StreamSource::TorchCurrent
+        } else {
+            StreamSource::LegacyDefault
+        };
+        CudaInfo {
+            ordinal: self.ordinal,
+            name: self.name.clone(),
+            compute_capability: self.cc,
+            sm_count: self.sm_count,
+            stream,
+        }
     }
 
     /// `module` loaded into this device's context: nvcc's PTX when it was
     /// built for this architecture or an older one, else NVRTC's.
-    pub(crate) fn module(&self, module: &Module, cache: Option<&DiskCache>) -> Result<Arc<CudaModule>> {
+    pub(crate) fn module(
+        &self,
+        module: &Module,
+        cache: Option<&DiskCache>,
+    ) -> Result<Arc<CudaModule>> {
         let mut map = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = map.get(module.name) {
             return Ok(m.clone());
@@ -177,14 +214,23 @@ impl DeviceState {
             // A damaged cache file: compile afresh (replacing it), once.
             Err(_) if cache.is_some() => {
                 let ptx = compile::recompile(module, &self.arch, cache)?;
-                self.ctx.load_module(Ptx::from_src(ptx)).map_err(Error::driver(what()))
+                self.ctx
+                    .load_module(Ptx::from_src(ptx))
+                    .map_err(Error::driver(what()))
             }
             Err(e) => Err(Error::driver(what())(e)),
         }
     }
 
-    pub(crate) fn function(&self, module: &Module, name: &str, cache: Option<&DiskCache>) -> Result<CudaFunction> {
-        self.module(module, cache)?.load_function(name).map_err(Error::driver(format!("finding kernel {name}")))
+    pub(crate) fn function(
+        &self,
+        module: &Module,
+        name: &str,
+        cache: Option<&DiskCache>,
+    ) -> Result<CudaFunction> {
+        self.module(module, cache)?
+            .load_function(name)
+            .map_err(Error::driver(format!("finding kernel {name}")))
     }
 
     /// The stream to launch on: libtorch's current stream of this device, or
@@ -196,14 +242,76 @@ impl DeviceState {
                 // primary context of this device, and keeps it alive for the
                 // process (pool streams are never destroyed). Kernels are
                 // ordered with libtorch's work by being launched on it.
-                Ok(unsafe { self.ctx.wrap_borrowed_stream(raw as cudarc::driver::sys::CUstream) })
+                Ok(unsafe {
+                    self.ctx
+                        .wrap_borrowed_stream(raw as cudarc::driver::sys::CUstream)
+                })
             }
             Err(e @ Error::Shim(_)) if crate::shim::shim_status().is_err() => {
                 static WARNED: OnceLock<()> = OnceLock::new();
-                WARNED.get_or_init(|| tracing::warn!("{e}; launching kernels on the legacy default stream"));
+                WARNED.get_or_init(|| {
+                    tracing::warn!("{e}; launching kernels on the legacy default stream")
+                });
                 Ok(self.ctx.default_stream())
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Times GPU work submitted on libtorch's current stream of one device with
+/// CUDA events: no synchronisation between timed calls, so the GPU is fed as
+/// in a real run (host launch gaps of eager code count, as they do there).
+pub struct StreamTimer {
+    state: Arc<DeviceState>,
+    stream: Arc<CudaStream>,
+    pairs: Vec<(cudarc::driver::CudaEvent, cudarc::driver::CudaEvent)>,
+}
+
+impl StreamTimer {
+    /// A timer for CUDA device `ordinal`.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let state = device(ordinal)?;
+        let stream = state.stream()?;
+        Ok(StreamTimer {
+            state,
+            stream,
+            pairs: Vec::new(),
+        })
+    }
+
+    /// Runs `f`, recording events on the stream before and after it.
+    pub fn time<R>(&mut self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self
+            .state
+            .ctx
+            .new_event(flags)
+            .map_err(Error::driver("creating an event"))?;
+        let end = self
+            .state
+            .ctx
+            .new_event(flags)
+            .map_err(Error::driver("creating an event"))?;
+        start
+            .record(&self.stream)
+            .map_err(Error::driver("recording an event"))?;
+        let out = f()?;
+        end.record(&self.stream)
+            .map_err(Error::driver("recording an event"))?;
+        self.pairs.push((start, end));
+        Ok(out)
+    }
+
+    /// Waits for the stream and returns each timed call's duration in µs.
+    pub fn finish(self) -> Result<Vec<f64>> {
+        self.pairs
+            .iter()
+            .map(|(s, e)| {
+                s.elapsed_ms(e)
+                    .map(|ms| ms as f64 * 1e3)
+                    .map_err(Error::driver("reading an event"))
+            })
+            .collect()
     }
 }

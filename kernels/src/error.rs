@@ -104,12 +104,24 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn driver(context: impl Into<String>) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
+    pub(crate) fn driver(
+        context: impl Into<String>,
+    ) -> impl FnOnce(cudarc::driver::DriverError) -> Error {
         let context = context.into();
         move |source| Error::Driver { context, source }
     }
 
-    pub(crate) fn argument(op: &'static str, what: impl Into<String>, expected: impl Into<String>, got: impl ToString) -> Error {
-        Error::Argument { op, what: what.into(), expected: expected.into(), got: got.to_string() }
+    pub(crate) fn argument(
+        op: &'static str,
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        got: impl ToString,
+    ) -> Error {
+        Error::Argument {
+            op,
+            what: what.into(),
+            expected: expected.into(),
+            got: got.to_string(),
+        }
     }
 }

@@ -6,8 +6,8 @@ use tch::{Device, Tensor};
 use crate::compile::{self, DiskCache, MODULES};
 use crate::device;
 use crate::error::Result;
-use crate::ops::{cuda_ordinal, fusion, gramian, sam};
 pub use crate::ops::fusion::FusionOutput;
+use crate::ops::{cuda_ordinal, fusion, gramian, sam};
 
 /// How [`Kernels::gramian`] computes on CUDA.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +48,11 @@ impl Kernels {
     /// Kernels on CUDA, references on CPU, PTX cached in
     /// [`compile::default_cache_dir`]. Touches no CUDA library.
     pub fn new() -> Self {
-        Kernels { prefer_reference: false, gramian: GramianBackend::Auto, cache: compile::default_cache_dir().map(DiskCache::new) }
+        Kernels {
+            prefer_reference: false,
+            gramian: GramianBackend::Auto,
+            cache: compile::default_cache_dir().map(DiskCache::new),
+        }
     }
 
     /// Run the references on CUDA too (for benchmarking, or as a way around
@@ -96,7 +100,14 @@ impl Kernels {
     /// are updated in place without autograd, like `torch.no_grad()`. All
     /// tensors share one device and one floating dtype; on CUDA the kernel
     /// takes contiguous f32/bf16 groups in two launches per 256 tensors.
-    pub fn sam_perturb(&self, params: &[Tensor], grads: &[Tensor], backup: &mut Vec<Tensor>, rho: f64, adaptive: bool) -> Result<Tensor> {
+    pub fn sam_perturb(
+        &self,
+        params: &[Tensor],
+        grads: &[Tensor],
+        backup: &mut Vec<Tensor>,
+        rho: f64,
+        adaptive: bool,
+    ) -> Result<Tensor> {
         sam::check_rho(rho)?;
         let Some((device, kind)) = sam::check_group("sam_perturb", params, grads, "grads")? else {
             return sam::reference_perturb(params, grads, backup, rho, adaptive);
@@ -104,7 +115,15 @@ impl Kernels {
         match self.kernel_device(device) {
             Some(ordinal) if sam::kernel_supports(params, grads, kind) => {
                 let dev = device::device(ordinal)?;
-                sam::cuda_perturb(&dev, self.cache.as_ref(), params, grads, backup, rho, adaptive, kind)
+                sam::cuda_perturb(
+                    &dev,
+                    self.cache.as_ref(),
+                    params,
+                    grads,
+                    backup,
+                    rho,
+                    adaptive,
+                )
             }
             _ => sam::reference_perturb(params, grads, backup, rho, adaptive),
         }
@@ -112,7 +131,10 @@ impl Kernels {
 
     /// Undoes [`Kernels::sam_perturb`]: `θ = backup`, bit for bit.
     pub fn sam_restore(&self, params: &[Tensor], backup: &[Tensor]) -> Result<()> {
-        let Some((device, kind)) = sam::check_group("sam_restore", params, backup, "backup")? else { return Ok(()) };
+        let Some((device, kind)) = sam::check_group("sam_restore", params, backup, "backup")?
+        else {
+            return Ok(());
+        };
         match self.kernel_device(device) {
             Some(ordinal) if sam::kernel_supports(params, backup, kind) => {
                 let dev = device::device(ordinal)?;
@@ -127,7 +149,10 @@ impl Kernels {
     pub fn gramian(&self, grads: &Tensor) -> Result<Tensor> {
         let (t, p, kind) = gramian::check_grads("gramian", grads)?;
         match self.kernel_device(grads.device()) {
-            Some(ordinal) if self.gramian != GramianBackend::Cublas && gramian::gramian_kernel_supports(t, kind) => {
+            Some(ordinal)
+                if self.gramian != GramianBackend::Cublas
+                    && gramian::gramian_kernel_supports(t, kind) =>
+            {
                 let dev = device::device(ordinal)?;
                 gramian::cuda_gramian(&dev, self.cache.as_ref(), grads, t, p, kind)
             }
@@ -160,12 +185,26 @@ impl Kernels {
     /// the smallest a, then the smallest t (a = 0 is P itself for every t, so
     /// it resolves to t = 0). NaN objectives count as +∞. At most 16 experts
     /// and 64 grid values.
-    pub fn fusion_grid(&self, large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> Result<FusionOutput> {
+    pub fn fusion_grid(
+        &self,
+        large: &Tensor,
+        small: &Tensor,
+        experts: &[Tensor],
+        alphas: &[f64],
+    ) -> Result<FusionOutput> {
         let dims = fusion::check(large, small, experts, alphas)?;
         match self.kernel_device(large.device()) {
             Some(ordinal) if fusion::kernel_supports(dims.2) => {
                 let dev = device::device(ordinal)?;
-                fusion::cuda(&dev, self.cache.as_ref(), large, small, experts, alphas, dims)
+                fusion::cuda(
+                    &dev,
+                    self.cache.as_ref(),
+                    large,
+                    small,
+                    experts,
+                    alphas,
+                    dims,
+                )
             }
             _ => fusion::reference(large, small, experts, alphas),
         }

@@ -45,7 +45,9 @@ mod kernels;
 mod ops;
 mod shim;
 
-pub use device::{cuda_info, device_count, load_libtorch_cuda, CudaInfo, StreamSource};
+pub use device::{
+    cuda_info, device_count, load_libtorch_cuda, CudaInfo, StreamSource, StreamTimer,
+};
 pub use error::{Error, Result};
 pub use kernels::{FusionOutput, GramianBackend, Kernels};
 
@@ -62,10 +64,14 @@ pub mod reference {
 /// reports per pipeline stage and the knobs it sets. Loads CUDA libraries, so
 /// call it only when CUDA is in use.
 pub mod memory {
-    pub use crate::shim::{empty_cache, memory_stats, reset_peak_memory, set_memory_fraction, shim_status, MemoryStats};
+    pub use crate::shim::{
+        empty_cache, memory_stats, reset_peak_memory, set_memory_fraction, shim_status, MemoryStats,
+    };
 }
 
 /// Limits of the fusion kernel's arguments.
 pub mod limits {
-    pub use crate::ops::fusion::{MAX_ALPHAS as FUSION_MAX_ALPHAS, MAX_EXPERTS as FUSION_MAX_EXPERTS};
+    pub use crate::ops::fusion::{
+        MAX_ALPHAS as FUSION_MAX_ALPHAS, MAX_EXPERTS as FUSION_MAX_EXPERTS,
+    };
 }

@@ -54,7 +54,11 @@ struct Shim {
 /// Where the shim's bytes go: `<cache>/taskweave/shim/libtaskweave_torch_shim-<hash>.so`,
 /// falling back to the temporary directory.
 fn extracted_path(bytes: &[u8]) -> PathBuf {
-    let hash: String = Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hash: String = Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let dir = crate::compile::default_cache_dir()
         .and_then(|d| d.parent().map(|p| p.join("shim")))
         .unwrap_or_else(|| std::env::temp_dir().join("taskweave-shim"));
@@ -67,7 +71,10 @@ fn open() -> Result<Shim, String> {
         None => {
             let bytes = taskweave_kernels_native::SHIM_LIBRARY;
             if bytes.is_empty() {
-                return Err(format!("not built: {}", taskweave_kernels_native::SHIM_MISSING));
+                return Err(format!(
+                    "not built: {}",
+                    taskweave_kernels_native::SHIM_MISSING
+                ));
             }
             let path = extracted_path(bytes);
             if std::fs::read(&path).map(|b| b != bytes).unwrap_or(true) {
@@ -79,31 +86,59 @@ fn open() -> Result<Shim, String> {
     // SAFETY: the shim's initialisers are those of a plain C++ library; its
     // dependencies (libc10_cuda, libc10) are already loaded by libtorch_cuda
     // whenever CUDA tensors exist.
-    let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| format!("loading {}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(&path) }
+        .map_err(|e| format!("loading {}: {e}", path.display()))?;
     // SAFETY: the symbol types match the extern "C" declarations in
     // native/shim/torch_shim.cpp, whose ABI version is checked first.
     unsafe {
-        let version: FnVersion = *lib.get::<FnVersion>(b"taskweave_shim_abi_version\0").map_err(|e| e.to_string())?;
+        let version: FnVersion = *lib
+            .get::<FnVersion>(b"taskweave_shim_abi_version\0")
+            .map_err(|e| e.to_string())?;
         let found = version();
         if found != ABI_VERSION {
-            return Err(format!("{} has ABI version {found}, expected {ABI_VERSION}", path.display()));
+            return Err(format!(
+                "{} has ABI version {found}, expected {ABI_VERSION}",
+                path.display()
+            ));
         }
-        let get = |name: &[u8]| lib.get::<*const c_void>(name).map(|s| *s).map_err(|e| e.to_string());
+        let get = |name: &[u8]| {
+            lib.get::<*const c_void>(name)
+                .map(|s| *s)
+                .map_err(|e| e.to_string())
+        };
         // Function pointers and data pointers have the same size on every
         // platform libtorch supports.
-        let last_error = std::mem::transmute::<*const c_void, FnLastError>(get(b"taskweave_shim_last_error\0")?);
-        let current_stream = std::mem::transmute::<*const c_void, FnStream>(get(b"taskweave_shim_current_stream\0")?);
-        let memory_stats = std::mem::transmute::<*const c_void, FnStats>(get(b"taskweave_shim_memory_stats\0")?);
-        let reset_peak = std::mem::transmute::<*const c_void, FnDevice>(get(b"taskweave_shim_reset_peak\0")?);
-        let set_memory_fraction = std::mem::transmute::<*const c_void, FnFraction>(get(b"taskweave_shim_set_memory_fraction\0")?);
-        let empty_cache = std::mem::transmute::<*const c_void, FnVoid>(get(b"taskweave_shim_empty_cache\0")?);
-        Ok(Shim { _lib: lib, last_error, current_stream, memory_stats, reset_peak, set_memory_fraction, empty_cache })
+        let last_error =
+            std::mem::transmute::<*const c_void, FnLastError>(get(b"taskweave_shim_last_error\0")?);
+        let current_stream = std::mem::transmute::<*const c_void, FnStream>(get(
+            b"taskweave_shim_current_stream\0",
+        )?);
+        let memory_stats =
+            std::mem::transmute::<*const c_void, FnStats>(get(b"taskweave_shim_memory_stats\0")?);
+        let reset_peak =
+            std::mem::transmute::<*const c_void, FnDevice>(get(b"taskweave_shim_reset_peak\0")?);
+        let set_memory_fraction = std::mem::transmute::<*const c_void, FnFraction>(get(
+            b"taskweave_shim_set_memory_fraction\0",
+        )?);
+        let empty_cache =
+            std::mem::transmute::<*const c_void, FnVoid>(get(b"taskweave_shim_empty_cache\0")?);
+        Ok(Shim {
+            _lib: lib,
+            last_error,
+            current_stream,
+            memory_stats,
+            reset_peak,
+            set_memory_fraction,
+            empty_cache,
+        })
     }
 }
 
 fn shim() -> Result<&'static Shim> {
     static SHIM: OnceLock<Result<Shim, String>> = OnceLock::new();
-    SHIM.get_or_init(open).as_ref().map_err(|e| Error::Shim(e.clone()))
+    SHIM.get_or_init(open)
+        .as_ref()
+        .map_err(|e| Error::Shim(e.clone()))
 }
 
 /// Whether the shim can be loaded here; the reason when it cannot.
@@ -118,14 +153,17 @@ impl Shim {
         }
         // SAFETY: the shim returns a pointer to a thread-local NUL-terminated
         // string that stays valid until its next failing call on this thread.
-        let msg = unsafe { CStr::from_ptr((self.last_error)()) }.to_string_lossy().into_owned();
+        let msg = unsafe { CStr::from_ptr((self.last_error)()) }
+            .to_string_lossy()
+            .into_owned();
         let first = msg.lines().next().unwrap_or("").to_owned();
         Err(Error::Shim(format!("{what}: {first}")))
     }
 }
 
 fn device_index(device: usize) -> Result<i32> {
-    i32::try_from(device).map_err(|_| Error::argument("torch shim", "device index", "a CUDA ordinal", device))
+    i32::try_from(device)
+        .map_err(|_| Error::argument("torch shim", "device index", "a CUDA ordinal", device))
 }
 
 /// libtorch's current stream on CUDA device `device` (what
@@ -144,7 +182,15 @@ pub fn memory_stats(device: usize) -> Result<MemoryStats> {
     let s = shim()?;
     let mut m = MemoryStats::default();
     // SAFETY: valid out-pointers; the shim catches every C++ exception.
-    let code = unsafe { (s.memory_stats)(device_index(device)?, &mut m.allocated, &mut m.reserved, &mut m.peak_allocated, &mut m.peak_reserved) };
+    let code = unsafe {
+        (s.memory_stats)(
+            device_index(device)?,
+            &mut m.allocated,
+            &mut m.reserved,
+            &mut m.peak_allocated,
+            &mut m.peak_reserved,
+        )
+    };
     s.check("memory stats", code)?;
     Ok(m)
 }
@@ -160,7 +206,12 @@ pub fn reset_peak_memory(device: usize) -> Result<()> {
 /// Caps the caching allocator of device `device` at `fraction` of its memory.
 pub fn set_memory_fraction(device: usize, fraction: f64) -> Result<()> {
     if !(fraction > 0.0 && fraction <= 1.0) {
-        return Err(Error::argument("set_memory_fraction", "fraction", "a value in (0, 1]", fraction));
+        return Err(Error::argument(
+            "set_memory_fraction",
+            "fraction",
+            "a value in (0, 1]",
+            fraction,
+        ));
     }
     let s = shim()?;
     // SAFETY: plain value arguments; the shim catches every C++ exception.

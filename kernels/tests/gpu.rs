@@ -12,7 +12,10 @@ fn cuda() -> Option<Device> {
     let ready = load_libtorch_cuda().and_then(|_| cuda_info(0));
     match ready {
         Ok(info) if tch::Cuda::is_available() => {
-            eprintln!("running on {} (sm_{}{}), stream: {:?}", info.name, info.compute_capability.0, info.compute_capability.1, info.stream);
+            eprintln!(
+                "running on {} (sm_{}{}), stream: {:?}",
+                info.name, info.compute_capability.0, info.compute_capability.1, info.stream
+            );
             Some(Device::Cuda(0))
         }
         Ok(_) => {
@@ -37,7 +40,10 @@ fn tol(kind: Kind) -> f64 {
 /// Hands NaN-filled blocks of `numel` elements of `kind` back to the caching
 /// allocator, so the next allocations of that size start as NaN.
 fn poison(device: Device, sizes: &[(i64, Kind)]) {
-    let held: Vec<Tensor> = sizes.iter().map(|&(n, k)| Tensor::full([n], f64::NAN, (k, device))).collect();
+    let held: Vec<Tensor> = sizes
+        .iter()
+        .map(|&(n, k)| Tensor::full([n], f64::NAN, (k, device)))
+        .collect();
     drop(held);
 }
 
@@ -55,11 +61,22 @@ fn sam_perturb_and_restore_match_the_reference() {
             let mut backup: Vec<Tensor> = params.iter().map(|p| p.full_like(f64::NAN)).collect();
             let mut ref_backup = Vec::new();
             poison(dev, &[(1000, Kind::Double)]);
-            let norm = Kernels::new().sam_perturb(&params, &grads, &mut backup, 0.05, adaptive).unwrap();
-            let ref_norm = reference::sam_perturb(&ref_params, &grads, &mut ref_backup, 0.05, adaptive).unwrap();
-            assert!(rel_err(&norm, &ref_norm) <= 1e-6, "{kind:?} norm {norm} vs {ref_norm}");
+            let norm = Kernels::new()
+                .sam_perturb(&params, &grads, &mut backup, 0.05, adaptive)
+                .unwrap();
+            let ref_norm =
+                reference::sam_perturb(&ref_params, &grads, &mut ref_backup, 0.05, adaptive)
+                    .unwrap();
+            assert!(
+                rel_err(&norm, &ref_norm) <= 1e-6,
+                "{kind:?} norm {norm} vs {ref_norm}"
+            );
             for (i, (p, r)) in params.iter().zip(&ref_params).enumerate() {
-                assert!(rel_err(p, r) <= tol(kind), "{kind:?} adaptive={adaptive} params[{i}] rel err {}", rel_err(p, r));
+                assert!(
+                    rel_err(p, r) <= tol(kind),
+                    "{kind:?} adaptive={adaptive} params[{i}] rel err {}",
+                    rel_err(p, r)
+                );
             }
             for (b, o) in backup.iter().zip(&original) {
                 assert!(bit_equal(b, o), "{kind:?}: backup is not an exact copy");
@@ -79,17 +96,30 @@ fn gramian_and_combine_match_the_reference() {
     for kind in [Kind::Float, Kind::BFloat16] {
         for (t, p) in [(1, 1000), (3, 1_000_003), (8, 2_000_001), (16, 300_007)] {
             let g = Tensor::randn([t, p], (Kind::Float, dev)).to_kind(kind);
-            let exact = g.to_kind(Kind::Double).matmul(&g.to_kind(Kind::Double).tr());
+            let exact = g
+                .to_kind(Kind::Double)
+                .matmul(&g.to_kind(Kind::Double).tr());
             poison(dev, &[(t * t, Kind::Float)]);
             let got = Kernels::new().gramian(&g).unwrap();
             assert_eq!(got.size(), vec![t, t]);
-            assert!(rel_err(&got, &exact) <= tol(kind), "{kind:?} t={t}: gramian rel err {}", rel_err(&got, &exact));
-            for w in [Tensor::randn([t], (Kind::Float, dev)), Tensor::randn([3, t], (Kind::Float, dev))] {
+            assert!(
+                rel_err(&got, &exact) <= tol(kind),
+                "{kind:?} t={t}: gramian rel err {}",
+                rel_err(&got, &exact)
+            );
+            for w in [
+                Tensor::randn([t], (Kind::Float, dev)),
+                Tensor::randn([3, t], (Kind::Float, dev)),
+            ] {
                 let exact = w.to_kind(Kind::Double).matmul(&g.to_kind(Kind::Double));
                 poison(dev, &[(exact.numel() as i64, kind)]);
                 let got = Kernels::new().combine(&w, &g).unwrap();
                 assert_eq!(got.size(), exact.size());
-                assert!(rel_err(&got, &exact) <= tol(kind), "{kind:?} t={t}: combine rel err {}", rel_err(&got, &exact));
+                assert!(
+                    rel_err(&got, &exact) <= tol(kind),
+                    "{kind:?} t={t}: combine rel err {}",
+                    rel_err(&got, &exact)
+                );
             }
         }
     }
@@ -98,17 +128,43 @@ fn gramian_and_combine_match_the_reference() {
 fn fusion_case(dev: Device, kind: Kind, b: i64, v: i64, t: usize, alphas: &[f64], scale: f64) {
     let large = (Tensor::randn([b, v], (Kind::Float, dev)) * 3.0 * scale).to_kind(kind);
     let small = Tensor::randn([b, v], (Kind::Float, dev)) * 2.0 * scale;
-    let experts: Vec<Tensor> = (0..t).map(|_| (&small + Tensor::randn([b, v], (Kind::Float, dev)) * 0.7 * scale).to_kind(kind)).collect();
+    let experts: Vec<Tensor> = (0..t)
+        .map(|_| (&small + Tensor::randn([b, v], (Kind::Float, dev)) * 0.7 * scale).to_kind(kind))
+        .collect();
     let small = small.to_kind(kind);
-    poison(dev, &[(b * v, Kind::Float), (b * t as i64, Kind::Float), (b, Kind::Float)]);
-    let got = Kernels::new().fusion_grid(&large, &small, &experts, alphas).unwrap();
+    poison(
+        dev,
+        &[
+            (b * v, Kind::Float),
+            (b * t as i64, Kind::Float),
+            (b, Kind::Float),
+        ],
+    );
+    let got = Kernels::new()
+        .fusion_grid(&large, &small, &experts, alphas)
+        .unwrap();
     // The reference in f64 on the same (rounded) inputs.
     let to64 = |x: &Tensor| x.to_kind(Kind::Double);
-    let want = reference::fusion_grid(&to64(&large), &to64(&small), &experts.iter().map(to64).collect::<Vec<_>>(), alphas).unwrap();
-    let what = format!("{kind:?} b={b} v={v} t={t} a={} scale={scale}", alphas.len());
-    let same_choice = bit_equal(&got.alpha.to_kind(Kind::Double), &want.alpha.to_kind(Kind::Float).to_kind(Kind::Double));
+    let want = reference::fusion_grid(
+        &to64(&large),
+        &to64(&small),
+        &experts.iter().map(to64).collect::<Vec<_>>(),
+        alphas,
+    )
+    .unwrap();
+    let what = format!(
+        "{kind:?} b={b} v={v} t={t} a={} scale={scale}",
+        alphas.len()
+    );
+    let same_choice = bit_equal(
+        &got.alpha.to_kind(Kind::Double),
+        &want.alpha.to_kind(Kind::Float).to_kind(Kind::Double),
+    );
     assert!(same_choice, "{what}: chose {} vs {}", got.alpha, want.alpha);
-    assert!(got.log_probs.isnan().any().int64_value(&[]) == 0, "{what}: NaN left in log_probs");
+    assert!(
+        got.log_probs.isnan().any().int64_value(&[]) == 0,
+        "{what}: NaN left in log_probs"
+    );
     let e = rel_err(&got.log_probs, &want.log_probs);
     assert!(e <= 1e-5, "{what}: log_probs rel err {e}");
     let e = rel_err(&got.objective, &want.objective);
@@ -152,7 +208,10 @@ fn memory_stats_follow_allocations() {
     let before = memory::memory_stats(0).unwrap();
     let t = Tensor::zeros([64 << 20], (Kind::Float, dev));
     let during = memory::memory_stats(0).unwrap();
-    assert!(during.allocated >= before.allocated + (256 << 20), "{before:?} -> {during:?}");
+    assert!(
+        during.allocated >= before.allocated + (256 << 20),
+        "{before:?} -> {during:?}"
+    );
     assert!(during.reserved >= during.allocated && during.peak_allocated >= during.allocated);
     drop(t);
     memory::reset_peak_memory(0).unwrap();
@@ -166,8 +225,14 @@ fn precompile_fills_the_disk_cache() {
     if cuda().is_none() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("taskweave-kernels-gpu-cache-{}", std::process::id()));
-    Kernels::new().cache_dir(Some(dir.clone())).precompile(0).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "taskweave-kernels-gpu-cache-{}",
+        std::process::id()
+    ));
+    Kernels::new()
+        .cache_dir(Some(dir.clone()))
+        .precompile(0)
+        .unwrap();
     // Modules already loaded by earlier tests are not recompiled; at least
     // the directory must be usable and any file in it complete PTX.
     if let Ok(rd) = std::fs::read_dir(&dir) {

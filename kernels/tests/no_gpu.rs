@@ -30,10 +30,16 @@ fn the_shim_loads_and_reports_errors_as_values_without_a_gpu() {
         assert!(matches!(e, Error::Shim(_)), "{e}");
         return;
     }
-    for result in [memory::memory_stats(0).map(|_| ()), memory::reset_peak_memory(0)] {
+    for result in [
+        memory::memory_stats(0).map(|_| ()),
+        memory::reset_peak_memory(0),
+    ] {
         let e = result.unwrap_err();
         assert!(matches!(e, Error::Shim(_)), "{e}");
         eprintln!("{e}");
     }
-    assert!(matches!(memory::set_memory_fraction(0, 1.5).unwrap_err(), Error::Argument { .. }));
+    assert!(matches!(
+        memory::set_memory_fraction(0, 1.5).unwrap_err(),
+        Error::Argument { .. }
+    ));
 }

@@ -16,7 +16,10 @@ fn nvrtc() -> Option<(i32, i32)> {
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("taskweave-kernels-test-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "taskweave-kernels-test-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -30,7 +33,11 @@ fn every_module_compiles_to_ptx_defining_its_kernels() {
         for m in &MODULES {
             let ptx = compile::compile(m, arch, None).unwrap_or_else(|e| panic!("{e}"));
             for k in m.kernels {
-                assert!(ptx.contains(&format!(".entry {k}(")), "{} for {arch}: no kernel {k}", m.name);
+                assert!(
+                    ptx.contains(&format!(".entry {k}(")),
+                    "{} for {arch}: no kernel {k}",
+                    m.name
+                );
             }
         }
     }
@@ -41,7 +48,11 @@ fn a_syntax_error_is_a_compile_error_with_the_log() {
     if nvrtc().is_none() {
         return;
     }
-    let bad = Module::new("broken", "extern \"C\" __global__ void broken_f32(float* x) { x[0] = ; }", &["broken_f32"]);
+    let bad = Module::new(
+        "broken",
+        "extern \"C\" __global__ void broken_f32(float* x) { x[0] = ; }",
+        &["broken_f32"],
+    );
     match compile::compile(&bad, "compute_90", None) {
         Err(Error::Compile { module, log, .. }) => {
             assert_eq!(module, "broken");
@@ -89,8 +100,20 @@ fn disk_cache_writes_atomically_and_is_read_back_by_key() {
     let text = cache.load("sam", "abc").unwrap();
     assert_eq!(text.len(), 100_000);
     assert!(text.chars().all(|c| c == text.chars().next().unwrap()));
-    let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    assert_eq!(names, vec![cache.path("sam", "abc").file_name().unwrap().to_str().unwrap().to_string()]);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![cache
+            .path("sam", "abc")
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()]
+    );
     assert!(cache.load("sam", "abd").is_none(), "another key must miss");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -102,15 +125,28 @@ fn compile_goes_through_the_disk_cache() {
     }
     let dir = temp_dir("compile");
     let cache = DiskCache::new(&dir);
-    let m = Module::new("tiny", "extern \"C\" __global__ void tiny_f32(float* x) { x[threadIdx.x] *= 2.f; }", &["tiny_f32"]);
+    let m = Module::new(
+        "tiny",
+        "extern \"C\" __global__ void tiny_f32(float* x) { x[threadIdx.x] *= 2.f; }",
+        &["tiny_f32"],
+    );
     let first = compile::compile(&m, "compute_90", Some(&cache)).unwrap();
-    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     assert_eq!(std::fs::read_to_string(&files[0]).unwrap(), first);
     // A second compile reads the file (proved by a marker), keyed by arch.
     std::fs::write(&files[0], "// marker").unwrap();
-    assert_eq!(compile::compile(&m, "compute_90", Some(&cache)).unwrap(), "// marker");
-    assert_ne!(compile::compile(&m, "compute_80", Some(&cache)).unwrap(), "// marker");
+    assert_eq!(
+        compile::compile(&m, "compute_90", Some(&cache)).unwrap(),
+        "// marker"
+    );
+    assert_ne!(
+        compile::compile(&m, "compute_80", Some(&cache)).unwrap(),
+        "// marker"
+    );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,12 @@ use crate::common::{bit_equal, copies, param_shapes, randn_list, rel_err};
 
 const CPU: Device = Device::Cpu;
 
-fn sam_expected(params: &[Tensor], grads: &[Tensor], rho: f64, adaptive: bool) -> (f64, Vec<Tensor>) {
+fn sam_expected(
+    params: &[Tensor],
+    grads: &[Tensor],
+    rho: f64,
+    adaptive: bool,
+) -> (f64, Vec<Tensor>) {
     let mut sq = 0.0;
     for (p, g) in params.iter().zip(grads) {
         let (p, g) = (p.to_kind(Kind::Double), g.to_kind(Kind::Double));
@@ -34,11 +39,21 @@ fn sam_perturb_matches_its_definition() {
         let grads = randn_list(&param_shapes(20), Kind::Float, CPU);
         let (norm, expected) = sam_expected(&params, &grads, 0.05, adaptive);
         let mut backup = Vec::new();
-        let got = Kernels::new().sam_perturb(&params, &grads, &mut backup, 0.05, adaptive).unwrap();
+        let got = Kernels::new()
+            .sam_perturb(&params, &grads, &mut backup, 0.05, adaptive)
+            .unwrap();
         assert_eq!(got.kind(), Kind::Double);
-        assert!((got.double_value(&[]) - norm).abs() <= 1e-9 * norm, "norm {} vs {norm}", got.double_value(&[]));
+        assert!(
+            (got.double_value(&[]) - norm).abs() <= 1e-9 * norm,
+            "norm {} vs {norm}",
+            got.double_value(&[])
+        );
         for (p, e) in params.iter().zip(&expected) {
-            assert!(rel_err(p, e) <= 1e-6, "adaptive={adaptive}: rel err {}", rel_err(p, e));
+            assert!(
+                rel_err(p, e) <= 1e-6,
+                "adaptive={adaptive}: rel err {}",
+                rel_err(p, e)
+            );
         }
     }
 }
@@ -47,23 +62,39 @@ fn sam_perturb_matches_its_definition() {
 fn sam_restore_after_perturb_is_bit_exact_and_backup_is_reused() {
     tch::manual_seed(2);
     for kind in [Kind::Float, Kind::BFloat16, Kind::Double] {
-        let params: Vec<Tensor> = randn_list(&param_shapes(14), kind, CPU).into_iter().map(|p| p.set_requires_grad(true)).collect();
+        let params: Vec<Tensor> = randn_list(&param_shapes(14), kind, CPU)
+            .into_iter()
+            .map(|p| p.set_requires_grad(true))
+            .collect();
         let grads = randn_list(&param_shapes(14), kind, CPU);
         let original = copies(&params);
         let kernels = Kernels::new();
         let mut backup = Vec::new();
-        let _ = kernels.sam_perturb(&params, &grads, &mut backup, 2.0, true).unwrap();
-        assert!(params.iter().zip(&original).any(|(p, o)| p.numel() > 0 && !bit_equal(p, o)), "{kind:?}: perturb changed nothing");
+        let _ = kernels
+            .sam_perturb(&params, &grads, &mut backup, 2.0, true)
+            .unwrap();
+        assert!(
+            params
+                .iter()
+                .zip(&original)
+                .any(|(p, o)| p.numel() > 0 && !bit_equal(p, o)),
+            "{kind:?}: perturb changed nothing"
+        );
         let first_ptrs: Vec<_> = backup.iter().map(|b| b.data_ptr()).collect();
         kernels.sam_restore(&params, &backup).unwrap();
         for (p, o) in params.iter().zip(&original) {
             assert!(bit_equal(p, o), "{kind:?}: restore is not bit-exact");
         }
-        let _ = kernels.sam_perturb(&params, &grads, &mut backup, 2.0, true).unwrap();
+        let _ = kernels
+            .sam_perturb(&params, &grads, &mut backup, 2.0, true)
+            .unwrap();
         let second_ptrs: Vec<_> = backup.iter().map(|b| b.data_ptr()).collect();
         assert_eq!(first_ptrs, second_ptrs, "{kind:?}: backup was reallocated");
         kernels.sam_restore(&params, &backup).unwrap();
-        assert!(params.iter().all(|p| p.requires_grad()), "parameters lost requires_grad");
+        assert!(
+            params.iter().all(|p| p.requires_grad()),
+            "parameters lost requires_grad"
+        );
     }
 }
 
@@ -75,16 +106,42 @@ fn sam_rejects_bad_groups_with_errors() {
     let e = k.sam_perturb(&p, &[], &mut b, 1.0, false).unwrap_err();
     assert!(matches!(e, Error::Argument { .. }), "{e}");
     assert!(e.to_string().contains("expected 1"), "{e}");
-    let e = k.sam_perturb(&p, &[Tensor::zeros([4], (Kind::Float, CPU))], &mut b, 1.0, false).unwrap_err();
+    let e = k
+        .sam_perturb(
+            &p,
+            &[Tensor::zeros([4], (Kind::Float, CPU))],
+            &mut b,
+            1.0,
+            false,
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
-    let e = k.sam_perturb(&p, &[Tensor::zeros([3], (Kind::Double, CPU))], &mut b, 1.0, false).unwrap_err();
+    let e = k
+        .sam_perturb(
+            &p,
+            &[Tensor::zeros([3], (Kind::Double, CPU))],
+            &mut b,
+            1.0,
+            false,
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::DType { .. }), "{e}");
-    let e = k.sam_perturb(&p, &[Tensor::zeros([3], (Kind::Float, CPU))], &mut b, -1.0, false).unwrap_err();
+    let e = k
+        .sam_perturb(
+            &p,
+            &[Tensor::zeros([3], (Kind::Float, CPU))],
+            &mut b,
+            -1.0,
+            false,
+        )
+        .unwrap_err();
     assert!(matches!(e, Error::Argument { .. }), "{e}");
     let ints = vec![Tensor::zeros([3], (Kind::Int64, CPU))];
     let e = k.sam_perturb(&ints, &ints, &mut b, 1.0, false).unwrap_err();
     assert!(matches!(e, Error::DType { .. }), "{e}");
-    let e = k.sam_restore(&p, &[Tensor::zeros([2], (Kind::Float, CPU))]).unwrap_err();
+    let e = k
+        .sam_restore(&p, &[Tensor::zeros([2], (Kind::Float, CPU))])
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     // An empty group is a no-op.
     let norm = k.sam_perturb(&[], &[], &mut b, 1.0, true).unwrap();
@@ -104,13 +161,18 @@ fn gramian_is_g_times_g_transposed() {
             for j in 0..t {
                 let dot = (gd.get(i) * gd.get(j)).sum(Kind::Double).double_value(&[]);
                 let v = got.double_value(&[i, j]);
-                assert!((v - dot).abs() <= 1e-4 * dot.abs().max(1.0), "[{i},{j}] {v} vs {dot}");
+                assert!(
+                    (v - dot).abs() <= 1e-4 * dot.abs().max(1.0),
+                    "[{i},{j}] {v} vs {dot}"
+                );
             }
         }
     }
     let bf = Tensor::randn([4, 256], (Kind::Float, CPU)).to_kind(Kind::BFloat16);
     assert_eq!(Kernels::new().gramian(&bf).unwrap().kind(), Kind::Float);
-    let e = Kernels::new().gramian(&Tensor::zeros([5], (Kind::Float, CPU))).unwrap_err();
+    let e = Kernels::new()
+        .gramian(&Tensor::zeros([5], (Kind::Float, CPU)))
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
@@ -134,7 +196,9 @@ fn combine_is_the_weighted_sum_of_rows() {
         let row = Kernels::new().combine(&w2.get(k), &g).unwrap();
         assert!(rel_err(&got.get(k), &row) <= 1e-6);
     }
-    let e = Kernels::new().combine(&Tensor::ones([4], (Kind::Float, CPU)), &g).unwrap_err();
+    let e = Kernels::new()
+        .combine(&Tensor::ones([4], (Kind::Float, CPU)), &g)
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
 
@@ -150,14 +214,22 @@ fn kl_row(p_logits: &Tensor, q_logits: &Tensor) -> f64 {
 }
 
 /// The literal definition: every row, every candidate, one softmax each.
-fn fusion_naive(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> (Tensor, Vec<Vec<f64>>, Vec<f64>) {
+fn fusion_naive(
+    large: &Tensor,
+    small: &Tensor,
+    experts: &[Tensor],
+    alphas: &[f64],
+) -> (Tensor, Vec<Vec<f64>>, Vec<f64>) {
     let b = large.size()[0];
     let mut rows = Vec::new();
     let (mut alpha_rows, mut objs) = (Vec::new(), Vec::new());
     for r in 0..b {
         let l = large.get(r).to_kind(Kind::Double);
         let s = small.get(r).to_kind(Kind::Double);
-        let es: Vec<Tensor> = experts.iter().map(|e| e.get(r).to_kind(Kind::Double)).collect();
+        let es: Vec<Tensor> = experts
+            .iter()
+            .map(|e| e.get(r).to_kind(Kind::Double))
+            .collect();
         let klq: Vec<f64> = es.iter().map(|e| kl_row(e, &s)).collect();
         let klqr: Vec<f64> = es.iter().map(|e| kl_row(&s, e)).collect();
         let mut best = (f64::INFINITY, 0usize, 0usize);
@@ -165,7 +237,9 @@ fn fusion_naive(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f6
             for (t, e) in es.iter().enumerate() {
                 let fused = &l + (e - &s) * a;
                 let (kl1, kl2) = (kl_row(&fused, &l), kl_row(&l, &fused));
-                let obj: f64 = (0..es.len()).map(|q| (kl1 - klq[q]).powi(2) + (kl2 - klqr[q]).powi(2)).sum();
+                let obj: f64 = (0..es.len())
+                    .map(|q| (kl1 - klq[q]).powi(2) + (kl2 - klqr[q]).powi(2))
+                    .sum();
                 let obj = if obj.is_nan() { f64::INFINITY } else { obj };
                 if obj < best.0 {
                     best = (obj, k, t);
@@ -187,7 +261,9 @@ fn fusion_inputs(b: i64, v: i64, t: usize, kind: Kind) -> (Tensor, Tensor, Vec<T
     let large = Tensor::randn([b, v], (Kind::Float, CPU)) * 3.0;
     let small = Tensor::randn([b, v], (Kind::Float, CPU)) * 2.0;
     // Experts near the small model, as fine-tuned experts are.
-    let experts = (0..t).map(|_| (&small + Tensor::randn([b, v], (Kind::Float, CPU)) * 0.7).to_kind(kind)).collect();
+    let experts = (0..t)
+        .map(|_| (&small + Tensor::randn([b, v], (Kind::Float, CPU)) * 0.7).to_kind(kind))
+        .collect();
     (large.to_kind(kind), small.to_kind(kind), experts)
 }
 
@@ -196,14 +272,26 @@ fn check_fusion(kind: Kind, tol: f64) {
     let alphas = grid();
     let out = reference::fusion_grid(&large, &small, &experts, &alphas).unwrap();
     let (log_probs, alpha_rows, objs) = fusion_naive(&large, &small, &experts, &alphas);
-    assert!(rel_err(&out.log_probs, &log_probs) <= tol, "{kind:?} log_probs rel err {}", rel_err(&out.log_probs, &log_probs));
+    assert!(
+        rel_err(&out.log_probs, &log_probs) <= tol,
+        "{kind:?} log_probs rel err {}",
+        rel_err(&out.log_probs, &log_probs)
+    );
     for (r, (want_alpha, want_obj)) in alpha_rows.iter().zip(&objs).enumerate() {
-        let got: Vec<f64> = (0..3).map(|t| out.alpha.double_value(&[r as i64, t])).collect();
+        let got: Vec<f64> = (0..3)
+            .map(|t| out.alpha.double_value(&[r as i64, t]))
+            .collect();
         for (g, w) in got.iter().zip(want_alpha) {
-            assert!((g - w).abs() <= 1e-6, "{kind:?} row {r}: alpha {got:?} vs {want_alpha:?}");
+            assert!(
+                (g - w).abs() <= 1e-6,
+                "{kind:?} row {r}: alpha {got:?} vs {want_alpha:?}"
+            );
         }
         let o = out.objective.double_value(&[r as i64]);
-        assert!((o - want_obj).abs() <= 1e3 * tol * want_obj.abs().max(1e-3), "{kind:?} row {r}: objective {o} vs {want_obj}");
+        assert!(
+            (o - want_obj).abs() <= 1e3 * tol * want_obj.abs().max(1e-3),
+            "{kind:?} row {r}: objective {o} vs {want_obj}"
+        );
     }
 }
 
@@ -221,12 +309,16 @@ fn fusion_grid_ties_go_to_the_smallest_a_then_the_smallest_t() {
     // Experts equal to the small model: every candidate is P itself.
     let experts = vec![small.copy(), small.copy(), small.copy()];
     let alphas = [0.5, 1.0, 1.5];
-    let out = Kernels::new().fusion_grid(&large, &small, &experts, &alphas).unwrap();
+    let out = Kernels::new()
+        .fusion_grid(&large, &small, &experts, &alphas)
+        .unwrap();
     let want = Tensor::from_slice(&[0.5f32, 0.0, 0.0, 0.5, 0.0, 0.0]).view([2, 3]);
     assert!(bit_equal(&out.alpha, &want), "{}", out.alpha);
     // Two identical experts: whichever a wins, t = 0 beats t = 1.
     let e = (&small + Tensor::randn([2, 50], (Kind::Float, CPU))).to_kind(Kind::Float);
-    let out = Kernels::new().fusion_grid(&large, &small, &[e.copy(), e], &grid()).unwrap();
+    let out = Kernels::new()
+        .fusion_grid(&large, &small, &[e.copy(), e], &grid())
+        .unwrap();
     for r in 0..2 {
         assert_eq!(out.alpha.double_value(&[r, 1]), 0.0, "{}", out.alpha);
     }
@@ -236,17 +328,33 @@ fn fusion_grid_ties_go_to_the_smallest_a_then_the_smallest_t() {
 fn fusion_grid_rejects_bad_inputs_with_errors() {
     let (large, small, experts) = fusion_inputs(2, 10, 2, Kind::Float);
     let k = Kernels::new();
-    let e = k.fusion_grid(&large, &small.narrow(1, 0, 9), &experts, &grid()).unwrap_err();
+    let e = k
+        .fusion_grid(&large, &small.narrow(1, 0, 9), &experts, &grid())
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     assert!(e.to_string().contains("expected [2, 10]"), "{e}");
     let e = k.fusion_grid(&large, &small, &[], &grid()).unwrap_err();
     assert!(matches!(e, Error::Argument { .. }), "{e}");
     let many: Vec<Tensor> = (0..17).map(|_| small.copy()).collect();
-    assert!(matches!(k.fusion_grid(&large, &small, &many, &grid()).unwrap_err(), Error::Argument { .. }));
-    assert!(matches!(k.fusion_grid(&large, &small, &experts, &[]).unwrap_err(), Error::Argument { .. }));
-    assert!(matches!(k.fusion_grid(&large, &small, &experts, &[f64::NAN]).unwrap_err(), Error::Argument { .. }));
-    let e = k.fusion_grid(&large, &small.to_kind(Kind::Double), &experts, &grid()).unwrap_err();
+    assert!(matches!(
+        k.fusion_grid(&large, &small, &many, &grid()).unwrap_err(),
+        Error::Argument { .. }
+    ));
+    assert!(matches!(
+        k.fusion_grid(&large, &small, &experts, &[]).unwrap_err(),
+        Error::Argument { .. }
+    ));
+    assert!(matches!(
+        k.fusion_grid(&large, &small, &experts, &[f64::NAN])
+            .unwrap_err(),
+        Error::Argument { .. }
+    ));
+    let e = k
+        .fusion_grid(&large, &small.to_kind(Kind::Double), &experts, &grid())
+        .unwrap_err();
     assert!(matches!(e, Error::DType { .. }), "{e}");
-    let e = k.fusion_grid(&large.get(0), &small, &experts, &grid()).unwrap_err();
+    let e = k
+        .fusion_grid(&large.get(0), &small, &experts, &grid())
+        .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }

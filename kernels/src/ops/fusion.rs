@@ -3,7 +3,10 @@
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 use tch::{Kind, Tensor};
 
-use super::{check_defined, check_device, check_float, check_same_kind, config, grid_u32, kernel_suffix, ptr, shape_err};
+use super::{
+    check_defined, check_device, check_float, check_same_kind, config, grid_u32, kernel_suffix,
+    ptr, shape_err,
+};
 use crate::compile::{DiskCache, LOGIT_FUSION};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
@@ -49,7 +52,12 @@ const _: () = assert!(std::mem::size_of::<FusionArgs>() == 424);
 unsafe impl DeviceRepr for FusionArgs {}
 
 /// Checks the inputs; returns (B, V, dtype).
-pub(crate) fn check(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> Result<(i64, i64, Kind)> {
+pub(crate) fn check(
+    large: &Tensor,
+    small: &Tensor,
+    experts: &[Tensor],
+    alphas: &[f64],
+) -> Result<(i64, i64, Kind)> {
     check_defined(OP, "large", large)?;
     let kind = check_float(OP, "large", large)?;
     let (b, v) = match large.size()[..] {
@@ -57,21 +65,41 @@ pub(crate) fn check(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: 
         _ => return Err(shape_err(OP, "large", "[B, V] with B, V >= 1", large)),
     };
     if experts.is_empty() || experts.len() > MAX_EXPERTS {
-        return Err(Error::argument(OP, "number of experts", format!("1 to {MAX_EXPERTS}"), experts.len()));
+        return Err(Error::argument(
+            OP,
+            "number of experts",
+            format!("1 to {MAX_EXPERTS}"),
+            experts.len(),
+        ));
     }
     if alphas.is_empty() || alphas.len() > MAX_ALPHAS {
-        return Err(Error::argument(OP, "number of alphas", format!("1 to {MAX_ALPHAS}"), alphas.len()));
+        return Err(Error::argument(
+            OP,
+            "number of alphas",
+            format!("1 to {MAX_ALPHAS}"),
+            alphas.len(),
+        ));
     }
     if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
         return Err(Error::argument(OP, "alphas", "finite values", a));
     }
-    let named = std::iter::once(("small".to_string(), small)).chain(experts.iter().enumerate().map(|(i, e)| (format!("experts[{i}]"), e)));
+    let named = std::iter::once(("small".to_string(), small)).chain(
+        experts
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("experts[{i}]"), e)),
+    );
     for (name, t) in named {
         check_defined(OP, &name, t)?;
         check_same_kind(OP, &name, t, kind)?;
         check_device(OP, &name, t, large.device())?;
         if t.size() != [b, v] {
-            return Err(shape_err(OP, &name, format!("[{b}, {v}], the shape of large"), t));
+            return Err(shape_err(
+                OP,
+                &name,
+                format!("[{b}, {v}], the shape of large"),
+                t,
+            ));
         }
     }
     Ok((b, v, kind))
@@ -87,12 +115,20 @@ fn out_kind(kind: Kind) -> Kind {
 
 fn kl(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
     // KL(p || q) per row, from log-probabilities.
-    Ok(log_p.f_exp()?.f_mul(&log_p.f_sub(log_q)?)?.f_sum_dim_intlist(-1, false, None::<Kind>)?)
+    Ok(log_p
+        .f_exp()?
+        .f_mul(&log_p.f_sub(log_q)?)?
+        .f_sum_dim_intlist(-1, false, None::<Kind>)?)
 }
 
 /// CPU/tch reference of [`crate::Kernels::fusion_grid`]: the eager composite,
 /// one log-softmax per candidate. Also the baseline the kernel is timed against.
-pub fn reference(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> Result<FusionOutput> {
+pub fn reference(
+    large: &Tensor,
+    small: &Tensor,
+    experts: &[Tensor],
+    alphas: &[f64],
+) -> Result<FusionOutput> {
     let (b, _, kind) = check(large, small, experts, alphas)?;
     let _no_grad = tch::no_grad_guard();
     let k_out = out_kind(kind);
@@ -121,7 +157,9 @@ pub fn reference(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f
             let (kl1, kl2) = if a == 0.0 {
                 (zero.shallow_clone(), zero.shallow_clone())
             } else {
-                let log_pt = l.f_add(&d.f_mul_scalar(a)?)?.f_log_softmax(-1, None::<Kind>)?;
+                let log_pt = l
+                    .f_add(&d.f_mul_scalar(a)?)?
+                    .f_log_softmax(-1, None::<Kind>)?;
                 (kl(&log_pt, &log_p)?, kl(&log_p, &log_pt)?)
             };
             let x = kl1.f_unsqueeze(0)?.f_sub(&klq)?.f_square()?;
@@ -132,20 +170,35 @@ pub fn reference(large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f
     let objs = Tensor::f_stack(&objs, 1)?; // [B, A * T]
     let objs = objs.f_nan_to_num(Some(f64::INFINITY), Some(f64::INFINITY), None)?;
     let best = objs.f_argmin(-1, true)?; // [B, 1]
-    let objective = objs.f_gather(1, &best, false)?.f_squeeze_dim(1)?.f_to_kind(k_out)?;
+    let objective = objs
+        .f_gather(1, &best, false)?
+        .f_squeeze_dim(1)?
+        .f_to_kind(k_out)?;
     let n_t = experts.len() as i64;
     let t_idx = best.f_remainder(n_t)?; // [B, 1]
     let k_idx = best.f_floor_divide_scalar(n_t)?.f_squeeze_dim(1)?;
-    let grid = Tensor::f_from_slice(alphas)?.f_to_kind(k_out)?.f_to_device(device)?;
+    let grid = Tensor::f_from_slice(alphas)?
+        .f_to_kind(k_out)?
+        .f_to_device(device)?;
     let a_best = grid.f_index_select(0, &k_idx)?.f_unsqueeze(1)?; // [B, 1]
     let alpha = Tensor::f_zeros([b, n_t], (k_out, device))?.f_scatter(1, &t_idx, &a_best)?;
     let stacked = Tensor::f_stack(&deltas, 0)?; // [T, B, V]
     let v = large.size()[1];
     let idx = t_idx.f_view([1, b, 1])?.f_expand([1, b, v], false)?;
     let d_best = stacked.f_gather(0, &idx, false)?.f_squeeze_dim(0)?;
-    let log_probs = l.f_add(&d_best.f_mul(&a_best)?)?.f_log_softmax(-1, None::<Kind>)?;
-    let alpha = if k_out == Kind::Double { alpha } else { alpha.f_to_kind(Kind::Float)? };
-    Ok(FusionOutput { log_probs, alpha, objective })
+    let log_probs = l
+        .f_add(&d_best.f_mul(&a_best)?)?
+        .f_log_softmax(-1, None::<Kind>)?;
+    let alpha = if k_out == Kind::Double {
+        alpha
+    } else {
+        alpha.f_to_kind(Kind::Float)?
+    };
+    Ok(FusionOutput {
+        log_probs,
+        alpha,
+        objective,
+    })
 }
 
 /// The grid step when `alphas` is uniform and increasing (the kernel then
@@ -155,10 +208,13 @@ pub(crate) fn uniform_step(alphas: &[f64]) -> f32 {
         return 0.0;
     }
     let h = (alphas[alphas.len() - 1] - alphas[0]) / (alphas.len() - 1) as f64;
-    if !(h > 0.0) {
+    if h.is_nan() || h <= 0.0 {
         return 0.0;
     }
-    let uniform = alphas.iter().enumerate().all(|(k, &a)| (a - (alphas[0] + k as f64 * h)).abs() <= 1e-6 * a.abs().max(1.0));
+    let uniform = alphas
+        .iter()
+        .enumerate()
+        .all(|(k, &a)| (a - (alphas[0] + k as f64 * h)).abs() <= 1e-6 * a.abs().max(1.0));
     if uniform {
         h as f32
     } else {
@@ -171,16 +227,32 @@ pub(crate) fn kernel_supports(kind: Kind) -> bool {
 }
 
 /// The CUDA path: partials (chunks x rows), select (one block per row), apply.
-pub(crate) fn cuda(dev: &DeviceState, cache: Option<&DiskCache>, large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64], dims: (i64, i64, Kind)) -> Result<FusionOutput> {
+pub(crate) fn cuda(
+    dev: &DeviceState,
+    cache: Option<&DiskCache>,
+    large: &Tensor,
+    small: &Tensor,
+    experts: &[Tensor],
+    alphas: &[f64],
+    dims: (i64, i64, Kind),
+) -> Result<FusionOutput> {
     let (b, v, kind) = dims;
-    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType { op: OP, what: "large".into(), expected: "Float or BFloat16".into(), got: kind })?;
+    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType {
+        op: OP,
+        what: "large".into(),
+        expected: "Float or BFloat16".into(),
+        got: kind,
+    })?;
     let device = large.device();
     let rows = grid_u32(OP, "number of rows", b as u64, 65535)?;
     let n_chunks = (v + CHUNK - 1) / CHUNK;
     let (n_t, n_a) = (experts.len() as i64, alphas.len() as i64);
     let l = large.f_contiguous()?;
     let s = small.f_contiguous()?;
-    let es: Vec<Tensor> = experts.iter().map(|e| e.f_contiguous()).collect::<Result<_, _>>()?;
+    let es: Vec<Tensor> = experts
+        .iter()
+        .map(|e| e.f_contiguous())
+        .collect::<Result<_, _>>()?;
     let mut args = FusionArgs {
         large: ptr(&l),
         small: ptr(&s),
@@ -208,24 +280,52 @@ pub(crate) fn cuda(dev: &DeviceState, cache: Option<&DiskCache>, large: &Tensor,
     let select = dev.function(&LOGIT_FUSION, "fusion_select", cache)?;
     let apply = dev.function(&LOGIT_FUSION, &format!("fusion_apply_{sfx}"), cache)?;
     let stream = dev.stream()?;
-    let (wsp, selp, ap, op, lp) = (ptr(&ws), ptr(&sel), ptr(&alpha), ptr(&objective), ptr(&log_probs));
+    let (wsp, selp, ap, op, lp) = (
+        ptr(&ws),
+        ptr(&sel),
+        ptr(&alpha),
+        ptr(&objective),
+        ptr(&log_probs),
+    );
     let chunks = grid_u32(OP, "number of chunks", n_chunks as u64, u32::MAX as u64)?;
     let mut call = stream.launch_builder(&partials);
     call.arg(&args).arg(&wsp);
     // SAFETY: every pointer in args is a live contiguous [B, V] tensor of the
     // kernel's dtype on this device; ws has B * chunks * record f32 slots,
     // each written by exactly one block.
-    unsafe { call.launch(config((chunks, rows, 1), PARTIALS_BLOCK)) }.map_err(Error::driver("launching fusion_partials"))?;
+    unsafe { call.launch(config((chunks, rows, 1), PARTIALS_BLOCK)) }
+        .map_err(Error::driver("launching fusion_partials"))?;
     let mut call = stream.launch_builder(&select);
     call.arg(&args).arg(&wsp).arg(&ap).arg(&op).arg(&selp);
     // SAFETY: reads the records written above (same stream); alpha is [B, T],
     // objective [B], sel [B, 4], all f32 on this device.
-    unsafe { call.launch(config((rows, 1, 1), SELECT_BLOCK)) }.map_err(Error::driver("launching fusion_select"))?;
+    unsafe { call.launch(config((rows, 1, 1), SELECT_BLOCK)) }
+        .map_err(Error::driver("launching fusion_select"))?;
     let apply_grid = ((v + 4 * APPLY_BLOCK as i64 - 1) / (4 * APPLY_BLOCK as i64)) as u32;
     let mut call = stream.launch_builder(&apply);
     call.arg(&args).arg(&selp).arg(&lp);
     // SAFETY: sel was written by fusion_select on this stream; log_probs is
     // [B, V] f32 on this device.
-    unsafe { call.launch(config((apply_grid, rows, 1), APPLY_BLOCK)) }.map_err(Error::driver("launching fusion_apply"))?;
-    Ok(FusionOutput { log_probs, alpha, objective })
+    unsafe { call.launch(config((apply_grid, rows, 1), APPLY_BLOCK)) }
+        .map_err(Error::driver("launching fusion_apply"))?;
+    Ok(FusionOutput {
+        log_probs,
+        alpha,
+        objective,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uniform_step;
+
+    #[test]
+    fn uniform_step_detects_increasing_uniform_grids_only() {
+        let grid: Vec<f64> = (0..=20).map(|k| k as f64 * 0.1).collect();
+        assert!((uniform_step(&grid) - 0.1).abs() < 1e-7);
+        assert_eq!(uniform_step(&[1.0]), 0.0);
+        assert_eq!(uniform_step(&[0.0, 0.1, 0.3]), 0.0);
+        assert_eq!(uniform_step(&[2.0, 1.0, 0.0]), 0.0);
+        assert_eq!(uniform_step(&[1.0, 1.0]), 0.0);
+    }
 }

@@ -2,7 +2,9 @@
 use cudarc::driver::PushKernelArg;
 use tch::{Kind, Tensor};
 
-use super::{check_defined, check_device, check_float, config, grid_u32, kernel_suffix, ptr, shape_err};
+use super::{
+    check_defined, check_device, check_float, config, grid_u32, kernel_suffix, ptr, shape_err,
+};
 use crate::compile::{DiskCache, GRAMIAN};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
@@ -40,7 +42,9 @@ pub(crate) fn check_grads(op: &'static str, grads: &Tensor) -> Result<(i64, i64,
 pub fn reference_gramian(grads: &Tensor) -> Result<Tensor> {
     let (_, _, kind) = check_grads(OP_GRAMIAN, grads)?;
     let _no_grad = tch::no_grad_guard();
-    Ok(grads.f_matmul(&grads.f_tr()?)?.f_to_kind(gramian_kind(kind))?)
+    Ok(grads
+        .f_matmul(&grads.f_tr()?)?
+        .f_to_kind(gramian_kind(kind))?)
 }
 
 /// Checks `weights` ([T] or [K, T]) against `grads` ([T, P]); returns (K, T, P).
@@ -52,7 +56,14 @@ pub(crate) fn check_combine(weights: &Tensor, grads: &Tensor) -> Result<(i64, i6
     let k = match weights.size()[..] {
         [wt] if wt == t => 1,
         [k, wt] if wt == t && k >= 1 => k,
-        _ => return Err(shape_err(OP_COMBINE, "weights", format!("[{t}] or [K, {t}] (T from grads)"), weights)),
+        _ => {
+            return Err(shape_err(
+                OP_COMBINE,
+                "weights",
+                format!("[{t}] or [K, {t}] (T from grads)"),
+                weights,
+            ))
+        }
     };
     Ok((k, t, p, kind))
 }
@@ -73,8 +84,20 @@ pub(crate) fn combine_kernel_supports(k: i64, t: i64, kind: Kind) -> bool {
 }
 
 /// The CUDA path of `gramian`: one launch; the last block writes [T, T].
-pub(crate) fn cuda_gramian(dev: &DeviceState, cache: Option<&DiskCache>, grads: &Tensor, t: i64, p: i64, kind: Kind) -> Result<Tensor> {
-    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType { op: OP_GRAMIAN, what: "grads".into(), expected: "Float or BFloat16".into(), got: kind })?;
+pub(crate) fn cuda_gramian(
+    dev: &DeviceState,
+    cache: Option<&DiskCache>,
+    grads: &Tensor,
+    t: i64,
+    p: i64,
+    kind: Kind,
+) -> Result<Tensor> {
+    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType {
+        op: OP_GRAMIAN,
+        what: "grads".into(),
+        expected: "Float or BFloat16".into(),
+        got: kind,
+    })?;
     let device = grads.device();
     if p == 0 {
         return Ok(Tensor::f_zeros([t, t], (Kind::Float, device))?);
@@ -82,35 +105,64 @@ pub(crate) fn cuda_gramian(dev: &DeviceState, cache: Option<&DiskCache>, grads: 
     let g = grads.f_contiguous()?;
     let k = t * (t + 1) / 2;
     let per_block = GRAM_BLOCK as i64 * 2;
-    let grid = ((p + per_block - 1) / per_block).min(dev.sm_count as i64 * 4).max(1);
+    let grid = ((p + per_block - 1) / per_block)
+        .min(dev.sm_count as i64 * 4)
+        .max(1);
     // [partials (grid * K) | counter]; zeroed for the counter.
     let ws = Tensor::f_zeros([grid * k + 1], (Kind::Double, device))?;
     let out = Tensor::f_empty([t, t], (Kind::Float, device))?;
     let f = dev.function(&GRAMIAN, &format!("gramian_{sfx}_t{t}"), cache)?;
     let stream = dev.stream()?;
-    let (gp, partials, counter, op) = (ptr(&g), ptr(&ws), ptr(&ws) + 8 * (grid * k) as u64, ptr(&out));
+    let (gp, partials, counter, op) = (
+        ptr(&g),
+        ptr(&ws),
+        ptr(&ws) + 8 * (grid * k) as u64,
+        ptr(&out),
+    );
     let mut b = stream.launch_builder(&f);
     b.arg(&gp).arg(&p).arg(&partials).arg(&counter).arg(&op);
     // SAFETY: g is a live contiguous [t, p] tensor of the kernel's dtype, the
     // workspace holds grid * k partials and a zeroed counter, out is [t, t]
     // f32; all on this device and ordered on libtorch's stream.
-    unsafe { b.launch(config((grid as u32, 1, 1), GRAM_BLOCK)) }.map_err(Error::driver("launching gramian"))?;
+    unsafe { b.launch(config((grid as u32, 1, 1), GRAM_BLOCK)) }
+        .map_err(Error::driver("launching gramian"))?;
     Ok(out)
 }
 
 /// The CUDA path of `combine`: reads G once for all K rows of W.
-pub(crate) fn cuda_combine(dev: &DeviceState, cache: Option<&DiskCache>, weights: &Tensor, grads: &Tensor, dims: (i64, i64, i64), kind: Kind) -> Result<Tensor> {
+pub(crate) fn cuda_combine(
+    dev: &DeviceState,
+    cache: Option<&DiskCache>,
+    weights: &Tensor,
+    grads: &Tensor,
+    dims: (i64, i64, i64),
+    kind: Kind,
+) -> Result<Tensor> {
     let (k, t, p) = dims;
-    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType { op: OP_COMBINE, what: "grads".into(), expected: "Float or BFloat16".into(), got: kind })?;
+    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType {
+        op: OP_COMBINE,
+        what: "grads".into(),
+        expected: "Float or BFloat16".into(),
+        got: kind,
+    })?;
     let device = grads.device();
-    let out_shape: Vec<i64> = if weights.dim() == 1 { vec![p] } else { vec![k, p] };
+    let out_shape: Vec<i64> = if weights.dim() == 1 {
+        vec![p]
+    } else {
+        vec![k, p]
+    };
     let out = Tensor::f_empty(out_shape.as_slice(), (kind, device))?;
     if p == 0 {
         return Ok(out);
     }
     let w = weights.f_to_kind(Kind::Float)?.f_contiguous()?;
     let g = grads.f_contiguous()?;
-    let grid = grid_u32(OP_COMBINE, "grid", ((p + COMBINE_BLOCK as i64 - 1) / COMBINE_BLOCK as i64).min(dev.sm_count as i64 * 8) as u64, u32::MAX as u64)?;
+    let grid = grid_u32(
+        OP_COMBINE,
+        "grid",
+        ((p + COMBINE_BLOCK as i64 - 1) / COMBINE_BLOCK as i64).min(dev.sm_count as i64 * 8) as u64,
+        u32::MAX as u64,
+    )?;
     let f = dev.function(&GRAMIAN, &format!("combine_{sfx}"), cache)?;
     let stream = dev.stream()?;
     let (wp, gp, op, nt, nk) = (ptr(&w), ptr(&g), ptr(&out), t as i32, k as i32);
@@ -119,6 +171,7 @@ pub(crate) fn cuda_combine(dev: &DeviceState, cache: Option<&DiskCache>, weights
     // SAFETY: w is [k, t] f32, g is [t, p] and out [k, p] of the kernel's
     // dtype, contiguous, live, on this device; k <= 8 and t <= 64 as the
     // kernel's shared buffer requires.
-    unsafe { b.launch(config((grid, 1, 1), COMBINE_BLOCK)) }.map_err(Error::driver("launching combine"))?;
+    unsafe { b.launch(config((grid, 1, 1), COMBINE_BLOCK)) }
+        .map_err(Error::driver("launching combine"))?;
     Ok(out)
 }

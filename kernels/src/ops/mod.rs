@@ -10,7 +10,10 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 
 pub(crate) fn is_float(kind: Kind) -> bool {
-    matches!(kind, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+    matches!(
+        kind,
+        Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+    )
 }
 
 /// The `{dtype}` suffix of a kernel name, for the dtypes kernels exist for.
@@ -35,7 +38,11 @@ pub(crate) fn ptr(t: &Tensor) -> u64 {
 }
 
 pub(crate) fn config(grid: (u32, u32, u32), block: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 pub(crate) fn grid_u32(op: &'static str, what: &str, n: u64, max: u64) -> Result<u32> {
@@ -49,7 +56,12 @@ pub(crate) fn check_defined(op: &'static str, what: &str, t: &Tensor) -> Result<
     if t.defined() {
         Ok(())
     } else {
-        Err(Error::argument(op, what.to_string(), "a defined tensor", "an undefined tensor"))
+        Err(Error::argument(
+            op,
+            what.to_string(),
+            "a defined tensor",
+            "an undefined tensor",
+        ))
     }
 }
 
@@ -58,7 +70,12 @@ pub(crate) fn check_float(op: &'static str, what: &str, t: &Tensor) -> Result<Ki
     if is_float(kind) {
         Ok(kind)
     } else {
-        Err(Error::DType { op, what: what.to_string(), expected: "a floating-point dtype".into(), got: kind })
+        Err(Error::DType {
+            op,
+            what: what.to_string(),
+            expected: "a floating-point dtype".into(),
+            got: kind,
+        })
     }
 }
 
@@ -67,7 +84,12 @@ pub(crate) fn check_same_kind(op: &'static str, what: &str, t: &Tensor, kind: Ki
     if got == kind {
         Ok(())
     } else {
-        Err(Error::DType { op, what: what.to_string(), expected: format!("{kind:?}, like the first"), got })
+        Err(Error::DType {
+            op,
+            what: what.to_string(),
+            expected: format!("{kind:?}, like the first"),
+            got,
+        })
     }
 }
 
@@ -76,10 +98,25 @@ pub(crate) fn check_device(op: &'static str, what: &str, t: &Tensor, device: Dev
     if got == device {
         Ok(())
     } else {
-        Err(Error::Device { op, what: what.to_string(), expected: device, got })
+        Err(Error::Device {
+            op,
+            what: what.to_string(),
+            expected: device,
+            got,
+        })
     }
 }
 
-pub(crate) fn shape_err(op: &'static str, what: &str, expected: impl Into<String>, t: &Tensor) -> Error {
-    Error::Shape { op, what: what.to_string(), expected: expected.into(), got: t.size() }
+pub(crate) fn shape_err(
+    op: &'static str,
+    what: &str,
+    expected: impl Into<String>,
+    t: &Tensor,
+) -> Error {
+    Error::Shape {
+        op,
+        what: what.to_string(),
+        expected: expected.into(),
+        got: t.size(),
+    }
 }

@@ -2,7 +2,10 @@
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_defined, check_device, check_float, check_same_kind, config, kernel_suffix, ptr, shape_err};
+use super::{
+    check_defined, check_device, check_float, check_same_kind, config, kernel_suffix, ptr,
+    shape_err,
+};
 use crate::compile::{DiskCache, SAM};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
@@ -29,11 +32,23 @@ const _: () = assert!(std::mem::size_of::<TensorList>() == 9224);
 unsafe impl DeviceRepr for TensorList {}
 
 /// Checks the group and returns its device and dtype (`None` when empty).
-pub(crate) fn check_group(op: &'static str, params: &[Tensor], others: &[Tensor], other_name: &str) -> Result<Option<(Device, Kind)>> {
+pub(crate) fn check_group(
+    op: &'static str,
+    params: &[Tensor],
+    others: &[Tensor],
+    other_name: &str,
+) -> Result<Option<(Device, Kind)>> {
     if params.len() != others.len() {
-        return Err(Error::argument(op, format!("number of {other_name}"), format!("{} (one per parameter)", params.len()), others.len()));
+        return Err(Error::argument(
+            op,
+            format!("number of {other_name}"),
+            format!("{} (one per parameter)", params.len()),
+            others.len(),
+        ));
     }
-    let Some(first) = params.first() else { return Ok(None) };
+    let Some(first) = params.first() else {
+        return Ok(None);
+    };
     check_defined(op, "params[0]", first)?;
     let kind = check_float(op, "params[0]", first)?;
     let device = first.device();
@@ -46,7 +61,12 @@ pub(crate) fn check_group(op: &'static str, params: &[Tensor], others: &[Tensor]
         check_device(op, &pn, p, device)?;
         check_device(op, &on, o, device)?;
         if o.size() != p.size() {
-            return Err(shape_err(op, &on, format!("{:?}, the shape of {pn}", p.size()), o));
+            return Err(shape_err(
+                op,
+                &on,
+                format!("{:?}, the shape of {pn}", p.size()),
+                o,
+            ));
         }
     }
     Ok(Some((device, kind)))
@@ -56,7 +76,12 @@ pub(crate) fn check_rho(rho: f64) -> Result<()> {
     if rho.is_finite() && rho >= 0.0 {
         Ok(())
     } else {
-        Err(Error::argument(OP_PERTURB, "rho", "a finite value >= 0", rho))
+        Err(Error::argument(
+            OP_PERTURB,
+            "rho",
+            "a finite value >= 0",
+            rho,
+        ))
     }
 }
 
@@ -64,7 +89,13 @@ pub(crate) fn check_rho(rho: f64) -> Result<()> {
 /// device, reusing the tensors already there when they fit.
 fn prepare_backup(params: &[Tensor], backup: &mut Vec<Tensor>) -> Result<()> {
     let fits = backup.len() == params.len()
-        && params.iter().zip(backup.iter()).all(|(p, b)| b.defined() && b.size() == p.size() && b.kind() == p.kind() && b.device() == p.device() && b.is_contiguous());
+        && params.iter().zip(backup.iter()).all(|(p, b)| {
+            b.defined()
+                && b.size() == p.size()
+                && b.kind() == p.kind()
+                && b.device() == p.device()
+                && b.is_contiguous()
+        });
     if !fits {
         backup.clear();
         for p in params {
@@ -75,7 +106,13 @@ fn prepare_backup(params: &[Tensor], backup: &mut Vec<Tensor>) -> Result<()> {
 }
 
 /// CPU/tch reference of [`crate::Kernels::sam_perturb`]: eager per-tensor ops.
-pub fn reference_perturb(params: &[Tensor], grads: &[Tensor], backup: &mut Vec<Tensor>, rho: f64, adaptive: bool) -> Result<Tensor> {
+pub fn reference_perturb(
+    params: &[Tensor],
+    grads: &[Tensor],
+    backup: &mut Vec<Tensor>,
+    rho: f64,
+    adaptive: bool,
+) -> Result<Tensor> {
     check_rho(rho)?;
     let Some((device, _)) = check_group(OP_PERTURB, params, grads, "grads")? else {
         backup.clear();
@@ -84,16 +121,27 @@ pub fn reference_perturb(params: &[Tensor], grads: &[Tensor], backup: &mut Vec<T
     let _no_grad = tch::no_grad_guard();
     let mut sq = Tensor::f_zeros([], (Kind::Double, device))?;
     for (p, g) in params.iter().zip(grads) {
-        let a = if adaptive { g.f_mul(&p.f_abs()?)? } else { g.shallow_clone() };
+        let a = if adaptive {
+            g.f_mul(&p.f_abs()?)?
+        } else {
+            g.shallow_clone()
+        };
         sq = sq.f_add(&a.f_square()?.f_sum(Kind::Double)?)?;
     }
     let norm = sq.f_sqrt()?;
     // On the device: reading the norm back would synchronise.
-    let scale = norm.f_add_scalar(1e-12)?.f_reciprocal()?.f_mul_scalar(rho)?;
+    let scale = norm
+        .f_add_scalar(1e-12)?
+        .f_reciprocal()?
+        .f_mul_scalar(rho)?;
     prepare_backup(params, backup)?;
     for ((p, g), b) in params.iter().zip(grads).zip(backup.iter_mut()) {
         b.f_copy_(p)?;
-        let e = if adaptive { p.f_mul(p)?.f_mul(g)? } else { g.shallow_clone() };
+        let e = if adaptive {
+            p.f_mul(p)?.f_mul(g)?
+        } else {
+            g.shallow_clone()
+        };
         let mut p = p.shallow_clone();
         let _ = p.f_add_(&e.f_mul(&scale)?)?;
     }
@@ -156,11 +204,30 @@ fn blocks(list: &TensorList) -> u32 {
 
 /// The CUDA path of `sam_perturb`: one norm launch and one update launch per
 /// 256 tensors; the norm stays on the device.
-pub(crate) fn cuda_perturb(dev: &DeviceState, cache: Option<&DiskCache>, params: &[Tensor], grads: &[Tensor], backup: &mut Vec<Tensor>, rho: f64, adaptive: bool, kind: Kind) -> Result<Tensor> {
-    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType { op: OP_PERTURB, what: "params".into(), expected: "Float or BFloat16".into(), got: kind })?;
+pub(crate) fn cuda_perturb(
+    dev: &DeviceState,
+    cache: Option<&DiskCache>,
+    params: &[Tensor],
+    grads: &[Tensor],
+    backup: &mut Vec<Tensor>,
+    rho: f64,
+    adaptive: bool,
+) -> Result<Tensor> {
+    let kind = params[0].f_kind()?;
+    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType {
+        op: OP_PERTURB,
+        what: "params".into(),
+        expected: "Float or BFloat16".into(),
+        got: kind,
+    })?;
     let device = params[0].device();
     prepare_backup(params, backup)?;
-    let triples: Vec<_> = params.iter().zip(grads).zip(backup.iter()).map(|((p, g), b)| (p, g, Some(b))).collect();
+    let triples: Vec<_> = params
+        .iter()
+        .zip(grads)
+        .zip(backup.iter())
+        .map(|((p, g), b)| (p, g, Some(b)))
+        .collect();
     let (lists, total) = lists(&triples);
     // [partials (total) | sum, norm | counter], zeroed: the counter must start at 0.
     let ws = Tensor::f_zeros([total as i64 + 3], (Kind::Double, device))?;
@@ -179,12 +246,19 @@ pub(crate) fn cuda_perturb(dev: &DeviceState, cache: Option<&DiskCache>, params:
     for list in &lists {
         let n = blocks(list);
         let mut b = stream.launch_builder(&sqnorm);
-        b.arg(list.as_ref()).arg(&adaptive).arg(&partials).arg(&offset).arg(&total).arg(&counter).arg(&out);
+        b.arg(list.as_ref())
+            .arg(&adaptive)
+            .arg(&partials)
+            .arg(&offset)
+            .arg(&total)
+            .arg(&counter)
+            .arg(&out);
         // SAFETY: the list holds live, contiguous device tensors of the
         // kernel's dtype with the given element counts; the workspace has
         // `total + 3` f64 slots as laid out above; all on this device and
         // ordered on libtorch's stream.
-        unsafe { b.launch(config((n, 1, 1), BLOCK)) }.map_err(Error::driver("launching sam_sqnorm"))?;
+        unsafe { b.launch(config((n, 1, 1), BLOCK)) }
+            .map_err(Error::driver("launching sam_sqnorm"))?;
         offset += n;
     }
     for list in &lists {
@@ -192,15 +266,31 @@ pub(crate) fn cuda_perturb(dev: &DeviceState, cache: Option<&DiskCache>, params:
         let mut b = stream.launch_builder(&perturb);
         b.arg(list.as_ref()).arg(&adaptive).arg(&rho).arg(&out);
         // SAFETY: as above; ptr2 are the backups, same shapes and dtype.
-        unsafe { b.launch(config((n, 1, 1), BLOCK)) }.map_err(Error::driver("launching sam_perturb"))?;
+        unsafe { b.launch(config((n, 1, 1), BLOCK)) }
+            .map_err(Error::driver("launching sam_perturb"))?;
     }
     Ok(norm)
 }
 
 /// The CUDA path of `sam_restore`: one launch per 256 tensors.
-pub(crate) fn cuda_restore(dev: &DeviceState, cache: Option<&DiskCache>, params: &[Tensor], backup: &[Tensor], kind: Kind) -> Result<()> {
-    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType { op: OP_RESTORE, what: "params".into(), expected: "Float or BFloat16".into(), got: kind })?;
-    let pairs: Vec<_> = params.iter().zip(backup).map(|(p, b)| (p, b, None)).collect();
+pub(crate) fn cuda_restore(
+    dev: &DeviceState,
+    cache: Option<&DiskCache>,
+    params: &[Tensor],
+    backup: &[Tensor],
+    kind: Kind,
+) -> Result<()> {
+    let sfx = kernel_suffix(kind).ok_or_else(|| Error::DType {
+        op: OP_RESTORE,
+        what: "params".into(),
+        expected: "Float or BFloat16".into(),
+        got: kind,
+    })?;
+    let pairs: Vec<_> = params
+        .iter()
+        .zip(backup)
+        .map(|(p, b)| (p, b, None))
+        .collect();
     let (lists, total) = lists(&pairs);
     if total == 0 {
         return Ok(());
@@ -211,7 +301,8 @@ pub(crate) fn cuda_restore(dev: &DeviceState, cache: Option<&DiskCache>, params:
         let mut b = stream.launch_builder(&restore);
         b.arg(list.as_ref());
         // SAFETY: live, contiguous, same-shape device tensors of the kernel's dtype.
-        unsafe { b.launch(config((blocks(list), 1, 1), BLOCK)) }.map_err(Error::driver("launching sam_restore"))?;
+        unsafe { b.launch(config((blocks(list), 1, 1), BLOCK)) }
+            .map_err(Error::driver("launching sam_restore"))?;
     }
     Ok(())
 }

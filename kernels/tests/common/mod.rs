@@ -17,7 +17,10 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Random tensors of the given shapes, seeded.
 pub fn randn_list(shapes: &[Vec<i64>], kind: Kind, device: Device) -> Vec<Tensor> {
-    shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device)).to_kind(kind)).collect()
+    shapes
+        .iter()
+        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device)).to_kind(kind))
+        .collect()
 }
 
 /// Deep copies.
