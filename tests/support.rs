@@ -1,2 +1,255 @@
-//! Helpers for the integration tests.
-pub fn probe() {}
+//! Helpers for the integration tests: locating and building the CLI and the
+//! plugins (workspace ones, and standalone crates built exactly as a third
+//! party would build them), and small pipelines.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+/// `target/release` (the tests run in the release profile, like `make test`).
+pub fn release_dir() -> PathBuf {
+    // This test binary lives in target/release/deps.
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/release/deps/<test>").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    release_dir().parent().expect("target/release").to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.env("CARGO_TARGET_DIR", target_dir());
+    cmd
+}
+
+/// Runs a cargo build once per distinct argument list in this process.
+fn build_once(key: String, run: impl FnOnce() -> PathBuf) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    built.entry(key).or_insert_with(run).clone()
+}
+
+fn check(output: Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The `taskweave` CLI, built if needed.
+pub fn binary() -> PathBuf {
+    build_once("bin".into(), || {
+        check(cargo().args(["build", "--release", "-p", "taskweave", "--bin", "taskweave"]).output().unwrap(), "building taskweave");
+        release_dir().join("taskweave")
+    })
+}
+
+/// The `.so` of workspace plugin package `package` (for example `taskweave-rlw`).
+pub fn workspace_plugin(package: &str) -> PathBuf {
+    build_once(package.into(), || {
+        check(cargo().args(["build", "--release", "-p", package]).output().unwrap(), package);
+        release_dir().join(format!("lib{}.so", package.replace('-', "_")))
+    })
+}
+
+/// Rewrites a workspace member's manifest so it builds standalone: inherited
+/// package keys and dependencies are taken from the workspace manifest, path
+/// dependencies become absolute, and the build script (workspace-relative) is
+/// dropped.
+fn standalone_manifest(member: &Path) -> toml_edit::DocumentMut {
+    let root: toml_edit::DocumentMut =
+        std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap().parse().unwrap();
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(member.join("Cargo.toml")).unwrap().parse().unwrap();
+    let package = doc["package"].as_table_mut().unwrap();
+    package.remove("build");
+    let keys: Vec<String> = package.iter().map(|(k, _)| k.to_string()).collect();
+    for key in keys {
+        if package[&key].get("workspace").is_some() {
+            package[&key] = root["workspace"]["package"][&key].clone();
+        }
+    }
+    let deps = doc["dependencies"].as_table_like_mut().unwrap();
+    let names: Vec<String> = deps.iter().map(|(k, _)| k.to_string()).collect();
+    for name in names {
+        let dep = deps.get_mut(&name).unwrap();
+        if dep.get("workspace").is_some() {
+            let mut spec = root["workspace"]["dependencies"][&name].clone();
+            if let Some(extra) = dep.get("features") {
+                spec["features"] = extra.clone();
+            }
+            *dep = spec;
+        }
+        if let Some(path) = dep.get("path").and_then(|p| p.as_str()) {
+            let absolute = workspace().join(path).display().to_string();
+            dep["path"] = toml_edit::value(absolute);
+        }
+    }
+    doc["workspace"] = toml_edit::table();
+    doc
+}
+
+/// A crate written under `target/test-crates/<name>` (inside the repository,
+/// so `.cargo/config.toml` gives it the same libtorch, and with the
+/// workspace's lock file, so its dependencies are the already-built ones).
+pub struct Scratch {
+    /// The crate directory.
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    /// An empty crate directory called `name`.
+    pub fn new(name: &str) -> Scratch {
+        let dir = target_dir().join("test-crates").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        Scratch { dir }
+    }
+
+    /// Writes `text` to `path` inside the crate.
+    pub fn write(&self, path: &str, text: &str) -> &Scratch {
+        let full = self.dir.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+        self
+    }
+
+    /// Builds the crate in release mode and returns its `.so`.
+    pub fn build_cdylib(&self, lib_name: &str) -> PathBuf {
+        let output = cargo().args(["build", "--release", "--quiet"]).current_dir(&self.dir).output().unwrap();
+        check(output, &format!("building {}", self.dir.display()));
+        release_dir().join(format!("lib{lib_name}.so"))
+    }
+}
+
+/// A copy of `taskweave-plugin-api` with another ABI version and/or another
+/// libtorch version compiled in: what a plugin built against an older API or
+/// another libtorch carries. Returns the copy's directory.
+pub fn patched_plugin_api(name: &str, abi_version: &str, libtorch: &str) -> PathBuf {
+    let scratch = Scratch::new(name);
+    let source = workspace().join("plugin-api/src");
+    for entry in walk(&source) {
+        let rel = entry.strip_prefix(&source).unwrap().display().to_string();
+        let mut text = std::fs::read_to_string(&entry).unwrap();
+        if rel == "lib.rs" {
+            let current = format!("\"{}\"", taskweave_plugin_api::LIBTORCH_VERSION);
+            text = text.replacen(&current, &format!("\"{libtorch}\""), 1);
+        }
+        scratch.write(&format!("src/{rel}"), &text);
+    }
+    let mut manifest = standalone_manifest(&workspace().join("plugin-api"));
+    manifest["package"]["version"] = toml_edit::value(abi_version);
+    scratch.write("Cargo.toml", &manifest.to_string());
+    scratch.dir
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Builds `plugin-template/` as a third party would: a standalone crate whose
+/// only dependency is `taskweave-plugin-api` at `api` (a path). `package`
+/// renames it so several builds can coexist. Returns the `.so`.
+pub fn template_plugin(package: &str, api: &Path) -> PathBuf {
+    let key = format!("template:{package}");
+    let api = api.to_path_buf();
+    let package = package.to_string();
+    build_once(key, move || {
+        let scratch = Scratch::new(&package);
+        let template = workspace().join("plugin-template");
+        scratch.write("src/lib.rs", &std::fs::read_to_string(template.join("src/lib.rs")).unwrap());
+        let mut manifest: toml_edit::DocumentMut =
+            std::fs::read_to_string(template.join("Cargo.toml")).unwrap().parse().unwrap();
+        manifest["package"]["name"] = toml_edit::value(package.as_str());
+        manifest["dependencies"]["taskweave-plugin-api"]["path"] = toml_edit::value(api.display().to_string());
+        scratch.write("Cargo.toml", &manifest.to_string());
+        scratch.build_cdylib(&package.replace('-', "_"))
+    })
+}
+
+/// Builds the fixture crate `tests/fixtures/<name>` standalone. Returns the `.so`.
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    build_once(format!("fixture:{name}"), || {
+        let source = workspace().join("tests/fixtures").join(name);
+        let scratch = Scratch::new(&format!("fixture-{name}"));
+        scratch.write("src/lib.rs", &std::fs::read_to_string(source.join("src/lib.rs")).unwrap());
+        let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
+            .unwrap()
+            .replace("@PLUGIN_API@", &workspace().join("plugin-api").display().to_string());
+        scratch.write("Cargo.toml", &manifest);
+        scratch.build_cdylib(&format!("fixture_{name}"))
+    })
+}
+
+/// A shared library that is not a plugin, compiled from C with the system compiler.
+pub fn foreign_library(dir: &Path) -> PathBuf {
+    let source = dir.join("foreign.c");
+    std::fs::write(&source, "int add(int a, int b) { return a + b; }\n").unwrap();
+    let out = dir.join("libforeign.so");
+    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&source).status().unwrap();
+    assert!(status.success(), "cc failed");
+    std::fs::remove_file(source).unwrap();
+    out
+}
+
+/// Runs the CLI with `args` in `cwd`; returns (exit code, stdout, stderr).
+pub fn run_cli(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary()).args(args).current_dir(cwd).env_remove("RUST_LOG").output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A small, fast pipeline on the synthetic data (hard sharing, EW, CPU),
+/// with `extra` TOML appended; relative paths resolve in `dir`.
+pub fn small_pipeline(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[run]
+name = "{name}"
+device = "cpu"
+out_dir = "{out}"
+
+[data]
+kind = "mmoe-synthetic"
+tasks = 2
+input_dim = 8
+train = 512
+val = 64
+test = 64
+
+[model]
+backbone = {{ hidden = [16] }}
+
+{extra}
+"#,
+        out = dir.join("runs").display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The named parameters of a run's newest checkpoint.
+pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
+    let (_, path) = taskweave::train::checkpoint::list(&run_dir.join("checkpoints")).pop().expect("a checkpoint");
+    taskweave::train::checkpoint::read(&path).unwrap().tensors
+}

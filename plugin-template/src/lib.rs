@@ -1,0 +1,60 @@
+//! Geometric loss strategy (Chennupati et al., "MultiNet++: Multi-Stream Feature
+//! Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR
+//! Workshops 2019): minimise the geometric mean of the task losses,
+//! L = (Π_t L_t)^(1/T), which is invariant to the scale of each loss.
+//!
+//! This file is the plugin template: one method, its schema, its constructor,
+//! and the registration line. Everything comes from `taskweave-plugin-api`.
+
+use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::tch::Kind;
+use taskweave_plugin_api::{
+    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput, WeightingKind,
+    WeightingOutput,
+};
+
+struct Gls {
+    /// Added to every loss before the logarithm, so a zero loss stays finite.
+    epsilon: f64,
+}
+
+impl Weighting for Gls {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Loss
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        // Use tch's fallible f_* methods: an Err becomes an error in the host,
+        // and a panic is caught by the API's guard (never unwinds into the host).
+        let shifted = input.losses.f_add_scalar(self.epsilon)?;
+        let loss = shifted.f_log()?.f_mean(Kind::Float)?.f_exp()?;
+        // dL/dL_t = L / (T · L_t): the effective task weights.
+        let tasks = shifted.size()[0] as f64;
+        let weights = loss.f_detach()?.f_div(&shifted.f_detach()?)?.f_div_scalar(tasks)?;
+        // `tracing` works inside plugins: the API forwards records to the host's log.
+        taskweave_plugin_api::tracing::trace!(step = input.step, "gls combined the task losses");
+        Ok(WeightingOutput { combined: loss, weights: Some(weights) })
+    }
+}
+
+fn schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "epsilon": {"type": "number", "minimum": 0, "default": 1e-8,
+                        "description": "added to each loss before taking logarithms"}
+        }
+    })
+}
+
+fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    Ok(Box::new(Gls { epsilon: config["epsilon"].as_f64().unwrap_or(1e-8) }))
+}
+
+register_method!(Method::new(
+    "gls",
+    env!("CARGO_PKG_VERSION"),
+    "Geometric loss strategy: the geometric mean of the task losses (Chennupati et al., 2019)",
+    schema,
+    Constructor::Weighting(create),
+));

@@ -1,0 +1,80 @@
+//! The command line: config errors with locations and suggestions, exit codes,
+//! `--set`, `--print-config`.
+
+use taskweave_tests::*;
+
+#[test]
+fn config_errors_name_file_line_column_path_and_suggestion_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_pipeline(dir.path(), "typos", "[train]\nstpes = 10\nweighting = { kind = \"pcgard\" }\noptimizer = { kind = \"adam\", lr = \"fast\" }\n");
+    let (code, out, err) = run_cli(dir.path(), &["validate", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let file = path.display().to_string();
+    // small_pipeline writes 16 lines before `extra`.
+    assert!(err.contains(&format!("unknown key `stpes` in `train`\n  --> {file}:18:1")), "{err}");
+    assert!(err.contains("= help: did you mean `steps`?"), "{err}");
+    assert!(err.contains(&format!("unknown Weighting `pcgard` at `train.weighting.kind`\n  --> {file}:19:22")), "{err}");
+    assert!(err.contains("= help: did you mean `pcgrad`?"), "{err}");
+    assert!(err.contains("wrong type for `train.optimizer.lr`: expected a number, found a string"), "{err}");
+    assert!(err.contains("missing required key `train.steps`"), "{err}");
+    assert!(err.contains("4 errors in"), "{err}");
+}
+
+#[test]
+fn malformed_toml_and_missing_files_exit_2_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[train\nsteps = 1\n").unwrap();
+    let (code, _, err) = run_cli(dir.path(), &["run", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid TOML") && err.contains("bad.toml:1:7"), "{err}");
+    for args in [
+        vec!["run", "missing.toml"],
+        vec!["resume", "no-such-run"],
+        vec!["validate", "bad.toml", "--set", "nodots"],
+        vec!["validate", "bad.toml", "--set", "=1"],
+        vec!["call-nothing"],
+    ] {
+        let (code, _, err) = run_cli(dir.path(), &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("internal error"), "{args:?}: {err}");
+    }
+    std::fs::write(&bad, "").unwrap();
+    let (code, _, err) = run_cli(dir.path(), &["validate", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing required key `data`"), "{err}");
+}
+
+#[test]
+fn set_overrides_are_validated_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_pipeline(dir.path(), "sets", "[train]\nsteps = 10\n");
+    let p = path.to_str().unwrap();
+    let (code, out, err) = run_cli(
+        dir.path(),
+        &["run", p, "--print-config", "--set", "train.steps=25", "--set", "train.weighting.kind=uw", "--set", "model.backbone.hidden=[8, 4]"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("steps = 25"), "{out}");
+    assert!(out.contains("weighting = { kind = \"uw\", init = 0.0 }"), "{out}");
+    assert!(out.contains("hidden = [8, 4]"), "{out}");
+    assert!(out.contains("on_nonfinite = \"stop\""), "defaults are filled in: {out}");
+    let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "train.stesp=3"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--> --set train.stesp=3") && err.contains("did you mean `steps`?"), "{err}");
+    let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "train.steps.x=3"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`train.steps` is not a table"), "{err}");
+}
+
+#[test]
+fn a_second_run_into_the_same_directory_needs_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = small_pipeline(dir.path(), "twice", "[train]\nsteps = 5\n");
+    let p = path.to_str().unwrap();
+    assert_eq!(run_cli(dir.path(), &["-q", "run", p]).0, 0);
+    let (code, _, err) = run_cli(dir.path(), &["-q", "run", p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already holds a run") && err.contains("taskweave resume"), "{err}");
+    assert_eq!(run_cli(dir.path(), &["-q", "run", p, "--overwrite"]).0, 0);
+}

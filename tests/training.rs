@@ -1,0 +1,179 @@
+//! Training through the CLI and the embedding API: kill -9 and resume, atomic
+//! files, non-finite losses, data errors, and method behaviour on real runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime};
+
+use taskweave::{Config, Runtime};
+use taskweave_tests::*;
+
+fn spawn(cwd: &Path, args: &[&str]) -> Child {
+    Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Milliseconds in `0..n`, different on every call.
+fn random_ms(n: u64) -> u64 {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    taskweave_plugin_api::rng::SplitMix::at(nanos, 0).below(n)
+}
+
+fn assert_same_checkpoint(a: &Path, b: &Path) {
+    let (pa, pb) = (final_parameters(a), final_parameters(b));
+    assert_eq!(pa.len(), pb.len());
+    for (name, ta) in &pa {
+        let tb = &pb.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing")).1;
+        assert!(ta.equal(tb), "`{name}` differs between the interrupted and the uninterrupted run");
+    }
+}
+
+const LONG: &str = "[train]\nsteps = 1500\ncheckpoint_every = 5\nweighting = \"dwa\"\n\n[eval]\nevery = 25\n";
+
+fn every_file_is_whole(run: &Path) {
+    for (_, path) in taskweave::train::checkpoint::list(&run.join("checkpoints")) {
+        taskweave::train::checkpoint::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    if let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) {
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("torn metrics line {line:?}: {e}"));
+        }
+    }
+}
+
+/// Kills `args` with SIGKILL after a random delay once it has written a
+/// checkpoint; returns whether it was still running when killed.
+fn kill_mid_run(cwd: &Path, args: &[&str], run: &Path) -> bool {
+    let mut child = spawn(cwd, args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while taskweave::train::checkpoint::list(&run.join("checkpoints")).is_empty() && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(random_ms(400)));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+#[test]
+fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reference = small_pipeline(d, "reference", LONG);
+    assert_eq!(run_cli(d, &["-q", "run", reference.to_str().unwrap()]).0, 0);
+
+    let killed = small_pipeline(d, "killed", LONG);
+    let run: PathBuf = d.join("runs/killed");
+    let mut kills = 0;
+    let mut args: Vec<String> = vec!["-q".into(), "run".into(), killed.display().to_string()];
+    for _ in 0..3 {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        if kill_mid_run(d, &argv, &run) {
+            kills += 1;
+            every_file_is_whole(&run);
+        }
+        args = vec!["-q".into(), "resume".into(), run.display().to_string()];
+    }
+    assert!(kills > 0, "the run always finished before it could be killed; make it longer");
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    every_file_is_whole(&run);
+    assert_same_checkpoint(&d.join("runs/reference"), &run);
+    // metrics.jsonl: one record per evaluation, none duplicated by the resumes.
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let periodic = steps.iter().filter(|&&s| s < 1500).count();
+    assert_eq!(periodic, 1500 / 25 - 1, "{steps:?}");
+}
+
+#[test]
+fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let diverge = "[train]\nsteps = 50\ncheckpoint_every = 1\noptimizer = { kind = \"sgd\", lr = 1e12 }\n";
+    let path = small_pipeline(d, "nan", diverge);
+    let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("non-finite loss at step") && err.contains("for task `task"), "{err}");
+    let run = d.join("runs/nan");
+    every_file_is_whole(&run);
+    for (name, t) in final_parameters(&run) {
+        if t.kind() == tch::Kind::Float {
+            assert!(bool::try_from(t.isfinite().all()).unwrap(), "{name} is not finite in the kept checkpoint");
+        }
+    }
+
+    let path = small_pipeline(d, "skip", &format!("{diverge}on_nonfinite = \"skip-step\"\n"));
+    let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/skip/summary.json")).unwrap()).unwrap();
+    assert!(summary["skipped"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
+fn data_errors_name_file_row_and_column_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("table.csv"), "x1,x2,y\n1,2,3\n4,five,6\n7,8,9\n").unwrap();
+    let pipeline = "[run]\nout_dir = \"runs\"\n[data]\nkind = \"csv\"\npath = \"table.csv\"\ntasks = { y = { type = \"regression\" } }\n[train]\nsteps = 5\n";
+    std::fs::write(d.join("csv.toml"), pipeline).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "csv.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("table.csv: row 3, column `x2`: `five` is not a finite number"), "{err}");
+}
+
+fn train_in_process(dir: &Path, name: &str, extra: &str, sets: &[&str]) -> taskweave::Summary {
+    let text = std::fs::read_to_string(small_pipeline(dir, name, extra)).unwrap();
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let rt = Runtime::new(&Config::new());
+    rt.pipeline_from_str(&text, dir, &sets).unwrap().train(true, true).unwrap()
+}
+
+#[test]
+fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Task `big` is task `small` times 10 (plus noise): its loss is ~100x larger.
+    let mut rows = String::from("a,b,small,big\n");
+    let mut rng = taskweave_plugin_api::rng::SplitMix::at(1, 1);
+    for _ in 0..600 {
+        let (a, b) = (rng.normal(), rng.normal());
+        let y = (a * 1.5).sin() + 0.5 * b + 0.3 * rng.normal();
+        rows.push_str(&format!("{a},{b},{y},{}\n", 10.0 * y + 3.0 * rng.normal()));
+    }
+    std::fs::write(d.join("uw.csv"), rows).unwrap();
+    let extra = "[train]\nsteps = 600\nweighting = \"uw\"\noptimizer = { kind = \"adam\", lr = 0.01 }\n";
+    let csv = r#"data={kind="csv", path="uw.csv", tasks={small={type="regression", standardize=false}, big={type="regression", standardize=false}}}"#;
+    let summary = train_in_process(d, "uw", extra, &[csv]);
+    let params = final_parameters(&summary.dir);
+    let log_var = &params.iter().find(|(n, _)| n == "strategy.weighting.log_var").expect("UW's parameter is checkpointed").1;
+    let s = Vec::<f32>::try_from(log_var).unwrap();
+    let mse: Vec<f64> = summary.test.iter().map(|m| m["mse"]).collect();
+    // At the optimum s_t = log L_t, so the gap tracks log(L_big / L_small) > 0.
+    assert!(s[1] - s[0] > 2.0, "log-variances {s:?} for test MSEs {mse:?}");
+}
+
+#[test]
+fn mmoe_on_identical_tasks_beats_mmoe_on_unrelated_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[train]\nsteps = 800\n\n[model]\n";
+    let arch = r#"model.architecture={kind="mmoe", experts=4, expert_hidden=[16]}"#;
+    let mean_mse = |p: &str, name: &str| {
+        let corr = format!("data.correlation={p}");
+        let s = train_in_process(dir.path(), name, extra.trim_end_matches("\n[model]\n"), &[arch, &corr, "data.input_dim=16", "data.train=4000"]);
+        s.test.iter().map(|m| m["mse"]).sum::<f64>() / s.test.len() as f64
+    };
+    let (related, unrelated) = (mean_mse("1.0", "p1"), mean_mse("0.0", "p0"));
+    assert!(related < unrelated, "p = 1: {related}, p = 0: {unrelated}");
+}
