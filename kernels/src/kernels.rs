@@ -161,7 +161,7 @@ impl Kernels {
     }
 
     /// The combination `W G` of per-task gradients `grads` ([T, P]) with
-    /// weights `weights` ([T] → [P], or [K, T] → [K, P]), in the gradients'
+    /// weights `weights` (`[T]` → `[P]`, or `[K, T]` → `[K, P]`), in the gradients'
     /// dtype: the update of EW/UW/MGDA/IMTL-G/..., or PCGrad's projected sum
     /// once its coefficients are worked out on the Gramian. The kernel reads
     /// G once for up to 8 rows of W and 64 tasks.

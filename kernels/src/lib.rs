@@ -7,7 +7,7 @@
 //!   [`Kernels::gramian`], [`Kernels::combine`], [`Kernels::fusion_grid`]).
 //!   It dispatches on the tensors' device: CPU tensors go to the reference,
 //!   CUDA tensors to the kernel.
-//! - [`reference`], the tch implementations: what CPU runs use, what every
+//! - [`reference`](mod@reference), the tch implementations: what CPU runs use, what every
 //!   kernel is tested against, and the eager baseline it is timed against.
 //! - [`Error`], the one error type; nothing here panics on bad input.
 //!
