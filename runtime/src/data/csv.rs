@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn missing_file_and_empty_file_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(&config(json!({})), dir.path()).unwrap_err().to_string();
+        let e = load(&config(json!({})), dir.path()).err().unwrap().to_string();
         assert!(e.starts_with("cannot read data file") && e.contains("d.csv"), "{e}");
         assert!(err("", json!({})).contains("d.csv is empty"));
         assert!(err("a,y\n", json!({})).contains("has a header but no data rows"));

@@ -205,7 +205,7 @@ mod tests {
         .unwrap();
         assert_eq!(Vec::<f32>::try_from(flat.data()).unwrap(), vec![1.0, 2.0, 5.0, 9.0]);
         assert_eq!(flat.range(Group::Task(0)).unwrap(), 2..3);
-        let _ = tch::no_grad(|| flat.data().f_mul_scalar_(2.0)).unwrap();
+        let _ = tch::no_grad(|| flat.data().shallow_clone().f_mul_scalar_(2.0)).unwrap();
         assert_eq!(handle.double_value(&[0]), 10.0, "the owner's handle sees buffer updates");
         assert!(handle.requires_grad() && handle.is_leaf());
     }
