@@ -177,3 +177,19 @@ fn mmoe_on_identical_tasks_beats_mmoe_on_unrelated_tasks() {
     let (related, unrelated) = (mean_mse("1.0", "p1"), mean_mse("0.0", "p0"));
     assert!(related < unrelated, "p = 1: {related}, p = 0: {unrelated}");
 }
+
+#[test]
+fn checkpoints_load_in_pytorch_with_safetensors_load_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = train_in_process(dir.path(), "pytorch", "[train]\nsteps = 5\n", &[]);
+    let (_, path) = taskweave::train::checkpoint::list(&summary.dir.join("checkpoints")).pop().unwrap();
+    let script = "import sys, warnings\nwarnings.filterwarnings('ignore')\nfrom safetensors.torch import load_file\n\
+                  t = load_file(sys.argv[1])\nw = t['backbone.0.weight']\nprint(len(t), tuple(w.shape), repr(w.double().sum().item()))";
+    let out = Command::new(workspace().join(".venv/bin/python")).args(["-c", script]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let ours = final_parameters(&summary.dir);
+    let w = &ours.iter().find(|(n, _)| n == "backbone.0.weight").unwrap().1;
+    let sum = w.to_kind(tch::Kind::Double).sum(tch::Kind::Double).double_value(&[]);
+    assert_eq!(printed, format!("{} (16, 8) {sum:?}", ours.len()));
+}

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Source;
+use taskweave_plugin_api::{MethodBox, MethodContext, Role};
+
+use crate::config::{validate_method, Source};
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::pipeline::Pipeline;
@@ -64,6 +66,22 @@ impl Runtime {
         }
         let dirs: Vec<PathBuf> = self.dirs.iter().chain(extra).cloned().collect();
         Arc::new(Registry::load(&dirs, &RuntimeHost::logging_only().to_ffi()))
+    }
+
+    /// Creates a method from a method table (`{"kind": "...", ...}`), validated
+    /// against the method's schema and completed with its defaults: how to call
+    /// any registered method, built-in or plugin, outside a pipeline.
+    pub fn create_method(&self, role: Role, table: &serde_json::Value, ctx: &MethodContext) -> Result<MethodBox> {
+        let kind = table.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
+            Error::Input(format!("a {role} table needs a string `kind`, got {table}"))
+        })?;
+        let mut config = table.clone();
+        if let Some(map) = config.as_object_mut() {
+            map.remove("kind");
+        }
+        let (entry, config) =
+            validate_method(&self.registry, role, kind, &config).map_err(|e| Error::Input(e.to_string()))?;
+        self.registry.create(entry, &config, ctx, &RuntimeHost::new(self.registry.clone()))
     }
 
     /// Loads and validates the pipeline file at `path`, with `sets`
