@@ -12,7 +12,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
-PLUGINS := rlw
+PLUGINS := rlw sam-mtl
 
 .PHONY: run test bench build venv clean
 

@@ -2,4 +2,5 @@
 
 mod abi;
 mod cli;
+mod sam;
 mod training;

@@ -1,10 +1,10 @@
 //! The standard training step.
 
 use taskweave_plugin_api::serde_json::{json, Value};
-use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    register_method, Constructor, Group, Host, Method, MethodContext, Result, State, StepOps, StepReport, Strategy,
-    Weighting, WeightingInput, WeightingKind,
+    register_method, task_gradients, Constructor, Group, Host, Method, MethodContext, Result, State, StepOps,
+    StepReport, Strategy, Weighting, WeightingInput, WeightingKind,
 };
 
 /// One forward pass, then the pipeline's weighting decides the update:
@@ -23,27 +23,6 @@ impl Standard {
     }
 }
 
-/// The gradient path shared by every strategy that aggregates per-task shared
-/// gradients: fills each head's gradient and returns the `[T, P]` matrix of
-/// shared gradients (allocated once, rows filled as each pass finishes).
-pub fn task_gradients(ops: &mut dyn StepOps, losses: &Tensor) -> Result<Tensor> {
-    let tasks = ops.num_tasks();
-    let mut matrix: Option<Tensor> = None;
-    for t in 0..tasks {
-        let loss = losses.f_get(t as i64)?;
-        let mut g = ops.grads(&loss, &[Group::Shared, Group::Task(t)], t + 1 < tasks)?;
-        let head = g.pop().expect("two groups asked");
-        let shared = g.pop().expect("two groups asked");
-        ops.set_grads(Group::Task(t), &head)?;
-        let rows = match &mut matrix {
-            Some(m) => m,
-            None => matrix.insert(Tensor::f_zeros([tasks as i64, shared.numel() as i64], (shared.kind(), shared.device()))?),
-        };
-        let _ = rows.f_get(t as i64)?.f_copy_(&shared)?;
-    }
-    Ok(matrix.unwrap_or_else(|| Tensor::zeros([0, 0], (Kind::Float, losses.device()))))
-}
-
 impl Strategy for Standard {
     fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
         ops.next_batch()?;
@@ -56,7 +35,10 @@ impl Strategy for Standard {
                 out.weights
             }
             WeightingKind::Gradient => {
-                let grads = task_gradients(ops, &losses)?;
+                let (grads, heads) = task_gradients(ops, &losses)?;
+                for (t, head) in heads.iter().enumerate() {
+                    ops.set_grads(Group::Task(t), head)?;
+                }
                 let detached = losses.f_detach()?;
                 let out = self.weighting.weigh(&WeightingInput { step, losses: &detached, grads: Some(&grads) })?;
                 ops.set_grads(Group::Shared, &out.combined)?;

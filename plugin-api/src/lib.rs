@@ -125,12 +125,12 @@ pub use roles::architecture::{
 pub use roles::fusion::{FfiFusion, FfiFusionBox, FfiFusion_TO, Fusion, FusionInput, FusionOutput};
 pub use roles::grouping::{FfiGrouping, FfiGroupingBox, FfiGrouping_TO, Grouping, GroupingInput};
 pub use roles::strategy::{
-    FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox, FfiStrategy_TO, StepOps, StepReport,
-    Strategy,
+    task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox, FfiStrategy_TO,
+    StepOps, StepReport, Strategy,
 };
 pub use roles::weighting::{
-    FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting, WeightingInput, WeightingKind,
-    WeightingOutput,
+    aggregate, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting, WeightingInput,
+    WeightingKind, WeightingOutput,
 };
 pub use roles::FfiMethod;
 pub use state::{FfiState, State};

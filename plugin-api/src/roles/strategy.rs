@@ -55,6 +55,35 @@ pub trait StepOps {
     fn optimizer_step(&mut self) -> Result<()>;
 }
 
+/// The per-task gradients of one batch, computed through `ops` with one backward
+/// pass per task: the `[T, P]` matrix of shared-parameter gradients (row t is
+/// ∂L_t/∂θ_sh; allocated once, each row filled as its pass finishes) and each
+/// task's head gradient ∂L_t/∂θ_t. `losses` is the `[T]` output of
+/// [`StepOps::losses`]; its graph is released after the last pass.
+pub fn task_gradients(ops: &mut dyn StepOps, losses: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    let tasks = ops.num_tasks();
+    let mut shared: Option<Tensor> = None;
+    let mut heads = Vec::with_capacity(tasks);
+    for t in 0..tasks {
+        let loss = losses.f_get(t as i64)?;
+        let mut g = ops.grads(&loss, &[Group::Shared, Group::Task(t)], t + 1 < tasks)?;
+        let (Some(head), Some(row)) = (g.pop(), g.pop()) else {
+            return Err(Error::msg("StepOps::grads returned fewer gradients than groups"));
+        };
+        let matrix = match &mut shared {
+            Some(m) => m,
+            None => shared.insert(Tensor::f_zeros([tasks as i64, row.numel() as i64], (row.kind(), row.device()))?),
+        };
+        let _ = matrix.f_get(t as i64)?.f_copy_(&row)?;
+        heads.push(head);
+    }
+    let shared = match shared {
+        Some(m) => m,
+        None => Tensor::f_zeros([0, 0], (losses.kind(), losses.device()))?,
+    };
+    Ok((shared, heads))
+}
+
 /// What one step reports back to the host for logging.
 pub struct StepReport {
     /// Per-task losses at the start of the step, shape `[T]`, detached.

@@ -67,6 +67,30 @@ pub trait Weighting: Send {
     }
 }
 
+/// Combines per-task gradients `grads` `[T, P]` with any weighting: a
+/// [`WeightingKind::Gradient`] weighting's own update, or, for a
+/// [`WeightingKind::Loss`] weighting, `Σ_t w_t g_t` with the task weights it
+/// reports for `losses` (`[T]`, detached). This is how strategies use "the
+/// pipeline's weighting" as a gradient aggregator whatever its kind.
+pub fn aggregate(
+    weighting: &mut dyn Weighting,
+    step: u64,
+    losses: &Tensor,
+    grads: &Tensor,
+) -> Result<WeightingOutput> {
+    match weighting.kind() {
+        WeightingKind::Gradient => weighting.weigh(&WeightingInput { step, losses, grads: Some(grads) }),
+        WeightingKind::Loss => {
+            let out = weighting.weigh(&WeightingInput { step, losses, grads: None })?;
+            let weights = out.weights.ok_or_else(|| {
+                Error::msg("this loss weighting reports no task weights, so it cannot aggregate gradients")
+            })?;
+            let weights = weights.f_detach()?.f_to_kind(grads.kind())?;
+            Ok(WeightingOutput { combined: weights.f_matmul(grads)?, weights: Some(weights) })
+        }
+    }
+}
+
 /// [`WeightingInput`] as it crosses the boundary.
 #[repr(C)]
 #[derive(StableAbi)]
