@@ -78,3 +78,63 @@ fn a_second_run_into_the_same_directory_needs_overwrite() {
     assert!(err.contains("already holds a run") && err.contains("taskweave resume"), "{err}");
     assert_eq!(run_cli(dir.path(), &["-q", "run", p, "--overwrite"]).0, 0);
 }
+
+fn write_grads(dir: &std::path::Path, rows: &[[f32; 3]]) -> std::path::PathBuf {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let g = tch::Tensor::from_slice(&flat).reshape([rows.len() as i64, 3]);
+    let path = dir.join("g.safetensors");
+    tch::Tensor::write_safetensors(&[("grads", &g)], &path).unwrap();
+    path
+}
+
+fn read(path: &std::path::Path, name: &str) -> Vec<f32> {
+    let tensors = tch::Tensor::read_safetensors(path).unwrap();
+    Vec::<f32>::try_from(&tensors.into_iter().find(|(n, _)| n == name).unwrap().1).unwrap()
+}
+
+#[test]
+fn call_weighting_matches_a_pytorch_implementation_of_pcgrad() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grads = write_grads(d, &[[1.0, 0.5, -2.0], [-1.0, 1.0, 1.5]]);
+    let (code, _, err) = run_cli(d, &["call", "weighting", "pcgrad", "--grads", grads.to_str().unwrap(), "--out", "out.safetensors"]);
+    assert_eq!(code, 0, "{err}");
+    let ours = read(&d.join("out.safetensors"), "update");
+    // PCGrad for two conflicting tasks, written independently in PyTorch.
+    let script = "import warnings; warnings.filterwarnings('ignore')\nimport torch\n\
+        g = torch.tensor([[1.0, 0.5, -2.0], [-1.0, 1.0, 1.5]], dtype=torch.float64)\nout = []\n\
+        for i, j in [(0, 1), (1, 0)]:\n    gi = g[i].clone()\n    d = gi @ g[j]\n\
+        \x20   if d < 0: gi = gi - d / (g[j] @ g[j]) * g[j]\n    out.append(gi)\n\
+        print(' '.join(repr(v) for v in (out[0] + out[1]).tolist()))";
+    let out = std::process::Command::new(workspace().join(".venv/bin/python")).args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().unwrap()).collect();
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((*a as f64 - b).abs() < 1e-5, "ours {ours:?} vs PyTorch {theirs:?}");
+    }
+}
+
+#[test]
+fn call_weighting_writes_weights_for_loss_weightings_and_validates_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grads = write_grads(d, &[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]);
+    let g = grads.to_str().unwrap();
+    let (code, _, err) = run_cli(d, &["call", "weighting", "ew", "--grads", g, "--out", "ew.safetensors"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&d.join("ew.safetensors"), "update"), vec![1.0, 2.0, 0.0]);
+    assert_eq!(read(&d.join("ew.safetensors"), "weights"), vec![1.0, 1.0]);
+    // MGDA on orthogonal gradients of norms 1 and 2: weights 0.8, 0.2.
+    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--set", "normalization=\"none\"", "--out", "m.safetensors"]);
+    assert_eq!(code, 0, "{err}");
+    let w = read(&d.join("m.safetensors"), "weights");
+    assert!((w[0] - 0.8).abs() < 1e-5 && (w[1] - 0.2).abs() < 1e-5, "{w:?}");
+    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--set", "normalisation=l2", "--out", "x.safetensors"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--> --set normalisation=l2") && err.contains("did you mean `normalization`?"), "{err}");
+    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", "missing.safetensors", "--out", "x.safetensors"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--losses", g, "--out", "x.safetensors"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("has no tensor `losses` (it has: grads)"), "{err}");
+}

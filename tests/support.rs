@@ -248,8 +248,10 @@ backbone = {{ hidden = [16] }}
     path
 }
 
-/// The named parameters of a run's newest checkpoint.
+/// The named tensors of a run's newest checkpoint, sorted by name.
 pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
     let (_, path) = taskweave::train::checkpoint::list(&run_dir.join("checkpoints")).pop().expect("a checkpoint");
-    taskweave::train::checkpoint::read(&path).unwrap().tensors
+    let mut tensors = taskweave::train::checkpoint::read(&path).unwrap().tensors;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
 }

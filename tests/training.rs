@@ -193,3 +193,19 @@ fn checkpoints_load_in_pytorch_with_safetensors_load_file() {
     let sum = w.to_kind(tch::Kind::Double).sum(tch::Kind::Double).double_value(&[]);
     assert_eq!(printed, format!("{} (16, 8) {sum:?}", ours.len()));
 }
+
+#[test]
+fn flatness_grows_with_the_perturbation_and_leaves_the_run_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = train_in_process(dir.path(), "flat", "[train]\nsteps = 200\n", &[]);
+    let before = final_parameters(&summary.dir);
+    let rt = Runtime::new(&Config::new());
+    let pipeline = rt.open_run(&summary.dir).unwrap();
+    let small = pipeline.flatness(&summary.dir, "train", 0.01, 8).unwrap();
+    let large = pipeline.flatness(&summary.dir, "train", 0.3, 8).unwrap();
+    assert_eq!(small.base, large.base, "the trained point is restored exactly between samples");
+    assert!(large.mean_increase() > small.mean_increase() && small.mean_increase() > 0.0, "{small:?} {large:?}");
+    for ((n, a), (_, b)) in before.iter().zip(&final_parameters(&summary.dir)) {
+        assert!(a.equal(b), "{n} changed");
+    }
+}

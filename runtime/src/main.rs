@@ -60,6 +60,61 @@ enum Command {
     },
     /// Train the single-task baselines that Δm compares a pipeline against.
     Baselines(PipelineArgs),
+    /// Loss increase of a trained run under random perturbations of its shared parameters.
+    Flatness {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Perturbation size relative to the norm of the shared parameters.
+        #[arg(long, default_value_t = 0.05)]
+        radius: f64,
+        /// Number of random directions.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Split whose loss is measured.
+        #[arg(long, default_value = "train", value_parser = ["train", "val", "test"])]
+        split: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Extra plugin directories.
+        #[arg(long = "plugins", value_name = "DIR")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Call one method on tensors from files.
+    Call {
+        #[command(subcommand)]
+        command: CallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallCommand {
+    /// Run a weighting once: reads `grads` [T, P] (and `losses` [T]), writes `update` [P] and `weights` [T].
+    Weighting {
+        /// The weighting (`taskweave plugins list` shows them).
+        name: String,
+        /// Safetensors file holding `grads`.
+        #[arg(long)]
+        grads: PathBuf,
+        /// Safetensors file holding `losses` (default: 1 for every task).
+        #[arg(long)]
+        losses: Option<PathBuf>,
+        /// Override a config value of the weighting: key=value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Seed of the weighting's randomness.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The step number the weighting sees.
+        #[arg(long, default_value_t = 0)]
+        step: u64,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+        #[arg(long = "plugins", value_name = "DIR")]
+        plugins: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,9 +156,18 @@ fn runtime(extra: &[PathBuf]) -> Runtime {
     Runtime::new(&config)
 }
 
+/// `dirs`, or `./plugins` when none are given and it exists (commands that
+/// take no pipeline have no `[plugins]` table to name their directories).
+fn dirs_or_default(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if dirs.is_empty() && Path::new("plugins").is_dir() {
+        vec![PathBuf::from("plugins")]
+    } else {
+        dirs
+    }
+}
+
 fn plugins_list(dirs: Vec<PathBuf>, json: bool) -> Result<(), Error> {
-    let dirs = if dirs.is_empty() && Path::new("plugins").is_dir() { vec![PathBuf::from("plugins")] } else { dirs };
-    let runtime = runtime(&dirs);
+    let runtime = runtime(&dirs_or_default(dirs));
     let registry = runtime.registry();
     let compat = taskweave_plugin_api::module::Compat::current();
     let mut out = std::io::stdout().lock();
@@ -179,6 +243,37 @@ fn run(cli: Cli) -> Result<(), Error> {
             let summary = runtime(&plugins).resume(&run_dir, cli.quiet)?;
             println!("{}", taskweave::train::run::table(&summary));
             println!("run directory: {}", summary.dir.display());
+            Ok(())
+        }
+        Command::Call { command: CallCommand::Weighting { name, grads, losses, sets, seed, step, out, plugins } } => {
+            let call = taskweave::call::WeightingCall {
+                name: &name,
+                sets: &sets,
+                grads: &grads,
+                losses: losses.as_deref(),
+                seed,
+                step,
+                out: &out,
+            };
+            taskweave::call::weighting(&runtime(&dirs_or_default(plugins)), &call)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Flatness { run_dir, radius, samples, split, json, plugins } => {
+            let f = runtime(&plugins).open_run(&run_dir)?.flatness(&run_dir, &split, radius, samples)?;
+            if json {
+                let doc = serde_json::json!({"radius": f.radius, "samples": f.samples, "split": split,
+                    "tasks": f.tasks, "base": f.base, "perturbed": f.perturbed, "mean_increase": f.mean_increase()});
+                println!("{doc}");
+            } else {
+                println!("{split} loss under random perturbations of relative size {} ({} samples)", f.radius, f.samples);
+                let width = f.tasks.iter().map(String::len).max().unwrap_or(4).max(4);
+                println!("{:width$}  {:>12}  {:>12}  {:>12}", "task", "trained", "perturbed", "increase");
+                for ((t, b), p) in f.tasks.iter().zip(&f.base).zip(&f.perturbed) {
+                    println!("{t:width$}  {b:>12.5}  {p:>12.5}  {:>12.5}", p - b);
+                }
+                println!("mean increase: {:.5}", f.mean_increase());
+            }
             Ok(())
         }
         Command::Baselines(args) => {

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::registry::Registry;
 use crate::runtime::Runtime;
+use crate::train::flatness::Flatness;
 use crate::train::run::{self, RunContext, Summary};
+use crate::train::{checkpoint, Trainer};
 
 /// The schema of a pipeline file: the runtime's sections, with method tables
 /// marked by `x-taskweave-role`.
@@ -187,6 +189,21 @@ impl Pipeline {
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(quiet)?;
         run::train(&ctx, data, dir, true)
+    }
+
+    /// Measures the flatness of the newest checkpoint in run directory `dir`
+    /// (see [`Flatness`]) on split `split`.
+    pub fn flatness(&self, dir: &Path, split: &str, radius: f64, samples: usize) -> Result<Flatness> {
+        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
+        let ctx = self.context(true)?;
+        let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
+        let (_, path) = checkpoint::list(&dir.join("checkpoints"))
+            .pop()
+            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", dir.display())))?;
+        trainer.restore(checkpoint::read(&path)?)?;
+        let seed = self.config["run"]["seed"].as_u64().unwrap_or(0);
+        let batch = self.config["eval"]["batch"].as_u64().unwrap_or(4096) as usize;
+        trainer.flatness(split, radius, samples, seed, batch)
     }
 
     /// Trains and stores the single-task baselines Δm compares against.

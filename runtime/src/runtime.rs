@@ -102,6 +102,12 @@ impl Runtime {
     /// Continues the run in `run_dir` (written by [`Pipeline::train`]) from its
     /// newest checkpoint, with the config it was started with.
     pub fn resume(&self, run_dir: &Path, quiet: bool) -> Result<Summary> {
+        self.open_run(run_dir)?.resume(run_dir, quiet)
+    }
+
+    /// The pipeline a run directory was trained with (its resolved config, with
+    /// relative paths resolving where the original pipeline file was).
+    pub fn open_run(&self, run_dir: &Path) -> Result<Pipeline> {
         let config_path = run_dir.join("config.toml");
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
             Error::Input(format!("{} is not a run directory (cannot read config.toml: {e})", run_dir.display()))
@@ -113,7 +119,6 @@ impl Runtime {
         let pipeline_dir = run["pipeline_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| run_dir.to_path_buf());
         let mut source = Source::file(&config_path, text);
         source.dir = pipeline_dir;
-        let pipeline = Pipeline::load(self, source, &[], "run")?;
-        pipeline.resume(run_dir, quiet)
+        Pipeline::load(self, source, &[], "run")
     }
 }

@@ -98,10 +98,11 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
     Ok(m)
 }
 
-/// Evaluates `model` on `split` in batches of `batch` rows, without gradients.
-pub fn evaluate(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) -> Result<Vec<TaskMetrics>> {
+/// The model's outputs for every row of `split`, per task, in evaluation mode
+/// and batches of `batch` rows, without gradients.
+fn outputs(model: &mut Model, split: &Split, tasks: usize, batch: usize) -> Result<Vec<Tensor>> {
     let _guard = tch::no_grad_guard();
-    let mut outputs: Vec<Vec<Tensor>> = (0..tasks.len()).map(|_| Vec::new()).collect();
+    let mut outputs: Vec<Vec<Tensor>> = (0..tasks).map(|_| Vec::new()).collect();
     let mut start = 0;
     while start < split.len() {
         let len = batch.min(split.len() - start);
@@ -111,11 +112,23 @@ pub fn evaluate(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) 
         }
         start += len;
     }
+    outputs.iter().map(|o| Ok(Tensor::f_cat(o, 0)?)).collect()
+}
+
+/// The training loss of every task over all of `split`.
+pub fn split_losses(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) -> Result<Vec<f64>> {
+    let outs = outputs(model, split, tasks.len(), batch)?;
+    tasks.iter().zip(&outs).zip(&split.targets).map(|((task, out), target)| scalar(task_loss(task, out, target)?)).collect()
+}
+
+/// Evaluates `model` on `split` in batches of `batch` rows, without gradients.
+pub fn evaluate(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) -> Result<Vec<TaskMetrics>> {
+    let outputs = outputs(model, split, tasks.len(), batch)?;
     tasks
         .iter()
         .zip(outputs)
         .zip(&split.targets)
-        .map(|((task, outs), target)| task_metrics(task, &Tensor::f_cat(&outs, 0)?, target))
+        .map(|((task, out), target)| task_metrics(task, &out, target))
         .collect()
 }
 

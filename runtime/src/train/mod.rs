@@ -3,6 +3,7 @@
 //! strategy, which drives the host operations of [`ops`].
 
 pub mod checkpoint;
+pub mod flatness;
 pub mod metrics;
 mod ops;
 pub mod optimizer;

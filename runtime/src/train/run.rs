@@ -150,6 +150,7 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
         y_label: "loss".into(),
         series: tasks.iter().map(|t| series(&|r| r["train_loss"][&t.name].as_f64(), "val", &t.name)).collect(),
         log_y: true,
+        ..Default::default()
     }];
     let mut names: Vec<String> = Vec::new();
     for r in history.iter().filter(|r| r["split"] == "val") {
@@ -168,6 +169,7 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
             y_label: name.clone(),
             series: tasks.iter().map(|t| series(&|r| r["tasks"][&t.name][&name].as_f64(), "val", &t.name)).collect(),
             log_y: false,
+            ..Default::default()
         });
     }
     render_png(&panels, 2)
