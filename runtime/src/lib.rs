@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+pub mod call;
 pub mod config;
 pub mod data;
 pub mod device;
