@@ -118,30 +118,12 @@ mod tests {
             weighting: "{}".into(),
         };
         let config = json!({"experts": 3, "expert_hidden": [4]});
-        let mut m = create_mmoe(&config, &ctx, &test_host()).unwrap();
+        let mut m = create_mmoe(&config, &ctx, &Host::standalone()).unwrap();
         let out = m.forward(&Tensor::ones([2, 5], (Kind::Float, taskweave_plugin_api::tch::Device::Cpu)), true).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].size(), vec![2, 4]);
         let params = m.parameters().unwrap();
         assert_eq!(params.iter().filter(|p| p.group == Group::Shared).count(), 6);
         assert_eq!(params.iter().filter(|p| p.group == Group::Task(1)).count(), 2);
-    }
-
-    /// A host is only needed for its type here: MMoE builds nothing through it.
-    fn test_host() -> Host {
-        use taskweave_plugin_api::abi_stable::std_types::{RErr, RResult, RStr};
-        use taskweave_plugin_api::{Error, FfiHost, FfiMethod, LogLevel, Role};
-        #[derive(Clone)]
-        struct NoHost;
-        impl FfiHost for NoHost {
-            fn log(&self, _: LogLevel, _: RStr<'_>, _: RStr<'_>) {}
-            fn max_level(&self) -> LogLevel {
-                LogLevel::Error
-            }
-            fn create(&self, _: Role, _: RStr<'_>, _: RStr<'_>, _: &MethodContext) -> RResult<FfiMethod, Error> {
-                RErr(Error::msg("no registry in this test"))
-            }
-        }
-        Host::new(NoHost)
     }
 }

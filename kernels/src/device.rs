@@ -35,6 +35,12 @@ pub struct CudaInfo {
     pub sm_count: i32,
     /// The stream kernels are launched on.
     pub stream: StreamSource,
+    /// Total device memory in bytes.
+    pub total_memory: usize,
+    /// Free device memory in bytes when asked.
+    pub free_memory: usize,
+    /// The driver's CUDA version (major, minor), e.g. (13, 0).
+    pub driver_version: (i32, i32),
 }
 
 /// Loads `libtorch_cuda.so` into the process (RTLD_GLOBAL), once.
@@ -173,12 +179,20 @@ impl DeviceState {
         } else {
             StreamSource::LegacyDefault
         };
+        let (free_memory, total_memory) = self.ctx.mem_get_info().unwrap_or((0, 0));
+        let mut version = 0;
+        // SAFETY: the driver library is loaded (the context exists); the call
+        // writes one integer.
+        let _ = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };
         CudaInfo {
             ordinal: self.ordinal,
             name: self.name.clone(),
             compute_capability: self.cc,
             sm_count: self.sm_count,
             stream,
+            total_memory,
+            free_memory,
+            driver_version: (version / 1000, (version % 1000) / 10),
         }
     }
 

@@ -1,10 +1,13 @@
 //! The host: what the runtime offers every method (logging, the registry).
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RArc, RResult, RStr};
+use abi_stable::std_types::{RArc, RErr, RResult, RSlice, RStr};
 use abi_stable::StableAbi;
+use tch::Tensor;
 
-use crate::{Architecture, FfiMethod, MethodBox, MethodContext, Result, Role, Strategy, Weighting};
+use crate::{
+    Architecture, FfiMethod, MethodBox, MethodContext, Result, Role, Strategy, TensorOwned, TensorRef, Weighting,
+};
 
 /// Severity of a log record forwarded from a plugin to the host.
 #[repr(u8)]
@@ -46,7 +49,6 @@ pub trait FfiHost: Send + Sync + Clone {
 
     /// Creates the method `kind` of `role` from the registry, with `config` (a
     /// JSON object, validated and completed with defaults by the host).
-    #[sabi(last_prefix_field)]
     fn create(
         &self,
         role: Role,
@@ -54,6 +56,50 @@ pub trait FfiHost: Send + Sync + Clone {
         config: RStr<'_>,
         ctx: &MethodContext,
     ) -> RResult<FfiMethod, crate::Error>;
+
+    /// See [`Host::gramian`].
+    fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error>;
+
+    /// See [`Host::combine`].
+    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error>;
+
+    /// See [`Host::fusion_grid`].
+    #[sabi(last_prefix_field)]
+    fn fusion_grid(
+        &self,
+        large: TensorRef<'_>,
+        small: TensorRef<'_>,
+        experts: RSlice<'_, TensorRef<'_>>,
+        alphas: RSlice<'_, f64>,
+    ) -> RResult<FfiFusionGrid, crate::Error>;
+}
+
+/// The result of [`Host::fusion_grid`].
+pub struct FusionGrid {
+    /// Fused log-probabilities of the best candidate per row, `[B, V]`.
+    pub log_probs: Tensor,
+    /// The chosen coefficient per row and expert, `[B, T]` (one non-zero entry).
+    pub alpha: Tensor,
+    /// The objective of the chosen candidate per row, `[B]`.
+    pub objective: Tensor,
+}
+
+/// [`FusionGrid`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiFusionGrid {
+    /// See [`FusionGrid::log_probs`].
+    pub log_probs: TensorOwned,
+    /// See [`FusionGrid::alpha`].
+    pub alpha: TensorOwned,
+    /// See [`FusionGrid::objective`].
+    pub objective: TensorOwned,
+}
+
+impl From<FusionGrid> for FfiFusionGrid {
+    fn from(g: FusionGrid) -> Self {
+        FfiFusionGrid { log_probs: g.log_probs.into(), alpha: g.alpha.into(), objective: g.objective.into() }
+    }
 }
 
 /// [`FfiHost`] as a shareable trait object.
@@ -63,10 +109,52 @@ pub type FfiHostBox = FfiHost_TO<'static, RArc<()>>;
 #[derive(Clone)]
 pub struct Host(FfiHostBox);
 
+/// The host of [`Host::standalone`].
+#[derive(Clone)]
+struct Standalone;
+
+impl FfiHost for Standalone {
+    fn log(&self, _: LogLevel, _: RStr<'_>, _: RStr<'_>) {}
+
+    fn max_level(&self) -> LogLevel {
+        LogLevel::Error
+    }
+
+    fn create(&self, _: Role, kind: RStr<'_>, _: RStr<'_>, _: &MethodContext) -> RResult<FfiMethod, crate::Error> {
+        RErr(crate::Error::msg(format!("a standalone host has no registry (asked for `{kind}`)")))
+    }
+
+    fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error> {
+        let g = grads.get();
+        crate::guard("standalone host", "gramian", || Ok(g.f_matmul(&g.f_tr()?)?.into()))
+    }
+
+    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error> {
+        crate::guard("standalone host", "combine", || Ok(weights.get().f_matmul(&grads.get())?.into()))
+    }
+
+    fn fusion_grid(
+        &self,
+        _: TensorRef<'_>,
+        _: TensorRef<'_>,
+        _: RSlice<'_, TensorRef<'_>>,
+        _: RSlice<'_, f64>,
+    ) -> RResult<FfiFusionGrid, crate::Error> {
+        RErr(crate::Error::msg("a standalone host has no fusion kernel"))
+    }
+}
+
 impl Host {
     /// Wraps the runtime's implementation of [`FfiHost`].
     pub fn new(host: impl FfiHost + Clone + 'static) -> Host {
         Host(FfiHost_TO::from_ptr(RArc::new(host), abi_stable::sabi_trait::TD_Opaque))
+    }
+
+    /// A host for unit tests of a method outside the runtime: logs are dropped,
+    /// [`Host::create`] fails (there is no registry), and the kernels are plain
+    /// libtorch operations ([`Host::fusion_grid`] is unavailable).
+    pub fn standalone() -> Host {
+        Host::new(Standalone)
     }
 
     /// Wraps a host handle received through the ABI.
@@ -112,6 +200,38 @@ impl Host {
     /// [`Host::create`] for a strategy.
     pub fn strategy(&self, table: &serde_json::Value, ctx: &MethodContext) -> Result<Box<dyn Strategy>> {
         self.create(Role::Strategy, table, ctx)?.into_strategy()
+    }
+
+    /// The Gramian `G Gᵀ` `[T, T]` of per-task gradients `grads` `[T, P]`, with
+    /// the host's shared kernels (on CUDA: a custom kernel or cuBLAS, whichever
+    /// the host measured faster; on CPU: libtorch). One compiled-kernel cache
+    /// serves the whole process; plugins never load their own.
+    pub fn gramian(&self, grads: &Tensor) -> Result<Tensor> {
+        Ok(self.0.gramian(grads.into()).into_result()?.into_tensor())
+    }
+
+    /// `weightsᵀ G`: the combination `[P]` of the rows of `grads` `[T, P]` with
+    /// `weights` `[T]` (or `[K, P]` for `weights` `[K, T]`), with the host's kernels.
+    pub fn combine(&self, weights: &Tensor, grads: &Tensor) -> Result<Tensor> {
+        Ok(self.0.combine(weights.into(), grads.into()).into_result()?.into_tensor())
+    }
+
+    /// The dynamic-logit-fusion grid (weak-to-strong fusion, Fan et al. 2024):
+    /// for every row, every expert t and every coefficient a in `alphas`, the
+    /// objective Σ_t [(KL(P̃‖P) − KL(Q_t‖Q))² + (KL(P‖P̃) − KL(Q‖Q_t))²] of
+    /// P̃ = softmax(large + a·(expert_t − small)), keeping the best candidate.
+    /// Logits are `[B, V]`; one fused kernel on CUDA.
+    pub fn fusion_grid(&self, large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> Result<FusionGrid> {
+        let experts: Vec<TensorRef<'_>> = experts.iter().map(TensorRef::new).collect();
+        let out = self
+            .0
+            .fusion_grid(large.into(), small.into(), experts.as_slice().into(), alphas.into())
+            .into_result()?;
+        Ok(FusionGrid {
+            log_probs: out.log_probs.into_tensor(),
+            alpha: out.alpha.into_tensor(),
+            objective: out.objective.into_tensor(),
+        })
     }
 
     /// [`Host::create`] for an architecture.

@@ -116,7 +116,7 @@ pub use tracing;
 
 pub use context::{Group, MethodContext};
 pub use error::{guard, Error, Result};
-pub use host::{FfiHost, FfiHostBox, FfiHost_TO, Host, LogLevel};
+pub use host::{FfiFusionGrid, FfiHost, FfiHostBox, FfiHost_TO, FusionGrid, Host, LogLevel};
 pub use manifest::{MethodManifest, Role};
 pub use method::{Constructor, Method, MethodBox};
 pub use roles::architecture::{

@@ -1,53 +1,50 @@
-//! Devices: `run.device` to a tch device, and making CUDA visible to libtorch.
+//! Devices: `run.device` to a tch device, making CUDA visible to libtorch, the
+//! process-wide kernels, and the GPU memory pool's settings and statistics.
 
 use std::sync::OnceLock;
 
+use taskweave_kernels::Kernels;
 use tch::Device;
 
 use crate::error::{Error, Result};
 
-/// Loads `libtorch_cuda.so` once, when a CUDA driver is present.
+/// The process-wide kernel handle: one compiled-module cache per process,
+/// shared by the runtime and (through the host) every plugin.
+pub fn kernels() -> &'static Kernels {
+    static KERNELS: OnceLock<Kernels> = OnceLock::new();
+    KERNELS.get_or_init(Kernels::new)
+}
+
+/// Why CUDA cannot be used here, or `None` when it can.
 ///
-/// tch's link line drops `libtorch_cuda.so` under `--as-needed` (no symbol of
-/// it is referenced), and without it libtorch reports no CUDA. Loading it here
-/// registers libtorch's CUDA backend. Machines without a driver skip the load,
-/// so CPU runs never pay for mapping the (very large) CUDA library.
-pub fn load_cuda() -> bool {
-    static LOADED: OnceLock<bool> = OnceLock::new();
-    *LOADED.get_or_init(|| {
-        // SAFETY: loading the system's CUDA driver library runs no code of ours.
-        if unsafe { libloading::Library::new("libcuda.so.1") }.is_err() {
-            return false;
-        }
-        let candidates = [
-            Some("libtorch_cuda.so".to_string()),
-            option_env!("TASKWEAVE_LIBTORCH_LIB").map(|d| format!("{d}/libtorch_cuda.so")),
-        ];
-        for candidate in candidates.into_iter().flatten() {
-            // SAFETY: libtorch_cuda is the CUDA half of the libtorch this binary links.
-            if let Ok(lib) = unsafe { libloading::Library::new(&candidate) } {
-                // Never unloaded: libtorch keeps pointers into it.
-                std::mem::forget(lib);
-                return true;
-            }
-        }
-        false
-    })
+/// The driver is probed first, so a machine without one never maps the (very
+/// large) `libtorch_cuda.so`; with one, `libtorch_cuda.so` is loaded, because
+/// tch's link line drops it under `--as-needed` and without it libtorch
+/// reports no CUDA.
+pub fn cuda_unavailable() -> Option<String> {
+    static STATE: OnceLock<Option<String>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let why = taskweave_kernels::device_count()
+                .and_then(|_| taskweave_kernels::load_libtorch_cuda())
+                .err()
+                .map(|e| e.to_string());
+            why.or_else(|| (!tch::Cuda::is_available()).then(|| "libtorch reports no CUDA device".to_string()))
+        })
+        .clone()
 }
 
 /// Whether libtorch can use a CUDA device.
 pub fn cuda_available() -> bool {
-    load_cuda() && tch::Cuda::is_available()
+    cuda_unavailable().is_none()
 }
 
 /// The device `run.device` names: `auto` (CUDA device 0 when present, else the
 /// CPU), `cpu`, `cuda` (device 0) or `cuda:N`.
 pub fn resolve(name: &str) -> Result<Device> {
     let cuda = |n: usize| {
-        if !cuda_available() {
-            return Err(Error::Input(format!(
-                "run.device = \"{name}\" but libtorch sees no CUDA device here; use \"auto\" or \"cpu\""
-            )));
+        if let Some(why) = cuda_unavailable() {
+            return Err(Error::Input(format!("run.device = \"{name}\" but CUDA cannot be used here ({why}); use \"auto\" or \"cpu\"")));
         }
         let count = tch::Cuda::device_count() as usize;
         if n >= count {

@@ -2,8 +2,13 @@
 
 use std::sync::Arc;
 
-use abi_stable::std_types::{RErr, ROk, RResult, RStr};
-use taskweave_plugin_api::{Error as ApiError, FfiHost, FfiMethod, Host, LogLevel, MethodContext, Role};
+use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr};
+use taskweave_plugin_api::{
+    guard, Error as ApiError, FfiFusionGrid, FfiHost, FfiMethod, FusionGrid, Host, LogLevel, MethodContext, Role,
+    TensorOwned, TensorRef,
+};
+
+use crate::device::kernels;
 
 use crate::config::validate_method;
 use crate::registry::Registry;
@@ -70,5 +75,27 @@ impl FfiHost for RuntimeHost {
             Ok(method) => ROk(method),
             Err(e) => RErr(e),
         }
+    }
+
+    fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, ApiError> {
+        guard("host", "gramian", || Ok(kernels().gramian(&grads.get()).map_err(ApiError::from)?.into()))
+    }
+
+    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, ApiError> {
+        guard("host", "combine", || Ok(kernels().combine(&weights.get(), &grads.get()).map_err(ApiError::from)?.into()))
+    }
+
+    fn fusion_grid(
+        &self,
+        large: TensorRef<'_>,
+        small: TensorRef<'_>,
+        experts: RSlice<'_, TensorRef<'_>>,
+        alphas: RSlice<'_, f64>,
+    ) -> RResult<FfiFusionGrid, ApiError> {
+        guard("host", "fusion_grid", || {
+            let experts: Vec<tch::Tensor> = experts.iter().map(|e| e.get().shallow_clone()).collect();
+            let out = kernels().fusion_grid(&large.get(), &small.get(), &experts, alphas.as_slice())?;
+            Ok(FusionGrid { log_probs: out.log_probs, alpha: out.alpha, objective: out.objective }.into())
+        })
     }
 }

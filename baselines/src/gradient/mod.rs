@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn invalid_options_are_refused() {
         let method = |name: &str| registered().find(|m| m.name == name).unwrap();
-        let host = || taskweave_plugin_api::Host::new(super::testing::TestHost);
+        let host = taskweave_plugin_api::Host::standalone;
         let ctx = context(2, 0);
         for (name, config) in [
             ("cagrad", json!({ "rescale": 3 })),

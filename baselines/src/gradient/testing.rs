@@ -2,15 +2,11 @@
 //! families, Gramians computed in plain Rust, and methods created through the
 //! registry and the FFI adapters exactly as the runtime creates them.
 
-use taskweave_plugin_api::abi_stable::std_types::{RErr, RResult, RStr};
 use taskweave_plugin_api::method::registered;
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde_json::{json, Map, Value};
 use taskweave_plugin_api::tch::{Device, Kind, Tensor};
-use taskweave_plugin_api::{
-    Error, FfiHost, FfiMethod, Host, LogLevel, MethodContext, Role, Weighting, WeightingInput,
-    WeightingOutput,
-};
+use taskweave_plugin_api::{FfiMethod, Host, MethodContext, Weighting, WeightingInput, WeightingOutput};
 
 use super::solvers::{dot, Matrix};
 
@@ -126,28 +122,6 @@ pub(super) fn values(tensor: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&tensor.to_kind(Kind::Double)).unwrap()
 }
 
-/// A host with no registry and no logging: enough to create a weighting.
-#[derive(Clone)]
-pub(super) struct TestHost;
-
-impl FfiHost for TestHost {
-    fn log(&self, _: LogLevel, _: RStr<'_>, _: RStr<'_>) {}
-    fn max_level(&self) -> LogLevel {
-        LogLevel::Error
-    }
-    fn create(
-        &self,
-        _: Role,
-        kind: RStr<'_>,
-        _: RStr<'_>,
-        _: &MethodContext,
-    ) -> RResult<FfiMethod, Error> {
-        RErr(Error::msg(format!(
-            "the test host has no registry (asked for `{kind}`)"
-        )))
-    }
-}
-
 /// A context with tasks `task0`, `task1`, ... on the CPU.
 pub(super) fn context(tasks: usize, seed: u64) -> MethodContext {
     MethodContext {
@@ -183,7 +157,7 @@ pub(super) fn config(name: &str, overrides: Value) -> Value {
 pub(super) fn create(name: &str, overrides: Value, ctx: &MethodContext) -> Box<dyn Weighting> {
     let method = registered().find(|m| m.name == name).unwrap();
     let created = method
-        .create(&config(name, overrides), ctx, &Host::new(TestHost))
+        .create(&config(name, overrides), ctx, &Host::standalone())
         .unwrap();
     let ffi = FfiMethod::new(created, name);
     taskweave_plugin_api::MethodBox::from(ffi)

@@ -1,14 +1,13 @@
 //! The host operations a strategy runs one step with ([`StepOps`]).
 
-use std::ops::Range;
-
 use taskweave_plugin_api::{Error as ApiError, Group, Result as ApiResult, StepOps};
 use tch::{Kind, Tensor};
 
 use super::optimizer::Optimizer;
 use super::params::FlatParams;
 use crate::data::{Batches, Dataset, Split};
-use crate::error::Result;
+use crate::device::kernels;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::train::metrics::task_loss;
 
@@ -21,8 +20,9 @@ pub struct Ops<'a> {
     batches: &'a mut Batches,
     step: u64,
     batch: Option<Split>,
-    /// Parameter slices saved by `perturb`, put back by `restore`.
-    saved: Vec<(Range<i64>, Tensor)>,
+    /// Parameter slices changed by `perturb` and their saved values, put back
+    /// by `restore`.
+    saved: Vec<(Vec<Tensor>, Vec<Tensor>)>,
     /// The first non-finite loss seen (task, value).
     nonfinite: Option<(usize, f64)>,
 }
@@ -51,8 +51,8 @@ impl<'a> Ops<'a> {
     }
 
     fn restore_saved(&mut self) -> Result<()> {
-        while let Some((range, saved)) = self.saved.pop() {
-            let _ = FlatParams::slice(self.params.data(), &range)?.f_copy_(&saved)?;
+        while let Some((slices, backup)) = self.saved.pop() {
+            kernels().sam_restore(&slices, &backup).map_err(|e| Error::Run(e.to_string()))?;
         }
         Ok(())
     }
@@ -110,28 +110,16 @@ impl StepOps for Ops<'_> {
         if groups.len() != grads.len() {
             return Err(ApiError::msg(format!("perturb: {} groups but {} gradients", groups.len(), grads.len())));
         }
-        let _guard = tch::no_grad_guard();
-        // ε = ρ·A²g / (‖A g‖ + 1e-12) with one norm over all groups.
-        let mut slices = Vec::with_capacity(groups.len());
-        let mut norm_sq = 0.0;
-        for (group, g) in groups.iter().zip(grads) {
-            let range = api(self.params.range(*group))?;
-            let theta = api(FlatParams::slice(self.params.data(), &range))?;
-            if g.size() != theta.size() {
-                return Err(ApiError::msg(format!("perturb: gradient for {group:?} has shape {:?}, expected {:?}", g.size(), theta.size())));
-            }
-            let scaled = if adaptive { g.f_mul(&theta.f_abs()?)? } else { g.shallow_clone() };
-            norm_sq += scaled.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
-            slices.push((range, theta, scaled));
-        }
-        let scale = rho / (norm_sq.sqrt() + 1e-12);
-        for (range, theta, scaled) in slices {
-            let epsilon = if adaptive { scaled.f_mul(&theta.f_abs()?)? } else { scaled };
-            let mut saved = theta.f_empty_like()?;
-            let _ = saved.f_copy_(&theta)?;
-            self.saved.push((range, saved));
-            let _ = theta.shallow_clone().f_add_(&epsilon.f_mul_scalar(scale)?)?;
-        }
+        // Each group is one contiguous slice of the flat buffer; the shared
+        // kernel adds ε = ρ·A²g/(‖Ag‖ + 1e-12), one norm over all the slices
+        // (one fused launch per pass on CUDA, the libtorch reference on CPU).
+        let slices: Vec<Tensor> = groups
+            .iter()
+            .map(|g| api(self.params.range(*g).and_then(|r| FlatParams::slice(self.params.data(), &r))))
+            .collect::<ApiResult<_>>()?;
+        let mut backup = Vec::new();
+        let _norm = kernels().sam_perturb(&slices, grads, &mut backup, rho, adaptive).map_err(ApiError::from)?;
+        self.saved.push((slices, backup));
         Ok(())
     }
 
