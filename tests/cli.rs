@@ -138,3 +138,19 @@ fn call_weighting_writes_weights_for_loss_weightings_and_validates_sets() {
     assert_eq!(code, 2);
     assert!(err.contains("has no tensor `losses` (it has: grads)"), "{err}");
 }
+
+#[test]
+fn gpu_info_and_cuda_devices_fail_clearly_without_a_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_cli(dir.path(), &["gpu-info"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("libtorch 2.11.0"), "{out}");
+    if taskweave::device::cuda_available() {
+        return; // The rest is about machines without CUDA.
+    }
+    assert!(out.contains("CUDA not available:"), "{out}");
+    let path = small_pipeline(dir.path(), "gpu", "[train]\nsteps = 2\n");
+    let (code, _, err) = run_cli(dir.path(), &["run", path.to_str().unwrap(), "--set", "run.device=cuda:0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("run.device = \"cuda:0\" but CUDA cannot be used here") && err.contains("\"cpu\""), "{err}");
+}

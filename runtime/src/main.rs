@@ -80,6 +80,12 @@ enum Command {
         #[arg(long = "plugins", value_name = "DIR")]
         plugins: Vec<PathBuf>,
     },
+    /// Show the CUDA devices, driver, memory, NVRTC and libtorch_cuda as taskweave sees them.
+    GpuInfo {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Call one method on tensors from files.
     Call {
         #[command(subcommand)]
@@ -220,6 +226,64 @@ fn plugins_list(dirs: Vec<PathBuf>, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// `taskweave gpu-info`: what CUDA looks like from here. Never fails: a machine
+/// without a GPU gets a clear "not available" with the reason.
+fn gpu_info(json: bool) {
+    let compat = taskweave_plugin_api::module::Compat::current();
+    let nvrtc = taskweave_kernels::compile::nvrtc_version().map(|(a, b)| format!("{a}.{b}")).map_err(|e| e.to_string());
+    let devices: Result<Vec<taskweave_kernels::CudaInfo>, String> = match taskweave::device::cuda_unavailable() {
+        Some(why) => Err(why),
+        None => (0..taskweave_kernels::device_count().unwrap_or(0))
+            .map(taskweave_kernels::cuda_info)
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string()),
+    };
+    if json {
+        let devices_json = match &devices {
+            Ok(list) => serde_json::json!(list
+                .iter()
+                .map(|d| serde_json::json!({
+                    "ordinal": d.ordinal, "name": d.name,
+                    "compute_capability": format!("{}.{}", d.compute_capability.0, d.compute_capability.1),
+                    "multiprocessors": d.sm_count, "total_memory": d.total_memory, "free_memory": d.free_memory,
+                    "driver_cuda_version": format!("{}.{}", d.driver_version.0, d.driver_version.1),
+                    "kernel_stream": format!("{:?}", d.stream),
+                }))
+                .collect::<Vec<_>>()),
+            Err(_) => serde_json::json!([]),
+        };
+        let doc = serde_json::json!({
+            "libtorch": compat.libtorch, "tch": compat.tch,
+            "cuda": devices.as_ref().err().map_or(serde_json::json!("available"), |why| serde_json::json!(format!("not available: {why}"))),
+            "libtorch_cuda_loaded": devices.is_ok(),
+            "nvrtc": match &nvrtc { Ok(v) => serde_json::json!(v), Err(e) => serde_json::json!(format!("not found: {e}")) },
+            "devices": devices_json,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return;
+    }
+    println!("libtorch {} (tch {})", compat.libtorch, compat.tch);
+    match &nvrtc {
+        Ok(v) => println!("NVRTC {v} (kernels compile at first use)"),
+        Err(e) => println!("NVRTC not found: {e}"),
+    }
+    match devices {
+        Err(why) => println!("CUDA not available: {why}
+runs with device = \"auto\" use the CPU"),
+        Ok(list) => {
+            println!("libtorch_cuda loaded; {} CUDA device(s)", list.len());
+            for d in list {
+                let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+                println!(
+                    "  cuda:{}  {}  compute {}.{}  {} SMs  {:.1} GiB total, {:.1} GiB free  driver CUDA {}.{}  kernels on {:?}",
+                    d.ordinal, d.name, d.compute_capability.0, d.compute_capability.1, d.sm_count,
+                    gib(d.total_memory), gib(d.free_memory), d.driver_version.0, d.driver_version.1, d.stream
+                );
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Plugins { command: PluginsCommand::List { dirs, json } } => plugins_list(dirs, json),
@@ -274,6 +338,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 println!("mean increase: {:.5}", f.mean_increase());
             }
+            Ok(())
+        }
+        Command::GpuInfo { json } => {
+            gpu_info(json);
             Ok(())
         }
         Command::Baselines(args) => {

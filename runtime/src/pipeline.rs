@@ -32,7 +32,11 @@ pub fn schema() -> Value {
                 "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "seed of initialisation, batch order and methods"},
                 "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda or cuda:N"},
                 "out_dir": {"type": "string", "default": "runs", "description": "where run directories go, relative to the working directory"},
-                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch (0: libtorch's default)"}
+                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch (0: libtorch's default)"},
+                "gpu_memory_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
+                                        "description": "cap on libtorch's CUDA caching allocator, as a fraction of the device's memory (0: no cap)"},
+                "cuda_allocator": {"type": "string", "default": "",
+                                   "description": "libtorch caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF syntax, e.g. \"expandable_segments:True\"); applied at the process's first CUDA allocation"}
             }},
             "plugins": {"type": "object", "properties": {
                 "dirs": {"type": "array", "items": {"type": "string"}, "default": [],
@@ -154,6 +158,13 @@ impl Pipeline {
             tch::set_num_threads(threads as i32);
         }
         let device = crate::device::resolve(self.config["run"]["device"].as_str().unwrap_or("auto"))?;
+        if let tch::Device::Cuda(ordinal) = device {
+            crate::device::configure_allocator(
+                ordinal,
+                self.config["run"]["gpu_memory_fraction"].as_f64().unwrap_or(0.0),
+                self.config["run"]["cuda_allocator"].as_str().unwrap_or(""),
+            )?;
+        }
         Ok(RunContext {
             config: &self.config,
             registry: &self.registry,

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod flatness;
+pub mod memory;
 pub mod metrics;
 mod ops;
 pub mod optimizer;

@@ -13,6 +13,7 @@ use taskweave_plugin_api::Host;
 use tch::{Device, Kind};
 
 use super::checkpoint;
+use super::memory::MemoryLog;
 use super::metrics::{delta_m, TaskMetrics};
 use super::progress::Progress;
 use super::{Stepped, Trainer};
@@ -227,7 +228,10 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     let ckpt_dir = dir.join("checkpoints");
     let metrics_path = dir.join("metrics.jsonl");
 
+    let mut memory = MemoryLog::new(ctx.device);
+    memory.begin();
     let mut trainer = Trainer::new(config, data, ctx.registry, ctx.host, ctx.device)?;
+    let setup_memory = memory.end("setup");
     let tasks = trainer.data().tasks.clone();
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
@@ -258,6 +262,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     let mut last_losses = vec![f64::NAN; tasks.len()];
     let mut skipped = 0;
     let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
+    memory.begin();
     while trainer.step_index() < total {
         match trainer.step()? {
             Stepped::Done(report) => {
@@ -277,11 +282,16 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
         let step = trainer.step_index();
         progress.update(step, &names, &last_losses);
         if step < total && step % eval_every == 0 {
+            let train_memory = memory.end("train");
+            memory.begin();
             let metrics = trainer.evaluate("val", eval_batch)?;
+            let eval_memory = memory.end("eval");
             let (loss, weights) = running.take(&tasks);
             history.push(json!({"step": step, "split": "val", "wall_time_s": wall(&started),
-                                "tasks": metrics_json(&tasks, &metrics), "train_loss": loss, "weights": weights}));
+                                "tasks": metrics_json(&tasks, &metrics), "train_loss": loss, "weights": weights,
+                                "memory": {"setup": setup_memory, "train": train_memory, "eval": eval_memory}}));
             write_history(&metrics_path, &history)?;
+            memory.begin();
         }
         if step < total && step % checkpoint_every == 0 {
             let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started)}))?;
@@ -292,8 +302,11 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     progress.finish();
     let steps_per_second = progress.rate(trainer.step_index());
 
+    memory.end("train");
+    memory.begin();
     let val = trainer.evaluate("val", eval_batch)?;
     let test = trainer.evaluate("test", eval_batch)?;
+    memory.end("eval");
     let (loss, weights) = running.take(&tasks);
     for (split, metrics) in [("val", &val), ("test", &test)] {
         history.push(json!({"step": total, "split": split, "final": true, "wall_time_s": wall(&started),
@@ -317,8 +330,11 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
         skipped,
         parameters: trainer.num_parameters(),
     };
+    if let Some(line) = memory.line() {
+        progress.println(&line);
+    }
     let json = json!({"steps": total, "skipped": skipped, "steps_per_second": steps_per_second,
-                      "parameters": summary.parameters, "delta_m": delta_m,
+                      "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
     Ok(summary)
