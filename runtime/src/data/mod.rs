@@ -3,6 +3,7 @@
 
 mod batches;
 mod csv;
+mod qm9;
 mod synthetic;
 
 use std::path::Path;
@@ -173,6 +174,7 @@ struct Source {
 const SOURCES: &[Source] = &[
     Source { name: "mmoe-synthetic", schema: synthetic::schema, load: synthetic::load },
     Source { name: "csv", schema: csv::schema, load: csv::load },
+    Source { name: "qm9", schema: qm9::schema, load: qm9::load },
 ];
 
 /// The config schema of data kind `kind`.
