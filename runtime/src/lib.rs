@@ -39,6 +39,7 @@ mod pipeline;
 pub mod registry;
 mod report;
 mod runtime;
+pub mod toy;
 pub mod train;
 
 pub use error::{Error, Result};

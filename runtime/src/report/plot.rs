@@ -16,7 +16,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart: axes, ticks, a legend, any number of series.
+/// One chart: axes, ticks, a legend, any number of series, and optionally a
+/// heat map background, reference curves and point markers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Panel {
     /// Text drawn centred above the plot.
@@ -29,6 +30,96 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Map y by `log10`, with ticks at powers of ten.
     pub log_y: bool,
+    /// A colour-mapped grid drawn under everything else.
+    pub heatmap: Option<HeatMap>,
+    /// Reference curves (a Pareto set, a bound) drawn wide in grey under the
+    /// series and listed in the legend after them.
+    pub guides: Vec<Series>,
+    /// Point markers drawn over the series.
+    pub markers: Vec<Marker>,
+    /// Fixed x axis range `(lo, hi)`; `None` (or an empty or non-finite range)
+    /// fits the data. Anything outside is clipped.
+    pub x_range: Option<(f64, f64)>,
+    /// Fixed y axis range, as [`Panel::x_range`]; on a log axis it is widened
+    /// to whole decades.
+    pub y_range: Option<(f64, f64)>,
+    /// Where the legend goes.
+    pub legend: LegendPosition,
+}
+
+/// Where a panel's legend goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LegendPosition {
+    /// Inside the plot, in the corner hiding the fewest series pixels and markers.
+    #[default]
+    Inside,
+    /// Right of the plot, which narrows to make room.
+    Right,
+    /// No legend.
+    Hidden,
+}
+
+/// Values on a regular grid, drawn as a colour map (viridis: dark violet for
+/// the lowest values through blue and green to yellow for the highest) with
+/// optional contour lines.
+///
+/// Node `(i, j)` (column `i`, row `j`) sits at
+/// `x = x_range.0 + i·(x_range.1 − x_range.0)/(cols − 1)` and likewise for `y`
+/// with `rows = values.len() / cols`; pixels between nodes are interpolated
+/// bilinearly. A grid with fewer than 2 columns or rows, or an empty or
+/// non-finite range, draws nothing. Non-finite cells are left blank.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeatMap {
+    /// Data x of the first and the last column.
+    pub x_range: (f64, f64),
+    /// Data y of the first and the last row.
+    pub y_range: (f64, f64),
+    /// Nodes per row.
+    pub cols: usize,
+    /// Row-major values, `rows · cols` of them, row 0 at `y_range.0`.
+    pub values: Vec<f64>,
+    /// Values mapped to the two ends of the colour map (clamped beyond);
+    /// `None`: the finite minimum and maximum.
+    pub limits: Option<(f64, f64)>,
+    /// Number of contour lines, at evenly spaced levels strictly between the limits.
+    pub contours: usize,
+    /// Legend text (followed by the limits); empty: no legend entry.
+    pub label: String,
+}
+
+/// How a [`Marker`] is drawn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MarkerShape {
+    /// A filled disc with a contrasting 1-px ring.
+    #[default]
+    Disc,
+    /// An X with a dark outline.
+    Cross,
+}
+
+/// A point marker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    /// Where, in data coordinates; a non-finite point is not drawn.
+    pub at: (f64, f64),
+    /// The shape.
+    pub shape: MarkerShape,
+    /// Palette colour index (the colour of series `i`), or `None` for black.
+    pub color: Option<usize>,
+    /// Radius in pixels, clamped to `1..=20`.
+    pub radius: i64,
+}
+
+impl Marker {
+    /// A black disc of radius 4 at `at`.
+    pub fn new(at: (f64, f64)) -> Marker {
+        Marker {
+            at,
+            shape: MarkerShape::Disc,
+            color: None,
+            radius: 4,
+        }
+    }
 }
 
 /// Renders panels in a grid with `columns` columns (rows as needed) and returns the PNG file bytes.
@@ -37,19 +128,45 @@ pub struct Panel {
 /// generous value never adds empty columns; with no panels the result is one
 /// blank panel-sized image.
 pub fn render_png(panels: &[Panel], columns: usize) -> Vec<u8> {
+    render_png_sized(
+        panels,
+        columns,
+        (DEFAULT_SIZE.w as u32, DEFAULT_SIZE.h as u32),
+    )
+}
+
+/// [`render_png`] with panels of `size` = (width, height) pixels, each
+/// clamped to `160..=4000`.
+pub fn render_png_sized(panels: &[Panel], columns: usize, size: (u32, u32)) -> Vec<u8> {
+    let size = Size {
+        w: i64::from(size.0).clamp(160, 4000),
+        h: i64::from(size.1).clamp(160, 4000),
+    };
     let columns = columns.clamp(1, panels.len().max(1));
     let rows = panels.len().div_ceil(columns).max(1);
-    let mut canvas = Canvas::new(columns * PANEL_W as usize, rows * PANEL_H as usize);
+    let mut canvas = Canvas::new(columns * size.w as usize, rows * size.h as usize);
     for (i, panel) in panels.iter().enumerate() {
-        let ox = (i % columns) as i64 * PANEL_W;
-        let oy = (i / columns) as i64 * PANEL_H;
-        draw_panel(&mut canvas, panel, ox, oy);
+        let ox = (i % columns) as i64 * size.w;
+        let oy = (i / columns) as i64 * size.h;
+        draw_panel(&mut canvas, panel, ox, oy, size);
     }
     canvas.encode()
 }
 
 const PANEL_W: i64 = 480;
 const PANEL_H: i64 = 320;
+
+/// One panel's size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Size {
+    w: i64,
+    h: i64,
+}
+
+const DEFAULT_SIZE: Size = Size {
+    w: PANEL_W,
+    h: PANEL_H,
+};
 /// Glyph cell size of `font8x8`.
 const CH: i64 = 8;
 /// Axis ranges are clamped here so spans and tick arithmetic stay finite.
@@ -66,6 +183,24 @@ const TEXT: Rgb = [60, 60, 60];
 const AXIS: Rgb = [128, 128, 128];
 const GRID: Rgb = [232, 232, 232];
 const LEGEND_BORDER: Rgb = [180, 180, 180];
+/// Guide curves: a mid grey, visible on both ends of the colour map.
+const GUIDE: Rgb = [150, 150, 150];
+/// Outline of series, crosses and light discs over a heat map.
+const HALO: Rgb = [24, 24, 24];
+const BLACK: Rgb = [0, 0, 0];
+/// Viridis (matplotlib's default colour map) at 0, 1/8, ..., 1; linear
+/// interpolation between these keeps lightness monotonic.
+const VIRIDIS: [Rgb; 9] = [
+    [68, 1, 84],
+    [71, 44, 122],
+    [59, 82, 139],
+    [44, 113, 142],
+    [33, 145, 140],
+    [40, 174, 128],
+    [94, 201, 98],
+    [173, 220, 48],
+    [253, 231, 37],
+];
 /// Tableau-like colours, distinguishable and distinct from every UI colour
 /// above, so a pixel of a palette colour can only come from a series.
 const PALETTE: [Rgb; 8] = [
@@ -156,31 +291,38 @@ impl Canvas {
 
     /// 2-px Bresenham line: the extra pixel sits across the major axis so
     /// the stroke stays 2 px wide at any slope, with exact palette colours.
-    fn line(&mut self, (mut x, mut y): (i64, i64), (x1, y1): (i64, i64), c: Rgb, clip: &Rect) {
-        let dx = (x1 - x).abs();
-        let dy = -(y1 - y).abs();
-        let sx = if x < x1 { 1 } else { -1 };
-        let sy = if y < y1 { 1 } else { -1 };
-        let x_major = dx >= -dy;
-        let mut err = dx + dy;
-        loop {
+    fn line(&mut self, a: (i64, i64), b: (i64, i64), c: Rgb, clip: &Rect) {
+        let x_major = (b.0 - a.0).abs() >= (b.1 - a.1).abs();
+        bresenham(a, b, |x, y| {
             self.set(x, y, c, clip);
             if x_major {
                 self.set(x, y + 1, c, clip);
             } else {
                 self.set(x + 1, y, c, clip);
             }
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
+        });
+    }
+
+    /// A line `2r + 1` px wide (squares stamped along the Bresenham path).
+    fn thick_line(&mut self, a: (i64, i64), b: (i64, i64), r: i64, c: Rgb, clip: &Rect) {
+        bresenham(a, b, |x, y| {
+            let sq = Rect {
+                x0: x - r,
+                y0: y - r,
+                x1: x + r,
+                y1: y + r,
+            };
+            self.fill(sq, c, clip);
+        });
+    }
+
+    /// A filled disc of radius `r` centred on `(x, y)`.
+    fn disc(&mut self, x: i64, y: i64, r: i64, c: Rgb, clip: &Rect) {
+        for dy in -r..=r {
+            for dx in -r..=r {
+                if dx * dx + dy * dy <= r * r + r / 2 {
+                    self.set(x + dx, y + dy, c, clip);
+                }
             }
         }
     }
@@ -232,6 +374,65 @@ impl Canvas {
             .expect("finishing a PNG into a Vec cannot fail");
         out
     }
+}
+
+/// Visits every pixel of the Bresenham path from `a` to `b`, ends included.
+fn bresenham(a: (i64, i64), b: (i64, i64), mut visit: impl FnMut(i64, i64)) {
+    let (mut x, mut y) = a;
+    let (x1, y1) = b;
+    let dx = (x1 - x).abs();
+    let dy = -(y1 - y).abs();
+    let sx = if x < x1 { 1 } else { -1 };
+    let sy = if y < y1 { 1 } else { -1 };
+    let mut err = dx + dy;
+    loop {
+        visit(x, y);
+        if x == x1 && y == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
+/// Colour-map colour of `t` in `[0, 1]` (clamped; NaN gives the low end).
+/// Never exactly a palette colour, so palette pixels still come only from series.
+fn viridis(t: f64) -> Rgb {
+    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+    let pos = t * (VIRIDIS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(VIRIDIS.len() - 2);
+    let f = pos - i as f64;
+    let (a, b) = (VIRIDIS[i], VIRIDIS[i + 1]);
+    let mut c = [0u8; 3];
+    for k in 0..3 {
+        c[k] = (a[k] as f64 + f * (b[k] as f64 - a[k] as f64)).round() as u8;
+    }
+    if PALETTE.contains(&c) {
+        c[2] ^= 1;
+    }
+    c
+}
+
+/// A colour that stands out on `c`: `c` blended 45% toward white on dark
+/// colours, toward black on light ones.
+fn contrast(c: Rgb) -> Rgb {
+    let luma = 0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64;
+    let target = if luma < 128.0 { 255.0 } else { 0.0 };
+    let mut out = [0u8; 3];
+    for k in 0..3 {
+        out[k] = (c[k] as f64 + 0.45 * (target - c[k] as f64)).round() as u8;
+    }
+    if PALETTE.contains(&out) {
+        out[2] ^= 1;
+    }
+    out
 }
 
 fn glyph(c: char) -> [u8; 8] {
@@ -292,6 +493,16 @@ impl Axis {
             0.0
         } else {
             f.clamp(-1e6, 1e6)
+        }
+    }
+
+    /// The data value at fraction `f` of the axis (the inverse of [`Axis::frac`]).
+    fn at(&self, f: f64) -> f64 {
+        let v = self.lo + f * (self.hi - self.lo);
+        if self.log {
+            10f64.powf(v)
+        } else {
+            v
         }
     }
 
@@ -383,6 +594,45 @@ fn linear_axis(range: Option<(f64, f64)>) -> Axis {
             step: span,
             log: false,
         },
+    }
+}
+
+/// Linear axis spanning exactly `lo..hi` (finite, `lo < hi`), ticks at the
+/// smallest 1/2/5 x 10^k step that gives at most 6 inside.
+fn fixed_axis(lo: f64, hi: f64) -> Axis {
+    let (lo, hi) = (lo.clamp(-LIMIT, LIMIT), hi.clamp(-LIMIT, LIMIT));
+    let span = hi - lo;
+    if !(span.is_finite() && span > (lo.abs().max(hi.abs()) * 1e-9).max(1e-290)) {
+        return linear_axis(Some((lo, hi)));
+    }
+    let e = span.log10().floor() as i64;
+    for exp in (e - 2)..=(e + 1) {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * pow10(exp);
+            if !(step.is_finite() && step > 0.0) {
+                continue;
+            }
+            let k0 = (lo / step).ceil();
+            let k1 = (hi / step).floor();
+            let count = k1 - k0 + 1.0;
+            if (1.0..=6.0).contains(&count) {
+                let ticks = (0..count as i64).map(|i| (k0 + i as f64) * step).collect();
+                return Axis {
+                    lo,
+                    hi,
+                    ticks,
+                    step,
+                    log: false,
+                };
+            }
+        }
+    }
+    Axis {
+        lo,
+        hi,
+        ticks: vec![lo, hi],
+        step: span,
+        log: false,
     }
 }
 
@@ -522,9 +772,29 @@ fn extend(r: Option<(f64, f64)>, v: f64) -> Option<(f64, f64)> {
     })
 }
 
+/// A usable fixed range: finite with `lo < hi` (and `lo > 0` on a log axis).
+fn valid_range(r: Option<(f64, f64)>, log: bool) -> Option<(f64, f64)> {
+    r.filter(|&(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi && (!log || lo > 0.0))
+}
+
+/// The grid's row count, when it is drawable at all.
+fn heatmap_rows(h: &HeatMap) -> Option<usize> {
+    let rows = h.values.len().checked_div(h.cols)?;
+    let ok = h.cols >= 2
+        && rows >= 2
+        && valid_range(Some(h.x_range), false).is_some()
+        && valid_range(Some(h.y_range), false).is_some();
+    ok.then_some(rows)
+}
+
+#[cfg(test)]
 fn geometry(panel: &Panel, ox: i64, oy: i64) -> Geometry {
+    geometry_sized(panel, ox, oy, DEFAULT_SIZE)
+}
+
+fn geometry_sized(panel: &Panel, ox: i64, oy: i64, size: Size) -> Geometry {
     let (mut xr, mut yr) = (None, None);
-    for s in &panel.series {
+    for s in panel.series.iter().chain(&panel.guides) {
         for &p in &s.points {
             if drawable(p, panel.log_y) {
                 xr = extend(xr, p.0);
@@ -532,11 +802,28 @@ fn geometry(panel: &Panel, ox: i64, oy: i64) -> Geometry {
             }
         }
     }
-    let x = linear_axis(xr);
-    let y = if panel.log_y {
-        log_axis(yr)
-    } else {
-        linear_axis(yr)
+    for m in &panel.markers {
+        if drawable(m.at, panel.log_y) {
+            xr = extend(xr, m.at.0);
+            yr = extend(yr, m.at.1);
+        }
+    }
+    if let Some(h) = panel.heatmap.as_ref().filter(|h| heatmap_rows(h).is_some()) {
+        for (x, y) in [(h.x_range.0, h.y_range.0), (h.x_range.1, h.y_range.1)] {
+            if drawable((x, y), panel.log_y) {
+                xr = extend(xr, x);
+                yr = extend(yr, y);
+            }
+        }
+    }
+    let x = match valid_range(panel.x_range, false) {
+        Some((lo, hi)) => fixed_axis(lo, hi),
+        None => linear_axis(xr),
+    };
+    let y = match (panel.log_y, valid_range(panel.y_range, panel.log_y)) {
+        (true, fixed) => log_axis(fixed.or(yr)),
+        (false, Some((lo, hi))) => fixed_axis(lo, hi),
+        (false, None) => linear_axis(yr),
     };
     let ylw = y
         .ticks
@@ -545,18 +832,24 @@ fn geometry(panel: &Panel, ox: i64, oy: i64) -> Geometry {
         .max()
         .unwrap_or(1) as i64
         * CH;
+    let reserve = match panel.legend {
+        LegendPosition::Right => right_legend_width(panel) + 8,
+        _ => 0,
+    };
+    let x0 = ox + 16 + ylw + 6;
     let frame = Rect {
-        x0: ox + 16 + ylw + 6,
+        x0,
         y0: oy + 22,
-        x1: ox + PANEL_W - 14,
-        y1: oy + PANEL_H - 34,
+        // A legend on the right never squeezes the plot below 40 px.
+        x1: (ox + size.w - 14 - reserve).max(x0 + 40),
+        y1: oy + size.h - 34,
     };
     Geometry {
         panel: Rect {
             x0: ox,
             y0: oy,
-            x1: ox + PANEL_W - 1,
-            y1: oy + PANEL_H - 1,
+            x1: ox + size.w - 1,
+            y1: oy + size.h - 1,
         },
         frame,
         data: frame.inset(4),
@@ -602,57 +895,284 @@ fn round_pt(p: (f64, f64)) -> (i64, i64) {
     (p.0.round() as i64, p.1.round() as i64)
 }
 
-fn draw_series(c: &mut Canvas, g: &Geometry, s: &Series, color: Rgb, log_y: bool) {
+/// How a series is stroked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stroke {
+    /// The 2-px line in the series colour.
+    Plain,
+    /// The 2-px line over a 1-px dark outline (for series over a heat map).
+    Halo,
+    /// A `2r + 1` px wide line (guides).
+    Wide(i64),
+}
+
+/// Runs of consecutive drawable points of `s` in pixel space; a skipped
+/// point ends a run.
+fn pixel_runs(g: &Geometry, s: &Series, log_y: bool) -> Vec<Vec<(f64, f64)>> {
+    let mut runs = vec![Vec::new()];
+    for &p in &s.points {
+        if drawable(p, log_y) {
+            if let Some(run) = runs.last_mut() {
+                run.push((g.px(p.0), g.py(p.1)));
+            }
+        } else if runs.last().is_some_and(|r| !r.is_empty()) {
+            runs.push(Vec::new());
+        }
+    }
+    runs.retain(|r| !r.is_empty());
+    runs
+}
+
+fn draw_series(c: &mut Canvas, g: &Geometry, s: &Series, color: Rgb, log_y: bool, stroke: Stroke) {
     let inner = g.frame.inset(1);
-    // Runs of consecutive drawable points; a skipped point ends a run.
-    let mut run: Vec<(f64, f64)> = Vec::new();
-    let flush = |c: &mut Canvas, run: &mut Vec<(f64, f64)>| {
+    let runs = pixel_runs(g, s, log_y);
+    let dot = |x: i64, y: i64, r: i64| Rect {
+        x0: x - r,
+        y0: y - r,
+        x1: x + r,
+        y1: y + r,
+    };
+    // The outline goes first for every run, so it never covers a line.
+    if stroke == Stroke::Halo {
+        for run in &runs {
+            if run.len() == 1 {
+                let (x, y) = round_pt(run[0]);
+                c.fill(dot(x, y, 2), HALO, &inner);
+            }
+            for w in run.windows(2) {
+                if let Some((a, b)) = clip_segment(w[0], w[1], &inner) {
+                    let (a, b) = (round_pt(a), round_pt(b));
+                    c.thick_line(a, b, 1, HALO, &inner);
+                    c.thick_line((a.0 + 1, a.1 + 1), (b.0 + 1, b.1 + 1), 1, HALO, &inner);
+                }
+            }
+        }
+    }
+    for run in &runs {
         if run.len() == 1 {
             // A lone point has no segment, so mark it with a 3x3 dot.
             let (x, y) = round_pt(run[0]);
-            let dot = Rect {
-                x0: x - 1,
-                y0: y - 1,
-                x1: x + 1,
-                y1: y + 1,
+            let r = if let Stroke::Wide(r) = stroke {
+                r.max(1)
+            } else {
+                1
             };
-            c.fill(dot, color, &inner);
+            c.fill(dot(x, y, r), color, &inner);
         }
         for w in run.windows(2) {
             if let Some((a, b)) = clip_segment(w[0], w[1], &inner) {
-                c.line(round_pt(a), round_pt(b), color, &inner);
+                match stroke {
+                    Stroke::Wide(r) => c.thick_line(round_pt(a), round_pt(b), r, color, &inner),
+                    _ => c.line(round_pt(a), round_pt(b), color, &inner),
+                }
             }
         }
-        run.clear();
-    };
-    for &p in &s.points {
-        if drawable(p, log_y) {
-            run.push((g.px(p.0), g.py(p.1)));
-        } else {
-            flush(c, &mut run);
-        }
     }
-    flush(c, &mut run);
 }
 
-fn draw_legend(c: &mut Canvas, g: &Geometry, series: &[Series]) {
-    if series.is_empty() {
+/// The colour limits of `h`: its own, or the finite min and max (`None` if
+/// no value is finite). A flat range is widened so it maps to mid-colour.
+fn heatmap_limits(h: &HeatMap) -> Option<(f64, f64)> {
+    let (lo, hi) = match h.limits.filter(|(lo, hi)| lo.is_finite() && hi.is_finite()) {
+        Some((lo, hi)) => (lo.min(hi), lo.max(hi)),
+        None => h
+            .values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(None, |r, &v| extend(r, v))?,
+    };
+    if hi - lo > 0.0 && (hi - lo).is_finite() {
+        Some((lo, hi))
+    } else {
+        let half = (lo.abs() * 0.1).max(1.0);
+        Some((lo - half, lo + half))
+    }
+}
+
+/// The value of `h` at data `(x, y)`: bilinear between finite nodes, the
+/// nearest node where a neighbour is not finite, NaN outside the grid.
+fn heatmap_value(h: &HeatMap, rows: usize, x: f64, y: f64) -> f64 {
+    let grid = |v: f64, (lo, hi): (f64, f64), n: usize| {
+        let u = (v - lo) / (hi - lo) * (n - 1) as f64;
+        // Half a pixel's worth of slack at the edges keeps them filled.
+        let tol = 1e-9 * n as f64;
+        (u >= -tol && u <= (n - 1) as f64 + tol).then(|| u.clamp(0.0, (n - 1) as f64))
+    };
+    let (Some(u), Some(v)) = (grid(x, h.x_range, h.cols), grid(y, h.y_range, rows)) else {
+        return f64::NAN;
+    };
+    let i = (u.floor() as usize).min(h.cols - 2);
+    let j = (v.floor() as usize).min(rows - 2);
+    let (fu, fv) = (u - i as f64, v - j as f64);
+    let at = |i: usize, j: usize| h.values[j * h.cols + i];
+    let corners = [at(i, j), at(i + 1, j), at(i, j + 1), at(i + 1, j + 1)];
+    if corners.iter().all(|v| v.is_finite()) {
+        let bottom = corners[0] + fu * (corners[1] - corners[0]);
+        let top = corners[2] + fu * (corners[3] - corners[2]);
+        bottom + fv * (top - bottom)
+    } else {
+        let ni = i + usize::from(fu >= 0.5);
+        let nj = j + usize::from(fv >= 0.5);
+        at(ni, nj)
+    }
+}
+
+fn draw_heatmap(c: &mut Canvas, g: &Geometry, h: &HeatMap) {
+    let Some(rows) = heatmap_rows(h) else { return };
+    let Some((lo, hi)) = heatmap_limits(h) else {
+        return;
+    };
+    let inner = g.frame.inset(1);
+    let (w, ht) = (
+        (inner.x1 - inner.x0 + 1) as usize,
+        (inner.y1 - inner.y0 + 1) as usize,
+    );
+    let dx = (g.data.x1 - g.data.x0).max(1) as f64;
+    let dy = (g.data.y1 - g.data.y0).max(1) as f64;
+    let mut vals = vec![f64::NAN; w * ht];
+    for (r, py) in (inner.y0..=inner.y1).enumerate() {
+        let y = g.y.at((g.data.y1 - py) as f64 / dy);
+        for (k, px) in (inner.x0..=inner.x1).enumerate() {
+            let x = g.x.at((px - g.data.x0) as f64 / dx);
+            vals[r * w + k] = heatmap_value(h, rows, x, y);
+        }
+    }
+    let t = |v: f64| (v - lo) / (hi - lo);
+    // Contour band of a value: levels at k/(n+1) of the range, k = 1..=n.
+    let n = h.contours.min(100);
+    let band = |v: f64| (t(v) * (n + 1) as f64).floor().clamp(0.0, n as f64) as i64;
+    for r in 0..ht {
+        for k in 0..w {
+            let v = vals[r * w + k];
+            if !v.is_finite() {
+                continue;
+            }
+            let mut color = viridis(t(v));
+            if n > 0 {
+                let b = band(v);
+                let differs = |o: f64| o.is_finite() && band(o) != b;
+                let right = (k + 1 < w).then(|| vals[r * w + k + 1]);
+                let below = (r + 1 < ht).then(|| vals[(r + 1) * w + k]);
+                if right.is_some_and(differs) || below.is_some_and(differs) {
+                    color = contrast(color);
+                }
+            }
+            c.set(inner.x0 + k as i64, inner.y0 + r as i64, color, &inner);
+        }
+    }
+}
+
+fn draw_marker(c: &mut Canvas, g: &Geometry, m: &Marker, log_y: bool) {
+    if !drawable(m.at, log_y) {
         return;
     }
-    const ROW: i64 = 11;
-    const SWATCH: i64 = 16;
+    let inner = g.frame.inset(1);
+    let (x, y) = round_pt((g.px(m.at.0), g.py(m.at.1)));
+    let r = m.radius.clamp(1, 20);
+    let fill = m.color.map_or(BLACK, |i| PALETTE[i % PALETTE.len()]);
+    match m.shape {
+        MarkerShape::Disc => {
+            let ring = if contrast(fill)[0] > fill[0] {
+                WHITE
+            } else {
+                HALO
+            };
+            c.disc(x, y, r + 1, ring, &inner);
+            c.disc(x, y, r, fill, &inner);
+        }
+        MarkerShape::Cross => {
+            for (a, b) in [
+                ((x - r, y - r), (x + r, y + r)),
+                ((x - r, y + r), (x + r, y - r)),
+            ] {
+                c.thick_line(a, b, 2, if fill == BLACK { WHITE } else { HALO }, &inner);
+            }
+            for (a, b) in [
+                ((x - r, y - r), (x + r, y + r)),
+                ((x - r, y + r), (x + r, y - r)),
+            ] {
+                c.thick_line(a, b, 1, fill, &inner);
+            }
+        }
+    }
+}
+
+/// What a legend row's swatch shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Swatch {
+    /// A 2-px line of this colour.
+    Line(Rgb),
+    /// A 5-px bar of this colour (guides).
+    Bar(Rgb),
+    /// The colour map, low to high.
+    Gradient,
+}
+
+/// Legend rows of `panel`: series, guides, the heat map.
+fn legend_entries(panel: &Panel) -> Vec<(Swatch, String)> {
+    let mut entries: Vec<(Swatch, String)> = panel
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (Swatch::Line(PALETTE[i % PALETTE.len()]), s.label.clone()))
+        .collect();
+    entries.extend(
+        panel
+            .guides
+            .iter()
+            .map(|s| (Swatch::Bar(GUIDE), s.label.clone())),
+    );
+    if let Some(h) = panel.heatmap.as_ref().filter(|h| !h.label.is_empty()) {
+        if let (Some(_), Some((lo, hi))) = (heatmap_rows(h), heatmap_limits(h)) {
+            let step = linear_axis(Some((lo, hi))).step / 10.0;
+            let text = format!("{} {}..{}", h.label, fmt_tick(lo, step), fmt_tick(hi, step));
+            entries.push((Swatch::Gradient, text));
+        }
+    }
+    entries
+}
+
+const LEGEND_ROW: i64 = 11;
+const LEGEND_SWATCH: i64 = 16;
+const LEGEND_CHARS: usize = 24;
+
+/// Width of a legend beside the plot (0 when there is nothing to list).
+fn right_legend_width(panel: &Panel) -> i64 {
+    let entries = legend_entries(panel);
+    let text_w = entries
+        .iter()
+        .map(|(_, l)| text_px(&fit(l, LEGEND_CHARS)))
+        .max();
+    text_w.map_or(0, |t| 4 + LEGEND_SWATCH + 4 + t + 4)
+}
+
+fn draw_legend(c: &mut Canvas, g: &Geometry, panel: &Panel) {
+    if panel.legend == LegendPosition::Hidden {
+        return;
+    }
+    let entries = legend_entries(panel);
+    if entries.is_empty() {
+        return;
+    }
+    let right = panel.legend == LegendPosition::Right;
+    const ROW: i64 = LEGEND_ROW;
+    const SWATCH: i64 = LEGEND_SWATCH;
     let avail_w = g.frame.x1 - g.frame.x0 - 12;
     let avail_h = g.frame.y1 - g.frame.y0 - 12;
-    let max_chars = ((avail_w - SWATCH - 12) / CH).clamp(1, 24) as usize;
-    let fit_rows = ((avail_h - 5) / ROW).max(1) as usize;
-    let (shown, more) = if series.len() > fit_rows {
-        (fit_rows - 1, series.len() - (fit_rows - 1))
+    let max_chars = if right {
+        LEGEND_CHARS
     } else {
-        (series.len(), 0)
+        ((avail_w - SWATCH - 12) / CH).clamp(1, LEGEND_CHARS as i64) as usize
     };
-    let mut lines: Vec<String> = series[..shown]
+    let fit_rows = ((avail_h - 5) / ROW).max(1) as usize;
+    let (shown, more) = if entries.len() > fit_rows {
+        (fit_rows - 1, entries.len() - (fit_rows - 1))
+    } else {
+        (entries.len(), 0)
+    };
+    let mut lines: Vec<String> = entries[..shown]
         .iter()
-        .map(|s| fit(&s.label, max_chars))
+        .map(|(_, label)| fit(label, max_chars))
         .collect();
     if more > 0 {
         lines.push(fit(&format!("+{more} more"), max_chars));
@@ -673,8 +1193,15 @@ fn draw_legend(c: &mut Canvas, g: &Geometry, series: &[Series]) {
         at(f.x1 - 6 - w + 1, f.y1 - 6 - h + 1),
         at(f.x0 + 6, f.y1 - 6 - h + 1),
     ];
-    // Put the legend in the corner hiding the fewest series pixels; strict `<`
-    // keeps the choice deterministic and top-right by default.
+    // Put the legend in the corner hiding the fewest series pixels (and
+    // markers, counted heavily); strict `<` keeps the choice deterministic
+    // and top-right by default.
+    let marker_px: Vec<(i64, i64)> = panel
+        .markers
+        .iter()
+        .filter(|m| drawable(m.at, panel.log_y))
+        .map(|m| round_pt((g.px(m.at.0), g.py(m.at.1))))
+        .collect();
     let covered = |r: &Rect| {
         let mut n = 0usize;
         for y in r.y0..=r.y1 {
@@ -684,15 +1211,23 @@ fn draw_legend(c: &mut Canvas, g: &Geometry, series: &[Series]) {
                 }
             }
         }
-        n
+        n + 1000
+            * marker_px
+                .iter()
+                .filter(|&&(x, y)| r.inset(-6).contains(x, y))
+                .count()
     };
     let mut best = candidates[0];
-    let mut best_n = covered(&best);
-    for r in &candidates[1..] {
-        let n = covered(r);
-        if n < best_n {
-            best = *r;
-            best_n = n;
+    if right {
+        best = at(f.x1 + 8, f.y0);
+    } else {
+        let mut best_n = covered(&best);
+        for r in &candidates[1..] {
+            let n = covered(r);
+            if n < best_n {
+                best = *r;
+                best_n = n;
+            }
         }
     }
     let clip = g.panel;
@@ -701,41 +1236,70 @@ fn draw_legend(c: &mut Canvas, g: &Geometry, series: &[Series]) {
     for (i, line) in lines.iter().enumerate() {
         let top = best.y0 + 3 + i as i64 * ROW;
         if i < shown {
-            let color = PALETTE[i % PALETTE.len()];
-            let sw = Rect {
+            let sw = |y0: i64, y1: i64| Rect {
                 x0: best.x0 + 4,
-                y0: top + 3,
+                y0: top + y0,
                 x1: best.x0 + 3 + SWATCH,
-                y1: top + 4,
+                y1: top + y1,
             };
-            c.fill(sw, color, &clip);
+            match entries[i].0 {
+                Swatch::Line(color) => c.fill(sw(3, 4), color, &clip),
+                Swatch::Bar(color) => c.fill(sw(1, 6), color, &clip),
+                Swatch::Gradient => {
+                    for k in 0..SWATCH {
+                        let col = Rect {
+                            x0: best.x0 + 4 + k,
+                            y0: top + 1,
+                            x1: best.x0 + 4 + k,
+                            y1: top + 6,
+                        };
+                        c.fill(col, viridis(k as f64 / (SWATCH - 1) as f64), &clip);
+                    }
+                }
+            }
         }
         c.text(best.x0 + 8 + SWATCH, top, line, TEXT, &clip);
     }
 }
 
-fn draw_panel(c: &mut Canvas, panel: &Panel, ox: i64, oy: i64) {
-    let g = geometry(panel, ox, oy);
+fn draw_panel(c: &mut Canvas, panel: &Panel, ox: i64, oy: i64, size: Size) {
+    let g = geometry_sized(panel, ox, oy, size);
     let clip = g.panel;
     let f = g.frame;
     let inner = f.inset(1);
 
-    // Grid first so series draw over it.
     let x_ticks: Vec<(i64, f64)> = g.x.ticks.iter().map(|&t| (g.tick_px(t), t)).collect();
     let y_ticks: Vec<(i64, f64)> = g.y.ticks.iter().map(|&t| (g.tick_py(t), t)).collect();
-    for &(x, _) in &x_ticks {
-        for y in inner.y0..=inner.y1 {
-            c.set(x, y, GRID, &inner);
+    let heatmap = panel.heatmap.as_ref().filter(|h| heatmap_rows(h).is_some());
+    if let Some(h) = heatmap {
+        draw_heatmap(c, &g, h);
+    } else {
+        // Grid first so series draw over it (a heat map has contours instead).
+        for &(x, _) in &x_ticks {
+            for y in inner.y0..=inner.y1 {
+                c.set(x, y, GRID, &inner);
+            }
         }
-    }
-    for &(y, _) in &y_ticks {
-        for x in inner.x0..=inner.x1 {
-            c.set(x, y, GRID, &inner);
+        for &(y, _) in &y_ticks {
+            for x in inner.x0..=inner.x1 {
+                c.set(x, y, GRID, &inner);
+            }
         }
     }
 
+    for s in &panel.guides {
+        draw_series(c, &g, s, GUIDE, panel.log_y, Stroke::Wide(2));
+    }
+    let stroke = if heatmap.is_some() {
+        Stroke::Halo
+    } else {
+        Stroke::Plain
+    };
     for (i, s) in panel.series.iter().enumerate() {
-        draw_series(c, &g, s, PALETTE[i % PALETTE.len()], panel.log_y);
+        draw_series(c, &g, s, PALETTE[i % PALETTE.len()], panel.log_y, stroke);
+    }
+    for m in &panel.markers {
+        draw_marker(c, &g, m, panel.log_y);
     }
 
     c.outline(f, AXIS, &clip);
@@ -765,20 +1329,20 @@ fn draw_panel(c: &mut Canvas, panel: &Panel, ox: i64, oy: i64) {
         c.text(f.x0 - 6 - text_px(&label), ly, &label, TEXT, &clip);
     }
 
-    draw_legend(c, &g, &panel.series);
+    draw_legend(c, &g, panel);
 
-    let title = fit(&panel.title, ((PANEL_W - 16) / CH) as usize);
-    let tx = ox + (PANEL_W - text_px(&title)) / 2;
+    let title = fit(&panel.title, ((size.w - 16) / CH) as usize);
+    let tx = ox + (size.w - text_px(&title)) / 2;
     // Drawn twice, 1 px apart, as a cheap bold.
     c.text(tx, oy + 7, &title, TITLE, &clip);
     c.text(tx + 1, oy + 7, &title, TITLE, &clip);
 
-    let xl = fit(&panel.x_label, ((PANEL_W - 8) / CH) as usize);
+    let xl = fit(&panel.x_label, ((size.w - 8) / CH) as usize);
     let cx = (f.x0 + f.x1) / 2;
     let xlx = (cx - text_px(&xl) / 2)
         .min(clip.x1 - text_px(&xl))
         .max(clip.x0 + 2);
-    c.text(xlx, oy + PANEL_H - 13, &xl, TEXT, &clip);
+    c.text(xlx, oy + size.h - 13, &xl, TEXT, &clip);
 
     let yl = fit(&panel.y_label, ((f.y1 - f.y0) / CH).max(1) as usize);
     let cy = (f.y0 + f.y1) / 2;
@@ -832,7 +1396,7 @@ mod tests {
             x_label: "step".into(),
             y_label: "value".into(),
             series,
-            log_y: false,
+            ..Panel::default()
         }
     }
 
@@ -967,7 +1531,7 @@ mod tests {
                 series: (0..40)
                     .map(|i| series(&"l".repeat(i * 3), ramp(i)))
                     .collect(),
-                log_y: false,
+                ..Panel::default()
             },
         ];
         for p in &cases {
@@ -1037,6 +1601,265 @@ mod tests {
         }
         let flat = linear_axis(Some((2.0, 2.0)));
         assert!(flat.lo < 2.0 && flat.hi > 2.0, "flat range is padded");
+    }
+
+    /// A heat map whose value is `x` over [0, 10]², on fixed axes.
+    fn ramp_heatmap(contours: usize) -> Panel {
+        let n = 11;
+        let values = (0..n * n).map(|k| (k % n) as f64).collect();
+        Panel {
+            heatmap: Some(HeatMap {
+                x_range: (0.0, 10.0),
+                y_range: (0.0, 10.0),
+                cols: n,
+                values,
+                contours,
+                label: "value".into(),
+                ..HeatMap::default()
+            }),
+            x_range: Some((0.0, 10.0)),
+            y_range: Some((0.0, 10.0)),
+            ..panel(vec![])
+        }
+    }
+
+    fn luma(c: Rgb) -> f64 {
+        0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64
+    }
+
+    #[test]
+    fn heatmap_colour_follows_the_value() {
+        let p = ramp_heatmap(0);
+        let img = decode(&render_png(std::slice::from_ref(&p), 1));
+        let g = geometry(&p, 0, 0);
+        let y = g.py(5.0).round() as i64;
+        let at = |x: f64| pixel(&img, g.px(x).round() as i64, y);
+        // The ends of the colour map at the ends of the range, exactly.
+        assert_eq!(at(0.0), viridis(0.0));
+        assert_eq!(at(10.0), viridis(1.0));
+        assert_eq!(at(5.0), viridis(0.5));
+        // Lightness rises strictly with the value along the row.
+        let row: Vec<f64> = (0..=20).map(|i| luma(at(i as f64 / 2.0))).collect();
+        for w in row.windows(2) {
+            assert!(w[1] > w[0], "{row:?}");
+        }
+        // The same value gives the same colour up the column; no grid lines.
+        let x = g.px(2.5).round() as i64;
+        let col: Vec<Rgb> = (g.data.y0..=g.data.y1).map(|y| pixel(&img, x, y)).collect();
+        assert!(col.iter().all(|c| *c == viridis(0.25)), "{col:?}");
+        // Outside the grid's range (the axes' 3-px inset) stays blank.
+        assert_eq!(pixel(&img, x, g.data.y0 - 2), WHITE);
+        assert!(count(&img, g.frame.inset(1), GRID) == 0);
+        // The colour map never produces a palette colour (nor do contours).
+        for i in 0..=4096 {
+            let c = viridis(i as f64 / 4096.0);
+            assert!(!PALETTE.contains(&c) && !PALETTE.contains(&contrast(c)));
+        }
+        // Explicit limits clamp: everything at or above 5 is yellow.
+        let mut q = p.clone();
+        q.heatmap.as_mut().unwrap().limits = Some((0.0, 5.0));
+        let img = decode(&render_png(std::slice::from_ref(&q), 1));
+        assert_eq!(pixel(&img, g.px(5.0).round() as i64, y), viridis(1.0));
+        assert_eq!(pixel(&img, g.px(9.0).round() as i64, y), viridis(1.0));
+        assert_eq!(pixel(&img, g.px(2.5).round() as i64, y), viridis(0.5));
+    }
+
+    #[test]
+    fn heatmap_nan_cells_are_blank_and_contours_cross_levels() {
+        let mut p = ramp_heatmap(0);
+        // Nodes with x >= 8 and y >= 8 are NaN.
+        let h = p.heatmap.as_mut().unwrap();
+        for j in 8..11 {
+            for i in 8..11 {
+                h.values[j * 11 + i] = f64::NAN;
+            }
+        }
+        let img = decode(&render_png(std::slice::from_ref(&p), 1));
+        let g = geometry(&p, 0, 0);
+        let at = |x: f64, y: f64| pixel(&img, g.px(x).round() as i64, g.py(y).round() as i64);
+        assert_eq!(at(9.0, 9.0), WHITE);
+        assert_eq!(at(10.0, 10.0), WHITE);
+        assert_ne!(at(9.0, 5.0), WHITE);
+        assert_ne!(at(5.0, 9.0), WHITE);
+
+        // Three contour levels (2.5, 5, 7.5) cross a row three times.
+        let p = ramp_heatmap(3);
+        let img = decode(&render_png(std::slice::from_ref(&p), 1));
+        let g = geometry(&p, 0, 0);
+        let y = g.py(5.0).round() as i64;
+        let xs: Vec<i64> = (g.data.x0..=g.data.x1)
+            .filter(|&x| {
+                let c = pixel(&img, x, y);
+                VIRIDIS_SAMPLES.with(|v| !v.contains(&c))
+            })
+            .collect();
+        assert_eq!(xs.len(), 3, "contour pixels at {xs:?}");
+        for (x, level) in xs.iter().zip([2.5, 5.0, 7.5]) {
+            assert!((*x as f64 - g.px(level)).abs() <= 1.0, "{x} vs {level}");
+        }
+    }
+
+    thread_local! {
+        /// Every colour the colour map can produce.
+        static VIRIDIS_SAMPLES: Vec<Rgb> = (0..=100_000).map(|i| viridis(i as f64 / 100_000.0)).collect();
+    }
+
+    #[test]
+    fn markers_and_guides_land_where_mapped() {
+        let mut p = panel(vec![series("a", vec![(0.0, 0.0), (10.0, 10.0)])]);
+        p.markers = vec![
+            Marker::new((2.0, 7.0)),
+            Marker {
+                at: (8.0, 3.0),
+                shape: MarkerShape::Disc,
+                color: Some(1),
+                radius: 3,
+            },
+            Marker {
+                at: (5.0, 1.0),
+                shape: MarkerShape::Cross,
+                color: Some(2),
+                radius: 4,
+            },
+            Marker::new((f64::NAN, 1.0)),
+        ];
+        p.guides = vec![series("bound", vec![(0.0, 9.0), (10.0, 9.0)])];
+        let img = decode(&render_png(std::slice::from_ref(&p), 1));
+        let g = geometry(&p, 0, 0);
+        let at = |x: f64, y: f64| round_pt((g.px(x), g.py(y)));
+        let (bx, by) = at(2.0, 7.0);
+        assert_eq!(pixel(&img, bx, by), BLACK);
+        assert_eq!(pixel(&img, bx + 3, by), BLACK);
+        assert_eq!(pixel(&img, bx + 5, by), WHITE, "ring");
+        let (cx, cy) = at(8.0, 3.0);
+        assert_eq!(pixel(&img, cx, cy), PALETTE[1]);
+        assert_eq!(pixel(&img, cx, cy + 4), HALO, "ring");
+        let (xx, xy) = at(5.0, 1.0);
+        assert_eq!(pixel(&img, xx, xy), PALETTE[2]);
+        assert_eq!(pixel(&img, xx + 3, xy + 3), PALETTE[2], "on the diagonal");
+        assert_ne!(pixel(&img, xx + 3, xy), PALETTE[2], "not a disc");
+        // The guide: 5 px wide, grey, under the series.
+        let (gx, gy) = at(5.0, 9.0);
+        for d in -2..=2 {
+            assert_eq!(pixel(&img, gx, gy + d), GUIDE);
+        }
+        assert_eq!(pixel(&img, gx, gy + 4), WHITE);
+        // Markers and guides widen the axes like series points.
+        let mut q = panel(vec![]);
+        q.markers = vec![Marker::new((-3.0, 40.0))];
+        q.guides = vec![series("g", vec![(0.0, 0.0), (1.0, 1.0)])];
+        let gq = geometry(&q, 0, 0);
+        assert!(gq.x.lo <= -3.0 && gq.y.hi >= 40.0);
+    }
+
+    #[test]
+    fn fixed_ranges_clip_and_legend_can_move_right() {
+        let mut p = panel(vec![series(
+            "far",
+            vec![(-50.0, 0.0), (50.0, 0.0), (0.0, 30.0)],
+        )]);
+        p.x_range = Some((-11.0, 11.0));
+        p.y_range = Some((-11.0, 11.0));
+        let g = geometry(&p, 0, 0);
+        assert_eq!((g.x.lo, g.x.hi, g.y.lo, g.y.hi), (-11.0, 11.0, -11.0, 11.0));
+        assert_eq!(g.x.ticks, vec![-10.0, -5.0, 0.0, 5.0, 10.0]);
+        let img = decode(&render_png(std::slice::from_ref(&p), 1));
+        let outside = |x: i64, y: i64| !g.frame.inset(1).contains(x, y);
+        let mut stray = 0;
+        for y in 0..img.1 as i64 {
+            for x in 0..img.0 as i64 {
+                if outside(x, y) && pixel(&img, x, y) == PALETTE[0] {
+                    stray += 1;
+                }
+            }
+        }
+        // Segments are clipped to the plot (the legend swatch is inside it too).
+        assert_eq!(stray, 0);
+        // A bad fixed range is ignored.
+        p.x_range = Some((3.0, 3.0));
+        assert!(geometry(&p, 0, 0).x.lo <= -50.0);
+
+        let mut inside = panel(vec![series("a", ramp(10)), series("b", ramp(5))]);
+        inside.guides = vec![series("guide", ramp(3))];
+        let mut right = inside.clone();
+        right.legend = LegendPosition::Right;
+        let (gi, gr) = (geometry(&inside, 0, 0), geometry(&right, 0, 0));
+        assert!(
+            gr.frame.x1 < gi.frame.x1 - 60,
+            "{:?} vs {:?}",
+            gr.frame,
+            gi.frame
+        );
+        let img = decode(&render_png(std::slice::from_ref(&right), 1));
+        let beside = Rect {
+            x0: gr.frame.x1 + 1,
+            y0: 0,
+            x1: 479,
+            y1: 319,
+        };
+        assert_eq!(
+            count(&img, beside, PALETTE[1]),
+            32,
+            "swatch of b beside the plot"
+        );
+        assert!(count(&img, beside, GUIDE) >= 16 * 6, "guide swatch");
+        assert!(count(&img, beside, LEGEND_BORDER) > 100);
+        let mut hidden = inside.clone();
+        hidden.legend = LegendPosition::Hidden;
+        let img = decode(&render_png(std::slice::from_ref(&hidden), 1));
+        assert_eq!(count(&img, gi.panel, LEGEND_BORDER), 0);
+    }
+
+    #[test]
+    fn sized_panels_and_heatmap_legend() {
+        let p = ramp_heatmap(2);
+        let img = decode(&render_png_sized(&[p.clone(), p.clone(), p], 2, (300, 250)));
+        assert_eq!((img.0, img.1), (600, 500));
+        let tiny = decode(&render_png_sized(&[ramp_heatmap(0)], 1, (1, 1)));
+        assert_eq!((tiny.0, tiny.1), (160, 160));
+        let entries = legend_entries(&ramp_heatmap(0));
+        assert_eq!(entries, vec![(Swatch::Gradient, "value 0..10".to_string())]);
+        // Degenerate grids draw nothing and do not panic.
+        for h in [
+            HeatMap::default(),
+            HeatMap {
+                cols: 1,
+                values: vec![1.0; 4],
+                x_range: (0.0, 1.0),
+                y_range: (0.0, 1.0),
+                ..HeatMap::default()
+            },
+            HeatMap {
+                cols: 2,
+                values: vec![f64::NAN; 4],
+                x_range: (0.0, 1.0),
+                y_range: (0.0, 1.0),
+                contours: 5,
+                label: "nan".into(),
+                ..HeatMap::default()
+            },
+            HeatMap {
+                cols: 2,
+                values: vec![3.0; 5],
+                x_range: (0.0, f64::INFINITY),
+                y_range: (0.0, 1.0),
+                ..HeatMap::default()
+            },
+            HeatMap {
+                cols: 2,
+                values: vec![3.0; 4],
+                x_range: (0.0, 1.0),
+                y_range: (0.0, 1.0),
+                contours: 1000,
+                ..HeatMap::default()
+            },
+        ] {
+            let mut p = panel(vec![series("s", ramp(3))]);
+            p.heatmap = Some(h);
+            p.log_y = true;
+            let img = decode(&render_png(std::slice::from_ref(&p), 1));
+            assert_eq!((img.0, img.1), (480, 320));
+        }
     }
 
     #[test]
