@@ -154,3 +154,18 @@ fn gpu_info_and_cuda_devices_fail_clearly_without_a_gpu() {
     assert_eq!(code, 2);
     assert!(err.contains("run.device = \"cuda:0\" but CUDA cannot be used here") && err.contains("\"cpu\""), "{err}");
 }
+
+#[test]
+fn toy_cagrad_draws_trajectories_into_a_png_and_rejects_bad_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out, err) = run_cli(d, &["toy", "cagrad", "--steps", "200", "--weighting", "mgda", "--weighting", "{kind=\"cagrad\", c=0.5}", "--out", "toy.png"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("mgda")).count(), 5, "one line per start point: {out}");
+    assert!(out.contains("cagrad(c=0.5"), "{out}");
+    let png = std::fs::read(d.join("toy.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let (code, _, err) = run_cli(d, &["toy", "cagrad", "--steps", "10", "--weighting", "pcgard", "--out", "x.png"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pcgard"), "{err}");
+}

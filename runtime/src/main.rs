@@ -80,6 +80,11 @@ enum Command {
         #[arg(long = "plugins", value_name = "DIR")]
         plugins: Vec<PathBuf>,
     },
+    /// Optimisation toys: trajectories of weightings on a two-objective problem.
+    Toy {
+        #[command(subcommand)]
+        command: ToyCommand,
+    },
     /// Show the CUDA devices, driver, memory, NVRTC and libtorch_cuda as taskweave sees them.
     GpuInfo {
         /// Machine-readable output.
@@ -90,6 +95,33 @@ enum Command {
     Call {
         #[command(subcommand)]
         command: CallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToyCommand {
+    /// The CAGrad paper's two-objective toy: each weighting's trajectories from the
+    /// standard start points, drawn on the loss landscape into a PNG.
+    Cagrad {
+        /// A weighting (repeatable; a name or a table like '{kind="cagrad", c=0.5}').
+        /// Default: ew, mgda, pcgrad, cagrad (c = 0.5, as the paper), imtl-g, nash-mtl, uw, dwa, and rlw when loaded.
+        #[arg(long = "weighting", value_name = "METHOD")]
+        weightings: Vec<String>,
+        /// Adam steps per trajectory.
+        #[arg(long, default_value_t = 100_000)]
+        steps: u64,
+        /// Adam's learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Scale of the first objective (1 in CAGrad's toy, 0.1 in Nash-MTL's and FAMO's).
+        #[arg(long, default_value_t = 1.0)]
+        f1_scale: f64,
+        /// Output PNG.
+        #[arg(long, default_value = "cagrad-toy.png")]
+        out: PathBuf,
+        /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+        #[arg(long = "plugins", value_name = "DIR")]
+        plugins: Vec<PathBuf>,
     },
 }
 
@@ -226,6 +258,28 @@ fn plugins_list(dirs: Vec<PathBuf>, json: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// A `--weighting` value: a bare name, or an inline TOML table.
+fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
+    if !text.trim_start().starts_with('{') {
+        return Ok(serde_json::json!({ "kind": text.trim() }));
+    }
+    let source = format!("w = {text}");
+    let doc: toml_edit::DocumentMut =
+        source.parse().map_err(|e| Error::Input(format!("--weighting {text}: not a TOML table: {e}")))?;
+    let mut table = serde_json::Map::new();
+    for (k, v) in doc["w"].as_inline_table().into_iter().flat_map(|t| t.iter()) {
+        let value = match v {
+            toml_edit::Value::String(s) => serde_json::json!(s.value()),
+            toml_edit::Value::Integer(i) => serde_json::json!(i.value()),
+            toml_edit::Value::Float(f) => serde_json::json!(f.value()),
+            toml_edit::Value::Boolean(b) => serde_json::json!(b.value()),
+            other => return Err(Error::Input(format!("--weighting {text}: unsupported value {other}"))),
+        };
+        table.insert(k.to_string(), value);
+    }
+    Ok(serde_json::Value::Object(table))
+}
+
 /// `taskweave gpu-info`: what CUDA looks like from here. Never fails: a machine
 /// without a GPU gets a clear "not available" with the reason.
 fn gpu_info(json: bool) {
@@ -338,6 +392,37 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
                 println!("mean increase: {:.5}", f.mean_increase());
             }
+            Ok(())
+        }
+        Command::Toy { command: ToyCommand::Cagrad { weightings, steps, lr, f1_scale, out, plugins } } => {
+            let runtime = runtime(&dirs_or_default(plugins));
+            let tables: Vec<serde_json::Value> = if weightings.is_empty() {
+                let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
+                if runtime.registry().entries().any(|e| e.manifest.name.as_str() == "rlw") {
+                    names.push("rlw");
+                }
+                let mut tables: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({"kind": n})).collect();
+                tables.insert(3, serde_json::json!({"kind": "cagrad", "c": 0.5, "rescale": 2}));
+                tables
+            } else {
+                weightings.iter().map(|w| toy_table(w)).collect::<Result<_, _>>()?
+            };
+            let options = taskweave::toy::ToyOptions { steps, lr, f1_scale, ..Default::default() };
+            let trajectories = taskweave::toy::cagrad_toy(&runtime, &tables, &options)?;
+            std::fs::write(&out, taskweave::toy::draw(&trajectories)).map_err(|e| Error::Io { path: out.clone(), source: e })?;
+            for t in &trajectories {
+                println!(
+                    "{:32} from ({:5.1}, {:5.1}) to ({:6.2}, {:6.2})  f1 {:8.4}  f2 {:8.4}",
+                    t.weighting,
+                    t.start.0,
+                    t.start.1,
+                    t.points.last().map_or(f64::NAN, |p| p.0),
+                    t.points.last().map_or(f64::NAN, |p| p.1),
+                    t.final_losses.0,
+                    t.final_losses.1
+                );
+            }
+            println!("wrote {}", out.display());
             Ok(())
         }
         Command::GpuInfo { json } => {
