@@ -22,19 +22,45 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     let d = dir.path();
     copy_into(d, &workspace_plugin("taskweave-rlw"), "librlw.so");
     std::fs::write(d.join("empty.so"), b"").unwrap();
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(d.join("noise.so"), noise).unwrap();
     foreign_library(d);
-    let old_api = patched_plugin_api("api-old-abi", "0.0.9", taskweave_plugin_api::LIBTORCH_VERSION);
-    copy_into(d, &template_plugin("gls-old-abi", &old_api), "libold_abi.so");
-    let other_torch = patched_plugin_api("api-other-torch", taskweave_plugin_api::ABI_VERSION, "2.10.0");
-    copy_into(d, &template_plugin("gls-other-torch", &other_torch), "libother_torch.so");
+    let old_api = patched_plugin_api(
+        "api-old-abi",
+        "0.0.9",
+        taskweave_plugin_api::LIBTORCH_VERSION,
+    );
+    copy_into(
+        d,
+        &template_plugin("gls-old-abi", &old_api),
+        "libold_abi.so",
+    );
+    let other_torch = patched_plugin_api(
+        "api-other-torch",
+        taskweave_plugin_api::ABI_VERSION,
+        "2.10.0",
+    );
+    copy_into(
+        d,
+        &template_plugin("gls-other-torch", &other_torch),
+        "libother_torch.so",
+    );
     std::fs::write(d.join("README.txt"), "not a plugin, not a .so: ignored").unwrap();
 
     let rt = runtime(d);
     let registry = rt.registry();
-    assert!(registry.entries().any(|e| e.manifest.name.as_str() == "rlw"), "the good plugin loads");
-    assert!(registry.entries().any(|e| e.manifest.name.as_str() == "ew"), "built-ins are there too");
+    assert!(
+        registry
+            .entries()
+            .any(|e| e.manifest.name.as_str() == "rlw"),
+        "the good plugin loads"
+    );
+    assert!(
+        registry.entries().any(|e| e.manifest.name.as_str() == "ew"),
+        "built-ins are there too"
+    );
     let reason = |file: &str| {
         registry
             .problems()
@@ -44,29 +70,59 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
             .reason
             .clone()
     };
-    assert!(reason("empty.so").contains("not a shared library"), "{}", reason("empty.so"));
-    assert!(reason("noise.so").contains("not a shared library"), "{}", reason("noise.so"));
-    assert!(reason("libforeign.so").contains("not a taskweave plugin"), "{}", reason("libforeign.so"));
+    assert!(
+        reason("empty.so").contains("not a shared library"),
+        "{}",
+        reason("empty.so")
+    );
+    assert!(
+        reason("noise.so").contains("not a shared library"),
+        "{}",
+        reason("noise.so")
+    );
+    assert!(
+        reason("libforeign.so").contains("not a taskweave plugin"),
+        "{}",
+        reason("libforeign.so")
+    );
     let old = reason("libold_abi.so");
-    assert!(old.contains("plugin ABI 0.0.9") && old.contains("rebuild"), "{old}");
+    assert!(
+        old.contains("plugin ABI 0.0.9") && old.contains("rebuild"),
+        "{old}"
+    );
     let torch = reason("libother_torch.so");
-    assert!(torch.contains("libtorch 2.10.0") && torch.contains("libtorch 2.11.0"), "{torch}");
+    assert!(
+        torch.contains("libtorch 2.10.0") && torch.contains("libtorch 2.11.0"),
+        "{torch}"
+    );
     assert_eq!(registry.problems().len(), 5, "{:?}", registry.problems());
     for p in registry.problems() {
-        assert!(!p.reason.contains('\n'), "one line per problem: {:?}", p.reason);
+        assert!(
+            !p.reason.contains('\n'),
+            "one line per problem: {:?}",
+            p.reason
+        );
     }
 
     // The CLI lists the same, exits 0, in human and JSON form.
     let (code, out, err) = run_cli(d, &["plugins", "list", "--dir", "."]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("rlw") && out.contains("librlw.so") && out.contains("plugin ABI"), "{out}");
+    assert!(
+        out.contains("rlw") && out.contains("librlw.so") && out.contains("plugin ABI"),
+        "{out}"
+    );
     assert!(out.contains("empty.so: not a shared library"), "{out}");
     let (code, out, _) = run_cli(d, &["plugins", "list", "--dir", ".", "--json"]);
     assert_eq!(code, 0);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["problems"].as_array().unwrap().len(), 5);
     assert_eq!(json["plugin_abi"], taskweave_plugin_api::ABI_VERSION);
-    let rlw = json["methods"].as_array().unwrap().iter().find(|m| m["name"] == "rlw").unwrap();
+    let rlw = json["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "rlw")
+        .unwrap();
     assert_eq!(rlw["role"], "Weighting");
     assert!(rlw["source"].as_str().unwrap().ends_with("librlw.so"));
 }
@@ -76,18 +132,33 @@ fn a_plugin_built_outside_the_workspace_runs_by_name_in_a_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
-    copy_into(&plugins, &template_plugin("taskweave-gls", &workspace().join("plugin-api")), "libtaskweave_gls.so");
-    let pipeline = small_pipeline(dir.path(), "gls", "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 30\nweighting = { kind = \"gls\" }\n");
+    copy_into(
+        &plugins,
+        &template_plugin("taskweave-gls", &workspace().join("plugin-api")),
+        "libtaskweave_gls.so",
+    );
+    let pipeline = small_pipeline(
+        dir.path(),
+        "gls",
+        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 30\nweighting = { kind = \"gls\" }\n",
+    );
     let (code, out, err) = run_cli(dir.path(), &["run", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task1") && out.contains("mse"), "{out}");
     let config = std::fs::read_to_string(dir.path().join("runs/gls/config.toml")).unwrap();
-    assert!(config.contains("weighting = { kind = \"gls\", epsilon = "), "defaults from the plugin's schema: {config}");
+    assert!(
+        config.contains("weighting = { kind = \"gls\", epsilon = "),
+        "defaults from the plugin's schema: {config}"
+    );
 }
 
 fn panicky_pipeline(dir: &Path, mode: &str) -> String {
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    copy_into(&dir.join("plugins"), &fixture_plugin("panicky"), "libfixture_panicky.so");
+    copy_into(
+        &dir.join("plugins"),
+        &fixture_plugin("panicky"),
+        "libfixture_panicky.so",
+    );
     let extra = format!(
         "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 20\nweighting = {{ kind = \"panicky\", fail_at = 3, mode = \"{mode}\" }}\n"
     );
@@ -103,11 +174,27 @@ fn a_panic_inside_a_plugin_is_an_error_naming_plugin_and_method_and_the_host_goe
     let err = pipeline.train(false, true).unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::Method(_)), "{err:?}");
-    for needle in ["step 3", "method `panicky`", "libfixture_panicky.so", "Weighting::weigh panicked at", "src/lib.rs", "panicky gave up at step 3"] {
-        assert!(message.contains(needle), "`{needle}` missing from: {message}");
+    for needle in [
+        "step 3",
+        "method `panicky`",
+        "libfixture_panicky.so",
+        "Weighting::weigh panicked at",
+        "src/lib.rs",
+        "panicky gave up at step 3",
+    ] {
+        assert!(
+            message.contains(needle),
+            "`{needle}` missing from: {message}"
+        );
     }
     // The same process trains another pipeline afterwards.
-    let good = rt.pipeline_from_str(&text, dir.path(), &["train.weighting=ew".into(), "run.name=good".into()]).unwrap();
+    let good = rt
+        .pipeline_from_str(
+            &text,
+            dir.path(),
+            &["train.weighting=ew".into(), "run.name=good".into()],
+        )
+        .unwrap();
     let summary = good.train(false, true).unwrap();
     assert_eq!(summary.steps, 20);
 }
@@ -120,8 +207,16 @@ fn a_libtorch_error_inside_a_plugin_is_an_error_value_and_the_cli_exits_1() {
     std::fs::write(&path, text).unwrap();
     let (code, _, err) = run_cli(dir.path(), &["run", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("method `panicky`") && err.contains("Weighting::weigh") && err.contains("torch error"), "{err}");
-    assert!(err.contains("panicky weighting created"), "plugin log lines reach the host's log: {err}");
+    assert!(
+        err.contains("method `panicky`")
+            && err.contains("Weighting::weigh")
+            && err.contains("torch error"),
+        "{err}"
+    );
+    assert!(
+        err.contains("panicky weighting created"),
+        "plugin log lines reach the host's log: {err}"
+    );
 }
 
 #[test]
@@ -138,7 +233,21 @@ fn a_method_name_provided_twice_is_refused_naming_both_sources() {
     let (name, origins) = rt.registry().conflicts().next().expect("a conflict");
     assert_eq!(name, "rlw");
     assert_eq!(origins.len(), 2);
-    let text = std::fs::read_to_string(small_pipeline(dir.path(), "dup", "[train]\nsteps = 5\nweighting = \"rlw\"\n")).unwrap();
-    let err = rt.pipeline_from_str(&text, dir.path(), &[]).err().expect("refused").to_string();
-    assert!(err.contains("librlw.so") && err.contains("librlw_copy.so") && err.contains("remove all but one"), "{err}");
+    let text = std::fs::read_to_string(small_pipeline(
+        dir.path(),
+        "dup",
+        "[train]\nsteps = 5\nweighting = \"rlw\"\n",
+    ))
+    .unwrap();
+    let err = rt
+        .pipeline_from_str(&text, dir.path(), &[])
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("librlw.so")
+            && err.contains("librlw_copy.so")
+            && err.contains("remove all but one"),
+        "{err}"
+    );
 }

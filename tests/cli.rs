@@ -11,11 +11,24 @@ fn config_errors_name_file_line_column_path_and_suggestion_with_exit_2() {
     assert_eq!(code, 2, "{out}{err}");
     let file = path.display().to_string();
     // small_pipeline writes 16 lines before `extra`.
-    assert!(err.contains(&format!("unknown key `stpes` in `train`\n  --> {file}:18:1")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "unknown key `stpes` in `train`\n  --> {file}:18:1"
+        )),
+        "{err}"
+    );
     assert!(err.contains("= help: did you mean `steps`?"), "{err}");
-    assert!(err.contains(&format!("unknown Weighting `pcgard` at `train.weighting.kind`\n  --> {file}:19:22")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "unknown Weighting `pcgard` at `train.weighting.kind`\n  --> {file}:19:22"
+        )),
+        "{err}"
+    );
     assert!(err.contains("= help: did you mean `pcgrad`?"), "{err}");
-    assert!(err.contains("wrong type for `train.optimizer.lr`: expected a number, found a string"), "{err}");
+    assert!(
+        err.contains("wrong type for `train.optimizer.lr`: expected a number, found a string"),
+        "{err}"
+    );
     assert!(err.contains("missing required key `train.steps`"), "{err}");
     assert!(err.contains("4 errors in"), "{err}");
 }
@@ -27,7 +40,10 @@ fn malformed_toml_and_missing_files_exit_2_without_panicking() {
     std::fs::write(&bad, "[train\nsteps = 1\n").unwrap();
     let (code, _, err) = run_cli(dir.path(), &["run", bad.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("invalid TOML") && err.contains("bad.toml:1:7"), "{err}");
+    assert!(
+        err.contains("invalid TOML") && err.contains("bad.toml:1:7"),
+        "{err}"
+    );
     for args in [
         vec!["run", "missing.toml"],
         vec!["resume", "no-such-run"],
@@ -37,7 +53,10 @@ fn malformed_toml_and_missing_files_exit_2_without_panicking() {
     ] {
         let (code, _, err) = run_cli(dir.path(), &args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("internal error"), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("internal error"),
+            "{args:?}: {err}"
+        );
     }
     std::fs::write(&bad, "").unwrap();
     let (code, _, err) = run_cli(dir.path(), &["validate", bad.to_str().unwrap()]);
@@ -52,16 +71,35 @@ fn set_overrides_are_validated_and_applied() {
     let p = path.to_str().unwrap();
     let (code, out, err) = run_cli(
         dir.path(),
-        &["run", p, "--print-config", "--set", "train.steps=25", "--set", "train.weighting.kind=uw", "--set", "model.backbone.hidden=[8, 4]"],
+        &[
+            "run",
+            p,
+            "--print-config",
+            "--set",
+            "train.steps=25",
+            "--set",
+            "train.weighting.kind=uw",
+            "--set",
+            "model.backbone.hidden=[8, 4]",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("steps = 25"), "{out}");
-    assert!(out.contains("weighting = { kind = \"uw\", init = 0.0 }"), "{out}");
+    assert!(
+        out.contains("weighting = { kind = \"uw\", init = 0.0 }"),
+        "{out}"
+    );
     assert!(out.contains("hidden = [8, 4]"), "{out}");
-    assert!(out.contains("on_nonfinite = \"stop\""), "defaults are filled in: {out}");
+    assert!(
+        out.contains("on_nonfinite = \"stop\""),
+        "defaults are filled in: {out}"
+    );
     let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "train.stesp=3"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--> --set train.stesp=3") && err.contains("did you mean `steps`?"), "{err}");
+    assert!(
+        err.contains("--> --set train.stesp=3") && err.contains("did you mean `steps`?"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "train.steps.x=3"]);
     assert_eq!(code, 2);
     assert!(err.contains("`train.steps` is not a table"), "{err}");
@@ -75,7 +113,10 @@ fn a_second_run_into_the_same_directory_needs_overwrite() {
     assert_eq!(run_cli(dir.path(), &["-q", "run", p]).0, 0);
     let (code, _, err) = run_cli(dir.path(), &["-q", "run", p]);
     assert_eq!(code, 2);
-    assert!(err.contains("already holds a run") && err.contains("taskweave resume"), "{err}");
+    assert!(
+        err.contains("already holds a run") && err.contains("taskweave resume"),
+        "{err}"
+    );
     assert_eq!(run_cli(dir.path(), &["-q", "run", p, "--overwrite"]).0, 0);
 }
 
@@ -97,7 +138,18 @@ fn call_weighting_matches_a_pytorch_implementation_of_pcgrad() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let grads = write_grads(d, &[[1.0, 0.5, -2.0], [-1.0, 1.0, 1.5]]);
-    let (code, _, err) = run_cli(d, &["call", "weighting", "pcgrad", "--grads", grads.to_str().unwrap(), "--out", "out.safetensors"]);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "pcgrad",
+            "--grads",
+            grads.to_str().unwrap(),
+            "--out",
+            "out.safetensors",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let ours = read(&d.join("out.safetensors"), "update");
     // PCGrad for two conflicting tasks, written independently in PyTorch.
@@ -106,11 +158,24 @@ fn call_weighting_matches_a_pytorch_implementation_of_pcgrad() {
         for i, j in [(0, 1), (1, 0)]:\n    gi = g[i].clone()\n    d = gi @ g[j]\n\
         \x20   if d < 0: gi = gi - d / (g[j] @ g[j]) * g[j]\n    out.append(gi)\n\
         print(' '.join(repr(v) for v in (out[0] + out[1]).tolist()))";
-    let out = std::process::Command::new(workspace().join(".venv/bin/python")).args(["-c", script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let theirs: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|v| v.parse().unwrap()).collect();
+    let out = std::process::Command::new(workspace().join(".venv/bin/python"))
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
     for (a, b) in ours.iter().zip(&theirs) {
-        assert!((*a as f64 - b).abs() < 1e-5, "ours {ours:?} vs PyTorch {theirs:?}");
+        assert!(
+            (*a as f64 - b).abs() < 1e-5,
+            "ours {ours:?} vs PyTorch {theirs:?}"
+        );
     }
 }
 
@@ -120,23 +185,96 @@ fn call_weighting_writes_weights_for_loss_weightings_and_validates_sets() {
     let d = dir.path();
     let grads = write_grads(d, &[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]]);
     let g = grads.to_str().unwrap();
-    let (code, _, err) = run_cli(d, &["call", "weighting", "ew", "--grads", g, "--out", "ew.safetensors"]);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "ew",
+            "--grads",
+            g,
+            "--out",
+            "ew.safetensors",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(read(&d.join("ew.safetensors"), "update"), vec![1.0, 2.0, 0.0]);
+    assert_eq!(
+        read(&d.join("ew.safetensors"), "update"),
+        vec![1.0, 2.0, 0.0]
+    );
     assert_eq!(read(&d.join("ew.safetensors"), "weights"), vec![1.0, 1.0]);
     // MGDA on orthogonal gradients of norms 1 and 2: weights 0.8, 0.2.
-    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--set", "normalization=\"none\"", "--out", "m.safetensors"]);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "mgda",
+            "--grads",
+            g,
+            "--set",
+            "normalization=\"none\"",
+            "--out",
+            "m.safetensors",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     let w = read(&d.join("m.safetensors"), "weights");
-    assert!((w[0] - 0.8).abs() < 1e-5 && (w[1] - 0.2).abs() < 1e-5, "{w:?}");
-    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--set", "normalisation=l2", "--out", "x.safetensors"]);
+    assert!(
+        (w[0] - 0.8).abs() < 1e-5 && (w[1] - 0.2).abs() < 1e-5,
+        "{w:?}"
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "mgda",
+            "--grads",
+            g,
+            "--set",
+            "normalisation=l2",
+            "--out",
+            "x.safetensors",
+        ],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("--> --set normalisation=l2") && err.contains("did you mean `normalization`?"), "{err}");
-    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", "missing.safetensors", "--out", "x.safetensors"]);
+    assert!(
+        err.contains("--> --set normalisation=l2") && err.contains("did you mean `normalization`?"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "mgda",
+            "--grads",
+            "missing.safetensors",
+            "--out",
+            "x.safetensors",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = run_cli(d, &["call", "weighting", "mgda", "--grads", g, "--losses", g, "--out", "x.safetensors"]);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "mgda",
+            "--grads",
+            g,
+            "--losses",
+            g,
+            "--out",
+            "x.safetensors",
+        ],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("has no tensor `losses` (it has: grads)"), "{err}");
+    assert!(
+        err.contains("has no tensor `losses` (it has: grads)"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,22 +288,59 @@ fn gpu_info_and_cuda_devices_fail_clearly_without_a_gpu() {
     }
     assert!(out.contains("CUDA not available:"), "{out}");
     let path = small_pipeline(dir.path(), "gpu", "[train]\nsteps = 2\n");
-    let (code, _, err) = run_cli(dir.path(), &["run", path.to_str().unwrap(), "--set", "run.device=cuda:0"]);
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["run", path.to_str().unwrap(), "--set", "run.device=cuda:0"],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains("run.device = \"cuda:0\" but CUDA cannot be used here") && err.contains("\"cpu\""), "{err}");
+    assert!(
+        err.contains("run.device = \"cuda:0\" but CUDA cannot be used here")
+            && err.contains("\"cpu\""),
+        "{err}"
+    );
 }
 
 #[test]
 fn toy_cagrad_draws_trajectories_into_a_png_and_rejects_bad_tables() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (code, out, err) = run_cli(d, &["toy", "cagrad", "--steps", "200", "--weighting", "mgda", "--weighting", "{kind=\"cagrad\", c=0.5}", "--out", "toy.png"]);
+    let (code, out, err) = run_cli(
+        d,
+        &[
+            "toy",
+            "cagrad",
+            "--steps",
+            "200",
+            "--weighting",
+            "mgda",
+            "--weighting",
+            "{kind=\"cagrad\", c=0.5}",
+            "--out",
+            "toy.png",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("mgda")).count(), 5, "one line per start point: {out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("mgda")).count(),
+        5,
+        "one line per start point: {out}"
+    );
     assert!(out.contains("cagrad(c=0.5"), "{out}");
     let png = std::fs::read(d.join("toy.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
-    let (code, _, err) = run_cli(d, &["toy", "cagrad", "--steps", "10", "--weighting", "pcgard", "--out", "x.png"]);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "toy",
+            "cagrad",
+            "--steps",
+            "10",
+            "--weighting",
+            "pcgard",
+            "--out",
+            "x.png",
+        ],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pcgard"), "{err}");
 }

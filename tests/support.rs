@@ -9,18 +9,27 @@ use std::sync::{Mutex, OnceLock};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
 }
 
 /// `target/release` (the tests run in the release profile, like `make test`).
 pub fn release_dir() -> PathBuf {
     // This test binary lives in target/release/deps.
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/release/deps/<test>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/release/deps/<test>")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    release_dir().parent().expect("target/release").to_path_buf()
+    release_dir()
+        .parent()
+        .expect("target/release")
+        .to_path_buf()
 }
 
 fn cargo() -> Command {
@@ -32,7 +41,10 @@ fn cargo() -> Command {
 /// Runs a cargo build once per distinct argument list in this process.
 fn build_once(key: String, run: impl FnOnce() -> PathBuf) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     built.entry(key).or_insert_with(run).clone()
 }
 
@@ -47,7 +59,20 @@ fn check(output: Output, what: &str) {
 /// The `taskweave` CLI, built if needed.
 pub fn binary() -> PathBuf {
     build_once("bin".into(), || {
-        check(cargo().args(["build", "--release", "-p", "taskweave", "--bin", "taskweave"]).output().unwrap(), "building taskweave");
+        check(
+            cargo()
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "taskweave",
+                    "--bin",
+                    "taskweave",
+                ])
+                .output()
+                .unwrap(),
+            "building taskweave",
+        );
         release_dir().join("taskweave")
     })
 }
@@ -55,7 +80,13 @@ pub fn binary() -> PathBuf {
 /// The `.so` of workspace plugin package `package` (for example `taskweave-rlw`).
 pub fn workspace_plugin(package: &str) -> PathBuf {
     build_once(package.into(), || {
-        check(cargo().args(["build", "--release", "-p", package]).output().unwrap(), package);
+        check(
+            cargo()
+                .args(["build", "--release", "-p", package])
+                .output()
+                .unwrap(),
+            package,
+        );
         release_dir().join(format!("lib{}.so", package.replace('-', "_")))
     })
 }
@@ -65,9 +96,14 @@ pub fn workspace_plugin(package: &str) -> PathBuf {
 /// dependencies become absolute, and the build script (workspace-relative) is
 /// dropped.
 fn standalone_manifest(member: &Path) -> toml_edit::DocumentMut {
-    let root: toml_edit::DocumentMut =
-        std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap().parse().unwrap();
-    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(member.join("Cargo.toml")).unwrap().parse().unwrap();
+    let root: toml_edit::DocumentMut = std::fs::read_to_string(workspace().join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(member.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     let package = doc["package"].as_table_mut().unwrap();
     package.remove("build");
     let keys: Vec<String> = package.iter().map(|(k, _)| k.to_string()).collect();
@@ -124,7 +160,11 @@ impl Scratch {
 
     /// Builds the crate in release mode and returns its `.so`.
     pub fn build_cdylib(&self, lib_name: &str) -> PathBuf {
-        let output = cargo().args(["build", "--release", "--quiet"]).current_dir(&self.dir).output().unwrap();
+        let output = cargo()
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
         check(output, &format!("building {}", self.dir.display()));
         release_dir().join(format!("lib{lib_name}.so"))
     }
@@ -174,11 +214,18 @@ pub fn template_plugin(package: &str, api: &Path) -> PathBuf {
     build_once(key, move || {
         let scratch = Scratch::new(&package);
         let template = workspace().join("plugin-template");
-        scratch.write("src/lib.rs", &std::fs::read_to_string(template.join("src/lib.rs")).unwrap());
+        scratch.write(
+            "src/lib.rs",
+            &std::fs::read_to_string(template.join("src/lib.rs")).unwrap(),
+        );
         let mut manifest: toml_edit::DocumentMut =
-            std::fs::read_to_string(template.join("Cargo.toml")).unwrap().parse().unwrap();
+            std::fs::read_to_string(template.join("Cargo.toml"))
+                .unwrap()
+                .parse()
+                .unwrap();
         manifest["package"]["name"] = toml_edit::value(package.as_str());
-        manifest["dependencies"]["taskweave-plugin-api"]["path"] = toml_edit::value(api.display().to_string());
+        manifest["dependencies"]["taskweave-plugin-api"]["path"] =
+            toml_edit::value(api.display().to_string());
         scratch.write("Cargo.toml", &manifest.to_string());
         scratch.build_cdylib(&package.replace('-', "_"))
     })
@@ -189,10 +236,16 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
     build_once(format!("fixture:{name}"), || {
         let source = workspace().join("tests/fixtures").join(name);
         let scratch = Scratch::new(&format!("fixture-{name}"));
-        scratch.write("src/lib.rs", &std::fs::read_to_string(source.join("src/lib.rs")).unwrap());
+        scratch.write(
+            "src/lib.rs",
+            &std::fs::read_to_string(source.join("src/lib.rs")).unwrap(),
+        );
         let manifest = std::fs::read_to_string(source.join("Cargo.toml"))
             .unwrap()
-            .replace("@PLUGIN_API@", &workspace().join("plugin-api").display().to_string());
+            .replace(
+                "@PLUGIN_API@",
+                &workspace().join("plugin-api").display().to_string(),
+            );
         scratch.write("Cargo.toml", &manifest);
         scratch.build_cdylib(&format!("fixture_{name}"))
     })
@@ -203,7 +256,12 @@ pub fn foreign_library(dir: &Path) -> PathBuf {
     let source = dir.join("foreign.c");
     std::fs::write(&source, "int add(int a, int b) { return a + b; }\n").unwrap();
     let out = dir.join("libforeign.so");
-    let status = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&out).arg(&source).status().unwrap();
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .unwrap();
     assert!(status.success(), "cc failed");
     std::fs::remove_file(source).unwrap();
     out
@@ -211,7 +269,12 @@ pub fn foreign_library(dir: &Path) -> PathBuf {
 
 /// Runs the CLI with `args` in `cwd`; returns (exit code, stdout, stderr).
 pub fn run_cli(cwd: &Path, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary()).args(args).current_dir(cwd).env_remove("RUST_LOG").output().unwrap();
+    let output = Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -250,7 +313,9 @@ backbone = {{ hidden = [16] }}
 
 /// The named tensors of a run's newest checkpoint, sorted by name.
 pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
-    let (_, path) = taskweave::train::checkpoint::list(&run_dir.join("checkpoints")).pop().expect("a checkpoint");
+    let (_, path) = taskweave::train::checkpoint::list(&run_dir.join("checkpoints"))
+        .pop()
+        .expect("a checkpoint");
     let mut tensors = taskweave::train::checkpoint::read(&path).unwrap().tensors;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors

@@ -21,7 +21,10 @@ fn spawn(cwd: &Path, args: &[&str]) -> Child {
 
 /// Milliseconds in `0..n`, different on every call.
 fn random_ms(n: u64) -> u64 {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
     taskweave_plugin_api::rng::SplitMix::at(nanos, 0).below(n)
 }
 
@@ -29,20 +32,30 @@ fn assert_same_checkpoint(a: &Path, b: &Path) {
     let (pa, pb) = (final_parameters(a), final_parameters(b));
     assert_eq!(pa.len(), pb.len());
     for (name, ta) in &pa {
-        let tb = &pb.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} missing")).1;
-        assert!(ta.equal(tb), "`{name}` differs between the interrupted and the uninterrupted run");
+        let tb = &pb
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .1;
+        assert!(
+            ta.equal(tb),
+            "`{name}` differs between the interrupted and the uninterrupted run"
+        );
     }
 }
 
-const LONG: &str = "[train]\nsteps = 1500\ncheckpoint_every = 5\nweighting = \"dwa\"\n\n[eval]\nevery = 25\n";
+const LONG: &str =
+    "[train]\nsteps = 1500\ncheckpoint_every = 5\nweighting = \"dwa\"\n\n[eval]\nevery = 25\n";
 
 fn every_file_is_whole(run: &Path) {
     for (_, path) in taskweave::train::checkpoint::list(&run.join("checkpoints")) {
-        taskweave::train::checkpoint::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        taskweave::train::checkpoint::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
     if let Ok(text) = std::fs::read_to_string(run.join("metrics.jsonl")) {
         for line in text.lines() {
-            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("torn metrics line {line:?}: {e}"));
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("torn metrics line {line:?}: {e}"));
         }
     }
 }
@@ -52,7 +65,9 @@ fn every_file_is_whole(run: &Path) {
 fn kill_mid_run(cwd: &Path, args: &[&str], run: &Path) -> bool {
     let mut child = spawn(cwd, args);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while taskweave::train::checkpoint::list(&run.join("checkpoints")).is_empty() && Instant::now() < deadline {
+    while taskweave::train::checkpoint::list(&run.join("checkpoints")).is_empty()
+        && Instant::now() < deadline
+    {
         if child.try_wait().unwrap().is_some() {
             return false;
         }
@@ -84,14 +99,24 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
         }
         args = vec!["-q".into(), "resume".into(), run.display().to_string()];
     }
-    assert!(kills > 0, "the run always finished before it could be killed; make it longer");
+    assert!(
+        kills > 0,
+        "the run always finished before it could be killed; make it longer"
+    );
     let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     every_file_is_whole(&run);
     assert_same_checkpoint(&d.join("runs/reference"), &run);
     // metrics.jsonl: one record per evaluation, none duplicated by the resumes.
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     let periodic = steps.iter().filter(|&&s| s < 1500).count();
     assert_eq!(periodic, 1500 / 25 - 1, "{steps:?}");
 }
@@ -100,24 +125,36 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
 fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let diverge = "[train]\nsteps = 50\ncheckpoint_every = 1\noptimizer = { kind = \"sgd\", lr = 1e12 }\n";
+    let diverge =
+        "[train]\nsteps = 50\ncheckpoint_every = 1\noptimizer = { kind = \"sgd\", lr = 1e12 }\n";
     let path = small_pipeline(d, "nan", diverge);
     let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("non-finite loss at step") && err.contains("for task `task"), "{err}");
+    assert!(
+        err.contains("non-finite loss at step") && err.contains("for task `task"),
+        "{err}"
+    );
     let run = d.join("runs/nan");
     every_file_is_whole(&run);
     for (name, t) in final_parameters(&run) {
         if t.kind() == tch::Kind::Float {
-            assert!(bool::try_from(t.isfinite().all()).unwrap(), "{name} is not finite in the kept checkpoint");
+            assert!(
+                bool::try_from(t.isfinite().all()).unwrap(),
+                "{name} is not finite in the kept checkpoint"
+            );
         }
     }
 
-    let path = small_pipeline(d, "skip", &format!("{diverge}on_nonfinite = \"skip-step\"\n"));
+    let path = small_pipeline(
+        d,
+        "skip",
+        &format!("{diverge}on_nonfinite = \"skip-step\"\n"),
+    );
     let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("runs/skip/summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/skip/summary.json")).unwrap())
+            .unwrap();
     assert!(summary["skipped"].as_u64().unwrap() > 0, "{summary}");
 }
 
@@ -130,14 +167,20 @@ fn data_errors_name_file_row_and_column_with_exit_2() {
     std::fs::write(d.join("csv.toml"), pipeline).unwrap();
     let (code, _, err) = run_cli(d, &["-q", "run", "csv.toml"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("table.csv: row 3, column `x2`: `five` is not a finite number"), "{err}");
+    assert!(
+        err.contains("table.csv: row 3, column `x2`: `five` is not a finite number"),
+        "{err}"
+    );
 }
 
 fn train_in_process(dir: &Path, name: &str, extra: &str, sets: &[&str]) -> taskweave::Summary {
     let text = std::fs::read_to_string(small_pipeline(dir, name, extra)).unwrap();
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let rt = Runtime::new(&Config::new());
-    rt.pipeline_from_str(&text, dir, &sets).unwrap().train(true, true).unwrap()
+    rt.pipeline_from_str(&text, dir, &sets)
+        .unwrap()
+        .train(true, true)
+        .unwrap()
 }
 
 #[test]
@@ -153,15 +196,23 @@ fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
         rows.push_str(&format!("{a},{b},{y},{}\n", 10.0 * y + 3.0 * rng.normal()));
     }
     std::fs::write(d.join("uw.csv"), rows).unwrap();
-    let extra = "[train]\nsteps = 600\nweighting = \"uw\"\noptimizer = { kind = \"adam\", lr = 0.01 }\n";
+    let extra =
+        "[train]\nsteps = 600\nweighting = \"uw\"\noptimizer = { kind = \"adam\", lr = 0.01 }\n";
     let csv = r#"data={kind="csv", path="uw.csv", tasks={small={type="regression", standardize=false}, big={type="regression", standardize=false}}}"#;
     let summary = train_in_process(d, "uw", extra, &[csv]);
     let params = final_parameters(&summary.dir);
-    let log_var = &params.iter().find(|(n, _)| n == "strategy.weighting.log_var").expect("UW's parameter is checkpointed").1;
+    let log_var = &params
+        .iter()
+        .find(|(n, _)| n == "strategy.weighting.log_var")
+        .expect("UW's parameter is checkpointed")
+        .1;
     let s = Vec::<f32>::try_from(log_var).unwrap();
     let mse: Vec<f64> = summary.test.iter().map(|m| m["mse"]).collect();
     // At the optimum s_t = log L_t, so the gap tracks log(L_big / L_small) > 0.
-    assert!(s[1] - s[0] > 2.0, "log-variances {s:?} for test MSEs {mse:?}");
+    assert!(
+        s[1] - s[0] > 2.0,
+        "log-variances {s:?} for test MSEs {mse:?}"
+    );
 }
 
 #[test]
@@ -171,7 +222,12 @@ fn mmoe_on_identical_tasks_beats_mmoe_on_unrelated_tasks() {
     let arch = r#"model.architecture={kind="mmoe", experts=4, expert_hidden=[16]}"#;
     let mean_mse = |p: &str, name: &str| {
         let corr = format!("data.correlation={p}");
-        let s = train_in_process(dir.path(), name, extra.trim_end_matches("\n[model]\n"), &[arch, &corr, "data.input_dim=16", "data.train=4000"]);
+        let s = train_in_process(
+            dir.path(),
+            name,
+            extra.trim_end_matches("\n[model]\n"),
+            &[arch, &corr, "data.input_dim=16", "data.train=4000"],
+        );
         s.test.iter().map(|m| m["mse"]).sum::<f64>() / s.test.len() as f64
     };
     let (related, unrelated) = (mean_mse("1.0", "p1"), mean_mse("0.0", "p0"));
@@ -182,15 +238,32 @@ fn mmoe_on_identical_tasks_beats_mmoe_on_unrelated_tasks() {
 fn checkpoints_load_in_pytorch_with_safetensors_load_file() {
     let dir = tempfile::tempdir().unwrap();
     let summary = train_in_process(dir.path(), "pytorch", "[train]\nsteps = 5\n", &[]);
-    let (_, path) = taskweave::train::checkpoint::list(&summary.dir.join("checkpoints")).pop().unwrap();
+    let (_, path) = taskweave::train::checkpoint::list(&summary.dir.join("checkpoints"))
+        .pop()
+        .unwrap();
     let script = "import sys, warnings\nwarnings.filterwarnings('ignore')\nfrom safetensors.torch import load_file\n\
                   t = load_file(sys.argv[1])\nw = t['backbone.0.weight']\nprint(len(t), tuple(w.shape), repr(w.double().sum().item()))";
-    let out = Command::new(workspace().join(".venv/bin/python")).args(["-c", script]).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(workspace().join(".venv/bin/python"))
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let ours = final_parameters(&summary.dir);
-    let w = &ours.iter().find(|(n, _)| n == "backbone.0.weight").unwrap().1;
-    let sum = w.to_kind(tch::Kind::Double).sum(tch::Kind::Double).double_value(&[]);
+    let w = &ours
+        .iter()
+        .find(|(n, _)| n == "backbone.0.weight")
+        .unwrap()
+        .1;
+    let sum = w
+        .to_kind(tch::Kind::Double)
+        .sum(tch::Kind::Double)
+        .double_value(&[]);
     assert_eq!(printed, format!("{} (16, 8) {sum:?}", ours.len()));
 }
 
@@ -203,8 +276,14 @@ fn flatness_grows_with_the_perturbation_and_leaves_the_run_unchanged() {
     let pipeline = rt.open_run(&summary.dir).unwrap();
     let small = pipeline.flatness(&summary.dir, "train", 0.01, 8).unwrap();
     let large = pipeline.flatness(&summary.dir, "train", 0.3, 8).unwrap();
-    assert_eq!(small.base, large.base, "the trained point is restored exactly between samples");
-    assert!(large.mean_increase() > small.mean_increase() && small.mean_increase() > 0.0, "{small:?} {large:?}");
+    assert_eq!(
+        small.base, large.base,
+        "the trained point is restored exactly between samples"
+    );
+    assert!(
+        large.mean_increase() > small.mean_increase() && small.mean_increase() > 0.0,
+        "{small:?} {large:?}"
+    );
     for ((n, a), (_, b)) in before.iter().zip(&final_parameters(&summary.dir)) {
         assert!(a.equal(b), "{n} changed");
     }

@@ -4,7 +4,8 @@ use taskweave_plugin_api::nn::{Activation, Linear, Mlp, MlpSpec};
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
-    register_method, Architecture, Constructor, Group, Host, Method, MethodContext, Parameter, Result,
+    register_method, Architecture, Constructor, Group, Host, Method, MethodContext, Parameter,
+    Result,
 };
 
 /// Hard parameter sharing: every head reads the backbone's features.
@@ -27,8 +28,15 @@ impl Architecture for HardSharing {
     }
 }
 
-fn create_hard(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
-    Ok(Box::new(HardSharing { dim: ctx.feature_dim, tasks: ctx.num_tasks() }))
+fn create_hard(
+    _config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Architecture>> {
+    Ok(Box::new(HardSharing {
+        dim: ctx.feature_dim,
+        tasks: ctx.num_tasks(),
+    }))
 }
 
 register_method!(Method::new(
@@ -51,12 +59,20 @@ impl Architecture for Mmoe {
         let mut out = Vec::new();
         for (e, expert) in self.experts.iter().enumerate() {
             for (name, tensor) in expert.parameters(&format!("expert{e}")) {
-                out.push(Parameter { name, tensor, group: Group::Shared });
+                out.push(Parameter {
+                    name,
+                    tensor,
+                    group: Group::Shared,
+                });
             }
         }
         for (t, gate) in self.gates.iter().enumerate() {
             for (name, tensor) in gate.parameters(&format!("gate{t}")) {
-                out.push(Parameter { name, tensor, group: Group::Task(t) });
+                out.push(Parameter {
+                    name,
+                    tensor,
+                    group: Group::Task(t),
+                });
             }
         }
         Ok(out)
@@ -67,14 +83,23 @@ impl Architecture for Mmoe {
     }
 
     fn forward(&mut self, features: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let outs: Vec<Tensor> = self.experts.iter().map(|e| e.forward(features, train, true)).collect::<Result<_>>()?;
+        let outs: Vec<Tensor> = self
+            .experts
+            .iter()
+            .map(|e| e.forward(features, train, true))
+            .collect::<Result<_>>()?;
         // [B, n, d]
         let stacked = Tensor::f_stack(&outs, 1)?;
         self.gates
             .iter()
             .map(|gate| {
-                let g = gate.forward(features)?.f_softmax(-1, Kind::Float)?.f_unsqueeze(-1)?;
-                Ok(stacked.f_mul(&g)?.f_sum_dim_intlist(1, false, Kind::Float)?)
+                let g = gate
+                    .forward(features)?
+                    .f_softmax(-1, Kind::Float)?
+                    .f_unsqueeze(-1)?;
+                Ok(stacked
+                    .f_mul(&g)?
+                    .f_sum_dim_intlist(1, false, Kind::Float)?)
             })
             .collect()
     }
@@ -83,12 +108,26 @@ impl Architecture for Mmoe {
 fn create_mmoe(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
     let device = ctx.device()?;
     let n = config["experts"].as_u64().unwrap_or(8) as usize;
-    let hidden: Vec<usize> =
-        config["expert_hidden"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|w| w as usize).collect();
+    let hidden: Vec<usize> = config["expert_hidden"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|w| w as usize)
+        .collect();
     let dims: Vec<usize> = std::iter::once(ctx.feature_dim).chain(hidden).collect();
-    let spec = MlpSpec { activation: Activation::Relu, dropout: 0.0, batch_norm: false, activate_last: true };
-    let experts = (0..n).map(|_| Mlp::new(&dims, spec, device)).collect::<Result<Vec<_>>>()?;
-    let gates = (0..ctx.num_tasks()).map(|_| Linear::new(ctx.feature_dim, n, device)).collect::<Result<Vec<_>>>()?;
+    let spec = MlpSpec {
+        activation: Activation::Relu,
+        dropout: 0.0,
+        batch_norm: false,
+        activate_last: true,
+    };
+    let experts = (0..n)
+        .map(|_| Mlp::new(&dims, spec, device))
+        .collect::<Result<Vec<_>>>()?;
+    let gates = (0..ctx.num_tasks())
+        .map(|_| Linear::new(ctx.feature_dim, n, device))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Box::new(Mmoe { experts, gates }))
 }
 
@@ -119,11 +158,25 @@ mod tests {
         };
         let config = json!({"experts": 3, "expert_hidden": [4]});
         let mut m = create_mmoe(&config, &ctx, &Host::standalone()).unwrap();
-        let out = m.forward(&Tensor::ones([2, 5], (Kind::Float, taskweave_plugin_api::tch::Device::Cpu)), true).unwrap();
+        let out = m
+            .forward(
+                &Tensor::ones(
+                    [2, 5],
+                    (Kind::Float, taskweave_plugin_api::tch::Device::Cpu),
+                ),
+                true,
+            )
+            .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].size(), vec![2, 4]);
         let params = m.parameters().unwrap();
-        assert_eq!(params.iter().filter(|p| p.group == Group::Shared).count(), 6);
-        assert_eq!(params.iter().filter(|p| p.group == Group::Task(1)).count(), 2);
+        assert_eq!(
+            params.iter().filter(|p| p.group == Group::Shared).count(),
+            6
+        );
+        assert_eq!(
+            params.iter().filter(|p| p.group == Group::Task(1)).count(),
+            2
+        );
     }
 }

@@ -3,8 +3,8 @@
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    register_method, task_gradients, Constructor, Group, Host, Method, MethodContext, Result, State, StepOps,
-    StepReport, Strategy, Weighting, WeightingInput, WeightingKind,
+    register_method, task_gradients, Constructor, Group, Host, Method, MethodContext, Result,
+    State, StepOps, StepReport, Strategy, Weighting, WeightingInput, WeightingKind,
 };
 
 /// One forward pass, then the pipeline's weighting decides the update:
@@ -30,7 +30,11 @@ impl Strategy for Standard {
         let step = ops.current_step();
         let weights = match self.weighting.kind() {
             WeightingKind::Loss => {
-                let out = self.weighting.weigh(&WeightingInput { step, losses: &losses, grads: None })?;
+                let out = self.weighting.weigh(&WeightingInput {
+                    step,
+                    losses: &losses,
+                    grads: None,
+                })?;
                 ops.backward(&out.combined)?;
                 out.weights
             }
@@ -40,17 +44,29 @@ impl Strategy for Standard {
                     ops.set_grads(Group::Task(t), head)?;
                 }
                 let detached = losses.f_detach()?;
-                let out = self.weighting.weigh(&WeightingInput { step, losses: &detached, grads: Some(&grads) })?;
+                let out = self.weighting.weigh(&WeightingInput {
+                    step,
+                    losses: &detached,
+                    grads: Some(&grads),
+                })?;
                 ops.set_grads(Group::Shared, &out.combined)?;
                 out.weights
             }
         };
         ops.optimizer_step()?;
-        Ok(StepReport { losses: losses.f_detach()?, weights })
+        Ok(StepReport {
+            losses: losses.f_detach()?,
+            weights,
+        })
     }
 
     fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(self.weighting.parameters()?.into_iter().map(|(n, t)| (format!("weighting.{n}"), t)).collect())
+        Ok(self
+            .weighting
+            .parameters()?
+            .into_iter()
+            .map(|(n, t)| (format!("weighting.{n}"), t))
+            .collect())
     }
 
     fn state(&self) -> Result<State> {
@@ -65,7 +81,9 @@ impl Strategy for Standard {
 }
 
 fn create(_config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Strategy>> {
-    Ok(Box::new(Standard::new(host.weighting(&ctx.weighting_table()?, ctx)?)))
+    Ok(Box::new(Standard::new(
+        host.weighting(&ctx.weighting_table()?, ctx)?,
+    )))
 }
 
 register_method!(Method::new(

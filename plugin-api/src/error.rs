@@ -25,7 +25,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
-        Error { message: message.to_string().into() }
+        Error {
+            message: message.to_string().into(),
+        }
     }
 
     /// The message, without any prefix.
@@ -78,7 +80,9 @@ thread_local! {
 /// panic hook) are per shared library, so this affects the plugin only.
 pub(crate) fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
     }));
 }
@@ -108,7 +112,10 @@ pub fn guard<T>(who: &str, call: &str, f: impl FnOnce() -> Result<T>) -> RResult
         Err(payload) => {
             let location = PANIC_LOCATION.with(|slot| slot.borrow_mut().take());
             let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
-            RErr(Error::msg(format!("{who}: {call} panicked{at}: {}", panic_message(&*payload))))
+            RErr(Error::msg(format!(
+                "{who}: {call} panicked{at}: {}",
+                panic_message(&*payload)
+            )))
         }
     }
 }
@@ -121,17 +128,28 @@ mod tests {
     fn guard_turns_a_panic_into_an_error_naming_the_call() {
         let hook = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let result: RResult<(), Error> = guard("method `demo`", "Weighting::weigh", || panic!("index 7 out of range"));
+        let result: RResult<(), Error> = guard("method `demo`", "Weighting::weigh", || {
+            panic!("index 7 out of range")
+        });
         std::panic::set_hook(hook);
         let err = result.into_result().unwrap_err();
-        assert!(err.message().starts_with("method `demo`: Weighting::weigh panicked"), "{err}");
+        assert!(
+            err.message()
+                .starts_with("method `demo`: Weighting::weigh panicked"),
+            "{err}"
+        );
         assert!(err.message().ends_with("index 7 out of range"), "{err}");
     }
 
     #[test]
     fn guard_adds_the_call_as_context_to_errors() {
-        let result: RResult<(), Error> = guard("method `demo`", "Weighting::weigh", || Err(Error::msg("bad shape")));
-        assert_eq!(result.into_result().unwrap_err().message(), "method `demo`: Weighting::weigh: bad shape");
+        let result: RResult<(), Error> = guard("method `demo`", "Weighting::weigh", || {
+            Err(Error::msg("bad shape"))
+        });
+        assert_eq!(
+            result.into_result().unwrap_err().message(),
+            "method `demo`: Weighting::weigh: bad shape"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@ use abi_stable::StableAbi;
 use tch::Tensor;
 
 use crate::{
-    Architecture, FfiMethod, MethodBox, MethodContext, Result, Role, Strategy, TensorOwned, TensorRef, Weighting,
+    Architecture, FfiMethod, MethodBox, MethodContext, Result, Role, Strategy, TensorOwned,
+    TensorRef, Weighting,
 };
 
 /// Severity of a log record forwarded from a plugin to the host.
@@ -61,7 +62,11 @@ pub trait FfiHost: Send + Sync + Clone {
     fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error>;
 
     /// See [`Host::combine`].
-    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error>;
+    fn combine(
+        &self,
+        weights: TensorRef<'_>,
+        grads: TensorRef<'_>,
+    ) -> RResult<TensorOwned, crate::Error>;
 
     /// See [`Host::fusion_grid`].
     #[sabi(last_prefix_field)]
@@ -98,7 +103,11 @@ pub struct FfiFusionGrid {
 
 impl From<FusionGrid> for FfiFusionGrid {
     fn from(g: FusionGrid) -> Self {
-        FfiFusionGrid { log_probs: g.log_probs.into(), alpha: g.alpha.into(), objective: g.objective.into() }
+        FfiFusionGrid {
+            log_probs: g.log_probs.into(),
+            alpha: g.alpha.into(),
+            objective: g.objective.into(),
+        }
     }
 }
 
@@ -120,17 +129,33 @@ impl FfiHost for Standalone {
         LogLevel::Error
     }
 
-    fn create(&self, _: Role, kind: RStr<'_>, _: RStr<'_>, _: &MethodContext) -> RResult<FfiMethod, crate::Error> {
-        RErr(crate::Error::msg(format!("a standalone host has no registry (asked for `{kind}`)")))
+    fn create(
+        &self,
+        _: Role,
+        kind: RStr<'_>,
+        _: RStr<'_>,
+        _: &MethodContext,
+    ) -> RResult<FfiMethod, crate::Error> {
+        RErr(crate::Error::msg(format!(
+            "a standalone host has no registry (asked for `{kind}`)"
+        )))
     }
 
     fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error> {
         let g = grads.get();
-        crate::guard("standalone host", "gramian", || Ok(g.f_matmul(&g.f_tr()?)?.into()))
+        crate::guard("standalone host", "gramian", || {
+            Ok(g.f_matmul(&g.f_tr()?)?.into())
+        })
     }
 
-    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error> {
-        crate::guard("standalone host", "combine", || Ok(weights.get().f_matmul(&grads.get())?.into()))
+    fn combine(
+        &self,
+        weights: TensorRef<'_>,
+        grads: TensorRef<'_>,
+    ) -> RResult<TensorOwned, crate::Error> {
+        crate::guard("standalone host", "combine", || {
+            Ok(weights.get().f_matmul(&grads.get())?.into())
+        })
     }
 
     fn fusion_grid(
@@ -147,7 +172,10 @@ impl FfiHost for Standalone {
 impl Host {
     /// Wraps the runtime's implementation of [`FfiHost`].
     pub fn new(host: impl FfiHost + Clone + 'static) -> Host {
-        Host(FfiHost_TO::from_ptr(RArc::new(host), abi_stable::sabi_trait::TD_Opaque))
+        Host(FfiHost_TO::from_ptr(
+            RArc::new(host),
+            abi_stable::sabi_trait::TD_Opaque,
+        ))
     }
 
     /// A host for unit tests of a method outside the runtime: logs are dropped,
@@ -180,7 +208,12 @@ impl Host {
     /// Creates another method from the registry by name: `table` is a method
     /// table (`{"kind": "pcgrad", ...}`), validated and completed by the host.
     /// This is how methods compose without linking each other.
-    pub fn create(&self, role: Role, table: &serde_json::Value, ctx: &MethodContext) -> Result<MethodBox> {
+    pub fn create(
+        &self,
+        role: Role,
+        table: &serde_json::Value,
+        ctx: &MethodContext,
+    ) -> Result<MethodBox> {
         let kind = table.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
             crate::Error::msg(format!("a {role} table needs a string `kind`, got {table}"))
         })?;
@@ -188,17 +221,27 @@ impl Host {
         if let Some(map) = config.as_object_mut() {
             map.remove("kind");
         }
-        let created = self.0.create(role, kind.into(), config.to_string().as_str().into(), ctx);
+        let created = self
+            .0
+            .create(role, kind.into(), config.to_string().as_str().into(), ctx);
         Ok(MethodBox::from(created.into_result()?))
     }
 
     /// [`Host::create`] for a weighting.
-    pub fn weighting(&self, table: &serde_json::Value, ctx: &MethodContext) -> Result<Box<dyn Weighting>> {
+    pub fn weighting(
+        &self,
+        table: &serde_json::Value,
+        ctx: &MethodContext,
+    ) -> Result<Box<dyn Weighting>> {
         self.create(Role::Weighting, table, ctx)?.into_weighting()
     }
 
     /// [`Host::create`] for a strategy.
-    pub fn strategy(&self, table: &serde_json::Value, ctx: &MethodContext) -> Result<Box<dyn Strategy>> {
+    pub fn strategy(
+        &self,
+        table: &serde_json::Value,
+        ctx: &MethodContext,
+    ) -> Result<Box<dyn Strategy>> {
         self.create(Role::Strategy, table, ctx)?.into_strategy()
     }
 
@@ -213,7 +256,11 @@ impl Host {
     /// `weightsᵀ G`: the combination `[P]` of the rows of `grads` `[T, P]` with
     /// `weights` `[T]` (or `[K, P]` for `weights` `[K, T]`), with the host's kernels.
     pub fn combine(&self, weights: &Tensor, grads: &Tensor) -> Result<Tensor> {
-        Ok(self.0.combine(weights.into(), grads.into()).into_result()?.into_tensor())
+        Ok(self
+            .0
+            .combine(weights.into(), grads.into())
+            .into_result()?
+            .into_tensor())
     }
 
     /// The dynamic-logit-fusion grid (weak-to-strong fusion, Fan et al. 2024):
@@ -221,11 +268,22 @@ impl Host {
     /// objective Σ_t [(KL(P̃‖P) − KL(Q_t‖Q))² + (KL(P‖P̃) − KL(Q‖Q_t))²] of
     /// P̃ = softmax(large + a·(expert_t − small)), keeping the best candidate.
     /// Logits are `[B, V]`; one fused kernel on CUDA.
-    pub fn fusion_grid(&self, large: &Tensor, small: &Tensor, experts: &[Tensor], alphas: &[f64]) -> Result<FusionGrid> {
+    pub fn fusion_grid(
+        &self,
+        large: &Tensor,
+        small: &Tensor,
+        experts: &[Tensor],
+        alphas: &[f64],
+    ) -> Result<FusionGrid> {
         let experts: Vec<TensorRef<'_>> = experts.iter().map(TensorRef::new).collect();
         let out = self
             .0
-            .fusion_grid(large.into(), small.into(), experts.as_slice().into(), alphas.into())
+            .fusion_grid(
+                large.into(),
+                small.into(),
+                experts.as_slice().into(),
+                alphas.into(),
+            )
             .into_result()?;
         Ok(FusionGrid {
             log_probs: out.log_probs.into_tensor(),
@@ -240,6 +298,7 @@ impl Host {
         table: &serde_json::Value,
         ctx: &MethodContext,
     ) -> Result<Box<dyn Architecture>> {
-        self.create(Role::Architecture, table, ctx)?.into_architecture()
+        self.create(Role::Architecture, table, ctx)?
+            .into_architecture()
     }
 }

@@ -49,7 +49,8 @@ impl<S: Subscriber> Layer<S> for Forward {
         let mut line = Line::default();
         event.record(&mut line);
         let meta = event.metadata();
-        self.host.log(LogLevel::from(meta.level()), meta.target(), &line.0);
+        self.host
+            .log(LogLevel::from(meta.level()), meta.target(), &line.0);
     }
 }
 

@@ -23,8 +23,13 @@ pub enum Role {
 
 impl Role {
     /// Every role, in display order.
-    pub const ALL: [Role; 5] =
-        [Role::Weighting, Role::Strategy, Role::Architecture, Role::Fusion, Role::Grouping];
+    pub const ALL: [Role; 5] = [
+        Role::Weighting,
+        Role::Strategy,
+        Role::Architecture,
+        Role::Fusion,
+        Role::Grouping,
+    ];
 
     /// The role's name as written in schemas (`x-taskweave-role`) and listings.
     pub fn name(self) -> &'static str {

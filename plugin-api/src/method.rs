@@ -65,7 +65,13 @@ impl Method {
         schema: fn() -> serde_json::Value,
         constructor: Constructor,
     ) -> Method {
-        Method { name, version, description, schema, constructor }
+        Method {
+            name,
+            version,
+            description,
+            schema,
+            constructor,
+        }
     }
 
     /// The role the constructor fixes.

@@ -149,8 +149,14 @@ impl BatchNorm {
     /// `prefix.running_mean` and `prefix.running_var`.
     pub fn buffers(&self, prefix: &str) -> Vec<(String, Tensor)> {
         vec![
-            (format!("{prefix}.running_mean"), self.running_mean.shallow_clone()),
-            (format!("{prefix}.running_var"), self.running_var.shallow_clone()),
+            (
+                format!("{prefix}.running_mean"),
+                self.running_mean.shallow_clone(),
+            ),
+            (
+                format!("{prefix}.running_var"),
+                self.running_var.shallow_clone(),
+            ),
         ]
     }
 }
@@ -182,10 +188,18 @@ impl Mlp {
     pub fn new(dims: &[usize], spec: MlpSpec, device: Device) -> Result<Mlp> {
         let mut layers = Vec::new();
         for pair in dims.windows(2) {
-            let bn = if spec.batch_norm { Some(BatchNorm::new(pair[1], device)?) } else { None };
+            let bn = if spec.batch_norm {
+                Some(BatchNorm::new(pair[1], device)?)
+            } else {
+                None
+            };
             layers.push((Linear::new(pair[0], pair[1], device)?, bn));
         }
-        Ok(Mlp { layers, spec, output_dim: dims.last().copied().unwrap_or(0) })
+        Ok(Mlp {
+            layers,
+            spec,
+            output_dim: dims.last().copied().unwrap_or(0),
+        })
     }
 
     /// The width of the output.
@@ -242,16 +256,35 @@ mod tests {
     use super::*;
 
     fn spec(batch_norm: bool) -> MlpSpec {
-        MlpSpec { activation: Activation::Relu, dropout: 0.0, batch_norm, activate_last: false }
+        MlpSpec {
+            activation: Activation::Relu,
+            dropout: 0.0,
+            batch_norm,
+            activate_last: false,
+        }
     }
 
     #[test]
     fn mlp_shapes_and_parameter_names() {
         let mlp = Mlp::new(&[5, 8, 3], spec(false), Device::Cpu).unwrap();
-        let y = mlp.forward(&Tensor::f_ones([4, 5], (Kind::Float, Device::Cpu)).unwrap(), true, true).unwrap();
+        let y = mlp
+            .forward(
+                &Tensor::f_ones([4, 5], (Kind::Float, Device::Cpu)).unwrap(),
+                true,
+                true,
+            )
+            .unwrap();
         assert_eq!(y.size(), vec![4, 3]);
         let names: Vec<String> = mlp.parameters("head").into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["head.0.weight", "head.0.bias", "head.1.weight", "head.1.bias"]);
+        assert_eq!(
+            names,
+            [
+                "head.0.weight",
+                "head.0.bias",
+                "head.1.weight",
+                "head.1.bias"
+            ]
+        );
     }
 
     #[test]
@@ -266,7 +299,11 @@ mod tests {
     fn batch_norm_without_stat_updates_leaves_running_stats_bitwise() {
         let mlp = Mlp::new(&[3, 4, 2], spec(true), Device::Cpu).unwrap();
         let x = Tensor::f_randn([8, 3], (Kind::Float, Device::Cpu)).unwrap();
-        let before: Vec<Tensor> = mlp.buffers("m").into_iter().map(|(_, t)| t.copy()).collect();
+        let before: Vec<Tensor> = mlp
+            .buffers("m")
+            .into_iter()
+            .map(|(_, t)| t.copy())
+            .collect();
         let _ = mlp.forward(&x, true, false).unwrap();
         for ((_, after), before) in mlp.buffers("m").into_iter().zip(&before) {
             assert!(after.equal(before));

@@ -58,7 +58,10 @@ mod tests {
     fn same_seed_and_stream_give_the_same_draws() {
         let a: Vec<u64> = (0..4).map(|_| SplitMix::at(3, 9).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(SplitMix::at(3, 9).next_u64(), SplitMix::at(3, 10).next_u64());
+        assert_ne!(
+            SplitMix::at(3, 9).next_u64(),
+            SplitMix::at(3, 10).next_u64()
+        );
     }
 
     #[test]
@@ -82,6 +85,9 @@ mod tests {
         let xs: Vec<f64> = (0..20000).map(|_| rng.normal()).collect();
         let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
     }
 }

@@ -53,12 +53,20 @@ impl State {
     /// The inverse of [`State::nest`]: takes out what was nested under `prefix`.
     pub fn unnest(&mut self, prefix: &str) -> State {
         let dotted = format!("{prefix}.");
-        let (inner, outer): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.tensors).into_iter().partition(|(n, _)| n.starts_with(&dotted));
+        let (inner, outer): (Vec<_>, Vec<_>) = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .partition(|(n, _)| n.starts_with(&dotted));
         self.tensors = outer;
-        let meta = self.meta.as_object_mut().and_then(|m| m.remove(prefix)).unwrap_or_default();
+        let meta = self
+            .meta
+            .as_object_mut()
+            .and_then(|m| m.remove(prefix))
+            .unwrap_or_default();
         State {
-            tensors: inner.into_iter().map(|(n, t)| (n[dotted.len()..].to_string(), t)).collect(),
+            tensors: inner
+                .into_iter()
+                .map(|(n, t)| (n[dotted.len()..].to_string(), t))
+                .collect(),
             meta,
         }
     }
@@ -77,7 +85,11 @@ pub struct FfiState {
 impl From<State> for FfiState {
     fn from(state: State) -> Self {
         FfiState {
-            tensors: state.tensors.into_iter().map(|(n, t)| Tuple2(n.into(), t.into())).collect(),
+            tensors: state
+                .tensors
+                .into_iter()
+                .map(|(n, t)| Tuple2(n.into(), t.into()))
+                .collect(),
             meta: state.meta.to_string().into(),
         }
     }
@@ -103,7 +115,10 @@ mod tests {
 
     #[test]
     fn nest_and_unnest_are_inverse() {
-        let mut outer = State { tensors: vec![("a".into(), Tensor::from(1.0))], meta: Default::default() };
+        let mut outer = State {
+            tensors: vec![("a".into(), Tensor::from(1.0))],
+            meta: Default::default(),
+        };
         let inner = State {
             tensors: vec![("w".into(), Tensor::from(2.0))],
             meta: serde_json::json!({"step": 3}),

@@ -11,8 +11,12 @@ use abi_stable::{tag, StableAbi};
 use tch::Tensor;
 
 /// The ABI tag on every tensor handle; two sides are compatible only if equal.
-pub(crate) const LIBTORCH_TAG: &str =
-    concat!("tch ", crate::tch_version!(), " / libtorch ", crate::libtorch_version!());
+pub(crate) const LIBTORCH_TAG: &str = concat!(
+    "tch ",
+    crate::tch_version!(),
+    " / libtorch ",
+    crate::libtorch_version!()
+);
 
 /// A tensor borrowed for the duration of one call.
 ///
@@ -34,7 +38,10 @@ unsafe impl Sync for TensorRef<'_> {}
 impl<'a> TensorRef<'a> {
     /// Borrows `tensor` for the other side of the boundary.
     pub fn new(tensor: &'a Tensor) -> Self {
-        TensorRef { ptr: tensor.as_ptr() as *mut c_void, _borrow: PhantomData }
+        TensorRef {
+            ptr: tensor.as_ptr() as *mut c_void,
+            _borrow: PhantomData,
+        }
     }
 
     /// A `&Tensor` view of the borrowed handle.
@@ -42,7 +49,10 @@ impl<'a> TensorRef<'a> {
         // SAFETY: `ptr` came from a live `&'a Tensor` (see `new`); ManuallyDrop
         // keeps this side from freeing the handle the other side owns.
         let tensor = unsafe { Tensor::from_ptr(self.ptr.cast()) };
-        BorrowedTensor { tensor: ManuallyDrop::new(tensor), _borrow: PhantomData }
+        BorrowedTensor {
+            tensor: ManuallyDrop::new(tensor),
+            _borrow: PhantomData,
+        }
     }
 }
 
@@ -91,14 +101,19 @@ impl TensorOwned {
 
     /// Borrows the tensor without taking ownership.
     pub fn as_ref(&self) -> TensorRef<'_> {
-        TensorRef { ptr: self.ptr, _borrow: PhantomData }
+        TensorRef {
+            ptr: self.ptr,
+            _borrow: PhantomData,
+        }
     }
 }
 
 impl From<Tensor> for TensorOwned {
     fn from(tensor: Tensor) -> Self {
         let mut tensor = ManuallyDrop::new(tensor);
-        TensorOwned { ptr: tensor.as_mut_ptr().cast() }
+        TensorOwned {
+            ptr: tensor.as_mut_ptr().cast(),
+        }
     }
 }
 

@@ -45,6 +45,10 @@ fn main() -> Result<(), taskweave::Error> {
     for (task, metrics) in summary.tasks.iter().zip(&summary.test) {
         println!("{}: test mse {:.4}", task.name, metrics["mse"]);
     }
-    println!("{:.0} steps/s, files in {}", summary.steps_per_second, summary.dir.display());
+    println!(
+        "{:.0} steps/s, files in {}",
+        summary.steps_per_second,
+        summary.dir.display()
+    );
     Ok(())
 }

@@ -31,15 +31,24 @@ pub struct WeightingCall<'a> {
 }
 
 fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
-    let tensors = Tensor::read_safetensors(path)
-        .map_err(|e| Error::Input(format!("cannot read {} as safetensors: {e}", path.display())))?;
+    let tensors = Tensor::read_safetensors(path).map_err(|e| {
+        Error::Input(format!(
+            "cannot read {} as safetensors: {e}",
+            path.display()
+        ))
+    })?;
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let listed = names.join(", ");
     tensors
         .into_iter()
         .find(|(n, _)| n == name)
         .map(|(_, t)| t)
-        .ok_or_else(|| Error::Input(format!("{} has no tensor `{name}` (it has: {listed})", path.display())))
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "{} has no tensor `{name}` (it has: {listed})",
+                path.display()
+            ))
+        })
 }
 
 /// Runs the weighting once on the given gradients (and losses) and writes its
@@ -47,7 +56,12 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
 /// the gradients.
 pub fn weighting(runtime: &Runtime, call: &WeightingCall<'_>) -> Result<()> {
     let grads = read_tensor(call.grads, "grads")?;
-    if grads.dim() != 2 || !matches!(grads.kind(), Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half) {
+    if grads.dim() != 2
+        || !matches!(
+            grads.kind(),
+            Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half
+        )
+    {
         return Err(Error::Input(format!(
             "`grads` must be a floating-point matrix [T, P], got {:?} of shape {:?}",
             grads.kind(),
@@ -60,32 +74,60 @@ pub fn weighting(runtime: &Runtime, call: &WeightingCall<'_>) -> Result<()> {
         None => Tensor::f_ones([tasks], (grads.kind(), Device::Cpu))?,
     };
     if losses.size() != [tasks] {
-        return Err(Error::Input(format!("`losses` must have shape [{tasks}], got {:?}", losses.size())));
+        return Err(Error::Input(format!(
+            "`losses` must have shape [{tasks}], got {:?}",
+            losses.size()
+        )));
     }
 
     // The method table, validated like a pipeline's, with `--set` locations in errors.
     let mut source = Source::string(String::new(), ".".into());
     let mut node = Node::table(Origin::Generated);
-    source.apply_sets(&mut node, call.sets).map_err(|d| Error::config(vec![d], &source))?;
-    let kind = Node { value: NodeValue::String(call.name.to_string()), origin: Origin::Generated };
+    source
+        .apply_sets(&mut node, call.sets)
+        .map_err(|d| Error::config(vec![d], &source))?;
+    let kind = Node {
+        value: NodeValue::String(call.name.to_string()),
+        origin: Origin::Generated,
+    };
     let _ = node.set_path(&["kind"], kind);
-    let table = validate(&node, &json!({"x-taskweave-role": "Weighting"}), "weighting", &KindTable {
-        registry: runtime.registry(),
-    })
+    let table = validate(
+        &node,
+        &json!({"x-taskweave-role": "Weighting"}),
+        "weighting",
+        &KindTable {
+            registry: runtime.registry(),
+        },
+    )
     .map_err(|diagnostics| Error::config(diagnostics, &source))?;
 
     let ctx = MethodContext {
-        tasks: (0..tasks).map(|t| format!("task{t}").as_str().into()).collect(),
+        tasks: (0..tasks)
+            .map(|t| format!("task{t}").as_str().into())
+            .collect(),
         device: "cpu".into(),
         seed: call.seed,
         feature_dim: 0,
         weighting: table.to_string().into(),
     };
-    let mut method = runtime.create_method(Role::Weighting, &table, &ctx)?.into_weighting()?;
-    let out = aggregate(method.as_mut(), call.step, &losses.f_to_kind(grads.kind())?, &grads)?;
+    let mut method = runtime
+        .create_method(Role::Weighting, &table, &ctx)?
+        .into_weighting()?;
+    let out = aggregate(
+        method.as_mut(),
+        call.step,
+        &losses.f_to_kind(grads.kind())?,
+        &grads,
+    )?;
     let mut tensors = vec![("update".to_string(), out.combined)];
     if let Some(weights) = out.weights {
         tensors.push(("weights".to_string(), weights));
     }
-    checkpoint::write(call.out, &Checkpoint { tensors, meta: json!({"weighting": table, "step": call.step}) })
+    checkpoint::write(
+        call.out,
+        &Checkpoint {
+            tensors,
+            meta: json!({"weighting": table, "step": call.step}),
+        },
+    )
 }

@@ -29,7 +29,9 @@ pub fn cuda_unavailable() -> Option<String> {
                 .and_then(|_| taskweave_kernels::load_libtorch_cuda())
                 .err()
                 .map(|e| e.to_string());
-            why.or_else(|| (!tch::Cuda::is_available()).then(|| "libtorch reports no CUDA device".to_string()))
+            why.or_else(|| {
+                (!tch::Cuda::is_available()).then(|| "libtorch reports no CUDA device".to_string())
+            })
         })
         .clone()
 }
@@ -48,17 +50,25 @@ pub fn resolve(name: &str) -> Result<Device> {
         }
         let count = tch::Cuda::device_count() as usize;
         if n >= count {
-            return Err(Error::Input(format!("run.device = \"{name}\" but there are {count} CUDA devices")));
+            return Err(Error::Input(format!(
+                "run.device = \"{name}\" but there are {count} CUDA devices"
+            )));
         }
         Ok(Device::Cuda(n))
     };
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "auto" => Ok(if cuda_available() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }),
         "cuda" => cuda(0),
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => cuda(n),
-            None => Err(Error::Input(format!("run.device = \"{other}\": expected auto, cpu, cuda or cuda:N"))),
+            None => Err(Error::Input(format!(
+                "run.device = \"{other}\": expected auto, cpu, cuda or cuda:N"
+            ))),
         },
     }
 }

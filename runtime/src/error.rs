@@ -61,12 +61,18 @@ impl Error {
         if diagnostics.len() > 1 {
             rendered.push(format!("{} errors in {}", diagnostics.len(), source.name));
         }
-        Error::Config { diagnostics, rendered: rendered.join("\n").trim_end().to_string() }
+        Error::Config {
+            diagnostics,
+            rendered: rendered.join("\n").trim_end().to_string(),
+        }
     }
 
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr};
 use taskweave_plugin_api::{
-    guard, Error as ApiError, FfiFusionGrid, FfiHost, FfiMethod, FusionGrid, Host, LogLevel, MethodContext, Role,
-    TensorOwned, TensorRef,
+    guard, Error as ApiError, FfiFusionGrid, FfiHost, FfiMethod, FusionGrid, Host, LogLevel,
+    MethodContext, Role, TensorOwned, TensorRef,
 };
 
 use crate::device::kernels;
@@ -29,7 +29,9 @@ impl RuntimeHost {
 
     /// A host whose `create` builds methods from `registry`.
     pub fn new(registry: Arc<Registry>) -> Host {
-        Host::new(RuntimeHost { registry: Some(registry) })
+        Host::new(RuntimeHost {
+            registry: Some(registry),
+        })
     }
 }
 
@@ -60,15 +62,25 @@ impl FfiHost for RuntimeHost {
         level_of(tracing::level_filters::LevelFilter::current())
     }
 
-    fn create(&self, role: Role, kind: RStr<'_>, config: RStr<'_>, ctx: &MethodContext) -> RResult<FfiMethod, ApiError> {
+    fn create(
+        &self,
+        role: Role,
+        kind: RStr<'_>,
+        config: RStr<'_>,
+        ctx: &MethodContext,
+    ) -> RResult<FfiMethod, ApiError> {
         let Some(registry) = &self.registry else {
-            return RErr(ApiError::msg("methods cannot be created while plugins are loading"));
+            return RErr(ApiError::msg(
+                "methods cannot be created while plugins are loading",
+            ));
         };
         let result = (|| {
             let config: serde_json::Value = serde_json::from_str(config.as_str())?;
             let (entry, config) = validate_method(registry, role, kind.as_str(), &config)?;
             let host = RuntimeHost::new(registry.clone());
-            let created = registry.create(entry, &config, ctx, &host).map_err(|e| ApiError::msg(e.to_string()))?;
+            let created = registry
+                .create(entry, &config, ctx, &host)
+                .map_err(|e| ApiError::msg(e.to_string()))?;
             Ok(FfiMethod::new(created, &format!("method `{kind}`")))
         })();
         match result {
@@ -78,11 +90,25 @@ impl FfiHost for RuntimeHost {
     }
 
     fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, ApiError> {
-        guard("host", "gramian", || Ok(kernels().gramian(&grads.get()).map_err(ApiError::from)?.into()))
+        guard("host", "gramian", || {
+            Ok(kernels()
+                .gramian(&grads.get())
+                .map_err(ApiError::from)?
+                .into())
+        })
     }
 
-    fn combine(&self, weights: TensorRef<'_>, grads: TensorRef<'_>) -> RResult<TensorOwned, ApiError> {
-        guard("host", "combine", || Ok(kernels().combine(&weights.get(), &grads.get()).map_err(ApiError::from)?.into()))
+    fn combine(
+        &self,
+        weights: TensorRef<'_>,
+        grads: TensorRef<'_>,
+    ) -> RResult<TensorOwned, ApiError> {
+        guard("host", "combine", || {
+            Ok(kernels()
+                .combine(&weights.get(), &grads.get())
+                .map_err(ApiError::from)?
+                .into())
+        })
     }
 
     fn fusion_grid(
@@ -93,9 +119,16 @@ impl FfiHost for RuntimeHost {
         alphas: RSlice<'_, f64>,
     ) -> RResult<FfiFusionGrid, ApiError> {
         guard("host", "fusion_grid", || {
-            let experts: Vec<tch::Tensor> = experts.iter().map(|e| e.get().shallow_clone()).collect();
-            let out = kernels().fusion_grid(&large.get(), &small.get(), &experts, alphas.as_slice())?;
-            Ok(FusionGrid { log_probs: out.log_probs, alpha: out.alpha, objective: out.objective }.into())
+            let experts: Vec<tch::Tensor> =
+                experts.iter().map(|e| e.get().shallow_clone()).collect();
+            let out =
+                kernels().fusion_grid(&large.get(), &small.get(), &experts, alphas.as_slice())?;
+            Ok(FusionGrid {
+                log_probs: out.log_probs,
+                alpha: out.alpha,
+                objective: out.objective,
+            }
+            .into())
         })
     }
 }

@@ -16,7 +16,9 @@ pub enum Format {
 /// filter used when `RUST_LOG` is unset (for example `"info"`).
 pub fn init(format: Format, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         Format::Human => builder.with_target(false).without_time().try_init(),
         Format::Json => builder.json().try_init(),

@@ -12,7 +12,11 @@ use taskweave::logging::{self, Format};
 use taskweave::{Config, Error, Runtime};
 
 #[derive(Parser)]
-#[command(name = "taskweave", version, about = "Run multi-task learning pipelines with method plugins")]
+#[command(
+    name = "taskweave",
+    version,
+    about = "Run multi-task learning pipelines with method plugins"
+)]
 struct Cli {
     /// Log format on stderr (the level comes from RUST_LOG, default info).
     #[arg(long, value_enum, default_value = "human", global = true)]
@@ -235,19 +239,47 @@ fn plugins_list(dirs: Vec<PathBuf>, json: bool) -> Result<(), Error> {
             "plugin_abi": compat.abi, "tch": compat.tch, "libtorch": compat.libtorch,
             "methods": methods, "problems": problems, "conflicts": conflicts,
         });
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
         return Ok(());
     }
-    let _ = writeln!(out, "plugin ABI {} (tch {}, libtorch {})\n", compat.abi, compat.tch, compat.libtorch);
-    let width = registry.entries().map(|e| e.manifest.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "{:width$}  {:12}  {:8}  SOURCE", "NAME", "ROLE", "VERSION");
+    let _ = writeln!(
+        out,
+        "plugin ABI {} (tch {}, libtorch {})\n",
+        compat.abi, compat.tch, compat.libtorch
+    );
+    let width = registry
+        .entries()
+        .map(|e| e.manifest.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:width$}  {:12}  {:8}  SOURCE",
+        "NAME", "ROLE", "VERSION"
+    );
     for e in registry.entries() {
         let m = &e.manifest;
-        let _ = writeln!(out, "{:width$}  {:12}  {:8}  {}", m.name, m.role.name(), m.version, e.origin);
+        let _ = writeln!(
+            out,
+            "{:width$}  {:12}  {:8}  {}",
+            m.name,
+            m.role.name(),
+            m.version,
+            e.origin
+        );
     }
     for (name, origins) in registry.conflicts() {
         let list: Vec<String> = origins.iter().map(|o| o.to_string()).collect();
-        let _ = writeln!(out, "{name:width$}  unusable: provided by {}", list.join(" and "));
+        let _ = writeln!(
+            out,
+            "{name:width$}  unusable: provided by {}",
+            list.join(" and ")
+        );
     }
     if !registry.problems().is_empty() {
         let _ = writeln!(out, "\nnot loaded:");
@@ -264,16 +296,25 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
         return Ok(serde_json::json!({ "kind": text.trim() }));
     }
     let source = format!("w = {text}");
-    let doc: toml_edit::DocumentMut =
-        source.parse().map_err(|e| Error::Input(format!("--weighting {text}: not a TOML table: {e}")))?;
+    let doc: toml_edit::DocumentMut = source
+        .parse()
+        .map_err(|e| Error::Input(format!("--weighting {text}: not a TOML table: {e}")))?;
     let mut table = serde_json::Map::new();
-    for (k, v) in doc["w"].as_inline_table().into_iter().flat_map(|t| t.iter()) {
+    for (k, v) in doc["w"]
+        .as_inline_table()
+        .into_iter()
+        .flat_map(|t| t.iter())
+    {
         let value = match v {
             toml_edit::Value::String(s) => serde_json::json!(s.value()),
             toml_edit::Value::Integer(i) => serde_json::json!(i.value()),
             toml_edit::Value::Float(f) => serde_json::json!(f.value()),
             toml_edit::Value::Boolean(b) => serde_json::json!(b.value()),
-            other => return Err(Error::Input(format!("--weighting {text}: unsupported value {other}"))),
+            other => {
+                return Err(Error::Input(format!(
+                    "--weighting {text}: unsupported value {other}"
+                )))
+            }
         };
         table.insert(k.to_string(), value);
     }
@@ -284,14 +325,17 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
 /// without a GPU gets a clear "not available" with the reason.
 fn gpu_info(json: bool) {
     let compat = taskweave_plugin_api::module::Compat::current();
-    let nvrtc = taskweave_kernels::compile::nvrtc_version().map(|(a, b)| format!("{a}.{b}")).map_err(|e| e.to_string());
-    let devices: Result<Vec<taskweave_kernels::CudaInfo>, String> = match taskweave::device::cuda_unavailable() {
-        Some(why) => Err(why),
-        None => (0..taskweave_kernels::device_count().unwrap_or(0))
-            .map(taskweave_kernels::cuda_info)
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string()),
-    };
+    let nvrtc = taskweave_kernels::compile::nvrtc_version()
+        .map(|(a, b)| format!("{a}.{b}"))
+        .map_err(|e| e.to_string());
+    let devices: Result<Vec<taskweave_kernels::CudaInfo>, String> =
+        match taskweave::device::cuda_unavailable() {
+            Some(why) => Err(why),
+            None => (0..taskweave_kernels::device_count().unwrap_or(0))
+                .map(taskweave_kernels::cuda_info)
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string()),
+        };
     if json {
         let devices_json = match &devices {
             Ok(list) => serde_json::json!(list
@@ -322,8 +366,10 @@ fn gpu_info(json: bool) {
         Err(e) => println!("NVRTC not found: {e}"),
     }
     match devices {
-        Err(why) => println!("CUDA not available: {why}
-runs with device = \"auto\" use the CPU"),
+        Err(why) => println!(
+            "CUDA not available: {why}
+runs with device = \"auto\" use the CPU"
+        ),
         Ok(list) => {
             println!("libtorch_cuda loaded; {} CUDA device(s)", list.len());
             for d in list {
@@ -340,13 +386,23 @@ runs with device = \"auto\" use the CPU"),
 
 fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Plugins { command: PluginsCommand::List { dirs, json } } => plugins_list(dirs, json),
+        Command::Plugins {
+            command: PluginsCommand::List { dirs, json },
+        } => plugins_list(dirs, json),
         Command::Validate(args) => {
             let pipeline = runtime(&args.plugins).pipeline_from_file(&args.pipeline, &args.sets)?;
-            println!("{}: ok (run `{}`)", args.pipeline.display(), pipeline.name());
+            println!(
+                "{}: ok (run `{}`)",
+                args.pipeline.display(),
+                pipeline.name()
+            );
             Ok(())
         }
-        Command::Run { pipeline: args, print_config, overwrite } => {
+        Command::Run {
+            pipeline: args,
+            print_config,
+            overwrite,
+        } => {
             let pipeline = runtime(&args.plugins).pipeline_from_file(&args.pipeline, &args.sets)?;
             if print_config {
                 print!("{}", pipeline.resolved_toml());
@@ -363,7 +419,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("run directory: {}", summary.dir.display());
             Ok(())
         }
-        Command::Call { command: CallCommand::Weighting { name, grads, losses, sets, seed, step, out, plugins } } => {
+        Command::Call {
+            command:
+                CallCommand::Weighting {
+                    name,
+                    grads,
+                    losses,
+                    sets,
+                    seed,
+                    step,
+                    out,
+                    plugins,
+                },
+        } => {
             let call = taskweave::call::WeightingCall {
                 name: &name,
                 sets: &sets,
@@ -377,16 +445,31 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("wrote {}", out.display());
             Ok(())
         }
-        Command::Flatness { run_dir, radius, samples, split, json, plugins } => {
-            let f = runtime(&plugins).open_run(&run_dir)?.flatness(&run_dir, &split, radius, samples)?;
+        Command::Flatness {
+            run_dir,
+            radius,
+            samples,
+            split,
+            json,
+            plugins,
+        } => {
+            let f = runtime(&plugins)
+                .open_run(&run_dir)?
+                .flatness(&run_dir, &split, radius, samples)?;
             if json {
                 let doc = serde_json::json!({"radius": f.radius, "samples": f.samples, "split": split,
                     "tasks": f.tasks, "base": f.base, "perturbed": f.perturbed, "mean_increase": f.mean_increase()});
                 println!("{doc}");
             } else {
-                println!("{split} loss under random perturbations of relative size {} ({} samples)", f.radius, f.samples);
+                println!(
+                    "{split} loss under random perturbations of relative size {} ({} samples)",
+                    f.radius, f.samples
+                );
                 let width = f.tasks.iter().map(String::len).max().unwrap_or(4).max(4);
-                println!("{:width$}  {:>12}  {:>12}  {:>12}", "task", "trained", "perturbed", "increase");
+                println!(
+                    "{:width$}  {:>12}  {:>12}  {:>12}",
+                    "task", "trained", "perturbed", "increase"
+                );
                 for ((t, b), p) in f.tasks.iter().zip(&f.base).zip(&f.perturbed) {
                     println!("{t:width$}  {b:>12.5}  {p:>12.5}  {:>12.5}", p - b);
                 }
@@ -394,22 +477,53 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Toy { command: ToyCommand::Cagrad { weightings, steps, lr, f1_scale, out, plugins } } => {
+        Command::Toy {
+            command:
+                ToyCommand::Cagrad {
+                    weightings,
+                    steps,
+                    lr,
+                    f1_scale,
+                    out,
+                    plugins,
+                },
+        } => {
             let runtime = runtime(&dirs_or_default(plugins));
             let tables: Vec<serde_json::Value> = if weightings.is_empty() {
                 let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
-                if runtime.registry().entries().any(|e| e.manifest.name.as_str() == "rlw") {
+                if runtime
+                    .registry()
+                    .entries()
+                    .any(|e| e.manifest.name.as_str() == "rlw")
+                {
                     names.push("rlw");
                 }
-                let mut tables: Vec<serde_json::Value> = names.iter().map(|n| serde_json::json!({"kind": n})).collect();
-                tables.insert(3, serde_json::json!({"kind": "cagrad", "c": 0.5, "rescale": 2}));
+                let mut tables: Vec<serde_json::Value> = names
+                    .iter()
+                    .map(|n| serde_json::json!({"kind": n}))
+                    .collect();
+                tables.insert(
+                    3,
+                    serde_json::json!({"kind": "cagrad", "c": 0.5, "rescale": 2}),
+                );
                 tables
             } else {
-                weightings.iter().map(|w| toy_table(w)).collect::<Result<_, _>>()?
+                weightings
+                    .iter()
+                    .map(|w| toy_table(w))
+                    .collect::<Result<_, _>>()?
             };
-            let options = taskweave::toy::ToyOptions { steps, lr, f1_scale, ..Default::default() };
+            let options = taskweave::toy::ToyOptions {
+                steps,
+                lr,
+                f1_scale,
+                ..Default::default()
+            };
             let trajectories = taskweave::toy::cagrad_toy(&runtime, &tables, &options)?;
-            std::fs::write(&out, taskweave::toy::draw(&trajectories)).map_err(|e| Error::Io { path: out.clone(), source: e })?;
+            std::fs::write(&out, taskweave::toy::draw(&trajectories)).map_err(|e| Error::Io {
+                path: out.clone(),
+                source: e,
+            })?;
             for t in &trajectories {
                 println!(
                     "{:32} from ({:5.1}, {:5.1}) to ({:6.2}, {:6.2})  f1 {:8.4}  f2 {:8.4}",

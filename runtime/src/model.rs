@@ -38,7 +38,13 @@ fn mlp_spec(config: &Value, activate_last: bool) -> Result<MlpSpec> {
 }
 
 fn widths(config: &Value) -> Vec<usize> {
-    config["hidden"].as_array().into_iter().flatten().filter_map(Value::as_u64).map(|w| w as usize).collect()
+    config["hidden"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .map(|w| w as usize)
+        .collect()
 }
 
 impl Model {
@@ -52,7 +58,9 @@ impl Model {
         device: Device,
     ) -> Result<Model> {
         let backbone_cfg = &config["backbone"];
-        let dims: Vec<usize> = std::iter::once(input_dim).chain(widths(backbone_cfg)).collect();
+        let dims: Vec<usize> = std::iter::once(input_dim)
+            .chain(widths(backbone_cfg))
+            .collect();
         let backbone = Mlp::new(&dims, mlp_spec(backbone_cfg, true)?, device)?;
         let head_cfg = &config["head"];
         let heads = tasks
@@ -65,12 +73,20 @@ impl Model {
                 Ok(Mlp::new(&dims, mlp_spec(head_cfg, false)?, device)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Model { backbone, architecture, heads, task_names: tasks.iter().map(|t| t.name.clone()).collect() })
+        Ok(Model {
+            backbone,
+            architecture,
+            heads,
+            task_names: tasks.iter().map(|t| t.name.clone()).collect(),
+        })
     }
 
     /// Width of the backbone's output (the architecture's input).
     pub fn feature_dim(config: &Value, input_dim: usize) -> usize {
-        widths(&config["backbone"]).last().copied().unwrap_or(input_dim)
+        widths(&config["backbone"])
+            .last()
+            .copied()
+            .unwrap_or(input_dim)
     }
 
     /// Per-task outputs `[B, out_t]` for inputs `[B, D]`. `update_stats = false`
@@ -85,7 +101,11 @@ impl Model {
                 self.heads.len()
             )));
         }
-        per_task.iter().zip(&self.heads).map(|(f, head)| Ok(head.forward(f, train, update_stats)?)).collect()
+        per_task
+            .iter()
+            .zip(&self.heads)
+            .map(|(f, head)| Ok(head.forward(f, train, update_stats)?))
+            .collect()
     }
 
     /// Every trainable tensor with its group.
@@ -94,14 +114,26 @@ impl Model {
             .backbone
             .parameters("backbone")
             .into_iter()
-            .map(|(name, tensor)| Param { name, tensor, group: Some(Group::Shared) })
+            .map(|(name, tensor)| Param {
+                name,
+                tensor,
+                group: Some(Group::Shared),
+            })
             .collect();
         for p in self.architecture.parameters()? {
-            params.push(Param { name: format!("architecture.{}", p.name), tensor: p.tensor, group: Some(p.group) });
+            params.push(Param {
+                name: format!("architecture.{}", p.name),
+                tensor: p.tensor,
+                group: Some(p.group),
+            });
         }
         for (t, (head, name)) in self.heads.iter().zip(&self.task_names).enumerate() {
             for (pname, tensor) in head.parameters(&format!("heads.{name}")) {
-                params.push(Param { name: pname, tensor, group: Some(Group::Task(t)) });
+                params.push(Param {
+                    name: pname,
+                    tensor,
+                    group: Some(Group::Task(t)),
+                });
             }
         }
         Ok(params)

@@ -19,9 +19,7 @@ use crate::train::{checkpoint, Trainer};
 /// The schema of a pipeline file: the runtime's sections, with method tables
 /// marked by `x-taskweave-role`.
 pub fn schema() -> Value {
-    let widths = |default: Value, what: &str| {
-        json!({"type": "array", "items": {"type": "integer", "minimum": 1}, "default": default, "description": what})
-    };
+    let widths = |default: Value, what: &str| json!({"type": "array", "items": {"type": "integer", "minimum": 1}, "default": default, "description": what});
     let activation = json!({"type": "string", "enum": taskweave_plugin_api::nn::Activation::NAMES, "default": "relu"});
     json!({
         "type": "object",
@@ -90,7 +88,11 @@ pub struct Pipeline {
 /// The plugin directories a pipeline names, read before validation (the
 /// registry they fill is needed to validate the rest).
 fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {
-    let Some(NodeValue::Array(items)) = root.get("plugins").and_then(|p| p.get("dirs")).map(|d| &d.value) else {
+    let Some(NodeValue::Array(items)) = root
+        .get("plugins")
+        .and_then(|p| p.get("dirs"))
+        .map(|d| &d.value)
+    else {
         return Vec::new();
     };
     items
@@ -105,26 +107,56 @@ fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {
 impl Pipeline {
     /// Parses, applies `sets` and validates `source` against `runtime`'s methods
     /// plus those of the plugin directories the pipeline names.
-    pub(crate) fn load(runtime: &Runtime, mut source: Source, sets: &[String], default_name: &str) -> Result<Pipeline> {
+    pub(crate) fn load(
+        runtime: &Runtime,
+        mut source: Source,
+        sets: &[String],
+        default_name: &str,
+    ) -> Result<Pipeline> {
         let fail = |d: Diagnostic, source: &Source| Error::config(vec![d], source);
         let mut root = source.parse().map_err(|d| fail(d, &source))?;
         if !matches!(root.value, NodeValue::Table(_)) {
-            return Err(fail(Diagnostic::new("", Origin::File(0..0), "a pipeline must be a TOML table"), &source));
+            return Err(fail(
+                Diagnostic::new("", Origin::File(0..0), "a pipeline must be a TOML table"),
+                &source,
+            ));
         }
-        source.apply_sets(&mut root, sets).map_err(|d| fail(d, &source))?;
+        source
+            .apply_sets(&mut root, sets)
+            .map_err(|d| fail(d, &source))?;
         if root.get("run").and_then(|r| r.get("name")).is_none() {
-            let name = Node { value: NodeValue::String(default_name.to_string()), origin: Origin::Generated };
+            let name = Node {
+                value: NodeValue::String(default_name.to_string()),
+                origin: Origin::Generated,
+            };
             // Cannot fail: `run` is absent or a table (a non-table `run` is reported by validation).
             let _ = root.set_path(&["run", "name"], name);
         }
         let registry = runtime.registry_with(&plugin_dirs(&root, &source));
         for problem in registry.problems() {
-            tracing::warn!("plugin {} not loaded: {}", problem.path.display(), problem.reason);
+            tracing::warn!(
+                "plugin {} not loaded: {}",
+                problem.path.display(),
+                problem.reason
+            );
         }
-        let config = validate(&root, &schema(), "", &KindTable { registry: &registry })
-            .map_err(|diagnostics| Error::config(diagnostics, &source))?;
+        let config = validate(
+            &root,
+            &schema(),
+            "",
+            &KindTable {
+                registry: &registry,
+            },
+        )
+        .map_err(|diagnostics| Error::config(diagnostics, &source))?;
         let host = RuntimeHost::new(registry.clone());
-        Ok(Pipeline { source, config, registry, host, runtime: runtime.clone() })
+        Ok(Pipeline {
+            source,
+            config,
+            registry,
+            host,
+            runtime: runtime.clone(),
+        })
     }
 
     /// The resolved config: every default filled in.
@@ -157,11 +189,14 @@ impl Pipeline {
         if threads > 0 {
             tch::set_num_threads(threads as i32);
         }
-        let device = crate::device::resolve(self.config["run"]["device"].as_str().unwrap_or("auto"))?;
+        let device =
+            crate::device::resolve(self.config["run"]["device"].as_str().unwrap_or("auto"))?;
         if let tch::Device::Cuda(ordinal) = device {
             crate::device::configure_allocator(
                 ordinal,
-                self.config["run"]["gpu_memory_fraction"].as_f64().unwrap_or(0.0),
+                self.config["run"]["gpu_memory_fraction"]
+                    .as_f64()
+                    .unwrap_or(0.0),
                 self.config["run"]["cuda_allocator"].as_str().unwrap_or(""),
             )?;
         }
@@ -204,7 +239,13 @@ impl Pipeline {
 
     /// Measures the flatness of the newest checkpoint in run directory `dir`
     /// (see [`Flatness`]) on split `split`.
-    pub fn flatness(&self, dir: &Path, split: &str, radius: f64, samples: usize) -> Result<Flatness> {
+    pub fn flatness(
+        &self,
+        dir: &Path,
+        split: &str,
+        radius: f64,
+        samples: usize,
+    ) -> Result<Flatness> {
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(true)?;
         let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;

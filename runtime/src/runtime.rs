@@ -71,7 +71,12 @@ impl Runtime {
     /// Creates a method from a method table (`{"kind": "...", ...}`), validated
     /// against the method's schema and completed with its defaults: how to call
     /// any registered method, built-in or plugin, outside a pipeline.
-    pub fn create_method(&self, role: Role, table: &serde_json::Value, ctx: &MethodContext) -> Result<MethodBox> {
+    pub fn create_method(
+        &self,
+        role: Role,
+        table: &serde_json::Value,
+        ctx: &MethodContext,
+    ) -> Result<MethodBox> {
         let kind = table.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
             Error::Input(format!("a {role} table needs a string `kind`, got {table}"))
         })?;
@@ -79,9 +84,14 @@ impl Runtime {
         if let Some(map) = config.as_object_mut() {
             map.remove("kind");
         }
-        let (entry, config) =
-            validate_method(&self.registry, role, kind, &config).map_err(|e| Error::Input(e.to_string()))?;
-        self.registry.create(entry, &config, ctx, &RuntimeHost::new(self.registry.clone()))
+        let (entry, config) = validate_method(&self.registry, role, kind, &config)
+            .map_err(|e| Error::Input(e.to_string()))?;
+        self.registry.create(
+            entry,
+            &config,
+            ctx,
+            &RuntimeHost::new(self.registry.clone()),
+        )
     }
 
     /// Loads and validates the pipeline file at `path`, with `sets`
@@ -89,14 +99,21 @@ impl Runtime {
     pub fn pipeline_from_file(&self, path: &Path, sets: &[String]) -> Result<Pipeline> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Input(format!("cannot read pipeline {}: {e}", path.display())))?;
-        let name = path.file_stem().map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
+        let name = path
+            .file_stem()
+            .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
         Pipeline::load(self, Source::file(path, text), sets, &name)
     }
 
     /// Loads and validates a pipeline given as text; relative paths in it
     /// resolve against `dir`.
     pub fn pipeline_from_str(&self, text: &str, dir: &Path, sets: &[String]) -> Result<Pipeline> {
-        Pipeline::load(self, Source::string(text.to_string(), dir.to_path_buf()), sets, "run")
+        Pipeline::load(
+            self,
+            Source::string(text.to_string(), dir.to_path_buf()),
+            sets,
+            "run",
+        )
     }
 
     /// Continues the run in `run_dir` (written by [`Pipeline::train`]) from its
@@ -110,13 +127,19 @@ impl Runtime {
     pub fn open_run(&self, run_dir: &Path) -> Result<Pipeline> {
         let config_path = run_dir.join("config.toml");
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
-            Error::Input(format!("{} is not a run directory (cannot read config.toml: {e})", run_dir.display()))
+            Error::Input(format!(
+                "{} is not a run directory (cannot read config.toml: {e})",
+                run_dir.display()
+            ))
         })?;
         let run: serde_json::Value = std::fs::read_to_string(run_dir.join("run.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let pipeline_dir = run["pipeline_dir"].as_str().map(PathBuf::from).unwrap_or_else(|| run_dir.to_path_buf());
+        let pipeline_dir = run["pipeline_dir"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| run_dir.to_path_buf());
         let mut source = Source::file(&config_path, text);
         source.dir = pipeline_dir;
         Pipeline::load(self, source, &[], "run")

@@ -45,7 +45,14 @@ fn paired(batch: u32, samples: usize, mut a: impl FnMut(), mut b: impl FnMut()) 
 
 fn weigh(w: &mut dyn Weighting, losses: &Tensor, step: &mut u64) {
     *step += 1;
-    black_box(w.weigh(&WeightingInput { step: *step, losses, grads: None }).unwrap());
+    black_box(
+        w.weigh(&WeightingInput {
+            step: *step,
+            losses,
+            grads: None,
+        })
+        .unwrap(),
+    );
 }
 
 fn main() {
@@ -56,23 +63,50 @@ fn main() {
         feature_dim: 0,
         weighting: "{}".into(),
     };
-    let losses = Tensor::from_slice(&[0.5f32, 1.0, 2.0, 4.0]).to_kind(Kind::Float).to_device(Device::Cpu);
+    let losses = Tensor::from_slice(&[0.5f32, 1.0, 2.0, 4.0])
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu);
 
     let runtime = Runtime::new(&Config::new());
-    let create = |kind: &str| runtime.create_method(Role::Weighting, &json!({ "kind": kind }), &ctx).unwrap();
-    println!("{:28}  {:>14}  {:>16}  {:>13}", "call (median of 101 samples)", "built-in (ns)", "through ABI (ns)", "overhead (ns)");
+    let create = |kind: &str| {
+        runtime
+            .create_method(Role::Weighting, &json!({ "kind": kind }), &ctx)
+            .unwrap()
+    };
+    println!(
+        "{:28}  {:>14}  {:>16}  {:>13}",
+        "call (median of 101 samples)", "built-in (ns)", "through ABI (ns)", "overhead (ns)"
+    );
     for kind in ["ew", "uw"] {
         let mut native = create(kind).into_weighting().unwrap();
-        let mut crossing = MethodBox::from(FfiMethod::new(create(kind), kind)).into_weighting().unwrap();
-        let (a, b, d) = paired(100_000, 101, || {
-            black_box(native.kind());
-        }, || {
-            black_box(crossing.kind());
-        });
-        println!("{:28}  {a:>14.1}  {b:>16.1}  {d:>13.1}", format!("Weighting::kind ({kind})"));
+        let mut crossing = MethodBox::from(FfiMethod::new(create(kind), kind))
+            .into_weighting()
+            .unwrap();
+        let (a, b, d) = paired(
+            100_000,
+            101,
+            || {
+                black_box(native.kind());
+            },
+            || {
+                black_box(crossing.kind());
+            },
+        );
+        println!(
+            "{:28}  {a:>14.1}  {b:>16.1}  {d:>13.1}",
+            format!("Weighting::kind ({kind})")
+        );
         let (mut s1, mut s2) = (0, 0);
-        let (a, b, d) = paired(2_000, 101, || weigh(native.as_mut(), &losses, &mut s1), || weigh(crossing.as_mut(), &losses, &mut s2));
-        println!("{:28}  {a:>14.1}  {b:>16.1}  {d:>13.1}", format!("Weighting::weigh ({kind}, T=4)"));
+        let (a, b, d) = paired(
+            2_000,
+            101,
+            || weigh(native.as_mut(), &losses, &mut s1),
+            || weigh(crossing.as_mut(), &losses, &mut s2),
+        );
+        println!(
+            "{:28}  {a:>14.1}  {b:>16.1}  {d:>13.1}",
+            format!("Weighting::weigh ({kind}, T=4)")
+        );
     }
 
     let so = taskweave_tests::workspace_plugin("taskweave-rlw");
@@ -81,14 +115,29 @@ fn main() {
     let mut config = Config::new();
     config.plugin_dir(dir.path());
     let with_plugin = Runtime::new(&config);
-    let mut rlw = with_plugin.create_method(Role::Weighting, &json!({"kind": "rlw"}), &ctx).unwrap().into_weighting().unwrap();
+    let mut rlw = with_plugin
+        .create_method(Role::Weighting, &json!({"kind": "rlw"}), &ctx)
+        .unwrap()
+        .into_weighting()
+        .unwrap();
     let mut step = 0;
     let (kind_ns, weigh_ns) = (
-        paired(100_000, 101, || {}, || {
-            black_box(rlw.kind());
-        })
+        paired(
+            100_000,
+            101,
+            || {},
+            || {
+                black_box(rlw.kind());
+            },
+        )
         .1,
-        paired(2_000, 101, || {}, || weigh(rlw.as_mut(), &losses, &mut step)).1,
+        paired(
+            2_000,
+            101,
+            || {},
+            || weigh(rlw.as_mut(), &losses, &mut step),
+        )
+        .1,
     );
     println!("\nRLW plugin loaded from {}:", so.display());
     println!("{:28}  {kind_ns:>16.1} ns", "Weighting::kind (rlw)");

@@ -6,7 +6,9 @@ use taskweave_plugin_api::method::registered;
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde_json::{json, Map, Value};
 use taskweave_plugin_api::tch::{Device, Kind, Tensor};
-use taskweave_plugin_api::{FfiMethod, Host, MethodContext, Weighting, WeightingInput, WeightingOutput};
+use taskweave_plugin_api::{
+    FfiMethod, Host, MethodContext, Weighting, WeightingInput, WeightingOutput,
+};
 
 use super::solvers::{dot, Matrix};
 

@@ -10,8 +10,8 @@
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
-    register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting, WeightingInput,
-    WeightingKind, WeightingOutput,
+    register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
+    WeightingInput, WeightingKind, WeightingOutput,
 };
 
 use super::weighted_sum;
@@ -28,8 +28,14 @@ struct Dwa {
 
 impl Dwa {
     fn weights(&self, tasks: usize) -> Vec<f64> {
-        let [older, newer] = self.history.as_slice() else { return vec![1.0; tasks] };
-        let r: Vec<f64> = newer.iter().zip(older).map(|(n, o)| n / o.max(1e-12) / self.temperature).collect();
+        let [older, newer] = self.history.as_slice() else {
+            return vec![1.0; tasks];
+        };
+        let r: Vec<f64> = newer
+            .iter()
+            .zip(older)
+            .map(|(n, o)| n / o.max(1e-12) / self.temperature)
+            .collect();
         let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = r.iter().map(|x| (x - max).exp()).collect();
         let sum: f64 = e.iter().sum();
@@ -43,7 +49,13 @@ impl Weighting for Dwa {
     }
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
-        let values = Vec::<f64>::try_from(input.losses.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(taskweave_plugin_api::tch::Device::Cpu)?)?;
+        let values = Vec::<f64>::try_from(
+            input
+                .losses
+                .f_detach()?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(taskweave_plugin_api::tch::Device::Cpu)?,
+        )?;
         let out = weighted_sum(input.losses, &self.weights(values.len()))?;
         if self.sum.len() != values.len() {
             self.sum = vec![0.0; values.len()];
@@ -51,7 +63,8 @@ impl Weighting for Dwa {
         self.sum.iter_mut().zip(&values).for_each(|(s, v)| *s += v);
         self.count += 1;
         if self.count == self.window {
-            self.history.push(self.sum.iter().map(|s| s / self.window as f64).collect());
+            self.history
+                .push(self.sum.iter().map(|s| s / self.window as f64).collect());
             if self.history.len() > 2 {
                 self.history.remove(0);
             }
@@ -62,16 +75,28 @@ impl Weighting for Dwa {
     }
 
     fn state(&self) -> Result<State> {
-        Ok(State { tensors: Vec::new(), meta: json!({"sum": self.sum, "count": self.count, "history": self.history}) })
+        Ok(State {
+            tensors: Vec::new(),
+            meta: json!({"sum": self.sum, "count": self.count, "history": self.history}),
+        })
     }
 
     fn load_state(&mut self, state: State) -> Result<()> {
         let parse = |v: &Value| -> Result<Vec<f64>> {
-            v.as_array().ok_or_else(|| Error::msg("bad DWA state"))?.iter().map(|x| x.as_f64().ok_or_else(|| Error::msg("bad DWA state"))).collect()
+            v.as_array()
+                .ok_or_else(|| Error::msg("bad DWA state"))?
+                .iter()
+                .map(|x| x.as_f64().ok_or_else(|| Error::msg("bad DWA state")))
+                .collect()
         };
         self.sum = parse(&state.meta["sum"])?;
         self.count = state.meta["count"].as_u64().unwrap_or(0);
-        self.history = state.meta["history"].as_array().into_iter().flatten().map(parse).collect::<Result<_>>()?;
+        self.history = state.meta["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(parse)
+            .collect::<Result<_>>()?;
         Ok(())
     }
 }
@@ -103,12 +128,24 @@ mod tests {
     use taskweave_plugin_api::tch::Tensor;
 
     fn dwa() -> Dwa {
-        Dwa { temperature: 2.0, window: 2, sum: Vec::new(), count: 0, history: Vec::new() }
+        Dwa {
+            temperature: 2.0,
+            window: 2,
+            sum: Vec::new(),
+            count: 0,
+            history: Vec::new(),
+        }
     }
 
     fn step(d: &mut Dwa, l: [f32; 2]) -> Vec<f32> {
         let losses = Tensor::from_slice(&l);
-        let out = d.weigh(&WeightingInput { step: 0, losses: &losses, grads: None }).unwrap();
+        let out = d
+            .weigh(&WeightingInput {
+                step: 0,
+                losses: &losses,
+                grads: None,
+            })
+            .unwrap();
         Vec::<f32>::try_from(out.weights.unwrap()).unwrap()
     }
 
@@ -124,7 +161,10 @@ mod tests {
         // Ratios 0.9 and 0.5: task 0 gets 2·e^0.45/(e^0.45+e^0.25).
         let w = step(&mut d, [0.9, 0.5]);
         let expected = 2.0 * (0.45f64).exp() / ((0.45f64).exp() + (0.25f64).exp());
-        assert!((w[0] as f64 - expected).abs() < 1e-5 && (w[0] + w[1] - 2.0).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] as f64 - expected).abs() < 1e-5 && (w[0] + w[1] - 2.0).abs() < 1e-5,
+            "{w:?}"
+        );
     }
 
     #[test]

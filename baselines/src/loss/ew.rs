@@ -2,8 +2,8 @@
 
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::{
-    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput, WeightingKind,
-    WeightingOutput,
+    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
+    WeightingKind, WeightingOutput,
 };
 
 use super::{num_tasks, weighted_sum};

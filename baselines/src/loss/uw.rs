@@ -4,8 +4,8 @@
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
-    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput, WeightingKind,
-    WeightingOutput,
+    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
+    WeightingKind, WeightingOutput,
 };
 
 /// Σ_t ½(e^(−s_t) L_t + s_t), with learned log-variances s_t (trained by the
@@ -21,10 +21,16 @@ impl Weighting for Uw {
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
         let precision = self.log_var.f_neg()?.f_exp()?;
-        let terms = precision.f_mul(input.losses)?.f_add(&self.log_var)?.f_mul_scalar(0.5)?;
+        let terms = precision
+            .f_mul(input.losses)?
+            .f_add(&self.log_var)?
+            .f_mul_scalar(0.5)?;
         let loss = terms.f_sum(Kind::Float)?;
         let weights = precision.f_mul_scalar(0.5)?.f_detach()?;
-        Ok(WeightingOutput { combined: loss, weights: Some(weights) })
+        Ok(WeightingOutput {
+            combined: loss,
+            weights: Some(weights),
+        })
     }
 
     fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
@@ -34,7 +40,8 @@ impl Weighting for Uw {
 
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
     let init = config["init"].as_f64().unwrap_or(0.0);
-    let log_var = Tensor::f_full([ctx.num_tasks() as i64], init, (Kind::Float, ctx.device()?))?.set_requires_grad(true);
+    let log_var = Tensor::f_full([ctx.num_tasks() as i64], init, (Kind::Float, ctx.device()?))?
+        .set_requires_grad(true);
     Ok(Box::new(Uw { log_var }))
 }
 
@@ -55,12 +62,26 @@ mod tests {
     #[test]
     fn log_variance_gradient_points_toward_log_of_the_loss() {
         // d/ds ½(e^-s L + s) = ½(1 − e^-s L): negative (s grows) when L > e^s.
-        let mut uw = Uw { log_var: Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true) };
+        let mut uw = Uw {
+            log_var: Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true),
+        };
         let losses = Tensor::from_slice(&[4.0f32, 0.25]);
-        let out = uw.weigh(&WeightingInput { step: 0, losses: &losses, grads: None }).unwrap();
+        let out = uw
+            .weigh(&WeightingInput {
+                step: 0,
+                losses: &losses,
+                grads: None,
+            })
+            .unwrap();
         out.combined.backward();
         let g = Vec::<f32>::try_from(uw.log_var.grad()).unwrap();
-        assert!((g[0] - 0.5 * (1.0 - 4.0)).abs() < 1e-6 && (g[1] - 0.5 * (1.0 - 0.25)).abs() < 1e-6, "{g:?}");
-        assert_eq!(Vec::<f32>::try_from(out.weights.unwrap()).unwrap(), vec![0.5, 0.5]);
+        assert!(
+            (g[0] - 0.5 * (1.0 - 4.0)).abs() < 1e-6 && (g[1] - 0.5 * (1.0 - 0.25)).abs() < 1e-6,
+            "{g:?}"
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(out.weights.unwrap()).unwrap(),
+            vec![0.5, 0.5]
+        );
     }
 }

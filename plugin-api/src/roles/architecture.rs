@@ -60,7 +60,11 @@ pub trait FfiArchitecture: Send {
     /// See [`Architecture::output_dim`].
     fn output_dim(&self) -> usize;
     /// See [`Architecture::forward`].
-    fn forward(&mut self, features: TensorRef<'_>, train: bool) -> RResult<RVec<TensorOwned>, Error>;
+    fn forward(
+        &mut self,
+        features: TensorRef<'_>,
+        train: bool,
+    ) -> RResult<RVec<TensorOwned>, Error>;
     /// See [`Architecture::state`].
     fn state(&self) -> RResult<crate::FfiState, Error>;
     /// See [`Architecture::load_state`].
@@ -78,7 +82,11 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
                 .inner
                 .parameters()?
                 .into_iter()
-                .map(|p| FfiParameter { name: p.name.into(), tensor: p.tensor.into(), group: p.group })
+                .map(|p| FfiParameter {
+                    name: p.name.into(),
+                    tensor: p.tensor.into(),
+                    group: p.group,
+                })
                 .collect())
         })
     }
@@ -87,7 +95,11 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
         self.inner.output_dim()
     }
 
-    fn forward(&mut self, features: TensorRef<'_>, train: bool) -> RResult<RVec<TensorOwned>, Error> {
+    fn forward(
+        &mut self,
+        features: TensorRef<'_>,
+        train: bool,
+    ) -> RResult<RVec<TensorOwned>, Error> {
         guard(&self.label, "Architecture::forward", || {
             let outs = self.inner.forward(&features.get(), train)?;
             Ok(outs.into_iter().map(TensorOwned::from).collect())
@@ -102,7 +114,11 @@ impl Architecture for FfiArchitectureBox {
         let params = FfiArchitecture::parameters(self).into_result()?;
         Ok(params
             .into_iter()
-            .map(|p| Parameter { name: p.name.into_string(), tensor: p.tensor.into_tensor(), group: p.group })
+            .map(|p| Parameter {
+                name: p.name.into_string(),
+                tensor: p.tensor.into_tensor(),
+                group: p.group,
+            })
             .collect())
     }
 

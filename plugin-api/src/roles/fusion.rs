@@ -77,13 +77,20 @@ pub type FfiFusionBox = FfiFusion_TO<'static, RBox<()>>;
 impl FfiFusion for Guarded<dyn Fusion> {
     fn fuse(&mut self, input: FfiFusionInput<'_>) -> RResult<FfiFusionOutput, Error> {
         guard(&self.label, "Fusion::fuse", || {
-            let experts: Vec<Tensor> = input.experts.iter().map(|e| e.get().shallow_clone()).collect();
+            let experts: Vec<Tensor> = input
+                .experts
+                .iter()
+                .map(|e| e.get().shallow_clone())
+                .collect();
             let out = self.inner.fuse(&FusionInput {
                 large: &input.large.get(),
                 small: &input.small.get(),
                 experts: &experts,
             })?;
-            Ok(FfiFusionOutput { log_probs: out.log_probs.into(), alpha: out.alpha.into() })
+            Ok(FfiFusionOutput {
+                log_probs: out.log_probs.into(),
+                alpha: out.alpha.into(),
+            })
         })
     }
 
@@ -99,7 +106,10 @@ impl Fusion for FfiFusionBox {
             experts: experts.as_slice().into(),
         };
         let out = FfiFusion::fuse(self, ffi).into_result()?;
-        Ok(FusionOutput { log_probs: out.log_probs.into_tensor(), alpha: out.alpha.into_tensor() })
+        Ok(FusionOutput {
+            log_probs: out.log_probs.into_tensor(),
+            alpha: out.alpha.into_tensor(),
+        })
     }
 
     state_adapters!(foreign FfiFusion);

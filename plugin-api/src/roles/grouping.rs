@@ -64,8 +64,10 @@ impl FfiGrouping for Guarded<dyn Grouping> {
                 .iter()
                 .map(|Tuple2(name, t)| (name.to_string(), t.get().shallow_clone()))
                 .collect();
-            let groups =
-                self.inner.partition(&GroupingInput { num_tasks: input.num_tasks, signals: &signals })?;
+            let groups = self.inner.partition(&GroupingInput {
+                num_tasks: input.num_tasks,
+                signals: &signals,
+            })?;
             Ok(groups.into())
         })
     }
@@ -75,9 +77,15 @@ impl FfiGrouping for Guarded<dyn Grouping> {
 
 impl Grouping for FfiGroupingBox {
     fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Vec<usize>> {
-        let signals: Vec<Tuple2<RString, TensorRef<'_>>> =
-            input.signals.iter().map(|(n, t)| Tuple2(n.as_str().into(), t.into())).collect();
-        let ffi = FfiGroupingInput { num_tasks: input.num_tasks, signals: signals.as_slice().into() };
+        let signals: Vec<Tuple2<RString, TensorRef<'_>>> = input
+            .signals
+            .iter()
+            .map(|(n, t)| Tuple2(n.as_str().into(), t.into()))
+            .collect();
+        let ffi = FfiGroupingInput {
+            num_tasks: input.num_tasks,
+            signals: signals.as_slice().into(),
+        };
         Ok(FfiGrouping::partition(self, ffi).into_result()?.into())
     }
 

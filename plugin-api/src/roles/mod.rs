@@ -46,21 +46,30 @@ impl FfiMethod {
         use abi_stable::sabi_trait::TD_Opaque;
         let label = RString::from(label);
         match method {
-            MethodBox::Weighting(inner) => FfiMethod::Weighting(
-                weighting::FfiWeighting_TO::from_ptr(RBox::new(Guarded { label, inner }), TD_Opaque),
-            ),
-            MethodBox::Strategy(inner) => FfiMethod::Strategy(
-                strategy::FfiStrategy_TO::from_ptr(RBox::new(Guarded { label, inner }), TD_Opaque),
-            ),
-            MethodBox::Architecture(inner) => FfiMethod::Architecture(
-                architecture::FfiArchitecture_TO::from_ptr(RBox::new(Guarded { label, inner }), TD_Opaque),
-            ),
-            MethodBox::Fusion(inner) => FfiMethod::Fusion(
-                fusion::FfiFusion_TO::from_ptr(RBox::new(Guarded { label, inner }), TD_Opaque),
-            ),
-            MethodBox::Grouping(inner) => FfiMethod::Grouping(
-                grouping::FfiGrouping_TO::from_ptr(RBox::new(Guarded { label, inner }), TD_Opaque),
-            ),
+            MethodBox::Weighting(inner) => {
+                FfiMethod::Weighting(weighting::FfiWeighting_TO::from_ptr(
+                    RBox::new(Guarded { label, inner }),
+                    TD_Opaque,
+                ))
+            }
+            MethodBox::Strategy(inner) => FfiMethod::Strategy(strategy::FfiStrategy_TO::from_ptr(
+                RBox::new(Guarded { label, inner }),
+                TD_Opaque,
+            )),
+            MethodBox::Architecture(inner) => {
+                FfiMethod::Architecture(architecture::FfiArchitecture_TO::from_ptr(
+                    RBox::new(Guarded { label, inner }),
+                    TD_Opaque,
+                ))
+            }
+            MethodBox::Fusion(inner) => FfiMethod::Fusion(fusion::FfiFusion_TO::from_ptr(
+                RBox::new(Guarded { label, inner }),
+                TD_Opaque,
+            )),
+            MethodBox::Grouping(inner) => FfiMethod::Grouping(grouping::FfiGrouping_TO::from_ptr(
+                RBox::new(Guarded { label, inner }),
+                TD_Opaque,
+            )),
         }
     }
 }
@@ -81,11 +90,17 @@ impl From<FfiMethod> for MethodBox {
 pub(crate) type FfiNamedTensors = RVec<Tuple2<RString, TensorOwned>>;
 
 pub(crate) fn named_to_ffi(tensors: Vec<(String, Tensor)>) -> FfiNamedTensors {
-    tensors.into_iter().map(|(n, t)| Tuple2(n.into(), t.into())).collect()
+    tensors
+        .into_iter()
+        .map(|(n, t)| Tuple2(n.into(), t.into()))
+        .collect()
 }
 
 pub(crate) fn named_from_ffi(tensors: FfiNamedTensors) -> Vec<(String, Tensor)> {
-    tensors.into_iter().map(|Tuple2(n, t)| (n.into_string(), t.into_tensor())).collect()
+    tensors
+        .into_iter()
+        .map(|Tuple2(n, t)| (n.into_string(), t.into_tensor()))
+        .collect()
 }
 
 /// The state methods every role shares, implemented once for both adapters.
@@ -100,9 +115,11 @@ macro_rules! state_adapters {
             &mut self,
             state: crate::FfiState,
         ) -> abi_stable::std_types::RResult<(), crate::Error> {
-            crate::guard(&self.label, concat!(stringify!($trait), "::load_state"), || {
-                self.inner.load_state(crate::State::try_from(state)?)
-            })
+            crate::guard(
+                &self.label,
+                concat!(stringify!($trait), "::load_state"),
+                || self.inner.load_state(crate::State::try_from(state)?),
+            )
         }
     };
     (foreign $ffi:ident) => {
@@ -122,6 +139,8 @@ pub(crate) fn load_no_state(state: crate::State) -> crate::Result<()> {
     if state.is_empty() {
         Ok(())
     } else {
-        Err(crate::Error::msg("this method has no state, but the checkpoint holds some"))
+        Err(crate::Error::msg(
+            "this method has no state, but the checkpoint holds some",
+        ))
     }
 }

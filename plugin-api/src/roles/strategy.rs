@@ -32,7 +32,8 @@ pub trait StepOps {
 
     /// Gradient of the scalar `loss` with respect to each group in `groups`,
     /// each flattened to one vector. `retain_graph` keeps the graph for more calls.
-    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> Result<Vec<Tensor>>;
+    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool)
+        -> Result<Vec<Tensor>>;
 
     /// Back-propagates the scalar `loss` into the gradients the optimizer reads,
     /// accumulating over every trainable parameter (model and methods).
@@ -42,7 +43,13 @@ pub trait StepOps {
     /// parameters of `groups`, where `g` is `grads` (one flat vector per group),
     /// `A = |θ|` when `adaptive` (ASAM) else 1, and the norm is one L2 norm over
     /// all the given groups together. Remembers the parameters for [`StepOps::restore`].
-    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> Result<()>;
+    fn perturb(
+        &mut self,
+        groups: &[Group],
+        grads: &[Tensor],
+        rho: f64,
+        adaptive: bool,
+    ) -> Result<()>;
 
     /// Puts back, bit for bit, every parameter changed by [`StepOps::perturb`]
     /// since the last restore.
@@ -68,11 +75,16 @@ pub fn task_gradients(ops: &mut dyn StepOps, losses: &Tensor) -> Result<(Tensor,
         let loss = losses.f_get(t as i64)?;
         let mut g = ops.grads(&loss, &[Group::Shared, Group::Task(t)], t + 1 < tasks)?;
         let (Some(head), Some(row)) = (g.pop(), g.pop()) else {
-            return Err(Error::msg("StepOps::grads returned fewer gradients than groups"));
+            return Err(Error::msg(
+                "StepOps::grads returned fewer gradients than groups",
+            ));
         };
         let matrix = match &mut shared {
             Some(m) => m,
-            None => shared.insert(Tensor::f_zeros([tasks as i64, row.numel() as i64], (row.kind(), row.device()))?),
+            None => shared.insert(Tensor::f_zeros(
+                [tasks as i64, row.numel() as i64],
+                (row.kind(), row.device()),
+            )?),
         };
         let _ = matrix.f_get(t as i64)?.f_copy_(&row)?;
         heads.push(head);
@@ -197,7 +209,9 @@ impl FfiStepOps for HostOps<'_> {
         guard(HOST, "StepOps::next_batch", || self.0.next_batch())
     }
     fn losses(&mut self, update_stats: bool) -> RResult<TensorOwned, Error> {
-        guard(HOST, "StepOps::losses", || Ok(self.0.losses(update_stats)?.into()))
+        guard(HOST, "StepOps::losses", || {
+            Ok(self.0.losses(update_stats)?.into())
+        })
     }
     fn grads(
         &mut self,
@@ -206,7 +220,11 @@ impl FfiStepOps for HostOps<'_> {
         retain_graph: bool,
     ) -> RResult<RVec<TensorOwned>, Error> {
         guard(HOST, "StepOps::grads", || {
-            Ok(owned(self.0.grads(&loss.get(), groups.as_slice(), retain_graph)?))
+            Ok(owned(self.0.grads(
+                &loss.get(),
+                groups.as_slice(),
+                retain_graph,
+            )?))
         })
     }
     fn backward(&mut self, loss: TensorRef<'_>) -> RResult<(), Error> {
@@ -229,7 +247,9 @@ impl FfiStepOps for HostOps<'_> {
         guard(HOST, "StepOps::restore", || self.0.restore())
     }
     fn set_grads(&mut self, group: Group, grad: TensorRef<'_>) -> RResult<(), Error> {
-        guard(HOST, "StepOps::set_grads", || self.0.set_grads(group, &grad.get()))
+        guard(HOST, "StepOps::set_grads", || {
+            self.0.set_grads(group, &grad.get())
+        })
     }
     fn optimizer_step(&mut self) -> RResult<(), Error> {
         guard(HOST, "StepOps::optimizer_step", || self.0.optimizer_step())
@@ -248,18 +268,33 @@ impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
         FfiStepOps::next_batch(self).into_result()
     }
     fn losses(&mut self, update_stats: bool) -> Result<Tensor> {
-        Ok(FfiStepOps::losses(self, update_stats).into_result()?.into_tensor())
+        Ok(FfiStepOps::losses(self, update_stats)
+            .into_result()?
+            .into_tensor())
     }
-    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> Result<Vec<Tensor>> {
-        let grads = FfiStepOps::grads(self, loss.into(), groups.into(), retain_graph).into_result()?;
+    fn grads(
+        &mut self,
+        loss: &Tensor,
+        groups: &[Group],
+        retain_graph: bool,
+    ) -> Result<Vec<Tensor>> {
+        let grads =
+            FfiStepOps::grads(self, loss.into(), groups.into(), retain_graph).into_result()?;
         Ok(grads.into_iter().map(TensorOwned::into_tensor).collect())
     }
     fn backward(&mut self, loss: &Tensor) -> Result<()> {
         FfiStepOps::backward(self, loss.into()).into_result()
     }
-    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> Result<()> {
+    fn perturb(
+        &mut self,
+        groups: &[Group],
+        grads: &[Tensor],
+        rho: f64,
+        adaptive: bool,
+    ) -> Result<()> {
         let grads: Vec<TensorRef<'_>> = grads.iter().map(TensorRef::new).collect();
-        FfiStepOps::perturb(self, groups.into(), grads.as_slice().into(), rho, adaptive).into_result()
+        FfiStepOps::perturb(self, groups.into(), grads.as_slice().into(), rho, adaptive)
+            .into_result()
     }
     fn restore(&mut self) -> Result<()> {
         FfiStepOps::restore(self).into_result()
@@ -284,7 +319,9 @@ impl FfiStrategy for Guarded<dyn Strategy> {
     }
 
     fn parameters(&self) -> RResult<FfiNamedTensors, Error> {
-        guard(&self.label, "Strategy::parameters", || Ok(named_to_ffi(self.inner.parameters()?)))
+        guard(&self.label, "Strategy::parameters", || {
+            Ok(named_to_ffi(self.inner.parameters()?))
+        })
     }
 
     state_adapters!(guarded Strategy);

@@ -79,14 +79,27 @@ pub fn aggregate(
     grads: &Tensor,
 ) -> Result<WeightingOutput> {
     match weighting.kind() {
-        WeightingKind::Gradient => weighting.weigh(&WeightingInput { step, losses, grads: Some(grads) }),
+        WeightingKind::Gradient => weighting.weigh(&WeightingInput {
+            step,
+            losses,
+            grads: Some(grads),
+        }),
         WeightingKind::Loss => {
-            let out = weighting.weigh(&WeightingInput { step, losses, grads: None })?;
+            let out = weighting.weigh(&WeightingInput {
+                step,
+                losses,
+                grads: None,
+            })?;
             let weights = out.weights.ok_or_else(|| {
-                Error::msg("this loss weighting reports no task weights, so it cannot aggregate gradients")
+                Error::msg(
+                    "this loss weighting reports no task weights, so it cannot aggregate gradients",
+                )
             })?;
             let weights = weights.f_detach()?.f_to_kind(grads.kind())?;
-            Ok(WeightingOutput { combined: weights.f_matmul(grads)?, weights: Some(weights) })
+            Ok(WeightingOutput {
+                combined: weights.f_matmul(grads)?,
+                weights: Some(weights),
+            })
         }
     }
 }
@@ -149,7 +162,9 @@ impl FfiWeighting for Guarded<dyn Weighting> {
     }
 
     fn parameters(&self) -> RResult<FfiNamedTensors, Error> {
-        guard(&self.label, "Weighting::parameters", || Ok(named_to_ffi(self.inner.parameters()?)))
+        guard(&self.label, "Weighting::parameters", || {
+            Ok(named_to_ffi(self.inner.parameters()?))
+        })
     }
 
     state_adapters!(guarded Weighting);
@@ -174,7 +189,9 @@ impl Weighting for FfiWeightingBox {
     }
 
     fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
-        Ok(named_from_ffi(FfiWeighting::parameters(self).into_result()?))
+        Ok(named_from_ffi(
+            FfiWeighting::parameters(self).into_result()?,
+        ))
     }
 
     state_adapters!(foreign FfiWeighting);

@@ -9,9 +9,9 @@
 //! The weights of step s are a pure function of (seed, s): a resumed run draws
 //! the same weights as an uninterrupted one without any saved state.
 
+use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{Kind, Tensor};
-use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
@@ -52,7 +52,9 @@ impl Rlw {
         let mut rng = SplitMix::at(self.seed, step);
         match self.distribution {
             Distribution::Normal => softmax(&(0..tasks).map(|_| rng.normal()).collect::<Vec<_>>()),
-            Distribution::Uniform => softmax(&(0..tasks).map(|_| rng.uniform()).collect::<Vec<_>>()),
+            Distribution::Uniform => {
+                softmax(&(0..tasks).map(|_| rng.uniform()).collect::<Vec<_>>())
+            }
             Distribution::Dirichlet => {
                 // Dir(1,..,1) = normalised Exp(1) draws.
                 let e: Vec<f64> = (0..tasks).map(|_| -rng.uniform().ln()).collect();
@@ -73,8 +75,15 @@ impl Weighting for Rlw {
         let weights = Tensor::from_slice(&self.weights(input.step, tasks))
             .f_to_kind(input.losses.kind())?
             .f_to_device(input.losses.device())?;
-        let loss = input.losses.f_mul(&weights)?.f_sum(Kind::Float)?.f_to_kind(input.losses.kind())?;
-        Ok(WeightingOutput { combined: loss, weights: Some(weights) })
+        let loss = input
+            .losses
+            .f_mul(&weights)?
+            .f_sum(Kind::Float)?
+            .f_to_kind(input.losses.kind())?;
+        Ok(WeightingOutput {
+            combined: loss,
+            weights: Some(weights),
+        })
     }
 }
 
@@ -116,7 +125,11 @@ mod tests {
 
     #[test]
     fn weights_are_on_the_simplex_and_depend_only_on_seed_and_step() {
-        for distribution in [Distribution::Normal, Distribution::Uniform, Distribution::Dirichlet] {
+        for distribution in [
+            Distribution::Normal,
+            Distribution::Uniform,
+            Distribution::Dirichlet,
+        ] {
             let rlw = Rlw::new(7, distribution);
             let w = rlw.weights(3, 4);
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);

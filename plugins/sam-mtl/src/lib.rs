@@ -22,8 +22,8 @@
 
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::{
-    aggregate, register_method, task_gradients, Constructor, Group, Host, Method, MethodContext, Result, State,
-    StepOps, StepReport, Strategy, Weighting,
+    aggregate, register_method, task_gradients, Constructor, Group, Host, Method, MethodContext,
+    Result, State, StepOps, StepReport, Strategy, Weighting,
 };
 
 /// The SAM-MTL strategy.
@@ -49,16 +49,33 @@ impl Strategy for SamMtl {
         for (t, head) in heads.iter().enumerate() {
             let row = grads.f_get(t as i64)?;
             if self.joint_norm {
-                ops.perturb(&[Group::Shared, Group::Task(t)], &[row.shallow_clone(), head.shallow_clone()], self.rho, self.adaptive)?;
+                ops.perturb(
+                    &[Group::Shared, Group::Task(t)],
+                    &[row.shallow_clone(), head.shallow_clone()],
+                    self.rho,
+                    self.adaptive,
+                )?;
             } else {
-                ops.perturb(&[Group::Shared], &[row.shallow_clone()], self.rho, self.adaptive)?;
-                ops.perturb(&[Group::Task(t)], &[head.shallow_clone()], self.rho, self.adaptive)?;
+                ops.perturb(
+                    &[Group::Shared],
+                    &[row.shallow_clone()],
+                    self.rho,
+                    self.adaptive,
+                )?;
+                ops.perturb(
+                    &[Group::Task(t)],
+                    &[head.shallow_clone()],
+                    self.rho,
+                    self.adaptive,
+                )?;
             }
             let perturbed = ops.losses(false)?.f_get(t as i64)?;
             let mut sam = ops.grads(&perturbed, &[Group::Shared, Group::Task(t)], false)?;
             ops.restore()?;
             let (Some(sam_head), Some(sam_shared)) = (sam.pop(), sam.pop()) else {
-                return Err(taskweave_plugin_api::Error::msg("the host returned fewer gradients than groups"));
+                return Err(taskweave_plugin_api::Error::msg(
+                    "the host returned fewer gradients than groups",
+                ));
             };
             ops.set_grads(Group::Task(t), &sam_head)?;
             // Row t becomes g_t^SAM − g_t (the loss family is already aggregated).
@@ -66,9 +83,15 @@ impl Strategy for SamMtl {
             let _ = grads.f_get(t as i64)?.f_copy_(&flat)?;
         }
         let flat_update = aggregate(self.flat_family.as_mut(), step, &losses, &grads)?;
-        ops.set_grads(Group::Shared, &loss_update.combined.f_add(&flat_update.combined)?)?;
+        ops.set_grads(
+            Group::Shared,
+            &loss_update.combined.f_add(&flat_update.combined)?,
+        )?;
         ops.optimizer_step()?;
-        Ok(StepReport { losses, weights: loss_update.weights })
+        Ok(StepReport {
+            losses,
+            weights: loss_update.weights,
+        })
     }
 
     fn state(&self) -> Result<State> {

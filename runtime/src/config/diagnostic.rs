@@ -22,7 +22,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic without help.
     pub fn new(path: impl Into<String>, origin: Origin, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { path: path.into(), origin, message: message.into(), help: None }
+        Diagnostic {
+            path: path.into(),
+            origin,
+            message: message.into(),
+            help: None,
+        }
     }
 
     /// Adds a hint.
@@ -54,7 +59,10 @@ impl Diagnostic {
             let text = source.line_text(line);
             let width = line.to_string().len();
             let rest = text.chars().count().saturating_sub(col - 1).max(1);
-            let len = source.text.get(span.clone()).map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+            let len = source
+                .text
+                .get(span.clone())
+                .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
             let carets = "^".repeat(len.clamp(1, rest));
             let _ = writeln!(out, "{:width$} |", "");
             let _ = writeln!(out, "{line} | {text}");
@@ -68,7 +76,10 @@ impl Diagnostic {
 }
 
 /// The candidate closest to `word`, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
@@ -85,8 +96,12 @@ mod tests {
     #[test]
     fn render_points_at_the_column_with_a_caret_and_help() {
         let source = Source::file(Path::new("q.toml"), "[train]\nstpes = 10\n".into());
-        let d = Diagnostic::new("train.stpes", Origin::File(8..13), "unknown key `train.stpes`")
-            .with_help("did you mean `steps`?");
+        let d = Diagnostic::new(
+            "train.stpes",
+            Origin::File(8..13),
+            "unknown key `train.stpes`",
+        )
+        .with_help("did you mean `steps`?");
         let text = d.render(&source);
         assert!(text.contains("--> q.toml:2:1"), "{text}");
         assert!(text.contains("2 | stpes = 10"), "{text}");
@@ -96,8 +111,14 @@ mod tests {
 
     #[test]
     fn did_you_mean_picks_close_words_only() {
-        assert_eq!(did_you_mean("stpes", ["steps", "batch", "seed"]), Some("steps"));
-        assert_eq!(did_you_mean("pcgard", ["pcgrad", "cagrad", "mgda"]), Some("pcgrad"));
+        assert_eq!(
+            did_you_mean("stpes", ["steps", "batch", "seed"]),
+            Some("steps")
+        );
+        assert_eq!(
+            did_you_mean("pcgard", ["pcgrad", "cagrad", "mgda"]),
+            Some("pcgrad")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["steps", "batch"]), None);
     }
 }

@@ -73,18 +73,20 @@ pub fn validate_method<'r>(
     kind: &str,
     config: &Value,
 ) -> Result<(&'r Entry, Value), ApiError> {
-    let entry =
-        registry.get(role, kind).map_err(|e| ApiError::msg(format!("{role} `{kind}` cannot be used: {e}")))?;
+    let entry = registry
+        .get(role, kind)
+        .map_err(|e| ApiError::msg(format!("{role} `{kind}` cannot be used: {e}")))?;
     let node = Node::from_json(config, &Origin::Generated);
-    let resolved = validate(&node, &entry.schema, kind, &KindTable { registry }).map_err(|diagnostics| {
-        let lines: Vec<String> = diagnostics
-            .iter()
-            .map(|d| match &d.help {
-                Some(help) => format!("{} ({help})", d.message),
-                None => d.message.clone(),
-            })
-            .collect();
-        ApiError::msg(lines.join("; "))
-    })?;
+    let resolved =
+        validate(&node, &entry.schema, kind, &KindTable { registry }).map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics
+                .iter()
+                .map(|d| match &d.help {
+                    Some(help) => format!("{} ({help})", d.message),
+                    None => d.message.clone(),
+                })
+                .collect();
+            ApiError::msg(lines.join("; "))
+        })?;
     Ok((entry, resolved))
 }

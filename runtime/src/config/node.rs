@@ -54,7 +54,10 @@ pub enum NodeValue {
 impl Node {
     /// An empty table.
     pub fn table(origin: Origin) -> Node {
-        Node { value: NodeValue::Table(Vec::new()), origin }
+        Node {
+            value: NodeValue::Table(Vec::new()),
+            origin,
+        }
     }
 
     /// The node for a JSON value (defaults, tables built by methods), all `origin`.
@@ -63,11 +66,19 @@ impl Node {
             Value::Object(map) => NodeValue::Table(
                 map.iter()
                     .map(|(k, v)| {
-                        (Key { name: k.clone(), origin: origin.clone() }, Node::from_json(v, origin))
+                        (
+                            Key {
+                                name: k.clone(),
+                                origin: origin.clone(),
+                            },
+                            Node::from_json(v, origin),
+                        )
                     })
                     .collect(),
             ),
-            Value::Array(items) => NodeValue::Array(items.iter().map(|v| Node::from_json(v, origin)).collect()),
+            Value::Array(items) => {
+                NodeValue::Array(items.iter().map(|v| Node::from_json(v, origin)).collect())
+            }
             Value::String(s) => NodeValue::String(s.clone()),
             Value::Bool(b) => NodeValue::Bool(*b),
             Value::Number(n) => match n.as_i64() {
@@ -77,7 +88,10 @@ impl Node {
             // JSON null has no TOML form; an empty table is the closest "nothing".
             Value::Null => NodeValue::Table(Vec::new()),
         };
-        Node { value, origin: origin.clone() }
+        Node {
+            value,
+            origin: origin.clone(),
+        }
     }
 
     /// What this value is, for messages: "a string", "an integer", ...
@@ -95,7 +109,9 @@ impl Node {
     /// The entry `key` of a table node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            NodeValue::Table(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            NodeValue::Table(entries) => {
+                entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+            }
             _ => None,
         }
     }
@@ -113,7 +129,10 @@ impl Node {
             Some(at) => at,
             None => {
                 entries.push((
-                    Key { name: first.to_string(), origin: origin.clone() },
+                    Key {
+                        name: first.to_string(),
+                        origin: origin.clone(),
+                    },
                     Node::table(origin.clone()),
                 ));
                 entries.len() - 1

@@ -24,13 +24,27 @@ impl Source {
     /// A source read from `path`.
     pub fn file(path: &Path, text: String) -> Source {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-        Source { name: path.display().to_string(), dir, text, sets: Vec::new() }
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        Source {
+            name: path.display().to_string(),
+            dir,
+            text,
+            sets: Vec::new(),
+        }
     }
 
     /// A source given as a string; relative paths resolve against `dir`.
     pub fn string(text: String, dir: PathBuf) -> Source {
-        Source { name: "<string>".to_string(), dir, text, sets: Vec::new() }
+        Source {
+            name: "<string>".to_string(),
+            dir,
+            text,
+            sets: Vec::new(),
+        }
     }
 
     /// 1-based line and column (in characters) of byte `offset`.
@@ -51,7 +65,11 @@ impl Source {
     pub fn parse(&self) -> Result<Node, Diagnostic> {
         let doc = toml_edit::Document::parse(self.text.as_str()).map_err(|err| {
             let origin = err.span().map(Origin::File).unwrap_or(Origin::Generated);
-            Diagnostic::new("", origin, format!("invalid TOML: {}", err.message().trim_end()))
+            Diagnostic::new(
+                "",
+                origin,
+                format!("invalid TOML: {}", err.message().trim_end()),
+            )
         })?;
         item_to_node(doc.as_item(), Origin::File(0..0))
     }
@@ -66,16 +84,27 @@ impl Source {
             self.sets.push(set.clone());
             let origin = Origin::Set(index);
             let Some((path, raw)) = set.split_once('=') else {
-                return Err(Diagnostic::new("", origin, "an override needs the form dotted.key=value"));
+                return Err(Diagnostic::new(
+                    "",
+                    origin,
+                    "an override needs the form dotted.key=value",
+                ));
             };
             let path = path.trim();
             let keys: Vec<&str> = path.split('.').map(str::trim).collect();
             if keys.iter().any(|k| k.is_empty()) {
-                return Err(Diagnostic::new(path, origin, format!("`{path}` is not a dotted key")));
+                return Err(Diagnostic::new(
+                    path,
+                    origin,
+                    format!("`{path}` is not a dotted key"),
+                ));
             }
             let value = match raw.trim().parse::<Value>() {
                 Ok(value) => value_to_node(&value, &origin)?,
-                Err(_) => Node { value: NodeValue::String(raw.trim().to_string()), origin: origin.clone() },
+                Err(_) => Node {
+                    value: NodeValue::String(raw.trim().to_string()),
+                    origin: origin.clone(),
+                },
             };
             let value = relocate(value, &origin);
             root.set_path(&keys, value)
@@ -100,10 +129,20 @@ fn relocate(mut node: Node, origin: &Origin) -> Node {
         NodeValue::Table(entries) => NodeValue::Table(
             entries
                 .into_iter()
-                .map(|(k, v)| (Key { name: k.name, origin: origin.clone() }, relocate(v, origin)))
+                .map(|(k, v)| {
+                    (
+                        Key {
+                            name: k.name,
+                            origin: origin.clone(),
+                        },
+                        relocate(v, origin),
+                    )
+                })
                 .collect(),
         ),
-        NodeValue::Array(items) => NodeValue::Array(items.into_iter().map(|v| relocate(v, origin)).collect()),
+        NodeValue::Array(items) => {
+            NodeValue::Array(items.into_iter().map(|v| relocate(v, origin)).collect())
+        }
         other => other,
     };
     node
@@ -124,16 +163,28 @@ fn item_to_node(item: &Item, fallback: Origin) -> Result<Node, Diagnostic> {
                 let key_origin = table.key(name).and_then(|k| k.span()).map(Origin::File);
                 let key_origin = key_origin.unwrap_or_else(|| origin.clone());
                 let node = item_to_node(child, key_origin.clone())?;
-                entries.push((Key { name: name.to_string(), origin: key_origin }, node));
+                entries.push((
+                    Key {
+                        name: name.to_string(),
+                        origin: key_origin,
+                    },
+                    node,
+                ));
             }
-            Ok(Node { value: NodeValue::Table(entries), origin })
+            Ok(Node {
+                value: NodeValue::Table(entries),
+                origin,
+            })
         }
         Item::ArrayOfTables(array) => {
             let items = array
                 .iter()
                 .map(|t| item_to_node(&Item::Table(t.clone()), origin.clone()))
                 .collect::<Result<_, _>>()?;
-            Ok(Node { value: NodeValue::Array(items), origin })
+            Ok(Node {
+                value: NodeValue::Array(items),
+                origin,
+            })
         }
     }
 }
@@ -146,10 +197,17 @@ fn value_to_node(value: &Value, fallback: &Origin) -> Result<Node, Diagnostic> {
         Value::Float(f) => NodeValue::Float(*f.value()),
         Value::Boolean(b) => NodeValue::Bool(*b.value()),
         Value::Datetime(_) => {
-            return Err(Diagnostic::new("", origin, "dates are not supported in pipelines; use a string"))
+            return Err(Diagnostic::new(
+                "",
+                origin,
+                "dates are not supported in pipelines; use a string",
+            ))
         }
         Value::Array(array) => NodeValue::Array(
-            array.iter().map(|v| value_to_node(v, &origin)).collect::<Result<_, _>>()?,
+            array
+                .iter()
+                .map(|v| value_to_node(v, &origin))
+                .collect::<Result<_, _>>()?,
         ),
         Value::InlineTable(table) => {
             let mut entries = Vec::new();
@@ -160,7 +218,10 @@ fn value_to_node(value: &Value, fallback: &Origin) -> Result<Node, Diagnostic> {
                     .map(Origin::File)
                     .unwrap_or_else(|| origin.clone());
                 entries.push((
-                    Key { name: name.to_string(), origin: key_origin.clone() },
+                    Key {
+                        name: name.to_string(),
+                        origin: key_origin.clone(),
+                    },
                     value_to_node(child, &key_origin)?,
                 ));
             }
@@ -183,11 +244,17 @@ mod tests {
         let src = source("[train]\nsteps = 10\nweighting = { kind = \"ew\" }\n");
         let root = src.parse().unwrap();
         let train = root.get("train").unwrap();
-        let NodeValue::Table(entries) = &train.value else { panic!() };
-        let Origin::File(span) = &entries[1].0.origin else { panic!() };
+        let NodeValue::Table(entries) = &train.value else {
+            panic!()
+        };
+        let Origin::File(span) = &entries[1].0.origin else {
+            panic!()
+        };
         assert_eq!(src.line_col(span.start), (3, 1));
         let kind = train.get("weighting").unwrap().get("kind").unwrap();
-        let Origin::File(span) = &kind.origin else { panic!() };
+        let Origin::File(span) = &kind.origin else {
+            panic!()
+        };
         assert_eq!(src.line_col(span.start), (3, 22));
     }
 
@@ -195,7 +262,9 @@ mod tests {
     fn syntax_errors_have_a_location() {
         let src = source("[train]\nsteps = = 3\n");
         let err = src.parse().unwrap_err();
-        let Origin::File(span) = &err.origin else { panic!("{err:?}") };
+        let Origin::File(span) = &err.origin else {
+            panic!("{err:?}")
+        };
         assert_eq!(src.line_col(span.start).0, 2);
     }
 
@@ -203,10 +272,16 @@ mod tests {
     fn sets_parse_toml_values_and_fall_back_to_strings() {
         let mut src = source("[train]\nsteps = 10\n");
         let mut root = src.parse().unwrap();
-        let sets = vec!["train.steps=20".to_string(), "train.weighting.kind=uw".to_string()];
+        let sets = vec![
+            "train.steps=20".to_string(),
+            "train.weighting.kind=uw".to_string(),
+        ];
         src.apply_sets(&mut root, &sets).unwrap();
         let train = root.get("train").unwrap();
-        assert!(matches!(train.get("steps").unwrap().value, NodeValue::Integer(20)));
+        assert!(matches!(
+            train.get("steps").unwrap().value,
+            NodeValue::Integer(20)
+        ));
         let kind = train.get("weighting").unwrap().get("kind").unwrap();
         assert!(matches!(&kind.value, NodeValue::String(s) if s == "uw"));
         assert_eq!(kind.origin, Origin::Set(1));
@@ -216,7 +291,13 @@ mod tests {
     fn a_set_through_a_non_table_names_the_prefix() {
         let mut src = source("[train]\nsteps = 10\n");
         let mut root = src.parse().unwrap();
-        let err = src.apply_sets(&mut root, &["train.steps.x=1".to_string()]).unwrap_err();
-        assert!(err.message.contains("`train.steps` is not a table"), "{}", err.message);
+        let err = src
+            .apply_sets(&mut root, &["train.steps.x=1".to_string()])
+            .unwrap_err();
+        assert!(
+            err.message.contains("`train.steps` is not a table"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -69,7 +69,10 @@ mod tests {
             "train": {"steps": 10, "lr": 0.5, "weighting": {"kind": "ew"}, "hidden": [64, 32]}
         });
         let text = to_toml(&config);
-        assert!(text.contains("[train]") && text.contains("weighting = { kind = \"ew\" }"), "{text}");
+        assert!(
+            text.contains("[train]") && text.contains("weighting = { kind = \"ew\" }"),
+            "{text}"
+        );
         let back: toml_edit::DocumentMut = text.parse().unwrap();
         assert_eq!(back["train"]["hidden"].as_array().unwrap().len(), 2);
         assert_eq!(back["run"]["seed"].as_integer(), Some(3));

@@ -31,8 +31,16 @@ pub trait Kinds {
 }
 
 /// Validates `node` against `schema`; `path` is the dotted path of `node`.
-pub fn validate(node: &Node, schema: &Value, path: &str, kinds: &dyn Kinds) -> Result<Value, Vec<Diagnostic>> {
-    let mut v = Validator { kinds, errors: Vec::new() };
+pub fn validate(
+    node: &Node,
+    schema: &Value,
+    path: &str,
+    kinds: &dyn Kinds,
+) -> Result<Value, Vec<Diagnostic>> {
+    let mut v = Validator {
+        kinds,
+        errors: Vec::new(),
+    };
     let value = v.check(node, schema, path);
     if v.errors.is_empty() {
         Ok(value)
@@ -75,7 +83,11 @@ fn article(type_name: &str) -> &'static str {
 }
 
 fn list(items: &[String]) -> String {
-    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Validator<'_> {
@@ -90,7 +102,11 @@ impl Validator<'_> {
             return self.check_kind(node, role, path);
         }
         let expected = schema.get("type").and_then(Value::as_str).unwrap_or(
-            if schema.get("properties").is_some() { "object" } else { "any" },
+            if schema.get("properties").is_some() {
+                "object"
+            } else {
+                "any"
+            },
         );
         let value = match (&node.value, expected) {
             (NodeValue::Table(_), "object" | "any") => return self.check_table(node, schema, path),
@@ -126,16 +142,23 @@ impl Validator<'_> {
                     article(expected),
                     node.type_name()
                 );
-                let help = schema.get("description").and_then(Value::as_str).map(str::to_string);
+                let help = schema
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 self.error(path, &node.origin, msg, help);
                 return Value::Null;
             }
         };
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
             if !allowed.contains(&value) {
-                let names: Vec<String> =
-                    allowed.iter().map(|a| a.as_str().map_or(a.to_string(), str::to_string)).collect();
-                let near = value.as_str().and_then(|s| did_you_mean(s, names.iter().map(String::as_str)));
+                let names: Vec<String> = allowed
+                    .iter()
+                    .map(|a| a.as_str().map_or(a.to_string(), str::to_string))
+                    .collect();
+                let near = value
+                    .as_str()
+                    .and_then(|s| did_you_mean(s, names.iter().map(String::as_str)));
                 let help = match near {
                     Some(n) => format!("did you mean `{n}`? (one of {})", list(&names)),
                     None => format!("expected one of {}", list(&names)),
@@ -152,8 +175,16 @@ impl Validator<'_> {
         let checks = [
             ("minimum", ">=", bound("minimum").is_some_and(|m| x < m)),
             ("maximum", "<=", bound("maximum").is_some_and(|m| x > m)),
-            ("exclusiveMinimum", ">", bound("exclusiveMinimum").is_some_and(|m| x <= m)),
-            ("exclusiveMaximum", "<", bound("exclusiveMaximum").is_some_and(|m| x >= m)),
+            (
+                "exclusiveMinimum",
+                ">",
+                bound("exclusiveMinimum").is_some_and(|m| x <= m),
+            ),
+            (
+                "exclusiveMaximum",
+                "<",
+                bound("exclusiveMaximum").is_some_and(|m| x >= m),
+            ),
         ];
         for (key, op, failed) in checks {
             if failed {
@@ -181,9 +212,14 @@ impl Validator<'_> {
     }
 
     fn check_table(&mut self, node: &Node, schema: &Value, path: &str) -> Value {
-        let NodeValue::Table(entries) = &node.value else { unreachable!("caller matched a table") };
+        let NodeValue::Table(entries) = &node.value else {
+            unreachable!("caller matched a table")
+        };
         let empty = Map::new();
-        let properties = schema.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+        let properties = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let extra = schema.get("additionalProperties").filter(|s| s.is_object());
         let open = schema.get("type").is_none() && schema.get("properties").is_none();
         let mut out = Map::new();
@@ -193,7 +229,10 @@ impl Validator<'_> {
                 let value = self.check(child, sub, &child_path);
                 out.insert(key.name.clone(), value);
             } else if open {
-                out.insert(key.name.clone(), self.check(child, &Value::Bool(true), &child_path));
+                out.insert(
+                    key.name.clone(),
+                    self.check(child, &Value::Bool(true), &child_path),
+                );
             } else {
                 let names: Vec<String> = properties.keys().cloned().collect();
                 let help = match did_you_mean(&key.name, names.iter().map(String::as_str)) {
@@ -247,13 +286,26 @@ impl Validator<'_> {
             NodeValue::Table(entries) => {
                 let Some(kind) = node.get("kind") else {
                     let kinds = self.kinds.kinds(role);
-                    let msg = format!("missing required key `{}` (which {role_name} to use)", join(path, "kind"));
+                    let msg = format!(
+                        "missing required key `{}` (which {role_name} to use)",
+                        join(path, "kind")
+                    );
                     let help = format!("add `kind = \"...\"`, one of {}", list(&kinds));
                     self.error(&join(path, "kind"), &node.origin, msg, Some(help));
                     return Value::Null;
                 };
-                let rest: Vec<_> = entries.iter().filter(|(k, _)| k.name != "kind").cloned().collect();
-                (kind.clone(), Node { value: NodeValue::Table(rest), origin: node.origin.clone() })
+                let rest: Vec<_> = entries
+                    .iter()
+                    .filter(|(k, _)| k.name != "kind")
+                    .cloned()
+                    .collect();
+                (
+                    kind.clone(),
+                    Node {
+                        value: NodeValue::Table(rest),
+                        origin: node.origin.clone(),
+                    },
+                )
             }
             _ => {
                 let msg = format!(
@@ -267,7 +319,10 @@ impl Validator<'_> {
         };
         let kind_path = join(path, "kind");
         let NodeValue::String(kind) = &kind_node.value else {
-            let msg = format!("wrong type for `{kind_path}`: expected a string, found {}", kind_node.type_name());
+            let msg = format!(
+                "wrong type for `{kind_path}`: expected a string, found {}",
+                kind_node.type_name()
+            );
             self.error(&kind_path, &kind_node.origin, msg, None);
             return Value::Null;
         };
@@ -277,7 +332,9 @@ impl Validator<'_> {
                 let kinds = self.kinds.kinds(role);
                 let help = match did_you_mean(kind, kinds.iter().map(String::as_str)) {
                     Some(near) => format!("did you mean `{near}`?"),
-                    None if kinds.is_empty() => format!("no {role_name} is available; check the plugin directories"),
+                    None if kinds.is_empty() => {
+                        format!("no {role_name} is available; check the plugin directories")
+                    }
                     None => format!("available: {}", list(&kinds)),
                 };
                 let msg = format!("unknown {role_name} `{kind}` at `{kind_path}`");
@@ -372,9 +429,13 @@ mod tests {
         let errors = result.unwrap_err();
         let messages: Vec<_> = errors.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(errors.len(), 3, "{messages:?}");
-        assert!(messages[0].contains("wrong type for `train.steps`: expected an integer, found a string"));
+        assert!(messages[0]
+            .contains("wrong type for `train.steps`: expected an integer, found a string"));
         assert!(messages[1].contains("`train.lr` must be > 0"));
-        assert_eq!(errors[2].help.as_deref(), Some("did you mean `fast`? (one of `fast`, `exact`)"));
+        assert_eq!(
+            errors[2].help.as_deref(),
+            Some("did you mean `fast`? (one of `fast`, `exact`)")
+        );
         assert_eq!(errors[2].location(&source).unwrap(), "p.toml:4:8");
     }
 
@@ -382,34 +443,52 @@ mod tests {
     fn unknown_kind_suggests_the_nearest_and_unusable_kind_says_why() {
         let (source, result) = run("[train]\nsteps = 5\nweighting = { kind = \"pcgard\" }\n");
         let errors = result.unwrap_err();
-        assert_eq!(errors[0].message, "unknown Weighting `pcgard` at `train.weighting.kind`");
+        assert_eq!(
+            errors[0].message,
+            "unknown Weighting `pcgard` at `train.weighting.kind`"
+        );
         assert_eq!(errors[0].help.as_deref(), Some("did you mean `pcgrad`?"));
         assert_eq!(errors[0].location(&source).unwrap(), "p.toml:3:22");
         let (_, result) = run("[train]\nsteps = 5\nweighting = \"dup\"\n");
-        assert!(result.unwrap_err()[0].message.contains("cannot be used: two plugins provide it"));
+        assert!(result.unwrap_err()[0]
+            .message
+            .contains("cannot be used: two plugins provide it"));
     }
 
     #[test]
     fn unknown_key_inside_a_method_table_is_checked_against_its_schema() {
-        let (_, result) = run("[train]\nsteps = 5\nweighting = { kind = \"pcgrad\", seed_ofset = 1 }\n");
+        let (_, result) =
+            run("[train]\nsteps = 5\nweighting = { kind = \"pcgrad\", seed_ofset = 1 }\n");
         let errors = result.unwrap_err();
         assert_eq!(errors[0].path, "train.weighting.seed_ofset");
-        assert_eq!(errors[0].help.as_deref(), Some("did you mean `seed_offset`?"));
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("did you mean `seed_offset`?")
+        );
     }
 
     #[test]
     fn missing_required_keys_and_sections_are_named() {
         let (_, result) = run("[run]\nseed = 1\n");
-        assert_eq!(result.unwrap_err()[0].message, "missing required key `train`");
+        assert_eq!(
+            result.unwrap_err()[0].message,
+            "missing required key `train`"
+        );
         let (_, result) = run("[train]\nlr = 0.1\n");
         let d = &result.unwrap_err()[0];
         assert_eq!(d.message, "missing required key `train.steps`");
-        assert_eq!(d.help.as_deref(), Some("add `steps = ...` (optimizer steps)"));
+        assert_eq!(
+            d.help.as_deref(),
+            Some("add `steps = ...` (optimizer steps)")
+        );
     }
 
     #[test]
     fn array_items_are_validated_with_their_index() {
         let (_, result) = run("[train]\nsteps = 5\nhidden = [64, 0]\n");
-        assert_eq!(result.unwrap_err()[0].message, "`train.hidden[1]` must be >= 1, got 0");
+        assert_eq!(
+            result.unwrap_err()[0].message,
+            "`train.hidden[1]` must be >= 1, got 0"
+        );
     }
 }

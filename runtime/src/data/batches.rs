@@ -21,7 +21,12 @@ impl Batches {
     /// Batches of `batch` rows (at most `rows`) over `rows` examples. An epoch
     /// has ⌊rows / batch⌋ steps; the remainder of each permutation is skipped.
     pub fn new(rows: usize, batch: usize, seed: u64) -> Batches {
-        Batches { rows, batch: batch.clamp(1, rows.max(1)), seed, cached: None }
+        Batches {
+            rows,
+            batch: batch.clamp(1, rows.max(1)),
+            seed,
+            cached: None,
+        }
     }
 
     /// Rows in one batch.

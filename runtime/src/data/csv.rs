@@ -62,12 +62,19 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     let rel = config["path"].as_str().unwrap_or_default();
     let path = dir.join(rel);
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Input(format!("cannot read data file {shown}: {e} (data.path is relative to the pipeline file)")))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Input(format!(
+            "cannot read data file {shown}: {e} (data.path is relative to the pipeline file)"
+        ))
+    })?;
     if text.trim().is_empty() {
-        return Err(Error::Input(format!("data file {shown} is empty; it needs a header row and data rows")));
+        return Err(Error::Input(format!(
+            "data file {shown} is empty; it needs a header row and data rows"
+        )));
     }
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| Error::Input(format!("{shown}: cannot read the header row: {e}")))?
@@ -77,8 +84,13 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     let column = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             let near = crate::config::did_you_mean(name, header.iter().map(String::as_str));
-            let hint = near.map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
-            Error::Input(format!("{shown}: no column `{name}` (columns: {}){hint}", header.join(", ")))
+            let hint = near
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            Error::Input(format!(
+                "{shown}: no column `{name}` (columns: {}){hint}",
+                header.join(", ")
+            ))
         })
     };
 
@@ -88,33 +100,60 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
             Some("binary") => TaskType::Binary,
             Some("multiclass") => match spec["classes"].as_u64() {
                 Some(n) => TaskType::Multiclass(n as usize),
-                None => return Err(Error::Input(format!("data.tasks.{name}: a multiclass task needs `classes`"))),
+                None => {
+                    return Err(Error::Input(format!(
+                        "data.tasks.{name}: a multiclass task needs `classes`"
+                    )))
+                }
             },
             _ => TaskType::Regression,
         };
-        let loss = if spec["loss"] == "mae" { RegressionLoss::Mae } else { RegressionLoss::Mse };
+        let loss = if spec["loss"] == "mae" {
+            RegressionLoss::Mae
+        } else {
+            RegressionLoss::Mse
+        };
         let primary = match kind {
             TaskType::Regression if loss == RegressionLoss::Mae => "mae",
             TaskType::Regression => "mse",
             TaskType::Binary => "auc",
             TaskType::Multiclass(_) => "accuracy",
         };
-        let task = Task { name: name.clone(), kind, loss, scale: None, primary };
-        let standardize = kind == TaskType::Regression && spec["standardize"].as_bool().unwrap_or(true);
-        targets.push(TaskColumn { column: column(name)?, task, standardize });
+        let task = Task {
+            name: name.clone(),
+            kind,
+            loss,
+            scale: None,
+            primary,
+        };
+        let standardize =
+            kind == TaskType::Regression && spec["standardize"].as_bool().unwrap_or(true);
+        targets.push(TaskColumn {
+            column: column(name)?,
+            task,
+            standardize,
+        });
     }
     if targets.is_empty() {
-        return Err(Error::Input("data.tasks is empty: name at least one target column".to_string()));
+        return Err(Error::Input(
+            "data.tasks is empty: name at least one target column".to_string(),
+        ));
     }
     let split_column = config["split_column"].as_str().map(column).transpose()?;
     let inputs: Vec<usize> = match config["inputs"].as_array() {
-        Some(names) => names.iter().filter_map(Value::as_str).map(column).collect::<Result<_>>()?,
+        Some(names) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(column)
+            .collect::<Result<_>>()?,
         None => (0..header.len())
             .filter(|i| Some(*i) != split_column && targets.iter().all(|t| t.column != *i))
             .collect(),
     };
     if inputs.is_empty() {
-        return Err(Error::Input(format!("{shown}: no input columns left after the task and split columns")));
+        return Err(Error::Input(format!(
+            "{shown}: no input columns left after the task and split columns"
+        )));
     }
 
     // Parse every row: inputs, targets and split label.
@@ -122,13 +161,20 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     let mut y: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut split_of: Vec<usize> = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| Error::Input(format!("{shown}: {}", csv_error(&e, header.len()))))?;
+        let record = record
+            .map_err(|e| Error::Input(format!("{shown}: {}", csv_error(&e, header.len()))))?;
         let line = record.position().map_or(0, |p| p.line());
         let cell = |col: usize| -> Result<f64> {
             let raw = record.get(col).unwrap_or("");
-            raw.parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                Error::Input(format!("{shown}: row {line}, column `{}`: `{raw}` is not a finite number", header[col]))
-            })
+            raw.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "{shown}: row {line}, column `{}`: `{raw}` is not a finite number",
+                        header[col]
+                    ))
+                })
         };
         for &col in &inputs {
             x.push(cell(col)? as f32);
@@ -154,15 +200,23 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
         }
         if let Some(col) = split_column {
             let raw = record.get(col).unwrap_or("");
-            let s = ["train", "val", "test"].iter().position(|s| *s == raw).ok_or_else(|| {
-                Error::Input(format!("{shown}: row {line}, column `{}`: `{raw}` is not train, val or test", header[col]))
-            })?;
+            let s = ["train", "val", "test"]
+                .iter()
+                .position(|s| *s == raw)
+                .ok_or_else(|| {
+                    Error::Input(format!(
+                        "{shown}: row {line}, column `{}`: `{raw}` is not train, val or test",
+                        header[col]
+                    ))
+                })?;
             split_of.push(s);
         }
     }
     let rows = y[0].len();
     if rows == 0 {
-        return Err(Error::Input(format!("data file {shown} has a header but no data rows")));
+        return Err(Error::Input(format!(
+            "data file {shown} has a header but no data rows"
+        )));
     }
     if split_column.is_none() {
         split_of = ratio_split(config, rows)?;
@@ -171,16 +225,24 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     let d = inputs.len();
     let make = |which: usize| -> Result<Split> {
         let idx: Vec<usize> = (0..rows).filter(|r| split_of[*r] == which).collect();
-        let xs: Vec<f32> = idx.iter().flat_map(|&r| x[r * d..(r + 1) * d].iter().copied()).collect();
+        let xs: Vec<f32> = idx
+            .iter()
+            .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
+            .collect();
         let targets_of = targets
             .iter()
             .zip(&y)
             .map(|(t, col)| match t.task.kind {
-                TaskType::Multiclass(_) => Tensor::from_slice(&idx.iter().map(|&r| col[r] as i64).collect::<Vec<_>>()),
+                TaskType::Multiclass(_) => {
+                    Tensor::from_slice(&idx.iter().map(|&r| col[r] as i64).collect::<Vec<_>>())
+                }
                 _ => Tensor::from_slice(&idx.iter().map(|&r| col[r] as f32).collect::<Vec<_>>()),
             })
             .collect();
-        Ok(Split { inputs: matrix(xs, idx.len(), d)?, targets: targets_of })
+        Ok(Split {
+            inputs: matrix(xs, idx.len(), d)?,
+            targets: targets_of,
+        })
     };
     let (mut train, mut val, mut test) = (make(0)?, make(1)?, make(2)?);
     if config["standardize_inputs"].as_bool().unwrap_or(true) && !train.is_empty() {
@@ -190,7 +252,9 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     for (t, target) in targets.into_iter().enumerate() {
         let mut task = target.task;
         if target.standardize && !train.is_empty() {
-            let mean = train.targets[t].f_mean(tch::Kind::Double)?.double_value(&[]);
+            let mean = train.targets[t]
+                .f_mean(tch::Kind::Double)?
+                .double_value(&[]);
             let std = train.targets[t].f_std(false)?.double_value(&[]).max(1e-12);
             for split in [&mut train, &mut val, &mut test] {
                 split.targets[t] = split.targets[t].f_sub_scalar(mean)?.f_div_scalar(std)?;
@@ -199,7 +263,12 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
         }
         tasks.push(task);
     }
-    Ok(Dataset { tasks, train, val, test })
+    Ok(Dataset {
+        tasks,
+        train,
+        val,
+        test,
+    })
 }
 
 fn csv_error(err: &csv::Error, fields: usize) -> String {
@@ -272,7 +341,10 @@ mod tests {
     #[test]
     fn loads_tasks_and_splits_with_standardised_targets() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a,b,y,c\n1,2,10,0\n3,4,20,1\n5,6,30,2\n7,8,40,0\n");
+        write(
+            dir.path(),
+            "a,b,y,c\n1,2,10,0\n3,4,20,1\n5,6,30,2\n7,8,40,0\n",
+        );
         let tasks = json!({"y": {"type": "regression", "loss": "mse", "standardize": true},
                            "c": {"type": "multiclass", "classes": 3, "loss": "mse", "standardize": true}});
         let d = load(&config(json!({"tasks": tasks})), dir.path()).unwrap();
@@ -288,8 +360,14 @@ mod tests {
     #[test]
     fn missing_file_and_empty_file_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(&config(json!({})), dir.path()).err().unwrap().to_string();
-        assert!(e.starts_with("cannot read data file") && e.contains("d.csv"), "{e}");
+        let e = load(&config(json!({})), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read data file") && e.contains("d.csv"),
+            "{e}"
+        );
         assert!(err("", json!({})).contains("d.csv is empty"));
         assert!(err("a,y\n", json!({})).contains("has a header but no data rows"));
     }
@@ -297,19 +375,28 @@ mod tests {
     #[test]
     fn missing_column_suggests_the_nearest() {
         let e = err("a,yy\n1,2\n", json!({}));
-        assert!(e.contains("no column `y` (columns: a, yy); did you mean `yy`?"), "{e}");
+        assert!(
+            e.contains("no column `y` (columns: a, yy); did you mean `yy`?"),
+            "{e}"
+        );
     }
 
     #[test]
     fn non_numeric_value_names_row_and_column() {
         let e = err("a,y\n1,2\n3,abc\n", json!({}));
-        assert!(e.contains("d.csv: row 3, column `y`: `abc` is not a finite number"), "{e}");
+        assert!(
+            e.contains("d.csv: row 3, column `y`: `abc` is not a finite number"),
+            "{e}"
+        );
     }
 
     #[test]
     fn ragged_rows_and_bad_labels_and_bad_fractions() {
-        assert!(err("a,y\n1,2\n3\n", json!({})).contains("row 3 has 1 fields, but the header has 2"));
-        let binary = json!({"tasks": {"y": {"type": "binary", "loss": "mse", "standardize": true}}});
+        assert!(
+            err("a,y\n1,2\n3\n", json!({})).contains("row 3 has 1 fields, but the header has 2")
+        );
+        let binary =
+            json!({"tasks": {"y": {"type": "binary", "loss": "mse", "standardize": true}}});
         assert!(err("a,y\n1,2\n", binary).contains("row 2, column `y`: `2` is not 0 or 1"));
         let bad = json!({"split": {"train": 0.5, "val": 0.5, "test": 0.5}});
         assert!(err("a,y\n1,2\n", bad).contains("must add up to 1"));
@@ -318,11 +405,17 @@ mod tests {
     #[test]
     fn split_column_assigns_rows() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "a,y,s\n1,2,train\n3,4,test\n5,6,val\n7,8,train\n");
+        write(
+            dir.path(),
+            "a,y,s\n1,2,train\n3,4,test\n5,6,val\n7,8,train\n",
+        );
         let d = load(&config(json!({"split_column": "s"})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
         assert_eq!(d.input_dim(), 1);
         let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
-        assert!(e.contains("row 2, column `s`: `training` is not train, val or test"), "{e}");
+        assert!(
+            e.contains("row 2, column `s`: `training` is not train, val or test"),
+            "{e}"
+        );
     }
 }

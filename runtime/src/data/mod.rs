@@ -62,7 +62,13 @@ impl Task {
 
     /// A regression task with MSE loss reported unscaled.
     pub fn regression(name: impl Into<String>) -> Task {
-        Task { name: name.into(), kind: TaskType::Regression, loss: RegressionLoss::Mse, scale: None, primary: "mse" }
+        Task {
+            name: name.into(),
+            kind: TaskType::Regression,
+            loss: RegressionLoss::Mse,
+            scale: None,
+            primary: "mse",
+        }
     }
 }
 
@@ -90,7 +96,11 @@ impl Split {
     pub fn rows(&self, index: &Tensor) -> Result<Split> {
         Ok(Split {
             inputs: self.inputs.f_index_select(0, index)?,
-            targets: self.targets.iter().map(|t| t.f_index_select(0, index)).collect::<Result<_, _>>()?,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.f_index_select(0, index))
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -99,19 +109,30 @@ impl Split {
         let (s, l) = (start as i64, len as i64);
         Ok(Split {
             inputs: self.inputs.f_narrow(0, s, l)?,
-            targets: self.targets.iter().map(|t| t.f_narrow(0, s, l)).collect::<Result<_, _>>()?,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.f_narrow(0, s, l))
+                .collect::<Result<_, _>>()?,
         })
     }
 
     fn to_device(&self, device: Device) -> Result<Split> {
         Ok(Split {
             inputs: self.inputs.f_to_device(device)?,
-            targets: self.targets.iter().map(|t| t.f_to_device(device)).collect::<Result<_, _>>()?,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| t.f_to_device(device))
+                .collect::<Result<_, _>>()?,
         })
     }
 
     fn only(&self, task: usize) -> Split {
-        Split { inputs: self.inputs.shallow_clone(), targets: vec![self.targets[task].shallow_clone()] }
+        Split {
+            inputs: self.inputs.shallow_clone(),
+            targets: vec![self.targets[task].shallow_clone()],
+        }
     }
 }
 
@@ -172,14 +193,29 @@ struct Source {
 }
 
 const SOURCES: &[Source] = &[
-    Source { name: "mmoe-synthetic", schema: synthetic::schema, load: synthetic::load },
-    Source { name: "csv", schema: csv::schema, load: csv::load },
-    Source { name: "qm9", schema: qm9::schema, load: qm9::load },
+    Source {
+        name: "mmoe-synthetic",
+        schema: synthetic::schema,
+        load: synthetic::load,
+    },
+    Source {
+        name: "csv",
+        schema: csv::schema,
+        load: csv::load,
+    },
+    Source {
+        name: "qm9",
+        schema: qm9::schema,
+        load: qm9::load,
+    },
 ];
 
 /// The config schema of data kind `kind`.
 pub fn schema(kind: &str) -> Option<Value> {
-    SOURCES.iter().find(|s| s.name == kind).map(|s| (s.schema)())
+    SOURCES
+        .iter()
+        .find(|s| s.name == kind)
+        .map(|s| (s.schema)())
 }
 
 /// Every data kind, sorted.
@@ -198,9 +234,15 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
         .find(|s| s.name == kind)
         .ok_or_else(|| Error::Input(format!("unknown data kind `{kind}`")))?;
     let data = (source.load)(config, dir)?;
-    for (name, split) in [("train", &data.train), ("val", &data.val), ("test", &data.test)] {
+    for (name, split) in [
+        ("train", &data.train),
+        ("val", &data.val),
+        ("test", &data.test),
+    ] {
         if split.is_empty() {
-            return Err(Error::Input(format!("the {name} split of the `{kind}` data is empty; give it more rows")));
+            return Err(Error::Input(format!(
+                "the {name} split of the `{kind}` data is empty; give it more rows"
+            )));
         }
     }
     Ok(data)

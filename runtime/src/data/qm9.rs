@@ -124,7 +124,11 @@ pub fn schema() -> Value {
 /// `y ≈ c·counts + b` on the first `n_train` molecules (the training split),
 /// one fit per target, solved in float64 with a tiny ridge so that an element
 /// absent from the training split does not make the system singular.
-fn subtract_atom_reference(molecules: &[Molecule], targets: &mut [Vec<f64>], n_train: usize) -> Result<()> {
+fn subtract_atom_reference(
+    molecules: &[Molecule],
+    targets: &mut [Vec<f64>],
+    n_train: usize,
+) -> Result<()> {
     let design: Vec<f64> = molecules
         .iter()
         .flat_map(|m| {
@@ -139,8 +143,17 @@ fn subtract_atom_reference(molecules: &[Molecule], targets: &mut [Vec<f64>], n_t
     let tasks = targets.first().map_or(0, Vec::len) as i64;
     let flat: Vec<f64> = targets.iter().flatten().copied().collect();
     let y = Tensor::from_slice(&flat).f_reshape([molecules.len() as i64, tasks])?;
-    let gram = x_train.f_tr()?.f_matmul(&x_train)?.f_add(&Tensor::f_eye(k, (Kind::Double, tch::Device::Cpu))?.f_mul_scalar(1e-9)?)?;
-    let coef = Tensor::f_linalg_solve(&gram, &x_train.f_tr()?.f_matmul(&y.f_narrow(0, 0, n_train as i64)?)?, true)?;
+    let gram = x_train
+        .f_tr()?
+        .f_matmul(&x_train)?
+        .f_add(&Tensor::f_eye(k, (Kind::Double, tch::Device::Cpu))?.f_mul_scalar(1e-9)?)?;
+    let coef = Tensor::f_linalg_solve(
+        &gram,
+        &x_train
+            .f_tr()?
+            .f_matmul(&y.f_narrow(0, 0, n_train as i64)?)?,
+        true,
+    )?;
     let residual = y.f_sub(&x.f_matmul(&coef)?)?;
     let values = Vec::<f64>::try_from(residual.f_reshape([-1])?)?;
     for (row, chunk) in targets.iter_mut().zip(values.chunks(tasks as usize)) {
@@ -874,7 +887,10 @@ mod tests {
         // magnitude (energies are nearly additive over atoms).
         let referenced = load(&config(json!({})), dir.path()).unwrap();
         let (_, std_ref) = referenced.tasks[u0].scale.unwrap();
-        assert!(std_ref < 0.01 * std, "residual std {std_ref} vs raw std {std}");
+        assert!(
+            std_ref < 0.01 * std,
+            "residual std {std_ref} vs raw std {std}"
+        );
 
         // A subset and another seed; `gap` as the only target.
         let small = json!({"subset": 4, "seed": 7, "targets": ["gap"]});

@@ -62,7 +62,11 @@ fn int(config: &Value, key: &str) -> usize {
 }
 
 pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
-    let (tasks, dim, m) = (int(config, "tasks"), int(config, "input_dim"), int(config, "sinusoids"));
+    let (tasks, dim, m) = (
+        int(config, "tasks"),
+        int(config, "input_dim"),
+        int(config, "sinusoids"),
+    );
     let p = config["correlation"].as_f64().unwrap_or(0.0);
     let c = config["scale"].as_f64().unwrap_or(1.0);
     let noise = config["noise"].as_f64().unwrap_or(0.0);
@@ -77,14 +81,24 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
     let w: Vec<Vec<f64>> = (0..tasks)
         .map(|k| {
             (0..dim)
-                .map(|i| if k == 0 { c * u[0][i] } else { c * (p * u[0][i] + (1.0 - p * p).sqrt() * u[k][i]) })
+                .map(|i| {
+                    if k == 0 {
+                        c * u[0][i]
+                    } else {
+                        c * (p * u[0][i] + (1.0 - p * p).sqrt() * u[k][i])
+                    }
+                })
                 .collect()
         })
         .collect();
     let alpha: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
     let beta: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
 
-    let sizes = [int(config, "train"), int(config, "val"), int(config, "test")];
+    let sizes = [
+        int(config, "train"),
+        int(config, "val"),
+        int(config, "test"),
+    ];
     let mut draw = SplitMix::at(seed, 1);
     let mut make_split = |rows: usize| -> Result<Split> {
         let mut x = Vec::with_capacity(rows * dim);
@@ -93,16 +107,34 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
             let row: Vec<f64> = (0..dim).map(|_| draw.normal()).collect();
             for (k, wk) in w.iter().enumerate() {
                 let z: f64 = wk.iter().zip(&row).map(|(a, b)| a * b).sum();
-                let waves: f64 = alpha.iter().zip(&beta).map(|(a, b)| (a * z + b).sin()).sum();
+                let waves: f64 = alpha
+                    .iter()
+                    .zip(&beta)
+                    .map(|(a, b)| (a * z + b).sin())
+                    .sum();
                 y[k].push((z + waves + noise * draw.normal()) as f32);
             }
             x.extend(row.into_iter().map(|v| v as f32));
         }
-        Ok(Split { inputs: matrix(x, rows, dim)?, targets: y.iter().map(|t| Tensor::from_slice(t)).collect() })
+        Ok(Split {
+            inputs: matrix(x, rows, dim)?,
+            targets: y.iter().map(|t| Tensor::from_slice(t)).collect(),
+        })
     };
-    let (train, val, test) = (make_split(sizes[0])?, make_split(sizes[1])?, make_split(sizes[2])?);
-    let tasks = (1..=tasks).map(|k| Task::regression(format!("task{k}"))).collect();
-    Ok(Dataset { tasks, train, val, test })
+    let (train, val, test) = (
+        make_split(sizes[0])?,
+        make_split(sizes[1])?,
+        make_split(sizes[2])?,
+    );
+    let tasks = (1..=tasks)
+        .map(|k| Task::regression(format!("task{k}")))
+        .collect();
+    Ok(Dataset {
+        tasks,
+        train,
+        val,
+        test,
+    })
 }
 
 #[cfg(test)]
@@ -119,8 +151,16 @@ mod tests {
         let a = Vec::<f32>::try_from(&d.train.targets[0]).unwrap();
         let b = Vec::<f32>::try_from(&d.train.targets[1]).unwrap();
         let n = a.len() as f64;
-        let (ma, mb) = (a.iter().sum::<f32>() as f64 / n, b.iter().sum::<f32>() as f64 / n);
-        let cov: f64 = a.iter().zip(&b).map(|(x, y)| (*x as f64 - ma) * (*y as f64 - mb)).sum::<f64>() / n;
+        let (ma, mb) = (
+            a.iter().sum::<f32>() as f64 / n,
+            b.iter().sum::<f32>() as f64 / n,
+        );
+        let cov: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (*x as f64 - ma) * (*y as f64 - mb))
+            .sum::<f64>()
+            / n;
         let sa = (a.iter().map(|x| (*x as f64 - ma).powi(2)).sum::<f64>() / n).sqrt();
         let sb = (b.iter().map(|y| (*y as f64 - mb).powi(2)).sum::<f64>() / n).sqrt();
         cov / (sa * sb)

@@ -24,17 +24,23 @@ pub struct Library {
 /// built over them (a pipeline may add plugin directories). The outcome is
 /// cached too, so a bad file is diagnosed once.
 fn cache() -> &'static Mutex<HashMap<PathBuf, Result<&'static Library, String>>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Result<&'static Library, String>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Result<&'static Library, String>>>> =
+        OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
 /// The `.so` files of `dir`, sorted by name. Other files are not plugins and are
 /// skipped (a README next to the plugins is fine).
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read plugin directory: {e}"))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read plugin directory: {e}"))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION) && p.is_file())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
+                && p.is_file()
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -42,8 +48,12 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Loads `path` (once per process) and initialises it with `host` for logging.
 pub fn load(path: &Path, host: &FfiHostBox) -> Result<&'static Library, String> {
-    let key = path.canonicalize().map_err(|e| format!("cannot open: {e}"))?;
-    let mut cache = cache().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = path
+        .canonicalize()
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let mut cache = cache()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(outcome) = cache.get(&key) {
         return outcome.clone();
     }
@@ -55,11 +65,22 @@ pub fn load(path: &Path, host: &FfiHostBox) -> Result<&'static Library, String> 
 fn load_uncached(path: &Path, host: &FfiHostBox) -> Result<Library, String> {
     check_compat(path)?;
     let header = lib_header_from_path(path).map_err(|e| describe(&e))?;
-    let module = header.init_root_module::<PluginModuleRef>().map_err(|e| describe(&e))?;
-    let file_name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let module = header
+        .init_root_module::<PluginModuleRef>()
+        .map_err(|e| describe(&e))?;
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
     (module.init())(file_name.as_str().into(), host.clone());
-    let manifests = (module.manifests())().into_result().map_err(|e| e.to_string())?;
-    Ok(Library { path: path.to_path_buf(), module, manifests: manifests.into_iter().collect() })
+    let manifests = (module.manifests())()
+        .into_result()
+        .map_err(|e| e.to_string())?;
+    Ok(Library {
+        path: path.to_path_buf(),
+        module,
+        manifests: manifests.into_iter().collect(),
+    })
 }
 
 /// Opens the file as a shared library and reads its version symbol, so that a
@@ -68,9 +89,11 @@ fn load_uncached(path: &Path, host: &FfiHostBox) -> Result<Library, String> {
 fn check_compat(path: &Path) -> Result<(), String> {
     // SAFETY: loading a shared library runs its initialisers; that is the point of a
     // plugin directory. Nothing from it is called until the checks below pass.
-    let library = unsafe { libloading::Library::new(path) }.map_err(|e| open_error(&e.to_string()))?;
+    let library =
+        unsafe { libloading::Library::new(path) }.map_err(|e| open_error(&e.to_string()))?;
     // SAFETY: the symbol, when present, has the signature plugin-api gives it.
-    let compat = unsafe { library.get::<extern "C" fn() -> *const c_char>(COMPAT_SYMBOL.as_bytes()) };
+    let compat =
+        unsafe { library.get::<extern "C" fn() -> *const c_char>(COMPAT_SYMBOL.as_bytes()) };
     let result = match compat {
         Err(_) => Err(format!(
             "not a taskweave plugin (no `{COMPAT_SYMBOL}` symbol); plugins are cdylib crates depending on taskweave-plugin-api"
@@ -96,7 +119,10 @@ fn open_error(message: &str) -> String {
     if reason.contains("file too short") || reason.contains("invalid ELF header") {
         format!("not a shared library ({reason})")
     } else if reason.contains("undefined symbol") || message.contains("cannot open shared object") {
-        format!("cannot be loaded: {}; was it built against another libtorch?", message.trim())
+        format!(
+            "cannot be loaded: {}; was it built against another libtorch?",
+            message.trim()
+        )
     } else {
         format!("cannot be loaded: {}", message.trim())
     }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use taskweave_plugin_api::module::PluginModuleRef;
-use taskweave_plugin_api::{FfiHostBox, FfiMethod, Host, Method, MethodBox, MethodContext, MethodManifest, Role};
+use taskweave_plugin_api::{
+    FfiHostBox, FfiMethod, Host, Method, MethodBox, MethodContext, MethodManifest, Role,
+};
 
 use crate::error::Error;
 
@@ -73,8 +75,12 @@ impl Registry {
     /// `host` receives the plugins' log records.
     pub fn load(dirs: &[PathBuf], host: &FfiHostBox) -> Registry {
         taskweave_baselines::link();
-        let mut registry =
-            Registry { entries: BTreeMap::new(), conflicts: BTreeMap::new(), problems: Vec::new(), dirs: Vec::new() };
+        let mut registry = Registry {
+            entries: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
+            problems: Vec::new(),
+            dirs: Vec::new(),
+        };
         for method in taskweave_plugin_api::method::registered() {
             registry.add(method.manifest(), Origin::Builtin, Factory::Builtin(method));
         }
@@ -93,7 +99,10 @@ impl Registry {
         let files = match loader::plugin_files(dir) {
             Ok(files) => files,
             Err(reason) => {
-                self.problems.push(LoadProblem { path: dir.to_path_buf(), reason });
+                self.problems.push(LoadProblem {
+                    path: dir.to_path_buf(),
+                    reason,
+                });
                 return;
             }
         };
@@ -131,11 +140,22 @@ impl Registry {
                     Origin::Plugin(path) => path.clone(),
                     Origin::Builtin => PathBuf::from("<built-in>"),
                 };
-                self.problems.push(LoadProblem { path, reason: format!("method `{name}` has an invalid schema: {e}") });
+                self.problems.push(LoadProblem {
+                    path,
+                    reason: format!("method `{name}` has an invalid schema: {e}"),
+                });
                 return;
             }
         };
-        self.entries.insert(name, Entry { manifest, schema, origin, factory });
+        self.entries.insert(
+            name,
+            Entry {
+                manifest,
+                schema,
+                origin,
+                factory,
+            },
+        );
     }
 
     /// Plugin directories this registry loaded (canonical paths).
@@ -150,7 +170,9 @@ impl Registry {
 
     /// Names provided by more than one source, with the sources.
     pub fn conflicts(&self) -> impl Iterator<Item = (&str, &[Origin])> {
-        self.conflicts.iter().map(|(n, o)| (n.as_str(), o.as_slice()))
+        self.conflicts
+            .iter()
+            .map(|(n, o)| (n.as_str(), o.as_slice()))
     }
 
     /// Every usable method, sorted by name.
@@ -172,19 +194,36 @@ impl Registry {
 
     /// Names of every usable method of `role`.
     pub fn names(&self, role: Role) -> Vec<String> {
-        self.entries.values().filter(|e| e.manifest.role == role).map(|e| e.manifest.name.to_string()).collect()
+        self.entries
+            .values()
+            .filter(|e| e.manifest.role == role)
+            .map(|e| e.manifest.name.to_string())
+            .collect()
     }
 
     /// Creates `entry` with a config already validated against its schema.
-    pub fn create(&self, entry: &Entry, config: &Value, ctx: &MethodContext, host: &Host) -> Result<MethodBox, Error> {
+    pub fn create(
+        &self,
+        entry: &Entry,
+        config: &Value,
+        ctx: &MethodContext,
+        host: &Host,
+    ) -> Result<MethodBox, Error> {
         let name = entry.manifest.name.as_str();
         match entry.factory {
             Factory::Builtin(method) => method
                 .create(config, ctx, host)
                 .map_err(|e| Error::Method(format!("creating built-in method `{name}`: {e}"))),
             Factory::Plugin(module) => {
-                let created = (module.create())(name.into(), config.to_string().as_str().into(), ctx, host.to_ffi());
-                let created: FfiMethod = created.into_result().map_err(|e| Error::Method(e.to_string()))?;
+                let created = (module.create())(
+                    name.into(),
+                    config.to_string().as_str().into(),
+                    ctx,
+                    host.to_ffi(),
+                );
+                let created: FfiMethod = created
+                    .into_result()
+                    .map_err(|e| Error::Method(e.to_string()))?;
                 Ok(MethodBox::from(created))
             }
         }
@@ -209,7 +248,11 @@ impl fmt::Display for LookupError {
             LookupError::WrongRole(role) => write!(f, "it is a {role}"),
             LookupError::Ambiguous(origins) => {
                 let list: Vec<String> = origins.iter().map(ToString::to_string).collect();
-                write!(f, "it is provided by {}; remove all but one", list.join(" and "))
+                write!(
+                    f,
+                    "it is provided by {}; remove all but one",
+                    list.join(" and ")
+                )
             }
         }
     }

@@ -46,11 +46,18 @@ impl View for &Bytes {
 }
 
 fn to_bytes(tensor: &Tensor) -> Result<Bytes> {
-    let t = tensor.f_detach()?.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
+    let t = tensor
+        .f_detach()?
+        .f_to_device(tch::Device::Cpu)?
+        .f_contiguous()?;
     let dtype = Dtype::try_from(t.kind())?;
     let mut data = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
     t.f_copy_data_u8(&mut data, t.numel())?;
-    Ok(Bytes { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+    Ok(Bytes {
+        dtype,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
 }
 
 /// The file of the checkpoint at `step` in `dir`.
@@ -60,19 +67,31 @@ pub fn path_for(dir: &Path, step: u64) -> PathBuf {
 
 /// Writes `checkpoint` to `path` atomically.
 pub fn write(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
-    let bytes: Vec<(String, Bytes)> =
-        checkpoint.tensors.iter().map(|(n, t)| Ok((n.clone(), to_bytes(t)?))).collect::<Result<_>>()?;
+    let bytes: Vec<(String, Bytes)> = checkpoint
+        .tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
+        .collect::<Result<_>>()?;
     let metadata = HashMap::from([(META_KEY.to_string(), checkpoint.meta.to_string())]);
     let views = bytes.iter().map(|(n, b)| (n.as_str(), b));
-    let serialized = safetensors::tensor::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Run(format!("cannot serialise checkpoint {}: {e}", path.display())))?;
+    let serialized = safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| {
+        Error::Run(format!(
+            "cannot serialise checkpoint {}: {e}",
+            path.display()
+        ))
+    })?;
     write_atomic(path, &serialized)
 }
 
 /// Reads a checkpoint written by [`write`].
 pub fn read(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |e: String| Error::Input(format!("{} is not a taskweave checkpoint: {e}", path.display()));
+    let bad = |e: String| {
+        Error::Input(format!(
+            "{} is not a taskweave checkpoint: {e}",
+            path.display()
+        ))
+    };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header
         .metadata()
@@ -97,7 +116,11 @@ pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter_map(|p| {
             let name = p.file_name()?.to_str()?;
-            let step = name.strip_prefix("step-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
             Some((step, p))
         })
         .collect();
@@ -122,7 +145,11 @@ pub fn copy_into(target: &Tensor, source: &Tensor, name: &str) -> Result<()> {
             target.size()
         )));
     }
-    let source = source.f_to_kind(if target.kind() == Kind::Float { Kind::Float } else { target.kind() })?;
+    let source = source.f_to_kind(if target.kind() == Kind::Float {
+        Kind::Float
+    } else {
+        target.kind()
+    })?;
     let _ = tch::no_grad(|| target.shallow_clone().f_copy_(&source))?;
     Ok(())
 }
@@ -137,7 +164,10 @@ mod tests {
         let path = path_for(dir.path(), 12);
         let w = Tensor::f_randn([3, 2], (Kind::Float, tch::Device::Cpu)).unwrap();
         let ckpt = Checkpoint {
-            tensors: vec![("w".into(), w.shallow_clone()), ("n".into(), Tensor::from_slice(&[7i64]))],
+            tensors: vec![
+                ("w".into(), w.shallow_clone()),
+                ("n".into(), Tensor::from_slice(&[7i64])),
+            ],
             meta: serde_json::json!({"step": 12}),
         };
         write(&path, &ckpt).unwrap();

@@ -31,7 +31,12 @@ impl Flatness {
     /// Mean over tasks of the loss increase.
     pub fn mean_increase(&self) -> f64 {
         let n = self.base.len().max(1) as f64;
-        self.perturbed.iter().zip(&self.base).map(|(p, b)| p - b).sum::<f64>() / n
+        self.perturbed
+            .iter()
+            .zip(&self.base)
+            .map(|(p, b)| p - b)
+            .sum::<f64>()
+            / n
     }
 }
 
@@ -39,10 +44,22 @@ impl Trainer {
     /// Measures [`Flatness`] on `split`: `samples` Gaussian directions (drawn
     /// from `seed`) scaled to `radius`·‖θ_shared‖, each added to the shared
     /// parameters and removed again (the parameters are restored bit for bit).
-    pub fn flatness(&mut self, split: &str, radius: f64, samples: usize, seed: u64, batch: usize) -> Result<Flatness> {
+    pub fn flatness(
+        &mut self,
+        split: &str,
+        radius: f64,
+        samples: usize,
+        seed: u64,
+        batch: usize,
+    ) -> Result<Flatness> {
         let _guard = tch::no_grad_guard();
         let tasks: Vec<String> = self.data.tasks.iter().map(|t| t.name.clone()).collect();
-        let base = split_losses(&mut self.model, self.data.split(split)?, &self.data.tasks, batch)?;
+        let base = split_losses(
+            &mut self.model,
+            self.data.split(split)?,
+            &self.data.tasks,
+            batch,
+        )?;
         let range = self.params.range(Group::Shared)?;
         let theta = FlatParams::slice(self.params.data(), &range)?;
         let mut saved = theta.f_empty_like()?;
@@ -53,14 +70,27 @@ impl Trainer {
             tch::manual_seed((SplitMix::at(seed, k as u64).next_u64() >> 1) as i64);
             let direction = Tensor::f_randn(theta.size(), (Kind::Float, theta.device()))?;
             let scale = radius * norm / direction.f_norm()?.f_double_value(&[])?.max(1e-30);
-            let _ = theta.shallow_clone().f_add_(&direction.f_mul_scalar(scale)?)?;
-            let losses = split_losses(&mut self.model, self.data.split(split)?, &self.data.tasks, batch);
+            let _ = theta
+                .shallow_clone()
+                .f_add_(&direction.f_mul_scalar(scale)?)?;
+            let losses = split_losses(
+                &mut self.model,
+                self.data.split(split)?,
+                &self.data.tasks,
+                batch,
+            );
             let _ = theta.shallow_clone().f_copy_(&saved)?;
             for (s, l) in sums.iter_mut().zip(losses?) {
                 *s += l;
             }
         }
         let perturbed = sums.iter().map(|s| s / samples.max(1) as f64).collect();
-        Ok(Flatness { tasks, base, perturbed, radius, samples })
+        Ok(Flatness {
+            tasks,
+            base,
+            perturbed,
+            radius,
+            samples,
+        })
     }
 }

@@ -33,7 +33,10 @@ impl MemoryLog {
             },
             _ => None,
         };
-        MemoryLog { device, stages: BTreeMap::new() }
+        MemoryLog {
+            device,
+            stages: BTreeMap::new(),
+        }
     }
 
     /// Starts a stage: the peaks count from here.
@@ -63,7 +66,12 @@ impl MemoryLog {
         if self.device.is_none() {
             return Value::Null;
         }
-        Value::Object(self.stages.iter().map(|(k, v)| (k.to_string(), to_json(v))).collect())
+        Value::Object(
+            self.stages
+                .iter()
+                .map(|(k, v)| (k.to_string(), to_json(v)))
+                .collect(),
+        )
     }
 
     /// One line for the end of a run, or `None` on CPU.
@@ -73,7 +81,13 @@ impl MemoryLog {
         let parts: Vec<String> = self
             .stages
             .iter()
-            .map(|(k, v)| format!("{k} peak {:.1} MiB allocated, {:.1} MiB reserved", mib(v.peak_allocated), mib(v.peak_reserved)))
+            .map(|(k, v)| {
+                format!(
+                    "{k} peak {:.1} MiB allocated, {:.1} MiB reserved",
+                    mib(v.peak_allocated),
+                    mib(v.peak_reserved)
+                )
+            })
             .collect();
         Some(format!("GPU memory: {}", parts.join("; ")))
     }

@@ -22,13 +22,17 @@ pub fn task_loss(task: &Task, output: &Tensor, target: &Tensor) -> Result<Tensor
                 RegressionLoss::Mae => pred.f_l1_loss(target, Reduction::Mean)?,
             }
         }
-        TaskType::Binary => output.f_squeeze_dim(-1)?.f_binary_cross_entropy_with_logits(
-            target,
-            None::<Tensor>,
-            None::<Tensor>,
-            Reduction::Mean,
-        )?,
-        TaskType::Multiclass(_) => output.f_cross_entropy_loss(target, None::<Tensor>, Reduction::Mean, -100, 0.0)?,
+        TaskType::Binary => output
+            .f_squeeze_dim(-1)?
+            .f_binary_cross_entropy_with_logits(
+                target,
+                None::<Tensor>,
+                None::<Tensor>,
+                Reduction::Mean,
+            )?,
+        TaskType::Multiclass(_) => {
+            output.f_cross_entropy_loss(target, None::<Tensor>, Reduction::Mean, -100, 0.0)?
+        }
     })
 }
 
@@ -60,7 +64,12 @@ fn auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
     if positives == 0.0 || negatives == 0.0 {
         return None;
     }
-    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, &l)| l > 0.5).map(|(r, _)| r).sum();
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(labels)
+        .filter(|(_, &l)| l > 0.5)
+        .map(|(r, _)| r)
+        .sum();
     Some((rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives))
 }
 
@@ -81,8 +90,14 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
         TaskType::Binary => {
             let logits = output.f_squeeze_dim(-1)?;
             m.insert("bce".into(), scalar(task_loss(task, output, target)?)?);
-            let hits = logits.f_gt(0.0)?.f_to_kind(Kind::Float)?.f_eq_tensor(target)?;
-            m.insert("accuracy".into(), scalar(hits.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?)?);
+            let hits = logits
+                .f_gt(0.0)?
+                .f_to_kind(Kind::Float)?
+                .f_eq_tensor(target)?;
+            m.insert(
+                "accuracy".into(),
+                scalar(hits.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?)?,
+            );
             let scores = Vec::<f32>::try_from(logits.f_to_device(tch::Device::Cpu)?)?;
             let labels = Vec::<f32>::try_from(target.f_to_device(tch::Device::Cpu)?)?;
             if let Some(auc) = auc(&scores, &labels) {
@@ -92,7 +107,10 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
         TaskType::Multiclass(_) => {
             m.insert("ce".into(), scalar(task_loss(task, output, target)?)?);
             let hits = output.f_argmax(-1, false)?.f_eq_tensor(target)?;
-            m.insert("accuracy".into(), scalar(hits.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?)?);
+            m.insert(
+                "accuracy".into(),
+                scalar(hits.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?)?,
+            );
         }
     }
     Ok(m)
@@ -107,7 +125,11 @@ fn outputs(model: &mut Model, split: &Split, tasks: usize, batch: usize) -> Resu
     while start < split.len() {
         let len = batch.min(split.len() - start);
         let part = split.slice(start, len)?;
-        for (t, out) in model.forward(&part.inputs, false, false)?.into_iter().enumerate() {
+        for (t, out) in model
+            .forward(&part.inputs, false, false)?
+            .into_iter()
+            .enumerate()
+        {
             outputs[t].push(out);
         }
         start += len;
@@ -116,13 +138,28 @@ fn outputs(model: &mut Model, split: &Split, tasks: usize, batch: usize) -> Resu
 }
 
 /// The training loss of every task over all of `split`.
-pub fn split_losses(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) -> Result<Vec<f64>> {
+pub fn split_losses(
+    model: &mut Model,
+    split: &Split,
+    tasks: &[Task],
+    batch: usize,
+) -> Result<Vec<f64>> {
     let outs = outputs(model, split, tasks.len(), batch)?;
-    tasks.iter().zip(&outs).zip(&split.targets).map(|((task, out), target)| scalar(task_loss(task, out, target)?)).collect()
+    tasks
+        .iter()
+        .zip(&outs)
+        .zip(&split.targets)
+        .map(|((task, out), target)| scalar(task_loss(task, out, target)?))
+        .collect()
 }
 
 /// Evaluates `model` on `split` in batches of `batch` rows, without gradients.
-pub fn evaluate(model: &mut Model, split: &Split, tasks: &[Task], batch: usize) -> Result<Vec<TaskMetrics>> {
+pub fn evaluate(
+    model: &mut Model,
+    split: &Split,
+    tasks: &[Task],
+    batch: usize,
+) -> Result<Vec<TaskMetrics>> {
     let outputs = outputs(model, split, tasks.len(), batch)?;
     tasks
         .iter()
@@ -139,9 +176,16 @@ pub fn delta_m(tasks: &[Task], metrics: &[TaskMetrics], baselines: &[TaskMetrics
     let mut sum = 0.0;
     for ((task, m), b) in tasks.iter().zip(metrics).zip(baselines) {
         let (Some(&value), Some(&base)) = (m.get(task.primary), b.get(task.primary)) else {
-            return Err(Error::Run(format!("no `{}` for task `{}` to compute Δm", task.primary, task.name)));
+            return Err(Error::Run(format!(
+                "no `{}` for task `{}` to compute Δm",
+                task.primary, task.name
+            )));
         };
-        let sign = if lower_is_better(task.primary) { -1.0 } else { 1.0 };
+        let sign = if lower_is_better(task.primary) {
+            -1.0
+        } else {
+            1.0
+        };
         sum += sign * (value - base) / base.abs().max(1e-12);
     }
     Ok(100.0 * sum / tasks.len().max(1) as f64)
@@ -153,7 +197,10 @@ mod tests {
 
     #[test]
     fn auc_matches_hand_computed_values() {
-        assert_eq!(auc(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]), Some(0.75));
+        assert_eq!(
+            auc(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]),
+            Some(0.75)
+        );
         assert_eq!(auc(&[1.0, 2.0], &[0.0, 1.0]), Some(1.0));
         assert_eq!(auc(&[1.0, 1.0], &[0.0, 1.0]), Some(0.5), "ties count half");
         assert_eq!(auc(&[1.0, 2.0], &[1.0, 1.0]), None);
@@ -175,7 +222,10 @@ mod tests {
         acc.primary = "accuracy";
         let tasks = vec![Task::regression("a"), acc];
         let m = |a: f64, b: f64| {
-            vec![TaskMetrics::from([("mse".into(), a)]), TaskMetrics::from([("accuracy".into(), b)])]
+            vec![
+                TaskMetrics::from([("mse".into(), a)]),
+                TaskMetrics::from([("accuracy".into(), b)]),
+            ]
         };
         // mse 10% lower (+10%), accuracy 10% higher (+10%) → Δm = +10.
         let d = delta_m(&tasks, &m(0.9, 0.55), &m(1.0, 0.5)).unwrap();

@@ -45,9 +45,17 @@ pub enum Stepped {
 }
 
 /// Creates the method a validated method table (`{kind = ..., ...}`) names.
-pub fn create_method(registry: &Arc<Registry>, host: &Host, role: Role, table: &Value, ctx: &MethodContext) -> Result<MethodBox> {
+pub fn create_method(
+    registry: &Arc<Registry>,
+    host: &Host,
+    role: Role,
+    table: &Value,
+    ctx: &MethodContext,
+) -> Result<MethodBox> {
     let kind = table["kind"].as_str().unwrap_or_default();
-    let entry = registry.get(role, kind).map_err(|e| Error::Input(format!("{role} `{kind}`: {e}")))?;
+    let entry = registry
+        .get(role, kind)
+        .map_err(|e| Error::Input(format!("{role} `{kind}`: {e}")))?;
     let mut config = table.clone();
     if let Some(map) = config.as_object_mut() {
         map.remove("kind");
@@ -78,7 +86,13 @@ fn device_name(device: Device) -> String {
 impl Trainer {
     /// Builds everything a resolved pipeline config describes, on `device`,
     /// over `data` (already loaded; moved to `device` here).
-    pub fn new(config: &Value, data: Dataset, registry: &Arc<Registry>, host: &Host, device: Device) -> Result<Trainer> {
+    pub fn new(
+        config: &Value,
+        data: Dataset,
+        registry: &Arc<Registry>,
+        host: &Host,
+        device: Device,
+    ) -> Result<Trainer> {
         let seed = config["run"]["seed"].as_u64().unwrap_or(0);
         tch::manual_seed(seed as i64);
         let data = data.to_device(device)?;
@@ -91,20 +105,51 @@ impl Trainer {
             feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
             weighting: train["weighting"].to_string().into(),
         };
-        let architecture =
-            create_method(registry, host, Role::Architecture, &model_cfg["architecture"], &ctx)?.into_architecture()?;
-        let model = Model::new(model_cfg, data.input_dim(), &data.tasks, architecture, device)?;
-        let strategy = create_method(registry, host, Role::Strategy, &train["strategy"], &ctx)?.into_strategy()?;
+        let architecture = create_method(
+            registry,
+            host,
+            Role::Architecture,
+            &model_cfg["architecture"],
+            &ctx,
+        )?
+        .into_architecture()?;
+        let model = Model::new(
+            model_cfg,
+            data.input_dim(),
+            &data.tasks,
+            architecture,
+            device,
+        )?;
+        let strategy = create_method(registry, host, Role::Strategy, &train["strategy"], &ctx)?
+            .into_strategy()?;
         let mut all: Vec<Param> = model.parameters()?;
         for (name, tensor) in strategy.parameters()? {
-            all.push(Param { name: format!("strategy.{name}"), tensor: tensor.f_to_device(device)?, group: None });
+            all.push(Param {
+                name: format!("strategy.{name}"),
+                tensor: tensor.f_to_device(device)?,
+                group: None,
+            });
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
         let optimizer = Optimizer::new(&train["optimizer"], params.data())?;
         let batch = train["batch"].as_u64().unwrap_or(1) as usize;
         let batches = Batches::new(data.train.len(), batch, seed);
-        let on_nonfinite = if train["on_nonfinite"] == "skip-step" { NonFinite::SkipStep } else { NonFinite::Stop };
-        Ok(Trainer { data, model, strategy, params, optimizer, batches, seed, on_nonfinite, step: 0 })
+        let on_nonfinite = if train["on_nonfinite"] == "skip-step" {
+            NonFinite::SkipStep
+        } else {
+            NonFinite::Stop
+        };
+        Ok(Trainer {
+            data,
+            model,
+            strategy,
+            params,
+            optimizer,
+            batches,
+            seed,
+            on_nonfinite,
+            step: 0,
+        })
     }
 
     /// Steps done so far.
@@ -123,7 +168,16 @@ impl Trainer {
         // libtorch's generator, re-seeded from (seed, step): a resumed run
         // repeats it exactly without saving generator state.
         tch::manual_seed((SplitMix::at(self.seed, self.step).next_u64() >> 1) as i64);
-        let Trainer { data, model, strategy, params, optimizer, batches, step, .. } = self;
+        let Trainer {
+            data,
+            model,
+            strategy,
+            params,
+            optimizer,
+            batches,
+            step,
+            ..
+        } = self;
         let mut ops = ops::Ops::new(model, params, optimizer, data, batches, *step);
         let result = strategy.step(&mut ops);
         let nonfinite = ops.finish()?;
@@ -155,14 +209,20 @@ impl Trainer {
 
     /// Everything needed to continue exactly from here.
     pub fn checkpoint(&self, extra: Value) -> Result<Checkpoint> {
-        let mut tensors: Vec<(String, Tensor)> =
-            self.params.named().map(|(n, t)| (n.to_string(), t.shallow_clone())).collect();
+        let mut tensors: Vec<(String, Tensor)> = self
+            .params
+            .named()
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+            .collect();
         tensors.extend(self.model.buffers());
         let (opt_tensors, opt_meta) = self.optimizer.state();
         tensors.extend(opt_tensors);
         let strategy = self.strategy.state()?;
         let architecture = self.model.architecture().state()?;
-        for (prefix, state) in [("state.strategy", &strategy), ("state.architecture", &architecture)] {
+        for (prefix, state) in [
+            ("state.strategy", &strategy),
+            ("state.architecture", &architecture),
+        ] {
             for (name, t) in &state.tensors {
                 tensors.push((format!("{prefix}.{name}"), t.shallow_clone()));
             }
@@ -185,7 +245,9 @@ impl Trainer {
         let mut tensors = tensors;
         let mut take = |name: &str| -> Result<Tensor> {
             let at = tensors.iter().position(|(n, _)| n == name).ok_or_else(|| {
-                Error::Input(format!("the checkpoint has no tensor `{name}`; was it written by another pipeline?"))
+                Error::Input(format!(
+                    "the checkpoint has no tensor `{name}`; was it written by another pipeline?"
+                ))
             })?;
             Ok(tensors.swap_remove(at).1)
         };
@@ -197,17 +259,29 @@ impl Trainer {
         }
         let mut prefixed = |prefix: &str| {
             let dotted = format!("{prefix}.");
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut tensors).into_iter().partition(|(n, _)| n.starts_with(&dotted));
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut tensors)
+                .into_iter()
+                .partition(|(n, _)| n.starts_with(&dotted));
             tensors = rest;
-            mine.into_iter().map(|(n, t)| (n[dotted.len()..].to_string(), t)).collect::<Vec<_>>()
+            mine.into_iter()
+                .map(|(n, t)| (n[dotted.len()..].to_string(), t))
+                .collect::<Vec<_>>()
         };
-        let strategy = State { tensors: prefixed("state.strategy"), meta: meta["strategy"].clone() };
-        let architecture = State { tensors: prefixed("state.architecture"), meta: meta["architecture"].clone() };
+        let strategy = State {
+            tensors: prefixed("state.strategy"),
+            meta: meta["strategy"].clone(),
+        };
+        let architecture = State {
+            tensors: prefixed("state.architecture"),
+            meta: meta["architecture"].clone(),
+        };
         self.strategy.load_state(strategy)?;
         self.model.architecture_mut().load_state(architecture)?;
-        self.optimizer.load_state(&mut tensors, &meta["optimizer"])?;
-        self.step = meta["step"].as_u64().ok_or_else(|| Error::Input("the checkpoint has no step".into()))?;
+        self.optimizer
+            .load_state(&mut tensors, &meta["optimizer"])?;
+        self.step = meta["step"]
+            .as_u64()
+            .ok_or_else(|| Error::Input("the checkpoint has no step".into()))?;
         Ok(())
     }
 

@@ -36,7 +36,17 @@ impl<'a> Ops<'a> {
         batches: &'a mut Batches,
         step: u64,
     ) -> Ops<'a> {
-        Ops { model, params, optimizer, data, batches, step, batch: None, saved: Vec::new(), nonfinite: None }
+        Ops {
+            model,
+            params,
+            optimizer,
+            data,
+            batches,
+            step,
+            batch: None,
+            saved: Vec::new(),
+            nonfinite: None,
+        }
     }
 
     /// Ends the step: undoes a perturbation the strategy left in place (it
@@ -52,7 +62,9 @@ impl<'a> Ops<'a> {
 
     fn restore_saved(&mut self) -> Result<()> {
         while let Some((slices, backup)) = self.saved.pop() {
-            kernels().sam_restore(&slices, &backup).map_err(|e| Error::Run(e.to_string()))?;
+            kernels()
+                .sam_restore(&slices, &backup)
+                .map_err(|e| Error::Run(e.to_string()))?;
         }
         Ok(())
     }
@@ -79,7 +91,10 @@ impl StepOps for Ops<'_> {
     }
 
     fn losses(&mut self, update_stats: bool) -> ApiResult<Tensor> {
-        let batch = self.batch.as_ref().ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
+        let batch = self
+            .batch
+            .as_ref()
+            .ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
         let outputs = api(self.model.forward(&batch.inputs, true, update_stats))?;
         let losses: Vec<Tensor> = self
             .data
@@ -90,7 +105,12 @@ impl StepOps for Ops<'_> {
             .map(|((task, out), target)| api(task_loss(task, out, target)))
             .collect::<ApiResult<_>>()?;
         let losses = Tensor::f_stack(&losses, 0)?;
-        let values = Vec::<f64>::try_from(losses.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?;
+        let values = Vec::<f64>::try_from(
+            losses
+                .f_detach()?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?,
+        )?;
         if let Some((task, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             self.nonfinite.get_or_insert((task, *value));
             return Err(ApiError::msg(format!("non-finite loss for task {task}")));
@@ -98,7 +118,12 @@ impl StepOps for Ops<'_> {
         Ok(losses)
     }
 
-    fn grads(&mut self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> ApiResult<Vec<Tensor>> {
+    fn grads(
+        &mut self,
+        loss: &Tensor,
+        groups: &[Group],
+        retain_graph: bool,
+    ) -> ApiResult<Vec<Tensor>> {
         api(self.params.grads(loss, groups, retain_graph))
     }
 
@@ -106,19 +131,36 @@ impl StepOps for Ops<'_> {
         api(self.params.backward(loss))
     }
 
-    fn perturb(&mut self, groups: &[Group], grads: &[Tensor], rho: f64, adaptive: bool) -> ApiResult<()> {
+    fn perturb(
+        &mut self,
+        groups: &[Group],
+        grads: &[Tensor],
+        rho: f64,
+        adaptive: bool,
+    ) -> ApiResult<()> {
         if groups.len() != grads.len() {
-            return Err(ApiError::msg(format!("perturb: {} groups but {} gradients", groups.len(), grads.len())));
+            return Err(ApiError::msg(format!(
+                "perturb: {} groups but {} gradients",
+                groups.len(),
+                grads.len()
+            )));
         }
         // Each group is one contiguous slice of the flat buffer; the shared
         // kernel adds ε = ρ·A²g/(‖Ag‖ + 1e-12), one norm over all the slices
         // (one fused launch per pass on CUDA, the libtorch reference on CPU).
         let slices: Vec<Tensor> = groups
             .iter()
-            .map(|g| api(self.params.range(*g).and_then(|r| FlatParams::slice(self.params.data(), &r))))
+            .map(|g| {
+                api(self
+                    .params
+                    .range(*g)
+                    .and_then(|r| FlatParams::slice(self.params.data(), &r)))
+            })
             .collect::<ApiResult<_>>()?;
         let mut backup = Vec::new();
-        let _norm = kernels().sam_perturb(&slices, grads, &mut backup, rho, adaptive).map_err(ApiError::from)?;
+        let _norm = kernels()
+            .sam_perturb(&slices, grads, &mut backup, rho, adaptive)
+            .map_err(ApiError::from)?;
         self.saved.push((slices, backup));
         Ok(())
     }

@@ -80,7 +80,10 @@ impl Optimizer {
         match config["kind"].as_str() {
             Some(kind @ ("adam" | "adamw")) => Ok(Optimizer::Adam {
                 lr: f("lr"),
-                betas: (config["betas"][0].as_f64().unwrap_or(0.9), config["betas"][1].as_f64().unwrap_or(0.999)),
+                betas: (
+                    config["betas"][0].as_f64().unwrap_or(0.9),
+                    config["betas"][1].as_f64().unwrap_or(0.999),
+                ),
                 eps: f("eps"),
                 weight_decay: f("weight_decay"),
                 decoupled: kind == "adamw",
@@ -103,7 +106,16 @@ impl Optimizer {
     pub fn step(&mut self, params: &Tensor, grad: &Tensor) -> Result<()> {
         let mut p = params.shallow_clone();
         match self {
-            Optimizer::Adam { lr, betas, eps, weight_decay, decoupled, steps, m, v } => {
+            Optimizer::Adam {
+                lr,
+                betas,
+                eps,
+                weight_decay,
+                decoupled,
+                steps,
+                m,
+                v,
+            } => {
                 *steps += 1;
                 let mut g = grad.shallow_clone();
                 if *weight_decay != 0.0 {
@@ -121,7 +133,13 @@ impl Optimizer {
                 let denom = v.f_sqrt()?.f_div_scalar(bias2.sqrt())?.f_add_scalar(*eps)?;
                 let _ = p.f_sub_(&m.f_div(&denom)?.f_mul_scalar(*lr / bias1)?)?;
             }
-            Optimizer::Sgd { lr, momentum, nesterov, weight_decay, buf } => {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay,
+                buf,
+            } => {
                 let mut g = grad.shallow_clone();
                 if *weight_decay != 0.0 {
                     g = g.f_add(&p.f_mul_scalar(*weight_decay)?)?;
@@ -139,7 +157,11 @@ impl Optimizer {
                             b
                         }
                     };
-                    g = if *nesterov { g.f_add(&b.f_mul_scalar(*momentum)?)? } else { b };
+                    g = if *nesterov {
+                        g.f_add(&b.f_mul_scalar(*momentum)?)?
+                    } else {
+                        b
+                    };
                 }
                 let _ = p.f_sub_(&g.f_mul_scalar(*lr)?)?;
             }
@@ -151,11 +173,16 @@ impl Optimizer {
     pub fn state(&self) -> (Vec<(String, Tensor)>, Value) {
         match self {
             Optimizer::Adam { steps, m, v, .. } => (
-                vec![("optimizer.exp_avg".into(), m.shallow_clone()), ("optimizer.exp_avg_sq".into(), v.shallow_clone())],
+                vec![
+                    ("optimizer.exp_avg".into(), m.shallow_clone()),
+                    ("optimizer.exp_avg_sq".into(), v.shallow_clone()),
+                ],
                 json!({"kind": "adam", "steps": steps}),
             ),
             Optimizer::Sgd { buf, .. } => (
-                buf.iter().map(|b| ("optimizer.momentum_buffer".to_string(), b.shallow_clone())).collect(),
+                buf.iter()
+                    .map(|b| ("optimizer.momentum_buffer".to_string(), b.shallow_clone()))
+                    .collect(),
                 json!({"kind": "sgd"}),
             ),
         }
@@ -169,15 +196,22 @@ impl Optimizer {
         };
         match self {
             Optimizer::Adam { steps, m, v, .. } => {
-                let (Some(sm), Some(sv)) = (take("optimizer.exp_avg"), take("optimizer.exp_avg_sq")) else {
-                    return Err(Error::Input("the checkpoint has no Adam state; was it written with another optimizer?".into()));
+                let (Some(sm), Some(sv)) =
+                    (take("optimizer.exp_avg"), take("optimizer.exp_avg_sq"))
+                else {
+                    return Err(Error::Input(
+                        "the checkpoint has no Adam state; was it written with another optimizer?"
+                            .into(),
+                    ));
                 };
                 *steps = meta["steps"].as_u64().unwrap_or(0);
                 let _ = m.f_copy_(&sm)?;
                 let _ = v.f_copy_(&sv)?;
             }
             Optimizer::Sgd { buf, .. } => {
-                *buf = take("optimizer.momentum_buffer").map(|b| b.f_to_kind(Kind::Float)).transpose()?;
+                *buf = take("optimizer.momentum_buffer")
+                    .map(|b| b.f_to_kind(Kind::Float))
+                    .transpose()?;
             }
         }
         Ok(())
@@ -203,7 +237,10 @@ mod tests {
         let mut opt = Optimizer::new(&adam(json!({})), &p).unwrap();
         opt.step(&p, &g).unwrap();
         let got = Vec::<f32>::try_from(&p).unwrap();
-        assert!((got[0] - 0.9).abs() < 1e-6 && (got[1] + 0.9).abs() < 1e-6 && got[2] == 0.5, "{got:?}");
+        assert!(
+            (got[0] - 0.9).abs() < 1e-6 && (got[1] + 0.9).abs() < 1e-6 && got[2] == 0.5,
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -214,9 +251,11 @@ mod tests {
             for step in 0..6 {
                 if split && step == 3 {
                     let (mut tensors, meta) = opt.state();
-                    let copies: Vec<(String, Tensor)> = tensors.drain(..).map(|(n, t)| (n, t.copy())).collect();
+                    let copies: Vec<(String, Tensor)> =
+                        tensors.drain(..).map(|(n, t)| (n, t.copy())).collect();
                     opt = Optimizer::new(&adam(json!({"weight_decay": 0.1})), &p).unwrap();
-                    opt.load_state(&mut copies.into_iter().collect(), &meta).unwrap();
+                    opt.load_state(&mut copies.into_iter().collect(), &meta)
+                        .unwrap();
                 }
                 let g = p.f_mul_scalar(0.5).unwrap().f_sin().unwrap();
                 opt.step(&p, &g).unwrap();

@@ -49,15 +49,27 @@ impl FlatParams {
         let mut offset = 0i64;
         for p in params {
             if p.tensor.kind() != Kind::Float {
-                return Err(Error::Method(format!("parameter `{}` is {:?}; parameters must be float32", p.name, p.tensor.kind())));
+                return Err(Error::Method(format!(
+                    "parameter `{}` is {:?}; parameters must be float32",
+                    p.name,
+                    p.tensor.kind()
+                )));
             }
             if let Some(Group::Task(t)) = p.group {
                 if t >= tasks {
-                    return Err(Error::Method(format!("parameter `{}` is in task group {t}, but there are {tasks} tasks", p.name)));
+                    return Err(Error::Method(format!(
+                        "parameter `{}` is in task group {t}, but there are {tasks} tasks",
+                        p.name
+                    )));
                 }
             }
             let numel = p.tensor.numel() as i64;
-            slots.push(Slot { name: p.name, leaf: p.tensor, group: p.group, range: offset..offset + numel });
+            slots.push(Slot {
+                name: p.name,
+                leaf: p.tensor,
+                group: p.group,
+                range: offset..offset + numel,
+            });
             offset += numel;
         }
         let data = Tensor::f_zeros([offset], (Kind::Float, device))?;
@@ -70,7 +82,12 @@ impl FlatParams {
             slot.leaf.set_data(&shaped);
         }
         let grad = Tensor::f_zeros([offset], (Kind::Float, device))?;
-        Ok(FlatParams { data, grad, slots, tasks })
+        Ok(FlatParams {
+            data,
+            grad,
+            slots,
+            tasks,
+        })
     }
 
     /// Total number of parameter values.
@@ -92,7 +109,10 @@ impl FlatParams {
     pub fn range(&self, group: Group) -> Result<Range<i64>> {
         if let Group::Task(t) = group {
             if t >= self.tasks {
-                return Err(Error::Method(format!("task group {t} does not exist ({} tasks)", self.tasks)));
+                return Err(Error::Method(format!(
+                    "task group {t} does not exist ({} tasks)",
+                    self.tasks
+                )));
             }
         }
         let mut it = self.slots.iter().filter(|s| s.group == Some(group));
@@ -126,7 +146,10 @@ impl FlatParams {
                 if g.defined() {
                     g.f_reshape([-1])
                 } else {
-                    Tensor::f_zeros([s.range.end - s.range.start], (Kind::Float, self.data.device()))
+                    Tensor::f_zeros(
+                        [s.range.end - s.range.start],
+                        (Kind::Float, self.data.device()),
+                    )
                 }
             })
             .collect::<Result<_, _>>()?;
@@ -134,7 +157,12 @@ impl FlatParams {
     }
 
     /// ∂loss/∂group for each of `groups`, one flat vector each, in the order asked.
-    pub fn grads(&self, loss: &Tensor, groups: &[Group], retain_graph: bool) -> Result<Vec<Tensor>> {
+    pub fn grads(
+        &self,
+        loss: &Tensor,
+        groups: &[Group],
+        retain_graph: bool,
+    ) -> Result<Vec<Tensor>> {
         let mut wanted = groups.to_vec();
         wanted.sort_by_key(|g| rank(Some(*g)));
         wanted.dedup();
@@ -148,7 +176,10 @@ impl FlatParams {
             at.insert(*group, (offset, range.end - range.start));
             offset += range.end - range.start;
         }
-        groups.iter().map(|g| Ok(all.f_narrow(0, at[g].0, at[g].1)?)).collect()
+        groups
+            .iter()
+            .map(|g| Ok(all.f_narrow(0, at[g].0, at[g].1)?))
+            .collect()
     }
 
     /// Adds ∂loss/∂θ for every parameter into the gradient buffer.
@@ -190,7 +221,11 @@ mod tests {
     use super::*;
 
     fn param(name: &str, values: &[f32], group: Option<Group>) -> Param {
-        Param { name: name.into(), tensor: Tensor::from_slice(values).set_requires_grad(true), group }
+        Param {
+            name: name.into(),
+            tensor: Tensor::from_slice(values).set_requires_grad(true),
+            group,
+        }
     }
 
     #[test]
@@ -198,15 +233,26 @@ mod tests {
         let head = param("h", &[5.0], Some(Group::Task(0)));
         let handle = head.tensor.shallow_clone();
         let flat = FlatParams::new(
-            vec![head, param("s", &[1.0, 2.0], Some(Group::Shared)), param("m", &[9.0], None)],
+            vec![
+                head,
+                param("s", &[1.0, 2.0], Some(Group::Shared)),
+                param("m", &[9.0], None),
+            ],
             1,
             Device::Cpu,
         )
         .unwrap();
-        assert_eq!(Vec::<f32>::try_from(flat.data()).unwrap(), vec![1.0, 2.0, 5.0, 9.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(flat.data()).unwrap(),
+            vec![1.0, 2.0, 5.0, 9.0]
+        );
         assert_eq!(flat.range(Group::Task(0)).unwrap(), 2..3);
         let _ = tch::no_grad(|| flat.data().shallow_clone().f_mul_scalar_(2.0)).unwrap();
-        assert_eq!(handle.double_value(&[0]), 10.0, "the owner's handle sees buffer updates");
+        assert_eq!(
+            handle.double_value(&[0]),
+            10.0,
+            "the owner's handle sees buffer updates"
+        );
         assert!(handle.requires_grad() && handle.is_leaf());
     }
 
@@ -218,12 +264,23 @@ mod tests {
         let (ts, th0) = (s.tensor.shallow_clone(), h0.tensor.shallow_clone());
         let mut flat = FlatParams::new(vec![s, h0, h1], 2, Device::Cpu).unwrap();
         let loss = (&ts * &th0).sum(Kind::Float);
-        let g = flat.grads(&loss, &[Group::Task(1), Group::Shared, Group::Task(0)], true).unwrap();
+        let g = flat
+            .grads(
+                &loss,
+                &[Group::Task(1), Group::Shared, Group::Task(0)],
+                true,
+            )
+            .unwrap();
         assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), vec![0.0]);
         assert_eq!(Vec::<f32>::try_from(&g[1]).unwrap(), vec![3.0, 3.0]);
         assert_eq!(Vec::<f32>::try_from(&g[2]).unwrap(), vec![3.0]);
         flat.backward(&loss).unwrap();
-        assert_eq!(Vec::<f32>::try_from(flat.grad()).unwrap(), vec![3.0, 3.0, 3.0, 0.0]);
-        assert!(flat.set_grad(Group::Shared, &Tensor::from_slice(&[1.0f32])).is_err());
+        assert_eq!(
+            Vec::<f32>::try_from(flat.grad()).unwrap(),
+            vec![3.0, 3.0, 3.0, 0.0]
+        );
+        assert!(flat
+            .set_grad(Group::Shared, &Tensor::from_slice(&[1.0f32]))
+            .is_err());
     }
 }

@@ -16,7 +16,12 @@ pub struct Progress {
 }
 
 fn losses_text(names: &[String], losses: &[f64]) -> String {
-    names.iter().zip(losses).map(|(n, l)| format!("{n} {l:.4}")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .zip(losses)
+        .map(|(n, l)| format!("{n} {l:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Progress {
@@ -32,7 +37,13 @@ impl Progress {
             bar
         });
         let log_every = if quiet { u64::MAX } else { log_every.max(1) };
-        Progress { bar, log_every, total, first_step, started: Instant::now() }
+        Progress {
+            bar,
+            log_every,
+            total,
+            first_step,
+            started: Instant::now(),
+        }
     }
 
     /// Steps per second since this progress started.

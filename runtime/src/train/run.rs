@@ -72,7 +72,13 @@ fn u64_of(v: &Value) -> u64 {
 }
 
 fn metrics_json(tasks: &[Task], metrics: &[TaskMetrics]) -> Value {
-    Value::Object(tasks.iter().zip(metrics).map(|(t, m)| (t.name.clone(), json!(m))).collect())
+    Value::Object(
+        tasks
+            .iter()
+            .zip(metrics)
+            .map(|(t, m)| (t.name.clone(), json!(m)))
+            .collect(),
+    )
 }
 
 /// Mean per-task losses and weights between two evaluations.
@@ -102,7 +108,13 @@ impl Running {
 
     fn take(&mut self, tasks: &[Task]) -> (Value, Option<Value>) {
         let mean = |v: &[f64], n: u64| -> Value {
-            Value::Object(tasks.iter().zip(v).map(|(t, x)| (t.name.clone(), json!(x / n.max(1) as f64))).collect())
+            Value::Object(
+                tasks
+                    .iter()
+                    .zip(v)
+                    .map(|(t, x)| (t.name.clone(), json!(x / n.max(1) as f64)))
+                    .collect(),
+            )
         };
         let loss = mean(&self.loss, self.steps);
         let weights = (self.weighted_steps > 0).then(|| mean(&self.weights, self.weighted_steps));
@@ -112,7 +124,12 @@ impl Running {
 }
 
 fn tensor_values(t: &tch::Tensor) -> Result<Vec<f64>> {
-    Ok(Vec::<f64>::try_from(t.f_detach()?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?.f_reshape([-1])?)?)
+    Ok(Vec::<f64>::try_from(
+        t.f_detach()?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(Device::Cpu)?
+            .f_reshape([-1])?,
+    )?)
 }
 
 /// Reads `metrics.jsonl`, keeping the records up to `step` (a resumed run
@@ -149,14 +166,21 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
         title: "training loss".into(),
         x_label: "step".into(),
         y_label: "loss".into(),
-        series: tasks.iter().map(|t| series(&|r| r["train_loss"][&t.name].as_f64(), "val", &t.name)).collect(),
+        series: tasks
+            .iter()
+            .map(|t| series(&|r| r["train_loss"][&t.name].as_f64(), "val", &t.name))
+            .collect(),
         log_y: true,
         ..Default::default()
     }];
     let mut names: Vec<String> = Vec::new();
     for r in history.iter().filter(|r| r["split"] == "val") {
         for t in tasks {
-            for name in r["tasks"][&t.name].as_object().into_iter().flat_map(|m| m.keys()) {
+            for name in r["tasks"][&t.name]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys())
+            {
                 if !names.contains(name) {
                     names.push(name.clone());
                 }
@@ -168,7 +192,10 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
             title: format!("validation {name}"),
             x_label: "step".into(),
             y_label: name.clone(),
-            series: tasks.iter().map(|t| series(&|r| r["tasks"][&t.name][&name].as_f64(), "val", &t.name)).collect(),
+            series: tasks
+                .iter()
+                .map(|t| series(&|r| r["tasks"][&t.name][&name].as_f64(), "val", &t.name))
+                .collect(),
             log_y: false,
             ..Default::default()
         });
@@ -190,25 +217,37 @@ pub fn baseline_path(config: &Value) -> PathBuf {
     });
     // FNV-1a over the canonical text: stable across processes and versions.
     let text = canonical(&key);
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs")).join("baselines").join(format!("{hash:016x}.json"))
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs"))
+        .join("baselines")
+        .join(format!("{hash:016x}.json"))
 }
 
 fn canonical(value: &Value) -> String {
     match value {
         Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> = map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, String> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
             let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
             format!("{{{}}}", inner.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
 
 fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
-    let stored: Value = serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
-    tasks.iter().map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok()).collect()
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
+    tasks
+        .iter()
+        .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
+        .collect()
 }
 
 /// Trains `ctx.config` in `dir`: from scratch, or with `resume` from the newest
@@ -236,7 +275,11 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
     let mut wall_before = 0.0;
-    let latest = if resume { checkpoint::list(&ckpt_dir).pop() } else { None };
+    let latest = if resume {
+        checkpoint::list(&ckpt_dir).pop()
+    } else {
+        None
+    };
     if let Some((step, path)) = latest {
         let ckpt = checkpoint::read(&path)?;
         wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
@@ -245,7 +288,10 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
         tracing::info!("resuming {} from step {step}", dir.display());
     } else {
         if resume {
-            tracing::warn!("{} has no checkpoint yet; starting from step 0", dir.display());
+            tracing::warn!(
+                "{} has no checkpoint yet; starting from step 0",
+                dir.display()
+            );
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         write_atomic(&dir.join("config.toml"), to_toml(config).as_bytes())?;
@@ -253,11 +299,21 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
         write_atomic(&dir.join("run.json"), run.to_string().as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
-    tracing::info!("{} tasks, {} parameters, device {:?}", tasks.len(), trainer.num_parameters(), ctx.device);
+    tracing::info!(
+        "{} tasks, {} parameters, device {:?}",
+        tasks.len(),
+        trainer.num_parameters(),
+        ctx.device
+    );
 
     let started = Instant::now();
     let first = trainer.step_index();
-    let progress = Progress::new(first, total, u64_of(&config["train"]["log_every"]), ctx.quiet);
+    let progress = Progress::new(
+        first,
+        total,
+        u64_of(&config["train"]["log_every"]),
+        ctx.quiet,
+    );
     let mut running = Running::default();
     let mut last_losses = vec![f64::NAN; tasks.len()];
     let mut skipped = 0;
@@ -318,7 +374,9 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
     write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
 
-    let delta_m = load_baselines(config, &tasks).map(|b| delta_m(&tasks, &test, &b)).transpose()?;
+    let delta_m = load_baselines(config, &tasks)
+        .map(|b| delta_m(&tasks, &test, &b))
+        .transpose()?;
     let summary = Summary {
         dir: dir.to_path_buf(),
         tasks: tasks.clone(),
@@ -336,7 +394,12 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     let json = json!({"steps": total, "skipped": skipped, "steps_per_second": steps_per_second,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
-    write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     Ok(summary)
 }
 
@@ -352,13 +415,21 @@ pub fn baselines(ctx: &RunContext<'_>, data: &Dataset) -> Result<PathBuf> {
         config["model"]["architecture"] = json!({"kind": "hard-sharing"});
         config["train"]["strategy"] = json!({"kind": "standard"});
         config["train"]["weighting"] = json!({"kind": "ew"});
-        let single = RunContext { config: &config, ..*ctx };
+        let single = RunContext {
+            config: &config,
+            ..*ctx
+        };
         tracing::info!("single-task baseline for `{}`", task.name);
         let summary = train(&single, data.only_task(t), &dir.join(&task.name), false)?;
         stored.insert(task.name.clone(), json!(summary.test[0]));
     }
     let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
-    write_atomic(&path, serde_json::to_string_pretty(&json).unwrap_or_default().as_bytes())?;
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
     Ok(path)
 }
 
@@ -372,7 +443,13 @@ pub fn table(summary: &Summary) -> String {
             }
         }
     }
-    let width = summary.tasks.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let width = summary
+        .tasks
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = format!("{:width$}", "task");
     for name in &metric_names {
         let _ = write!(out, "  {name:>12}");
@@ -394,9 +471,14 @@ pub fn table(summary: &Summary) -> String {
     }
     match summary.delta_m {
         Some(d) => {
-            let _ = writeln!(out, "Δm vs single-task baselines: {d:+.2}% (test; positive is better)");
+            let _ = writeln!(
+                out,
+                "Δm vs single-task baselines: {d:+.2}% (test; positive is better)"
+            );
         }
-        None => out.push_str("Δm: no single-task baselines stored; run `taskweave baselines` with this pipeline\n"),
+        None => out.push_str(
+            "Δm: no single-task baselines stored; run `taskweave baselines` with this pipeline\n",
+        ),
     }
     out
 }
