@@ -171,7 +171,7 @@ impl FfiHost for Standalone {
 
 impl Host {
     /// Wraps the runtime's implementation of [`FfiHost`].
-    pub fn new(host: impl FfiHost + Clone + 'static) -> Host {
+    pub fn new(host: impl FfiHost + 'static) -> Host {
         Host(FfiHost_TO::from_ptr(
             RArc::new(host),
             abi_stable::sabi_trait::TD_Opaque,

@@ -28,7 +28,7 @@ impl RuntimeHost {
     }
 
     /// A host whose `create` builds methods from `registry`.
-    pub fn new(registry: Arc<Registry>) -> Host {
+    pub fn with_registry(registry: Arc<Registry>) -> Host {
         Host::new(RuntimeHost {
             registry: Some(registry),
         })
@@ -77,7 +77,7 @@ impl FfiHost for RuntimeHost {
         let result = (|| {
             let config: serde_json::Value = serde_json::from_str(config.as_str())?;
             let (entry, config) = validate_method(registry, role, kind.as_str(), &config)?;
-            let host = RuntimeHost::new(registry.clone());
+            let host = RuntimeHost::with_registry(registry.clone());
             let created = registry
                 .create(entry, &config, ctx, &host)
                 .map_err(|e| ApiError::msg(e.to_string()))?;

@@ -149,7 +149,7 @@ impl Pipeline {
             },
         )
         .map_err(|diagnostics| Error::config(diagnostics, &source))?;
-        let host = RuntimeHost::new(registry.clone());
+        let host = RuntimeHost::with_registry(registry.clone());
         Ok(Pipeline {
             source,
             config,

@@ -90,7 +90,7 @@ impl Runtime {
             entry,
             &config,
             ctx,
-            &RuntimeHost::new(self.registry.clone()),
+            &RuntimeHost::with_registry(self.registry.clone()),
         )
     }
 

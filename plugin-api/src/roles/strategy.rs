@@ -86,7 +86,7 @@ pub fn task_gradients(ops: &mut dyn StepOps, losses: &Tensor) -> Result<(Tensor,
                 (row.kind(), row.device()),
             )?),
         };
-        let _ = matrix.f_get(t as i64)?.f_copy_(&row)?;
+        matrix.f_get(t as i64)?.f_copy_(&row)?;
         heads.push(head);
     }
     let shared = match shared {

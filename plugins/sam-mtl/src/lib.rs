@@ -80,7 +80,7 @@ impl Strategy for SamMtl {
             ops.set_grads(Group::Task(t), &sam_head)?;
             // Row t becomes g_t^SAM − g_t (the loss family is already aggregated).
             let flat = sam_shared.f_sub(&row)?;
-            let _ = grads.f_get(t as i64)?.f_copy_(&flat)?;
+            grads.f_get(t as i64)?.f_copy_(&flat)?;
         }
         let flat_update = aggregate(self.flat_family.as_mut(), step, &losses, &grads)?;
         ops.set_grads(

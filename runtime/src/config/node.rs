@@ -142,12 +142,12 @@ impl Node {
             entries[at].1 = value;
             return Ok(());
         }
-        entries[at].1.set_path(rest, value).map_err(|e| {
-            if e.starts_with('`') {
-                format!("`{first}.{}", &e[1..])
-            } else {
-                format!("`{first}` {e}")
-            }
-        })
+        entries[at]
+            .1
+            .set_path(rest, value)
+            .map_err(|e| match e.strip_prefix('`') {
+                Some(inner) => format!("`{first}.{inner}"),
+                None => format!("`{first}` {e}"),
+            })
     }
 }

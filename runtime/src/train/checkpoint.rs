@@ -150,7 +150,7 @@ pub fn copy_into(target: &Tensor, source: &Tensor, name: &str) -> Result<()> {
     } else {
         target.kind()
     })?;
-    let _ = tch::no_grad(|| target.shallow_clone().f_copy_(&source))?;
+    tch::no_grad(|| target.shallow_clone().f_copy_(&source))?;
     Ok(())
 }
 

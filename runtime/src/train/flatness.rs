@@ -63,7 +63,7 @@ impl Trainer {
         let range = self.params.range(Group::Shared)?;
         let theta = FlatParams::slice(self.params.data(), &range)?;
         let mut saved = theta.f_empty_like()?;
-        let _ = saved.f_copy_(&theta)?;
+        saved.f_copy_(&theta)?;
         let norm = theta.f_norm()?.f_double_value(&[])?;
         let mut sums = vec![0.0; tasks.len()];
         for k in 0..samples {
@@ -79,7 +79,7 @@ impl Trainer {
                 &self.data.tasks,
                 batch,
             );
-            let _ = theta.shallow_clone().f_copy_(&saved)?;
+            theta.shallow_clone().f_copy_(&saved)?;
             for (s, l) in sums.iter_mut().zip(losses?) {
                 *s += l;
             }

@@ -152,7 +152,7 @@ impl Optimizer {
                         }
                         None => {
                             let mut b = g.f_empty_like()?;
-                            let _ = b.f_copy_(&g)?;
+                            b.f_copy_(&g)?;
                             *buf = Some(b.shallow_clone());
                             b
                         }
@@ -205,8 +205,8 @@ impl Optimizer {
                     ));
                 };
                 *steps = meta["steps"].as_u64().unwrap_or(0);
-                let _ = m.f_copy_(&sm)?;
-                let _ = v.f_copy_(&sv)?;
+                m.f_copy_(&sm)?;
+                v.f_copy_(&sv)?;
             }
             Optimizer::Sgd { buf, .. } => {
                 *buf = take("optimizer.momentum_buffer")

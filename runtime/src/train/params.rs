@@ -75,7 +75,7 @@ impl FlatParams {
         let data = Tensor::f_zeros([offset], (Kind::Float, device))?;
         for slot in &mut slots {
             let mut view = data.f_narrow(0, slot.range.start, slot.range.end - slot.range.start)?;
-            let _ = tch::no_grad(|| view.f_copy_(&slot.leaf.f_detach()?.f_reshape([-1])?))?;
+            tch::no_grad(|| view.f_copy_(&slot.leaf.f_detach()?.f_reshape([-1])?))?;
             let shaped = view.f_view(slot.leaf.size().as_slice())?;
             // The leaf keeps its identity (and its owner's handle) but now reads
             // and writes the buffer.
@@ -118,7 +118,9 @@ impl FlatParams {
         let mut it = self.slots.iter().filter(|s| s.group == Some(group));
         Ok(match it.next() {
             None => 0..0,
-            Some(first) => first.range.start..it.last().map_or(first.range.end, |s| s.range.end),
+            Some(first) => {
+                first.range.start..it.next_back().map_or(first.range.end, |s| s.range.end)
+            }
         })
     }
 
@@ -200,7 +202,7 @@ impl FlatParams {
                 grad.size()
             )));
         }
-        let _ = Self::slice(&self.grad, &range)?.f_copy_(grad)?;
+        Self::slice(&self.grad, &range)?.f_copy_(grad)?;
         Ok(())
     }
 
