@@ -35,7 +35,6 @@ frameworks; default: libtorch's).
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STANDARD_STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
@@ -56,26 +56,6 @@ RHO = 2.0
 THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
 if THREADS:
     torch.set_num_threads(THREADS)
-
-
-# --- how busy the machine was with other people's work -------------------------
-QUIET = 0.1  # cores of foreign CPU use below which a measurement counts as quiet
-
-
-def cpu_snapshot():
-    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
-    waited-for children, wall seconds)."""
-    with open("/proc/stat") as f:
-        jiffies = [int(v) for v in f.readline().split()[1:9]]
-    busy = (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    own = sum(u.ru_utime + u.ru_stime for u in usage)
-    return busy, own, time.perf_counter()
-
-
-def foreign_load(before, after):
-    """Mean CPU cores used by everything but this process tree between two snapshots."""
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / max(after[2] - before[2], 1e-9)
 
 
 COMMON = [

@@ -47,7 +47,6 @@ import json
 import math
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,7 @@ import warnings
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
+from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,26 +67,6 @@ WARMUP, MIN_SAMPLES, MAX_SAMPLES = 10, 25, 2000
 F64 = torch.float64
 if os.environ.get("BENCH_THREADS"):  # the taskweave executable reads it too
     torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-
-
-# --- how busy the machine was with other people's work -------------------------
-QUIET = 0.1  # cores of foreign CPU use below which a measurement counts as quiet
-
-
-def cpu_snapshot():
-    """(busy CPU seconds of the whole machine, CPU seconds of this process and its
-    waited-for children, wall seconds)."""
-    with open("/proc/stat") as f:
-        jiffies = [int(v) for v in f.readline().split()[1:9]]
-    busy = (sum(jiffies) - jiffies[3] - jiffies[4]) / os.sysconf("SC_CLK_TCK")
-    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    own = sum(u.ru_utime + u.ru_stime for u in usage)
-    return busy, own, time.perf_counter()
-
-
-def foreign_load(before, after):
-    """Mean CPU cores used by everything but this process tree between two snapshots."""
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / max(after[2] - before[2], 1e-9)
 
 
 # --- taskweave's PCGrad order: SplitMix64 as in plugin-api/src/rng.rs ----------

@@ -214,16 +214,13 @@ impl Host {
         table: &serde_json::Value,
         ctx: &MethodContext,
     ) -> Result<MethodBox> {
-        let kind = table.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
-            crate::Error::msg(format!("a {role} table needs a string `kind`, got {table}"))
-        })?;
-        let mut config = table.clone();
-        if let Some(map) = config.as_object_mut() {
-            map.remove("kind");
-        }
-        let created = self
-            .0
-            .create(role, kind.into(), config.to_string().as_str().into(), ctx);
+        let (kind, config) = crate::method::split_table(role, table)?;
+        let created = self.0.create(
+            role,
+            kind.as_str().into(),
+            config.to_string().as_str().into(),
+            ctx,
+        );
         Ok(MethodBox::from(created.into_result()?))
     }
 

@@ -51,6 +51,20 @@ macro_rules! register_method {
     };
 }
 
+/// Splits a method table (`{"kind": "pcgrad", ...}`) into the kind and the
+/// method's config (the table without `kind`).
+pub fn split_table(role: Role, table: &serde_json::Value) -> Result<(String, serde_json::Value)> {
+    let kind = table
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .ok_or_else(|| Error::msg(format!("a {role} table needs a string `kind`, got {table}")))?;
+    let mut config = table.clone();
+    if let Some(map) = config.as_object_mut() {
+        map.remove("kind");
+    }
+    Ok((kind.to_string(), config))
+}
+
 /// Every method registered in this library (for a plugin: in this `.so`).
 pub fn registered() -> impl Iterator<Item = &'static Method> {
     inventory::iter::<Method>.into_iter()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use taskweave_plugin_api::{MethodBox, MethodContext, Role};
 
-use crate::config::{validate_method, Source};
+use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::pipeline::Pipeline;
@@ -77,18 +77,9 @@ impl Runtime {
         table: &serde_json::Value,
         ctx: &MethodContext,
     ) -> Result<MethodBox> {
-        let kind = table.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
-            Error::Input(format!("a {role} table needs a string `kind`, got {table}"))
-        })?;
-        let mut config = table.clone();
-        if let Some(map) = config.as_object_mut() {
-            map.remove("kind");
-        }
-        let (entry, config) = validate_method(&self.registry, role, kind, &config)
-            .map_err(|e| Error::Input(e.to_string()))?;
-        self.registry.create(
-            entry,
-            &config,
+        self.registry.create_table(
+            role,
+            table,
             ctx,
             &RuntimeHost::with_registry(self.registry.clone()),
         )

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use taskweave_plugin_api::method::split_table;
 use taskweave_plugin_api::module::PluginModuleRef;
 use taskweave_plugin_api::{
     FfiHostBox, FfiMethod, Host, Method, MethodBox, MethodContext, MethodManifest, Role,
@@ -199,6 +200,22 @@ impl Registry {
             .filter(|e| e.manifest.role == role)
             .map(|e| e.manifest.name.to_string())
             .collect()
+    }
+
+    /// Creates the method a method table (`{"kind": "...", ...}`) names, after
+    /// validating the table against the method's schema (which also fills in
+    /// defaults; tables from a validated pipeline pass unchanged).
+    pub fn create_table(
+        &self,
+        role: Role,
+        table: &Value,
+        ctx: &MethodContext,
+        host: &Host,
+    ) -> Result<MethodBox, Error> {
+        let (kind, config) = split_table(role, table).map_err(|e| Error::Input(e.to_string()))?;
+        let (entry, config) = crate::config::validate_method(self, role, &kind, &config)
+            .map_err(|e| Error::Input(e.to_string()))?;
+        self.create(entry, &config, ctx, host)
     }
 
     /// Creates `entry` with a config already validated against its schema.

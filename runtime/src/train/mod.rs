@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use taskweave_plugin_api::rng::SplitMix;
-use taskweave_plugin_api::{Host, MethodBox, MethodContext, Role, State, StepReport, Strategy};
+use taskweave_plugin_api::{Host, MethodContext, Role, State, StepReport, Strategy};
 use tch::{Device, Tensor};
 
 use crate::data::{Batches, Dataset};
@@ -42,25 +42,6 @@ pub enum Stepped {
     Done(StepReport),
     /// The step was skipped because of a non-finite loss (task index, value).
     Skipped(usize, f64),
-}
-
-/// Creates the method a validated method table (`{kind = ..., ...}`) names.
-pub fn create_method(
-    registry: &Arc<Registry>,
-    host: &Host,
-    role: Role,
-    table: &Value,
-    ctx: &MethodContext,
-) -> Result<MethodBox> {
-    let kind = table["kind"].as_str().unwrap_or_default();
-    let entry = registry
-        .get(role, kind)
-        .map_err(|e| Error::Input(format!("{role} `{kind}`: {e}")))?;
-    let mut config = table.clone();
-    if let Some(map) = config.as_object_mut() {
-        map.remove("kind");
-    }
-    registry.create(entry, &config, ctx, host)
 }
 
 /// One training run's live state.
@@ -105,14 +86,9 @@ impl Trainer {
             feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
             weighting: train["weighting"].to_string().into(),
         };
-        let architecture = create_method(
-            registry,
-            host,
-            Role::Architecture,
-            &model_cfg["architecture"],
-            &ctx,
-        )?
-        .into_architecture()?;
+        let architecture = registry
+            .create_table(Role::Architecture, &model_cfg["architecture"], &ctx, host)?
+            .into_architecture()?;
         let model = Model::new(
             model_cfg,
             data.input_dim(),
@@ -120,7 +96,8 @@ impl Trainer {
             architecture,
             device,
         )?;
-        let strategy = create_method(registry, host, Role::Strategy, &train["strategy"], &ctx)?
+        let strategy = registry
+            .create_table(Role::Strategy, &train["strategy"], &ctx, host)?
             .into_strategy()?;
         let mut all: Vec<Param> = model.parameters()?;
         for (name, tensor) in strategy.parameters()? {
