@@ -82,7 +82,6 @@ pub struct Pipeline {
     config: Value,
     registry: Arc<Registry>,
     host: Host,
-    runtime: Runtime,
 }
 
 /// The plugin directories a pipeline names, read before validation (the
@@ -155,7 +154,6 @@ impl Pipeline {
             config,
             registry,
             host,
-            runtime: runtime.clone(),
         })
     }
 
@@ -177,11 +175,6 @@ impl Pipeline {
     /// The run directory: `out_dir/name`.
     pub fn run_dir(&self) -> PathBuf {
         Path::new(self.config["run"]["out_dir"].as_str().unwrap_or("runs")).join(self.name())
-    }
-
-    /// The directory relative paths in the pipeline resolve against.
-    pub fn dir(&self) -> &Path {
-        &self.source.dir
     }
 
     fn context(&self, quiet: bool) -> Result<RunContext<'_>> {
@@ -263,10 +256,5 @@ impl Pipeline {
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(quiet)?;
         run::baselines(&ctx, &data)
-    }
-
-    /// The runtime this pipeline was loaded by.
-    pub fn runtime(&self) -> &Runtime {
-        &self.runtime
     }
 }

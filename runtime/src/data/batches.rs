@@ -29,11 +29,6 @@ impl Batches {
         }
     }
 
-    /// Rows in one batch.
-    pub fn batch_size(&self) -> usize {
-        self.batch
-    }
-
     /// The row indices of training step `step`, on `device`.
     pub fn indices(&mut self, step: u64, device: Device) -> Result<Tensor> {
         let per_epoch = (self.rows / self.batch).max(1) as u64;
@@ -73,7 +68,6 @@ mod tests {
     #[test]
     fn batch_larger_than_data_uses_all_rows() {
         let mut b = Batches::new(4, 100, 0);
-        assert_eq!(b.batch_size(), 4);
         assert_eq!(rows(&mut b, 5).len(), 4);
     }
 }

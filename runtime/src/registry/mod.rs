@@ -159,11 +159,6 @@ impl Registry {
         );
     }
 
-    /// Plugin directories this registry loaded (canonical paths).
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
     /// Files that could not be loaded, and why.
     pub fn problems(&self) -> &[LoadProblem] {
         &self.problems

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde_json::Value;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -145,11 +145,7 @@ pub fn copy_into(target: &Tensor, source: &Tensor, name: &str) -> Result<()> {
             target.size()
         )));
     }
-    let source = source.f_to_kind(if target.kind() == Kind::Float {
-        Kind::Float
-    } else {
-        target.kind()
-    })?;
+    let source = source.f_to_kind(target.kind())?;
     tch::no_grad(|| target.shallow_clone().f_copy_(&source))?;
     Ok(())
 }
@@ -162,7 +158,7 @@ mod tests {
     fn round_trip_keeps_tensors_bitwise_and_meta() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), 12);
-        let w = Tensor::f_randn([3, 2], (Kind::Float, tch::Device::Cpu)).unwrap();
+        let w = Tensor::f_randn([3, 2], (tch::Kind::Float, tch::Device::Cpu)).unwrap();
         let ckpt = Checkpoint {
             tensors: vec![
                 ("w".into(), w.shallow_clone()),

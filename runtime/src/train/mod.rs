@@ -219,14 +219,16 @@ impl Trainer {
     /// Restores a checkpoint written by [`Trainer::checkpoint`] of the same pipeline.
     pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<()> {
         let Checkpoint { tensors, meta } = checkpoint;
-        let mut tensors = tensors;
-        let mut take = |name: &str| -> Result<Tensor> {
-            let at = tensors.iter().position(|(n, _)| n == name).ok_or_else(|| {
+        let mut saved = State {
+            tensors,
+            meta: Value::Null,
+        };
+        let mut take = |name: &str| {
+            saved.take_tensor(name).map_err(|e| {
                 Error::Input(format!(
-                    "the checkpoint has no tensor `{name}`; was it written by another pipeline?"
+                    "the checkpoint: {e}; was it written by another pipeline?"
                 ))
-            })?;
-            Ok(tensors.swap_remove(at).1)
+            })
         };
         for (name, leaf) in self.params.named() {
             copy_into(leaf, &take(name)?, name)?;
@@ -234,28 +236,13 @@ impl Trainer {
         for (name, buffer) in self.model.buffers() {
             copy_into(&buffer, &take(&name)?, &name)?;
         }
-        let mut prefixed = |prefix: &str| {
-            let dotted = format!("{prefix}.");
-            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut tensors)
-                .into_iter()
-                .partition(|(n, _)| n.starts_with(&dotted));
-            tensors = rest;
-            mine.into_iter()
-                .map(|(n, t)| (n[dotted.len()..].to_string(), t))
-                .collect::<Vec<_>>()
-        };
-        let strategy = State {
-            tensors: prefixed("state.strategy"),
-            meta: meta["strategy"].clone(),
-        };
-        let architecture = State {
-            tensors: prefixed("state.architecture"),
-            meta: meta["architecture"].clone(),
-        };
+        let mut strategy = saved.unnest("state.strategy");
+        strategy.meta = meta["strategy"].clone();
+        let mut architecture = saved.unnest("state.architecture");
+        architecture.meta = meta["architecture"].clone();
         self.strategy.load_state(strategy)?;
         self.model.architecture_mut().load_state(architecture)?;
-        self.optimizer
-            .load_state(&mut tensors, &meta["optimizer"])?;
+        self.optimizer.load_state(&mut saved, &meta["optimizer"])?;
         self.step = meta["step"]
             .as_u64()
             .ok_or_else(|| Error::Input("the checkpoint has no step".into()))?;

@@ -7,6 +7,8 @@
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
+use taskweave_plugin_api::State;
+
 use crate::error::{Error, Result};
 
 /// Config schema of optimizer `kind`.
@@ -189,11 +191,8 @@ impl Optimizer {
     }
 
     /// Restores what [`Optimizer::state`] saved.
-    pub fn load_state(&mut self, tensors: &mut Vec<(String, Tensor)>, meta: &Value) -> Result<()> {
-        let mut take = |name: &str| -> Option<Tensor> {
-            let at = tensors.iter().position(|(n, _)| n == name)?;
-            Some(tensors.swap_remove(at).1)
-        };
+    pub fn load_state(&mut self, saved: &mut State, meta: &Value) -> Result<()> {
+        let mut take = |name: &str| saved.take_tensor(name).ok();
         match self {
             Optimizer::Adam { steps, m, v, .. } => {
                 let (Some(sm), Some(sv)) =
@@ -254,8 +253,14 @@ mod tests {
                     let copies: Vec<(String, Tensor)> =
                         tensors.drain(..).map(|(n, t)| (n, t.copy())).collect();
                     opt = Optimizer::new(&adam(json!({"weight_decay": 0.1})), &p).unwrap();
-                    opt.load_state(&mut copies.into_iter().collect(), &meta)
-                        .unwrap();
+                    opt.load_state(
+                        &mut State {
+                            tensors: copies,
+                            meta: Value::Null,
+                        },
+                        &meta,
+                    )
+                    .unwrap();
                 }
                 let g = p.f_mul_scalar(0.5).unwrap().f_sin().unwrap();
                 opt.step(&p, &g).unwrap();
