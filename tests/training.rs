@@ -184,6 +184,27 @@ fn train_in_process(dir: &Path, name: &str, extra: &str, sets: &[&str]) -> taskw
 }
 
 #[test]
+fn runs_trained_concurrently_in_one_process_match_a_run_trained_alone() {
+    // libtorch's generator is per process; dropout draws from it every step.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let extra = "[train]\nsteps = 60\n";
+    let dropout = ["model.backbone.dropout=0.3"];
+    let alone = train_in_process(d, "alone", extra, &dropout);
+    let together: Vec<PathBuf> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|i| {
+                s.spawn(move || train_in_process(d, &format!("together{i}"), extra, &dropout).dir)
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for run in &together {
+        assert_same_checkpoint(&alone.dir, run);
+    }
+}
+
+#[test]
 fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

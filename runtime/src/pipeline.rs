@@ -30,7 +30,7 @@ pub fn schema() -> Value {
                 "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "seed of initialisation, batch order and methods"},
                 "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda or cuda:N"},
                 "out_dir": {"type": "string", "default": "runs", "description": "where run directories go, relative to the working directory"},
-                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch (0: libtorch's default)"},
+                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch, process-wide (0: libtorch's default)"},
                 "gpu_memory_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
                                         "description": "cap on libtorch's CUDA caching allocator, as a fraction of the device's memory (0: no cap)"},
                 "cuda_allocator": {"type": "string", "default": "",

@@ -2,10 +2,10 @@
 //! parameters move in random directions of a fixed relative size. Flat minima
 //! (what SAM-style methods seek) rise less.
 
-use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::Group;
 use tch::{Kind, Tensor};
 
+use super::generator::{self, step_seed};
 use super::metrics::split_losses;
 use super::params::FlatParams;
 use super::Trainer;
@@ -67,8 +67,10 @@ impl Trainer {
         let norm = theta.f_norm()?.f_double_value(&[])?;
         let mut sums = vec![0.0; tasks.len()];
         for k in 0..samples {
-            tch::manual_seed((SplitMix::at(seed, k as u64).next_u64() >> 1) as i64);
-            let direction = Tensor::f_randn(theta.size(), (Kind::Float, theta.device()))?;
+            let direction = {
+                let _generator = generator::seeded(step_seed(seed, k as u64));
+                Tensor::f_randn(theta.size(), (Kind::Float, theta.device()))?
+            };
             let scale = radius * norm / direction.f_norm()?.f_double_value(&[])?.max(1e-30);
             let _ = theta
                 .shallow_clone()

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod flatness;
+mod generator;
 pub mod memory;
 pub mod metrics;
 mod ops;
@@ -15,7 +16,7 @@ pub mod run;
 use std::sync::Arc;
 
 use serde_json::Value;
-use taskweave_plugin_api::rng::SplitMix;
+
 use taskweave_plugin_api::{Host, MethodContext, Role, State, StepReport, Strategy};
 use tch::{Device, Tensor};
 
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::registry::Registry;
 use checkpoint::{copy_into, Checkpoint};
+use generator::step_seed;
 use optimizer::Optimizer;
 use params::FlatParams;
 
@@ -75,7 +77,8 @@ impl Trainer {
         device: Device,
     ) -> Result<Trainer> {
         let seed = config["run"]["seed"].as_u64().unwrap_or(0);
-        tch::manual_seed(seed as i64);
+        // Held until the model and the methods have drawn their initial values.
+        let _generator = generator::seeded(seed as i64);
         let data = data.to_device(device)?;
         let model_cfg = &config["model"];
         let train = &config["train"];
@@ -144,7 +147,7 @@ impl Trainer {
         // Everything random inside a step (dropout, a method's draws) comes from
         // libtorch's generator, re-seeded from (seed, step): a resumed run
         // repeats it exactly without saving generator state.
-        tch::manual_seed((SplitMix::at(self.seed, self.step).next_u64() >> 1) as i64);
+        let _generator = generator::seeded(step_seed(self.seed, self.step));
         let Trainer {
             data,
             model,
