@@ -38,10 +38,12 @@ if ! grep -q '"libtorch_cuda_loaded": true' "$out/gpu-info.json"; then
     exit 2
 fi
 step kernel-tests kernel-tests.log "$bin/kernel-tests" --test-threads=1
-for p in quickstart sam-mtl; do
-    step "pipeline-$p" "pipeline-$p.log" "$bin/taskweave" run "$here/pipelines/$p.toml" --overwrite \
-        --set run.device=cuda:0 --set run.out_dir="$out/runs"
-done
+# The SAM-MTL run also sets allocator options through c10 (run.cuda_allocator).
+step pipeline-quickstart pipeline-quickstart.log "$bin/taskweave" run "$here/pipelines/quickstart.toml" \
+    --overwrite --set run.device=cuda:0 --set run.out_dir="$out/runs"
+step pipeline-sam-mtl pipeline-sam-mtl.log "$bin/taskweave" run "$here/pipelines/sam-mtl.toml" \
+    --overwrite --set run.device=cuda:0 --set run.out_dir="$out/runs" \
+    --set 'run.cuda_allocator="expandable_segments:True"'
 step kernel-bench kernel-bench.txt "$bin/kernel-bench" --json "$out/kernel-bench.json"
 
 status=0

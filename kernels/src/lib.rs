@@ -65,7 +65,8 @@ pub mod reference {
 /// call it only when CUDA is in use.
 pub mod memory {
     pub use crate::shim::{
-        empty_cache, memory_stats, reset_peak_memory, set_memory_fraction, shim_status, MemoryStats,
+        empty_cache, memory_stats, reset_peak_memory, set_allocator_settings, set_memory_fraction,
+        shim_status, MemoryStats,
     };
 }
 

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-const ABI_VERSION: i32 = 1;
+const ABI_VERSION: i32 = 2;
 
 /// Caching-allocator statistics of one device, in bytes (aggregated over the
 /// small and large pools, as `torch.cuda.memory_stats()` reports them).
@@ -39,6 +39,7 @@ type FnStats = unsafe extern "C" fn(i32, *mut i64, *mut i64, *mut i64, *mut i64)
 type FnDevice = unsafe extern "C" fn(i32) -> i32;
 type FnFraction = unsafe extern "C" fn(i32, f64) -> i32;
 type FnVoid = unsafe extern "C" fn() -> i32;
+type FnSettings = unsafe extern "C" fn(*const c_char) -> i32;
 
 struct Shim {
     // Keeps the function pointers below valid; never unloaded.
@@ -48,6 +49,7 @@ struct Shim {
     memory_stats: FnStats,
     reset_peak: FnDevice,
     set_memory_fraction: FnFraction,
+    set_allocator_settings: FnSettings,
     empty_cache: FnVoid,
 }
 
@@ -120,6 +122,9 @@ fn open() -> Result<Shim, String> {
         let set_memory_fraction = std::mem::transmute::<*const c_void, FnFraction>(get(
             b"taskweave_shim_set_memory_fraction\0",
         )?);
+        let set_allocator_settings = std::mem::transmute::<*const c_void, FnSettings>(get(
+            b"taskweave_shim_set_allocator_settings\0",
+        )?);
         let empty_cache =
             std::mem::transmute::<*const c_void, FnVoid>(get(b"taskweave_shim_empty_cache\0")?);
         Ok(Shim {
@@ -129,6 +134,7 @@ fn open() -> Result<Shim, String> {
             memory_stats,
             reset_peak,
             set_memory_fraction,
+            set_allocator_settings,
             empty_cache,
         })
     }
@@ -217,6 +223,27 @@ pub fn set_memory_fraction(device: usize, fraction: f64) -> Result<()> {
     // SAFETY: plain value arguments; the shim catches every C++ exception.
     let code = unsafe { (s.set_memory_fraction)(device_index(device)?, fraction) };
     s.check("set memory fraction", code)
+}
+
+/// Applies caching-allocator `settings` (`PYTORCH_CUDA_ALLOC_CONF` syntax,
+/// e.g. `"expandable_segments:True,max_split_size_mb:256"`) to the live
+/// configuration, as `torch.cuda.memory._set_allocator_settings` does: unknown
+/// keys and malformed values are errors, and the settings govern allocations
+/// from then on.
+pub fn set_allocator_settings(settings: &str) -> Result<()> {
+    let c = std::ffi::CString::new(settings).map_err(|_| {
+        Error::argument(
+            "set_allocator_settings",
+            "settings",
+            "text without NUL bytes",
+            settings,
+        )
+    })?;
+    let s = shim()?;
+    // SAFETY: a valid NUL-terminated string that outlives the call; the shim
+    // catches every C++ exception.
+    let code = unsafe { (s.set_allocator_settings)(c.as_ptr()) };
+    s.check("allocator settings", code)
 }
 
 /// Returns the allocator's cached free blocks to the driver.

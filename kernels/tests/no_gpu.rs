@@ -42,4 +42,11 @@ fn the_shim_loads_and_reports_errors_as_values_without_a_gpu() {
         memory::set_memory_fraction(0, 1.5).unwrap_err(),
         Error::Argument { .. }
     ));
+    // Allocator settings are parsed without a device: good ones apply, a
+    // misspelt key is an error that names it.
+    memory::set_allocator_settings("max_split_size_mb:256,garbage_collection_threshold:0.8")
+        .unwrap();
+    let e = memory::set_allocator_settings("expandable_segmets:True").unwrap_err();
+    assert!(e.to_string().contains("expandable_segmets"), "{e}");
+    eprintln!("{e}");
 }

@@ -77,19 +77,14 @@ pub fn resolve(name: &str) -> Result<Device> {
 /// and `run.gpu_memory_fraction` (0: no cap) to the caching allocator of CUDA
 /// device `ordinal`: the one memory pool host and plugins allocate from.
 ///
-/// The allocator reads its settings once, at the process's first CUDA
-/// allocation; settings given later are ignored with a warning.
+/// The settings go to the allocator's live configuration (what
+/// `torch.cuda.memory._set_allocator_settings` does), not to the environment:
+/// they are checked (a misspelt key is an input error), safe to apply while
+/// other runs' threads work, and govern allocations from then on.
 pub fn configure_allocator(ordinal: usize, fraction: f64, settings: &str) -> Result<()> {
     if !settings.is_empty() {
-        let current = std::env::var("PYTORCH_CUDA_ALLOC_CONF").unwrap_or_default();
-        if current != settings {
-            if taskweave_kernels::memory::memory_stats(ordinal).is_ok_and(|m| m.reserved > 0) {
-                tracing::warn!("run.cuda_allocator is ignored: the CUDA allocator is already in use in this process");
-            }
-            // The allocator is not initialised yet (no CUDA allocation has been made
-            // by this point of a run) and no other thread reads the environment.
-            std::env::set_var("PYTORCH_CUDA_ALLOC_CONF", settings);
-        }
+        taskweave_kernels::memory::set_allocator_settings(settings)
+            .map_err(|e| Error::Input(format!("run.cuda_allocator = {settings:?}: {e}")))?;
     }
     if fraction > 0.0 {
         taskweave_kernels::memory::set_memory_fraction(ordinal, fraction)

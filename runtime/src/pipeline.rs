@@ -34,7 +34,7 @@ pub fn schema() -> Value {
                 "gpu_memory_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
                                         "description": "cap on libtorch's CUDA caching allocator, as a fraction of the device's memory (0: no cap)"},
                 "cuda_allocator": {"type": "string", "default": "",
-                                   "description": "libtorch caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF syntax, e.g. \"expandable_segments:True\"); applied at the process's first CUDA allocation"}
+                                   "description": "libtorch caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF syntax, e.g. \"expandable_segments:True\"), process-wide, for allocations from the run's start on"}
             }},
             "plugins": {"type": "object", "properties": {
                 "dirs": {"type": "array", "items": {"type": "string"}, "default": [],

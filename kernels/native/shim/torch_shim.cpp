@@ -1,5 +1,6 @@
 // Thin C ABI over the parts of c10's CUDA runtime that tch does not expose:
-// the current stream of a device and the caching allocator's statistics.
+// the current stream of a device, the caching allocator's statistics and
+// its settings.
 // Built as its own shared library (see ../build.rs) and dlopen'ed only when
 // CUDA is in use, so CPU-only processes never load libc10_cuda/libcudart.
 //
@@ -34,7 +35,7 @@ int guarded(F&& f) {
 extern "C" {
 
 // Bumped whenever a signature below changes; checked by the Rust side.
-int32_t taskweave_shim_abi_version() { return 1; }
+int32_t taskweave_shim_abi_version() { return 2; }
 
 const char* taskweave_shim_last_error() { return last_error.c_str(); }
 
@@ -71,6 +72,14 @@ int taskweave_shim_set_memory_fraction(int32_t device, double fraction) {
     c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction,
                                                        static_cast<c10::DeviceIndex>(device));
   });
+}
+
+// What torch.cuda.memory._set_allocator_settings does: parse `settings`
+// (PYTORCH_CUDA_ALLOC_CONF syntax) into the allocator's live configuration.
+// Unlike setting the environment variable it is safe while other threads run,
+// reports unknown keys, and takes effect even after the first allocation.
+int taskweave_shim_set_allocator_settings(const char* settings) {
+  return guarded([&] { c10::CachingAllocator::setAllocatorSettings(std::string(settings)); });
 }
 
 int taskweave_shim_empty_cache() {
