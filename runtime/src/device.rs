@@ -92,3 +92,25 @@ pub fn configure_allocator(ordinal: usize, fraction: f64, settings: &str) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::configure_allocator;
+
+    #[test]
+    fn a_misspelt_allocator_setting_is_an_input_error_naming_key_and_setting() {
+        // The shim parses settings without a GPU wherever it loads.
+        if let Err(e) = taskweave_kernels::memory::shim_status() {
+            eprintln!("skipped: the c10 shim is not available here: {e}");
+            return;
+        }
+        let e = configure_allocator(0, 0.0, "expandable_segmets:True").unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("run.cuda_allocator") && msg.contains("'expandable_segmets'"),
+            "{msg}"
+        );
+        configure_allocator(0, 0.0, "max_split_size_mb:256").unwrap();
+    }
+}
