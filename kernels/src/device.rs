@@ -87,6 +87,37 @@ pub fn load_libtorch_cuda() -> Result<()> {
         .map_err(|reason| Error::NoCuda { reason })
 }
 
+/// The libtorch mapped into this process: its `lib/` directory and version,
+/// read from the files beside it (`../version.py` in the PyPI wheel,
+/// `../build-version` in the libtorch archive). This is the library that runs,
+/// which `LD_LIBRARY_PATH` may make another than the one built against.
+pub fn loaded_libtorch() -> std::result::Result<(PathBuf, String), String> {
+    let dir = compile::loaded_library_dirs("libtorch_cpu.so")
+        .into_iter()
+        .next()
+        .ok_or("libtorch_cpu.so is not mapped into this process")?;
+    let root = dir.parent().unwrap_or(&dir);
+    let from_wheel = std::fs::read_to_string(root.join("version.py"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("__version__ = "))
+                .map(|v| v.trim().trim_matches(['\'', '"']).to_string())
+        });
+    let from_archive = || {
+        std::fs::read_to_string(root.join("build-version"))
+            .ok()
+            .map(|v| v.trim().to_string())
+    };
+    match from_wheel.or_else(from_archive) {
+        Some(version) if !version.is_empty() => Ok((dir, version)),
+        _ => Err(format!(
+            "the libtorch in {} has no version.py or build-version beside it",
+            dir.display()
+        )),
+    }
+}
+
 /// Checks the driver library before anything touches cudarc, whose loaders
 /// panic when a library is missing.
 fn driver_present() -> Result<()> {

@@ -46,7 +46,8 @@ mod ops;
 mod shim;
 
 pub use device::{
-    cuda_info, device_count, load_libtorch_cuda, CudaInfo, StreamSource, StreamTimer,
+    cuda_info, device_count, load_libtorch_cuda, loaded_libtorch, CudaInfo, StreamSource,
+    StreamTimer,
 };
 pub use error::{Error, Result};
 pub use kernels::{FusionOutput, GramianBackend, Kernels};

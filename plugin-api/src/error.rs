@@ -55,15 +55,29 @@ impl fmt::Debug for Error {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
     fn from(err: E) -> Self {
-        let mut message = err.to_string();
+        let mut message = without_cpp_frames(&err.to_string());
         let mut source = err.source();
         while let Some(cause) = source {
             message.push_str(": ");
-            message.push_str(&cause.to_string());
+            message.push_str(&without_cpp_frames(&cause.to_string()));
             source = cause.source();
         }
         Error::msg(message)
     }
+}
+
+/// A libtorch error as a user should see it: tch's "Internal torch error"
+/// becomes "libtorch", and the C++ stack trace libtorch appends is cut.
+fn without_cpp_frames(text: &str) -> String {
+    let text = text
+        .strip_prefix("Internal torch error: ")
+        .map_or_else(|| text.to_string(), |rest| format!("libtorch: {rest}"));
+    let cut = ["\nException raised from", "\nframe #"]
+        .iter()
+        .filter_map(|marker| text.find(marker))
+        .min()
+        .unwrap_or(text.len());
+    text[..cut].trim_end().to_string()
 }
 
 thread_local! {
@@ -123,6 +137,18 @@ pub fn guard<T>(who: &str, call: &str, f: impl FnOnce() -> Result<T>) -> RResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libtorch_errors_lose_their_cpp_stack_trace() {
+        let huge = tch::Tensor::f_zeros([1 << 40, 1 << 20], (tch::Kind::Float, tch::Device::Cpu));
+        let err = Error::from(huge.err().expect("a 4 EiB tensor cannot be allocated"));
+        let text = err.to_string();
+        assert!(text.starts_with("libtorch: "), "{text}");
+        assert!(
+            !text.contains("frame #") && !text.contains("Exception raised from"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn guard_turns_a_panic_into_an_error_naming_the_call() {

@@ -36,6 +36,14 @@ pub fn cuda_unavailable() -> Option<String> {
         .clone()
 }
 
+/// A device as `run.device` writes it: `cpu` or `cuda:N`.
+pub fn name(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    }
+}
+
 /// Whether libtorch can use a CUDA device.
 pub fn cuda_available() -> bool {
     cuda_unavailable().is_none()
@@ -73,6 +81,68 @@ pub fn resolve(name: &str) -> Result<Device> {
     }
 }
 
+/// Keys of libtorch 2.11's CUDA caching-allocator settings
+/// (c10/core/AllocatorConfig.h and c10/cuda/CUDAAllocatorConfig.h).
+const ALLOCATOR_KEYS: &[&str] = &[
+    "backend",
+    "expandable_segments",
+    "garbage_collection_threshold",
+    "graph_capture_record_stream_reuse",
+    "large_segment_size_mb",
+    "max_non_split_rounding_mb",
+    "max_split_size_mb",
+    "per_process_memory_fraction",
+    "pinned_num_register_threads",
+    "pinned_reserve_segment_size_mb",
+    "pinned_use_background_threads",
+    "pinned_use_cuda_host_register",
+    "release_lock_on_cudamalloc",
+    "roundup_power2_divisions",
+];
+
+/// Checks the form of `run.cuda_allocator` without applying it, so that
+/// `validate` and CPU runs catch what a CUDA run would refuse: comma-separated
+/// `key:value` or `key:[v,...]` pairs whose keys libtorch knows. Values are
+/// checked by libtorch itself when a CUDA run applies them.
+pub fn check_allocator_settings(settings: &str) -> Result<(), String> {
+    let mut rest = settings.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("`{rest}` is not of the form key:value"))?;
+        let key = key.trim();
+        if !ALLOCATOR_KEYS.contains(&key) {
+            let hint = crate::config::did_you_mean(key, ALLOCATOR_KEYS.iter().copied())
+                .map(|k| format!("; did you mean `{k}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown allocator setting `{key}`{hint}"));
+        }
+        let after = after.trim_start();
+        let next = if let Some(list) = after.strip_prefix('[') {
+            let (inner, next) = list
+                .split_once(']')
+                .ok_or_else(|| format!("the list of `{key}` has no closing `]`"))?;
+            if inner.trim().is_empty() {
+                return Err(format!("the list of `{key}` is empty"));
+            }
+            next
+        } else {
+            let (value, next) = after.split_at(after.find(',').unwrap_or(after.len()));
+            if value.trim().is_empty() || value.contains([':', '[', ']']) {
+                return Err(format!("`{key}` needs one value, as in {key}:VALUE"));
+            }
+            next
+        };
+        let next = next.trim_start();
+        rest = match next.strip_prefix(',') {
+            Some(more) => more.trim_start(),
+            None if next.is_empty() => next,
+            None => return Err(format!("expected `,` after the value of `{key}`")),
+        };
+    }
+    Ok(())
+}
+
 /// Applies `run.cuda_allocator` (libtorch's `PYTORCH_CUDA_ALLOC_CONF` syntax)
 /// and `run.gpu_memory_fraction` (0: no cap) to the caching allocator of CUDA
 /// device `ordinal`: the one memory pool host and plugins allocate from.
@@ -95,7 +165,34 @@ pub fn configure_allocator(ordinal: usize, fraction: f64, settings: &str) -> Res
 
 #[cfg(test)]
 mod tests {
-    use super::configure_allocator;
+    use super::{check_allocator_settings, configure_allocator};
+
+    #[test]
+    fn allocator_settings_are_checked_without_a_gpu() {
+        for good in [
+            "",
+            "expandable_segments:True",
+            "max_split_size_mb:256, garbage_collection_threshold:0.6",
+            "roundup_power2_divisions:[256:1,512:2,>:8],expandable_segments:False",
+            "roundup_power2_divisions:4",
+        ] {
+            assert_eq!(check_allocator_settings(good), Ok(()), "{good}");
+        }
+        let e = check_allocator_settings("garbage:::").unwrap_err();
+        assert!(e.contains("unknown allocator setting `garbage`"), "{e}");
+        let e = check_allocator_settings("expandable_segmets:True").unwrap_err();
+        assert!(e.contains("did you mean `expandable_segments`?"), "{e}");
+        for bad in [
+            "max_split_size_mb",
+            "max_split_size_mb:",
+            "max_split_size_mb:1:2",
+            "roundup_power2_divisions:[1,2",
+            "roundup_power2_divisions:[]",
+            "max_split_size_mb:1]",
+        ] {
+            assert!(check_allocator_settings(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_misspelt_allocator_setting_is_an_input_error_naming_key_and_setting() {

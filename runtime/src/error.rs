@@ -12,8 +12,8 @@ pub enum Error {
     /// The pipeline is invalid: every problem found, rendered with locations.
     #[error("{rendered}")]
     Config {
-        /// The problems.
-        diagnostics: Vec<Diagnostic>,
+        /// The problems, each with where it was written.
+        diagnostics: Vec<Located>,
         /// Their rendering against the pipeline text.
         rendered: String,
     },
@@ -21,7 +21,7 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), crate::fsutil::io_reason(source))]
     Io {
         /// The file.
         path: PathBuf,
@@ -61,6 +61,13 @@ impl Error {
         if diagnostics.len() > 1 {
             rendered.push(format!("{} errors in {}", diagnostics.len(), source.name));
         }
+        let diagnostics = diagnostics
+            .into_iter()
+            .map(|diagnostic| Located {
+                location: diagnostic.location(source),
+                diagnostic,
+            })
+            .collect();
         Error::Config {
             diagnostics,
             rendered: rendered.join("\n").trim_end().to_string(),
@@ -84,8 +91,24 @@ impl From<taskweave_plugin_api::Error> for Error {
 
 impl From<tch::TchError> for Error {
     fn from(err: tch::TchError) -> Error {
-        Error::Run(format!("libtorch: {err}"))
+        // plugin-api's conversion is the one place that cuts C++ stack traces.
+        let message = taskweave_plugin_api::Error::from(err).to_string();
+        Error::Run(if message.starts_with("libtorch") {
+            message
+        } else {
+            format!("libtorch: {message}")
+        })
     }
+}
+
+/// A config problem and where it was written (`file:line:col`, `--set ...`;
+/// `None` for generated values).
+#[derive(Clone, Debug)]
+pub struct Located {
+    /// The problem.
+    pub diagnostic: Diagnostic,
+    /// Where.
+    pub location: Option<String>,
 }
 
 /// `Result` with the runtime's [`Error`].

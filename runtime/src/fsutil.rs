@@ -1,5 +1,6 @@
-//! Atomic file writes: a reader (or a resumed run) sees the old file or the new
-//! one, never a half-written one, whenever the process is killed.
+//! Files: atomic writes (a reader, or a resumed run, sees the old file or the
+//! new one, never a half-written one, whenever the process is killed), the
+//! clean-up after a killed write, and I/O errors in words.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -7,19 +8,27 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Prefix and infix of the temporary files [`write_atomic`] writes, so that
+/// [`remove_temporaries`] recognises the ones a killed process left.
+const TMP_PREFIX: &str = ".";
+const TMP_INFIX: &str = ".tmp-";
+
 /// Writes `bytes` to `path` through a temporary file in the same directory,
-/// flushed to disk, then renamed over `path`.
+/// flushed to disk, then renamed over `path`. The directory must exist: a
+/// mistyped output path is an error, not a new directory tree.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{name}{TMP_INFIX}{}",
+        std::process::id()
+    ));
     let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -34,6 +43,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Removes the temporary files of [`write_atomic`] in `dir` (left by a process
+/// killed mid-write). Only for directories no other process writes to.
+pub fn remove_temporaries(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TMP_PREFIX) && name.contains(TMP_INFIX) {
+            tracing::info!(
+                "removing {}, left by an interrupted write",
+                entry.path().display()
+            );
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// What an I/O error says, without Rust's "(os error N)" suffix.
+pub fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,10 +75,39 @@ mod tests {
     #[test]
     fn replaces_content_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/f.json");
+        let path = dir.path().join("f.json");
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no/such/dir/f.json");
+        assert!(write_atomic(&path, b"x").is_err());
+        assert!(!dir.path().join("no").exists());
+    }
+
+    #[test]
+    fn temporaries_of_killed_writes_are_recognised_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(".step-5.safetensors.tmp-1234"), "torn").unwrap();
+        fs::write(dir.path().join("step-5.safetensors"), "whole").unwrap();
+        fs::write(dir.path().join(".lock"), "1").unwrap();
+        remove_temporaries(dir.path());
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "step-5.safetensors"]);
+    }
+
+    #[test]
+    fn io_reasons_drop_the_os_error_number() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(io_reason(&e), "No such file or directory");
     }
 }

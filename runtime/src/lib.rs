@@ -31,7 +31,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod host;
 pub mod logging;
 pub mod model;
@@ -42,7 +42,7 @@ mod runtime;
 pub mod toy;
 pub mod train;
 
-pub use error::{Error, Result};
+pub use error::{Error, Located, Result};
 pub use pipeline::{schema as pipeline_schema, Pipeline};
 pub use registry::Registry;
 pub use runtime::{Config, Runtime};

@@ -1,5 +1,8 @@
-//! Log output: `tracing` with a `RUST_LOG` filter, human-readable by default,
-//! one JSON object per line with `--log-format json`.
+//! Log output: `tracing` with a `RUST_LOG` filter, human-readable by default
+//! (coloured only on a terminal, never under `NO_COLOR`), one JSON object per
+//! line with `--log-format json`.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,8 +19,14 @@ pub enum Format {
 /// filter used when `RUST_LOG` is unset (for example `"info"`).
 pub fn init(format: Format, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a person at a terminal, and never under NO_COLOR.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
+        // A full or closed stderr must not turn a log line into a panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         Format::Human => builder.with_target(false).without_time().try_init(),

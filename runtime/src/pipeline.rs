@@ -14,12 +14,15 @@ use crate::registry::Registry;
 use crate::runtime::Runtime;
 use crate::train::flatness::Flatness;
 use crate::train::run::{self, RunContext, Summary};
+use crate::train::run_dir::{self, RunDir};
 use crate::train::{checkpoint, Trainer};
 
 /// The schema of a pipeline file: the runtime's sections, with method tables
 /// marked by `x-taskweave-role`.
 pub fn schema() -> Value {
-    let widths = |default: Value, what: &str| json!({"type": "array", "items": {"type": "integer", "minimum": 1}, "default": default, "description": what});
+    let widths = |default: Value, what: &str| json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH}, "default": default, "description": what});
+    // More threads than this only adds contention (and 100000 hangs libtorch).
+    let max_threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
     let activation = json!({"type": "string", "enum": taskweave_plugin_api::nn::Activation::NAMES, "default": "relu"});
     json!({
         "type": "object",
@@ -30,7 +33,7 @@ pub fn schema() -> Value {
                 "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "seed of initialisation, batch order and methods"},
                 "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda or cuda:N"},
                 "out_dir": {"type": "string", "default": "runs", "description": "where run directories go, relative to the working directory"},
-                "threads": {"type": "integer", "minimum": 0, "default": 0, "description": "CPU threads for libtorch, process-wide (0: libtorch's default)"},
+                "threads": {"type": "integer", "minimum": 0, "maximum": max_threads, "default": 0, "description": "CPU threads for libtorch, process-wide (0: libtorch's default; at most 4 per logical CPU)"},
                 "gpu_memory_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
                                         "description": "cap on libtorch's CUDA caching allocator, as a fraction of the device's memory (0: no cap)"},
                 "cuda_allocator": {"type": "string", "default": "",
@@ -62,6 +65,8 @@ pub fn schema() -> Value {
                 "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
                 "on_nonfinite": {"type": "string", "enum": ["stop", "skip-step"], "default": "stop",
                                  "description": "on a NaN or infinite loss: stop with an error, or skip the step"},
+                "max_skipped_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                                         "description": "with on_nonfinite = \"skip-step\": the run fails (exit 1) once more than this fraction of its steps were skipped"},
                 "checkpoint_every": {"type": "integer", "minimum": 0, "default": 0,
                                      "description": "steps between checkpoints (0: at every evaluation)"},
                 "log_every": {"type": "integer", "minimum": 1, "default": 100,
@@ -74,6 +79,62 @@ pub fn schema() -> Value {
             }}
         }
     })
+}
+
+/// The widest layer a pipeline may ask for (products of two stay far from overflow).
+pub const MAX_WIDTH: i64 = 1 << 24;
+
+/// The node at dotted `path` (keys, no indices), or the deepest one on the way:
+/// where a diagnostic about that value points.
+fn origin_at(root: &Node, path: &[&str]) -> Origin {
+    let mut node = root;
+    for key in path {
+        match node.get(key) {
+            Some(child) => node = child,
+            None => break,
+        }
+    }
+    node.origin.clone()
+}
+
+/// Checks of values that the schema cannot express, run wherever a pipeline
+/// is loaded (so `validate` fails where `run` would): the run name, the device,
+/// the allocator settings, and that the data's files exist.
+fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let mut check = |path: &[&str], outcome: std::result::Result<(), String>| {
+        if let Err(message) = outcome {
+            problems.push(Diagnostic::new(
+                path.join("."),
+                origin_at(root, path),
+                message,
+            ));
+        }
+    };
+    let run = &config["run"];
+    let name = run["name"].as_str().unwrap_or_default();
+    check(
+        &["run", "name"],
+        run_dir::name_problem(name)
+            .map_or(Ok(()), |why| Err(format!("run.name = {name:?}: {why}"))),
+    );
+    let device = run["device"].as_str().unwrap_or("auto");
+    check(
+        &["run", "device"],
+        crate::device::resolve(device)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    );
+    let allocator = run["cuda_allocator"].as_str().unwrap_or_default();
+    check(
+        &["run", "cuda_allocator"],
+        crate::device::check_allocator_settings(allocator)
+            .map_err(|why| format!("run.cuda_allocator = {allocator:?}: {why}")),
+    );
+    if let Err((key, message)) = crate::data::check(&config["data"], dir) {
+        check(&["data", key], Err(message));
+    }
+    problems
 }
 
 /// A validated pipeline, ready to run.
@@ -148,6 +209,10 @@ impl Pipeline {
             },
         )
         .map_err(|diagnostics| Error::config(diagnostics, &source))?;
+        let problems = check_values(&root, &config, &source.dir);
+        if !problems.is_empty() {
+            return Err(Error::config(problems, &source));
+        }
         let host = RuntimeHost::with_registry(registry.clone());
         Ok(Pipeline {
             source,
@@ -203,31 +268,23 @@ impl Pipeline {
         })
     }
 
-    /// Trains into [`Pipeline::run_dir`]. Refuses a directory that already holds
-    /// a run unless `overwrite`, so that nothing is lost by accident.
+    /// Trains into [`Pipeline::run_dir`], holding its lock for the whole run.
+    /// Refuses a directory that already holds a run unless `overwrite` (which
+    /// empties it), and one that holds anything else in any case, so that
+    /// nothing is lost by accident.
     pub fn train(&self, overwrite: bool, quiet: bool) -> Result<Summary> {
-        let dir = self.run_dir();
-        if dir.join("config.toml").exists() {
-            if !overwrite {
-                return Err(Error::Input(format!(
-                    "{} already holds a run; continue it with `taskweave resume {}`, pick another name with \
-                     --set run.name=..., or pass --overwrite to start over",
-                    dir.display(),
-                    dir.display()
-                )));
-            }
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(quiet)?;
-        run::train(&ctx, data, &dir, false)
+        let run = RunDir::create(&self.run_dir(), overwrite)?;
+        run::train(&ctx, data, &run, false)
     }
 
     /// Continues the run in `dir` from its newest checkpoint.
     pub(crate) fn resume(&self, dir: &Path, quiet: bool) -> Result<Summary> {
+        let run = RunDir::open(dir)?;
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(quiet)?;
-        run::train(&ctx, data, dir, true)
+        run::train(&ctx, data, &run, true)
     }
 
     /// Measures the flatness of the newest checkpoint in run directory `dir`
@@ -242,10 +299,9 @@ impl Pipeline {
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(true)?;
         let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
-        let (_, path) = checkpoint::list(&dir.join("checkpoints"))
-            .pop()
+        let (_, ckpt) = checkpoint::latest(&dir.join("checkpoints"))?
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", dir.display())))?;
-        trainer.restore(checkpoint::read(&path)?)?;
+        trainer.restore(ckpt)?;
         let seed = self.config["run"]["seed"].as_u64().unwrap_or(0);
         let batch = self.config["eval"]["batch"].as_u64().unwrap_or(4096) as usize;
         trainer.flatness(split, radius, samples, seed, batch)

@@ -11,6 +11,7 @@ use crate::host::RuntimeHost;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::train::run::Summary;
+use crate::train::run_dir;
 
 /// How to build a [`Runtime`].
 #[derive(Clone, Debug, Default)]
@@ -90,9 +91,10 @@ impl Runtime {
     pub fn pipeline_from_file(&self, path: &Path, sets: &[String]) -> Result<Pipeline> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Input(format!("cannot read pipeline {}: {e}", path.display())))?;
-        let name = path
-            .file_stem()
-            .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
+        let name = path.file_stem().map_or_else(
+            || "run".to_string(),
+            |s| run_dir::name_from(&s.to_string_lossy()),
+        );
         Pipeline::load(self, Source::file(path, text), sets, &name)
     }
 

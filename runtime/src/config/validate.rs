@@ -6,7 +6,10 @@
 //! means no unknown keys), `enum`, `minimum`, `maximum`, `exclusiveMinimum`,
 //! `exclusiveMaximum`, `items`, `minItems`, `maxItems`, `default`, plus the
 //! extension `x-taskweave-role`: a method table `{ kind = "...", ... }` (or just
-//! the kind's name as a string), validated against that kind's own schema.
+//! the kind's name as a string), validated against that kind's own schema; and
+//! `x-taskweave-tag` with `x-taskweave-variants`: a table whose tag key (say
+//! `type`) picks one of several fixed schemas, so that keys of one variant are
+//! unknown keys in another.
 
 use serde_json::{Map, Value};
 
@@ -47,6 +50,15 @@ pub fn validate(
     } else {
         Err(v.errors)
     }
+}
+
+/// How a tagged table finds its schema: the tag key, what the tag names (for
+/// messages), the schema of each tag value, and every valid tag value.
+struct Tagged<'a> {
+    tag: &'a str,
+    what: &'a str,
+    lookup: &'a dyn Fn(&str) -> Result<Value, KindError>,
+    names: &'a dyn Fn() -> Vec<String>,
 }
 
 struct Validator<'a> {
@@ -100,6 +112,20 @@ impl Validator<'_> {
     fn check(&mut self, node: &Node, schema: &Value, path: &str) -> Value {
         if let Some(role) = schema.get("x-taskweave-role").and_then(Value::as_str) {
             return self.check_kind(node, role, path);
+        }
+        if let Some(tag) = schema.get("x-taskweave-tag").and_then(Value::as_str) {
+            let empty = Map::new();
+            let variants = schema
+                .get("x-taskweave-variants")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty);
+            let tagged = Tagged {
+                tag,
+                what: tag,
+                lookup: &|name| variants.get(name).cloned().ok_or(KindError::Unknown),
+                names: &|| variants.keys().cloned().collect(),
+            };
+            return self.check_tagged(node, path, &tagged);
         }
         let expected = schema.get("type").and_then(Value::as_str).unwrap_or(
             if schema.get("properties").is_some() {
@@ -281,22 +307,36 @@ impl Validator<'_> {
             "Optimizer" => "optimizer",
             other => other,
         };
+        let kinds = self.kinds;
+        let tagged = Tagged {
+            tag: "kind",
+            what: role_name,
+            lookup: &|kind| kinds.lookup(role, kind),
+            names: &|| kinds.kinds(role),
+        };
+        self.check_tagged(node, path, &tagged)
+    }
+
+    /// A table whose `tagged.tag` key picks its schema (or just the tag's
+    /// value as a string); the resolved value has the tag first.
+    fn check_tagged(&mut self, node: &Node, path: &str, tagged: &Tagged<'_>) -> Value {
+        let Tagged { tag, what, .. } = *tagged;
         let (kind_node, rest) = match &node.value {
             NodeValue::String(_) => (node.clone(), Node::table(node.origin.clone())),
             NodeValue::Table(entries) => {
-                let Some(kind) = node.get("kind") else {
-                    let kinds = self.kinds.kinds(role);
+                let Some(kind) = node.get(tag) else {
+                    let kinds = (tagged.names)();
                     let msg = format!(
-                        "missing required key `{}` (which {role_name} to use)",
-                        join(path, "kind")
+                        "missing required key `{}` (which {what} to use)",
+                        join(path, tag)
                     );
-                    let help = format!("add `kind = \"...\"`, one of {}", list(&kinds));
-                    self.error(&join(path, "kind"), &node.origin, msg, Some(help));
+                    let help = format!("add `{tag} = \"...\"`, one of {}", list(&kinds));
+                    self.error(&join(path, tag), &node.origin, msg, Some(help));
                     return Value::Null;
                 };
                 let rest: Vec<_> = entries
                     .iter()
-                    .filter(|(k, _)| k.name != "kind")
+                    .filter(|(k, _)| k.name != tag)
                     .cloned()
                     .collect();
                 (
@@ -309,7 +349,7 @@ impl Validator<'_> {
             }
             _ => {
                 let msg = format!(
-                    "wrong type for {}: expected a {role_name} table like {{ kind = \"...\" }}, found {}",
+                    "wrong type for {}: expected a {what} table like {{ {tag} = \"...\" }}, found {}",
                     shown(path),
                     node.type_name()
                 );
@@ -317,7 +357,7 @@ impl Validator<'_> {
                 return Value::Null;
             }
         };
-        let kind_path = join(path, "kind");
+        let kind_path = join(path, tag);
         let NodeValue::String(kind) = &kind_node.value else {
             let msg = format!(
                 "wrong type for `{kind_path}`: expected a string, found {}",
@@ -326,23 +366,23 @@ impl Validator<'_> {
             self.error(&kind_path, &kind_node.origin, msg, None);
             return Value::Null;
         };
-        let schema = match self.kinds.lookup(role, kind) {
+        let schema = match (tagged.lookup)(kind) {
             Ok(schema) => schema,
             Err(KindError::Unknown) => {
-                let kinds = self.kinds.kinds(role);
+                let kinds = (tagged.names)();
                 let help = match did_you_mean(kind, kinds.iter().map(String::as_str)) {
                     Some(near) => format!("did you mean `{near}`?"),
                     None if kinds.is_empty() => {
-                        format!("no {role_name} is available; check the plugin directories")
+                        format!("no {what} is available; check the plugin directories")
                     }
                     None => format!("available: {}", list(&kinds)),
                 };
-                let msg = format!("unknown {role_name} `{kind}` at `{kind_path}`");
+                let msg = format!("unknown {what} `{kind}` at `{kind_path}`");
                 self.error(&kind_path, &kind_node.origin, msg, Some(help));
                 return Value::Null;
             }
             Err(KindError::Unusable(why)) => {
-                let msg = format!("{role_name} `{kind}` at `{kind_path}` cannot be used: {why}");
+                let msg = format!("{what} `{kind}` at `{kind_path}` cannot be used: {why}");
                 self.error(&kind_path, &kind_node.origin, msg, None);
                 return Value::Null;
             }
@@ -350,7 +390,7 @@ impl Validator<'_> {
         let mut value = self.check_table(&rest, &schema, path);
         if let Value::Object(map) = &mut value {
             let mut with_kind = Map::new();
-            with_kind.insert("kind".to_string(), Value::String(kind.clone()));
+            with_kind.insert(tag.to_string(), Value::String(kind.clone()));
             with_kind.append(map);
             value = Value::Object(with_kind);
         }

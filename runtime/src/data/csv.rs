@@ -11,6 +11,7 @@ use tch::Tensor;
 
 use super::{matrix, standardize, Dataset, RegressionLoss, Split, Task, TaskType};
 use crate::error::{Error, Result};
+use crate::fsutil::io_reason;
 
 pub fn schema() -> Value {
     json!({
@@ -23,15 +24,20 @@ pub fn schema() -> Value {
             "tasks": {
                 "type": "object",
                 "description": "one entry per target column: column = { type = \"regression\" | \"binary\" | \"multiclass\" }",
+                // Each type takes only its own keys (a binary task has no `loss`).
                 "additionalProperties": {
-                    "type": "object",
-                    "required": ["type"],
-                    "properties": {
-                        "type": {"type": "string", "enum": ["regression", "binary", "multiclass"]},
-                        "classes": {"type": "integer", "minimum": 2, "description": "number of classes (multiclass); labels 0..classes-1"},
-                        "loss": {"type": "string", "enum": ["mse", "mae"], "default": "mse", "description": "regression loss"},
-                        "standardize": {"type": "boolean", "default": true,
-                                        "description": "train on standardised regression targets; metrics stay in original units"}
+                    "x-taskweave-tag": "type",
+                    "x-taskweave-variants": {
+                        "regression": {"type": "object", "properties": {
+                            "loss": {"type": "string", "enum": ["mse", "mae"], "default": "mse", "description": "regression loss"},
+                            "standardize": {"type": "boolean", "default": true,
+                                            "description": "train on standardised targets; metrics stay in original units"}
+                        }},
+                        "binary": {"type": "object", "properties": {}},
+                        "multiclass": {"type": "object", "required": ["classes"], "properties": {
+                            "classes": {"type": "integer", "minimum": 2, "maximum": MAX_CLASSES,
+                                        "description": "number of classes; labels 0..classes-1"}
+                        }}
                     }
                 }
             },
@@ -58,15 +64,37 @@ struct TaskColumn {
     standardize: bool,
 }
 
+/// The most classes a multiclass task may have.
+const MAX_CLASSES: i64 = 1 << 24;
+
+fn path(config: &Value, dir: &Path) -> std::path::PathBuf {
+    dir.join(config["path"].as_str().unwrap_or_default())
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    format!(
+        "cannot read data file {}: {} (data.path is relative to the pipeline file)",
+        path.display(),
+        io_reason(e)
+    )
+}
+
+pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), super::FileProblem> {
+    let path = path(config, dir);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err((
+            "path",
+            format!("data file {} is not a regular file", path.display()),
+        )),
+        Err(e) => Err(("path", unreadable(&path, &e))),
+    }
+}
+
 pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
-    let rel = config["path"].as_str().unwrap_or_default();
-    let path = dir.join(rel);
+    let path = path(config, dir);
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Input(format!(
-            "cannot read data file {shown}: {e} (data.path is relative to the pipeline file)"
-        ))
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Input(unreadable(&path, &e)))?;
     if text.trim().is_empty() {
         return Err(Error::Input(format!(
             "data file {shown} is empty; it needs a header row and data rows"
@@ -166,15 +194,18 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
         let line = record.position().map_or(0, |p| p.line());
         let cell = |col: usize| -> Result<f64> {
             let raw = record.get(col).unwrap_or("");
-            raw.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| {
-                    Error::Input(format!(
-                        "{shown}: row {line}, column `{}`: `{raw}` is not a finite number",
-                        header[col]
-                    ))
-                })
+            let at = || format!("{shown}: row {line}, column `{}`", header[col]);
+            match raw.parse::<f64>() {
+                Ok(v) if v.is_finite() && v.abs() <= f32::MAX as f64 => Ok(v),
+                Ok(v) if v.is_finite() => Err(Error::Input(format!(
+                    "{}: `{raw}` is outside the float32 range (±3.4e38) the model computes in",
+                    at()
+                ))),
+                _ => Err(Error::Input(format!(
+                    "{}: `{raw}` is not a finite number",
+                    at()
+                ))),
+            }
         };
         for &col in &inputs {
             x.push(cell(col)? as f32);

@@ -185,27 +185,40 @@ impl Dataset {
     }
 }
 
+/// Why a data set's files cannot be used: the key of `[data]` naming them,
+/// and the message.
+pub type FileProblem = (&'static str, String);
+
 /// A built-in data source.
 struct Source {
     name: &'static str,
     schema: fn() -> Value,
+    /// A cheap check that the files `load` reads are there (for `validate`).
+    check: fn(&Value, &Path) -> std::result::Result<(), FileProblem>,
     load: fn(&Value, &Path) -> Result<Dataset>,
+}
+
+fn no_files(_: &Value, _: &Path) -> std::result::Result<(), FileProblem> {
+    Ok(())
 }
 
 const SOURCES: &[Source] = &[
     Source {
         name: "mmoe-synthetic",
         schema: synthetic::schema,
+        check: no_files,
         load: synthetic::load,
     },
     Source {
         name: "csv",
         schema: csv::schema,
+        check: csv::check,
         load: csv::load,
     },
     Source {
         name: "qm9",
         schema: qm9::schema,
+        check: qm9::check,
         load: qm9::load,
     },
 ];
@@ -223,6 +236,16 @@ pub fn kinds() -> Vec<String> {
     let mut names: Vec<String> = SOURCES.iter().map(|s| s.name.to_string()).collect();
     names.sort();
     names
+}
+
+/// Checks, without reading them, that the files a validated `[data]` table
+/// names exist; relative paths resolve against `dir`.
+pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), FileProblem> {
+    let kind = config["kind"].as_str().unwrap_or_default();
+    match SOURCES.iter().find(|s| s.name == kind) {
+        Some(source) => (source.check)(config, dir),
+        None => Ok(()),
+    }
 }
 
 /// Loads the dataset a validated `[data]` table describes; relative paths in it

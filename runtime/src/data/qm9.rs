@@ -268,13 +268,13 @@ struct Table {
 /// One parsed row: its rank in the shuffled order, the molecule and its targets.
 type Row = (usize, Molecule, Vec<f64>);
 
-fn missing(dir: &Path, what: &str) -> Error {
-    Error::Input(format!(
+fn missing(dir: &Path, what: &str) -> String {
+    format!(
         "QM9 data not found: {what} (in {}). Run `make qm9` in the repository root to download it \
          (qm9pack 1.0.3 from PyPI, 104 MB), or set data.dir to the folder holding {} (relative to the pipeline file)",
         dir.display(),
         FILES.join(", ")
-    ))
+    )
 }
 
 /// Reads `path` and indexes its rows; `columns` are the target columns.
@@ -437,14 +437,24 @@ fn parse_positions(raw: &str, atoms: usize) -> std::result::Result<Vec<[f64; 3]>
     Ok(positions)
 }
 
-pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
-    let root: PathBuf = dir.join(config["dir"].as_str().unwrap_or("../data/qm9"));
+fn root(config: &Value, dir: &Path) -> PathBuf {
+    dir.join(config["dir"].as_str().unwrap_or("../data/qm9"))
+}
+
+pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), super::FileProblem> {
+    let root = root(config, dir);
     if !root.is_dir() {
-        return Err(missing(&root, "the folder does not exist"));
+        return Err(("dir", missing(&root, "the folder does not exist")));
     }
-    if let Some(absent) = FILES.iter().find(|f| !root.join(f).is_file()) {
-        return Err(missing(&root, &format!("{absent} does not exist")));
+    match FILES.iter().find(|f| !root.join(f).is_file()) {
+        Some(absent) => Err(("dir", missing(&root, &format!("{absent} does not exist")))),
+        None => Ok(()),
     }
+}
+
+pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
+    check(config, dir).map_err(|(_, message)| Error::Input(message))?;
+    let root = root(config, dir);
 
     // Targets: names → columns, each at most once.
     let names: Vec<&str> = match config["targets"].as_array() {

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
+
+use super::elf;
+use crate::fsutil::io_reason;
 use taskweave_plugin_api::module::{Compat, PluginModuleRef, COMPAT_SYMBOL};
 use taskweave_plugin_api::{FfiHostBox, MethodManifest};
 
@@ -29,17 +32,17 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, Result<&'static Library, String>>>
     CACHE.get_or_init(Default::default)
 }
 
-/// The `.so` files of `dir`, sorted by name. Other files are not plugins and are
-/// skipped (a README next to the plugins is fine).
+/// Every entry of `dir` named `*.so`, sorted by name, whatever it is: a
+/// directory, broken link or FIFO with that name is reported by [`load`], not
+/// skipped. Other names are not plugins (a README next to the plugins is fine).
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot read plugin directory: {e}"))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read plugin directory: {}", io_reason(&e)))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
                 .is_some_and(|e| e == std::env::consts::DLL_EXTENSION)
-                && p.is_file()
         })
         .collect();
     files.sort();
@@ -48,9 +51,11 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Loads `path` (once per process) and initialises it with `host` for logging.
 pub fn load(path: &Path, host: &FfiHostBox) -> Result<&'static Library, String> {
+    // Before anything maps it: dlopen of a truncated file kills the process.
+    elf::check(path)?;
     let key = path
         .canonicalize()
-        .map_err(|e| format!("cannot open: {e}"))?;
+        .map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
     let mut cache = cache()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -118,11 +123,25 @@ fn open_error(message: &str) -> String {
     let reason = message.rsplit(": ").next().unwrap_or(message).trim();
     if reason.contains("file too short") || reason.contains("invalid ELF header") {
         format!("not a shared library ({reason})")
-    } else if reason.contains("undefined symbol") || message.contains("cannot open shared object") {
+    } else if reason.contains("undefined symbol") {
         format!(
             "cannot be loaded: {}; was it built against another libtorch?",
             message.trim()
         )
+    } else if message.contains("cannot open shared object") {
+        // "...: libdep.so.1: cannot open shared object file: ...": the part
+        // before names the dependency (the plugin file itself was read already).
+        let parts: Vec<&str> = message.split(": ").collect();
+        let at = parts
+            .iter()
+            .position(|p| p.starts_with("cannot open shared object"));
+        let missing = at.filter(|&i| i > 0).map(|i| parts[i - 1].trim());
+        match missing {
+            Some(lib) => format!(
+                "cannot be loaded: it needs {lib}, which is not found (set LD_LIBRARY_PATH?)"
+            ),
+            None => format!("cannot be loaded: {}", message.trim()),
+        }
     } else {
         format!("cannot be loaded: {}", message.trim())
     }

@@ -1,6 +1,7 @@
 //! One name space of methods: the built-ins (registered with `inventory`) and the
 //! methods of every plugin found in the plugin directories.
 
+mod elf;
 mod loader;
 
 use std::collections::BTreeMap;
@@ -257,7 +258,14 @@ impl fmt::Display for LookupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LookupError::Unknown => f.write_str("no such method"),
-            LookupError::WrongRole(role) => write!(f, "it is a {role}"),
+            LookupError::WrongRole(role) => {
+                let article = if role.name().starts_with(['A', 'E', 'I', 'O', 'U']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                write!(f, "it is {article} {role}")
+            }
             LookupError::Ambiguous(origins) => {
                 let list: Vec<String> = origins.iter().map(ToString::to_string).collect();
                 write!(

@@ -6,15 +6,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, View};
 use serde_json::Value;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{io_reason, write_atomic};
 
 /// Metadata key holding the JSON state.
 const META_KEY: &str = "taskweave";
+/// Metadata key holding the checksum of everything else (see [`checksum`]).
+const CHECKSUM_KEY: &str = "taskweave.checksum";
 
 /// What a checkpoint holds.
 pub struct Checkpoint {
@@ -60,52 +62,176 @@ fn to_bytes(tensor: &Tensor) -> Result<Bytes> {
     })
 }
 
+/// XXH3-64 over the JSON state and every tensor's name, dtype, shape and
+/// bytes, in name order: a flipped bit anywhere that matters changes it.
+fn checksum<'a>(
+    meta: &str,
+    tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(meta.as_bytes());
+    for (name, dtype, shape, data) in sorted {
+        hash.update(&(name.len() as u64).to_le_bytes());
+        hash.update(name.as_bytes());
+        hash.update(format!("{dtype:?}").as_bytes());
+        for d in shape {
+            hash.update(&(*d as u64).to_le_bytes());
+        }
+        hash.update(&(data.len() as u64).to_le_bytes());
+        hash.update(data);
+    }
+    format!("xxh3-64:{:016x}", hash.digest())
+}
+
 /// The file of the checkpoint at `step` in `dir`.
 pub fn path_for(dir: &Path, step: u64) -> PathBuf {
     dir.join(format!("step-{step:09}.safetensors"))
 }
 
-/// Writes `checkpoint` to `path` atomically.
+/// Writes `checkpoint` to `path` atomically, with its checksum.
 pub fn write(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
     let bytes: Vec<(String, Bytes)> = checkpoint
         .tensors
         .iter()
         .map(|(n, t)| Ok((n.clone(), to_bytes(t)?)))
         .collect::<Result<_>>()?;
-    let metadata = HashMap::from([(META_KEY.to_string(), checkpoint.meta.to_string())]);
+    let meta = checkpoint.meta.to_string();
+    let sum = checksum(
+        &meta,
+        bytes
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.dtype, b.shape.as_slice(), b.data.as_slice())),
+    );
+    let metadata = HashMap::from([
+        (META_KEY.to_string(), meta),
+        (CHECKSUM_KEY.to_string(), sum),
+    ]);
     let views = bytes.iter().map(|(n, b)| (n.as_str(), b));
     let serialized = safetensors::tensor::serialize(views, &Some(metadata)).map_err(|e| {
         Error::Run(format!(
-            "cannot serialise checkpoint {}: {e}",
-            path.display()
+            "cannot serialise checkpoint {}: {}",
+            path.display(),
+            describe(&e)
         ))
     })?;
     write_atomic(path, &serialized)
 }
 
-/// Reads a checkpoint written by [`write`].
+/// What is wrong with a safetensors file, in words.
+fn describe(err: &SafeTensorError) -> String {
+    match err {
+        SafeTensorError::IoError(e) => io_reason(e),
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            "the file is too short for a safetensors header (truncated?)".into()
+        }
+        SafeTensorError::HeaderTooLarge => "its header length is implausibly large".into(),
+        SafeTensorError::InvalidHeader
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization
+        | SafeTensorError::JsonError(_) => "its header is not valid safetensors JSON".into(),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensor data does not match the header (truncated or extended?)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => format!("tensor `{name}` has invalid offsets"),
+        SafeTensorError::TensorNotFound(name) => format!("it has no tensor `{name}`"),
+        SafeTensorError::TensorInvalidInfo
+        | SafeTensorError::InvalidTensorView(..)
+        | SafeTensorError::ValidationOverflow => {
+            "a tensor's dtype, shape and size do not agree".into()
+        }
+    }
+}
+
+/// The tensors (in file order) and the metadata of any safetensors file, for
+/// example one written by PyTorch.
+pub fn read_file(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Input(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
+    let bad = |e: &SafeTensorError| {
+        Error::Input(format!(
+            "{} is not a readable safetensors file: {}",
+            path.display(),
+            describe(e)
+        ))
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(&e))?;
+    if let Some(expected) = metadata.get(CHECKSUM_KEY) {
+        let meta = metadata.get(META_KEY).map_or("", String::as_str);
+        let views = file.tensors();
+        let found = checksum(
+            meta,
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())),
+        );
+        if &found != expected {
+            return Err(Error::Input(format!(
+                "{} is damaged: its contents do not match the checksum written with it",
+                path.display()
+            )));
+        }
+    }
+    let tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let tensor = Tensor::try_from(view)
+                .map_err(|e| Error::Input(format!("{}: tensor `{name}`: {e}", path.display())))?;
+            Ok((name, tensor))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((tensors, metadata))
+}
+
+/// Reads a checkpoint written by [`write`], verifying its checksum.
 pub fn read(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (tensors, metadata) = read_file(path)?;
     let bad = |e: String| {
         Error::Input(format!(
             "{} is not a taskweave checkpoint: {e}",
             path.display()
         ))
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-    let meta = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
+    let meta = metadata
+        .get(META_KEY)
         .ok_or_else(|| bad("no taskweave metadata".into()))?;
+    if !metadata.contains_key(CHECKSUM_KEY) {
+        tracing::warn!(
+            "{} has no checksum (written by an older taskweave): it is loaded unverified",
+            path.display()
+        );
+    }
     let meta: Value = serde_json::from_str(meta).map_err(|e| bad(e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let tensors = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| Ok((name, Tensor::try_from(view)?)))
-        .collect::<Result<Vec<_>>>()?;
     Ok(Checkpoint { tensors, meta })
+}
+
+/// The newest checkpoint of `dir` that reads back whole, with its step, or
+/// `None` when there is none yet. A damaged or truncated newer one is skipped
+/// with a warning naming it (a run keeps two, so the previous one is there);
+/// when every checkpoint is damaged, the error names them all.
+pub fn latest(dir: &Path) -> Result<Option<(u64, Checkpoint)>> {
+    let mut damaged = Vec::new();
+    for (step, path) in list(dir).into_iter().rev() {
+        match read(&path) {
+            Ok(checkpoint) => return Ok(Some((step, checkpoint))),
+            Err(e) => {
+                tracing::warn!("skipping a checkpoint: {e}");
+                damaged.push(e.to_string());
+            }
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(Error::Input(format!(
+        "no checkpoint in {} can be read: {}",
+        dir.display(),
+        damaged.join("; ")
+    )))
 }
 
 /// Checkpoints in `dir`, newest last.
@@ -174,12 +300,61 @@ mod tests {
         assert_eq!(list(dir.path()), vec![(12, path.clone())]);
     }
 
+    fn two_checkpoints(dir: &Path) -> (PathBuf, PathBuf) {
+        let w = Tensor::f_randn([64], (tch::Kind::Float, tch::Device::Cpu)).unwrap();
+        let (a, b) = (path_for(dir, 5), path_for(dir, 10));
+        for (path, step) in [(&a, 5), (&b, 10)] {
+            let ckpt = Checkpoint {
+                tensors: vec![("w".into(), w.shallow_clone())],
+                meta: serde_json::json!({ "step": step }),
+            };
+            write(path, &ckpt).unwrap();
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn a_flipped_bit_in_tensor_data_is_detected_and_the_previous_checkpoint_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, newest) = two_checkpoints(dir.path());
+        let mut bytes = std::fs::read(&newest).unwrap();
+        let last = bytes.len() - 7;
+        bytes[last] ^= 0x10;
+        std::fs::write(&newest, bytes).unwrap();
+        let err = read(&newest).err().unwrap().to_string();
+        assert!(err.contains("is damaged"), "{err}");
+        let (step, ckpt) = latest(dir.path()).unwrap().unwrap();
+        assert_eq!((step, ckpt.meta["step"].as_u64()), (5, Some(5)));
+    }
+
+    #[test]
+    fn a_truncated_newest_checkpoint_falls_back_and_all_damaged_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (oldest, newest) = two_checkpoints(dir.path());
+        let bytes = std::fs::read(&newest).unwrap();
+        std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(latest(dir.path()).unwrap().unwrap().0, 5);
+        std::fs::write(&oldest, b"").unwrap();
+        let err = latest(dir.path()).err().unwrap();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("step-000000005") && text.contains("step-000000010"),
+            "{text}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(latest(empty.path()).unwrap().is_none());
+    }
+
     #[test]
     fn a_truncated_file_is_reported_not_loaded() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), 1);
         std::fs::write(&path, b"\x10\x00\x00").unwrap();
         let err = read(&path).err().unwrap().to_string();
-        assert!(err.contains("is not a taskweave checkpoint"), "{err}");
+        assert!(
+            err.contains("is not a readable safetensors file: the file is too short"),
+            "{err}"
+        );
     }
 }

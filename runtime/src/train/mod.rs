@@ -12,6 +12,7 @@ pub mod optimizer;
 mod params;
 pub mod progress;
 pub mod run;
+pub mod run_dir;
 
 use std::sync::Arc;
 
@@ -59,13 +60,6 @@ pub struct Trainer {
     step: u64,
 }
 
-fn device_name(device: Device) -> String {
-    match device {
-        Device::Cuda(n) => format!("cuda:{n}"),
-        _ => "cpu".to_string(),
-    }
-}
-
 impl Trainer {
     /// Builds everything a resolved pipeline config describes, on `device`,
     /// over `data` (already loaded; moved to `device` here).
@@ -84,7 +78,7 @@ impl Trainer {
         let train = &config["train"];
         let ctx = MethodContext {
             tasks: data.tasks.iter().map(|t| t.name.as_str().into()).collect(),
-            device: device_name(device).into(),
+            device: crate::device::name(device).into(),
             seed,
             feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
             weighting: train["weighting"].to_string().into(),

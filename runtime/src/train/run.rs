@@ -16,6 +16,7 @@ use super::checkpoint;
 use super::memory::MemoryLog;
 use super::metrics::{delta_m, TaskMetrics};
 use super::progress::Progress;
+use super::run_dir::{self, RunDir};
 use super::{Stepped, Trainer};
 use crate::config::to_toml;
 use crate::data::{Dataset, Task};
@@ -65,6 +66,15 @@ pub struct RunContext<'a> {
     pub pipeline_dir: &'a Path,
     /// Show no progress.
     pub quiet: bool,
+}
+
+/// "1 task", "2 tasks".
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn u64_of(v: &Value) -> u64 {
@@ -250,11 +260,15 @@ fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
         .collect()
 }
 
-/// Trains `ctx.config` in `dir`: from scratch, or with `resume` from the newest
+/// Trains `ctx.config` in `run`: from scratch, or with `resume` from the newest
 /// checkpoint there (from scratch if there is none yet).
-pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> Result<Summary> {
+pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
     let config = ctx.config;
+    let dir = run.path();
     let total = u64_of(&config["train"]["steps"]);
+    let max_skipped = config["train"]["max_skipped_fraction"]
+        .as_f64()
+        .unwrap_or(0.5);
     let eval_every = match u64_of(&config["eval"]["every"]) {
         0 => (total / 10).max(1),
         n => n,
@@ -264,7 +278,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
         n => n,
     };
     let eval_batch = u64_of(&config["eval"]["batch"]).max(1) as usize;
-    let ckpt_dir = dir.join("checkpoints");
+    let ckpt_dir = run.checkpoints();
     let metrics_path = dir.join("metrics.jsonl");
 
     let mut memory = MemoryLog::new(ctx.device);
@@ -275,14 +289,15 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
     let mut wall_before = 0.0;
+    let mut skipped = 0;
     let latest = if resume {
-        checkpoint::list(&ckpt_dir).pop()
+        checkpoint::latest(&ckpt_dir)?
     } else {
         None
     };
-    if let Some((step, path)) = latest {
-        let ckpt = checkpoint::read(&path)?;
+    if let Some((step, ckpt)) = latest {
         wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
+        skipped = u64_of(&ckpt.meta["skipped"]);
         trainer.restore(ckpt)?;
         history = read_history(&metrics_path, step);
         tracing::info!("resuming {} from step {step}", dir.display());
@@ -293,17 +308,21 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
                 dir.display()
             );
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        // run.json first: it marks the directory as a run (see RunDir).
+        let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
+        write_atomic(&dir.join(run_dir::MARKER), info.to_string().as_bytes())?;
         write_atomic(&dir.join("config.toml"), to_toml(config).as_bytes())?;
-        let run = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
-        write_atomic(&dir.join("run.json"), run.to_string().as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
+    std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
     tracing::info!(
-        "{} tasks, {} parameters, device {:?}",
-        tasks.len(),
+        tasks = tasks.len(),
+        parameters = trainer.num_parameters(),
+        device = %crate::device::name(ctx.device),
+        "{}, {} parameters, on {}",
+        plural(tasks.len(), "task"),
         trainer.num_parameters(),
-        ctx.device
+        crate::device::name(ctx.device)
     );
 
     let started = Instant::now();
@@ -316,7 +335,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
     );
     let mut running = Running::default();
     let mut last_losses = vec![f64::NAN; tasks.len()];
-    let mut skipped = 0;
+    let mut skipped_since_eval = 0;
     let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
     memory.begin();
     while trainer.step_index() < total {
@@ -328,16 +347,33 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
             }
             Stepped::Skipped(task, value) => {
                 skipped += 1;
+                skipped_since_eval += 1;
                 progress.println(&format!(
                     "step {}: skipped, loss of `{}` is {value}",
                     trainer.step_index() - 1,
                     names[task]
                 ));
+                if skipped as f64 > max_skipped * total as f64 {
+                    return Err(Error::Run(format!(
+                        "{skipped} of the run's {total} steps were skipped for non-finite losses, more than \
+                         train.max_skipped_fraction = {max_skipped} allows: its results would not mean much. \
+                         The last good checkpoint is kept; lower the learning rate, or check the data"
+                    )));
+                }
             }
         }
         let step = trainer.step_index();
         progress.update(step, &names, &last_losses);
         if step < total && step % eval_every == 0 {
+            if skipped_since_eval > 0 {
+                tracing::warn!(
+                    step,
+                    skipped = skipped_since_eval,
+                    "{} of the last {eval_every} steps skipped for non-finite losses ({skipped} of {step} in all)",
+                    skipped_since_eval
+                );
+                skipped_since_eval = 0;
+            }
             let train_memory = memory.end("train");
             memory.begin();
             let metrics = trainer.evaluate("val", eval_batch)?;
@@ -350,12 +386,19 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
             memory.begin();
         }
         if step < total && step % checkpoint_every == 0 {
-            let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started)}))?;
+            let ckpt =
+                trainer.checkpoint(json!({"wall_time_s": wall(&started), "skipped": skipped}))?;
             checkpoint::write(&checkpoint::path_for(&ckpt_dir, step), &ckpt)?;
             checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
         }
     }
     progress.finish();
+    if skipped_since_eval > 0 {
+        tracing::warn!(
+            skipped = skipped_since_eval,
+            "{skipped_since_eval} of the last steps skipped for non-finite losses ({skipped} of {total} in all)"
+        );
+    }
     let steps_per_second = progress.rate(trainer.step_index());
 
     memory.end("train");
@@ -369,7 +412,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, dir: &Path, resume: bool) -> R
                             "tasks": metrics_json(&tasks, metrics), "train_loss": loss, "weights": weights}));
     }
     write_history(&metrics_path, &history)?;
-    let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started)}))?;
+    let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started), "skipped": skipped}))?;
     checkpoint::write(&checkpoint::path_for(&ckpt_dir, total), &ckpt)?;
     checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
     write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
@@ -420,10 +463,14 @@ pub fn baselines(ctx: &RunContext<'_>, data: &Dataset) -> Result<PathBuf> {
             ..*ctx
         };
         tracing::info!("single-task baseline for `{}`", task.name);
-        let summary = train(&single, data.only_task(t), &dir.join(&task.name), false)?;
+        // Task names come from data (CSV headers): the directory gets a safe name.
+        let task_dir = dir.join(format!("{t}-{}", run_dir::name_from(&task.name)));
+        let run = RunDir::create(&task_dir, true)?;
+        let summary = train(&single, data.only_task(t), &run, false)?;
         stored.insert(task.name.clone(), json!(summary.test[0]));
     }
     let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     write_atomic(
         &path,
         serde_json::to_string_pretty(&json)

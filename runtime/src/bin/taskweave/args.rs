@@ -1,0 +1,191 @@
+//! The command line, parsed by clap: every command and flag, documented where
+//! `taskweave --help` shows it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "taskweave",
+    version,
+    about = "Run multi-task learning pipelines with method plugins"
+)]
+pub struct Cli {
+    /// Log format on stderr (the level comes from RUST_LOG, default info).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    pub log_format: LogFormat,
+    /// Only warnings and errors; no progress bar.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// List plugins and methods.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+    /// Check a pipeline against every method's schema, without running it.
+    Validate(PipelineArgs),
+    /// Train a pipeline into out_dir/<run name>/.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Print the fully resolved config (defaults filled in) and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Replace an existing run directory of the same name.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Continue a run from its newest checkpoint.
+    Resume {
+        /// The run directory (out_dir/<run name>).
+        run_dir: PathBuf,
+        /// Extra plugin directories.
+        #[arg(long = "plugins", value_name = "DIR")]
+        plugins: Vec<PathBuf>,
+    },
+    /// Train the single-task baselines that Δm compares a pipeline against.
+    Baselines(PipelineArgs),
+    /// Loss increase of a trained run under random perturbations of its shared parameters.
+    Flatness(FlatnessArgs),
+    /// Optimisation toys: trajectories of weightings on a two-objective problem.
+    Toy {
+        #[command(subcommand)]
+        command: ToyCommand,
+    },
+    /// Show the CUDA devices, driver, memory, NVRTC and libtorch_cuda as taskweave sees them.
+    GpuInfo {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one method on tensors from files.
+    Call {
+        #[command(subcommand)]
+        command: CallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ToyCommand {
+    /// The CAGrad paper's two-objective toy: each weighting's trajectories from the
+    /// standard start points, drawn on the loss landscape into a PNG.
+    Cagrad(CagradArgs),
+}
+
+#[derive(Subcommand)]
+pub enum CallCommand {
+    /// Run a weighting once: reads `grads` [T, P] (and `losses` [T]), writes `update` [P] and `weights` [T].
+    Weighting(WeightingArgs),
+}
+
+#[derive(Subcommand)]
+pub enum PluginsCommand {
+    /// Every method (built-in and from plugins) and every file that failed to load.
+    List {
+        /// Plugin directory (repeatable; default: ./plugins when it exists).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct PipelineArgs {
+    /// The pipeline TOML file.
+    pub pipeline: PathBuf,
+    /// Override a value: dotted.key=value (repeatable; values are TOML, bare words are strings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Extra plugin directory (repeatable).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave flatness`.
+#[derive(clap::Args)]
+pub struct FlatnessArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Perturbation size relative to the norm of the shared parameters.
+    #[arg(long, default_value_t = 0.05)]
+    pub radius: f64,
+    /// Number of random directions.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+    /// Split whose loss is measured.
+    #[arg(long, default_value = "train", value_parser = ["train", "val", "test"])]
+    pub split: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra plugin directories.
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave toy cagrad`.
+#[derive(clap::Args)]
+pub struct CagradArgs {
+    /// A weighting (repeatable; a name or a table like '{kind="cagrad", c=0.5}').
+    /// Default: ew, mgda, pcgrad, cagrad (c = 0.5, as the paper), imtl-g, nash-mtl, uw, dwa, and rlw when loaded.
+    #[arg(long = "weighting", value_name = "METHOD")]
+    pub weightings: Vec<String>,
+    /// Adam steps per trajectory.
+    #[arg(long, default_value_t = 100_000)]
+    pub steps: u64,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Scale of the first objective (1 in CAGrad's toy, 0.1 in Nash-MTL's and FAMO's).
+    #[arg(long, default_value_t = 1.0)]
+    pub f1_scale: f64,
+    /// Output PNG.
+    #[arg(long, default_value = "cagrad-toy.png")]
+    pub out: PathBuf,
+    /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave call weighting`.
+#[derive(clap::Args)]
+pub struct WeightingArgs {
+    /// The weighting (`taskweave plugins list` shows them).
+    pub name: String,
+    /// Safetensors file holding `grads`.
+    #[arg(long)]
+    pub grads: PathBuf,
+    /// Safetensors file holding `losses` (default: 1 for every task).
+    #[arg(long)]
+    pub losses: Option<PathBuf>,
+    /// Override a config value of the weighting: key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Seed of the weighting's randomness.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The step number the weighting sees.
+    #[arg(long, default_value_t = 0)]
+    pub step: u64,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}

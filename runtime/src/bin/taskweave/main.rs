@@ -1,0 +1,85 @@
+//! `taskweave`: the command line over the embedding API.
+//!
+//! Exit codes: 0 success, 1 failure during a run, 2 bad input (pipeline, data,
+//! files, arguments). A panic is a bug: it is reported as one and exits 1.
+//! A closed standard output (`taskweave run ... | head`) ends a command quietly
+//! with its own status; standard error that cannot be written is ignored.
+
+mod args;
+mod commands;
+mod output;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use taskweave::logging::{self, Format};
+use taskweave::Error;
+
+use crate::args::{Cli, LogFormat};
+use crate::output::Failure;
+
+/// Reports `err` on stderr: rendered for people, or as one JSON log record
+/// (with every diagnostic as its own record) under `--log-format json`.
+fn report(err: &Error, format: Format) {
+    if format == Format::Json {
+        if let Error::Config { diagnostics, .. } = err {
+            for d in diagnostics {
+                tracing::error!(
+                    path = %d.diagnostic.path,
+                    location = d.location.as_deref().unwrap_or(""),
+                    help = d.diagnostic.help.as_deref().unwrap_or(""),
+                    "{}",
+                    d.diagnostic.message
+                );
+            }
+        }
+        tracing::error!(exit_code = err.exit_code(), "{err}");
+        return;
+    }
+    let mut stderr = std::io::stderr().lock();
+    let _ = match err {
+        Error::Config { .. } => writeln!(stderr, "{err}"),
+        _ => writeln!(stderr, "error: {err}"),
+    };
+}
+
+fn main() -> ExitCode {
+    // The hook must not panic itself (a full stderr would abort the process).
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "internal error (a bug in taskweave, please report it): {info}"
+        );
+    }));
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Human => Format::Human,
+        LogFormat::Json => Format::Json,
+    };
+    logging::init(format, if cli.quiet { "warn" } else { "info" });
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut out = std::io::stdout().lock();
+        commands::dispatch(cli, &mut out).and_then(|()| Ok(out.flush()?))
+    }));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failure::Taskweave(err))) => {
+            report(&err, format);
+            ExitCode::from(err.exit_code() as u8)
+        }
+        // The reader went away (`| head`): the command itself succeeded.
+        Ok(Err(Failure::Output(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Ok(Err(Failure::Output(e))) => {
+            let err = Error::Run(format!(
+                "cannot write to standard output: {}",
+                taskweave::fsutil::io_reason(&e)
+            ));
+            report(&err, format);
+            ExitCode::from(1)
+        }
+        Err(_) => ExitCode::from(1),
+    }
+}

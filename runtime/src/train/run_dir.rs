@@ -1,0 +1,300 @@
+//! The run directory, `out_dir/<run name>/`, held by one process at a time.
+//!
+//! A run directory is recognised by its `run.json`, the first file a run
+//! writes. Opening one takes an exclusive lock on its `.lock` file for as long
+//! as the [`RunDir`] lives, so two processes never train into (or resume) the
+//! same directory at once; the lock file records the holder's pid so the loser
+//! can name it. `--overwrite` empties only a directory that holds a run, and
+//! never removes the directory itself (its lock must stay in place).
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{io_reason, remove_temporaries};
+
+/// The file whose presence marks a directory as a taskweave run.
+pub const MARKER: &str = "run.json";
+/// The lock file inside every run directory.
+const LOCK: &str = ".lock";
+
+/// Names a run may not take: directories `out_dir` already uses for itself.
+const RESERVED: &[&str] = &["baselines"];
+
+/// Why `name` cannot be a run name, or `None` when it can: one path component
+/// of ASCII letters, digits, `.`, `_` and `-`, not starting with `.` or `-`
+/// (no hidden directories, nothing a command line reads as a flag), at most
+/// 100 characters, and not a name `out_dir` reserves.
+pub fn name_problem(name: &str) -> Option<String> {
+    const MAX: usize = 100;
+    if name.is_empty() {
+        return Some("a run name cannot be empty".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Some(format!(
+            "a run name is one directory name of letters, digits, `.`, `_` and `-`; {bad:?} is not allowed"
+        ));
+    }
+    if name.starts_with(['.', '-']) {
+        return Some("a run name cannot start with `.` or `-`".into());
+    }
+    if name.len() > MAX {
+        return Some(format!(
+            "a run name has at most {MAX} characters, this one has {}",
+            name.len()
+        ));
+    }
+    if RESERVED.contains(&name) {
+        return Some(format!(
+            "`{name}` is reserved: out_dir/{name}/ holds the single-task baselines"
+        ));
+    }
+    None
+}
+
+/// A valid run name made from `stem` (a pipeline's file name): characters a
+/// run name may not hold become `-`.
+pub fn name_from(stem: &str) -> String {
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name
+        .trim_start_matches(['.', '-'])
+        .trim_end_matches('-')
+        .to_string();
+    name.truncate(100);
+    if name.is_empty() || RESERVED.contains(&name.as_str()) {
+        name.insert_str(0, "run-");
+        name = name.trim_end_matches('-').to_string();
+    }
+    name
+}
+
+/// A run directory this process holds the lock of.
+#[derive(Debug)]
+pub struct RunDir {
+    path: PathBuf,
+    // Held for the lock; released when the RunDir is dropped.
+    _lock: File,
+}
+
+impl RunDir {
+    /// Opens `path` for a new run, creating it if needed. A directory that
+    /// already holds a run is refused unless `overwrite`, which empties it; a
+    /// directory holding anything else is refused whatever `overwrite` says.
+    pub fn create(path: &Path, overwrite: bool) -> Result<RunDir> {
+        fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let dir = RunDir::lock(path)?;
+        let entries = dir.entries()?;
+        if entries.is_empty() {
+            return Ok(dir);
+        }
+        let shown = path.display();
+        if !path.join(MARKER).is_file() {
+            let names: Vec<String> = entries
+                .iter()
+                .take(3)
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect();
+            return Err(Error::Input(format!(
+                "{shown} is not empty ({}{}) and holds no taskweave run, so nothing there is replaced; \
+                 pick another run.name or out_dir",
+                names.join(", "),
+                if entries.len() > 3 { ", ..." } else { "" }
+            )));
+        }
+        if !overwrite {
+            return Err(Error::Input(format!(
+                "{shown} already holds a run; continue it with `taskweave resume {shown}`, pick another name with \
+                 --set run.name=..., or pass --overwrite to start over"
+            )));
+        }
+        for entry in entries {
+            let removed = match fs::symlink_metadata(&entry) {
+                Ok(meta) if meta.is_dir() => fs::remove_dir_all(&entry),
+                _ => fs::remove_file(&entry),
+            };
+            removed.map_err(|e| Error::io(&entry, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Opens the existing run in `path` to continue it. Temporary files that a
+    /// killed process left behind are removed (nothing else can be writing them:
+    /// this process holds the lock).
+    pub fn open(path: &Path) -> Result<RunDir> {
+        if !path.join(MARKER).is_file() {
+            return Err(Error::Input(format!(
+                "{} is not a run directory (it has no {MARKER})",
+                path.display()
+            )));
+        }
+        let dir = RunDir::lock(path)?;
+        remove_temporaries(path);
+        remove_temporaries(&dir.checkpoints());
+        Ok(dir)
+    }
+
+    fn lock(path: &Path) -> Result<RunDir> {
+        let lock_path = path.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_string(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(Error::Input(format!(
+                    "{} is in use by {holder} (a run or resume into the same directory); wait for it to end, \
+                     or pick another run.name",
+                    path.display()
+                )));
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::Input(format!(
+                    "cannot lock {}: {}",
+                    lock_path.display(),
+                    io_reason(&e)
+                )))
+            }
+        }
+        // Best effort: the pid only makes the other process's message better.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()));
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            _lock: file,
+        })
+    }
+
+    /// Everything in the directory except the lock file.
+    fn entries(&self) -> Result<Vec<PathBuf>> {
+        let read = fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut entries = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(|e| Error::io(&self.path, e))?;
+            if entry.file_name() != LOCK {
+                entries.push(entry.path());
+            }
+        }
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where its checkpoints go.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.path.join("checkpoints")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_are_one_safe_path_component() {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "/abs",
+            ".hidden",
+            "-flag",
+            "sp ace",
+            "baselines",
+            "é",
+        ] {
+            assert!(name_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        assert!(name_problem(&"x".repeat(101)).is_some());
+        for good in ["quickstart", "qm9.seed-1", "A_b", "run..2"] {
+            assert_eq!(name_problem(good), None, "{good:?}");
+        }
+    }
+
+    #[test]
+    fn names_from_file_stems_are_always_valid() {
+        for (stem, name) in [
+            ("quickstart", "quickstart"),
+            ("my pipeline", "my-pipeline"),
+            (".hidden", "hidden"),
+            ("...", "run"),
+            ("baselines", "run-baselines"),
+            ("ünï", "n"),
+        ] {
+            assert_eq!(name_from(stem), name);
+            assert_eq!(name_problem(&name_from(stem)), None, "{stem:?}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_a_run_is_never_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("keep"), "x").unwrap();
+        let e = RunDir::create(dir.path(), true).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("holds no taskweave run"), "{e}");
+        assert!(dir.path().join("keep").exists());
+    }
+
+    #[test]
+    fn overwrite_empties_a_run_but_keeps_the_directory_and_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        {
+            let held = RunDir::create(&run, false).unwrap();
+            std::fs::write(held.path().join(MARKER), "{}").unwrap();
+            std::fs::create_dir_all(held.checkpoints()).unwrap();
+        }
+        let e = RunDir::create(&run, false).unwrap_err();
+        assert!(e.to_string().contains("already holds a run"), "{e}");
+        let held = RunDir::create(&run, true).unwrap();
+        assert_eq!(held.entries().unwrap(), Vec::<PathBuf>::new());
+        assert!(run.join(LOCK).exists());
+    }
+
+    #[test]
+    fn a_second_holder_is_refused_naming_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = RunDir::create(dir.path(), false).unwrap();
+        std::fs::write(first.path().join(MARKER), "{}").unwrap();
+        let e = RunDir::open(dir.path()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains(&format!("in use by process {}", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        RunDir::open(dir.path()).unwrap();
+    }
+}
