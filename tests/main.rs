@@ -2,5 +2,6 @@
 
 mod abi;
 mod cli;
+mod defects;
 mod sam;
 mod training;

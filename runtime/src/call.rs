@@ -31,12 +31,7 @@ pub struct WeightingCall<'a> {
 }
 
 fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
-    let tensors = Tensor::read_safetensors(path).map_err(|e| {
-        Error::Input(format!(
-            "cannot read {} as safetensors: {e}",
-            path.display()
-        ))
-    })?;
+    let (tensors, _) = checkpoint::read_file(path)?;
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let listed = names.join(", ");
     tensors
@@ -55,6 +50,18 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
 /// update: a gradient weighting's own, or a loss weighting's weights applied to
 /// the gradients.
 pub fn weighting(runtime: &Runtime, call: &WeightingCall<'_>) -> Result<()> {
+    let out_dir = call
+        .out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !out_dir.is_dir() {
+        return Err(Error::Input(format!(
+            "cannot write {}: the directory {} does not exist",
+            call.out.display(),
+            out_dir.display()
+        )));
+    }
     let grads = read_tensor(call.grads, "grads")?;
     if grads.dim() != 2
         || !matches!(
@@ -63,12 +70,18 @@ pub fn weighting(runtime: &Runtime, call: &WeightingCall<'_>) -> Result<()> {
         )
     {
         return Err(Error::Input(format!(
-            "`grads` must be a floating-point matrix [T, P], got {:?} of shape {:?}",
-            grads.kind(),
+            "`grads` must be a floating-point matrix [T, P], got a {} tensor of shape {:?}",
+            crate::error::kind_name(grads.kind()),
             grads.size()
         )));
     }
     let tasks = grads.size()[0];
+    if tasks == 0 {
+        return Err(Error::Input(format!(
+            "`grads` in {} has no rows: a weighting needs at least one task",
+            call.grads.display()
+        )));
+    }
     let losses = match call.losses {
         Some(path) => read_tensor(path, "losses")?,
         None => Tensor::f_ones([tasks], (grads.kind(), Device::Cpu))?,

@@ -44,6 +44,55 @@ pub fn name(device: Device) -> String {
     }
 }
 
+/// Bytes free on `device` now: `MemAvailable` on the CPU, the driver's free
+/// memory on CUDA; `None` where that cannot be read.
+pub fn free_memory(device: Device) -> Option<u64> {
+    match device {
+        Device::Cuda(n) => taskweave_kernels::cuda_info(n)
+            .ok()
+            .map(|i| i.free_memory as u64),
+        _ => std::fs::read_to_string("/proc/meminfo")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024),
+    }
+}
+
+/// `bytes` as people read sizes: "512 B", "3.2 GB".
+pub fn human_bytes(bytes: u128) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// Refuses, as bad input, what needs at least `bytes` on `device` when the
+/// device has less free: a clear error naming `what` (the keys that asked for
+/// it) instead of libtorch's allocator failure or an abort of the process.
+pub fn ensure_fits(device: Device, bytes: u128, what: impl FnOnce() -> String) -> Result<()> {
+    match free_memory(device) {
+        Some(free) if bytes > free as u128 => Err(Error::Input(format!(
+            "{} needs at least {} on {}, which has {} free; make it smaller",
+            what(),
+            human_bytes(bytes),
+            name(device),
+            human_bytes(free as u128)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Whether libtorch can use a CUDA device.
 pub fn cuda_available() -> bool {
     cuda_unavailable().is_none()

@@ -47,6 +47,44 @@ fn widths(config: &Value) -> Vec<usize> {
         .collect()
 }
 
+/// Refuses a backbone and heads whose weights and gradients alone (the least
+/// any optimizer keeps) cannot fit on `device`, before anything is allocated,
+/// naming the widest layer's key. The architecture between them is the
+/// method's to size; the heads are counted as if it kept the backbone's width.
+pub fn check_size(config: &Value, input_dim: usize, tasks: &[Task], device: Device) -> Result<()> {
+    let mut layers: Vec<(String, u128)> = Vec::new();
+    let backbone = widths(&config["backbone"]);
+    let mut width = input_dim as u128;
+    for (i, w) in backbone.iter().enumerate() {
+        let w = *w as u128;
+        layers.push((format!("model.backbone.hidden[{i}] = {w}"), width * w + w));
+        width = w;
+    }
+    let head = widths(&config["head"]);
+    for task in tasks {
+        let mut from = width;
+        for (i, w) in head.iter().enumerate() {
+            let w = *w as u128;
+            layers.push((format!("model.head.hidden[{i}] = {w}"), from * w + w));
+            from = w;
+        }
+        let out = task.output_dim() as u128;
+        let key = match task.kind {
+            crate::data::TaskType::Multiclass(n) => {
+                format!("the {n} classes of task `{}`", task.name)
+            }
+            _ => format!("the head of task `{}`", task.name),
+        };
+        layers.push((key, from * out + out));
+    }
+    let total: u128 = layers.iter().map(|(_, n)| n).sum();
+    let widest = layers
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(key, n)| format!("a model of {total} parameters ({key} makes a layer of {n})"));
+    crate::device::ensure_fits(device, total * 4 * 2, || widest.unwrap_or_default())
+}
+
 impl Model {
     /// Builds the backbone and heads from the validated `[model]` table around
     /// an already created `architecture` (whose input is the backbone output).

@@ -296,6 +296,16 @@ impl Pipeline {
         radius: f64,
         samples: usize,
     ) -> Result<Flatness> {
+        if !(radius.is_finite() && radius > 0.0) {
+            return Err(Error::Input(format!(
+                "the perturbation radius must be a positive number, got {radius}"
+            )));
+        }
+        if samples == 0 {
+            return Err(Error::Input(
+                "flatness needs at least one sample (random direction)".into(),
+            ));
+        }
         let data = crate::data::load(&self.config["data"], &self.source.dir)?;
         let ctx = self.context(true)?;
         let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;

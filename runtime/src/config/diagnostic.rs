@@ -56,13 +56,13 @@ impl Diagnostic {
         }
         if let Origin::File(span) = &self.origin {
             let (line, col) = source.line_col(span.start);
-            let text = source.line_text(line);
-            let width = line.to_string().len();
-            let rest = text.chars().count().saturating_sub(col - 1).max(1);
             let len = source
                 .text
                 .get(span.clone())
                 .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+            let (text, col) = snippet(source.line_text(line), col);
+            let width = line.to_string().len();
+            let rest = text.chars().count().saturating_sub(col - 1).max(1);
             let carets = "^".repeat(len.clamp(1, rest));
             let _ = writeln!(out, "{:width$} |", "");
             let _ = writeln!(out, "{line} | {text}");
@@ -73,6 +73,32 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// At most this many characters of an offending line are shown.
+const SNIPPET: usize = 100;
+
+/// `line` cut to [`SNIPPET`] characters around 1-based column `col` (with `…`
+/// where text was cut), and the column's position in the cut line.
+fn snippet(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SNIPPET {
+        return (line.to_string(), col);
+    }
+    let start = col
+        .saturating_sub(1 + SNIPPET / 4)
+        .min(chars.len() - SNIPPET);
+    let end = start + SNIPPET;
+    let mut text: String = chars[start..end].iter().collect();
+    let mut col = col - start;
+    if start > 0 {
+        text.insert(0, '…');
+        col += 1;
+    }
+    if end < chars.len() {
+        text.push('…');
+    }
+    (text, col)
 }
 
 /// The candidate closest to `word`, if close enough to be a likely typo.
@@ -107,6 +133,25 @@ mod tests {
         assert!(text.contains("2 | stpes = 10"), "{text}");
         assert!(text.contains("  | ^^^^^\n"), "{text}");
         assert!(text.contains("= help: did you mean `steps`?"), "{text}");
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let text = format!(
+            "x = [{}, \"oops\", {}]\n",
+            "1, ".repeat(2000),
+            "2, ".repeat(2000)
+        );
+        let at = text.find("\"oops\"").unwrap();
+        let source = Source::file(Path::new("q.toml"), text);
+        let d = Diagnostic::new("x", Origin::File(at..at + 6), "wrong type");
+        let rendered = d.render(&source);
+        let shown = rendered.lines().nth(3).unwrap();
+        assert!(shown.chars().count() < 120, "{shown}");
+        assert!(shown.contains("…") && shown.contains("\"oops\""), "{shown}");
+        let caret = rendered.lines().nth(4).unwrap();
+        let at = caret.chars().position(|c| c == '^').unwrap();
+        assert_eq!(shown.chars().nth(at), Some('"'), "{rendered}");
     }
 
     #[test]

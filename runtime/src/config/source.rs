@@ -99,10 +99,23 @@ impl Source {
                     format!("`{path}` is not a dotted key"),
                 ));
             }
-            let value = match raw.trim().parse::<Value>() {
+            let raw = raw.trim();
+            let value = match raw.parse::<Value>() {
                 Ok(value) => value_to_node(&value, &origin)?,
+                // What starts like a TOML array, table or string was meant as one.
+                Err(e) if raw.starts_with(['[', '{', '"', '\'']) => {
+                    return Err(Diagnostic::new(
+                        path,
+                        origin,
+                        format!(
+                            "invalid TOML value for `{path}`: {}",
+                            e.message().trim_end()
+                        ),
+                    )
+                    .with_help("quote strings inside arrays and tables, as in a pipeline file"))
+                }
                 Err(_) => Node {
-                    value: NodeValue::String(raw.trim().to_string()),
+                    value: NodeValue::String(raw.to_string()),
                     origin: origin.clone(),
                 },
             };
@@ -285,6 +298,24 @@ mod tests {
         let kind = train.get("weighting").unwrap().get("kind").unwrap();
         assert!(matches!(&kind.value, NodeValue::String(s) if s == "uw"));
         assert_eq!(kind.origin, Origin::Set(1));
+    }
+
+    #[test]
+    fn a_malformed_toml_value_in_a_set_is_an_error_at_that_set_not_a_string() {
+        let mut src = source("[train]\nsteps = 10\n");
+        let mut root = src.parse().unwrap();
+        let sets = vec![
+            "train.weighting.kind=uw".to_string(),
+            "model.backbone.hidden=[64,".to_string(),
+        ];
+        let err = src.apply_sets(&mut root, &sets).unwrap_err();
+        assert_eq!(err.origin, Origin::Set(1));
+        assert!(
+            err.message
+                .starts_with("invalid TOML value for `model.backbone.hidden`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -24,11 +24,11 @@ pub fn schema() -> Value {
     json!({
         "type": "object",
         "properties": {
-            "tasks": {"type": "integer", "minimum": 1, "default": 2, "description": "number of regression tasks"},
+            "tasks": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 2, "description": "number of regression tasks"},
             "correlation": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.5,
                             "description": "cosine p between the first task's label direction and each other's"},
-            "input_dim": {"type": "integer", "minimum": 1, "default": 100, "description": "input width d"},
-            "sinusoids": {"type": "integer", "minimum": 0, "default": 10, "description": "number m of sine terms"},
+            "input_dim": {"type": "integer", "minimum": 1, "maximum": 1048576, "default": 100, "description": "input width d"},
+            "sinusoids": {"type": "integer", "minimum": 0, "maximum": 1024, "default": 10, "description": "number m of sine terms"},
             "scale": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "norm c of each label direction"},
             "noise": {"type": "number", "minimum": 0, "default": 0.1, "description": "standard deviation of the label noise"},
             "train": size(10000, "training examples"),
@@ -76,6 +76,13 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
             "data.input_dim ({dim}) must be at least data.tasks ({tasks}): each task needs its own orthogonal direction"
         )));
     }
+    let rows = (int(config, "train") + int(config, "val") + int(config, "test")) as u128;
+    // Generated as f32 rows, then copied into tensors.
+    crate::device::ensure_fits(
+        tch::Device::Cpu,
+        rows * (dim + tasks) as u128 * 4 * 2,
+        || format!("data.train + data.val + data.test = {rows} rows of data.input_dim = {dim}"),
+    )?;
     let mut rng = SplitMix::at(seed, 0);
     let u = orthonormal(tasks, dim, &mut rng);
     let w: Vec<Vec<f64>> = (0..tasks)

@@ -83,6 +83,7 @@ impl Trainer {
             feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
             weighting: train["weighting"].to_string().into(),
         };
+        crate::model::check_size(model_cfg, data.input_dim(), &data.tasks, device)?;
         let architecture = registry
             .create_table(Role::Architecture, &model_cfg["architecture"], &ctx, host)?
             .into_architecture()?;

@@ -100,7 +100,10 @@ impl Optimizer {
                 weight_decay: f("weight_decay"),
                 buf: None,
             }),
-            other => Err(Error::Input(format!("unknown optimizer {other:?}"))),
+            other => Err(Error::Input(format!(
+                "unknown optimizer `{}`",
+                other.unwrap_or("")
+            ))),
         }
     }
 

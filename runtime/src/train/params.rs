@@ -50,9 +50,9 @@ impl FlatParams {
         for p in params {
             if p.tensor.kind() != Kind::Float {
                 return Err(Error::Method(format!(
-                    "parameter `{}` is {:?}; parameters must be float32",
+                    "parameter `{}` is {}; parameters must be float32",
                     p.name,
-                    p.tensor.kind()
+                    crate::error::kind_name(p.tensor.kind())
                 )));
             }
             if let Some(Group::Task(t)) = p.group {

@@ -61,11 +61,15 @@ impl Progress {
                 }
             }
             None if step % self.log_every == 0 || step == self.total => {
+                let rate = self.rate(step);
+                let losses_text = losses_text(names, losses);
                 tracing::info!(
-                    "step {step}/{} | {} | {:.1} steps/s",
+                    step,
+                    total = self.total,
+                    losses = %losses_text,
+                    steps_per_second = rate,
+                    "step {step}/{} | {losses_text} | {rate:.1} steps/s",
                     self.total,
-                    losses_text(names, losses),
-                    self.rate(step)
                 );
             }
             None => {}

@@ -122,7 +122,7 @@ pub struct FlatnessArgs {
     /// The run directory.
     pub run_dir: PathBuf,
     /// Perturbation size relative to the norm of the shared parameters.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub radius: f64,
     /// Number of random directions.
     #[arg(long, default_value_t = 20)]

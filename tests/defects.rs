@@ -1,0 +1,479 @@
+//! Regression tests for the defects a new user found (issue 8), each named
+//! after what went wrong: data lost through run names, crashes on half-copied
+//! plugins, unlocked run directories, panics on closed pipes, unchecked
+//! checkpoints, inputs that were not errors, and debug text in messages.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use taskweave_tests::*;
+
+fn cli(cwd: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(cwd).env_remove("RUST_LOG");
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_names_that_are_not_one_path_component_never_let_overwrite_delete_other_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keep = d.join("runs/other/keep");
+    std::fs::create_dir_all(keep.parent().unwrap()).unwrap();
+    std::fs::write(&keep, "precious").unwrap();
+    let path = small_pipeline(d, "names", "[train]\nsteps = 3\n");
+    let p = path.to_str().unwrap();
+    for name in [
+        "\"\"",
+        "\".\"",
+        "\"..\"",
+        "\"../escape\"",
+        "\"/tmp/abs\"",
+        "\"a/b\"",
+    ] {
+        for _ in 0..2 {
+            let set = format!("run.name={name}");
+            let (code, _, err) = run_cli(d, &["-q", "run", p, "--overwrite", "--set", &set]);
+            assert_eq!(code, 2, "{name}: {err}");
+            assert!(err.contains("run.name") && err.contains("--set"), "{err}");
+        }
+    }
+    assert!(keep.exists(), "a run name deleted another run");
+    assert!(!d.join("escape").exists() && !Path::new("/tmp/abs/run.json").exists());
+    // A directory that holds no run is not replaced, --overwrite or not.
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "run", p, "--overwrite", "--set", "run.name=other"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds no taskweave run"), "{err}");
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious");
+}
+
+#[test]
+fn half_copied_plugins_and_odd_files_named_so_are_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plugins = d.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let rlw = std::fs::read(workspace_plugin("taskweave-rlw")).unwrap();
+    std::fs::write(plugins.join("libcopying.so"), &rlw[..rlw.len() * 2 / 3]).unwrap();
+    std::fs::write(plugins.join("librlw.so"), &rlw).unwrap();
+    std::os::unix::fs::symlink("gone.so", plugins.join("libbroken.so")).unwrap();
+    std::fs::create_dir(plugins.join("libdir.so")).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(plugins.join("libfifo.so"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let (code, out, err) = run_cli(d, &["plugins", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for (file, reason) in [
+        ("libcopying.so", "truncated"),
+        ("libbroken.so", "broken symbolic link"),
+        ("libdir.so", "a directory"),
+        ("libfifo.so", "FIFO"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("{file} not reported:\n{out}"));
+        assert!(line.contains(reason), "{line}");
+    }
+    assert!(out.contains("librlw.so"), "the good plugin loads: {out}");
+    let pipeline = small_pipeline(
+        d,
+        "halfcopy",
+        "[plugins]\ndirs = [\"plugins\"]\n[train]\nsteps = 3\nweighting = \"rlw\"\n",
+    );
+    for command in ["validate", "run"] {
+        let (code, _, err) = run_cli(d, &["-q", command, pipeline.to_str().unwrap()]);
+        assert_eq!(code, 0, "{command}: {err}");
+    }
+}
+
+#[test]
+fn a_second_run_or_resume_into_a_run_directory_in_use_exits_2_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "locked", "[train]\nsteps = 4000\n");
+    let p = path.to_str().unwrap();
+    let mut first = cli(d)
+        .args(["-q", "run", p])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = d.join("runs/locked");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.join("run.json").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let holder = format!("in use by process {}", first.id());
+    let (code, _, err) = run_cli(d, &["-q", "run", p, "--overwrite"]);
+    let (resume_code, _, resume_err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    let still_running = first.try_wait().unwrap().is_none();
+    let status = first.wait().unwrap();
+    assert!(
+        still_running,
+        "the first run ended before the others tried; make it longer"
+    );
+    assert_eq!((code, resume_code), (2, 2), "{err}\n{resume_err}");
+    assert!(err.contains(&holder), "{err}");
+    assert!(resume_err.contains(&holder), "{resume_err}");
+    assert!(status.success());
+    // The first run's directory is whole: it resumes (to its end) and has one config.
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_closed_or_full_stdout_or_stderr_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "pipes", "[train]\nsteps = 5\n");
+    let p = path.to_str().unwrap();
+    // `taskweave run ... | true`: the reader is gone before the table is printed.
+    let mut child = cli(d)
+        .args(["-q", "run", p])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("error"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[train\n").unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let status = cli(d)
+        .args(["validate", bad.to_str().unwrap()])
+        .stderr(full())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "a full stderr does not abort");
+    let out = cli(d)
+        .args(["validate", p])
+        .stdout(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot write to standard output: No space left on device"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn damaged_checkpoints_are_detected_and_resume_continues_from_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "ckpt", "[train]\nsteps = 40\ncheckpoint_every = 10\n");
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    let run = d.join("runs/ckpt");
+    let finished = final_parameters(&run);
+    let ckpts = run.join("checkpoints");
+    let newest = taskweave::train::checkpoint::path_for(&ckpts, 40);
+    // Flip one bit inside the tensor data: it used to load silently.
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+    let orphan = ckpts.join(".step-000000050.safetensors.tmp-4242");
+    std::fs::write(&orphan, "left by kill -9").unwrap();
+
+    let (code, _, err) = run_cli(d, &["resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("step-000000040.safetensors is damaged") && err.contains("resuming"),
+        "{err}"
+    );
+    assert!(!orphan.exists(), "the orphaned temporary file is removed");
+    let again = final_parameters(&run);
+    assert_eq!(again.len(), finished.len());
+    for ((name, a), (_, b)) in finished.iter().zip(&again) {
+        assert!(a.equal(b), "`{name}` differs after resuming from step 30");
+    }
+    // A truncated newest checkpoint falls back the same way.
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, _, err) = run_cli(d, &["resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("from step 30"), "{err}");
+}
+
+#[test]
+fn sizes_threads_and_values_out_of_range_are_input_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "sizes", "[train]\nsteps = 2\n");
+    let p = path.to_str().unwrap();
+    for (set, expect) in [
+        ("run.threads=100000", "`run.threads` must be <="),
+        (
+            "model.backbone.hidden=[4000000000]",
+            "`model.backbone.hidden[0]` must be <=",
+        ),
+        (
+            "model.backbone.hidden=[16000000, 16000000]",
+            "model.backbone.hidden[1] = 16000000 makes a layer of",
+        ),
+        (
+            "data.train=1000000000000",
+            "rows of data.input_dim = 8 needs at least",
+        ),
+        (
+            "run.device=tpu",
+            "run.device = \"tpu\": expected auto, cpu, cuda or cuda:N",
+        ),
+        (
+            "run.cuda_allocator=\"garbage:::\"",
+            "unknown allocator setting `garbage`",
+        ),
+    ] {
+        for command in ["validate", "run"] {
+            let (code, _, err) = run_cli(d, &["-q", command, p, "--set", set]);
+            let fails_at_run = set.contains("16000000") || set.contains("data.train");
+            if command == "validate" && fails_at_run {
+                continue; // Sizes that need the data are checked when it is loaded.
+            }
+            assert_eq!(code, 2, "{command} --set {set}: {err}");
+            assert!(err.contains(expect), "{command} --set {set}: {err}");
+            assert!(
+                !err.contains("Internal torch error") && !err.contains("frame #"),
+                "{err}"
+            );
+        }
+    }
+    let (code, _, err) = run_cli(d, &["validate", p, "--set", "model.backbone.hidden=[64,"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("invalid TOML value for `model.backbone.hidden`")
+            && err.contains("--> --set model.backbone.hidden=[64,"),
+        "{err}"
+    );
+}
+
+#[test]
+fn csv_values_beyond_float32_and_keys_of_another_task_type_are_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("t.csv"), "x,y,b\n1,2,0\n2,1e39,1\n3,4,0\n4,5,1\n").unwrap();
+    let pipeline = |tasks: &str| {
+        let text = format!(
+            "[data]\nkind = \"csv\"\npath = \"t.csv\"\ntasks = {tasks}\n[train]\nsteps = 2\n"
+        );
+        std::fs::write(d.join("c.toml"), text).unwrap();
+    };
+    pipeline("{ y = { type = \"regression\" } }");
+    let (code, _, err) = run_cli(d, &["-q", "run", "c.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("t.csv: row 3, column `y`: `1e39` is outside the float32 range"),
+        "{err}"
+    );
+    pipeline("{ b = { type = \"binary\", loss = \"mae\" } }");
+    let (code, _, err) = run_cli(d, &["validate", "c.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unknown key `loss` in `data.tasks.b`"),
+        "{err}"
+    );
+    pipeline("{ b = \"binary\" }");
+    let (code, out, err) = run_cli(d, &["run", "c.toml", "--print-config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tasks = { b = { type = \"binary\" } }") && !out.contains("loss ="),
+        "{out}"
+    );
+    pipeline("{ b = { type = \"multiclass\" } }");
+    let (code, _, err) = run_cli(d, &["validate", "c.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("missing required key `data.tasks.b.classes`"),
+        "{err}"
+    );
+    // validate checks that the data are there, where run would fail.
+    std::fs::remove_file(d.join("t.csv")).unwrap();
+    let (code, _, err) = run_cli(d, &["validate", "c.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read data file") && err.contains("No such file or directory"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+#[test]
+fn flatness_and_call_arguments_out_of_range_exit_2_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "flatargs", "[train]\nsteps = 3\n");
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    for args in [
+        ["--samples", "0"],
+        ["--radius", "-1"],
+        ["--radius", "nan"],
+        ["--radius", "inf"],
+    ] {
+        let (code, _, err) = run_cli(d, &["flatness", "runs/flatargs", args[0], args[1]]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    let empty = tch::Tensor::zeros([0, 3], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("grads", &empty)], d.join("g0.safetensors")).unwrap();
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "ew",
+            "--grads",
+            "g0.safetensors",
+            "--out",
+            "o.safetensors",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no rows"), "{err}");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "ew",
+            "--grads",
+            "g0.safetensors",
+            "--out",
+            "no/such/dir/o.safetensors",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!d.join("no").exists(), "the output directory was created");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "call",
+            "weighting",
+            "ew",
+            "--grads",
+            "missing.safetensors",
+            "--out",
+            "o.safetensors",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("cannot read missing.safetensors: No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_run_that_skips_most_steps_fails_instead_of_reporting_inf_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let diverge = "[train]\nsteps = 40\non_nonfinite = \"skip-step\"\noptimizer = { kind = \"sgd\", lr = 1e12 }\n[eval]\nevery = 5\n";
+    let path = small_pipeline(d, "skips", diverge);
+    let (code, _, err) = run_cli(d, &["run", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("train.max_skipped_fraction = 0.5") && err.contains("steps were skipped"),
+        "{err}"
+    );
+    assert!(!d.join("runs/skips/summary.json").exists());
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--overwrite",
+            "--set",
+            "train.max_skipped_fraction=1.0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("steps skipped for non-finite losses"),
+        "a warning at evaluations: {err}"
+    );
+}
+
+#[test]
+fn messages_carry_no_debug_formatting_or_colours_and_json_logs_carry_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "words", "[train]\nsteps = 3\n");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "run",
+            path.to_str().unwrap(),
+            "--set",
+            "data.tasks=1",
+            "--set",
+            "data.input_dim=4",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 task,") && err.contains("on cpu"), "{err}");
+    assert!(!err.contains("Cpu") && !err.contains("1 tasks"), "{err}");
+    assert!(!err.contains('\x1b'), "no colours off a terminal: {err:?}");
+
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "validate",
+            path.to_str().unwrap(),
+            "--set",
+            "train.strategy=\"mmoe\"",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("it is an Architecture"), "{err}");
+
+    let out = cli(d)
+        .args([
+            "--log-format",
+            "json",
+            "validate",
+            path.to_str().unwrap(),
+            "--set",
+            "train.stpes=3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let records: Vec<serde_json::Value> = text(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let diagnostic = records
+        .iter()
+        .find(|r| r["fields"]["path"] == "train.stpes")
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert_eq!(diagnostic["fields"]["location"], "--set train.stpes=3");
+    assert_eq!(diagnostic["fields"]["help"], "did you mean `steps`?");
+    assert!(
+        records.iter().any(|r| r["fields"]["exit_code"] == 2),
+        "{records:?}"
+    );
+}
