@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl
 
-.PHONY: run test bench build venv clean gpu-bundle qm9-results data qm9
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results data qm9
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -22,6 +22,12 @@ run: build
 
 test: build
 	$(CARGO) test --release --workspace
+
+# Property tests of every user input (pipelines, --set, CSV files, checkpoints):
+# FUZZ_CASES generated inputs per target; `make test` runs 2,000 per target.
+FUZZ_CASES ?= 100000
+fuzz: build
+	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p taskweave-tests --test integration fuzz::
 
 bench: build
 	$(CARGO) bench --bench abi_call -p taskweave-tests

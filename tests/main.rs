@@ -3,5 +3,6 @@
 mod abi;
 mod cli;
 mod defects;
+mod fuzz;
 mod sam;
 mod training;

@@ -282,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn keyless_lines_are_a_syntax_error_not_a_panic_in_the_toml_parser() {
+        // Found by the fuzz tests: toml_edit 0.23 panicked ("all items have spans").
+        let src = source("[run]\n= =\nname = \"fuzz\"\n. =");
+        let err = src.parse().unwrap_err();
+        assert!(err.message.starts_with("invalid TOML"), "{}", err.message);
+        let Origin::File(span) = &err.origin else {
+            panic!("{err:?}")
+        };
+        assert_eq!(src.line_col(span.start).0, 2);
+    }
+
+    #[test]
     fn sets_parse_toml_values_and_fall_back_to_strings() {
         let mut src = source("[train]\nsteps = 10\n");
         let mut root = src.parse().unwrap();

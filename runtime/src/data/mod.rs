@@ -264,7 +264,7 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     ] {
         if split.is_empty() {
             return Err(Error::Input(format!(
-                "the {name} split of the `{kind}` data is empty; give it more rows"
+                "data.split: the {name} split of the `{kind}` data is empty; give it more rows"
             )));
         }
     }

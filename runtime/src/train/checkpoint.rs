@@ -200,8 +200,16 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
         .get(META_KEY)
         .ok_or_else(|| bad("no taskweave metadata".into()))?;
     if !metadata.contains_key(CHECKSUM_KEY) {
+        // Checkpoints of taskweave 0.1 hold the JSON state alone; anything else
+        // without a checksum lost it to damage (a flipped byte in its key).
+        if metadata.len() != 1 {
+            return Err(Error::Input(format!(
+                "{} is damaged: its checksum entry is missing",
+                path.display()
+            )));
+        }
         tracing::warn!(
-            "{} has no checksum (written by an older taskweave): it is loaded unverified",
+            "{} has no checksum (written by taskweave 0.1): it is loaded unverified",
             path.display()
         );
     }
