@@ -312,6 +312,7 @@ fn csv_values_beyond_float32_and_keys_of_another_task_type_are_input_errors() {
         "{err}"
     );
     // validate checks that the data are there, where run would fail.
+    pipeline("{ b = \"binary\" }");
     std::fs::remove_file(d.join("t.csv")).unwrap();
     let (code, _, err) = run_cli(d, &["validate", "c.toml"]);
     assert_eq!(code, 2);

@@ -28,11 +28,16 @@ fn train(rt: &Runtime, dir: &Path, name: &str, extra: &str, sets: &[&str]) -> Su
         .unwrap()
 }
 
-/// Model parameters, buffers and method state of the final checkpoint, sorted by name.
+/// Model parameters and buffers of the final checkpoint, sorted by name
+/// (method state and optimizer moments differ in layout between strategies).
 fn params(summary: &Summary) -> Vec<(String, tch::Tensor)> {
     final_parameters(&summary.dir)
         .into_iter()
-        .filter(|(n, _)| !n.starts_with("optimizer."))
+        .filter(|(n, _)| {
+            ["backbone.", "architecture.", "heads."]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
         .collect()
 }
 
@@ -49,9 +54,7 @@ fn with_rho_zero_sam_mtl_is_the_standard_step() {
         extra,
         &[r#"train.strategy={kind="sam-mtl", rho=0.0}"#],
     );
-    for ((name, a), (_, b)) in params(&base).iter().zip(&params(&sam)) {
-        assert!(a.allclose(b, 1e-5, 1e-6, false), "{name} differs");
-    }
+    assert!(same_parameters(&base, &sam));
 }
 
 #[test]
@@ -74,6 +77,7 @@ fn perturbation_and_restore_are_exact_and_batch_norm_statistics_are_untouched() 
         ],
     );
     let (pa, pb) = (params(&base), params(&sam));
+    assert_eq!(pa.len(), pb.len());
     assert!(
         pa.iter().any(|(n, _)| n.ends_with("running_mean")),
         "the model has batch-norm statistics"
@@ -84,19 +88,56 @@ fn perturbation_and_restore_are_exact_and_batch_norm_statistics_are_untouched() 
     }
 }
 
+/// Whether two runs' parameters agree to within float rounding.
+fn same_parameters(a: &Summary, b: &Summary) -> bool {
+    let (pa, pb) = (params(a), params(b));
+    assert_eq!(pa.len(), pb.len(), "the two runs have different tensors");
+    pa.iter()
+        .zip(&pb)
+        .all(|((na, a), (nb, b))| na == nb && a.allclose(b, 1e-5, 1e-6, false))
+}
+
 #[test]
-fn sam_mtl_composes_with_gradient_and_loss_weightings() {
+fn sam_mtl_aggregates_with_the_configured_weighting_not_the_pipelines() {
+    // With ρ = 0 every perturbed gradient equals the plain one, so the flat
+    // family is zero (every aggregator maps zero rows to a zero update) and a
+    // SAM-MTL step is the standard step with its aggregator as the weighting.
+    // Tasks with negatively correlated labels make the weightings differ.
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime_with_sam(dir.path());
-    for (aggregator, weighting) in [
-        ("\"pcgrad\"", "ew"),
-        ("\"imtl-g\"", "ew"),
-        ("\"nash-mtl\"", "ew"),
-    ] {
-        let strategy = format!("train.strategy={{kind=\"sam-mtl\", aggregator={aggregator}}}");
-        let extra = format!("[train]\nsteps = 10\nweighting = \"{weighting}\"\n");
-        let s = train(&rt, dir.path(), "compose", &extra, &[&strategy]);
-        assert!(s.test.iter().all(|m| m["mse"].is_finite()), "{aggregator}");
+    let extra = "[train]\nsteps = 15\noptimizer = { kind = \"sgd\", lr = 0.05 }\n";
+    let conflict = "data.correlation=-0.8";
+    let ew = train(&rt, dir.path(), "ew", extra, &[conflict]);
+    // (PCGrad is left out: on these tasks the shared gradients rarely conflict,
+    // so it often equals EW and the comparison would prove nothing.)
+    for aggregator in ["imtl-g", "nash-mtl", "cagrad"] {
+        let direct = train(
+            &rt,
+            dir.path(),
+            "direct",
+            extra,
+            &[conflict, &format!("train.weighting={aggregator}")],
+        );
+        let sam = train(
+            &rt,
+            dir.path(),
+            "sam",
+            extra,
+            &[
+                conflict,
+                &format!(
+                    "train.strategy={{kind=\"sam-mtl\", rho=0.0, aggregator=\"{aggregator}\"}}"
+                ),
+            ],
+        );
+        assert!(
+            same_parameters(&sam, &direct),
+            "SAM-MTL (ρ = 0, aggregator {aggregator}) differs from the standard step with {aggregator}"
+        );
+        assert!(
+            !same_parameters(&sam, &ew),
+            "{aggregator} gave the same parameters as EW: the test cannot tell them apart"
+        );
     }
     // Without an aggregator it uses the pipeline's weighting, here a loss weighting.
     let s = train(

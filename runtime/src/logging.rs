@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::fmt::format::debug_fn;
 use tracing_subscriber::EnvFilter;
 
 /// The log line format.
@@ -29,7 +30,19 @@ pub fn init(format: Format, default: &str) {
         .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
-        Format::Human => builder.with_target(false).without_time().try_init(),
+        // People read the message, which says everything; structured fields
+        // (step, losses, ...) are for machines and appear in JSON only.
+        Format::Human => builder
+            .fmt_fields(debug_fn(|writer, field, value| {
+                if field.name() == "message" {
+                    write!(writer, "{value:?}")
+                } else {
+                    Ok(())
+                }
+            }))
+            .with_target(false)
+            .without_time()
+            .try_init(),
         Format::Json => builder.json().try_init(),
     };
 }
