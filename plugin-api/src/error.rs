@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn libtorch_errors_lose_their_cpp_stack_trace() {
         let huge = tch::Tensor::f_zeros([1 << 40, 1 << 20], (tch::Kind::Float, tch::Device::Cpu));
-        let err = Error::from(huge.err().expect("a 4 EiB tensor cannot be allocated"));
+        let err = Error::from(huge.expect_err("a 4 EiB tensor cannot be allocated"));
         let text = err.to_string();
         assert!(text.starts_with("libtorch: "), "{text}");
         assert!(

@@ -1,4 +1,4 @@
-//! Declaring methods: one [`Method`] per method, registered with [`register_method!`].
+//! Declaring methods: one [`Method`] per method, registered with [`register_method!`](crate::register_method).
 
 use abi_stable::std_types::RString;
 

@@ -69,7 +69,7 @@ impl Bargaining {
     fn coefficients(&mut self, step: &Step<'_>) -> Vec<f64> {
         let gram = &step.gram;
         let alpha = match self.alpha.take() {
-            Some(alpha) if step.step % self.update_weights_every != 0 => alpha,
+            Some(alpha) if !step.step.is_multiple_of(self.update_weights_every) => alpha,
             previous => self.solve(step, previous),
         };
         let norm = gram.quad(&alpha).max(0.0).sqrt();

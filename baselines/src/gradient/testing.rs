@@ -50,7 +50,7 @@ pub(super) fn instances() -> Vec<(String, Vec<Vec<f64>>)> {
                 format!("collinear T={t} seed={seed}"),
                 around(&|_| 1.0, 0.01),
             ));
-            let sign = |i: usize| if i % 2 == 0 { 1.0 } else { -0.7 };
+            let sign = |i: usize| if i.is_multiple_of(2) { 1.0 } else { -0.7 };
             out.push((format!("conflicting T={t} seed={seed}"), around(&sign, 0.4)));
             let scaled = random_grads(&mut rng, t, p)
                 .into_iter()

@@ -144,9 +144,12 @@ fn describe(err: &SafeTensorError) -> String {
     }
 }
 
-/// The tensors (in file order) and the metadata of any safetensors file, for
-/// example one written by PyTorch.
-pub fn read_file(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+/// A safetensors file's named tensors and its string metadata.
+pub type SafetensorsFile = (Vec<(String, Tensor)>, HashMap<String, String>);
+
+/// The tensors and the metadata of any safetensors file, for example one
+/// written by PyTorch.
+pub fn read_file(path: &Path) -> Result<SafetensorsFile> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Input(format!("cannot read {}: {}", path.display(), io_reason(&e))))?;
     let bad = |e: &SafeTensorError| {
@@ -187,7 +190,7 @@ pub fn read_file(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, 
     Ok((tensors, metadata))
 }
 
-/// Reads a checkpoint written by [`write`], verifying its checksum.
+/// Reads a checkpoint written by [`write()`], verifying its checksum.
 pub fn read(path: &Path) -> Result<Checkpoint> {
     let (tensors, metadata) = read_file(path)?;
     let bad = |e: String| {

@@ -1,6 +1,6 @@
 //! The training engine: a [`Trainer`] owns the model, the flat parameters, the
 //! optimizer and the strategy, and runs one step at a time through the
-//! strategy, which drives the host operations of [`ops`].
+//! strategy, which drives the host operations (the `ops` module).
 
 pub mod checkpoint;
 pub mod flatness;

@@ -56,11 +56,11 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step);
-                if step % 10 == 0 || step == self.total {
+                if step.is_multiple_of(10) || step == self.total {
                     bar.set_message(losses_text(names, losses));
                 }
             }
-            None if step % self.log_every == 0 || step == self.total => {
+            None if step.is_multiple_of(self.log_every) || step == self.total => {
                 let rate = self.rate(step);
                 let losses_text = losses_text(names, losses);
                 tracing::info!(
