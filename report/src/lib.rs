@@ -1,0 +1,1 @@
+//! Plots of taskweave runs (placeholder: being written).
