@@ -66,6 +66,16 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
     }
 }
 
+/// What an I/O error says, in words, without Rust's "(os error N)" suffix:
+/// "No such file or directory".
+pub fn io_reason(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
+}
+
 /// A libtorch error as a user should see it: tch's "Internal torch error"
 /// becomes "libtorch", and the C++ stack trace libtorch appends is cut.
 fn without_cpp_frames(text: &str) -> String {
@@ -137,6 +147,12 @@ pub fn guard<T>(who: &str, call: &str, f: impl FnOnce() -> Result<T>) -> RResult
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn io_reasons_drop_the_os_error_number() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(io_reason(&e), "No such file or directory");
+    }
 
     #[test]
     fn libtorch_errors_lose_their_cpp_stack_trace() {

@@ -21,13 +21,17 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
     /// A file could not be read or written.
-    #[error("{}: {}", path.display(), crate::fsutil::io_reason(source))]
+    #[error("{}: {}", path.display(), taskweave_plugin_api::io_reason(source))]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
+    /// The data cannot be loaded; the error names the file, row and column,
+    /// or the `[data]` key.
+    #[error(transparent)]
+    Data(#[from] taskweave_datasets::Error),
     /// A method (built-in or plugin) failed; the message names it.
     #[error("{0}")]
     Method(String),
@@ -51,6 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Input(_) => 2,
+            Error::Data(e) if e.is_input() => 2,
             _ => 1,
         }
     }

@@ -1,6 +1,6 @@
-//! Files: atomic writes (a reader, or a resumed run, sees the old file or the
-//! new one, never a half-written one, whenever the process is killed), the
-//! clean-up after a killed write, and I/O errors in words.
+//! Atomic file writes (a reader, or a resumed run, sees the old file or the
+//! new one, never a half-written one, whenever the process is killed), and the
+//! clean-up after a killed write.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -59,15 +59,6 @@ pub fn remove_temporaries(dir: &Path) {
     }
 }
 
-/// What an I/O error says, without Rust's "(os error N)" suffix.
-pub fn io_reason(err: &std::io::Error) -> String {
-    let text = err.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,11 +94,5 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, [".lock", "step-5.safetensors"]);
-    }
-
-    #[test]
-    fn io_reasons_drop_the_os_error_number() {
-        let e = std::io::Error::from_raw_os_error(2);
-        assert_eq!(io_reason(&e), "No such file or directory");
     }
 }

@@ -31,7 +31,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 mod error;
-pub mod fsutil;
+mod fsutil;
 mod host;
 pub mod logging;
 pub mod model;

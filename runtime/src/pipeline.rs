@@ -131,8 +131,12 @@ fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
         crate::device::check_allocator_settings(allocator)
             .map_err(|why| format!("run.cuda_allocator = {allocator:?}: {why}")),
     );
-    if let Err((key, message)) = crate::data::check(&config["data"], dir) {
-        check(&["data", key], Err(message));
+    match crate::data::check(&config["data"], dir) {
+        Err(taskweave_datasets::Error::Config { key, message }) => {
+            check(&["data", &key], Err(format!("data.{key}: {message}")))
+        }
+        Err(other) => check(&["data"], Err(other.to_string())),
+        Ok(()) => {}
     }
     problems
 }

@@ -101,19 +101,6 @@ fn snippet(line: &str, col: usize) -> (String, usize) {
     (text, col)
 }
 
-/// The candidate closest to `word`, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
-        .filter(|(score, _)| *score >= 0.5)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,18 +139,5 @@ mod tests {
         let caret = rendered.lines().nth(4).unwrap();
         let at = caret.chars().position(|c| c == '^').unwrap();
         assert_eq!(shown.chars().nth(at), Some('"'), "{rendered}");
-    }
-
-    #[test]
-    fn did_you_mean_picks_close_words_only() {
-        assert_eq!(
-            did_you_mean("stpes", ["steps", "batch", "seed"]),
-            Some("steps")
-        );
-        assert_eq!(
-            did_you_mean("pcgard", ["pcgrad", "cagrad", "mgda"]),
-            Some("pcgrad")
-        );
-        assert_eq!(did_you_mean("zzzzzz", ["steps", "batch"]), None);
     }
 }

@@ -7,9 +7,10 @@ mod source;
 mod toml_out;
 mod validate;
 
-pub use diagnostic::{did_you_mean, Diagnostic};
+pub use diagnostic::Diagnostic;
 pub use node::{Key, Node, NodeValue, Origin};
 pub use source::Source;
+pub use taskweave_plugin_api::config::did_you_mean;
 pub use toml_out::to_toml;
 pub use validate::{validate, KindError, Kinds};
 

@@ -1,19 +1,24 @@
 //! Checks a [`Node`] tree against a JSON Schema and produces the resolved config
 //! (defaults filled in) or every problem found, each with its location.
 //!
-//! The supported subset is what method schemas use: `type`, `properties`,
-//! `required`, `additionalProperties` (a schema for free-form keys; anything else
-//! means no unknown keys), `enum`, `minimum`, `maximum`, `exclusiveMinimum`,
-//! `exclusiveMaximum`, `items`, `minItems`, `maxItems`, `default`, plus the
+//! The supported subset is what method schemas use, hand-written or derived
+//! with `schemars`: `type` (a name, or a list where `"null"` stands for an
+//! absent optional value), `properties`, `required`, `additionalProperties` (a
+//! schema for free-form keys; anything else means no unknown keys), `enum`,
+//! `const`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`,
+//! `items`, `minItems`, `maxItems`, `default`; `oneOf` of tables that each fix
+//! one key with `const` (a serde internally tagged enum: the tag picks the
+//! variant, so keys of one variant are unknown keys in another); plus the
 //! extension `x-taskweave-role`: a method table `{ kind = "...", ... }` (or just
-//! the kind's name as a string), validated against that kind's own schema; and
-//! `x-taskweave-tag` with `x-taskweave-variants`: a table whose tag key (say
-//! `type`) picks one of several fixed schemas, so that keys of one variant are
-//! unknown keys in another.
+//! the kind's name as a string), validated against that kind's own schema.
+//! Everything else in a schema (`title`, `format`, `description`, ...) is
+//! ignored.
 
 use serde_json::{Map, Value};
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use taskweave_plugin_api::config::did_you_mean;
+
+use super::diagnostic::Diagnostic;
 use super::node::{Node, NodeValue, Origin};
 
 /// Why a kind cannot be used.
@@ -50,6 +55,36 @@ pub fn validate(
     } else {
         Err(v.errors)
     }
+}
+
+/// A `oneOf` whose alternatives are tables that all fix the same key with
+/// `const` (how `schemars` writes a serde internally tagged enum): that key and
+/// each alternative with its tag value.
+fn tagged_variants(schema: &Value) -> Option<(&str, Vec<(&str, &Value)>)> {
+    let variants = schema.get("oneOf")?.as_array()?;
+    let first = variants.first()?.get("properties")?.as_object()?;
+    let tag = first
+        .iter()
+        .find(|(_, p)| p.get("const").is_some_and(Value::is_string))?
+        .0;
+    let tagged = variants
+        .iter()
+        .map(|v| Some((v["properties"][tag].get("const")?.as_str()?, v)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((tag.as_str(), tagged))
+}
+
+/// `schema` without property `key` (and without requiring it): the tag of a
+/// tagged table is checked, and put back, by the caller.
+fn without_key(schema: &Value, key: &str) -> Value {
+    let mut schema = schema.clone();
+    if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        properties.remove(key);
+    }
+    if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|r| r != key);
+    }
+    schema
 }
 
 /// How a tagged table finds its schema: the tag key, what the tag names (for
@@ -113,27 +148,32 @@ impl Validator<'_> {
         if let Some(role) = schema.get("x-taskweave-role").and_then(Value::as_str) {
             return self.check_kind(node, role, path);
         }
-        if let Some(tag) = schema.get("x-taskweave-tag").and_then(Value::as_str) {
-            let empty = Map::new();
-            let variants = schema
-                .get("x-taskweave-variants")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
+        if let Some((tag, variants)) = tagged_variants(schema) {
             let tagged = Tagged {
                 tag,
                 what: tag,
-                lookup: &|name| variants.get(name).cloned().ok_or(KindError::Unknown),
-                names: &|| variants.keys().cloned().collect(),
+                lookup: &|name| {
+                    variants
+                        .iter()
+                        .find(|(value, _)| *value == name)
+                        .map(|(_, schema)| without_key(schema, tag))
+                        .ok_or(KindError::Unknown)
+                },
+                names: &|| variants.iter().map(|(v, _)| v.to_string()).collect(),
             };
             return self.check_tagged(node, path, &tagged);
         }
-        let expected = schema.get("type").and_then(Value::as_str).unwrap_or(
-            if schema.get("properties").is_some() {
-                "object"
-            } else {
-                "any"
-            },
-        );
+        let expected = match schema.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            // ["integer", "null"]: an Option; TOML has no null, so the value is the other type.
+            Some(Value::Array(types)) => types
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|t| *t != "null")
+                .unwrap_or("any"),
+            _ if schema.get("properties").is_some() => "object",
+            _ => "any",
+        };
         let value = match (&node.value, expected) {
             (NodeValue::Table(_), "object" | "any") => return self.check_table(node, schema, path),
             (NodeValue::Array(items), "array" | "any") => {
@@ -191,6 +231,12 @@ impl Validator<'_> {
                 };
                 let msg = format!("invalid value {value} for {}", shown(path));
                 self.error(path, &node.origin, msg, Some(help));
+            }
+        }
+        if let Some(fixed) = schema.get("const") {
+            if *fixed != value {
+                let msg = format!("{} must be {fixed}, got {value}", shown(path));
+                self.error(path, &node.origin, msg, None);
             }
         }
         value
@@ -521,6 +567,44 @@ mod tests {
             d.help.as_deref(),
             Some("add `steps = ...` (optimizer steps)")
         );
+    }
+
+    #[test]
+    fn schemars_shapes_are_understood_tagged_enums_options_and_const() {
+        let schema = json!({"type": "object", "properties": {
+            "task": {"oneOf": [
+                {"type": "object", "properties": {
+                    "type": {"type": "string", "const": "regression"},
+                    "loss": {"type": "string", "enum": ["mse", "mae"], "default": "mse"}},
+                 "required": ["type"], "additionalProperties": false},
+                {"type": "object", "properties": {
+                    "type": {"type": "string", "const": "multiclass"},
+                    "classes": {"type": "integer", "minimum": 2}},
+                 "required": ["type", "classes"], "additionalProperties": false}]},
+            "inputs": {"type": ["array", "null"], "items": {"type": "string"}},
+            "version": {"type": "integer", "const": 2}}});
+        let check = |text: &str| {
+            let source = Source::file(Path::new("p.toml"), text.to_string());
+            validate(&source.parse().unwrap(), &schema, "", &TestKinds)
+        };
+        assert_eq!(
+            check("task = \"regression\"\ninputs = [\"a\"]\n").unwrap(),
+            json!({"task": {"type": "regression", "loss": "mse"}, "inputs": ["a"]})
+        );
+        let e =
+            check("task = { type = \"multiclass\", classes = 3, loss = \"mae\" }\n").unwrap_err();
+        assert_eq!(e[0].message, "unknown key `loss` in `task`");
+        let e = check("task = { type = \"multiclass\" }\n").unwrap_err();
+        assert_eq!(e[0].message, "missing required key `task.classes`");
+        let e = check("task = { type = \"regresion\" }\n").unwrap_err();
+        assert_eq!(e[0].help.as_deref(), Some("did you mean `regression`?"));
+        let e = check("inputs = 3\nversion = 3\n").unwrap_err();
+        assert!(
+            e[0].message.contains("expected an array"),
+            "{}",
+            e[0].message
+        );
+        assert_eq!(e[1].message, "`version` must be 2, got 3");
     }
 
     #[test]

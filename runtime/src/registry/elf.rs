@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
-use crate::fsutil::io_reason;
+use taskweave_plugin_api::io_reason;
 
 const HEADER: usize = 64;
 const PROGRAM_HEADER: u64 = 56;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use abi_stable::library::{lib_header_from_path, LibraryError};
 
 use super::elf;
-use crate::fsutil::io_reason;
+use taskweave_plugin_api::io_reason;
 use taskweave_plugin_api::module::{Compat, PluginModuleRef, COMPAT_SYMBOL};
 use taskweave_plugin_api::{FfiHostBox, MethodManifest};
 

@@ -11,7 +11,9 @@ use serde_json::Value;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::fsutil::{io_reason, write_atomic};
+use taskweave_plugin_api::io_reason;
+
+use crate::fsutil::write_atomic;
 
 /// Metadata key holding the JSON state.
 const META_KEY: &str = "taskweave";

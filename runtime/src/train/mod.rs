@@ -2,6 +2,7 @@
 //! optimizer and the strategy, and runs one step at a time through the
 //! strategy, which drives the host operations (the `ops` module).
 
+mod batches;
 pub mod checkpoint;
 pub mod flatness;
 mod generator;
@@ -21,10 +22,11 @@ use serde_json::Value;
 use taskweave_plugin_api::{Host, MethodContext, Role, State, StepReport, Strategy};
 use tch::{Device, Tensor};
 
-use crate::data::{Batches, Dataset};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::registry::Registry;
+use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
 use generator::step_seed;
 use optimizer::Optimizer;

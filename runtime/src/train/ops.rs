@@ -3,9 +3,10 @@
 use taskweave_plugin_api::{Error as ApiError, Group, Result as ApiResult, StepOps};
 use tch::{Kind, Tensor};
 
+use super::batches::Batches;
 use super::optimizer::Optimizer;
 use super::params::FlatParams;
-use crate::data::{Batches, Dataset, Split};
+use crate::data::{Dataset, Split};
 use crate::device::kernels;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -86,7 +87,7 @@ impl StepOps for Ops<'_> {
     fn next_batch(&mut self) -> ApiResult<()> {
         let device = self.data.train.inputs.device();
         let index = api(self.batches.indices(self.step, device))?;
-        self.batch = Some(api(self.data.train.rows(&index))?);
+        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
         Ok(())
     }
 

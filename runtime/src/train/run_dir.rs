@@ -12,7 +12,9 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{io_reason, remove_temporaries};
+use taskweave_plugin_api::io_reason;
+
+use crate::fsutil::remove_temporaries;
 
 /// The file whose presence marks a directory as a taskweave run.
 pub const MARKER: &str = "run.json";

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Ok(Err(Failure::Output(e))) => {
             let err = Error::Run(format!(
                 "cannot write to standard output: {}",
-                taskweave::fsutil::io_reason(&e)
+                taskweave_plugin_api::io_reason(&e)
             ));
             report(&err, format);
             ExitCode::from(1)

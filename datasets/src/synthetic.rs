@@ -12,33 +12,71 @@
 
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use taskweave_plugin_api::config::JsonSchema;
 use taskweave_plugin_api::rng::SplitMix;
 use tch::Tensor;
 
-use super::{matrix, Dataset, Split, Task};
+use crate::dataset::matrix;
 use crate::error::{Error, Result};
+use crate::{DataKind, Dataset, Source, Split, Task};
 
-pub fn schema() -> Value {
-    let size = |n: u64, what: &str| json!({"type": "integer", "minimum": 1, "default": n, "description": what});
-    json!({
-        "type": "object",
-        "properties": {
-            "tasks": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 2, "description": "number of regression tasks"},
-            "correlation": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.5,
-                            "description": "cosine p between the first task's label direction and each other's"},
-            "input_dim": {"type": "integer", "minimum": 1, "maximum": 1048576, "default": 100, "description": "input width d"},
-            "sinusoids": {"type": "integer", "minimum": 0, "maximum": 1024, "default": 10, "description": "number m of sine terms"},
-            "scale": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "norm c of each label direction"},
-            "noise": {"type": "number", "minimum": 0, "default": 0.1, "description": "standard deviation of the label noise"},
-            "train": size(10000, "training examples"),
-            "val": size(1000, "validation examples"),
-            "test": size(1000, "test examples"),
-            "seed": {"type": "integer", "minimum": 0, "default": 0,
-                     "description": "generator seed (independent of run.seed, so model seeds vary over fixed data)"}
-        }
-    })
+/// `[data] kind = "mmoe-synthetic"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyntheticConfig {
+    /// Number of regression tasks.
+    #[schemars(range(min = 1, max = 4096))]
+    pub tasks: u32,
+    /// Cosine p between the first task's label direction and each other's.
+    #[schemars(range(min = -1.0, max = 1.0))]
+    pub correlation: f64,
+    /// Input width d.
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub input_dim: u32,
+    /// Number m of sine terms.
+    #[schemars(range(max = 1024))]
+    pub sinusoids: u32,
+    /// Norm c of each label direction.
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub scale: f64,
+    /// Standard deviation of the label noise.
+    #[schemars(range(min = 0.0))]
+    pub noise: f64,
+    /// Training examples.
+    #[schemars(range(min = 1))]
+    pub train: u64,
+    /// Validation examples.
+    #[schemars(range(min = 1))]
+    pub val: u64,
+    /// Test examples.
+    #[schemars(range(min = 1))]
+    pub test: u64,
+    /// Generator seed (independent of run.seed, so model seeds vary over fixed data).
+    pub seed: u64,
 }
+
+impl Default for SyntheticConfig {
+    fn default() -> SyntheticConfig {
+        SyntheticConfig {
+            tasks: 2,
+            correlation: 0.5,
+            input_dim: 100,
+            sinusoids: 10,
+            scale: 1.0,
+            noise: 0.1,
+            train: 10000,
+            val: 1000,
+            test: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// The `mmoe-synthetic` data kind.
+pub struct Synthetic;
+
+inventory::submit! { DataKind::of::<Synthetic>() }
 
 /// Orthonormal vectors by Gram-Schmidt on Gaussian draws.
 fn orthonormal(count: usize, dim: usize, rng: &mut SplitMix) -> Vec<Vec<f64>> {
@@ -57,32 +95,38 @@ fn orthonormal(count: usize, dim: usize, rng: &mut SplitMix) -> Vec<Vec<f64>> {
     basis
 }
 
-fn int(config: &Value, key: &str) -> usize {
-    config[key].as_u64().unwrap_or(0) as usize
+impl Source for Synthetic {
+    const NAME: &'static str = "mmoe-synthetic";
+    type Config = SyntheticConfig;
+
+    fn footprint(c: &SyntheticConfig) -> Option<(u128, String)> {
+        let rows = (c.train + c.val + c.test) as u128;
+        // Generated as f32 rows, then copied into tensors.
+        let bytes = rows * (c.input_dim + c.tasks) as u128 * 4 * 2;
+        let what = format!(
+            "data.train + data.val + data.test = {rows} rows of data.input_dim = {}",
+            c.input_dim
+        );
+        Some((bytes, what))
+    }
+
+    fn load(c: &SyntheticConfig, _dir: &Path) -> Result<Dataset> {
+        generate(c)
+    }
 }
 
-pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
-    let (tasks, dim, m) = (
-        int(config, "tasks"),
-        int(config, "input_dim"),
-        int(config, "sinusoids"),
-    );
-    let p = config["correlation"].as_f64().unwrap_or(0.0);
-    let c = config["scale"].as_f64().unwrap_or(1.0);
-    let noise = config["noise"].as_f64().unwrap_or(0.0);
-    let seed = config["seed"].as_u64().unwrap_or(0);
+fn generate(c: &SyntheticConfig) -> Result<Dataset> {
+    let (tasks, dim, m) = (c.tasks as usize, c.input_dim as usize, c.sinusoids as usize);
+    let (p, noise, seed) = (c.correlation, c.noise, c.seed);
+    let c_scale = c.scale;
     if dim < tasks {
-        return Err(Error::Input(format!(
-            "data.input_dim ({dim}) must be at least data.tasks ({tasks}): each task needs its own orthogonal direction"
-        )));
+        return Err(Error::config(
+            "input_dim",
+            format!(
+                "{dim} must be at least data.tasks ({tasks}): each task needs its own orthogonal direction"
+            ),
+        ));
     }
-    let rows = (int(config, "train") + int(config, "val") + int(config, "test")) as u128;
-    // Generated as f32 rows, then copied into tensors.
-    crate::device::ensure_fits(
-        tch::Device::Cpu,
-        rows * (dim + tasks) as u128 * 4 * 2,
-        || format!("data.train + data.val + data.test = {rows} rows of data.input_dim = {dim}"),
-    )?;
     let mut rng = SplitMix::at(seed, 0);
     let u = orthonormal(tasks, dim, &mut rng);
     let w: Vec<Vec<f64>> = (0..tasks)
@@ -90,9 +134,9 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
             (0..dim)
                 .map(|i| {
                     if k == 0 {
-                        c * u[0][i]
+                        c_scale * u[0][i]
                     } else {
-                        c * (p * u[0][i] + (1.0 - p * p).sqrt() * u[k][i])
+                        c_scale * (p * u[0][i] + (1.0 - p * p).sqrt() * u[k][i])
                     }
                 })
                 .collect()
@@ -101,11 +145,7 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
     let alpha: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
     let beta: Vec<f64> = (0..m).map(|_| rng.normal()).collect();
 
-    let sizes = [
-        int(config, "train"),
-        int(config, "val"),
-        int(config, "test"),
-    ];
+    let sizes = [c.train as usize, c.val as usize, c.test as usize];
     let mut draw = SplitMix::at(seed, 1);
     let mut make_split = |rows: usize| -> Result<Split> {
         let mut x = Vec::with_capacity(rows * dim);
@@ -148,13 +188,22 @@ pub fn load(config: &Value, _dir: &Path) -> Result<Dataset> {
 mod tests {
     use super::*;
 
-    fn config(p: f64) -> Value {
-        json!({"kind": "mmoe-synthetic", "tasks": 2, "correlation": p, "input_dim": 16, "sinusoids": 0,
-               "scale": 1.0, "noise": 0.0, "train": 4000, "val": 10, "test": 10, "seed": 3})
+    fn config(p: f64) -> SyntheticConfig {
+        SyntheticConfig {
+            correlation: p,
+            input_dim: 16,
+            sinusoids: 0,
+            noise: 0.0,
+            train: 4000,
+            val: 10,
+            test: 10,
+            seed: 3,
+            ..SyntheticConfig::default()
+        }
     }
 
     fn label_correlation(p: f64) -> f64 {
-        let d = load(&config(p), Path::new(".")).unwrap();
+        let d = generate(&config(p)).unwrap();
         let a = Vec::<f32>::try_from(&d.train.targets[0]).unwrap();
         let b = Vec::<f32>::try_from(&d.train.targets[1]).unwrap();
         let n = a.len() as f64;
@@ -184,8 +233,8 @@ mod tests {
 
     #[test]
     fn same_seed_same_data() {
-        let a = load(&config(0.5), Path::new(".")).unwrap();
-        let b = load(&config(0.5), Path::new(".")).unwrap();
+        let a = generate(&config(0.5)).unwrap();
+        let b = generate(&config(0.5)).unwrap();
         assert!(a.test.inputs.equal(&b.test.inputs));
         assert!(a.test.targets[1].equal(&b.test.targets[1]));
         assert_eq!(a.train.len(), 4000);

@@ -1,19 +1,10 @@
-//! Data: multi-task datasets held in memory as tensors, the built-in sources
-//! (`[data] kind = ...`), and the batch order of a run.
+//! A multi-task dataset in memory: the tasks and three splits of tensors.
 
-mod batches;
-mod csv;
-mod qm9;
-mod synthetic;
-
-use std::path::Path;
-
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use taskweave_plugin_api::config::JsonSchema;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-
-pub use batches::Batches;
 
 /// What a task predicts, which fixes its head, loss and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,9 +18,11 @@ pub enum TaskType {
 }
 
 /// The training loss of a regression task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum RegressionLoss {
     /// Mean squared error.
+    #[default]
     Mse,
     /// Mean absolute error.
     Mae,
@@ -180,105 +173,22 @@ impl Dataset {
             "train" => Ok(&self.train),
             "val" => Ok(&self.val),
             "test" => Ok(&self.test),
-            other => Err(Error::Input(format!("unknown split `{other}`"))),
+            other => Err(Error::config(
+                "split",
+                format!("unknown split `{other}`; the splits are train, val and test"),
+            )),
         }
     }
-}
-
-/// Why a data set's files cannot be used: the key of `[data]` naming them,
-/// and the message.
-pub type FileProblem = (&'static str, String);
-
-/// A built-in data source.
-struct Source {
-    name: &'static str,
-    schema: fn() -> Value,
-    /// A cheap check that the files `load` reads are there (for `validate`).
-    check: fn(&Value, &Path) -> std::result::Result<(), FileProblem>,
-    load: fn(&Value, &Path) -> Result<Dataset>,
-}
-
-fn no_files(_: &Value, _: &Path) -> std::result::Result<(), FileProblem> {
-    Ok(())
-}
-
-const SOURCES: &[Source] = &[
-    Source {
-        name: "mmoe-synthetic",
-        schema: synthetic::schema,
-        check: no_files,
-        load: synthetic::load,
-    },
-    Source {
-        name: "csv",
-        schema: csv::schema,
-        check: csv::check,
-        load: csv::load,
-    },
-    Source {
-        name: "qm9",
-        schema: qm9::schema,
-        check: qm9::check,
-        load: qm9::load,
-    },
-];
-
-/// The config schema of data kind `kind`.
-pub fn schema(kind: &str) -> Option<Value> {
-    SOURCES
-        .iter()
-        .find(|s| s.name == kind)
-        .map(|s| (s.schema)())
-}
-
-/// Every data kind, sorted.
-pub fn kinds() -> Vec<String> {
-    let mut names: Vec<String> = SOURCES.iter().map(|s| s.name.to_string()).collect();
-    names.sort();
-    names
-}
-
-/// Checks, without reading them, that the files a validated `[data]` table
-/// names exist; relative paths resolve against `dir`.
-pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), FileProblem> {
-    let kind = config["kind"].as_str().unwrap_or_default();
-    match SOURCES.iter().find(|s| s.name == kind) {
-        Some(source) => (source.check)(config, dir),
-        None => Ok(()),
-    }
-}
-
-/// Loads the dataset a validated `[data]` table describes; relative paths in it
-/// resolve against `dir` (the pipeline's directory).
-pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
-    let kind = config["kind"].as_str().unwrap_or_default();
-    let source = SOURCES
-        .iter()
-        .find(|s| s.name == kind)
-        .ok_or_else(|| Error::Input(format!("unknown data kind `{kind}`")))?;
-    let data = (source.load)(config, dir)?;
-    for (name, split) in [
-        ("train", &data.train),
-        ("val", &data.val),
-        ("test", &data.test),
-    ] {
-        if split.is_empty() {
-            return Err(Error::Input(format!(
-                "data.split: the {name} split of the `{kind}` data is empty; give it more rows"
-            )));
-        }
-    }
-    Ok(data)
 }
 
 /// A float32 `[rows, cols]` tensor from row-major values.
-fn matrix(values: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
+pub(crate) fn matrix(values: Vec<f32>, rows: usize, cols: usize) -> Result<Tensor> {
     Ok(Tensor::from_slice(&values).f_reshape([rows as i64, cols as i64])?)
 }
 
 /// Standardises the columns of `splits` with the statistics of the first
 /// (training) split; constant columns are only centred.
-fn standardize(splits: [&mut Tensor; 3]) -> Result<()> {
+pub(crate) fn standardize(splits: [&mut Tensor; 3]) -> Result<()> {
     let [train, val, test] = splits;
     let mean = train.f_mean_dim(0, true, Kind::Float)?;
     let std = train.f_std_dim(0, false, true)?;

@@ -51,15 +51,21 @@
 //! keep their precision); each task is trained with MSE on standardised
 //! targets, and its primary metric (Δm) is the MAE in original units.
 
+use std::borrow::Cow;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use taskweave_plugin_api::config::schemars::{json_schema, Schema, SchemaGenerator};
+use taskweave_plugin_api::config::JsonSchema;
+use taskweave_plugin_api::io_reason;
 use taskweave_plugin_api::rng::SplitMix;
 use tch::{Kind, Tensor};
 
-use super::{standardize, Dataset, RegressionLoss, Split, Task, TaskType};
+use crate::dataset::standardize;
 use crate::error::{Error, Result};
+use crate::split::Fractions;
+use crate::{DataKind, Dataset, RegressionLoss, Source, Split, Task, TaskType};
 
 /// The data files, in order.
 const FILES: [&str; 3] = ["qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"];
@@ -94,31 +100,61 @@ const DEFAULT_TARGETS: [&str; 11] = [
 /// Molecules per batched eigenvalue call (bounds memory: 8192 × 29 × 29 × 8 B = 55 MB).
 const CHUNK: usize = 8192;
 
-pub fn schema() -> Value {
-    let names: Vec<&str> = TARGETS.iter().map(|t| t.0).collect();
-    let frac = |v: f64| json!({"type": "number", "minimum": 0, "maximum": 1, "default": v});
-    json!({
-        "type": "object",
-        "properties": {
-            "dir": {"type": "string", "default": "../data/qm9",
-                    "description": "folder holding qm9_part1.csv .. qm9_part3.csv (from `make qm9`), relative to the pipeline file"},
-            "subset": {"type": "integer", "minimum": 0, "default": 20000,
-                       "description": "number of molecules used, picked by a seeded shuffle (0: all 130,831)"},
-            "targets": {"type": "array", "minItems": 1, "default": DEFAULT_TARGETS,
-                        "items": {"type": "string", "enum": names},
-                        "description": "one regression task per target, in this order"},
-            "split": {
-                "type": "object",
-                "description": "fractions of the molecules for each split (after shuffling)",
-                "properties": {"train": frac(0.8), "val": frac(0.1), "test": frac(0.1)}
-            },
-            "seed": {"type": "integer", "minimum": 0, "default": 0,
-                     "description": "shuffle seed for the subset and the split (independent of run.seed)"},
-            "atom_reference": {"type": "boolean", "default": true,
-                               "description": "learn each target relative to its least-squares fit on the atom counts (training split)"}
-        }
-    })
+/// `[data] kind = "qm9"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Qm9Config {
+    /// Folder holding qm9_part1.csv .. qm9_part3.csv (from `make qm9`), relative to the pipeline file.
+    pub dir: String,
+    /// Number of molecules used, picked by a seeded shuffle (0: all 130,831).
+    pub subset: u64,
+    /// One regression task per target, in this order.
+    #[schemars(length(min = 1))]
+    pub targets: Vec<TargetName>,
+    /// Fractions of the molecules for each split (after the shuffle).
+    pub split: Fractions,
+    /// Shuffle seed for the subset and the split (independent of run.seed).
+    pub seed: u64,
+    /// Learn each target relative to its least-squares fit on the atom counts (training split).
+    pub atom_reference: bool,
 }
+
+impl Default for Qm9Config {
+    fn default() -> Qm9Config {
+        Qm9Config {
+            dir: "../data/qm9".into(),
+            subset: 20000,
+            targets: DEFAULT_TARGETS
+                .iter()
+                .map(|t| TargetName(t.to_string()))
+                .collect(),
+            split: Fractions::default(),
+            seed: 0,
+            atom_reference: true,
+        }
+    }
+}
+
+/// A target's name, one of [`TARGETS`]' (the schema lists them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TargetName(pub String);
+
+impl JsonSchema for TargetName {
+    fn schema_name() -> Cow<'static, str> {
+        "TargetName".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let names: Vec<&str> = TARGETS.iter().map(|t| t.0).collect();
+        json_schema!({"type": "string", "enum": names})
+    }
+}
+
+/// The `qm9` data kind.
+pub struct Qm9;
+
+inventory::submit! { DataKind::of::<Qm9>() }
 
 /// Replaces every target by its residual after the least-squares fit
 /// `y ≈ c·counts + b` on the first `n_train` molecules (the training split),
@@ -222,10 +258,13 @@ pub fn features(molecules: &[Molecule]) -> Result<Tensor> {
     for (i, m) in molecules.iter().enumerate() {
         let atoms = m.elements.len();
         if atoms == 0 || atoms > MAX_ATOMS || m.positions.len() != atoms {
-            return Err(Error::Input(format!(
-                "molecule {i}: {atoms} elements and {} positions; QM9 molecules have 1 to {MAX_ATOMS} atoms",
-                m.positions.len()
-            )));
+            return Err(Error::config(
+                "dir",
+                format!(
+                    "molecule {i}: {atoms} elements and {} positions; QM9 molecules have 1 to {MAX_ATOMS} atoms",
+                    m.positions.len()
+                ),
+            ));
         }
         by_size[atoms].push(i);
     }
@@ -257,7 +296,7 @@ pub fn features(molecules: &[Molecule]) -> Result<Tensor> {
 
 /// One data file, read, with the position of every row.
 struct Table {
-    shown: String,
+    path: PathBuf,
     bytes: Vec<u8>,
     rows: Vec<csv::Position>,
     elements: usize,
@@ -279,18 +318,23 @@ fn missing(dir: &Path, what: &str) -> String {
 
 /// Reads `path` and indexes its rows; `columns` are the target columns.
 fn scan(path: &Path, columns: &[&'static str]) -> Result<Table> {
-    let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::Input(format!("cannot read {shown}: {e}")))?;
+    let file_error = |message: String| Error::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::Unreadable {
+        path: path.to_path_buf(),
+        reason: io_reason(&e),
+    })?;
     let mut reader = csv::ReaderBuilder::new().from_reader(Cursor::new(bytes.as_slice()));
     let header = reader
         .byte_headers()
-        .map_err(|e| Error::Input(format!("{shown}: cannot read the header row: {e}")))?
+        .map_err(|e| file_error(format!("cannot read the header row: {e}")))?
         .clone();
     let column = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name.as_bytes()).ok_or_else(|| {
-            Error::Input(format!(
-                "{shown}: no column `{name}`; this is not a qm9pack 1.0.3 file (delete data/qm9 and run `make qm9` again)"
+            file_error(format!(
+                "no column `{name}`; this is not a qm9pack 1.0.3 file (delete data/qm9 and run `make qm9` again)"
             ))
         })
     };
@@ -317,13 +361,13 @@ fn scan(path: &Path, columns: &[&'static str]) -> Result<Table> {
                     }
                     _ => e.to_string(),
                 };
-                return Err(Error::Input(format!("{shown}: {why}")));
+                return Err(file_error(why));
             }
         }
     }
     drop(reader);
     Ok(Table {
-        shown,
+        path: path.to_path_buf(),
         bytes,
         rows,
         elements,
@@ -334,7 +378,10 @@ fn scan(path: &Path, columns: &[&'static str]) -> Result<Table> {
 
 /// Parses the rows `wanted` (rank, row index) of `table`.
 fn parse(table: &Table, wanted: &[(usize, usize)]) -> Result<Vec<Row>> {
-    let shown = &table.shown;
+    let file_error = |message: String| Error::File {
+        path: table.path.clone(),
+        message,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .from_reader(Cursor::new(table.bytes.as_slice()));
@@ -343,16 +390,19 @@ fn parse(table: &Table, wanted: &[(usize, usize)]) -> Result<Vec<Row>> {
     for &(rank, row) in wanted {
         let position = &table.rows[row];
         let line = position.line();
-        let bad = |column: &str, why: String| {
-            Error::Input(format!("{shown}: row {line}, column `{column}`: {why}"))
+        let bad = |column: &str, why: String| Error::Cell {
+            path: table.path.clone(),
+            row: line,
+            column: column.to_string(),
+            message: why,
         };
         let read = reader
             .seek(position.clone())
             .and_then(|_| reader.read_byte_record(&mut record))
-            .map_err(|e| Error::Input(format!("{shown}: row {line}: {e}")))?;
+            .map_err(|e| file_error(format!("row {line}: {e}")))?;
         if !read {
-            return Err(Error::Input(format!(
-                "{shown}: row {line} is missing (did the file change while loading?)"
+            return Err(file_error(format!(
+                "row {line} is missing (did the file change while loading?)"
             )));
         }
         let field = |i: usize| std::str::from_utf8(record.get(i).unwrap_or_default()).unwrap_or("");
@@ -437,61 +487,59 @@ fn parse_positions(raw: &str, atoms: usize) -> std::result::Result<Vec<[f64; 3]>
     Ok(positions)
 }
 
-fn root(config: &Value, dir: &Path) -> PathBuf {
-    dir.join(config["dir"].as_str().unwrap_or("../data/qm9"))
+fn root(config: &Qm9Config, dir: &Path) -> PathBuf {
+    dir.join(&config.dir)
 }
 
-pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), super::FileProblem> {
-    let root = root(config, dir);
-    if !root.is_dir() {
-        return Err(("dir", missing(&root, "the folder does not exist")));
+impl Source for Qm9 {
+    const NAME: &'static str = "qm9";
+    type Config = Qm9Config;
+
+    fn check(config: &Qm9Config, dir: &Path) -> Result<()> {
+        let root = root(config, dir);
+        if !root.is_dir() {
+            return Err(Error::config(
+                "dir",
+                missing(&root, "the folder does not exist"),
+            ));
+        }
+        match FILES.iter().find(|f| !root.join(f).is_file()) {
+            Some(absent) => Err(Error::config(
+                "dir",
+                missing(&root, &format!("{absent} does not exist")),
+            )),
+            None => Ok(()),
+        }
     }
-    match FILES.iter().find(|f| !root.join(f).is_file()) {
-        Some(absent) => Err(("dir", missing(&root, &format!("{absent} does not exist")))),
-        None => Ok(()),
+
+    fn load(config: &Qm9Config, dir: &Path) -> Result<Dataset> {
+        Qm9::check(config, dir)?;
+        load(config, &root(config, dir))
     }
 }
 
-pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
-    check(config, dir).map_err(|(_, message)| Error::Input(message))?;
-    let root = root(config, dir);
-
+fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
     // Targets: names → columns, each at most once.
-    let names: Vec<&str> = match config["targets"].as_array() {
-        Some(list) => list
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default())
-            .collect(),
-        None => DEFAULT_TARGETS.to_vec(),
-    };
+    let names: Vec<&str> = config.targets.iter().map(|t| t.0.as_str()).collect();
     let mut columns = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let Some(&(_, column)) = TARGETS.iter().find(|t| t.0 == *name) else {
             let valid: Vec<&str> = TARGETS.iter().map(|t| t.0).collect();
-            return Err(Error::Input(format!(
-                "data.targets: unknown target `{name}`; valid: {}",
-                valid.join(", ")
-            )));
+            return Err(Error::config(
+                "targets",
+                format!("unknown target `{name}`; valid: {}", valid.join(", ")),
+            ));
         };
         if names[..i].contains(name) {
-            return Err(Error::Input(format!(
-                "data.targets lists `{name}` twice; give each target once"
-            )));
+            return Err(Error::config(
+                "targets",
+                format!("`{name}` is listed twice; give each target once"),
+            ));
         }
         columns.push(column);
     }
     if columns.is_empty() {
-        return Err(Error::Input(
-            "data.targets is empty: name at least one target".to_string(),
-        ));
-    }
-    let frac = |k: &str| config["split"][k].as_f64().unwrap_or(0.0);
-    let (f_train, f_val, f_test) = (frac("train"), frac("val"), frac("test"));
-    if ((f_train + f_val + f_test) - 1.0).abs() > 1e-6 {
-        return Err(Error::Input(format!(
-            "data.split fractions must add up to 1, got {f_train} + {f_val} + {f_test} = {}",
-            f_train + f_val + f_test
-        )));
+        return Err(Error::config("targets", "empty: name at least one target"));
     }
 
     // Index every row of the three files (one thread each), then pick the subset.
@@ -508,24 +556,27 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(Error::Run("reading the QM9 files panicked".to_string()))
+                    Err(Error::Torch("reading the QM9 files panicked".to_string()))
                 })
             })
             .collect::<Result<Vec<_>>>()
     })?;
     let total: usize = tables.iter().map(|t| t.rows.len()).sum();
-    let subset = match config["subset"].as_u64().unwrap_or(0) as usize {
+    let subset = match config.subset as usize {
         0 => total,
         n if n > total => {
-            return Err(Error::Input(format!(
-                "data.subset is {n}, but {} holds {total} molecules; use at most {total} (or 0 for all)",
-                root.display()
-            )))
+            return Err(Error::config(
+                "subset",
+                format!(
+                    "{n}, but {} holds {total} molecules; use at most {total} (or 0 for all)",
+                    root.display()
+                ),
+            ))
         }
         n => n,
     };
     let mut order: Vec<usize> = (0..total).collect();
-    SplitMix::at(config["seed"].as_u64().unwrap_or(0), 0).shuffle(&mut order);
+    SplitMix::at(config.seed, 0).shuffle(&mut order);
     order.truncate(subset);
 
     // Parse the chosen rows, each file's in file order (one thread each).
@@ -553,7 +604,7 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(Error::Run("parsing the QM9 files panicked".to_string()))
+                    Err(Error::Torch("parsing the QM9 files panicked".to_string()))
                 })
             })
             .collect::<Result<Vec<_>>>()
@@ -569,8 +620,7 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
 
     // Features for all at once, then the splits in shuffled order.
     let x = features(&molecules)?.f_to_kind(Kind::Float)?;
-    let n_train = ((f_train * n as f64).round() as usize).min(n);
-    let n_val = ((f_val * n as f64).round() as usize).min(n - n_train);
+    let [n_train, n_val, _] = config.split.counts(n)?;
     let bounds = [
         (0, n_train),
         (n_train, n_val),
@@ -583,7 +633,7 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
         standardize([&mut x_train, &mut x_val, &mut x_test])?;
     }
     let mut targets = targets;
-    if config["atom_reference"].as_bool().unwrap_or(true) && n_train > 0 {
+    if config.atom_reference && n_train > 0 {
         subtract_atom_reference(&molecules, &mut targets, n_train)?;
     }
     let mut tasks = Vec::with_capacity(names.len());
@@ -634,6 +684,7 @@ pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     const HEADER: &str = "XYZ_file,Index,SMILES,InChi,N_atoms,Stoichiometry,Elements,XYZ_Ang,Mulliken_pop,Harmonic_Freq_cmi,RotA_GHz,RotB_GHz,RotC_GHz,Dipole_debye,Polarizability_bohr3,HOMO_au,LUMO_au,HOMO_LUMO_gap_au,R2_bohr2,ZPVE_au,InternalEnergy_0K_au,InternalEnergy_298K_au,Enthalphy_298K_au,GibbsFreeEnergy_298K_au,Heatcapacity_Cv_cal_mol_K";
     /// The first six molecules of qm9_part1.csv, verbatim.
@@ -807,12 +858,18 @@ mod tests {
     }
 
     fn config(extra: Value) -> Value {
-        let mut c = json!({"kind": "qm9", "dir": "qm9", "subset": 0, "targets": DEFAULT_TARGETS,
+        let mut c = json!({"dir": "qm9", "subset": 0, "targets": DEFAULT_TARGETS,
                            "split": {"train": 0.5, "val": 0.25, "test": 0.25}, "seed": 0});
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
         c
+    }
+
+    /// What the runtime does with a validated `[data]` table.
+    fn load(config: &Value, dir: &Path) -> Result<Dataset> {
+        let typed: Qm9Config = taskweave_plugin_api::config::typed(config).unwrap();
+        Qm9::load(&typed, dir)
     }
 
     fn error(rows: [&[&str]; 3], extra: Value) -> String {
@@ -942,17 +999,17 @@ mod tests {
             "{e}"
         );
         let e = error([good, good, good], json!({"targets": ["u0", "u0"]}));
-        assert!(e.contains("lists `u0` twice"), "{e}");
+        assert!(e.contains("data.targets: `u0` is listed twice"), "{e}");
         let e = error([good, good, good], json!({"subset": 7}));
         assert!(
-            e.contains("data.subset is 7, but") && e.contains("holds 6 molecules"),
+            e.contains("data.subset: 7, but") && e.contains("holds 6 molecules"),
             "{e}"
         );
     }
 
     #[test]
     fn schema_defaults_and_target_enum() {
-        let s = schema();
+        let s = taskweave_plugin_api::config::schema_for::<Qm9Config>();
         assert_eq!(
             s["properties"]["targets"]["default"]
                 .as_array()

@@ -1,0 +1,447 @@
+//! `csv`: the user's own table. Columns are mapped to inputs and to tasks (one
+//! task per target column, with its type); rows are split into train/val/test
+//! by fractions or by a column. Every error names the file, and where it applies
+//! the row (its line number in the file) and the column.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use taskweave_plugin_api::config::{did_you_mean, JsonSchema};
+use taskweave_plugin_api::io_reason;
+use tch::Tensor;
+
+use crate::dataset::{matrix, standardize};
+use crate::error::{Error, Result};
+use crate::split::{self, Fractions};
+use crate::{DataKind, Dataset, RegressionLoss, Source, Split, Task, TaskType};
+
+/// The most classes a multiclass task may have.
+const MAX_CLASSES: u32 = 1 << 24;
+
+/// `[data] kind = "csv"`: a table with a header row.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvConfig {
+    /// The CSV file (with a header row), relative to the pipeline file.
+    pub path: String,
+    /// Input columns; default: every column that is not a task or the split column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
+    /// One entry per target column, in task order: `column = { type = "regression" | "binary" | "multiclass" }`.
+    pub tasks: IndexMap<String, TaskSpec>,
+    /// Fractions of the rows for each split, after the shuffle.
+    #[serde(default)]
+    pub split: Fractions,
+    /// A column holding train / val / test per row (instead of fractions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_column: Option<String>,
+    /// Shuffle the rows before splitting by fractions.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Shuffle seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Standardise inputs with training statistics.
+    #[serde(default = "yes")]
+    pub standardize_inputs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What one target column predicts; each type takes only its own keys.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum TaskSpec {
+    /// A real number.
+    Regression {
+        /// Training loss.
+        #[serde(default)]
+        loss: RegressionLoss,
+        /// Train on standardised targets (metrics stay in original units).
+        #[serde(default = "yes")]
+        standardize: bool,
+    },
+    /// 0 or 1.
+    Binary {},
+    /// One of `classes` integer labels 0..classes-1.
+    Multiclass {
+        /// Number of classes.
+        #[schemars(range(min = 2, max = MAX_CLASSES))]
+        classes: u32,
+    },
+}
+
+/// The `csv` data kind.
+pub struct Csv;
+
+inventory::submit! { DataKind::of::<Csv>() }
+
+struct TaskColumn {
+    column: usize,
+    task: Task,
+    standardize: bool,
+}
+
+fn path(config: &CsvConfig, dir: &Path) -> PathBuf {
+    dir.join(&config.path)
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> Error {
+    Error::Unreadable {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{} (data.path is relative to the pipeline file)",
+            io_reason(e)
+        ),
+    }
+}
+
+impl Source for Csv {
+    const NAME: &'static str = "csv";
+    type Config = CsvConfig;
+
+    fn check(config: &CsvConfig, dir: &Path) -> Result<()> {
+        let path = path(config, dir);
+        // As config errors on `path`, so `validate` points at the key.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(_) => Err(Error::config(
+                "path",
+                format!("data file {} is not a regular file", path.display()),
+            )),
+            Err(e) => Err(Error::config("path", unreadable(&path, &e).to_string())),
+        }
+    }
+
+    fn load(config: &CsvConfig, dir: &Path) -> Result<Dataset> {
+        let path = path(config, dir);
+        let file_error = |message: String| Error::File {
+            path: path.clone(),
+            message,
+        };
+        let cell_error = |row: u64, column: &str, message: String| Error::Cell {
+            path: path.clone(),
+            row,
+            column: column.to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, &e))?;
+        if text.trim().is_empty() {
+            return Err(file_error(
+                "the file is empty; it needs a header row and data rows".into(),
+            ));
+        }
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|e| file_error(format!("cannot read the header row: {e}")))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let column = |name: &str| -> Result<usize> {
+            header.iter().position(|h| h == name).ok_or_else(|| {
+                let hint = did_you_mean(name, header.iter().map(String::as_str))
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                file_error(format!(
+                    "no column `{name}` (columns: {}){hint}",
+                    header.join(", ")
+                ))
+            })
+        };
+
+        let mut targets = Vec::new();
+        for (name, spec) in &config.tasks {
+            let (kind, loss, standardize) = match *spec {
+                TaskSpec::Regression { loss, standardize } => {
+                    (TaskType::Regression, loss, standardize)
+                }
+                TaskSpec::Binary {} => (TaskType::Binary, RegressionLoss::Mse, false),
+                TaskSpec::Multiclass { classes } => (
+                    TaskType::Multiclass(classes as usize),
+                    RegressionLoss::Mse,
+                    false,
+                ),
+            };
+            let primary = match kind {
+                TaskType::Regression if loss == RegressionLoss::Mae => "mae",
+                TaskType::Regression => "mse",
+                TaskType::Binary => "auc",
+                TaskType::Multiclass(_) => "accuracy",
+            };
+            let task = Task {
+                name: name.clone(),
+                kind,
+                loss,
+                scale: None,
+                primary,
+            };
+            targets.push(TaskColumn {
+                column: column(name)?,
+                task,
+                standardize,
+            });
+        }
+        if targets.is_empty() {
+            return Err(Error::config(
+                "tasks",
+                "no task: name at least one target column",
+            ));
+        }
+        let split_column = config.split_column.as_deref().map(column).transpose()?;
+        let inputs: Vec<usize> = match &config.inputs {
+            Some(names) => names.iter().map(|n| column(n)).collect::<Result<_>>()?,
+            None => (0..header.len())
+                .filter(|i| Some(*i) != split_column && targets.iter().all(|t| t.column != *i))
+                .collect(),
+        };
+        if inputs.is_empty() {
+            return Err(file_error(
+                "no input columns left after the task and split columns".into(),
+            ));
+        }
+
+        // Parse every row: inputs, targets and split label.
+        let mut x: Vec<f32> = Vec::new();
+        let mut y: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let mut split_of: Vec<usize> = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| file_error(csv_error(&e, header.len())))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let cell = |col: usize| -> Result<f64> {
+                let raw = record.get(col).unwrap_or("");
+                let message = match raw.parse::<f64>() {
+                    Ok(v) if v.is_finite() && v.abs() <= f32::MAX as f64 => return Ok(v),
+                    Ok(v) if v.is_finite() => format!(
+                        "`{raw}` is outside the float32 range (±3.4e38) the model computes in"
+                    ),
+                    _ => format!("`{raw}` is not a finite number"),
+                };
+                Err(cell_error(line, &header[col], message))
+            };
+            for &col in &inputs {
+                x.push(cell(col)? as f32);
+            }
+            for (t, target) in targets.iter().enumerate() {
+                let v = cell(target.column)?;
+                let ok = match target.task.kind {
+                    TaskType::Regression => true,
+                    TaskType::Binary => v == 0.0 || v == 1.0,
+                    TaskType::Multiclass(n) => v.fract() == 0.0 && v >= 0.0 && (v as usize) < n,
+                };
+                if !ok {
+                    let want = match target.task.kind {
+                        TaskType::Multiclass(n) => format!("an integer class in 0..{n}"),
+                        _ => "0 or 1".to_string(),
+                    };
+                    return Err(cell_error(
+                        line,
+                        &header[target.column],
+                        format!("`{v}` is not {want}"),
+                    ));
+                }
+                y[t].push(v);
+            }
+            if let Some(col) = split_column {
+                let raw = record.get(col).unwrap_or("");
+                let s = ["train", "val", "test"]
+                    .iter()
+                    .position(|s| *s == raw)
+                    .ok_or_else(|| {
+                        cell_error(
+                            line,
+                            &header[col],
+                            format!("`{raw}` is not train, val or test"),
+                        )
+                    })?;
+                split_of.push(s);
+            }
+        }
+        let rows = y[0].len();
+        if rows == 0 {
+            return Err(file_error("the file has a header but no data rows".into()));
+        }
+        if split_column.is_none() {
+            split_of = split::assign(rows, &config.split, config.shuffle, config.seed)?;
+        }
+
+        let d = inputs.len();
+        let make = |which: usize| -> Result<Split> {
+            let idx: Vec<usize> = (0..rows).filter(|r| split_of[*r] == which).collect();
+            let xs: Vec<f32> = idx
+                .iter()
+                .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
+                .collect();
+            let targets_of = targets
+                .iter()
+                .zip(&y)
+                .map(|(t, col)| match t.task.kind {
+                    TaskType::Multiclass(_) => {
+                        Tensor::from_slice(&idx.iter().map(|&r| col[r] as i64).collect::<Vec<_>>())
+                    }
+                    _ => {
+                        Tensor::from_slice(&idx.iter().map(|&r| col[r] as f32).collect::<Vec<_>>())
+                    }
+                })
+                .collect();
+            Ok(Split {
+                inputs: matrix(xs, idx.len(), d)?,
+                targets: targets_of,
+            })
+        };
+        let (mut train, mut val, mut test) = (make(0)?, make(1)?, make(2)?);
+        if config.standardize_inputs && !train.is_empty() {
+            standardize([&mut train.inputs, &mut val.inputs, &mut test.inputs])?;
+        }
+        let mut tasks = Vec::new();
+        for (t, target) in targets.into_iter().enumerate() {
+            let mut task = target.task;
+            if target.standardize && !train.is_empty() {
+                let mean = train.targets[t]
+                    .f_mean(tch::Kind::Double)?
+                    .double_value(&[]);
+                let std = train.targets[t].f_std(false)?.double_value(&[]).max(1e-12);
+                for split in [&mut train, &mut val, &mut test] {
+                    split.targets[t] = split.targets[t].f_sub_scalar(mean)?.f_div_scalar(std)?;
+                }
+                task.scale = Some((mean, std));
+            }
+            tasks.push(task);
+        }
+        Ok(Dataset {
+            tasks,
+            train,
+            val,
+            test,
+        })
+    }
+}
+
+fn csv_error(err: &csv::Error, fields: usize) -> String {
+    match err.kind() {
+        csv::ErrorKind::UnequalLengths { pos, len, .. } => {
+            let line = pos.as_ref().map_or(0, |p| p.line());
+            format!("row {line} has {len} fields, but the header has {fields}")
+        }
+        _ => err.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn write(dir: &Path, text: &str) {
+        std::fs::write(dir.join("d.csv"), text).unwrap();
+    }
+
+    fn config(extra: Value) -> CsvConfig {
+        let mut c = json!({"path": "d.csv",
+            "tasks": {"y": {"type": "regression", "loss": "mse", "standardize": true}},
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25}, "shuffle": false, "seed": 0,
+            "standardize_inputs": false});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        taskweave_plugin_api::config::typed(&c).unwrap()
+    }
+
+    fn load(config: &CsvConfig, dir: &Path) -> Result<Dataset> {
+        Csv::load(config, dir)
+    }
+
+    fn err(text: &str, extra: Value) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), text);
+        match load(&config(extra), dir.path()) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn loads_tasks_and_splits_with_standardised_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a,b,y,c\n1,2,10,0\n3,4,20,1\n5,6,30,2\n7,8,40,0\n",
+        );
+        let tasks = json!({"y": {"type": "regression", "loss": "mse", "standardize": true},
+                           "c": {"type": "multiclass", "classes": 3}});
+        let d = load(&config(json!({"tasks": tasks})), dir.path()).unwrap();
+        assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
+        assert_eq!(d.input_dim(), 2, "inputs default to the non-task columns");
+        assert_eq!(d.tasks[1].kind, TaskType::Multiclass(3));
+        let (mean, std) = d.tasks[0].scale.unwrap();
+        assert_eq!((mean, std), (15.0, 5.0));
+        assert_eq!(Vec::<f32>::try_from(&d.test.targets[0]).unwrap(), vec![5.0]);
+        assert_eq!(d.test.targets[1].kind(), tch::Kind::Int64);
+    }
+
+    #[test]
+    fn missing_file_and_empty_file_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(&config(json!({})), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read data file") && e.contains("d.csv"),
+            "{e}"
+        );
+        assert!(err("", json!({})).contains("d.csv: the file is empty"));
+        assert!(err("a,y\n", json!({})).contains("has a header but no data rows"));
+    }
+
+    #[test]
+    fn missing_column_suggests_the_nearest() {
+        let e = err("a,yy\n1,2\n", json!({}));
+        assert!(
+            e.contains("no column `y` (columns: a, yy); did you mean `yy`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_numeric_value_names_row_and_column() {
+        let e = err("a,y\n1,2\n3,abc\n", json!({}));
+        assert!(
+            e.contains("d.csv: row 3, column `y`: `abc` is not a finite number"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ragged_rows_and_bad_labels_and_bad_fractions() {
+        assert!(
+            err("a,y\n1,2\n3\n", json!({})).contains("row 3 has 1 fields, but the header has 2")
+        );
+        let binary = json!({"tasks": {"y": {"type": "binary"}}});
+        assert!(err("a,y\n1,2\n", binary).contains("row 2, column `y`: `2` is not 0 or 1"));
+        let bad = json!({"split": {"train": 0.5, "val": 0.5, "test": 0.5}});
+        assert!(err("a,y\n1,2\n", bad).contains("must add up to 1"));
+    }
+
+    #[test]
+    fn split_column_assigns_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a,y,s\n1,2,train\n3,4,test\n5,6,val\n7,8,train\n",
+        );
+        let d = load(&config(json!({"split_column": "s"})), dir.path()).unwrap();
+        assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
+        assert_eq!(d.input_dim(), 1);
+        let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
+        assert!(
+            e.contains("row 2, column `s`: `training` is not train, val or test"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,145 @@
+//! taskweave's data kinds: what `[data] kind = "..."` names in a pipeline, each
+//! turning its typed `[data]` table into a [`Dataset`] (tasks and three splits
+//! of tensors, in memory).
+//!
+//! A data kind implements [`Source`] (its config struct, a cheap check that its
+//! files exist, and the loader) and registers itself with
+//! `inventory::submit! { DataKind::of::<MySource>() }`, like the built-in
+//! methods: the runtime finds every registered kind by name, validates the
+//! pipeline's `[data]` table against the config's JSON Schema, and calls it.
+//! Errors ([`Error`]) name the file, row and column, or the `[data]` key.
+//!
+//! The built-in kinds: `mmoe-synthetic` (the MMoE paper's generator), `csv`
+//! (the user's own table) and `qm9` (molecular properties, from `make qm9`).
+//! Splits by fraction after a seeded shuffle are shared by all of them
+//! ([`split`]).
+
+#![deny(missing_docs)]
+
+mod csv;
+mod dataset;
+mod error;
+mod qm9;
+pub mod split;
+mod synthetic;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+
+pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType};
+pub use error::{Error, Result};
+
+/// A data kind, with its `[data]` table as a typed config.
+pub trait Source {
+    /// The name pipelines write in `kind = "..."`.
+    const NAME: &'static str;
+    /// The `[data]` table without `kind`; its schema is what pipelines are
+    /// validated against, defaults included.
+    type Config: DeserializeOwned + JsonSchema;
+
+    /// Checks, without reading them, that the files [`Source::load`] needs
+    /// exist, so that `validate` fails where `run` would. Relative paths
+    /// resolve against `dir`, the pipeline file's directory.
+    fn check(_config: &Self::Config, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// The bytes [`Source::load`] will allocate at least, and the keys that ask
+    /// for them, when that is known before reading anything (so the runtime can
+    /// refuse what does not fit instead of failing mid-way).
+    fn footprint(_config: &Self::Config) -> Option<(u128, String)> {
+        None
+    }
+
+    /// Loads the data.
+    fn load(config: &Self::Config, dir: &Path) -> Result<Dataset>;
+}
+
+/// A registered data kind, its config handled as JSON.
+pub struct DataKind {
+    /// The name pipelines write in `kind = "..."`.
+    pub name: &'static str,
+    schema: fn() -> Value,
+    check: fn(&Value, &Path) -> Result<()>,
+    footprint: fn(&Value) -> Result<Option<(u128, String)>>,
+    load: fn(&Value, &Path) -> Result<Dataset>,
+}
+
+inventory::collect!(DataKind);
+
+/// The typed config of a validated `[data]` table (which still holds `kind`).
+fn config_of<S: Source>(table: &Value) -> Result<S::Config> {
+    let mut table = table.clone();
+    if let Value::Object(map) = &mut table {
+        map.remove("kind");
+    }
+    typed(&table).map_err(|e| Error::config(S::NAME, e.to_string()))
+}
+
+impl DataKind {
+    /// The registration of `S`.
+    pub const fn of<S: Source>() -> DataKind {
+        DataKind {
+            name: S::NAME,
+            schema: schema_for::<S::Config>,
+            check: |table, dir| S::check(&config_of::<S>(table)?, dir),
+            footprint: |table| Ok(S::footprint(&config_of::<S>(table)?)),
+            load: |table, dir| S::load(&config_of::<S>(table)?, dir),
+        }
+    }
+
+    /// The JSON Schema of the `[data]` table (without `kind`).
+    pub fn schema(&self) -> Value {
+        (self.schema)()
+    }
+
+    /// [`Source::check`] on a validated `[data]` table.
+    pub fn check(&self, table: &Value, dir: &Path) -> Result<()> {
+        (self.check)(table, dir)
+    }
+
+    /// [`Source::footprint`] on a validated `[data]` table.
+    pub fn footprint(&self, table: &Value) -> Result<Option<(u128, String)>> {
+        (self.footprint)(table)
+    }
+
+    /// Loads a validated `[data]` table's data, refusing an empty split.
+    pub fn load(&self, table: &Value, dir: &Path) -> Result<Dataset> {
+        let data = (self.load)(table, dir)?;
+        for (name, split) in [
+            ("train", &data.train),
+            ("val", &data.val),
+            ("test", &data.test),
+        ] {
+            if split.is_empty() {
+                return Err(Error::config(
+                    "split",
+                    format!(
+                        "the {name} split of the `{}` data is empty; give it more rows",
+                        self.name
+                    ),
+                ));
+            }
+        }
+        Ok(data)
+    }
+}
+
+/// The data kind called `name`.
+pub fn find(name: &str) -> Option<&'static DataKind> {
+    inventory::iter::<DataKind>().find(|k| k.name == name)
+}
+
+/// Every data kind's name, sorted.
+pub fn kinds() -> Vec<&'static str> {
+    let mut names: Vec<&str> = inventory::iter::<DataKind>().map(|k| k.name).collect();
+    names.sort_unstable();
+    names
+}
+
+/// Keeps this crate's registrations linked into a binary that names nothing
+/// else from it (inventory's entries live in otherwise unreferenced objects).
+pub fn link() {}
