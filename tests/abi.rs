@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use taskweave::{Config, Error, Runtime};
+use taskweave::{Config, Error, Pipeline, Run, Runtime};
 use taskweave_tests::*;
 
 fn copy_into(dir: &Path, so: &Path, name: &str) {
@@ -170,8 +170,10 @@ fn a_panic_inside_a_plugin_is_an_error_naming_plugin_and_method_and_the_host_goe
     let dir = tempfile::tempdir().unwrap();
     let text = panicky_pipeline(dir.path(), "panic");
     let rt = Runtime::new(&Config::new());
-    let pipeline = rt.pipeline_from_str(&text, dir.path(), &[]).unwrap();
-    let err = pipeline.train(false, true).unwrap_err();
+    let pipeline = Pipeline::from_str(&rt, &text, dir.path(), &[]).unwrap();
+    let err = Run::start(pipeline, false)
+        .and_then(|run| run.train(true))
+        .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, Error::Method(_)), "{err:?}");
     for needle in [
@@ -188,14 +190,14 @@ fn a_panic_inside_a_plugin_is_an_error_naming_plugin_and_method_and_the_host_goe
         );
     }
     // The same process trains another pipeline afterwards.
-    let good = rt
-        .pipeline_from_str(
-            &text,
-            dir.path(),
-            &["train.weighting=ew".into(), "run.name=good".into()],
-        )
-        .unwrap();
-    let summary = good.train(false, true).unwrap();
+    let good = Pipeline::from_str(
+        &rt,
+        &text,
+        dir.path(),
+        &["train.weighting=ew".into(), "run.name=good".into()],
+    )
+    .unwrap();
+    let summary = Run::start(good, false).unwrap().train(true).unwrap();
     assert_eq!(summary.steps, 20);
 }
 
@@ -240,8 +242,7 @@ fn a_method_name_provided_twice_is_refused_naming_both_sources() {
         "[train]\nsteps = 5\nweighting = \"rlw\"\n",
     ))
     .unwrap();
-    let err = rt
-        .pipeline_from_str(&text, dir.path(), &[])
+    let err = Pipeline::from_str(&rt, &text, dir.path(), &[])
         .err()
         .expect("refused")
         .to_string();

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
-use taskweave::{Config, Error, Runtime};
+use taskweave::{Config, Error, Pipeline, Runtime};
 
 /// Cases per target: `TASKWEAVE_FUZZ_CASES`, or a quick default.
 fn cases() -> u32 {
@@ -43,7 +43,7 @@ fn assert_input_error(err: &Error, what: &str) {
             assert!(
                 d.location.is_some(),
                 "{what}: `{}` has no location: {err}",
-                d.diagnostic.message
+                d.message
             );
         }
     }
@@ -183,7 +183,7 @@ fn pipelines_and_sets_are_accepted_or_refused_with_a_location_never_panicking() 
             } else {
                 apply(PIPELINE, &edits)
             };
-            if let Err(err) = runtime().pipeline_from_str(&text, dir.path(), &sets) {
+            if let Err(err) = Pipeline::from_str(runtime(), &text, dir.path(), &sets) {
                 assert_input_error(&err, &format!("{text:?} with {sets:?}"));
             }
             Ok(())

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use taskweave::{Config, Runtime, Summary};
+use taskweave::run::Summary;
+use taskweave::{Config, Pipeline, Run, Runtime};
 use taskweave_tests::*;
 
 fn runtime_with_sam(dir: &Path) -> Runtime {
@@ -22,10 +23,8 @@ fn runtime_with_sam(dir: &Path) -> Runtime {
 fn train(rt: &Runtime, dir: &Path, name: &str, extra: &str, sets: &[&str]) -> Summary {
     let text = std::fs::read_to_string(small_pipeline(dir, name, extra)).unwrap();
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    rt.pipeline_from_str(&text, dir, &sets)
-        .unwrap()
-        .train(true, true)
-        .unwrap()
+    let pipeline = Pipeline::from_str(rt, &text, dir, &sets).unwrap();
+    Run::start(pipeline, true).unwrap().train(true).unwrap()
 }
 
 /// Model parameters and buffers of the final checkpoint, sorted by name

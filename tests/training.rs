@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime};
 
-use taskweave::{Config, Runtime};
+use taskweave::run::Summary;
+use taskweave::{Config, Pipeline, Run, Runtime};
 use taskweave_tests::*;
 
 fn spawn(cwd: &Path, args: &[&str]) -> Child {
@@ -173,14 +174,12 @@ fn data_errors_name_file_row_and_column_with_exit_2() {
     );
 }
 
-fn train_in_process(dir: &Path, name: &str, extra: &str, sets: &[&str]) -> taskweave::Summary {
+fn train_in_process(dir: &Path, name: &str, extra: &str, sets: &[&str]) -> Summary {
     let text = std::fs::read_to_string(small_pipeline(dir, name, extra)).unwrap();
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let rt = Runtime::new(&Config::new());
-    rt.pipeline_from_str(&text, dir, &sets)
-        .unwrap()
-        .train(true, true)
-        .unwrap()
+    let pipeline = Pipeline::from_str(&rt, &text, dir, &sets).unwrap();
+    Run::start(pipeline, true).unwrap().train(true).unwrap()
 }
 
 #[test]
@@ -294,9 +293,10 @@ fn flatness_grows_with_the_perturbation_and_leaves_the_run_unchanged() {
     let summary = train_in_process(dir.path(), "flat", "[train]\nsteps = 200\n", &[]);
     let before = final_parameters(&summary.dir);
     let rt = Runtime::new(&Config::new());
-    let pipeline = rt.open_run(&summary.dir).unwrap();
-    let small = pipeline.flatness(&summary.dir, "train", 0.01, 8).unwrap();
-    let large = pipeline.flatness(&summary.dir, "train", 0.3, 8).unwrap();
+    let run = Run::open(&rt, &summary.dir).unwrap();
+    let small = run.flatness("train", 0.01, 8).unwrap();
+    let large = run.flatness("train", 0.3, 8).unwrap();
+    drop(run);
     assert_eq!(
         small.base, large.base,
         "the trained point is restored exactly between samples"

@@ -138,7 +138,7 @@ pub use roles::weighting::{
 };
 pub use roles::FfiMethod;
 pub use state::{FfiState, State};
-pub use tensor::{BorrowedTensor, TensorOwned, TensorRef};
+pub use tensor::{kind_name, BorrowedTensor, TensorOwned, TensorRef};
 
 /// Expands to the tch version this crate is built against, as a string literal.
 #[macro_export]

@@ -125,6 +125,24 @@ impl Drop for TensorOwned {
     }
 }
 
+/// A tensor dtype as messages name it: `float32`, `int64`, ...
+pub fn kind_name(kind: tch::Kind) -> &'static str {
+    use tch::Kind;
+    match kind {
+        Kind::Uint8 => "uint8",
+        Kind::Int8 => "int8",
+        Kind::Int16 => "int16",
+        Kind::Int => "int32",
+        Kind::Int64 => "int64",
+        Kind::Half => "float16",
+        Kind::Float => "float32",
+        Kind::Double => "float64",
+        Kind::BFloat16 => "bfloat16",
+        Kind::Bool => "bool",
+        _ => "non-numeric",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

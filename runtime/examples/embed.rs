@@ -36,12 +36,13 @@ fn main() -> Result<(), taskweave::Error> {
         weighting = { kind = "rlw" }
     "#;
     let overrides = ["train.batch=64".to_string()];
-    let pipeline = runtime.pipeline_from_str(text, Path::new("."), &overrides)?;
+    let pipeline = taskweave::Pipeline::from_str(&runtime, text, Path::new("."), &overrides)?;
     println!("resolved config:\n{}", pipeline.resolved_toml());
 
-    // 3. Pipeline → run: trains into runs/embedded/ (overwriting an earlier run)
-    //    and returns the per-task metrics.
-    let summary = pipeline.train(true, true)?;
+    // 3. Pipeline → Run: takes runs/embedded/ (emptying an earlier run there)
+    //    and holds it locked while it lives; training returns the per-task metrics.
+    let run = taskweave::Run::start(pipeline, true)?;
+    let summary = run.train(true)?;
     for (task, metrics) in summary.tasks.iter().zip(&summary.test) {
         println!("{}: test mse {:.4}", task.name, metrics["mse"]);
     }

@@ -161,9 +161,10 @@ pub fn check_allocator_settings(settings: &str) -> Result<(), String> {
             .ok_or_else(|| format!("`{rest}` is not of the form key:value"))?;
         let key = key.trim();
         if !ALLOCATOR_KEYS.contains(&key) {
-            let hint = crate::config::did_you_mean(key, ALLOCATOR_KEYS.iter().copied())
-                .map(|k| format!("; did you mean `{k}`?"))
-                .unwrap_or_default();
+            let hint =
+                taskweave_plugin_api::config::did_you_mean(key, ALLOCATOR_KEYS.iter().copied())
+                    .map(|k| format!("; did you mean `{k}`?"))
+                    .unwrap_or_default();
             return Err(format!("unknown allocator setting `{key}`{hint}"));
         }
         let after = after.trim_start();

@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Diagnostic, Source};
-
 /// Any error the runtime returns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,25 +58,6 @@ impl Error {
         }
     }
 
-    /// A config error from diagnostics, rendered against `source`.
-    pub fn config(diagnostics: Vec<Diagnostic>, source: &Source) -> Error {
-        let mut rendered: Vec<String> = diagnostics.iter().map(|d| d.render(source)).collect();
-        if diagnostics.len() > 1 {
-            rendered.push(format!("{} errors in {}", diagnostics.len(), source.name));
-        }
-        let diagnostics = diagnostics
-            .into_iter()
-            .map(|diagnostic| Located {
-                location: diagnostic.location(source),
-                diagnostic,
-            })
-            .collect();
-        Error::Config {
-            diagnostics,
-            rendered: rendered.join("\n").trim_end().to_string(),
-        }
-    }
-
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
@@ -106,32 +85,17 @@ impl From<tch::TchError> for Error {
     }
 }
 
-/// A config problem and where it was written (`file:line:col`, `--set ...`;
-/// `None` for generated values).
+/// A config problem and where it was written.
 #[derive(Clone, Debug)]
 pub struct Located {
-    /// The problem.
-    pub diagnostic: Diagnostic,
-    /// Where.
+    /// The dotted path of the value at fault (empty for the whole file).
+    pub path: String,
+    /// `file:line:col` or `--set ...`; `None` for generated values.
     pub location: Option<String>,
-}
-
-/// A tensor dtype as messages name it: `float32`, `int64`, ...
-pub(crate) fn kind_name(kind: tch::Kind) -> &'static str {
-    use tch::Kind;
-    match kind {
-        Kind::Uint8 => "uint8",
-        Kind::Int8 => "int8",
-        Kind::Int16 => "int16",
-        Kind::Int => "int32",
-        Kind::Int64 => "int64",
-        Kind::Half => "float16",
-        Kind::Float => "float32",
-        Kind::Double => "float64",
-        Kind::BFloat16 => "bfloat16",
-        Kind::Bool => "bool",
-        _ => "non-numeric",
-    }
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub help: Option<String>,
 }
 
 /// `Result` with the runtime's [`Error`].

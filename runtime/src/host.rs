@@ -10,7 +10,7 @@ use taskweave_plugin_api::{
 
 use crate::device::kernels;
 
-use crate::config::validate_method;
+use crate::registry::validate_method;
 use crate::registry::Registry;
 
 /// What the runtime hands to every method it creates.

@@ -3,14 +3,16 @@
 //! The runtime owns everything that is not a method: devices, data, the model,
 //! the training loop, checkpoints, logs and metrics. Methods (loss weightings,
 //! training strategies, architectures, fusions, groupings) are built in or come
-//! from plugin `.so` files, and all are looked up by name in one [`Registry`].
+//! from plugin `.so` files, and all are looked up by name in one
+//! [`registry::Registry`].
 //!
 //! The embedding API has four nouns, each living as long as the one before it:
 //!
 //! - [`Config`]: plugin directories;
 //! - [`Runtime`]: the registry of methods (cheap to clone);
 //! - [`Pipeline`]: one validated TOML pipeline;
-//! - a run: [`Pipeline::train`] writes `out_dir/<name>/` and returns a [`Summary`].
+//! - [`Run`]: the pipeline's run directory `out_dir/<name>/`, held locked;
+//!   [`Run::train`] fills it and returns a [`run::Summary`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -18,16 +20,14 @@
 //! let mut config = taskweave::Config::new();
 //! config.plugin_dir("plugins");
 //! let runtime = taskweave::Runtime::new(&config);
-//! let pipeline = runtime.pipeline_from_file(Path::new("pipelines/quickstart.toml"), &[])?;
-//! let summary = pipeline.train(true, false)?;
-//! println!("{}", taskweave::train::run::table(&summary));
+//! let pipeline = taskweave::Pipeline::from_file(&runtime, Path::new("pipelines/quickstart.toml"), &[])?;
+//! let summary = taskweave::Run::start(pipeline, true)?.train(false)?;
+//! println!("{}", taskweave::run::table(&summary));
 //! # Ok::<(), taskweave::Error>(())
 //! ```
 
 #![deny(missing_docs)]
 
-pub mod call;
-pub mod config;
 pub mod data;
 pub mod device;
 mod error;
@@ -35,15 +35,18 @@ mod fsutil;
 mod host;
 pub mod logging;
 pub mod model;
+mod names;
+pub mod optimizer;
 mod pipeline;
 pub mod registry;
 mod report;
+pub mod run;
 mod runtime;
+pub mod spec;
 pub mod toy;
 pub mod train;
 
 pub use error::{Error, Located, Result};
-pub use pipeline::{schema as pipeline_schema, Pipeline};
-pub use registry::Registry;
+pub use pipeline::Pipeline;
+pub use run::Run;
 pub use runtime::{Config, Runtime};
-pub use train::run::Summary;

@@ -7,15 +7,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use taskweave_plugin_api::Host;
 
-use crate::config::{validate, Diagnostic, KindTable, Node, NodeValue, Origin, Source};
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
-use crate::registry::Registry;
+use crate::registry::{KindTable, Registry};
 use crate::runtime::Runtime;
-use crate::train::flatness::Flatness;
-use crate::train::run::{self, RunContext, Summary};
-use crate::train::run_dir::{self, RunDir};
-use crate::train::{checkpoint, Trainer};
+use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
 
 /// The schema of a pipeline file: the runtime's sections, with method tables
 /// marked by `x-taskweave-role`.
@@ -115,7 +111,7 @@ fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
     let name = run["name"].as_str().unwrap_or_default();
     check(
         &["run", "name"],
-        run_dir::name_problem(name)
+        crate::names::name_problem(name)
             .map_or(Ok(()), |why| Err(format!("run.name = {name:?}: {why}"))),
     );
     let device = run["device"].as_str().unwrap_or("auto");
@@ -169,15 +165,58 @@ fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {
 }
 
 impl Pipeline {
+    /// Loads and validates the pipeline file at `path`, with `sets`
+    /// (`dotted.key=value`, values in TOML) applied first. The run name
+    /// defaults to the file name.
+    pub fn from_file(runtime: &Runtime, path: &Path, sets: &[String]) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Input(format!(
+                "cannot read pipeline {}: {}",
+                path.display(),
+                taskweave_plugin_api::io_reason(&e)
+            ))
+        })?;
+        let name = path.file_stem().map_or_else(
+            || "run".to_string(),
+            |s| crate::names::name_from(&s.to_string_lossy()),
+        );
+        Pipeline::load(runtime, Source::file(path, text), sets, &name)
+    }
+
+    /// Loads and validates a pipeline given as text; relative paths in it
+    /// resolve against `dir`. The run name defaults to `run`.
+    pub fn from_str(
+        runtime: &Runtime,
+        text: &str,
+        dir: &Path,
+        sets: &[String],
+    ) -> Result<Pipeline> {
+        let source = Source::string(text.to_string(), dir.to_path_buf());
+        Pipeline::load(runtime, source, sets, "run")
+    }
+
+    /// The pipeline a run directory holds (`config.toml` at `config_path`,
+    /// with relative paths resolving in `dir`, where the original file was).
+    pub(crate) fn from_run(
+        runtime: &Runtime,
+        config_path: &Path,
+        text: String,
+        dir: PathBuf,
+    ) -> Result<Pipeline> {
+        let mut source = Source::file(config_path, text);
+        source.dir = dir;
+        Pipeline::load(runtime, source, &[], "run")
+    }
+
     /// Parses, applies `sets` and validates `source` against `runtime`'s methods
     /// plus those of the plugin directories the pipeline names.
-    pub(crate) fn load(
+    fn load(
         runtime: &Runtime,
         mut source: Source,
         sets: &[String],
         default_name: &str,
     ) -> Result<Pipeline> {
-        let fail = |d: Diagnostic, source: &Source| Error::config(vec![d], source);
+        let fail = |d: Diagnostic, source: &Source| source.error(vec![d]);
         let mut root = source.parse().map_err(|d| fail(d, &source))?;
         if !matches!(root.value, NodeValue::Table(_)) {
             return Err(fail(
@@ -212,10 +251,10 @@ impl Pipeline {
                 registry: &registry,
             },
         )
-        .map_err(|diagnostics| Error::config(diagnostics, &source))?;
+        .map_err(|diagnostics| source.error(diagnostics))?;
         let problems = check_values(&root, &config, &source.dir);
         if !problems.is_empty() {
-            return Err(Error::config(problems, &source));
+            return Err(source.error(problems));
         }
         let host = RuntimeHost::with_registry(registry.clone());
         Ok(Pipeline {
@@ -233,7 +272,7 @@ impl Pipeline {
 
     /// The resolved config as TOML.
     pub fn resolved_toml(&self) -> String {
-        crate::config::to_toml(&self.config)
+        crate::spec::to_toml(&self.config)
     }
 
     /// The run's name.
@@ -246,85 +285,23 @@ impl Pipeline {
         Path::new(self.config["run"]["out_dir"].as_str().unwrap_or("runs")).join(self.name())
     }
 
-    fn context(&self, quiet: bool) -> Result<RunContext<'_>> {
-        let threads = self.config["run"]["threads"].as_i64().unwrap_or(0);
-        if threads > 0 {
-            tch::set_num_threads(threads as i32);
-        }
-        let device =
-            crate::device::resolve(self.config["run"]["device"].as_str().unwrap_or("auto"))?;
-        if let tch::Device::Cuda(ordinal) = device {
-            crate::device::configure_allocator(
-                ordinal,
-                self.config["run"]["gpu_memory_fraction"]
-                    .as_f64()
-                    .unwrap_or(0.0),
-                self.config["run"]["cuda_allocator"].as_str().unwrap_or(""),
-            )?;
-        }
-        Ok(RunContext {
-            config: &self.config,
-            registry: &self.registry,
-            host: &self.host,
-            device,
-            pipeline_dir: &self.source.dir,
-            quiet,
-        })
+    /// The directory relative paths in the pipeline resolve against.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.source.dir
     }
 
-    /// Trains into [`Pipeline::run_dir`], holding its lock for the whole run.
-    /// Refuses a directory that already holds a run unless `overwrite` (which
-    /// empties it), and one that holds anything else in any case, so that
-    /// nothing is lost by accident.
-    pub fn train(&self, overwrite: bool, quiet: bool) -> Result<Summary> {
-        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
-        let ctx = self.context(quiet)?;
-        let run = RunDir::create(&self.run_dir(), overwrite)?;
-        run::train(&ctx, data, &run, false)
+    /// The methods the pipeline may use.
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
-    /// Continues the run in `dir` from its newest checkpoint.
-    pub(crate) fn resume(&self, dir: &Path, quiet: bool) -> Result<Summary> {
-        let run = RunDir::open(dir)?;
-        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
-        let ctx = self.context(quiet)?;
-        run::train(&ctx, data, &run, true)
+    /// The host handed to its methods.
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
     }
 
-    /// Measures the flatness of the newest checkpoint in run directory `dir`
-    /// (see [`Flatness`]) on split `split`.
-    pub fn flatness(
-        &self,
-        dir: &Path,
-        split: &str,
-        radius: f64,
-        samples: usize,
-    ) -> Result<Flatness> {
-        if !(radius.is_finite() && radius > 0.0) {
-            return Err(Error::Input(format!(
-                "the perturbation radius must be a positive number, got {radius}"
-            )));
-        }
-        if samples == 0 {
-            return Err(Error::Input(
-                "flatness needs at least one sample (random direction)".into(),
-            ));
-        }
-        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
-        let ctx = self.context(true)?;
-        let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
-        let (_, ckpt) = checkpoint::latest(&dir.join("checkpoints"))?
-            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", dir.display())))?;
-        trainer.restore(ckpt)?;
-        let seed = self.config["run"]["seed"].as_u64().unwrap_or(0);
-        let batch = self.config["eval"]["batch"].as_u64().unwrap_or(4096) as usize;
-        trainer.flatness(split, radius, samples, seed, batch)
-    }
-
-    /// Trains and stores the single-task baselines Δm compares against.
-    pub fn baselines(&self, quiet: bool) -> Result<PathBuf> {
-        let data = crate::data::load(&self.config["data"], &self.source.dir)?;
-        let ctx = self.context(quiet)?;
-        run::baselines(&ctx, &data)
+    /// Loads the pipeline's data.
+    pub(crate) fn load_data(&self) -> Result<crate::data::Dataset> {
+        crate::data::load(&self.config["data"], &self.source.dir)
     }
 }

@@ -53,10 +53,10 @@ use taskweave_plugin_api::{MethodContext, Role, Weighting, WeightingInput, Weigh
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::optimizer::Optimizer;
 use crate::report::plot::{
     render_png_sized, HeatMap, LegendPosition, Marker, MarkerShape, Panel, Series,
 };
-use crate::train::optimizer::Optimizer;
 use crate::Runtime;
 
 /// The floor under the absolute values inside the logarithms (`LOWER` in the

@@ -2,7 +2,10 @@
 //! methods of every plugin found in the plugin directories.
 
 mod elf;
+mod kinds;
 mod loader;
+
+pub use kinds::{validate_method, KindTable};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -209,8 +212,8 @@ impl Registry {
         host: &Host,
     ) -> Result<MethodBox, Error> {
         let (kind, config) = split_table(role, table).map_err(|e| Error::Input(e.to_string()))?;
-        let (entry, config) = crate::config::validate_method(self, role, &kind, &config)
-            .map_err(|e| Error::Input(e.to_string()))?;
+        let (entry, config) =
+            validate_method(self, role, &kind, &config).map_err(|e| Error::Input(e.to_string()))?;
         self.create(entry, &config, ctx, host)
     }
 

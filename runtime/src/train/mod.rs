@@ -9,11 +9,8 @@ mod generator;
 pub mod memory;
 pub mod metrics;
 mod ops;
-pub mod optimizer;
 mod params;
 pub mod progress;
-pub mod run;
-pub mod run_dir;
 
 use std::sync::Arc;
 
@@ -25,11 +22,11 @@ use tch::{Device, Tensor};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
+use crate::optimizer::Optimizer;
 use crate::registry::Registry;
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
 use generator::step_seed;
-use optimizer::Optimizer;
 use params::FlatParams;
 
 /// What to do when a task's loss is NaN or infinite.

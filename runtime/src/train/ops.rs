@@ -4,12 +4,12 @@ use taskweave_plugin_api::{Error as ApiError, Group, Result as ApiResult, StepOp
 use tch::{Kind, Tensor};
 
 use super::batches::Batches;
-use super::optimizer::Optimizer;
 use super::params::FlatParams;
 use crate::data::{Dataset, Split};
 use crate::device::kernels;
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::optimizer::Optimizer;
 use crate::train::metrics::task_loss;
 
 /// One step's view of the trainer.

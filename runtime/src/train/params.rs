@@ -52,7 +52,7 @@ impl FlatParams {
                 return Err(Error::Method(format!(
                     "parameter `{}` is {}; parameters must be float32",
                     p.name,
-                    crate::error::kind_name(p.tensor.kind())
+                    taskweave_plugin_api::kind_name(p.tensor.kind())
                 )));
             }
             if let Some(Group::Task(t)) = p.group {

@@ -26,11 +26,11 @@ fn report(err: &Error, format: Format) {
         if let Error::Config { diagnostics, .. } = err {
             for d in diagnostics {
                 tracing::error!(
-                    path = %d.diagnostic.path,
+                    path = %d.path,
                     location = d.location.as_deref().unwrap_or(""),
-                    help = d.diagnostic.help.as_deref().unwrap_or(""),
+                    help = d.help.as_deref().unwrap_or(""),
                     "{}",
-                    d.diagnostic.message
+                    d.message
                 );
             }
         }

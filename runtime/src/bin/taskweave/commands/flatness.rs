@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use serde::Serialize;
+use taskweave::Run;
 
 use super::{runtime, write_json};
 use crate::args::FlatnessArgs;
@@ -21,8 +22,7 @@ struct FlatnessView<'a> {
 }
 
 pub fn run(args: &FlatnessArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let f = runtime(&args.plugins).open_run(&args.run_dir)?.flatness(
-        &args.run_dir,
+    let f = Run::open(&runtime(&args.plugins), &args.run_dir)?.flatness(
         &args.split,
         args.radius,
         args.samples,

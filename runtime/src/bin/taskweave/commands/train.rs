@@ -3,20 +3,29 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use taskweave::Summary;
+use taskweave::run::{self, Summary};
+use taskweave::{Pipeline, Run};
 
 use super::runtime;
 use crate::args::PipelineArgs;
 use crate::output::Failure;
 
 fn report(summary: &Summary, out: &mut dyn Write) -> Result<(), Failure> {
-    writeln!(out, "{}", taskweave::train::run::table(summary))?;
+    writeln!(out, "{}", run::table(summary))?;
     writeln!(out, "run directory: {}", summary.dir.display())?;
     Ok(())
 }
 
+fn pipeline(args: &PipelineArgs) -> Result<Pipeline, Failure> {
+    Ok(Pipeline::from_file(
+        &runtime(&args.plugins),
+        &args.pipeline,
+        &args.sets,
+    )?)
+}
+
 pub fn validate(args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let pipeline = runtime(&args.plugins).pipeline_from_file(&args.pipeline, &args.sets)?;
+    let pipeline = pipeline(args)?;
     writeln!(
         out,
         "{}: ok (run `{}`)",
@@ -33,12 +42,12 @@ pub fn run(
     quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let pipeline = runtime(&args.plugins).pipeline_from_file(&args.pipeline, &args.sets)?;
+    let pipeline = pipeline(args)?;
     if print_config {
         write!(out, "{}", pipeline.resolved_toml())?;
         return Ok(());
     }
-    report(&pipeline.train(overwrite, quiet)?, out)
+    report(&Run::start(pipeline, overwrite)?.train(quiet)?, out)
 }
 
 pub fn resume(
@@ -47,12 +56,11 @@ pub fn resume(
     quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    report(&runtime(plugins).resume(run_dir, quiet)?, out)
+    report(&Run::open(&runtime(plugins), run_dir)?.train(quiet)?, out)
 }
 
 pub fn baselines(args: &PipelineArgs, quiet: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let pipeline = runtime(&args.plugins).pipeline_from_file(&args.pipeline, &args.sets)?;
-    let path = pipeline.baselines(quiet)?;
+    let path = run::baselines(&pipeline(args)?, quiet)?;
     writeln!(out, "single-task baselines stored in {}", path.display())?;
     Ok(())
 }

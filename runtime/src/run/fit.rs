@@ -1,10 +1,8 @@
-//! A run on disk: `out_dir/<name>/` with the resolved config, `metrics.jsonl`,
-//! checkpoints, `curves.png` and `summary.json`; the training loop that fills
-//! it; resume; and the single-task baselines Δm compares against.
+//! The loop that fills a run directory: the resolved config, `metrics.jsonl`,
+//! checkpoints, `curves.png` and `summary.json`, from step 0 or from the newest
+//! checkpoint.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,45 +10,24 @@ use serde_json::{json, Value};
 use taskweave_plugin_api::Host;
 use tch::{Device, Kind};
 
-use super::checkpoint;
-use super::memory::MemoryLog;
-use super::metrics::{delta_m, TaskMetrics};
-use super::progress::Progress;
-use super::run_dir::{self, RunDir};
-use super::{Stepped, Trainer};
-use crate::config::to_toml;
+use super::baselines::load_baselines;
+use super::dir::{self, RunDir};
+use super::summary::Summary;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::report::plot::{render_png, Panel, Series};
+use crate::spec::to_toml;
+use crate::train::checkpoint;
+use crate::train::memory::MemoryLog;
+use crate::train::metrics::{delta_m, TaskMetrics};
+use crate::train::progress::Progress;
+use crate::train::{Stepped, Trainer};
 
 /// Checkpoints kept per run (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// The run directory.
-    pub dir: PathBuf,
-    /// The tasks, in order.
-    pub tasks: Vec<Task>,
-    /// Final validation metrics per task.
-    pub val: Vec<TaskMetrics>,
-    /// Final test metrics per task.
-    pub test: Vec<TaskMetrics>,
-    /// Δm (%) on the test split against the stored single-task baselines,
-    /// when they exist (`taskweave baselines`).
-    pub delta_m: Option<f64>,
-    /// Steps trained in total.
-    pub steps: u64,
-    /// Training throughput of this invocation (steps per second).
-    pub steps_per_second: f64,
-    /// Steps skipped because of a non-finite loss.
-    pub skipped: u64,
-    /// Trainable values in the run.
-    pub parameters: i64,
-}
 
 /// Everything the run loop needs besides the data.
 pub struct RunContext<'a> {
@@ -66,6 +43,34 @@ pub struct RunContext<'a> {
     pub pipeline_dir: &'a Path,
     /// Show no progress.
     pub quiet: bool,
+}
+
+impl<'a> RunContext<'a> {
+    /// The context of `pipeline`'s runs: the process-wide settings of `[run]`
+    /// (threads, the CUDA allocator) are applied here.
+    pub fn new(pipeline: &'a Pipeline, quiet: bool) -> Result<RunContext<'a>> {
+        let config = pipeline.config();
+        let threads = config["run"]["threads"].as_i64().unwrap_or(0);
+        if threads > 0 {
+            tch::set_num_threads(threads as i32);
+        }
+        let device = crate::device::resolve(config["run"]["device"].as_str().unwrap_or("auto"))?;
+        if let Device::Cuda(ordinal) = device {
+            crate::device::configure_allocator(
+                ordinal,
+                config["run"]["gpu_memory_fraction"].as_f64().unwrap_or(0.0),
+                config["run"]["cuda_allocator"].as_str().unwrap_or(""),
+            )?;
+        }
+        Ok(RunContext {
+            config,
+            registry: pipeline.registry(),
+            host: pipeline.host(),
+            device,
+            pipeline_dir: pipeline.dir(),
+            quiet,
+        })
+    }
 }
 
 /// "1 task", "2 tasks".
@@ -213,53 +218,6 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
     render_png(&panels, 2)
 }
 
-/// Where the single-task baselines of `config` are stored: runs that share
-/// data, backbone, heads, optimizer, steps, batch and seed share baselines.
-pub fn baseline_path(config: &Value) -> PathBuf {
-    let key = json!({
-        "data": config["data"],
-        "backbone": config["model"]["backbone"],
-        "head": config["model"]["head"],
-        "optimizer": config["train"]["optimizer"],
-        "steps": config["train"]["steps"],
-        "batch": config["train"]["batch"],
-        "seed": config["run"]["seed"],
-    });
-    // FNV-1a over the canonical text: stable across processes and versions.
-    let text = canonical(&key);
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs"))
-        .join("baselines")
-        .join(format!("{hash:016x}.json"))
-}
-
-fn canonical(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let sorted: BTreeMap<&String, String> =
-                map.iter().map(|(k, v)| (k, canonical(v))).collect();
-            let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
-            format!("{{{}}}", inner.join(","))
-        }
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
-    let stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
-    tasks
-        .iter()
-        .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
-        .collect()
-}
-
 /// Trains `ctx.config` in `run`: from scratch, or with `resume` from the newest
 /// checkpoint there (from scratch if there is none yet).
 pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
@@ -310,7 +268,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         }
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
-        write_atomic(&dir.join(run_dir::MARKER), info.to_string().as_bytes())?;
+        write_atomic(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
         write_atomic(&dir.join("config.toml"), to_toml(config).as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
@@ -444,88 +402,4 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             .as_bytes(),
     )?;
     Ok(summary)
-}
-
-/// Trains one single-task model per task (hard sharing, equal weighting, the
-/// standard step; everything else as in `ctx.config`) and stores their test
-/// metrics where [`train`] finds them for Δm. Returns the file written.
-pub fn baselines(ctx: &RunContext<'_>, data: &Dataset) -> Result<PathBuf> {
-    let path = baseline_path(ctx.config);
-    let dir = path.with_extension("");
-    let mut stored = serde_json::Map::new();
-    for (t, task) in data.tasks.iter().enumerate() {
-        let mut config = ctx.config.clone();
-        config["model"]["architecture"] = json!({"kind": "hard-sharing"});
-        config["train"]["strategy"] = json!({"kind": "standard"});
-        config["train"]["weighting"] = json!({"kind": "ew"});
-        let single = RunContext {
-            config: &config,
-            ..*ctx
-        };
-        tracing::info!("single-task baseline for `{}`", task.name);
-        // Task names come from data (CSV headers): the directory gets a safe name.
-        let task_dir = dir.join(format!("{t}-{}", run_dir::name_from(&task.name)));
-        let run = RunDir::create(&task_dir, true)?;
-        let summary = train(&single, data.only_task(t), &run, false)?;
-        stored.insert(task.name.clone(), json!(summary.test[0]));
-    }
-    let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    write_atomic(
-        &path,
-        serde_json::to_string_pretty(&json)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    Ok(path)
-}
-
-/// The per-task result table printed at the end of a run.
-pub fn table(summary: &Summary) -> String {
-    let mut metric_names: Vec<&str> = Vec::new();
-    for m in &summary.test {
-        for name in m.keys() {
-            if !metric_names.contains(&name.as_str()) {
-                metric_names.push(name);
-            }
-        }
-    }
-    let width = summary
-        .tasks
-        .iter()
-        .map(|t| t.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = format!("{:width$}", "task");
-    for name in &metric_names {
-        let _ = write!(out, "  {name:>12}");
-    }
-    out.push('\n');
-    for (task, m) in summary.tasks.iter().zip(&summary.test) {
-        let _ = write!(out, "{:width$}", task.name);
-        for name in &metric_names {
-            match m.get(*name) {
-                Some(v) => {
-                    let _ = write!(out, "  {v:>12.5}");
-                }
-                None => {
-                    let _ = write!(out, "  {:>12}", "-");
-                }
-            }
-        }
-        out.push('\n');
-    }
-    match summary.delta_m {
-        Some(d) => {
-            let _ = writeln!(
-                out,
-                "Δm vs single-task baselines: {d:+.2}% (test; positive is better)"
-            );
-        }
-        None => out.push_str(
-            "Δm: no single-task baselines stored; run `taskweave baselines` with this pipeline\n",
-        ),
-    }
-    out
 }

@@ -1,23 +1,11 @@
-//! Pipeline configuration: TOML with locations, `--set` overrides, validation
-//! against the schemas of every method a pipeline names, and error rendering.
-
-mod diagnostic;
-mod node;
-mod source;
-mod toml_out;
-mod validate;
-
-pub use diagnostic::Diagnostic;
-pub use node::{Key, Node, NodeValue, Origin};
-pub use source::Source;
-pub use taskweave_plugin_api::config::did_you_mean;
-pub use toml_out::to_toml;
-pub use validate::{validate, KindError, Kinds};
+//! What a pipeline may name in `kind = "..."`: the registry's methods by role,
+//! plus the runtime's own tables (data kinds, optimizers), with their schemas.
 
 use serde_json::Value;
 use taskweave_plugin_api::{Error as ApiError, Role};
 
-use crate::registry::{Entry, LookupError, Registry};
+use super::{Entry, LookupError, Registry};
+use crate::spec::{validate, KindError, Kinds, Node, Origin};
 
 /// The runtime's own kind tables (not methods): data sources and optimizers.
 const RUNTIME_ROLES: [&str; 2] = ["Data", "Optimizer"];
@@ -25,7 +13,7 @@ const RUNTIME_ROLES: [&str; 2] = ["Data", "Optimizer"];
 fn runtime_schema(role: &str, kind: &str) -> Option<Value> {
     match role {
         "Data" => crate::data::schema(kind),
-        "Optimizer" => crate::train::optimizer::schema(kind),
+        "Optimizer" => crate::optimizer::schema(kind),
         _ => None,
     }
 }
@@ -33,7 +21,7 @@ fn runtime_schema(role: &str, kind: &str) -> Option<Value> {
 fn runtime_kinds(role: &str) -> Vec<String> {
     match role {
         "Data" => crate::data::kinds(),
-        "Optimizer" => crate::train::optimizer::kinds(),
+        "Optimizer" => crate::optimizer::kinds(),
         _ => Vec::new(),
     }
 }

@@ -4,8 +4,11 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{Item, Value};
 
+use std::fmt::Write as _;
+
 use super::diagnostic::Diagnostic;
 use super::node::{Key, Node, NodeValue, Origin};
+use crate::error::{Error, Located};
 
 /// The text a pipeline was read from, kept to render diagnostics.
 #[derive(Clone, Debug)]
@@ -59,6 +62,67 @@ impl Source {
     /// The text of 1-based `line`, without its newline.
     pub fn line_text(&self, line: usize) -> &str {
         self.text.lines().nth(line.saturating_sub(1)).unwrap_or("")
+    }
+
+    /// Where `d` was written: `file:line:col`, `--set <override>`, or nothing
+    /// for generated values.
+    pub fn location(&self, d: &Diagnostic) -> Option<String> {
+        match &d.origin {
+            Origin::File(span) => {
+                let (line, col) = self.line_col(span.start);
+                Some(format!("{}:{line}:{col}", self.name))
+            }
+            Origin::Set(i) => self.sets.get(*i).map(|s| format!("--set {s}")),
+            Origin::Generated => None,
+        }
+    }
+
+    /// `d` in full, rustc's way: message, location, the offending line with a
+    /// caret, and the hint.
+    pub fn render(&self, d: &Diagnostic) -> String {
+        let mut out = format!("error: {}\n", d.message);
+        if let Some(location) = self.location(d) {
+            let _ = writeln!(out, "  --> {location}");
+        }
+        if let Origin::File(span) = &d.origin {
+            let (line, col) = self.line_col(span.start);
+            let len = self
+                .text
+                .get(span.clone())
+                .map_or(1, |s| s.lines().next().unwrap_or("").chars().count());
+            let (text, col) = snippet(self.line_text(line), col);
+            let width = line.to_string().len();
+            let rest = text.chars().count().saturating_sub(col - 1).max(1);
+            let carets = "^".repeat(len.clamp(1, rest));
+            let _ = writeln!(out, "{:width$} |", "");
+            let _ = writeln!(out, "{line} | {text}");
+            let _ = writeln!(out, "{:width$} | {}{carets}", "", " ".repeat(col - 1));
+        }
+        if let Some(help) = &d.help {
+            let _ = writeln!(out, "  = help: {help}");
+        }
+        out
+    }
+
+    /// The config error of `diagnostics`, each rendered against this text.
+    pub fn error(&self, diagnostics: Vec<Diagnostic>) -> Error {
+        let mut rendered: Vec<String> = diagnostics.iter().map(|d| self.render(d)).collect();
+        if diagnostics.len() > 1 {
+            rendered.push(format!("{} errors in {}", diagnostics.len(), self.name));
+        }
+        let diagnostics = diagnostics
+            .into_iter()
+            .map(|d| Located {
+                location: self.location(&d),
+                path: d.path,
+                message: d.message,
+                help: d.help,
+            })
+            .collect();
+        Error::Config {
+            diagnostics,
+            rendered: rendered.join("\n").trim_end().to_string(),
+        }
     }
 
     /// Parses the text into a tree, or the syntax error with its location.
@@ -125,6 +189,32 @@ impl Source {
         }
         Ok(())
     }
+}
+
+/// At most this many characters of an offending line are shown.
+const SNIPPET: usize = 100;
+
+/// `line` cut to [`SNIPPET`] characters around 1-based column `col` (with `…`
+/// where text was cut), and the column's position in the cut line.
+fn snippet(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= SNIPPET {
+        return (line.to_string(), col);
+    }
+    let start = col
+        .saturating_sub(1 + SNIPPET / 4)
+        .min(chars.len() - SNIPPET);
+    let end = start + SNIPPET;
+    let mut text: String = chars[start..end].iter().collect();
+    let mut col = col - start;
+    if start > 0 {
+        text.insert(0, '…');
+        col += 1;
+    }
+    if end < chars.len() {
+        text.push('…');
+    }
+    (text, col)
 }
 
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
@@ -342,5 +432,40 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn render_points_at_the_column_with_a_caret_and_help() {
+        let source = Source::file(Path::new("q.toml"), "[train]\nstpes = 10\n".into());
+        let d = Diagnostic::new(
+            "train.stpes",
+            Origin::File(8..13),
+            "unknown key `train.stpes`",
+        )
+        .with_help("did you mean `steps`?");
+        let text = source.render(&d);
+        assert!(text.contains("--> q.toml:2:1"), "{text}");
+        assert!(text.contains("2 | stpes = 10"), "{text}");
+        assert!(text.contains("  | ^^^^^\n"), "{text}");
+        assert!(text.contains("= help: did you mean `steps`?"), "{text}");
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let text = format!(
+            "x = [{}, \"oops\", {}]\n",
+            "1, ".repeat(2000),
+            "2, ".repeat(2000)
+        );
+        let at = text.find("\"oops\"").unwrap();
+        let source = Source::file(Path::new("q.toml"), text);
+        let d = Diagnostic::new("x", Origin::File(at..at + 6), "wrong type");
+        let rendered = source.render(&d);
+        let shown = rendered.lines().nth(3).unwrap();
+        assert!(shown.chars().count() < 120, "{shown}");
+        assert!(shown.contains("…") && shown.contains("\"oops\""), "{shown}");
+        let caret = rendered.lines().nth(4).unwrap();
+        let at = caret.chars().position(|c| c == '^').unwrap();
+        assert_eq!(shown.chars().nth(at), Some('"'), "{rendered}");
     }
 }

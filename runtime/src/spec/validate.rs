@@ -505,7 +505,7 @@ mod tests {
         assert_eq!(errors.len(), 1);
         let d = &errors[0];
         assert_eq!(d.path, "train.lrr");
-        assert_eq!(d.location(&source).unwrap(), "p.toml:3:1");
+        assert_eq!(source.location(d).unwrap(), "p.toml:3:1");
         assert_eq!(d.help.as_deref(), Some("did you mean `lr`?"));
     }
 
@@ -522,7 +522,7 @@ mod tests {
             errors[2].help.as_deref(),
             Some("did you mean `fast`? (one of `fast`, `exact`)")
         );
-        assert_eq!(errors[2].location(&source).unwrap(), "p.toml:4:8");
+        assert_eq!(source.location(&errors[2]).unwrap(), "p.toml:4:8");
     }
 
     #[test]
@@ -534,7 +534,7 @@ mod tests {
             "unknown Weighting `pcgard` at `train.weighting.kind`"
         );
         assert_eq!(errors[0].help.as_deref(), Some("did you mean `pcgrad`?"));
-        assert_eq!(errors[0].location(&source).unwrap(), "p.toml:3:22");
+        assert_eq!(source.location(&errors[0]).unwrap(), "p.toml:3:22");
         let (_, result) = run("[train]\nsteps = 5\nweighting = \"dup\"\n");
         assert!(result.unwrap_err()[0]
             .message

@@ -1,0 +1,102 @@
+//! The single-task baselines Δm compares a pipeline against: one model per
+//! task, stored where every later run of the same data and model finds them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::dir::RunDir;
+use super::fit::{train, RunContext};
+use crate::data::Task;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::pipeline::Pipeline;
+use crate::train::metrics::TaskMetrics;
+
+/// Where the single-task baselines of `config` are stored: runs that share
+/// data, backbone, heads, optimizer, steps, batch and seed share baselines.
+pub fn baseline_path(config: &Value) -> PathBuf {
+    let key = json!({
+        "data": config["data"],
+        "backbone": config["model"]["backbone"],
+        "head": config["model"]["head"],
+        "optimizer": config["train"]["optimizer"],
+        "steps": config["train"]["steps"],
+        "batch": config["train"]["batch"],
+        "seed": config["run"]["seed"],
+    });
+    // FNV-1a over the canonical text: stable across processes and versions.
+    let text = canonical(&key);
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs"))
+        .join("baselines")
+        .join(format!("{hash:016x}.json"))
+}
+
+fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, String> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The stored single-task test metrics of `config`'s baselines, when
+/// `taskweave baselines` has run.
+pub(super) fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
+    tasks
+        .iter()
+        .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
+        .collect()
+}
+
+/// Trains one single-task model per task of `pipeline` (hard sharing, equal
+/// weighting, the standard step; everything else as in the pipeline) and
+/// stores their test metrics where later runs find them for Δm. Returns the
+/// file written.
+pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
+    let data = pipeline.load_data()?;
+    let ctx = RunContext::new(pipeline, quiet)?;
+    let ctx = &ctx;
+    let path = baseline_path(ctx.config);
+    let dir = path.with_extension("");
+    let mut stored = serde_json::Map::new();
+    for (t, task) in data.tasks.iter().enumerate() {
+        let mut config = ctx.config.clone();
+        config["model"]["architecture"] = json!({"kind": "hard-sharing"});
+        config["train"]["strategy"] = json!({"kind": "standard"});
+        config["train"]["weighting"] = json!({"kind": "ew"});
+        let single = RunContext {
+            config: &config,
+            ..*ctx
+        };
+        tracing::info!("single-task baseline for `{}`", task.name);
+        // Task names come from data (CSV headers): the directory gets a safe name.
+        let task_dir = dir.join(format!("{t}-{}", crate::names::name_from(&task.name)));
+        let run = RunDir::create(&task_dir, true)?;
+        let summary = train(&single, data.only_task(t), &run, false)?;
+        stored.insert(task.name.clone(), json!(summary.test[0]));
+    }
+    let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(
+        &path,
+        serde_json::to_string_pretty(&json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    Ok(path)
+}
