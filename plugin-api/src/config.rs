@@ -86,14 +86,22 @@ pub fn did_you_mean<'a>(
 /// schema deserialises; what the schema cannot express (an integer beyond the
 /// field's type) fails with the dotted key named: "`data.train`: invalid value".
 pub fn typed<C: DeserializeOwned>(config: &Value) -> Result<C> {
+    typed_at(config).map_err(|(path, message)| {
+        if path.is_empty() {
+            Error::msg(message)
+        } else {
+            Error::msg(format!("`{path}`: {message}"))
+        }
+    })
+}
+
+/// [`typed`], with a failure as the dotted path of the value at fault (empty
+/// for the whole table) and the message, for callers that point at the key.
+pub fn typed_at<C: DeserializeOwned>(config: &Value) -> std::result::Result<C, (String, String)> {
     serde_path_to_error::deserialize(config).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            Error::msg(inner)
-        } else {
-            Error::msg(format!("`{path}`: {inner}"))
-        }
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
     })
 }
 

@@ -9,12 +9,17 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::{Error, Result};
+use crate::config::JsonSchema;
+use crate::Result;
 
-/// An elementwise non-linearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An elementwise non-linearity; configs name it in lower case (`"relu"`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// max(x, 0).
+    #[default]
     Relu,
     /// tanh(x).
     Tanh,
@@ -27,21 +32,6 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Every activation's config name.
-    pub const NAMES: [&'static str; 5] = ["relu", "tanh", "gelu", "silu", "identity"];
-
-    /// The activation called `name` (one of [`Activation::NAMES`]).
-    pub fn from_name(name: &str) -> Result<Activation> {
-        Ok(match name {
-            "relu" => Activation::Relu,
-            "tanh" => Activation::Tanh,
-            "gelu" => Activation::Gelu,
-            "silu" => Activation::Silu,
-            "identity" => Activation::Identity,
-            other => return Err(Error::msg(format!("unknown activation `{other}`"))),
-        })
-    }
-
     /// Applies the activation.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {

@@ -42,6 +42,7 @@ pub mod registry;
 mod report;
 pub mod run;
 mod runtime;
+pub mod sections;
 pub mod spec;
 pub mod toy;
 pub mod train;

@@ -1,13 +1,13 @@
 //! The multi-task model: a shared backbone, an [`Architecture`] method between
 //! the backbone and the heads, and one head per task.
 
-use serde_json::Value;
-use taskweave_plugin_api::nn::{Activation, Mlp, MlpSpec};
+use taskweave_plugin_api::nn::{Mlp, MlpSpec};
 use taskweave_plugin_api::{Architecture, Group};
 use tch::{Device, Tensor};
 
 use crate::data::Task;
 use crate::error::{Error, Result};
+use crate::sections::ModelConfig;
 
 /// A trainable tensor of the model or of a method, with its group.
 pub struct Param {
@@ -28,39 +28,29 @@ pub struct Model {
     task_names: Vec<String>,
 }
 
-fn mlp_spec(config: &Value, activate_last: bool) -> Result<MlpSpec> {
-    Ok(MlpSpec {
-        activation: Activation::from_name(config["activation"].as_str().unwrap_or("relu"))?,
-        dropout: config["dropout"].as_f64().unwrap_or(0.0),
-        batch_norm: config["batch_norm"].as_bool().unwrap_or(false),
-        activate_last,
-    })
-}
-
-fn widths(config: &Value) -> Vec<usize> {
-    config["hidden"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .map(|w| w as usize)
-        .collect()
+fn widths(hidden: &[u32]) -> Vec<usize> {
+    hidden.iter().map(|&w| w as usize).collect()
 }
 
 /// Refuses a backbone and heads whose weights and gradients alone (the least
 /// any optimizer keeps) cannot fit on `device`, before anything is allocated,
 /// naming the widest layer's key. The architecture between them is the
 /// method's to size; the heads are counted as if it kept the backbone's width.
-pub fn check_size(config: &Value, input_dim: usize, tasks: &[Task], device: Device) -> Result<()> {
+pub fn check_size(
+    config: &ModelConfig,
+    input_dim: usize,
+    tasks: &[Task],
+    device: Device,
+) -> Result<()> {
     let mut layers: Vec<(String, u128)> = Vec::new();
-    let backbone = widths(&config["backbone"]);
+    let backbone = widths(&config.backbone.hidden);
     let mut width = input_dim as u128;
     for (i, w) in backbone.iter().enumerate() {
         let w = *w as u128;
         layers.push((format!("model.backbone.hidden[{i}] = {w}"), width * w + w));
         width = w;
     }
-    let head = widths(&config["head"]);
+    let head = widths(&config.head.hidden);
     for task in tasks {
         let mut from = width;
         for (i, w) in head.iter().enumerate() {
@@ -89,26 +79,38 @@ impl Model {
     /// Builds the backbone and heads from the validated `[model]` table around
     /// an already created `architecture` (whose input is the backbone output).
     pub fn new(
-        config: &Value,
+        config: &ModelConfig,
         input_dim: usize,
         tasks: &[Task],
         architecture: Box<dyn Architecture>,
         device: Device,
     ) -> Result<Model> {
-        let backbone_cfg = &config["backbone"];
+        let b = &config.backbone;
         let dims: Vec<usize> = std::iter::once(input_dim)
-            .chain(widths(backbone_cfg))
+            .chain(widths(&b.hidden))
             .collect();
-        let backbone = Mlp::new(&dims, mlp_spec(backbone_cfg, true)?, device)?;
-        let head_cfg = &config["head"];
+        let spec = MlpSpec {
+            activation: b.activation,
+            dropout: b.dropout,
+            batch_norm: b.batch_norm,
+            activate_last: true,
+        };
+        let backbone = Mlp::new(&dims, spec, device)?;
+        let head = &config.head;
+        let head_spec = MlpSpec {
+            activation: head.activation,
+            dropout: 0.0,
+            batch_norm: false,
+            activate_last: false,
+        };
         let heads = tasks
             .iter()
             .map(|task| {
                 let dims: Vec<usize> = std::iter::once(architecture.output_dim())
-                    .chain(widths(head_cfg))
+                    .chain(widths(&head.hidden))
                     .chain(std::iter::once(task.output_dim()))
                     .collect();
-                Ok(Mlp::new(&dims, mlp_spec(head_cfg, false)?, device)?)
+                Ok(Mlp::new(&dims, head_spec, device)?)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Model {
@@ -120,11 +122,12 @@ impl Model {
     }
 
     /// Width of the backbone's output (the architecture's input).
-    pub fn feature_dim(config: &Value, input_dim: usize) -> usize {
-        widths(&config["backbone"])
+    pub fn feature_dim(config: &ModelConfig, input_dim: usize) -> usize {
+        config
+            .backbone
+            .hidden
             .last()
-            .copied()
-            .unwrap_or(input_dim)
+            .map_or(input_dim, |&w| w as usize)
     }
 
     /// Per-task outputs `[B, out_t]` for inputs `[B, D]`. `update_stats = false`

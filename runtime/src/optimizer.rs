@@ -4,38 +4,104 @@
 //! The update formulas are PyTorch's (`torch.optim.Adam`, `AdamW`, `SGD`),
 //! operation for operation, so the two frameworks train the same model alike.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use taskweave_plugin_api::config::JsonSchema;
 use tch::{Kind, Tensor};
 
 use taskweave_plugin_api::State;
 
 use crate::error::{Error, Result};
 
-/// Config schema of optimizer `kind`.
-pub fn schema(kind: &str) -> Option<Value> {
-    let lr = |d: f64| json!({"type": "number", "exclusiveMinimum": 0, "default": d, "description": "learning rate"});
-    let wd = json!({"type": "number", "minimum": 0, "default": 0.0, "description": "weight decay"});
-    match kind {
-        "adam" | "adamw" => Some(json!({"type": "object", "properties": {
-            "lr": lr(1e-3),
-            "betas": {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-                      "minItems": 2, "maxItems": 2, "default": [0.9, 0.999]},
-            "eps": {"type": "number", "exclusiveMinimum": 0, "default": 1e-8},
-            "weight_decay": if kind == "adamw" { json!({"type": "number", "minimum": 0, "default": 0.01}) } else { wd.clone() }
-        }})),
-        "sgd" => Some(json!({"type": "object", "properties": {
-            "lr": lr(1e-2),
-            "momentum": {"type": "number", "minimum": 0, "default": 0.0},
-            "nesterov": {"type": "boolean", "default": false},
-            "weight_decay": wd
-        }})),
-        _ => None,
+/// `[train] optimizer`: which optimizer, with its keys (PyTorch's defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimizerConfig {
+    /// Adam (`torch.optim.Adam`).
+    Adam(AdamConfig),
+    /// AdamW, Adam with decoupled weight decay (`torch.optim.AdamW`).
+    AdamW(AdamWConfig),
+    /// SGD with optional (Nesterov) momentum (`torch.optim.SGD`).
+    Sgd(SgdConfig),
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> OptimizerConfig {
+        OptimizerConfig::Adam(AdamConfig::default())
     }
 }
 
-/// Every optimizer kind.
-pub fn kinds() -> Vec<String> {
-    vec!["adam".into(), "adamw".into(), "sgd".into()]
+/// Adam's and AdamW's keys; only the weight decay's default differs.
+macro_rules! adam_config {
+    ($(#[$doc:meta])* $name:ident, weight_decay = $decay:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// Learning rate.
+            #[schemars(extend("exclusiveMinimum" = 0))]
+            pub lr: f64,
+            /// β₁ and β₂, the decay rates of the moment estimates.
+            #[schemars(inner(range(min = 0.0)))]
+            pub betas: [f64; 2],
+            /// ε, added to the denominator.
+            #[schemars(extend("exclusiveMinimum" = 0))]
+            pub eps: f64,
+            /// Weight decay.
+            #[schemars(range(min = 0.0))]
+            pub weight_decay: f64,
+        }
+
+        impl Default for $name {
+            fn default() -> $name {
+                $name {
+                    lr: 1e-3,
+                    betas: [0.9, 0.999],
+                    eps: 1e-8,
+                    weight_decay: $decay,
+                }
+            }
+        }
+    };
+}
+
+adam_config!(
+    /// `kind = "adam"`.
+    AdamConfig,
+    weight_decay = 0.0
+);
+adam_config!(
+    /// `kind = "adamw"`.
+    AdamWConfig,
+    weight_decay = 0.01
+);
+
+/// `kind = "sgd"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdConfig {
+    /// Learning rate.
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub lr: f64,
+    /// Momentum.
+    #[schemars(range(min = 0.0))]
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay.
+    #[schemars(range(min = 0.0))]
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> SgdConfig {
+        SgdConfig {
+            lr: 1e-2,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
 }
 
 /// An optimizer with its state.
@@ -75,35 +141,30 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    /// The optimizer a validated `[train].optimizer` table describes, for a
-    /// buffer like `params`.
-    pub fn new(config: &Value, params: &Tensor) -> Result<Optimizer> {
-        let f = |k: &str| config[k].as_f64().unwrap_or(0.0);
-        match config["kind"].as_str() {
-            Some(kind @ ("adam" | "adamw")) => Ok(Optimizer::Adam {
-                lr: f("lr"),
-                betas: (
-                    config["betas"][0].as_f64().unwrap_or(0.9),
-                    config["betas"][1].as_f64().unwrap_or(0.999),
-                ),
-                eps: f("eps"),
-                weight_decay: f("weight_decay"),
-                decoupled: kind == "adamw",
+    /// The optimizer `config` describes, for a buffer like `params`.
+    pub fn new(config: &OptimizerConfig, params: &Tensor) -> Result<Optimizer> {
+        let adam = |lr, betas: [f64; 2], eps, weight_decay, decoupled| -> Result<Optimizer> {
+            Ok(Optimizer::Adam {
+                lr,
+                betas: (betas[0], betas[1]),
+                eps,
+                weight_decay,
+                decoupled,
                 steps: 0,
                 m: params.f_zeros_like()?,
                 v: params.f_zeros_like()?,
-            }),
-            Some("sgd") => Ok(Optimizer::Sgd {
-                lr: f("lr"),
-                momentum: f("momentum"),
-                nesterov: config["nesterov"].as_bool().unwrap_or(false),
-                weight_decay: f("weight_decay"),
+            })
+        };
+        match config {
+            OptimizerConfig::Adam(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, false),
+            OptimizerConfig::AdamW(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, true),
+            OptimizerConfig::Sgd(c) => Ok(Optimizer::Sgd {
+                lr: c.lr,
+                momentum: c.momentum,
+                nesterov: c.nesterov,
+                weight_decay: c.weight_decay,
                 buf: None,
             }),
-            other => Err(Error::Input(format!(
-                "unknown optimizer `{}`",
-                other.unwrap_or("")
-            ))),
         }
     }
 
@@ -224,19 +285,19 @@ impl Optimizer {
 mod tests {
     use super::*;
 
-    fn adam(extra: Value) -> Value {
-        let mut c = json!({"kind": "adam", "lr": 0.1, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0});
-        for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        c
+    fn adam(weight_decay: f64) -> OptimizerConfig {
+        OptimizerConfig::Adam(AdamConfig {
+            lr: 0.1,
+            weight_decay,
+            ..AdamConfig::default()
+        })
     }
 
     #[test]
     fn adam_first_step_moves_each_parameter_by_lr_against_the_gradient_sign() {
         let p = Tensor::from_slice(&[1.0f32, -1.0, 0.5]);
         let g = Tensor::from_slice(&[0.3f32, -2.0, 0.0]);
-        let mut opt = Optimizer::new(&adam(json!({})), &p).unwrap();
+        let mut opt = Optimizer::new(&adam(0.0), &p).unwrap();
         opt.step(&p, &g).unwrap();
         let got = Vec::<f32>::try_from(&p).unwrap();
         assert!(
@@ -249,13 +310,13 @@ mod tests {
     fn state_round_trip_continues_identically() {
         let run = |split: bool| {
             let p = Tensor::from_slice(&[1.0f32, 2.0]);
-            let mut opt = Optimizer::new(&adam(json!({"weight_decay": 0.1})), &p).unwrap();
+            let mut opt = Optimizer::new(&adam(0.1), &p).unwrap();
             for step in 0..6 {
                 if split && step == 3 {
                     let (mut tensors, meta) = opt.state();
                     let copies: Vec<(String, Tensor)> =
                         tensors.drain(..).map(|(n, t)| (n, t.copy())).collect();
-                    opt = Optimizer::new(&adam(json!({"weight_decay": 0.1})), &p).unwrap();
+                    opt = Optimizer::new(&adam(0.1), &p).unwrap();
                     opt.load_state(
                         &mut State {
                             tensors: copies,
@@ -277,11 +338,12 @@ mod tests {
     fn sgd_momentum_matches_pytorch_recurrence() {
         let p = Tensor::from_slice(&[0.0f32]);
         let g = Tensor::from_slice(&[1.0f32]);
-        let mut opt = Optimizer::new(
-            &json!({"kind": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": false, "weight_decay": 0.0}),
-            &p,
-        )
-        .unwrap();
+        let sgd = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..SgdConfig::default()
+        };
+        let mut opt = Optimizer::new(&OptimizerConfig::Sgd(sgd), &p).unwrap();
         opt.step(&p, &g).unwrap();
         opt.step(&p, &g).unwrap();
         // buf: 1, then 1.9 → p = -0.1 - 0.19

@@ -4,87 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{json, Value};
+use taskweave_plugin_api::config::typed_at;
 use taskweave_plugin_api::Host;
 
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::registry::{KindTable, Registry};
 use crate::runtime::Runtime;
+use crate::sections::PipelineConfig;
 use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
-
-/// The schema of a pipeline file: the runtime's sections, with method tables
-/// marked by `x-taskweave-role`.
-pub fn schema() -> Value {
-    let widths = |default: Value, what: &str| json!({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH}, "default": default, "description": what});
-    // More threads than this only adds contention (and 100000 hangs libtorch).
-    let max_threads = std::thread::available_parallelism().map_or(1, |n| n.get()) * 4;
-    let activation = json!({"type": "string", "enum": taskweave_plugin_api::nn::Activation::NAMES, "default": "relu"});
-    json!({
-        "type": "object",
-        "required": ["data", "train"],
-        "properties": {
-            "run": {"type": "object", "properties": {
-                "name": {"type": "string", "description": "run name: the run directory is out_dir/name (default: the file name)"},
-                "seed": {"type": "integer", "minimum": 0, "default": 0, "description": "seed of initialisation, batch order and methods"},
-                "device": {"type": "string", "default": "auto", "description": "auto (CUDA when present), cpu, cuda or cuda:N"},
-                "out_dir": {"type": "string", "default": "runs", "description": "where run directories go, relative to the working directory"},
-                "threads": {"type": "integer", "minimum": 0, "maximum": max_threads, "default": 0, "description": "CPU threads for libtorch, process-wide (0: libtorch's default; at most 4 per logical CPU)"},
-                "gpu_memory_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0,
-                                        "description": "cap on libtorch's CUDA caching allocator, as a fraction of the device's memory (0: no cap)"},
-                "cuda_allocator": {"type": "string", "default": "",
-                                   "description": "libtorch caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF syntax, e.g. \"expandable_segments:True\"), process-wide, for allocations from the run's start on"}
-            }},
-            "plugins": {"type": "object", "properties": {
-                "dirs": {"type": "array", "items": {"type": "string"}, "default": [],
-                         "description": "directories of plugin .so files, relative to the pipeline file"}
-            }},
-            "data": {"x-taskweave-role": "Data"},
-            "model": {"type": "object", "properties": {
-                "backbone": {"type": "object", "properties": {
-                    "hidden": widths(json!([64]), "widths of the shared MLP's hidden layers ([] = identity)"),
-                    "activation": activation,
-                    "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.0},
-                    "batch_norm": {"type": "boolean", "default": false}
-                }},
-                "architecture": {"x-taskweave-role": "Architecture", "default": {"kind": "hard-sharing"}},
-                "head": {"type": "object", "properties": {
-                    "hidden": widths(json!([]), "widths of each task head's hidden layers"),
-                    "activation": activation
-                }}
-            }},
-            "train": {"type": "object", "required": ["steps"], "properties": {
-                "steps": {"type": "integer", "minimum": 1, "description": "optimizer steps"},
-                "batch": {"type": "integer", "minimum": 1, "default": 128, "description": "rows per batch"},
-                "optimizer": {"x-taskweave-role": "Optimizer", "default": {"kind": "adam"}},
-                "strategy": {"x-taskweave-role": "Strategy", "default": {"kind": "standard"}},
-                "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
-                "on_nonfinite": {"type": "string", "enum": ["stop", "skip-step"], "default": "stop",
-                                 "description": "on a NaN or infinite loss: stop with an error, or skip the step"},
-                "max_skipped_fraction": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
-                                         "description": "with on_nonfinite = \"skip-step\": the run fails (exit 1) once more than this fraction of its steps were skipped"},
-                "checkpoint_every": {"type": "integer", "minimum": 0, "default": 0,
-                                     "description": "steps between checkpoints (0: at every evaluation)"},
-                "log_every": {"type": "integer", "minimum": 1, "default": 100,
-                              "description": "steps between progress lines when not on a terminal"}
-            }},
-            "eval": {"type": "object", "properties": {
-                "every": {"type": "integer", "minimum": 0, "default": 0,
-                          "description": "steps between validation evaluations (0: ten per run)"},
-                "batch": {"type": "integer", "minimum": 1, "default": 4096, "description": "rows per evaluation batch"}
-            }}
-        }
-    })
-}
-
-/// The widest layer a pipeline may ask for (products of two stay far from overflow).
-pub const MAX_WIDTH: i64 = 1 << 24;
 
 /// The node at dotted `path` (keys, no indices), or the deepest one on the way:
 /// where a diagnostic about that value points.
 fn origin_at(root: &Node, path: &[&str]) -> Origin {
     let mut node = root;
     for key in path {
+        // `hidden[1]`: the array is the closest node that carries an origin here.
+        let key = key.split('[').next().unwrap_or(key);
         match node.get(key) {
             Some(child) => node = child,
             None => break,
@@ -96,7 +32,7 @@ fn origin_at(root: &Node, path: &[&str]) -> Origin {
 /// Checks of values that the schema cannot express, run wherever a pipeline
 /// is loaded (so `validate` fails where `run` would): the run name, the device,
 /// the allocator settings, and that the data's files exist.
-fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
+fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
     let mut check = |path: &[&str], outcome: std::result::Result<(), String>| {
         if let Err(message) = outcome {
@@ -107,27 +43,26 @@ fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
             ));
         }
     };
-    let run = &config["run"];
-    let name = run["name"].as_str().unwrap_or_default();
+    let run = &config.run;
+    let name = &run.name;
     check(
         &["run", "name"],
         crate::names::name_problem(name)
             .map_or(Ok(()), |why| Err(format!("run.name = {name:?}: {why}"))),
     );
-    let device = run["device"].as_str().unwrap_or("auto");
     check(
         &["run", "device"],
-        crate::device::resolve(device)
+        crate::device::resolve(&run.device)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );
-    let allocator = run["cuda_allocator"].as_str().unwrap_or_default();
+    let allocator = &run.cuda_allocator;
     check(
         &["run", "cuda_allocator"],
         crate::device::check_allocator_settings(allocator)
             .map_err(|why| format!("run.cuda_allocator = {allocator:?}: {why}")),
     );
-    match crate::data::check(&config["data"], dir) {
+    match crate::data::check(&config.data, dir) {
         Err(taskweave_datasets::Error::Config { key, message }) => {
             check(&["data", &key], Err(format!("data.{key}: {message}")))
         }
@@ -140,7 +75,7 @@ fn check_values(root: &Node, config: &Value, dir: &Path) -> Vec<Diagnostic> {
 /// A validated pipeline, ready to run.
 pub struct Pipeline {
     source: Source,
-    config: Value,
+    config: PipelineConfig,
     registry: Arc<Registry>,
     host: Host,
 }
@@ -243,15 +178,26 @@ impl Pipeline {
                 problem.reason
             );
         }
-        let config = validate(
+        let resolved = validate(
             &root,
-            &schema(),
+            &crate::sections::schema(),
             "",
             &KindTable {
                 registry: &registry,
             },
         )
         .map_err(|diagnostics| source.error(diagnostics))?;
+        // What passed the schema deserialises; what the schema cannot say (an
+        // integer beyond its field's type) is reported at its key.
+        let config: PipelineConfig = typed_at(&resolved).map_err(|(path, message)| {
+            let keys: Vec<&str> = path.split('.').collect();
+            let at = origin_at(&root, &keys);
+            source.error(vec![Diagnostic::new(
+                path.clone(),
+                at,
+                format!("`{path}`: {message}"),
+            )])
+        })?;
         let problems = check_values(&root, &config, &source.dir);
         if !problems.is_empty() {
             return Err(source.error(problems));
@@ -265,24 +211,24 @@ impl Pipeline {
         })
     }
 
-    /// The resolved config: every default filled in.
-    pub fn config(&self) -> &Value {
+    /// The resolved config, typed: every default filled in.
+    pub fn config(&self) -> &PipelineConfig {
         &self.config
     }
 
     /// The resolved config as TOML.
     pub fn resolved_toml(&self) -> String {
-        crate::spec::to_toml(&self.config)
+        crate::spec::to_toml(&serde_json::to_value(&self.config).unwrap_or_default())
     }
 
     /// The run's name.
     pub fn name(&self) -> &str {
-        self.config["run"]["name"].as_str().unwrap_or("run")
+        &self.config.run.name
     }
 
     /// The run directory: `out_dir/name`.
     pub fn run_dir(&self) -> PathBuf {
-        Path::new(self.config["run"]["out_dir"].as_str().unwrap_or("runs")).join(self.name())
+        Path::new(&self.config.run.out_dir).join(self.name())
     }
 
     /// The directory relative paths in the pipeline resolve against.
@@ -302,6 +248,6 @@ impl Pipeline {
 
     /// Loads the pipeline's data.
     pub(crate) fn load_data(&self) -> Result<crate::data::Dataset> {
-        crate::data::load(&self.config["data"], &self.source.dir)
+        crate::data::load(&self.config.data, &self.source.dir)
     }
 }

@@ -53,7 +53,7 @@ use taskweave_plugin_api::{MethodContext, Role, Weighting, WeightingInput, Weigh
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::optimizer::Optimizer;
+use crate::optimizer::{AdamConfig, Optimizer, OptimizerConfig};
 use crate::report::plot::{
     render_png_sized, HeatMap, LegendPosition, Marker, MarkerShape, Panel, Series,
 };
@@ -389,10 +389,11 @@ pub fn cagrad_toy(
 
 /// Adam as PyTorch's defaults have it, at learning rate `lr`.
 fn adam(lr: f64, params: &Tensor) -> Result<Optimizer> {
-    Optimizer::new(
-        &json!({"kind": "adam", "lr": lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}),
-        params,
-    )
+    let config = AdamConfig {
+        lr,
+        ..AdamConfig::default()
+    };
+    Optimizer::new(&OptimizerConfig::Adam(config), params)
 }
 
 /// One trajectory while it runs.

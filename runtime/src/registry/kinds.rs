@@ -1,5 +1,5 @@
 //! What a pipeline may name in `kind = "..."`: the registry's methods by role,
-//! plus the runtime's own tables (data kinds, optimizers), with their schemas.
+//! plus the data kinds (role `Data`), with their schemas.
 
 use serde_json::Value;
 use taskweave_plugin_api::{Error as ApiError, Role};
@@ -7,24 +7,8 @@ use taskweave_plugin_api::{Error as ApiError, Role};
 use super::{Entry, LookupError, Registry};
 use crate::spec::{validate, KindError, Kinds, Node, Origin};
 
-/// The runtime's own kind tables (not methods): data sources and optimizers.
-const RUNTIME_ROLES: [&str; 2] = ["Data", "Optimizer"];
-
-fn runtime_schema(role: &str, kind: &str) -> Option<Value> {
-    match role {
-        "Data" => crate::data::schema(kind),
-        "Optimizer" => crate::optimizer::schema(kind),
-        _ => None,
-    }
-}
-
-fn runtime_kinds(role: &str) -> Vec<String> {
-    match role {
-        "Data" => crate::data::kinds(),
-        "Optimizer" => crate::optimizer::kinds(),
-        _ => Vec::new(),
-    }
-}
+/// The role of `[data]` tables: data kinds are not methods.
+const DATA: &str = "Data";
 
 /// Every kind a pipeline may name: registry methods by role, plus the runtime's tables.
 pub struct KindTable<'a> {
@@ -34,8 +18,8 @@ pub struct KindTable<'a> {
 
 impl Kinds for KindTable<'_> {
     fn lookup(&self, role: &str, kind: &str) -> Result<Value, KindError> {
-        if RUNTIME_ROLES.contains(&role) {
-            return runtime_schema(role, kind).ok_or(KindError::Unknown);
+        if role == DATA {
+            return crate::data::schema(kind).ok_or(KindError::Unknown);
         }
         let role = Role::from_name(role).ok_or(KindError::Unknown)?;
         match self.registry.get(role, kind) {
@@ -48,7 +32,8 @@ impl Kinds for KindTable<'_> {
     fn kinds(&self, role: &str) -> Vec<String> {
         match Role::from_name(role) {
             Some(role) => self.registry.names(role),
-            None => runtime_kinds(role),
+            None if role == DATA => crate::data::kinds(),
+            None => Vec::new(),
         }
     }
 }

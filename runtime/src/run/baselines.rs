@@ -12,26 +12,27 @@ use crate::data::Task;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
+use crate::sections::PipelineConfig;
 use crate::train::metrics::TaskMetrics;
 
 /// Where the single-task baselines of `config` are stored: runs that share
 /// data, backbone, heads, optimizer, steps, batch and seed share baselines.
-pub fn baseline_path(config: &Value) -> PathBuf {
+fn baseline_path(config: &PipelineConfig) -> PathBuf {
     let key = json!({
-        "data": config["data"],
-        "backbone": config["model"]["backbone"],
-        "head": config["model"]["head"],
-        "optimizer": config["train"]["optimizer"],
-        "steps": config["train"]["steps"],
-        "batch": config["train"]["batch"],
-        "seed": config["run"]["seed"],
+        "data": config.data,
+        "backbone": config.model.backbone,
+        "head": config.model.head,
+        "optimizer": config.train.optimizer,
+        "steps": config.train.steps,
+        "batch": config.train.batch,
+        "seed": config.run.seed,
     });
     // FNV-1a over the canonical text: stable across processes and versions.
     let text = canonical(&key);
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
-    Path::new(config["run"]["out_dir"].as_str().unwrap_or("runs"))
+    Path::new(&config.run.out_dir)
         .join("baselines")
         .join(format!("{hash:016x}.json"))
 }
@@ -54,7 +55,7 @@ fn canonical(value: &Value) -> String {
 
 /// The stored single-task test metrics of `config`'s baselines, when
 /// `taskweave baselines` has run.
-pub(super) fn load_baselines(config: &Value, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
+pub(super) fn load_baselines(config: &PipelineConfig, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
     let stored: Value =
         serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
     tasks
@@ -76,9 +77,9 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
     let mut stored = serde_json::Map::new();
     for (t, task) in data.tasks.iter().enumerate() {
         let mut config = ctx.config.clone();
-        config["model"]["architecture"] = json!({"kind": "hard-sharing"});
-        config["train"]["strategy"] = json!({"kind": "standard"});
-        config["train"]["weighting"] = json!({"kind": "ew"});
+        config.model.architecture = json!({"kind": "hard-sharing"});
+        config.train.strategy = json!({"kind": "standard"});
+        config.train.weighting = json!({"kind": "ew"});
         let single = RunContext {
             config: &config,
             ..*ctx
@@ -90,7 +91,7 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
         let summary = train(&single, data.only_task(t), &run, false)?;
         stored.insert(task.name.clone(), json!(summary.test[0]));
     }
-    let json = json!({"pipeline": ctx.config["run"]["name"], "tasks": stored});
+    let json = json!({"pipeline": ctx.config.run.name, "tasks": stored});
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     write_atomic(
         &path,

@@ -19,6 +19,7 @@ use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::report::plot::{render_png, Panel, Series};
+use crate::sections::PipelineConfig;
 use crate::spec::to_toml;
 use crate::train::checkpoint;
 use crate::train::memory::MemoryLog;
@@ -32,7 +33,7 @@ const KEEP_CHECKPOINTS: usize = 2;
 /// Everything the run loop needs besides the data.
 pub struct RunContext<'a> {
     /// The resolved pipeline config.
-    pub config: &'a Value,
+    pub config: &'a PipelineConfig,
     /// The methods.
     pub registry: &'a Arc<Registry>,
     /// The host handed to methods.
@@ -50,16 +51,16 @@ impl<'a> RunContext<'a> {
     /// (threads, the CUDA allocator) are applied here.
     pub fn new(pipeline: &'a Pipeline, quiet: bool) -> Result<RunContext<'a>> {
         let config = pipeline.config();
-        let threads = config["run"]["threads"].as_i64().unwrap_or(0);
-        if threads > 0 {
-            tch::set_num_threads(threads as i32);
+        let run = &config.run;
+        if run.threads > 0 {
+            tch::set_num_threads(run.threads as i32);
         }
-        let device = crate::device::resolve(config["run"]["device"].as_str().unwrap_or("auto"))?;
+        let device = crate::device::resolve(&run.device)?;
         if let Device::Cuda(ordinal) = device {
             crate::device::configure_allocator(
                 ordinal,
-                config["run"]["gpu_memory_fraction"].as_f64().unwrap_or(0.0),
-                config["run"]["cuda_allocator"].as_str().unwrap_or(""),
+                run.gpu_memory_fraction,
+                &run.cuda_allocator,
             )?;
         }
         Ok(RunContext {
@@ -223,19 +224,17 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
 pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
     let config = ctx.config;
     let dir = run.path();
-    let total = u64_of(&config["train"]["steps"]);
-    let max_skipped = config["train"]["max_skipped_fraction"]
-        .as_f64()
-        .unwrap_or(0.5);
-    let eval_every = match u64_of(&config["eval"]["every"]) {
+    let total = config.train.steps;
+    let max_skipped = config.train.max_skipped_fraction;
+    let eval_every = match config.eval.every {
         0 => (total / 10).max(1),
         n => n,
     };
-    let checkpoint_every = match u64_of(&config["train"]["checkpoint_every"]) {
+    let checkpoint_every = match config.train.checkpoint_every {
         0 => eval_every,
         n => n,
     };
-    let eval_batch = u64_of(&config["eval"]["batch"]).max(1) as usize;
+    let eval_batch = config.eval.batch as usize;
     let ckpt_dir = run.checkpoints();
     let metrics_path = dir.join("metrics.jsonl");
 
@@ -269,7 +268,8 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
         write_atomic(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
-        write_atomic(&dir.join("config.toml"), to_toml(config).as_bytes())?;
+        let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
+        write_atomic(&dir.join("config.toml"), to_toml(&resolved).as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
     std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
@@ -285,12 +285,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     let started = Instant::now();
     let first = trainer.step_index();
-    let progress = Progress::new(
-        first,
-        total,
-        u64_of(&config["train"]["log_every"]),
-        ctx.quiet,
-    );
+    let progress = Progress::new(first, total, config.train.log_every, ctx.quiet);
     let mut running = Running::default();
     let mut last_losses = vec![f64::NAN; tasks.len()];
     let mut skipped_since_eval = 0;

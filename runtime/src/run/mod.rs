@@ -116,8 +116,12 @@ impl Run {
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
         trainer.restore(ckpt)?;
         let config = self.pipeline.config();
-        let seed = config["run"]["seed"].as_u64().unwrap_or(0);
-        let batch = config["eval"]["batch"].as_u64().unwrap_or(4096) as usize;
-        trainer.flatness(split, radius, samples, seed, batch)
+        trainer.flatness(
+            split,
+            radius,
+            samples,
+            config.run.seed,
+            config.eval.batch as usize,
+        )
     }
 }

@@ -57,6 +57,20 @@ pub fn validate(
     }
 }
 
+/// The values `schema` allows, when it lists them: `enum`, or a `oneOf` of
+/// `const`s (how `schemars` writes an enum whose variants have doc comments).
+fn allowed_values(schema: &Value) -> Option<Vec<Value>> {
+    if let Some(list) = schema.get("enum").and_then(Value::as_array) {
+        return Some(list.clone());
+    }
+    schema
+        .get("oneOf")?
+        .as_array()?
+        .iter()
+        .map(|v| v.get("const").cloned())
+        .collect()
+}
+
 /// A `oneOf` whose alternatives are tables that all fix the same key with
 /// `const` (how `schemars` writes a serde internally tagged enum): that key and
 /// each alternative with its tag value.
@@ -149,9 +163,14 @@ impl Validator<'_> {
             return self.check_kind(node, role, path);
         }
         if let Some((tag, variants)) = tagged_variants(schema) {
+            // `optimizer = { kind = ... }` reads best as "unknown optimizer"; `type = ...` as "unknown type".
+            let what = match path.rsplit('.').next() {
+                Some(last) if tag == "kind" && !last.is_empty() => last,
+                _ => tag,
+            };
             let tagged = Tagged {
                 tag,
-                what: tag,
+                what,
                 lookup: &|name| {
                     variants
                         .iter()
@@ -172,7 +191,11 @@ impl Validator<'_> {
                 .find(|t| *t != "null")
                 .unwrap_or("any"),
             _ if schema.get("properties").is_some() => "object",
-            _ => "any",
+            // A oneOf of consts (an enum with documented variants) types its values.
+            _ => match allowed_values(schema).as_deref() {
+                Some([Value::String(_), ..]) => "string",
+                _ => "any",
+            },
         };
         let value = match (&node.value, expected) {
             (NodeValue::Table(_), "object" | "any") => return self.check_table(node, schema, path),
@@ -216,7 +239,7 @@ impl Validator<'_> {
                 return Value::Null;
             }
         };
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if let Some(allowed) = allowed_values(schema) {
             if !allowed.contains(&value) {
                 let names: Vec<String> = allowed
                     .iter()
@@ -350,7 +373,6 @@ impl Validator<'_> {
         // The runtime's own tables read better in lower case ("unknown data kind").
         let role_name = match role {
             "Data" => "data kind",
-            "Optimizer" => "optimizer",
             other => other,
         };
         let kinds = self.kinds;
@@ -582,6 +604,8 @@ mod tests {
                     "classes": {"type": "integer", "minimum": 2}},
                  "required": ["type", "classes"], "additionalProperties": false}]},
             "inputs": {"type": ["array", "null"], "items": {"type": "string"}},
+            "act": {"oneOf": [{"type": "string", "const": "relu", "description": "max(x, 0)"},
+                              {"type": "string", "const": "tanh"}]},
             "version": {"type": "integer", "const": 2}}});
         let check = |text: &str| {
             let source = Source::file(Path::new("p.toml"), text.to_string());
@@ -598,6 +622,11 @@ mod tests {
         assert_eq!(e[0].message, "missing required key `task.classes`");
         let e = check("task = { type = \"regresion\" }\n").unwrap_err();
         assert_eq!(e[0].help.as_deref(), Some("did you mean `regression`?"));
+        let e = check("act = \"rleu\"\n").unwrap_err();
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("did you mean `relu`? (one of `relu`, `tanh`)")
+        );
         let e = check("inputs = 3\nversion = 3\n").unwrap_err();
         assert!(
             e[0].message.contains("expected an array"),

@@ -24,19 +24,11 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
 use crate::registry::Registry;
+use crate::sections::{OnNonFinite, PipelineConfig};
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
 use generator::step_seed;
 use params::FlatParams;
-
-/// What to do when a task's loss is NaN or infinite.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NonFinite {
-    /// Stop the run with an error naming the step and task.
-    Stop,
-    /// Skip the step (no update) and go on.
-    SkipStep,
-}
 
 /// The outcome of one step.
 pub enum Stepped {
@@ -55,7 +47,7 @@ pub struct Trainer {
     optimizer: Optimizer,
     batches: Batches,
     seed: u64,
-    on_nonfinite: NonFinite,
+    on_nonfinite: OnNonFinite,
     step: u64,
 }
 
@@ -63,28 +55,28 @@ impl Trainer {
     /// Builds everything a resolved pipeline config describes, on `device`,
     /// over `data` (already loaded; moved to `device` here).
     pub fn new(
-        config: &Value,
+        config: &PipelineConfig,
         data: Dataset,
         registry: &Arc<Registry>,
         host: &Host,
         device: Device,
     ) -> Result<Trainer> {
-        let seed = config["run"]["seed"].as_u64().unwrap_or(0);
+        let seed = config.run.seed;
         // Held until the model and the methods have drawn their initial values.
         let _generator = generator::seeded(seed as i64);
         let data = data.to_device(device)?;
-        let model_cfg = &config["model"];
-        let train = &config["train"];
+        let model_cfg = &config.model;
+        let train = &config.train;
         let ctx = MethodContext {
             tasks: data.tasks.iter().map(|t| t.name.as_str().into()).collect(),
             device: crate::device::name(device).into(),
             seed,
             feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
-            weighting: train["weighting"].to_string().into(),
+            weighting: train.weighting.to_string().into(),
         };
         crate::model::check_size(model_cfg, data.input_dim(), &data.tasks, device)?;
         let architecture = registry
-            .create_table(Role::Architecture, &model_cfg["architecture"], &ctx, host)?
+            .create_table(Role::Architecture, &model_cfg.architecture, &ctx, host)?
             .into_architecture()?;
         let model = Model::new(
             model_cfg,
@@ -94,7 +86,7 @@ impl Trainer {
             device,
         )?;
         let strategy = registry
-            .create_table(Role::Strategy, &train["strategy"], &ctx, host)?
+            .create_table(Role::Strategy, &train.strategy, &ctx, host)?
             .into_strategy()?;
         let mut all: Vec<Param> = model.parameters()?;
         for (name, tensor) in strategy.parameters()? {
@@ -105,14 +97,9 @@ impl Trainer {
             });
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
-        let optimizer = Optimizer::new(&train["optimizer"], params.data())?;
-        let batch = train["batch"].as_u64().unwrap_or(1) as usize;
-        let batches = Batches::new(data.train.len(), batch, seed);
-        let on_nonfinite = if train["on_nonfinite"] == "skip-step" {
-            NonFinite::SkipStep
-        } else {
-            NonFinite::Stop
-        };
+        let optimizer = Optimizer::new(&train.optimizer, params.data())?;
+        let batches = Batches::new(data.train.len(), train.batch as usize, seed);
+        let on_nonfinite = train.on_nonfinite;
         Ok(Trainer {
             data,
             model,
@@ -157,12 +144,12 @@ impl Trainer {
         let nonfinite = ops.finish()?;
         match (result, nonfinite) {
             (_, Some((task, value))) => match self.on_nonfinite {
-                NonFinite::Stop => Err(Error::NonFinite {
+                OnNonFinite::Stop => Err(Error::NonFinite {
                     step: self.step,
                     task: self.data.tasks[task].name.clone(),
                     value,
                 }),
-                NonFinite::SkipStep => {
+                OnNonFinite::SkipStep => {
                     self.step += 1;
                     Ok(Stepped::Skipped(task, value))
                 }
