@@ -1,7 +1,9 @@
 //! Baseline architectures between the backbone and the task heads.
 
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema, NoKeys};
 use taskweave_plugin_api::nn::{Activation, Linear, Mlp, MlpSpec};
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
     register_method, Architecture, Constructor, Group, Host, Method, MethodContext, Parameter,
@@ -43,7 +45,7 @@ register_method!(Method::new(
     "hard-sharing",
     env!("CARGO_PKG_VERSION"),
     "Hard parameter sharing: the backbone's features go to every task head",
-    || json!({"type": "object", "properties": {}}),
+    schema_for::<NoKeys>,
     Constructor::Architecture(create_hard),
 ));
 
@@ -105,16 +107,32 @@ impl Architecture for Mmoe {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct MmoeConfig {
+    /// Number of experts.
+    #[schemars(range(min = 1, max = 4096))]
+    experts: u32,
+    /// Widths of each expert MLP (the last is the output width).
+    #[schemars(length(min = 1), inner(range(min = 1, max = 16_777_216)))]
+    expert_hidden: Vec<u32>,
+}
+
+impl Default for MmoeConfig {
+    fn default() -> MmoeConfig {
+        MmoeConfig {
+            experts: 8,
+            expert_hidden: vec![16],
+        }
+    }
+}
+
 fn create_mmoe(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
     let device = ctx.device()?;
-    let n = config["experts"].as_u64().unwrap_or(8) as usize;
-    let hidden: Vec<usize> = config["expert_hidden"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .map(|w| w as usize)
-        .collect();
+    let config: MmoeConfig = typed(config)?;
+    let n = config.experts as usize;
+    let hidden: Vec<usize> = config.expert_hidden.iter().map(|&w| w as usize).collect();
     let dims: Vec<usize> = std::iter::once(ctx.feature_dim).chain(hidden).collect();
     let spec = MlpSpec {
         activation: Activation::Relu,
@@ -135,17 +153,14 @@ register_method!(Method::new(
     "mmoe",
     env!("CARGO_PKG_VERSION"),
     "Multi-gate mixture of experts: shared experts, one softmax gate per task (Ma et al., KDD 2018)",
-    || json!({"type": "object", "properties": {
-        "experts": {"type": "integer", "minimum": 1, "default": 8, "description": "number of experts"},
-        "expert_hidden": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "default": [16],
-                          "description": "widths of each expert MLP (the last is the output width)"}
-    }}),
+    schema_for::<MmoeConfig>,
     Constructor::Architecture(create_mmoe),
 ));
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use taskweave_plugin_api::serde_json::json;
 
     #[test]
     fn mmoe_outputs_one_mixture_per_task_with_gate_and_expert_groups() {

@@ -1,6 +1,7 @@
 //! The standard training step.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, NoKeys};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
     register_method, task_gradients, Constructor, Group, Host, Method, MethodContext, Result,
@@ -90,6 +91,6 @@ register_method!(Method::new(
     "standard",
     env!("CARGO_PKG_VERSION"),
     "The standard step: forward, combine with the pipeline's weighting, backward, optimizer step",
-    || json!({"type": "object", "properties": {}}),
+    schema_for::<NoKeys>,
     Constructor::Strategy(create),
 ));

@@ -54,6 +54,11 @@ use crate::{Error, Result};
 
 pub use schemars::{self, JsonSchema};
 
+/// The config of a method that takes no keys: any key is an error.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoKeys {}
+
 /// The JSON Schema of `C` as the host validates against it: draft 7 with every
 /// subschema inlined (no `$ref`), without the `$schema` and `title` keys.
 pub fn schema_for<C: JsonSchema>() -> Value {

@@ -41,7 +41,9 @@
 //! # A minimal plugin
 //!
 //! ```no_run
-//! use taskweave_plugin_api::serde_json::{json, Value};
+//! use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+//! use taskweave_plugin_api::serde::{Deserialize, Serialize};
+//! use taskweave_plugin_api::serde_json::Value;
 //! use taskweave_plugin_api::{
 //!     register_method, Constructor, Host, Method, MethodContext, Result, Weighting,
 //!     WeightingInput, WeightingKind, WeightingOutput,
@@ -61,35 +63,46 @@
 //!     }
 //! }
 //!
-//! fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-//!     // The host validated `config` against the schema and filled in defaults.
-//!     Ok(Box::new(Scaled(config["scale"].as_f64().unwrap_or(1.0))))
+//! /// The config: its JSON Schema (doc comments, bounds, defaults) is what
+//! /// pipelines are validated against.
+//! #[derive(Serialize, Deserialize, JsonSchema)]
+//! #[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+//! #[schemars(crate = "taskweave_plugin_api::config::schemars")]
+//! struct Config {
+//!     /// Factor on every loss.
+//!     #[schemars(range(min = 0.0))]
+//!     scale: f64,
 //! }
 //!
-//! fn schema() -> Value {
-//!     json!({
-//!         "type": "object",
-//!         "properties": {
-//!             "scale": { "type": "number", "default": 1.0, "description": "factor on every loss" }
-//!         }
-//!     })
+//! impl Default for Config {
+//!     fn default() -> Config {
+//!         Config { scale: 1.0 }
+//!     }
+//! }
+//!
+//! fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+//!     // The host validated `config` against the schema and filled in defaults.
+//!     let Config { scale } = typed(config)?;
+//!     Ok(Box::new(Scaled(scale)))
 //! }
 //!
 //! register_method!(Method::new(
 //!     "scaled",
 //!     env!("CARGO_PKG_VERSION"),
 //!     "Sums the per-task losses, each scaled by a constant.",
-//!     schema,
+//!     schema_for::<Config>,
 //!     Constructor::Weighting(create),
 //! ));
 //! # fn main() {}
 //! ```
 //!
-//! Config schemas are JSON Schema (the subset the runtime validates: `type`,
-//! `properties`, `required`, `enum`, `minimum`, `maximum`, `items`, `default`,
-//! `description`), plus one extension: `{"x-taskweave-role": "Weighting"}` marks a
-//! key that holds another method's table (`{ kind = "...", ... }`), validated
-//! against that method's own schema. Objects never accept unknown keys.
+//! Configs are typed ([`config`]): the schema comes from the struct, so a
+//! default is written once. The runtime validates the subset of JSON Schema
+//! that `schemars` writes for such structs (`type`, `properties`, `required`,
+//! `enum`, `const`, tagged `oneOf`, bounds, `items`, `default`), plus one
+//! extension: `{"x-taskweave-role": "Weighting"}` marks a key that holds another
+//! method's table (`{ kind = "...", ... }`), validated against that method's own
+//! schema. Objects never accept unknown keys.
 
 #![deny(missing_docs)]
 #![allow(

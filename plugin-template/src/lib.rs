@@ -6,7 +6,9 @@
 //! This file is the plugin template: one method, its schema, its constructor,
 //! and the registration line. Everything comes from `taskweave-plugin-api`.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
     register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput, WeightingKind,
@@ -37,24 +39,35 @@ impl Weighting for Gls {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "epsilon": {"type": "number", "minimum": 0, "default": 1e-8,
-                        "description": "added to each loss before taking logarithms"}
-        }
-    })
+/// The method's config: a serde struct whose JSON Schema (doc comments,
+/// bounds and defaults included) is what pipelines are validated against.
+/// The two `crate = ...` lines let the derives find serde and schemars
+/// through taskweave-plugin-api, the only dependency a plugin needs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Added to each loss before taking logarithms.
+    #[schemars(range(min = 0.0))]
+    epsilon: f64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { epsilon: 1e-8 }
+    }
 }
 
 fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    Ok(Box::new(Gls { epsilon: config["epsilon"].as_f64().unwrap_or(1e-8) }))
+    // The host validated `config` against the schema and filled in defaults.
+    let Config { epsilon } = typed(config)?;
+    Ok(Box::new(Gls { epsilon }))
 }
 
 register_method!(Method::new(
     "gls",
     env!("CARGO_PKG_VERSION"),
     "Geometric loss strategy: the geometric mean of the task losses (Chennupati et al., 2019)",
-    schema,
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));

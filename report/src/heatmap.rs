@@ -1,6 +1,7 @@
 //! Heat-map sampling, its colours, and contour lines by marching squares.
 
-use plotters::style::{ColorMap, RGBColor, ViridisRGB};
+use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
+use plotters::style::RGBColor;
 
 use crate::axis::valid_range;
 use crate::HeatMap;
@@ -110,6 +111,13 @@ pub(crate) fn contour(h: &HeatMap, rows: usize, level: f64) -> Vec<Segment> {
             let above = v.map(|v| v > level);
             let cross = |k: usize| {
                 let l = (k + 1) % 4;
+                // From the lower node of the edge, so the two cells that
+                // share an edge compute the very same point.
+                let (k, l) = if (at[k].1, at[k].0) < (at[l].1, at[l].0) {
+                    (k, l)
+                } else {
+                    (l, k)
+                };
                 (above[k] != above[l]).then(|| {
                     let t = (level - v[k]) / (v[l] - v[k]);
                     let (a, b) = (node(at[k].0, at[k].1), node(at[l].0, at[l].1));

@@ -39,12 +39,11 @@ mod names;
 pub mod optimizer;
 mod pipeline;
 pub mod registry;
-mod report;
+
 pub mod run;
 mod runtime;
 pub mod sections;
 pub mod spec;
-pub mod toy;
 pub mod train;
 
 pub use error::{Error, Located, Result};

@@ -27,17 +27,18 @@
 //! With one task `d = (1 + c)g`, so the update is `(1 + c)/(1 + c²)·g` under
 //! the default rescaling and exactly `g` under `rescale = 2`.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, option, task_names};
+use super::combine::{combine, task_names};
 use super::solvers::{cagrad_dual, dot, Matrix};
 
 const DEFAULT_C: f64 = 0.4;
-const DEFAULT_RESCALE: u64 = 1;
 
 /// The CAGrad weighting.
 struct CaGrad {
@@ -80,37 +81,31 @@ impl Weighting for CaGrad {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "c": {
-                "type": "number",
-                "minimum": 0.0,
-                "default": DEFAULT_C,
-                "description": "radius of the ball around the mean gradient, relative to its norm (0 = plain gradient descent on the mean)"
-            },
-            "rescale": {
-                "type": "integer",
-                "enum": [0, 1, 2],
-                "default": DEFAULT_RESCALE,
-                "description": "divide the update by 1 (0), 1 + c² (1, the official default) or 1 + c (2)"
-            }
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Radius of the ball around the mean gradient, relative to its norm (0 =
+    /// plain gradient descent on the mean).
+    #[schemars(range(min = 0.0))]
+    c: f64,
+    /// Divide the update by 1 (0), 1 + c² (1, the official default) or 1 + c (2).
+    #[schemars(extend("enum" = [0, 1, 2]))]
+    rescale: u8,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            c: DEFAULT_C,
+            rescale: 1,
         }
-    })
+    }
 }
 
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let c = option(config, "c", DEFAULT_C, "a number ≥ 0", |v| {
-        v.as_f64().filter(|c| *c >= 0.0)
-    })?;
-    let divisor = match option(
-        config,
-        "rescale",
-        DEFAULT_RESCALE,
-        "0, 1 or 2",
-        Value::as_u64,
-    )? {
+    let Config { c, rescale } = typed(config)?;
+    let divisor = match rescale {
         0 => 1.0,
         1 => 1.0 + c * c,
         2 => 1.0 + c,
@@ -131,7 +126,7 @@ register_method!(Method::new(
     "cagrad",
     env!("CARGO_PKG_VERSION"),
     "CAGrad: the update in a ball around the mean gradient that most improves the worst task (Liu et al., NeurIPS 2021)",
-    schema,
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 
@@ -140,6 +135,7 @@ mod tests {
     use super::*;
     use crate::gradient::testing::{context, create, instances, tensor_of, values, weigh};
     use taskweave_plugin_api::rng::SplitMix;
+    use taskweave_plugin_api::serde_json::json;
     use taskweave_plugin_api::tch::Kind;
 
     #[test]

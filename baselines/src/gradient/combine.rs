@@ -6,7 +6,6 @@
 //! the methods' projections, rescalings and normalisations all become
 //! operations on T×T numbers and on the T coefficients.
 
-use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{Error, MethodContext, Result, WeightingInput, WeightingOutput};
 
@@ -148,22 +147,6 @@ pub(super) fn task_names(ctx: &MethodContext) -> Result<Vec<String>> {
         return Err(Error::msg("a gradient weighting needs at least one task"));
     }
     Ok(ctx.tasks.iter().map(|t| t.to_string()).collect())
-}
-
-/// `config[key]` read with `read`, or `default` where the key is absent (the
-/// host fills in schema defaults; a caller that does not still gets them).
-pub(super) fn option<'a, T>(
-    config: &'a Value,
-    key: &str,
-    default: T,
-    expected: &str,
-    read: impl FnOnce(&'a Value) -> Option<T>,
-) -> Result<T> {
-    match config.get(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(value) => read(value)
-            .ok_or_else(|| Error::msg(format!("`{key}` must be {expected}, got {value}"))),
-    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@
 //! A task with a zero gradient has no direction `u_i`; it gets weight 0 and
 //! the others are balanced among themselves.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, NoKeys};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
     WeightingKind, WeightingOutput,
@@ -72,10 +73,6 @@ impl Weighting for ImtlG {
     }
 }
 
-fn schema() -> Value {
-    json!({ "type": "object", "properties": {} })
-}
-
 fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
     Ok(Box::new(ImtlG {
         tasks: task_names(ctx)?,
@@ -86,17 +83,17 @@ register_method!(Method::new(
     "imtl-g",
     env!("CARGO_PKG_VERSION"),
     "IMTL-G: the update with equal projections onto every task's unit gradient (Liu et al., ICLR 2021)",
-    schema,
+    schema_for::<NoKeys>,
     Constructor::Weighting(create),
 ));
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::gradient::solvers::dot;
     use crate::gradient::testing::{
         context, create, degenerate, instances, tensor_of, values, weigh,
     };
+    use taskweave_plugin_api::serde_json::json;
     use taskweave_plugin_api::tch::Kind;
 
     /// `dᵀu_i` for every task.

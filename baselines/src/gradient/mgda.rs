@@ -20,22 +20,44 @@
 //! configurations use `loss+`; the default here is `none` (the plain method,
 //! LibMTL's default).
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, option, task_names, Step};
+use super::combine::{combine, task_names, Step};
 use super::solvers::{simplex_qp, Matrix};
 
 /// How gradients are scaled before the weights are chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde")]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
 enum Normalization {
+    /// Unscaled.
+    #[default]
+    #[serde(rename = "none")]
     None,
+    /// 1/‖g_i‖.
+    #[serde(rename = "l2")]
     L2,
+    /// 1/L_i.
+    #[serde(rename = "loss")]
     Loss,
+    /// 1/(L_i‖g_i‖).
+    #[serde(rename = "loss+")]
     LossPlus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Scale gradient i by 1, 1/‖g_i‖, 1/L_i or 1/(L_i‖g_i‖) when choosing the
+    /// weights; the update always combines the original gradients.
+    normalization: Normalization,
 }
 
 /// The MGDA weighting.
@@ -85,33 +107,8 @@ impl Weighting for Mgda {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "normalization": {
-                "type": "string",
-                "enum": ["none", "l2", "loss", "loss+"],
-                "default": "none",
-                "description": "scale gradient i by 1, 1/‖g_i‖, 1/L_i or 1/(L_i‖g_i‖) when choosing the weights; the update always combines the original gradients"
-            }
-        }
-    })
-}
-
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let expected = "one of none, l2, loss, loss+";
-    let normalization = match option(config, "normalization", "none", expected, Value::as_str)? {
-        "none" => Normalization::None,
-        "l2" => Normalization::L2,
-        "loss" => Normalization::Loss,
-        "loss+" => Normalization::LossPlus,
-        other => {
-            return Err(Error::msg(format!(
-                "`normalization` must be {expected}, got `{other}`"
-            )))
-        }
-    };
+    let Config { normalization } = typed(config)?;
     Ok(Box::new(Mgda {
         tasks: task_names(ctx)?,
         normalization,
@@ -122,17 +119,17 @@ register_method!(Method::new(
     "mgda",
     env!("CARGO_PKG_VERSION"),
     "MGDA: the min-norm point of the convex hull of the task gradients (Sener & Koltun, NeurIPS 2018)",
-    schema,
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::gradient::solvers::dot;
     use crate::gradient::testing::{
         context, create, instances, max_abs_diff, tensor_of, values, weigh,
     };
+    use taskweave_plugin_api::serde_json::json;
     use taskweave_plugin_api::tch::{Kind, Tensor};
 
     #[test]

@@ -27,19 +27,17 @@
 //! whole previous `α` when its solver fails). With one task, `α = 1/‖g‖` on the
 //! normalised Gramian is 1, so the update is `g` clipped to `max_norm`.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, option, task_names, Step};
+use super::combine::{combine, task_names, Step};
 use super::solvers::{nash_bargaining, Matrix};
-
-const DEFAULT_MAX_NORM: f64 = 1.0;
-const DEFAULT_UPDATE_WEIGHTS_EVERY: u64 = 1;
-const DEFAULT_OPTIM_NITER: u64 = 20;
 
 /// Added to the norm when clipping, as `clip_grad_norm_` does.
 const CLIP_EPS: f64 = 1e-6;
@@ -162,62 +160,39 @@ impl Weighting for NashMtl {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "max_norm": {
-                "type": "number",
-                "minimum": 0.0,
-                "default": DEFAULT_MAX_NORM,
-                "description": "clip the update to this L2 norm (0 = no clipping)"
-            },
-            "update_weights_every": {
-                "type": "integer",
-                "minimum": 1,
-                "default": DEFAULT_UPDATE_WEIGHTS_EVERY,
-                "description": "recompute the weights on steps that are multiples of this; reuse them in between"
-            },
-            "optim_niter": {
-                "type": "integer",
-                "minimum": 1,
-                "default": DEFAULT_OPTIM_NITER,
-                "description": "at most this many Newton steps per solve (warm-started from the previous weights)"
-            }
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Clip the update to this L2 norm (0 = no clipping).
+    #[schemars(range(min = 0.0))]
+    max_norm: f64,
+    /// Recompute the weights on steps that are multiples of this; reuse them in between.
+    #[schemars(range(min = 1))]
+    update_weights_every: u64,
+    /// At most this many Newton steps per solve (warm-started from the previous weights).
+    #[schemars(range(min = 1, max = 10_000))]
+    optim_niter: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_norm: 1.0,
+            update_weights_every: 1,
+            optim_niter: 20,
         }
-    })
+    }
 }
 
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let max_norm = option(
-        config,
-        "max_norm",
-        DEFAULT_MAX_NORM,
-        "a number ≥ 0",
-        |v| v.as_f64().filter(|x| *x >= 0.0),
-    )?;
-    let positive = |v: &Value| v.as_u64().filter(|n| *n >= 1);
-    let update_weights_every = option(
-        config,
-        "update_weights_every",
-        DEFAULT_UPDATE_WEIGHTS_EVERY,
-        "an integer ≥ 1",
-        positive,
-    )?;
-    let optim_niter = option(
-        config,
-        "optim_niter",
-        DEFAULT_OPTIM_NITER,
-        "an integer ≥ 1",
-        positive,
-    )?;
-    let optim_niter = usize::try_from(optim_niter).map_err(Error::msg)?;
+    let config: Config = typed(config)?;
     Ok(Box::new(NashMtl {
         tasks: task_names(ctx)?,
         weights: Bargaining {
-            max_norm,
-            update_weights_every,
-            optim_niter,
+            max_norm: config.max_norm,
+            update_weights_every: config.update_weights_every.max(1),
+            optim_niter: config.optim_niter.max(1) as usize,
             alpha: None,
         },
     }))
@@ -227,7 +202,7 @@ register_method!(Method::new(
     "nash-mtl",
     env!("CARGO_PKG_VERSION"),
     "Nash-MTL: weights from the Nash bargaining solution among the task gradients (Navon et al., ICML 2022)",
-    schema,
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 
@@ -237,6 +212,7 @@ mod tests {
     use crate::gradient::solvers::dot;
     use crate::gradient::testing::{context, create, gram_of, instances, tensor_of, values, weigh};
     use taskweave_plugin_api::rng::SplitMix;
+    use taskweave_plugin_api::serde_json::json;
 
     #[test]
     fn unclipped_weights_solve_the_bargaining_system() {

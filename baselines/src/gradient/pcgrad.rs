@@ -15,8 +15,9 @@
 //! The visiting order of step s is a pure function of (seed, s), so a resumed
 //! run projects exactly as an uninterrupted one without any saved state.
 
+use taskweave_plugin_api::config::{schema_for, NoKeys};
 use taskweave_plugin_api::rng::SplitMix;
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
     WeightingKind, WeightingOutput,
@@ -76,10 +77,6 @@ impl Weighting for PcGrad {
     }
 }
 
-fn schema() -> Value {
-    json!({ "type": "object", "properties": {} })
-}
-
 fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
     Ok(Box::new(PcGrad {
         tasks: task_names(ctx)?,
@@ -91,7 +88,7 @@ register_method!(Method::new(
     "pcgrad",
     env!("CARGO_PKG_VERSION"),
     "PCGrad: projects each task gradient off the others it conflicts with, then sums (Yu et al., NeurIPS 2020)",
-    schema,
+    schema_for::<NoKeys>,
     Constructor::Weighting(create),
 ));
 
@@ -102,6 +99,7 @@ mod tests {
     use crate::gradient::testing::{
         context, create, gram_of, instances, max_abs_diff, tensor_of, values, weigh,
     };
+    use taskweave_plugin_api::serde_json::json;
     use taskweave_plugin_api::tch::Kind;
 
     #[test]

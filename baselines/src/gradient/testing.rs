@@ -143,7 +143,7 @@ pub(super) fn config(name: &str, overrides: Value) -> Value {
         .unwrap_or_else(|| panic!("`{name}` is not registered"));
     let schema = (method.schema)();
     let mut config = Map::new();
-    for (key, property) in schema["properties"].as_object().unwrap() {
+    for (key, property) in schema["properties"].as_object().into_iter().flatten() {
         config.insert(key.clone(), property["default"].clone());
     }
     for (key, value) in overrides.as_object().unwrap() {

@@ -7,6 +7,8 @@
 //! steps per epoch to match the paper). Weights are 1 until two windows have
 //! completed.
 
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
@@ -101,10 +103,32 @@ impl Weighting for Dwa {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Softmax temperature τ.
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    temperature: f64,
+    /// Steps per averaging window (the paper's epoch).
+    #[schemars(range(min = 1))]
+    window: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            temperature: 2.0,
+            window: 100,
+        }
+    }
+}
+
 fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    let config: Config = typed(config)?;
     Ok(Box::new(Dwa {
-        temperature: config["temperature"].as_f64().unwrap_or(2.0),
-        window: config["window"].as_u64().unwrap_or(100).max(1),
+        temperature: config.temperature,
+        window: config.window.max(1),
         sum: Vec::new(),
         count: 0,
         history: Vec::new(),
@@ -115,10 +139,7 @@ register_method!(Method::new(
     "dwa",
     env!("CARGO_PKG_VERSION"),
     "Dynamic weight average: weights from the ratio of recent mean losses (Liu et al., CVPR 2019)",
-    || json!({"type": "object", "properties": {
-        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 2.0, "description": "softmax temperature τ"},
-        "window": {"type": "integer", "minimum": 1, "default": 100, "description": "steps per averaging window (the paper's epoch)"}
-    }}),
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 

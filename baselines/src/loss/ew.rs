@@ -1,6 +1,7 @@
 //! Equal weighting: the plain sum of the task losses.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, NoKeys};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
     WeightingKind, WeightingOutput,
@@ -29,6 +30,6 @@ register_method!(Method::new(
     "ew",
     env!("CARGO_PKG_VERSION"),
     "Equal weighting: the sum of the task losses",
-    || json!({"type": "object", "properties": {}}),
+    schema_for::<NoKeys>,
     Constructor::Weighting(create),
 ));

@@ -1,7 +1,9 @@
 //! Uncertainty weighting (Kendall, Gal, Cipolla, "Multi-Task Learning Using
 //! Uncertainty to Weigh Losses for Scene Geometry and Semantics", CVPR 2018).
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
     register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
@@ -38,8 +40,22 @@ impl Weighting for Uw {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Initial log-variance of every task.
+    init: f64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { init: 0.0 }
+    }
+}
+
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let init = config["init"].as_f64().unwrap_or(0.0);
+    let Config { init } = typed(config)?;
     let log_var = Tensor::f_full([ctx.num_tasks() as i64], init, (Kind::Float, ctx.device()?))?
         .set_requires_grad(true);
     Ok(Box::new(Uw { log_var }))
@@ -49,9 +65,7 @@ register_method!(Method::new(
     "uw",
     env!("CARGO_PKG_VERSION"),
     "Uncertainty weighting: learned log-variances s, loss Σ ½(e^-s L + s) (Kendall et al., CVPR 2018)",
-    || json!({"type": "object", "properties": {
-        "init": {"type": "number", "default": 0.0, "description": "initial log-variance of every task"}
-    }}),
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 

@@ -9,18 +9,23 @@
 //! The weights of step s are a pure function of (seed, s): a resumed run draws
 //! the same weights as an uninterrupted one without any saved state.
 
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::rng::SplitMix;
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
-    register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
-    WeightingInput, WeightingKind, WeightingOutput,
+    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
+    WeightingKind, WeightingOutput,
 };
 
 /// Where the weights are drawn from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", rename_all = "lowercase")]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
 pub enum Distribution {
     /// softmax of standard normal draws (the paper's default).
+    #[default]
     Normal,
     /// softmax of uniform draws on [0, 1).
     Uniform,
@@ -87,27 +92,17 @@ impl Weighting for Rlw {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "distribution": {
-                "type": "string",
-                "enum": ["normal", "uniform", "dirichlet"],
-                "default": "normal",
-                "description": "where the weights are drawn from: softmax of N(0,1) or U(0,1) draws, or Dir(1)"
-            }
-        }
-    })
+/// RLW's config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+pub struct Config {
+    /// Where the weights are drawn from: softmax of N(0,1) or U(0,1) draws, or Dir(1).
+    pub distribution: Distribution,
 }
 
 fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let distribution = match config["distribution"].as_str() {
-        Some("uniform") => Distribution::Uniform,
-        Some("dirichlet") => Distribution::Dirichlet,
-        Some("normal") | None => Distribution::Normal,
-        Some(other) => return Err(Error::msg(format!("unknown distribution `{other}`"))),
-    };
+    let Config { distribution } = typed(config)?;
     Ok(Box::new(Rlw::new(ctx.seed, distribution)))
 }
 
@@ -115,7 +110,7 @@ register_method!(Method::new(
     "rlw",
     env!("CARGO_PKG_VERSION"),
     "Random loss weighting: weights drawn on the simplex every step (Lin et al., TMLR 2022)",
-    schema,
+    schema_for::<Config>,
     Constructor::Weighting(create),
 ));
 

@@ -20,7 +20,9 @@
 //! Only one T×P gradient matrix is held: the loss family is aggregated first,
 //! then each row is overwritten by its flat-family difference.
 
-use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
     aggregate, register_method, task_gradients, Constructor, Group, Host, Method, MethodContext,
     Result, State, StepOps, StepReport, Strategy, Weighting,
@@ -107,31 +109,45 @@ impl Strategy for SamMtl {
     }
 }
 
-fn schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "rho": {"type": "number", "minimum": 0, "default": 2.0,
-                    "description": "radius ρ of the neighbourhood searched for each task's worst point"},
-            "adaptive": {"type": "boolean", "default": true,
-                         "description": "scale the perturbation by |θ| (ASAM), as the reference code does"},
-            "joint_norm": {"type": "boolean", "default": false,
-                           "description": "one norm over shared and head gradients instead of one each"},
-            "aggregator": {"x-taskweave-role": "Weighting",
-                           "description": "weighting that aggregates each gradient family (default: the pipeline's train.weighting)"}
+/// SAM-MTL's config.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Radius ρ of the neighbourhood searched for each task's worst point.
+    #[schemars(range(min = 0.0))]
+    rho: f64,
+    /// Scale the perturbation by |θ| (ASAM), as the reference code does.
+    adaptive: bool,
+    /// One norm over shared and head gradients instead of one each.
+    joint_norm: bool,
+    /// Weighting that aggregates each gradient family (default: the pipeline's train.weighting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-taskweave-role" = "Weighting"))]
+    aggregator: Option<Value>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            rho: 2.0,
+            adaptive: true,
+            joint_norm: false,
+            aggregator: None,
         }
-    })
+    }
 }
 
 fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Strategy>> {
-    let table = match config.get("aggregator") {
-        Some(table) if !table.is_null() => table.clone(),
-        _ => ctx.weighting_table()?,
+    let config: Config = typed(config)?;
+    let table = match config.aggregator {
+        Some(table) => table,
+        None => ctx.weighting_table()?,
     };
     Ok(Box::new(SamMtl {
-        rho: config["rho"].as_f64().unwrap_or(2.0),
-        adaptive: config["adaptive"].as_bool().unwrap_or(true),
-        joint_norm: config["joint_norm"].as_bool().unwrap_or(false),
+        rho: config.rho,
+        adaptive: config.adaptive,
+        joint_norm: config.joint_norm,
         loss_family: host.weighting(&table, ctx)?,
         flat_family: host.weighting(&table, ctx)?,
     }))
@@ -141,6 +157,6 @@ register_method!(Method::new(
     "sam-mtl",
     env!("CARGO_PKG_VERSION"),
     "SAM-MTL: per-task sharpness-aware gradients, loss and flat families aggregated apart (Phan et al., 2022)",
-    schema,
+    schema_for::<Config>,
     Constructor::Strategy(create),
 ));

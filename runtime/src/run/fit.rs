@@ -18,7 +18,6 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
-use crate::report::plot::{render_png, Panel, Series};
 use crate::sections::PipelineConfig;
 use crate::spec::to_toml;
 use crate::train::checkpoint;
@@ -26,6 +25,7 @@ use crate::train::memory::MemoryLog;
 use crate::train::metrics::{delta_m, TaskMetrics};
 use crate::train::progress::Progress;
 use crate::train::{Stepped, Trainer};
+use taskweave_report::{render_png, Panel, Series};
 
 /// Checkpoints kept per run (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;

@@ -65,14 +65,14 @@ pub fn cagrad(args: &CagradArgs, out: &mut dyn Write) -> Result<(), Failure> {
             .map(|w| toy_table(w))
             .collect::<Result<_, _>>()?
     };
-    let options = taskweave::toy::ToyOptions {
+    let options = crate::toy::ToyOptions {
         steps: args.steps,
         lr: args.lr,
         f1_scale: args.f1_scale,
         ..Default::default()
     };
-    let trajectories = taskweave::toy::cagrad_toy(&runtime, &tables, &options)?;
-    std::fs::write(&args.out, taskweave::toy::draw(&trajectories))
+    let trajectories = crate::toy::cagrad_toy(&runtime, &tables, &options)?;
+    std::fs::write(&args.out, crate::toy::draw(&trajectories))
         .map_err(|e| Error::io(&args.out, e))?;
     for t in &trajectories {
         writeln!(

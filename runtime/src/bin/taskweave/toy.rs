@@ -52,12 +52,12 @@ use serde_json::{json, Value};
 use taskweave_plugin_api::{MethodContext, Role, Weighting, WeightingInput, WeightingKind};
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
-use crate::optimizer::{AdamConfig, Optimizer, OptimizerConfig};
-use crate::report::plot::{
+use taskweave::optimizer::{AdamConfig, Optimizer, OptimizerConfig};
+use taskweave::Runtime;
+use taskweave::{Error, Result};
+use taskweave_report::{
     render_png_sized, HeatMap, LegendPosition, Marker, MarkerShape, Panel, Series,
 };
-use crate::Runtime;
 
 /// The floor under the absolute values inside the logarithms (`LOWER` in the
 /// reference code).
@@ -814,7 +814,7 @@ mod tests {
     }
 
     fn runtime() -> Runtime {
-        Runtime::new(&crate::Config::new())
+        Runtime::new(&taskweave::Config::new())
     }
 
     #[test]
@@ -1046,7 +1046,7 @@ mod tests {
         };
         // RLW is a plugin: included when the built plugin is there.
         let rt = Runtime::new(
-            crate::Config::new().plugin_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins")),
+            taskweave::Config::new().plugin_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins")),
         );
         let has = rt.registry().names(Role::Weighting);
         let tables: Vec<Value> = tables

@@ -1,3 +1,0 @@
-//! Reports of a run: plots.
-
-pub mod plot;
