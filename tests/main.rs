@@ -4,5 +4,6 @@ mod abi;
 mod cli;
 mod defects;
 mod fuzz;
+mod protocol;
 mod sam;
 mod training;

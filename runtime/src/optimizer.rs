@@ -25,6 +25,17 @@ pub enum OptimizerConfig {
     Sgd(SgdConfig),
 }
 
+impl OptimizerConfig {
+    /// The configured learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerConfig::Adam(c) => c.lr,
+            OptimizerConfig::AdamW(c) => c.lr,
+            OptimizerConfig::Sgd(c) => c.lr,
+        }
+    }
+}
+
 impl Default for OptimizerConfig {
     fn default() -> OptimizerConfig {
         OptimizerConfig::Adam(AdamConfig::default())
@@ -165,6 +176,13 @@ impl Optimizer {
                 weight_decay: c.weight_decay,
                 buf: None,
             }),
+        }
+    }
+
+    /// Sets the learning rate of the next steps (the schedule's job).
+    pub fn set_lr(&mut self, rate: f64) {
+        match self {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => *lr = rate,
         }
     }
 

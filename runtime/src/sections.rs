@@ -56,6 +56,20 @@ pub struct RunConfig {
     /// libtorch caching-allocator settings (PYTORCH_CUDA_ALLOC_CONF syntax, e.g.
     /// "expandable_segments:True"), process-wide, for allocations from the run's start on.
     pub cuda_allocator: String,
+    /// Arithmetic of the forward passes: fp32, or bf16 autocast (libtorch's
+    /// mixed precision: matrix products in bfloat16, parameters kept in fp32).
+    pub precision: Precision,
+}
+
+/// `run.precision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Fp32,
+    /// libtorch autocast to bfloat16 for the forward passes.
+    Bf16,
 }
 
 impl Default for RunConfig {
@@ -68,6 +82,7 @@ impl Default for RunConfig {
             threads: 0,
             gpu_memory_fraction: 0.0,
             cuda_allocator: String::new(),
+            precision: Precision::Fp32,
         }
     }
 }
@@ -155,10 +170,17 @@ pub enum OnNonFinite {
 /// `[train]`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("x-taskweave-one-of" = ["steps", "epochs"]))]
 pub struct TrainConfig {
-    /// Optimizer steps.
+    /// Optimizer steps (give this or `epochs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub steps: u64,
+    pub steps: Option<u64>,
+    /// Passes over the training split (give this or `steps`); an epoch is
+    /// ⌊rows / batch⌋ steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub epochs: Option<u64>,
     /// Rows per batch.
     #[serde(default = "TrainConfig::default_batch")]
     #[schemars(range(min = 1))]
@@ -166,6 +188,14 @@ pub struct TrainConfig {
     /// The optimizer: `kind = "adam" | "adamw" | "sgd"` plus its keys.
     #[serde(default)]
     pub optimizer: OptimizerConfig,
+    /// The learning rate over the run: `kind = "constant" | "step" | "cosine" | "plateau"`.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Rescale the gradient of all trainable values to at most this L2 norm
+    /// before each optimizer step (0: no clipping).
+    #[serde(default)]
+    #[schemars(range(min = 0.0))]
+    pub clip_grad_norm: f64,
     /// The training step: `kind = "..."`.
     #[serde(default = "TrainConfig::default_strategy")]
     #[schemars(extend("x-taskweave-role" = "Strategy"))]
@@ -192,6 +222,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The run's length in steps for a training split of `rows` rows.
+    pub fn total_steps(&self, rows: usize) -> u64 {
+        match (self.steps, self.epochs) {
+            (Some(steps), _) => steps,
+            (None, epochs) => epochs.unwrap_or(1) * steps_per_epoch(rows, self.batch),
+        }
+    }
+
     fn default_batch() -> u64 {
         128
     }
@@ -209,6 +247,87 @@ impl TrainConfig {
     }
 }
 
+/// Steps in one pass over `rows` training rows with batches of `batch`: the
+/// remainder of each shuffled epoch is skipped, and an epoch is at least one step.
+pub fn steps_per_epoch(rows: usize, batch: u64) -> u64 {
+    (rows as u64 / batch.clamp(1, rows.max(1) as u64)).max(1)
+}
+
+/// `[train] schedule`: the learning rate at each step, as a factor on the
+/// optimizer's `lr`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScheduleConfig {
+    /// The optimizer's `lr` throughout.
+    #[default]
+    Constant,
+    /// `lr · gamma^⌊step / every⌋` (PyTorch's StepLR).
+    Step {
+        /// Steps between decays.
+        #[schemars(range(min = 1))]
+        every: u64,
+        /// Factor at each decay.
+        #[serde(default = "ScheduleConfig::default_gamma")]
+        #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0))]
+        gamma: f64,
+    },
+    /// Linear warm-up from `lr / warmup` to `lr` over `warmup` steps, then a
+    /// cosine from `lr` down to `min_lr` at the last step.
+    Cosine {
+        /// Warm-up steps.
+        #[serde(default)]
+        warmup: u64,
+        /// The learning rate at the last step.
+        #[serde(default)]
+        #[schemars(range(min = 0.0))]
+        min_lr: f64,
+    },
+    /// Multiply the learning rate by `factor` when the validation score has
+    /// not improved by `threshold` for more than `patience` evaluations (the
+    /// score is the one `eval.select` uses: −Δm in percent against the first
+    /// evaluation); never below `min_lr`.
+    Plateau {
+        /// Factor at each reduction.
+        #[serde(default = "ScheduleConfig::default_gamma")]
+        #[schemars(range(max = 1.0), extend("exclusiveMinimum" = 0))]
+        factor: f64,
+        /// Evaluations without improvement before a reduction.
+        #[serde(default = "ScheduleConfig::default_patience")]
+        patience: u64,
+        /// Improvement of the score (percentage points of Δm) that counts.
+        #[serde(default = "ScheduleConfig::default_threshold")]
+        #[schemars(range(min = 0.0))]
+        threshold: f64,
+        /// The smallest learning rate.
+        #[serde(default)]
+        #[schemars(range(min = 0.0))]
+        min_lr: f64,
+    },
+}
+
+impl ScheduleConfig {
+    fn default_gamma() -> f64 {
+        0.1
+    }
+    fn default_patience() -> u64 {
+        5
+    }
+    fn default_threshold() -> f64 {
+        0.01
+    }
+}
+
+/// `eval.select`: which parameters the reported metrics come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Select {
+    /// The evaluation with the best validation score (see [`crate::train::metrics::selection_score`]).
+    #[default]
+    BestVal,
+    /// The last step.
+    Last,
+}
+
 /// `[eval]`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -218,6 +337,9 @@ pub struct EvalConfig {
     /// Rows per evaluation batch.
     #[schemars(range(min = 1))]
     pub batch: u64,
+    /// Report test metrics at the best validation score ("best-val") or at the
+    /// last step ("last").
+    pub select: Select,
 }
 
 impl Default for EvalConfig {
@@ -225,6 +347,7 @@ impl Default for EvalConfig {
         EvalConfig {
             every: 0,
             batch: 4096,
+            select: Select::BestVal,
         }
     }
 }
@@ -249,7 +372,7 @@ mod tests {
         assert_eq!(run["device"]["default"], "auto");
         assert!(run["threads"]["maximum"].as_u64().unwrap() >= 4);
         let train = &s["properties"]["train"];
-        assert_eq!(train["required"], json!(["steps"]));
+        assert!(train.get("required").is_none(), "steps or epochs");
         assert_eq!(train["properties"]["batch"]["default"], 128);
         assert_eq!(
             train["properties"]["weighting"]["x-taskweave-role"],

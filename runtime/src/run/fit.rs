@@ -12,13 +12,14 @@ use tch::{Device, Kind};
 
 use super::baselines::load_baselines;
 use super::dir::{self, RunDir};
+use super::select::Selection;
 use super::summary::Summary;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
-use crate::sections::PipelineConfig;
+use crate::sections::{PipelineConfig, Select};
 use crate::spec::to_toml;
 use crate::train::checkpoint;
 use crate::train::memory::MemoryLog;
@@ -29,6 +30,8 @@ use taskweave_report::{render_png, Panel, Series};
 
 /// Checkpoints kept per run (older ones are deleted).
 const KEEP_CHECKPOINTS: usize = 2;
+/// The checkpoint of the best validation score (`eval.select = "best-val"`).
+const BEST: &str = "best.safetensors";
 
 /// Everything the run loop needs besides the data.
 pub struct RunContext<'a> {
@@ -224,8 +227,18 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
 pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
     let config = ctx.config;
     let dir = run.path();
-    let total = config.train.steps;
     let max_skipped = config.train.max_skipped_fraction;
+    let eval_batch = config.eval.batch as usize;
+    let best_val = config.eval.select == Select::BestVal;
+    let ckpt_dir = run.checkpoints();
+    let best_path = ckpt_dir.join(BEST);
+    let metrics_path = dir.join("metrics.jsonl");
+
+    let mut memory = MemoryLog::new(ctx.device);
+    memory.begin();
+    let mut trainer = Trainer::new(config, data, ctx.registry, ctx.host, ctx.device)?;
+    let setup_memory = memory.end("setup");
+    let total = trainer.total_steps();
     let eval_every = match config.eval.every {
         0 => (total / 10).max(1),
         n => n,
@@ -234,14 +247,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         0 => eval_every,
         n => n,
     };
-    let eval_batch = config.eval.batch as usize;
-    let ckpt_dir = run.checkpoints();
-    let metrics_path = dir.join("metrics.jsonl");
-
-    let mut memory = MemoryLog::new(ctx.device);
-    memory.begin();
-    let mut trainer = Trainer::new(config, data, ctx.registry, ctx.host, ctx.device)?;
-    let setup_memory = memory.end("setup");
+    let mut selection = Selection::default();
     let tasks = trainer.data().tasks.clone();
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
@@ -255,6 +261,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     if let Some((step, ckpt)) = latest {
         wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
         skipped = u64_of(&ckpt.meta["skipped"]);
+        selection = Selection::from_state(&ckpt.meta["selection"])?;
         trainer.restore(ckpt)?;
         history = read_history(&metrics_path, step);
         tracing::info!("resuming {} from step {step}", dir.display());
@@ -329,19 +336,30 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             }
             let train_memory = memory.end("train");
             memory.begin();
+            let lr = trainer.learning_rate();
             let metrics = trainer.evaluate("val", eval_batch)?;
             let eval_memory = memory.end("eval");
+            let score = selection.score(&tasks, &metrics)?;
+            trainer.observe(score);
+            if best_val && selection.improves(step, score) {
+                let meta = json!({"selected_step": step, "selection": selection.state()});
+                checkpoint::write(&best_path, &trainer.checkpoint(meta)?)?;
+            }
             let (loss, weights) = running.take(&tasks);
             history.push(json!({"step": step, "split": "val", "wall_time_s": wall(&started),
-                                "tasks": metrics_json(&tasks, &metrics), "train_loss": loss, "weights": weights,
+                                "tasks": metrics_json(&tasks, &metrics), "score": score, "lr": lr,
+                                "train_loss": loss, "weights": weights,
                                 "memory": {"setup": setup_memory, "train": train_memory, "eval": eval_memory}}));
             write_history(&metrics_path, &history)?;
             memory.begin();
         }
         if step < total && step % checkpoint_every == 0 {
-            let ckpt =
-                trainer.checkpoint(json!({"wall_time_s": wall(&started), "skipped": skipped}))?;
-            checkpoint::write(&checkpoint::path_for(&ckpt_dir, step), &ckpt)?;
+            let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
+                              "selection": selection.state()});
+            checkpoint::write(
+                &checkpoint::path_for(&ckpt_dir, step),
+                &trainer.checkpoint(meta)?,
+            )?;
             checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
         }
     }
@@ -356,18 +374,41 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     memory.end("train");
     memory.begin();
-    let val = trainer.evaluate("val", eval_batch)?;
+    let mut val = trainer.evaluate("val", eval_batch)?;
+    let score = selection.score(&tasks, &val)?;
+    let last_is_best = !best_val || selection.improves(total, score);
+    // The end state, for a resume of the finished run, before the best is restored.
+    let meta =
+        json!({"wall_time_s": wall(&started), "skipped": skipped, "selection": selection.state()});
+    checkpoint::write(
+        &checkpoint::path_for(&ckpt_dir, total),
+        &trainer.checkpoint(meta)?,
+    )?;
+    checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+    let selected = if last_is_best {
+        total
+    } else {
+        let best = checkpoint::read(&best_path)?;
+        let step = u64_of(&best.meta["selected_step"]);
+        trainer.restore(best)?;
+        val = trainer.evaluate("val", eval_batch)?;
+        tracing::info!(
+            selected_step = step,
+            "reporting the parameters of step {step}, the best validation score"
+        );
+        step
+    };
     let test = trainer.evaluate("test", eval_batch)?;
     memory.end("eval");
     let (loss, weights) = running.take(&tasks);
     for (split, metrics) in [("val", &val), ("test", &test)] {
-        history.push(json!({"step": total, "split": split, "final": true, "wall_time_s": wall(&started),
-                            "tasks": metrics_json(&tasks, metrics), "train_loss": loss, "weights": weights}));
+        history.push(
+            json!({"step": selected, "split": split, "final": true, "selected_step": selected,
+                            "wall_time_s": wall(&started), "tasks": metrics_json(&tasks, metrics),
+                            "train_loss": loss, "weights": weights}),
+        );
     }
     write_history(&metrics_path, &history)?;
-    let ckpt = trainer.checkpoint(json!({"wall_time_s": wall(&started), "skipped": skipped}))?;
-    checkpoint::write(&checkpoint::path_for(&ckpt_dir, total), &ckpt)?;
-    checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
     write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
 
     let delta_m = load_baselines(config, &tasks)
@@ -380,6 +421,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         test,
         delta_m,
         steps: total,
+        selected_step: selected,
         steps_per_second,
         skipped,
         parameters: trainer.num_parameters(),
@@ -387,7 +429,8 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     if let Some(line) = memory.line() {
         progress.println(&line);
     }
-    let json = json!({"steps": total, "skipped": skipped, "steps_per_second": steps_per_second,
+    let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
+                      "steps_per_second": steps_per_second,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
     write_atomic(

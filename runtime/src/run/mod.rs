@@ -9,6 +9,7 @@
 mod baselines;
 mod dir;
 mod fit;
+mod select;
 mod summary;
 
 use std::path::{Path, PathBuf};

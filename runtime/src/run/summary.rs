@@ -22,6 +22,9 @@ pub struct Summary {
     pub delta_m: Option<f64>,
     /// Steps trained in total.
     pub steps: u64,
+    /// The step whose parameters the metrics are of: the best validation
+    /// score's under `eval.select = "best-val"`, the last otherwise.
+    pub selected_step: u64,
     /// Training throughput of this invocation (steps per second).
     pub steps_per_second: f64,
     /// Steps skipped because of a non-finite loss.
@@ -65,6 +68,13 @@ pub fn table(summary: &Summary) -> String {
             }
         }
         out.push('\n');
+    }
+    if summary.selected_step != summary.steps {
+        let _ = writeln!(
+            out,
+            "test metrics of step {} of {} (the best validation score)",
+            summary.selected_step, summary.steps
+        );
     }
     match summary.delta_m {
         Some(d) => {

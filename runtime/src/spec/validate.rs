@@ -366,7 +366,47 @@ impl Validator<'_> {
                 out.insert(name.clone(), value);
             }
         }
+        self.check_one_of(node, schema, path);
         Value::Object(out)
+    }
+
+    /// `x-taskweave-one-of`: exactly one of these keys must be given (such as
+    /// `train.steps` or `train.epochs`).
+    fn check_one_of(&mut self, node: &Node, schema: &Value, path: &str) {
+        let Some(keys) = schema.get("x-taskweave-one-of").and_then(Value::as_array) else {
+            return;
+        };
+        let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+        let given: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| node.get(k).is_some())
+            .collect();
+        let (first, rest) = keys.split_first().unwrap_or((&"", &[]));
+        match given.as_slice() {
+            [_] => {}
+            [] => {
+                let others: Vec<String> = rest
+                    .iter()
+                    .map(|k| format!("`{}`", join(path, k)))
+                    .collect();
+                let msg = format!(
+                    "missing required key `{}` (or {})",
+                    join(path, first),
+                    others.join(" or ")
+                );
+                self.error(&join(path, first), &node.origin, msg, None);
+            }
+            [.., last] => {
+                let at = node.get(last).map_or(&node.origin, |n| &n.origin);
+                let msg = format!(
+                    "give only one of {} in {}",
+                    list(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()),
+                    shown(path)
+                );
+                self.error(&join(path, last), at, msg, None);
+            }
+        }
     }
 
     fn check_kind(&mut self, node: &Node, role: &str, path: &str) -> Value {

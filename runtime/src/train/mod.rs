@@ -2,6 +2,7 @@
 //! optimizer and the strategy, and runs one step at a time through the
 //! strategy, which drives the host operations (the `ops` module).
 
+mod autocast;
 mod batches;
 pub mod checkpoint;
 pub mod flatness;
@@ -11,6 +12,7 @@ pub mod metrics;
 mod ops;
 mod params;
 pub mod progress;
+mod schedule;
 
 use std::sync::Arc;
 
@@ -24,11 +26,13 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
 use crate::registry::Registry;
-use crate::sections::{OnNonFinite, PipelineConfig};
+use crate::sections::{OnNonFinite, PipelineConfig, Precision};
+use autocast::Autocast;
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
 use generator::step_seed;
 use params::FlatParams;
+use schedule::Schedule;
 
 /// The outcome of one step.
 pub enum Stepped {
@@ -48,6 +52,11 @@ pub struct Trainer {
     batches: Batches,
     seed: u64,
     on_nonfinite: OnNonFinite,
+    schedule: Schedule,
+    clip_grad_norm: f64,
+    precision: Precision,
+    device: Device,
+    total: u64,
     step: u64,
 }
 
@@ -100,6 +109,8 @@ impl Trainer {
         let optimizer = Optimizer::new(&train.optimizer, params.data())?;
         let batches = Batches::new(data.train.len(), train.batch as usize, seed);
         let on_nonfinite = train.on_nonfinite;
+        let total = train.total_steps(data.train.len());
+        let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
         Ok(Trainer {
             data,
             model,
@@ -109,6 +120,11 @@ impl Trainer {
             batches,
             seed,
             on_nonfinite,
+            schedule,
+            clip_grad_norm: train.clip_grad_norm,
+            precision: config.run.precision,
+            device,
+            total,
             step: 0,
         })
     }
@@ -118,9 +134,32 @@ impl Trainer {
         self.step
     }
 
+    /// The run's length in steps (`train.steps`, or `train.epochs` in steps).
+    pub fn total_steps(&self) -> u64 {
+        self.total
+    }
+
     /// The data, on the run's device.
     pub fn data(&self) -> &Dataset {
         &self.data
+    }
+
+    /// The learning rate of the next step.
+    pub fn learning_rate(&self) -> f64 {
+        self.schedule.lr(self.step)
+    }
+
+    /// Takes a validation score (lower is better) for the plateau schedule.
+    pub fn observe(&mut self, score: f64) {
+        self.schedule.observe(score);
+    }
+
+    /// bf16 autocast on this thread while the guard lives, under `run.precision = "bf16"`.
+    fn autocast(&self) -> Result<Option<Autocast>> {
+        match self.precision {
+            Precision::Bf16 => Autocast::bf16(self.device).map(Some),
+            Precision::Fp32 => Ok(None),
+        }
     }
 
     /// Runs one training step through the strategy.
@@ -129,6 +168,8 @@ impl Trainer {
         // libtorch's generator, re-seeded from (seed, step): a resumed run
         // repeats it exactly without saving generator state.
         let _generator = generator::seeded(step_seed(self.seed, self.step));
+        self.optimizer.set_lr(self.schedule.lr(self.step));
+        let _autocast = self.autocast()?;
         let Trainer {
             data,
             model,
@@ -137,9 +178,18 @@ impl Trainer {
             optimizer,
             batches,
             step,
+            clip_grad_norm,
             ..
         } = self;
-        let mut ops = ops::Ops::new(model, params, optimizer, data, batches, *step);
+        let mut ops = ops::Ops::new(
+            model,
+            params,
+            optimizer,
+            data,
+            batches,
+            *step,
+            *clip_grad_norm,
+        );
         let result = strategy.step(&mut ops);
         let nonfinite = ops.finish()?;
         match (result, nonfinite) {
@@ -164,6 +214,7 @@ impl Trainer {
 
     /// Metrics of every task on split `split`.
     pub fn evaluate(&mut self, split: &str, batch: usize) -> Result<Vec<metrics::TaskMetrics>> {
+        let _autocast = self.autocast()?;
         let split = self.data.split(split)?;
         metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
     }
@@ -193,6 +244,7 @@ impl Trainer {
             "optimizer": opt_meta,
             "strategy": strategy.meta,
             "architecture": architecture.meta,
+            "schedule": self.schedule.state(),
         });
         if let (Value::Object(meta), Value::Object(extra)) = (&mut meta, extra) {
             meta.extend(extra);
@@ -227,6 +279,7 @@ impl Trainer {
         self.strategy.load_state(strategy)?;
         self.model.architecture_mut().load_state(architecture)?;
         self.optimizer.load_state(&mut saved, &meta["optimizer"])?;
+        self.schedule.load_state(&meta["schedule"])?;
         self.step = meta["step"]
             .as_u64()
             .ok_or_else(|| Error::Input("the checkpoint has no step".into()))?;

@@ -26,6 +26,8 @@ pub struct Ops<'a> {
     saved: Vec<(Vec<Tensor>, Vec<Tensor>)>,
     /// The first non-finite loss seen (task, value).
     nonfinite: Option<(usize, f64)>,
+    /// `train.clip_grad_norm` (0: off).
+    clip_grad_norm: f64,
 }
 
 impl<'a> Ops<'a> {
@@ -36,6 +38,7 @@ impl<'a> Ops<'a> {
         data: &'a Dataset,
         batches: &'a mut Batches,
         step: u64,
+        clip_grad_norm: f64,
     ) -> Ops<'a> {
         Ops {
             model,
@@ -47,6 +50,7 @@ impl<'a> Ops<'a> {
             batch: None,
             saved: Vec::new(),
             nonfinite: None,
+            clip_grad_norm,
         }
     }
 
@@ -105,7 +109,8 @@ impl StepOps for Ops<'_> {
             .zip(&batch.targets)
             .map(|((task, out), target)| api(task_loss(task, out, target)))
             .collect::<ApiResult<_>>()?;
-        let losses = Tensor::f_stack(&losses, 0)?;
+        // Float32 whatever the forward computed in (bf16 under autocast).
+        let losses = Tensor::f_stack(&losses, 0)?.f_to_kind(Kind::Float)?;
         let values = Vec::<f64>::try_from(
             losses
                 .f_detach()?
@@ -176,7 +181,16 @@ impl StepOps for Ops<'_> {
 
     fn optimizer_step(&mut self) -> ApiResult<()> {
         let _guard = tch::no_grad_guard();
-        api(self.optimizer.step(self.params.data(), self.params.grad()))?;
+        let grad = self.params.grad();
+        if self.clip_grad_norm > 0.0 {
+            // torch.nn.utils.clip_grad_norm_: one L2 norm over every trainable value.
+            let norm = grad.f_norm()?.f_double_value(&[])?;
+            let scale = self.clip_grad_norm / (norm + 1e-6);
+            if scale < 1.0 {
+                let _ = grad.shallow_clone().f_mul_scalar_(scale)?;
+            }
+        }
+        api(self.optimizer.step(self.params.data(), grad))?;
         api(self.params.zero_grad())
     }
 }
