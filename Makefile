@@ -50,6 +50,8 @@ build: $(VENV_STAMP)
 	mkdir -p plugins
 	# --remove-destination: a new file, so processes using the old .so keep their mapping.
 	for p in $(PLUGINS); do cp --remove-destination target/release/libtaskweave_$${p//-/_}.so plugins/; done
+	# The runtime refuses plugins others could have written (a umask of 002 would make them so).
+	chmod go-w plugins plugins/*.so
 
 # Data sets that need a download (none of run/test/build needs them).
 # QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),

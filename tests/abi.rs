@@ -253,3 +253,41 @@ fn a_method_name_provided_twice_is_refused_naming_both_sources() {
         "{err}"
     );
 }
+
+#[test]
+fn plugins_that_other_users_could_have_written_are_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_into(&plugins, &workspace_plugin("taskweave-rlw"), "librlw.so");
+    let chmod = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(&plugins, 0o777);
+    let p = plugins.to_str().unwrap();
+    let (code, out, err) = run_cli(dir.path(), &["plugins", "list", "--dir", p]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("librlw.so"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("refused")
+            && line.contains("writable by every user")
+            && line.contains("--allow-insecure-plugins"),
+        "{out}"
+    );
+    let (_, out, _) = run_cli(
+        dir.path(),
+        &["--allow-insecure-plugins", "plugins", "list", "--dir", p],
+    );
+    assert!(out.lines().any(|l| l.starts_with("rlw ")), "{out}");
+    chmod(&plugins, 0o755);
+    chmod(&plugins.join("librlw.so"), 0o666);
+    let (_, out, _) = run_cli(dir.path(), &["plugins", "list", "--dir", p]);
+    assert!(out.contains("the file") && out.contains("refused"), "{out}");
+    chmod(&plugins.join("librlw.so"), 0o644);
+    let (_, out, _) = run_cli(dir.path(), &["plugins", "list", "--dir", p]);
+    assert!(out.lines().any(|l| l.starts_with("rlw ")), "{out}");
+}

@@ -13,6 +13,7 @@ use crate::registry::Registry;
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     plugin_dirs: Vec<PathBuf>,
+    allow_insecure_plugins: bool,
 }
 
 impl Config {
@@ -31,13 +32,20 @@ impl Config {
     pub fn plugin_dirs(&self) -> &[PathBuf] {
         &self.plugin_dirs
     }
+
+    /// Loads plugins even from files or directories that other users could
+    /// have written (default: refused, since a plugin runs with your rights).
+    pub fn allow_insecure_plugins(&mut self, allow: bool) -> &mut Config {
+        self.allow_insecure_plugins = allow;
+        self
+    }
 }
 
 /// The method registry over the built-ins and the configured plugin
 /// directories. Cheap to clone; plugins are loaded once per process.
 #[derive(Clone)]
 pub struct Runtime {
-    dirs: Vec<PathBuf>,
+    config: Config,
     registry: Arc<Registry>,
 }
 
@@ -46,9 +54,15 @@ impl Runtime {
     /// Files that cannot be loaded do not make this fail: they are listed by
     /// [`Registry::problems`] with the reason.
     pub fn new(config: &Config) -> Runtime {
-        let dirs = config.plugin_dirs.clone();
-        let registry = Arc::new(Registry::load(&dirs, &RuntimeHost::logging_only().to_ffi()));
-        Runtime { dirs, registry }
+        let registry = Arc::new(Registry::load(
+            &config.plugin_dirs,
+            &RuntimeHost::logging_only().to_ffi(),
+            config.allow_insecure_plugins,
+        ));
+        Runtime {
+            config: config.clone(),
+            registry,
+        }
     }
 
     /// The methods.
@@ -61,8 +75,18 @@ impl Runtime {
         if extra.is_empty() {
             return self.registry.clone();
         }
-        let dirs: Vec<PathBuf> = self.dirs.iter().chain(extra).cloned().collect();
-        Arc::new(Registry::load(&dirs, &RuntimeHost::logging_only().to_ffi()))
+        let dirs: Vec<PathBuf> = self
+            .config
+            .plugin_dirs
+            .iter()
+            .chain(extra)
+            .cloned()
+            .collect();
+        Arc::new(Registry::load(
+            &dirs,
+            &RuntimeHost::logging_only().to_ffi(),
+            self.config.allow_insecure_plugins,
+        ))
     }
 
     /// Creates a method from a method table (`{"kind": "...", ...}`), validated

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 
-use super::elf;
+use super::{elf, trust};
 use taskweave_plugin_api::io_reason;
 use taskweave_plugin_api::module::{Compat, PluginModuleRef, COMPAT_SYMBOL};
 use taskweave_plugin_api::{FfiHostBox, MethodManifest};
@@ -49,10 +49,18 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Loads `path` (once per process) and initialises it with `host` for logging.
-pub fn load(path: &Path, host: &FfiHostBox) -> Result<&'static Library, String> {
+/// Loads `path` (once per process) and initialises it with `host` for logging;
+/// a file others could have written is refused unless `allow_insecure`.
+pub fn load(
+    path: &Path,
+    host: &FfiHostBox,
+    allow_insecure: bool,
+) -> Result<&'static Library, String> {
     // Before anything maps it: dlopen of a truncated file kills the process.
     elf::check(path)?;
+    if !allow_insecure {
+        trust::check(path)?;
+    }
     let key = path
         .canonicalize()
         .map_err(|e| format!("cannot open: {}", io_reason(&e)))?;

@@ -4,6 +4,7 @@
 mod elf;
 mod kinds;
 mod loader;
+mod trust;
 
 pub use kinds::{validate_method, KindTable};
 
@@ -77,8 +78,9 @@ pub struct Registry {
 impl Registry {
     /// The built-in methods plus those of every plugin in `dirs`. Bad files are
     /// recorded as [`LoadProblem`]s; they never stop the good ones from loading.
-    /// `host` receives the plugins' log records.
-    pub fn load(dirs: &[PathBuf], host: &FfiHostBox) -> Registry {
+    /// `host` receives the plugins' log records. Files that others could have
+    /// written are refused unless `allow_insecure`.
+    pub fn load(dirs: &[PathBuf], host: &FfiHostBox, allow_insecure: bool) -> Registry {
         taskweave_baselines::link();
         let mut registry = Registry {
             entries: BTreeMap::new(),
@@ -90,12 +92,12 @@ impl Registry {
             registry.add(method.manifest(), Origin::Builtin, Factory::Builtin(method));
         }
         for dir in dirs {
-            registry.add_dir(dir, host);
+            registry.add_dir(dir, host, allow_insecure);
         }
         registry
     }
 
-    fn add_dir(&mut self, dir: &Path, host: &FfiHostBox) {
+    fn add_dir(&mut self, dir: &Path, host: &FfiHostBox, allow_insecure: bool) {
         let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         if self.dirs.contains(&canonical) {
             return;
@@ -112,7 +114,7 @@ impl Registry {
             }
         };
         for file in files {
-            match loader::load(&file, host) {
+            match loader::load(&file, host, allow_insecure) {
                 Ok(library) => {
                     for manifest in &library.manifests {
                         let origin = Origin::Plugin(library.path.clone());

@@ -18,6 +18,10 @@ pub struct Cli {
     /// Only warnings and errors; no progress bar.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Load plugins even from files or directories other users could have
+    /// written (refused by default: a plugin runs with your rights).
+    #[arg(long, global = true)]
+    pub allow_insecure_plugins: bool,
     #[command(subcommand)]
     pub command: Command,
 }

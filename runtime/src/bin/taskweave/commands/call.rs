@@ -14,12 +14,12 @@ use taskweave::{Error, Result, Runtime};
 use taskweave_plugin_api::{aggregate, MethodContext, Role};
 use tch::{Device, Kind, Tensor};
 
-use super::{dirs_or_default, runtime};
+use super::{dirs_or_default, Env};
 use crate::args::WeightingArgs;
 use crate::output::Failure;
 
-pub fn weighting(args: &WeightingArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    run(&runtime(&dirs_or_default(args.plugins.clone())), args)?;
+pub fn weighting(env: &Env, args: &WeightingArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    run(&env.runtime(&dirs_or_default(args.plugins.clone())), args)?;
     writeln!(out, "wrote {}", args.out.display())?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 use taskweave::Run;
 
-use super::{runtime, write_json};
+use super::{write_json, Env};
 use crate::args::FlatnessArgs;
 use crate::output::{Failure, Table};
 
@@ -21,8 +21,8 @@ struct FlatnessView<'a> {
     mean_increase: f64,
 }
 
-pub fn run(args: &FlatnessArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let f = Run::open(&runtime(&args.plugins), &args.run_dir)?.flatness(
+pub fn run(env: &Env, args: &FlatnessArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let f = Run::open(&env.runtime(&args.plugins), &args.run_dir)?.flatness(
         &args.split,
         args.radius,
         args.samples,

@@ -16,45 +16,59 @@ use taskweave::{Config, Runtime};
 use crate::args::{CallCommand, Cli, Command, PluginsCommand, ToyCommand};
 use crate::output::Failure;
 
+/// What every command may need from the global flags.
+pub struct Env {
+    /// `-q`: warnings only, no progress bar.
+    pub quiet: bool,
+    /// `--allow-insecure-plugins`.
+    pub allow_insecure_plugins: bool,
+}
+
+impl Env {
+    /// A runtime over the plugin directories of TASKWEAVE_PLUGIN_PATH
+    /// (colon-separated) and `extra`.
+    fn runtime(&self, extra: &[PathBuf]) -> Runtime {
+        let mut config = Config::new();
+        config.allow_insecure_plugins(self.allow_insecure_plugins);
+        if let Some(path) = std::env::var_os("TASKWEAVE_PLUGIN_PATH") {
+            for dir in std::env::split_paths(&path).filter(|d| !d.as_os_str().is_empty()) {
+                config.plugin_dir(dir);
+            }
+        }
+        for dir in extra {
+            config.plugin_dir(dir);
+        }
+        Runtime::new(&config)
+    }
+}
+
 /// Runs the command `cli` names.
 pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
-    let quiet = cli.quiet;
+    let env = Env {
+        quiet: cli.quiet,
+        allow_insecure_plugins: cli.allow_insecure_plugins,
+    };
     match cli.command {
         Command::Plugins {
             command: PluginsCommand::List { dirs, json },
-        } => plugins::list(dirs, json, out),
-        Command::Validate(args) => train::validate(&args, out),
+        } => plugins::list(&env, dirs, json, out),
+        Command::Validate(args) => train::validate(&env, &args, out),
         Command::Run {
             pipeline,
             print_config,
             overwrite,
-        } => train::run(&pipeline, print_config, overwrite, quiet, out),
-        Command::Resume { run_dir, plugins } => train::resume(&run_dir, &plugins, quiet, out),
-        Command::Baselines(args) => train::baselines(&args, quiet, out),
-        Command::Flatness(args) => flatness::run(&args, out),
+        } => train::run(&env, &pipeline, print_config, overwrite, out),
+        Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
+        Command::Baselines(args) => train::baselines(&env, &args, out),
+        Command::Flatness(args) => flatness::run(&env, &args, out),
         Command::Toy {
             command: ToyCommand::Cagrad(args),
-        } => toy::cagrad(&args, out),
+        } => toy::cagrad(&env, &args, out),
         Command::GpuInfo { json } => gpu_info::show(json, out),
         Command::Call {
             command: CallCommand::Weighting(args),
-        } => call::weighting(&args, out),
+        } => call::weighting(&env, &args, out),
     }
-}
-
-/// A runtime over the plugin directories of TASKWEAVE_PLUGIN_PATH
-/// (colon-separated) and `extra`.
-fn runtime(extra: &[PathBuf]) -> Runtime {
-    let mut config = Config::new();
-    if let Some(path) = std::env::var_os("TASKWEAVE_PLUGIN_PATH") {
-        for dir in std::env::split_paths(&path).filter(|d| !d.as_os_str().is_empty()) {
-            config.plugin_dir(dir);
-        }
-    }
-    for dir in extra {
-        config.plugin_dir(dir);
-    }
-    Runtime::new(&config)
 }
 
 /// `dirs`, or `./plugins` when none are given and it exists (commands that

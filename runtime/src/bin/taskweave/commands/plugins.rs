@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use taskweave_plugin_api::module::Compat;
 
-use super::{dirs_or_default, runtime, write_json};
+use super::{dirs_or_default, write_json, Env};
 use crate::output::{Failure, Table};
 
 #[derive(Serialize)]
@@ -41,8 +41,8 @@ struct ConflictView {
     sources: Vec<String>,
 }
 
-pub fn list(dirs: Vec<PathBuf>, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let runtime = runtime(&dirs_or_default(dirs));
+pub fn list(env: &Env, dirs: Vec<PathBuf>, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let runtime = env.runtime(&dirs_or_default(dirs));
     let registry = runtime.registry();
     let compat = Compat::current();
     let listing = Listing {

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use taskweave::Error;
 
-use super::{dirs_or_default, runtime};
+use super::{dirs_or_default, Env};
 use crate::args::CagradArgs;
 use crate::output::Failure;
 
@@ -39,8 +39,8 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
     Ok(serde_json::Value::Object(table))
 }
 
-pub fn cagrad(args: &CagradArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let runtime = runtime(&dirs_or_default(args.plugins.clone()));
+pub fn cagrad(env: &Env, args: &CagradArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let runtime = env.runtime(&dirs_or_default(args.plugins.clone()));
     let tables: Vec<serde_json::Value> = if args.weightings.is_empty() {
         let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
         if runtime

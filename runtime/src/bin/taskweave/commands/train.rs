@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use taskweave::run::{self, Summary};
 use taskweave::{Pipeline, Run};
 
-use super::runtime;
+use super::Env;
 use crate::args::PipelineArgs;
 use crate::output::Failure;
 
@@ -16,16 +16,16 @@ fn report(summary: &Summary, out: &mut dyn Write) -> Result<(), Failure> {
     Ok(())
 }
 
-fn pipeline(args: &PipelineArgs) -> Result<Pipeline, Failure> {
+fn pipeline(env: &Env, args: &PipelineArgs) -> Result<Pipeline, Failure> {
     Ok(Pipeline::from_file(
-        &runtime(&args.plugins),
+        &env.runtime(&args.plugins),
         &args.pipeline,
         &args.sets,
     )?)
 }
 
-pub fn validate(args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let pipeline = pipeline(args)?;
+pub fn validate(env: &Env, args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let pipeline = pipeline(env, args)?;
     writeln!(
         out,
         "{}: ok (run `{}`)",
@@ -36,31 +36,34 @@ pub fn validate(args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure>
 }
 
 pub fn run(
+    env: &Env,
     args: &PipelineArgs,
     print_config: bool,
     overwrite: bool,
-    quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    let pipeline = pipeline(args)?;
+    let pipeline = pipeline(env, args)?;
     if print_config {
         write!(out, "{}", pipeline.resolved_toml())?;
         return Ok(());
     }
-    report(&Run::start(pipeline, overwrite)?.train(quiet)?, out)
+    report(&Run::start(pipeline, overwrite)?.train(env.quiet)?, out)
 }
 
 pub fn resume(
+    env: &Env,
     run_dir: &Path,
     plugins: &[PathBuf],
-    quiet: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    report(&Run::open(&runtime(plugins), run_dir)?.train(quiet)?, out)
+    report(
+        &Run::open(&env.runtime(plugins), run_dir)?.train(env.quiet)?,
+        out,
+    )
 }
 
-pub fn baselines(args: &PipelineArgs, quiet: bool, out: &mut dyn Write) -> Result<(), Failure> {
-    let path = run::baselines(&pipeline(args)?, quiet)?;
+pub fn baselines(env: &Env, args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let path = run::baselines(&pipeline(env, args)?, env.quiet)?;
     writeln!(out, "single-task baselines stored in {}", path.display())?;
     Ok(())
 }
