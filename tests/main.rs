@@ -1,6 +1,7 @@
 //! Integration tests, one binary with a module per area (ripgrep's layout).
 
 mod abi;
+mod authoring;
 mod cli;
 mod defects;
 mod fuzz;

@@ -158,15 +158,33 @@ impl Scratch {
         self
     }
 
-    /// Builds the crate in release mode and returns its `.so`.
-    pub fn build_cdylib(&self, lib_name: &str) -> PathBuf {
-        let output = cargo()
-            .args(["build", "--release", "--quiet"])
-            .current_dir(&self.dir)
+    /// Builds and installs the crate with `taskweave plugin build` (the CLI at
+    /// `taskweave`; into `<crate>/installed`, sharing the workspace's target
+    /// directory), as a plugin author would. Returns the installed `.so`, also when it was
+    /// built against another API or libtorch on purpose and so cannot load.
+    pub fn build_plugin(&self, taskweave: &Path) -> PathBuf {
+        let into = self.dir.join("installed");
+        let output = Command::new(taskweave)
+            .args(["plugin", "build"])
+            .arg(&self.dir)
+            .arg("--into")
+            .arg(&into)
+            .arg("--target-dir")
+            .arg(target_dir())
             .output()
             .unwrap();
-        check(output, &format!("building {}", self.dir.display()));
-        release_dir().join(format!("lib{lib_name}.so"))
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() || err.contains("was built but cannot be loaded"),
+            "building {}:\n{err}",
+            self.dir.display()
+        );
+        let so = std::fs::read_dir(&into)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "so"))
+            .expect("an installed .so");
+        so
     }
 }
 
@@ -204,13 +222,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Builds `plugin-template/` as a third party would: a standalone crate whose
-/// only dependency is `taskweave-plugin-api` at `api` (a path). `package`
-/// renames it so several builds can coexist. Returns the `.so`.
+/// Builds `plugin-template/` as a third party would, with `taskweave plugin
+/// build`: a standalone crate whose only dependency is `taskweave-plugin-api`
+/// at `api` (a path). `package` renames it so several builds can coexist.
+/// Returns the `.so`.
 pub fn template_plugin(package: &str, api: &Path) -> PathBuf {
     let key = format!("template:{package}");
     let api = api.to_path_buf();
     let package = package.to_string();
+    // Outside build_once: its lock is not reentrant.
+    let taskweave = binary();
     build_once(key, move || {
         let scratch = Scratch::new(&package);
         let template = workspace().join("plugin-template");
@@ -227,12 +248,13 @@ pub fn template_plugin(package: &str, api: &Path) -> PathBuf {
         manifest["dependencies"]["taskweave-plugin-api"]["path"] =
             toml_edit::value(api.display().to_string());
         scratch.write("Cargo.toml", &manifest.to_string());
-        scratch.build_cdylib(&package.replace('-', "_"))
+        scratch.build_plugin(&taskweave)
     })
 }
 
 /// Builds the fixture crate `tests/fixtures/<name>` standalone. Returns the `.so`.
 pub fn fixture_plugin(name: &str) -> PathBuf {
+    let taskweave = binary();
     build_once(format!("fixture:{name}"), || {
         let source = workspace().join("tests/fixtures").join(name);
         let scratch = Scratch::new(&format!("fixture-{name}"));
@@ -247,7 +269,7 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
                 &workspace().join("plugin-api").display().to_string(),
             );
         scratch.write("Cargo.toml", &manifest);
-        scratch.build_cdylib(&format!("fixture_{name}"))
+        scratch.build_plugin(&taskweave)
     })
 }
 

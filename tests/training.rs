@@ -110,15 +110,17 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
     assert_same_checkpoint(&d.join("runs/reference"), &run);
     // metrics.jsonl: one record per evaluation, none duplicated by the resumes.
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = text
+    let records: Vec<serde_json::Value> = text
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let periodic = steps.iter().filter(|&&s| s < 1500).count();
+    let steps: Vec<u64> = records
+        .iter()
+        .filter(|r| r["final"] != true)
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    let periodic = steps.len();
+    assert_eq!(records.len(), periodic + 2, "one final record per split");
     assert_eq!(periodic, 1500 / 25 - 1, "{steps:?}");
 }
 

@@ -376,7 +376,12 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     memory.begin();
     let mut val = trainer.evaluate("val", eval_batch)?;
     let score = selection.score(&tasks, &val)?;
-    let last_is_best = !best_val || selection.improves(total, score);
+    // The last step unless an earlier evaluation scored better (a run whose
+    // scores were never finite has no best: it reports its last step).
+    let earlier_best = match best_val && !selection.improves(total, score) {
+        true => selection.best_step(),
+        false => None,
+    };
     // The end state, for a resume of the finished run, before the best is restored.
     let meta =
         json!({"wall_time_s": wall(&started), "skipped": skipped, "selection": selection.state()});
@@ -385,7 +390,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         &trainer.checkpoint(meta)?,
     )?;
     checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
-    let selected = if last_is_best {
+    let selected = if earlier_best.is_none() {
         total
     } else {
         let best = checkpoint::read(&best_path)?;

@@ -35,6 +35,11 @@ impl Selection {
         better
     }
 
+    /// The step of the best score so far.
+    pub fn best_step(&self) -> Option<u64> {
+        self.best.map(|(step, _)| step)
+    }
+
     /// The state a checkpoint holds.
     pub fn state(&self) -> Value {
         json!({"reference": self.reference, "best": self.best})
@@ -86,7 +91,7 @@ mod tests {
         assert!((better + 25.0).abs() < 1e-9, "{better}");
         assert!(s.improves(10, 0.0) && s.improves(30, better) && !s.improves(40, 0.0));
         let back = Selection::from_state(&s.state()).unwrap();
-        assert_eq!(back.best.map(|(step, _)| step), Some(30));
+        assert_eq!(back.best_step(), Some(30));
         assert_eq!(back.reference, s.reference);
     }
 }

@@ -34,10 +34,11 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// List plugins and methods.
-    Plugins {
+    /// List, write and build plugins.
+    #[command(visible_alias = "plugins")]
+    Plugin {
         #[command(subcommand)]
-        command: PluginsCommand,
+        command: PluginCommand,
     },
     /// Check a pipeline against every method's schema, without running it.
     Validate(PipelineArgs),
@@ -96,7 +97,7 @@ pub enum CallCommand {
 }
 
 #[derive(Subcommand)]
-pub enum PluginsCommand {
+pub enum PluginCommand {
     /// Every method (built-in and from plugins) and every file that failed to load.
     List {
         /// Plugin directory (repeatable; default: ./plugins when it exists).
@@ -106,6 +107,58 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a new plugin crate: a working method of the role, its config, a
+    /// test, and the settings to build it against this runtime's libtorch.
+    New(NewArgs),
+    /// Build a plugin crate against this runtime's libtorch and install its
+    /// .so into a plugin directory.
+    Build(BuildArgs),
+}
+
+/// `taskweave plugin new`.
+#[derive(clap::Args)]
+pub struct NewArgs {
+    /// The method's name, as pipelines will write it (`kind = "NAME"`).
+    pub name: String,
+    /// The method's role.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// Where to write the crate (default: ./NAME; must not exist yet).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The taskweave-plugin-api crate to depend on (default: the one this
+    /// taskweave was built from).
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
+}
+
+/// A method role, as `plugin new` takes it.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Combines per-task losses or gradients.
+    Weighting,
+    /// The whole training step.
+    Strategy,
+    /// Modules between the backbone and the heads.
+    Architecture,
+    /// One decoding step's distribution from several models.
+    Fusion,
+    /// A partition of many tasks into a few groups.
+    Grouping,
+}
+
+/// `taskweave plugin build`.
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The plugin crate (its directory).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The plugin directory to install the .so into (created if missing).
+    #[arg(long, default_value = "plugins")]
+    pub into: PathBuf,
+    /// Cargo's target directory (default: the crate's own `target/`).
+    #[arg(long, value_name = "DIR")]
+    pub target_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]

@@ -1,6 +1,7 @@
 //! One file per command. Each writes its results to `out` (standard output)
 //! and returns; logs and errors go to standard error through `main`.
 
+mod authoring;
 mod call;
 mod flatness;
 mod gpu_info;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use taskweave::{Config, Runtime};
 
-use crate::args::{CallCommand, Cli, Command, PluginsCommand, ToyCommand};
+use crate::args::{CallCommand, Cli, Command, PluginCommand, ToyCommand};
 use crate::output::Failure;
 
 /// What every command may need from the global flags.
@@ -49,9 +50,11 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         allow_insecure_plugins: cli.allow_insecure_plugins,
     };
     match cli.command {
-        Command::Plugins {
-            command: PluginsCommand::List { dirs, json },
-        } => plugins::list(&env, dirs, json, out),
+        Command::Plugin { command } => match command {
+            PluginCommand::List { dirs, json } => plugins::list(&env, dirs, json, out),
+            PluginCommand::New(args) => authoring::new(&args, out),
+            PluginCommand::Build(args) => authoring::build(&env, &args, out),
+        },
         Command::Validate(args) => train::validate(&env, &args, out),
         Command::Run {
             pipeline,

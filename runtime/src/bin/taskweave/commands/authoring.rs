@@ -1,0 +1,296 @@
+//! `taskweave plugin new` and `taskweave plugin build`: writing a plugin crate
+//! and building it against this runtime's libtorch, without reading the build
+//! system. The crate depends on the `taskweave-plugin-api` this taskweave was
+//! built from, pins the crate versions of this taskweave's own build (its
+//! `Cargo.lock`), and names the libtorch to build against in its
+//! `.cargo/config.toml`, so that plain `cargo build` and `cargo test` work in it
+//! too.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use taskweave::registry::Origin;
+use taskweave::Error;
+
+use super::Env;
+use crate::args::{BuildArgs, NewArgs, RoleArg};
+use crate::output::Failure;
+
+/// The templates of a new plugin crate; `__METHOD__`, `__TYPE__`, `__CRATE__`,
+/// `__ROLE__`, `__ROLE_ARG__`, `__API__` and `__LIBTORCH__` are filled in.
+const CARGO_TOML: &str = include_str!("../../../../templates/plugin/Cargo.toml.in");
+const CARGO_CONFIG: &str = include_str!("../../../../templates/plugin/config.toml.in");
+const README: &str = include_str!("../../../../templates/plugin/README.md.in");
+const BUILD_RS: &str = include_str!("../../../../templates/plugin/build.rs.in");
+/// The lock file of this taskweave's own build.
+const CARGO_LOCK: &str = include_str!("../../../../../Cargo.lock");
+
+fn source_of(role: RoleArg) -> (&'static str, &'static str, &'static str) {
+    match role {
+        RoleArg::Weighting => (
+            "Weighting",
+            "weighting",
+            include_str!("../../../../templates/plugin/weighting.rs"),
+        ),
+        RoleArg::Strategy => (
+            "Strategy",
+            "strategy",
+            include_str!("../../../../templates/plugin/strategy.rs"),
+        ),
+        RoleArg::Architecture => (
+            "Architecture",
+            "architecture",
+            include_str!("../../../../templates/plugin/architecture.rs"),
+        ),
+        RoleArg::Fusion => (
+            "Fusion",
+            "fusion",
+            include_str!("../../../../templates/plugin/fusion.rs"),
+        ),
+        RoleArg::Grouping => (
+            "Grouping",
+            "grouping",
+            include_str!("../../../../templates/plugin/grouping.rs"),
+        ),
+    }
+}
+
+/// The plugin-api crate a new plugin depends on.
+fn plugin_api(given: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = given.map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-api")),
+        Path::to_path_buf,
+    );
+    let manifest = std::fs::read_to_string(path.join("Cargo.toml")).unwrap_or_default();
+    if !manifest.contains("name = \"taskweave-plugin-api\"") {
+        return Err(Error::Input(format!(
+            "{} is not the taskweave-plugin-api crate; pass --api PATH to it (the plugin-api/ \
+             folder of a taskweave checkout)",
+            path.display()
+        )));
+    }
+    path.canonicalize().map_err(|e| Error::io(&path, e))
+}
+
+/// The libtorch (its root, holding `lib/` and `include/`) plugins must be
+/// built against: the one this taskweave was built with, or, where that is
+/// gone, the one it runs with.
+fn libtorch_root() -> Result<PathBuf, Error> {
+    let built = option_env!("TASKWEAVE_LIBTORCH_LIB").map(PathBuf::from);
+    let loaded = taskweave_kernels::loaded_libtorch()
+        .ok()
+        .map(|(dir, _)| dir);
+    built
+        .into_iter()
+        .chain(loaded)
+        .filter(|lib| lib.join("libtorch_cpu.so").exists())
+        .find_map(|lib| lib.parent().map(Path::to_path_buf))
+        .ok_or_else(|| Error::Input("cannot find the libtorch this taskweave uses".into()))
+}
+
+/// `scaled-ew` → `ScaledEw`.
+fn type_name(method: &str) -> String {
+    method
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |c| {
+                c.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+pub fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let name = &args.name;
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !valid {
+        return Err(Error::Input(format!(
+            "`{name}` is not a method name: lower-case letters, digits and `-`, starting with a letter \
+             (like `nash-mtl`)"
+        ))
+        .into());
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        return Err(Error::Input(format!(
+            "{} already exists; pick another --dir",
+            dir.display()
+        ))
+        .into());
+    }
+    let api = plugin_api(args.api.as_deref())?;
+    let libtorch = libtorch_root()?;
+    let (role, role_arg, source) = source_of(args.role);
+    let crate_name = format!("taskweave-{name}");
+    let fill = |text: &str| {
+        text.replace("__METHOD__", name)
+            .replace("__TYPE__", &type_name(name))
+            .replace("__CRATE__", &crate_name)
+            .replace("__ROLE__", role)
+            .replace("__ROLE_ARG__", role_arg)
+            .replace("__API__", &api.display().to_string())
+            .replace("__LIBTORCH__", &libtorch.display().to_string())
+    };
+    let files = [
+        ("Cargo.toml", fill(CARGO_TOML)),
+        (".cargo/config.toml", fill(CARGO_CONFIG)),
+        ("src/lib.rs", fill(source)),
+        ("build.rs", BUILD_RS.to_string()),
+        ("README.md", fill(README)),
+        ("Cargo.lock", CARGO_LOCK.to_string()),
+        (".gitignore", "/target\n".to_string()),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    }
+    writeln!(
+        out,
+        "wrote {} (the {role} `{name}`); next: cd {} && cargo test && taskweave plugin build .",
+        dir.display(),
+        dir.display()
+    )?;
+    Ok(())
+}
+
+/// The package name of the crate in `dir`, which must build a cdylib.
+fn package(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Input(format!(
+            "{} is not a crate: cannot read {}: {}",
+            dir.display(),
+            path.display(),
+            taskweave_plugin_api::io_reason(&e)
+        ))
+    })?;
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let cdylib = doc["lib"]["crate-type"]
+        .as_array()
+        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
+    if !cdylib {
+        return Err(Error::Input(format!(
+            "{}: a plugin crate builds a cdylib (`[lib] crate-type = [\"cdylib\"]`)",
+            path.display()
+        )));
+    }
+    doc["package"]["name"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Input(format!("{}: no package name", path.display())))
+}
+
+/// Runs cargo and returns the `.so` it built for `package`.
+fn cargo_build(args: &BuildArgs, package: &str, libtorch: &Path) -> Result<PathBuf, Error> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(args.dir.join("Cargo.toml"))
+        .env("LIBTORCH", libtorch)
+        .env("LIBTORCH_CXX11_ABI", "1")
+        .env_remove("LIBTORCH_USE_PYTORCH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(target) = &args.target_dir {
+        command.arg("--target-dir").arg(target);
+    }
+    let output = command.output().map_err(|e| {
+        Error::Input(format!(
+            "cannot run {}: {}; plugins are built with Rust's cargo (install it with rustup)",
+            cargo.to_string_lossy(),
+            taskweave_plugin_api::io_reason(&e)
+        ))
+    })?;
+    if !output.status.success() {
+        return Err(Error::Input(format!(
+            "cargo could not build {} (its messages are above)",
+            args.dir.display()
+        )));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| m["target"]["name"].as_str() == Some(&package.replace('-', "_")))
+        .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.extension().is_some_and(|e| e == "so"))
+        .ok_or_else(|| Error::Run(format!("cargo built no .so for {package}")))
+}
+
+pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let package = package(&args.dir)?;
+    let built = cargo_build(args, &package, &libtorch_root()?)?;
+    let file_name = built
+        .file_name()
+        .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
+    // A new file renamed into place: processes that have the old one mapped keep it.
+    std::fs::create_dir_all(&args.into).map_err(|e| Error::io(&args.into, e))?;
+    let installed = args.into.join(file_name);
+    let temporary = args.into.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::copy(&built, &temporary).map_err(|e| Error::io(&temporary, e))?;
+    std::fs::rename(&temporary, &installed).map_err(|e| Error::io(&installed, e))?;
+    // The way any pipeline would load it: it must pass every check.
+    let runtime = env.runtime(std::slice::from_ref(&args.into));
+    let canonical = installed
+        .canonicalize()
+        .map_err(|e| Error::io(&installed, e))?;
+    if let Some(problem) = runtime
+        .registry()
+        .problems()
+        .iter()
+        .find(|p| p.path.canonicalize().ok().as_ref() == Some(&canonical))
+    {
+        return Err(Error::Input(format!(
+            "{} was built but cannot be loaded: {}",
+            installed.display(),
+            problem.reason
+        ))
+        .into());
+    }
+    let methods: Vec<String> = runtime
+        .registry()
+        .entries()
+        .filter(|e| e.origin == Origin::Plugin(canonical.clone()))
+        .map(|e| format!("{} ({})", e.manifest.name, e.manifest.role))
+        .collect();
+    writeln!(
+        out,
+        "installed {}: {}",
+        installed.display(),
+        methods.join(", ")
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_camel_case() {
+        assert_eq!(type_name("scaled-ew"), "ScaledEw");
+        assert_eq!(type_name("gls"), "Gls");
+    }
+}
