@@ -32,6 +32,9 @@ use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType};
 pub use error::{Error, Result};
 
+/// The least memory a load needs, in bytes, and the keys that ask for it.
+pub type Footprint = Option<(u128, String)>;
+
 /// A data kind, with its `[data]` table as a typed config.
 pub trait Source {
     /// The name pipelines write in `kind = "..."`.
@@ -50,7 +53,7 @@ pub trait Source {
     /// The bytes [`Source::load`] will allocate at least, and the keys that ask
     /// for them, when that is known before reading anything (so the runtime can
     /// refuse what does not fit instead of failing mid-way).
-    fn footprint(_config: &Self::Config) -> Option<(u128, String)> {
+    fn footprint(_config: &Self::Config) -> Footprint {
         None
     }
 
@@ -64,7 +67,7 @@ pub struct DataKind {
     pub name: &'static str,
     schema: fn() -> Value,
     check: fn(&Value, &Path) -> Result<()>,
-    footprint: fn(&Value) -> Result<Option<(u128, String)>>,
+    footprint: fn(&Value) -> Result<Footprint>,
     load: fn(&Value, &Path) -> Result<Dataset>,
 }
 
@@ -102,7 +105,7 @@ impl DataKind {
     }
 
     /// [`Source::footprint`] on a validated `[data]` table.
-    pub fn footprint(&self, table: &Value) -> Result<Option<(u128, String)>> {
+    pub fn footprint(&self, table: &Value) -> Result<Footprint> {
         (self.footprint)(table)
     }
 

@@ -19,7 +19,7 @@ use tch::Tensor;
 
 use crate::dataset::matrix;
 use crate::error::{Error, Result};
-use crate::{DataKind, Dataset, Source, Split, Task};
+use crate::{DataKind, Dataset, Footprint, Source, Split, Task};
 
 /// `[data] kind = "mmoe-synthetic"`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -99,7 +99,7 @@ impl Source for Synthetic {
     const NAME: &'static str = "mmoe-synthetic";
     type Config = SyntheticConfig;
 
-    fn footprint(c: &SyntheticConfig) -> Option<(u128, String)> {
+    fn footprint(c: &SyntheticConfig) -> Footprint {
         let rows = (c.train + c.val + c.test) as u128;
         // Generated as f32 rows, then copied into tensors.
         let bytes = rows * (c.input_dim + c.tasks) as u128 * 4 * 2;

@@ -321,7 +321,7 @@ impl ScheduleConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Select {
-    /// The evaluation with the best validation score (see [`crate::train::metrics::selection_score`]).
+    /// The evaluation with the best validation score (−Δm against the first evaluation).
     #[default]
     BestVal,
     /// The last step.
