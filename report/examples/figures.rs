@@ -1,13 +1,14 @@
-//! Writes two example figures, to look at after changing the renderer.
+//! Writes three example figures, to look at after changing the renderer.
 //!
 //! Run with `cargo run -p taskweave-report --example figures [DIR]`; the
-//! figures go to DIR as PNG and SVG, by default /tmp/report-examples.
+//! figures go to DIR, the charts as PNG and SVG and the image grid as PNG,
+//! by default /tmp/report-examples.
 
 use std::path::PathBuf;
 
 use taskweave_report::{
-    render_png, render_png_sized, render_svg, HeatMap, LegendPosition, Marker, MarkerShape, Panel,
-    Series,
+    render_image_grid, render_png, render_png_sized, render_svg, HeatMap, LegendPosition, Marker,
+    MarkerShape, Panel, Picture, Series,
 };
 
 fn main() -> std::io::Result<()> {
@@ -30,7 +31,19 @@ fn main() -> std::io::Result<()> {
     let toy = toy_panels();
     std::fs::write(dir.join("toy.png"), render_png_sized(&toy, 3, (600, 440)))?;
     std::fs::write(dir.join("toy.svg"), render_svg(&toy, 3))?;
-    println!("wrote curves and toy, as PNG and SVG, to {}", dir.display());
+
+    // 3. An image grid as a sampler would show it: eight 28x28 grey
+    //    digit-like samples and four 32x32 RGB gradients, four columns,
+    //    four pixels per value.
+    let pictures = image_grid_pictures();
+    std::fs::write(
+        dir.join("image-grid.png"),
+        render_image_grid(&pictures, 4, 4),
+    )?;
+    println!(
+        "wrote curves and toy, as PNG and SVG, and image-grid.png to {}",
+        dir.display()
+    );
     Ok(())
 }
 
@@ -185,4 +198,79 @@ fn toy_panels() -> Vec<Panel> {
         }
     })
     .collect()
+}
+
+/// Distance from `p` to the segment `a`-`b`.
+fn to_segment(p: (f32, f32), a: (f32, f32), b: (f32, f32)) -> f32 {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let t = (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / (dx * dx + dy * dy)).clamp(0.0, 1.0);
+    (p.0 - a.0 - t * dx).hypot(p.1 - a.1 - t * dy)
+}
+
+/// A 28x28 grey picture of digit `d` (0 to 9) in soft, slanted
+/// seven-segment strokes, white on black like MNIST.
+fn digit(d: usize) -> Picture {
+    // Segments a (top), b (top right), c (bottom right), d (bottom),
+    // e (bottom left), f (top left), g (middle).
+    const ENDS: [((f32, f32), (f32, f32)); 7] = [
+        ((9.0, 5.0), (18.0, 5.0)),
+        ((18.0, 5.0), (18.0, 14.0)),
+        ((18.0, 14.0), (18.0, 23.0)),
+        ((9.0, 23.0), (18.0, 23.0)),
+        ((9.0, 14.0), (9.0, 23.0)),
+        ((9.0, 5.0), (9.0, 14.0)),
+        ((9.0, 14.0), (18.0, 14.0)),
+    ];
+    const LIT: [&str; 10] = [
+        "abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg",
+    ];
+    let lit: Vec<_> = LIT[d % 10]
+        .bytes()
+        .map(|s| ENDS[usize::from(s - b'a')])
+        .collect();
+    let values = (0..28 * 28)
+        .map(|k| {
+            let (x, y) = ((k % 28) as f32, (k / 28) as f32);
+            // Slant to the right going up; a little noise in the ink.
+            let p = (x - (14.0 - y) * 0.18, y);
+            let dist = lit
+                .iter()
+                .map(|&(a, b)| to_segment(p, a, b))
+                .fold(f32::INFINITY, f32::min);
+            let ink = (2.2 - dist).clamp(0.0, 1.0);
+            ink * (0.85 + 0.15 * noise(k, d) as f32)
+        })
+        .collect();
+    Picture {
+        title: format!("sample {d}: digit {d}"),
+        width: 28,
+        height: 28,
+        channels: 1,
+        values,
+    }
+}
+
+/// A 32x32 RGB gradient: red across, green down, blue fixed by `k`.
+fn gradient(k: usize) -> Picture {
+    let blue = k as f32 / 3.0;
+    let values = (0..32 * 32)
+        .flat_map(|i| {
+            let (x, y) = ((i % 32) as f32 / 31.0, (i / 32) as f32 / 31.0);
+            [x, y, blue]
+        })
+        .collect();
+    Picture {
+        title: format!("gradient, blue = {blue:.2}"),
+        width: 32,
+        height: 32,
+        channels: 3,
+        values,
+    }
+}
+
+fn image_grid_pictures() -> Vec<Picture> {
+    let mut pictures: Vec<Picture> = (0..8).map(digit).collect();
+    pictures[7].title = "a title far too long for its cell".into();
+    pictures.extend((0..4).map(gradient));
+    pictures
 }

@@ -20,8 +20,8 @@ use crate::{HeatMap, LegendPosition, Marker, MarkerShape, Panel};
 
 pub(crate) const WHITE: RGBColor = RGBColor(255, 255, 255);
 pub(crate) const BLACK: RGBColor = RGBColor(0, 0, 0);
-const TITLE: RGBColor = RGBColor(20, 20, 20);
-const TEXT: RGBColor = RGBColor(60, 60, 60);
+pub(crate) const TITLE: RGBColor = RGBColor(20, 20, 20);
+pub(crate) const TEXT: RGBColor = RGBColor(60, 60, 60);
 pub(crate) const AXIS: RGBColor = RGBColor(128, 128, 128);
 pub(crate) const GRID: RGBColor = RGBColor(232, 232, 232);
 pub(crate) const LEGEND_BORDER: RGBColor = RGBColor(180, 180, 180);
@@ -63,13 +63,13 @@ impl<DB: DrawingBackend> Painter<'_, DB> {
         self.root.draw(&PathElement::new(ends, color))
     }
 
-    fn fill(&self, r: Rect, color: RGBColor) -> DrawResult<DB> {
+    pub(crate) fn fill(&self, r: Rect, color: RGBColor) -> DrawResult<DB> {
         // plotters' filled rectangles leave out their far corner.
         let corners = [(r.x0, r.y0), (r.x1 + 1, r.y1 + 1)];
         self.root.draw(&Rectangle::new(corners, color.filled()))
     }
 
-    fn outline(&self, r: Rect, color: RGBColor) -> DrawResult<DB> {
+    pub(crate) fn outline(&self, r: Rect, color: RGBColor) -> DrawResult<DB> {
         let corners = [(r.x0, r.y0), (r.x1, r.y1)];
         self.root
             .draw(&Rectangle::new(corners, ShapeStyle::from(color)))
@@ -117,7 +117,7 @@ impl<DB: DrawingBackend> Painter<'_, DB> {
 
     /// `text` in `size` and `color`, anchored at `pos` by `anchor`, read
     /// bottom to top when `up`.
-    fn text(
+    pub(crate) fn text(
         &self,
         text: &str,
         pos: Pixel,

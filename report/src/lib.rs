@@ -1,5 +1,6 @@
 //! Charts of taskweave runs: training curves, 2-D trajectories over a heat
-//! map, drawn with [plotters] into PNG bytes or an SVG string.
+//! map, drawn with [plotters] into PNG bytes or an SVG string; and image
+//! grids (generated samples, inputs, per-pixel predictions) as PNG bytes.
 //!
 //! # Design
 //!
@@ -7,6 +8,11 @@
 //! in a grid. A panel holds [`Series`] (lines), optional [`HeatMap`]
 //! background with contour lines, grey guide curves and [`Marker`]s. Three
 //! functions draw it: [`render_png`], [`render_png_sized`] and [`render_svg`].
+//!
+//! An image grid is a slice of [`Picture`]s (grey or RGB values in [0, 1]),
+//! drawn by [`render_image_grid`]: each picture magnified by a whole number
+//! of pixels per value (nearest neighbour, so pixels stay crisp) in a cell
+//! of its own, under its title, in a given number of columns.
 //!
 //! Rendering goes through plotters' drawing areas, elements (paths,
 //! polygons, circles, rectangles, text), coordinate mapping
@@ -25,11 +31,15 @@
 //! side bearing), and hairlines are drawn left to right (plotters drops the
 //! ends of a horizontal line drawn right to left).
 //!
+//! Image grids write the magnified pictures straight into the RGB buffer,
+//! each value an exact block of pixels, and draw frames and titles over it
+//! through plotters like the charts' text.
+//!
 //! Text needs no system fonts: plotters is built without default features
 //! and with `ab_glyph`, and the crate registers DejaVu Sans (from the
 //! `dejavu` crate, which compiles the font file in) as plotters'
-//! `sans-serif` family. Output is deterministic: the same panels always give
-//! the same bytes.
+//! `sans-serif` family. Output is deterministic: the same panels (or
+//! pictures) always give the same bytes.
 //!
 //! # Font license
 //!
@@ -87,6 +97,22 @@
 //! assert!(render_svg(&[loss], 1).contains("training loss"));
 //! ```
 //!
+//! An image grid of two 28×28 grey pictures, four screen pixels per value:
+//!
+//! ```
+//! use taskweave_report::{render_image_grid, Picture};
+//!
+//! let sample = |title: &str, shade: f32| Picture {
+//!     title: title.into(),
+//!     width: 28,
+//!     height: 28,
+//!     channels: 1,
+//!     values: vec![shade; 28 * 28],
+//! };
+//! let png = render_image_grid(&[sample("step 0", 0.2), sample("step 100", 0.8)], 2, 4);
+//! assert_eq!(&png[1..4], b"PNG");
+//! ```
+//!
 //! [`Cartesian2d`]: plotters::coord::cartesian::Cartesian2d
 //! [`BitMapBackend`]: plotters::backend::BitMapBackend
 //! [`SVGBackend`]: plotters::backend::SVGBackend
@@ -94,6 +120,7 @@
 
 mod axis;
 mod draw;
+mod grid;
 mod heatmap;
 mod layout;
 #[cfg(test)]
@@ -226,6 +253,63 @@ impl Marker {
             radius: 4,
         }
     }
+}
+
+/// A small image for [`render_image_grid`]: grey or RGB values on a grid of
+/// pixels, with a title.
+///
+/// The picture is drawable when `channels` is 1 or 3, `width` and `height`
+/// are between 1 and 16384, and `values` holds exactly
+/// `width · height · channels` values; anything else is drawn as a bad
+/// picture (see [`render_image_grid`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Picture {
+    /// Text drawn centred above the picture, cut to the cell's width and
+    /// ended with "…" when longer.
+    pub title: String,
+    /// Pixels per row.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// Values per pixel: 1 (grey) or 3 (red, green, blue).
+    pub channels: usize,
+    /// Row-major, channel-last values: channel `c` of pixel `(x, y)`, with
+    /// `y` counted down from the top row, is
+    /// `values[(y * width + x) * channels + c]`.
+    ///
+    /// A value `v` is drawn as the 8-bit level `round(255 · v)` after
+    /// clamping to [0, 1] (±∞ clamp too). A NaN in any channel makes its
+    /// whole pixel magenta (255, 0, 255), a colour no grey picture has, so
+    /// missing values stand out.
+    pub values: Vec<f32>,
+}
+
+/// Renders `pictures` as an image grid and returns the PNG file bytes.
+///
+/// Pictures go left to right in `columns` columns, rows as needed; every
+/// cell has the same size: a title band (the picture's title in the
+/// embedded font, 12 px, cut with "…" to the cell's width) above a picture
+/// area as large as the largest magnified picture, at least 64×32 px.
+/// Each picture value becomes a `scale`×`scale` block of one colour
+/// (nearest neighbour: a 28×28 picture at scale 4 is 112×112 crisp pixels),
+/// at the top of its area and centred across it, and framed by a 1-px
+/// light grey line just outside it. Cells are 10 px apart, with an 8-px white margin around the grid.
+///
+/// - `columns` and `scale` of 0 act as 1; `columns` is capped at the
+///   number of pictures, so a generous value never adds empty columns.
+/// - `scale` is lowered (never below 1) so that no magnified picture is
+///   wider or taller than 4096 px.
+/// - A bad picture (see [`Picture`]: wrong number of values, channels
+///   other than 1 or 3, no pixels, more than 16384 px a side) does not
+///   panic: its cell keeps its title and shows an empty light grey area
+///   with a "bad picture" note.
+/// - No pictures: a blank white image of one empty cell's size.
+///
+/// The image is one RGB buffer in memory, so its memory use grows with
+/// the number of pictures and their magnified size. Output is
+/// deterministic.
+pub fn render_image_grid(pictures: &[Picture], columns: usize, scale: usize) -> Vec<u8> {
+    grid::render(pictures, columns, scale)
 }
 
 /// Default panel size in pixels.

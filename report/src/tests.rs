@@ -670,3 +670,374 @@ fn svg_is_well_formed_and_contains_the_title() {
     assert!(rects < 480 * 320 / 16, "{rects} rects");
     assert_eq!(balanced("<svg><g></svg>"), None, "the checker can fail");
 }
+
+// Image grids.
+
+mod image_grid {
+    use super::Image;
+    use crate::grid::{
+        Layout, BAD_FILL, FRAME, GAP, MARGIN, MAX_MAGNIFIED, MIN_AREA, NAN_COLOUR, TITLE_BAND,
+    };
+    use crate::layout::Rect;
+    use crate::{render_image_grid, Picture};
+    use plotters::style::RGBColor;
+
+    const WHITE: RGBColor = RGBColor(255, 255, 255);
+
+    fn grey(title: &str, (w, h): (usize, usize), f: impl Fn(usize, usize) -> f32) -> Picture {
+        Picture {
+            title: title.into(),
+            width: w,
+            height: h,
+            channels: 1,
+            values: (0..w * h).map(|k| f(k % w, k / w)).collect(),
+        }
+    }
+
+    fn rgb(title: &str, (w, h): (usize, usize), f: impl Fn(usize, usize) -> [f32; 3]) -> Picture {
+        Picture {
+            title: title.into(),
+            width: w,
+            height: h,
+            channels: 3,
+            values: (0..w * h).flat_map(|k| f(k % w, k / w)).collect(),
+        }
+    }
+
+    fn flat(title: &str, side: usize, v: f32) -> Picture {
+        grey(title, (side, side), |_, _| v)
+    }
+
+    fn grid(pictures: &[Picture], columns: usize, scale: usize) -> Image {
+        Image::decode(&render_image_grid(pictures, columns, scale))
+    }
+
+    /// Pixels of `img` inside `r` that are not white.
+    fn ink(img: &Image, r: Rect) -> usize {
+        img.pixels()
+            .filter(|&p| r.contains(p) && img.at(p) != WHITE)
+            .count()
+    }
+
+    /// Checks that every `scale`×`scale` block of picture `i` of `pictures`
+    /// in `img` is exactly `expect(x, y)`, and that the frame around it is
+    /// there.
+    fn assert_blocks(
+        img: &Image,
+        pictures: &[Picture],
+        (columns, i, scale): (usize, usize, usize),
+        expect: impl Fn(usize, usize) -> RGBColor,
+    ) {
+        let p = &pictures[i];
+        let at = Layout::new(pictures, columns, scale).picture(i, p);
+        let s = scale as i32;
+        assert_eq!(
+            (at.width(), at.height()),
+            (p.width as i32 * s, p.height as i32 * s)
+        );
+        for (x, y) in (0..p.height).flat_map(|y| (0..p.width).map(move |x| (x, y))) {
+            let (bx, by) = (at.x0 + x as i32 * s, at.y0 + y as i32 * s);
+            for (dx, dy) in (0..s).flat_map(|dy| (0..s).map(move |dx| (dx, dy))) {
+                let q = (bx + dx, by + dy);
+                assert_eq!(img.at(q), expect(x, y), "value ({x}, {y}) at pixel {q:?}");
+            }
+        }
+        for q in [
+            (at.x0 - 1, at.y0),
+            (at.x1 + 1, at.y1),
+            (at.x0, at.y0 - 1),
+            (at.x1, at.y1 + 1),
+        ] {
+            assert_eq!(img.at(q), FRAME, "frame at {q:?}");
+        }
+    }
+
+    #[test]
+    fn image_grid_size_follows_columns_rows_and_scale() {
+        let six: Vec<Picture> = (0..6).map(|i| flat("t", 28, i as f32 / 5.0)).collect();
+        let size = |pictures: &[Picture], columns, scale| grid(pictures, columns, scale).size();
+        // 8-px margins, 10-px gaps, an 18-px title band over 112-px pictures.
+        assert_eq!(size(&six, 4, 4), (494, 286));
+        assert_eq!(size(&six, 3, 4), (372, 286));
+        assert_eq!(size(&six, 10, 4), (738, 146), "columns capped at the count");
+        assert_eq!(size(&six, 0, 4), (128, 846), "columns = 0 acts as 1");
+        // At scale 1 the area is its minimum, 64x32.
+        assert_eq!(size(&six, 4, 1), (302, 126));
+        assert_eq!(size(&six, 4, 0), (302, 126), "scale = 0 acts as 1");
+        for columns in 1..=7 {
+            for scale in 1..=5 {
+                let rows = 6usize.div_ceil(columns.min(6)) as i32;
+                let cols = columns.min(6) as i32;
+                let side = 28 * scale as i32;
+                let w = 2 * MARGIN + cols * side.max(MIN_AREA.0) + (cols - 1) * GAP;
+                let h = 2 * MARGIN + rows * (TITLE_BAND + side.max(MIN_AREA.1)) + (rows - 1) * GAP;
+                assert_eq!(size(&six, columns, scale), (w, h), "{columns} x{scale}");
+            }
+        }
+        // Cells take the largest picture's size: 32x32 RGB beside 28x28 grey.
+        let mixed = [
+            flat("grey", 28, 0.5),
+            rgb("rgb", (32, 32), |_, _| [0.1, 0.2, 0.3]),
+        ];
+        assert_eq!(size(&mixed, 2, 3), (16 + 2 * 96 + 10, 16 + 18 + 96));
+        // A huge scale is lowered so the picture stays within 4096 px.
+        let wide = grey("wide", (1000, 1), |x, _| x as f32 / 999.0);
+        let layout = Layout::new(std::slice::from_ref(&wide), 1, usize::MAX);
+        assert_eq!(layout.scale, MAX_MAGNIFIED / 1000);
+        assert_eq!(size(&[wide], 1, usize::MAX), (4016, 16 + 18 + 32));
+    }
+
+    #[test]
+    fn image_grid_grey_pixels_have_their_value() {
+        let values = [
+            0.0,
+            0.2,
+            0.5,
+            1.0,
+            -3.0,
+            7.0,
+            f32::NAN,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            0.999,
+        ];
+        let pictures = [
+            flat("first", 4, 0.0),
+            grey("levels", (5, 2), |x, y| values[y * 5 + x]),
+        ];
+        // The second cell: 8 + 64 + 10 across; its 15-px picture centred in
+        // the 64-px area, under the 18-px title band.
+        let layout = Layout::new(&pictures, 2, 3);
+        let expected = Rect {
+            x0: 82 + (64 - 15) / 2,
+            y0: 26,
+            x1: 82 + (64 - 15) / 2 + 14,
+            y1: 26 + 5,
+        };
+        assert_eq!(layout.picture(1, &pictures[1]), expected);
+        let img = grid(&pictures, 2, 3);
+        let g = |v: u8| RGBColor(v, v, v);
+        let levels = [
+            g(0),
+            g(51),
+            g(128),
+            g(255),
+            g(0),
+            g(255),
+            NAN_COLOUR,
+            g(0),
+            g(255),
+            g(255),
+        ];
+        assert_blocks(&img, &pictures, (2, 1, 3), |x, y| levels[y * 5 + x]);
+        assert_eq!(img.at((expected.x0 + 4, expected.y0 + 1)), g(51));
+    }
+
+    #[test]
+    fn image_grid_rgb_pixels_have_their_value() {
+        let colours = [
+            [0.2, 0.6, 1.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [-1.0, 0.5, 2.0],
+            [0.3, f32::NAN, 0.3],
+        ];
+        let pictures = [rgb("colours", (3, 2), |x, y| colours[y * 3 + x])];
+        let img = grid(&pictures, 1, 4);
+        let expect = [
+            RGBColor(51, 153, 255),
+            RGBColor(255, 0, 0),
+            RGBColor(0, 255, 0),
+            RGBColor(0, 0, 255),
+            RGBColor(0, 128, 255),
+            NAN_COLOUR,
+        ];
+        assert_blocks(&img, &pictures, (1, 0, 4), |x, y| expect[y * 3 + x]);
+        // The picture is 12 px wide, centred in the 64-px area.
+        assert_eq!(img.at((8 + 26, 26)), expect[0]);
+        assert_eq!(img.at((8 + 26 + 11, 26 + 7)), expect[5]);
+    }
+
+    #[test]
+    fn image_grid_magnifies_by_whole_pixels() {
+        // Every value differs from its neighbours, so a block that spilled
+        // into the next one, or was resampled, would show.
+        let value = |x: usize, y: usize| ((x * 7 + y * 13) % 31) as f32 / 30.0;
+        let level = |v: f32| (v * 255.0).round() as u8;
+        let pictures = [
+            grey("grey", (7, 5), value),
+            rgb("rgb", (6, 6), |x, y| {
+                [value(x, y), value(y, x), 1.0 - value(x, y)]
+            }),
+            flat("flat", 3, 0.5),
+        ];
+        for scale in [1, 2, 5, 9] {
+            let img = grid(&pictures, 2, scale);
+            assert_blocks(&img, &pictures, (2, 0, scale), |x, y| {
+                let g = level(value(x, y));
+                RGBColor(g, g, g)
+            });
+            assert_blocks(&img, &pictures, (2, 1, scale), |x, y| {
+                let (a, b) = (value(x, y), value(y, x));
+                RGBColor(level(a), level(b), level(1.0 - a))
+            });
+            assert_blocks(&img, &pictures, (2, 2, scale), |_, _| {
+                RGBColor(128, 128, 128)
+            });
+        }
+    }
+
+    #[test]
+    fn image_grid_titles_stay_above_their_pictures() {
+        let pictures = [
+            flat("gjpqy descenders", 20, 0.0),
+            flat(
+                "a title much too long to fit in a cell this narrow",
+                20,
+                0.0,
+            ),
+            flat(" ", 20, 0.0),
+            flat("", 20, 0.0),
+        ];
+        let img = grid(&pictures, 4, 3);
+        let layout = Layout::new(&pictures, 4, 3);
+        // The title band, less the 3 rows just above a picture's frame,
+        // which stay blank so titles are clearly apart from their picture.
+        let band = |i: usize| {
+            let c = layout.cell(i);
+            Rect {
+                y1: c.y0 + TITLE_BAND - 5,
+                ..c
+            }
+        };
+        // Titles ink their band, blank ones do not, and nothing else in the
+        // image but pictures and their frames is inked.
+        assert!(ink(&img, band(0)) > 60, "the title is drawn");
+        assert!(ink(&img, band(1)) > 100, "the cut title is drawn");
+        assert_eq!(ink(&img, band(2)) + ink(&img, band(3)), 0);
+        let framed: Vec<Rect> = (0..4)
+            .map(|i| layout.picture(i, &pictures[i]).grow(1))
+            .collect();
+        let stray = img
+            .pixels()
+            .filter(|&q| img.at(q) != WHITE)
+            .filter(|&q| !framed.iter().any(|r| r.contains(q)))
+            .find(|&q| !(0..4).any(|i| band(i).contains(q)));
+        assert_eq!(stray, None, "ink outside the title bands and pictures");
+        // The long title was cut to its cell: its band's ink reaches neither
+        // neighbour's.
+        let inked_columns = |i: usize| {
+            let b = band(i);
+            (b.x0..=b.x1)
+                .filter(|&x| (b.y0..=b.y1).any(|y| img.at((x, y)) != WHITE))
+                .collect::<Vec<_>>()
+        };
+        let long = inked_columns(1);
+        assert!(long.len() > 30, "{long:?}");
+        assert!(*long.last().unwrap() - long[0] >= 50, "{long:?}");
+    }
+
+    #[test]
+    fn image_grid_bad_pictures_and_degenerate_arguments_do_not_panic() {
+        let good = flat("good", 20, 1.0);
+        let bad = [
+            Picture {
+                values: vec![0.5; 399],
+                ..flat("short", 20, 0.5)
+            },
+            Picture {
+                values: vec![0.5; 401],
+                ..flat("long", 20, 0.5)
+            },
+            Picture {
+                channels: 3,
+                ..flat("grey values, 3 channels", 20, 0.5)
+            },
+            Picture {
+                channels: 0,
+                values: vec![],
+                ..flat("no channels", 20, 0.5)
+            },
+            Picture {
+                channels: 2,
+                values: vec![0.5; 800],
+                ..flat("two channels", 20, 0.5)
+            },
+            Picture {
+                channels: 4,
+                values: vec![0.5; 1600],
+                ..flat("four channels", 20, 0.5)
+            },
+            flat("empty", 0, 0.5),
+            grey("no rows", (5, 0), |_, _| 0.5),
+            Picture {
+                width: usize::MAX,
+                height: 2,
+                ..flat("overflow", 2, 0.5)
+            },
+            grey("too wide", (20_000, 1), |_, _| 0.5),
+        ];
+        for b in &bad {
+            let pictures = [good.clone(), b.clone()];
+            let img = grid(&pictures, 2, 2);
+            // The cells are sized by the good picture alone.
+            assert_eq!(img.size(), (16 + 64 * 2 + 10, 16 + 18 + 40), "{}", b.title);
+            assert_blocks(&img, &pictures, (2, 0, 2), |_, _| WHITE);
+            let layout = Layout::new(&pictures, 2, 2);
+            let area = layout.area(1);
+            let inside = Rect {
+                x0: area.x0 + 1,
+                y0: area.y0 + 1,
+                x1: area.x1 - 1,
+                y1: area.y1 - 1,
+            };
+            assert_eq!(img.at((area.x0, area.y0)), FRAME, "{}", b.title);
+            // A light grey area with a darker note in it, and the title above.
+            let fill = img.count(inside, BAD_FILL);
+            let dark = img
+                .pixels()
+                .filter(|&q| inside.contains(q) && super::luma(img.at(q)) < 128.0)
+                .count();
+            assert!(fill > 62 * 38 / 2, "{}: {fill} fill pixels", b.title);
+            assert!(dark > 20, "{}: {dark} note pixels", b.title);
+            let c = layout.cell(1);
+            let band = Rect {
+                y1: c.y0 + TITLE_BAND - 2,
+                ..c
+            };
+            assert!(ink(&img, band) > 20, "{}: title", b.title);
+        }
+        // Only bad pictures: cells of the smallest area.
+        assert_eq!(
+            grid(&bad, 5, 4).size(),
+            (16 + 5 * 64 + 40, 16 + 2 * 50 + 10)
+        );
+
+        // No pictures: one blank cell, whatever the arguments.
+        for (columns, scale) in [(0, 0), (1, 1), (3, 7), (usize::MAX, usize::MAX)] {
+            let img = grid(&[], columns, scale);
+            assert_eq!(img.size(), (16 + 64, 16 + 18 + 32));
+            assert!(img.rgb.iter().all(|&b| b == 255), "no pictures: blank");
+        }
+        // Zero columns and scale act as 1.
+        let two = [flat("a", 3, 0.25), flat("b", 3, 0.75)];
+        assert_eq!(render_image_grid(&two, 0, 0), render_image_grid(&two, 1, 1));
+    }
+
+    #[test]
+    fn image_grid_is_deterministic() {
+        let pictures = [
+            grey("digits", (28, 28), |x, y| ((x * y) % 17) as f32 / 16.0),
+            rgb("gradient", (32, 32), |x, y| {
+                [x as f32 / 31.0, y as f32 / 31.0, 0.5]
+            }),
+            flat("flat", 10, 0.5),
+        ];
+        let a = render_image_grid(&pictures, 2, 3);
+        assert_eq!(a, render_image_grid(&pictures, 2, 3));
+        let mut other = pictures.clone();
+        other[2].values[55] = 0.6;
+        assert_ne!(a, render_image_grid(&other, 2, 3));
+    }
+}
