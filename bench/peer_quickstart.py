@@ -26,7 +26,6 @@ frameworks; default: libtorch's).
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
+from quiet import alternate, report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
@@ -114,32 +113,12 @@ CELLS = {
 
 
 def main():
-    rounds = []  # (the largest foreign CPU load of the round's runs, {cell: steps/s})
-    for _ in range(ROUNDS):
-        rates, load = {}, 0.0
-        for cell, run in CELLS.items():
-            before = cpu_snapshot()
-            rates[cell] = run()
-            load = max(load, foreign_load(before, cpu_snapshot()))
-        rounds.append((load, rates))
-    used = [r for r in rounds if r[0] < QUIET] or rounds
-    med = {c: statistics.median(r[1][c] for r in used) for c in CELLS}
-    lo = {c: min(r[1][c] for r in used) for c in CELLS}
-    hi = {c: max(r[1][c] for r in used) for c in CELLS}
-    print(
-        f"quickstart training, {STEPS} steps, CPU, {torch.get_num_threads()} threads "
-        f"(torch {torch.__version__}); median of {len(used)} of {ROUNDS} rounds of alternating runs"
+    rounds = alternate(CELLS, ROUNDS)
+    report(
+        f"quickstart training, {STEPS} steps, CPU, {torch.get_num_threads()} threads (torch {torch.__version__})",
+        CELLS,
+        rounds,
     )
-    print(f"{'':30}{'steps/s':>10}{'range':>16}{'taskweave / this':>18}")
-    for cell in CELLS:
-        ratio = med["taskweave"] / med[cell]
-        print(f"{cell:30}{med[cell]:>10.0f}{f'{lo[cell]:.0f}-{hi[cell]:.0f}':>16}{ratio:>17.2f}x")
-    print("rounds (other processes' CPU use in cores: steps/s per cell in the order above):")
-    for load, rates in rounds:
-        flag = "" if load < QUIET else "   (noisy)"
-        print(f"  {load:.2f}: " + ", ".join(f"{rates[c]:.0f}" for c in CELLS) + flag)
-    if used[0][0] >= QUIET:
-        print(f"NO QUIET ROUND (other processes above {QUIET} cores in every round): the medians are noisy")
 
 
 if __name__ == "__main__":

@@ -22,3 +22,41 @@ def cpu_snapshot():
 def foreign_load(before, after):
     """Mean CPU cores used by everything but this process tree between two snapshots."""
     return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / max(after[2] - before[2], 1e-9)
+
+
+def alternate(cells, rounds):
+    """Runs every cell (name -> function returning steps/s) once per round, in
+    turn, and returns [(the round's largest foreign load, {cell: steps/s})]."""
+    out = []
+    for _ in range(rounds):
+        rates, load = {}, 0.0
+        for cell, run in cells.items():
+            before = cpu_snapshot()
+            rates[cell] = run()
+            load = max(load, foreign_load(before, cpu_snapshot()))
+        out.append((load, rates))
+    return out
+
+
+def report(title, cells, rounds, reference="taskweave"):
+    """Prints the median steps/s per cell over the quiet rounds (all rounds,
+    flagged, when none was quiet), its range, and `reference`'s ratio to it.
+    Returns the medians."""
+    import statistics
+
+    used = [r for r in rounds if r[0] < QUIET] or rounds
+    med = {c: statistics.median(r[1][c] for r in used) for c in cells}
+    lo = {c: min(r[1][c] for r in used) for c in cells}
+    hi = {c: max(r[1][c] for r in used) for c in cells}
+    print(f"{title}; median of {len(used)} of {len(rounds)} rounds of alternating runs")
+    print(f"{'':30}{'steps/s':>10}{'range':>16}{reference + ' / this':>18}")
+    for cell in cells:
+        ratio = med[reference] / med[cell]
+        print(f"{cell:30}{med[cell]:>10.0f}{f'{lo[cell]:.0f}-{hi[cell]:.0f}':>16}{ratio:>17.2f}x")
+    print("rounds (other processes' CPU use in cores: steps/s per cell in the order above):")
+    for load, rates in rounds:
+        flag = "" if load < QUIET else "   (noisy)"
+        print(f"  {load:.2f}: " + ", ".join(f"{rates[c]:.0f}" for c in cells) + flag)
+    if used[0][0] >= QUIET:
+        print(f"NO QUIET ROUND (other processes above {QUIET} cores in every round): the medians are noisy")
+    return med

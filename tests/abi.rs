@@ -29,7 +29,7 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     foreign_library(d);
     let old_api = patched_plugin_api(
         "api-old-abi",
-        "0.0.9",
+        "0.1.0",
         taskweave_plugin_api::LIBTORCH_VERSION,
     );
     copy_into(
@@ -87,7 +87,8 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     );
     let old = reason("libold_abi.so");
     assert!(
-        old.contains("plugin ABI 0.0.9") && old.contains("rebuild"),
+        old.contains("built for plugin ABI 0.1.0, this runtime is plugin ABI 0.2.0")
+            && old.contains("rebuild"),
         "{old}"
     );
     let torch = reason("libother_torch.so");

@@ -5,6 +5,7 @@ mod authoring;
 mod cli;
 mod defects;
 mod fuzz;
+mod inputs;
 mod protocol;
 mod sam;
 mod training;

@@ -14,7 +14,9 @@ use tch::Tensor;
 use crate::dataset::{matrix, standardize};
 use crate::error::{Error, Result};
 use crate::split::{self, Fractions};
-use crate::{DataKind, Dataset, RegressionLoss, Source, Split, Task, TaskType};
+use crate::{
+    DataKind, Dataset, InputSpec, RegressionLoss, Source, Split, Task, TaskType, FEATURES,
+};
 
 /// The most classes a multiclass task may have.
 const MAX_CLASSES: u32 = 1 << 24;
@@ -208,7 +210,8 @@ impl Source for Csv {
 
         // Parse every row: inputs, targets and split label.
         let mut x: Vec<f32> = Vec::new();
-        let mut y: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        // None: the row has no label for the task (an empty cell).
+        let mut y: Vec<Vec<Option<f64>>> = vec![Vec::new(); targets.len()];
         let mut split_of: Vec<usize> = Vec::new();
         for record in reader.records() {
             let record = record.map_err(|e| file_error(csv_error(&e, header.len())))?;
@@ -228,6 +231,10 @@ impl Source for Csv {
                 x.push(cell(col)? as f32);
             }
             for (t, target) in targets.iter().enumerate() {
+                if record.get(target.column).unwrap_or("").is_empty() {
+                    y[t].push(None);
+                    continue;
+                }
                 let v = cell(target.column)?;
                 let ok = match target.task.kind {
                     TaskType::Regression => true,
@@ -245,7 +252,7 @@ impl Source for Csv {
                         format!("`{v}` is not {want}"),
                     ));
                 }
-                y[t].push(v);
+                y[t].push(Some(v));
             }
             if let Some(col) = split_column {
                 let raw = record.get(col).unwrap_or("");
@@ -277,35 +284,56 @@ impl Source for Csv {
                 .iter()
                 .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
                 .collect();
+            // A missing label holds 0 as a placeholder; its mask is false.
+            let value = |col: &[Option<f64>], r: usize| col[r].unwrap_or(0.0);
             let targets_of = targets
                 .iter()
                 .zip(&y)
                 .map(|(t, col)| match t.task.kind {
-                    TaskType::Multiclass(_) => {
-                        Tensor::from_slice(&idx.iter().map(|&r| col[r] as i64).collect::<Vec<_>>())
-                    }
-                    _ => {
-                        Tensor::from_slice(&idx.iter().map(|&r| col[r] as f32).collect::<Vec<_>>())
-                    }
+                    TaskType::Multiclass(_) => Tensor::from_slice(
+                        &idx.iter()
+                            .map(|&r| value(col, r) as i64)
+                            .collect::<Vec<_>>(),
+                    ),
+                    _ => Tensor::from_slice(
+                        &idx.iter()
+                            .map(|&r| value(col, r) as f32)
+                            .collect::<Vec<_>>(),
+                    ),
+                })
+                .collect();
+            let masks = y
+                .iter()
+                .map(|col| {
+                    col.iter().any(Option::is_none).then(|| {
+                        Tensor::from_slice(
+                            &idx.iter().map(|&r| col[r].is_some()).collect::<Vec<_>>(),
+                        )
+                    })
                 })
                 .collect();
             Ok(Split {
-                inputs: matrix(xs, idx.len(), d)?,
+                inputs: vec![(FEATURES.to_string(), matrix(xs, idx.len(), d)?)],
                 targets: targets_of,
+                masks,
             })
         };
         let (mut train, mut val, mut test) = (make(0)?, make(1)?, make(2)?);
         if config.standardize_inputs && !train.is_empty() {
-            standardize([&mut train.inputs, &mut val.inputs, &mut test.inputs])?;
+            let [tr, va, te] = [&mut train, &mut val, &mut test].map(|s| &mut s.inputs[0].1);
+            standardize([tr, va, te])?;
         }
         let mut tasks = Vec::new();
         for (t, target) in targets.into_iter().enumerate() {
             let mut task = target.task;
             if target.standardize && !train.is_empty() {
-                let mean = train.targets[t]
-                    .f_mean(tch::Kind::Double)?
-                    .double_value(&[]);
-                let std = train.targets[t].f_std(false)?.double_value(&[]).max(1e-12);
+                // Statistics of the labelled training rows only.
+                let labelled = match &train.masks[t] {
+                    Some(mask) => train.targets[t].f_masked_select(mask)?,
+                    None => train.targets[t].shallow_clone(),
+                };
+                let mean = labelled.f_mean(tch::Kind::Double)?.double_value(&[]);
+                let std = labelled.f_std(false)?.double_value(&[]).max(1e-12);
                 for split in [&mut train, &mut val, &mut test] {
                     split.targets[t] = split.targets[t].f_sub_scalar(mean)?.f_div_scalar(std)?;
                 }
@@ -315,6 +343,7 @@ impl Source for Csv {
         }
         Ok(Dataset {
             tasks,
+            inputs: vec![InputSpec::float(FEATURES, vec![d])],
             train,
             val,
             test,
@@ -366,6 +395,43 @@ mod tests {
     }
 
     #[test]
+    fn empty_label_cells_are_masked_and_statistics_use_labelled_rows_only() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a,y\n1,10\n2,\n3,20\n4,\n5,30\n6,40\n7,\n8,50\n",
+        );
+        let d = load(&config(json!({})), dir.path()).unwrap();
+        let mask = Vec::<bool>::try_from(d.train.masks[0].as_ref().unwrap()).unwrap();
+        assert_eq!(mask, [true, false, true, false]);
+        assert_eq!(
+            d.tasks[0].scale,
+            Some((15.0, 5.0)),
+            "mean and std of 10 and 20"
+        );
+        assert!(d.val.masks[0].is_some() && d.test.masks[0].is_some());
+        // Every row labelled: no mask at all.
+        write(dir.path(), "a,y\n1,10\n2,11\n3,20\n4,21\n");
+        assert!(load(&config(json!({})), dir.path()).unwrap().train.masks[0].is_none());
+    }
+
+    #[test]
+    fn a_task_without_any_training_label_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a,y\n1,\n2,\n3,5\n4,6\n");
+        let table = json!({"kind": "csv", "path": "d.csv",
+            "tasks": {"y": {"type": "regression"}},
+            "split": {"train": 0.5, "val": 0.25, "test": 0.25}, "shuffle": false});
+        crate::link();
+        let kind = crate::find("csv").unwrap();
+        let e = kind.load(&table, dir.path()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "data.tasks.y: no row of the training split has a label for this task"
+        );
+    }
+
+    #[test]
     fn loads_tasks_and_splits_with_standardised_targets() {
         let dir = tempfile::tempdir().unwrap();
         write(
@@ -376,7 +442,11 @@ mod tests {
                            "c": {"type": "multiclass", "classes": 3}});
         let d = load(&config(json!({"tasks": tasks})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
-        assert_eq!(d.input_dim(), 2, "inputs default to the non-task columns");
+        assert_eq!(
+            d.inputs[0].shape,
+            [2],
+            "inputs default to the non-task columns"
+        );
         assert_eq!(d.tasks[1].kind, TaskType::Multiclass(3));
         let (mean, std) = d.tasks[0].scale.unwrap();
         assert_eq!((mean, std), (15.0, 5.0));
@@ -437,7 +507,7 @@ mod tests {
         );
         let d = load(&config(json!({"split_column": "s"})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
-        assert_eq!(d.input_dim(), 1);
+        assert_eq!(d.inputs[0].shape, [1]);
         let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
         assert!(
             e.contains("row 2, column `s`: `training` is not train, val or test"),

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
+use taskweave_plugin_api::{InputKind, InputSpec};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -53,6 +54,17 @@ impl Task {
         }
     }
 
+    /// A binary task; Δm compares its AUC.
+    pub fn binary(name: impl Into<String>) -> Task {
+        Task {
+            name: name.into(),
+            kind: TaskType::Binary,
+            loss: RegressionLoss::Mse,
+            scale: None,
+            primary: "auc",
+        }
+    }
+
     /// A regression task with MSE loss reported unscaled.
     pub fn regression(name: impl Into<String>) -> Task {
         Task {
@@ -65,19 +77,27 @@ impl Task {
     }
 }
 
-/// One split: inputs `[N, D]` (float32) and one target tensor `[N]` per task
-/// (float32, or int64 for multiclass).
+/// One split: named inputs (each `[N, ...]`), one target tensor `[N]` per task
+/// (float32, or int64 for multiclass) and, per task, which rows have a label.
 pub struct Split {
-    /// Inputs.
-    pub inputs: Tensor,
-    /// Targets, in task order.
+    /// The inputs, by name, in the dataset's [`InputSpec`] order.
+    pub inputs: Vec<(String, Tensor)>,
+    /// Targets, in task order. A row without a label holds a placeholder.
     pub targets: Vec<Tensor>,
+    /// Per task, a bool `[N]` mask of the rows that have a label, or `None`
+    /// when all do. Rows without a label count in neither loss nor metric.
+    pub masks: Vec<Option<Tensor>>,
 }
 
 impl Split {
     /// Number of examples.
     pub fn len(&self) -> usize {
-        self.inputs.size().first().copied().unwrap_or(0) as usize
+        self.inputs
+            .first()
+            .map(|(_, t)| t)
+            .or(self.targets.first())
+            .and_then(|t| t.size().first().copied())
+            .unwrap_or(0) as usize
     }
 
     /// True when the split holds no example.
@@ -85,54 +105,61 @@ impl Split {
         self.len() == 0
     }
 
-    /// The rows `index` (an int64 tensor on the split's device).
-    pub fn rows(&self, index: &Tensor) -> Result<Split> {
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&Tensor> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Every tensor of the split through `f` (which keeps dimension 0 the rows).
+    fn map(&self, f: impl Fn(&Tensor) -> Result<Tensor, tch::TchError>) -> Result<Split> {
         Ok(Split {
-            inputs: self.inputs.f_index_select(0, index)?,
-            targets: self
-                .targets
+            inputs: self
+                .inputs
                 .iter()
-                .map(|t| t.f_index_select(0, index))
+                .map(|(n, t)| Ok((n.clone(), f(t)?)))
+                .collect::<Result<_>>()?,
+            targets: self.targets.iter().map(&f).collect::<Result<_, _>>()?,
+            masks: self
+                .masks
+                .iter()
+                .map(|m| m.as_ref().map(&f).transpose())
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The rows `index` (an int64 tensor on the split's device).
+    pub fn rows(&self, index: &Tensor) -> Result<Split> {
+        self.map(|t| t.f_index_select(0, index))
     }
 
     /// The rows `start..start + len`, without copying.
     pub fn slice(&self, start: usize, len: usize) -> Result<Split> {
-        let (s, l) = (start as i64, len as i64);
-        Ok(Split {
-            inputs: self.inputs.f_narrow(0, s, l)?,
-            targets: self
-                .targets
-                .iter()
-                .map(|t| t.f_narrow(0, s, l))
-                .collect::<Result<_, _>>()?,
-        })
+        self.map(|t| t.f_narrow(0, start as i64, len as i64))
     }
 
     fn to_device(&self, device: Device) -> Result<Split> {
-        Ok(Split {
-            inputs: self.inputs.f_to_device(device)?,
-            targets: self
-                .targets
-                .iter()
-                .map(|t| t.f_to_device(device))
-                .collect::<Result<_, _>>()?,
-        })
+        self.map(|t| t.f_to_device(device))
     }
 
     fn only(&self, task: usize) -> Split {
         Split {
-            inputs: self.inputs.shallow_clone(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
             targets: vec![self.targets[task].shallow_clone()],
+            masks: vec![self.masks[task].as_ref().map(Tensor::shallow_clone)],
         }
     }
 }
 
-/// A multi-task dataset: the tasks and three splits.
+/// A multi-task dataset: the tasks, what its inputs are, and three splits.
 pub struct Dataset {
     /// The tasks, in the order of every per-task tensor.
     pub tasks: Vec<Task>,
+    /// The inputs every split holds.
+    pub inputs: Vec<InputSpec>,
     /// Training split.
     pub train: Split,
     /// Validation split.
@@ -142,15 +169,25 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// The input width D.
-    pub fn input_dim(&self) -> usize {
-        self.train.inputs.size().get(1).copied().unwrap_or(0) as usize
+    /// The input called `name`.
+    pub fn input(&self, name: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The device the data are on.
+    pub fn device(&self) -> Device {
+        self.train
+            .targets
+            .first()
+            .or(self.train.inputs.first().map(|(_, t)| t))
+            .map_or(Device::Cpu, Tensor::device)
     }
 
     /// The same data on `device`.
     pub fn to_device(&self, device: Device) -> Result<Dataset> {
         Ok(Dataset {
             tasks: self.tasks.clone(),
+            inputs: self.inputs.clone(),
             train: self.train.to_device(device)?,
             val: self.val.to_device(device)?,
             test: self.test.to_device(device)?,
@@ -161,6 +198,7 @@ impl Dataset {
     pub fn only_task(&self, task: usize) -> Dataset {
         Dataset {
             tasks: vec![self.tasks[task].clone()],
+            inputs: self.inputs.clone(),
             train: self.train.only(task),
             val: self.val.only(task),
             test: self.test.only(task),
@@ -179,6 +217,94 @@ impl Dataset {
             )),
         }
     }
+
+    /// Checks what a data kind produced against what it declared: every split
+    /// holds every input with its dtype and shape, ids stay inside their
+    /// vocabularies, targets and masks have one row per example, and every
+    /// task has at least one label in the training split.
+    pub fn check(&self, kind: &str) -> Result<()> {
+        let bad = |message: String| Err(Error::config("kind", format!("`{kind}` data: {message}")));
+        for (split_name, split) in [
+            ("train", &self.train),
+            ("val", &self.val),
+            ("test", &self.test),
+        ] {
+            let rows = split.len() as i64;
+            if split.inputs.len() != self.inputs.len() || split.targets.len() != self.tasks.len() {
+                return bad(format!(
+                    "the {split_name} split does not hold every input and task"
+                ));
+            }
+            for (spec, (name, tensor)) in self.inputs.iter().zip(&split.inputs) {
+                let mut expected = vec![rows];
+                expected.extend(spec.shape.iter().map(|&d| d as i64));
+                let dtype = match spec.kind {
+                    InputKind::Float => Kind::Float,
+                    InputKind::Index => Kind::Int64,
+                };
+                if *name != spec.name || tensor.size() != expected || tensor.kind() != dtype {
+                    return bad(format!(
+                        "the {split_name} split's input `{name}` is {:?} {:?}, declared {} {expected:?}",
+                        tensor.kind(),
+                        tensor.size(),
+                        spec.name
+                    ));
+                }
+                if spec.kind == InputKind::Index && !spec.vocab.is_empty() && rows > 0 {
+                    check_ids(kind, split_name, spec, tensor)?;
+                }
+            }
+            for (t, (target, mask)) in split.targets.iter().zip(&split.masks).enumerate() {
+                let name = &self.tasks[t].name;
+                if target.size().first() != Some(&rows) {
+                    return bad(format!(
+                        "task `{name}` has {:?} targets for {rows} rows",
+                        target.size()
+                    ));
+                }
+                if let Some(mask) = mask {
+                    if mask.size() != [rows] || mask.kind() != Kind::Bool {
+                        return bad(format!("task `{name}`'s label mask is not bool [{rows}]"));
+                    }
+                }
+            }
+        }
+        for (task, mask) in self.tasks.iter().zip(&self.train.masks) {
+            if let Some(mask) = mask {
+                if !bool::try_from(mask.f_any()?)? {
+                    return Err(Error::config(
+                        format!("tasks.{}", task.name),
+                        "no row of the training split has a label for this task",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every id of `tensor` is in `0..vocab` of its column.
+fn check_ids(kind: &str, split: &str, spec: &InputSpec, tensor: &Tensor) -> Result<()> {
+    let columns = spec.shape.last().copied().unwrap_or(1).max(1);
+    let flat = tensor.f_reshape([-1, columns as i64])?;
+    for c in 0..columns {
+        let vocab = spec.vocab_of(c).unwrap_or(0) as i64;
+        let column = flat.f_select(1, c as i64)?;
+        let (lo, hi) = (
+            column.f_min()?.int64_value(&[]),
+            column.f_max()?.int64_value(&[]),
+        );
+        if lo < 0 || hi >= vocab {
+            return Err(Error::config(
+                "kind",
+                format!(
+                    "`{kind}` data: the {split} split's input `{}` column {c} has ids in {lo}..={hi}, outside its vocabulary of {vocab}",
+                    spec.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A float32 `[rows, cols]` tensor from row-major values.
@@ -197,4 +323,58 @@ pub(crate) fn standardize(splits: [&mut Tensor; 3]) -> Result<()> {
         *t = t.f_sub(&mean)?.f_div(&std)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(ids: &[i64], vocab: Vec<usize>) -> Dataset {
+        let split = || Split {
+            inputs: vec![("fields".into(), Tensor::from_slice(ids).reshape([-1, 2]))],
+            targets: vec![Tensor::zeros(
+                [ids.len() as i64 / 2],
+                (Kind::Float, Device::Cpu),
+            )],
+            masks: vec![None],
+        };
+        Dataset {
+            tasks: vec![Task::binary("t")],
+            inputs: vec![InputSpec::index("fields", vec![2], vocab)],
+            train: split(),
+            val: split(),
+            test: split(),
+        }
+    }
+
+    #[test]
+    fn ids_outside_their_column_s_vocabulary_are_refused() {
+        dataset(&[0, 4, 2, 0], vec![3, 5]).check("k").unwrap();
+        let e = dataset(&[0, 4, 3, 0], vec![3, 5])
+            .check("k")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "data.kind: `k` data: the train split's input `fields` column 0 has ids in 0..=3, outside its vocabulary of 3"
+        );
+        let e = dataset(&[0, -1, 1, 0], vec![3])
+            .check("k")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("column 1 has ids in -1..=0"), "{e}");
+    }
+
+    #[test]
+    fn inputs_of_another_shape_or_type_than_declared_are_refused() {
+        let mut d = dataset(&[0, 1, 2, 0], vec![3, 3]);
+        d.inputs[0].shape = vec![3];
+        let e = d.check("k").err().unwrap().to_string();
+        assert!(
+            e.contains("input `fields` is Int64 [2, 2], declared fields [2, 3]"),
+            "{e}"
+        );
+    }
 }

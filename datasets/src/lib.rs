@@ -10,12 +10,14 @@
 //! Errors ([`Error`]) name the file, row and column, or the `[data]` key.
 //!
 //! The built-in kinds: `mmoe-synthetic` (the MMoE paper's generator), `csv`
-//! (the user's own table) and `qm9` (molecular properties, from `make qm9`).
+//! (the user's own table), `qm9` (molecular properties, from `make qm9`) and
+//! `census-income` (the MMoE paper's real data, from `make census`).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
 #![deny(missing_docs)]
 
+mod census;
 mod csv;
 mod dataset;
 mod error;
@@ -31,6 +33,10 @@ use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 
 pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType};
 pub use error::{Error, Result};
+pub use taskweave_plugin_api::{InputKind, InputSpec};
+
+/// The name of the float input `[N, D]` of the tabular data kinds.
+pub const FEATURES: &str = "features";
 
 /// The least memory a load needs, in bytes, and the keys that ask for it.
 pub type Footprint = Option<(u128, String)>;
@@ -109,9 +115,11 @@ impl DataKind {
         (self.footprint)(table)
     }
 
-    /// Loads a validated `[data]` table's data, refusing an empty split.
+    /// Loads a validated `[data]` table's data, refusing an empty split or
+    /// data that do not match what the kind declares (see [`Dataset::check`]).
     pub fn load(&self, table: &Value, dir: &Path) -> Result<Dataset> {
         let data = (self.load)(table, dir)?;
+        data.check(self.name)?;
         for (name, split) in [
             ("train", &data.train),
             ("val", &data.val),

@@ -65,7 +65,7 @@ use tch::{Kind, Tensor};
 use crate::dataset::standardize;
 use crate::error::{Error, Result};
 use crate::split::Fractions;
-use crate::{DataKind, Dataset, RegressionLoss, Source, Split, Task, TaskType};
+use crate::{DataKind, Dataset, InputSpec, RegressionLoss, Source, Split, Task, TaskType};
 
 /// The data files, in order.
 const FILES: [&str; 3] = ["qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv"];
@@ -76,7 +76,6 @@ pub const BOHR_PER_ANGSTROM: f64 = 1.8897261246;
 /// Elements in feature order with their nuclear charge.
 const ELEMENTS: [(&str, f64); 5] = [("H", 1.0), ("C", 6.0), ("N", 7.0), ("O", 8.0), ("F", 9.0)];
 /// Number of input features: eigenvalues plus element counts.
-#[cfg(test)]
 const FEATURES: usize = MAX_ATOMS + ELEMENTS.len();
 /// Every target: name, column in the files.
 const TARGETS: [(&str, &str); 12] = [
@@ -664,20 +663,17 @@ fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
         root.display(),
         clock.elapsed().as_secs_f64()
     );
+    let split = |x: Tensor, targets: Vec<Tensor>| Split {
+        inputs: vec![(crate::FEATURES.to_string(), x)],
+        masks: targets.iter().map(|_| None).collect(),
+        targets,
+    };
     Ok(Dataset {
+        inputs: vec![InputSpec::float(crate::FEATURES, vec![FEATURES])],
         tasks,
-        train: Split {
-            inputs: x_train,
-            targets: y_train,
-        },
-        val: Split {
-            inputs: x_val,
-            targets: y_val,
-        },
-        test: Split {
-            inputs: x_test,
-            targets: y_test,
-        },
+        train: split(x_train, y_train),
+        val: split(x_val, y_val),
+        test: split(x_test, y_test),
     })
 }
 
@@ -916,14 +912,15 @@ mod tests {
         );
         let d = load(&config(json!({"atom_reference": false})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (3, 2, 1));
-        assert_eq!(d.input_dim(), FEATURES);
+        assert_eq!(d.inputs[0].shape, [FEATURES]);
         let names: Vec<&str> = d.tasks.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, DEFAULT_TARGETS);
         assert!(d
             .tasks
             .iter()
             .all(|t| t.primary == "mae" && t.loss == RegressionLoss::Mse));
-        let means = Vec::<f32>::try_from(d.train.inputs.mean_dim(0, false, Kind::Float)).unwrap();
+        let means =
+            Vec::<f32>::try_from(d.train.inputs[0].1.mean_dim(0, false, Kind::Float)).unwrap();
         assert!(
             means.iter().all(|m| m.abs() < 1e-5),
             "standardised inputs: {means:?}"

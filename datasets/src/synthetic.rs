@@ -19,7 +19,8 @@ use tch::Tensor;
 
 use crate::dataset::matrix;
 use crate::error::{Error, Result};
-use crate::{DataKind, Dataset, Footprint, Source, Split, Task};
+use crate::FEATURES;
+use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task};
 
 /// `[data] kind = "mmoe-synthetic"`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -164,8 +165,9 @@ fn generate(c: &SyntheticConfig) -> Result<Dataset> {
             x.extend(row.into_iter().map(|v| v as f32));
         }
         Ok(Split {
-            inputs: matrix(x, rows, dim)?,
+            inputs: vec![(FEATURES.to_string(), matrix(x, rows, dim)?)],
             targets: y.iter().map(|t| Tensor::from_slice(t)).collect(),
+            masks: (0..tasks).map(|_| None).collect(),
         })
     };
     let (train, val, test) = (
@@ -178,6 +180,7 @@ fn generate(c: &SyntheticConfig) -> Result<Dataset> {
         .collect();
     Ok(Dataset {
         tasks,
+        inputs: vec![InputSpec::float(FEATURES, vec![dim])],
         train,
         val,
         test,
@@ -235,9 +238,9 @@ mod tests {
     fn same_seed_same_data() {
         let a = generate(&config(0.5)).unwrap();
         let b = generate(&config(0.5)).unwrap();
-        assert!(a.test.inputs.equal(&b.test.inputs));
+        assert!(a.test.inputs[0].1.equal(&b.test.inputs[0].1));
         assert!(a.test.targets[1].equal(&b.test.targets[1]));
         assert_eq!(a.train.len(), 4000);
-        assert_eq!(a.input_dim(), 16);
+        assert_eq!(a.inputs, [InputSpec::float("features", vec![16])]);
     }
 }

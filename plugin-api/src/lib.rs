@@ -131,13 +131,14 @@ pub use serde_json;
 pub use tch;
 pub use tracing;
 
-pub use context::{Group, MethodContext};
+pub use context::{FfiInputSpec, Group, InputKind, InputSpec, MethodContext};
 pub use error::{guard, io_reason, Error, Result};
 pub use host::{FfiFusionGrid, FfiHost, FfiHostBox, FfiHost_TO, FusionGrid, Host, LogLevel};
 pub use manifest::{MethodManifest, Role};
 pub use method::{Constructor, Method, MethodBox};
 pub use roles::architecture::{
-    Architecture, FfiArchitecture, FfiArchitectureBox, FfiArchitecture_TO, Parameter,
+    Architecture, ArchitectureInput, BackboneUse, FfiArchitecture, FfiArchitectureBox,
+    FfiArchitecture_TO, Parameter,
 };
 pub use roles::fusion::{FfiFusion, FfiFusionBox, FfiFusion_TO, Fusion, FusionInput, FusionOutput};
 pub use roles::grouping::{FfiGrouping, FfiGroupingBox, FfiGrouping_TO, Grouping, GroupingInput};

@@ -138,14 +138,18 @@ impl Compat {
             }
         };
         if key(&self.abi) != key(&runtime.abi) {
-            return Some(format!(
-                "built for plugin ABI {}, but this runtime has plugin ABI {}; \
-                 rebuild the plugin with taskweave-plugin-api {}",
-                self.abi, runtime.abi, runtime.abi
-            ));
+            return Some(abi_mismatch(&self.abi, &runtime.abi));
         }
         None
     }
+}
+
+/// The line for a plugin built for plugin ABI `plugin` in a runtime of plugin ABI `runtime`.
+pub fn abi_mismatch(plugin: &str, runtime: &str) -> String {
+    format!(
+        "built for plugin ABI {plugin}, this runtime is plugin ABI {runtime}; \
+         rebuild it against taskweave-plugin-api {runtime} (`taskweave plugin build`)"
+    )
 }
 
 static LIBRARY: OnceLock<String> = OnceLock::new();

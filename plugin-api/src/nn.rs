@@ -83,6 +83,33 @@ impl Linear {
     }
 }
 
+/// A lookup table of `rows` vectors of width `dim`, as `torch.nn.Embedding`.
+pub struct Embedding {
+    /// `[rows, dim]`, initialised N(0, 1) like PyTorch.
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    /// A table drawing from libtorch's global generator.
+    pub fn new(rows: usize, dim: usize, device: Device) -> Result<Embedding> {
+        let mut weight = Tensor::f_empty([rows as i64, dim as i64], (Kind::Float, device))?;
+        let _ = weight.f_normal_(0.0, 1.0)?;
+        Ok(Embedding {
+            weight: weight.set_requires_grad(true),
+        })
+    }
+
+    /// The vectors of the int64 ids `ids` `[..]`: `[.., dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(Tensor::f_embedding(&self.weight, ids, -1, false, false)?)
+    }
+
+    /// `prefix.weight`, sharing storage.
+    pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        vec![(format!("{prefix}.weight"), self.weight.shallow_clone())]
+    }
+}
+
 /// Batch normalisation over the feature dimension, as `torch.nn.BatchNorm1d`.
 pub struct BatchNorm {
     /// Scale γ.
@@ -199,10 +226,22 @@ impl Mlp {
 
     /// Applies the MLP; see [`BatchNorm::forward`] for `train` and `update_stats`.
     pub fn forward(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
-        let mut h = x.shallow_clone();
+        let mut layers = self.forward_layers(x, train, update_stats)?;
+        Ok(layers.pop().unwrap_or_else(|| x.shallow_clone()))
+    }
+
+    /// Applies the MLP and keeps every layer's output, first to last (empty
+    /// for the identity).
+    pub fn forward_layers(
+        &self,
+        x: &Tensor,
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Vec<Tensor>> {
+        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         let last = self.layers.len().saturating_sub(1);
         for (i, (linear, bn)) in self.layers.iter().enumerate() {
-            h = linear.forward(&h)?;
+            let mut h = linear.forward(outs.last().unwrap_or(x))?;
             if i < last || self.spec.activate_last {
                 if let Some(bn) = bn {
                     h = bn.forward(&h, train, update_stats)?;
@@ -212,8 +251,9 @@ impl Mlp {
                     h = h.f_dropout(self.spec.dropout, train)?;
                 }
             }
+            outs.push(h);
         }
-        Ok(h)
+        Ok(outs)
     }
 
     /// Every trainable tensor: `prefix.{i}.weight`, `prefix.{i}.bias`, and
@@ -275,6 +315,32 @@ mod tests {
                 "head.1.bias"
             ]
         );
+    }
+
+    #[test]
+    fn forward_layers_keeps_every_layer_and_ends_with_forward() {
+        let mlp = Mlp::new(&[5, 8, 3], spec(false), Device::Cpu).unwrap();
+        let x = Tensor::f_randn([4, 5], (Kind::Float, Device::Cpu)).unwrap();
+        let layers = mlp.forward_layers(&x, false, false).unwrap();
+        let sizes: Vec<Vec<i64>> = layers.iter().map(Tensor::size).collect();
+        assert_eq!(sizes, [vec![4, 8], vec![4, 3]]);
+        assert!(layers[1].equal(&mlp.forward(&x, false, false).unwrap()));
+        let identity = Mlp::new(&[5], spec(false), Device::Cpu).unwrap();
+        assert!(identity
+            .forward_layers(&x, false, false)
+            .unwrap()
+            .is_empty());
+        assert!(identity.forward(&x, false, false).unwrap().equal(&x));
+    }
+
+    #[test]
+    fn embedding_looks_up_rows() {
+        let e = Embedding::new(4, 3, Device::Cpu).unwrap();
+        let ids = Tensor::from_slice(&[2i64, 0, 2]).reshape([1, 3]);
+        let v = e.forward(&ids).unwrap();
+        assert_eq!(v.size(), [1, 3, 3]);
+        assert!(v.get(0).get(0).equal(&e.weight.get(2)));
+        assert!(v.get(0).get(0).equal(&v.get(0).get(2)));
     }
 
     #[test]

@@ -60,8 +60,8 @@ fn main() {
         tasks: (0..4).map(|t| format!("t{t}").as_str().into()).collect(),
         device: "cpu".into(),
         seed: 0,
-        feature_dim: 0,
         weighting: "{}".into(),
+        ..Default::default()
     };
     let losses = Tensor::from_slice(&[0.5f32, 1.0, 2.0, 4.0])
         .to_kind(Kind::Float)

@@ -89,8 +89,8 @@ fn context(tasks: usize, table: &Value) -> MethodContext {
             .collect(),
         device: "cpu".into(),
         seed: RUN_SEED,
-        feature_dim: 0,
         weighting: table.to_string().as_str().into(),
+        ..Default::default()
     }
 }
 

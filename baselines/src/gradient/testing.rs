@@ -130,8 +130,8 @@ pub(super) fn context(tasks: usize, seed: u64) -> MethodContext {
         tasks: (0..tasks).map(|i| format!("task{i}").into()).collect(),
         device: "cpu".into(),
         seed,
-        feature_dim: 0,
         weighting: "{}".into(),
+        ..Default::default()
     }
 }
 

@@ -1,7 +1,7 @@
 //! `Architecture`: trainable modules between the backbone and the task heads.
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RString, RVec};
+use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec, Tuple2};
 use abi_stable::StableAbi;
 use tch::Tensor;
 
@@ -20,17 +20,75 @@ pub struct Parameter {
     pub group: Group,
 }
 
-/// A method that maps backbone features to one feature tensor per task.
+/// Which of the backbone's outputs an architecture reads.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackboneUse {
+    /// The last layer's output (hard sharing, MMoE on a trunk).
+    #[default]
+    Last,
+    /// Every layer's output, first to last (TaskExpert on every block's tokens).
+    All,
+    /// None: the architecture replaces the backbone and reads the batch's
+    /// inputs itself (DTRN's trunk from raw fields and sequences); the host
+    /// does not run the backbone.
+    None,
+}
+
+/// What an architecture's forward pass sees.
+pub struct ArchitectureInput<'a> {
+    /// The batch's named inputs (`features`, `fields`, `seq.<name>`, `image`,
+    /// `t`, `tokens`, ...), as [`MethodContext::inputs`](crate::MethodContext::inputs) declares them.
+    pub inputs: &'a [(String, Tensor)],
+    /// The backbone's outputs [`Architecture::backbone`] asks for: the last
+    /// layer's (`[B, C]`, tokens `[B, N, C]` or maps `[B, C, H, W]`), every
+    /// layer's, or none.
+    pub layers: &'a [Tensor],
+    /// False during evaluation.
+    pub train: bool,
+}
+
+impl ArchitectureInput<'_> {
+    /// The input called `name`, or an error naming the inputs there are.
+    pub fn input(&self, name: &str) -> Result<&Tensor> {
+        self.inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.inputs.iter().map(|(n, _)| n.as_str()).collect();
+                Error::msg(format!(
+                    "the batch has no input `{name}` (it has: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    /// The backbone's last output, or an error when there is none.
+    pub fn last_layer(&self) -> Result<&Tensor> {
+        self.layers
+            .last()
+            .ok_or_else(|| Error::msg("the architecture was given no backbone output"))
+    }
+}
+
+/// A method that maps the backbone's outputs (and the batch's inputs) to one
+/// feature tensor per task, which the task heads read.
 pub trait Architecture: Send {
     /// Every trainable tensor, created on the context's device at construction.
     fn parameters(&self) -> Result<Vec<Parameter>>;
 
-    /// The width of each per-task output (what the task heads receive).
+    /// The width of each per-task output: its last dimension, or its channels
+    /// for a feature map `[B, C, H, W]` (what the task heads are built for).
     fn output_dim(&self) -> usize;
 
-    /// Maps `features` `[B, feature_dim]` to T tensors `[B, output_dim]`, in task
-    /// order. `train` is false during evaluation.
-    fn forward(&mut self, features: &Tensor, train: bool) -> Result<Vec<Tensor>>;
+    /// Which backbone outputs [`Architecture::forward`] needs.
+    fn backbone(&self) -> BackboneUse {
+        BackboneUse::Last
+    }
+
+    /// T tensors, in task order, each with the batch as its first dimension.
+    fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>>;
 
     /// Everything besides the parameters needed to continue after a resume.
     fn state(&self) -> Result<State> {
@@ -59,10 +117,13 @@ pub trait FfiArchitecture: Send {
     fn parameters(&self) -> RResult<RVec<FfiParameter>, Error>;
     /// See [`Architecture::output_dim`].
     fn output_dim(&self) -> usize;
+    /// See [`Architecture::backbone`].
+    fn backbone(&self) -> BackboneUse;
     /// See [`Architecture::forward`].
     fn forward(
         &mut self,
-        features: TensorRef<'_>,
+        inputs: RSlice<'_, Tuple2<RString, TensorRef<'_>>>,
+        layers: RSlice<'_, TensorRef<'_>>,
         train: bool,
     ) -> RResult<RVec<TensorOwned>, Error>;
     /// See [`Architecture::state`].
@@ -95,13 +156,27 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
         self.inner.output_dim()
     }
 
+    fn backbone(&self) -> BackboneUse {
+        self.inner.backbone()
+    }
+
     fn forward(
         &mut self,
-        features: TensorRef<'_>,
+        inputs: RSlice<'_, Tuple2<RString, TensorRef<'_>>>,
+        layers: RSlice<'_, TensorRef<'_>>,
         train: bool,
     ) -> RResult<RVec<TensorOwned>, Error> {
         guard(&self.label, "Architecture::forward", || {
-            let outs = self.inner.forward(&features.get(), train)?;
+            let inputs: Vec<(String, Tensor)> = inputs
+                .iter()
+                .map(|Tuple2(n, t)| (n.to_string(), t.get().shallow_clone()))
+                .collect();
+            let layers: Vec<Tensor> = layers.iter().map(|t| t.get().shallow_clone()).collect();
+            let outs = self.inner.forward(&ArchitectureInput {
+                inputs: &inputs,
+                layers: &layers,
+                train,
+            })?;
             Ok(outs.into_iter().map(TensorOwned::from).collect())
         })
     }
@@ -126,8 +201,24 @@ impl Architecture for FfiArchitectureBox {
         FfiArchitecture::output_dim(self)
     }
 
-    fn forward(&mut self, features: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-        let outs = FfiArchitecture::forward(self, features.into(), train).into_result()?;
+    fn backbone(&self) -> BackboneUse {
+        FfiArchitecture::backbone(self)
+    }
+
+    fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
+        let inputs: Vec<Tuple2<RString, TensorRef<'_>>> = input
+            .inputs
+            .iter()
+            .map(|(n, t)| Tuple2(n.as_str().into(), t.into()))
+            .collect();
+        let layers: Vec<TensorRef<'_>> = input.layers.iter().map(TensorRef::from).collect();
+        let outs = FfiArchitecture::forward(
+            self,
+            inputs.as_slice().into(),
+            layers.as_slice().into(),
+            input.train,
+        )
+        .into_result()?;
         Ok(outs.into_iter().map(TensorOwned::into_tensor).collect())
     }
 

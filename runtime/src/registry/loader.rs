@@ -160,9 +160,9 @@ fn describe(err: &LibraryError) -> String {
     match err {
         LibraryError::OpenError { err, .. } => open_error(&err.to_string()),
         LibraryError::GetSymbolError { .. } => "not a taskweave plugin (no abi_stable root module)".to_string(),
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
-            "built for plugin ABI {actual_version}, but this runtime has plugin ABI {expected_version}; rebuild the plugin"
-        ),
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
+            taskweave_plugin_api::module::abi_mismatch(&actual_version.to_string(), &expected_version.to_string())
+        }
         LibraryError::AbiInstability(_) => {
             "its types do not match this runtime's plugin ABI (built against another taskweave-plugin-api or libtorch); rebuild the plugin".to_string()
         }

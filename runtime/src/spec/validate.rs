@@ -108,6 +108,9 @@ struct Tagged<'a> {
     what: &'a str,
     lookup: &'a dyn Fn(&str) -> Result<Value, KindError>,
     names: &'a dyn Fn() -> Vec<String>,
+    /// The tag a table without one gets (`backbone = { hidden = [..] }` is an
+    /// MLP): the tag of the schema's default, if it has one.
+    default: Option<&'a str>,
 }
 
 struct Validator<'a> {
@@ -179,6 +182,10 @@ impl Validator<'_> {
                         .ok_or(KindError::Unknown)
                 },
                 names: &|| variants.iter().map(|(v, _)| v.to_string()).collect(),
+                default: schema
+                    .get("default")
+                    .and_then(|d| d.get(tag))
+                    .and_then(Value::as_str),
             };
             return self.check_tagged(node, path, &tagged);
         }
@@ -421,6 +428,7 @@ impl Validator<'_> {
             what: role_name,
             lookup: &|kind| kinds.lookup(role, kind),
             names: &|| kinds.kinds(role),
+            default: None,
         };
         self.check_tagged(node, path, &tagged)
     }
@@ -432,7 +440,11 @@ impl Validator<'_> {
         let (kind_node, rest) = match &node.value {
             NodeValue::String(_) => (node.clone(), Node::table(node.origin.clone())),
             NodeValue::Table(entries) => {
-                let Some(kind) = node.get(tag) else {
+                let defaulted = tagged.default.map(|kind| Node {
+                    value: NodeValue::String(kind.to_string()),
+                    origin: node.origin.clone(),
+                });
+                let Some(kind) = node.get(tag).or(defaulted.as_ref()) else {
                     let kinds = (tagged.names)();
                     let msg = format!(
                         "missing required key `{}` (which {what} to use)",

@@ -12,14 +12,48 @@ use crate::model::Model;
 /// Metric name → value, for one task.
 pub type TaskMetrics = BTreeMap<String, f64>;
 
-/// The training loss of `task` for head output `output` `[B, out]` and `target` `[B]`.
-pub fn task_loss(task: &Task, output: &Tensor, target: &Tensor) -> Result<Tensor> {
-    Ok(match task.kind {
+/// Refuses outputs and targets whose shapes differ, rather than letting
+/// libtorch broadcast them (a `[B]` target against `[B, 1]` predictions
+/// would silently become a `[B, B]` loss).
+fn check_shapes(task: &Task, output: &Tensor, target: &Tensor) -> Result<()> {
+    let (out, want) = (output.size(), target.size());
+    let fits = match task.kind {
+        TaskType::Multiclass(k) => {
+            out.len() == 2 && out[1] == k as i64 && want.len() == 1 && want[0] == out[0]
+        }
+        TaskType::Regression | TaskType::Binary => {
+            out.len() == 2 && out[1] == 1 && want == [out[0]]
+        }
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(Error::Run(format!(
+        "task `{}`: the model gives outputs of shape {out:?} for targets of shape {want:?}",
+        task.name
+    )))
+}
+
+/// The training loss of `task` for head output `output` `[B, out]` and
+/// `target` `[B]`: the mean over the rows `mask` marks as labelled (all rows
+/// without a mask; 0 when no row of the batch has a label).
+pub fn task_loss(
+    task: &Task,
+    output: &Tensor,
+    target: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    check_shapes(task, output, target)?;
+    let reduction = match mask {
+        Some(_) => Reduction::None,
+        None => Reduction::Mean,
+    };
+    let loss = match task.kind {
         TaskType::Regression => {
             let pred = output.f_squeeze_dim(-1)?;
             match task.loss {
-                RegressionLoss::Mse => pred.f_mse_loss(target, Reduction::Mean)?,
-                RegressionLoss::Mae => pred.f_l1_loss(target, Reduction::Mean)?,
+                RegressionLoss::Mse => pred.f_mse_loss(target, reduction)?,
+                RegressionLoss::Mae => pred.f_l1_loss(target, reduction)?,
             }
         }
         TaskType::Binary => output
@@ -28,10 +62,18 @@ pub fn task_loss(task: &Task, output: &Tensor, target: &Tensor) -> Result<Tensor
                 target,
                 None::<Tensor>,
                 None::<Tensor>,
-                Reduction::Mean,
+                reduction,
             )?,
         TaskType::Multiclass(_) => {
-            output.f_cross_entropy_loss(target, None::<Tensor>, Reduction::Mean, -100, 0.0)?
+            output.f_cross_entropy_loss(target, None::<Tensor>, reduction, -100, 0.0)?
+        }
+    };
+    Ok(match mask {
+        None => loss,
+        Some(mask) => {
+            let weight = mask.f_to_kind(loss.kind())?;
+            let count = weight.f_sum(loss.kind())?.f_clamp_min(1.0)?;
+            loss.f_mul(&weight)?.f_sum(loss.kind())?.f_div(&count)?
         }
     })
 }
@@ -79,6 +121,7 @@ fn scalar(t: Tensor) -> Result<f64> {
 
 /// Metrics of one task from its concatenated outputs and targets.
 fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMetrics> {
+    check_shapes(task, output, target)?;
     let mut m = TaskMetrics::new();
     match task.kind {
         TaskType::Regression => {
@@ -89,7 +132,10 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
         }
         TaskType::Binary => {
             let logits = output.f_squeeze_dim(-1)?;
-            m.insert("bce".into(), scalar(task_loss(task, output, target)?)?);
+            m.insert(
+                "bce".into(),
+                scalar(task_loss(task, output, target, None)?)?,
+            );
             let hits = logits
                 .f_gt(0.0)?
                 .f_to_kind(Kind::Float)?
@@ -105,7 +151,7 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
             }
         }
         TaskType::Multiclass(_) => {
-            m.insert("ce".into(), scalar(task_loss(task, output, target)?)?);
+            m.insert("ce".into(), scalar(task_loss(task, output, target, None)?)?);
             let hits = output.f_argmax(-1, false)?.f_eq_tensor(target)?;
             m.insert(
                 "accuracy".into(),
@@ -137,6 +183,20 @@ fn outputs(model: &mut Model, split: &Split, tasks: usize, batch: usize) -> Resu
     outputs.iter().map(|o| Ok(Tensor::f_cat(o, 0)?)).collect()
 }
 
+/// The labelled rows of `output` and `target` (all of them without a mask).
+fn labelled(output: Tensor, target: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+    Ok(match mask {
+        None => (output, target.shallow_clone()),
+        Some(mask) => {
+            let rows = mask.f_nonzero()?.f_squeeze_dim(1)?;
+            (
+                output.f_index_select(0, &rows)?,
+                target.f_index_select(0, &rows)?,
+            )
+        }
+    })
+}
+
 /// The training loss of every task over all of `split`.
 pub fn split_losses(
     model: &mut Model,
@@ -145,15 +205,20 @@ pub fn split_losses(
     batch: usize,
 ) -> Result<Vec<f64>> {
     let outs = outputs(model, split, tasks.len(), batch)?;
-    tasks
-        .iter()
-        .zip(&outs)
-        .zip(&split.targets)
-        .map(|((task, out), target)| scalar(task_loss(task, out, target)?))
+    (0..tasks.len())
+        .map(|t| {
+            scalar(task_loss(
+                &tasks[t],
+                &outs[t],
+                &split.targets[t],
+                split.masks[t].as_ref(),
+            )?)
+        })
         .collect()
 }
 
-/// Evaluates `model` on `split` in batches of `batch` rows, without gradients.
+/// Evaluates `model` on `split` in batches of `batch` rows, without
+/// gradients; a task's metrics count only the rows that have its label.
 pub fn evaluate(
     model: &mut Model,
     split: &Split,
@@ -161,11 +226,13 @@ pub fn evaluate(
     batch: usize,
 ) -> Result<Vec<TaskMetrics>> {
     let outputs = outputs(model, split, tasks.len(), batch)?;
-    tasks
-        .iter()
-        .zip(outputs)
-        .zip(&split.targets)
-        .map(|((task, out), target)| task_metrics(task, &out, target))
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(t, out)| {
+            let (out, target) = labelled(out, &split.targets[t], split.masks[t].as_ref())?;
+            task_metrics(&tasks[t], &out, &target)
+        })
         .collect()
 }
 
@@ -204,6 +271,68 @@ mod tests {
         assert_eq!(auc(&[1.0, 2.0], &[0.0, 1.0]), Some(1.0));
         assert_eq!(auc(&[1.0, 1.0], &[0.0, 1.0]), Some(0.5), "ties count half");
         assert_eq!(auc(&[1.0, 2.0], &[1.0, 1.0]), None);
+    }
+
+    #[test]
+    fn unlabelled_rows_count_in_neither_loss_nor_metric() {
+        let task = Task::binary("b");
+        let out = Tensor::from_slice(&[2.0f32, -1.0, 30.0, -4.0])
+            .f_unsqueeze(1)
+            .unwrap();
+        // Row 2 has no label; its placeholder 0 against a logit of 30 would dominate.
+        let target = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]);
+        let mask = Tensor::from_slice(&[true, true, false, true]);
+        let rows = Tensor::from_slice(&[0i64, 1, 3]);
+        let (out_l, target_l) = (out.index_select(0, &rows), target.index_select(0, &rows));
+        let masked = task_loss(&task, &out, &target, Some(&mask)).unwrap();
+        let subset = task_loss(&task, &out_l, &target_l, None).unwrap();
+        assert!(
+            masked.allclose(&subset, 1e-6, 1e-7, false),
+            "{masked} vs {subset}"
+        );
+        let (out_m, target_m) = labelled(out.shallow_clone(), &target, Some(&mask)).unwrap();
+        assert_eq!(
+            task_metrics(&task, &out_m, &target_m).unwrap(),
+            task_metrics(&task, &out_l, &target_l).unwrap()
+        );
+        let none = Tensor::from_slice(&[false, false, false, false]);
+        let zero = task_loss(&task, &out, &target, Some(&none)).unwrap();
+        assert_eq!(
+            zero.double_value(&[]),
+            0.0,
+            "a batch without labels adds nothing"
+        );
+    }
+
+    #[test]
+    fn outputs_and_targets_of_different_shapes_are_refused_not_broadcast() {
+        let task = Task::regression("y");
+        let column = Tensor::zeros([4, 1], (Kind::Float, tch::Device::Cpu));
+        // [B, 1] predictions against [B] targets are what heads give: fine.
+        let _ = task_loss(
+            &task,
+            &column,
+            &Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)),
+            None,
+        )
+        .unwrap();
+        // A [B, 1] target would broadcast to [B, B] in libtorch.
+        let e = task_loss(&task, &column, &column, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "task `y`: the model gives outputs of shape [4, 1] for targets of shape [4, 1]"
+        );
+        let e = task_loss(
+            &task,
+            &Tensor::zeros([4, 3], (Kind::Float, tch::Device::Cpu)),
+            &Tensor::zeros([4], (Kind::Float, tch::Device::Cpu)),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[4, 3]"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use taskweave_plugin_api::{Host, MethodContext, Role, State, StepReport, Strategy};
+use taskweave_plugin_api::{
+    BackboneUse, FfiInputSpec, Host, MethodContext, Role, State, StepReport, Strategy,
+};
 use tch::{Device, Tensor};
 
 use crate::data::Dataset;
@@ -76,24 +78,32 @@ impl Trainer {
         let data = data.to_device(device)?;
         let model_cfg = &config.model;
         let train = &config.train;
+        // A backbone that cannot read these inputs is an error only if the
+        // architecture uses it (an architecture may replace the backbone).
+        let plan = crate::model::backbone::plan(&model_cfg.backbone, &data.inputs);
+        if let Ok(plan) = &plan {
+            crate::model::check_size(model_cfg, plan, &data.tasks, device)?;
+        }
+        let layer_dims = plan
+            .as_ref()
+            .map(|p| p.layer_dims.clone())
+            .unwrap_or_default();
         let ctx = MethodContext {
             tasks: data.tasks.iter().map(|t| t.name.as_str().into()).collect(),
             device: crate::device::name(device).into(),
             seed,
-            feature_dim: Model::feature_dim(model_cfg, data.input_dim()),
+            feature_dim: layer_dims.last().copied().unwrap_or(0),
+            layer_dims: layer_dims.into_iter().collect(),
+            inputs: data.inputs.iter().map(FfiInputSpec::from).collect(),
             weighting: train.weighting.to_string().into(),
         };
-        crate::model::check_size(model_cfg, data.input_dim(), &data.tasks, device)?;
         let architecture = registry
             .create_table(Role::Architecture, &model_cfg.architecture, &ctx, host)?
             .into_architecture()?;
-        let model = Model::new(
-            model_cfg,
-            data.input_dim(),
-            &data.tasks,
-            architecture,
-            device,
-        )?;
+        if architecture.backbone() != BackboneUse::None {
+            plan?;
+        }
+        let model = Model::new(model_cfg, &data.inputs, &data.tasks, architecture, device)?;
         let strategy = registry
             .create_table(Role::Strategy, &train.strategy, &ctx, host)?
             .into_strategy()?;

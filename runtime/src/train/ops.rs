@@ -89,7 +89,7 @@ impl StepOps for Ops<'_> {
     }
 
     fn next_batch(&mut self) -> ApiResult<()> {
-        let device = self.data.train.inputs.device();
+        let device = self.data.device();
         let index = api(self.batches.indices(self.step, device))?;
         self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
         Ok(())
@@ -101,13 +101,15 @@ impl StepOps for Ops<'_> {
             .as_ref()
             .ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
         let outputs = api(self.model.forward(&batch.inputs, true, update_stats))?;
-        let losses: Vec<Tensor> = self
-            .data
-            .tasks
-            .iter()
-            .zip(&outputs)
-            .zip(&batch.targets)
-            .map(|((task, out), target)| api(task_loss(task, out, target)))
+        let losses: Vec<Tensor> = (0..outputs.len())
+            .map(|t| {
+                api(task_loss(
+                    &self.data.tasks[t],
+                    &outputs[t],
+                    &batch.targets[t],
+                    batch.masks[t].as_ref(),
+                ))
+            })
             .collect::<ApiResult<_>>()?;
         // Float32 whatever the forward computed in (bf16 under autocast).
         let losses = Tensor::f_stack(&losses, 0)?.f_to_kind(Kind::Float)?;

@@ -1,6 +1,8 @@
 //! `__METHOD__`: an architecture between the backbone and the task heads. It
-//! starts as one trainable linear layer per task on the backbone's features;
-//! change `forward`.
+//! starts as one trainable linear layer per task on the backbone's last
+//! output; change `forward`. `backbone()` says which backbone outputs
+//! `forward` receives (the last, all, or none when the architecture reads the
+//! batch's named inputs itself), and `ctx.inputs()` lists those inputs.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::nn::Linear;
@@ -8,8 +10,8 @@ use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    register_method, Architecture, Constructor, Group, Host, Method, MethodContext, Parameter,
-    Result,
+    register_method, Architecture, ArchitectureInput, Constructor, Group, Host, Method,
+    MethodContext, Parameter, Result,
 };
 
 /// The config: what `architecture = { kind = "__METHOD__", ... }` may say.
@@ -55,7 +57,8 @@ impl Architecture for __TYPE__ {
         self.width
     }
 
-    fn forward(&mut self, features: &Tensor, _train: bool) -> Result<Vec<Tensor>> {
+    fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
+        let features = input.last_layer()?;
         self.layers
             .iter()
             .map(|layer| Ok(layer.forward(features)?.f_relu()?))
@@ -90,7 +93,13 @@ mod tests {
         let layers = (0..3).map(|_| Linear::new(8, 5, Device::Cpu).unwrap()).collect();
         let mut method = __TYPE__ { layers, width: 5 };
         let features = Tensor::randn([4, 8], (Kind::Float, Device::Cpu));
-        let out = method.forward(&features, true).unwrap();
+        let layers = [features];
+        let input = ArchitectureInput {
+            inputs: &[],
+            layers: &layers,
+            train: true,
+        };
+        let out = method.forward(&input).unwrap();
         assert_eq!(out.len(), 3);
         assert!(out.iter().all(|t| t.size() == [4, 5]));
         assert_eq!(method.parameters().unwrap().len(), 6);

@@ -319,8 +319,8 @@ pub fn cagrad_toy(
                 tasks: vec!["f1".into(), "f2".into()].into(),
                 device: "cpu".into(),
                 seed: options.seed,
-                feature_dim: 0,
                 weighting: table.to_string().into(),
+                ..Default::default()
             };
             let weighting = runtime
                 .create_method(Role::Weighting, &table, &ctx)?

@@ -114,8 +114,8 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
             .collect(),
         device: "cpu".into(),
         seed: call.seed,
-        feature_dim: 0,
         weighting: table.to_string().into(),
+        ..Default::default()
     };
     let mut method = runtime
         .create_method(Role::Weighting, &table, &ctx)?

@@ -1,13 +1,18 @@
-//! The multi-task model: a shared backbone, an [`Architecture`] method between
-//! the backbone and the heads, and one head per task.
+//! The multi-task model: a shared backbone (a kind, see [`backbone`]), an
+//! [`Architecture`] method between the backbone and the heads, and one head
+//! per task.
 
-use taskweave_plugin_api::nn::{Mlp, MlpSpec};
-use taskweave_plugin_api::{Architecture, Group};
+pub mod backbone;
+mod head;
+
+use taskweave_plugin_api::{Architecture, BackboneUse, Group, InputSpec};
 use tch::{Device, Tensor};
 
 use crate::data::Task;
 use crate::error::{Error, Result};
 use crate::sections::ModelConfig;
+use backbone::{Backbone, Inputs, Plan};
+use head::Head;
 
 /// A trainable tensor of the model or of a method, with its group.
 pub struct Param {
@@ -22,51 +27,23 @@ pub struct Param {
 
 /// Backbone → architecture → heads.
 pub struct Model {
-    backbone: Mlp,
+    /// None when the architecture replaces the backbone (`BackboneUse::None`).
+    backbone: Option<Box<dyn Backbone>>,
+    /// What the architecture reads of the backbone (asked once: it is fixed).
+    uses: BackboneUse,
     architecture: Box<dyn Architecture>,
-    heads: Vec<Mlp>,
+    heads: Vec<Head>,
     task_names: Vec<String>,
-}
-
-fn widths(hidden: &[u32]) -> Vec<usize> {
-    hidden.iter().map(|&w| w as usize).collect()
 }
 
 /// Refuses a backbone and heads whose weights and gradients alone (the least
 /// any optimizer keeps) cannot fit on `device`, before anything is allocated,
 /// naming the widest layer's key. The architecture between them is the
 /// method's to size; the heads are counted as if it kept the backbone's width.
-pub fn check_size(
-    config: &ModelConfig,
-    input_dim: usize,
-    tasks: &[Task],
-    device: Device,
-) -> Result<()> {
-    let mut layers: Vec<(String, u128)> = Vec::new();
-    let backbone = widths(&config.backbone.hidden);
-    let mut width = input_dim as u128;
-    for (i, w) in backbone.iter().enumerate() {
-        let w = *w as u128;
-        layers.push((format!("model.backbone.hidden[{i}] = {w}"), width * w + w));
-        width = w;
-    }
-    let head = widths(&config.head.hidden);
-    for task in tasks {
-        let mut from = width;
-        for (i, w) in head.iter().enumerate() {
-            let w = *w as u128;
-            layers.push((format!("model.head.hidden[{i}] = {w}"), from * w + w));
-            from = w;
-        }
-        let out = task.output_dim() as u128;
-        let key = match task.kind {
-            crate::data::TaskType::Multiclass(n) => {
-                format!("the {n} classes of task `{}`", task.name)
-            }
-            _ => format!("the head of task `{}`", task.name),
-        };
-        layers.push((key, from * out + out));
-    }
+pub fn check_size(config: &ModelConfig, plan: &Plan, tasks: &[Task], device: Device) -> Result<()> {
+    let mut layers = plan.sizes.clone();
+    let width = plan.layer_dims.last().copied().unwrap_or(0);
+    layers.extend(Head::sizes(&config.head, width, tasks));
     let total: u128 = layers.iter().map(|(_, n)| n).sum();
     let widest = layers
         .iter()
@@ -76,65 +53,60 @@ pub fn check_size(
 }
 
 impl Model {
-    /// Builds the backbone and heads from the validated `[model]` table around
-    /// an already created `architecture` (whose input is the backbone output).
+    /// Builds the backbone (unless the architecture replaces it) and heads
+    /// from the validated `[model]` table, over the data's `inputs`, around an
+    /// already created `architecture`.
     pub fn new(
         config: &ModelConfig,
-        input_dim: usize,
+        inputs: &[InputSpec],
         tasks: &[Task],
         architecture: Box<dyn Architecture>,
         device: Device,
     ) -> Result<Model> {
-        let b = &config.backbone;
-        let dims: Vec<usize> = std::iter::once(input_dim)
-            .chain(widths(&b.hidden))
-            .collect();
-        let spec = MlpSpec {
-            activation: b.activation,
-            dropout: b.dropout,
-            batch_norm: b.batch_norm,
-            activate_last: true,
-        };
-        let backbone = Mlp::new(&dims, spec, device)?;
-        let head = &config.head;
-        let head_spec = MlpSpec {
-            activation: head.activation,
-            dropout: 0.0,
-            batch_norm: false,
-            activate_last: false,
+        let uses = architecture.backbone();
+        let backbone = match uses {
+            BackboneUse::None => None,
+            _ => Some(backbone::build(&config.backbone, inputs, device)?),
         };
         let heads = tasks
             .iter()
-            .map(|task| {
-                let dims: Vec<usize> = std::iter::once(architecture.output_dim())
-                    .chain(widths(&head.hidden))
-                    .chain(std::iter::once(task.output_dim()))
-                    .collect();
-                Ok(Mlp::new(&dims, head_spec, device)?)
-            })
+            .map(|task| Head::new(&config.head, architecture.output_dim(), task, device))
             .collect::<Result<Vec<_>>>()?;
         Ok(Model {
             backbone,
+            uses,
             architecture,
             heads,
             task_names: tasks.iter().map(|t| t.name.clone()).collect(),
         })
     }
 
-    /// Width of the backbone's output (the architecture's input).
-    pub fn feature_dim(config: &ModelConfig, input_dim: usize) -> usize {
-        config
-            .backbone
-            .hidden
-            .last()
-            .map_or(input_dim, |&w| w as usize)
-    }
-
-    /// Per-task outputs `[B, out_t]` for inputs `[B, D]`. `update_stats = false`
-    /// keeps normalisation statistics unchanged (passes at perturbed weights).
-    pub fn forward(&mut self, x: &Tensor, train: bool, update_stats: bool) -> Result<Vec<Tensor>> {
-        let features = self.backbone.forward(x, train, update_stats)?;
-        let per_task = self.architecture.forward(&features, train)?;
+    /// Per-task outputs `[B, out_t]` for a batch's named inputs.
+    /// `update_stats = false` keeps normalisation statistics unchanged
+    /// (passes at perturbed weights).
+    pub fn forward(
+        &mut self,
+        inputs: &Inputs,
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Vec<Tensor>> {
+        let layers = match &self.backbone {
+            None => Vec::new(),
+            Some(backbone) => {
+                let mut all = backbone.forward(inputs, train, update_stats)?;
+                match self.uses {
+                    BackboneUse::All => all,
+                    _ => all.split_off(all.len().saturating_sub(1)),
+                }
+            }
+        };
+        let per_task = self
+            .architecture
+            .forward(&taskweave_plugin_api::ArchitectureInput {
+                inputs,
+                layers: &layers,
+                train,
+            })?;
         if per_task.len() != self.heads.len() {
             return Err(Error::Method(format!(
                 "the architecture returned {} feature tensors for {} tasks",
@@ -145,7 +117,7 @@ impl Model {
         per_task
             .iter()
             .zip(&self.heads)
-            .map(|(f, head)| Ok(head.forward(f, train, update_stats)?))
+            .map(|(f, head)| head.forward(f, train, update_stats))
             .collect()
     }
 
@@ -153,8 +125,8 @@ impl Model {
     pub fn parameters(&self) -> Result<Vec<Param>> {
         let mut params: Vec<Param> = self
             .backbone
-            .parameters("backbone")
-            .into_iter()
+            .iter()
+            .flat_map(|b| b.parameters())
             .map(|(name, tensor)| Param {
                 name,
                 tensor,
@@ -182,7 +154,8 @@ impl Model {
 
     /// Non-trainable tensors checkpoints must hold (batch-norm statistics).
     pub fn buffers(&self) -> Vec<(String, Tensor)> {
-        let mut out = self.backbone.buffers("backbone");
+        let mut out: Vec<(String, Tensor)> =
+            self.backbone.iter().flat_map(|b| b.buffers()).collect();
         for (head, name) in self.heads.iter().zip(&self.task_names) {
             out.extend(head.buffers(&format!("heads.{name}")));
         }
