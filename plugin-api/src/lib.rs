@@ -123,6 +123,7 @@ pub mod rng;
 mod roles;
 mod state;
 mod tensor;
+pub mod testing;
 
 pub use abi_stable;
 pub use inventory;
@@ -143,8 +144,8 @@ pub use roles::architecture::{
 pub use roles::fusion::{FfiFusion, FfiFusionBox, FfiFusion_TO, Fusion, FusionInput, FusionOutput};
 pub use roles::grouping::{FfiGrouping, FfiGroupingBox, FfiGrouping_TO, Grouping, GroupingInput};
 pub use roles::strategy::{
-    task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox, FfiStrategy_TO,
-    StepOps, StepReport, Strategy,
+    inner_steps, task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox,
+    FfiStrategy_TO, InnerOptimizer, StepOps, StepReport, Strategy,
 };
 pub use roles::weighting::{
     aggregate, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting, WeightingInput,

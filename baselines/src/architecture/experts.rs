@@ -1,50 +1,110 @@
 //! What MMoE and PLE share: banks of expert MLPs and softmax gates over them.
 
-use taskweave_plugin_api::nn::{Activation, Linear, Mlp, MlpSpec};
+use taskweave_plugin_api::nn::Linear;
 use taskweave_plugin_api::tch::{Device, Kind, Tensor};
 use taskweave_plugin_api::{Group, Parameter, Result};
 
-/// `n` expert MLPs through the widths `dims`, each activated at its output.
-pub fn bank(n: usize, dims: &[usize], device: Device) -> Result<Vec<Mlp>> {
-    let spec = MlpSpec {
-        activation: Activation::Relu,
-        dropout: 0.0,
-        batch_norm: false,
-        activate_last: true,
-    };
-    (0..n).map(|_| Mlp::new(dims, spec, device)).collect()
+/// `n` expert MLPs of the same widths, held as one stacked weight per layer
+/// so that all experts run as one matrix product per layer (8 experts cost
+/// one product, not eight). Every layer is followed by a ReLU.
+pub struct Bank {
+    /// Per layer: weight `[n, out, in]` and bias `[n, out]`.
+    layers: Vec<(Tensor, Tensor)>,
+    n: i64,
 }
 
-/// Every expert's output for `x` `[.., C]`: `[.., d]` each.
-pub fn run(experts: &[Mlp], x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
-    experts.iter().map(|e| e.forward(x, train, true)).collect()
+impl Bank {
+    /// `n` experts through the widths `dims` (`dims[0]` inputs), each layer
+    /// initialised like its own `torch.nn.Linear` (uniform in ±1/√inputs).
+    pub fn new(n: usize, dims: &[usize], device: Device) -> Result<Bank> {
+        let n = n as i64;
+        let layers = dims
+            .windows(2)
+            .map(|pair| {
+                let (inputs, outputs) = (pair[0] as i64, pair[1] as i64);
+                let bound = 1.0 / (inputs.max(1) as f64).sqrt();
+                let uniform = |shape: &[i64]| -> Result<Tensor> {
+                    let mut t = Tensor::f_empty(shape, (Kind::Float, device))?;
+                    let _ = t.f_uniform_(-bound, bound)?;
+                    Ok(t.set_requires_grad(true))
+                };
+                Ok((uniform(&[n, outputs, inputs])?, uniform(&[n, outputs])?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Bank { layers, n })
+    }
+
+    /// The width of each expert's output.
+    pub fn output_dim(&self) -> usize {
+        self.layers.last().map_or(0, |(w, _)| w.size()[1] as usize)
+    }
+
+    /// Every expert's output for `x` `[.., C]`: `[.., n, d]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h: Option<Tensor> = None;
+        for (w, b) in &self.layers {
+            let (out, inp) = (w.size()[1], w.size()[2]);
+            let y = match &h {
+                // The first layer reads the same input for every expert: one
+                // product with the weights side by side, [.., n·out].
+                None => {
+                    let flat = x.f_linear(
+                        &w.f_reshape([self.n * out, inp])?,
+                        Some(&b.f_reshape([-1])?),
+                    )?;
+                    let mut shape = x.size();
+                    shape.pop();
+                    shape.extend([self.n, out]);
+                    flat.f_reshape(shape.as_slice())?
+                }
+                // Later layers: expert e's input times expert e's weight, as a
+                // batched product over the experts.
+                Some(h) => {
+                    let mut shape = h.size();
+                    let rows = h.numel() as i64 / (self.n * inp);
+                    let by_expert = h
+                        .f_movedim(&[-2i64][..], &[0i64][..])?
+                        .f_reshape([self.n, rows, inp])?;
+                    let y = by_expert
+                        .f_bmm(&w.f_transpose(1, 2)?)?
+                        .f_add(&b.f_unsqueeze(1)?)?;
+                    let last = shape.len() - 1;
+                    shape[last] = out;
+                    let mut moved = shape.clone();
+                    moved.remove(last - 1);
+                    moved.insert(0, self.n);
+                    y.f_reshape(moved.as_slice())?
+                        .f_movedim(&[0i64][..], &[-2i64][..])?
+                }
+            };
+            h = Some(y.f_relu()?);
+        }
+        h.ok_or_else(|| taskweave_plugin_api::Error::msg("an expert bank needs at least one layer"))
+    }
+
+    /// The bank's tensors, named `prefix.{layer}.weight|bias`, in `group`.
+    pub fn parameters(&self, prefix: &str, group: Group, out: &mut Vec<Parameter>) {
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            for (kind, tensor) in [("weight", w), ("bias", b)] {
+                out.push(Parameter {
+                    name: format!("{prefix}.{i}.{kind}"),
+                    tensor: tensor.shallow_clone(),
+                    group,
+                });
+            }
+        }
+    }
 }
 
-/// `Σ_e softmax(gate(x))_e · outs_e`: the gate reads `x` `[.., C]` and mixes
-/// the expert outputs `[.., d]` over the last dimension.
-pub fn mix(gate: &Linear, x: &Tensor, outs: &[Tensor]) -> Result<Tensor> {
-    // [.., n, d] · [.., n, 1], summed over the experts.
-    let stacked = Tensor::f_stack(outs, -2)?;
+/// `Σ_e softmax(gate(x))_e · experts_e`: the gate reads `x` `[.., C]` and
+/// mixes the expert outputs `[.., n, d]` into `[.., d]`.
+pub fn mix(gate: &Linear, x: &Tensor, experts: &Tensor) -> Result<Tensor> {
+    // [.., 1, n] · [.., n, d] = [.., 1, d].
     let weights = gate
         .forward(x)?
         .f_softmax(-1, Kind::Float)?
-        .f_unsqueeze(-1)?;
-    Ok(stacked
-        .f_mul(&weights)?
-        .f_sum_dim_intlist(-2, false, Kind::Float)?)
-}
-
-/// The parameters of `experts`, named `prefix{i}.*`, in `group`.
-pub fn parameters(prefix: &str, experts: &[Mlp], group: Group, out: &mut Vec<Parameter>) {
-    for (i, expert) in experts.iter().enumerate() {
-        for (name, tensor) in expert.parameters(&format!("{prefix}{i}")) {
-            out.push(Parameter {
-                name,
-                tensor,
-                group,
-            });
-        }
-    }
+        .f_unsqueeze(-2)?;
+    Ok(weights.f_matmul(experts)?.f_squeeze_dim(-2)?)
 }
 
 /// The parameters of `gate`, named `name.*`, in `group`.
@@ -55,5 +115,28 @@ pub fn gate_parameters(name: &str, gate: &Linear, group: Group, out: &mut Vec<Pa
             tensor,
             group,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bank_computes_what_separate_experts_would() {
+        let bank = Bank::new(3, &[5, 4, 2], Device::Cpu).unwrap();
+        let x = Tensor::randn([2, 7, 5], (Kind::Float, Device::Cpu));
+        let out = bank.forward(&x).unwrap();
+        assert_eq!(out.size(), [2, 7, 3, 2]);
+        for e in 0..3 {
+            let mut h = x.shallow_clone();
+            for (w, b) in &bank.layers {
+                h = h.linear(&w.get(e), Some(&b.get(e))).relu();
+            }
+            assert!(
+                out.select(-2, e).allclose(&h, 1e-5, 1e-6, false),
+                "expert {e}"
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Multi-gate mixture of experts (Ma et al., KDD 2018).
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
-use taskweave_plugin_api::nn::{Linear, Mlp};
+use taskweave_plugin_api::nn::Linear;
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::Tensor;
@@ -14,14 +14,14 @@ use super::experts;
 
 /// n expert MLPs shared by all tasks, and per task a softmax gate over them.
 struct Mmoe {
-    experts: Vec<Mlp>,
+    experts: experts::Bank,
     gates: Vec<Linear>,
 }
 
 impl Architecture for Mmoe {
     fn parameters(&self) -> Result<Vec<Parameter>> {
         let mut out = Vec::new();
-        experts::parameters("expert", &self.experts, Group::Shared, &mut out);
+        self.experts.parameters("experts", Group::Shared, &mut out);
         for (t, gate) in self.gates.iter().enumerate() {
             experts::gate_parameters(&format!("gate{t}"), gate, Group::Task(t), &mut out);
         }
@@ -29,12 +29,12 @@ impl Architecture for Mmoe {
     }
 
     fn output_dim(&self) -> usize {
-        self.experts.first().map_or(0, Mlp::output_dim)
+        self.experts.output_dim()
     }
 
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
         let x = input.last_layer()?;
-        let outs = experts::run(&self.experts, x, input.train)?;
+        let outs = self.experts.forward(x)?;
         self.gates
             .iter()
             .map(|gate| experts::mix(gate, x, &outs))
@@ -71,7 +71,7 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn A
     let dims: Vec<usize> = std::iter::once(ctx.feature_dim)
         .chain(config.expert_hidden.iter().map(|&w| w as usize))
         .collect();
-    let experts = experts::bank(n, &dims, device)?;
+    let experts = experts::Bank::new(n, &dims, device)?;
     let gates = (0..ctx.num_tasks())
         .map(|_| Linear::new(ctx.feature_dim, n, device))
         .collect::<Result<Vec<_>>>()?;
@@ -103,7 +103,7 @@ mod tests {
         assert_eq!(tokens[1].size(), [2, 7, 4]);
         let params = m.parameters().unwrap();
         let in_group = |g| params.iter().filter(|p| p.group == g).count();
-        assert_eq!(in_group(Group::Shared), 6);
+        assert_eq!(in_group(Group::Shared), 2, "one stacked weight and bias");
         assert_eq!(in_group(Group::Task(1)), 2);
     }
 
@@ -135,13 +135,12 @@ mod tests {
                 train: false,
             })
             .unwrap();
-        let mut expert1: Vec<Parameter> = params
-            .into_iter()
-            .filter(|p| p.name.starts_with("expert1."))
-            .collect();
-        expert1.sort_by(|a, b| b.name.cmp(&a.name));
-        let (w, b) = (&expert1[0].tensor, &expert1[1].tensor);
-        let want = x.linear(w, Some(b)).relu();
+        let find = |name: &str| &params.iter().find(|p| p.name == name).unwrap().tensor;
+        let (w, b) = (
+            find("experts.0.weight").get(1),
+            find("experts.0.bias").get(1),
+        );
+        let want = x.linear(&w, Some(&b)).relu();
         assert!(out[0].allclose(&want, 1e-5, 1e-6, false));
     }
 }

@@ -3,7 +3,7 @@
 //! beside shared experts. `levels = 1` is CGC.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
-use taskweave_plugin_api::nn::{Linear, Mlp};
+use taskweave_plugin_api::nn::Linear;
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::tch::{Device, Tensor};
@@ -17,8 +17,8 @@ use super::experts;
 /// One extraction level.
 struct Level {
     /// Per task, its own experts.
-    task_experts: Vec<Vec<Mlp>>,
-    shared_experts: Vec<Mlp>,
+    task_experts: Vec<experts::Bank>,
+    shared_experts: experts::Bank,
     /// Per task, a gate over its experts then the shared ones.
     task_gates: Vec<Linear>,
     /// A gate over every expert (every task's, then the shared ones) that
@@ -40,9 +40,9 @@ impl Level {
         let (own, shared) = (config.task_experts as usize, config.shared_experts as usize);
         Ok(Level {
             task_experts: (0..tasks)
-                .map(|_| experts::bank(own, &dims, device))
+                .map(|_| experts::Bank::new(own, &dims, device))
                 .collect::<Result<_>>()?,
-            shared_experts: experts::bank(shared, &dims, device)?,
+            shared_experts: experts::Bank::new(shared, &dims, device)?,
             task_gates: (0..tasks)
                 .map(|_| Linear::new(input, own + shared, device))
                 .collect::<Result<_>>()?,
@@ -59,25 +59,21 @@ impl Level {
         &self,
         task_in: &[Tensor],
         shared_in: &Tensor,
-        train: bool,
     ) -> Result<(Vec<Tensor>, Option<Tensor>)> {
-        let shared = experts::run(&self.shared_experts, shared_in, train)?;
+        let shared = self.shared_experts.forward(shared_in)?;
         let mut every: Vec<Tensor> = Vec::new();
         let mut outs = Vec::with_capacity(task_in.len());
         for ((bank, gate), x) in self.task_experts.iter().zip(&self.task_gates).zip(task_in) {
-            let own = experts::run(bank, x, train)?;
-            let mine: Vec<Tensor> = own
-                .iter()
-                .chain(&shared)
-                .map(Tensor::shallow_clone)
-                .collect();
+            let own = bank.forward(x)?;
+            // [.., own + shared, d]
+            let mine = Tensor::f_cat(&[&own, &shared], -2)?;
             outs.push(experts::mix(gate, x, &mine)?);
-            every.extend(own);
+            every.push(own);
         }
         let next = match &self.shared_gate {
             Some(gate) => {
-                every.extend(shared);
-                Some(experts::mix(gate, shared_in, &every)?)
+                every.push(shared);
+                Some(experts::mix(gate, shared_in, &Tensor::f_cat(&every, -2)?)?)
             }
             None => None,
         };
@@ -86,27 +82,18 @@ impl Level {
 
     fn parameters(&self, level: usize, out: &mut Vec<Parameter>) {
         for (t, (bank, gate)) in self.task_experts.iter().zip(&self.task_gates).enumerate() {
-            experts::parameters(
-                &format!("level{level}.task{t}.expert"),
-                bank,
+            bank.parameters(
+                &format!("level{level}.task{t}.experts"),
                 Group::Task(t),
                 out,
             );
             experts::gate_parameters(&format!("level{level}.gate{t}"), gate, Group::Task(t), out);
         }
-        experts::parameters(
-            &format!("level{level}.shared.expert"),
-            &self.shared_experts,
-            Group::Shared,
-            out,
-        );
+        let shared = format!("level{level}.shared.experts");
+        self.shared_experts.parameters(&shared, Group::Shared, out);
         if let Some(gate) = &self.shared_gate {
-            experts::gate_parameters(
-                &format!("level{level}.shared_gate"),
-                gate,
-                Group::Shared,
-                out,
-            );
+            let name = format!("level{level}.shared_gate");
+            experts::gate_parameters(&name, gate, Group::Shared, out);
         }
     }
 }
@@ -138,7 +125,7 @@ impl Architecture for Ple {
             let shared = shared_in
                 .take()
                 .expect("every level but the last feeds the next");
-            let (outs, next) = level.forward(&task_in, &shared, input.train)?;
+            let (outs, next) = level.forward(&task_in, &shared)?;
             task_in = outs;
             shared_in = next;
         }
@@ -225,15 +212,15 @@ mod tests {
         assert_eq!(flat[2].size(), [2, 3]);
         assert_eq!(forward(m.as_mut(), &[2, 4, 5])[0].size(), [2, 4, 3]);
         let params = m.parameters().unwrap();
-        // Per level: 1 own expert (2 layers: 4 tensors) + a gate (2) per task.
+        // Per level and task: its experts (2 layers: 4 stacked tensors) and a gate (2).
         assert_eq!(
             params.iter().filter(|p| p.group == Group::Task(1)).count(),
             12
         );
-        // Per level: 2 shared experts (8 tensors); a shared gate (2) at level 0 only.
+        // Per level: the shared experts (4); a shared gate (2) at level 0 only.
         assert_eq!(
             params.iter().filter(|p| p.group == Group::Shared).count(),
-            18
+            10
         );
         assert!(params.iter().any(|p| p.name == "level0.shared_gate.weight"));
         assert!(!params.iter().any(|p| p.name == "level1.shared_gate.weight"));

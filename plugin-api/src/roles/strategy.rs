@@ -25,6 +25,14 @@ pub trait StepOps {
     /// Draws the next training batch; every later call in this step uses it.
     fn next_batch(&mut self) -> Result<()>;
 
+    /// Draws a batch of rows that have a label for `task` (any rows when no
+    /// label of the task is missing): what a strategy that trains on one task
+    /// (or one cluster) at a time asks for, such as a meta-learner's inner
+    /// loop on source `task`. Every later call in this step uses it. The rows
+    /// depend only on the run's seed, the step, the task and the number of
+    /// task batches drawn before in the step, so a resumed run draws the same.
+    fn task_batch(&mut self, task: usize) -> Result<()>;
+
     /// Forward pass on the current batch: per-task losses `[T]` with their graph.
     /// With `update_stats = false`, normalisation layers keep their running
     /// statistics (for passes at perturbed parameters).
@@ -60,6 +68,97 @@ pub trait StepOps {
 
     /// One optimizer step on the gradients set so far, then clears them.
     fn optimizer_step(&mut self) -> Result<()>;
+
+    /// A detached copy of the model's trainable parameters as one flat
+    /// vector: the groups in order, [`Group::Shared`] first, then `Task(0)`
+    /// … `Task(T−1)`, each laid out as [`StepOps::grads`] returns it. The
+    /// methods' own parameters (a weighting's, a strategy's) are not in it.
+    fn parameters_flat(&mut self) -> Result<Tensor>;
+
+    /// Overwrites the model's trainable parameters with `values`, laid out as
+    /// [`StepOps::parameters_flat`] gives them; a snapshot put back this way is
+    /// restored bit for bit. The optimizer's state is left as it is.
+    fn set_parameters_flat(&mut self, values: &Tensor) -> Result<()>;
+}
+
+/// The optimizer of [`inner_steps`], with fresh state at every call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InnerOptimizer {
+    /// θ ← θ − lr·g.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+    },
+    /// Adam (Kingma & Ba 2015) with bias correction, as `torch.optim.Adam`.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+        /// β₁ and β₂.
+        betas: (f64, f64),
+        /// ε, added to the denominator.
+        eps: f64,
+    },
+}
+
+/// Runs `steps` optimizer steps of `optimizer` on task `task`'s loss over the
+/// current batch, in a temporary parameter set that starts at the live
+/// parameters, and returns the parameters it ends at (flat, laid out as
+/// [`StepOps::parameters_flat`]): a meta-learner's inner loop, such as the
+/// temporal models θ_i of Meta-RTL. The live parameters are put back bit for
+/// bit afterwards, also when a step fails; normalisation statistics are not
+/// updated, and the optimizer the host steps is not touched. Draw the batch
+/// first ([`StepOps::task_batch`]).
+pub fn inner_steps(
+    ops: &mut dyn StepOps,
+    task: usize,
+    steps: usize,
+    optimizer: InnerOptimizer,
+) -> Result<Tensor> {
+    let tasks = ops.num_tasks();
+    if task >= tasks {
+        return Err(Error::msg(format!(
+            "inner_steps: task {task} does not exist ({tasks} tasks)"
+        )));
+    }
+    let groups: Vec<Group> = std::iter::once(Group::Shared)
+        .chain((0..tasks).map(Group::Task))
+        .collect();
+    let start = ops.parameters_flat()?;
+    let mut theta = start.f_detach_copy()?;
+    let (mut m, mut v) = (start.f_zeros_like()?, start.f_zeros_like()?);
+    let mut run = |ops: &mut dyn StepOps| -> Result<()> {
+        for k in 1..=steps {
+            let loss = ops.losses(false)?.f_get(task as i64)?;
+            let g = Tensor::f_cat(&ops.grads(&loss, &groups, false)?, 0)?;
+            let _guard = tch::no_grad_guard();
+            match optimizer {
+                InnerOptimizer::Sgd { lr } => {
+                    theta = theta.f_sub(&g.f_mul_scalar(lr)?)?;
+                }
+                InnerOptimizer::Adam {
+                    lr,
+                    betas: (b1, b2),
+                    eps,
+                } => {
+                    m = m.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?;
+                    v = v
+                        .f_mul_scalar(b2)?
+                        .f_add(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
+                    let m_hat = m.f_div_scalar(1.0 - b1.powi(k as i32))?;
+                    let v_hat = v.f_div_scalar(1.0 - b2.powi(k as i32))?;
+                    let step = m_hat
+                        .f_div(&v_hat.f_sqrt()?.f_add_scalar(eps)?)?
+                        .f_mul_scalar(lr)?;
+                    theta = theta.f_sub(&step)?;
+                }
+            }
+            ops.set_parameters_flat(&theta)?;
+        }
+        Ok(())
+    };
+    let result = run(ops);
+    ops.set_parameters_flat(&start)?;
+    result.map(|()| theta)
 }
 
 /// The per-task gradients of one batch, computed through `ops` with one backward
@@ -135,6 +234,8 @@ pub trait FfiStepOps {
     fn current_step(&self) -> u64;
     /// See [`StepOps::next_batch`].
     fn next_batch(&mut self) -> RResult<(), Error>;
+    /// See [`StepOps::task_batch`].
+    fn task_batch(&mut self, task: usize) -> RResult<(), Error>;
     /// See [`StepOps::losses`].
     fn losses(&mut self, update_stats: bool) -> RResult<TensorOwned, Error>;
     /// See [`StepOps::grads`].
@@ -159,8 +260,12 @@ pub trait FfiStepOps {
     /// See [`StepOps::set_grads`].
     fn set_grads(&mut self, group: Group, grad: TensorRef<'_>) -> RResult<(), Error>;
     /// See [`StepOps::optimizer_step`].
-    #[sabi(last_prefix_field)]
     fn optimizer_step(&mut self) -> RResult<(), Error>;
+    /// See [`StepOps::parameters_flat`].
+    fn parameters_flat(&mut self) -> RResult<TensorOwned, Error>;
+    /// See [`StepOps::set_parameters_flat`].
+    #[sabi(last_prefix_field)]
+    fn set_parameters_flat(&mut self, values: TensorRef<'_>) -> RResult<(), Error>;
 }
 
 /// [`StepReport`] as it crosses the boundary.
@@ -208,6 +313,9 @@ impl FfiStepOps for HostOps<'_> {
     fn next_batch(&mut self) -> RResult<(), Error> {
         guard(HOST, "StepOps::next_batch", || self.0.next_batch())
     }
+    fn task_batch(&mut self, task: usize) -> RResult<(), Error> {
+        guard(HOST, "StepOps::task_batch", || self.0.task_batch(task))
+    }
     fn losses(&mut self, update_stats: bool) -> RResult<TensorOwned, Error> {
         guard(HOST, "StepOps::losses", || {
             Ok(self.0.losses(update_stats)?.into())
@@ -254,6 +362,16 @@ impl FfiStepOps for HostOps<'_> {
     fn optimizer_step(&mut self) -> RResult<(), Error> {
         guard(HOST, "StepOps::optimizer_step", || self.0.optimizer_step())
     }
+    fn parameters_flat(&mut self) -> RResult<TensorOwned, Error> {
+        guard(HOST, "StepOps::parameters_flat", || {
+            Ok(self.0.parameters_flat()?.into())
+        })
+    }
+    fn set_parameters_flat(&mut self, values: TensorRef<'_>) -> RResult<(), Error> {
+        guard(HOST, "StepOps::set_parameters_flat", || {
+            self.0.set_parameters_flat(&values.get())
+        })
+    }
 }
 
 /// The plugin's view of the host's operations.
@@ -266,6 +384,9 @@ impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
     }
     fn next_batch(&mut self) -> Result<()> {
         FfiStepOps::next_batch(self).into_result()
+    }
+    fn task_batch(&mut self, task: usize) -> Result<()> {
+        FfiStepOps::task_batch(self, task).into_result()
     }
     fn losses(&mut self, update_stats: bool) -> Result<Tensor> {
         Ok(FfiStepOps::losses(self, update_stats)
@@ -304,6 +425,14 @@ impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
     }
     fn optimizer_step(&mut self) -> Result<()> {
         FfiStepOps::optimizer_step(self).into_result()
+    }
+    fn parameters_flat(&mut self) -> Result<Tensor> {
+        Ok(FfiStepOps::parameters_flat(self)
+            .into_result()?
+            .into_tensor())
+    }
+    fn set_parameters_flat(&mut self, values: &Tensor) -> Result<()> {
+        FfiStepOps::set_parameters_flat(self, values.into()).into_result()
     }
 }
 

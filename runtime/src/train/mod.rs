@@ -117,7 +117,17 @@ impl Trainer {
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
         let optimizer = Optimizer::new(&train.optimizer, params.data())?;
-        let batches = Batches::new(data.train.len(), train.batch as usize, seed);
+        let labelled = data
+            .train
+            .masks
+            .iter()
+            .map(|mask| {
+                mask.as_ref()
+                    .map(|m| Ok(Vec::<i64>::try_from(m.f_nonzero()?.f_reshape([-1])?)?))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batches = Batches::new(data.train.len(), train.batch as usize, seed, labelled);
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);

@@ -21,6 +21,8 @@ pub struct Ops<'a> {
     batches: &'a mut Batches,
     step: u64,
     batch: Option<Split>,
+    /// Task batches drawn so far in this step.
+    task_draws: u64,
     /// Parameter slices changed by `perturb` and their saved values, put back
     /// by `restore`.
     saved: Vec<(Vec<Tensor>, Vec<Tensor>)>,
@@ -48,6 +50,7 @@ impl<'a> Ops<'a> {
             batches,
             step,
             batch: None,
+            task_draws: 0,
             saved: Vec::new(),
             nonfinite: None,
             clip_grad_norm,
@@ -91,6 +94,16 @@ impl StepOps for Ops<'_> {
     fn next_batch(&mut self) -> ApiResult<()> {
         let device = self.data.device();
         let index = api(self.batches.indices(self.step, device))?;
+        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
+        Ok(())
+    }
+
+    fn task_batch(&mut self, task: usize) -> ApiResult<()> {
+        let device = self.data.device();
+        let index = api(self
+            .batches
+            .task_indices(task, self.step, self.task_draws, device))?;
+        self.task_draws += 1;
         self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
         Ok(())
     }
@@ -194,5 +207,13 @@ impl StepOps for Ops<'_> {
         }
         api(self.optimizer.step(self.params.data(), grad))?;
         api(self.params.zero_grad())
+    }
+
+    fn parameters_flat(&mut self) -> ApiResult<Tensor> {
+        Ok(api(self.params.model())?.f_detach_copy()?)
+    }
+
+    fn set_parameters_flat(&mut self, values: &Tensor) -> ApiResult<()> {
+        api(self.params.set_model(values))
     }
 }

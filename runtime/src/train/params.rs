@@ -212,6 +212,34 @@ impl FlatParams {
         Ok(())
     }
 
+    /// The model's parameters (every group, before the methods' own), as
+    /// one view of the buffer.
+    pub fn model(&self) -> Result<Tensor> {
+        let end = self
+            .slots
+            .iter()
+            .filter(|s| s.group.is_some())
+            .map(|s| s.range.end)
+            .max()
+            .unwrap_or(0);
+        Ok(self.data.f_narrow(0, 0, end)?)
+    }
+
+    /// Overwrites the model's parameters with `values` (laid out as [`FlatParams::model`]).
+    pub fn set_model(&mut self, values: &Tensor) -> Result<()> {
+        let model = self.model()?;
+        if values.size() != model.size() || values.kind() != Kind::Float {
+            return Err(Error::Method(format!(
+                "set_parameters_flat: {} {:?} values for {} parameters of float32",
+                taskweave_plugin_api::kind_name(values.kind()),
+                values.size(),
+                model.numel()
+            )));
+        }
+        tch::no_grad(|| model.shallow_clone().f_copy_(values))?;
+        Ok(())
+    }
+
     /// Every parameter as (name, leaf), in buffer order.
     pub fn named(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.slots.iter().map(|s| (s.name.as_str(), &s.leaf))
