@@ -172,9 +172,7 @@ impl Source for Csv {
             };
             let primary = match kind {
                 TaskType::Regression if loss == RegressionLoss::Mae => "mae",
-                TaskType::Regression => "mse",
-                TaskType::Binary => "auc",
-                TaskType::Multiclass(_) => "accuracy",
+                _ => kind.primary(),
             };
             let task = Task {
                 name: name.clone(),
@@ -237,9 +235,11 @@ impl Source for Csv {
                 }
                 let v = cell(target.column)?;
                 let ok = match target.task.kind {
-                    TaskType::Regression => true,
                     TaskType::Binary => v == 0.0 || v == 1.0,
                     TaskType::Multiclass(n) => v.fract() == 0.0 && v >= 0.0 && (v as usize) < n,
+                    // A CSV cell holds one number: the other types are
+                    // not offered by this kind's `TaskSpec`.
+                    _ => true,
                 };
                 if !ok {
                     let want = match target.task.kind {

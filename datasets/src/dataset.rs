@@ -7,7 +7,13 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-/// What a task predicts, which fixes its head, loss and metrics.
+/// The target value of a `dense-multiclass` pixel that has no label: it
+/// counts in neither loss nor metric (255, as in PASCAL VOC and NYUD-v2).
+pub const IGNORE_PIXEL: i64 = 255;
+
+/// What a task predicts, which fixes its head, loss and metrics. The target
+/// of one example is a scalar for the first three types, a vector of labels
+/// for `Multilabel` and an image for the dense types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskType {
     /// A real number; loss MSE or MAE; metrics MSE and MAE (in original units).
@@ -16,6 +22,88 @@ pub enum TaskType {
     Binary,
     /// One of `n` classes; loss cross-entropy; metrics CE and accuracy.
     Multiclass(usize),
+    /// `n` independent 0/1 labels (target float32 `[n]`); loss binary
+    /// cross-entropy averaged over the labels; metrics BCE, accuracy over
+    /// labels and micro-averaged F1.
+    Multilabel(usize),
+    /// One of `classes` classes per pixel (target int64 `[height, width]`,
+    /// [`IGNORE_PIXEL`] where unlabelled); loss cross-entropy over the
+    /// labelled pixels; metrics CE, mIoU and pixel accuracy.
+    DenseMulticlass {
+        /// Number of classes.
+        classes: usize,
+        /// Target height.
+        height: usize,
+        /// Target width.
+        width: usize,
+    },
+    /// `channels` real numbers per pixel (target float32 `[channels, height,
+    /// width]`, NaN where unlabelled, such as missing depth); loss L1 over the
+    /// labelled values; metrics the mean absolute error `abs_err` and the mean
+    /// relative error `rel_err` = |ŷ − y| / |y| over labelled non-zero values.
+    DenseRegression {
+        /// Values per pixel (1 for depth, 3 for surface normals).
+        channels: usize,
+        /// Target height.
+        height: usize,
+        /// Target width.
+        width: usize,
+    },
+}
+
+impl TaskType {
+    /// The name pipelines write in `type = "..."`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskType::Regression => "regression",
+            TaskType::Binary => "binary",
+            TaskType::Multiclass(_) => "multiclass",
+            TaskType::Multilabel(_) => "multilabel",
+            TaskType::DenseMulticlass { .. } => "dense-multiclass",
+            TaskType::DenseRegression { .. } => "dense-regression",
+        }
+    }
+
+    /// The output size `(height, width)` of a per-pixel task.
+    pub fn dense(self) -> Option<(usize, usize)> {
+        match self {
+            TaskType::DenseMulticlass { height, width, .. }
+            | TaskType::DenseRegression { height, width, .. } => Some((height, width)),
+            _ => None,
+        }
+    }
+
+    /// The dtype and per-example shape of the target.
+    pub fn target(self) -> (Kind, Vec<i64>) {
+        match self {
+            TaskType::Regression | TaskType::Binary => (Kind::Float, vec![]),
+            TaskType::Multiclass(_) => (Kind::Int64, vec![]),
+            TaskType::Multilabel(n) => (Kind::Float, vec![n as i64]),
+            TaskType::DenseMulticlass { height, width, .. } => {
+                (Kind::Int64, vec![height as i64, width as i64])
+            }
+            TaskType::DenseRegression {
+                channels,
+                height,
+                width,
+            } => (
+                Kind::Float,
+                vec![channels as i64, height as i64, width as i64],
+            ),
+        }
+    }
+
+    /// The metric Δm compares by default.
+    pub fn primary(self) -> &'static str {
+        match self {
+            TaskType::Regression => "mse",
+            TaskType::Binary => "auc",
+            TaskType::Multiclass(_) => "accuracy",
+            TaskType::Multilabel(_) => "f1",
+            TaskType::DenseMulticlass { .. } => "miou",
+            TaskType::DenseRegression { .. } => "abs_err",
+        }
+    }
 }
 
 /// The training loss of a regression task.
@@ -46,34 +134,37 @@ pub struct Task {
 }
 
 impl Task {
-    /// The width of the task head's output.
+    /// The width of the task head's output (channels per pixel for the
+    /// dense types).
     pub fn output_dim(&self) -> usize {
         match self.kind {
-            TaskType::Multiclass(n) => n,
-            _ => 1,
+            TaskType::Multiclass(n) | TaskType::Multilabel(n) => n,
+            TaskType::DenseMulticlass { classes, .. } => classes,
+            TaskType::DenseRegression { channels, .. } => channels,
+            TaskType::Regression | TaskType::Binary => 1,
+        }
+    }
+
+    /// A task of type `kind` reporting its metrics as they are (no scale),
+    /// with its type's primary metric; regression tasks train on MSE.
+    pub fn new(name: impl Into<String>, kind: TaskType) -> Task {
+        Task {
+            name: name.into(),
+            kind,
+            loss: RegressionLoss::Mse,
+            scale: None,
+            primary: kind.primary(),
         }
     }
 
     /// A binary task; Δm compares its AUC.
     pub fn binary(name: impl Into<String>) -> Task {
-        Task {
-            name: name.into(),
-            kind: TaskType::Binary,
-            loss: RegressionLoss::Mse,
-            scale: None,
-            primary: "auc",
-        }
+        Task::new(name, TaskType::Binary)
     }
 
     /// A regression task with MSE loss reported unscaled.
     pub fn regression(name: impl Into<String>) -> Task {
-        Task {
-            name: name.into(),
-            kind: TaskType::Regression,
-            loss: RegressionLoss::Mse,
-            scale: None,
-            primary: "mse",
-        }
+        Task::new(name, TaskType::Regression)
     }
 }
 
@@ -256,10 +347,15 @@ impl Dataset {
             }
             for (t, (target, mask)) in split.targets.iter().zip(&split.masks).enumerate() {
                 let name = &self.tasks[t].name;
-                if target.size().first() != Some(&rows) {
+                let (dtype, shape) = self.tasks[t].kind.target();
+                let expected: Vec<i64> = std::iter::once(rows).chain(shape).collect();
+                if target.size() != expected || target.kind() != dtype {
                     return bad(format!(
-                        "task `{name}` has {:?} targets for {rows} rows",
-                        target.size()
+                        "the {split_name} split's targets of {} task `{name}` are {} {:?}, expected {} {expected:?}",
+                        self.tasks[t].kind.name(),
+                        taskweave_plugin_api::kind_name(target.kind()),
+                        target.size(),
+                        taskweave_plugin_api::kind_name(dtype),
                     ));
                 }
                 if let Some(mask) = mask {

@@ -10,8 +10,10 @@
 //! Errors ([`Error`]) name the file, row and column, or the `[data]` key.
 //!
 //! The built-in kinds: `mmoe-synthetic` (the MMoE paper's generator), `csv`
-//! (the user's own table), `qm9` (molecular properties, from `make qm9`) and
-//! `census-income` (the MMoE paper's real data, from `make census`).
+//! (the user's own table), `qm9` (molecular properties, from `make qm9`),
+//! `census-income` (the MMoE paper's real data, from `make census`) and
+//! `tensors` (the user's own inputs, targets and label masks as tensors in a
+//! safetensors file: images, tokens, per-pixel tasks).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
@@ -24,6 +26,7 @@ mod error;
 mod qm9;
 pub mod split;
 mod synthetic;
+mod tensors;
 
 use std::path::Path;
 
@@ -31,7 +34,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 
-pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType};
+pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
 pub use error::{Error, Result};
 pub use taskweave_plugin_api::{InputKind, InputSpec};
 

@@ -1,16 +1,49 @@
-//! Task heads: per task, an MLP from the architecture's output for that task
-//! to the task's outputs.
+//! Task heads, by task type: an MLP from the architecture's features for the
+//! task to its outputs for tasks with one target per example, and a small
+//! upsampling decoder for per-pixel tasks.
 
-use taskweave_plugin_api::nn::{Mlp, MlpSpec};
+use taskweave_plugin_api::nn::{Activation, Conv2d, Mlp, MlpSpec};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::Task;
+use crate::data::{Task, TaskType};
 use crate::error::{Error, Result};
 use crate::sections::HeadConfig;
 
 /// One task's head.
-pub struct Head {
-    mlp: Mlp,
+pub enum Head {
+    /// Features pooled to `[B, C]`, then an MLP to `[B, out]`.
+    Flat(Mlp),
+    /// Feature maps (or tokens laid on their grid) through 3×3 convolutions
+    /// at their resolution, a 1×1 convolution to the outputs, then bilinear
+    /// upsampling to the target's size: `[B, out, H, W]`.
+    Dense {
+        /// The name of the task, for errors.
+        task: String,
+        hidden: Vec<Conv2d>,
+        activation: Activation,
+        out: Conv2d,
+        size: (usize, usize),
+    },
+}
+
+/// The widths of a dense head's convolutions, input first.
+fn dense_dims(config: &HeadConfig, width: usize, task: &Task) -> Vec<usize> {
+    std::iter::once(width)
+        .chain(config.hidden.iter().map(|&w| w as usize))
+        .chain(std::iter::once(task.output_dim()))
+        .collect()
+}
+
+/// Refuses a per-pixel task over features without positions.
+pub fn check_fit(task: &Task, spatial: bool, backbone: &str) -> Result<()> {
+    if task.kind.dense().is_some() && !spatial {
+        return Err(Error::Input(format!(
+            "model.backbone: task `{}` is {} (one output per pixel), but backbone `{backbone}` gives one feature vector per example; per-pixel heads decode feature maps or image tokens: use backbone `conv` or `vit`",
+            task.name,
+            task.kind.name()
+        )));
+    }
+    Ok(())
 }
 
 impl Head {
@@ -19,66 +52,143 @@ impl Head {
     pub fn sizes(config: &HeadConfig, width: usize, tasks: &[Task]) -> Vec<(String, u128)> {
         let mut sizes = Vec::new();
         for task in tasks {
-            let mut from = width as u128;
-            for (i, &w) in config.hidden.iter().enumerate() {
-                let w = w as u128;
-                sizes.push((format!("model.head.hidden[{i}] = {w}"), from * w + w));
-                from = w;
+            let dims = dense_dims(config, width, task);
+            let last = dims.len() - 2;
+            for (i, pair) in dims.windows(2).enumerate() {
+                let (from, to) = (pair[0], pair[1]);
+                // Hidden layers of a dense head are 3×3 convolutions.
+                let taps = if task.kind.dense().is_some() && i < last {
+                    9
+                } else {
+                    1
+                };
+                let n = Conv2d::size(from, to, 1, true) + (taps - 1) * (from * to) as u128;
+                let key = match (i < last, task.kind) {
+                    (true, _) => format!("model.head.hidden[{i}] = {to}"),
+                    (
+                        false,
+                        TaskType::Multiclass(n) | TaskType::DenseMulticlass { classes: n, .. },
+                    ) => {
+                        format!("the {n} classes of task `{}`", task.name)
+                    }
+                    (false, _) => format!("the head of task `{}`", task.name),
+                };
+                sizes.push((key, n));
             }
-            let out = task.output_dim() as u128;
-            let key = match task.kind {
-                crate::data::TaskType::Multiclass(n) => {
-                    format!("the {n} classes of task `{}`", task.name)
-                }
-                _ => format!("the head of task `{}`", task.name),
-            };
-            sizes.push((key, from * out + out));
         }
         sizes
     }
 
-    /// The head of `task` over inputs `width` wide.
+    /// The head of `task` over features `width` wide.
     pub fn new(config: &HeadConfig, width: usize, task: &Task, device: Device) -> Result<Head> {
-        let dims: Vec<usize> = std::iter::once(width)
-            .chain(config.hidden.iter().map(|&w| w as usize))
-            .chain(std::iter::once(task.output_dim()))
-            .collect();
-        let spec = MlpSpec {
-            activation: config.activation,
-            dropout: 0.0,
-            batch_norm: false,
-            activate_last: false,
+        let dims = dense_dims(config, width, task);
+        let Some(size) = task.kind.dense() else {
+            let spec = MlpSpec {
+                activation: config.activation,
+                dropout: 0.0,
+                batch_norm: false,
+                activate_last: false,
+            };
+            return Ok(Head::Flat(Mlp::new(&dims, spec, device)?));
         };
-        Ok(Head {
-            mlp: Mlp::new(&dims, spec, device)?,
+        let hidden = dims[..dims.len() - 1]
+            .windows(2)
+            .map(|p| Conv2d::new(p[0], p[1], 3, 1, 1, true, device))
+            .collect::<taskweave_plugin_api::Result<_>>()?;
+        let n = dims.len();
+        Ok(Head::Dense {
+            task: task.name.clone(),
+            hidden,
+            activation: config.activation,
+            out: Conv2d::new(dims[n - 2], dims[n - 1], 1, 1, 0, true, device)?,
+            size,
         })
     }
 
-    /// The task's outputs `[B, out]` from its features: flat `[B, C]`, tokens
-    /// `[B, N, C]` (averaged over the tokens) or maps `[B, C, H, W]`
-    /// (averaged over the positions).
+    /// The task's outputs from its features: flat `[B, C]`, tokens `[B, N,
+    /// C]` or maps `[B, C, H, W]`. Flat heads average tokens and positions;
+    /// dense heads need tokens or maps.
     pub fn forward(&self, features: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
-        let pooled = match features.dim() {
-            2 => features.shallow_clone(),
-            3 => features.f_mean_dim(1, false, Kind::Float)?,
-            4 => features.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
-            _ => {
-                return Err(Error::Method(format!(
-                    "the architecture gave features of shape {:?}; heads read [B, C], [B, N, C] or [B, C, H, W]",
-                    features.size()
-                )))
-            }
+        let shape_error = |what: &str| {
+            Error::Method(format!(
+                "the architecture gave features of shape {:?}; {what}",
+                features.size()
+            ))
         };
-        Ok(self.mlp.forward(&pooled, train, update_stats)?)
+        match self {
+            Head::Flat(mlp) => {
+                let pooled = match features.dim() {
+                    2 => features.shallow_clone(),
+                    3 => features.f_mean_dim(1, false, Kind::Float)?,
+                    4 => features.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
+                    _ => return Err(shape_error("heads read [B, C], [B, N, C] or [B, C, H, W]")),
+                };
+                Ok(mlp.forward(&pooled, train, update_stats)?)
+            }
+            Head::Dense {
+                task,
+                hidden,
+                activation,
+                out,
+                size,
+            } => {
+                let mut x = match features.dim() {
+                    4 => features.shallow_clone(),
+                    3 => on_grid(features, *size).map_err(|e| {
+                        Error::Method(format!("task `{task}`: {e}"))
+                    })?,
+                    _ => {
+                        return Err(shape_error(&format!(
+                            "the per-pixel head of task `{task}` reads tokens [B, N, C] or maps [B, C, H, W]"
+                        )))
+                    }
+                };
+                for conv in hidden {
+                    x = activation.apply(&conv.forward(&x)?)?;
+                }
+                let (h, w) = (size.0 as i64, size.1 as i64);
+                Ok(out
+                    .forward(&x)?
+                    .f_upsample_bilinear2d([h, w], false, None, None)?)
+            }
+        }
     }
 
     /// Every trainable tensor, named `prefix.*`.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        self.mlp.parameters(prefix)
+        match self {
+            Head::Flat(mlp) => mlp.parameters(prefix),
+            Head::Dense { hidden, out, .. } => {
+                let mut params: Vec<(String, Tensor)> = hidden
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, c)| c.parameters(&format!("{prefix}.{i}")))
+                    .collect();
+                params.extend(out.parameters(&format!("{prefix}.out")));
+                params
+            }
+        }
     }
 
     /// Non-trainable tensors, named `prefix.*`.
     pub fn buffers(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        self.mlp.buffers(prefix)
+        match self {
+            Head::Flat(mlp) => mlp.buffers(prefix),
+            Head::Dense { .. } => Vec::new(),
+        }
     }
+}
+
+/// Tokens `[B, N, C]` in row-major patch order as maps `[B, C, h, w]` on the
+/// grid of the target's aspect ratio.
+fn on_grid(tokens: &Tensor, (height, width): (usize, usize)) -> Result<Tensor> {
+    let (b, n, c) = tokens.size3()?;
+    let h = ((n as f64 * height as f64 / width as f64).sqrt().round() as i64).max(1);
+    let w = n / h;
+    if h * w != n {
+        return Err(Error::Method(format!(
+            "{n} tokens do not lie on a grid of the {height}×{width} target's aspect ratio"
+        )));
+    }
+    Ok(tokens.f_transpose(1, 2)?.f_reshape([b, c, h, w])?)
 }

@@ -66,7 +66,15 @@ impl Model {
         let uses = architecture.backbone();
         let backbone = match uses {
             BackboneUse::None => None,
-            _ => Some(backbone::build(&config.backbone, inputs, device)?),
+            _ => {
+                // An architecture that replaces the backbone answers for its
+                // features' shape at the first batch instead.
+                let spatial = backbone::plan(&config.backbone, inputs)?.spatial;
+                for task in tasks {
+                    head::check_fit(task, spatial, config.backbone.kind())?;
+                }
+                Some(backbone::build(&config.backbone, inputs, device)?)
+            }
         };
         let heads = tasks
             .iter()
@@ -81,7 +89,8 @@ impl Model {
         })
     }
 
-    /// Per-task outputs `[B, out_t]` for a batch's named inputs.
+    /// Per-task outputs (`[B, out_t]`, or `[B, out_t, H, W]` for per-pixel
+    /// tasks) for a batch's named inputs.
     /// `update_stats = false` keeps normalisation statistics unchanged
     /// (passes at perturbed weights).
     pub fn forward(

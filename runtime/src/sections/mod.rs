@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use taskweave_plugin_api::config::{schema_for, JsonSchema};
 
-pub use model::{BackboneConfig, EmbeddingBackbone, HeadConfig, MlpBackbone, ModelConfig};
+pub use model::{
+    BackboneConfig, ConvBackbone, ConvStyle, EmbeddingBackbone, HeadConfig, MlpBackbone,
+    ModelConfig, TransformerLmBackbone, VitBackbone,
+};
 pub use train::{steps_per_epoch, EvalConfig, OnNonFinite, ScheduleConfig, Select, TrainConfig};
 
 /// The widest layer a pipeline may ask for (products of two stay far from overflow).

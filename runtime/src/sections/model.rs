@@ -11,8 +11,9 @@ use super::MAX_WIDTH;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// The shared trunk that reads the batch's inputs: `kind = "mlp" | "embedding"`
-    /// plus its keys (`kind` may be left out for `mlp`).
+    /// The shared trunk that reads the batch's inputs: `kind = "mlp" |
+    /// "embedding" | "conv" | "vit" | "transformer-lm"` plus its keys (`kind`
+    /// may be left out for `mlp`).
     pub backbone: BackboneConfig,
     /// Trainable modules between the backbone and the heads: `kind = "..."`.
     #[schemars(extend("x-taskweave-role" = "Architecture"))]
@@ -40,6 +41,15 @@ pub enum BackboneConfig {
     /// One embedding table per column of the id input `fields` `[B, F]`,
     /// concatenated with `features` when the data have it, then an MLP.
     Embedding(EmbeddingBackbone),
+    /// A small CNN over a float image input `[B, C, H, W]`: one stage per
+    /// entry of `channels`, each giving a feature map.
+    Conv(ConvBackbone),
+    /// A vision transformer over a float image input: patch embedding, then
+    /// `depth` pre-norm blocks, each giving the tokens `[B, N, dim]`.
+    Vit(VitBackbone),
+    /// A causal transformer over an id input `tokens` `[B, L]`: token and
+    /// position embeddings, then `depth` causal pre-norm blocks.
+    TransformerLm(TransformerLmBackbone),
 }
 
 impl Default for BackboneConfig {
@@ -54,6 +64,9 @@ impl BackboneConfig {
         match self {
             BackboneConfig::Mlp(_) => "mlp",
             BackboneConfig::Embedding(_) => "embedding",
+            BackboneConfig::Conv(_) => "conv",
+            BackboneConfig::Vit(_) => "vit",
+            BackboneConfig::TransformerLm(_) => "transformer-lm",
         }
     }
 }
@@ -119,11 +132,123 @@ mlp_backbone!(
     }
 );
 
+/// How the stages of a `conv` backbone are built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvStyle {
+    /// Convolution, batch norm, ReLU and a 2×2 max-pool per stage (LeNet-like).
+    #[default]
+    Plain,
+    /// Two convolutions with batch norm and a shortcut per stage, stride 2
+    /// from the second stage on (ResNet-like basic blocks).
+    Residual,
+}
+
+/// `backbone = { kind = "conv", ... }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConvBackbone {
+    /// The float input `[B, C, H, W]` it reads.
+    pub input: String,
+    /// Output channels of each stage.
+    #[schemars(length(min = 1, max = 32), inner(range(min = 1, max = 65536)))]
+    pub channels: Vec<u32>,
+    /// How each stage is built.
+    pub style: ConvStyle,
+    /// Side of the square kernels (odd: the padding keeps the size).
+    #[schemars(range(min = 1, max = 15))]
+    pub kernel: u32,
+    /// Batch normalisation after each convolution.
+    pub batch_norm: bool,
+}
+
+impl Default for ConvBackbone {
+    fn default() -> ConvBackbone {
+        ConvBackbone {
+            input: "image".into(),
+            channels: vec![16, 32],
+            style: ConvStyle::Plain,
+            kernel: 3,
+            batch_norm: true,
+        }
+    }
+}
+
+/// `backbone = { kind = "vit", ... }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct VitBackbone {
+    /// The float input `[B, C, H, W]` it reads.
+    pub input: String,
+    /// Side of the square patches; it must divide the image's height and width.
+    #[schemars(range(min = 1, max = 1024))]
+    pub patch: u32,
+    /// Token width.
+    #[schemars(range(min = 1, max = MAX_WIDTH))]
+    pub dim: u32,
+    /// Number of transformer blocks.
+    #[schemars(range(min = 1, max = 256))]
+    pub depth: u32,
+    /// Attention heads per block; must divide `dim`.
+    #[schemars(range(min = 1, max = 1024))]
+    pub heads: u32,
+    /// Width of each block's MLP, as a multiple of `dim`.
+    #[schemars(range(min = 1, max = 64))]
+    pub mlp_ratio: u32,
+}
+
+impl Default for VitBackbone {
+    fn default() -> VitBackbone {
+        VitBackbone {
+            input: "image".into(),
+            patch: 4,
+            dim: 64,
+            depth: 4,
+            heads: 4,
+            mlp_ratio: 4,
+        }
+    }
+}
+
+/// `backbone = { kind = "transformer-lm", ... }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerLmBackbone {
+    /// The id input `[B, L]` it reads (its vocabulary sizes the embedding).
+    pub input: String,
+    /// Token width.
+    #[schemars(range(min = 1, max = MAX_WIDTH))]
+    pub dim: u32,
+    /// Number of causal transformer blocks.
+    #[schemars(range(min = 1, max = 256))]
+    pub depth: u32,
+    /// Attention heads per block; must divide `dim`.
+    #[schemars(range(min = 1, max = 1024))]
+    pub heads: u32,
+    /// Width of each block's MLP, as a multiple of `dim`.
+    #[schemars(range(min = 1, max = 64))]
+    pub mlp_ratio: u32,
+}
+
+impl Default for TransformerLmBackbone {
+    fn default() -> TransformerLmBackbone {
+        TransformerLmBackbone {
+            input: "tokens".into(),
+            dim: 128,
+            depth: 2,
+            heads: 4,
+            mlp_ratio: 4,
+        }
+    }
+}
+
 /// `[model] head`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeadConfig {
-    /// Widths of each task head's hidden layers.
+    /// Widths of each task head's hidden layers: linear layers for tasks with
+    /// one target per example, 3×3 convolutions at the features' resolution
+    /// (before the upsampling) for per-pixel tasks.
     #[schemars(inner(range(min = 1, max = MAX_WIDTH)))]
     pub hidden: Vec<u32>,
     /// Non-linearity after each hidden layer.

@@ -5,26 +5,45 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Reduction, Tensor};
 
-use crate::data::{RegressionLoss, Split, Task, TaskType};
+use crate::data::{RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
+
 use crate::error::{Error, Result};
 use crate::model::Model;
 
 /// Metric name → value, for one task.
 pub type TaskMetrics = BTreeMap<String, f64>;
 
-/// Refuses outputs and targets whose shapes differ, rather than letting
-/// libtorch broadcast them (a `[B]` target against `[B, 1]` predictions
-/// would silently become a `[B, B]` loss).
+/// The per-example shape of a task's head output.
+fn output_shape(kind: TaskType) -> Vec<i64> {
+    match kind {
+        TaskType::Regression | TaskType::Binary => vec![1],
+        TaskType::Multiclass(n) | TaskType::Multilabel(n) => vec![n as i64],
+        TaskType::DenseMulticlass {
+            classes,
+            height,
+            width,
+        } => {
+            vec![classes as i64, height as i64, width as i64]
+        }
+        TaskType::DenseRegression {
+            channels,
+            height,
+            width,
+        } => {
+            vec![channels as i64, height as i64, width as i64]
+        }
+    }
+}
+
+/// Refuses outputs and targets whose shapes differ from what the task type
+/// fixes, rather than letting libtorch broadcast them (a `[B]` target
+/// against `[B, 1]` predictions would silently become a `[B, B]` loss).
 fn check_shapes(task: &Task, output: &Tensor, target: &Tensor) -> Result<()> {
     let (out, want) = (output.size(), target.size());
-    let fits = match task.kind {
-        TaskType::Multiclass(k) => {
-            out.len() == 2 && out[1] == k as i64 && want.len() == 1 && want[0] == out[0]
-        }
-        TaskType::Regression | TaskType::Binary => {
-            out.len() == 2 && out[1] == 1 && want == [out[0]]
-        }
-    };
+    let rows = out.first().copied().unwrap_or(-1);
+    let fits = out[1..] == output_shape(task.kind)[..]
+        && want.first() == Some(&rows)
+        && want[1..] == task.kind.target().1[..];
     if fits {
         return Ok(());
     }
@@ -34,53 +53,138 @@ fn check_shapes(task: &Task, output: &Tensor, target: &Tensor) -> Result<()> {
     )))
 }
 
-/// The training loss of `task` for head output `output` `[B, out]` and
-/// `target` `[B]`: the mean over the rows `mask` marks as labelled (all rows
-/// without a mask; 0 when no row of the batch has a label).
+/// The per-element training loss of `task` and, when some elements carry no
+/// label (rows outside `mask`, ignored pixels, NaN values), the 0/1 weight
+/// of each element.
+fn elements(
+    task: &Task,
+    output: &Tensor,
+    target: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Option<Tensor>)> {
+    check_shapes(task, output, target)?;
+    let none = Reduction::None;
+    // Per pixel or value: which elements have a label, and the target with
+    // a harmless stand-in where they do not.
+    let (valid, target) = match task.kind {
+        TaskType::DenseMulticlass { .. } => {
+            let valid = target.f_ne(IGNORE_PIXEL)?;
+            (
+                Some(valid.shallow_clone()),
+                target.f_where_scalarother(&valid, 0)?,
+            )
+        }
+        TaskType::DenseRegression { .. } => {
+            let valid = target.f_isnan()?.f_logical_not()?;
+            (
+                Some(valid.shallow_clone()),
+                target.f_where_scalarother(&valid, 0.0)?,
+            )
+        }
+        _ => (None, target.shallow_clone()),
+    };
+    let loss = match task.kind {
+        TaskType::Regression => {
+            let pred = output.f_squeeze_dim(-1)?;
+            match task.loss {
+                RegressionLoss::Mse => pred.f_mse_loss(&target, none)?,
+                RegressionLoss::Mae => pred.f_l1_loss(&target, none)?,
+            }
+        }
+        TaskType::Binary => output
+            .f_squeeze_dim(-1)?
+            .f_binary_cross_entropy_with_logits(&target, None::<Tensor>, None::<Tensor>, none)?,
+        TaskType::Multilabel(_) => output.f_binary_cross_entropy_with_logits(
+            &target,
+            None::<Tensor>,
+            None::<Tensor>,
+            none,
+        )?,
+        TaskType::Multiclass(_) | TaskType::DenseMulticlass { .. } => {
+            output.f_cross_entropy_loss(&target, None::<Tensor>, none, -100, 0.0)?
+        }
+        TaskType::DenseRegression { .. } => output.f_l1_loss(&target, none)?,
+    };
+    // The row mask, broadcast over each row's elements.
+    let rows = match mask {
+        None => None,
+        Some(mask) => {
+            let mut shape = vec![mask.size()[0]];
+            shape.resize(loss.dim(), 1);
+            Some(mask.f_view(shape.as_slice())?)
+        }
+    };
+    let weight = match (valid, rows) {
+        (None, None) => None,
+        (Some(w), None) | (None, Some(w)) => Some(w),
+        (Some(v), Some(r)) => Some(v.f_logical_and(&r)?),
+    };
+    let weight = weight
+        .map(|w| w.f_expand_as(&loss)?.f_to_kind(loss.kind()))
+        .transpose()?;
+    Ok((loss, weight))
+}
+
+/// The summed loss and the number of labelled elements, as tensors.
+fn loss_sums(
+    task: &Task,
+    output: &Tensor,
+    target: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (loss, weight) = elements(task, output, target, mask)?;
+    let kind = loss.kind();
+    Ok(match weight {
+        None => (
+            loss.f_sum(kind)?,
+            Tensor::from(loss.numel() as f32).f_to_device(loss.device())?,
+        ),
+        Some(w) => (loss.f_mul(&w)?.f_sum(kind)?, w.f_sum(kind)?),
+    })
+}
+
+/// The training loss of `task` for head output `output` and `target`: the
+/// mean over the labelled elements (the rows `mask` marks, and for dense
+/// tasks the labelled pixels); 0 when the batch has none.
 pub fn task_loss(
     task: &Task,
     output: &Tensor,
     target: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    check_shapes(task, output, target)?;
-    let reduction = match mask {
-        Some(_) => Reduction::None,
-        None => Reduction::Mean,
-    };
-    let loss = match task.kind {
-        TaskType::Regression => {
-            let pred = output.f_squeeze_dim(-1)?;
-            match task.loss {
-                RegressionLoss::Mse => pred.f_mse_loss(target, reduction)?,
-                RegressionLoss::Mae => pred.f_l1_loss(target, reduction)?,
-            }
-        }
-        TaskType::Binary => output
-            .f_squeeze_dim(-1)?
-            .f_binary_cross_entropy_with_logits(
-                target,
-                None::<Tensor>,
-                None::<Tensor>,
-                reduction,
-            )?,
-        TaskType::Multiclass(_) => {
-            output.f_cross_entropy_loss(target, None::<Tensor>, reduction, -100, 0.0)?
-        }
-    };
-    Ok(match mask {
-        None => loss,
-        Some(mask) => {
-            let weight = mask.f_to_kind(loss.kind())?;
-            let count = weight.f_sum(loss.kind())?.f_clamp_min(1.0)?;
-            loss.f_mul(&weight)?.f_sum(loss.kind())?.f_div(&count)?
+    let (loss, weight) = elements(task, output, target, mask)?;
+    Ok(match weight {
+        None => loss.f_mean(loss.kind())?,
+        Some(w) => {
+            let count = w.f_sum(loss.kind())?.f_clamp_min(1.0)?;
+            loss.f_mul(&w)?.f_sum(loss.kind())?.f_div(&count)?
         }
     })
 }
 
-/// Whether smaller values of `metric` are better.
-pub fn lower_is_better(metric: &str) -> bool {
-    !matches!(metric, "accuracy" | "auc")
+/// Every metric a task reports, and whether larger values are better: the
+/// direction Δm and best-validation selection read.
+const DIRECTIONS: [(&str, bool); 11] = [
+    ("mse", false),
+    ("mae", false),
+    ("bce", false),
+    ("ce", false),
+    ("abs_err", false),
+    ("rel_err", false),
+    ("accuracy", true),
+    ("auc", true),
+    ("f1", true),
+    ("miou", true),
+    ("pixel_accuracy", true),
+];
+
+/// Whether smaller values of `metric` are better; `None` for a metric no
+/// task reports.
+pub fn lower_is_better(metric: &str) -> Option<bool> {
+    DIRECTIONS
+        .iter()
+        .find(|(name, _)| *name == metric)
+        .map(|&(_, higher)| !higher)
 }
 
 /// Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties
@@ -158,81 +262,276 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
                 scalar(hits.f_to_kind(Kind::Double)?.f_mean(Kind::Double)?)?,
             );
         }
+        TaskType::Multilabel(_) => {
+            m.insert(
+                "bce".into(),
+                scalar(task_loss(task, output, target, None)?)?,
+            );
+            let predicted = output.f_gt(0.0)?;
+            let actual = target.f_gt(0.5)?;
+            let count = |t: Tensor| -> Result<f64> { scalar(t.f_sum(Kind::Double)?) };
+            let hits = count(predicted.f_eq_tensor(&actual)?)?;
+            m.insert("accuracy".into(), hits / target.numel().max(1) as f64);
+            // Micro-averaged F1 = 2TP / (2TP + FP + FN); 1 when nothing is
+            // positive and nothing is predicted.
+            let tp = count(predicted.f_logical_and(&actual)?)?;
+            let wrong = count(predicted.f_logical_xor(&actual)?)?;
+            m.insert(
+                "f1".into(),
+                if tp + wrong == 0.0 {
+                    1.0
+                } else {
+                    2.0 * tp / (2.0 * tp + wrong)
+                },
+            );
+        }
+        TaskType::DenseMulticlass { .. } | TaskType::DenseRegression { .. } => {
+            return Err(Error::Run(format!(
+                "task `{}`: per-pixel metrics are accumulated per batch",
+                task.name
+            )))
+        }
     }
     Ok(m)
 }
 
-/// The model's outputs for every row of `split`, per task, in evaluation mode
-/// and batches of `batch` rows, without gradients.
-fn outputs(model: &mut Model, split: &Split, tasks: usize, batch: usize) -> Result<Vec<Tensor>> {
+/// Runs `model` over `split` in evaluation mode, in batches of `batch` rows
+/// without gradients, handing each batch's rows and per-task outputs to `f`.
+fn each_batch(
+    model: &mut Model,
+    split: &Split,
+    batch: usize,
+    mut f: impl FnMut(&Split, Vec<Tensor>) -> Result<()>,
+) -> Result<()> {
     let _guard = tch::no_grad_guard();
-    let mut outputs: Vec<Vec<Tensor>> = (0..tasks).map(|_| Vec::new()).collect();
     let mut start = 0;
     while start < split.len() {
         let len = batch.min(split.len() - start);
         let part = split.slice(start, len)?;
-        for (t, out) in model
-            .forward(&part.inputs, false, false)?
-            .into_iter()
-            .enumerate()
-        {
-            outputs[t].push(out);
-        }
+        let outputs = model.forward(&part.inputs, false, false)?;
+        f(&part, outputs)?;
         start += len;
     }
-    outputs.iter().map(|o| Ok(Tensor::f_cat(o, 0)?)).collect()
+    Ok(())
 }
 
-/// The labelled rows of `output` and `target` (all of them without a mask).
-fn labelled(output: Tensor, target: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-    Ok(match mask {
-        None => (output, target.shallow_clone()),
-        Some(mask) => {
-            let rows = mask.f_nonzero()?.f_squeeze_dim(1)?;
-            (
-                output.f_index_select(0, &rows)?,
-                target.f_index_select(0, &rows)?,
-            )
-        }
-    })
-}
-
-/// The training loss of every task over all of `split`.
+/// The training loss of every task over all of `split`: per task, the mean
+/// over every labelled element of the split.
 pub fn split_losses(
     model: &mut Model,
     split: &Split,
     tasks: &[Task],
     batch: usize,
 ) -> Result<Vec<f64>> {
-    let outs = outputs(model, split, tasks.len(), batch)?;
-    (0..tasks.len())
-        .map(|t| {
-            scalar(task_loss(
-                &tasks[t],
-                &outs[t],
-                &split.targets[t],
-                split.masks[t].as_ref(),
-            )?)
+    let mut sums = vec![(0.0, 0.0); tasks.len()];
+    each_batch(model, split, batch, |part, outputs| {
+        for (t, out) in outputs.iter().enumerate() {
+            let (sum, count) = loss_sums(&tasks[t], out, &part.targets[t], part.masks[t].as_ref())?;
+            sums[t].0 += scalar(sum)?;
+            sums[t].1 += scalar(count)?;
+        }
+        Ok(())
+    })?;
+    Ok(sums
+        .iter()
+        .map(|(sum, count)| sum / count.max(1.0))
+        .collect())
+}
+
+/// What evaluation keeps of one task's batches.
+enum Tally {
+    /// The labelled rows' outputs and targets (AUC needs them all at once).
+    Rows {
+        outputs: Vec<Tensor>,
+        targets: Vec<Tensor>,
+    },
+    /// Per-pixel classes: the confusion matrix `[target, predicted]` over
+    /// labelled pixels, their summed cross-entropy and their count.
+    Pixels {
+        confusion: Tensor,
+        ce: f64,
+        count: f64,
+    },
+    /// Per-pixel values: summed absolute error over labelled values and their
+    /// count; summed relative error over labelled non-zero values and theirs.
+    Values {
+        abs: f64,
+        count: f64,
+        rel: f64,
+        nonzero: f64,
+    },
+}
+
+impl Tally {
+    fn new(task: &Task, device: tch::Device) -> Result<Tally> {
+        Ok(match task.kind {
+            TaskType::DenseMulticlass { classes, .. } => Tally::Pixels {
+                confusion: Tensor::f_zeros(
+                    [classes as i64, classes as i64],
+                    (Kind::Int64, device),
+                )?,
+                ce: 0.0,
+                count: 0.0,
+            },
+            TaskType::DenseRegression { .. } => Tally::Values {
+                abs: 0.0,
+                count: 0.0,
+                rel: 0.0,
+                nonzero: 0.0,
+            },
+            _ => Tally::Rows {
+                outputs: Vec::new(),
+                targets: Vec::new(),
+            },
         })
-        .collect()
+    }
+
+    /// Adds one batch's output, target and row mask.
+    fn add(
+        &mut self,
+        task: &Task,
+        output: Tensor,
+        target: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<()> {
+        match self {
+            Tally::Rows { outputs, targets } => {
+                check_shapes(task, &output, target)?;
+                let (output, target) = match mask {
+                    None => (output, target.shallow_clone()),
+                    Some(mask) => {
+                        let rows = mask.f_nonzero()?.f_squeeze_dim(1)?;
+                        (
+                            output.f_index_select(0, &rows)?,
+                            target.f_index_select(0, &rows)?,
+                        )
+                    }
+                };
+                outputs.push(output);
+                targets.push(target);
+            }
+            Tally::Pixels {
+                confusion,
+                ce,
+                count,
+            } => {
+                let (loss, weight) = elements(task, &output, target, mask)?;
+                let labelled = match &weight {
+                    Some(w) => w.f_gt(0.0)?,
+                    None => loss.f_ones_like()?.f_to_kind(Kind::Bool)?,
+                };
+                let sums = loss_sums(task, &output, target, mask)?;
+                *ce += scalar(sums.0)?;
+                *count += scalar(sums.1)?;
+                let classes = confusion.size()[0];
+                let predicted = output.f_argmax(1, false)?.f_masked_select(&labelled)?;
+                let actual = target.f_masked_select(&labelled)?;
+                let pairs = actual
+                    .f_mul_scalar(classes)?
+                    .f_add(&predicted)?
+                    .f_bincount(None::<Tensor>, classes * classes)?;
+                *confusion = confusion.f_add(&pairs.f_view([classes, classes])?)?;
+            }
+            Tally::Values {
+                abs,
+                count,
+                rel,
+                nonzero,
+            } => {
+                let (loss, weight) = elements(task, &output, target, mask)?;
+                let weight = match weight {
+                    Some(w) => w,
+                    None => loss.f_ones_like()?,
+                };
+                let clean = target.f_nan_to_num(0.0, None, None)?;
+                let nz = weight.f_mul(&clean.f_ne(0.0)?.f_to_kind(Kind::Float)?)?;
+                let relative = loss.f_div(&clean.f_abs()?.f_clamp_min(1e-12)?)?;
+                *abs += scalar(loss.f_mul(&weight)?.f_sum(Kind::Double)?)?;
+                *count += scalar(weight.f_sum(Kind::Double)?)?;
+                *rel += scalar(relative.f_mul(&nz)?.f_sum(Kind::Double)?)?;
+                *nonzero += scalar(nz.f_sum(Kind::Double)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, task: &Task) -> Result<TaskMetrics> {
+        match self {
+            Tally::Rows { outputs, targets } => task_metrics(
+                task,
+                &Tensor::f_cat(&outputs, 0)?,
+                &Tensor::f_cat(&targets, 0)?,
+            ),
+            Tally::Pixels {
+                confusion,
+                ce,
+                count,
+            } => {
+                let conf = confusion.f_to_kind(Kind::Double)?;
+                let hits = conf.f_diagonal(0, 0, 1)?;
+                let union = conf
+                    .f_sum_dim_intlist(0, false, Kind::Double)?
+                    .f_add(&conf.f_sum_dim_intlist(1, false, Kind::Double)?)?
+                    .f_sub(&hits)?;
+                // Classes absent from both targets and predictions do not count.
+                let present = union.f_gt(0.0)?;
+                let iou = hits
+                    .f_masked_select(&present)?
+                    .f_div(&union.f_masked_select(&present)?)?;
+                let mut m = TaskMetrics::new();
+                m.insert("ce".into(), ce / count.max(1.0));
+                m.insert(
+                    "pixel_accuracy".into(),
+                    scalar(hits.f_sum(Kind::Double)?)? / count.max(1.0),
+                );
+                if iou.numel() > 0 {
+                    m.insert("miou".into(), scalar(iou.f_mean(Kind::Double)?)?);
+                }
+                Ok(m)
+            }
+            Tally::Values {
+                abs,
+                count,
+                rel,
+                nonzero,
+            } => {
+                let mut m = TaskMetrics::new();
+                m.insert("abs_err".into(), abs / count.max(1.0));
+                if nonzero > 0.0 {
+                    m.insert("rel_err".into(), rel / nonzero);
+                }
+                Ok(m)
+            }
+        }
+    }
 }
 
 /// Evaluates `model` on `split` in batches of `batch` rows, without
-/// gradients; a task's metrics count only the rows that have its label.
+/// gradients; a task's metrics count only its labelled rows (and pixels).
 pub fn evaluate(
     model: &mut Model,
     split: &Split,
     tasks: &[Task],
     batch: usize,
 ) -> Result<Vec<TaskMetrics>> {
-    let outputs = outputs(model, split, tasks.len(), batch)?;
-    outputs
+    let device = split
+        .targets
+        .first()
+        .map_or(tch::Device::Cpu, Tensor::device);
+    let mut tallies = tasks
+        .iter()
+        .map(|t| Tally::new(t, device))
+        .collect::<Result<Vec<_>>>()?;
+    each_batch(model, split, batch, |part, outputs| {
+        for (t, out) in outputs.into_iter().enumerate() {
+            tallies[t].add(&tasks[t], out, &part.targets[t], part.masks[t].as_ref())?;
+        }
+        Ok(())
+    })?;
+    tallies
         .into_iter()
-        .enumerate()
-        .map(|(t, out)| {
-            let (out, target) = labelled(out, &split.targets[t], split.masks[t].as_ref())?;
-            task_metrics(&tasks[t], &out, &target)
-        })
+        .zip(tasks)
+        .map(|(tally, task)| tally.finish(task))
         .collect()
 }
 
@@ -248,10 +547,15 @@ pub fn delta_m(tasks: &[Task], metrics: &[TaskMetrics], baselines: &[TaskMetrics
                 task.primary, task.name
             )));
         };
-        let sign = if lower_is_better(task.primary) {
-            -1.0
-        } else {
-            1.0
+        let sign = match lower_is_better(task.primary) {
+            Some(true) => -1.0,
+            Some(false) => 1.0,
+            None => {
+                return Err(Error::Run(format!(
+                    "task `{}`: Δm does not know whether `{}` is better high or low",
+                    task.name, task.primary
+                )))
+            }
         };
         sum += sign * (value - base) / base.abs().max(1e-12);
     }
@@ -290,9 +594,12 @@ mod tests {
             masked.allclose(&subset, 1e-6, 1e-7, false),
             "{masked} vs {subset}"
         );
-        let (out_m, target_m) = labelled(out.shallow_clone(), &target, Some(&mask)).unwrap();
+        let mut tally = Tally::new(&task, tch::Device::Cpu).unwrap();
+        tally
+            .add(&task, out.shallow_clone(), &target, Some(&mask))
+            .unwrap();
         assert_eq!(
-            task_metrics(&task, &out_m, &target_m).unwrap(),
+            tally.finish(&task).unwrap(),
             task_metrics(&task, &out_l, &target_l).unwrap()
         );
         let none = Tensor::from_slice(&[false, false, false, false]);
@@ -359,5 +666,132 @@ mod tests {
         // mse 10% lower (+10%), accuracy 10% higher (+10%) → Δm = +10.
         let d = delta_m(&tasks, &m(0.9, 0.55), &m(1.0, 0.5)).unwrap();
         assert!((d - 10.0).abs() < 1e-9, "{d}");
+    }
+
+    fn tally(task: &Task, batches: &[(Tensor, Tensor, Option<Tensor>)]) -> TaskMetrics {
+        let mut tally = Tally::new(task, tch::Device::Cpu).unwrap();
+        for (out, target, mask) in batches {
+            tally
+                .add(task, out.shallow_clone(), target, mask.as_ref())
+                .unwrap();
+        }
+        tally.finish(task).unwrap()
+    }
+
+    #[test]
+    fn segmentation_ignores_unlabelled_pixels_and_rows_and_computes_miou_by_hand() {
+        let kind = TaskType::DenseMulticlass {
+            classes: 3,
+            height: 1,
+            width: 4,
+        };
+        let task = Task::new("seg", kind);
+        // Logits [B = 2, 3 classes, 1, 4]: row 0 predicts 0, 1, 2, 2; row 1 predicts 1 everywhere.
+        let onehot = |classes: &[i64]| {
+            let t = Tensor::from_slice(classes).one_hot(3).to_kind(Kind::Float) * 10.0;
+            t.transpose(0, 1).reshape([1, 3, 1, 4])
+        };
+        let out = Tensor::cat(&[onehot(&[0, 1, 2, 2]), onehot(&[1, 1, 1, 1])], 0);
+        // Row 0: targets 0, 1, 1, ignored; row 1 has no label at all.
+        let target = Tensor::from_slice(&[0i64, 1, 1, 255, 2, 2, 2, 2]).reshape([2, 1, 4]);
+        let mask = Tensor::from_slice(&[true, false]);
+        let m = tally(
+            &task,
+            &[(
+                out.shallow_clone(),
+                target.shallow_clone(),
+                Some(mask.shallow_clone()),
+            )],
+        );
+        // Labelled pixels: (0→0), (1→1), (1→2). IoU: class 0 = 1/1, class 1 = 1/2,
+        // class 2 = 0/1 (predicted once, never right).
+        assert!((m["pixel_accuracy"] - 2.0 / 3.0).abs() < 1e-12, "{m:?}");
+        assert!((m["miou"] - (1.0 + 0.5 + 0.0) / 3.0).abs() < 1e-12, "{m:?}");
+        // The loss is the mean over those 3 pixels only.
+        let loss = task_loss(&task, &out, &target, Some(&mask))
+            .unwrap()
+            .double_value(&[]);
+        assert!((loss - m["ce"]).abs() < 1e-6, "{loss} vs {}", m["ce"]);
+        // Two batches tally as one.
+        let halves = [0i64, 1].map(|r| {
+            let i = Tensor::from_slice(&[r]);
+            (
+                out.index_select(0, &i),
+                target.index_select(0, &i),
+                Some(mask.index_select(0, &i)),
+            )
+        });
+        assert_eq!(tally(&task, &halves), m);
+    }
+
+    #[test]
+    fn dense_regression_skips_nan_values_and_reports_absolute_and_relative_error() {
+        let task = Task::new(
+            "depth",
+            TaskType::DenseRegression {
+                channels: 1,
+                height: 2,
+                width: 2,
+            },
+        );
+        let out = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).reshape([1, 1, 2, 2]);
+        let target = Tensor::from_slice(&[2.0f32, f32::NAN, 0.0, 5.0]).reshape([1, 1, 2, 2]);
+        let m = tally(
+            &task,
+            &[(out.shallow_clone(), target.shallow_clone(), None)],
+        );
+        // Errors 1, 3, 1 over labelled values; relative 1/2 and 1/5 over non-zero ones.
+        assert!((m["abs_err"] - 5.0 / 3.0).abs() < 1e-6, "{m:?}");
+        assert!((m["rel_err"] - (0.5 + 0.2) / 2.0).abs() < 1e-6, "{m:?}");
+        let loss = task_loss(&task, &out, &target, None)
+            .unwrap()
+            .double_value(&[]);
+        assert!(
+            (loss - 5.0 / 3.0).abs() < 1e-6 && loss.is_finite(),
+            "{loss}"
+        );
+    }
+
+    #[test]
+    fn multilabel_metrics_count_labels() {
+        let task = Task::new("tags", TaskType::Multilabel(3));
+        let out = Tensor::from_slice(&[5.0f32, -5.0, 5.0, -5.0, -5.0, 5.0]).reshape([2, 3]);
+        let target = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.0, 1.0, 1.0]).reshape([2, 3]);
+        let m = tally(&task, &[(out, target, None)]);
+        // TP 2, FP 1, FN 1: F1 = 4 / 6; 4 of 6 labels right.
+        assert!((m["f1"] - 4.0 / 6.0).abs() < 1e-12, "{m:?}");
+        assert!((m["accuracy"] - 4.0 / 6.0).abs() < 1e-12, "{m:?}");
+    }
+
+    #[test]
+    fn every_reported_metric_has_a_direction_and_an_unknown_one_is_an_error() {
+        for (name, _) in DIRECTIONS {
+            assert!(lower_is_better(name).is_some());
+        }
+        assert_eq!(lower_is_better("miou"), Some(false));
+        assert_eq!(lower_is_better("abs_err"), Some(true));
+        let mut task = Task::regression("a");
+        task.primary = "bleu";
+        let m = vec![TaskMetrics::from([("bleu".into(), 1.0)])];
+        let e = delta_m(&[task], &m, &m).unwrap_err().to_string();
+        assert!(e.contains("`bleu`"), "{e}");
+    }
+
+    #[test]
+    fn dense_outputs_of_another_size_are_refused() {
+        let task = Task::new(
+            "seg",
+            TaskType::DenseMulticlass {
+                classes: 2,
+                height: 4,
+                width: 4,
+            },
+        );
+        let out = Tensor::zeros([1, 2, 4, 3], (Kind::Float, tch::Device::Cpu));
+        let target = Tensor::zeros([1, 4, 4], (Kind::Int64, tch::Device::Cpu));
+        let e = task_loss(&task, &out, &target, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "task `seg`: the model gives outputs of shape [1, 2, 4, 3] for targets of shape [1, 4, 4]");
     }
 }

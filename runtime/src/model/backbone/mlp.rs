@@ -33,7 +33,11 @@ impl Trunk<'_> {
             // The identity: its one "layer" is its input.
             layer_dims.push(width);
         }
-        Plan { layer_dims, sizes }
+        Plan {
+            layer_dims,
+            sizes,
+            spatial: false,
+        }
     }
 
     /// The MLP, over `width` inputs.

@@ -4,8 +4,12 @@
 //! widths and parameter counts, from the data's input specs) before anything
 //! is allocated, so a missing input or an oversized layer is refused first.
 
+mod conv;
 mod embedding;
+mod lm;
 mod mlp;
+mod stack;
+mod vit;
 
 use taskweave_plugin_api::{InputKind, InputSpec};
 use tch::{Device, Tensor};
@@ -36,6 +40,9 @@ pub struct Plan {
     pub layer_dims: Vec<usize>,
     /// Each layer's parameter count, with the config key that sets it.
     pub sizes: Vec<(String, u128)>,
+    /// Whether the last layer keeps the input's positions (feature maps, or
+    /// tokens on the image's patch grid), which per-pixel heads decode.
+    pub spatial: bool,
 }
 
 /// Plans the backbone `config` describes over inputs `inputs`, refusing one
@@ -44,6 +51,9 @@ pub fn plan(config: &BackboneConfig, inputs: &[InputSpec]) -> Result<Plan> {
     match config {
         BackboneConfig::Mlp(c) => mlp::plan(c, inputs),
         BackboneConfig::Embedding(c) => embedding::plan(c, inputs),
+        BackboneConfig::Conv(c) => conv::plan(c, inputs),
+        BackboneConfig::Vit(c) => vit::plan(c, inputs),
+        BackboneConfig::TransformerLm(c) => lm::plan(c, inputs),
     }
 }
 
@@ -59,6 +69,9 @@ pub fn build(
         BackboneConfig::Embedding(c) => {
             Box::new(embedding::EmbeddingTrunk::new(c, inputs, device)?)
         }
+        BackboneConfig::Conv(c) => Box::new(conv::ConvTrunk::new(c, inputs, device)?),
+        BackboneConfig::Vit(c) => Box::new(vit::VitTrunk::new(c, inputs, device)?),
+        BackboneConfig::TransformerLm(c) => Box::new(lm::LmTrunk::new(c, inputs, device)?),
     })
 }
 
@@ -111,4 +124,158 @@ fn input<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Tensor> {
         .find(|(n, _)| n == name)
         .map(|(_, t)| t)
         .ok_or_else(|| Error::Run(format!("the batch has no input `{name}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sections::{ConvBackbone, ConvStyle, TransformerLmBackbone, VitBackbone};
+    use tch::Kind;
+
+    fn image_spec(c: usize, h: usize, w: usize) -> Vec<InputSpec> {
+        vec![InputSpec::float("image", vec![c, h, w])]
+    }
+
+    /// Builds `config`, runs a batch of 2, and checks the plan against what
+    /// was built: parameter count, one output per layer, each `[2, width, ..]`.
+    fn check(
+        config: BackboneConfig,
+        inputs: &[InputSpec],
+        batch: Vec<(String, Tensor)>,
+    ) -> (Box<dyn Backbone>, Vec<Tensor>) {
+        let plan = plan(&config, inputs).unwrap();
+        let built = build(&config, inputs, Device::Cpu).unwrap();
+        let params: u128 = built
+            .parameters()
+            .iter()
+            .map(|(_, t)| t.numel() as u128)
+            .sum();
+        assert_eq!(
+            params,
+            plan.sizes.iter().map(|(_, n)| n).sum::<u128>(),
+            "{}",
+            config.kind()
+        );
+        let out = built.forward(&batch, true, true).unwrap();
+        assert_eq!(out.len(), plan.layer_dims.len());
+        for (o, &w) in out.iter().zip(&plan.layer_dims) {
+            let size = o.size();
+            assert_eq!(size[0], 2);
+            // Maps carry the width in dimension 1, tokens in the last.
+            let width = if size.len() == 4 {
+                size[1]
+            } else {
+                *size.last().unwrap()
+            };
+            assert_eq!(width, w as i64, "{size:?}");
+        }
+        (built, out)
+    }
+
+    fn image(c: i64, h: i64, w: i64) -> Vec<(String, Tensor)> {
+        vec![(
+            "image".into(),
+            Tensor::randn([2, c, h, w], (Kind::Float, Device::Cpu)),
+        )]
+    }
+
+    #[test]
+    fn conv_stages_give_maps_that_shrink_as_planned() {
+        for (style, sides) in [
+            (ConvStyle::Plain, [8, 4, 2]),
+            (ConvStyle::Residual, [15, 8, 4]),
+        ] {
+            let config = BackboneConfig::Conv(ConvBackbone {
+                channels: vec![4, 6, 8],
+                style,
+                ..ConvBackbone::default()
+            });
+            let (h, w) = if style == ConvStyle::Plain {
+                (16, 17)
+            } else {
+                (15, 15)
+            };
+            let (_, out) = check(config, &image_spec(3, h, w), image(3, h as i64, w as i64));
+            let got: Vec<i64> = out.iter().map(|o| o.size()[2]).collect();
+            assert_eq!(got, sides, "{style:?}");
+        }
+        let config = BackboneConfig::Conv(ConvBackbone {
+            channels: vec![4; 5],
+            ..ConvBackbone::default()
+        });
+        let e = plan(&config, &image_spec(1, 8, 8))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains(
+                "model.backbone.channels: the 8×8 input `image` shrinks to nothing at stage 3 of 5"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn vit_gives_every_block_s_tokens_and_refuses_patches_that_do_not_tile() {
+        let config = VitBackbone {
+            patch: 4,
+            dim: 16,
+            depth: 3,
+            heads: 2,
+            ..VitBackbone::default()
+        };
+        let (_, out) = check(
+            BackboneConfig::Vit(config.clone()),
+            &image_spec(3, 8, 12),
+            image(3, 8, 12),
+        );
+        assert_eq!(out[0].size(), [2, 6, 16], "2×3 patches");
+        let e = plan(&BackboneConfig::Vit(config.clone()), &image_spec(3, 10, 12))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("model.backbone.patch: patches of 4×4 do not tile the 10×12 input"),
+            "{e}"
+        );
+        let odd = VitBackbone { heads: 3, ..config };
+        let e = plan(&BackboneConfig::Vit(odd), &image_spec(3, 8, 12))
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            e,
+            "model.backbone.heads: 3 attention heads do not divide dim = 16"
+        );
+    }
+
+    #[test]
+    fn transformer_lm_is_causal() {
+        let inputs = vec![InputSpec::index("tokens", vec![6], vec![11])];
+        let config = BackboneConfig::TransformerLm(TransformerLmBackbone {
+            dim: 8,
+            depth: 2,
+            heads: 2,
+            ..TransformerLmBackbone::default()
+        });
+        let ids = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1]).reshape([2, 6]);
+        let (built, out) = check(config.clone(), &inputs, vec![("tokens".into(), ids.copy())]);
+        let mut changed = ids.copy();
+        let _ = changed.narrow(1, 4, 2).fill_(10);
+        let again = built
+            .forward(&[("tokens".into(), changed)], false, false)
+            .unwrap();
+        let (a, b) = (out.last().unwrap(), again.last().unwrap());
+        assert!(a
+            .narrow(1, 0, 4)
+            .allclose(&b.narrow(1, 0, 4), 1e-5, 1e-5, false));
+        assert!(!a
+            .narrow(1, 4, 2)
+            .allclose(&b.narrow(1, 4, 2), 1e-3, 1e-3, false));
+        let e = plan(&config, &[InputSpec::float("features", vec![3])])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("model.backbone: backbone `transformer-lm` reads the input `tokens` (int64, 1 dimensions per example), but the data do not have it"), "{e}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Small building blocks for methods that own trainable modules (architectures,
-//! policies): linear layers, batch normalisation and MLPs over plain tensors.
+//! policies): linear layers, embeddings, batch and layer normalisation, MLPs,
+//! convolutions and transformer blocks over plain tensors.
 //!
 //! Parameters are ordinary leaf tensors with `requires_grad`, initialised as
 //! PyTorch initialises `torch.nn.Linear`, so a model built here matches its
@@ -7,10 +8,16 @@
 //! handles sharing storage, which is how the host's optimizer and checkpoints
 //! reach them.
 
+mod conv;
+mod transformer;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::config::JsonSchema;
 use crate::Result;
+
+pub use conv::Conv2d;
+pub use transformer::{LayerNorm, TransformerBlock};
 
 /// An elementwise non-linearity; configs name it in lower case (`"relu"`).
 #[derive(
@@ -110,7 +117,8 @@ impl Embedding {
     }
 }
 
-/// Batch normalisation over the feature dimension, as `torch.nn.BatchNorm1d`.
+/// Batch normalisation over dimension 1, as `torch.nn.BatchNorm1d` on
+/// `[B, C]` and `torch.nn.BatchNorm2d` on `[B, C, H, W]`.
 pub struct BatchNorm {
     /// Scale γ.
     pub weight: Tensor,
@@ -137,7 +145,7 @@ impl BatchNorm {
         })
     }
 
-    /// Normalises `x` `[B, features]`: with batch statistics when `train`, which
+    /// Normalises `x` `[B, features, ..]`: with batch statistics when `train`, which
     /// also update the running statistics unless `update_stats` is false (the
     /// momentum is then 0, leaving them bit-for-bit unchanged).
     pub fn forward(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {

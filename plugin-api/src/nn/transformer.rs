@@ -1,0 +1,202 @@
+//! Pre-norm transformer blocks over token sequences `[B, N, D]`, for
+//! vision transformers (all tokens see each other) and causal language
+//! models (a token sees itself and the tokens before it).
+
+use tch::{Device, Kind, Tensor};
+
+use crate::{Error, Result};
+
+use super::{Activation, Linear};
+
+/// Layer normalisation over the last dimension, as `torch.nn.LayerNorm`.
+pub struct LayerNorm {
+    /// Scale γ, `[dim]`, initially 1.
+    pub weight: Tensor,
+    /// Shift β, `[dim]`, initially 0.
+    pub bias: Tensor,
+}
+
+impl LayerNorm {
+    const EPS: f64 = 1e-5;
+
+    /// γ = 1, β = 0.
+    pub fn new(dim: usize, device: Device) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: Tensor::f_ones([dim as i64], (Kind::Float, device))?.set_requires_grad(true),
+            bias: Tensor::f_zeros([dim as i64], (Kind::Float, device))?.set_requires_grad(true),
+        })
+    }
+
+    /// Normalises `x` `[.., dim]` over its last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_layer_norm(
+            [self.weight.size()[0]],
+            Some(&self.weight),
+            Some(&self.bias),
+            Self::EPS,
+            false,
+        )?)
+    }
+
+    /// `prefix.weight` and `prefix.bias`, sharing storage.
+    pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        vec![
+            (format!("{prefix}.weight"), self.weight.shallow_clone()),
+            (format!("{prefix}.bias"), self.bias.shallow_clone()),
+        ]
+    }
+}
+
+/// One pre-norm transformer block: `x + Attention(LN(x))`, then
+/// `x + MLP(LN(x))` with a GELU MLP, as in ViT and GPT-2.
+pub struct TransformerBlock {
+    norm1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    heads: i64,
+    causal: bool,
+}
+
+impl TransformerBlock {
+    /// A block over tokens `dim` wide with `heads` attention heads (which must
+    /// divide `dim`) and an MLP `hidden` wide; `causal` blocks let each token
+    /// attend only to itself and earlier ones.
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        hidden: usize,
+        causal: bool,
+        device: Device,
+    ) -> Result<TransformerBlock> {
+        if heads == 0 || dim % heads != 0 {
+            return Err(Error::msg(format!(
+                "{heads} attention heads do not divide the width {dim}"
+            )));
+        }
+        Ok(TransformerBlock {
+            norm1: LayerNorm::new(dim, device)?,
+            qkv: Linear::new(dim, 3 * dim, device)?,
+            proj: Linear::new(dim, dim, device)?,
+            norm2: LayerNorm::new(dim, device)?,
+            fc1: Linear::new(dim, hidden, device)?,
+            fc2: Linear::new(hidden, dim, device)?,
+            heads: heads as i64,
+            causal,
+        })
+    }
+
+    /// The number of trainable values of a block built with these arguments.
+    pub fn size(dim: usize, hidden: usize) -> u128 {
+        let (d, h) = (dim as u128, hidden as u128);
+        4 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
+    }
+
+    /// The block applied to `x` `[B, N, dim]`. `valid`, a bool `[B, N]`,
+    /// marks the tokens others may attend to (padding is false); every
+    /// sequence needs at least one valid token (a causal block: a valid first
+    /// token).
+    pub fn forward(&self, x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
+        let (b, n, d) = x.size3()?;
+        let h = self.heads;
+        let qkv = self
+            .qkv
+            .forward(&self.norm1.forward(x)?)?
+            .f_view([b, n, 3, h, d / h])?
+            .f_permute([2, 0, 3, 1, 4])?;
+        let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+        let mask = match valid {
+            None => None,
+            Some(valid) => {
+                // [B, 1, 1, N]: query i may read key j when j is valid (and j ≤ i).
+                let keys = valid.f_view([b, 1, 1, n])?;
+                Some(match self.causal {
+                    false => keys,
+                    true => {
+                        let ones = Tensor::f_ones([n, n], (Kind::Bool, x.device()))?;
+                        keys.f_logical_and(&ones.f_tril(0)?)?
+                    }
+                })
+            }
+        };
+        let causal = self.causal && mask.is_none();
+        let attended =
+            Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false)?
+                .f_transpose(1, 2)?
+                .f_reshape([b, n, d])?;
+        let x = x.f_add(&self.proj.forward(&attended)?)?;
+        let hidden = Activation::Gelu.apply(&self.fc1.forward(&self.norm2.forward(&x)?)?)?;
+        Ok(x.f_add(&self.fc2.forward(&hidden)?)?)
+    }
+
+    /// Every trainable tensor, named `prefix.*`.
+    pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        let mut out = self.norm1.parameters(&format!("{prefix}.norm1"));
+        out.extend(self.qkv.parameters(&format!("{prefix}.attention.qkv")));
+        out.extend(self.proj.parameters(&format!("{prefix}.attention.proj")));
+        out.extend(self.norm2.parameters(&format!("{prefix}.norm2")));
+        out.extend(self.fc1.parameters(&format!("{prefix}.mlp.fc1")));
+        out.extend(self.fc2.parameters(&format!("{prefix}.mlp.fc2")));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_causal_block_s_outputs_do_not_depend_on_later_tokens() {
+        tch::manual_seed(0);
+        let block = TransformerBlock::new(8, 2, 16, true, Device::Cpu).unwrap();
+        let x = Tensor::randn([2, 5, 8], (Kind::Float, Device::Cpu));
+        let mut changed = x.copy();
+        let _ = changed.narrow(1, 3, 2).fill_(7.0);
+        let (a, b) = (
+            block.forward(&x, None).unwrap(),
+            block.forward(&changed, None).unwrap(),
+        );
+        assert!(a
+            .narrow(1, 0, 3)
+            .allclose(&b.narrow(1, 0, 3), 1e-6, 1e-6, false));
+        assert!(!a
+            .narrow(1, 3, 2)
+            .allclose(&b.narrow(1, 3, 2), 1e-3, 1e-3, false));
+        // All-valid masks give the unmasked result, causal or not.
+        let all = Tensor::ones([2, 5], (Kind::Bool, Device::Cpu));
+        assert!(block
+            .forward(&x, Some(&all))
+            .unwrap()
+            .allclose(&a, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn padding_is_not_attended_to() {
+        tch::manual_seed(1);
+        let block = TransformerBlock::new(8, 4, 16, false, Device::Cpu).unwrap();
+        let x = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
+        let mut padded = x.copy();
+        let _ = padded.narrow(1, 3, 1).fill_(-5.0);
+        let valid = Tensor::from_slice(&[true, true, true, false]).view([1, 4]);
+        let a = block.forward(&x, Some(&valid)).unwrap().narrow(1, 0, 3);
+        let b = block
+            .forward(&padded, Some(&valid))
+            .unwrap()
+            .narrow(1, 0, 3);
+        assert!(a.allclose(&b, 1e-6, 1e-6, false));
+        // Without the mask the padding changes the others.
+        let c = block.forward(&padded, None).unwrap().narrow(1, 0, 3);
+        assert!(!a.allclose(&c, 1e-3, 1e-3, false));
+        assert_eq!(
+            TransformerBlock::new(6, 4, 8, false, Device::Cpu)
+                .err()
+                .unwrap()
+                .to_string(),
+            "4 attention heads do not divide the width 6"
+        );
+        let params: usize = block.parameters("b").iter().map(|(_, t)| t.numel()).sum();
+        assert_eq!(params as u128, TransformerBlock::size(8, 16));
+    }
+}
