@@ -4,6 +4,7 @@ mod abi;
 mod authoring;
 mod cli;
 mod defects;
+mod dense;
 mod fuzz;
 mod inputs;
 mod protocol;

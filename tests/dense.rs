@@ -1,0 +1,163 @@
+//! Images, tokens and per-pixel tasks end to end, through the `tensors` data
+//! kind: the `conv`, `vit` and `transformer-lm` backbones, the dense heads
+//! and their metrics, and what happens when a head does not fit the task.
+
+use std::path::{Path, PathBuf};
+
+use taskweave::{Config, Pipeline, Run, Runtime};
+use taskweave_plugin_api::rng::SplitMix;
+use taskweave_tests::*;
+use tch::{Kind, Tensor};
+
+const SIDE: i64 = 8;
+
+/// `n` 1×8×8 images of noise with a bright square of side 2–4 somewhere; the
+/// targets: `seg` (1 inside the square, 0 outside, the top row unlabelled),
+/// `depth` (2 inside, 1 outside, the top-left pixel missing) and `big`
+/// (side ≥ 3, labelled on even rows only); `features` holds the square's
+/// corner and side, so a model that reads it alone also has something.
+fn images(n: i64, seed: u64) -> Vec<(String, Tensor)> {
+    let mut rng = SplitMix::at(seed, 0);
+    let mut image = Tensor::randn([n, 1, SIDE, SIDE], (Kind::Float, tch::Device::Cpu)) * 0.1;
+    let mut seg = Tensor::zeros([n, SIDE, SIDE], (Kind::Int64, tch::Device::Cpu));
+    let mut big = Vec::new();
+    let mut features = Vec::new();
+    for i in 0..n {
+        let side = 2 + (rng.next_u64() % 3) as i64;
+        let (r, c) = (
+            (rng.next_u64() % (SIDE - side + 1) as u64) as i64,
+            (rng.next_u64() % (SIDE - side + 1) as u64) as i64,
+        );
+        let _ = image.get(i).get(0).narrow(0, r, side).narrow(1, c, side).fill_(1.0);
+        let _ = seg.get(i).narrow(0, r, side).narrow(1, c, side).fill_(1);
+        big.push(f32::from(side >= 3));
+        features.extend([r as f32, c as f32, side as f32, 0.0]);
+    }
+    let depth = (seg.to_kind(Kind::Float) + 1.0).unsqueeze(1);
+    let _ = depth.narrow(2, 0, 1).narrow(3, 0, 1).fill_(f64::NAN);
+    let _ = seg.narrow(1, 0, 1).fill_(255);
+    let mask: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+    vec![
+        ("inputs.image".into(), image),
+        ("inputs.features".into(), Tensor::from_slice(&features).view([n, 4])),
+        ("targets.seg".into(), seg),
+        ("targets.depth".into(), depth),
+        ("targets.big".into(), Tensor::from_slice(&big)),
+        ("masks.big".into(), Tensor::from_slice(&mask)),
+    ]
+}
+
+/// Writes the three splits of `make(rows, seed)` to `dir/name`.
+fn write(dir: &Path, name: &str, make: impl Fn(i64, u64) -> Vec<(String, Tensor)>) -> PathBuf {
+    let mut all = Vec::new();
+    for (split, rows, seed) in [("train", 192, 1), ("val", 48, 2), ("test", 48, 3)] {
+        for (key, t) in make(rows, seed) {
+            all.push((format!("{split}.{key}"), t));
+        }
+    }
+    let path = dir.join(name);
+    let refs: Vec<(&str, &Tensor)> = all.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    Tensor::write_safetensors(&refs, &path).unwrap();
+    path
+}
+
+const IMAGE_TASKS: &str = "[data.tasks.seg]\ntype = \"dense-multiclass\"\nclasses = 2\n\
+     [data.tasks.depth]\ntype = \"dense-regression\"\n[data.tasks.big]\ntype = \"binary\"\n";
+
+/// A pipeline over `file` with `tasks` and `extra` tables, in `dir`.
+fn pipeline(dir: &Path, file: &str, tasks: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "[run]\nout_dir = {:?}\ndevice = \"cpu\"\n[data]\nkind = \"tensors\"\npath = {file:?}\n\
+         {extra}\n{tasks}",
+        dir.join("runs").display().to_string()
+    );
+    let path = dir.join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train(path: &Path, sets: &[String]) -> taskweave::run::Summary {
+    let rt = Runtime::new(&Config::new());
+    let pipeline = Pipeline::from_file(&rt, path, sets).unwrap();
+    Run::start(pipeline, true).unwrap().train(true).unwrap()
+}
+
+#[test]
+fn conv_and_vit_backbones_learn_segmentation_depth_and_a_masked_binary_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "shapes.safetensors", images);
+    let extra = "[train]\nsteps = 300\nbatch = 32\noptimizer = { kind = \"adam\", lr = 0.01 }\n\
+                 [model.head]\nhidden = [8]\n";
+    let path = pipeline(d, "shapes.safetensors", IMAGE_TASKS, extra);
+    for backbone in [
+        "{kind=\"conv\", channels=[8, 16], style=\"plain\"}",
+        "{kind=\"conv\", channels=[8, 8], style=\"residual\"}",
+        "{kind=\"vit\", patch=2, dim=16, depth=2, heads=2}",
+    ] {
+        let sets = vec![
+            format!("model.backbone={backbone}"),
+            format!("run.name=\"b{}\"", backbone.len()),
+        ];
+        let summary = train(&path, &sets);
+        let (seg, depth) = (&summary.test[0], &summary.test[1]);
+        // Predicting background everywhere scores mIoU ≈ 0.4 and abs_err ≈ 0.2
+        // (predicting 1 everywhere): both must be clearly beaten.
+        assert!(seg["miou"] > 0.6 && seg["pixel_accuracy"] > 0.85, "{backbone}: {seg:?}");
+        assert!(depth["abs_err"] < 0.15 && depth["rel_err"].is_finite(), "{backbone}: {depth:?}");
+        assert!(summary.test[2]["auc"].is_finite(), "{backbone}: {:?}", summary.test[2]);
+    }
+}
+
+/// `n` sequences of 12 ids in 0..16; task `seen`: which of ids 1–4 occur.
+fn sequences(n: i64, seed: u64) -> Vec<(String, Tensor)> {
+    let mut rng = SplitMix::at(seed, 1);
+    let ids: Vec<i64> = (0..n * 12).map(|_| (rng.next_u64() % 16) as i64).collect();
+    let tokens = Tensor::from_slice(&ids).view([n, 12]);
+    let seen: Vec<Tensor> = (1..=4)
+        .map(|id| tokens.eq(id).any_dim(1, false).to_kind(Kind::Float))
+        .collect();
+    vec![
+        ("inputs.tokens".into(), tokens),
+        ("targets.seen".into(), Tensor::stack(&seen, 1)),
+    ]
+}
+
+#[test]
+fn a_transformer_lm_learns_a_multilabel_task_over_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "seq.safetensors", sequences);
+    let extra = "vocab = { tokens = [16] }\n[train]\nsteps = 300\nbatch = 32\n\
+                 optimizer = { kind = \"adam\", lr = 0.003 }\n\
+                 [model]\nbackbone = { kind = \"transformer-lm\", dim = 32, depth = 2, heads = 4 }\n\
+                 head = { hidden = [32] }\n";
+    let path = pipeline(d, "seq.safetensors", "[data.tasks.seen]\ntype = \"multilabel\"\n", extra);
+    let summary = train(&path, &[]);
+    let seen = &summary.test[0];
+    // Each id occurs with probability 1 − (15/16)^12 ≈ 0.54: guessing scores F1 ≈ 0.7.
+    assert!(seen["f1"] > 0.85, "{seen:?}");
+}
+
+#[test]
+fn a_per_pixel_task_on_flat_features_and_a_corrupt_file_are_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = write(d, "shapes.safetensors", images);
+    let path = pipeline(d, "shapes.safetensors", IMAGE_TASKS, "[train]\nsteps = 2\n");
+    let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("model.backbone: task `seg` is dense-multiclass (one output per pixel), but backbone `mlp` gives one feature vector per example")
+            && err.contains("use backbone `conv` or `vit`"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "run", "--overwrite", path.to_str().unwrap(), "--set", "model.backbone={kind=\"conv\"}"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("shapes.safetensors"), "{err}");
+}
