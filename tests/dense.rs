@@ -18,8 +18,8 @@ const SIDE: i64 = 8;
 /// corner and side, so a model that reads it alone also has something.
 fn images(n: i64, seed: u64) -> Vec<(String, Tensor)> {
     let mut rng = SplitMix::at(seed, 0);
-    let mut image = Tensor::randn([n, 1, SIDE, SIDE], (Kind::Float, tch::Device::Cpu)) * 0.1;
-    let mut seg = Tensor::zeros([n, SIDE, SIDE], (Kind::Int64, tch::Device::Cpu));
+    let image = Tensor::randn([n, 1, SIDE, SIDE], (Kind::Float, tch::Device::Cpu)) * 0.1;
+    let seg = Tensor::zeros([n, SIDE, SIDE], (Kind::Int64, tch::Device::Cpu));
     let mut big = Vec::new();
     let mut features = Vec::new();
     for i in 0..n {

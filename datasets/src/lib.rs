@@ -61,8 +61,9 @@ pub trait Source {
 
     /// The bytes [`Source::load`] will allocate at least, and the keys that ask
     /// for them, when that is known before reading anything (so the runtime can
-    /// refuse what does not fit instead of failing mid-way).
-    fn footprint(_config: &Self::Config) -> Footprint {
+    /// refuse what does not fit instead of failing mid-way). Relative paths
+    /// resolve against `dir`, as in [`Source::load`].
+    fn footprint(_config: &Self::Config, _dir: &Path) -> Footprint {
         None
     }
 
@@ -76,7 +77,7 @@ pub struct DataKind {
     pub name: &'static str,
     schema: fn() -> Value,
     check: fn(&Value, &Path) -> Result<()>,
-    footprint: fn(&Value) -> Result<Footprint>,
+    footprint: fn(&Value, &Path) -> Result<Footprint>,
     load: fn(&Value, &Path) -> Result<Dataset>,
 }
 
@@ -98,7 +99,7 @@ impl DataKind {
             name: S::NAME,
             schema: schema_for::<S::Config>,
             check: |table, dir| S::check(&config_of::<S>(table)?, dir),
-            footprint: |table| Ok(S::footprint(&config_of::<S>(table)?)),
+            footprint: |table, dir| Ok(S::footprint(&config_of::<S>(table)?, dir)),
             load: |table, dir| S::load(&config_of::<S>(table)?, dir),
         }
     }
@@ -114,8 +115,8 @@ impl DataKind {
     }
 
     /// [`Source::footprint`] on a validated `[data]` table.
-    pub fn footprint(&self, table: &Value) -> Result<Footprint> {
-        (self.footprint)(table)
+    pub fn footprint(&self, table: &Value, dir: &Path) -> Result<Footprint> {
+        (self.footprint)(table, dir)
     }
 
     /// Loads a validated `[data]` table's data, refusing an empty split or

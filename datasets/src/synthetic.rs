@@ -100,7 +100,7 @@ impl Source for Synthetic {
     const NAME: &'static str = "mmoe-synthetic";
     type Config = SyntheticConfig;
 
-    fn footprint(c: &SyntheticConfig) -> Footprint {
+    fn footprint(c: &SyntheticConfig, _dir: &Path) -> Footprint {
         let rows = (c.train + c.val + c.test) as u128;
         // Generated as f32 rows, then copied into tensors.
         let bytes = rows * (c.input_dim + c.tasks) as u128 * 4 * 2;

@@ -107,14 +107,9 @@ impl Source for Tensors {
     }
 
     /// Twice the file's size: libtorch's reader holds the whole file while it
-    /// copies it into tensors. `footprint` is not given the pipeline's
-    /// directory, so only an absolute `path` is measured.
-    fn footprint(config: &TensorsConfig) -> Footprint {
-        let path = Path::new(&config.path);
-        let size = std::fs::metadata(path)
-            .ok()
-            .filter(|_| path.is_absolute())?
-            .len();
+    /// copies it into tensors.
+    fn footprint(config: &TensorsConfig, dir: &Path) -> Footprint {
+        let size = std::fs::metadata(dir.join(&config.path)).ok()?.len();
         let what = "bytes, read whole, then copied into tensors";
         Some((
             2 * size as u128,
@@ -124,7 +119,10 @@ impl Source for Tensors {
 
     fn load(config: &TensorsConfig, dir: &Path) -> Result<Dataset> {
         let path = dir.join(&config.path);
-        std::fs::File::open(&path).map_err(|e| unreadable(&path, &e))?;
+        let opened = std::fs::File::open(&path).and_then(|f| f.metadata());
+        if !opened.map_err(|e| unreadable(&path, &e))?.is_file() {
+            return Err(file_error(&path, "not a regular file".into()));
+        }
         let read = Tensor::read_safetensors(&path).map_err(|e| {
             let reason = match e {
                 tch::TchError::SafeTensorError { err, .. } => err.to_string(),
@@ -166,9 +164,13 @@ impl File {
 
     fn dataset(&self, config: &TensorsConfig) -> Result<Dataset> {
         for key in self.tensors.keys() {
-            let parts: Vec<&str> = key.splitn(3, '.').collect();
-            if !matches!(parts[..], [s, "inputs" | "targets" | "masks", n] if SPLITS.contains(&s) && !n.is_empty())
-            {
+            let known = match key.splitn(3, '.').collect::<Vec<_>>()[..] {
+                [split, "inputs" | "targets" | "masks", name] => {
+                    SPLITS.contains(&split) && !name.is_empty()
+                }
+                _ => false,
+            };
+            if !known {
                 return self.bad(format!("unexpected tensor `{key}`: keys are <split>.inputs.<name>, <split>.targets.<task> and <split>.masks.<task>, <split> being train, val or test"));
             }
         }
@@ -224,7 +226,7 @@ impl File {
     fn inputs(&self, config: &TensorsConfig) -> Result<Vec<InputSpec>> {
         let path = self.path.display();
         let vocab_error =
-            |name: &str, message: String| Err(Error::config(format!("vocab.{name}"), message));
+            |name: &str, message| Err(Error::config(format!("vocab.{name}"), message));
         let train = self.under("train.inputs.");
         let mut specs = Vec::new();
         for &(name, t) in &train {
@@ -233,66 +235,68 @@ impl File {
                 return self.bad(format!("`{key}` is a scalar; an input is [N, ...]"));
             }
             let shape: Vec<usize> = t.size()[1..].iter().map(|&d| d as usize).collect();
+            let columns = shape.last().copied().unwrap_or(1);
             let vocab = config.vocab.get(name);
-            specs.push(match (t.kind(), vocab) {
-                (Kind::Float, None) => InputSpec::float(name, shape),
-                (Kind::Float, Some(_)) => {
-                    return vocab_error(name, format!("`{key}` in {path} is float32; only int64 inputs take a vocabulary"))
+            let fits =
+                vocab.is_some_and(|v| !v.contains(&0) && (v.len() == 1 || v.len() == columns));
+            let problem = match (t.kind(), vocab) {
+                (Kind::Float, None) => {
+                    specs.push(InputSpec::float(name, shape));
+                    continue;
                 }
-                (Kind::Int64, None) => {
-                    return vocab_error(name, format!("`{key}` in {path} holds int64 ids: give its vocabulary size (one per column, or one for every column)"))
+                (Kind::Int64, Some(sizes)) if fits => {
+                    specs.push(InputSpec::index(name, shape, sizes.clone()));
+                    continue;
                 }
-                (Kind::Int64, Some(sizes)) => {
-                    let columns = shape.last().copied().unwrap_or(1);
-                    if sizes.is_empty() || sizes.contains(&0) || (sizes.len() != 1 && sizes.len() != columns) {
-                        return vocab_error(name, format!("{sizes:?} for `{key}` in {path} ({columns} columns): give one size of at least 1 for every column, or one per column"));
-                    }
-                    InputSpec::index(name, shape, sizes.clone())
+                (Kind::Float, Some(_)) => "is float32; only int64 inputs take a vocabulary".into(),
+                (Kind::Int64, None) => "holds int64 ids: give its vocabulary size (one per column, or one for every column)".into(),
+                (Kind::Int64, Some(sizes)) => format!("has {columns} columns: give one vocabulary size of at least 1 for every column, or one per column, not {sizes:?}"),
+                (kind, _) => {
+                    let kind = kind_name(kind);
+                    let message = format!("`{key}` is {kind}; an input is float32 (values) or int64 (ids)");
+                    return self.bad(message);
                 }
-                (kind, _) => return self.bad(format!("`{key}` is {}; an input is float32 (values) or int64 (ids)", kind_name(kind))),
-            });
+            };
+            return vocab_error(name, format!("`{key}` in {path} {problem}"));
         }
-        if let Some(name) = config
-            .vocab
-            .keys()
-            .find(|n| !train.iter().any(|(i, _)| i == n))
-        {
-            let names: Vec<&str> = train.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = train.iter().map(|(n, _)| *n).collect();
+        if let Some(name) = config.vocab.keys().find(|n| !names.contains(&n.as_str())) {
+            let names = names.join(", ");
             return vocab_error(
                 name,
-                format!(
-                    "{path} has no input `train.inputs.{name}` (inputs: {})",
-                    names.join(", ")
-                ),
+                format!("{path} has no input `train.inputs.{name}` (inputs: {names})"),
             );
         }
         Ok(specs)
     }
 
     fn target(&self, split: &str, name: &str) -> Result<&Tensor> {
-        match self.get(split, "targets", name) {
-            Some(t) => Ok(t),
-            None => {
-                let keys: Vec<String> = self
-                    .under(&format!("{split}."))
-                    .iter()
-                    .map(|(k, _)| format!("{split}.{k}"))
-                    .collect();
-                self.bad(format!("no tensor `{split}.targets.{name}` for task `{name}`; the {split} split holds: {}", keys.join(", ")))
-            }
+        if let Some(t) = self.get(split, "targets", name) {
+            return Ok(t);
         }
+        let held: Vec<String> = self
+            .under(&format!("{split}."))
+            .iter()
+            .map(|(k, _)| format!("{split}.{k}"))
+            .collect();
+        let held = if held.is_empty() {
+            "nothing".into()
+        } else {
+            held.join(", ")
+        };
+        self.bad(format!(
+            "no tensor `{split}.targets.{name}` for task `{name}`; the {split} split holds {held}"
+        ))
     }
 
     fn split(&self, split: &str, specs: &[InputSpec], tasks: &[Task]) -> Result<Split> {
         let found = self.under(&format!("{split}.inputs."));
-        let Some(rows) = found
-            .first()
-            .map(|(_, t)| t.size().first().copied().unwrap_or(0))
-        else {
+        let Some((_, first)) = found.first() else {
             return self.bad(format!(
                 "the {split} split has no inputs: no tensor `{split}.inputs.<name>`"
             ));
         };
+        let rows = first.size().first().copied().unwrap_or(0);
         let names = |n: Vec<&str>| n.join(", ");
         if found.len() != specs.len() || found.iter().zip(specs).any(|((n, _), s)| *n != s.name) {
             return self.bad(format!(
@@ -371,26 +375,34 @@ impl File {
 
 /// What is wrong with the values of a target (placeholders already zeroed).
 fn bad_values(kind: TaskType, t: &Tensor) -> Result<Option<String>> {
-    let first = |bad: Tensor| -> Result<Option<f64>> {
-        let found = t.f_masked_select(&bad)?;
-        Ok((found.numel() > 0).then(|| found.double_value(&[0])))
-    };
-    let outside = |classes: usize| -> Result<Tensor> {
-        Ok(t.f_lt(0)?.f_logical_or(&t.f_ge(classes as i64)?)?)
-    };
-    Ok(match kind {
-        TaskType::Regression => first(t.f_isfinite()?.f_logical_not()?)?
-            .map(|v| format!("holds {v}; targets are finite (a mask `masks.<task>` marks the rows without a label)")),
-        TaskType::Binary | TaskType::Multilabel(_) => {
-            first(t.f_ne(0)?.f_logical_and(&t.f_ne(1)?)?)?.map(|v| format!("holds {v}; labels are 0 or 1"))
+    let outside = |n: usize| -> Result<Tensor> { Ok(t.f_lt(0)?.f_logical_or(&t.f_ge(n as i64)?)?) };
+    let (bad, why) = match kind {
+        TaskType::Regression => {
+            let why = "; targets are finite (a mask `masks.<task>` marks the rows without a label)";
+            (t.f_isfinite()?.f_logical_not()?, why.into())
         }
-        TaskType::Multiclass(n) => first(outside(n)?)?.map(|v| format!("holds class {v}, outside 0..{n}")),
-        TaskType::DenseMulticlass { classes, .. } => first(outside(classes)?.f_logical_and(&t.f_ne(IGNORE_PIXEL)?)?)?
-            .map(|v| format!("holds class {v}, outside 0..{classes} and not {IGNORE_PIXEL} (unlabelled)")),
-        TaskType::DenseRegression { .. } => {
-            first(t.f_isinf()?)?.map(|v| format!("holds {v}; values are finite, or NaN where unlabelled"))
+        TaskType::Binary | TaskType::Multilabel(_) => (
+            t.f_ne(0)?.f_logical_and(&t.f_ne(1)?)?,
+            "; labels are 0 or 1".into(),
+        ),
+        TaskType::Multiclass(n) => (outside(n)?, format!(", outside the classes 0..{n}")),
+        TaskType::DenseMulticlass { classes, .. } => {
+            let bad = outside(classes)?.f_logical_and(&t.f_ne(IGNORE_PIXEL)?)?;
+            (
+                bad,
+                format!(", outside the classes 0..{classes} and not {IGNORE_PIXEL} (unlabelled)"),
+            )
         }
-    })
+        TaskType::DenseRegression { .. } => (
+            t.f_isinf()?,
+            "; values are finite, or NaN where unlabelled".into(),
+        ),
+    };
+    let found = t.f_masked_select(&bad)?;
+    if found.numel() == 0 {
+        return Ok(None);
+    }
+    Ok(Some(format!("holds {}{why}", found.f_double_value(&[0])?)))
 }
 
 #[cfg(test)]
@@ -463,17 +475,31 @@ mod tests {
         err(|t, _| set(t, key, v))
     }
 
+    /// The error of the fixture with a task `x` of type `task` and targets `v`.
+    fn extra(task: Value, v: Tensor) -> String {
+        err(|t, c| {
+            c["tasks"]["x"] = task;
+            for s in SPLITS {
+                set(t, &format!("{s}.targets.x"), v.copy());
+            }
+        })
+    }
+
     #[test]
     fn loads_images_tokens_dense_and_masked_tasks() {
-        let (_dir, data) = load(&fixture(), &config());
+        let mut t = fixture();
+        set(&mut t, "val.masks.tags", Tensor::from_slice(&[true, false]));
+        let (_dir, data) = load(&t, &config());
         let d = data.unwrap();
         let tokens = InputSpec::index("tokens", vec![3], vec![10]);
         assert_eq!(d.inputs, [InputSpec::float("image", vec![1, 3, 3]), tokens]);
         let kinds: Vec<_> = d.tasks.iter().map(|t| (t.name.as_str(), t.kind)).collect();
         assert_eq!(format!("{kinds:?}"), "[(\"seg\", DenseMulticlass { classes: 3, height: 2, width: 2 }), (\"depth\", DenseRegression { channels: 1, height: 2, width: 2 }), (\"tags\", Multilabel(3))]");
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 2, 2));
-        let mask = Vec::<bool>::try_from(d.test.masks[2].as_ref().unwrap()).unwrap();
-        assert_eq!(mask, [true, false]);
+        for split in [&d.val, &d.test] {
+            let mask = Vec::<bool>::try_from(split.masks[2].as_ref().unwrap()).unwrap();
+            assert_eq!(mask, [true, false], "from bool and uint8");
+        }
         assert!(d.val.masks[0].is_none() && d.val.masks[1].is_none());
         let tags = Vec::<f32>::try_from(d.val.targets[2].view([-1])).unwrap();
         assert_eq!(tags, [1., 0., 1., 0., 0., 0.], "unlabelled rows hold 0");
@@ -484,10 +510,8 @@ mod tests {
     #[test]
     fn missing_truncated_and_garbage_files_and_footprint() {
         let (dir, _) = load(&fixture(), &config());
-        let (kind, file) = (
-            crate::find("tensors").unwrap(),
-            dir.path().join("d.safetensors"),
-        );
+        let kind = crate::find("tensors").unwrap();
+        let file = dir.path().join("d.safetensors");
         let missing = json!({"kind": "tensors", "path": "no.safetensors", "tasks": {}});
         let e = kind.check(&missing, dir.path()).err().unwrap().to_string();
         let no = dir.path().join("no.safetensors").display().to_string();
@@ -503,18 +527,19 @@ mod tests {
             let expected = format!("{}: not a valid safetensors file: {why}", file.display());
             assert_eq!(e, expected);
         }
-        let footprint = |path: Value| kind.footprint(&json!({"path": path, "tasks": {}})).unwrap();
+        let footprint = |path: Value| {
+            kind.footprint(&json!({"path": path, "tasks": {}}), dir.path())
+                .unwrap()
+        };
         let size = std::fs::metadata(&file).unwrap().len();
         let what = format!(
             "data.path = \"{}\" ({size} bytes, read whole, then copied into tensors)",
             file.display()
         );
         assert_eq!(footprint(json!(file)), Some((2 * size as u128, what)));
-        assert_eq!(
-            footprint(json!("d.safetensors")),
-            None,
-            "no directory given"
-        );
+        let relative = file.file_name().unwrap().to_str().unwrap();
+        assert_eq!(footprint(json!(relative)).map(|(n, _)| n), Some(2 * size as u128));
+        assert_eq!(footprint(json!("missing.safetensors")), None, "check() reports it");
     }
 
     #[test]
@@ -524,6 +549,8 @@ mod tests {
         assert!(c(json!({"type": "dense-multiclass", "classes": 3})));
         assert!(!c(json!({"type": "dense-regression", "classes": 3})));
         assert!(!c(json!({"type": "dense_multiclass", "classes": 3})));
+        let schema = crate::find("tensors").unwrap().schema().to_string();
+        assert!(schema.contains("\"dense-multiclass\"") && schema.contains("\"vocab\""));
     }
 
     #[test]
@@ -534,7 +561,7 @@ mod tests {
             "<file>: the val split has no inputs: no tensor `val.inputs.<name>`"
         );
         let e = err(|t, _| t.retain(|(k, _)| k != "test.targets.depth"));
-        assert_eq!(e, "<file>: no tensor `test.targets.depth` for task `depth`; the test split holds: test.inputs.image, test.inputs.tokens, test.masks.tags, test.targets.seg, test.targets.tags");
+        assert_eq!(e, "<file>: no tensor `test.targets.depth` for task `depth`; the test split holds test.inputs.image, test.inputs.tokens, test.masks.tags, test.targets.seg, test.targets.tags");
         let e = err(|t, _| t.retain(|(k, _)| k != "val.inputs.image"));
         assert_eq!(e, "<file>: the val split's inputs are tokens but the train split's are image, tokens; every split holds the same inputs");
         let e = with("train.target.seg", Tensor::from(1));
@@ -570,7 +597,7 @@ mod tests {
         let e = err(|_, c| c["vocab"]["image"] = json!([3]));
         assert_eq!(e, "data.vocab.image: `train.inputs.image` in <file> is float32; only int64 inputs take a vocabulary");
         let e = err(|_, c| c["vocab"]["tokens"] = json!([10, 10]));
-        assert_eq!(e, "data.vocab.tokens: [10, 10] for `train.inputs.tokens` in <file> (3 columns): give one size of at least 1 for every column, or one per column");
+        assert_eq!(e, "data.vocab.tokens: `train.inputs.tokens` in <file> has 3 columns: give one vocabulary size of at least 1 for every column, or one per column, not [10, 10]");
     }
 
     #[test]
@@ -581,22 +608,18 @@ mod tests {
         );
         assert_eq!(
             e,
-            "<file>: `val.targets.seg` holds class 3, outside 0..3 and not 255 (unlabelled)"
+            "<file>: `val.targets.seg` holds 3, outside the classes 0..3 and not 255 (unlabelled)"
         );
-        let e = err(|t, c| {
-            c["tasks"]["c"] = json!({"type": "multiclass", "classes": 2});
-            for s in SPLITS {
-                set(t, &format!("{s}.targets.c"), i64s(&[1, 2], &[2]));
-            }
-        });
-        assert_eq!(e, "<file>: `train.targets.c` holds class 2, outside 0..2");
-        let e = err(|t, c| {
-            c["tasks"]["r"] = json!({"type": "regression"});
-            for s in SPLITS {
-                set(t, &format!("{s}.targets.r"), f32s(&[1., f32::NAN], &[2]));
-            }
-        });
-        assert_eq!(e, "<file>: `train.targets.r` holds NaN; targets are finite (a mask `masks.<task>` marks the rows without a label)");
+        let e = extra(
+            json!({"type": "multiclass", "classes": 2}),
+            i64s(&[1, 2], &[2]),
+        );
+        assert_eq!(
+            e,
+            "<file>: `train.targets.x` holds 2, outside the classes 0..2"
+        );
+        let e = extra(json!({"type": "regression"}), f32s(&[1., f32::NAN], &[2]));
+        assert_eq!(e, "<file>: `train.targets.x` holds NaN; targets are finite (a mask `masks.<task>` marks the rows without a label)");
         let e = with(
             "test.targets.tags",
             f32s(&[1., 0., 2., 7., 7., 7.], &[2, 3]),

@@ -43,7 +43,7 @@ pub fn check(config: &Value, dir: &Path) -> std::result::Result<(), taskweave_da
 /// what cannot fit in memory; relative paths resolve against `dir`.
 pub fn load(config: &Value, dir: &Path) -> Result<Dataset> {
     let kind = kind(config)?;
-    if let Some((bytes, what)) = kind.footprint(config)? {
+    if let Some((bytes, what)) = kind.footprint(config, dir)? {
         crate::device::ensure_fits(tch::Device::Cpu, bytes, || what)?;
     }
     Ok(kind.load(config, dir)?)

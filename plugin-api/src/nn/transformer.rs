@@ -152,7 +152,7 @@ mod tests {
         tch::manual_seed(0);
         let block = TransformerBlock::new(8, 2, 16, true, Device::Cpu).unwrap();
         let x = Tensor::randn([2, 5, 8], (Kind::Float, Device::Cpu));
-        let mut changed = x.copy();
+        let changed = x.copy();
         let _ = changed.narrow(1, 3, 2).fill_(7.0);
         let (a, b) = (
             block.forward(&x, None).unwrap(),
@@ -177,7 +177,7 @@ mod tests {
         tch::manual_seed(1);
         let block = TransformerBlock::new(8, 4, 16, false, Device::Cpu).unwrap();
         let x = Tensor::randn([1, 4, 8], (Kind::Float, Device::Cpu));
-        let mut padded = x.copy();
+        let padded = x.copy();
         let _ = padded.narrow(1, 3, 1).fill_(-5.0);
         let valid = Tensor::from_slice(&[true, true, true, false]).view([1, 4]);
         let a = block.forward(&x, Some(&valid)).unwrap().narrow(1, 0, 3);

@@ -260,7 +260,7 @@ mod tests {
         });
         let ids = Tensor::from_slice(&[1i64, 2, 3, 4, 5, 6, 6, 5, 4, 3, 2, 1]).reshape([2, 6]);
         let (built, out) = check(config.clone(), &inputs, vec![("tokens".into(), ids.copy())]);
-        let mut changed = ids.copy();
+        let changed = ids.copy();
         let _ = changed.narrow(1, 4, 2).fill_(10);
         let again = built
             .forward(&[("tokens".into(), changed)], false, false)
