@@ -90,8 +90,12 @@ fn conv_and_vit_backbones_learn_segmentation_depth_and_a_masked_binary_task() {
     let extra = "[train]\nsteps = 300\nbatch = 32\noptimizer = { kind = \"adam\", lr = 0.01 }\n\
                  [model.head]\nhidden = [8]\n";
     let path = pipeline(d, "shapes.safetensors", IMAGE_TASKS, extra);
+    let test = images(48, 3);
+    let depth = &test[3].1;
+    let labelled = depth.isnan().logical_not();
+    let trivial = (depth - 1.0).abs().masked_select(&labelled).mean(Kind::Double).double_value(&[]);
     for backbone in [
-        "{kind=\"conv\", channels=[8, 16], style=\"plain\"}",
+        "{kind=\"conv\", channels=[16], style=\"plain\"}",
         "{kind=\"conv\", channels=[8, 8], style=\"residual\"}",
         "{kind=\"vit\", patch=2, dim=16, depth=2, heads=2}",
     ] {
@@ -101,11 +105,11 @@ fn conv_and_vit_backbones_learn_segmentation_depth_and_a_masked_binary_task() {
         ];
         let summary = train(&path, &sets);
         let (seg, depth) = (&summary.test[0], &summary.test[1]);
-        // Predicting background everywhere scores mIoU ≈ 0.4 and abs_err ≈ 0.2
-        // (predicting 1 everywhere): both must be clearly beaten.
-        assert!(seg["miou"] > 0.6 && seg["pixel_accuracy"] > 0.85, "{backbone}: {seg:?}");
-        assert!(depth["abs_err"] < 0.15 && depth["rel_err"].is_finite(), "{backbone}: {depth:?}");
-        assert!(summary.test[2]["auc"].is_finite(), "{backbone}: {:?}", summary.test[2]);
+        // Predicting background everywhere scores mIoU ≈ 0.4 and, for depth,
+        // an absolute error of `trivial` (1 everywhere: the median).
+        assert!(seg["miou"] > 0.8 && seg["pixel_accuracy"] > 0.9, "{backbone}: {seg:?}");
+        assert!(depth["abs_err"] < 0.75 * trivial && depth["rel_err"].is_finite(), "{backbone}: {depth:?} vs {trivial}");
+        assert!(summary.test[2]["auc"] > 0.9, "{backbone}: {:?}", summary.test[2]);
     }
 }
 

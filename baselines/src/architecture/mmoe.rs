@@ -35,10 +35,8 @@ impl Architecture for Mmoe {
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
         let x = input.last_layer()?;
         let outs = self.experts.forward(x)?;
-        self.gates
-            .iter()
-            .map(|gate| experts::mix(gate, x, &outs))
-            .collect()
+        let gates: Vec<&Linear> = self.gates.iter().collect();
+        experts::mix(&gates, x, &outs)
     }
 }
 

@@ -67,13 +67,13 @@ impl Level {
             let own = bank.forward(x)?;
             // [.., own + shared, d]
             let mine = Tensor::f_cat(&[&own, &shared], -2)?;
-            outs.push(experts::mix(gate, x, &mine)?);
+            outs.push(experts::mix_one(gate, x, &mine)?);
             every.push(own);
         }
         let next = match &self.shared_gate {
             Some(gate) => {
                 every.push(shared);
-                Some(experts::mix(gate, shared_in, &Tensor::f_cat(&every, -2)?)?)
+                Some(experts::mix_one(gate, shared_in, &Tensor::f_cat(&every, -2)?)?)
             }
             None => None,
         };
