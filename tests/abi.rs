@@ -292,3 +292,35 @@ fn plugins_that_other_users_could_have_written_are_refused_unless_allowed() {
     let (_, out, _) = run_cli(dir.path(), &["plugins", "list", "--dir", p]);
     assert!(out.lines().any(|l| l.starts_with("rlw ")), "{out}");
 }
+
+#[test]
+fn a_strategy_plugin_trains_by_task_batches_inner_steps_and_flat_parameters_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    copy_into(
+        &d.join("plugins"),
+        &fixture_plugin("reptile"),
+        "libfixture_reptile.so",
+    );
+    let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 100\n\
+                 strategy = { kind = \"reptile\", inner = 3, lr = 0.2, meta_lr = 1.0 }\n\
+                 [eval]\nevery = 10\nselect = \"last\"\n";
+    let text = std::fs::read_to_string(small_pipeline(d, "reptile", extra)).unwrap();
+    let rt = Runtime::new(&Config::new());
+    let pipeline = Pipeline::from_str(&rt, &text, d, &[]).unwrap();
+    let summary = Run::start(pipeline, true).unwrap().train(true).unwrap();
+    let history: Vec<serde_json::Value> =
+        std::fs::read_to_string(d.join("runs/reptile/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let first = history[0]["tasks"]["task1"]["mse"].as_f64().unwrap();
+    let last = summary.val[0]["mse"];
+    assert!(
+        last < 0.8 * first,
+        "Reptile steps learn: val mse {first} -> {last}"
+    );
+    assert_resume_is_exact(&d.join("runs/reptile"), &d.join("runs/reptile-copy"));
+}

@@ -28,7 +28,12 @@ fn images(n: i64, seed: u64) -> Vec<(String, Tensor)> {
             (rng.next_u64() % (SIDE - side + 1) as u64) as i64,
             (rng.next_u64() % (SIDE - side + 1) as u64) as i64,
         );
-        let _ = image.get(i).get(0).narrow(0, r, side).narrow(1, c, side).fill_(1.0);
+        let _ = image
+            .get(i)
+            .get(0)
+            .narrow(0, r, side)
+            .narrow(1, c, side)
+            .fill_(1.0);
         let _ = seg.get(i).narrow(0, r, side).narrow(1, c, side).fill_(1);
         big.push(f32::from(side >= 3));
         features.extend([r as f32, c as f32, side as f32, 0.0]);
@@ -39,7 +44,10 @@ fn images(n: i64, seed: u64) -> Vec<(String, Tensor)> {
     let mask: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
     vec![
         ("inputs.image".into(), image),
-        ("inputs.features".into(), Tensor::from_slice(&features).view([n, 4])),
+        (
+            "inputs.features".into(),
+            Tensor::from_slice(&features).view([n, 4]),
+        ),
         ("targets.seg".into(), seg),
         ("targets.depth".into(), depth),
         ("targets.big".into(), Tensor::from_slice(&big)),
@@ -93,7 +101,11 @@ fn conv_and_vit_backbones_learn_segmentation_depth_and_a_masked_binary_task() {
     let test = images(48, 3);
     let depth = &test[3].1;
     let labelled = depth.isnan().logical_not();
-    let trivial = (depth - 1.0).abs().masked_select(&labelled).mean(Kind::Double).double_value(&[]);
+    let trivial = (depth - 1.0)
+        .abs()
+        .masked_select(&labelled)
+        .mean(Kind::Double)
+        .double_value(&[]);
     for backbone in [
         "{kind=\"conv\", channels=[16], style=\"plain\"}",
         "{kind=\"conv\", channels=[8, 8], style=\"residual\"}",
@@ -107,9 +119,19 @@ fn conv_and_vit_backbones_learn_segmentation_depth_and_a_masked_binary_task() {
         let (seg, depth) = (&summary.test[0], &summary.test[1]);
         // Predicting background everywhere scores mIoU ≈ 0.4 and, for depth,
         // an absolute error of `trivial` (1 everywhere: the median).
-        assert!(seg["miou"] > 0.8 && seg["pixel_accuracy"] > 0.9, "{backbone}: {seg:?}");
-        assert!(depth["abs_err"] < 0.75 * trivial && depth["rel_err"].is_finite(), "{backbone}: {depth:?} vs {trivial}");
-        assert!(summary.test[2]["auc"] > 0.9, "{backbone}: {:?}", summary.test[2]);
+        assert!(
+            seg["miou"] > 0.8 && seg["pixel_accuracy"] > 0.9,
+            "{backbone}: {seg:?}"
+        );
+        assert!(
+            depth["abs_err"] < 0.75 * trivial && depth["rel_err"].is_finite(),
+            "{backbone}: {depth:?} vs {trivial}"
+        );
+        assert!(
+            summary.test[2]["auc"] > 0.9,
+            "{backbone}: {:?}",
+            summary.test[2]
+        );
     }
 }
 
@@ -136,7 +158,12 @@ fn a_transformer_lm_learns_a_multilabel_task_over_tokens() {
                  optimizer = { kind = \"adam\", lr = 0.003 }\n\
                  [model]\nbackbone = { kind = \"transformer-lm\", dim = 32, depth = 2, heads = 4 }\n\
                  head = { hidden = [32] }\n";
-    let path = pipeline(d, "seq.safetensors", "[data.tasks.seen]\ntype = \"multilabel\"\n", extra);
+    let path = pipeline(
+        d,
+        "seq.safetensors",
+        "[data.tasks.seen]\ntype = \"multilabel\"\n",
+        extra,
+    );
     let summary = train(&path, &[]);
     let seen = &summary.test[0];
     // Each id occurs with probability 1 − (15/16)^12 ≈ 0.54: guessing scores F1 ≈ 0.7.
@@ -160,7 +187,14 @@ fn a_per_pixel_task_on_flat_features_and_a_corrupt_file_are_exit_2() {
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     let (code, _, err) = run_cli(
         d,
-        &["-q", "run", "--overwrite", path.to_str().unwrap(), "--set", "model.backbone={kind=\"conv\"}"],
+        &[
+            "-q",
+            "run",
+            "--overwrite",
+            path.to_str().unwrap(),
+            "--set",
+            "model.backbone={kind=\"conv\"}",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("shapes.safetensors"), "{err}");

@@ -538,8 +538,15 @@ mod tests {
         );
         assert_eq!(footprint(json!(file)), Some((2 * size as u128, what)));
         let relative = file.file_name().unwrap().to_str().unwrap();
-        assert_eq!(footprint(json!(relative)).map(|(n, _)| n), Some(2 * size as u128));
-        assert_eq!(footprint(json!("missing.safetensors")), None, "check() reports it");
+        assert_eq!(
+            footprint(json!(relative)).map(|(n, _)| n),
+            Some(2 * size as u128)
+        );
+        assert_eq!(
+            footprint(json!("missing.safetensors")),
+            None,
+            "check() reports it"
+        );
     }
 
     #[test]

@@ -110,7 +110,9 @@ pub fn mix(gates: &[&Linear], x: &Tensor, experts: &Tensor) -> Result<Vec<Tensor
     // [.., T, n, 1] * [.., 1, n, d] summed over n. Not a batched [1, n]·[n, d]
     // matmul: libtorch runs those tiny products through its naive bmm loop,
     // which cost 9% of a census MMoE step; the broadcast is vectorised.
-    let weights = logits.f_view(shape.as_slice())?.f_softmax(-2, Kind::Float)?;
+    let weights = logits
+        .f_view(shape.as_slice())?
+        .f_softmax(-2, Kind::Float)?;
     let mixed = weights
         .f_mul(&experts.f_unsqueeze(-3)?)?
         .f_sum_dim_intlist(-2, false, Kind::Float)?;

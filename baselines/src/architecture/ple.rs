@@ -73,7 +73,11 @@ impl Level {
         let next = match &self.shared_gate {
             Some(gate) => {
                 every.push(shared);
-                Some(experts::mix_one(gate, shared_in, &Tensor::f_cat(&every, -2)?)?)
+                Some(experts::mix_one(
+                    gate,
+                    shared_in,
+                    &Tensor::f_cat(&every, -2)?,
+                )?)
             }
             None => None,
         };
