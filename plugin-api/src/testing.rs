@@ -77,10 +77,8 @@ impl LinearOps {
     /// multiple of `every`.
     pub fn keep_labels_every(&mut self, task: usize, every: usize) {
         let keep: Vec<bool> = (0..ROWS as usize).map(|r| r % every.max(1) == 0).collect();
-        let _ = self
-            .labelled
-            .select(1, task as i64)
-            .copy_(&Tensor::from_slice(&keep));
+        let mut column = self.labelled.select(1, task as i64);
+        column.copy_(&Tensor::from_slice(&keep));
     }
 
     /// Which rows of the current batch have task `task`'s label, as row

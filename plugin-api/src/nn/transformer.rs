@@ -71,7 +71,7 @@ impl TransformerBlock {
         causal: bool,
         device: Device,
     ) -> Result<TransformerBlock> {
-        if heads == 0 || dim % heads != 0 {
+        if heads == 0 || !dim.is_multiple_of(heads) {
             return Err(Error::msg(format!(
                 "{heads} attention heads do not divide the width {dim}"
             )));

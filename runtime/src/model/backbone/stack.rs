@@ -20,7 +20,7 @@ impl StackSpec {
     /// Each block's parameter count with the key that sets it, refusing
     /// heads that do not divide the width.
     pub fn sizes(&self) -> Result<Vec<(String, u128)>> {
-        if self.dim % self.heads != 0 {
+        if !self.dim.is_multiple_of(self.heads) {
             return Err(Error::Input(format!(
                 "model.backbone.heads: {} attention heads do not divide dim = {}",
                 self.heads, self.dim
