@@ -329,10 +329,7 @@ impl Dataset {
             for (spec, (name, tensor)) in self.inputs.iter().zip(&split.inputs) {
                 let mut expected = vec![rows];
                 expected.extend(spec.shape.iter().map(|&d| d as i64));
-                let dtype = match spec.kind {
-                    InputKind::Float => Kind::Float,
-                    InputKind::Index => Kind::Int64,
-                };
+                let dtype = spec.kind.dtype();
                 if *name != spec.name || tensor.size() != expected || tensor.kind() != dtype {
                     return bad(format!(
                         "the {split_name} split's input `{name}` is {:?} {:?}, declared {} {expected:?}",

@@ -15,9 +15,7 @@ use taskweave_plugin_api::{io_reason, kind_name};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::{
-    DataKind, Dataset, Footprint, InputKind, InputSpec, Source, Split, Task, TaskType, IGNORE_PIXEL,
-};
+use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, IGNORE_PIXEL};
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
 
@@ -248,12 +246,18 @@ impl File {
                     specs.push(InputSpec::index(name, shape, sizes.clone()));
                     continue;
                 }
-                (Kind::Float, Some(_)) => "is float32; only int64 inputs take a vocabulary".into(),
+                (Kind::Bool, None) => {
+                    specs.push(InputSpec::mask(name, shape));
+                    continue;
+                }
+                (Kind::Float | Kind::Bool, Some(_)) => {
+                    format!("is {}; only int64 inputs take a vocabulary", kind_name(t.kind()))
+                }
                 (Kind::Int64, None) => "holds int64 ids: give its vocabulary size (one per column, or one for every column)".into(),
                 (Kind::Int64, Some(sizes)) => format!("has {columns} columns: give one vocabulary size of at least 1 for every column, or one per column, not {sizes:?}"),
                 (kind, _) => {
                     let kind = kind_name(kind);
-                    let message = format!("`{key}` is {kind}; an input is float32 (values) or int64 (ids)");
+                    let message = format!("`{key}` is {kind}; an input is float32 (values), int64 (ids) or bool (masks)");
                     return self.bad(message);
                 }
             };
@@ -307,10 +311,7 @@ impl File {
         }
         let mut inputs = Vec::new();
         for (spec, (name, t)) in specs.iter().zip(found) {
-            let dtype = match spec.kind {
-                InputKind::Float => Kind::Float,
-                InputKind::Index => Kind::Int64,
-            };
+            let dtype = spec.kind.dtype();
             let expected: Vec<i64> = std::iter::once(rows)
                 .chain(spec.shape.iter().map(|&d| d as i64))
                 .collect();
@@ -432,6 +433,10 @@ mod tests {
             let mut add = |k: &str, v: Tensor| t.push((format!("{s}.{k}"), v));
             add("inputs.image", ones(&[2, 1, 3, 3], Kind::Float));
             add("inputs.tokens", i64s(&[1, 2, 3, 0, 5, 9], &[2, 3]));
+            add(
+                "inputs.tokens.mask",
+                Tensor::from_slice(&[true, true, false, true, true, true]).view([2, 3]),
+            );
             add("targets.seg", i64s(&[0, 1, 2, 255, 1, 1, 0, 2], &[2, 2, 2]));
             let depth = [1., f32::NAN, 2., 3., 4., 5., 6., 7.];
             add("targets.depth", f32s(&depth, &[2, 1, 2, 2]));
@@ -492,7 +497,11 @@ mod tests {
         let (_dir, data) = load(&t, &config());
         let d = data.unwrap();
         let tokens = InputSpec::index("tokens", vec![3], vec![10]);
-        assert_eq!(d.inputs, [InputSpec::float("image", vec![1, 3, 3]), tokens]);
+        let mask = InputSpec::mask("tokens.mask", vec![3]);
+        assert_eq!(
+            d.inputs,
+            [InputSpec::float("image", vec![1, 3, 3]), tokens, mask]
+        );
         let kinds: Vec<_> = d.tasks.iter().map(|t| (t.name.as_str(), t.kind)).collect();
         assert_eq!(format!("{kinds:?}"), "[(\"seg\", DenseMulticlass { classes: 3, height: 2, width: 2 }), (\"depth\", DenseRegression { channels: 1, height: 2, width: 2 }), (\"tags\", Multilabel(3))]");
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 2, 2));
@@ -568,9 +577,9 @@ mod tests {
             "<file>: the val split has no inputs: no tensor `val.inputs.<name>`"
         );
         let e = err(|t, _| t.retain(|(k, _)| k != "test.targets.depth"));
-        assert_eq!(e, "<file>: no tensor `test.targets.depth` for task `depth`; the test split holds test.inputs.image, test.inputs.tokens, test.masks.tags, test.targets.seg, test.targets.tags");
+        assert_eq!(e, "<file>: no tensor `test.targets.depth` for task `depth`; the test split holds test.inputs.image, test.inputs.tokens, test.inputs.tokens.mask, test.masks.tags, test.targets.seg, test.targets.tags");
         let e = err(|t, _| t.retain(|(k, _)| k != "val.inputs.image"));
-        assert_eq!(e, "<file>: the val split's inputs are tokens but the train split's are image, tokens; every split holds the same inputs");
+        assert_eq!(e, "<file>: the val split's inputs are tokens, tokens.mask but the train split's are image, tokens, tokens.mask; every split holds the same inputs");
         let e = with("train.target.seg", Tensor::from(1));
         assert_eq!(e, "<file>: unexpected tensor `train.target.seg`: keys are <split>.inputs.<name>, <split>.targets.<task> and <split>.masks.<task>, <split> being train, val or test");
     }
@@ -592,14 +601,14 @@ mod tests {
         let e = with("train.inputs.image", ones(&[2, 1, 3, 3], Kind::Double));
         assert_eq!(
             e,
-            "<file>: `train.inputs.image` is float64; an input is float32 (values) or int64 (ids)"
+            "<file>: `train.inputs.image` is float64; an input is float32 (values), int64 (ids) or bool (masks)"
         );
         let e = err(|_, c| c["vocab"] = json!({}));
         assert_eq!(e, "data.vocab.tokens: `train.inputs.tokens` in <file> holds int64 ids: give its vocabulary size (one per column, or one for every column)");
         let e = err(|_, c| c["vocab"]["words"] = json!([3]));
         assert_eq!(
             e,
-            "data.vocab.words: <file> has no input `train.inputs.words` (inputs: image, tokens)"
+            "data.vocab.words: <file> has no input `train.inputs.words` (inputs: image, tokens, tokens.mask)"
         );
         let e = err(|_, c| c["vocab"]["image"] = json!([3]));
         assert_eq!(e, "data.vocab.image: `train.inputs.image` in <file> is float32; only int64 inputs take a vocabulary");

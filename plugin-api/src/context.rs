@@ -14,6 +14,25 @@ pub enum InputKind {
     /// int64 ids (`fields`, `seq.<name>`, `tokens`, `t`), each below its
     /// column's vocabulary size.
     Index,
+    /// bool flags (`seq.<name>.mask`: which positions of a padded sequence
+    /// hold an item).
+    Mask,
+}
+
+impl InputKind {
+    /// The libtorch element type of inputs of this kind.
+    pub fn dtype(self) -> tch::Kind {
+        match self {
+            InputKind::Float => tch::Kind::Float,
+            InputKind::Index => tch::Kind::Int64,
+            InputKind::Mask => tch::Kind::Bool,
+        }
+    }
+
+    /// The element type's name in messages (`float32`, `int64`, `bool`).
+    pub fn name(self) -> &'static str {
+        crate::kind_name(self.dtype())
+    }
 }
 
 /// What a batch input called `name` holds per example: the data kind
@@ -49,6 +68,16 @@ impl InputSpec {
             kind: InputKind::Index,
             shape,
             vocab,
+        }
+    }
+
+    /// A bool input of per-example shape `shape`.
+    pub fn mask(name: impl Into<String>, shape: Vec<usize>) -> InputSpec {
+        InputSpec {
+            name: name.into(),
+            kind: InputKind::Mask,
+            shape,
+            vocab: Vec::new(),
         }
     }
 

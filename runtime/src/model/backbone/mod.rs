@@ -76,10 +76,7 @@ pub fn build(
 }
 
 fn describe(spec: &InputSpec) -> String {
-    let dtype = match spec.kind {
-        InputKind::Float => "float32",
-        InputKind::Index => "int64",
-    };
+    let dtype = spec.kind.name();
     let dims: Vec<String> = std::iter::once("B".to_string())
         .chain(spec.shape.iter().map(usize::to_string))
         .collect();
@@ -99,10 +96,7 @@ fn require<'a>(
     match found {
         Some(spec) if spec.kind == kind && spec.shape.len() == rank => Ok(spec),
         _ => {
-            let want = match kind {
-                InputKind::Float => "float32",
-                InputKind::Index => "int64",
-            };
+            let want = kind.name();
             let have: Vec<String> = inputs.iter().map(describe).collect();
             let problem = match found {
                 Some(spec) => format!("the data's is {}", describe(spec)),
