@@ -142,7 +142,9 @@ pub use roles::architecture::{
     FfiArchitecture_TO, Parameter,
 };
 pub use roles::fusion::{FfiFusion, FfiFusionBox, FfiFusion_TO, Fusion, FusionInput, FusionOutput};
-pub use roles::grouping::{FfiGrouping, FfiGroupingBox, FfiGrouping_TO, Grouping, GroupingInput};
+pub use roles::grouping::{
+    FfiGrouping, FfiGroupingBox, FfiGrouping_TO, FfiPartition, Grouping, GroupingInput, Partition,
+};
 pub use roles::strategy::{
     inner_steps, task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox,
     FfiStrategy_TO, InnerOptimizer, StepOps, StepReport, Strategy,

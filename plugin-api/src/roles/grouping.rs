@@ -17,10 +17,30 @@ pub struct GroupingInput<'a> {
     pub signals: &'a [(String, Tensor)],
 }
 
+/// What a grouping returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Partition {
+    /// The group index of every task, `num_tasks` entries, groups numbered from 0.
+    pub groups: Vec<usize>,
+    /// Named numbers the method reports about its partition, such as the
+    /// objective it minimised (`cost`); `taskweave call grouping` writes them.
+    pub scores: Vec<(String, f64)>,
+}
+
+impl From<Vec<usize>> for Partition {
+    /// A partition without scores.
+    fn from(groups: Vec<usize>) -> Partition {
+        Partition {
+            groups,
+            scores: Vec::new(),
+        }
+    }
+}
+
 /// A method that partitions tasks into groups.
 pub trait Grouping: Send {
-    /// The group index of every task, `num_tasks` entries, groups numbered from 0.
-    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Vec<usize>>;
+    /// The partition of the input's tasks.
+    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Partition>;
 
     /// Everything needed to continue exactly after a resume.
     fn state(&self) -> Result<State> {
@@ -41,11 +61,19 @@ pub struct FfiGroupingInput<'a> {
     signals: RSlice<'a, Tuple2<RString, TensorRef<'a>>>,
 }
 
+/// [`Partition`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiPartition {
+    groups: RVec<usize>,
+    scores: RVec<Tuple2<RString, f64>>,
+}
+
 /// The FFI twin of [`Grouping`].
 #[sabi_trait]
 pub trait FfiGrouping: Send {
     /// See [`Grouping::partition`].
-    fn partition(&mut self, input: FfiGroupingInput<'_>) -> RResult<RVec<usize>, Error>;
+    fn partition(&mut self, input: FfiGroupingInput<'_>) -> RResult<FfiPartition, Error>;
     /// See [`Grouping::state`].
     fn state(&self) -> RResult<crate::FfiState, Error>;
     /// See [`Grouping::load_state`].
@@ -57,18 +85,25 @@ pub trait FfiGrouping: Send {
 pub type FfiGroupingBox = FfiGrouping_TO<'static, RBox<()>>;
 
 impl FfiGrouping for Guarded<dyn Grouping> {
-    fn partition(&mut self, input: FfiGroupingInput<'_>) -> RResult<RVec<usize>, Error> {
+    fn partition(&mut self, input: FfiGroupingInput<'_>) -> RResult<FfiPartition, Error> {
         guard(&self.label, "Grouping::partition", || {
             let signals: Vec<(String, Tensor)> = input
                 .signals
                 .iter()
                 .map(|Tuple2(name, t)| (name.to_string(), t.get().shallow_clone()))
                 .collect();
-            let groups = self.inner.partition(&GroupingInput {
+            let partition = self.inner.partition(&GroupingInput {
                 num_tasks: input.num_tasks,
                 signals: &signals,
             })?;
-            Ok(groups.into())
+            Ok(FfiPartition {
+                groups: partition.groups.into(),
+                scores: partition
+                    .scores
+                    .into_iter()
+                    .map(|(name, value)| Tuple2(name.into(), value))
+                    .collect(),
+            })
         })
     }
 
@@ -76,7 +111,7 @@ impl FfiGrouping for Guarded<dyn Grouping> {
 }
 
 impl Grouping for FfiGroupingBox {
-    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Vec<usize>> {
+    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Partition> {
         let signals: Vec<Tuple2<RString, TensorRef<'_>>> = input
             .signals
             .iter()
@@ -86,7 +121,15 @@ impl Grouping for FfiGroupingBox {
             num_tasks: input.num_tasks,
             signals: signals.as_slice().into(),
         };
-        Ok(FfiGrouping::partition(self, ffi).into_result()?.into())
+        let out = FfiGrouping::partition(self, ffi).into_result()?;
+        Ok(Partition {
+            groups: out.groups.into(),
+            scores: out
+                .scores
+                .into_iter()
+                .map(|Tuple2(name, value)| (name.into(), value))
+                .collect(),
+        })
     }
 
     state_adapters!(foreign FfiGrouping);

@@ -5,7 +5,8 @@ use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
-    register_method, Constructor, Grouping, GroupingInput, Host, Method, MethodContext, Result,
+    register_method, Constructor, Grouping, GroupingInput, Host, Method, MethodContext, Partition,
+    Result,
 };
 
 /// The config: what `grouping = { kind = "__METHOD__", ... }` may say.
@@ -30,9 +31,10 @@ pub struct __TYPE__ {
 }
 
 impl Grouping for __TYPE__ {
-    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Vec<usize>> {
+    fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Partition> {
         let (n, k) = (input.num_tasks, self.groups.clamp(1, input.num_tasks.max(1)));
-        Ok((0..n).map(|t| t * k / n.max(1)).collect())
+        let groups: Vec<usize> = (0..n).map(|t| t * k / n.max(1)).collect();
+        Ok(groups.into())
     }
 }
 
@@ -59,7 +61,7 @@ mod tests {
             num_tasks: 10,
             signals: &[],
         };
-        let groups = __TYPE__ { groups: 3 }.partition(&input).unwrap();
-        assert_eq!(groups, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        let partition = __TYPE__ { groups: 3 }.partition(&input).unwrap();
+        assert_eq!(partition.groups, [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]);
     }
 }
