@@ -6,6 +6,7 @@ mod cli;
 mod defects;
 mod dense;
 mod fuzz;
+mod grouping;
 mod inputs;
 mod protocol;
 mod sam;

@@ -17,6 +17,9 @@ use abi_stable::StableAbi;
 #[derive(StableAbi, Clone, PartialEq, Eq)]
 pub struct Error {
     message: RString,
+    /// The caller's input is at fault (a config value, a signal, a file),
+    /// not the method: the CLI exits 2 instead of 1.
+    input: bool,
 }
 
 /// `Result` with [`Error`] as the default error type.
@@ -27,7 +30,23 @@ impl Error {
     pub fn msg(message: impl fmt::Display) -> Self {
         Error {
             message: message.to_string().into(),
+            input: false,
         }
+    }
+
+    /// An error in what the method was given (its config, its signals or
+    /// data), which the user must fix: the CLI exits 2 for it, as for any
+    /// bad input.
+    pub fn input(message: impl fmt::Display) -> Self {
+        Error {
+            message: message.to_string().into(),
+            input: true,
+        }
+    }
+
+    /// Whether this is an [`Error::input`] error.
+    pub fn is_input(&self) -> bool {
+        self.input
     }
 
     /// The message, without any prefix.
@@ -37,7 +56,10 @@ impl Error {
 
     /// Prefixes the message with what was being done: `"{context}: {message}"`.
     pub fn context(self, context: impl fmt::Display) -> Self {
-        Error::msg(format!("{context}: {}", self.message))
+        Error {
+            message: format!("{context}: {}", self.message).into(),
+            input: self.input,
+        }
     }
 }
 

@@ -69,7 +69,11 @@ impl Error {
 
 impl From<taskweave_plugin_api::Error> for Error {
     fn from(err: taskweave_plugin_api::Error) -> Error {
-        Error::Method(err.to_string())
+        if err.is_input() {
+            Error::Input(err.to_string())
+        } else {
+            Error::Method(err.to_string())
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub mod dp;
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
-use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Grouping, GroupingInput, Host, Method, MethodContext,
     Partition, Result,
@@ -76,13 +76,13 @@ struct IntervalClustering {
 fn signal(input: &GroupingInput<'_>, name: &str, shape: &[i64]) -> Result<Vec<f64>> {
     let Some((_, t)) = input.signals.iter().find(|(n, _)| n == name) else {
         let have: Vec<&str> = input.signals.iter().map(|(n, _)| n.as_str()).collect();
-        return Err(Error::msg(format!(
+        return Err(Error::input(format!(
             "this cost needs the signal `{name}` {shape:?}; the signals given are [{}]",
             have.join(", ")
         )));
     };
     if t.size() != shape {
-        return Err(Error::msg(format!(
+        return Err(Error::input(format!(
             "the signal `{name}` is {:?}; it must be {shape:?}",
             t.size()
         )));
@@ -103,7 +103,7 @@ impl IntervalClustering {
             Cost::LogSnr => {
                 let snr = signal(input, "snr", &[n as i64])?;
                 if let Some(i) = snr.iter().position(|&s| s.is_nan() || s <= 0.0) {
-                    return Err(Error::msg(format!(
+                    return Err(Error::input(format!(
                         "`snr` is {} at index {i} (timestep {}); log-snr needs positive values",
                         snr[i],
                         i + 1
@@ -116,7 +116,7 @@ impl IntervalClustering {
                 Costs::affinity("tas", &tas, n)
             }
         };
-        costs.map_err(|e| Error::msg(e.0))
+        costs.map_err(|e| Error::input(e.0))
     }
 }
 
@@ -124,7 +124,7 @@ impl Grouping for IntervalClustering {
     fn partition(&mut self, input: &GroupingInput<'_>) -> Result<Partition> {
         let (n, k) = (input.num_tasks, self.config.k as usize);
         if k > n {
-            return Err(Error::msg(format!(
+            return Err(Error::input(format!(
                 "k = {k} intervals of {n} timesteps: k must be at most the number of timesteps"
             )));
         }
@@ -153,19 +153,3 @@ register_method!(Method::new(
     schema_for::<Config>,
     Constructor::Grouping(create),
 ));
-
-/// The intervals of `groups` (contiguous, numbered in order) as 1-based
-/// inclusive timesteps `[k, 2]`.
-pub fn intervals(groups: &[usize]) -> Tensor {
-    let mut bounds: Vec<i64> = Vec::new();
-    for (i, g) in groups.iter().enumerate() {
-        if i == 0 || groups[i - 1] != *g {
-            bounds.push(i as i64 + 1);
-            bounds.push(i as i64 + 1);
-        }
-        if let Some(last) = bounds.last_mut() {
-            *last = i as i64 + 1;
-        }
-    }
-    Tensor::from_slice(&bounds).view([-1, 2])
-}

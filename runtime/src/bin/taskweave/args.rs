@@ -94,6 +94,10 @@ pub enum ToyCommand {
 pub enum CallCommand {
     /// Run a weighting once: reads `grads` [T, P] (and `losses` [T]), writes `update` [P] and `weights` [T].
     Weighting(WeightingArgs),
+    /// Run a grouping once over `--tasks` tasks and the signals of `--signals`;
+    /// writes `groups` [T], `intervals` [k, 2] (1-based inclusive, when every
+    /// group is one contiguous run) and the method's scores (such as `cost`).
+    Grouping(GroupingArgs),
 }
 
 #[derive(Subcommand)]
@@ -239,6 +243,28 @@ pub struct WeightingArgs {
     /// The step number the weighting sees.
     #[arg(long, default_value_t = 0)]
     pub step: u64,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave call grouping`.
+#[derive(clap::Args)]
+pub struct GroupingArgs {
+    /// The grouping (`taskweave plugins list` shows them).
+    pub name: String,
+    /// Number of tasks to partition.
+    #[arg(long)]
+    pub tasks: usize,
+    /// Safetensors file of named signals (for example `snr` [T], `tas` [T, T]).
+    #[arg(long)]
+    pub signals: Option<PathBuf>,
+    /// Override a config value of the grouping: key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
     /// Output safetensors file.
     #[arg(long)]
     pub out: PathBuf,

@@ -1,7 +1,7 @@
-//! `taskweave call weighting`: one method call on tensors from files, to
-//! cross-check a method against another framework on the same numbers: a
-//! gradient weighting's own update, or a loss weighting's weights applied to
-//! the gradients.
+//! `taskweave call weighting|grouping`: one method call on tensors from
+//! files, to cross-check a method against another framework on the same
+//! numbers: a gradient weighting's own update, or a loss weighting's weights
+//! applied to the gradients; a grouping's partition of the tasks.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,11 +11,11 @@ use taskweave::registry::KindTable;
 use taskweave::spec::{validate, Node, NodeValue, Origin, Source};
 use taskweave::train::checkpoint::{self, Checkpoint};
 use taskweave::{Error, Result, Runtime};
-use taskweave_plugin_api::{aggregate, MethodContext, Role};
+use taskweave_plugin_api::{aggregate, GroupingInput, MethodContext, Role};
 use tch::{Device, Kind, Tensor};
 
 use super::{dirs_or_default, Env};
-use crate::args::WeightingArgs;
+use crate::args::{GroupingArgs, WeightingArgs};
 use crate::output::Failure;
 
 pub fn weighting(env: &Env, args: &WeightingArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -40,22 +40,57 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
         })
 }
 
-/// Runs the weighting once on the given gradients (and losses) and writes its
-/// update: a gradient weighting's own, or a loss weighting's weights applied to
-/// the gradients.
-fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
-    let out_dir = call
-        .out
+/// Refuses an output file whose directory does not exist, before any work.
+fn check_out(out: &Path) -> Result<()> {
+    let out_dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     if !out_dir.is_dir() {
         return Err(Error::Input(format!(
             "cannot write {}: the directory {} does not exist",
-            &call.out.display(),
+            out.display(),
             out_dir.display()
         )));
     }
+    Ok(())
+}
+
+/// The method table `{ kind = name }` plus `sets`, validated like a
+/// pipeline's `role_key` with `--set` locations in errors.
+fn method_table(
+    runtime: &Runtime,
+    role: &str,
+    role_key: &str,
+    name: &str,
+    sets: &[String],
+) -> Result<serde_json::Value> {
+    let mut source = Source::string(String::new(), ".".into());
+    let mut node = Node::table(Origin::Generated);
+    source
+        .apply_sets(&mut node, sets)
+        .map_err(|d| source.error(vec![d]))?;
+    let kind = Node {
+        value: NodeValue::String(name.to_string()),
+        origin: Origin::Generated,
+    };
+    let _ = node.set_path(&["kind"], kind);
+    validate(
+        &node,
+        &json!({ "x-taskweave-role": role }),
+        role_key,
+        &KindTable {
+            registry: runtime.registry(),
+        },
+    )
+    .map_err(|diagnostics| source.error(diagnostics))
+}
+
+/// Runs the weighting once on the given gradients (and losses) and writes its
+/// update: a gradient weighting's own, or a loss weighting's weights applied to
+/// the gradients.
+fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
+    check_out(&call.out)?;
     let grads = read_tensor(&call.grads, "grads")?;
     if grads.dim() != 2
         || !matches!(
@@ -87,26 +122,7 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
         )));
     }
 
-    // The method table, validated like a pipeline's, with `--set` locations in errors.
-    let mut source = Source::string(String::new(), ".".into());
-    let mut node = Node::table(Origin::Generated);
-    source
-        .apply_sets(&mut node, &call.sets)
-        .map_err(|d| source.error(vec![d]))?;
-    let kind = Node {
-        value: NodeValue::String(call.name.clone()),
-        origin: Origin::Generated,
-    };
-    let _ = node.set_path(&["kind"], kind);
-    let table = validate(
-        &node,
-        &json!({"x-taskweave-role": "Weighting"}),
-        "weighting",
-        &KindTable {
-            registry: runtime.registry(),
-        },
-    )
-    .map_err(|diagnostics| source.error(diagnostics))?;
+    let table = method_table(runtime, "Weighting", "weighting", &call.name, &call.sets)?;
 
     let ctx = MethodContext {
         tasks: (0..tasks)
@@ -137,4 +153,80 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
             meta: json!({"weighting": table, "step": call.step}),
         },
     )
+}
+
+pub fn grouping(env: &Env, args: &GroupingArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let groups = run_grouping(&env.runtime(&dirs_or_default(args.plugins.clone())), args)?;
+    writeln!(out, "wrote {} ({groups} groups)", args.out.display())?;
+    Ok(())
+}
+
+/// Runs the grouping once and writes `groups`, `intervals` when every group
+/// is one contiguous run of tasks, and each score; returns the group count.
+fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
+    check_out(&call.out)?;
+    if call.tasks == 0 {
+        return Err(Error::Input(
+            "--tasks 0: a grouping needs at least one task".into(),
+        ));
+    }
+    let signals = match &call.signals {
+        Some(path) => checkpoint::read_file(path)?.0,
+        None => Vec::new(),
+    };
+    let table = method_table(runtime, "Grouping", "grouping", &call.name, &call.sets)?;
+    let ctx = MethodContext {
+        tasks: (0..call.tasks)
+            .map(|t| format!("task{t}").as_str().into())
+            .collect(),
+        device: "cpu".into(),
+        ..Default::default()
+    };
+    let mut method = runtime
+        .create_method(Role::Grouping, &table, &ctx)?
+        .into_grouping()?;
+    let partition = method.partition(&GroupingInput {
+        num_tasks: call.tasks,
+        signals: &signals,
+    })?;
+    let groups = &partition.groups;
+    if groups.len() != call.tasks {
+        return Err(Error::Method(format!(
+            "`{}` returned {} groups for {} tasks",
+            call.name,
+            groups.len(),
+            call.tasks
+        )));
+    }
+    let as_i64: Vec<i64> = groups.iter().map(|&g| g as i64).collect();
+    let mut tensors = vec![("groups".to_string(), Tensor::from_slice(&as_i64))];
+    let count = groups.iter().max().map_or(0, |g| g + 1);
+    // Contiguous when the group index never goes back: group g is the g-th run.
+    let runs = 1 + groups.windows(2).filter(|w| w[0] != w[1]).count();
+    if runs == count && groups.windows(2).all(|w| w[1] >= w[0]) {
+        let mut bounds = Vec::with_capacity(2 * count);
+        for (i, g) in groups.iter().enumerate() {
+            if i == 0 || groups[i - 1] != *g {
+                bounds.extend([i as i64 + 1, i as i64 + 1]);
+            }
+            if let Some(last) = bounds.last_mut() {
+                *last = i as i64 + 1;
+            }
+        }
+        tensors.push((
+            "intervals".into(),
+            Tensor::from_slice(&bounds).f_view([count as i64, 2])?,
+        ));
+    }
+    for (name, value) in &partition.scores {
+        tensors.push((name.clone(), Tensor::from(*value)));
+    }
+    checkpoint::write(
+        &call.out,
+        &Checkpoint {
+            tensors,
+            meta: json!({"grouping": table, "tasks": call.tasks}),
+        },
+    )?;
+    Ok(count)
 }

@@ -71,6 +71,9 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Call {
             command: CallCommand::Weighting(args),
         } => call::weighting(&env, &args, out),
+        Command::Call {
+            command: CallCommand::Grouping(args),
+        } => call::grouping(&env, &args, out),
     }
 }
 
