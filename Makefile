@@ -36,6 +36,7 @@ bench: build census
 	$(CARGO) bench --bench weightings -p taskweave-tests
 	$(VENV)/bin/python bench/weightings_torch.py
 	$(VENV)/bin/python bench/sam_torch.py
+	$(VENV)/bin/python bench/peer_interval_dp.py
 
 venv: $(VENV_STAMP)
 

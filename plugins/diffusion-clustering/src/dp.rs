@@ -20,10 +20,14 @@ pub enum Costs {
         /// `prefix[i]` = Σ_(t<i) values[t].
         prefix: Vec<f64>,
     },
-    /// −Σ_(t∈I) A(c, t) for a task-affinity matrix `A` `[T, T]` (TAS).
+    /// −Σ_(t∈I) A(c, t) for a task-affinity matrix `A` `[T, T]` (TAS): the DP
+    /// fills every interval's cost in O(1) by growing the intervals around
+    /// each centre one step at a time.
     Affinity {
-        /// `rows[c][i]` = Σ_(t<i) A(c, t): T rows of T + 1.
-        rows: Vec<Vec<f64>>,
+        /// `A`, row-major.
+        matrix: Vec<f64>,
+        /// T.
+        n: usize,
     },
 }
 
@@ -65,7 +69,7 @@ impl Costs {
 
     /// Costs of the affinity matrix `matrix` (row-major, `n`×`n`), which must
     /// be finite and symmetric.
-    pub fn affinity(name: &str, matrix: &[f64], n: usize) -> Result<Costs, BadSignal> {
+    pub fn affinity(name: &str, matrix: Vec<f64>, n: usize) -> Result<Costs, BadSignal> {
         if matrix.len() != n * n {
             return Err(BadSignal(format!(
                 "`{name}` has {} values; it must be [{n}, {n}]",
@@ -80,34 +84,30 @@ impl Costs {
                 i % n
             )));
         }
-        for a in 0..n {
-            for b in 0..a {
-                let (x, y) = (matrix[a * n + b], matrix[b * n + a]);
-                if (x - y).abs() > 1e-6 * x.abs().max(y.abs()).max(1.0) {
-                    return Err(BadSignal(format!(
-                        "`{name}` is not symmetric: [{a}, {b}] = {x} but [{b}, {a}] = {y}"
-                    )));
+        // Tile by tile, so that the transposed reads stay in cache.
+        const TILE: usize = 64;
+        for a0 in (0..n).step_by(TILE) {
+            for b0 in (0..=a0).step_by(TILE) {
+                for a in a0..(a0 + TILE).min(n) {
+                    for b in b0..(b0 + TILE).min(a) {
+                        let (x, y) = (matrix[a * n + b], matrix[b * n + a]);
+                        if (x - y).abs() > 1e-6 * x.abs().max(y.abs()).max(1.0) {
+                            return Err(BadSignal(format!(
+                                "`{name}` is not symmetric: [{a}, {b}] = {x} but [{b}, {a}] = {y}"
+                            )));
+                        }
+                    }
                 }
             }
         }
-        let rows = (0..n)
-            .map(|c| {
-                let mut row = Vec::with_capacity(n + 1);
-                row.push(0.0);
-                for t in 0..n {
-                    row.push(row[t] + matrix[c * n + t]);
-                }
-                row
-            })
-            .collect();
-        Ok(Costs::Affinity { rows })
+        Ok(Costs::Affinity { matrix, n })
     }
 
     /// The number of timesteps.
     pub fn len(&self) -> usize {
         match self {
             Costs::Values { values, .. } => values.len(),
-            Costs::Affinity { rows } => rows.len(),
+            Costs::Affinity { n, .. } => *n,
         }
     }
 
@@ -116,7 +116,8 @@ impl Costs {
         self.len() == 0
     }
 
-    /// The cost of the interval `l..=r`.
+    /// The cost of the interval `l..=r` (O(1) for values; O(r − l) for an
+    /// affinity, whose costs [`solve`] fills by centre instead).
     pub fn interval(&self, l: usize, r: usize) -> f64 {
         let c = (l + r) / 2;
         match self {
@@ -126,9 +127,71 @@ impl Costs {
                 let above = (prefix[r + 1] - prefix[c + 1]) - (r - c) as f64 * v;
                 below + above
             }
-            Costs::Affinity { rows } => -(rows[c][r + 1] - rows[c][l]),
+            // O(r − l): for checks; the DP's matrix is filled in O(1) each.
+            Costs::Affinity { matrix, n } => -matrix[c * n + l..=c * n + r].iter().sum::<f64>(),
         }
     }
+}
+
+/// Every interval's cost, packed by its end: interval `s..=i` at
+/// `i·(i + 1)/2 + s`, so the DP's inner loop reads one contiguous run.
+fn matrix(costs: &Costs) -> Vec<f64> {
+    let n = costs.len();
+    let mut cost = vec![0.0; n * (n + 1) / 2];
+    let at = |s: usize, i: usize| i * (i + 1) / 2 + s;
+    match costs {
+        Costs::Values { .. } => {
+            for i in 0..n {
+                for s in 0..=i {
+                    cost[at(s, i)] = costs.interval(s, i);
+                }
+            }
+        }
+        // By centre: the intervals around c grow one step at each end, so
+        // their sums accumulate along row c of A, read in order (per-row
+        // prefix sums would be read a column at a time, a cache miss each).
+        Costs::Affinity { matrix, .. } => {
+            for (c, row) in matrix.chunks_exact(n).enumerate() {
+                let value = |t: usize| row[t];
+                // Odd lengths: c−d..=c+d; even: c−d..=c+d+1 (centre ⌊(l + r)/2⌋ = c).
+                let mut odd = -value(c);
+                let mut even = if c + 1 < n { odd - value(c + 1) } else { 0.0 };
+                for d in 0..=c {
+                    if d > 0 {
+                        odd -= value(c - d) + if c + d < n { value(c + d) } else { 0.0 };
+                        if c + d + 1 < n {
+                            even -= value(c - d) + value(c + d + 1);
+                        }
+                    }
+                    if c + d < n {
+                        cost[at(c - d, c + d)] = odd;
+                    }
+                    if c + d + 1 < n {
+                        cost[at(c - d, c + d + 1)] = even;
+                    }
+                }
+            }
+        }
+    }
+    cost
+}
+
+/// The least of `values` and the first index holding it; written as lane
+/// minima over chunks so that it compiles to vector minimums.
+fn first_min(values: &[f64]) -> (f64, usize) {
+    let mut lanes = [f64::INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v < *lane { v } else { *lane };
+        }
+    }
+    let least = lanes
+        .iter()
+        .chain(tail)
+        .fold(f64::INFINITY, |m, &v| if v < m { v } else { m });
+    (least, values.iter().position(|&v| v == least).unwrap_or(0))
 }
 
 /// The optimal partition of `0..T` into `k` contiguous intervals (1 ≤ k ≤ T):
@@ -136,31 +199,28 @@ impl Costs {
 pub fn solve(costs: &Costs, k: usize) -> (Vec<(usize, usize)>, f64) {
     let n = costs.len();
     assert!(1 <= k && k <= n, "1 ≤ k ≤ T is checked by the caller");
-    // cost[i][s] for s ≤ i: the interval s..=i, stored by its end so the
-    // inner loop reads one contiguous row.
-    let cost: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..=i).map(|s| costs.interval(s, i)).collect())
-        .collect();
+    let cost = matrix(costs);
+    let row = |i: usize| &cost[i * (i + 1) / 2..(i + 1) * (i + 2) / 2];
     // best[i]: the least cost of 0..=i in j + 1 intervals; start[j][i]: where
     // the last of them starts.
-    let mut best: Vec<f64> = (0..n).map(|i| cost[i][0]).collect();
+    let mut best: Vec<f64> = (0..n).map(|i| row(i)[0]).collect();
+    let mut next = vec![f64::INFINITY; n];
+    let mut totals = vec![0.0; n];
     let mut start = vec![vec![0usize; n]; k];
-    for j in 1..k {
-        let mut next = vec![f64::INFINITY; n];
+    for (j, starts) in start.iter_mut().enumerate().skip(1) {
         for i in j..n {
             // The last interval is s..=i with s ≥ j: every earlier one non-empty.
-            let row = &cost[i];
-            let (mut value, mut at) = (f64::INFINITY, j);
-            for s in j..=i {
-                let total = best[s - 1] + row[s];
-                if total < value {
-                    (value, at) = (total, s);
-                }
+            let candidates = &mut totals[..=i - j];
+            for ((total, &before), &interval) in
+                candidates.iter_mut().zip(&best[j - 1..i]).zip(&row(i)[j..])
+            {
+                *total = before + interval;
             }
+            let (value, offset) = first_min(candidates);
             next[i] = value;
-            start[j][i] = at;
+            starts[i] = j + offset;
         }
-        best = next;
+        std::mem::swap(&mut best, &mut next);
     }
     let mut intervals = Vec::with_capacity(k);
     let mut end = n - 1;
@@ -186,7 +246,7 @@ mod tests {
             (l..=r)
                 .map(|t| match costs {
                     Costs::Values { values, .. } => (values[t] - values[c]).abs(),
-                    Costs::Affinity { rows } => -(rows[c][t + 1] - rows[c][t]),
+                    Costs::Affinity { matrix, n } => -matrix[c * n + t],
                 })
                 .sum()
         };
@@ -270,7 +330,23 @@ mod tests {
                     (0.3 * (a + b)).sin() * (0.7 * (a - b).abs()).cos()
                 })
                 .collect();
-            check(&Costs::affinity("tas", &tas, n).unwrap());
+            check(&Costs::affinity("tas", tas, n).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_packed_matrix_holds_every_interval_s_cost() {
+        let n = 9;
+        let tas: Vec<f64> = (0..n * n)
+            .map(|i| ((i / n) as f64 * 0.3 + (i % n) as f64 * 0.3).cos())
+            .collect();
+        let costs = Costs::affinity("tas", tas, n).unwrap();
+        let m = matrix(&costs);
+        for i in 0..n {
+            for s in 0..=i {
+                let (a, b) = (m[i * (i + 1) / 2 + s], costs.interval(s, i));
+                assert!((a - b).abs() < 1e-12, "{s}..={i}: {a} vs {b}");
+            }
         }
     }
 
@@ -294,7 +370,7 @@ mod tests {
             "{}",
             e.0
         );
-        let e = Costs::affinity("tas", &[1.0, 0.5, 0.4, 1.0], 2)
+        let e = Costs::affinity("tas", vec![1.0, 0.5, 0.4, 1.0], 2)
             .err()
             .unwrap();
         assert_eq!(e.0, "`tas` is not symmetric: [1, 0] = 0.4 but [0, 1] = 0.5");

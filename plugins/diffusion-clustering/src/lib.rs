@@ -113,7 +113,7 @@ impl IntervalClustering {
             }
             Cost::Gradient => {
                 let tas = signal(input, "tas", &[n as i64, n as i64])?;
-                Costs::affinity("tas", &tas, n)
+                Costs::affinity("tas", tas, n)
             }
         };
         costs.map_err(|e| Error::input(e.0))
