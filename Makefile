@@ -104,6 +104,9 @@ gpu-bundle: build
 	$(CARGO) test --release -p taskweave-kernels --no-run --message-format=json 2>/dev/null \
 	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["test"]]' \
 	  | xargs -I{} cp {} dist/gpu/bin/kernel-tests
+	$(CARGO) test --release -p taskweave-baselines --lib --no-run --message-format=json 2>/dev/null \
+	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["lib"]]' \
+	  | xargs -I{} cp {} dist/gpu/bin/baselines-tests
 	cp plugins/*.so dist/gpu/plugins/
 	cp pipelines/quickstart.toml pipelines/sam-mtl.toml dist/gpu/pipelines/
 	cp scripts/gpu-check.sh dist/gpu/

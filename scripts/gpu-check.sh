@@ -37,10 +37,16 @@ if ! grep -q '"libtorch_cuda_loaded": true' "$out/gpu-info.json"; then
     echo "gpu-check: taskweave sees no usable CUDA device here (see $out/gpu-info.json); run this on a CUDA machine" >&2
     exit 2
 fi
-step kernel-tests kernel-tests.log "$bin/kernel-tests" --test-threads=1
-# The SAM-MTL run also sets allocator options through c10 (run.cuda_allocator).
+# A skipped GPU test is a failure here (the tests skip on machines without one).
+step kernel-tests kernel-tests.log env TASKWEAVE_REQUIRE_GPU=1 "$bin/kernel-tests" --test-threads=1
+step weightings-cuda weightings-cuda.log env TASKWEAVE_REQUIRE_GPU=1 "$bin/baselines-tests" cuda_agrees_with_the_cpu
+# A fresh process with a memory fraction: the allocator must be initialised
+# before the fraction is set, and the summary must hold memory statistics.
 step pipeline-quickstart pipeline-quickstart.log "$bin/taskweave" run "$here/pipelines/quickstart.toml" \
-    --overwrite --set run.device=cuda:0 --set run.out_dir="$out/runs"
+    --overwrite --set run.device=cuda:0 --set run.out_dir="$out/runs" --set run.gpu_memory_fraction=0.9
+step memory-stats memory-stats.log "$py" -c 'import json, sys; m = json.load(open(sys.argv[1]))["memory"]; print(m); sys.exit(0 if m else 1)' \
+    "$out/runs/quickstart/summary.json"
+# The SAM-MTL run also sets allocator options through c10 (run.cuda_allocator).
 step pipeline-sam-mtl pipeline-sam-mtl.log "$bin/taskweave" run "$here/pipelines/sam-mtl.toml" \
     --overwrite --set run.device=cuda:0 --set run.out_dir="$out/runs" \
     --set 'run.cuda_allocator="expandable_segments:True"'
@@ -51,7 +57,7 @@ status=0
     echo "{"
     echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
     echo "  \"gpu\": \"$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)\","
-    for k in gpu-info kernel-tests pipeline-quickstart pipeline-sam-mtl kernel-bench; do
+    for k in gpu-info kernel-tests weightings-cuda pipeline-quickstart memory-stats pipeline-sam-mtl kernel-bench; do
         echo "  \"$k\": \"${result[$k]}\","
         [ "${result[$k]}" = pass ] || status=1
     done
@@ -65,7 +71,7 @@ status=0
 
 echo
 printf '%-22s %s\n' check result
-for k in gpu-info kernel-tests pipeline-quickstart pipeline-sam-mtl kernel-bench; do
+for k in gpu-info kernel-tests weightings-cuda pipeline-quickstart memory-stats pipeline-sam-mtl kernel-bench; do
     printf '%-22s %s\n' "$k" "${result[$k]}"
 done
 echo "results: $out/gpu-check.json"

@@ -15,6 +15,45 @@ use crate::error::{Error, Result};
 
 const COMMON: &str = include_str!("cuda/common.cuh");
 
+/// The decimal value of `#define NAME VALUE` in `common.cuh`, evaluated at
+/// compile time: launch sizes and limits have that one source, read by the
+/// kernels and by their launches alike. A name that is missing (or not a
+/// plain decimal) fails the build.
+pub(crate) const fn define(name: &str) -> i64 {
+    let (text, name) = (COMMON.as_bytes(), name.as_bytes());
+    let prefix = b"#define ";
+    let mut i = 0;
+    while i + prefix.len() + name.len() < text.len() {
+        let mut j = 0;
+        let mut hit = i == 0 || text[i - 1] == b'\n';
+        while hit && j < prefix.len() {
+            hit = text[i + j] == prefix[j];
+            j += 1;
+        }
+        let mut k = 0;
+        while hit && k < name.len() {
+            hit = text[i + prefix.len() + k] == name[k];
+            k += 1;
+        }
+        let mut at = i + prefix.len() + name.len();
+        if hit && text[at] == b' ' {
+            at += 1;
+            let mut value = 0i64;
+            let mut digits = 0;
+            while at < text.len() && text[at].is_ascii_digit() {
+                value = value * 10 + (text[at] - b'0') as i64;
+                at += 1;
+                digits += 1;
+            }
+            if digits > 0 && (at == text.len() || text[at] == b'\n') {
+                return value;
+            }
+        }
+        i += 1;
+    }
+    panic!("common.cuh has no `#define NAME <decimal>` of this name")
+}
+
 /// One kernel module: a `.cu` file and the kernels it defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Module {
@@ -393,4 +432,36 @@ fn compile_inner(
         }
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_sizes_come_from_common_cuh_only() {
+        assert_eq!(define("TW_FUSION_BLOCK"), 128);
+        assert_eq!(define("TW_SAM_MAX_TENSORS"), 256);
+        // A name that only prefixes a defined one is not it.
+        assert!(std::panic::catch_unwind(|| define("TW_FUSION")).is_err());
+        // No module defines a launch size of its own.
+        let defined: Vec<&str> = COMMON
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, v)| v.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(n, _)| n)
+            .collect();
+        assert!(defined.len() >= 14, "{defined:?}");
+        for m in &MODULES {
+            for name in &defined {
+                let again = format!("#define {name} ");
+                assert!(
+                    !m.body.contains(&again),
+                    "{}.cu defines {name} again",
+                    m.name
+                );
+            }
+        }
+    }
 }

@@ -97,7 +97,12 @@ impl Kernels {
     ///
     /// `backup` is reused when it already holds tensors of the right shapes,
     /// dtype and device (keep it between steps), else refilled. Parameters
-    /// are updated in place without autograd, like `torch.no_grad()`. All
+    /// are updated in place without autograd, like `torch.no_grad()`, but the
+    /// CUDA kernel does not bump their autograd version counter (the CPU
+    /// reference does): a graph built before `sam_perturb` and reused after it
+    /// raises libtorch's "modified by an inplace operation" error on CPU and
+    /// silently uses the new values on CUDA. Build a new graph after every
+    /// perturb and restore (the runtime does: each pass is a new forward). All
     /// tensors share one device and one floating dtype; on CUDA the kernel
     /// takes contiguous f32/bf16 groups in two launches per 256 tensors.
     pub fn sam_perturb(
@@ -182,9 +187,12 @@ impl Kernels {
     /// active) is scored by
     /// Σ_t' (KL(P̃‖P) − KL(Q_t'‖Q))² + (KL(P‖P̃) − KL(Q‖Q_t'))²,
     /// P̃ = softmax(M^L + a (M^S_t − M^S)); the best is kept, ties going to
-    /// the smallest a, then the smallest t (a = 0 is P itself for every t, so
-    /// it resolves to t = 0). NaN objectives count as +∞. At most 16 experts
-    /// and 64 grid values.
+    /// the earliest grid value (the smallest a when `alphas` is sorted), then
+    /// the smallest t (a = 0 is P itself for every t, so it resolves to
+    /// t = 0). NaN objectives count as +∞. A token that is −∞ in both an
+    /// expert and the small model (a masked vocabulary entry) has M^S_t − M^S
+    /// = 0 and, with 0 log 0 = 0, adds nothing: a row scores as it would
+    /// without its masked tokens. At most 16 experts and 64 grid values.
     pub fn fusion_grid(
         &self,
         large: &Tensor,

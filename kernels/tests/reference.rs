@@ -303,7 +303,7 @@ fn fusion_grid_reference_matches_the_literal_candidate_loop() {
 }
 
 #[test]
-fn fusion_grid_ties_go_to_the_smallest_a_then_the_smallest_t() {
+fn fusion_grid_ties_go_to_the_earliest_grid_value_then_the_smallest_t() {
     tch::manual_seed(6);
     let (large, small, _) = fusion_inputs(2, 50, 1, Kind::Float);
     // Experts equal to the small model: every candidate is P itself.
@@ -322,6 +322,63 @@ fn fusion_grid_ties_go_to_the_smallest_a_then_the_smallest_t() {
     for r in 0..2 {
         assert_eq!(out.alpha.double_value(&[r, 1]), 0.0, "{}", out.alpha);
     }
+}
+
+/// Rows whose tokens `masked` are −∞ in every model score as the same rows
+/// without those tokens: same α, same objective, the same log-probabilities
+/// on the other tokens and −∞ on the masked ones (0 log 0 = 0, −∞ − −∞ = 0).
+pub fn check_masked_rows(kernels: &Kernels, device: tch::Device) {
+    tch::manual_seed(8);
+    let (large, small, experts) = fusion_inputs(3, 40, 2, Kind::Float);
+    let keep: Vec<i64> = (0..40).filter(|i| i % 5 != 2).collect();
+    let keep = Tensor::from_slice(&keep);
+    let masked = Tensor::from_slice(&(0..40).map(|i| i % 5 == 2).collect::<Vec<_>>());
+    let mask = |t: &Tensor| t.masked_fill(&masked, f64::NEG_INFINITY).to_device(device);
+    let cut = |t: &Tensor| t.index_select(1, &keep).to_device(device);
+    let alphas = grid();
+    let full = kernels
+        .fusion_grid(
+            &mask(&large),
+            &mask(&small),
+            &experts.iter().map(mask).collect::<Vec<_>>(),
+            &alphas,
+        )
+        .unwrap();
+    let short = kernels
+        .fusion_grid(
+            &cut(&large),
+            &cut(&small),
+            &experts.iter().map(cut).collect::<Vec<_>>(),
+            &alphas,
+        )
+        .unwrap();
+    assert!(
+        bit_equal(&full.alpha, &short.alpha),
+        "{} vs {}",
+        full.alpha,
+        short.alpha
+    );
+    assert!(
+        full.objective.isfinite().all().int64_value(&[]) == 1,
+        "{}",
+        full.objective
+    );
+    assert!(rel_err(&full.objective, &short.objective) <= 1e-5);
+    let kept = full.log_probs.index_select(1, &keep.to_device(device));
+    assert!(
+        rel_err(&kept, &short.log_probs) <= 1e-5,
+        "{}",
+        rel_err(&kept, &short.log_probs)
+    );
+    let gone = full
+        .log_probs
+        .index_select(1, &Tensor::from_slice(&[2i64, 7, 37]).to_device(device));
+    assert!(gone.isneginf().all().int64_value(&[]) == 1, "{gone}");
+}
+
+#[test]
+fn fusion_grid_masked_tokens_are_ignored_not_nan() {
+    check_masked_rows(&Kernels::new(), CPU);
 }
 
 #[test]

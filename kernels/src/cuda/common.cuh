@@ -5,6 +5,25 @@
 typedef unsigned long long tw_u64;
 typedef unsigned short tw_bf16;
 
+// ---- launch sizes and limits: the one source of these numbers ----
+// The Rust side reads them from this file at compile time (compile.rs,
+// `define`) for its launches and argument structs, so a kernel and its
+// launch cannot disagree. Keep each as `#define NAME <decimal>`.
+#define TW_SAM_MAX_TENSORS 256
+#define TW_SAM_BLOCK 256
+#define TW_SAM_CHUNK 4096
+#define TW_GRAM_BLOCK 256
+#define TW_GRAM_MAX_T 16
+#define TW_COMBINE_BLOCK 256
+#define TW_COMBINE_MAX_K 8
+#define TW_COMBINE_MAX_T 64
+#define TW_FUSION_MAX_EXPERTS 16
+#define TW_FUSION_MAX_ALPHAS 64
+#define TW_FUSION_BLOCK 128
+#define TW_FUSION_PER_THREAD 20
+#define TW_FUSION_SELECT_BLOCK 256
+#define TW_FUSION_APPLY_BLOCK 256
+
 #define TW_FULL_MASK 0xffffffffu
 #define TW_LOG2E 1.4426950408889634f
 #define TW_LN2 0.6931471805599453

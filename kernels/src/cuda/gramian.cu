@@ -12,11 +12,6 @@
 // e.g. SAM-MTL's two aggregations or PCGrad's projected sum, whose
 // coefficients come from the Gramian.
 
-#define TW_GRAM_BLOCK 256
-#define TW_GRAM_MAX_T 16
-#define TW_COMBINE_BLOCK 256
-#define TW_COMBINE_MAX_K 8
-#define TW_COMBINE_MAX_T 64
 
 template <typename T, int NT>
 __device__ void tw_gramian(const T* g, long long p, double* partials, unsigned* counter, float* out) {

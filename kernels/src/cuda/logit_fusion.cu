@@ -34,20 +34,23 @@
 // Launches: fusion_partials (grid = chunks x rows) writes one record per
 // (row, chunk); fusion_select (one block per row) merges them, evaluates
 // every candidate and picks the best; fusion_apply writes log P~ for it.
-// Ties (equal objectives in the arithmetic above) go to the smallest a, then
-// the smallest t; a = 0 gives P~ = P exactly, so its two KL terms are exactly
-// 0 for every t. NaN objectives (from non-finite logits) count as +inf.
+// Ties (equal objectives in the arithmetic above) go to the earliest value of
+// the grid (the smallest a when the grid is sorted), then the smallest t;
+// a = 0 gives P~ = P exactly, so its two KL terms are exactly 0 for every t.
+// NaN objectives (from non-finite logits) count as +inf.
+//
+// Masked vocabulary: a token that is -inf in both E_t and S has D_t = 0
+// (both models rule it out; -inf - -inf would be NaN), so with 0 log 0 = 0 it
+// adds nothing to any sum, and a row with masked tokens scores as the same
+// row without them.
 
-#define TW_FUSION_MAX_EXPERTS 16
-#define TW_FUSION_MAX_ALPHAS 64
-#define TW_FUSION_BLOCK 128
-#define TW_FUSION_PER_THREAD 20
 #define TW_FUSION_CHUNK (TW_FUSION_BLOCK * TW_FUSION_PER_THREAD)
 #define TW_FUSION_WARPS (TW_FUSION_BLOCK / 32)
 #define TW_FUSION_GAP 64.0f
 #define TW_FUSION_MAX_WINDOW 8
-#define TW_FUSION_SELECT_BLOCK 256
-#define TW_FUSION_APPLY_BLOCK 256
+
+// D = E - S with -inf - -inf = 0: a token both models rule out (see the header).
+__device__ __forceinline__ float tw_fusion_delta(float e, float s) { return e == s ? 0.f : e - s; }
 
 struct TwFusionArgs {
   tw_u64 large;                             // [B, V]
@@ -126,7 +129,7 @@ __device__ void tw_fusion_partials(const TwFusionArgs& args, float* ws) {
       const int i = tid + j * TW_FUSION_BLOCK;
       if (i < valid) {
         e2[j] = tw_load(ep, base + i) * TW_LOG2E;
-        d[j] = e2[j] - s_s[i];
+        d[j] = tw_fusion_delta(e2[j], s_s[i]);
         me = fmaxf(me, e2[j]); dmax = fmaxf(dmax, d[j]); dmin_neg = fmaxf(dmin_neg, -d[j]);
       } else {
         e2[j] = TW_NEG_INF; d[j] = 0.f;
@@ -357,7 +360,7 @@ __device__ void tw_fusion_apply(const TwFusionArgs& args, const float* sel, floa
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < args.vocab; i += stride) {
     const float l = tw_load(lp, base + i);
     // a = 0 is P itself: skip reading S and E (and their possible infinities).
-    out[base + i] = (a == 0.f ? l : fmaf(a, tw_load(ep, base + i) - tw_load(sp, base + i), l)) - lse;
+    out[base + i] = (a == 0.f ? l : fmaf(a, tw_fusion_delta(tw_load(ep, base + i), tw_load(sp, base + i)), l)) - lse;
   }
 }
 

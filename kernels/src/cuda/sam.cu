@@ -10,9 +10,6 @@
 // synchronisation. Each block covers TW_SAM_CHUNK elements of one tensor;
 // block_start maps blocks to tensors.
 
-#define TW_SAM_MAX_TENSORS 256
-#define TW_SAM_BLOCK 256
-#define TW_SAM_CHUNK 4096
 
 struct TwTensorList {
   tw_u64 ptr0[TW_SAM_MAX_TENSORS];  // parameters

@@ -7,19 +7,19 @@ use super::{
     check_defined, check_device, check_float, check_same_kind, config, grid_u32, kernel_suffix,
     ptr, shape_err,
 };
-use crate::compile::{DiskCache, LOGIT_FUSION};
+use crate::compile::{define, DiskCache, LOGIT_FUSION};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
 
 const OP: &str = "fusion_grid";
 /// Most experts the kernel takes (its argument struct has this many slots).
-pub const MAX_EXPERTS: usize = 16;
+pub const MAX_EXPERTS: usize = define("TW_FUSION_MAX_EXPERTS") as usize;
 /// Most grid values the kernel takes.
-pub const MAX_ALPHAS: usize = 64;
-const PARTIALS_BLOCK: u32 = 128;
-const CHUNK: i64 = 128 * 20;
-const SELECT_BLOCK: u32 = 256;
-const APPLY_BLOCK: u32 = 256;
+pub const MAX_ALPHAS: usize = define("TW_FUSION_MAX_ALPHAS") as usize;
+const PARTIALS_BLOCK: u32 = define("TW_FUSION_BLOCK") as u32;
+const CHUNK: i64 = define("TW_FUSION_BLOCK") * define("TW_FUSION_PER_THREAD");
+const SELECT_BLOCK: u32 = define("TW_FUSION_SELECT_BLOCK") as u32;
+const APPLY_BLOCK: u32 = define("TW_FUSION_APPLY_BLOCK") as u32;
 
 /// The result of [`crate::Kernels::fusion_grid`] for a batch of rows.
 #[derive(Debug)]
@@ -114,11 +114,19 @@ fn out_kind(kind: Kind) -> Kind {
 }
 
 fn kl(log_p: &Tensor, log_q: &Tensor) -> Result<Tensor> {
-    // KL(p || q) per row, from log-probabilities.
-    Ok(log_p
-        .f_exp()?
-        .f_mul(&log_p.f_sub(log_q)?)?
+    // KL(p || q) per row, from log-probabilities, with 0 log 0 = 0: a token
+    // p rules out adds nothing (masked tokens would give 0 · NaN).
+    let p = log_p.f_exp()?;
+    let terms = p.f_mul(&log_p.f_sub(log_q)?)?;
+    Ok(terms
+        .f_where_scalarother(&p.f_gt(0.0)?, 0.0)?
         .f_sum_dim_intlist(-1, false, None::<Kind>)?)
+}
+
+/// D = E − S with −∞ − −∞ = 0: a token both models rule out (a masked
+/// vocabulary entry) moves nothing.
+fn delta(e: &Tensor, s: &Tensor) -> Result<Tensor> {
+    Ok(e.f_sub(s)?.f_where_scalarother(&e.f_ne_tensor(s)?, 0.0)?)
 }
 
 /// CPU/tch reference of [`crate::Kernels::fusion_grid`]: the eager composite,
@@ -144,13 +152,13 @@ pub fn reference(
         let log_qt = e.f_log_softmax(-1, None::<Kind>)?;
         klq.push(kl(&log_qt, &log_q)?);
         klqr.push(kl(&log_q, &log_qt)?);
-        deltas.push(e.f_sub(&s)?);
+        deltas.push(delta(&e, &s)?);
     }
     let klq = Tensor::f_stack(&klq, 0)?; // [T, B]
     let klqr = Tensor::f_stack(&klqr, 0)?;
     let zero = Tensor::f_zeros([b], (k_out, device))?;
-    // Candidate c = k * T + t: argmin's first minimum is then the smallest a,
-    // then the smallest t.
+    // Candidate c = k * T + t: argmin's first minimum is then the earliest
+    // grid value, then the smallest t.
     let mut objs = Vec::with_capacity(alphas.len() * experts.len());
     for &a in alphas {
         for d in &deltas {

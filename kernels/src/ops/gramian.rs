@@ -5,18 +5,18 @@ use tch::{Kind, Tensor};
 use super::{
     check_defined, check_device, check_float, config, grid_u32, kernel_suffix, ptr, shape_err,
 };
-use crate::compile::{DiskCache, GRAMIAN};
+use crate::compile::{define, DiskCache, GRAMIAN};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
 
 const OP_GRAMIAN: &str = "gramian";
 const OP_COMBINE: &str = "combine";
 /// Largest T the Gramian kernel is instantiated for.
-pub(crate) const GRAMIAN_MAX_TASKS: i64 = 16;
-const GRAM_BLOCK: u32 = 256;
-const COMBINE_BLOCK: u32 = 256;
-const COMBINE_MAX_ROWS: i64 = 8;
-const COMBINE_MAX_TASKS: i64 = 64;
+pub(crate) const GRAMIAN_MAX_TASKS: i64 = define("TW_GRAM_MAX_T");
+const GRAM_BLOCK: u32 = define("TW_GRAM_BLOCK") as u32;
+const COMBINE_BLOCK: u32 = define("TW_COMBINE_BLOCK") as u32;
+const COMBINE_MAX_ROWS: i64 = define("TW_COMBINE_MAX_K");
+const COMBINE_MAX_TASKS: i64 = define("TW_COMBINE_MAX_T");
 
 /// The Gramian's dtype: f32 for f32/bf16/f16 gradients, f64 for f64.
 pub(crate) fn gramian_kind(kind: Kind) -> Kind {

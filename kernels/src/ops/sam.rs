@@ -6,15 +6,15 @@ use super::{
     check_defined, check_device, check_float, check_same_kind, config, kernel_suffix, ptr,
     shape_err,
 };
-use crate::compile::{DiskCache, SAM};
+use crate::compile::{define, DiskCache, SAM};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
 
 const OP_PERTURB: &str = "sam_perturb";
 const OP_RESTORE: &str = "sam_restore";
-const MAX_TENSORS: usize = 256;
-const BLOCK: u32 = 256;
-const CHUNK: i64 = 4096;
+const MAX_TENSORS: usize = define("TW_SAM_MAX_TENSORS") as usize;
+const BLOCK: u32 = define("TW_SAM_BLOCK") as u32;
+const CHUNK: i64 = define("TW_SAM_CHUNK");
 
 /// Mirrors `TwTensorList` in sam.cu (passed by value: no host-to-device copy).
 #[repr(C)]

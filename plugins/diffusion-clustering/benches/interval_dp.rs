@@ -11,6 +11,9 @@ use taskweave_diffusion_clustering::dp::{solve, Costs};
 const T: usize = 1000;
 const K: usize = 5;
 
+/// Costs from an owned signal.
+type Build = dyn Fn(Vec<f64>) -> Costs;
+
 /// DDPM's linear schedule, β from 1e-4 to 0.02, as SNR = ᾱ / (1 − ᾱ).
 fn linear_snr() -> Vec<f64> {
     let mut alpha_bar = 1.0;
@@ -36,7 +39,7 @@ fn main() {
     let tas = tas();
     // Each cost from its signal, which the plugin receives as an owned
     // vector (the copy is made before the clock starts).
-    let cases: [(&str, &Vec<f64>, &dyn Fn(Vec<f64>) -> Costs); 4] = [
+    let cases: [(&str, &Vec<f64>, &Build); 4] = [
         ("timestep", &steps, &|v| {
             Costs::values("timestep", &v).unwrap()
         }),
