@@ -201,24 +201,28 @@ pub fn check_allocator_settings(settings: &str) -> Result<(), String> {
 /// `torch.cuda.memory._set_allocator_settings` does), not to the environment:
 /// they are checked (a misspelt key is an input error), safe to apply while
 /// other runs' threads work, and govern allocations from then on.
-///
-/// It also initialises the device's allocator with a one-element allocation:
-/// c10 does that lazily, at the first CUDA tensor, and both the fraction and
-/// the memory statistics fail before it ("Allocator not initialized for
-/// device ... did you call init?").
 pub fn configure_allocator(ordinal: usize, fraction: f64, settings: &str) -> Result<()> {
     if !settings.is_empty() {
         taskweave_kernels::memory::set_allocator_settings(settings)
             .map_err(|e| Error::Input(format!("run.cuda_allocator = {settings:?}: {e}")))?;
     }
-    drop(tch::Tensor::f_empty(
-        [1],
-        (tch::Kind::Float, tch::Device::Cuda(ordinal)),
-    )?);
     if fraction > 0.0 {
+        init_allocator(ordinal)?;
         taskweave_kernels::memory::set_memory_fraction(ordinal, fraction)
             .map_err(|e| Error::Run(format!("setting run.gpu_memory_fraction: {e}")))?;
     }
+    Ok(())
+}
+
+/// Initialises the caching allocator of CUDA device `ordinal` with a
+/// one-element allocation: c10 does that lazily, at the first CUDA tensor,
+/// and both the memory fraction and the memory statistics fail before it
+/// ("Allocator not initialized for device ... did you call init?").
+pub fn init_allocator(ordinal: usize) -> Result<()> {
+    drop(tch::Tensor::f_empty(
+        [1],
+        (tch::Kind::Float, Device::Cuda(ordinal)),
+    )?);
     Ok(())
 }
 

@@ -24,7 +24,10 @@ impl MemoryLog {
     /// statistics cannot be read, which is logged once).
     pub fn new(device: Device) -> MemoryLog {
         let device = match device {
-            Device::Cuda(n) => match memory_stats(n) {
+            Device::Cuda(n) => match crate::device::init_allocator(n)
+                .map_err(|e| e.to_string())
+                .and_then(|()| memory_stats(n).map_err(|e| e.to_string()))
+            {
                 Ok(_) => Some(n),
                 Err(e) => {
                     tracing::warn!("GPU memory statistics are unavailable: {e}");
