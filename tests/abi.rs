@@ -324,3 +324,37 @@ fn a_strategy_plugin_trains_by_task_batches_inner_steps_and_flat_parameters_and_
     );
     assert_resume_is_exact(&d.join("runs/reptile"), &d.join("runs/reptile-copy"));
 }
+
+#[test]
+fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    copy_into(
+        &d.join("plugins"),
+        &workspace_plugin("taskweave-meta-rtl"),
+        "libtaskweave_meta_rtl.so",
+    );
+    let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 40\n\
+                 strategy = { kind = \"meta-rtl\", inner_steps = 2, inner_lr = 0.05 }\n\
+                 [eval]\nevery = 10\nselect = \"last\"\n";
+    let text = std::fs::read_to_string(small_pipeline(d, "meta", extra)).unwrap();
+    let text = text.replace("tasks = 2", "tasks = 3");
+    let rt = Runtime::new(&Config::new());
+    let pipeline = Pipeline::from_str(&rt, &text, d, &[]).unwrap();
+    Run::start(pipeline, true).unwrap().train(true).unwrap();
+    let last: serde_json::Value = std::fs::read_to_string(d.join("runs/meta/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["weights"].is_object())
+        .last()
+        .unwrap();
+    let w = &last["weights"];
+    let (a, b) = (w["task1"].as_f64().unwrap(), w["task2"].as_f64().unwrap());
+    assert!(
+        (a + b - 1.0).abs() < 1e-5 && w["task3"].as_f64() == Some(0.0),
+        "{w}"
+    );
+    assert_resume_is_exact(&d.join("runs/meta"), &d.join("runs/meta-copy"));
+}
