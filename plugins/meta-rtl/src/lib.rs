@@ -15,6 +15,7 @@
 //! 4. the policy takes one Adam step (lr `policy_lr`) on −Σ w_i Â_i − β_H H(w);
 //! 5. θ ← θ + β Σ_i w_i (θ_i − θ), the weights renormalised over the sources
 //!    drawn.
+//!
 //! The host's optimizer is not used: the meta update is the step. The
 //! reported weights are w on the sources and 0 on the target; the reported
 //! losses are each source's loss on its batch at θ and L_gen.
