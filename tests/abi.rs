@@ -346,9 +346,9 @@ fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly()
     let last: serde_json::Value = std::fs::read_to_string(d.join("runs/meta/metrics.jsonl"))
         .unwrap()
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["weights"].is_object())
-        .last()
+        .find(|r| r["weights"].is_object())
         .unwrap();
     let w = &last["weights"];
     let (a, b) = (w["task1"].as_f64().unwrap(), w["task2"].as_f64().unwrap());
