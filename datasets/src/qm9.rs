@@ -116,6 +116,27 @@ pub struct Qm9Config {
     pub seed: u64,
     /// Learn each target relative to its least-squares fit on the atom counts (training split).
     pub atom_reference: bool,
+    /// A low-resource transfer setting (Meta-RTL): the target keeps `labelled`
+    /// training labels, the other targets are its sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_resource: Option<LowResource>,
+}
+
+/// `low_resource = { target = "gap", labelled = 64, shuffled = "homo" }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LowResource {
+    /// The target property (one of `targets`).
+    pub target: TargetName,
+    /// Training molecules that keep the target's label, drawn with `seed`;
+    /// the rest are unlabelled for it (validation and test keep theirs).
+    #[schemars(range(min = 1))]
+    pub labelled: u64,
+    /// A source (one of `targets`, not the target) whose labels, shuffled
+    /// within each split, become one more task `<name>-shuffled`: a harmful
+    /// source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffled: Option<TargetName>,
 }
 
 impl Default for Qm9Config {
@@ -130,6 +151,7 @@ impl Default for Qm9Config {
             split: Fractions::default(),
             seed: 0,
             atom_reference: true,
+            low_resource: None,
         }
     }
 }
@@ -540,6 +562,9 @@ fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
     if columns.is_empty() {
         return Err(Error::config("targets", "empty: name at least one target"));
     }
+    if let Some(low) = &config.low_resource {
+        check_low_resource(low, &names, config.atom_reference)?;
+    }
 
     // Index every row of the three files (one thread each), then pick the subset.
     let clock = std::time::Instant::now();
@@ -657,24 +682,120 @@ fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
             primary: "mae",
         });
     }
-    let [y_train, y_val, y_test] = y;
+    let [mut y_train, mut y_val, mut y_test] = y;
+    let mut masks: Vec<Option<Tensor>> = tasks.iter().map(|_| None).collect();
+    if let Some(low) = &config.low_resource {
+        let target = names.iter().position(|n| *n == low.target.0).unwrap_or(0);
+        if low.labelled as usize > n_train {
+            return Err(Error::config(
+                "low_resource.labelled",
+                format!(
+                    "{} labelled molecules, but the training split has {n_train}",
+                    low.labelled
+                ),
+            ));
+        }
+        // The target's labelled rows, and its scale from those rows only.
+        let mut rows: Vec<usize> = (0..n_train).collect();
+        SplitMix::at(config.seed, 1).shuffle(&mut rows);
+        let mut keep = vec![false; n_train];
+        for &r in &rows[..low.labelled as usize] {
+            keep[r] = true;
+        }
+        let raw: Vec<f64> = (0..n_train)
+            .filter(|&r| keep[r])
+            .map(|r| targets[r][target])
+            .collect();
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        let var = raw.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / raw.len() as f64;
+        let std = if var.sqrt() > 1e-12 { var.sqrt() } else { 1.0 };
+        for (split, (start, len)) in [&mut y_train, &mut y_val, &mut y_test]
+            .into_iter()
+            .zip(bounds)
+        {
+            let values: Vec<f32> = targets[start..start + len]
+                .iter()
+                .map(|r| ((r[target] - mean) / std) as f32)
+                .collect();
+            split[target] = Tensor::from_slice(&values);
+        }
+        tasks[target].scale = Some((mean, std));
+        masks[target] = Some(Tensor::from_slice(&keep));
+        if let Some(source) = &low.shuffled {
+            let s = names.iter().position(|n| *n == source.0).unwrap_or(0);
+            for (k, split) in [&mut y_train, &mut y_val, &mut y_test]
+                .into_iter()
+                .enumerate()
+            {
+                let mut order: Vec<i64> = (0..split[s].size()[0]).collect();
+                SplitMix::at(config.seed, 2 + k as u64).shuffle(&mut order);
+                let shuffled = split[s].f_index_select(0, &Tensor::from_slice(&order))?;
+                split.push(shuffled);
+            }
+            let mut task = tasks[s].clone();
+            task.name = format!("{}-shuffled", source.0);
+            tasks.push(task);
+            masks.push(None);
+        }
+    }
     tracing::debug!(
         "qm9: {n} of {total} molecules from {} in {:.2}s (reading and parsing {parsed_in:.2}s)",
         root.display(),
         clock.elapsed().as_secs_f64()
     );
-    let split = |x: Tensor, targets: Vec<Tensor>| Split {
+    let split = |x: Tensor, targets: Vec<Tensor>, masks: Vec<Option<Tensor>>| Split {
         inputs: vec![(crate::FEATURES.to_string(), x)],
-        masks: targets.iter().map(|_| None).collect(),
+        masks,
         targets,
     };
+    let unmasked = || tasks.iter().map(|_| None).collect::<Vec<_>>();
     Ok(Dataset {
         inputs: vec![InputSpec::float(crate::FEATURES, vec![FEATURES])],
+        train: split(x_train, y_train, masks),
+        val: split(x_val, y_val, unmasked()),
+        test: split(x_test, y_test, unmasked()),
         tasks,
-        train: split(x_train, y_train),
-        val: split(x_val, y_val),
-        test: split(x_test, y_test),
     })
+}
+
+/// The low-resource setting names a target among `targets`, a harmful
+/// source among the others, and no atom-count fit (which would use every
+/// training label of the target).
+fn check_low_resource(low: &LowResource, names: &[&str], atom_reference: bool) -> Result<()> {
+    if !names.contains(&low.target.0.as_str()) {
+        return Err(Error::config(
+            "low_resource.target",
+            format!(
+                "`{}` is not one of the targets ({})",
+                low.target.0,
+                names.join(", ")
+            ),
+        ));
+    }
+    if names.len() < 2 {
+        return Err(Error::config(
+            "low_resource.target",
+            "the target needs at least one source: list more targets",
+        ));
+    }
+    if let Some(source) = &low.shuffled {
+        if source == &low.target || !names.contains(&source.0.as_str()) {
+            return Err(Error::config(
+                "low_resource.shuffled",
+                format!(
+                    "`{}` must be one of the targets other than the target `{}`",
+                    source.0, low.target.0
+                ),
+            ));
+        }
+    }
+    if atom_reference {
+        return Err(Error::config(
+            "low_resource",
+            "set atom_reference = false: the atom-count fit would use every training label of the target",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -964,6 +1085,63 @@ mod tests {
             (2, 1, 1, 1)
         );
         assert_eq!(d.tasks[0].name, "gap");
+    }
+
+    #[test]
+    fn a_low_resource_target_keeps_n_labels_and_a_shuffled_source_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("qm9")).unwrap();
+        write(
+            &dir.path().join("qm9"),
+            [&ROWS[..2], &ROWS[2..4], &ROWS[4..]],
+        );
+        let low = |extra: Value| {
+            let mut c = json!({"atom_reference": false, "targets": ["homo", "lumo", "gap"],
+                               "low_resource": {"target": "gap", "labelled": 2, "shuffled": "homo"}});
+            for (k, v) in extra.as_object().unwrap() {
+                c["low_resource"][k] = v.clone();
+            }
+            load(&config(c), dir.path())
+        };
+        let d = low(json!({})).unwrap();
+        let names: Vec<&str> = d.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["homo", "lumo", "gap", "homo-shuffled"]);
+        let mask = Vec::<bool>::try_from(d.train.masks[2].as_ref().unwrap()).unwrap();
+        assert_eq!(mask.iter().filter(|&&m| m).count(), 2);
+        assert!(
+            d.test.masks.iter().all(Option::is_none),
+            "the target's test labels stay"
+        );
+        let sorted = |t: &Tensor| {
+            let mut v = Vec::<f32>::try_from(t).unwrap();
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        assert_eq!(
+            sorted(&d.train.targets[3]),
+            sorted(&d.train.targets[0]),
+            "a permutation of homo"
+        );
+        d.check("qm9").unwrap();
+        let e = |extra: Value| low(extra).err().unwrap().to_string();
+        assert_eq!(
+            e(json!({"labelled": 5})),
+            "data.low_resource.labelled: 5 labelled molecules, but the training split has 3"
+        );
+        assert!(e(json!({"target": "u0"}))
+            .starts_with("data.low_resource.target: `u0` is not one of the targets"));
+        assert!(e(json!({"shuffled": "gap"})).starts_with("data.low_resource.shuffled:"));
+        let atom = load(
+            &config(
+                json!({"targets": ["homo", "gap"], "low_resource": {"target": "gap", "labelled": 2}}),
+            ),
+            dir.path(),
+        );
+        assert!(atom
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("atom_reference = false"));
     }
 
     #[test]
