@@ -182,3 +182,36 @@ fn steps_or_epochs_exactly_one() {
         "{err}"
     );
 }
+
+#[test]
+fn train_init_starts_from_the_shared_tensors_of_another_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pre = train(d, "pre", "[train]\nsteps = 30\n", &[]);
+    // One step at a negligible rate: the fine-tuning run reports what the
+    // pre-trained model scores.
+    let tiny = "[train]\nsteps = 1\noptimizer = { kind = \"sgd\", lr = 1e-12 }\n";
+    let fine = train(d, "fine", tiny, &["train.init=\"runs/pre\""]);
+    for (a, b) in pre.test.iter().zip(&fine.test) {
+        let (a, b) = (a["mse"], b["mse"]);
+        assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} vs {b}");
+    }
+    let text = std::fs::read_to_string(small_pipeline(d, "wide", tiny)).unwrap();
+    let rt = Runtime::new(&Config::new());
+    let err = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let pipeline = Pipeline::from_str(&rt, &text, d, &sets).unwrap();
+        Run::start(pipeline, true)
+            .and_then(|r| r.train(true))
+            .unwrap_err()
+    };
+    let e = err(&["train.init=\"runs/pre\"", "model.backbone.hidden=[8]"]);
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(
+        e.to_string()
+            .contains("train.init: `backbone.0.weight` is [16, 8] in that run but [8, 8] here"),
+        "{e}"
+    );
+    let e = err(&["train.init=\"runs/nothing\"", "run.name=\"other\""]);
+    assert!(e.to_string().contains("holds no checkpoint"), "{e}");
+}

@@ -272,6 +272,9 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
                 dir.display()
             );
         }
+        if let Some(init) = &config.train.init {
+            init_from(&mut trainer, &ctx.pipeline_dir.join(init))?;
+        }
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
         write_atomic(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
@@ -445,4 +448,44 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             .as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// `train.init`: the model tensors of the run in `other` that this model
+/// shares, from the checkpoint its summary selected (the best-validation one
+/// when that was not the last step), else its newest.
+fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
+    let checkpoints = other.join("checkpoints");
+    let best = checkpoints.join(BEST);
+    let summary: Value = std::fs::read_to_string(other.join("summary.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    // The best checkpoint may be stale: it is the selection only when the
+    // summary's selected step is before the last.
+    let selected_earlier = summary["selected_step"].as_u64() < summary["steps"].as_u64();
+    let checkpoint = if selected_earlier && best.is_file() {
+        checkpoint::read(&best)?
+    } else {
+        match checkpoint::latest(&checkpoints)? {
+            Some((_, ckpt)) => ckpt,
+            None => {
+                return Err(Error::Input(format!(
+                    "train.init: {} holds no checkpoint (is it a run directory? relative paths start at the pipeline file)",
+                    other.display()
+                )))
+            }
+        }
+    };
+    let copied = trainer.init_from(&checkpoint)?;
+    if copied == 0 {
+        return Err(Error::Input(format!(
+            "train.init: the run in {} shares no model tensor with this model",
+            other.display()
+        )));
+    }
+    tracing::info!(
+        "initialised {copied} model tensors from {}",
+        other.display()
+    );
+    Ok(())
 }

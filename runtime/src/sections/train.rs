@@ -69,6 +69,14 @@ pub struct TrainConfig {
     #[serde(default = "TrainConfig::default_log_every")]
     #[schemars(range(min = 1))]
     pub log_every: u64,
+    /// Start from the model of another run (its directory, relative to the
+    /// pipeline file): the parameters and normalisation statistics the two
+    /// models share by name are copied from its selected checkpoint (the
+    /// best-validation one, else the newest); the rest keep their
+    /// initialisation, and the optimizer and methods start fresh. For
+    /// fine-tuning after pre- or meta-training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl TrainConfig {

@@ -306,6 +306,39 @@ impl Trainer {
         Ok(())
     }
 
+    /// Copies the model parameters and buffers of `checkpoint` (another
+    /// run's) that this model also has by name; returns how many tensors
+    /// were copied. A shared name of another shape is an input error.
+    pub fn init_from(&mut self, checkpoint: &Checkpoint) -> Result<usize> {
+        let model_tensor = |name: &str| {
+            ["backbone.", "architecture.", "heads."]
+                .iter()
+                .any(|p| name.starts_with(p))
+        };
+        let mut copied = 0;
+        let buffers = self.model.buffers();
+        let ours = self
+            .params
+            .named()
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()))
+            .chain(buffers)
+            .filter(|(n, _)| model_tensor(n));
+        for (name, tensor) in ours {
+            if let Some((_, saved)) = checkpoint.tensors.iter().find(|(n, _)| *n == name) {
+                if saved.size() != tensor.size() {
+                    return Err(Error::Input(format!(
+                        "train.init: `{name}` is {:?} in that run but {:?} here; the models must agree on every tensor they share",
+                        saved.size(),
+                        tensor.size()
+                    )));
+                }
+                copy_into(&tensor, saved, &name)?;
+                copied += 1;
+            }
+        }
+        Ok(copied)
+    }
+
     /// Number of trainable values.
     pub fn num_parameters(&self) -> i64 {
         self.params.len()
