@@ -720,7 +720,15 @@ fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
             split[target] = Tensor::from_slice(&values);
         }
         tasks[target].scale = Some((mean, std));
-        masks[target] = Some(Tensor::from_slice(&keep));
+        if names.len() == 1 {
+            // The target alone: the training split is its labelled molecules.
+            let rows: Vec<i64> = (0..n_train as i64).filter(|&r| keep[r as usize]).collect();
+            let rows = Tensor::from_slice(&rows);
+            x_train = x_train.f_index_select(0, &rows)?;
+            y_train[target] = y_train[target].f_index_select(0, &rows)?;
+        } else {
+            masks[target] = Some(Tensor::from_slice(&keep));
+        }
         if let Some(source) = &low.shuffled {
             let s = names.iter().position(|n| *n == source.0).unwrap_or(0);
             for (k, split) in [&mut y_train, &mut y_val, &mut y_test]
@@ -1127,6 +1135,20 @@ mod tests {
         assert!(e(json!({"target": "u0"}))
             .starts_with("data.low_resource.target: `u0` is not one of the targets"));
         assert!(e(json!({"shuffled": "gap"})).starts_with("data.low_resource.shuffled:"));
+        // The target alone: its training split is the labelled molecules,
+        // the same ones as with sources.
+        let alone = load(
+            &config(json!({"atom_reference": false, "targets": ["gap"],
+                           "low_resource": {"target": "gap", "labelled": 2}})),
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(alone.train.len(), 2);
+        assert!(alone.train.masks[0].is_none());
+        let kept = d.train.masks[2].as_ref().unwrap().nonzero().squeeze_dim(1);
+        assert!(alone.train.inputs[0]
+            .1
+            .equal(&d.train.inputs[0].1.index_select(0, &kept)));
         let atom = load(
             &config(
                 json!({"targets": ["homo", "gap"], "low_resource": {"target": "gap", "labelled": 2}}),
