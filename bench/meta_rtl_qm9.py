@@ -6,6 +6,7 @@ ways to reach the target, each followed by the same fine-tuning on the 64
 (pipelines/meta-rtl-qm9-finetune.toml, best validation step):
   target only   fine-tuning from scratch;
   joint         300 steps of plain multi-task training on all tasks first;
+  reptile       300 uniform-weight Reptile meta-iterations first (meta-rtl, uniform = true);
   meta-rtl      300 Meta-RTL meta-iterations first (pipelines/meta-rtl-qm9.toml).
 run.seed 0, 1, 2 (the 64 molecules are the same: data seed 0).
 Usage: .venv/bin/python bench/meta_rtl_qm9.py [OUT.md]
@@ -38,13 +39,16 @@ def main():
     out_md = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         ROOT, "bench/results", f"{datetime.date.today()}-meta-rtl-qm9.md")
     meta, ft = "pipelines/meta-rtl-qm9.toml", "pipelines/meta-rtl-qm9-finetune.toml"
-    mae = {"target only": [], "joint": [], "meta-rtl": []}
+    mae = {"target only": [], "joint": [], "reptile": [], "meta-rtl": []}
     weights = None
     for seed in SEEDS:
         mae["target only"].append(run(ft, f"none-s{seed}", seed)["test"]["gap"]["mae"])
         run(meta, f"joint-s{seed}", seed, 'train.strategy="standard"')
         mae["joint"].append(run(ft, f"ft-joint-s{seed}", seed,
                                 f'train.init="../{OUT}/joint-s{seed}"')["test"]["gap"]["mae"])
+        run(meta, f"reptile-s{seed}", seed, "train.strategy.uniform=true")
+        mae["reptile"].append(run(ft, f"ft-reptile-s{seed}", seed,
+                                  f'train.init="../{OUT}/reptile-s{seed}"')["test"]["gap"]["mae"])
         run(meta, f"meta-s{seed}", seed)
         mae["meta-rtl"].append(run(ft, f"ft-meta-s{seed}", seed,
                                    f'train.init="../{OUT}/meta-s{seed}"')["test"]["gap"]["mae"])

@@ -63,6 +63,9 @@ struct Config {
     /// Sources adapted per meta-iteration (0: all).
     #[schemars(range(min = 0))]
     sources_per_iteration: u32,
+    /// Uniform weights, no policy: plain Reptile over the sources (the
+    /// baseline that separates the learned weights from the meta update).
+    uniform: bool,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             policy_lr: 1e-3,
             entropy: 0.01,
             sources_per_iteration: 0,
+            uniform: false,
         }
     }
 }
@@ -129,7 +133,15 @@ impl Strategy for MetaRtl {
     fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
         let n = self.sources.len();
         let chosen = self.chosen(ops.current_step());
-        let weights = self.policy.weights(&self.input)?;
+        let weights = if self.config.uniform {
+            Tensor::f_full(
+                [n as i64],
+                1.0 / n as f64,
+                (Kind::Float, self.input.device()),
+            )?
+        } else {
+            self.policy.weights(&self.input)?
+        };
         let theta = ops.parameters_flat()?;
         let mut reported = vec![0.0; ops.num_tasks()];
         let inner = InnerOptimizer::Sgd {
@@ -163,8 +175,10 @@ impl Strategy for MetaRtl {
         let index: Vec<i64> = chosen.iter().map(|&i| i as i64).collect();
         let index = Tensor::from_slice(&index).f_to_device(device)?;
         let advantages = standardise(&Tensor::from_slice(&rewards).f_to_device(device)?)?;
-        self.policy
-            .update(&weights, &index, &advantages, self.config.entropy)?;
+        if !self.config.uniform {
+            self.policy
+                .update(&weights, &index, &advantages, self.config.entropy)?;
+        }
 
         // The meta update with this iteration's weights, renormalised over
         // the sources drawn.

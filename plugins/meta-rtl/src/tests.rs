@@ -47,6 +47,15 @@ fn a_meta_iteration_weights_the_sources_and_moves_the_parameters() {
 }
 
 #[test]
+fn uniform_weights_are_plain_reptile() {
+    let mut ops = LinearOps::new(3, 1);
+    let mut s = strategy(json!({"uniform": true}));
+    for w in run(s.as_mut(), &mut ops, 3) {
+        assert_eq!(Vec::<f32>::try_from(&w).unwrap(), [0.5, 0.5, 0.0]);
+    }
+}
+
+#[test]
 fn resume_from_the_state_continues_bitwise() {
     let config = json!({"sources_per_iteration": 1, "target": "t0"});
     let mut a = strategy(config.clone());
