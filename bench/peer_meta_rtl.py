@@ -1,0 +1,119 @@
+"""One Meta-RTL meta-iteration, taskweave vs plain PyTorch (torch.func), on
+the shapes of pipelines/meta-rtl-qm9.toml: 34 input features, MLP 256-256,
+7 linear heads (6 sources + the target), batch 256, 3 inner SGD steps per
+source, one target batch, an LSTM policy of 32 units (its Adam step), the
+weighted Reptile update. PyTorch runs the inner loops functionally
+(torch.func.functional_call on a parameter dict, torch.autograd.grad) on
+random data of the same shapes (speed does not depend on the values).
+taskweave's number is steps_per_second of a run of the pipeline with
+evaluation only at the end. Runs alternate for BENCH_ROUNDS rounds.
+
+Usage: .venv/bin/python bench/peer_meta_rtl.py [steps]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.func import functional_call  # noqa: E402
+from quiet import alternate, report  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("TASKWEAVE_BIN", os.path.join(ROOT, "target/release/taskweave"))
+STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
+
+
+def taskweave_steps_per_second():
+    subprocess.run(
+        [BIN, "-q", "run", "pipelines/meta-rtl-qm9.toml", "--overwrite", "--set", 'run.name="peer-meta"',
+         "--set", 'run.out_dir="runs/bench"', "--set", 'run.device="cpu"',
+         "--set", f"train.steps={STEPS}", "--set", f"eval.every={STEPS}", "--set", f"train.checkpoint_every={STEPS}"],
+        cwd=ROOT, check=True, capture_output=True)
+    with open(os.path.join(ROOT, "runs/bench/peer-meta/summary.json")) as f:
+        return json.load(f)["steps_per_second"]
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(34, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU())
+        self.heads = nn.Linear(256, TASKS)
+
+    def forward(self, x):
+        return self.heads(self.trunk(x))
+
+
+def pytorch_steps_per_second():
+    torch.manual_seed(0)
+    model = Model()
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    cell, head = nn.LSTMCell(3 * SOURCES, HIDDEN), nn.Linear(HIDDEN, SOURCES)
+    policy_opt = torch.optim.Adam(list(cell.parameters()) + list(head.parameters()), lr=1e-3)
+    state = (torch.zeros(1, HIDDEN), torch.zeros(1, HIDDEN))
+    prev = torch.cat([torch.full((SOURCES,), 1 / SOURCES), torch.zeros(2 * SOURCES)])
+    xs = torch.randn(8192, 34)
+    ys = torch.randn(8192, TASKS)
+
+    def loss(p, x, y, task):
+        return ((functional_call(model, p, (x,))[:, task] - y[:, task]) ** 2).mean()
+
+    def batch(step, draw):
+        g = torch.Generator().manual_seed(step * 100 + draw)
+        idx = torch.randint(0, 8192, (BATCH,), generator=g)
+        return xs[idx], ys[idx]
+
+    def step(s):
+        nonlocal state, prev
+        h, c = cell(prev.unsqueeze(0), state)
+        state = (h.detach(), c.detach())
+        w = torch.softmax(head(h).squeeze(0), 0)
+        adapted = []
+        for i in range(SOURCES):
+            x, y = batch(s, i)
+            p = dict(params)
+            for _ in range(INNER):
+                grads = torch.autograd.grad(loss({k: v.requires_grad_() for k, v in p.items()}, x, y, i),
+                                            list(p.values()))
+                p = {k: (v - LR * g).detach() for (k, v), g in zip(p.items(), grads)}
+            adapted.append(p)
+        x, y = batch(s, 99)
+        with torch.no_grad():
+            general = loss(params, x, y, TASKS - 1)
+            specific = torch.stack([loss(p, x, y, TASKS - 1) for p in adapted])
+        rewards = general - specific
+        adv = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-12)
+        entropy = -(w * w.clamp_min(1e-12).log()).sum()
+        policy_opt.zero_grad()
+        (-(w * adv).sum() - 0.01 * entropy).backward()
+        policy_opt.step()
+        wd = w.detach()
+        with torch.no_grad():
+            for k in params:
+                params[k] = params[k] + sum(wd[i] * (adapted[i][k] - params[k]) for i in range(SOURCES))
+        prev = torch.cat([wd, rewards, specific])
+
+    step(0)  # warm-up
+    start = time.perf_counter()
+    for s in range(1, STEPS + 1):
+        step(s)
+    return STEPS / (time.perf_counter() - start)
+
+
+def main():
+    cells = {"taskweave": taskweave_steps_per_second,
+             "PyTorch, torch.func inner loops": pytorch_steps_per_second}
+    title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, CPU, "
+             f"{torch.get_num_threads()} threads (torch {torch.__version__})")
+    report(title, cells, alternate(cells, ROUNDS))
+
+
+if __name__ == "__main__":
+    main()
