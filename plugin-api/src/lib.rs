@@ -147,7 +147,7 @@ pub use roles::grouping::{
 };
 pub use roles::strategy::{
     inner_steps, task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox,
-    FfiStrategy_TO, InnerOptimizer, StepOps, StepReport, Strategy,
+    FfiStrategy_TO, InnerOptimizer, InnerSteps, StepOps, StepReport, Strategy,
 };
 pub use roles::weighting::{
     aggregate, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting, WeightingInput,

@@ -10,7 +10,7 @@
 //! let mut ops = LinearOps::new(2, 0);
 //! ops.task_batch(1).unwrap();
 //! let before = ops.parameters_flat().unwrap();
-//! let adapted = inner_steps(&mut ops, 1, 3, InnerOptimizer::Sgd { lr: 0.1 }).unwrap();
+//! let adapted = inner_steps(&mut ops, 1, 3, InnerOptimizer::Sgd { lr: 0.1 }).unwrap().params;
 //! assert!(ops.parameters_flat().unwrap().equal(&before), "the live parameters are put back");
 //! assert!(!adapted.equal(&before));
 //! ```
@@ -308,7 +308,13 @@ mod tests {
         let loss = ops.losses(false).unwrap().get(0);
         let all = [Group::Shared, Group::Task(0), Group::Task(1)];
         let g = Tensor::cat(&ops.grads(&loss, &all, false).unwrap(), 0);
-        let adapted = inner_steps(&mut ops, 0, 1, InnerOptimizer::Sgd { lr: 0.3 }).unwrap();
+        let inner = inner_steps(&mut ops, 0, 1, InnerOptimizer::Sgd { lr: 0.3 }).unwrap();
+        assert_eq!(
+            inner.losses,
+            [loss.double_value(&[])],
+            "the loss before the step"
+        );
+        let adapted = inner.params;
         assert!(adapted.allclose(&(&theta - g * 0.3), 1e-6, 1e-7, false));
         assert!(
             ops.parameters_flat().unwrap().equal(&theta),
@@ -332,9 +338,9 @@ mod tests {
             betas: (0.9, 0.999),
             eps: 1e-8,
         };
-        let adapted = inner_steps(&mut ops, 1, 10, adam).unwrap();
+        let adapted = inner_steps(&mut ops, 1, 10, adam).unwrap().params;
         // Adam's first step moves every coordinate with a gradient by about lr.
-        let first = inner_steps(&mut ops, 1, 1, adam).unwrap();
+        let first = inner_steps(&mut ops, 1, 1, adam).unwrap().params;
         let moved = (&first - &theta).abs().max().double_value(&[]);
         assert!((moved - 0.02).abs() < 1e-4, "{moved}");
         ops.set_parameters_flat(&adapted).unwrap();

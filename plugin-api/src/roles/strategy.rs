@@ -100,11 +100,22 @@ pub enum InnerOptimizer {
     },
 }
 
+/// What [`inner_steps`] returns.
+#[derive(Debug)]
+pub struct InnerSteps {
+    /// The parameters the steps end at, flat, laid out as
+    /// [`StepOps::parameters_flat`].
+    pub params: Tensor,
+    /// The task's loss on the batch before each step: `losses[0]` is its loss
+    /// at the live parameters.
+    pub losses: Vec<f64>,
+}
+
 /// Runs `steps` optimizer steps of `optimizer` on task `task`'s loss over the
 /// current batch, in a temporary parameter set that starts at the live
-/// parameters, and returns the parameters it ends at (flat, laid out as
-/// [`StepOps::parameters_flat`]): a meta-learner's inner loop, such as the
-/// temporal models θ_i of Meta-RTL. The live parameters are put back bit for
+/// parameters, and returns the parameters it ends at with the loss before
+/// each step: a meta-learner's inner loop, such as the temporal models θ_i
+/// of Meta-RTL. The live parameters are put back bit for
 /// bit afterwards, also when a step fails; normalisation statistics are not
 /// updated, and the optimizer the host steps is not touched. Draw the batch
 /// first ([`StepOps::task_batch`]).
@@ -113,7 +124,7 @@ pub fn inner_steps(
     task: usize,
     steps: usize,
     optimizer: InnerOptimizer,
-) -> Result<Tensor> {
+) -> Result<InnerSteps> {
     let tasks = ops.num_tasks();
     if task >= tasks {
         return Err(Error::msg(format!(
@@ -126,9 +137,11 @@ pub fn inner_steps(
     let start = ops.parameters_flat()?;
     let mut theta = start.f_detach_copy()?;
     let (mut m, mut v) = (start.f_zeros_like()?, start.f_zeros_like()?);
+    let mut losses = Vec::with_capacity(steps);
     let mut run = |ops: &mut dyn StepOps| -> Result<()> {
         for k in 1..=steps {
             let loss = ops.losses(false)?.f_get(task as i64)?;
+            losses.push(loss.f_double_value(&[])?);
             let g = Tensor::f_cat(&ops.grads(&loss, &groups, false)?, 0)?;
             let _guard = tch::no_grad_guard();
             match optimizer {
@@ -158,7 +171,10 @@ pub fn inner_steps(
     };
     let result = run(ops);
     ops.set_parameters_flat(&start)?;
-    result.map(|()| theta)
+    result.map(|()| InnerSteps {
+        params: theta,
+        losses,
+    })
 }
 
 /// The per-task gradients of one batch, computed through `ops` with one backward

@@ -151,13 +151,9 @@ impl Strategy for MetaRtl {
         for &i in &chosen {
             let task = self.sources[i];
             ops.task_batch(task)?;
-            reported[task] = loss_of(ops, task)?;
-            adapted.push(inner_steps(
-                ops,
-                task,
-                self.config.inner_steps as usize,
-                inner,
-            )?);
+            let steps = inner_steps(ops, task, self.config.inner_steps as usize, inner)?;
+            reported[task] = steps.losses[0];
+            adapted.push(steps.params);
         }
         // One target batch for the general and every task-specific loss.
         ops.task_batch(self.target)?;
