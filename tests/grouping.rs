@@ -103,6 +103,21 @@ fn snr_and_timestep_intervals_tile_the_timesteps_and_report_their_cost() {
         (cost - expected).abs() <= 1e-9 * expected,
         "{cost} vs {expected}"
     );
+    // The same schedule from --schedule gives the same intervals.
+    let from_file = output(d, "intervals");
+    let (code, err) = call(
+        d,
+        &[
+            "--tasks",
+            "1000",
+            "--schedule",
+            "linear",
+            "--set",
+            "cost=\"snr\"",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(output(d, "intervals").equal(&from_file));
     // Timesteps need no signal: 1..10 in two halves, |t − 3| + |t − 8| summed.
     let (code, err) = call(
         d,

@@ -262,6 +262,10 @@ pub struct GroupingArgs {
     /// Safetensors file of named signals (for example `snr` [T], `tas` [T, T]).
     #[arg(long)]
     pub signals: Option<PathBuf>,
+    /// Adds the signal `snr` [T] of this diffusion noise schedule over
+    /// `--tasks` timesteps (linear: DDPM's; cosine: improved DDPM's).
+    #[arg(long, value_enum)]
+    pub schedule: Option<taskweave::noise::NoiseSchedule>,
     /// Override a config value of the grouping: key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,

@@ -170,10 +170,20 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
             "--tasks 0: a grouping needs at least one task".into(),
         ));
     }
-    let signals = match &call.signals {
+    let mut signals = match &call.signals {
         Some(path) => checkpoint::read_file(path)?.0,
         None => Vec::new(),
     };
+    if let Some(schedule) = call.schedule {
+        if signals.iter().any(|(n, _)| n == "snr") {
+            return Err(Error::Input(
+                "--schedule gives the signal `snr`, but --signals has one too: drop one of them"
+                    .into(),
+            ));
+        }
+        let snr = schedule.snr(call.tasks);
+        signals.push(("snr".into(), Tensor::from_slice(&snr)));
+    }
     let table = method_table(runtime, "Grouping", "grouping", &call.name, &call.sets)?;
     let ctx = MethodContext {
         tasks: (0..call.tasks)
