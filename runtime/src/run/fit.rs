@@ -192,6 +192,21 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
         log_y: true,
         ..Default::default()
     }];
+    // Task weights, where the weighting or strategy reports them (a learned
+    // weighting's, Meta-RTL's source weights).
+    if history.iter().any(|r| r["weights"].is_object()) {
+        panels.push(Panel {
+            title: "task weights".into(),
+            x_label: "step".into(),
+            y_label: "weight".into(),
+            series: tasks
+                .iter()
+                .map(|t| series(&|r| r["weights"][&t.name].as_f64(), "val", &t.name))
+                .collect(),
+            log_y: false,
+            ..Default::default()
+        });
+    }
     let mut names: Vec<String> = Vec::new();
     for r in history.iter().filter(|r| r["split"] == "val") {
         for t in tasks {
