@@ -29,7 +29,7 @@ FUZZ_CASES ?= 100000
 fuzz: build
 	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p taskweave-tests --test integration fuzz::
 
-bench: build census
+bench: build census qm9
 	$(CARGO) bench --bench abi_call -p taskweave-tests
 	$(VENV)/bin/python bench/peer_quickstart.py
 	$(VENV)/bin/python bench/peer_census.py
@@ -37,6 +37,7 @@ bench: build census
 	$(VENV)/bin/python bench/weightings_torch.py
 	$(VENV)/bin/python bench/sam_torch.py
 	$(VENV)/bin/python bench/peer_interval_dp.py
+	$(VENV)/bin/python bench/peer_meta_rtl.py
 
 venv: $(VENV_STAMP)
 
