@@ -114,10 +114,27 @@ fn snr_and_timestep_intervals_tile_the_timesteps_and_report_their_cost() {
             "linear",
             "--set",
             "cost=\"snr\"",
+            "--plot",
+            "groups.png",
         ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(output(d, "intervals").equal(&from_file));
+    let png = std::fs::read(d.join("groups.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (code, err) = call(
+        d,
+        &[
+            "--tasks",
+            "10",
+            "--set",
+            "cost=\"timestep\"",
+            "--plot",
+            "t.png",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--plot draws the signal `snr`"), "{err}");
     // Timesteps need no signal: 1..10 in two halves, |t − 3| + |t − 8| summed.
     let (code, err) = call(
         d,

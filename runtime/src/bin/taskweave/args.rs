@@ -266,6 +266,10 @@ pub struct GroupingArgs {
     /// `--tasks` timesteps (linear: DDPM's; cosine: improved DDPM's).
     #[arg(long, value_enum)]
     pub schedule: Option<taskweave::noise::NoiseSchedule>,
+    /// Also draws the signal `snr` over the timesteps, one colour per group,
+    /// into this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
     /// Override a config value of the grouping: key=value (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,

@@ -12,6 +12,7 @@ use taskweave::spec::{validate, Node, NodeValue, Origin, Source};
 use taskweave::train::checkpoint::{self, Checkpoint};
 use taskweave::{Error, Result, Runtime};
 use taskweave_plugin_api::{aggregate, GroupingInput, MethodContext, Role};
+use taskweave_report::{render_png, Panel, Series};
 use tch::{Device, Kind, Tensor};
 
 use super::{dirs_or_default, Env};
@@ -231,6 +232,18 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
     for (name, value) in &partition.scores {
         tensors.push((name.clone(), Tensor::from(*value)));
     }
+    if let Some(png) = &call.plot {
+        check_out(png)?;
+        let snr = signals.iter().find(|(n, _)| n == "snr").ok_or_else(|| {
+            Error::Input(
+                "--plot draws the signal `snr`: give --schedule or a --signals file holding it"
+                    .into(),
+            )
+        })?;
+        let values = Vec::<f64>::try_from(&snr.1.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
+        std::fs::write(png, plot_groups(&call.name, groups, &values))
+            .map_err(|e| Error::io(png, e))?;
+    }
     checkpoint::write(
         &call.out,
         &Checkpoint {
@@ -239,4 +252,36 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         },
     )?;
     Ok(count)
+}
+
+/// The SNR curve over timesteps 1..T, each group's timesteps in their own
+/// colour (log scale).
+fn plot_groups(method: &str, groups: &[usize], snr: &[f64]) -> Vec<u8> {
+    let count = groups.iter().max().map_or(0, |g| g + 1);
+    let series = (0..count)
+        .map(|g| {
+            let points: Vec<(f64, f64)> = groups
+                .iter()
+                .zip(snr)
+                .enumerate()
+                .filter(|(_, (group, _))| **group == g)
+                .map(|(t, (_, &s))| ((t + 1) as f64, s))
+                .collect();
+            let first = points.first().map_or(0.0, |p| p.0);
+            let last = points.last().map_or(0.0, |p| p.0);
+            Series {
+                label: format!("group {g}: {first}..{last}"),
+                points,
+            }
+        })
+        .collect();
+    let panel = Panel {
+        title: format!("{method}: groups on the SNR curve"),
+        x_label: "timestep".into(),
+        y_label: "SNR".into(),
+        series,
+        log_y: true,
+        ..Default::default()
+    };
+    render_png(&[panel], 1)
 }
