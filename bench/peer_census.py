@@ -18,9 +18,7 @@ Usage: .venv/bin/python bench/peer_census.py [steps]
 Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both; default: libtorch's).
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -29,7 +27,7 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from quiet import alternate, report  # noqa: E402
+from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data/census-income")
@@ -59,20 +57,6 @@ def load():
     return torch.tensor(ids), nums, torch.tensor(labels, dtype=torch.float32), [len(v) + 1 for v in vocab]
 
 
-def taskweave_steps_per_second():
-    name = "bench-census"
-    cmd = [
-        os.path.join(ROOT, "target/release/taskweave"), "-q", "run", "--overwrite",
-        os.path.join(ROOT, "pipelines/census-mmoe.toml"),
-        "--set", f"run.name={name}", "--set", "run.device=cpu",
-        "--set", f"train.steps={STEPS}", "--set", f"eval.every={STEPS}",
-        "--set", f"train.checkpoint_every={STEPS}",
-    ]
-    if THREADS:
-        cmd += ["--set", f"run.threads={THREADS}"]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    with open(os.path.join(ROOT, "runs", name, "summary.json")) as f:
-        return json.load(f)["steps_per_second"]
 
 
 class Mmoe(nn.Module):
@@ -132,7 +116,7 @@ def main():
         sys.exit("census-income data not found; run `make census`")
     data = load()
     cells = {
-        "taskweave": taskweave_steps_per_second,
+        "taskweave": lambda: taskweave_steps_per_second("pipelines/census-mmoe.toml", "census", STEPS, THREADS),
         "PyTorch eager, Adam": lambda: pytorch_steps_per_second(data, False, False),
         "PyTorch eager, fused Adam": lambda: pytorch_steps_per_second(data, True, False),
         "PyTorch compiled, fused Adam": lambda: pytorch_steps_per_second(data, True, True),

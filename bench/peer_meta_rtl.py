@@ -11,9 +11,7 @@ evaluation only at the end. Runs alternate for BENCH_ROUNDS rounds.
 Usage: .venv/bin/python bench/peer_meta_rtl.py [steps]
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -22,23 +20,13 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
-from quiet import alternate, report  # noqa: E402
+from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.environ.get("TASKWEAVE_BIN", os.path.join(ROOT, "target/release/taskweave"))
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
 
 
-def taskweave_steps_per_second():
-    subprocess.run(
-        [BIN, "-q", "run", "pipelines/meta-rtl-qm9.toml", "--overwrite", "--set", 'run.name="peer-meta"',
-         "--set", 'run.out_dir="runs/bench"', "--set", 'run.device="cpu"',
-         "--set", f"train.steps={STEPS}", "--set", f"eval.every={STEPS}", "--set", f"train.checkpoint_every={STEPS}"],
-        cwd=ROOT, check=True, capture_output=True)
-    with open(os.path.join(ROOT, "runs/bench/peer-meta/summary.json")) as f:
-        return json.load(f)["steps_per_second"]
 
 
 class Model(nn.Module):
@@ -108,7 +96,7 @@ def pytorch_steps_per_second():
 
 
 def main():
-    cells = {"taskweave": taskweave_steps_per_second,
+    cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS),
              "PyTorch, torch.func inner loops": pytorch_steps_per_second}
     title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, CPU, "
              f"{torch.get_num_threads()} threads (torch {torch.__version__})")

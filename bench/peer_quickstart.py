@@ -24,9 +24,7 @@ Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both
 frameworks; default: libtorch's).
 """
 
-import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -35,9 +33,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from quiet import alternate, report  # noqa: E402
+from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
@@ -46,20 +43,6 @@ if THREADS:
 N, D, TASKS, BATCH = 10000, 100, 2, 128
 
 
-def taskweave_steps_per_second():
-    name = "bench-quickstart"
-    cmd = [
-        os.path.join(ROOT, "target/release/taskweave"), "-q", "run", "--overwrite",
-        os.path.join(ROOT, "pipelines/quickstart.toml"),
-        "--set", f"run.name={name}", "--set", "run.device=cpu",
-        "--set", f"train.steps={STEPS}", "--set", f"eval.every={STEPS}",
-        "--set", f"train.checkpoint_every={STEPS}",
-    ]
-    if THREADS:
-        cmd += ["--set", f"run.threads={THREADS}"]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    with open(os.path.join(ROOT, "runs", name, "summary.json")) as f:
-        return json.load(f)["steps_per_second"]
 
 
 class Model(nn.Module):
@@ -105,7 +88,7 @@ def pytorch_steps_per_second(fused, compiled):
 
 
 CELLS = {
-    "taskweave": taskweave_steps_per_second,
+    "taskweave": lambda: taskweave_steps_per_second("pipelines/quickstart.toml", "quickstart", STEPS, THREADS),
     "PyTorch eager, Adam": lambda: pytorch_steps_per_second(False, False),
     "PyTorch eager, fused Adam": lambda: pytorch_steps_per_second(True, False),
     "PyTorch compiled, fused Adam": lambda: pytorch_steps_per_second(True, True),

@@ -1,8 +1,10 @@
 """How busy the machine was with other people's work while a benchmark ran:
 the benchmarks measure it around every round and prefer the quiet rounds."""
 
+import json
 import os
 import resource
+import subprocess
 import time
 
 QUIET = 0.1  # cores of foreign CPU use below which a measurement counts as quiet
@@ -60,3 +62,22 @@ def report(title, cells, rounds, reference="taskweave"):
     if used[0][0] >= QUIET:
         print(f"NO QUIET ROUND (other processes above {QUIET} cores in every round): the medians are noisy")
     return med
+
+
+def taskweave_steps_per_second(pipeline, name, steps, threads=0):
+    """Trains `pipeline` (relative to the repository) for `steps` steps on the
+    CPU with evaluation and checkpoints only at the end, and returns the
+    training speed the run reports (summary.json's steps_per_second)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [
+        os.path.join(root, "target/release/taskweave"), "-q", "run", "--overwrite",
+        os.path.join(root, pipeline),
+        "--set", f"run.name={name}", "--set", "run.device=cpu", "--set", "run.out_dir=runs/bench",
+        "--set", f"train.steps={steps}", "--set", f"eval.every={steps}",
+        "--set", f"train.checkpoint_every={steps}",
+    ]
+    if threads:
+        cmd += ["--set", f"run.threads={threads}"]
+    subprocess.run(cmd, check=True, cwd=root, stdout=subprocess.DEVNULL)
+    with open(os.path.join(root, "runs/bench", name, "summary.json")) as f:
+        return json.load(f)["steps_per_second"]
