@@ -174,73 +174,71 @@ impl Default for ConvBackbone {
     }
 }
 
-/// `backbone = { kind = "vit", ... }`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct VitBackbone {
-    /// The float input `[B, C, H, W]` it reads.
-    pub input: String,
-    /// Side of the square patches; it must divide the image's height and width.
-    #[schemars(range(min = 1, max = 1024))]
-    pub patch: u32,
-    /// Token width.
-    #[schemars(range(min = 1, max = MAX_WIDTH))]
-    pub dim: u32,
-    /// Number of transformer blocks.
-    #[schemars(range(min = 1, max = 256))]
-    pub depth: u32,
-    /// Attention heads per block; must divide `dim`.
-    #[schemars(range(min = 1, max = 1024))]
-    pub heads: u32,
-    /// Width of each block's MLP, as a multiple of `dim`.
-    #[schemars(range(min = 1, max = 64))]
-    pub mlp_ratio: u32,
-}
-
-impl Default for VitBackbone {
-    fn default() -> VitBackbone {
-        VitBackbone {
-            input: "image".into(),
-            patch: 4,
-            dim: 64,
-            depth: 4,
-            heads: 4,
-            mlp_ratio: 4,
+/// The transformer keys, shared by every backbone built of pre-norm blocks,
+/// with the backbone's own keys first and its defaults for the shared ones.
+macro_rules! transformer_backbone {
+    ($(#[$doc:meta])* $name:ident {
+        $($(#[$fdoc:meta])* $field:ident: $ty:ty = $default:expr,)*
+    } dim = $dim:expr, depth = $depth:expr, heads = $heads:expr, mlp_ratio = $ratio:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            $($(#[$fdoc])* pub $field: $ty,)*
+            /// Token width.
+            #[schemars(range(min = 1, max = MAX_WIDTH))]
+            pub dim: u32,
+            /// Number of transformer blocks.
+            #[schemars(range(min = 1, max = 256))]
+            pub depth: u32,
+            /// Attention heads per block; must divide `dim`.
+            #[schemars(range(min = 1, max = 1024))]
+            pub heads: u32,
+            /// Width of each block's MLP, as a multiple of `dim`.
+            #[schemars(range(min = 1, max = 64))]
+            pub mlp_ratio: u32,
         }
-    }
-}
 
-/// `backbone = { kind = "transformer-lm", ... }`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct TransformerLmBackbone {
-    /// The id input `[B, L]` it reads (its vocabulary sizes the embedding).
-    pub input: String,
-    /// Token width.
-    #[schemars(range(min = 1, max = MAX_WIDTH))]
-    pub dim: u32,
-    /// Number of causal transformer blocks.
-    #[schemars(range(min = 1, max = 256))]
-    pub depth: u32,
-    /// Attention heads per block; must divide `dim`.
-    #[schemars(range(min = 1, max = 1024))]
-    pub heads: u32,
-    /// Width of each block's MLP, as a multiple of `dim`.
-    #[schemars(range(min = 1, max = 64))]
-    pub mlp_ratio: u32,
-}
-
-impl Default for TransformerLmBackbone {
-    fn default() -> TransformerLmBackbone {
-        TransformerLmBackbone {
-            input: "tokens".into(),
-            dim: 128,
-            depth: 2,
-            heads: 4,
-            mlp_ratio: 4,
+        impl $name {
+            /// `(dim, depth, heads, mlp_ratio)`: what the blocks are built from.
+            pub fn blocks(&self) -> (usize, usize, usize, usize) {
+                let c = self;
+                (c.dim as usize, c.depth as usize, c.heads as usize, c.mlp_ratio as usize)
+            }
         }
-    }
+
+        impl Default for $name {
+            fn default() -> $name {
+                $name {
+                    $($field: $default,)*
+                    dim: $dim,
+                    depth: $depth,
+                    heads: $heads,
+                    mlp_ratio: $ratio,
+                }
+            }
+        }
+    };
 }
+
+transformer_backbone!(
+    /// `backbone = { kind = "vit", ... }`.
+    VitBackbone {
+        /// The float input `[B, C, H, W]` it reads.
+        input: String = "image".into(),
+        /// Side of the square patches; it must divide the image's height and width.
+        #[schemars(range(min = 1, max = 1024))]
+        patch: u32 = 4,
+    } dim = 64, depth = 4, heads = 4, mlp_ratio = 4
+);
+
+transformer_backbone!(
+    /// `backbone = { kind = "transformer-lm", ... }` (its blocks are causal).
+    TransformerLmBackbone {
+        /// The id input `[B, L]` it reads (its vocabulary sizes the embedding).
+        input: String = "tokens".into(),
+    } dim = 128, depth = 2, heads = 4, mlp_ratio = 4
+);
 
 /// `[model] head`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

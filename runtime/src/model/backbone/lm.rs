@@ -13,16 +13,6 @@ use super::{input, require, Backbone, Inputs, Plan};
 use crate::error::{Error, Result};
 use crate::sections::TransformerLmBackbone;
 
-fn spec(config: &TransformerLmBackbone) -> StackSpec {
-    StackSpec {
-        dim: config.dim as usize,
-        depth: config.depth as usize,
-        heads: config.heads as usize,
-        mlp_ratio: config.mlp_ratio as usize,
-        causal: true,
-    }
-}
-
 /// The vocabulary size and the context length.
 fn shape(config: &TransformerLmBackbone, inputs: &[InputSpec]) -> Result<(usize, usize)> {
     let tokens = require(inputs, "transformer-lm", &config.input, InputKind::Index, 1)?;
@@ -42,7 +32,7 @@ pub fn plan(config: &TransformerLmBackbone, inputs: &[InputSpec]) -> Result<Plan
         format!("model.backbone.dim = {dim} (embeddings of {vocab} ids and {context} positions)"),
         ((vocab + context) * dim) as u128,
     )];
-    sizes.extend(spec(config).sizes()?);
+    sizes.extend(StackSpec::new(config.blocks(), true).sizes()?);
     Ok(Plan {
         layer_dims: vec![dim; config.depth as usize],
         sizes,
@@ -70,7 +60,7 @@ impl LmTrunk {
             input: config.input.clone(),
             tokens: Embedding::new(vocab, dim, device)?,
             positions: positions(context, dim, device)?,
-            stack: Stack::new(&spec(config), device)?,
+            stack: Stack::new(&StackSpec::new(config.blocks(), true), device)?,
         })
     }
 }

@@ -17,6 +17,17 @@ pub struct StackSpec {
 }
 
 impl StackSpec {
+    /// The spec of `(dim, depth, heads, mlp_ratio)` blocks, causal or not.
+    pub fn new((dim, depth, heads, mlp_ratio): (usize, usize, usize, usize), causal: bool) -> Self {
+        StackSpec {
+            dim,
+            depth,
+            heads,
+            mlp_ratio,
+            causal,
+        }
+    }
+
     /// Each block's parameter count with the key that sets it, refusing
     /// heads that do not divide the width.
     pub fn sizes(&self) -> Result<Vec<(String, u128)>> {

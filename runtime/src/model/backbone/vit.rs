@@ -14,16 +14,6 @@ use super::{input, require, Backbone, Inputs, Plan};
 use crate::error::{Error, Result};
 use crate::sections::VitBackbone;
 
-fn spec(config: &VitBackbone) -> StackSpec {
-    StackSpec {
-        dim: config.dim as usize,
-        depth: config.depth as usize,
-        heads: config.heads as usize,
-        mlp_ratio: config.mlp_ratio as usize,
-        causal: false,
-    }
-}
-
 /// The image's channels and the number of patches.
 fn patches(config: &VitBackbone, inputs: &[InputSpec]) -> Result<(usize, usize)> {
     let image = require(inputs, "vit", &config.input, InputKind::Float, 3)?;
@@ -49,7 +39,7 @@ pub fn plan(config: &VitBackbone, inputs: &[InputSpec]) -> Result<Plan> {
         format!("model.backbone.dim = {dim} (patch embedding of {n} patches)"),
         Conv2d::size(c, dim, p, true) + (n * dim) as u128,
     )];
-    sizes.extend(spec(config).sizes()?);
+    sizes.extend(StackSpec::new(config.blocks(), false).sizes()?);
     Ok(Plan {
         layer_dims: vec![dim; config.depth as usize],
         sizes,
@@ -73,7 +63,7 @@ impl VitTrunk {
             input: config.input.clone(),
             embed: Conv2d::new(c, dim, p, p, 0, true, device)?,
             positions: positions(n, dim, device)?,
-            stack: Stack::new(&spec(config), device)?,
+            stack: Stack::new(&StackSpec::new(config.blocks(), false), device)?,
         })
     }
 }
