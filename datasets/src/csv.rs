@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::{did_you_mean, JsonSchema};
-use taskweave_plugin_api::io_reason;
 use tch::Tensor;
 
 use crate::dataset::{matrix, standardize};
-use crate::error::{Error, Result};
+use crate::error::{check_data_file, unreadable, Error, Result};
 use crate::split::{self, Fractions};
 use crate::{
     DataKind, Dataset, InputSpec, RegressionLoss, Source, Split, Task, TaskType, FEATURES,
@@ -91,31 +90,12 @@ fn path(config: &CsvConfig, dir: &Path) -> PathBuf {
     dir.join(&config.path)
 }
 
-fn unreadable(path: &Path, e: &std::io::Error) -> Error {
-    Error::Unreadable {
-        path: path.to_path_buf(),
-        reason: format!(
-            "{} (data.path is relative to the pipeline file)",
-            io_reason(e)
-        ),
-    }
-}
-
 impl Source for Csv {
     const NAME: &'static str = "csv";
     type Config = CsvConfig;
 
     fn check(config: &CsvConfig, dir: &Path) -> Result<()> {
-        let path = path(config, dir);
-        // As config errors on `path`, so `validate` points at the key.
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(()),
-            Ok(_) => Err(Error::config(
-                "path",
-                format!("data file {} is not a regular file", path.display()),
-            )),
-            Err(e) => Err(Error::config("path", unreadable(&path, &e).to_string())),
-        }
+        check_data_file(&path(config, dir))
     }
 
     fn load(config: &CsvConfig, dir: &Path) -> Result<Dataset> {

@@ -70,5 +70,30 @@ impl From<tch::TchError> for Error {
     }
 }
 
+/// The file a data kind's `path` key names cannot be read: the OS's reason,
+/// and where relative paths start.
+pub(crate) fn unreadable(path: &std::path::Path, e: &std::io::Error) -> Error {
+    Error::Unreadable {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{} (data.path is relative to the pipeline file)",
+            taskweave_plugin_api::io_reason(e)
+        ),
+    }
+}
+
+/// Checks, without reading it, that `path` (what the `path` key names) is a
+/// regular file; errors are on the key, so `validate` points at it.
+pub(crate) fn check_data_file(path: &std::path::Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(Error::config(
+            "path",
+            format!("data file {} is not a regular file", path.display()),
+        )),
+        Err(e) => Err(Error::config("path", unreadable(path, &e).to_string())),
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

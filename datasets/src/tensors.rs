@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
-use taskweave_plugin_api::{io_reason, kind_name};
+use taskweave_plugin_api::kind_name;
 use tch::{Kind, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::{check_data_file, unreadable, Error, Result};
 use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, IGNORE_PIXEL};
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -78,12 +78,6 @@ pub struct Tensors;
 
 inventory::submit! { DataKind::of::<Tensors>() }
 
-fn unreadable(path: &Path, e: &std::io::Error) -> Error {
-    let reason = io_reason(e) + " (data.path is relative to the pipeline file)";
-    let path = path.to_path_buf();
-    Error::Unreadable { path, reason }
-}
-
 fn describe(t: &Tensor) -> String {
     format!("{} {:?}", kind_name(t.kind()), t.size())
 }
@@ -93,15 +87,7 @@ impl Source for Tensors {
     type Config = TensorsConfig;
 
     fn check(config: &TensorsConfig, dir: &Path) -> Result<()> {
-        let path = dir.join(&config.path);
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => Ok(()),
-            Ok(_) => Err(Error::config(
-                "path",
-                format!("data file {} is not a regular file", path.display()),
-            )),
-            Err(e) => Err(Error::config("path", unreadable(&path, &e).to_string())),
-        }
+        check_data_file(&dir.join(&config.path))
     }
 
     /// Twice the file's size: libtorch's reader holds the whole file while it

@@ -51,6 +51,19 @@ impl Activation {
     }
 }
 
+/// `prefix.weight` and `prefix.bias`, sharing storage: how every layer with
+/// a weight and a bias names them.
+pub(crate) fn weight_and_bias(
+    prefix: &str,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Vec<(String, Tensor)> {
+    vec![
+        (format!("{prefix}.weight"), weight.shallow_clone()),
+        (format!("{prefix}.bias"), bias.shallow_clone()),
+    ]
+}
+
 /// `y = x Wᵀ + b`.
 pub struct Linear {
     /// `[outputs, inputs]`.
@@ -83,10 +96,7 @@ impl Linear {
 
     /// `prefix.weight` and `prefix.bias`, sharing storage.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        vec![
-            (format!("{prefix}.weight"), self.weight.shallow_clone()),
-            (format!("{prefix}.bias"), self.bias.shallow_clone()),
-        ]
+        weight_and_bias(prefix, &self.weight, &self.bias)
     }
 }
 
@@ -165,10 +175,7 @@ impl BatchNorm {
 
     /// `prefix.weight` and `prefix.bias`.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        vec![
-            (format!("{prefix}.weight"), self.weight.shallow_clone()),
-            (format!("{prefix}.bias"), self.bias.shallow_clone()),
-        ]
+        weight_and_bias(prefix, &self.weight, &self.bias)
     }
 
     /// `prefix.running_mean` and `prefix.running_var`.

@@ -40,10 +40,7 @@ impl LayerNorm {
 
     /// `prefix.weight` and `prefix.bias`, sharing storage.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
-        vec![
-            (format!("{prefix}.weight"), self.weight.shallow_clone()),
-            (format!("{prefix}.bias"), self.bias.shallow_clone()),
-        ]
+        super::weight_and_bias(prefix, &self.weight, &self.bias)
     }
 }
 
