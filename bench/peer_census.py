@@ -20,7 +20,6 @@ Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both; default:
 
 import os
 import sys
-import time
 import warnings
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
+import quiet  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data/census-income")
@@ -84,31 +84,10 @@ class Mmoe(nn.Module):
 def pytorch_steps_per_second(data, fused, compiled):
     ids, nums, y, vocab = data
     torch.manual_seed(0)
-    model = Mmoe(vocab)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
-    losses_of = torch.compile(model) if compiled else model
-    n = len(ids) * 9 // 10  # the training split: 90% of the file, as in the pipeline
-    per_epoch = n // BATCH
+    # The training split: 90% of the file, as in the pipeline.
+    return quiet.pytorch_steps_per_second(
+        Mmoe(vocab), (ids, nums, y), len(ids) * 9 // 10, BATCH, STEPS, fused, compiled)
 
-    def step(s, perm):
-        idx = perm[(s % per_epoch) * BATCH:(s % per_epoch + 1) * BATCH]
-        losses = losses_of(ids[idx], nums[idx], y[idx])
-        if not all(v == v and abs(v) != float("inf") for v in losses.detach().tolist()):
-            raise RuntimeError("non-finite loss")
-        opt.zero_grad()
-        losses.sum().backward()
-        opt.step()
-
-    perm = torch.randperm(n)
-    if compiled:
-        for s in range(20):  # compilation, outside the timed loop
-            step(s, perm)
-    start = time.perf_counter()
-    for s in range(STEPS):
-        if s % per_epoch == 0:
-            perm = torch.randperm(n)
-        step(s, perm)
-    return STEPS / (time.perf_counter() - start)
 
 
 def main():

@@ -26,7 +26,6 @@ frameworks; default: libtorch's).
 
 import os
 import sys
-import time
 import warnings
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
@@ -34,6 +33,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
+import quiet  # noqa: E402
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -61,30 +61,8 @@ class Model(nn.Module):
 def pytorch_steps_per_second(fused, compiled):
     torch.manual_seed(0)
     x, y = torch.randn(N, D), torch.randn(N, TASKS)
-    model = Model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
-    losses_of = torch.compile(model) if compiled else model
-    per_epoch = N // BATCH
+    return quiet.pytorch_steps_per_second(Model(), (x, y), N, BATCH, STEPS, fused, compiled)
 
-    def step(s, perm):
-        idx = perm[(s % per_epoch) * BATCH:(s % per_epoch + 1) * BATCH]
-        losses = losses_of(x[idx], y[idx])
-        if not all(v == v and abs(v) != float("inf") for v in losses.detach().tolist()):
-            raise RuntimeError("non-finite loss")
-        opt.zero_grad()
-        losses.sum().backward()
-        opt.step()
-
-    perm = torch.randperm(N)
-    if compiled:
-        for s in range(20):  # compilation, outside the timed loop
-            step(s, perm)
-    start = time.perf_counter()
-    for s in range(STEPS):
-        if s % per_epoch == 0:
-            perm = torch.randperm(N)
-        step(s, perm)
-    return STEPS / (time.perf_counter() - start)
 
 
 CELLS = {

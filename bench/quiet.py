@@ -81,3 +81,37 @@ def taskweave_steps_per_second(pipeline, name, steps, threads=0):
     subprocess.run(cmd, check=True, cwd=root, stdout=subprocess.DEVNULL)
     with open(os.path.join(root, "runs/bench", name, "summary.json")) as f:
         return json.load(f)["steps_per_second"]
+
+
+def pytorch_steps_per_second(model, inputs, rows, batch, steps, fused, compiled):
+    """Trains `model` (whose forward takes a batch of each tensor of
+    `inputs` and returns per-task losses) with Adam 1e-3 on batches of `batch`
+    of the first `rows` rows, a fresh permutation every epoch, reading the
+    losses back and checking them every step as taskweave does, and returns
+    steps/s over `steps` steps (compilation, when `compiled`, outside the
+    timed loop)."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    losses_of = torch.compile(model) if compiled else model
+    per_epoch = rows // batch
+
+    def step(s, perm):
+        idx = perm[(s % per_epoch) * batch:(s % per_epoch + 1) * batch]
+        losses = losses_of(*(t[idx] for t in inputs))
+        if not all(v == v and abs(v) != float("inf") for v in losses.detach().tolist()):
+            raise RuntimeError("non-finite loss")
+        opt.zero_grad()
+        losses.sum().backward()
+        opt.step()
+
+    perm = torch.randperm(rows)
+    if compiled:
+        for s in range(20):
+            step(s, perm)
+    start = time.perf_counter()
+    for s in range(steps):
+        if s % per_epoch == 0:
+            perm = torch.randperm(rows)
+        step(s, perm)
+    return steps / (time.perf_counter() - start)
