@@ -1,6 +1,6 @@
 //! The plumbing every gradient weighting shares: check the input, reduce the
-//! T×P gradients to their T×T Gramian in f64, let the method choose one
-//! coefficient per task in plain Rust, and return the update `cᵀG`.
+//! T×P gradients to their T×T Gramian (f64 accumulation), let the method
+//! choose one coefficient per task in plain Rust, and return the update `cᵀG`.
 //!
 //! Working on the Gramian keeps exactly one T×P matrix in memory (the input):
 //! the methods' projections, rescalings and normalisations all become
@@ -11,8 +11,15 @@ use taskweave_plugin_api::{Error, MethodContext, Result, WeightingInput, Weighti
 
 use super::solvers::Matrix;
 
-/// How many gradient entries are converted to f64 at a time while forming the
-/// Gramian: the f64 copy of a chunk stays at 64 MiB whatever P is.
+/// The relative rounding of a Gramian formed from f32 products: one f32
+/// `[T, P]×[P, T]` product (as TorchJD and plain PyTorch form it, and the
+/// fastest way to), whose entries are then solved on in f64. BLAS sums each
+/// entry in blocks, so its error is typically `sqrt(P)·ε₃₂` of the terms,
+/// well inside the precision of f32 gradients themselves.
+pub(super) const F32_ROUNDING: f64 = f32::EPSILON as f64;
+
+/// How many gradient entries are converted to f64 at a time on the exact path
+/// (a block overflowed f32): the f64 copy of a chunk stays at 64 MiB.
 const CHUNK_ELEMENTS: i64 = 1 << 23;
 
 /// One step's input as the methods see it, everything in f64 on the CPU.
@@ -21,6 +28,10 @@ pub(super) struct Step<'a> {
     pub step: u64,
     /// The Gramian `M = G Gᵀ` of the per-task gradients, symmetric.
     pub gram: Matrix,
+    /// The unit rounding of the products `gram` was summed from (f32's or
+    /// f64's epsilon): solvers that need `gram` positive semi-definite add a
+    /// ridge of this order, which covers its rounding.
+    pub rounding: f64,
     /// The per-task losses.
     pub losses: Vec<f64>,
     /// The task names, for error messages.
@@ -85,7 +96,7 @@ pub(super) fn combine(
             losses[i]
         )));
     }
-    let gram = gramian(grads, CHUNK_ELEMENTS)?;
+    let (gram, rounding) = gramian(grads)?;
     // A NaN or infinite entry makes its row's squared norm NaN or infinite,
     // and |M_ij| ≤ sqrt(M_ii M_jj): checking the diagonal checks everything.
     if let Some(i) = (0..t).find(|&i| !gram[(i, i)].is_finite()) {
@@ -97,6 +108,7 @@ pub(super) fn combine(
     let step = Step {
         step: input.step,
         gram,
+        rounding,
         losses,
         tasks,
     };
@@ -116,22 +128,54 @@ pub(super) fn combine(
     })
 }
 
-/// `G Gᵀ` in f64, accumulated over column chunks of about `chunk_elements`
-/// entries so that no f64 copy of the whole T×P matrix is ever made, then
+/// Below this, a squared norm summed from f32 products may have lost digits
+/// to subnormal underflow (`f32::MIN_POSITIVE / f32::EPSILON`, about 1e-31).
+const F32_UNDERFLOW: f64 = 1.1754944e-38 / 1.1920929e-7;
+
+/// `G Gᵀ` and the unit rounding of its products: one product in f32 for f32,
+/// bf16 and f16 input (an f32 copy for the latter two), in f64 for f64,
 /// symmetrised (a matmul's two triangles may round differently, and the
-/// solvers assume exact symmetry).
-fn gramian(grads: &Tensor, chunk_elements: i64) -> Result<Matrix> {
+/// solvers assume exact symmetry). Where f32 products overflow (entries
+/// beyond about 1e19) or underflow (a non-zero row whose entries are all
+/// below about 1e-19), the Gramian is formed again exactly in f64 chunks, so
+/// only NaN or infinite gradients give a non-finite diagonal and tiny
+/// gradients keep their directions.
+fn gramian(grads: &Tensor) -> Result<(Matrix, f64)> {
     let (t, p) = grads.size2()?;
-    let width = (chunk_elements / t.max(1)).max(1);
+    let exact = || blockwise(grads, (CHUNK_ELEMENTS / t.max(1)).max(1), Kind::Double);
+    if grads.f_kind()? == Kind::Double {
+        return Ok((exact()?, f64::EPSILON));
+    }
+    let gram = blockwise(grads, p.max(1), Kind::Float)?;
+    for i in 0..gram.n() {
+        let d = gram[(i, i)];
+        let lost = d.is_infinite()
+            || (d < F32_UNDERFLOW
+                && grads
+                    .f_select(0, i as i64)?
+                    .f_abs()?
+                    .f_max()?
+                    .f_double_value(&[])?
+                    > 0.0);
+        if lost {
+            return Ok((exact()?, f64::EPSILON));
+        }
+    }
+    Ok((gram, F32_ROUNDING))
+}
+
+/// `G Gᵀ` summed in f64 over column blocks of `width`, each block's product
+/// computed in `precision`.
+fn blockwise(grads: &Tensor, width: i64, precision: Kind) -> Result<Matrix> {
+    let (t, p) = grads.size2()?;
+    let grads = grads.f_detach()?;
     let mut gram = Tensor::f_zeros([t, t], (Kind::Double, grads.device()))?;
     let mut start = 0;
     while start < p {
         let len = width.min(p - start);
-        let chunk = grads
-            .f_narrow(1, start, len)?
-            .f_detach()?
-            .f_to_kind(Kind::Double)?;
-        gram = gram.f_addmm(&chunk, &chunk.f_tr()?)?;
+        let chunk = grads.f_narrow(1, start, len)?.f_to_kind(precision)?;
+        let product = chunk.f_matmul(&chunk.f_tr()?)?;
+        gram = gram.f_add(&product.f_to_kind(Kind::Double)?)?;
         start += len;
     }
     let flat = Vec::<f64>::try_from(&gram.f_reshape([-1])?)?;
@@ -183,14 +227,13 @@ mod tests {
     }
 
     #[test]
-    fn the_gramian_is_exact_across_chunks_and_dtypes() {
+    fn the_gramian_is_exact_in_both_dtypes() {
         let mut rng = SplitMix::at(9, 0);
         let rows = random_grads(&mut rng, 3, 999);
         let expected = gram_of(&rows);
         for kind in [Kind::Float, Kind::Double] {
             let grads = tensor_of(&rows, kind);
-            // 7 entries: chunks of 2 columns, the last one of 1.
-            let gram = gramian(&grads, 7).unwrap();
+            let (gram, _) = gramian(&grads).unwrap();
             for i in 0..3 {
                 for j in 0..3 {
                     let tol = if kind == Kind::Double { 1e-10 } else { 1e-4 } * expected[(i, i)];
@@ -200,6 +243,55 @@ mod tests {
                     );
                     assert_eq!(gram[(i, j)], gram[(j, i)]);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_products_keep_the_gramian_near_f32_precision() {
+        let mut rng = SplitMix::at(11, 0);
+        let rows = random_grads(&mut rng, 4, 200_000);
+        let (exact, _) = gramian(&tensor_of(&rows, Kind::Double)).unwrap();
+        // The f32 input itself rounds each entry; the reference is its exact Gramian.
+        let rounded: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| r.iter().map(|&x| x as f32 as f64).collect())
+            .collect();
+        let expected = gram_of(&rounded);
+        let reference = gram_of(&rows);
+        let (fast, rounding) = gramian(&tensor_of(&rows, Kind::Float)).unwrap();
+        assert_eq!(rounding, F32_ROUNDING);
+        // Rounding errors of the f32 sums behave like a random walk: about
+        // sqrt(P)·ε₃₂ ≈ 5e-5 of the terms they sum; P·ε₃₂ ≈ 0.02 bounds it.
+        let bound = 4.0 * (200_000f64).sqrt() * F32_ROUNDING;
+        for i in 0..4 {
+            for j in 0..4 {
+                let scale = (expected[(i, i)] * expected[(j, j)]).sqrt();
+                let error = (fast[(i, j)] - expected[(i, j)]).abs() / scale;
+                assert!(error < bound, "({i}, {j}): {error:e}");
+                assert!((exact[(i, j)] - reference[(i, j)]).abs() < 1e-12 * scale);
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_out_of_f32_product_range_fall_back_to_f64() {
+        // 1e25² overflows f32 and 1e-25² underflows it, not f64: the Gramian
+        // stays finite and exact; a zero row alone does not fall back.
+        for rows in [
+            vec![vec![1e25, -2e25, 3e25], vec![1.0, 1.0, 1.0]],
+            vec![vec![1e-25, -2e-25, 3e-25], vec![1.0, 1.0, 1.0]],
+            vec![vec![0.0, 0.0, 0.0], vec![1.0, 1.0, 1.0]],
+        ] {
+            let (gram, _) = gramian(&tensor_of(&rows, Kind::Float)).unwrap();
+            let expected = gram_of(&rows);
+            for (i, j) in [(0, 0), (0, 1), (1, 1)] {
+                let e = expected[(i, j)];
+                assert!(
+                    (gram[(i, j)] - e).abs() <= 1e-6 * e.abs(),
+                    "{rows:?} ({i}, {j}): {}",
+                    gram[(i, j)]
+                );
             }
         }
     }

@@ -37,7 +37,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{combine, task_names, Step};
-use super::solvers::{nash_bargaining, Matrix};
+use super::solvers::{nash_bargaining, Matrix, NASH_RIDGE};
 
 /// Added to the norm when clipping, as `clip_grad_norm_` does.
 const CLIP_EPS: f64 = 1e-6;
@@ -112,7 +112,10 @@ impl Bargaining {
             .sqrt();
         let normalised = Matrix::from_fn(n, |i, j| sub[(i, j)] / frobenius);
         let start: Vec<f64> = rows.iter().map(|&i| alpha[i]).collect();
-        let solved = nash_bargaining(&normalised, &start, self.optim_niter);
+        // An f32 Gramian's rounding (relative ε₃₂ per entry, n entries a row)
+        // can leave a singular one indefinite by about n·ε₃₂.
+        let ridge = NASH_RIDGE.max(n as f64 * step.rounding);
+        let solved = nash_bargaining(&normalised, &start, self.optim_niter, ridge);
         for (&i, a) in rows.iter().zip(solved) {
             alpha[i] = a;
         }

@@ -293,11 +293,11 @@ pub(super) fn cagrad_dual(m: &Matrix, b: &[f64], k: f64) -> Option<Vec<f64>> {
     Some(w)
 }
 
-/// Ridge added to Nash-MTL's (Frobenius-normalised) Gramian. It keeps the
-/// problem solvable when the gradients are Pareto-stationary (0 in their
-/// convex hull), where `Mα = 1/α` has no positive solution, and changes the
-/// solution elsewhere by a relative 1e-12 or so.
-const NASH_RIDGE: f64 = 1e-12;
+/// The smallest ridge added to Nash-MTL's (Frobenius-normalised) Gramian. It
+/// keeps the problem solvable when the gradients are Pareto-stationary (0 in
+/// their convex hull), where `Mα = 1/α` has no positive solution, and changes
+/// the solution elsewhere by a relative 1e-12 or so.
+pub(super) const NASH_RIDGE: f64 = 1e-12;
 
 /// Newton stops once the squared Newton decrement is below this.
 const NEWTON_TOL: f64 = 1e-24;
@@ -314,11 +314,13 @@ const NEWTON_TOL: f64 = 1e-24;
 /// a conic solver `optim_niter` times; `max_iter` bounds the Newton steps the
 /// same way. The start (the previous `α`, warm start as in the official code)
 /// is first rescaled to the best point on its ray, `γ² = T/(aᵀMa)`.
-pub(super) fn nash_bargaining(m: &Matrix, start: &[f64], max_iter: usize) -> Vec<f64> {
+/// `ridge` (at least [`NASH_RIDGE`]) is added to the diagonal; it must exceed
+/// the rounding of `M`, which may leave a singular `M` slightly indefinite.
+pub(super) fn nash_bargaining(m: &Matrix, start: &[f64], max_iter: usize, ridge: f64) -> Vec<f64> {
     let n = m.n;
     let mut a = m.clone();
     for i in 0..n {
-        a[(i, i)] += NASH_RIDGE;
+        a[(i, i)] += ridge;
     }
     let gamma = (n as f64 / a.quad(start)).sqrt();
     let mut alpha: Vec<f64> = start.iter().map(|x| gamma * x).collect();
@@ -529,7 +531,7 @@ mod tests {
                 .map(|ij| m[ij] * m[ij]);
             let norm = frobenius.sum::<f64>().sqrt();
             let m = Matrix::from_fn(m.n(), |i, j| m[(i, j)] / norm);
-            let alpha = nash_bargaining(&m, &vec![1.0; m.n()], 100);
+            let alpha = nash_bargaining(&m, &vec![1.0; m.n()], 100, NASH_RIDGE);
             assert!(alpha.iter().all(|&a| a > 0.0), "{name}: {alpha:?}");
             let inverse: Vec<f64> = alpha.iter().map(|a| 1.0 / a).collect();
             let residual: Vec<f64> = m
@@ -548,7 +550,7 @@ mod tests {
 
     #[test]
     fn nash_bargaining_of_one_task_is_one_over_the_norm() {
-        let alpha = nash_bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20);
+        let alpha = nash_bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20, NASH_RIDGE);
         assert!((alpha[0] - 0.2).abs() < 1e-12, "{alpha:?}");
     }
 }
