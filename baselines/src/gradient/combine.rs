@@ -32,6 +32,8 @@ pub(super) struct Step<'a> {
     /// f64's epsilon): solvers that need `gram` positive semi-definite add a
     /// ridge of this order, which covers its rounding.
     pub rounding: f64,
+    /// The number of columns of G (shared parameters).
+    pub params: usize,
     /// The per-task losses.
     pub losses: Vec<f64>,
     /// The task names, for error messages.
@@ -66,6 +68,55 @@ pub(super) fn combine(
     tasks: &[String],
     coefficients: impl FnOnce(&Step<'_>) -> Result<Vec<f64>>,
 ) -> Result<WeightingOutput> {
+    let (grads, losses) = checked(input, tasks)?;
+    let t = tasks.len();
+    let (gram, rounding) = gramian(grads)?;
+    // A NaN or infinite entry makes its row's squared norm NaN or infinite,
+    // and |M_ij| ≤ sqrt(M_ii M_jj): checking the diagonal checks everything.
+    if let Some(i) = (0..t).find(|&i| !gram[(i, i)].is_finite()) {
+        return Err(Error::msg(format!(
+            "{} has a non-finite gradient (NaN or infinite entries, or a squared norm beyond f64)",
+            task_label(tasks, i)
+        )));
+    }
+    let step = Step {
+        step: input.step,
+        gram,
+        rounding,
+        params: grads.size2()?.1 as usize,
+        losses,
+        tasks,
+    };
+    let coefficients = coefficients(&step)?;
+    if coefficients.len() != t || coefficients.iter().any(|c| !c.is_finite()) {
+        return Err(Error::msg(format!(
+            "internal error: the method produced invalid coefficients {coefficients:?}"
+        )));
+    }
+    weighted(grads, &coefficients)
+}
+
+/// The update `Σ_i c_i g_i` in the gradients' dtype and device, with the
+/// coefficients as the reported weights.
+pub(super) fn weighted(grads: &Tensor, coefficients: &[f64]) -> Result<WeightingOutput> {
+    let weights = Tensor::f_from_slice(coefficients)?
+        .f_to_kind(grads.f_kind()?)?
+        .f_to_device(grads.device())?;
+    let combined = weights.f_matmul(&grads.f_detach()?)?;
+    Ok(WeightingOutput {
+        combined,
+        weights: Some(weights),
+    })
+}
+
+/// The gradients and losses of `input`, checked against `tasks`: gradients
+/// present, floating point, shape `[T, P]`; losses `[T]` and finite. Finite
+/// gradients are checked where the method reads them (the Gramian's diagonal,
+/// or [`check_finite_rows`]).
+pub(super) fn checked<'a>(
+    input: &WeightingInput<'a>,
+    tasks: &[String],
+) -> Result<(&'a Tensor, Vec<f64>)> {
     let grads = input.grads.ok_or_else(|| {
         Error::msg("a gradient weighting needs the per-task gradients, but got none")
     })?;
@@ -96,36 +147,20 @@ pub(super) fn combine(
             losses[i]
         )));
     }
-    let (gram, rounding) = gramian(grads)?;
-    // A NaN or infinite entry makes its row's squared norm NaN or infinite,
-    // and |M_ij| ≤ sqrt(M_ii M_jj): checking the diagonal checks everything.
-    if let Some(i) = (0..t).find(|&i| !gram[(i, i)].is_finite()) {
-        return Err(Error::msg(format!(
-            "{} has a non-finite gradient (NaN or infinite entries, or a squared norm beyond f64)",
+    Ok((grads, losses))
+}
+
+/// Fails naming the first task whose gradient has a NaN or infinite entry,
+/// for the methods that never form the Gramian.
+pub(super) fn check_finite_rows(grads: &Tensor, tasks: &[String]) -> Result<()> {
+    let finite = Vec::<bool>::try_from(&grads.f_isfinite()?.f_all_dim(1, false)?)?;
+    match finite.iter().position(|f| !f) {
+        Some(i) => Err(Error::msg(format!(
+            "{} has a non-finite gradient (NaN or infinite entries)",
             task_label(tasks, i)
-        )));
+        ))),
+        None => Ok(()),
     }
-    let step = Step {
-        step: input.step,
-        gram,
-        rounding,
-        losses,
-        tasks,
-    };
-    let coefficients = coefficients(&step)?;
-    if coefficients.len() != t || coefficients.iter().any(|c| !c.is_finite()) {
-        return Err(Error::msg(format!(
-            "internal error: the method produced invalid coefficients {coefficients:?}"
-        )));
-    }
-    let weights = Tensor::f_from_slice(&coefficients)?
-        .f_to_kind(kind)?
-        .f_to_device(grads.device())?;
-    let combined = weights.f_matmul(&grads.f_detach()?)?;
-    Ok(WeightingOutput {
-        combined,
-        weights: Some(weights),
-    })
 }
 
 /// Below this, a squared norm summed from f32 products may have lost digits

@@ -16,7 +16,7 @@
 //!
 //! The official solver (a sequence of convex problems handed to cvxpy/ECOS,
 //! `optim_niter` of them at most) is replaced by damped Newton on the same
-//! conditions ([`nash_bargaining`]), `optim_niter` Newton steps at most.
+//! conditions ([`bargaining`]), `optim_niter` Newton steps at most.
 //!
 //! Because `α` carries over between steps, the weighting is stateful: its
 //! state is the last `α` (tensor `alpha`, f64), so a resumed run solves from
@@ -37,7 +37,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{combine, task_names, Step};
-use super::solvers::{nash_bargaining, Matrix, NASH_RIDGE};
+use super::solvers::{bargaining, Matrix, NASH_RIDGE};
 
 /// Added to the norm when clipping, as `clip_grad_norm_` does.
 const CLIP_EPS: f64 = 1e-6;
@@ -115,7 +115,7 @@ impl Bargaining {
         // An f32 Gramian's rounding (relative ε₃₂ per entry, n entries a row)
         // can leave a singular one indefinite by about n·ε₃₂.
         let ridge = NASH_RIDGE.max(n as f64 * step.rounding);
-        let solved = nash_bargaining(&normalised, &start, self.optim_niter, ridge);
+        let solved = bargaining(&normalised, &start, self.optim_niter, ridge, 1.0);
         for (&i, a) in rows.iter().zip(solved) {
             alpha[i] = a;
         }

@@ -1,6 +1,8 @@
 //! Small dense f64 linear algebra for the T×T problems of the gradient
-//! weightings: a linear solver, the min-norm / simplex QP solver, CAGrad's
-//! dual and Nash-MTL's bargaining system.
+//! weightings: a linear solver, the min-norm / simplex QP solver, the
+//! non-negative QP of the dual-cone projections, a symmetric
+//! eigendecomposition, CAGrad's dual and the bargaining systems of Nash-MTL
+//! and FairGrad.
 //!
 //! T is the number of tasks (a few, rarely more than a few dozen), so plain
 //! O(T³) loops are the right tool: no dependency, no allocation worth
@@ -224,6 +226,147 @@ fn correct(m: &Matrix, q: &[f64], w: &mut [f64], active: &mut [bool]) -> bool {
     arrived
 }
 
+/// Minimises `xᵀMx + 2qᵀx` over `x ≥ 0` for a symmetric positive
+/// semi-definite `M`: the dual of projecting onto a cone (UPGrad, DualProj).
+///
+/// Lawson and Hanson's active-set method (1974): the free set starts empty;
+/// the variable with the most negative gradient joins it, the free variables
+/// move toward the unconstrained minimiser on their face (a linear system),
+/// and those that would turn negative on the way leave it. Each pass ends
+/// with the optimality conditions met to rounding error: `x ≥ 0`, the
+/// gradient `Mx + q` zero on the free set and non-negative elsewhere.
+pub(super) fn nonnegative_qp(m: &Matrix, q: &[f64]) -> Vec<f64> {
+    let n = m.n;
+    let scale = (0..n)
+        .map(|i| m[(i, i)].abs() + q[i].abs())
+        .fold(0.0, f64::max);
+    let mut x = vec![0.0; n];
+    if scale == 0.0 {
+        return x;
+    }
+    let tol = n as f64 * 16.0 * f64::EPSILON * scale;
+    let mut free = vec![false; n];
+    // Each pass frees one variable; one can only be freed again after others
+    // left, so a few passes per variable always suffice.
+    for _ in 0..4 * n + 4 {
+        let grad: Vec<f64> = m.mul_vec(&x).iter().zip(q).map(|(g, q)| g + q).collect();
+        let Some(enter) = (0..n)
+            .filter(|&i| !free[i] && grad[i] < -tol)
+            .min_by(|&a, &b| grad[a].total_cmp(&grad[b]))
+        else {
+            break;
+        };
+        free[enter] = true;
+        for _ in 0..=n {
+            let idx: Vec<usize> = (0..n).filter(|&i| free[i]).collect();
+            let target = solve_linear(m.sub(&idx), idx.iter().map(|&i| -q[i]).collect());
+            if target.iter().all(|&z| z > 0.0) {
+                for (&i, z) in idx.iter().zip(target) {
+                    x[i] = z;
+                }
+                break;
+            }
+            // Move toward the target as far as every free variable stays ≥ 0.
+            let theta = idx
+                .iter()
+                .zip(&target)
+                .filter(|(_, &z)| z <= 0.0)
+                .map(|(&i, &z)| x[i] / (x[i] - z))
+                .fold(1.0, f64::min);
+            for (&i, &z) in idx.iter().zip(&target) {
+                x[i] += theta * (z - x[i]);
+                if x[i] <= 0.0 || (z <= 0.0 && x[i] / (x[i] - z) <= theta) {
+                    x[i] = 0.0;
+                    free[i] = false;
+                }
+            }
+        }
+    }
+    x
+}
+
+/// Sweeps of the Jacobi eigenvalue method; it converges quadratically, and
+/// T×T Gramians need well under ten.
+const MAX_SWEEPS: usize = 64;
+
+/// The eigendecomposition of a symmetric `M`: eigenvalues in descending
+/// order, and the matching orthonormal eigenvectors as the columns of the
+/// returned matrix (`M = V diag(λ) Vᵀ`).
+///
+/// Cyclic Jacobi rotations: slower than tridiagonal QR for large n but
+/// accurate to rounding relative to `‖M‖` and simple, for n up to a few dozen.
+pub(super) fn symmetric_eigen(m: &Matrix) -> (Vec<f64>, Matrix) {
+    let n = m.n;
+    let mut a = m.clone();
+    let mut v = Matrix::from_fn(n, |i, j| if i == j { 1.0 } else { 0.0 });
+    let norm = a.a.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for _ in 0..MAX_SWEEPS {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[(i, j)].powi(2))
+            .sum();
+        if off.sqrt() <= f64::EPSILON * norm {
+            break;
+        }
+        for p in 0..n {
+            for r in p + 1..n {
+                if a[(p, r)] == 0.0 {
+                    continue;
+                }
+                // The rotation that zeroes a[p][r] (Golub & Van Loan, 8.5.2).
+                let tau = (a[(r, r)] - a[(p, p)]) / (2.0 * a[(p, r)]);
+                let t = if tau == 0.0 {
+                    1.0
+                } else {
+                    tau.signum() / (tau.abs() + (1.0 + tau * tau).sqrt())
+                };
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akr) = (a[(k, p)], a[(k, r)]);
+                    a[(k, p)] = c * akp - s * akr;
+                    a[(k, r)] = s * akp + c * akr;
+                }
+                for k in 0..n {
+                    let (apk, ark) = (a[(p, k)], a[(r, k)]);
+                    a[(p, k)] = c * apk - s * ark;
+                    a[(r, k)] = s * apk + c * ark;
+                }
+                for k in 0..n {
+                    let (vkp, vkr) = (v[(k, p)], v[(k, r)]);
+                    v[(k, p)] = c * vkp - s * vkr;
+                    v[(k, r)] = s * vkp + c * vkr;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[(j, j)].total_cmp(&a[(i, i)]));
+    let values = order.iter().map(|&i| a[(i, i)]).collect();
+    let vectors = Matrix::from_fn(n, |i, j| v[(i, order[j])]);
+    (values, vectors)
+}
+
+/// The Moore-Penrose pseudo-inverse of a symmetric positive semi-definite
+/// `M`, dropping eigenvalues at or below `cutoff` times the largest (as
+/// `torch.linalg.pinv` drops singular values; for `M = AAᵀ` a relative
+/// cutoff `r` on `A`'s singular values is `r²` on `M`'s eigenvalues).
+pub(super) fn psd_pinv(m: &Matrix, cutoff: f64) -> Matrix {
+    let (values, vectors) = symmetric_eigen(m);
+    let largest = values.first().copied().unwrap_or(0.0);
+    let kept: Vec<(usize, f64)> = values
+        .iter()
+        .enumerate()
+        .filter(|(_, &l)| l > cutoff * largest && l > 0.0)
+        .map(|(k, &l)| (k, 1.0 / l))
+        .collect();
+    Matrix::from_fn(m.n, |i, j| {
+        kept.iter()
+            .map(|&(k, inv)| vectors[(i, k)] * inv * vectors[(j, k)])
+            .sum()
+    })
+}
+
 /// How often the CAGrad bracket may be halved looking for its lower end.
 const MAX_HALVINGS: usize = 200;
 
@@ -302,38 +445,58 @@ pub(super) const NASH_RIDGE: f64 = 1e-12;
 /// Newton stops once the squared Newton decrement is below this.
 const NEWTON_TOL: f64 = 1e-24;
 
-/// Solves Nash-MTL's bargaining condition `Mα = 1/α`, `α > 0` (Navon et al.,
-/// ICML 2022, eq. 4 in Gramian form) for a positive semi-definite `M` with a
-/// positive diagonal.
+/// Solves the bargaining condition `Mx = x^(−p)`, `x > 0`, for a positive
+/// semi-definite `M` with a positive diagonal: Nash-MTL's `Mα = 1/α` (Navon
+/// et al., ICML 2022, eq. 4 in Gramian form) at `p = 1`, FairGrad's
+/// α-fairness condition (Ban & Ji, ICML 2024) at `p = 1/α`.
 ///
-/// `Mα − 1/α` is the gradient of `f(α) = ½αᵀMα − Σ log α_i`, which is
-/// strictly convex and self-concordant on `α > 0`, so damped Newton (step
-/// `1/(1 + λ)` while the Newton decrement `λ` is above ¼, full steps after)
-/// stays positive without a line search and converges quadratically near the
-/// solution. The official code instead linearises the concave part and calls
-/// a conic solver `optim_niter` times; `max_iter` bounds the Newton steps the
-/// same way. The start (the previous `α`, warm start as in the official code)
-/// is first rescaled to the best point on its ray, `γ² = T/(aᵀMa)`.
-/// `ridge` (at least [`NASH_RIDGE`]) is added to the diagonal; it must exceed
-/// the rounding of `M`, which may leave a singular `M` slightly indefinite.
-pub(super) fn nash_bargaining(m: &Matrix, start: &[f64], max_iter: usize, ridge: f64) -> Vec<f64> {
+/// `Mx − x^(−p)` is the gradient of `f(x) = ½xᵀMx − Σ φ(x_i)` with
+/// `φ = log` at `p = 1` and `φ(x) = x^(1−p)/(1−p)` otherwise, strictly convex
+/// on `x > 0` for every `p > 0`. Damped Newton (step `1/(1 + λ)` while the
+/// Newton decrement `λ` is above ¼, full steps after) converges
+/// quadratically near the solution; at `p = 1`, where `f` is
+/// self-concordant, that step always stays positive and decreases `f`, and
+/// for other `p` it is halved until it does. Nash-MTL's official code
+/// instead linearises the concave part and calls a conic solver `optim_niter`
+/// times, FairGrad's runs SciPy's `least_squares`; `max_iter` bounds the
+/// Newton steps. The start (the previous solution, a warm start as in the
+/// official code, or uniform weights) is first rescaled to the best point on
+/// its ray, `γ^(1+p) = Σ x_i^(1−p) / xᵀMx`. `ridge` (at least
+/// [`NASH_RIDGE`]) is added to the diagonal; it must exceed the rounding of
+/// `M`, which may leave a singular `M` slightly indefinite.
+pub(super) fn bargaining(
+    m: &Matrix,
+    start: &[f64],
+    max_iter: usize,
+    ridge: f64,
+    p: f64,
+) -> Vec<f64> {
     let n = m.n;
     let mut a = m.clone();
     for i in 0..n {
         a[(i, i)] += ridge;
     }
-    let gamma = (n as f64 / a.quad(start)).sqrt();
-    let mut alpha: Vec<f64> = start.iter().map(|x| gamma * x).collect();
+    let potential = |x: f64| {
+        if p == 1.0 {
+            x.ln()
+        } else {
+            x.powf(1.0 - p) / (1.0 - p)
+        }
+    };
+    let objective = |x: &[f64]| 0.5 * a.quad(x) - x.iter().map(|&v| potential(v)).sum::<f64>();
+    let ray: f64 = start.iter().map(|x| x.powf(1.0 - p)).sum();
+    let gamma = (ray / a.quad(start)).powf(1.0 / (1.0 + p));
+    let mut x: Vec<f64> = start.iter().map(|v| gamma * v).collect();
     for _ in 0..max_iter {
         let residual: Vec<f64> = a
-            .mul_vec(&alpha)
+            .mul_vec(&x)
             .iter()
-            .zip(&alpha)
-            .map(|(ma, x)| ma - 1.0 / x)
+            .zip(&x)
+            .map(|(ma, v)| ma - v.powf(-p))
             .collect();
         let mut hessian = a.clone();
-        for (i, x) in alpha.iter().enumerate() {
-            hessian[(i, i)] += 1.0 / (x * x);
+        for (i, v) in x.iter().enumerate() {
+            hessian[(i, i)] += p * v.powf(-p - 1.0);
         }
         let step = solve_linear(hessian, residual.iter().map(|r| -r).collect());
         let decrement_sq = -dot(&residual, &step);
@@ -341,16 +504,24 @@ pub(super) fn nash_bargaining(m: &Matrix, start: &[f64], max_iter: usize, ridge:
         if decrement_sq.is_nan() || decrement_sq <= NEWTON_TOL {
             break;
         }
-        let t = if decrement_sq < 1.0 / 16.0 {
+        let mut t = if decrement_sq < 1.0 / 16.0 {
             1.0
         } else {
             1.0 / (1.0 + decrement_sq.sqrt())
         };
-        for (x, s) in alpha.iter_mut().zip(&step) {
-            *x += t * s;
+        let before = objective(&x);
+        let moved = |t: f64| -> Vec<f64> { x.iter().zip(&step).map(|(v, s)| v + t * s).collect() };
+        let mut next = moved(t);
+        while p != 1.0 && (next.iter().any(|&v| v <= 0.0) || objective(&next) > before) {
+            t *= 0.5;
+            if t < 1e-12 {
+                return x;
+            }
+            next = moved(t);
         }
+        x = next;
     }
-    alpha
+    x
 }
 
 #[cfg(test)]
@@ -531,7 +702,7 @@ mod tests {
                 .map(|ij| m[ij] * m[ij]);
             let norm = frobenius.sum::<f64>().sqrt();
             let m = Matrix::from_fn(m.n(), |i, j| m[(i, j)] / norm);
-            let alpha = nash_bargaining(&m, &vec![1.0; m.n()], 100, NASH_RIDGE);
+            let alpha = bargaining(&m, &vec![1.0; m.n()], 100, NASH_RIDGE, 1.0);
             assert!(alpha.iter().all(|&a| a > 0.0), "{name}: {alpha:?}");
             let inverse: Vec<f64> = alpha.iter().map(|a| 1.0 / a).collect();
             let residual: Vec<f64> = m
@@ -550,7 +721,108 @@ mod tests {
 
     #[test]
     fn nash_bargaining_of_one_task_is_one_over_the_norm() {
-        let alpha = nash_bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20, NASH_RIDGE);
+        let alpha = bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20, NASH_RIDGE, 1.0);
         assert!((alpha[0] - 0.2).abs() < 1e-12, "{alpha:?}");
+    }
+
+    #[test]
+    fn nonnegative_qp_meets_the_kkt_conditions() {
+        let mut rng = SplitMix::at(5, 0);
+        for (what, grads) in instances().into_iter().chain(degenerate()) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            // q in the range of M (as q = Mu in the projections), so that
+            // the problem is bounded below even where M is singular.
+            let u: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+            let q = m.mul_vec(&u);
+            let x = nonnegative_qp(&m, &q);
+            let grad: Vec<f64> = m.mul_vec(&x).iter().zip(&q).map(|(g, q)| g + q).collect();
+            let tol = 1e-9 * (scale_of(&m) + q.iter().fold(0.0, |a: f64, b| a.max(b.abs())));
+            for i in 0..n {
+                assert!(x[i] >= 0.0, "{what}: x = {x:?}");
+                assert!(grad[i] >= -tol, "{what}: gradient {i} = {} < 0", grad[i]);
+                if x[i] > 0.0 {
+                    assert!(
+                        grad[i].abs() <= tol,
+                        "{what}: free {i} has gradient {}",
+                        grad[i]
+                    );
+                }
+            }
+        }
+        // No constraint binds: the unconstrained minimiser.
+        let m = Matrix::from_fn(2, |i, j| [[2.0, 1.0], [1.0, 2.0]][i][j]);
+        let x = nonnegative_qp(&m, &[-3.0, -3.0]);
+        assert!(max_abs_diff(&x, &[1.0, 1.0]) < 1e-12, "{x:?}");
+        assert_eq!(nonnegative_qp(&m, &[1.0, 0.0]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn symmetric_eigen_reconstructs_the_matrix() {
+        for (what, grads) in instances().into_iter().chain(degenerate()) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            let (values, v) = symmetric_eigen(&m);
+            assert!(
+                values.windows(2).all(|w| w[0] >= w[1]),
+                "{what}: {values:?}"
+            );
+            let tol = 1e-12 * scale_of(&m) * n as f64;
+            for i in 0..n {
+                for j in 0..n {
+                    let back: f64 = (0..n).map(|k| v[(i, k)] * values[k] * v[(j, k)]).sum();
+                    assert!((back - m[(i, j)]).abs() <= tol, "{what} ({i}, {j})");
+                    let gram: f64 = (0..n).map(|k| v[(k, i)] * v[(k, j)]).sum();
+                    let identity = if i == j { 1.0 } else { 0.0 };
+                    assert!((gram - identity).abs() < 1e-12, "{what}: VᵀV ({i}, {j})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn psd_pinv_meets_the_penrose_conditions() {
+        for (what, grads) in instances().into_iter().chain(degenerate()) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            let p = psd_pinv(&m, 1e-12);
+            let product = |a: &Matrix, b: &Matrix| {
+                Matrix::from_fn(n, |i, j| (0..n).map(|k| a[(i, k)] * b[(k, j)]).sum())
+            };
+            let mpm = product(&product(&m, &p), &m);
+            let tol = 1e-8 * scale_of(&m) * n as f64;
+            for i in 0..n {
+                for j in 0..n {
+                    assert!((mpm[(i, j)] - m[(i, j)]).abs() <= tol, "{what} ({i}, {j})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bargaining_solves_every_power() {
+        for (what, grads) in instances().into_iter().step_by(3) {
+            let m = gram_of(&grads);
+            let n = m.n();
+            // Frobenius-normalised, as the methods call it.
+            let frobenius = (0..n * n)
+                .map(|k| m[(k / n, k % n)].powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let m = Matrix::from_fn(n, |i, j| m[(i, j)] / frobenius);
+            for p in [0.25, 0.5, 1.0, 2.0] {
+                let x = bargaining(&m, &vec![1.0 / n as f64; n], 200, NASH_RIDGE, p);
+                let mx = m.mul_vec(&x);
+                for i in 0..n {
+                    let target = x[i].powf(-p);
+                    assert!(x[i] > 0.0, "{what} p={p}: {x:?}");
+                    assert!(
+                        (mx[i] + NASH_RIDGE * x[i] - target).abs() <= 1e-7 * target,
+                        "{what} p={p}: row {i}: {} vs {target}",
+                        mx[i]
+                    );
+                }
+            }
+        }
     }
 }

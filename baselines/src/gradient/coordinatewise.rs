@@ -1,0 +1,309 @@
+//! The weightings that never form the Gramian: they read the gradients entry
+//! by entry (TrimmedMean, GradDrop) or ignore them when choosing the weights
+//! (RGW).
+//!
+//! - `trimmed-mean` (Yin, Chen, Ramchandran, Bartlett, "Byzantine-Robust
+//!   Distributed Learning", ICML 2018; TorchJD's `TrimmedMean`): per
+//!   parameter, the `trim_number` largest and smallest of the T entries are
+//!   dropped and the rest averaged. Needs `T ≥ 2·trim_number + 1` (exit 2
+//!   otherwise).
+//! - `graddrop` (Chen, Ngiam, Huang, Luong, Kretzschmar, Chai, Anguelov, "Just
+//!   Pick a Sign", NeurIPS 2020; TorchJD's `GradDrop` with its identity `f`):
+//!   per parameter, the sign purity `𝒫 = ½(1 + Σ_i g_i / Σ_i |g_i|)` and one
+//!   uniform `U`; positive entries survive where `𝒫 > U`, negative ones where
+//!   `𝒫 < U`, and task i's entry counts with `leak_i + (1 − leak_i)·kept`.
+//!   The paper applies it to activation gradients; like TorchJD this applies
+//!   it to the shared parameters' gradients. `U` is a pure function of (seed,
+//!   step), so a resumed run draws the same masks.
+//! - `rgw` (random gradient weighting, Lin et al., "Reasonable Effectiveness
+//!   of Random Weighting", TMLR 2022; LibMTL's `RGW`, TorchJD's `Random`): the
+//!   update `Σ_i w_i g_i` with `w = softmax(z)`, `z ~ N(0, I)` drawn per step
+//!   from (seed, step). (`rlw`, the loss-weighting twin, is a plugin.)
+//!
+//! TrimmedMean and GradDrop report no per-task weights (there are none).
+
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema, NoKeys};
+use taskweave_plugin_api::rng::SplitMix;
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::{
+    register_method, Constructor, Error, Host, Method, MethodContext, Result, Weighting,
+    WeightingInput, WeightingKind, WeightingOutput,
+};
+
+use super::combine::{check_finite_rows, checked, task_names, weighted};
+
+/// The trimmed mean.
+struct TrimmedMean {
+    tasks: Vec<String>,
+    trim: i64,
+}
+
+impl Weighting for TrimmedMean {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let (grads, _) = checked(input, &self.tasks)?;
+        check_finite_rows(grads, &self.tasks)?;
+        let kept = self.tasks.len() as i64 - 2 * self.trim;
+        let (sorted, _) = grads.f_detach()?.f_sort(0, false)?;
+        let combined = sorted
+            .f_narrow(0, self.trim, kept)?
+            .f_mean_dim(0, false, None::<Kind>)?;
+        Ok(WeightingOutput {
+            combined,
+            weights: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct TrimConfig {
+    /// How many of the largest and of the smallest entries are dropped per parameter; needs T ≥ 2·trim_number + 1.
+    trim_number: usize,
+}
+
+impl Default for TrimConfig {
+    fn default() -> TrimConfig {
+        TrimConfig { trim_number: 1 }
+    }
+}
+
+fn create_trimmed_mean(
+    config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Weighting>> {
+    let TrimConfig { trim_number } = typed(config)?;
+    let tasks = task_names(ctx)?;
+    if tasks.len() < 2 * trim_number + 1 {
+        return Err(Error::input(format!(
+            "trimmed-mean with trim_number = {trim_number} needs at least {} tasks (2·trim_number + 1), the pipeline has {}",
+            2 * trim_number + 1,
+            tasks.len()
+        )));
+    }
+    Ok(Box::new(TrimmedMean {
+        tasks,
+        trim: trim_number as i64,
+    }))
+}
+
+/// GradDrop.
+struct GradDrop {
+    tasks: Vec<String>,
+    seed: u64,
+    /// `[T, 1]`, f64 on the CPU.
+    leak: Tensor,
+}
+
+impl Weighting for GradDrop {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let (grads, _) = checked(input, &self.tasks)?;
+        check_finite_rows(grads, &self.tasks)?;
+        let grads = grads.f_detach()?;
+        let (kind, device) = (grads.f_kind()?, grads.device());
+        let p = grads.size2()?.1;
+        let mut rng = SplitMix::at(self.seed, input.step);
+        let uniform: Vec<f32> = (0..p).map(|_| rng.uniform() as f32).collect();
+        let uniform = Tensor::f_from_slice(&uniform)?
+            .f_to_kind(kind)?
+            .f_to_device(device)?;
+        let sum = grads.f_sum_dim_intlist(0, false, kind)?;
+        let magnitude = grads.f_abs()?.f_sum_dim_intlist(0, false, kind)?;
+        // Where every entry is 0 the purity does not matter; 0/0 would be NaN.
+        let ratio = sum.f_div(&magnitude.f_clamp_min(f64::MIN_POSITIVE)?)?;
+        let purity = ratio.f_add_scalar(1.0)?.f_mul_scalar(0.5)?;
+        let positive = purity
+            .f_gt_tensor(&uniform)?
+            .f_logical_and(&grads.f_gt(0.0)?)?;
+        let negative = purity
+            .f_lt_tensor(&uniform)?
+            .f_logical_and(&grads.f_lt(0.0)?)?;
+        let kept = positive.f_logical_or(&negative)?.f_to_kind(kind)?;
+        let leak = self.leak.f_to_kind(kind)?.f_to_device(device)?;
+        let factor = leak.f_add(&kept.f_mul(&leak.f_neg()?.f_add_scalar(1.0)?)?)?;
+        let combined = factor.f_mul(&grads)?.f_sum_dim_intlist(0, false, kind)?;
+        Ok(WeightingOutput {
+            combined,
+            weights: None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct DropConfig {
+    /// Per task, in the order of [tasks], the share of its gradient kept whatever the mask (default: 0 each).
+    leak: Option<Vec<f64>>,
+}
+
+fn create_graddrop(
+    config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Weighting>> {
+    let DropConfig { leak } = typed(config)?;
+    let tasks = task_names(ctx)?;
+    let t = tasks.len();
+    let leak = leak.unwrap_or_else(|| vec![0.0; t]);
+    if leak.len() != t || leak.iter().any(|l| !(0.0..=1.0).contains(l)) {
+        return Err(Error::input(format!(
+            "graddrop's `leak` needs one number in [0, 1] per task ({t}), got {leak:?}"
+        )));
+    }
+    Ok(Box::new(GradDrop {
+        tasks,
+        seed: ctx.seed,
+        leak: Tensor::f_from_slice(&leak)?.f_reshape([t as i64, 1])?,
+    }))
+}
+
+/// Random gradient weighting.
+struct Rgw {
+    tasks: Vec<String>,
+    seed: u64,
+}
+
+impl Rgw {
+    /// `softmax(z)`, `z ~ N(0, I)` from (seed, step).
+    fn weights(&self, step: u64) -> Vec<f64> {
+        let mut rng = SplitMix::at(self.seed, step);
+        let z: Vec<f64> = self.tasks.iter().map(|_| rng.normal()).collect();
+        let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = z.iter().map(|x| (x - top).exp()).collect();
+        let total: f64 = e.iter().sum();
+        e.iter().map(|x| x / total).collect()
+    }
+}
+
+impl Weighting for Rgw {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let (grads, _) = checked(input, &self.tasks)?;
+        check_finite_rows(grads, &self.tasks)?;
+        weighted(grads, &self.weights(input.step))
+    }
+}
+
+fn create_rgw(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    Ok(Box::new(Rgw {
+        tasks: task_names(ctx)?,
+        seed: ctx.seed,
+    }))
+}
+
+register_method!(Method::new(
+    "trimmed-mean",
+    env!("CARGO_PKG_VERSION"),
+    "Trimmed mean: per parameter, the mean of the task gradients' entries without the largest and smallest (Yin et al., ICML 2018)",
+    schema_for::<TrimConfig>,
+    Constructor::Weighting(create_trimmed_mean),
+));
+
+register_method!(Method::new(
+    "graddrop",
+    env!("CARGO_PKG_VERSION"),
+    "GradDrop: per parameter, keeps the gradient entries of one sign, drawn by their sign purity (Chen et al., NeurIPS 2020)",
+    schema_for::<DropConfig>,
+    Constructor::Weighting(create_graddrop),
+));
+
+register_method!(Method::new(
+    "rgw",
+    env!("CARGO_PKG_VERSION"),
+    "RGW: the task gradients weighted by a softmax of normal draws, fresh each step (Lin et al., TMLR 2022)",
+    schema_for::<NoKeys>,
+    Constructor::Weighting(create_rgw),
+));
+
+#[cfg(test)]
+mod tests {
+    use crate::gradient::testing::{context, create, tensor_of, values, weigh};
+    use taskweave_plugin_api::serde_json::json;
+    use taskweave_plugin_api::tch::Kind;
+
+    #[test]
+    fn the_trimmed_mean_drops_the_extremes_of_each_entry() {
+        let grads = vec![
+            vec![1.0, -5.0],
+            vec![2.0, 100.0],
+            vec![3.0, 0.0],
+            vec![-40.0, 1.0],
+            vec![4.0, 2.0],
+        ];
+        let mut method = create("trimmed-mean", json!({ "trim_number": 1 }), &context(5, 0));
+        let out = weigh(&mut *method, 0, &tensor_of(&grads, Kind::Double), None).unwrap();
+        assert_eq!(values(&out.combined), vec![2.0, 1.0]);
+        assert!(out.weights.is_none());
+    }
+
+    #[test]
+    fn graddrop_keeps_unanimous_signs_and_drops_one_side_of_conflicts() {
+        // Column 0: all positive (purity 1) → kept; column 1: all negative
+        // (purity 0) → kept; column 2: conflicting → only one sign survives.
+        let grads = vec![vec![1.0, -1.0, 2.0], vec![2.0, -3.0, -1.0]];
+        let mut method = create("graddrop", json!({}), &context(2, 0));
+        let mut seen = std::collections::BTreeSet::new();
+        for step in 0..64 {
+            let d = values(
+                &weigh(&mut *method, step, &tensor_of(&grads, Kind::Double), None)
+                    .unwrap()
+                    .combined,
+            );
+            assert_eq!((d[0], d[1]), (3.0, -4.0));
+            assert!(d[2] == 2.0 || d[2] == -1.0, "{d:?}");
+            seen.insert(d[2] as i64);
+        }
+        // Purity 2/3: both signs occur over 64 steps.
+        assert_eq!(seen.len(), 2);
+        let mut leaky = create("graddrop", json!({ "leak": [1.0, 1.0] }), &context(2, 0));
+        let d = values(
+            &weigh(&mut *leaky, 5, &tensor_of(&grads, Kind::Double), None)
+                .unwrap()
+                .combined,
+        );
+        assert_eq!(d, vec![3.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn rgw_weights_are_a_fresh_softmax_each_step() {
+        let grads = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![1.0, 1.0]];
+        let mut method = create("rgw", json!({}), &context(3, 4));
+        let a = values(
+            &weigh(&mut *method, 0, &tensor_of(&grads, Kind::Double), None)
+                .unwrap()
+                .weights
+                .unwrap(),
+        );
+        let b = values(
+            &weigh(&mut *method, 1, &tensor_of(&grads, Kind::Double), None)
+                .unwrap()
+                .weights
+                .unwrap(),
+        );
+        assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12 && a.iter().all(|&w| w > 0.0));
+        assert_ne!(a, b);
+        let mut again = create("rgw", json!({}), &context(3, 4));
+        let c = values(
+            &weigh(&mut *again, 0, &tensor_of(&grads, Kind::Double), None)
+                .unwrap()
+                .weights
+                .unwrap(),
+        );
+        assert_eq!(a, c);
+    }
+}
