@@ -8,6 +8,7 @@ mod dense;
 mod fuzz;
 mod grouping;
 mod inputs;
+mod peer;
 mod protocol;
 mod sam;
 mod training;

@@ -9,10 +9,14 @@
 //! The official code and LibMTL (and TorchJD 0.18's `FairGrad`) solve the
 //! condition with SciPy's `least_squares` from `w = 1/T`, `max_iters`
 //! function evaluations at most (default: SciPy's). Here it is the same
-//! condition solved by Newton on its convex potential ([`bargaining`]) on the
-//! Gramian divided by its Frobenius norm `s`, the solution mapped back by
-//! `w = ŵ·s^(−α/(1+α))`; `max_iters` bounds the Newton steps (100 by default,
-//! well beyond the usual 10 or so). Tasks with a zero gradient cannot satisfy
+//! condition solved by Newton on its convex potential
+//! ([`normalised_bargaining`]) on the Gramian divided by its Frobenius norm
+//! `s`, the solution mapped back by `w = ŵ·s^(−α/(1+α))`, started from the
+//! solution for orthogonal gradients `w_i = M_ii^(−α/(1+α))`; `max_iters`
+//! bounds the Newton steps (100 by default, well beyond the usual 10 or so).
+//! Where the tasks' gradient norms span several decades, `least_squares`
+//! stops far from the solution (with norms 1e-3 to 1e3 TorchJD's weights give
+//! one task `w_i·(Mw)_i = 62` instead of 1); Newton does not. Tasks with a zero gradient cannot satisfy
 //! the condition; they get weight 0 and the others are solved among
 //! themselves.
 
@@ -25,7 +29,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{combine, task_names, Step};
-use super::solvers::{bargaining, Matrix, NASH_RIDGE};
+use super::solvers::normalised_bargaining;
 
 /// The FairGrad weighting.
 struct FairGrad {
@@ -46,17 +50,17 @@ impl FairGrad {
         if rows.is_empty() {
             return weights;
         }
-        let sub = gram.sub(&rows);
-        let n = rows.len();
-        let frobenius = (0..n * n)
-            .map(|k| sub[(k / n, k % n)].powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let normalised = Matrix::from_fn(n, |i, j| sub[(i, j)] / frobenius);
-        let ridge = NASH_RIDGE.max(n as f64 * step.rounding);
-        let start = vec![1.0 / n as f64; n];
-        let solved = bargaining(&normalised, &start, self.max_iters, ridge, 1.0 / self.alpha);
-        let back = frobenius.powf(-self.alpha / (1.0 + self.alpha));
+        // The solution for orthogonal gradients, M_ii·w_i = w_i^(−p): exact
+        // up to the cross terms, so Newton starts near the answer even when
+        // the norms span decades (uniform weights, SciPy's start, do not).
+        let p = 1.0 / self.alpha;
+        let start: Vec<f64> = rows
+            .iter()
+            .map(|&i| gram[(i, i)].powf(-1.0 / (1.0 + p)))
+            .collect();
+        let (solved, frobenius) =
+            normalised_bargaining(gram, &rows, &start, self.max_iters, step.rounding, p);
+        let back = frobenius.powf(-1.0 / (1.0 + p));
         for (&i, w) in rows.iter().zip(solved) {
             weights[i] = w * back;
         }
@@ -145,6 +149,41 @@ mod tests {
                         "{what} α={alpha}: {gd} vs {target}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn norms_six_decades_apart_still_meet_the_condition_from_f32_input() {
+        // The f32 Gramian's rounding is relative to each pair of norms, and
+        // so is the ridge that covers it: the smallest task keeps its equation.
+        let mut rng = taskweave_plugin_api::rng::SplitMix::at(7, 0);
+        let grads: Vec<Vec<f64>> = (0..4)
+            .map(|i| {
+                (0..50)
+                    .map(|_| rng.normal() * 10f64.powi(2 * i - 3))
+                    .collect()
+            })
+            .collect();
+        let rounded: Vec<Vec<f64>> = grads
+            .iter()
+            .map(|g| g.iter().map(|&x| x as f32 as f64).collect())
+            .collect();
+        for alpha in [1.0, 2.0] {
+            let config = json!({ "alpha": alpha, "max_iters": 200 });
+            let mut method = create("fairgrad", config, &context(4, 0));
+            let out = weigh(&mut *method, 0, &tensor_of(&grads, Kind::Float), None).unwrap();
+            let w = values(&out.weights.unwrap());
+            let d: Vec<f64> = (0..50)
+                .map(|k| (0..4).map(|i| w[i] * rounded[i][k]).sum())
+                .collect();
+            for (i, g) in rounded.iter().enumerate() {
+                let gd: f64 = g.iter().zip(&d).map(|(a, b)| a * b).sum();
+                let product = gd * w[i].powf(1.0 / alpha);
+                assert!(
+                    (product - 1.0).abs() < 1e-4,
+                    "α={alpha} task {i}: {product}"
+                );
             }
         }
     }

@@ -16,7 +16,7 @@
 //!
 //! The official solver (a sequence of convex problems handed to cvxpy/ECOS,
 //! `optim_niter` of them at most) is replaced by damped Newton on the same
-//! conditions ([`bargaining`]), `optim_niter` Newton steps at most.
+//! conditions ([`normalised_bargaining`]), `optim_niter` Newton steps at most.
 //!
 //! Because `α` carries over between steps, the weighting is stateful: its
 //! state is the last `α` (tensor `alpha`, f64), so a resumed run solves from
@@ -37,7 +37,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{combine, task_names, Step};
-use super::solvers::{bargaining, Matrix, NASH_RIDGE};
+use super::solvers::normalised_bargaining;
 
 /// Added to the norm when clipping, as `clip_grad_norm_` does.
 const CLIP_EPS: f64 = 1e-6;
@@ -104,18 +104,11 @@ impl Bargaining {
         if rows.is_empty() {
             return alpha;
         }
-        let sub = gram.sub(&rows);
-        let n = rows.len();
-        let frobenius = (0..n * n)
-            .map(|k| sub[(k / n, k % n)].powi(2))
-            .sum::<f64>()
-            .sqrt();
-        let normalised = Matrix::from_fn(n, |i, j| sub[(i, j)] / frobenius);
         let start: Vec<f64> = rows.iter().map(|&i| alpha[i]).collect();
-        // An f32 Gramian's rounding (relative ε₃₂ per entry, n entries a row)
-        // can leave a singular one indefinite by about n·ε₃₂.
-        let ridge = NASH_RIDGE.max(n as f64 * step.rounding);
-        let solved = bargaining(&normalised, &start, self.optim_niter, ridge, 1.0);
+        // α is applied to the raw gradients, as in the official code: the
+        // solution for the normalised Gramian as it is.
+        let (solved, _) =
+            normalised_bargaining(gram, &rows, &start, self.optim_niter, step.rounding, 1.0);
         for (&i, a) in rows.iter().zip(solved) {
             alpha[i] = a;
         }

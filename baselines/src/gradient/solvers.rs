@@ -436,11 +436,12 @@ pub(super) fn cagrad_dual(m: &Matrix, b: &[f64], k: f64) -> Option<Vec<f64>> {
     Some(w)
 }
 
-/// The smallest ridge added to Nash-MTL's (Frobenius-normalised) Gramian. It
-/// keeps the problem solvable when the gradients are Pareto-stationary (0 in
-/// their convex hull), where `Mα = 1/α` has no positive solution, and changes
-/// the solution elsewhere by a relative 1e-12 or so.
-pub(super) const NASH_RIDGE: f64 = 1e-12;
+/// The smallest relative ridge of the bargaining systems: each diagonal
+/// entry `M_ii` becomes `(1 + r)·M_ii`. It keeps the problem solvable when
+/// the gradients are Pareto-stationary (0 in their convex hull), where
+/// `Mα = 1/α` has no positive solution, and changes the solution elsewhere by
+/// a relative 1e-12 or so, whatever the tasks' scales.
+const RIDGE: f64 = 1e-12;
 
 /// Newton stops once the squared Newton decrement is below this.
 const NEWTON_TOL: f64 = 1e-24;
@@ -461,9 +462,14 @@ const NEWTON_TOL: f64 = 1e-24;
 /// times, FairGrad's runs SciPy's `least_squares`; `max_iter` bounds the
 /// Newton steps. The start (the previous solution, a warm start as in the
 /// official code, or uniform weights) is first rescaled to the best point on
-/// its ray, `γ^(1+p) = Σ x_i^(1−p) / xᵀMx`. `ridge` (at least
-/// [`NASH_RIDGE`]) is added to the diagonal; it must exceed the rounding of
-/// `M`, which may leave a singular `M` slightly indefinite.
+/// its ray, `γ^(1+p) = Σ x_i^(1−p) / xᵀMx`.
+///
+/// Each `M_ii` is multiplied by `1 + ridge`, `ridge ≥` [`RIDGE`]. Entries
+/// rounded to a relative `ε` of `sqrt(M_ii M_jj)` can leave a singular `M`
+/// indefinite by at most `n·ε` in that diagonal scaling (Gershgorin), so
+/// `ridge = n·ε` covers an f32 Gramian's rounding while a task with a tiny
+/// gradient keeps its own equation (a ridge uniform across tasks would
+/// swamp it).
 pub(super) fn bargaining(
     m: &Matrix,
     start: &[f64],
@@ -474,7 +480,7 @@ pub(super) fn bargaining(
     let n = m.n;
     let mut a = m.clone();
     for i in 0..n {
-        a[(i, i)] += ridge;
+        a[(i, i)] *= 1.0 + ridge.max(RIDGE);
     }
     let potential = |x: f64| {
         if p == 1.0 {
@@ -522,6 +528,33 @@ pub(super) fn bargaining(
         x = next;
     }
     x
+}
+
+/// [`bargaining`] on the rows `rows` of a Gramian whose entries carry a
+/// relative rounding `rounding`, as Nash-MTL and FairGrad pose it: the
+/// submatrix divided by its Frobenius norm `s` (returned with the solution),
+/// so that the tolerances are scale-free. Solutions for `M` are those for
+/// `M/s` times `s^(−1/(1+p))`.
+pub(super) fn normalised_bargaining(
+    gram: &Matrix,
+    rows: &[usize],
+    start: &[f64],
+    max_iter: usize,
+    rounding: f64,
+    p: f64,
+) -> (Vec<f64>, f64) {
+    let sub = gram.sub(rows);
+    let n = rows.len();
+    let frobenius = (0..n * n)
+        .map(|k| sub[(k / n, k % n)].powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let normalised = Matrix::from_fn(n, |i, j| sub[(i, j)] / frobenius);
+    let ridge = n as f64 * rounding;
+    (
+        bargaining(&normalised, start, max_iter, ridge, p),
+        frobenius,
+    )
 }
 
 #[cfg(test)]
@@ -702,7 +735,7 @@ mod tests {
                 .map(|ij| m[ij] * m[ij]);
             let norm = frobenius.sum::<f64>().sqrt();
             let m = Matrix::from_fn(m.n(), |i, j| m[(i, j)] / norm);
-            let alpha = bargaining(&m, &vec![1.0; m.n()], 100, NASH_RIDGE, 1.0);
+            let alpha = bargaining(&m, &vec![1.0; m.n()], 100, RIDGE, 1.0);
             assert!(alpha.iter().all(|&a| a > 0.0), "{name}: {alpha:?}");
             let inverse: Vec<f64> = alpha.iter().map(|a| 1.0 / a).collect();
             let residual: Vec<f64> = m
@@ -721,7 +754,7 @@ mod tests {
 
     #[test]
     fn nash_bargaining_of_one_task_is_one_over_the_norm() {
-        let alpha = bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20, NASH_RIDGE, 1.0);
+        let alpha = bargaining(&gram_of(&[vec![3.0, 4.0]]), &[1.0], 20, RIDGE, 1.0);
         assert!((alpha[0] - 0.2).abs() < 1e-12, "{alpha:?}");
     }
 
@@ -811,13 +844,13 @@ mod tests {
                 .sqrt();
             let m = Matrix::from_fn(n, |i, j| m[(i, j)] / frobenius);
             for p in [0.25, 0.5, 1.0, 2.0] {
-                let x = bargaining(&m, &vec![1.0 / n as f64; n], 200, NASH_RIDGE, p);
+                let x = bargaining(&m, &vec![1.0 / n as f64; n], 200, RIDGE, p);
                 let mx = m.mul_vec(&x);
                 for i in 0..n {
                     let target = x[i].powf(-p);
                     assert!(x[i] > 0.0, "{what} p={p}: {x:?}");
                     assert!(
-                        (mx[i] + NASH_RIDGE * x[i] - target).abs() <= 1e-7 * target,
+                        (mx[i] + RIDGE * m[(i, i)] * x[i] - target).abs() <= 1e-7 * target,
                         "{what} p={p}: row {i}: {} vs {target}",
                         mx[i]
                     );

@@ -363,7 +363,8 @@ impl Validator<'_> {
                     .map(|d| format!("add `{name} = ...` ({d})"));
                 let msg = format!("missing required key `{child_path}`");
                 self.error(&child_path, &node.origin, msg, help);
-            } else if let Some(default) = sub.get("default") {
+            } else if let Some(default) = sub.get("default").filter(|d| !d.is_null()) {
+                // A `null` default (an unset Option) stays absent: TOML has no null.
                 let generated = Node::from_json(default, &Origin::Generated);
                 let value = self.check(&generated, sub, &child_path);
                 out.insert(name.clone(), value);
@@ -549,6 +550,7 @@ mod tests {
                 "mode": {"type": "string", "enum": ["fast", "exact"], "default": "fast"},
                 "hidden": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [64]},
                 "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
+                "pref": {"type": ["array", "null"], "items": {"type": "number"}, "default": null},
             }},
             "run": {"type": "object", "properties": {"seed": {"type": "integer", "default": 0}}},
         }})
