@@ -35,6 +35,7 @@ bench: build census qm9
 	$(VENV)/bin/python bench/peer_census.py
 	$(CARGO) bench --bench weightings -p taskweave-tests
 	$(VENV)/bin/python bench/weightings_torch.py
+	$(VENV)/bin/python bench/weightings_torchjd.py
 	$(VENV)/bin/python bench/sam_torch.py
 	$(VENV)/bin/python bench/peer_interval_dp.py
 	$(VENV)/bin/python bench/peer_meta_rtl.py

@@ -1,6 +1,8 @@
 //! `make bench`: one call of each gradient weighting on QM9-shaped input, timed
 //! in taskweave; `bench/weightings_torch.py` times the same math in plain
-//! PyTorch on the same file and checks the updates against the ones written here.
+//! PyTorch and `bench/weightings_torchjd.py` times TorchJD 0.18.0's
+//! aggregators, on the same file, and both check the updates against the ones
+//! written here.
 //!
 //! Input (seeded, written to `target/bench/weightings/inputs.safetensors`):
 //! T = 11 tasks (QM9's targets) and P = 75,008 shared parameters (an MLP
@@ -45,7 +47,9 @@ const INPUT_SEED: u64 = 2026;
 /// The run seed the methods see (PCGrad's visiting orders).
 const RUN_SEED: u64 = 0;
 
-/// (label, method table).
+/// (label, method table). The options are those `bench/weightings_torchjd.py`
+/// gives TorchJD where the two libraries differ (Krum's `n_byzantine` has no
+/// default there).
 fn methods() -> Vec<(&'static str, Value)> {
     vec![
         ("ew", json!({"kind": "ew"})),
@@ -55,6 +59,16 @@ fn methods() -> Vec<(&'static str, Value)> {
         ("imtl-g", json!({"kind": "imtl-g"})),
         ("nash-mtl", json!({"kind": "nash-mtl"})),
         ("nash-mtl (cold)", json!({"kind": "nash-mtl"})),
+        ("upgrad", json!({"kind": "upgrad"})),
+        ("dualproj", json!({"kind": "dualproj"})),
+        ("aligned-mtl", json!({"kind": "aligned-mtl"})),
+        ("config", json!({"kind": "config"})),
+        ("fairgrad", json!({"kind": "fairgrad"})),
+        ("gradvac", json!({"kind": "gradvac"})),
+        ("krum", json!({"kind": "krum", "n_byzantine": 1})),
+        ("trimmed-mean", json!({"kind": "trimmed-mean"})),
+        ("graddrop", json!({"kind": "graddrop"})),
+        ("rgw", json!({"kind": "rgw"})),
     ]
 }
 

@@ -151,10 +151,15 @@ pub(super) fn checked<'a>(
 }
 
 /// Fails naming the first task whose gradient has a NaN or infinite entry,
-/// for the methods that never form the Gramian.
+/// for the methods that never form the Gramian. Row maxima and minima
+/// propagate NaN and keep ±∞, and cost two reductions (a boolean
+/// `isfinite().all()` costs about twenty times more on the CPU).
 pub(super) fn check_finite_rows(grads: &Tensor, tasks: &[String]) -> Result<()> {
-    let finite = Vec::<bool>::try_from(&grads.f_isfinite()?.f_all_dim(1, false)?)?;
-    match finite.iter().position(|f| !f) {
+    let to_vec =
+        |t: Tensor| -> Result<Vec<f64>> { Ok(Vec::<f64>::try_from(&t.f_to_kind(Kind::Double)?)?) };
+    let largest = to_vec(grads.f_amax([1].as_slice(), false)?)?;
+    let smallest = to_vec(grads.f_amin([1].as_slice(), false)?)?;
+    match (0..tasks.len()).find(|&i| !(largest[i].is_finite() && smallest[i].is_finite())) {
         Some(i) => Err(Error::msg(format!(
             "{} has a non-finite gradient (NaN or infinite entries)",
             task_label(tasks, i)
