@@ -168,6 +168,29 @@ pub(super) fn check_finite_rows(grads: &Tensor, tasks: &[String]) -> Result<()> 
     }
 }
 
+/// `update` if it is finite; otherwise the error naming the first task with
+/// a non-finite gradient, found only then. For the methods whose update is
+/// non-finite whenever an input entry is (RGW's positive weights, GradDrop's
+/// purity), this moves the check off the common path. A non-finite update
+/// from finite gradients (an f32 overflow) is returned as it is, for the
+/// runtime's `on_nonfinite` policy.
+pub(super) fn finite_or_named(
+    update: WeightingOutput,
+    grads: &Tensor,
+    tasks: &[String],
+) -> Result<WeightingOutput> {
+    // One reduction: the sum is finite unless an entry is not (or the sum
+    // overflows, which only costs the row check).
+    let total = update
+        .combined
+        .f_sum(update.combined.f_kind()?)?
+        .f_double_value(&[])?;
+    if !total.is_finite() {
+        check_finite_rows(grads, tasks)?;
+    }
+    Ok(update)
+}
+
 /// Below this, a squared norm summed from f32 products may have lost digits
 /// to subnormal underflow (`f32::MIN_POSITIVE / f32::EPSILON`, about 1e-31).
 const F32_UNDERFLOW: f64 = 1.1754944e-38 / 1.1920929e-7;

@@ -285,15 +285,17 @@ mod tests {
                 grads: None,
             });
             assert!(missing.is_err(), "{name}");
-            let nan = Tensor::from_slice(&[1.0f32, 0.0, 0.0, f32::NAN]).reshape([2, 2]);
-            let err = weigh(&mut *weighting, 0, &nan, None)
-                .err()
-                .unwrap()
-                .to_string();
-            assert!(
-                err.contains("task `task1` (row 1) has a non-finite gradient"),
-                "{name}: {err}"
-            );
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let grads = Tensor::from_slice(&[1.0f32, 0.0, 0.0, bad]).reshape([2, 2]);
+                let err = weigh(&mut *weighting, 0, &grads, None)
+                    .err()
+                    .unwrap_or_else(|| panic!("{name} accepted {bad}"))
+                    .to_string();
+                assert!(
+                    err.contains("task `task1` (row 1) has a non-finite gradient"),
+                    "{name}: {err}"
+                );
+            }
             let wrong = Tensor::ones([3, 2], (Kind::Float, Device::Cpu));
             assert!(
                 weigh(&mut *weighting, 0, &wrong, Some(&losses)).is_err(),
