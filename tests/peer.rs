@@ -49,6 +49,8 @@ struct Pair {
     f64_solve: bool,
     /// Which cases it runs on.
     cases: fn(&Case) -> bool,
+    /// Calls on the same matrix before comparing (stateful methods: 3).
+    calls: usize,
 }
 
 /// One input matrix.
@@ -159,6 +161,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-5 },
             f64_solve: false,
             cases: all,
+            calls: 1,
         },
         Pair {
             label: "dualproj",
@@ -167,6 +170,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-5 },
             f64_solve: false,
             cases: all,
+            calls: 1,
         },
         Pair {
             label: "aligned-mtl",
@@ -177,6 +181,7 @@ fn pairs() -> Vec<Pair> {
             // level, where both libraries' rank cutoffs decide on noise.
             f64_solve: false,
             cases: regular,
+            calls: 1,
         },
         Pair {
             label: "aligned-mtl-median",
@@ -185,6 +190,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-4 },
             f64_solve: false,
             cases: regular,
+            calls: 1,
         },
         Pair {
             label: "config",
@@ -193,6 +199,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-4 },
             f64_solve: false,
             cases: all,
+            calls: 1,
         },
         Pair {
             label: "imtl-g",
@@ -203,6 +210,7 @@ fn pairs() -> Vec<Pair> {
             // differ on singular Gramians (README).
             f64_solve: true,
             cases: regular,
+            calls: 1,
         },
         Pair {
             label: "krum",
@@ -211,6 +219,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-6 },
             f64_solve: false,
             cases: |c| c.t() >= 4,
+            calls: 1,
         },
         Pair {
             label: "trimmed-mean",
@@ -219,6 +228,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-6 },
             f64_solve: false,
             cases: |c| c.t() >= 3,
+            calls: 1,
         },
         Pair {
             label: "fairgrad",
@@ -233,6 +243,7 @@ fn pairs() -> Vec<Pair> {
             // the solution even in float64 (w·Mw = 62 instead of 1 for one
             // task); taskweave's solution is checked there by fairgrad.rs.
             cases: |c| c.regular && !c.extreme && c.t() <= 11,
+            calls: 1,
         },
         Pair {
             label: "fairgrad-alpha2",
@@ -247,6 +258,7 @@ fn pairs() -> Vec<Pair> {
             // the solution even in float64 (w·Mw = 62 instead of 1 for one
             // task); taskweave's solution is checked there by fairgrad.rs.
             cases: |c| c.regular && !c.extreme && c.t() <= 11,
+            calls: 1,
         },
         Pair {
             label: "cagrad",
@@ -261,6 +273,7 @@ fn pairs() -> Vec<Pair> {
             // below its norm_eps (1e-4 of the Frobenius norm) there.
             f64_solve: false,
             cases: |c| c.regular && !c.extreme,
+            calls: 1,
         },
         Pair {
             label: "nash-mtl",
@@ -275,6 +288,7 @@ fn pairs() -> Vec<Pair> {
             // least_squares does.
             f64_solve: false,
             cases: |c| c.regular && !c.extreme && (2..=11).contains(&c.t()),
+            calls: 1,
         },
         Pair {
             label: "mgda",
@@ -283,6 +297,58 @@ fn pairs() -> Vec<Pair> {
             check: Check::NoWorse,
             f64_solve: false,
             cases: regular,
+            calls: 1,
+        },
+        Pair {
+            label: "modo",
+            taskweave: json!({"kind": "modo"}),
+            torchjd: "Gramian(MoDoWeighting())",
+            check: Check::Exact { tol: 1e-5 },
+            f64_solve: false,
+            cases: regular,
+            calls: 3,
+        },
+        Pair {
+            label: "sdmgrad",
+            // The default lr = 10 makes the inner projected-gradient steps
+            // bounce between simplex vertices once T ≥ 3 (lr·λ_max(A) ≫ 2),
+            // where float rounding decides the end point; with lr = 0.1 they
+            // contract and both libraries reach the same weights.
+            taskweave: json!({"kind": "sdmgrad", "lr": 0.1}),
+            torchjd: "Gramian(SDMGradWeighting(lr=0.1))",
+            check: Check::Exact { tol: 1e-5 },
+            f64_solve: false,
+            cases: regular,
+            calls: 3,
+        },
+        Pair {
+            label: "excess-mtl",
+            taskweave: json!({"kind": "excess-mtl"}),
+            torchjd: "ExcessMTL()",
+            check: Check::Exact { tol: 1e-5 },
+            f64_solve: false,
+            cases: all,
+            calls: 3,
+        },
+        Pair {
+            label: "pcd",
+            taskweave: json!({"kind": "pcd"}),
+            torchjd: "PCD()",
+            check: Check::Exact { tol: 1e-5 },
+            f64_solve: false,
+            // With P = 1 a secondary task opposite the primary makes the
+            // constraints infeasible: there is no answer to agree on.
+            cases: |c| c.t() == 1 || c.rows[0].len() > 1,
+            calls: 3,
+        },
+        Pair {
+            label: "cr-mogm",
+            taskweave: json!({"kind": "cr-mogm", "base": {"kind": "upgrad"}, "alpha": 0.9}),
+            torchjd: "Gramian(CRMOGMWeighting(UPGradWeighting(), alpha=0.9))",
+            check: Check::Exact { tol: 1e-5 },
+            f64_solve: false,
+            cases: all,
+            calls: 3,
         },
         Pair {
             label: "pcgrad",
@@ -291,6 +357,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-6 },
             f64_solve: false,
             cases: |c| c.t() <= 2,
+            calls: 1,
         },
         Pair {
             label: "gradvac",
@@ -299,6 +366,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-6 },
             f64_solve: false,
             cases: |c| c.t() <= 2,
+            calls: 1,
         },
         Pair {
             label: "graddrop",
@@ -307,6 +375,7 @@ fn pairs() -> Vec<Pair> {
             check: Check::Exact { tol: 1e-6 },
             f64_solve: false,
             cases: |c| c.unanimous,
+            calls: 1,
         },
     ]
 }
@@ -315,11 +384,9 @@ fn tensor(rows: &[Vec<f32>]) -> Tensor {
     Tensor::from_slice(&rows.concat()).reshape([rows.len() as i64, -1])
 }
 
-fn ours(runtime: &Runtime, table: &Value, case: &Case) -> Vec<f64> {
+fn created(runtime: &Runtime, table: &Value, t: usize) -> Box<dyn Weighting> {
     let ctx = MethodContext {
-        tasks: (0..case.t())
-            .map(|i| format!("task{i}").as_str().into())
-            .collect(),
+        tasks: (0..t).map(|i| format!("task{i}").as_str().into()).collect(),
         device: "cpu".into(),
         seed: 0,
         weighting: table.to_string().as_str().into(),
@@ -328,13 +395,23 @@ fn ours(runtime: &Runtime, table: &Value, case: &Case) -> Vec<f64> {
     let method = runtime
         .create_method(Role::Weighting, table, &ctx)
         .unwrap_or_else(|e| panic!("creating {table}: {e}"));
-    let mut weighting: Box<dyn Weighting> = method.into_weighting().unwrap();
+    method.into_weighting().unwrap()
+}
+
+/// The update of the `calls`-th call on the case's matrix (one instance, so
+/// stateful methods move on between calls).
+fn ours(runtime: &Runtime, table: &Value, case: &Case, calls: usize) -> Vec<f64> {
+    let mut weighting = created(runtime, table, case.t());
     let losses = Tensor::ones(
         [case.t() as i64],
         (Kind::Float, taskweave_plugin_api::tch::Device::Cpu),
     );
-    let out = aggregate(weighting.as_mut(), 0, &losses, &tensor(&case.rows)).unwrap();
-    Vec::<f64>::try_from(&out.combined.to_kind(Kind::Double)).unwrap()
+    let grads = tensor(&case.rows);
+    let mut out = None;
+    for step in 0..calls {
+        out = Some(aggregate(weighting.as_mut(), step as u64, &losses, &grads).unwrap());
+    }
+    Vec::<f64>::try_from(&out.unwrap().combined.to_kind(Kind::Double)).unwrap()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -360,7 +437,7 @@ fn every_shared_aggregator_agrees_with_torchjd() {
                 .filter(|c| (p.cases)(c))
                 .map(|c| c.name.as_str())
                 .collect();
-            json!({"label": p.label, "torchjd": p.torchjd, "cases": names})
+            json!({"label": p.label, "torchjd": p.torchjd, "cases": names, "calls": p.calls})
         })
         .collect();
     let f64_keys: Vec<String> = pairs
@@ -391,7 +468,7 @@ fn every_shared_aggregator_agrees_with_torchjd() {
     let mut compared = 0;
     for pair in &pairs {
         for case in cases.iter().filter(|c| (pair.cases)(c)) {
-            let a = ours(&runtime, &pair.taskweave, case);
+            let a = ours(&runtime, &pair.taskweave, case, pair.calls);
             let b = Vec::<f64>::try_from(
                 &theirs[&format!("{}/{}", pair.label, case.name)].to_kind(Kind::Double),
             )
@@ -436,4 +513,55 @@ fn every_shared_aggregator_agrees_with_torchjd() {
         failures.join("\n")
     );
     assert!(compared > 100, "only {compared} comparisons");
+}
+
+/// Weights of one call (f64 gradients).
+fn weights_of(weighting: &mut dyn Weighting, step: u64, rows: &[Vec<f32>]) -> Vec<f64> {
+    let grads = tensor(rows).to_kind(Kind::Double);
+    let losses = Tensor::ones(
+        [rows.len() as i64],
+        (Kind::Double, taskweave_plugin_api::tch::Device::Cpu),
+    );
+    let out = aggregate(weighting, step, &losses, &grads).unwrap();
+    Vec::<f64>::try_from(&out.weights.unwrap()).unwrap()
+}
+
+#[test]
+fn cr_mogm_smooths_its_base_and_resumes_exactly() {
+    let runtime = Runtime::new(&Config::new());
+    let mut rng = SplitMix::at(4, 4);
+    let (a, b) = (normal_rows(&mut rng, 4, 20), normal_rows(&mut rng, 4, 20));
+    let table = json!({"kind": "cr-mogm", "base": {"kind": "upgrad"}, "alpha": 0.75});
+    let mut smoothed = created(&runtime, &table, 4);
+    let mut base = created(&runtime, &json!({"kind": "upgrad"}), 4);
+    let (first, second) = (
+        weights_of(base.as_mut(), 0, &a),
+        weights_of(base.as_mut(), 1, &b),
+    );
+    assert_eq!(weights_of(smoothed.as_mut(), 0, &a), first);
+    let state = smoothed.state().unwrap();
+    let s2 = weights_of(smoothed.as_mut(), 1, &b);
+    for i in 0..4 {
+        assert!(
+            (s2[i] - (0.75 * first[i] + 0.25 * second[i])).abs() < 1e-12,
+            "{s2:?}"
+        );
+    }
+    let mut resumed = created(&runtime, &table, 4);
+    resumed.load_state(state).unwrap();
+    assert_eq!(weights_of(resumed.as_mut(), 1, &b), s2);
+    // A base without per-task weights is refused when it first runs.
+    let mut blind = created(
+        &runtime,
+        &json!({"kind": "cr-mogm", "base": {"kind": "graddrop"}}),
+        4,
+    );
+    let losses = Tensor::ones([4], (Kind::Float, taskweave_plugin_api::tch::Device::Cpu));
+    let err = aggregate(blind.as_mut(), 0, &losses, &tensor(&a))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("reports no per-task weights"),
+        "{err}"
+    );
 }

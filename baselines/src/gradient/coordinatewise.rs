@@ -20,6 +20,9 @@
 //!   update `Σ_i w_i g_i` with `w = softmax(z)`, `z ~ N(0, I)` drawn per step
 //!   from (seed, step). (`rlw`, the loss-weighting twin, is a plugin.)
 //!
+//! - `constant` (TorchJD's `Constant`): fixed weights, `weights` (1 each by
+//!   default: the sum of the gradients, as `ew` gives through the losses).
+//!
 //! TrimmedMean and GradDrop report no per-task weights (there are none).
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema, NoKeys};
@@ -312,6 +315,56 @@ fn create_rgw(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<
         seed: ctx.seed,
     }))
 }
+
+/// Fixed weights.
+struct Constant {
+    tasks: Vec<String>,
+    weights: Vec<f64>,
+}
+
+impl Weighting for Constant {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let (grads, _) = checked(input, &self.tasks)?;
+        finite_or_named(weighted(grads, &self.weights)?, grads, &self.tasks)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct ConstantConfig {
+    /// One weight per task, in the order of [tasks] (default: 1 each).
+    weights: Option<Vec<f64>>,
+}
+
+fn create_constant(
+    config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Weighting>> {
+    let ConstantConfig { weights } = typed(config)?;
+    let tasks = task_names(ctx)?;
+    let t = tasks.len();
+    let weights = weights.unwrap_or_else(|| vec![1.0; t]);
+    if weights.len() != t || weights.iter().any(|w| !w.is_finite()) {
+        return Err(Error::input(format!(
+            "constant's `weights` needs one finite number per task ({t}), got {weights:?}"
+        )));
+    }
+    Ok(Box::new(Constant { tasks, weights }))
+}
+
+register_method!(Method::new(
+    "constant",
+    env!("CARGO_PKG_VERSION"),
+    "Constant: the task gradients combined with fixed weights",
+    schema_for::<ConstantConfig>,
+    Constructor::Weighting(create_constant),
+));
 
 register_method!(Method::new(
     "trimmed-mean",

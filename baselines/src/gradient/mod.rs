@@ -19,6 +19,12 @@
 //! | `rgw` | none | `softmax(z)` |
 //! | `trimmed-mean` | `trim_number = 1` | none |
 //! | `graddrop` | `leak = 0` | none |
+//! | `modo` | `gamma = 0.1`, `rho = 0.1` | `λ` (state) |
+//! | `sdmgrad` | `lr = 10`, `momentum = 0.5`, `n_iter = 20`, `lambda = 0.3`, `pref_vector = 1/T` | `(w + λw̃)/(1 + λ)` |
+//! | `excess-mtl` | `robust_step_size = 1`, `n_warmup_steps = 0` | the softmax weights (state) |
+//! | `pcd` | `tau = 0.02`, `beta = 0.999`, `eps = 1e-8` | `(1, μ)` scaled |
+//! | `cr-mogm` | `base = mgda`, `alpha = 0.9` | the smoothed base weights |
+//! | `constant` | `weights = 1` each | `weights` |
 //!
 //! All but the last three share one path (`combine`): the input is checked
 //! (gradients present, shape `[T, P]`, finite values, naming the task
@@ -33,23 +39,29 @@
 //! (`coordinatewise`).
 //!
 //! All are deterministic functions of their input, the run's seed, the step
-//! and (Nash-MTL, GradVac) their saved state.
+//! and (Nash-MTL, GradVac, MoDo, SDMGrad, ExcessMTL, PCD, CR-MOGM) their
+//! saved state.
 
 mod aligned_mtl;
 mod cagrad;
 mod combine;
 mod conflict_free;
 mod coordinatewise;
+mod cr_mogm;
+mod double_sampling;
 mod dual_cone;
+mod excess_mtl;
 mod fairgrad;
 mod gradvac;
 mod imtl;
 mod krum;
 mod mgda;
 mod nash;
+mod pcd;
 mod pcgrad;
 mod preference;
 mod solvers;
+mod vectors;
 
 #[cfg(test)]
 mod testing;
@@ -64,7 +76,7 @@ mod tests {
     use taskweave_plugin_api::tch::{Device, Kind, Tensor};
     use taskweave_plugin_api::{Role, WeightingInput, WeightingKind};
 
-    const METHODS: [&str; 15] = [
+    const METHODS: [&str; 20] = [
         "pcgrad",
         "cagrad",
         "mgda",
@@ -80,6 +92,11 @@ mod tests {
         "rgw",
         "trimmed-mean",
         "graddrop",
+        "modo",
+        "sdmgrad",
+        "excess-mtl",
+        "pcd",
+        "constant",
     ];
 
     /// Krum and the trimmed mean need at least three tasks with their defaults.
@@ -227,6 +244,11 @@ mod tests {
             ("gradvac", 1.0),
             ("rgw", 1.0),
             ("graddrop", 1.0),
+            ("modo", 1.0),
+            ("sdmgrad", 1.0),
+            ("excess-mtl", 1.0),
+            ("pcd", 1.0),
+            ("constant", 1.0),
         ] {
             let out = weigh(
                 &mut *create(name, defaults(), &context(1, 0)),

@@ -285,6 +285,25 @@ pub(super) fn nonnegative_qp(m: &Matrix, q: &[f64]) -> Vec<f64> {
     x
 }
 
+/// The Euclidean projection of `y` onto the probability simplex (Held, Wolfe
+/// and Crowder 1974; the sort-based form of Duchi et al. 2008): subtract the
+/// threshold that makes the positive parts sum to 1, clamp at 0.
+pub(super) fn simplex_projection(y: &[f64]) -> Vec<f64> {
+    let mut sorted = y.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut total = 0.0;
+    let mut threshold = (y.iter().sum::<f64>() - 1.0) / y.len() as f64;
+    for (i, &v) in sorted.iter().enumerate().take(y.len().saturating_sub(1)) {
+        total += v;
+        let candidate = (total - 1.0) / (i + 1) as f64;
+        if candidate > sorted[i + 1] {
+            threshold = candidate;
+            break;
+        }
+    }
+    y.iter().map(|v| (v - threshold).max(0.0)).collect()
+}
+
 /// Sweeps of the Jacobi eigenvalue method; it converges quadratically, and
 /// T×T Gramians need well under ten.
 const MAX_SWEEPS: usize = 64;
@@ -854,6 +873,28 @@ mod tests {
                         "{what} p={p}: row {i}: {} vs {target}",
                         mx[i]
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simplex_projection_is_the_nearest_simplex_point() {
+        let mut rng = SplitMix::at(8, 0);
+        for n in [1, 2, 3, 7] {
+            for _ in 0..50 {
+                let y: Vec<f64> = (0..n).map(|_| 2.0 * rng.normal()).collect();
+                let x = simplex_projection(&y);
+                assert!((x.iter().sum::<f64>() - 1.0).abs() < 1e-12 && x.iter().all(|&v| v >= 0.0));
+                // Optimality: y − x is constant on the support and no larger off it.
+                let gap: Vec<f64> = y.iter().zip(&x).map(|(a, b)| a - b).collect();
+                let on = (0..n).find(|&i| x[i] > 0.0).unwrap();
+                for i in 0..n {
+                    if x[i] > 0.0 {
+                        assert!((gap[i] - gap[on]).abs() < 1e-12, "{y:?}");
+                    } else {
+                        assert!(y[i] <= gap[on] + 1e-12, "{y:?}");
+                    }
                 }
             }
         }

@@ -1,0 +1,248 @@
+//! ExcessMTL (He, Zhou, Han, Liu, "Robust Multi-Task Learning with Excess
+//! Risks", ICML 2024): task weights raised in proportion to each task's
+//! estimated excess risk, by exponentiated gradient steps.
+//!
+//! Per step, the squared gradients are accumulated per entry (`S += G∘G`, an
+//! AdaGrad-style diagonal curvature estimate), the excess-risk proxy of task
+//! i is `r_i = Σ_j g_ij²/sqrt(S_ij + 1e-7)`, normalised by its value at the
+//! first step after the warm-up (`r_i/(r_i⁰ + 1e-7)`; not on that first step
+//! itself), and the weights move as `w ← softmax(log w + η·r)` from `1/T`.
+//! During `n_warmup_steps` the weights stay `1/T` and `r⁰` is the warm-up
+//! mean of `r`. Conventions and defaults are TorchJD 0.18's `ExcessMTL`
+//! (`robust_step_size` η = 1.0, `n_warmup_steps` 0), checked against it.
+//!
+//! The state is `S` (a `[T, P]` f64 tensor on the gradients' device: two
+//! more f32 gradient matrices' worth of memory; f64 because squares of f32
+//! gradients overflow beyond 1e19 and a sum over many steps should keep its
+//! small terms; TorchJD keeps it in the gradients' dtype), the weights, `r⁰`
+//! or the warm-up sum, and the step count; all of it is checkpointed.
+
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::{
+    register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
+    WeightingInput, WeightingKind, WeightingOutput,
+};
+
+use super::combine::{checked, finite_or_named, task_names, weighted};
+use super::vectors::load_vector;
+
+/// Added under the square root and to the normaliser, as the reference.
+const EPS: f64 = 1e-7;
+
+/// The ExcessMTL weighting.
+struct ExcessMtl {
+    tasks: Vec<String>,
+    step_size: f64,
+    warmup: u64,
+    /// `S`, the accumulated squared gradients; `None` before the first step.
+    squares: Option<Tensor>,
+    weights: Vec<f64>,
+    /// The warm-up sum of `r`, then (from the first step after it) `r⁰`.
+    reference: Vec<f64>,
+    /// Steps seen.
+    steps: u64,
+}
+
+impl Weighting for ExcessMtl {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let (grads, _) = checked(input, &self.tasks)?;
+        // In f64: squares of f32 gradients beyond 1e19 overflow f32, and a sum
+        // over thousands of steps keeps its small terms.
+        let g = grads.f_detach()?.f_to_kind(Kind::Double)?;
+        let squared = g.f_square()?;
+        let squares = match self.squares.take() {
+            Some(s) if s.size() == squared.size() => s.f_add(&squared)?,
+            Some(s) => {
+                return Err(Error::msg(format!(
+                    "excess-mtl: the gradients have shape {:?}, its state {:?}",
+                    squared.size(),
+                    s.size()
+                )))
+            }
+            None => squared.shallow_clone(),
+        };
+        let curvature = squares.f_add_scalar(EPS)?.f_sqrt()?;
+        let r = squared
+            .f_div(&curvature)?
+            .f_sum_dim_intlist(1, false, Kind::Double)?;
+        self.squares = Some(squares);
+        let r = Vec::<f64>::try_from(&r)?;
+        let t = self.tasks.len();
+        if self.steps < self.warmup {
+            self.reference.iter_mut().zip(&r).for_each(|(s, x)| *s += x);
+        } else {
+            let scaled: Vec<f64> = if self.steps == self.warmup {
+                // The first step after the warm-up sets r⁰.
+                if self.warmup > 0 {
+                    self.reference
+                        .iter_mut()
+                        .for_each(|s| *s /= self.warmup as f64);
+                    r.iter()
+                        .zip(&self.reference)
+                        .map(|(x, r0)| x / (r0 + EPS))
+                        .collect()
+                } else {
+                    self.reference = r.clone();
+                    r
+                }
+            } else {
+                r.iter()
+                    .zip(&self.reference)
+                    .map(|(x, r0)| x / (r0 + EPS))
+                    .collect()
+            };
+            let logits: Vec<f64> = self
+                .weights
+                .iter()
+                .zip(&scaled)
+                .map(|(w, x)| w.ln() + self.step_size * x)
+                .collect();
+            let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
+            let total: f64 = e.iter().sum();
+            self.weights = e.iter().map(|x| x / total).collect();
+        }
+        self.steps += 1;
+        debug_assert_eq!(self.weights.len(), t);
+        finite_or_named(weighted(grads, &self.weights)?, grads, &self.tasks)
+    }
+
+    fn state(&self) -> Result<State> {
+        let Some(squares) = &self.squares else {
+            return Ok(State::default());
+        };
+        Ok(State {
+            tensors: vec![
+                ("squares".into(), squares.f_detach_copy()?),
+                ("weights".into(), Tensor::f_from_slice(&self.weights)?),
+                ("reference".into(), Tensor::f_from_slice(&self.reference)?),
+            ],
+            meta: json!({ "steps": self.steps }),
+        })
+    }
+
+    fn load_state(&mut self, mut state: State) -> Result<()> {
+        let t = self.tasks.len();
+        if state.is_empty() {
+            self.squares = None;
+            self.weights = vec![1.0 / t as f64; t];
+            self.reference = vec![0.0; t];
+            self.steps = 0;
+            return Ok(());
+        }
+        let steps = state.meta["steps"]
+            .as_u64()
+            .ok_or_else(|| Error::msg("excess-mtl state: `steps` missing"))?;
+        let squares = state.take_tensor("squares")?;
+        if squares.size().first() != Some(&(t as i64)) {
+            return Err(Error::msg(format!(
+                "excess-mtl state: `squares` must have {t} rows, got shape {:?}",
+                squares.size()
+            )));
+        }
+        let weights = load_vector(&mut state, "excess-mtl", "weights", t)?;
+        let reference = load_vector(&mut state, "excess-mtl", "reference", t)?;
+        self.weights = weights.unwrap_or_else(|| vec![1.0 / t as f64; t]);
+        self.reference = reference.unwrap_or_else(|| vec![0.0; t]);
+        self.squares = Some(squares);
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Step size η of the exponentiated-gradient update of the weights.
+    #[schemars(range(min = 0.0))]
+    robust_step_size: f64,
+    /// Steps that only measure the reference excess risk (weights stay 1/T).
+    n_warmup_steps: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            robust_step_size: 1.0,
+            n_warmup_steps: 0,
+        }
+    }
+}
+
+fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    let config: Config = typed(config)?;
+    let tasks = task_names(ctx)?;
+    let t = tasks.len();
+    Ok(Box::new(ExcessMtl {
+        tasks,
+        step_size: config.robust_step_size,
+        warmup: config.n_warmup_steps,
+        squares: None,
+        weights: vec![1.0 / t as f64; t],
+        reference: vec![0.0; t],
+        steps: 0,
+    }))
+}
+
+register_method!(Method::new(
+    "excess-mtl",
+    env!("CARGO_PKG_VERSION"),
+    "ExcessMTL: task weights raised with each task's estimated excess risk (He et al., ICML 2024)",
+    schema_for::<Config>,
+    Constructor::Weighting(create),
+));
+
+#[cfg(test)]
+mod tests {
+    use crate::gradient::testing::{context, create, instances, tensor_of, values, weigh};
+    use taskweave_plugin_api::serde_json::json;
+    use taskweave_plugin_api::tch::Kind;
+
+    #[test]
+    fn resuming_mid_warmup_and_after_continues_exactly() {
+        let (_, grads) = instances().swap_remove(11);
+        let t = grads.len();
+        let g = tensor_of(&grads, Kind::Float);
+        let config = json!({ "n_warmup_steps": 2 });
+        for stop in [1, 3] {
+            let mut straight = create("excess-mtl", config.clone(), &context(t, 0));
+            for step in 0..stop {
+                weigh(&mut *straight, step, &g, None).unwrap();
+            }
+            let mut resumed = create("excess-mtl", config.clone(), &context(t, 0));
+            resumed.load_state(straight.state().unwrap()).unwrap();
+            for step in stop..stop + 2 {
+                let a = weigh(&mut *straight, step, &g, None).unwrap();
+                let b = weigh(&mut *resumed, step, &g, None).unwrap();
+                assert!(a.combined.equal(&b.combined), "stop {stop} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_task_with_larger_excess_risk_gains_weight() {
+        // Task 1's gradient keeps its size while task 0's shrinks: task 1's
+        // normalised excess risk grows, and so does its weight.
+        let mut method = create("excess-mtl", json!({}), &context(2, 0));
+        let mut weights = vec![];
+        for step in 0..5 {
+            let shrink = 0.5f64.powi(step as i32);
+            let grads = vec![vec![shrink, 0.0], vec![0.0, 1.0]];
+            weights = values(
+                &weigh(&mut *method, step, &tensor_of(&grads, Kind::Double), None)
+                    .unwrap()
+                    .weights
+                    .unwrap(),
+            );
+        }
+        assert!(weights[1] > 0.6, "{weights:?}");
+    }
+}
