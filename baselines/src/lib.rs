@@ -8,10 +8,12 @@
 
 #![deny(missing_docs)]
 
+mod adam;
 mod architecture;
 pub mod gradient;
 mod loss;
 pub mod strategy;
+mod vectors;
 
 /// Makes sure the linker keeps this crate's registrations: `inventory` entries
 /// in a crate nothing references would be dropped. The runtime calls it once.

@@ -20,7 +20,7 @@ use taskweave_plugin_api::{
 
 use super::combine::{checked, task_names, weighted};
 use super::preference::preference;
-use super::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, vector_state};
 
 /// The CR-MOGM weighting.
 struct CrMogm {

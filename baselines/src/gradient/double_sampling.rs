@@ -32,7 +32,7 @@ use taskweave_plugin_api::{
 use super::combine::{combine, task_names, Step};
 use super::preference::preference;
 use super::solvers::{simplex_projection, Matrix};
-use super::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, vector_state};
 
 /// Which of the two methods, with its options.
 enum Rule {

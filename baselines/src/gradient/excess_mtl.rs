@@ -27,7 +27,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{checked, finite_or_named, task_names, weighted};
-use super::vectors::load_vector;
+use crate::vectors::load_vector;
 
 /// Added under the square root and to the normaliser, as the reference.
 const EPS: f64 = 1e-7;

@@ -25,6 +25,9 @@
 //! | `pcd` | `tau = 0.02`, `beta = 0.999`, `eps = 1e-8` | `(1, μ)` scaled |
 //! | `cr-mogm` | `base = mgda`, `alpha = 0.9` | the smoothed base weights |
 //! | `constant` | `weights = 1` each | `weights` |
+//! | `db-mtl` | `beta = 0.9`, `beta_sigma = 0` | the norm-balancing scales (of the tracked gradients) |
+//! | `moco` | `beta = 0.5`, `beta_sigma = 0.5`, `gamma = 0.1`, `gamma_sigma = 0.5`, `rho = 0` | `λ` (of the tracked gradients) |
+//! | `gradnorm` | `alpha = 1.5`, `lr = 0.025` | `T·softmax(s)` |
 //!
 //! All but the last three share one path (`combine`): the input is checked
 //! (gradients present, shape `[T, P]`, finite values, naming the task
@@ -52,6 +55,7 @@ mod double_sampling;
 mod dual_cone;
 mod excess_mtl;
 mod fairgrad;
+mod gradnorm;
 mod gradvac;
 mod imtl;
 mod krum;
@@ -61,10 +65,10 @@ mod pcd;
 mod pcgrad;
 mod preference;
 mod solvers;
-mod vectors;
+mod tracking;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
@@ -76,7 +80,7 @@ mod tests {
     use taskweave_plugin_api::tch::{Device, Kind, Tensor};
     use taskweave_plugin_api::{Role, WeightingInput, WeightingKind};
 
-    const METHODS: [&str; 20] = [
+    const METHODS: [&str; 23] = [
         "pcgrad",
         "cagrad",
         "mgda",
@@ -97,6 +101,9 @@ mod tests {
         "excess-mtl",
         "pcd",
         "constant",
+        "db-mtl",
+        "moco",
+        "gradnorm",
     ];
 
     /// Krum and the trimmed mean need at least three tasks with their defaults.
@@ -104,9 +111,10 @@ mod tests {
         tasks >= 3 || !matches!(name, "krum" | "trimmed-mean")
     }
 
-    /// Whether the method reports per-task weights.
+    /// Whether the method reports per-task weights that reproduce its update
+    /// from this step's gradients.
     fn weighs(name: &str) -> bool {
-        !matches!(name, "trimmed-mean" | "graddrop")
+        !matches!(name, "trimmed-mean" | "graddrop" | "db-mtl" | "moco")
     }
 
     #[test]
@@ -249,6 +257,16 @@ mod tests {
             ("excess-mtl", 1.0),
             ("pcd", 1.0),
             ("constant", 1.0),
+            // The average starts at 0: b = (1 − β)·g/(L + 1e-8) with L = 1,
+            // scaled by ‖b‖/(‖b‖ + 1e-8), ‖b‖ = 0.05/(1 + 1e-8).
+            ("db-mtl", {
+                let b = 0.1 / (1.0 + 1e-8);
+                let n = 0.5 * b;
+                b * n / (n + 1e-8)
+            }),
+            // y = β·L·g/(‖g‖ + 1e-8) with β = 0.5, L = 1, ‖g‖ = 0.5.
+            ("moco", 0.5 / (0.5 + 1e-8)),
+            ("gradnorm", 1.0),
         ] {
             let out = weigh(
                 &mut *create(name, defaults(), &context(1, 0)),

@@ -26,7 +26,7 @@ use taskweave_plugin_api::{
 
 use super::combine::{combine, task_names, Step};
 use super::solvers::{nonnegative_qp, Matrix};
-use super::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, vector_state};
 
 /// The PCD weighting.
 struct Pcd {

@@ -13,7 +13,7 @@ use taskweave_plugin_api::{
 use super::solvers::{dot, Matrix};
 
 /// `t` standard normal gradients of length `p`.
-pub(super) fn random_grads(rng: &mut SplitMix, t: usize, p: usize) -> Vec<Vec<f64>> {
+pub(crate) fn random_grads(rng: &mut SplitMix, t: usize, p: usize) -> Vec<Vec<f64>> {
     (0..t)
         .map(|_| (0..p).map(|_| rng.normal()).collect())
         .collect()
@@ -23,7 +23,7 @@ pub(super) fn random_grads(rng: &mut SplitMix, t: usize, p: usize) -> Vec<Vec<f6
 /// T = 40 for one seed, as in CelebA's 40 attributes): random,
 /// nearly collinear, pairwise conflicting, wildly different norms, and more
 /// tasks than dimensions (a singular Gramian, all gradients in one half-space).
-pub(super) fn instances() -> Vec<(String, Vec<Vec<f64>>)> {
+pub(crate) fn instances() -> Vec<(String, Vec<Vec<f64>>)> {
     let mut out = Vec::new();
     for seed in 0..3 {
         let many = if seed == 0 { Some(40) } else { None };
@@ -70,7 +70,7 @@ pub(super) fn instances() -> Vec<(String, Vec<Vec<f64>>)> {
 /// Named degenerate gradient sets: exact duplicates, parallel and opposite
 /// gradients, a zero gradient, Pareto-stationary sets (0 inside the hull) and
 /// extreme magnitudes.
-pub(super) fn degenerate() -> Vec<(String, Vec<Vec<f64>>)> {
+pub(crate) fn degenerate() -> Vec<(String, Vec<Vec<f64>>)> {
     let mut rng = SplitMix::at(99, 0);
     let g = random_grads(&mut rng, 3, 6);
     let scaled = |v: &[f64], s: f64| v.iter().map(|x| s * x).collect::<Vec<f64>>();
@@ -103,7 +103,7 @@ pub(super) fn gram_of(grads: &[Vec<f64>]) -> Matrix {
 }
 
 /// The largest absolute componentwise difference.
-pub(super) fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
@@ -112,7 +112,7 @@ pub(super) fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// `grads` as a `[T, P]` tensor of `kind` on the CPU.
-pub(super) fn tensor_of(grads: &[Vec<f64>], kind: Kind) -> Tensor {
+pub(crate) fn tensor_of(grads: &[Vec<f64>], kind: Kind) -> Tensor {
     let flat: Vec<f64> = grads.concat();
     Tensor::from_slice(&flat)
         .reshape([grads.len() as i64, -1])
@@ -120,12 +120,12 @@ pub(super) fn tensor_of(grads: &[Vec<f64>], kind: Kind) -> Tensor {
 }
 
 /// A tensor as f64 values.
-pub(super) fn values(tensor: &Tensor) -> Vec<f64> {
+pub(crate) fn values(tensor: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(&tensor.to_kind(Kind::Double)).unwrap()
 }
 
 /// A context with tasks `task0`, `task1`, ... on the CPU.
-pub(super) fn context(tasks: usize, seed: u64) -> MethodContext {
+pub(crate) fn context(tasks: usize, seed: u64) -> MethodContext {
     MethodContext {
         tasks: (0..tasks).map(|i| format!("task{i}").into()).collect(),
         device: "cpu".into(),
@@ -137,7 +137,7 @@ pub(super) fn context(tasks: usize, seed: u64) -> MethodContext {
 
 /// The registered method `name`'s schema defaults, overridden by `overrides`:
 /// the config the host would pass after validation.
-pub(super) fn config(name: &str, overrides: Value) -> Value {
+pub(crate) fn config(name: &str, overrides: Value) -> Value {
     let method = registered()
         .find(|m| m.name == name)
         .unwrap_or_else(|| panic!("`{name}` is not registered"));
@@ -156,7 +156,7 @@ pub(super) fn config(name: &str, overrides: Value) -> Value {
 /// Creates the registered weighting `name` the way the runtime does: through
 /// [`Method::create`](taskweave_plugin_api::Method::create), behind the
 /// guarded FFI adapters.
-pub(super) fn create(name: &str, overrides: Value, ctx: &MethodContext) -> Box<dyn Weighting> {
+pub(crate) fn create(name: &str, overrides: Value, ctx: &MethodContext) -> Box<dyn Weighting> {
     let method = registered().find(|m| m.name == name).unwrap();
     let created = method
         .create(&config(name, overrides), ctx, &Host::standalone())
@@ -168,7 +168,7 @@ pub(super) fn create(name: &str, overrides: Value, ctx: &MethodContext) -> Box<d
 }
 
 /// One call of `weighting` on `grads` (losses all 1 unless given).
-pub(super) fn weigh(
+pub(crate) fn weigh(
     weighting: &mut dyn Weighting,
     step: u64,
     grads: &Tensor,
@@ -183,6 +183,6 @@ pub(super) fn weigh(
 }
 
 /// An empty override set.
-pub(super) fn defaults() -> Value {
+pub(crate) fn defaults() -> Value {
     json!({})
 }

@@ -10,13 +10,12 @@
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::{json, Value};
-use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::weighted_sum;
+use super::{values, weighted_sum};
 
 struct Dwa {
     temperature: f64,
@@ -51,13 +50,7 @@ impl Weighting for Dwa {
     }
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
-        let values = Vec::<f64>::try_from(
-            input
-                .losses
-                .f_detach()?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(taskweave_plugin_api::tch::Device::Cpu)?,
-        )?;
+        let values = values(input.losses)?;
         let out = weighted_sum(input.losses, &self.weights(values.len()))?;
         if self.sum.len() != values.len() {
             self.sum = vec![0.0; values.len()];

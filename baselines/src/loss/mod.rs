@@ -2,6 +2,10 @@
 
 mod dwa;
 mod ew;
+mod famo;
+mod gls;
+mod imtl_l;
+mod stch;
 mod uw;
 
 use taskweave_plugin_api::tch::{Kind, Tensor};
@@ -22,6 +26,155 @@ fn weighted_sum(losses: &Tensor, weights: &[f64]) -> Result<WeightingOutput> {
     })
 }
 
+/// The losses' values, detached, as f64 on the CPU.
+fn values(losses: &Tensor) -> Result<Vec<f64>> {
+    Ok(Vec::<f64>::try_from(
+        losses
+            .f_detach()?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(taskweave_plugin_api::tch::Device::Cpu)?,
+    )?)
+}
+
+/// Fails naming the first task whose loss is not positive, for the methods
+/// that take logarithms of the losses.
+fn check_positive(method: &str, losses: &[f64]) -> Result<()> {
+    match losses.iter().position(|&l| !(l > 0.0 && l.is_finite())) {
+        Some(i) => Err(taskweave_plugin_api::Error::msg(format!(
+            "{method} takes the logarithm of every loss, but task {i}'s loss is {}: it needs positive, finite losses",
+            losses[i]
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn num_tasks(losses: &Tensor) -> usize {
     losses.size().first().copied().unwrap_or(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gradient::testing::{context, create, values};
+    use taskweave_plugin_api::serde_json::json;
+    use taskweave_plugin_api::tch::{Kind, Tensor};
+    use taskweave_plugin_api::{Weighting, WeightingInput};
+
+    /// The combined loss, the reported weights and the autograd gradient of
+    /// the combined loss with respect to each task loss.
+    fn run(weighting: &mut dyn Weighting, step: u64, losses: &[f64]) -> (f64, Vec<f64>, Vec<f64>) {
+        let l = Tensor::from_slice(losses).set_requires_grad(true);
+        let out = weighting
+            .weigh(&WeightingInput {
+                step,
+                losses: &l,
+                grads: None,
+            })
+            .unwrap();
+        out.combined.backward();
+        (
+            out.combined.double_value(&[]),
+            values(&out.weights.unwrap()),
+            values(&l.grad()),
+        )
+    }
+
+    #[test]
+    fn gls_is_the_geometric_mean_and_reports_its_gradient() {
+        let mut gls = create("gls", json!({}), &context(3, 0));
+        let (loss, weights, grads) = run(&mut *gls, 0, &[1.0, 8.0, 27.0]);
+        assert!((loss - 6.0).abs() < 1e-5, "{loss}");
+        for (w, g) in weights.iter().zip(&grads) {
+            assert!((w - g).abs() < 1e-6, "{weights:?} vs {grads:?}");
+        }
+        let err = gls
+            .weigh(&WeightingInput {
+                step: 1,
+                losses: &Tensor::from_slice(&[1.0f32, 0.0, 2.0]),
+                grads: None,
+            })
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("task 1's loss is 0"), "{err}");
+    }
+
+    #[test]
+    fn imtl_l_drives_every_scaled_loss_to_one() {
+        let mut imtl = create("imtl-l", json!({}), &context(2, 0));
+        let mut params = imtl.parameters().unwrap();
+        let mut log_scale = params.remove(0).1;
+        let losses = [4.0, 0.25];
+        for step in 0..2000 {
+            let l = Tensor::from_slice(&losses).to_kind(Kind::Float);
+            let out = imtl
+                .weigh(&WeightingInput {
+                    step,
+                    losses: &l,
+                    grads: None,
+                })
+                .unwrap();
+            out.combined.backward();
+            let step = log_scale.grad().f_mul_scalar(0.05).unwrap();
+            taskweave_plugin_api::tch::no_grad(|| {
+                let _ = log_scale.f_sub_(&step);
+            });
+            let _ = log_scale.grad().f_zero_();
+        }
+        let scales = values(&log_scale.exp());
+        assert!(
+            (scales[0] * 4.0 - 1.0).abs() < 1e-3 && (scales[1] * 0.25 - 1.0).abs() < 1e-3,
+            "{scales:?}"
+        );
+    }
+
+    #[test]
+    fn stch_calibrates_then_focuses_on_the_worst_normalised_task() {
+        let mut stch = create(
+            "stch",
+            json!({ "mu": 0.01, "warmup": 1, "nadir_steps": 2 }),
+            &context(2, 0),
+        );
+        for step in 0..3 {
+            let (_, weights, grads) = run(&mut *stch, step, &[2.0, 4.0]);
+            assert_eq!(weights, vec![1.0, 1.0]);
+            assert!((grads[0] - 0.5).abs() < 1e-9 && (grads[1] - 0.25).abs() < 1e-9);
+        }
+        // Nadir (2, 4): task 1 at 2× its nadir is the worst; μ small: it takes all the weight.
+        let (_, weights, grads) = run(&mut *stch, 3, &[2.0, 8.0]);
+        assert!(
+            (weights[1] - 2.0).abs() < 1e-6 && weights[0] < 1e-6,
+            "{weights:?}"
+        );
+        assert!((grads[1] - 2.0 / 8.0).abs() < 1e-6, "{grads:?}");
+        let mut resumed = create(
+            "stch",
+            json!({ "mu": 0.01, "warmup": 1, "nadir_steps": 2 }),
+            &context(2, 0),
+        );
+        resumed.load_state(stch.state().unwrap()).unwrap();
+        assert_eq!(
+            run(&mut *resumed, 4, &[3.0, 4.0]).1,
+            run(&mut *stch, 4, &[3.0, 4.0]).1
+        );
+    }
+
+    #[test]
+    fn famo_shifts_weight_to_the_task_whose_loss_stalls() {
+        let mut famo = create("famo", json!({}), &context(2, 0));
+        let mut weights = vec![];
+        for step in 0..50 {
+            // Task 0 stalls at 1.0; task 1 falls by 5% a step.
+            let losses = [1.0, 0.95f64.powi(step as i32)];
+            let (_, w, grads) = run(&mut *famo, step, &losses);
+            for (a, b) in w.iter().zip(&grads) {
+                assert!(
+                    (a - b).abs() < 1e-6 * a.abs().max(1.0),
+                    "{w:?} vs {grads:?}"
+                );
+            }
+            weights = w;
+        }
+        // The weights on the log-losses are z/c; task 0's share must have grown.
+        let share0 = weights[0] * 1.0 / (weights[0] * 1.0 + weights[1] * 0.95f64.powi(49));
+        assert!(share0 > 0.6, "{weights:?}");
+    }
 }

@@ -5,8 +5,9 @@ use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{Error, Result, State};
 
 /// A state holding the named vectors as f64 tensors.
-pub(super) fn vector_state(vectors: &[(&str, &[f64])]) -> Result<State> {
+pub(crate) fn vector_state(vectors: &[(&str, &[f64])]) -> Result<State> {
     let mut tensors = Vec::with_capacity(vectors.len());
+    // Names must be unique: `load_vector` takes them out one by one.
     for (name, values) in vectors {
         tensors.push((name.to_string(), Tensor::f_from_slice(values)?));
     }
@@ -18,7 +19,7 @@ pub(super) fn vector_state(vectors: &[(&str, &[f64])]) -> Result<State> {
 
 /// Takes the vector `name` of `len` finite numbers out of `state`; `None` for
 /// an empty state (a checkpoint from before the first step).
-pub(super) fn load_vector(
+pub(crate) fn load_vector(
     state: &mut State,
     method: &str,
     name: &str,
