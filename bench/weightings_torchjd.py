@@ -21,7 +21,9 @@ TorchJD gets each library's defaults except where taskweave's differ by
 convention: CAGrad is divided by 1 + c^2 in taskweave (its official
 rescaling; TorchJD does not rescale, hence the norm ratio 1/1.16), Krum gets
 n_byzantine = 1 in both (TorchJD has no default), Nash-MTL keeps one instance
-across calls in both (warm starts, as in training).
+across calls in both (warm starts, as in training). MoDo, SDMGrad and CR-MOGM
+exist in TorchJD as Gramian weightings only; they run here as TorchJD's own
+Gramian-weighted aggregators do (weights of J Jᵀ, then weights @ J).
 
 Usage: .venv/bin/python bench/weightings_torchjd.py [taskweave.json]
 Environment: BENCH_ROUNDS (3), BENCH_BUDGET_MS per method and round (1000),
@@ -42,8 +44,9 @@ import torch  # noqa: E402
 from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from torchjd.aggregation import (  # noqa: E402
-    CAGrad, ConFIG, DualProj, FairGrad, GradDrop, GradVac, IMTLG, Krum, MGDA, NashMTL,
-    PCGrad, Random, TrimmedMean, UPGrad, AlignedMTL,
+    CAGrad, ConFIG, Constant, DualProj, ExcessMTL, FairGrad, GradDrop, GradVac, IMTLG, Krum,
+    MGDA, NashMTL, PCD, PCGrad, Random, TrimmedMean, UPGrad, AlignedMTL, CRMOGMWeighting,
+    MoDoWeighting, SDMGradWeighting, UPGradWeighting,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +58,17 @@ if os.environ.get("BENCH_THREADS"):  # the taskweave executable reads it too
     torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 
 RANDOM = {"pcgrad", "gradvac", "graddrop", "rgw"}
+
+
+class Gramian:
+    """A TorchJD weighting of the Gramian as an aggregator, as TorchJD's own
+    GramianWeightedAggregator does: weights(J @ J.T) @ J."""
+
+    def __init__(self, weighting):
+        self.weighting = weighting
+
+    def __call__(self, matrix):
+        return self.weighting(matrix @ matrix.T) @ matrix
 
 
 def aggregators(t):
@@ -75,6 +89,12 @@ def aggregators(t):
         "trimmed-mean": lambda: TrimmedMean(trim_number=1),
         "graddrop": GradDrop,
         "rgw": Random,
+        "modo": lambda: Gramian(MoDoWeighting()),
+        "sdmgrad": lambda: Gramian(SDMGradWeighting()),
+        "excess-mtl": ExcessMTL,
+        "pcd": PCD,
+        "cr-mogm": lambda: Gramian(CRMOGMWeighting(UPGradWeighting())),
+        "constant": lambda: Constant(torch.ones(t)),
     }
 
 

@@ -69,6 +69,18 @@ fn methods() -> Vec<(&'static str, Value)> {
         ("trimmed-mean", json!({"kind": "trimmed-mean"})),
         ("graddrop", json!({"kind": "graddrop"})),
         ("rgw", json!({"kind": "rgw"})),
+        ("modo", json!({"kind": "modo"})),
+        ("sdmgrad", json!({"kind": "sdmgrad"})),
+        ("excess-mtl", json!({"kind": "excess-mtl"})),
+        ("pcd", json!({"kind": "pcd"})),
+        (
+            "cr-mogm",
+            json!({"kind": "cr-mogm", "base": {"kind": "upgrad"}}),
+        ),
+        ("constant", json!({"kind": "constant"})),
+        ("db-mtl", json!({"kind": "db-mtl"})),
+        ("moco", json!({"kind": "moco"})),
+        ("gradnorm", json!({"kind": "gradnorm"})),
     ]
 }
 

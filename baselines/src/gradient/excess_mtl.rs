@@ -39,6 +39,8 @@ struct ExcessMtl {
     warmup: u64,
     /// `S`, the accumulated squared gradients; `None` before the first step.
     squares: Option<Tensor>,
+    /// Two `[T, P]` f64 work matrices, kept across steps (not state).
+    scratch: Option<(Tensor, Tensor)>,
     weights: Vec<f64>,
     /// The warm-up sum of `r`, then (from the first step after it) `r⁰`.
     reference: Vec<f64>,
@@ -54,25 +56,41 @@ impl Weighting for ExcessMtl {
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
         let (grads, _) = checked(input, &self.tasks)?;
         // In f64: squares of f32 gradients beyond 1e19 overflow f32, and a sum
-        // over thousands of steps keeps its small terms.
-        let g = grads.f_detach()?.f_to_kind(Kind::Double)?;
-        let squared = g.f_square()?;
-        let squares = match self.squares.take() {
-            Some(s) if s.size() == squared.size() => s.f_add(&squared)?,
+        // over thousands of steps keeps its small terms. Two scratch
+        // matrices persist across steps and everything runs in place: fresh
+        // T×P temporaries cost more in page faults than the arithmetic.
+        let shape = grads.size();
+        if self.squares.as_ref().is_some_and(|s| s.size() != shape) {
+            return Err(Error::msg(format!(
+                "excess-mtl: the gradients have shape {shape:?}, its state {:?}",
+                self.squares.as_ref().map(Tensor::size)
+            )));
+        }
+        let device = grads.device();
+        let zeros = || Tensor::f_zeros(shape.as_slice(), (Kind::Double, device));
+        if self.scratch.is_none() {
+            self.scratch = Some((zeros()?, zeros()?));
+        }
+        let squares = match &mut self.squares {
+            // A resumed state is loaded on the CPU.
             Some(s) => {
-                return Err(Error::msg(format!(
-                    "excess-mtl: the gradients have shape {:?}, its state {:?}",
-                    squared.size(),
-                    s.size()
-                )))
+                if s.device() != device {
+                    *s = s.f_to_device(device)?;
+                }
+                s
             }
-            None => squared.shallow_clone(),
+            None => self.squares.insert(zeros()?),
         };
-        let curvature = squares.f_add_scalar(EPS)?.f_sqrt()?;
-        let r = squared
-            .f_div(&curvature)?
-            .f_sum_dim_intlist(1, false, Kind::Double)?;
-        self.squares = Some(squares);
+        // In-place ops return their tensor again: the `let _` drop those handles.
+        let (squared, curvature) = self.scratch.as_mut().expect("allocated above");
+        squared.f_copy_(&grads.f_detach()?)?;
+        let _ = squared.f_square_()?;
+        let _ = squares.f_add_(squared)?;
+        curvature.f_copy_(squares)?;
+        let _ = curvature.f_add_scalar_(EPS)?;
+        let _ = curvature.f_sqrt_()?;
+        let _ = squared.f_div_(curvature)?;
+        let r = squared.f_sum_dim_intlist(1, false, Kind::Double)?;
         let r = Vec::<f64>::try_from(&r)?;
         let t = self.tasks.len();
         if self.steps < self.warmup {
@@ -186,6 +204,7 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn W
         step_size: config.robust_step_size,
         warmup: config.n_warmup_steps,
         squares: None,
+        scratch: None,
         weights: vec![1.0 / t as f64; t],
         reference: vec![0.0; t],
         steps: 0,

@@ -103,7 +103,9 @@ impl Tracking {
         };
         // DB-MTL: b ← g + r(b − g); MoCo: y ← y − β_k(y − ĝ) = ĝ + (1 − β_k)(y − ĝ).
         let tracked = match self.tracked.take() {
+            // A resumed state is loaded on the CPU.
             Some(b) if b.size() == target.size() => {
+                let b = b.f_to_device(device)?.f_to_kind(kind)?;
                 target.f_add(&b.f_sub(&target)?.f_mul_scalar(rate)?)?
             }
             Some(b) => {
