@@ -32,11 +32,7 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
         "0.1.0",
         taskweave_plugin_api::LIBTORCH_VERSION,
     );
-    copy_into(
-        d,
-        &template_plugin("gls-old-abi", &old_api),
-        "libold_abi.so",
-    );
+    copy_into(d, &template_plugin("si-old-abi", &old_api), "libold_abi.so");
     let other_torch = patched_plugin_api(
         "api-other-torch",
         taskweave_plugin_api::ABI_VERSION,
@@ -44,7 +40,7 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     );
     copy_into(
         d,
-        &template_plugin("gls-other-torch", &other_torch),
+        &template_plugin("si-other-torch", &other_torch),
         "libother_torch.so",
     );
     std::fs::write(d.join("README.txt"), "not a plugin, not a .so: ignored").unwrap();
@@ -135,20 +131,20 @@ fn a_plugin_built_outside_the_workspace_runs_by_name_in_a_pipeline() {
     std::fs::create_dir(&plugins).unwrap();
     copy_into(
         &plugins,
-        &template_plugin("taskweave-gls", &workspace().join("plugin-api")),
-        "libtaskweave_gls.so",
+        &template_plugin("taskweave-si", &workspace().join("plugin-api")),
+        "libtaskweave_si.so",
     );
     let pipeline = small_pipeline(
         dir.path(),
-        "gls",
-        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 30\nweighting = { kind = \"gls\" }\n",
+        "si",
+        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 30\nweighting = { kind = \"si\" }\n",
     );
     let (code, out, err) = run_cli(dir.path(), &["run", pipeline.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task1") && out.contains("mse"), "{out}");
-    let config = std::fs::read_to_string(dir.path().join("runs/gls/config.toml")).unwrap();
+    let config = std::fs::read_to_string(dir.path().join("runs/si/config.toml")).unwrap();
     assert!(
-        config.contains("weighting = { kind = \"gls\", epsilon = "),
+        config.contains("weighting = { kind = \"si\", epsilon = "),
         "defaults from the plugin's schema: {config}"
     );
 }

@@ -1,7 +1,7 @@
-//! Geometric loss strategy (Chennupati et al., "MultiNet++: Multi-Stream Feature
-//! Aggregation and Geometric Loss Strategy for Multi-Task Learning", CVPR
-//! Workshops 2019): minimise the geometric mean of the task losses,
-//! L = (Π_t L_t)^(1/T), which is invariant to the scale of each loss.
+//! Scale-invariant loss (the "SI" baseline of Navon et al., "Multi-Task
+//! Learning as a Bargaining Game", ICML 2022): minimise `Σ_t log L_t`, whose
+//! gradient weighs each task by `1/L_t`, so rescaling a task's loss changes
+//! nothing.
 //!
 //! This file is the plugin template: one method, its schema, its constructor,
 //! and the registration line. Everything comes from `taskweave-plugin-api`.
@@ -15,12 +15,12 @@ use taskweave_plugin_api::{
     WeightingOutput,
 };
 
-struct Gls {
+struct ScaleInvariant {
     /// Added to every loss before the logarithm, so a zero loss stays finite.
     epsilon: f64,
 }
 
-impl Weighting for Gls {
+impl Weighting for ScaleInvariant {
     fn kind(&self) -> WeightingKind {
         WeightingKind::Loss
     }
@@ -29,12 +29,11 @@ impl Weighting for Gls {
         // Use tch's fallible f_* methods: an Err becomes an error in the host,
         // and a panic is caught by the API's guard (never unwinds into the host).
         let shifted = input.losses.f_add_scalar(self.epsilon)?;
-        let loss = shifted.f_log()?.f_mean(Kind::Float)?.f_exp()?;
-        // dL/dL_t = L / (T · L_t): the effective task weights.
-        let tasks = shifted.size()[0] as f64;
-        let weights = loss.f_detach()?.f_div(&shifted.f_detach()?)?.f_div_scalar(tasks)?;
+        let loss = shifted.f_log()?.f_sum(Kind::Float)?;
+        // dL/dL_t = 1 / (L_t + ε): the effective task weights.
+        let weights = shifted.f_detach()?.f_reciprocal()?;
         // `tracing` works inside plugins: the API forwards records to the host's log.
-        taskweave_plugin_api::tracing::trace!(step = input.step, "gls combined the task losses");
+        taskweave_plugin_api::tracing::trace!(step = input.step, "si combined the task losses");
         Ok(WeightingOutput { combined: loss, weights: Some(weights) })
     }
 }
@@ -61,13 +60,13 @@ impl Default for Config {
 fn create(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
     // The host validated `config` against the schema and filled in defaults.
     let Config { epsilon } = typed(config)?;
-    Ok(Box::new(Gls { epsilon }))
+    Ok(Box::new(ScaleInvariant { epsilon }))
 }
 
 register_method!(Method::new(
-    "gls",
+    "si",
     env!("CARGO_PKG_VERSION"),
-    "Geometric loss strategy: the geometric mean of the task losses (Chennupati et al., 2019)",
+    "Scale-invariant loss: the sum of the log task losses (the SI baseline of Navon et al., 2022)",
     schema_for::<Config>,
     Constructor::Weighting(create),
 ));
