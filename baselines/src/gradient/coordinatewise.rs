@@ -199,6 +199,9 @@ struct GradDrop {
     seed: u64,
     /// `[T]`, f64 on the CPU.
     leak: Tensor,
+    /// A `[T, P]` work matrix kept across steps: fresh T×P temporaries cost
+    /// more in page faults than the arithmetic on them.
+    scratch: Option<Tensor>,
 }
 
 impl Weighting for GradDrop {
@@ -216,16 +219,26 @@ impl Weighting for GradDrop {
         let uniform = Tensor::f_from_slice(&uniform)?
             .f_to_kind(kind)?
             .f_to_device(device)?;
+        let fits =
+            |s: &Tensor| s.size() == grads.size() && s.kind() == kind && s.device() == device;
+        if !self.scratch.as_ref().is_some_and(fits) {
+            self.scratch = Some(grads.f_empty_like()?);
+        }
+        let scratch = self.scratch.as_mut().expect("allocated above");
+        // In-place ops return their tensor again: the `let _` drop those handles.
         let sum = grads.f_sum_dim_intlist(0, false, kind)?;
-        let magnitude = grads.f_abs()?.f_sum_dim_intlist(0, false, kind)?;
+        scratch.f_copy_(&grads)?;
+        let _ = scratch.f_abs_()?;
+        let magnitude = scratch.f_sum_dim_intlist(0, false, kind)?;
         // Where every entry is 0 the purity does not matter; 0/0 would be NaN.
         let ratio = sum.f_div(&magnitude.f_clamp_min(f64::MIN_POSITIVE)?)?;
         let purity = ratio.f_add_scalar(1.0)?.f_mul_scalar(0.5)?;
         // σ = sign(𝒫 − U) is the sign that survives: an entry is kept iff its
         // sign is σ, so kept·g = σ·relu(σ·g), with no boolean masks.
         let sigma = purity.f_sub(&uniform)?.f_sign()?;
-        // One T×P temporary, rectified in place.
-        let kept = grads.f_mul(&sigma)?.f_relu_()?;
+        scratch.f_copy_(&grads)?;
+        let _ = scratch.f_mul_(&sigma)?;
+        let _ = scratch.f_relu_()?;
         let keep = self
             .leak
             .f_neg()?
@@ -234,7 +247,7 @@ impl Weighting for GradDrop {
             .f_to_device(device)?;
         let leak = self.leak.f_to_kind(kind)?.f_to_device(device)?;
         let combined = keep
-            .f_matmul(&kept)?
+            .f_matmul(scratch)?
             .f_mul(&sigma)?
             .f_add(&leak.f_matmul(&grads)?)?;
         // A NaN or ±∞ entry makes its column's purity, hence σ and the
@@ -273,6 +286,7 @@ fn create_graddrop(
         tasks,
         seed: ctx.seed,
         leak: Tensor::f_from_slice(&leak)?,
+        scratch: None,
     }))
 }
 

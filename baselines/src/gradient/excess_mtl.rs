@@ -11,11 +11,13 @@
 //! mean of `r`. Conventions and defaults are TorchJD 0.18's `ExcessMTL`
 //! (`robust_step_size` η = 1.0, `n_warmup_steps` 0), checked against it.
 //!
-//! The state is `S` (a `[T, P]` f64 tensor on the gradients' device: two
-//! more f32 gradient matrices' worth of memory; f64 because squares of f32
-//! gradients overflow beyond 1e19 and a sum over many steps should keep its
-//! small terms; TorchJD keeps it in the gradients' dtype), the weights, `r⁰`
-//! or the warm-up sum, and the step count; all of it is checkpointed.
+//! The state is `S` (a `[T, P]` tensor on the gradients' device, in f32 for
+//! f32, bf16 and f16 gradients as TorchJD keeps it, f64 for f64), the
+//! weights, `r⁰` or the warm-up sum, the step count and `B`, a running upper
+//! bound on every entry of `S` (the sum of each step's largest squared
+//! entry); all of it is checkpointed. Before `B` could pass 1e37, `S` is
+//! promoted to f64 for good, so gradients beyond 1e19 (whose squares
+//! overflow f32) never turn `S` infinite.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
@@ -26,11 +28,14 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{checked, finite_or_named, task_names, weighted};
+use super::combine::{check_finite_rows, checked, finite_or_named, task_names, weighted};
 use crate::vectors::load_vector;
 
 /// Added under the square root and to the normaliser, as the reference.
 const EPS: f64 = 1e-7;
+
+/// Below this bound on `S` an f32 `S` cannot overflow (f32's largest is 3.4e38).
+const F32_SAFE: f64 = 1e37;
 
 /// The ExcessMTL weighting.
 struct ExcessMtl {
@@ -39,6 +44,8 @@ struct ExcessMtl {
     warmup: u64,
     /// `S`, the accumulated squared gradients; `None` before the first step.
     squares: Option<Tensor>,
+    /// `B ≥ max S`.
+    bound: f64,
     /// Two `[T, P]` f64 work matrices, kept across steps (not state).
     scratch: Option<(Tensor, Tensor)>,
     weights: Vec<f64>,
@@ -55,10 +62,9 @@ impl Weighting for ExcessMtl {
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
         let (grads, _) = checked(input, &self.tasks)?;
-        // In f64: squares of f32 gradients beyond 1e19 overflow f32, and a sum
-        // over thousands of steps keeps its small terms. Two scratch
-        // matrices persist across steps and everything runs in place: fresh
-        // T×P temporaries cost more in page faults than the arithmetic.
+        // Two scratch matrices persist across steps and everything runs in
+        // place: fresh T×P temporaries cost more in page faults than the
+        // arithmetic.
         let shape = grads.size();
         if self.squares.as_ref().is_some_and(|s| s.size() != shape) {
             return Err(Error::msg(format!(
@@ -67,15 +73,35 @@ impl Weighting for ExcessMtl {
             )));
         }
         let device = grads.device();
-        let zeros = || Tensor::f_zeros(shape.as_slice(), (Kind::Double, device));
-        if self.scratch.is_none() {
+        let largest = grads
+            .f_amax([0, 1].as_slice(), false)?
+            .f_double_value(&[])?;
+        let smallest = grads
+            .f_amin([0, 1].as_slice(), false)?
+            .f_double_value(&[])?;
+        if !(largest.is_finite() && smallest.is_finite()) {
+            // Named before the state takes in a NaN.
+            check_finite_rows(grads, &self.tasks)?;
+        }
+        self.bound += largest.abs().max(smallest.abs()).powi(2);
+        let precision = match self.squares.as_ref().map(Tensor::kind) {
+            Some(Kind::Double) => Kind::Double,
+            _ if grads.f_kind()? == Kind::Double || self.bound > F32_SAFE => Kind::Double,
+            _ => Kind::Float,
+        };
+        let zeros = || Tensor::f_zeros(shape.as_slice(), (precision, device));
+        if self
+            .scratch
+            .as_ref()
+            .is_none_or(|(a, _)| a.kind() != precision || a.device() != device)
+        {
             self.scratch = Some((zeros()?, zeros()?));
         }
         let squares = match &mut self.squares {
-            // A resumed state is loaded on the CPU.
+            // A resumed state is loaded on the CPU; a promotion changes the kind.
             Some(s) => {
-                if s.device() != device {
-                    *s = s.f_to_device(device)?;
+                if s.device() != device || s.kind() != precision {
+                    *s = s.f_to_device(device)?.f_to_kind(precision)?;
                 }
                 s
             }
@@ -83,11 +109,15 @@ impl Weighting for ExcessMtl {
         };
         // In-place ops return their tensor again: the `let _` drop those handles.
         let (squared, curvature) = self.scratch.as_mut().expect("allocated above");
-        squared.f_copy_(&grads.f_detach()?)?;
-        let _ = squared.f_square_()?;
+        let g = grads.f_detach()?;
+        if g.f_kind()? == precision {
+            let _ = g.f_square_out(squared)?;
+        } else {
+            squared.f_copy_(&g)?;
+            let _ = squared.f_square_()?;
+        }
         let _ = squares.f_add_(squared)?;
-        curvature.f_copy_(squares)?;
-        let _ = curvature.f_add_scalar_(EPS)?;
+        let _ = squares.f_add_scalar_out(curvature, EPS)?;
         let _ = curvature.f_sqrt_()?;
         let _ = squared.f_div_(curvature)?;
         let r = squared.f_sum_dim_intlist(1, false, Kind::Double)?;
@@ -142,7 +172,7 @@ impl Weighting for ExcessMtl {
                 ("weights".into(), Tensor::f_from_slice(&self.weights)?),
                 ("reference".into(), Tensor::f_from_slice(&self.reference)?),
             ],
-            meta: json!({ "steps": self.steps }),
+            meta: json!({ "steps": self.steps, "bound": self.bound }),
         })
     }
 
@@ -150,6 +180,7 @@ impl Weighting for ExcessMtl {
         let t = self.tasks.len();
         if state.is_empty() {
             self.squares = None;
+            self.bound = 0.0;
             self.weights = vec![1.0 / t as f64; t];
             self.reference = vec![0.0; t];
             self.steps = 0;
@@ -158,6 +189,9 @@ impl Weighting for ExcessMtl {
         let steps = state.meta["steps"]
             .as_u64()
             .ok_or_else(|| Error::msg("excess-mtl state: `steps` missing"))?;
+        let bound = state.meta["bound"]
+            .as_f64()
+            .ok_or_else(|| Error::msg("excess-mtl state: `bound` missing"))?;
         let squares = state.take_tensor("squares")?;
         if squares.size().first() != Some(&(t as i64)) {
             return Err(Error::msg(format!(
@@ -170,7 +204,7 @@ impl Weighting for ExcessMtl {
         self.weights = weights.unwrap_or_else(|| vec![1.0 / t as f64; t]);
         self.reference = reference.unwrap_or_else(|| vec![0.0; t]);
         self.squares = Some(squares);
-        self.steps = steps;
+        (self.steps, self.bound) = (steps, bound);
         Ok(())
     }
 }
@@ -204,6 +238,7 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn W
         step_size: config.robust_step_size,
         warmup: config.n_warmup_steps,
         squares: None,
+        bound: 0.0,
         scratch: None,
         weights: vec![1.0 / t as f64; t],
         reference: vec![0.0; t],
