@@ -345,6 +345,41 @@ mod tests {
     }
 
     #[test]
+    fn resuming_from_a_saved_state_continues_bitwise() {
+        // Three steps, a checkpoint, then two more steps: a fresh instance
+        // loaded from the checkpoint must give the same updates and weights.
+        let family: Vec<_> = instances()
+            .into_iter()
+            .filter(|(n, _)| n.contains("T=5") && !n.starts_with("low-rank"))
+            .collect();
+        let losses = Tensor::from_slice(&[0.5f32, 1.0, 1.5, 2.0, 2.5]);
+        for name in METHODS {
+            let ctx = context(5, 7);
+            let mut straight = create(name, defaults(), &ctx);
+            for (step, (_, g)) in family.iter().take(3).enumerate() {
+                weigh(
+                    &mut *straight,
+                    step as u64,
+                    &tensor_of(g, Kind::Float),
+                    Some(&losses),
+                )
+                .unwrap();
+            }
+            let mut resumed = create(name, defaults(), &ctx);
+            resumed.load_state(straight.state().unwrap()).unwrap();
+            for (step, (_, g)) in family.iter().enumerate().skip(3).take(2) {
+                let g = tensor_of(g, Kind::Float);
+                let a = weigh(&mut *straight, step as u64, &g, Some(&losses)).unwrap();
+                let b = weigh(&mut *resumed, step as u64, &g, Some(&losses)).unwrap();
+                assert!(a.combined.equal(&b.combined), "{name} step {step}");
+                if let (Some(x), Some(y)) = (a.weights, b.weights) {
+                    assert!(x.equal(&y), "{name} step {step}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn invalid_options_are_refused_by_the_schema_or_the_config_type() {
         // The host validates every config against the schema before `create`
         // (bounds, enums); what reaches `create` unvalidated still fails on its type.

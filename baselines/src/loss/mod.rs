@@ -158,6 +158,29 @@ mod tests {
     }
 
     #[test]
+    fn stateful_loss_weightings_resume_bitwise() {
+        for (name, config) in [
+            ("famo", json!({})),
+            ("stch", json!({ "nadir_steps": 2 })),
+            ("dwa", json!({ "window": 2 })),
+        ] {
+            let mut straight = create(name, config.clone(), &context(3, 0));
+            let losses = |k: u64| [1.0 + 0.1 * k as f64, 2.0 / (1.0 + k as f64), 0.5];
+            for step in 0..4 {
+                run(&mut *straight, step, &losses(step));
+            }
+            let mut resumed = create(name, config, &context(3, 0));
+            resumed.load_state(straight.state().unwrap()).unwrap();
+            for step in 4..7 {
+                let a = run(&mut *straight, step, &losses(step));
+                let b = run(&mut *resumed, step, &losses(step));
+                assert_eq!(a.0.to_bits(), b.0.to_bits(), "{name} step {step}");
+                assert_eq!(a.1, b.1, "{name} step {step}");
+            }
+        }
+    }
+
+    #[test]
     fn famo_shifts_weight_to_the_task_whose_loss_stalls() {
         let mut famo = create("famo", json!({}), &context(2, 0));
         let mut weights = vec![];
