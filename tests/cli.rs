@@ -185,6 +185,43 @@ fn call_weighting_matches_a_pytorch_implementation_of_pcgrad() {
 }
 
 #[test]
+fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let grads = write_grads(d, &[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 1.0]]);
+    let g = grads.to_str().unwrap();
+    for (method, set, message) in [
+        (
+            "krum",
+            "n_byzantine=1",
+            "needs at least 4 tasks (n_byzantine + 3), the pipeline has 3",
+        ),
+        ("trimmed-mean", "trim_number=2", "needs at least 5 tasks"),
+        (
+            "upgrad",
+            "pref_vector=[1.0, 2.0]",
+            "`pref_vector` has 2 entries, but the pipeline has 3 tasks",
+        ),
+        ("upgrad", "reg_epss=0.1", "did you mean `reg_eps`?"),
+    ] {
+        let args = [
+            "call",
+            "weighting",
+            method,
+            "--grads",
+            g,
+            "--set",
+            set,
+            "--out",
+            "x.safetensors",
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert_eq!(code, 2, "{method} {set}: {err}");
+        assert!(err.contains(message), "{method} {set}: {err}");
+    }
+}
+
+#[test]
 fn call_weighting_writes_weights_for_loss_weightings_and_validates_sets() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

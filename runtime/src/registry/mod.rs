@@ -228,10 +228,20 @@ impl Registry {
         host: &Host,
     ) -> Result<MethodBox, Error> {
         let name = entry.manifest.name.as_str();
+        // A method that refuses its config or the pipeline (too few tasks for
+        // Krum, a preference vector of the wrong length) says so with an
+        // input error: exit 2, like any bad input.
+        let failed = |e: &taskweave_plugin_api::Error, message: String| {
+            if e.is_input() {
+                Error::Input(message)
+            } else {
+                Error::Method(message)
+            }
+        };
         match entry.factory {
             Factory::Builtin(method) => method
                 .create(config, ctx, host)
-                .map_err(|e| Error::Method(format!("creating built-in method `{name}`: {e}"))),
+                .map_err(|e| failed(&e, format!("creating built-in method `{name}`: {e}"))),
             Factory::Plugin(module) => {
                 let created = (module.create())(
                     name.into(),
@@ -241,7 +251,7 @@ impl Registry {
                 );
                 let created: FfiMethod = created
                     .into_result()
-                    .map_err(|e| Error::Method(e.to_string()))?;
+                    .map_err(|e| failed(&e, e.to_string()))?;
                 Ok(MethodBox::from(created))
             }
         }
