@@ -120,7 +120,9 @@ impl Weighting for ExcessMtl {
         let _ = squares.f_add_scalar_out(curvature, EPS)?;
         let _ = curvature.f_sqrt_()?;
         let _ = squared.f_div_(curvature)?;
-        let r = squared.f_sum_dim_intlist(1, false, Kind::Double)?;
+        let r = squared
+            .f_sum_dim_intlist(1, false, precision)?
+            .f_to_kind(Kind::Double)?;
         let r = Vec::<f64>::try_from(&r)?;
         let t = self.tasks.len();
         if self.steps < self.warmup {
