@@ -326,3 +326,32 @@ fn flatness_grows_with_the_perturbation_and_leaves_the_run_unchanged() {
         assert!(n == m && a.equal(b), "{n} changed");
     }
 }
+
+#[test]
+fn stateful_weightings_checkpoint_their_state_and_resume_exactly() {
+    // Weightings whose state is a [T, P] matrix (moco, excess-mtl), another
+    // weighting nested inside (cr-mogm around gradvac), Adam moments (famo,
+    // gradnorm) and moving averages (pcd): through real checkpoints.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, table) in [
+        ("moco", "{ kind = \"moco\" }"),
+        ("excess", "{ kind = \"excess-mtl\", n_warmup_steps = 5 }"),
+        (
+            "crmogm",
+            "{ kind = \"cr-mogm\", base = { kind = \"gradvac\" } }",
+        ),
+        ("famo", "{ kind = \"famo\" }"),
+        ("gradnorm", "{ kind = \"gradnorm\" }"),
+        ("pcd", "{ kind = \"pcd\" }"),
+    ] {
+        let extra = format!(
+            "[train]\nsteps = 30\ncheckpoint_every = 10\nweighting = {table}\n[eval]\nevery = 10\n"
+        );
+        train_in_process(d, name, &extra, &[]);
+        assert_resume_is_exact(
+            &d.join("runs").join(name),
+            &d.join("runs").join(format!("{name}-copy")),
+        );
+    }
+}
