@@ -148,3 +148,35 @@ fn sam_mtl_aggregates_with_the_configured_weighting_not_the_pipelines() {
     );
     assert_eq!(s.steps, 10);
 }
+
+#[test]
+fn an_uncertainty_weighting_aggregator_learns_inside_sam_mtl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = runtime_with_sam(d);
+    // Task `big` is task `small` times 10 (plus noise): its loss is ~100x larger.
+    let mut rows = String::from("a,b,small,big\n");
+    let mut rng = taskweave_plugin_api::rng::SplitMix::at(1, 1);
+    for _ in 0..600 {
+        let (a, b) = (rng.normal(), rng.normal());
+        let y = (a * 1.5).sin() + 0.5 * b + 0.3 * rng.normal();
+        rows.push_str(&format!("{a},{b},{y},{}\n", 10.0 * y + 3.0 * rng.normal()));
+    }
+    std::fs::write(d.join("uw.csv"), rows).unwrap();
+    let extra = "[train]\nsteps = 300\nweighting = \"uw\"\nstrategy = { kind = \"sam-mtl\", rho = 0.01, adaptive = false }\n\
+                 optimizer = { kind = \"adam\", lr = 0.01 }\n";
+    let csv = r#"data={kind="csv", path="uw.csv", tasks={small={type="regression", standardize=false}, big={type="regression", standardize=false}}}"#;
+    let summary = train(&rt, d, "sam-uw", extra, &[csv]);
+    let params = final_parameters(&summary.dir);
+    for family in ["loss_family", "flat_family"] {
+        let name = format!("strategy.{family}.log_var");
+        let log_var = &params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("`{name}` is not checkpointed"))
+            .1;
+        let s = Vec::<f32>::try_from(log_var).unwrap();
+        // Both families see the same losses: s_t → log L_t, the gap → log(L_big / L_small).
+        assert!(s[1] - s[0] > 1.0, "{family}: log-variances {s:?}");
+    }
+}

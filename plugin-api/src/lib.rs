@@ -150,8 +150,8 @@ pub use roles::strategy::{
     FfiStrategy_TO, InnerOptimizer, InnerSteps, StepOps, StepReport, Strategy,
 };
 pub use roles::weighting::{
-    aggregate, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting, WeightingInput,
-    WeightingKind, WeightingOutput,
+    aggregate, aggregate_and_loss, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting,
+    WeightingInput, WeightingKind, WeightingOutput,
 };
 pub use roles::FfiMethod;
 pub use state::{FfiState, State};

@@ -78,12 +78,30 @@ pub fn aggregate(
     losses: &Tensor,
     grads: &Tensor,
 ) -> Result<WeightingOutput> {
+    Ok(aggregate_and_loss(weighting, step, losses, grads)?.0)
+}
+
+/// [`aggregate`], also returning a loss weighting's combined loss (`None` for
+/// a gradient weighting). With `losses` detached, that loss depends only on
+/// the weighting's own trainable parameters (UW's log-variances, IMTL-L's
+/// scales): a strategy that aggregates with a loss weighting passes it to
+/// [`StepOps::backward`](crate::StepOps::backward) so that they learn, and
+/// exposes them through [`Strategy::parameters`](crate::Strategy::parameters).
+pub fn aggregate_and_loss(
+    weighting: &mut dyn Weighting,
+    step: u64,
+    losses: &Tensor,
+    grads: &Tensor,
+) -> Result<(WeightingOutput, Option<Tensor>)> {
     match weighting.kind() {
-        WeightingKind::Gradient => weighting.weigh(&WeightingInput {
-            step,
-            losses,
-            grads: Some(grads),
-        }),
+        WeightingKind::Gradient => Ok((
+            weighting.weigh(&WeightingInput {
+                step,
+                losses,
+                grads: Some(grads),
+            })?,
+            None,
+        )),
         WeightingKind::Loss => {
             let out = weighting.weigh(&WeightingInput {
                 step,
@@ -96,10 +114,11 @@ pub fn aggregate(
                 )
             })?;
             let weights = weights.f_detach()?.f_to_kind(grads.kind())?;
-            Ok(WeightingOutput {
+            let update = WeightingOutput {
                 combined: weights.f_matmul(grads)?,
                 weights: Some(weights),
-            })
+            };
+            Ok((update, Some(out.combined)))
         }
     }
 }

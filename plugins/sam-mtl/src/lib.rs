@@ -16,6 +16,13 @@
 //!    of the aggregator (so stateful aggregators keep one history per family);
 //! 6. one optimizer step.
 //!
+//! An aggregator with trainable parameters (UW) learns them: its combined
+//! loss over the detached losses goes through the host's backward pass, and
+//! the parameters are the strategy's (`loss_family.*`, `flat_family.*`).
+//! `ew` sums the gradients where the FS-MTL reference averages them (weights
+//! 1 vs 1/T): the same direction, T times the step, which the learning rate
+//! absorbs.
+//!
 //! The extra cost over the base step is exactly T forward and T backward passes.
 //! Only one T×P gradient matrix is held: the loss family is aggregated first,
 //! then each row is overwritten by its flat-family difference.
@@ -23,9 +30,10 @@
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    aggregate, register_method, task_gradients, Constructor, Group, Host, Method, MethodContext,
-    Result, State, StepOps, StepReport, Strategy, Weighting,
+    aggregate_and_loss, register_method, task_gradients, Constructor, Group, Host, Method,
+    MethodContext, Result, State, StepOps, StepReport, Strategy, Weighting, WeightingOutput,
 };
 
 /// The SAM-MTL strategy.
@@ -39,6 +47,23 @@ pub struct SamMtl {
     flat_family: Box<dyn Weighting>,
 }
 
+/// [`aggregate_and_loss`], with a loss weighting's combined loss sent
+/// through the host's backward pass: the aggregator's own parameters (UW's
+/// log-variances) learn from the losses it aggregates.
+fn aggregate_learning(
+    weighting: &mut dyn Weighting,
+    ops: &mut dyn StepOps,
+    step: u64,
+    losses: &Tensor,
+    grads: &Tensor,
+) -> Result<WeightingOutput> {
+    let (update, loss) = aggregate_and_loss(weighting, step, losses, grads)?;
+    if let Some(loss) = loss.filter(Tensor::requires_grad) {
+        ops.backward(&loss)?;
+    }
+    Ok(update)
+}
+
 impl Strategy for SamMtl {
     fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
         ops.next_batch()?;
@@ -46,7 +71,8 @@ impl Strategy for SamMtl {
         let step = ops.current_step();
         let (grads, heads) = task_gradients(ops, &losses)?;
         let losses = losses.f_detach()?;
-        let loss_update = aggregate(self.loss_family.as_mut(), step, &losses, &grads)?;
+        let loss_update =
+            aggregate_learning(self.loss_family.as_mut(), ops, step, &losses, &grads)?;
 
         for (t, head) in heads.iter().enumerate() {
             let row = grads.f_get(t as i64)?;
@@ -84,7 +110,8 @@ impl Strategy for SamMtl {
             let flat = sam_shared.f_sub(&row)?;
             grads.f_get(t as i64)?.f_copy_(&flat)?;
         }
-        let flat_update = aggregate(self.flat_family.as_mut(), step, &losses, &grads)?;
+        let flat_update =
+            aggregate_learning(self.flat_family.as_mut(), ops, step, &losses, &grads)?;
         ops.set_grads(
             Group::Shared,
             &loss_update.combined.f_add(&flat_update.combined)?,
@@ -94,6 +121,21 @@ impl Strategy for SamMtl {
             losses,
             weights: loss_update.weights,
         })
+    }
+
+    /// The aggregators' own trainable parameters (UW's log-variances): each
+    /// family's instance learns from the losses it aggregates.
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (family, weighting) in [
+            ("loss_family", &self.loss_family),
+            ("flat_family", &self.flat_family),
+        ] {
+            for (name, tensor) in weighting.parameters()? {
+                out.push((format!("{family}.{name}"), tensor));
+            }
+        }
+        Ok(out)
     }
 
     fn state(&self) -> Result<State> {
