@@ -1,8 +1,17 @@
-//! Saving and restoring the small f64 vectors that stateful weightings carry
-//! across steps (weights on the simplex, moving averages).
+//! The small f64 vectors that weightings compute and carry across steps
+//! (weights on the simplex, moving averages): a stable softmax, and saving
+//! and restoring them as state.
 
 use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{Error, Result, State};
+
+/// `softmax(x)`, shifted by the largest entry so that no exponential overflows.
+pub(crate) fn softmax(x: &[f64]) -> Vec<f64> {
+    let top = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = x.iter().map(|v| (v - top).exp()).collect();
+    let total: f64 = e.iter().sum();
+    e.iter().map(|v| v / total).collect()
+}
 
 /// A state holding the named vectors as f64 tensors.
 pub(crate) fn vector_state(vectors: &[(&str, &[f64])]) -> Result<State> {

@@ -35,6 +35,8 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
+use crate::vectors::softmax;
+
 use super::combine::{check_finite_rows, checked, finite_or_named, task_names, weighted};
 
 /// The trimmed mean.
@@ -301,10 +303,7 @@ impl Rgw {
     fn weights(&self, step: u64) -> Vec<f64> {
         let mut rng = SplitMix::at(self.seed, step);
         let z: Vec<f64> = self.tasks.iter().map(|_| rng.normal()).collect();
-        let top = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = z.iter().map(|x| (x - top).exp()).collect();
-        let total: f64 = e.iter().sum();
-        e.iter().map(|x| x / total).collect()
+        softmax(&z)
     }
 }
 

@@ -29,7 +29,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{check_finite_rows, checked, finite_or_named, task_names, weighted};
-use crate::vectors::load_vector;
+use crate::vectors::{load_vector, softmax};
 
 /// Added under the square root and to the normaliser, as the reference.
 const EPS: f64 = 1e-7;
@@ -124,7 +124,6 @@ impl Weighting for ExcessMtl {
             .f_sum_dim_intlist(1, false, precision)?
             .f_to_kind(Kind::Double)?;
         let r = Vec::<f64>::try_from(&r)?;
-        let t = self.tasks.len();
         if self.steps < self.warmup {
             self.reference.iter_mut().zip(&r).for_each(|(s, x)| *s += x);
         } else {
@@ -154,13 +153,9 @@ impl Weighting for ExcessMtl {
                 .zip(&scaled)
                 .map(|(w, x)| w.ln() + self.step_size * x)
                 .collect();
-            let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-            let total: f64 = e.iter().sum();
-            self.weights = e.iter().map(|x| x / total).collect();
+            self.weights = softmax(&logits);
         }
         self.steps += 1;
-        debug_assert_eq!(self.weights.len(), t);
         finite_or_named(weighted(grads, &self.weights)?, grads, &self.tasks)
     }
 

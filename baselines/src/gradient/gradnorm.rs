@@ -26,7 +26,7 @@ use taskweave_plugin_api::{
 
 use super::combine::{combine, task_names, Step};
 use crate::adam::Adam;
-use crate::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, softmax, vector_state};
 
 struct GradNorm {
     tasks: Vec<String>,
@@ -40,14 +40,7 @@ struct GradNorm {
 impl GradNorm {
     fn coefficients(&mut self, step: &Step<'_>) -> Vec<f64> {
         let t = self.logits.len();
-        let top = self
-            .logits
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = self.logits.iter().map(|s| (s - top).exp()).collect();
-        let total: f64 = e.iter().sum();
-        let z: Vec<f64> = e.iter().map(|x| x / total).collect();
+        let z = softmax(&self.logits);
         let w: Vec<f64> = z.iter().map(|z| t as f64 * z).collect();
         let initial = self.initial.get_or_insert_with(|| step.losses.clone());
         let norms: Vec<f64> = (0..t).map(|i| step.gram[(i, i)].max(0.0).sqrt()).collect();

@@ -29,7 +29,7 @@ use taskweave_plugin_api::{
 };
 
 use super::combine::{checked, finite_or_named, task_names};
-use crate::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, softmax, vector_state};
 
 /// Which rule, with its options.
 enum Rule {
@@ -144,10 +144,7 @@ impl Tracking {
                         self.lambda[i] - step * mv
                     })
                     .collect();
-                let top = moved.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = moved.iter().map(|x| (x - top).exp()).collect();
-                let total: f64 = e.iter().sum();
-                self.lambda = e.iter().map(|x| x / total).collect();
+                self.lambda = softmax(&moved);
                 self.lambda.clone()
             }
         };

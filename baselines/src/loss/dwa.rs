@@ -16,6 +16,7 @@ use taskweave_plugin_api::{
 };
 
 use super::{values, weighted_sum};
+use crate::vectors::softmax;
 
 struct Dwa {
     temperature: f64,
@@ -37,10 +38,7 @@ impl Dwa {
             .zip(older)
             .map(|(n, o)| n / o.max(1e-12) / self.temperature)
             .collect();
-        let max = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = r.iter().map(|x| (x - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        e.iter().map(|x| tasks as f64 * x / sum).collect()
+        softmax(&r).iter().map(|x| tasks as f64 * x).collect()
     }
 }
 

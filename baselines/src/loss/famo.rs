@@ -24,7 +24,7 @@ use taskweave_plugin_api::{
 
 use super::{check_positive, values};
 use crate::adam::Adam;
-use crate::vectors::{load_vector, vector_state};
+use crate::vectors::{load_vector, softmax, vector_state};
 
 const EPS: f64 = 1e-8;
 
@@ -32,13 +32,6 @@ struct Famo {
     logits: Vec<f64>,
     adam: Adam,
     previous: Option<Vec<f64>>,
-}
-
-fn softmax(x: &[f64]) -> Vec<f64> {
-    let top = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let e: Vec<f64> = x.iter().map(|v| (v - top).exp()).collect();
-    let total: f64 = e.iter().sum();
-    e.iter().map(|v| v / total).collect()
 }
 
 impl Weighting for Famo {
