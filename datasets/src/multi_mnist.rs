@@ -204,8 +204,7 @@ fn pairs(
     let mut canvas = vec![0f32; n * CANVAS * CANVAS];
     let mut labels = [Vec::with_capacity(n), Vec::with_capacity(n)];
     let offset = CANVAS - ITEM;
-    for (k, image) in canvas.chunks_mut(CANVAS * CANVAS).enumerate().take(n) {
-        let _ = k;
+    for image in canvas.chunks_mut(CANVAS * CANVAS) {
         let a = top_pool[rng.below(top_pool.len() as u64) as usize];
         let b = bottom_pool[rng.below(bottom_pool.len() as u64) as usize];
         let (ay, ax) = (

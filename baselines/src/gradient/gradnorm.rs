@@ -30,6 +30,11 @@ use crate::vectors::{load_vector, softmax, vector_state};
 
 struct GradNorm {
     tasks: Vec<String>,
+    balance: Balance,
+}
+
+/// Everything but the task names, borrowed mutably while [`combine`] holds them.
+struct Balance {
     alpha: f64,
     logits: Vec<f64>,
     adam: Adam,
@@ -37,7 +42,7 @@ struct GradNorm {
     initial: Option<Vec<f64>>,
 }
 
-impl GradNorm {
+impl Balance {
     fn coefficients(&mut self, step: &Step<'_>) -> Vec<f64> {
         let t = self.logits.len();
         let z = softmax(&self.logits);
@@ -78,16 +83,16 @@ impl Weighting for GradNorm {
     }
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
-        let tasks = self.tasks.clone();
-        combine(input, &tasks, |step| Ok(self.coefficients(step)))
+        let balance = &mut self.balance;
+        combine(input, &self.tasks, |step| Ok(balance.coefficients(step)))
     }
 
     fn state(&self) -> Result<State> {
-        let Some(initial) = &self.initial else {
+        let Some(initial) = &self.balance.initial else {
             return Ok(State::default());
         };
-        let (adam, steps) = self.adam.state()?;
-        let mut state = vector_state(&[("logits", &self.logits), ("initial", initial)])?;
+        let (adam, steps) = self.balance.adam.state()?;
+        let mut state = vector_state(&[("logits", &self.balance.logits), ("initial", initial)])?;
         state.tensors.extend(adam.tensors);
         state.meta = json!({ "adam_steps": steps });
         Ok(state)
@@ -96,14 +101,15 @@ impl Weighting for GradNorm {
     fn load_state(&mut self, mut state: State) -> Result<()> {
         let t = self.tasks.len();
         if state.is_empty() {
-            (self.logits, self.initial) = (vec![0.0; t], None);
-            self.adam = Adam::new(t, self.adam.lr, 0.0);
+            (self.balance.logits, self.balance.initial) = (vec![0.0; t], None);
+            self.balance.adam = Adam::new(t, self.balance.adam.lr, 0.0);
             return Ok(());
         }
         let steps = state.meta["adam_steps"].clone();
-        self.logits = load_vector(&mut state, "gradnorm", "logits", t)?.unwrap_or(vec![0.0; t]);
-        self.initial = load_vector(&mut state, "gradnorm", "initial", t)?;
-        self.adam.load(&mut state, "gradnorm", &steps)
+        self.balance.logits =
+            load_vector(&mut state, "gradnorm", "logits", t)?.unwrap_or(vec![0.0; t]);
+        self.balance.initial = load_vector(&mut state, "gradnorm", "initial", t)?;
+        self.balance.adam.load(&mut state, "gradnorm", &steps)
     }
 }
 
@@ -134,10 +140,12 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn W
     let t = tasks.len();
     Ok(Box::new(GradNorm {
         tasks,
-        alpha,
-        logits: vec![0.0; t],
-        adam: Adam::new(t, lr, 0.0),
-        initial: None,
+        balance: Balance {
+            alpha,
+            logits: vec![0.0; t],
+            adam: Adam::new(t, lr, 0.0),
+            initial: None,
+        },
     }))
 }
 

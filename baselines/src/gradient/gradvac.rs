@@ -22,14 +22,15 @@ use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
-use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
+    register_method, Constructor, Host, Method, MethodContext, Result, State, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
 use super::combine::{combine, task_names};
 use super::solvers::{dot, Matrix};
+use crate::vectors::load_vector;
 
 /// The GradVac weighting.
 struct GradVac {
@@ -108,22 +109,8 @@ impl Weighting for GradVac {
 
     fn load_state(&mut self, mut state: State) -> Result<()> {
         let t = self.tasks.len();
-        if state.is_empty() {
-            self.vaccine.phi = vec![0.0; t * t];
-            return Ok(());
-        }
-        let phi = state.take_tensor("phi")?;
-        if !state.is_empty() || phi.size() != [t as i64, t as i64] {
-            return Err(Error::msg(format!(
-                "gradvac state must hold exactly `phi` of shape [{t}, {t}], got {:?}",
-                phi.size()
-            )));
-        }
-        let phi = Vec::<f64>::try_from(&phi.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
-        if phi.iter().any(|x| !x.is_finite()) {
-            return Err(Error::msg("gradvac state: `phi` holds non-finite values"));
-        }
-        self.vaccine.phi = phi;
+        self.vaccine.phi =
+            load_vector(&mut state, "gradvac", "phi", t * t)?.unwrap_or(vec![0.0; t * t]);
         Ok(())
     }
 }

@@ -31,6 +31,11 @@ use crate::vectors::{load_vector, vector_state};
 /// The PCD weighting.
 struct Pcd {
     tasks: Vec<String>,
+    priorities: Priorities,
+}
+
+/// Everything but the task names, borrowed mutably while [`combine`] holds them.
+struct Priorities {
     taus: Vec<f64>,
     beta: f64,
     eps: f64,
@@ -39,7 +44,7 @@ struct Pcd {
     steps: u64,
 }
 
-impl Pcd {
+impl Priorities {
     fn coefficients(&mut self, step: &Step<'_>) -> Vec<f64> {
         let gram = &step.gram;
         let t = gram.n();
@@ -99,27 +104,28 @@ impl Weighting for Pcd {
     }
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
-        let tasks = self.tasks.clone();
-        combine(input, &tasks, |step| Ok(self.coefficients(step)))
+        let priorities = &mut self.priorities;
+        combine(input, &self.tasks, |step| Ok(priorities.coefficients(step)))
     }
 
     fn state(&self) -> Result<State> {
-        let mut state = vector_state(&[("average", &self.average)])?;
-        state.meta = json!({ "steps": self.steps });
+        let mut state = vector_state(&[("average", &self.priorities.average)])?;
+        state.meta = json!({ "steps": self.priorities.steps });
         Ok(state)
     }
 
     fn load_state(&mut self, mut state: State) -> Result<()> {
         let t = self.tasks.len();
         let steps = state.meta["steps"].as_u64();
+        let priorities = &mut self.priorities;
         match load_vector(&mut state, "pcd", "average", t)? {
             Some(average) => {
-                self.average = average;
-                self.steps = steps.ok_or_else(|| Error::msg("pcd state: `steps` missing"))?;
+                priorities.average = average;
+                priorities.steps = steps.ok_or_else(|| Error::msg("pcd state: `steps` missing"))?;
             }
             None => {
-                self.average = vec![0.0; t];
-                self.steps = 0;
+                priorities.average = vec![0.0; t];
+                priorities.steps = 0;
             }
         }
         Ok(())
@@ -177,11 +183,13 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn W
     }
     Ok(Box::new(Pcd {
         tasks,
-        taus,
-        beta: config.beta,
-        eps: config.eps,
-        average: vec![0.0; t],
-        steps: 0,
+        priorities: Priorities {
+            taus,
+            beta: config.beta,
+            eps: config.eps,
+            average: vec![0.0; t],
+            steps: 0,
+        },
     }))
 }
 
