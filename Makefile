@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results census-results data qm9 census images
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results census-results data qm9 census images
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -106,6 +106,12 @@ data/images/.fetched: | $(VENV_STAMP)
 # two cores.
 qm9-results: build qm9
 	$(VENV)/bin/python bench/qm9_results.py
+
+# SAM-MTL + X against X on Multi-Fashion (bench/results/<date>-sam-mtl-multi-fashion.md):
+# single-task baselines, ρ chosen on validation, five bases alone and inside SAM-MTL,
+# 3 seeds, flatness. About an hour on two cores.
+sam-mtl-results: build images
+	$(VENV)/bin/python bench/sam_mtl_results.py multi-fashion
 
 # The census-income table (bench/results/<date>-census.md): test AUC of single-task,
 # shared-bottom, MMoE and PLE on the MMoE paper's two task groups, 3 seeds. About

@@ -15,19 +15,16 @@ on pipelines/qm9.toml; runs use one libtorch thread each and two run at a time
 
 import concurrent.futures as futures
 import datetime
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Overridable so that a long run can use a copy of the binary and plugins that
-# rebuilding the workspace meanwhile does not replace.
-BIN = os.environ.get("TASKWEAVE_BIN", os.path.join(ROOT, "target/release/taskweave"))
-PLUGINS = os.environ.get("TASKWEAVE_PLUGINS")
+import runs
+from runs import mean_std
+
+ROOT = runs.ROOT
 PIPELINE = os.path.join(ROOT, "pipelines/qm9.toml")
 OUT_DIR = os.path.join(ROOT, "runs/qm9-results")
 SEEDS = [0, 1, 2]
@@ -47,45 +44,21 @@ METHODS = [
 FLATNESS_PAIRS = [("EW", "SAM-MTL + EW"), ("PCGrad", "SAM-MTL + PCGrad"), ("IMTL-G", "SAM-MTL + IMTL-G")]
 
 
-def cli(*args):
-    return subprocess.run([BIN, "-q", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
-def common(seed):
-    args = ["--set", f"run.seed={seed}", "--set", f"run.out_dir={OUT_DIR}", "--set", "run.threads=1",
-            "--set", "run.device=cpu"]
-    return args + (["--set", f'plugins.dirs=["{PLUGINS}"]'] if PLUGINS else [])
-
-
 def slug(method):
     return method.lower().replace(" + ", "-").replace(" ", "-")
 
 
 def baselines(seed):
-    cli("baselines", PIPELINE, *common(seed))
+    runs.baselines(PIPELINE, seed, OUT_DIR)
 
 
 def train(method, sets, seed):
-    name = f"{slug(method)}-s{seed}"
-    args = ["run", PIPELINE, "--overwrite", *common(seed), "--set", f"run.name={name}"]
-    for s in sets:
-        args += ["--set", s]
-    start = time.time()
-    cli(*args)
-    with open(os.path.join(OUT_DIR, name, "summary.json")) as f:
-        summary = json.load(f)
-    return method, seed, summary, time.time() - start
+    summary, seconds = runs.train(PIPELINE, f"{slug(method)}-s{seed}", sets, seed, OUT_DIR)
+    return method, seed, summary, seconds
 
 
 def flatness(method, seed):
-    plugins = ["--plugins", PLUGINS] if PLUGINS else []
-    out = cli("flatness", os.path.join(OUT_DIR, f"{slug(method)}-s{seed}"), "--radius", str(RADIUS),
-              "--samples", str(SAMPLES), "--json", *plugins)
-    return method, seed, json.loads(out)["mean_increase"]
-
-
-def mean_std(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return method, seed, runs.flatness(os.path.join(OUT_DIR, f"{slug(method)}-s{seed}"), RADIUS, SAMPLES)
 
 
 def main():

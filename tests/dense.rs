@@ -180,7 +180,7 @@ fn a_per_pixel_task_on_flat_features_and_a_corrupt_file_are_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("model.backbone: task `seg` is dense-multiclass (one output per pixel), but backbone `mlp` gives one feature vector per example")
-            && err.contains("use backbone `conv` or `vit`"),
+            && err.contains("use backbone `conv` (without `flatten`) or `vit`"),
         "{err}"
     );
     let bytes = std::fs::read(&file).unwrap();

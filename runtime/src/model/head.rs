@@ -38,7 +38,7 @@ fn dense_dims(config: &HeadConfig, width: usize, task: &Task) -> Vec<usize> {
 pub fn check_fit(task: &Task, spatial: bool, backbone: &str) -> Result<()> {
     if task.kind.dense().is_some() && !spatial {
         return Err(Error::Input(format!(
-            "model.backbone: task `{}` is {} (one output per pixel), but backbone `{backbone}` gives one feature vector per example; per-pixel heads decode feature maps or image tokens: use backbone `conv` or `vit`",
+            "model.backbone: task `{}` is {} (one output per pixel), but backbone `{backbone}` gives one feature vector per example; per-pixel heads decode feature maps or image tokens: use backbone `conv` (without `flatten`) or `vit`",
             task.name,
             task.kind.name()
         )));

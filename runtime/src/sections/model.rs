@@ -160,6 +160,11 @@ pub struct ConvBackbone {
     pub kernel: u32,
     /// Batch normalisation after each convolution.
     pub batch_norm: bool,
+    /// Flatten the last stage's map to `[B, C·H·W]` (LeNet's way) instead of
+    /// handing the map on, where heads average over positions: keeps where
+    /// in the image a feature was, which position-bound tasks need (the two
+    /// items of Multi-MNIST). Per-pixel heads then have no map to decode.
+    pub flatten: bool,
 }
 
 impl Default for ConvBackbone {
@@ -170,6 +175,7 @@ impl Default for ConvBackbone {
             style: ConvStyle::Plain,
             kernel: 3,
             batch_norm: true,
+            flatten: false,
         }
     }
 }

@@ -112,10 +112,14 @@ pub fn plan(config: &ConvBackbone, inputs: &[InputSpec]) -> Result<Plan> {
         }
         (cin, h, w) = (c, nh, nw);
     }
+    let mut layer_dims: Vec<usize> = config.channels.iter().map(|&c| c as usize).collect();
+    if let (true, Some(last)) = (config.flatten, layer_dims.last_mut()) {
+        *last = cin * h * w;
+    }
     Ok(Plan {
-        layer_dims: config.channels.iter().map(|&c| c as usize).collect(),
+        layer_dims,
         sizes,
-        spatial: true,
+        spatial: !config.flatten,
     })
 }
 
@@ -123,6 +127,7 @@ pub fn plan(config: &ConvBackbone, inputs: &[InputSpec]) -> Result<Plan> {
 pub struct ConvTrunk {
     input: String,
     stages: Vec<Stage>,
+    flatten: bool,
 }
 
 impl ConvTrunk {
@@ -159,6 +164,7 @@ impl ConvTrunk {
         Ok(ConvTrunk {
             input: config.input.clone(),
             stages,
+            flatten: config.flatten,
         })
     }
 }
@@ -201,6 +207,9 @@ impl Backbone for ConvTrunk {
                     .f_max_pool2d([2i64, 2], [2i64, 2], [0i64, 0], [1i64, 1], false)?
             };
             out.push(x.shallow_clone());
+        }
+        if let (true, Some(last)) = (self.flatten, out.last_mut()) {
+            *last = last.f_flatten(1, -1)?;
         }
         Ok(out)
     }

@@ -210,6 +210,20 @@ mod tests {
     }
 
     #[test]
+    fn a_flattened_conv_trunk_ends_in_position_bound_features() {
+        let config = BackboneConfig::Conv(ConvBackbone {
+            channels: vec![4, 6],
+            flatten: true,
+            ..ConvBackbone::default()
+        });
+        let inputs = image_spec(1, 12, 8);
+        assert!(!plan(&config, &inputs).unwrap().spatial);
+        let (_, out) = check(config, &inputs, image(1, 12, 8));
+        assert_eq!(out[0].size(), [2, 4, 6, 4], "earlier stages stay maps");
+        assert_eq!(out[1].size(), [2, 6 * 3 * 2]);
+    }
+
+    #[test]
     fn vit_gives_every_block_s_tokens_and_refuses_patches_that_do_not_tile() {
         let config = VitBackbone {
             patch: 4,

@@ -1,0 +1,65 @@
+"""What the result scripts of bench/ share: running the `taskweave` CLI on a
+pipeline (`baselines`, `run`, `flatness`), reading a run's summary, and mean ±
+std over seeds.
+
+Every run uses one libtorch thread on the CPU, so that a script can run two at
+a time on a two-core machine. TASKWEAVE_BIN and TASKWEAVE_PLUGINS point at a
+copy of the binary and plugins, so that rebuilding the workspace during a long
+run replaces neither.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("TASKWEAVE_BIN", os.path.join(ROOT, "target/release/taskweave"))
+PLUGINS = os.environ.get("TASKWEAVE_PLUGINS")
+
+
+def cli(*args):
+    """Runs `taskweave -q ARGS` from the repository root; its stdout."""
+    return subprocess.run([BIN, "-q", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def common(seed, out_dir, plugin_dir=None):
+    """The `--set`s every run of a result script shares."""
+    args = ["--set", f"run.seed={seed}", "--set", f"run.out_dir={out_dir}", "--set", "run.threads=1",
+            "--set", "run.device=cpu"]
+    plugins = PLUGINS or plugin_dir
+    return args + (["--set", f'plugins.dirs=["{plugins}"]'] if plugins else [])
+
+
+def baselines(pipeline, seed, out_dir, sets=()):
+    """`taskweave baselines`: one single-task model per task, for Δm."""
+    args = ["baselines", pipeline, *common(seed, out_dir)]
+    for s in sets:
+        args += ["--set", s]
+    cli(*args)
+
+
+def train(pipeline, name, sets, seed, out_dir, plugin_dir=None):
+    """`taskweave run` as run `name` with `sets`; (summary, seconds)."""
+    args = ["run", pipeline, "--overwrite", *common(seed, out_dir, plugin_dir), "--set", f"run.name={name}"]
+    for s in sets:
+        args += ["--set", s]
+    start = time.time()
+    cli(*args)
+    with open(os.path.join(out_dir, name, "summary.json")) as f:
+        return json.load(f), time.time() - start
+
+
+def flatness(run_dir, radius, samples, plugin_dir=None):
+    """`taskweave flatness`: the mean training-loss increase under random
+    perturbations of the shared parameters of relative norm `radius`."""
+    plugins = PLUGINS or plugin_dir
+    out = cli("flatness", run_dir, "--radius", str(radius), "--samples", str(samples), "--json",
+              *(["--plugins", plugins] if plugins else []))
+    return json.loads(out)["mean_increase"]
+
+
+def mean_std(values):
+    """(mean, sample std); the std of one value is 0."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

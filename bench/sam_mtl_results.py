@@ -1,0 +1,205 @@
+"""`make sam-mtl-results`: does SAM-MTL + X beat X? The protocol of the
+SAM-MTL reproduction issue on one benchmark:
+
+1. single-task models per seed (`taskweave baselines`), for Δm;
+2. ρ chosen on the validation split: SAM-MTL + EW on seed 0 over a grid of
+   adaptive (ASAM) and plain radii, scored by validation Δm against EW;
+3. every base weighting alone and inside SAM-MTL (the chosen ρ), 3 seeds,
+   best-validation selection (the pipeline's `eval.select`);
+4. flatness of each SAM-MTL + X against X (`taskweave flatness`).
+
+Every number comes from the `taskweave` CLI; two one-thread runs at a time.
+Usage:
+    .venv/bin/python bench/sam_mtl_results.py BENCHMARK [OUT.md]
+with BENCHMARK one of the keys of BENCHMARKS.
+"""
+
+import concurrent.futures as futures
+import datetime
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+import runs
+from runs import mean_std
+
+OUT_ROOT = os.path.join(runs.ROOT, "runs")
+SEEDS = [0, 1, 2]
+RADIUS = 0.05
+SAMPLES = 20
+BASES = [("EW", "ew"), ("PCGrad", "pcgrad"), ("CAGrad", "cagrad"), ("IMTL-G", "imtl-g"), ("MGDA", "mgda")]
+# (adaptive, ρ): the issue's ranges, ASAM 0.01–2 and plain SAM 1e-4–0.05.
+GRID = [(True, 0.01), (True, 0.1), (True, 0.5), (True, 2.0),
+        (False, 1e-4), (False, 1e-3), (False, 0.01), (False, 0.05)]
+# Each task's primary metric and whether higher is better.
+PRIMARY = [("accuracy", True), ("auc", True), ("mae", False)]
+
+BENCHMARKS = {
+    "multi-fashion": {
+        "pipeline": "pipelines/multi-fashion.toml",
+        "sets": [],
+        "setup": (
+            "Multi-Fashion (`[data] kind = \"multi-mnist\"`, `source = \"fashion\"`): two Fashion-MNIST items "
+            "(Debian dataset-fashion-mnist) on a 36×36 canvas, shifts up to 4 px; 10,000 train / 2,000 val pairs "
+            "from the 60,000 training items (val from a held-out sixth), 10,000 test pairs from the 10,000 test "
+            "items. Model (pipelines/multi-fashion.toml): conv 3×3 16 → BN → ReLU → max-pool → conv 3×3 32 → "
+            "BN → ReLU → max-pool → flatten (32·9·9), heads 2592-64-10; 338k parameters. Adam 1e-3, cosine "
+            "schedule to 0, batch 256, 400 steps (≈ 10 epochs), evaluation every 50 steps, the best validation "
+            "step reported. The paper's scale: ResNet-18 (11M parameters) and 100 epochs."
+        ),
+    },
+}
+
+
+def slug(label):
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower().replace("ρ", "rho")).strip("-")
+
+
+def sam_label(adaptive, rho):
+    return f"SAM-MTL ({'ASAM' if adaptive else 'SAM'}, ρ = {rho}) + "
+
+
+def sam_sets(weighting, adaptive, rho):
+    return [f"train.weighting={weighting}",
+            f"train.strategy={{kind=\"sam-mtl\", rho={rho}, adaptive={'true' if adaptive else 'false'}}}"]
+
+
+def primary(metrics):
+    for name, higher in PRIMARY:
+        if name in metrics:
+            return metrics[name], higher
+    raise ValueError(f"no primary metric among {sorted(metrics)}")
+
+
+def val_delta_m(summary, reference):
+    """Δm (%) of a run's validation metrics against a reference run's."""
+    changes = []
+    for task, metrics in summary["val"].items():
+        value, higher = primary(metrics)
+        ref, _ = primary(reference["val"][task])
+        changes.append((value - ref) / abs(ref) * (1 if higher else -1))
+    return 100 * statistics.mean(changes)
+
+
+def fmt(ms, digits=4):
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def main():
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        sys.exit(f"usage: sam_mtl_results.py {{{'|'.join(BENCHMARKS)}}} [OUT.md]")
+    name = sys.argv[1]
+    bench = BENCHMARKS[name]
+    pipeline = os.path.join(runs.ROOT, bench["pipeline"])
+    out_dir = os.path.join(OUT_ROOT, f"sam-mtl-{name}")
+    plugin_dir = os.path.join(runs.ROOT, "plugins")
+    out_md = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
+        runs.ROOT, "bench/results", f"{datetime.date.today()}-sam-mtl-{name}.md")
+    started = time.time()
+
+    def train(label, sets, seed):
+        summary, seconds = runs.train(pipeline, f"{slug(label)}-s{seed}", bench["sets"] + sets, seed, out_dir,
+                                      plugin_dir)
+        print(f"{label} seed {seed}: {seconds:.0f} s", flush=True)
+        return label, seed, summary
+
+    with futures.ThreadPoolExecutor(max_workers=2) as pool:
+        base_jobs = [pool.submit(runs.baselines, pipeline, seed, out_dir, bench["sets"]) for seed in SEEDS]
+        grid_jobs = {(a, r): pool.submit(train, sam_label(a, r) + "EW", sam_sets("ew", a, r), 0) for a, r in GRID}
+        alone = [pool.submit(train, label, [f"train.weighting={w}"], seed) for label, w in BASES for seed in SEEDS]
+        for j in base_jobs:
+            j.result()
+        grid = {k: j.result() for k, j in grid_jobs.items()}
+        alone = [j.result() for j in alone]
+        reference = next(s for label, seed, s in alone if label == "EW" and seed == 0)
+        grid_scores = {k: val_delta_m(r[2], reference) for k, r in grid.items()}
+        adaptive, rho = max(grid_scores, key=grid_scores.get)
+        chosen = sam_label(adaptive, rho)
+        # SAM-MTL + EW on seed 0 with the chosen ρ is the grid's run.
+        sam = [pool.submit(train, chosen + label, sam_sets(w, adaptive, rho), seed)
+               for label, w in BASES for seed in SEEDS if (label, seed) != ("EW", 0)]
+        sam = [grid[(adaptive, rho)]] + [j.result() for j in sam]
+        results = alone + sam
+        flat = {(label, seed): pool.submit(runs.flatness, os.path.join(out_dir, f"{slug(label)}-s{seed}"), RADIUS,
+                                           SAMPLES, plugin_dir)
+                for label, seed, _ in results}
+        flat = {k: j.result() for k, j in flat.items()}
+    elapsed = time.time() - started
+
+    rows = [label for label, _ in BASES] + [chosen + label for label, _ in BASES]
+    by_label = {label: sorted((r for r in results if r[0] == label), key=lambda r: r[1]) for label in rows}
+    tasks = list(reference["test"].keys())
+    metric_name = next(n for n, _ in PRIMARY if n in reference["test"][tasks[0]])
+    lines = [
+        f"# SAM-MTL on {name} ({datetime.date.today()})",
+        "",
+        f"Reproduce: `make sam-mtl-results` (runs `.venv/bin/python bench/sam_mtl_results.py {name}`; "
+        f"{elapsed / 60:.0f} minutes here).",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU; "
+        "one libtorch thread per run, two runs at a time. Seeds: " + ", ".join(map(str, SEEDS)) +
+        " (`run.seed`: initialisation and batch order; the data set is the pipeline's, the same in every run).",
+        "",
+        bench["setup"],
+        "",
+        "## ρ on the validation split (SAM-MTL + EW, seed 0)",
+        "",
+        "Score: validation Δm (%) against EW alone on seed 0 (higher is better).",
+        "",
+        "| variant | ρ | validation Δm vs EW (%) |",
+        "|---|---|---|",
+    ]
+    for (a, r), score in grid_scores.items():
+        mark = " **(chosen)**" if (a, r) == (adaptive, rho) else ""
+        lines.append(f"| {'ASAM (adaptive)' if a else 'SAM'} | {r} | {score:+.2f}{mark} |")
+    lines += [
+        "",
+        f"## Test {metric_name} and Δm ({len(SEEDS)} seeds, mean ± std)",
+        "",
+        "Δm: mean over tasks of the relative test improvement over that seed's single-task models (%), "
+        "positive is better.",
+        "",
+        "| method | " + " | ".join(tasks) + " | Δm (%) | steps/s |",
+        "|---|" + "---|" * (len(tasks) + 2),
+    ]
+    for label in rows:
+        rs = by_label[label]
+        cells = [fmt(mean_std([primary(r[2]["test"][t])[0] for r in rs])) for t in tasks]
+        dm = mean_std([r[2]["delta_m"] for r in rs])
+        rate = statistics.mean(r[2]["steps_per_second"] for r in rs)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {dm[0]:+.2f} ± {dm[1]:.2f} | {rate:.1f} |")
+    lines += [
+        "",
+        "## SAM-MTL + X against X",
+        "",
+        f"Difference of test Δm (SAM-MTL + X minus X) with its standard error over the {len(SEEDS)} seeds "
+        f"(sqrt(s₁²/{len(SEEDS)} + s₂²/{len(SEEDS)})); `wins`/`loses` when the difference exceeds two standard errors. "
+        f"Flatness: `taskweave flatness RUN_DIR --radius {RADIUS} --samples {SAMPLES}`, the mean increase of "
+        "the training loss when the shared parameters move in a random direction of norm "
+        f"{RADIUS}·‖θ_shared‖ (lower is flatter).",
+        "",
+        "| base X | Δm(SAM-MTL + X) − Δm(X) | verdict | flatness X | flatness SAM-MTL + X |",
+        "|---|---|---|---|---|",
+    ]
+    for label, _ in BASES:
+        a = [r[2]["delta_m"] for r in by_label[label]]
+        b = [r[2]["delta_m"] for r in by_label[chosen + label]]
+        diff = statistics.mean(b) - statistics.mean(a)
+        se = math.sqrt(mean_std(a)[1] ** 2 / len(a) + mean_std(b)[1] ** 2 / len(b))
+        verdict = "wins" if diff > 2 * se else "loses" if diff < -2 * se else "no clear difference"
+        fa = mean_std([flat[(label, s)] for s in SEEDS])
+        fb = mean_std([flat[(chosen + label, s)] for s in SEEDS])
+        lines.append(f"| {label} | {diff:+.2f} ± {se:.2f} | {verdict} | {fmt(fa)} | {fmt(fb)} |")
+    os.makedirs(os.path.dirname(out_md), exist_ok=True)
+    with open(out_md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {out_md}")
+
+
+if __name__ == "__main__":
+    main()
