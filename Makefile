@@ -29,7 +29,7 @@ FUZZ_CASES ?= 100000
 fuzz: build
 	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p taskweave-tests --test integration fuzz::
 
-bench: build census qm9
+bench: build census qm9 images
 	$(CARGO) bench --bench abi_call -p taskweave-tests
 	$(VENV)/bin/python bench/peer_quickstart.py
 	$(VENV)/bin/python bench/peer_census.py
@@ -37,6 +37,8 @@ bench: build census qm9
 	$(VENV)/bin/python bench/weightings_torch.py
 	$(VENV)/bin/python bench/weightings_torchjd.py
 	$(VENV)/bin/python bench/sam_torch.py
+	# One Multi-Fashion epoch (39 steps) of SAM-MTL + EW, three of the standard step.
+	BENCH_PROBLEM=multi-fashion BENCH_ROUNDS=3 $(VENV)/bin/python bench/sam_torch.py 117 39
 	$(VENV)/bin/python bench/peer_interval_dp.py
 	$(VENV)/bin/python bench/peer_meta_rtl.py
 

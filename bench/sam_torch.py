@@ -1,11 +1,16 @@
 """make bench: the SAM-MTL step and the standard step, taskweave against plain PyTorch.
 
-Problem (QM9-shaped, synthetic): 11 regression tasks, 34 inputs, shared MLP
-34-256-256 (ReLU after each layer), one linear head 256-1 per task, MSE per
-task, batch 256 drawn from a fresh permutation of 10,000 training rows every
-epoch, Adam(lr=1e-3). taskweave trains `pipelines/quickstart.toml` with that
-model on its `mmoe-synthetic` data (evaluation and checkpoints only at the end,
-CPU) and reports steps/s in summary.json; this script trains the same model on
+Two problems (BENCH_PROBLEM):
+- `qm9-shaped` (default; synthetic): 11 regression tasks, 34 inputs, shared
+  MLP 34-256-256 (ReLU after each layer), one linear head 256-1 per task, MSE
+  per task. taskweave trains `pipelines/quickstart.toml` with that model on its
+  `mmoe-synthetic` data.
+- `multi-fashion`: `pipelines/multi-fashion.toml` as it is (2 classification
+  tasks on 36x36 images; conv 16 and 32 with batch norm, ReLU and max-pool,
+  flattened; heads 2592-64-10; cross-entropy), on the `make images` data.
+Both: batch 256 drawn from a fresh permutation of 10,000 training rows every
+epoch, Adam(lr=1e-3), CPU; taskweave evaluates and checkpoints only at the
+end and reports steps/s in summary.json; this script trains the same model on
 random data of the same shape (the values do not change the cost).
 
 Steps, the same in both:
@@ -28,8 +33,8 @@ the median steps/s per cell over the rounds where it stayed below 0.1 core
 (over all rounds, flagged, when none did).
 
 Usage: .venv/bin/python bench/sam_torch.py [standard_steps [sam_steps]]
-Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both
-frameworks; default: libtorch's).
+Environment: BENCH_PROBLEM (qm9-shaped), BENCH_ROUNDS (5), BENCH_THREADS
+(intra-op threads of both frameworks; default: libtorch's).
 """
 
 import json
@@ -48,36 +53,87 @@ from torch import nn  # noqa: E402
 from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBLEM = os.environ.get("BENCH_PROBLEM", "qm9-shaped")
 STANDARD_STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 SAM_STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-TASKS, INPUTS, HIDDEN, BATCH, TRAIN = 11, 34, 256, 256, 10000
+BATCH, TRAIN = 256, 10000
 RHO = 2.0
 THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
 if THREADS:
     torch.set_num_threads(THREADS)
 
-
-COMMON = [
-    "--set", "run.device=cpu", "--set", "data.kind=mmoe-synthetic", "--set", f"data.tasks={TASKS}",
-    "--set", f"data.input_dim={INPUTS}", "--set", f"data.train={TRAIN}",
-    "--set", f"model.backbone.hidden=[{HIDDEN},{HIDDEN}]", "--set", "model.head.hidden=[]",
-    "--set", f"train.batch={BATCH}", "--set", "train.weighting=ew",
-    "--set", "train.optimizer={kind=\"adam\", lr=0.001}",
-    "--set", f"run.threads={THREADS}",
-]
 STRATEGIES = {
     "standard": "train.strategy=standard",
     "sam-mtl": f"train.strategy={{kind=\"sam-mtl\", rho={RHO}, adaptive=true}}",
 }
 
 
-def taskweave_command(strategy, steps):
-    return [
-        "target/release/taskweave", "-q", "run", "pipelines/quickstart.toml", "--overwrite",
-        *COMMON, "--set", STRATEGIES[strategy], "--set", f"run.name=bench-sam-{strategy}",
-        "--set", f"train.steps={steps}", "--set", f"eval.every={steps}", "--set", f"train.checkpoint_every={steps}",
+class Mlp:
+    """The QM9-shaped problem."""
+    tasks, inputs, hidden = 11, 34, 256
+    pipeline = "pipelines/quickstart.toml"
+    sets = [
+        "data.kind=mmoe-synthetic", f"data.tasks={tasks}", f"data.input_dim={inputs}", f"data.train={TRAIN}",
+        f"model.backbone.hidden=[{hidden},{hidden}]", "model.head.hidden=[]",
     ]
+    label = f"QM9-shaped synthetic problem: {tasks} regression tasks, MLP {inputs}-{hidden}-{hidden} shared, linear heads"
+
+    @classmethod
+    def modules(cls):
+        backbone = nn.Sequential(nn.Linear(cls.inputs, cls.hidden), nn.ReLU(), nn.Linear(cls.hidden, cls.hidden),
+                                 nn.ReLU())
+        return backbone, [nn.Linear(cls.hidden, 1) for _ in range(cls.tasks)]
+
+    @classmethod
+    def data(cls):
+        return torch.randn(TRAIN, cls.inputs), torch.randn(TRAIN, cls.tasks)
+
+    @staticmethod
+    def loss(out, y):
+        return F.mse_loss(out.squeeze(-1), y)
+
+
+class Conv:
+    """Multi-Fashion as pipelines/multi-fashion.toml has it."""
+    tasks, side, classes = 2, 36, 10
+    pipeline = "pipelines/multi-fashion.toml"
+    sets = ["data.val=256", "data.test=256"]
+    label = ("Multi-Fashion: 2 classification tasks, 36x36 images, conv 16-32 (BN, ReLU, max-pool) flattened, "
+             "heads 2592-64-10")
+
+    @classmethod
+    def modules(cls):
+        def stage(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+        backbone = nn.Sequential(*stage(1, 16), *stage(16, 32), nn.Flatten())
+        width = 32 * (cls.side // 4) ** 2
+        return backbone, [nn.Sequential(nn.Linear(width, 64), nn.ReLU(), nn.Linear(64, cls.classes))
+                          for _ in range(cls.tasks)]
+
+    @classmethod
+    def data(cls):
+        return torch.rand(TRAIN, 1, cls.side, cls.side), torch.randint(0, cls.classes, (TRAIN, cls.tasks))
+
+    @staticmethod
+    def loss(out, y):
+        return F.cross_entropy(out, y)
+
+
+PROBLEMS = {"qm9-shaped": Mlp, "multi-fashion": Conv}
+if PROBLEM not in PROBLEMS:
+    sys.exit(f"BENCH_PROBLEM must be one of {', '.join(PROBLEMS)}, got {PROBLEM!r}")
+P = PROBLEMS[PROBLEM]
+TASKS = P.tasks
+
+
+def taskweave_command(strategy, steps):
+    sets = [*P.sets, "run.device=cpu", f"train.batch={BATCH}", "train.weighting=ew",
+            "train.optimizer={kind=\"adam\", lr=0.001}", "train.schedule=constant", f"run.threads={THREADS}",
+            STRATEGIES[strategy], f"run.name=bench-sam-{strategy}", f"train.steps={steps}", f"eval.every={steps}",
+            f"train.checkpoint_every={steps}", 'plugins.dirs=["../plugins"]']
+    return ["target/release/taskweave", "-q", "run", P.pipeline, "--overwrite",
+            *(a for s in sets for a in ("--set", s))]
 
 
 def taskweave_steps_per_second(strategy, steps):
@@ -89,12 +145,13 @@ def taskweave_steps_per_second(strategy, steps):
 class Model(nn.Module):
     def __init__(self):
         super().__init__()
-        self.backbone = nn.Sequential(nn.Linear(INPUTS, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU())
-        self.heads = nn.ModuleList(nn.Linear(HIDDEN, 1) for _ in range(TASKS))
+        backbone, heads = P.modules()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(heads)
 
     def losses(self, x, y):
         features = self.backbone(x)
-        return torch.stack([F.mse_loss(h(features).squeeze(-1), y[:, t]) for t, h in enumerate(self.heads)])
+        return torch.stack([P.loss(h(features), y[:, t]) for t, h in enumerate(self.heads)])
 
 
 def check_finite(losses):
@@ -161,7 +218,7 @@ def sam_step(model, opt, x, y):
 
 def pytorch_steps_per_second(strategy, steps):
     torch.manual_seed(0)
-    x, y = torch.randn(TRAIN, INPUTS), torch.randn(TRAIN, TASKS)
+    x, y = P.data()
     model = Model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     step_fn = standard_step if strategy == "standard" else sam_step
@@ -192,8 +249,7 @@ def main():
     med = {c: statistics.median(r[1][c] for r in used) for c in cells}
 
     print(
-        f"SAM-MTL step vs the standard step, QM9-shaped synthetic problem: {TASKS} regression tasks, "
-        f"MLP {INPUTS}-{HIDDEN}-{HIDDEN} shared, linear heads, batch {BATCH}, Adam; CPU, "
+        f"SAM-MTL step vs the standard step, {P.label}, batch {BATCH}, Adam; CPU, "
         f"{torch.get_num_threads()} threads (torch {torch.__version__}, eager); "
         f"median of {len(used)} of {ROUNDS} rounds of alternating runs "
         f"({STANDARD_STEPS} standard / {SAM_STEPS} SAM-MTL steps each)"
