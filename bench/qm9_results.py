@@ -58,7 +58,8 @@ def train(method, sets, seed):
 
 
 def flatness(method, seed):
-    return method, seed, runs.flatness(os.path.join(OUT_DIR, f"{slug(method)}-s{seed}"), RADIUS, SAMPLES)
+    flat = runs.flatness(os.path.join(OUT_DIR, f"{slug(method)}-s{seed}"), RADIUS, SAMPLES)
+    return method, seed, flat["mean_increase"]
 
 
 def main():
