@@ -301,7 +301,8 @@ fn pairs() -> Vec<Pair> {
         },
         Pair {
             label: "modo",
-            taskweave: json!({"kind": "modo"}),
+            // TorchJD's MoDo is the single-batch form.
+            taskweave: json!({"kind": "modo", "double_sampling": false}),
             torchjd: "Gramian(MoDoWeighting())",
             check: Check::Exact { tol: 1e-5 },
             f64_solve: false,
@@ -314,7 +315,7 @@ fn pairs() -> Vec<Pair> {
             // bounce between simplex vertices once T ≥ 3 (lr·λ_max(A) ≫ 2),
             // where float rounding decides the end point; with lr = 0.1 they
             // contract and both libraries reach the same weights.
-            taskweave: json!({"kind": "sdmgrad", "lr": 0.1}),
+            taskweave: json!({"kind": "sdmgrad", "lr": 0.1, "double_sampling": false}),
             torchjd: "Gramian(SDMGradWeighting(lr=0.1))",
             check: Check::Exact { tol: 1e-5 },
             f64_solve: false,

@@ -328,10 +328,35 @@ fn flatness_grows_with_the_perturbation_and_leaves_the_run_unchanged() {
 }
 
 #[test]
+fn double_sampling_draws_extra_batches_that_change_the_weights() {
+    // MoDo's weights on the cross-Gramian of two extra batches differ from
+    // those on the step's own Gramian; the heads' gradients average three
+    // batches. Either changes the trained parameters.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut finals = Vec::new();
+    for (name, double) in [("double", true), ("single", false)] {
+        let extra = format!(
+            "[train]\nsteps = 8\nweighting = {{ kind = \"modo\", gamma = 1.0, double_sampling = {double} }}\n[eval]\nevery = 8\n"
+        );
+        train_in_process(d, name, &extra, &[]);
+        finals.push(final_parameters(&d.join("runs").join(name)));
+    }
+    let changed = finals[0]
+        .iter()
+        .zip(&finals[1])
+        .filter(|((n, _), _)| n.starts_with("backbone.") || n.starts_with("heads."))
+        .any(|((_, a), (_, b))| !a.allclose(b, 1e-6, 1e-6, false));
+    assert!(changed);
+}
+
+#[test]
 fn stateful_weightings_checkpoint_their_state_and_resume_exactly() {
     // Weightings whose state is a [T, P] matrix (moco, excess-mtl), another
     // weighting nested inside (cr-mogm around gradvac), Adam moments (famo,
-    // gradnorm) and moving averages (pcd): through real checkpoints.
+    // gradnorm), moving averages (pcd) and a simplex point stepped on extra
+    // batches drawn each step (modo's double sampling): through real
+    // checkpoints.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for (name, table) in [
@@ -344,6 +369,7 @@ fn stateful_weightings_checkpoint_their_state_and_resume_exactly() {
         ("famo", "{ kind = \"famo\" }"),
         ("gradnorm", "{ kind = \"gradnorm\" }"),
         ("pcd", "{ kind = \"pcd\" }"),
+        ("modo", "{ kind = \"modo\" }"),
     ] {
         let extra = format!(
             "[train]\nsteps = 30\ncheckpoint_every = 10\nweighting = {table}\n[eval]\nevery = 10\n"

@@ -12,7 +12,10 @@ use taskweave_plugin_api::{
 /// a loss weighting gives one scalar loss to back-propagate; a gradient
 /// weighting gets the per-task gradients of the shared parameters (T backward
 /// passes, each head getting its own task's gradient) and returns the shared
-/// update.
+/// update. A weighting that samples more than once per step
+/// ([`Weighting::samples`]) also gets the per-task gradients of that many
+/// extra batches ([`StepOps::extra_batch`]); each head then gets the mean of
+/// its task's gradients over all the batches (as LibMTL's MoDo).
 pub struct Standard {
     weighting: Box<dyn Weighting>,
 }
@@ -35,12 +38,29 @@ impl Strategy for Standard {
                     step,
                     losses: &losses,
                     grads: None,
+                    more_grads: &[],
                 })?;
                 ops.backward(&out.combined)?;
                 out.weights
             }
             WeightingKind::Gradient => {
-                let (grads, heads) = task_gradients(ops, &losses)?;
+                let (grads, mut heads) = task_gradients(ops, &losses)?;
+                let samples = self.weighting.samples().max(1);
+                let mut more = Vec::with_capacity(samples - 1);
+                for _ in 1..samples {
+                    ops.extra_batch()?;
+                    let extra = ops.losses(true)?;
+                    let (g, h) = task_gradients(ops, &extra)?;
+                    for (sum, h) in heads.iter_mut().zip(&h) {
+                        *sum = sum.f_add(h)?;
+                    }
+                    more.push(g);
+                }
+                if samples > 1 {
+                    for head in heads.iter_mut() {
+                        *head = head.f_div_scalar(samples as f64)?;
+                    }
+                }
                 for (t, head) in heads.iter().enumerate() {
                     ops.set_grads(Group::Task(t), head)?;
                 }
@@ -49,6 +69,7 @@ impl Strategy for Standard {
                     step,
                     losses: &detached,
                     grads: Some(&grads),
+                    more_grads: &more,
                 })?;
                 ops.set_grads(Group::Shared, &out.combined)?;
                 out.weights

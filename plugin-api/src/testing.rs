@@ -139,6 +139,10 @@ impl StepOps for LinearOps {
         self.draw((0..ROWS).collect())
     }
 
+    fn extra_batch(&mut self) -> Result<()> {
+        self.draw((0..ROWS).collect())
+    }
+
     fn task_batch(&mut self, task: usize) -> Result<()> {
         if task as i64 >= self.tasks {
             return Err(Error::msg(format!("task {task} does not exist")));

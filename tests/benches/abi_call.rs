@@ -50,6 +50,7 @@ fn weigh(w: &mut dyn Weighting, losses: &Tensor, step: &mut u64) {
             step: *step,
             losses,
             grads: None,
+            more_grads: &[],
         })
         .unwrap(),
     );

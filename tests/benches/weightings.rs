@@ -69,8 +69,12 @@ fn methods() -> Vec<(&'static str, Value)> {
         ("trimmed-mean", json!({"kind": "trimmed-mean"})),
         ("graddrop", json!({"kind": "graddrop"})),
         ("rgw", json!({"kind": "rgw"})),
-        ("modo", json!({"kind": "modo"})),
-        ("sdmgrad", json!({"kind": "sdmgrad"})),
+        // TorchJD's MoDo and SDMGrad are the single-batch forms.
+        ("modo", json!({"kind": "modo", "double_sampling": false})),
+        (
+            "sdmgrad",
+            json!({"kind": "sdmgrad", "double_sampling": false}),
+        ),
         ("excess-mtl", json!({"kind": "excess-mtl"})),
         ("pcd", json!({"kind": "pcd"})),
         (

@@ -228,24 +228,67 @@ fn gramian(grads: &Tensor) -> Result<(Matrix, f64)> {
 }
 
 /// `G Gᵀ` summed in f64 over column blocks of `width`, each block's product
-/// computed in `precision`.
+/// computed in `precision`, symmetrised.
 fn blockwise(grads: &Tensor, width: i64, precision: Kind) -> Result<Matrix> {
-    let (t, p) = grads.size2()?;
-    let grads = grads.f_detach()?;
-    let mut gram = Tensor::f_zeros([t, t], (Kind::Double, grads.device()))?;
-    let mut start = 0;
-    while start < p {
-        let len = width.min(p - start);
-        let chunk = grads.f_narrow(1, start, len)?.f_to_kind(precision)?;
-        let product = chunk.f_matmul(&chunk.f_tr()?)?;
-        gram = gram.f_add(&product.f_to_kind(Kind::Double)?)?;
-        start += len;
-    }
-    let flat = Vec::<f64>::try_from(&gram.f_reshape([-1])?)?;
-    let t = t as usize;
+    let flat = blockwise_product(grads, grads, width, precision)?;
+    let t = grads.size2()?.0 as usize;
     Ok(Matrix::from_fn(t, |i, j| {
         0.5 * (flat[i * t + j] + flat[j * t + i])
     }))
+}
+
+/// `A Bᵀ` (both `[T, P]`) summed in f64 over column blocks of `width`, each
+/// block's product computed in `precision`: the `T × T` entries, row-major.
+fn blockwise_product(a: &Tensor, b: &Tensor, width: i64, precision: Kind) -> Result<Vec<f64>> {
+    let (t, p) = a.size2()?;
+    let (a, b) = (a.f_detach()?, b.f_detach()?);
+    let mut sum = Tensor::f_zeros([t, t], (Kind::Double, a.device()))?;
+    let mut start = 0;
+    while start < p {
+        let len = width.min(p - start);
+        let left = a.f_narrow(1, start, len)?.f_to_kind(precision)?;
+        let right = b.f_narrow(1, start, len)?.f_to_kind(precision)?;
+        let product = left.f_matmul(&right.f_tr()?)?;
+        sum = sum.f_add(&product.f_to_kind(Kind::Double)?)?;
+        start += len;
+    }
+    Ok(Vec::<f64>::try_from(&sum.f_reshape([-1])?)?)
+}
+
+/// The cross-Gramian `A Bᵀ` of the per-task gradients of two independent
+/// batches (not symmetric; its expectation is the Gramian of the expected
+/// gradients, which `G Gᵀ` of one batch overestimates by the noise): one
+/// product in the gradients' precision as [`gramian`], again exactly in f64
+/// chunks where f32 overflowed. Both must be `[T, P]` like the step's
+/// gradients `like`; a non-finite entry fails naming its task.
+pub(super) fn cross_gramian(
+    a: &Tensor,
+    b: &Tensor,
+    like: &Tensor,
+    tasks: &[String],
+) -> Result<Matrix> {
+    for g in [a, b] {
+        if g.size() != like.size() {
+            return Err(Error::msg(format!(
+                "the gradients of an extra batch have shape {:?}, those of the step's batch {:?}",
+                g.size(),
+                like.size()
+            )));
+        }
+    }
+    let (t, p) = a.size2()?;
+    let precision = match a.f_kind()? {
+        Kind::Double => Kind::Double,
+        _ => Kind::Float,
+    };
+    let mut flat = blockwise_product(a, b, p.max(1), precision)?;
+    if flat.iter().any(|x| !x.is_finite()) {
+        check_finite_rows(a, tasks)?;
+        check_finite_rows(b, tasks)?;
+        flat = blockwise_product(a, b, (CHUNK_ELEMENTS / t.max(1)).max(1), Kind::Double)?;
+    }
+    let t = t as usize;
+    Ok(Matrix::from_fn(t, |i, j| flat[i * t + j]))
 }
 
 /// The task names of `ctx`; a gradient weighting needs at least one task.
@@ -269,6 +312,7 @@ mod tests {
                 step: 0,
                 losses,
                 grads,
+                more_grads: &[],
             },
             &tasks,
             |_| Ok(vec![1.0, 2.0]),

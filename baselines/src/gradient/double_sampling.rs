@@ -5,31 +5,38 @@
 //! NeurIPS 2023): stochastic MGDA variants whose weights `λ` on the simplex
 //! follow projected gradient steps carried across training steps.
 //!
-//! The papers estimate the Gramian without bias from two or three
-//! independent batches per step (double sampling). A weighting sees one batch
-//! per step, so these are the single-batch forms TorchJD 0.18 ships
-//! (`MoDoWeighting`, `SDMGradWeighting`), on the step's Gramian `M`:
+//! The papers estimate products of gradients without bias from independent
+//! batches (double sampling): with `double_sampling = true` (the default, as
+//! the papers and LibMTL) the weighting reads three batches per step
+//! ([`Weighting::samples`] = 3; the standard strategy draws the two extra
+//! ones), the step's batch `G` and two more, `G₁` and `G₂`, and `M = G₁G₂ᵀ`
+//! (the cross-Gramian) drives the weights while `G` gives the update. With
+//! `double_sampling = false` all three are the step's batch, `M = GGᵀ`: the
+//! single-batch forms TorchJD 0.18 ships (`MoDoWeighting`,
+//! `SDMGradWeighting`), for strategies that draw one batch (`sam-mtl`), at a
+//! third of the backward passes.
 //!
 //! - `modo`: `λ ← Π(λ − γ(Mλ + ρλ))`, update `Σ λ_i g_i`; `gamma` 0.1, `rho` 0.1.
-//! - `sdmgrad`: with `A = M/(mean_i ‖g_i‖)²` and the preference `w̃` (1/T
-//!   each), `n_iter` projected steps with momentum on
+//! - `sdmgrad`: with `A = M/(mean_i sqrt(max(M_ii, 0)))²` and the preference
+//!   `w̃` (1/T each), `n_iter` projected steps with momentum on
 //!   `w ← Π(w − lr·v)`, `v ← momentum·v + A(w + λw̃)`; update
 //!   `Σ (w_i + λw̃_i)/(1 + λ) g_i`; `lr` 10, `momentum` 0.5, `n_iter` 20,
 //!   `lambda` 0.3.
 //!
 //! `Π` is the projection onto the simplex. Both start from `1/T` each; the
 //! current `λ` (or `w`) is the weighting's state (tensor `lambda`), so a
-//! resumed run continues exactly.
+//! resumed run continues exactly (the extra batches are drawn from the seed
+//! and the step, so it draws the same).
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::Value;
 use taskweave_plugin_api::{
-    register_method, Constructor, Host, Method, MethodContext, Result, State, Weighting,
+    register_method, Constructor, Error, Host, Method, MethodContext, Result, State, Weighting,
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, cross_gramian, task_names, Step};
 use super::preference::preference;
 use super::solvers::{simplex_projection, Matrix};
 use crate::vectors::{load_vector, vector_state};
@@ -56,6 +63,8 @@ struct DoubleSampling {
     rule: Rule,
     /// The simplex point carried across steps.
     lambda: Vec<f64>,
+    /// Whether the weights follow the cross-Gramian of two extra batches.
+    double_sampling: bool,
 }
 
 impl DoubleSampling {
@@ -110,10 +119,30 @@ impl Weighting for DoubleSampling {
     }
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let cross = match (self.double_sampling, input.more_grads, input.grads) {
+            (false, _, _) => None,
+            (true, [a, b], Some(like)) => Some(cross_gramian(a, b, like, &self.tasks)?),
+            (true, more, _) => {
+                return Err(Error::msg(format!(
+                    "`{}` with double_sampling = true reads the gradients of 3 independent batches per step, but the strategy passed {}; the `standard` strategy draws them, strategies that draw one batch (such as `sam-mtl`) need `double_sampling = false`",
+                    self.name,
+                    1 + more.len()
+                )))
+            }
+        };
         let (rule, lambda) = (&self.rule, &mut self.lambda);
         combine(input, &self.tasks, |step: &Step<'_>| {
-            Ok(DoubleSampling::coefficients(rule, lambda, &step.gram))
+            let gram = cross.as_ref().unwrap_or(&step.gram);
+            Ok(DoubleSampling::coefficients(rule, lambda, gram))
         })
+    }
+
+    fn samples(&self) -> usize {
+        if self.double_sampling {
+            3
+        } else {
+            1
+        }
     }
 
     fn state(&self) -> Result<State> {
@@ -138,6 +167,10 @@ struct ModoConfig {
     /// Weight of the ridge term ρλ in that step.
     #[schemars(range(min = 0.0))]
     rho: f64,
+    /// Weights from the cross-Gramian of two extra batches per step (the
+    /// paper's double sampling), or from the step's own Gramian (TorchJD's
+    /// single-batch form).
+    double_sampling: bool,
 }
 
 impl Default for ModoConfig {
@@ -145,6 +178,7 @@ impl Default for ModoConfig {
         ModoConfig {
             gamma: 0.1,
             rho: 0.1,
+            double_sampling: true,
         }
     }
 }
@@ -167,6 +201,10 @@ struct SdmGradConfig {
     lambda: f64,
     /// The preferred weighting w̃, one per task in the order of [tasks] (default: 1/T each).
     pref_vector: Option<Vec<f64>>,
+    /// Weights from the cross-Gramian of two extra batches per step (the
+    /// paper's double sampling), or from the step's own Gramian (TorchJD's
+    /// single-batch form).
+    double_sampling: bool,
 }
 
 impl Default for SdmGradConfig {
@@ -177,11 +215,17 @@ impl Default for SdmGradConfig {
             n_iter: 20,
             lambda: 0.3,
             pref_vector: None,
+            double_sampling: true,
         }
     }
 }
 
-fn start(name: &'static str, rule: Rule, ctx: &MethodContext) -> Result<Box<dyn Weighting>> {
+fn start(
+    name: &'static str,
+    rule: Rule,
+    double_sampling: bool,
+    ctx: &MethodContext,
+) -> Result<Box<dyn Weighting>> {
     let tasks = task_names(ctx)?;
     let t = tasks.len();
     Ok(Box::new(DoubleSampling {
@@ -189,12 +233,17 @@ fn start(name: &'static str, rule: Rule, ctx: &MethodContext) -> Result<Box<dyn 
         tasks,
         rule,
         lambda: vec![1.0 / t as f64; t],
+        double_sampling,
     }))
 }
 
 fn create_modo(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    let ModoConfig { gamma, rho } = typed(config)?;
-    start("modo", Rule::Modo { gamma, rho }, ctx)
+    let ModoConfig {
+        gamma,
+        rho,
+        double_sampling,
+    } = typed(config)?;
+    start("modo", Rule::Modo { gamma, rho }, double_sampling, ctx)
 }
 
 fn create_sdmgrad(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
@@ -208,13 +257,13 @@ fn create_sdmgrad(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<B
         lambda: config.lambda,
         pref,
     };
-    start("sdmgrad", rule, ctx)
+    start("sdmgrad", rule, config.double_sampling, ctx)
 }
 
 register_method!(Method::new(
     "modo",
     env!("CARGO_PKG_VERSION"),
-    "MoDo: MGDA weights tracked by projected gradient steps across training steps (Chen et al., NeurIPS 2023; single-batch form)",
+    "MoDo: MGDA weights tracked by projected gradient steps across training steps (Chen et al., NeurIPS 2023; double sampling, or TorchJD's single-batch form)",
     schema_for::<ModoConfig>,
     Constructor::Weighting(create_modo),
 ));
@@ -222,22 +271,109 @@ register_method!(Method::new(
 register_method!(Method::new(
     "sdmgrad",
     env!("CARGO_PKG_VERSION"),
-    "SDMGrad: direction-oriented MGDA weights by momentum projected steps (Xiao et al., NeurIPS 2023; single-batch form)",
+    "SDMGrad: direction-oriented MGDA weights by momentum projected steps (Xiao et al., NeurIPS 2023; double sampling, or TorchJD's single-batch form)",
     schema_for::<SdmGradConfig>,
     Constructor::Weighting(create_sdmgrad),
 ));
 
 #[cfg(test)]
 mod tests {
+    use super::super::solvers::simplex_projection;
     use crate::gradient::testing::{context, create, instances, tensor_of, values, weigh};
     use taskweave_plugin_api::serde_json::json;
-    use taskweave_plugin_api::tch::Kind;
+    use taskweave_plugin_api::tch::{Kind, Tensor};
+    use taskweave_plugin_api::WeightingInput;
+
+    fn single() -> taskweave_plugin_api::serde_json::Value {
+        json!({ "double_sampling": false })
+    }
+
+    /// One call with the step's gradients `g` and the extra batches' `more`.
+    fn weigh_sampled(
+        method: &mut dyn taskweave_plugin_api::Weighting,
+        g: &Tensor,
+        more: &[Tensor],
+    ) -> taskweave_plugin_api::Result<taskweave_plugin_api::WeightingOutput> {
+        method.weigh(&WeightingInput {
+            step: 0,
+            losses: &Tensor::ones([g.size()[0]], (g.kind(), g.device())),
+            grads: Some(g),
+            more_grads: more,
+        })
+    }
+
+    #[test]
+    fn double_sampling_steps_on_the_cross_gramian_and_updates_along_the_step_s_batch() {
+        // G₁G₂ᵀ = [[2, 3], [-1, 4]] with G₁ = I: λ₁ = Π(λ₀ − γ(Mλ₀ + ρλ₀)).
+        let g1 = tensor_of(&[vec![1.0, 0.0], vec![0.0, 1.0]], Kind::Double);
+        let g2 = tensor_of(&[vec![2.0, -1.0], vec![3.0, 4.0]], Kind::Double);
+        let g = tensor_of(&[vec![1.0, 5.0], vec![-2.0, 1.0]], Kind::Double);
+        let mut method = create("modo", json!({ "gamma": 0.1, "rho": 0.1 }), &context(2, 0));
+        assert_eq!(method.samples(), 3);
+        let out = weigh_sampled(&mut *method, &g, &[g1, g2]).unwrap();
+        let m = [[2.0, 3.0], [-1.0, 4.0]];
+        let moved: Vec<f64> = (0..2)
+            .map(|i| 0.5 - 0.1 * (0.5 * (m[i][0] + m[i][1]) + 0.1 * 0.5))
+            .collect();
+        let expected = simplex_projection(&moved);
+        let w = values(out.weights.as_ref().unwrap());
+        assert!((w[0] - expected[0]).abs() < 1e-12, "{w:?} vs {expected:?}");
+        let update = values(&out.combined);
+        let along = [
+            expected[0] - 2.0 * expected[1],
+            5.0 * expected[0] + expected[1],
+        ];
+        assert!((update[0] - along[0]).abs() < 1e-12 && (update[1] - along[1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn three_copies_of_one_batch_give_the_single_batch_form() {
+        let (_, grads) = instances().swap_remove(6);
+        let t = grads.len();
+        let g = tensor_of(&grads, Kind::Float);
+        for name in ["modo", "sdmgrad"] {
+            let mut double = create(name, json!({}), &context(t, 0));
+            let mut single_batch = create(name, single(), &context(t, 0));
+            assert_eq!(single_batch.samples(), 1);
+            let a = weigh_sampled(&mut *double, &g, &[g.copy(), g.copy()]).unwrap();
+            let b = weigh(&mut *single_batch, 0, &g, None).unwrap();
+            let (a, b) = (values(&a.weights.unwrap()), values(&b.weights.unwrap()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-9, "{name}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn double_sampling_without_the_extra_batches_says_what_to_change() {
+        let g = tensor_of(&[vec![1.0, 0.0], vec![0.0, 1.0]], Kind::Float);
+        let mut method = create("sdmgrad", json!({}), &context(2, 0));
+        let e = weigh_sampled(&mut *method, &g, &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("3 independent batches per step, but the strategy passed 1")
+                && e.contains("double_sampling = false"),
+            "{e}"
+        );
+        let bad = tensor_of(&[vec![f64::NAN, 0.0], vec![0.0, 1.0]], Kind::Float);
+        let e = weigh_sampled(&mut *method, &g, &[bad, g.copy()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("row 0") && e.contains("non-finite"), "{e}");
+    }
 
     #[test]
     fn modo_approaches_the_regularised_min_norm_point() {
         // Fixed gradients: λ converges to the minimiser of ½λᵀ(M + ρI)λ on the simplex.
         let grads = vec![vec![1.0, 0.0], vec![0.0, 2.0]];
-        let mut method = create("modo", json!({ "gamma": 0.1, "rho": 0.1 }), &context(2, 0));
+        let mut method = create(
+            "modo",
+            json!({ "gamma": 0.1, "rho": 0.1, "double_sampling": false }),
+            &context(2, 0),
+        );
         let mut last = vec![];
         for step in 0..500 {
             last = values(
@@ -258,7 +394,7 @@ mod tests {
             let (_, grads) = instances().swap_remove(6);
             let t = grads.len();
             let g = tensor_of(&grads, Kind::Float);
-            let mut straight = create(name, json!({}), &context(t, 0));
+            let mut straight = create(name, single(), &context(t, 0));
             for step in 0..3 {
                 let w = values(
                     &weigh(&mut *straight, step, &g, None)
@@ -271,7 +407,7 @@ mod tests {
                     "{name}: {w:?}"
                 );
             }
-            let mut resumed = create(name, json!({}), &context(t, 0));
+            let mut resumed = create(name, single(), &context(t, 0));
             resumed.load_state(straight.state().unwrap()).unwrap();
             let a = weigh(&mut *straight, 3, &g, None).unwrap();
             let b = weigh(&mut *resumed, 3, &g, None).unwrap();

@@ -218,6 +218,7 @@ mod tests {
                     step: 2,
                     losses: &losses,
                     grads: Some(&gpu),
+                    more_grads: &[],
                 };
                 let on_gpu = weighting.weigh(&input).unwrap();
                 assert_eq!(on_gpu.combined.device(), cuda, "{name}");
@@ -323,6 +324,7 @@ mod tests {
                 step: 0,
                 losses: &losses,
                 grads: None,
+                more_grads: &[],
             });
             assert!(missing.is_err(), "{name}");
             for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {

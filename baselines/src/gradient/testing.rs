@@ -167,7 +167,8 @@ pub(crate) fn create(name: &str, overrides: Value, ctx: &MethodContext) -> Box<d
         .unwrap()
 }
 
-/// One call of `weighting` on `grads` (losses all 1 unless given).
+/// One call of `weighting` on `grads` (losses all 1 unless given; a
+/// double-sampling method gets `grads` again as its extra batches).
 pub(crate) fn weigh(
     weighting: &mut dyn Weighting,
     step: u64,
@@ -175,10 +176,15 @@ pub(crate) fn weigh(
     losses: Option<&Tensor>,
 ) -> taskweave_plugin_api::Result<WeightingOutput> {
     let ones = Tensor::ones([grads.size()[0]], (grads.kind(), Device::Cpu));
+    // A double-sampling method gets the same batch again for its extra samples.
+    let more: Vec<Tensor> = (1..weighting.samples())
+        .map(|_| grads.shallow_clone())
+        .collect();
     weighting.weigh(&WeightingInput {
         step,
         losses: losses.unwrap_or(&ones),
         grads: Some(grads),
+        more_grads: &more,
     })
 }
 

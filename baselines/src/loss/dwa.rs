@@ -156,6 +156,7 @@ mod tests {
                 step: 0,
                 losses: &losses,
                 grads: None,
+                more_grads: &[],
             })
             .unwrap();
         Vec::<f32>::try_from(out.weights.unwrap()).unwrap()

@@ -68,6 +68,7 @@ mod tests {
                 step,
                 losses: &l,
                 grads: None,
+                more_grads: &[],
             })
             .unwrap();
         out.combined.backward();
@@ -91,6 +92,7 @@ mod tests {
                 step: 1,
                 losses: &Tensor::from_slice(&[1.0f32, 0.0, 2.0]),
                 grads: None,
+                more_grads: &[],
             })
             .err()
             .unwrap();
@@ -110,6 +112,7 @@ mod tests {
                     step,
                     losses: &l,
                     grads: None,
+                    more_grads: &[],
                 })
                 .unwrap();
             out.combined.backward();

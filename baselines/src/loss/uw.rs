@@ -85,6 +85,7 @@ mod tests {
                 step: 0,
                 losses: &losses,
                 grads: None,
+                more_grads: &[],
             })
             .unwrap();
         out.combined.backward();

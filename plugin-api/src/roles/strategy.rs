@@ -33,6 +33,15 @@ pub trait StepOps {
     /// task batches drawn before in the step, so a resumed run draws the same.
     fn task_batch(&mut self, task: usize) -> Result<()>;
 
+    /// Draws another batch of the whole training set, independent of the
+    /// step's batch (rows uniform, distinct within the batch): the further
+    /// samples a double-sampling weighting asks for
+    /// ([`Weighting::samples`](crate::Weighting::samples)). Every later call
+    /// in this step uses it. The rows depend only on the run's seed, the step
+    /// and the number of batches drawn before in the step, so a resumed run
+    /// draws the same.
+    fn extra_batch(&mut self) -> Result<()>;
+
     /// Forward pass on the current batch: per-task losses `[T]` with their graph.
     /// With `update_stats = false`, normalisation layers keep their running
     /// statistics (for passes at perturbed parameters).
@@ -280,8 +289,10 @@ pub trait FfiStepOps {
     /// See [`StepOps::parameters_flat`].
     fn parameters_flat(&mut self) -> RResult<TensorOwned, Error>;
     /// See [`StepOps::set_parameters_flat`].
-    #[sabi(last_prefix_field)]
     fn set_parameters_flat(&mut self, values: TensorRef<'_>) -> RResult<(), Error>;
+    /// See [`StepOps::extra_batch`].
+    #[sabi(last_prefix_field)]
+    fn extra_batch(&mut self) -> RResult<(), Error>;
 }
 
 /// [`StepReport`] as it crosses the boundary.
@@ -388,6 +399,9 @@ impl FfiStepOps for HostOps<'_> {
             self.0.set_parameters_flat(&values.get())
         })
     }
+    fn extra_batch(&mut self) -> RResult<(), Error> {
+        guard(HOST, "StepOps::extra_batch", || self.0.extra_batch())
+    }
 }
 
 /// The plugin's view of the host's operations.
@@ -449,6 +463,9 @@ impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
     }
     fn set_parameters_flat(&mut self, values: &Tensor) -> Result<()> {
         FfiStepOps::set_parameters_flat(self, values.into()).into_result()
+    }
+    fn extra_batch(&mut self) -> Result<()> {
+        FfiStepOps::extra_batch(self).into_result()
     }
 }
 

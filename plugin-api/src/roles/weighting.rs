@@ -1,7 +1,7 @@
 //! `Weighting`: one update for the shared parameters from per-task losses or gradients.
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, ROption, RResult};
+use abi_stable::std_types::{RBox, ROption, RResult, RVec};
 use abi_stable::StableAbi;
 use tch::Tensor;
 
@@ -30,6 +30,13 @@ pub struct WeightingInput<'a> {
     /// Per-task gradients of the shared parameters, shape `[T, P]`, one row per
     /// task. `Some` exactly when the weighting's kind is [`WeightingKind::Gradient`].
     pub grads: Option<&'a Tensor>,
+    /// Per-task gradients `[T, P]` of the same parameters on further batches,
+    /// drawn independently of the step's batch and of each other: one for
+    /// each sample beyond the first that [`Weighting::samples`] asks for
+    /// (double-sampling methods estimate products of gradients without bias
+    /// from them). Empty for every other weighting, and where the strategy
+    /// draws one batch per step.
+    pub more_grads: &'a [Tensor],
 }
 
 /// One call's result.
@@ -49,6 +56,16 @@ pub trait Weighting: Send {
 
     /// Combines one step's losses (and gradients, for [`WeightingKind::Gradient`]).
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput>;
+
+    /// How many independent batches' gradients one [`Weighting::weigh`] call
+    /// reads: 1 (the step's batch), or more for a gradient weighting that
+    /// samples twice or three times per step (MoDo, SDMGrad), which then
+    /// finds the others in [`WeightingInput::more_grads`]. Constant for an
+    /// object. A weighting asking for more than the strategy gives must
+    /// refuse the call with an error that says so.
+    fn samples(&self) -> usize {
+        1
+    }
 
     /// Trainable parameters of the weighting itself (UW's log-variances), which
     /// the host's optimizer updates alongside the model. Shares storage.
@@ -99,6 +116,7 @@ pub fn aggregate_and_loss(
                 step,
                 losses,
                 grads: Some(grads),
+                more_grads: &[],
             })?,
             None,
         )),
@@ -107,6 +125,7 @@ pub fn aggregate_and_loss(
                 step,
                 losses,
                 grads: None,
+                more_grads: &[],
             })?;
             let weights = out.weights.ok_or_else(|| {
                 Error::msg(
@@ -130,6 +149,7 @@ pub struct FfiWeightingInput<'a> {
     step: u64,
     losses: TensorRef<'a>,
     grads: ROption<TensorRef<'a>>,
+    more_grads: RVec<TensorRef<'a>>,
 }
 
 /// [`WeightingOutput`] as it crosses the boundary.
@@ -152,8 +172,10 @@ pub trait FfiWeighting: Send {
     /// See [`Weighting::state`].
     fn state(&self) -> RResult<crate::FfiState, Error>;
     /// See [`Weighting::load_state`].
-    #[sabi(last_prefix_field)]
     fn load_state(&mut self, state: crate::FfiState) -> RResult<(), Error>;
+    /// See [`Weighting::samples`].
+    #[sabi(last_prefix_field)]
+    fn samples(&self) -> usize;
 }
 
 /// An owned [`FfiWeighting`] trait object.
@@ -168,10 +190,17 @@ impl FfiWeighting for Guarded<dyn Weighting> {
         guard(&self.label, "Weighting::weigh", || {
             let losses = input.losses.get();
             let grads = input.grads.into_option().map(TensorRef::get);
+            // New handles on the same storage: the slice the trait takes.
+            let more: Vec<Tensor> = input
+                .more_grads
+                .iter()
+                .map(|g| g.get().shallow_clone())
+                .collect();
             let out = self.inner.weigh(&WeightingInput {
                 step: input.step,
                 losses: &losses,
                 grads: grads.as_deref(),
+                more_grads: &more,
             })?;
             Ok(FfiWeightingOutput {
                 combined: out.combined.into(),
@@ -184,6 +213,10 @@ impl FfiWeighting for Guarded<dyn Weighting> {
         guard(&self.label, "Weighting::parameters", || {
             Ok(named_to_ffi(self.inner.parameters()?))
         })
+    }
+
+    fn samples(&self) -> usize {
+        self.inner.samples()
     }
 
     state_adapters!(guarded Weighting);
@@ -199,6 +232,7 @@ impl Weighting for FfiWeightingBox {
             step: input.step,
             losses: input.losses.into(),
             grads: input.grads.map(TensorRef::from).into(),
+            more_grads: input.more_grads.iter().map(TensorRef::from).collect(),
         };
         let out = FfiWeighting::weigh(self, ffi).into_result()?;
         Ok(WeightingOutput {
@@ -211,6 +245,10 @@ impl Weighting for FfiWeightingBox {
         Ok(named_from_ffi(
             FfiWeighting::parameters(self).into_result()?,
         ))
+    }
+
+    fn samples(&self) -> usize {
+        FfiWeighting::samples(self)
     }
 
     state_adapters!(foreign FfiWeighting);

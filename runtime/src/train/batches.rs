@@ -43,7 +43,7 @@ impl Batches {
         draw: u64,
         device: Device,
     ) -> Result<Tensor> {
-        let mut rows: Vec<i64> = match self.labelled.get(task) {
+        let rows: Vec<i64> = match self.labelled.get(task) {
             Some(Some(rows)) => rows.clone(),
             Some(None) => (0..self.rows as i64).collect(),
             None => {
@@ -53,13 +53,36 @@ impl Batches {
                 )))
             }
         };
+        self.drawn(rows, task as u64, step, draw, device)
+    }
+
+    /// The rows of the `draw`-th extra batch of step `step` (a double-sampling
+    /// weighting's further samples): up to a batch of distinct rows of the
+    /// whole training set, drawn from (seed, step, draw) alone.
+    pub fn extra_indices(&self, step: u64, draw: u64, device: Device) -> Result<Tensor> {
+        // A key no task index reaches.
+        self.drawn(
+            (0..self.rows as i64).collect(),
+            u64::MAX,
+            step,
+            draw,
+            device,
+        )
+    }
+
+    /// Up to a batch of `rows`, shuffled by (seed, key, step, draw).
+    fn drawn(
+        &self,
+        mut rows: Vec<i64>,
+        key: u64,
+        step: u64,
+        draw: u64,
+        device: Device,
+    ) -> Result<Tensor> {
         // A stream apart from the epochs' (which use streams 0, 1, 2, ...).
         let stream = (1 << 63) | (step << 16) | (draw & 0xffff);
-        SplitMix::at(
-            self.seed ^ (task as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            stream,
-        )
-        .shuffle(&mut rows);
+        SplitMix::at(self.seed ^ key.wrapping_mul(0x9e37_79b9_7f4a_7c15), stream)
+            .shuffle(&mut rows);
         rows.truncate(self.batch);
         Ok(Tensor::from_slice(&rows).f_to_device(device)?)
     }
@@ -116,6 +139,22 @@ mod tests {
             "another draw, other rows"
         );
         assert!(b.task_indices(2, 0, 0, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn extra_batches_are_independent_of_the_step_s_batch_and_repeat() {
+        let mut b = Batches::new(1000, 10, 3, vec![None]);
+        let extra = |b: &Batches, draw| {
+            Vec::<i64>::try_from(b.extra_indices(4, draw, Device::Cpu).unwrap()).unwrap()
+        };
+        let (first, second) = (extra(&b, 0), extra(&b, 1));
+        let mut distinct = first.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 10);
+        assert_ne!(first, second);
+        assert_ne!(first, rows(&mut b, 4));
+        assert_eq!(extra(&b, 0), first, "the same step and draw, the same rows");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct Ops<'a> {
     batches: &'a mut Batches,
     step: u64,
     batch: Option<Split>,
-    /// Task batches drawn so far in this step.
+    /// Task and extra batches drawn so far in this step.
     task_draws: u64,
     /// Parameter slices changed by `perturb` and their saved values, put back
     /// by `restore`.
@@ -103,6 +103,16 @@ impl StepOps for Ops<'_> {
         let index = api(self
             .batches
             .task_indices(task, self.step, self.task_draws, device))?;
+        self.task_draws += 1;
+        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
+        Ok(())
+    }
+
+    fn extra_batch(&mut self) -> ApiResult<()> {
+        let device = self.data.device();
+        let index = api(self
+            .batches
+            .extra_indices(self.step, self.task_draws, device))?;
         self.task_draws += 1;
         self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
         Ok(())

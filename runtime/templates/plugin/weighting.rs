@@ -72,6 +72,7 @@ mod tests {
             step: 0,
             losses: &losses,
             grads: None,
+            more_grads: &[],
         };
         let out = method.weigh(&input).unwrap();
         assert_eq!(out.combined.double_value(&[]), 8.0);

@@ -520,6 +520,7 @@ fn run_batch(jobs: Vec<Job>, options: &ToyOptions) -> Result<Vec<Trajectory>> {
                     step,
                     losses: own,
                     grads: None,
+                    more_grads: &[],
                 })
                 .map_err(|e| l.fail(step, e))?;
             if out.combined.size() != Vec::<i64>::new() {
@@ -562,6 +563,7 @@ fn run_batch(jobs: Vec<Job>, options: &ToyOptions) -> Result<Vec<Trajectory>> {
                             step,
                             losses: &loss_rows[j],
                             grads: Some(&dz_rows[j]),
+                            more_grads: &[],
                         })
                         .map_err(|e| l.fail(step, e))?;
                     let update = Vec::<f32>::try_from(&out.combined).unwrap_or_default();
