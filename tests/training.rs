@@ -354,7 +354,7 @@ fn double_sampling_draws_extra_batches_that_change_the_weights() {
 fn stateful_weightings_checkpoint_their_state_and_resume_exactly() {
     // Weightings whose state is a [T, P] matrix (moco, excess-mtl), another
     // weighting nested inside (cr-mogm around gradvac), Adam moments (famo,
-    // gradnorm), moving averages (pcd) and a simplex point stepped on extra
+    // gradnorm, imtl), moving averages (pcd) and a simplex point stepped on extra
     // batches drawn each step (modo's double sampling): through real
     // checkpoints.
     let dir = tempfile::tempdir().unwrap();
@@ -370,6 +370,7 @@ fn stateful_weightings_checkpoint_their_state_and_resume_exactly() {
         ("gradnorm", "{ kind = \"gradnorm\" }"),
         ("pcd", "{ kind = \"pcd\" }"),
         ("modo", "{ kind = \"modo\" }"),
+        ("imtl", "{ kind = \"imtl\" }"),
     ] {
         let extra = format!(
             "[train]\nsteps = 30\ncheckpoint_every = 10\nweighting = {table}\n[eval]\nevery = 10\n"

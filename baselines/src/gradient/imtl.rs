@@ -20,16 +20,30 @@
 //!
 //! A task with a zero gradient has no direction `u_i`; it gets weight 0 and
 //! the others are balanced among themselves.
+//!
+//! `imtl` is the paper's hybrid, as LibMTL's `IMTL`: each loss is scaled
+//! first, `e^{s_t} L_t − s_t` (IMTL-L), and IMTL-G balances the gradients of
+//! the scaled losses, `e^{s_t} g_t`: on the Gramian, `M̃ = D M D` with
+//! `D = diag(e^s)`; the update is `Σ α̃_t e^{s_t} g_t`. The scales learn from
+//! the gradient of the scaled losses, `e^{s_t} L_t − 1`, by Adam (`lr`,
+//! 1e-3, the runtime's default learning rate; in LibMTL they share the
+//! model's optimizer). Heads get the gradient of their own unscaled loss (the
+//! host sets them before the weighting runs), which only a positive factor
+//! separates from the scaled one: Adam's steps are nearly the same, SGD's are
+//! not. `s` and Adam's moments are the state.
 
-use taskweave_plugin_api::config::{schema_for, NoKeys};
-use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema, NoKeys};
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::{
-    register_method, Constructor, Host, Method, MethodContext, Result, Weighting, WeightingInput,
-    WeightingKind, WeightingOutput,
+    register_method, Constructor, Host, Method, MethodContext, Result, State, Weighting,
+    WeightingInput, WeightingKind, WeightingOutput,
 };
 
 use super::combine::{combine, task_names, Step};
 use super::solvers::{solve_linear, Matrix};
+use crate::adam::Adam;
+use crate::vectors::{load_vector, vector_state};
 
 /// The IMTL-G weighting.
 struct ImtlG {
@@ -79,6 +93,101 @@ fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn 
     }))
 }
 
+/// IMTL: IMTL-L's loss scales, then IMTL-G on the scaled gradients.
+struct Imtl {
+    tasks: Vec<String>,
+    /// The log scales `s`.
+    scales: Vec<f64>,
+    adam: Adam,
+}
+
+impl Weighting for Imtl {
+    fn kind(&self) -> WeightingKind {
+        WeightingKind::Gradient
+    }
+
+    fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
+        let Imtl {
+            tasks,
+            scales,
+            adam,
+        } = self;
+        combine(input, tasks, |step| {
+            let c: Vec<f64> = scales.iter().map(|s| s.exp()).collect();
+            let scaled = Step {
+                step: step.step,
+                gram: Matrix::from_fn(c.len(), |i, j| c[i] * c[j] * step.gram[(i, j)]),
+                rounding: step.rounding,
+                params: step.params,
+                losses: step.losses.clone(),
+                tasks: step.tasks,
+            };
+            let alpha = coefficients(&scaled);
+            let grad: Vec<f64> = c
+                .iter()
+                .zip(&step.losses)
+                .map(|(c, l)| c * l - 1.0)
+                .collect();
+            adam.step(scales, &grad);
+            Ok(alpha.iter().zip(&c).map(|(a, c)| a * c).collect())
+        })
+    }
+
+    fn state(&self) -> Result<State> {
+        let (adam, steps) = self.adam.state()?;
+        let mut state = vector_state(&[("scales", &self.scales)])?;
+        state.tensors.extend(adam.tensors);
+        state.meta = json!({ "adam_steps": steps });
+        Ok(state)
+    }
+
+    fn load_state(&mut self, mut state: State) -> Result<()> {
+        let t = self.tasks.len();
+        if state.is_empty() {
+            self.scales = vec![0.0; t];
+            self.adam = Adam::new(t, self.adam.lr, 0.0);
+            return Ok(());
+        }
+        let steps = state.meta["adam_steps"].clone();
+        self.scales = load_vector(&mut state, "imtl", "scales", t)?.unwrap_or(vec![0.0; t]);
+        self.adam.load(&mut state, "imtl", &steps)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct ImtlConfig {
+    /// Adam learning rate of the log loss scales.
+    #[schemars(range(min = 0.0))]
+    lr: f64,
+}
+
+impl Default for ImtlConfig {
+    fn default() -> ImtlConfig {
+        ImtlConfig { lr: 1e-3 }
+    }
+}
+
+fn create_hybrid(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+    let ImtlConfig { lr } = typed(config)?;
+    let tasks = task_names(ctx)?;
+    let t = tasks.len();
+    Ok(Box::new(Imtl {
+        tasks,
+        scales: vec![0.0; t],
+        adam: Adam::new(t, lr, 0.0),
+    }))
+}
+
+register_method!(Method::new(
+    "imtl",
+    env!("CARGO_PKG_VERSION"),
+    "IMTL: IMTL-L's learned loss scales, then IMTL-G on the scaled gradients (Liu et al., ICLR 2021; LibMTL's IMTL)",
+    schema_for::<ImtlConfig>,
+    Constructor::Weighting(create_hybrid),
+));
+
 register_method!(Method::new(
     "imtl-g",
     env!("CARGO_PKG_VERSION"),
@@ -99,6 +208,33 @@ mod tests {
     /// `dᵀu_i` for every task.
     fn projections(grads: &[Vec<f64>], d: &[f64]) -> Vec<f64> {
         grads.iter().map(|g| dot(g, d) / dot(g, g).sqrt()).collect()
+    }
+
+    #[test]
+    fn the_hybrid_scales_the_imtl_g_update_and_learns_the_scales() {
+        // With s = 0 the first step is IMTL-G's; the scales then move
+        // against e^s L − 1 (losses 2 and 0.5: s_0 down, s_1 up).
+        let (_, grads) = instances().swap_remove(3);
+        let t = grads.len();
+        let g = tensor_of(&grads, Kind::Double);
+        let mut losses = vec![1.0; t];
+        (losses[0], losses[1]) = (2.0, 0.5);
+        let l = taskweave_plugin_api::tch::Tensor::from_slice(&losses);
+        let mut hybrid = create("imtl", json!({ "lr": 0.1 }), &context(t, 0));
+        let mut plain = create("imtl-g", json!({}), &context(t, 0));
+        let a = weigh(&mut *hybrid, 0, &g, Some(&l)).unwrap();
+        let b = weigh(&mut *plain, 0, &g, Some(&l)).unwrap();
+        assert!(a.combined.allclose(&b.combined, 1e-12, 1e-12, false));
+        let state = hybrid.state().unwrap();
+        let scales = values(&state.tensors.iter().find(|(n, _)| n == "scales").unwrap().1);
+        assert!(scales[0] < 0.0 && scales[1] > 0.0, "{scales:?}");
+        // Afterwards the direction is still IMTL-G's (equal projections onto
+        // the unit gradients) but the scale differs.
+        let a = values(&weigh(&mut *hybrid, 1, &g, Some(&l)).unwrap().combined);
+        let b = values(&weigh(&mut *plain, 1, &g, Some(&l)).unwrap().combined);
+        let cos = dot(&a, &b) / (dot(&a, &a) * dot(&b, &b)).sqrt();
+        assert!((cos - 1.0).abs() < 1e-9, "{cos}");
+        assert!((dot(&a, &a) / dot(&b, &b) - 1.0).abs() > 1e-6);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `cagrad` | `c = 0.4`, `rescale = 1` | `(1/T + λw*)/rescale` |
 //! | `mgda` | `normalization = "none"` | the min-norm point `w` (sums to 1) |
 //! | `imtl-g` | none | `α` (sums to 1) |
+//! | `imtl` | `lr = 1e-3` (of the loss scales) | `α̃ e^s` (state: `s`, Adam's moments) |
 //! | `nash-mtl` | `max_norm = 1.0`, `update_weights_every = 1`, `optim_niter = 20` | `α`, times the clipping factor |
 //! | `upgrad` | `pref_vector = 1/T`, `norm_eps = 1e-4`, `reg_eps = 1e-4` | the summed projection weights |
 //! | `dualproj` | as `upgrad` | the projection weights |
@@ -19,8 +20,8 @@
 //! | `rgw` | none | `softmax(z)` |
 //! | `trimmed-mean` | `trim_number = 1` | none |
 //! | `graddrop` | `leak = 0` | none |
-//! | `modo` | `gamma = 0.1`, `rho = 0.1` | `λ` (state) |
-//! | `sdmgrad` | `lr = 10`, `momentum = 0.5`, `n_iter = 20`, `lambda = 0.3`, `pref_vector = 1/T` | `(w + λw̃)/(1 + λ)` |
+//! | `modo` | `gamma = 0.1`, `rho = 0.1`, `double_sampling = true` | `λ` (state) |
+//! | `sdmgrad` | `lr = 10`, `momentum = 0.5`, `n_iter = 20`, `lambda = 0.3`, `pref_vector = 1/T`, `double_sampling = true` | `(w + λw̃)/(1 + λ)` |
 //! | `excess-mtl` | `robust_step_size = 1`, `n_warmup_steps = 0` | the softmax weights (state) |
 //! | `pcd` | `tau = 0.02`, `beta = 0.999`, `eps = 1e-8` | `(1, μ)` scaled |
 //! | `cr-mogm` | `base = mgda`, `alpha = 0.9` | the smoothed base weights |
@@ -42,8 +43,8 @@
 //! (`coordinatewise`).
 //!
 //! All are deterministic functions of their input, the run's seed, the step
-//! and (Nash-MTL, GradVac, MoDo, SDMGrad, ExcessMTL, PCD, CR-MOGM) their
-//! saved state.
+//! and (IMTL, Nash-MTL, GradVac, MoDo, SDMGrad, ExcessMTL, PCD, CR-MOGM)
+//! their saved state.
 
 mod aligned_mtl;
 mod cagrad;
@@ -80,11 +81,12 @@ mod tests {
     use taskweave_plugin_api::tch::{Device, Kind, Tensor};
     use taskweave_plugin_api::{Role, WeightingInput, WeightingKind};
 
-    const METHODS: [&str; 23] = [
+    const METHODS: [&str; 24] = [
         "pcgrad",
         "cagrad",
         "mgda",
         "imtl-g",
+        "imtl",
         "nash-mtl",
         "upgrad",
         "dualproj",
@@ -268,6 +270,7 @@ mod tests {
             // y = β·L·g/(‖g‖ + 1e-8) with β = 0.5, L = 1, ‖g‖ = 0.5.
             ("moco", 0.5 / (0.5 + 1e-8)),
             ("gradnorm", 1.0),
+            ("imtl", 1.0),
         ] {
             let out = weigh(
                 &mut *create(name, defaults(), &context(1, 0)),
