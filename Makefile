@@ -12,7 +12,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
-PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl
+PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion
 
 .PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results census-results data qm9 census images
 

@@ -1,5 +1,5 @@
 //! The runtime's built-in methods: baseline weightings, the standard training
-//! step and baseline architectures.
+//! step, baseline architectures and the logit-fusion baselines.
 //!
 //! They are written against `taskweave-plugin-api` exactly as a plugin would be,
 //! and register with the same [`register_method!`](taskweave_plugin_api::register_method);
@@ -10,6 +10,7 @@
 
 mod adam;
 mod architecture;
+mod fusion;
 pub mod gradient;
 mod loss;
 pub mod strategy;

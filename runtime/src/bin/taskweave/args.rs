@@ -98,6 +98,10 @@ pub enum CallCommand {
     /// writes `groups` [T], `intervals` [k, 2] (1-based inclusive, when every
     /// group is one contiguous run) and the method's scores (such as `cost`).
     Grouping(GroupingArgs),
+    /// Run a logit fusion once: reads `large` [B, V], `small` [B, V] and
+    /// `experts` [T, B, V] logits, writes `log_probs` [B, V], `expert` [B]
+    /// (i64) and `alpha` [B] (the active expert's coefficient per row).
+    Fusion(FusionArgs),
 }
 
 #[derive(Subcommand)]
@@ -243,6 +247,25 @@ pub struct WeightingArgs {
     /// The step number the weighting sees.
     #[arg(long, default_value_t = 0)]
     pub step: u64,
+    /// Output safetensors file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Extra plugin directory (repeatable; default: ./plugins when it exists).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave call fusion`.
+#[derive(clap::Args)]
+pub struct FusionArgs {
+    /// The fusion (`taskweave plugins list` shows them).
+    pub name: String,
+    /// Safetensors file holding `large`, `small` and `experts`.
+    #[arg(long)]
+    pub logits: PathBuf,
+    /// Override a config value of the fusion: key=value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
     /// Output safetensors file.
     #[arg(long)]
     pub out: PathBuf,

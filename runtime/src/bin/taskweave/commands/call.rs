@@ -1,7 +1,8 @@
-//! `taskweave call weighting|grouping`: one method call on tensors from
-//! files, to cross-check a method against another framework on the same
+//! `taskweave call weighting|grouping|fusion`: one method call on tensors
+//! from files, to cross-check a method against another framework on the same
 //! numbers: a gradient weighting's own update, or a loss weighting's weights
-//! applied to the gradients; a grouping's partition of the tasks.
+//! applied to the gradients; a grouping's partition of the tasks; a logit
+//! fusion's distribution and choices for one decoding step.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,12 +12,12 @@ use taskweave::registry::KindTable;
 use taskweave::spec::{validate, Node, NodeValue, Origin, Source};
 use taskweave::train::checkpoint::{self, Checkpoint};
 use taskweave::{Error, Result, Runtime};
-use taskweave_plugin_api::{aggregate, GroupingInput, MethodContext, Role};
+use taskweave_plugin_api::{aggregate, FusionInput, GroupingInput, MethodContext, Role};
 use taskweave_report::{render_png, Panel, Series};
 use tch::{Device, Kind, Tensor};
 
 use super::{dirs_or_default, Env};
-use crate::args::{GroupingArgs, WeightingArgs};
+use crate::args::{FusionArgs, GroupingArgs, WeightingArgs};
 use crate::output::Failure;
 
 pub fn weighting(env: &Env, args: &WeightingArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -252,6 +253,109 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         },
     )?;
     Ok(count)
+}
+
+pub fn fusion(env: &Env, args: &FusionArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let rows = run_fusion(&env.runtime(&dirs_or_default(args.plugins.clone())), args)?;
+    writeln!(out, "wrote {} ({rows} rows)", args.out.display())?;
+    Ok(())
+}
+
+/// Runs the fusion once on the logits of `--logits` and writes `log_probs`,
+/// `expert` and `alpha`; returns the number of rows.
+fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
+    check_out(&call.out)?;
+    let float = |name: &str, t: &Tensor| -> Result<()> {
+        match t.kind() {
+            Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half => Ok(()),
+            kind => Err(Error::Input(format!(
+                "`{name}` must hold floating-point logits, got {}",
+                taskweave_plugin_api::kind_name(kind)
+            ))),
+        }
+    };
+    let large = read_tensor(&call.logits, "large")?;
+    float("large", &large)?;
+    let [rows, vocab] = large.size()[..] else {
+        return Err(Error::Input(format!(
+            "`large` must be [B, V] logits, got shape {:?}",
+            large.size()
+        )));
+    };
+    let small = read_tensor(&call.logits, "small")?;
+    float("small", &small)?;
+    let experts = read_tensor(&call.logits, "experts")?;
+    float("experts", &experts)?;
+    for (name, t, want) in [
+        ("small", &small, vec![rows, vocab]),
+        ("experts", &experts, vec![experts.size()[0], rows, vocab]),
+    ] {
+        if t.size() != want {
+            return Err(Error::Input(format!(
+                "`{name}` is {:?}, but `large` is [B, V] = [{rows}, {vocab}]: `{name}` must be {}, over the same vocabulary",
+                t.size(),
+                if name == "small" { "[B, V]" } else { "[T, B, V]" }
+            )));
+        }
+    }
+    if experts.size()[0] == 0 {
+        return Err(Error::Input("`experts` holds no expert (T = 0)".into()));
+    }
+    let kind = large.kind();
+    if small.kind() != kind || experts.kind() != kind {
+        return Err(Error::Input(format!(
+            "`large`, `small` and `experts` must share one dtype, got {}, {} and {}",
+            taskweave_plugin_api::kind_name(kind),
+            taskweave_plugin_api::kind_name(small.kind()),
+            taskweave_plugin_api::kind_name(experts.kind())
+        )));
+    }
+    let table = method_table(runtime, "Fusion", "fusion", &call.name, &call.sets)?;
+    let ctx = MethodContext {
+        device: "cpu".into(),
+        ..Default::default()
+    };
+    let mut method = runtime
+        .create_method(Role::Fusion, &table, &ctx)?
+        .into_fusion()?;
+    let experts: Vec<Tensor> = experts.unbind(0);
+    let fused = method.fuse(&FusionInput {
+        large: &large,
+        small: &small,
+        experts: &experts,
+    })?;
+    let t = experts.len() as i64;
+    if fused.log_probs.size() != [rows, vocab] || fused.alpha.size() != [rows, t] {
+        return Err(Error::Method(format!(
+            "`{}` returned log_probs {:?} and alpha {:?} for [B, V] = [{rows}, {vocab}] and {t} experts",
+            call.name,
+            fused.log_probs.size(),
+            fused.alpha.size()
+        )));
+    }
+    // The active expert: the first with a non-zero coefficient (0 when none
+    // is: the large model itself, which every expert gives at a = 0).
+    let expert = fused
+        .alpha
+        .f_ne(0.0)?
+        .f_to_kind(Kind::Int)?
+        .f_argmax(1, false)?;
+    let alpha = fused
+        .alpha
+        .f_gather(1, &expert.f_unsqueeze(1)?, false)?
+        .f_squeeze_dim(1)?;
+    checkpoint::write(
+        &call.out,
+        &Checkpoint {
+            tensors: vec![
+                ("log_probs".into(), fused.log_probs),
+                ("expert".into(), expert),
+                ("alpha".into(), alpha),
+            ],
+            meta: json!({"fusion": table}),
+        },
+    )?;
+    Ok(rows)
 }
 
 /// The SNR curve over timesteps 1..T, each group's timesteps in their own

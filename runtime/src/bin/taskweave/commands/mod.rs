@@ -74,6 +74,9 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Call {
             command: CallCommand::Grouping(args),
         } => call::grouping(&env, &args, out),
+        Command::Call {
+            command: CallCommand::Fusion(args),
+        } => call::fusion(&env, &args, out),
     }
 }
 
