@@ -13,7 +13,9 @@
 //! (the user's own table), `qm9` (molecular properties, from `make qm9`),
 //! `census-income` (the MMoE paper's real data, from `make census`),
 //! `multi-mnist` (two overlaid Fashion-MNIST or MNIST items, from `make
-//! images`) and `tensors` (the user's own inputs, targets and label masks as
+//! images`), `fashion-scenes` (multi-object scenes of Fashion-MNIST items
+//! with per-pixel segmentation, depth and boundaries, from `make images`)
+//! and `tensors` (the user's own inputs, targets and label masks as
 //! tensors in a safetensors file: images, tokens, per-pixel tasks).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
@@ -24,6 +26,8 @@ mod census;
 mod csv;
 mod dataset;
 mod error;
+mod fashion_scenes;
+mod items;
 mod multi_mnist;
 mod qm9;
 pub mod split;

