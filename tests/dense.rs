@@ -199,3 +199,39 @@ fn a_per_pixel_task_on_flat_features_and_a_corrupt_file_are_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("shapes.safetensors"), "{err}");
 }
+
+#[test]
+fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "shapes.safetensors", images);
+    pipeline(d, "shapes.safetensors", IMAGE_TASKS, "[train]\nsteps = 1\n");
+    let (code, out, err) = run_cli(
+        d,
+        &["-q", "preview", "p.toml", "--n", "3", "--out", "shapes.png"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote shapes.png (3 train examples)"), "{out}");
+    let png = std::fs::read(d.join("shapes.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Three rows of image, seg and depth, each magnified 3×: the grid is
+    // wider than it is tall only with three pictures per row.
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert!(w > 3 * 3 * 8 && h > 3 * 3 * 8, "{w}×{h}");
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "preview", "p.toml", "--out", "missing/shapes.png"],
+    );
+    assert!(code == 2 && err.contains("does not exist"), "{code}: {err}");
+    // Tabular data have nothing to draw.
+    let synthetic = "[run]\ndevice = \"cpu\"\n[data]\nkind = \"mmoe-synthetic\"\ntrain = 8\nval = 4\ntest = 4\n[train]\nsteps = 1\n";
+    std::fs::write(d.join("tab.toml"), synthetic).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "preview", "tab.toml", "--out", "t.png"]);
+    assert!(
+        code == 2 && err.contains("no image input and no per-pixel task"),
+        "{code}: {err}"
+    );
+}

@@ -411,9 +411,9 @@ mod tests {
                 assert_eq!(edges[p], changes as i64, "scene {k} pixel {p}");
             }
             let visible = floats(&split.targets[3].get(k));
-            for class in 0..10 {
+            for (class, &v) in visible.iter().enumerate() {
                 assert_eq!(
-                    visible[class] == 1.0,
+                    v == 1.0,
                     seg.contains(&(class as i64 + 1)),
                     "scene {k} class {class}"
                 );

@@ -247,7 +247,7 @@ impl Pipeline {
     }
 
     /// Loads the pipeline's data.
-    pub(crate) fn load_data(&self) -> Result<crate::data::Dataset> {
+    pub fn load_data(&self) -> Result<crate::data::Dataset> {
         crate::data::load(&self.config.data, &self.source.dir)
     }
 }

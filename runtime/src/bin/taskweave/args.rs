@@ -65,6 +65,8 @@ pub enum Command {
     Baselines(PipelineArgs),
     /// Loss increase of a trained run under random perturbations of its shared parameters.
     Flatness(FlatnessArgs),
+    /// Draw the first examples of a pipeline's data with their labels into a PNG.
+    Preview(PreviewArgs),
     /// Optimisation toys: trajectories of weightings on a two-objective problem.
     Toy {
         #[command(subcommand)]
@@ -176,6 +178,28 @@ pub struct PipelineArgs {
     /// Override a value: dotted.key=value (repeatable; values are TOML, bare words are strings).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Extra plugin directory (repeatable).
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave preview`.
+#[derive(clap::Args)]
+pub struct PreviewArgs {
+    /// The pipeline TOML file.
+    pub pipeline: PathBuf,
+    /// Override a value: dotted.key=value (repeatable; values are TOML, bare words are strings).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Number of examples (one row each).
+    #[arg(long, default_value_t = 4)]
+    pub n: usize,
+    /// Split the examples come from.
+    #[arg(long, default_value = "train", value_parser = ["train", "val", "test"])]
+    pub split: String,
+    /// Output PNG file.
+    #[arg(long)]
+    pub out: PathBuf,
     /// Extra plugin directory (repeatable).
     #[arg(long = "plugins", value_name = "DIR")]
     pub plugins: Vec<PathBuf>,

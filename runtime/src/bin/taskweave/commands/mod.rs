@@ -6,6 +6,7 @@ mod call;
 mod flatness;
 mod gpu_info;
 mod plugins;
+mod preview;
 mod toy;
 mod train;
 
@@ -64,6 +65,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),
+        Command::Preview(args) => preview::run(&env, &args, out),
         Command::Toy {
             command: ToyCommand::Cagrad(args),
         } => toy::cagrad(&env, &args, out),

@@ -1,0 +1,177 @@
+//! `taskweave preview`: the first examples of a pipeline's data drawn with
+//! their labels, one row per example: every image input (float `[C, H, W]`
+//! with 1 or 3 channels), then every per-pixel target (classes in a fixed
+//! palette, unlabelled pixels white; regression maps in grey from their
+//! smallest to their largest value, missing values magenta); the other
+//! targets go into the first picture's title. To see what a data kind
+//! generates before training on it.
+
+use std::io::Write;
+
+use taskweave::data::{Split, Task, TaskType, IGNORE_PIXEL};
+use taskweave::{Error, Pipeline, Result};
+use taskweave_report::{render_image_grid, Picture};
+use tch::{Kind, Tensor};
+
+use super::Env;
+use crate::args::PreviewArgs;
+use crate::output::Failure;
+
+/// Class colours: background (class 0) black, then well-separated hues.
+const PALETTE: [[f32; 3]; 12] = [
+    [0.0, 0.0, 0.0],
+    [0.90, 0.10, 0.10],
+    [0.10, 0.60, 0.10],
+    [0.15, 0.35, 0.90],
+    [0.95, 0.75, 0.10],
+    [0.60, 0.20, 0.80],
+    [0.10, 0.80, 0.80],
+    [0.95, 0.50, 0.10],
+    [0.55, 0.35, 0.15],
+    [0.95, 0.55, 0.75],
+    [0.55, 0.55, 0.55],
+    [0.60, 0.85, 0.30],
+];
+
+pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let pipeline = Pipeline::from_file(&env.runtime(&args.plugins), &args.pipeline, &args.sets)?;
+    let data = pipeline.load_data()?;
+    let split = data.split(&args.split).map_err(Error::from)?;
+    let n = args.n.min(split.len());
+    if n == 0 {
+        return Err(Error::Input(format!("--n {}: nothing to draw", args.n)).into());
+    }
+    let mut pictures = Vec::new();
+    let mut columns = 0;
+    for row in 0..n {
+        let pics = example(split, &data.tasks, row)?;
+        if pics.is_empty() {
+            return Err(Error::Input(format!(
+                "the `{}` data have no image input and no per-pixel task to draw",
+                data_kind(&pipeline)
+            ))
+            .into());
+        }
+        columns = columns.max(pics.len());
+        pictures.extend(pics);
+    }
+    let dir = args
+        .out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::Input(format!(
+            "cannot write {}: the directory {} does not exist",
+            args.out.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    std::fs::write(&args.out, render_image_grid(&pictures, columns, 3))
+        .map_err(|e| Error::io(&args.out, e))?;
+    writeln!(
+        out,
+        "wrote {} ({n} {} examples)",
+        args.out.display(),
+        args.split
+    )?;
+    Ok(())
+}
+
+fn data_kind(pipeline: &Pipeline) -> String {
+    pipeline.config().data["kind"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The pictures of example `row`.
+fn example(split: &Split, tasks: &[Task], row: usize) -> Result<Vec<Picture>> {
+    let row = row as i64;
+    let mut pictures = Vec::new();
+    let mut notes = Vec::new();
+    for (task, target) in tasks.iter().zip(&split.targets) {
+        let t = target.f_get(row)?;
+        match task.kind {
+            TaskType::DenseMulticlass { .. } => pictures.push(classes(&task.name, &t)?),
+            TaskType::DenseRegression { .. } => pictures.push(grey(&task.name, &t.f_get(0)?)?),
+            _ => {
+                let values = Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
+                let shown: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+                notes.push(format!("{}={}", task.name, shown.join(",")));
+            }
+        }
+    }
+    for (name, input) in split.inputs.iter().rev() {
+        let x = input.f_get(row)?;
+        if x.kind() == Kind::Float && x.dim() == 3 && matches!(x.size()[0], 1 | 3) {
+            pictures.insert(0, image(name, &x)?);
+        }
+    }
+    if let (Some(first), false) = (pictures.first_mut(), notes.is_empty()) {
+        first.title = format!("{} {}", first.title, notes.join(" "));
+    }
+    Ok(pictures)
+}
+
+/// A float `[C, H, W]` image, values clamped to [0, 1].
+fn image(name: &str, x: &Tensor) -> Result<Picture> {
+    let (c, h, w) = x.size3()?;
+    let values = Vec::<f32>::try_from(x.f_permute([1, 2, 0])?.f_contiguous()?.f_reshape([-1])?)?;
+    Ok(Picture {
+        title: name.to_string(),
+        width: w as usize,
+        height: h as usize,
+        channels: c as usize,
+        values,
+    })
+}
+
+/// Class indices `[H, W]` in the palette; unlabelled pixels white.
+fn classes(name: &str, t: &Tensor) -> Result<Picture> {
+    let (h, w) = t.size2()?;
+    let ids = Vec::<i64>::try_from(t.f_reshape([-1])?)?;
+    let values = ids
+        .iter()
+        .flat_map(|&id| match id {
+            IGNORE_PIXEL => [1.0; 3],
+            id => PALETTE[id.rem_euclid(PALETTE.len() as i64) as usize],
+        })
+        .collect();
+    Ok(Picture {
+        title: name.to_string(),
+        width: w as usize,
+        height: h as usize,
+        channels: 3,
+        values,
+    })
+}
+
+/// A map `[H, W]` in grey from its smallest to its largest finite value.
+fn grey(name: &str, t: &Tensor) -> Result<Picture> {
+    let (h, w) = t.size2()?;
+    let v = Vec::<f32>::try_from(t.f_to_kind(Kind::Float)?.f_reshape([-1])?)?;
+    let finite = v.iter().copied().filter(|x| x.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+        (lo.min(x), hi.max(x))
+    });
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let values = v
+        .iter()
+        .map(|&x| {
+            if x.is_finite() {
+                (x - lo) / span
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    Ok(Picture {
+        title: format!("{name} ({lo:.2}..{hi:.2})"),
+        width: w as usize,
+        height: h as usize,
+        channels: 1,
+        values,
+    })
+}
