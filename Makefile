@@ -12,7 +12,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
-PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion
+PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
 
 .PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results census-results data qm9 census images
 

@@ -235,3 +235,43 @@ fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures()
         "{code}: {err}"
     );
 }
+
+#[test]
+fn taskexpert_trains_on_vit_tokens_and_logs_each_task_s_gate_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    std::fs::copy(
+        workspace_plugin("taskweave-taskexpert"),
+        d.join("plugins/libtaskweave_taskexpert.so"),
+    )
+    .unwrap();
+    write(d, "shapes.safetensors", images);
+    let extra =
+        "[plugins]\ndirs = [\"plugins\"]\n[train]\nsteps = 20\nbatch = 32\n[eval]\nevery = 10\n\
+                 [model]\nbackbone = {kind=\"vit\", patch=2, dim=16, depth=2, heads=2}\n\
+                 architecture = {kind=\"taskexpert\", experts=2, expert_hidden=[8]}\n";
+    let path = pipeline(d, "shapes.safetensors", IMAGE_TASKS, extra);
+    let summary = train(&path, &[]);
+    assert!(summary.test[0]["miou"].is_finite());
+    let history = std::fs::read_to_string(summary.dir.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 3, "two evaluations and the final records");
+    for r in &records {
+        let gates = r["architecture"].as_object().expect("gate weights");
+        for task in ["seg", "depth", "big"] {
+            for block in [0, 1] {
+                let prefix = format!("gate.{task}.{block}.");
+                let sum: f64 = gates
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(&prefix))
+                    .map(|(_, v)| v.as_f64().unwrap())
+                    .sum();
+                assert!((sum - 1.0).abs() < 1e-6, "{prefix}: {sum}");
+            }
+        }
+    }
+}

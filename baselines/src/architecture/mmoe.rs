@@ -10,7 +10,7 @@ use taskweave_plugin_api::{
     MethodContext, Parameter, Result,
 };
 
-use super::experts;
+use taskweave_plugin_api::nn::experts;
 
 /// n expert MLPs shared by all tasks, and per task a softmax gate over them.
 struct Mmoe {

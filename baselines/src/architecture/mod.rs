@@ -2,7 +2,6 @@
 //! sharing, MMoE and PLE. The mixtures work on any features whose last
 //! dimension is the width: flat `[B, C]` and tokens `[B, N, C]` alike.
 
-mod experts;
 mod mmoe;
 mod ple;
 

@@ -12,7 +12,7 @@ use taskweave_plugin_api::{
     MethodContext, Parameter, Result,
 };
 
-use super::experts;
+use taskweave_plugin_api::nn::experts;
 
 /// One extraction level.
 struct Level {

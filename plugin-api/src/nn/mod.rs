@@ -1,6 +1,6 @@
 //! Small building blocks for methods that own trainable modules (architectures,
 //! policies): linear layers, embeddings, batch and layer normalisation, MLPs,
-//! convolutions and transformer blocks over plain tensors.
+//! convolutions, transformer blocks and banks of experts over plain tensors.
 //!
 //! Parameters are ordinary leaf tensors with `requires_grad`, initialised as
 //! PyTorch initialises `torch.nn.Linear`, so a model built here matches its
@@ -9,6 +9,7 @@
 //! reach them.
 
 mod conv;
+pub mod experts;
 mod transformer;
 
 use tch::{Device, Kind, Tensor};

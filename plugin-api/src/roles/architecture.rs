@@ -90,6 +90,15 @@ pub trait Architecture: Send {
     /// T tensors, in task order, each with the batch as its first dimension.
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>>;
 
+    /// Named numbers about the evaluation that just ended (TaskExpert's mean
+    /// gate weight per task, layer and slot), which the host writes to
+    /// `metrics.jsonl` under `architecture` after every evaluation. An
+    /// architecture gathers them over the forward passes with `train =
+    /// false` and starts afresh after each call. None by default.
+    fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
+        Ok(Vec::new())
+    }
+
     /// Everything besides the parameters needed to continue after a resume.
     fn state(&self) -> Result<State> {
         Ok(State::default())
@@ -129,8 +138,10 @@ pub trait FfiArchitecture: Send {
     /// See [`Architecture::state`].
     fn state(&self) -> RResult<crate::FfiState, Error>;
     /// See [`Architecture::load_state`].
-    #[sabi(last_prefix_field)]
     fn load_state(&mut self, state: crate::FfiState) -> RResult<(), Error>;
+    /// See [`Architecture::eval_metrics`].
+    #[sabi(last_prefix_field)]
+    fn eval_metrics(&mut self) -> RResult<RVec<Tuple2<RString, f64>>, Error>;
 }
 
 /// An owned [`FfiArchitecture`] trait object.
@@ -181,6 +192,17 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
         })
     }
 
+    fn eval_metrics(&mut self) -> RResult<RVec<Tuple2<RString, f64>>, Error> {
+        guard(&self.label, "Architecture::eval_metrics", || {
+            Ok(self
+                .inner
+                .eval_metrics()?
+                .into_iter()
+                .map(|(n, v)| Tuple2(n.into(), v))
+                .collect())
+        })
+    }
+
     state_adapters!(guarded Architecture);
 }
 
@@ -220,6 +242,14 @@ impl Architecture for FfiArchitectureBox {
         )
         .into_result()?;
         Ok(outs.into_iter().map(TensorOwned::into_tensor).collect())
+    }
+
+    fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
+        Ok(FfiArchitecture::eval_metrics(self)
+            .into_result()?
+            .into_iter()
+            .map(|Tuple2(n, v)| (n.into_string(), v))
+            .collect())
     }
 
     state_adapters!(foreign FfiArchitecture);

@@ -356,6 +356,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             memory.begin();
             let lr = trainer.learning_rate();
             let metrics = trainer.evaluate("val", eval_batch)?;
+            let architecture = trainer.architecture_metrics()?;
             let eval_memory = memory.end("eval");
             let score = selection.score(&tasks, &metrics)?;
             trainer.observe(score);
@@ -366,7 +367,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             let (loss, weights) = running.take(&tasks);
             history.push(json!({"step": step, "split": "val", "wall_time_s": wall(&started),
                                 "tasks": metrics_json(&tasks, &metrics), "score": score, "lr": lr,
-                                "train_loss": loss, "weights": weights,
+                                "train_loss": loss, "weights": weights, "architecture": architecture,
                                 "memory": {"setup": setup_memory, "train": train_memory, "eval": eval_memory}}));
             write_history(&metrics_path, &history)?;
             memory.begin();
@@ -393,6 +394,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     memory.end("train");
     memory.begin();
     let mut val = trainer.evaluate("val", eval_batch)?;
+    let mut val_architecture = trainer.architecture_metrics()?;
     let score = selection.score(&tasks, &val)?;
     // The last step unless an earlier evaluation scored better (a run whose
     // scores were never finite has no best: it reports its last step).
@@ -415,6 +417,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         let step = u64_of(&best.meta["selected_step"]);
         trainer.restore(best)?;
         val = trainer.evaluate("val", eval_batch)?;
+        val_architecture = trainer.architecture_metrics()?;
         tracing::info!(
             selected_step = step,
             "reporting the parameters of step {step}, the best validation score"
@@ -422,13 +425,17 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         step
     };
     let test = trainer.evaluate("test", eval_batch)?;
+    let test_architecture = trainer.architecture_metrics()?;
     memory.end("eval");
     let (loss, weights) = running.take(&tasks);
-    for (split, metrics) in [("val", &val), ("test", &test)] {
+    for (split, metrics, architecture) in [
+        ("val", &val, val_architecture),
+        ("test", &test, test_architecture),
+    ] {
         history.push(
             json!({"step": selected, "split": split, "final": true, "selected_step": selected,
                             "wall_time_s": wall(&started), "tasks": metrics_json(&tasks, metrics),
-                            "train_loss": loss, "weights": weights}),
+                            "train_loss": loss, "weights": weights, "architecture": architecture}),
         );
     }
     write_history(&metrics_path, &history)?;

@@ -239,6 +239,22 @@ impl Trainer {
         metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
     }
 
+    /// What the architecture reports about the evaluation that just ended
+    /// (see [`taskweave_plugin_api::Architecture::eval_metrics`]), as a JSON
+    /// object; `null` when it reports nothing.
+    pub fn architecture_metrics(&mut self) -> Result<Value> {
+        let named = self.model.architecture_mut().eval_metrics()?;
+        if named.is_empty() {
+            return Ok(Value::Null);
+        }
+        Ok(Value::Object(
+            named
+                .into_iter()
+                .map(|(n, v)| (n, serde_json::json!(v)))
+                .collect(),
+        ))
+    }
+
     /// Everything needed to continue exactly from here.
     pub fn checkpoint(&self, extra: Value) -> Result<Checkpoint> {
         let mut tensors: Vec<(String, Tensor)> = self

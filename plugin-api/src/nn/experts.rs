@@ -1,8 +1,10 @@
-//! What MMoE and PLE share: banks of expert MLPs and softmax gates over them.
+//! Mixtures of experts: banks of expert MLPs and softmax gates over them, as
+//! MMoE, PLE and TaskExpert use them.
 
-use taskweave_plugin_api::nn::Linear;
-use taskweave_plugin_api::tch::{Device, Kind, Tensor};
-use taskweave_plugin_api::{Group, Parameter, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::nn::Linear;
+use crate::{Group, Parameter, Result};
 
 /// `n` expert MLPs of the same widths, held as one stacked weight per layer
 /// so that all experts run as one matrix product per layer (8 experts cost
@@ -79,7 +81,7 @@ impl Bank {
             };
             h = Some(y.f_relu()?);
         }
-        h.ok_or_else(|| taskweave_plugin_api::Error::msg("an expert bank needs at least one layer"))
+        h.ok_or_else(|| crate::Error::msg("an expert bank needs at least one layer"))
     }
 
     /// The bank's tensors, named `prefix.{layer}.weight|bias`, in `group`.

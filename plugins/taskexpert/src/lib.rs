@@ -1,0 +1,408 @@
+//! TaskExpert (Ye & Xu, "TaskExpert: Dynamically Assembling Multi-Task
+//! Representations with Memorial Mixture-of-Experts", ICCV 2023; METHODS.md
+//! §4) as an `Architecture` over every block's tokens of the backbone.
+//!
+//! At each selected block `l` (`layers`, 0-based; all blocks by default),
+//! with tokens `X_l` `[B, N, C_l]`: `n` expert MLPs (`experts`, widths
+//! `expert_hidden`, the last the output width `d`) decompose the tokens;
+//! per task `t` a gate reads each token and puts a softmax over `n + 1`
+//! slots, the `n` experts and the task's memory `M_t^{l−1}` (zeros at the
+//! first selected block); the mixture `F_t^l` becomes the memory `M_t^l`.
+//! The last memory feeds task `t`'s head, as tokens `[B, N, d]`. With
+//! `memory = false` (the ablation) the gates have `n` slots and each
+//! block's mixture replaces the previous one.
+//!
+//! After every evaluation the mean gate weight per task, block and slot
+//! (over the evaluation's tokens) goes to metrics.jsonl, as
+//! `gate.<task>.<block>.<slot>` (slot `memory` for the memory).
+//!
+//! Not built: the paper's optional load-balancing loss (an architecture
+//! cannot add a loss term through the ABI yet).
+
+use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
+use taskweave_plugin_api::nn::experts::{gate_parameters, Bank};
+use taskweave_plugin_api::nn::Linear;
+use taskweave_plugin_api::serde::{Deserialize, Serialize};
+use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::tch::{Kind, Tensor};
+use taskweave_plugin_api::{
+    register_method, Architecture, ArchitectureInput, BackboneUse, Constructor, Error, Group, Host,
+    Method, MethodContext, Parameter, Result,
+};
+
+/// `taskexpert`'s config.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct Config {
+    /// Experts per selected block.
+    #[schemars(range(min = 1, max = 256))]
+    experts: u32,
+    /// Widths of each expert MLP (the last is the output width).
+    #[schemars(length(min = 1), inner(range(min = 1, max = 1_048_576)))]
+    expert_hidden: Vec<u32>,
+    /// The backbone blocks to decompose, 0-based, increasing (empty: every block).
+    layers: Vec<u32>,
+    /// Each task's memory as an extra gate slot (false: the ablation without it).
+    memory: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            experts: 8,
+            expert_hidden: vec![64],
+            layers: Vec::new(),
+            memory: true,
+        }
+    }
+}
+
+/// One selected block: its experts and one gate per task.
+struct Block {
+    index: usize,
+    experts: Bank,
+    gates: Vec<Linear>,
+}
+
+struct TaskExpert {
+    blocks: Vec<Block>,
+    /// Experts per block.
+    experts: usize,
+    memory: bool,
+    tasks: Vec<String>,
+    /// Per task and block, the summed gate weights of the current evaluation
+    /// `[slots]`, and the number of tokens they sum.
+    gate_sums: Vec<Vec<Option<Tensor>>>,
+    tokens: f64,
+}
+
+impl Architecture for TaskExpert {
+    fn parameters(&self) -> Result<Vec<Parameter>> {
+        let mut out = Vec::new();
+        for block in &self.blocks {
+            let b = block.index;
+            block
+                .experts
+                .parameters(&format!("block{b}.experts"), Group::Shared, &mut out);
+            for (t, gate) in block.gates.iter().enumerate() {
+                gate_parameters(&format!("block{b}.gate{t}"), gate, Group::Task(t), &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    fn output_dim(&self) -> usize {
+        self.blocks.last().map_or(0, |b| b.experts.output_dim())
+    }
+
+    fn backbone(&self) -> BackboneUse {
+        BackboneUse::All
+    }
+
+    fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
+        let mut memories: Vec<Option<Tensor>> = self.tasks.iter().map(|_| None).collect();
+        for (k, block) in self.blocks.iter().enumerate() {
+            let x = input.layers.get(block.index).ok_or_else(|| {
+                Error::msg(format!(
+                    "block {} selected, but the backbone gave {} outputs",
+                    block.index,
+                    input.layers.len()
+                ))
+            })?;
+            if x.dim() != 3 {
+                return Err(Error::msg(format!(
+                    "TaskExpert reads tokens [B, N, C]; block {} gave {:?}",
+                    block.index,
+                    x.size()
+                )));
+            }
+            let experts = block.experts.forward(x)?; // [B, N, n, d]
+            for (t, gate) in block.gates.iter().enumerate() {
+                let slots = match (&memories[t], self.memory) {
+                    (_, false) => experts.shallow_clone(),
+                    (Some(m), true) => Tensor::f_cat(&[&experts, &m.f_unsqueeze(-2)?], -2)?,
+                    (None, true) => {
+                        let mut shape = experts.size();
+                        shape[2] = 1;
+                        Tensor::f_cat(
+                            &[
+                                &experts,
+                                &Tensor::f_zeros(
+                                    shape.as_slice(),
+                                    (experts.kind(), experts.device()),
+                                )?,
+                            ],
+                            -2,
+                        )?
+                    }
+                };
+                let weights = x
+                    .f_linear(&gate.weight, Some(&gate.bias))?
+                    .f_softmax(-1, Kind::Float)?;
+                if !input.train {
+                    let sum = weights.f_detach()?.f_sum_dim_intlist(
+                        [0i64, 1].as_slice(),
+                        false,
+                        Kind::Double,
+                    )?;
+                    let slot = &mut self.gate_sums[t][k];
+                    *slot = Some(match slot.take() {
+                        Some(s) => s.f_add(&sum)?,
+                        None => sum,
+                    });
+                }
+                let mixed = weights.f_unsqueeze(-1)?.f_mul(&slots)?.f_sum_dim_intlist(
+                    -2,
+                    false,
+                    Kind::Float,
+                )?;
+                memories[t] = Some(mixed);
+            }
+            if !input.train && k == 0 {
+                self.tokens += (x.size()[0] * x.size()[1]) as f64;
+            }
+        }
+        memories
+            .into_iter()
+            .map(|m| m.ok_or_else(|| Error::msg("TaskExpert has no selected block")))
+            .collect()
+    }
+
+    fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        let n = self.experts;
+        for (t, task) in self.tasks.iter().enumerate() {
+            for (k, block) in self.blocks.iter().enumerate() {
+                let Some(sum) = self.gate_sums[t][k].take() else {
+                    continue;
+                };
+                let means = Vec::<f64>::try_from(&sum.f_div_scalar(self.tokens.max(1.0))?)?;
+                for (slot, mean) in means.iter().enumerate() {
+                    let name = if slot == n {
+                        "memory".to_string()
+                    } else {
+                        format!("expert{slot}")
+                    };
+                    out.push((format!("gate.{task}.{}.{name}", block.index), *mean));
+                }
+            }
+        }
+        self.tokens = 0.0;
+        Ok(out)
+    }
+}
+
+fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
+    let device = ctx.device()?;
+    let config: Config = typed(config)?;
+    let depth = ctx.layer_dims.len();
+    let layers: Vec<usize> = match config.layers.is_empty() {
+        true => (0..depth).collect(),
+        false => config.layers.iter().map(|&l| l as usize).collect(),
+    };
+    if let Some(&l) = layers.iter().find(|&&l| l >= depth) {
+        return Err(Error::input(format!(
+            "layers: block {l} does not exist; the backbone has {depth} blocks (0..{})",
+            depth.saturating_sub(1)
+        )));
+    }
+    if layers.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(Error::input(format!(
+            "layers: {layers:?} must be increasing block indices"
+        )));
+    }
+    let n = config.experts as usize;
+    let slots = n + usize::from(config.memory);
+    let tasks = ctx.num_tasks();
+    let blocks = layers
+        .iter()
+        .map(|&index| {
+            let width = ctx.layer_dims[index];
+            let dims: Vec<usize> = std::iter::once(width)
+                .chain(config.expert_hidden.iter().map(|&w| w as usize))
+                .collect();
+            Ok(Block {
+                index,
+                experts: Bank::new(n, &dims, device)?,
+                gates: (0..tasks)
+                    .map(|_| Linear::new(width, slots, device))
+                    .collect::<Result<_>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let selected = blocks.len();
+    Ok(Box::new(TaskExpert {
+        blocks,
+        experts: n,
+        memory: config.memory,
+        tasks: ctx.tasks.iter().map(|t| t.to_string()).collect(),
+        gate_sums: (0..tasks)
+            .map(|_| (0..selected).map(|_| None).collect())
+            .collect(),
+        tokens: 0.0,
+    }))
+}
+
+register_method!(Method::new(
+    "taskexpert",
+    env!("CARGO_PKG_VERSION"),
+    "TaskExpert: per-block expert decomposition of tokens, per-task gates with a memory slot (Ye & Xu, ICCV 2023)",
+    schema_for::<Config>,
+    Constructor::Architecture(create),
+));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskweave_plugin_api::serde_json::json;
+    use taskweave_plugin_api::tch::{no_grad, Device};
+
+    fn context(tasks: usize, layer_dims: &[usize]) -> MethodContext {
+        MethodContext {
+            tasks: (0..tasks).map(|t| format!("task{t}").into()).collect(),
+            device: "cpu".into(),
+            feature_dim: *layer_dims.last().unwrap(),
+            layer_dims: layer_dims.to_vec().into(),
+            weighting: "{}".into(),
+            ..Default::default()
+        }
+    }
+
+    fn tokens(blocks: usize) -> Vec<Tensor> {
+        (0..blocks)
+            .map(|_| Tensor::randn([2, 5, 6], (Kind::Float, Device::Cpu)))
+            .collect()
+    }
+
+    fn run(m: &mut dyn Architecture, layers: &[Tensor], train: bool) -> Vec<Tensor> {
+        m.forward(&ArchitectureInput {
+            inputs: &[],
+            layers,
+            train,
+        })
+        .unwrap()
+    }
+
+    /// Makes gate `name` put (almost) all weight on slot `slot`.
+    fn pin(params: &[Parameter], name: &str, slot: usize, slots: usize) {
+        let find = |suffix: &str| {
+            &params
+                .iter()
+                .find(|p| p.name == format!("{name}.{suffix}"))
+                .unwrap()
+                .tensor
+        };
+        let mut bias = vec![-50f32; slots];
+        bias[slot] = 50.0;
+        no_grad(|| {
+            let _ = find("weight").shallow_clone().zero_();
+            find("bias")
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&bias));
+        });
+    }
+
+    #[test]
+    fn every_selected_block_mixes_its_experts_and_the_memory_per_task() {
+        let config = json!({"experts": 3, "expert_hidden": [4]});
+        let mut m = create(&config, &context(2, &[6, 6, 6]), &Host::standalone()).unwrap();
+        let layers = tokens(3);
+        let out = run(m.as_mut(), &layers, true);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].size(), [2, 5, 4]);
+        let params = m.parameters().unwrap();
+        let in_group = |g| params.iter().filter(|p| p.group == g).count();
+        assert_eq!(in_group(Group::Shared), 3 * 2, "one stacked bank per block");
+        assert_eq!(in_group(Group::Task(1)), 3 * 2, "one gate per block");
+        // Task 0: expert 1 at block 0, then only the memory: the output is
+        // block 0's expert 1.
+        pin(&params, "block0.gate0", 1, 4);
+        pin(&params, "block1.gate0", 3, 4);
+        pin(&params, "block2.gate0", 3, 4);
+        let out = run(m.as_mut(), &layers, true);
+        let find = |name: &str| &params.iter().find(|p| p.name == name).unwrap().tensor;
+        let (w, b) = (
+            find("block0.experts.0.weight").get(1),
+            find("block0.experts.0.bias").get(1),
+        );
+        let want = layers[0].linear(&w, Some(&b)).relu();
+        assert!(out[0].allclose(&want, 1e-5, 1e-6, false));
+        assert!(
+            !out[1].allclose(&want, 1e-3, 1e-3, false),
+            "task 1 has its own gates"
+        );
+    }
+
+    #[test]
+    fn without_memory_the_last_block_alone_feeds_the_head() {
+        let config = json!({"experts": 2, "expert_hidden": [3], "memory": false, "layers": [0, 2]});
+        let mut m = create(&config, &context(1, &[6, 6, 6]), &Host::standalone()).unwrap();
+        let params = m.parameters().unwrap();
+        assert!(params.iter().all(|p| !p.name.starts_with("block1")));
+        pin(&params, "block2.gate0", 0, 2);
+        let layers = tokens(3);
+        let out = run(m.as_mut(), &layers, true);
+        let find = |name: &str| &params.iter().find(|p| p.name == name).unwrap().tensor;
+        let want = layers[2]
+            .linear(
+                &find("block2.experts.0.weight").get(0),
+                Some(&find("block2.experts.0.bias").get(0)),
+            )
+            .relu();
+        assert!(out[0].allclose(&want, 1e-5, 1e-6, false));
+    }
+
+    #[test]
+    fn evaluation_reports_each_task_s_mean_gate_weights_and_starts_afresh() {
+        let config = json!({"experts": 2, "expert_hidden": [3]});
+        let mut m = create(&config, &context(2, &[6, 6]), &Host::standalone()).unwrap();
+        let layers = tokens(2);
+        run(m.as_mut(), &layers, true);
+        assert!(
+            m.eval_metrics().unwrap().is_empty(),
+            "training passes are not reported"
+        );
+        run(m.as_mut(), &layers, false);
+        run(m.as_mut(), &layers, false);
+        let metrics = m.eval_metrics().unwrap();
+        assert_eq!(
+            metrics.len(),
+            2 * 2 * 3,
+            "tasks × blocks × (2 experts + memory)"
+        );
+        for task in ["task0", "task1"] {
+            for block in [0, 1] {
+                let prefix = format!("gate.{task}.{block}.");
+                let sum: f64 = metrics
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(&prefix))
+                    .map(|(_, v)| v)
+                    .sum();
+                assert!((sum - 1.0).abs() < 1e-6, "{prefix}: {sum}");
+            }
+        }
+        assert!(metrics.iter().any(|(n, _)| n == "gate.task1.1.memory"));
+        assert!(m.eval_metrics().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_layers_are_input_errors_naming_the_key() {
+        let ctx = context(1, &[6, 6]);
+        for (layers, want) in [
+            (
+                json!([0, 2]),
+                "layers: block 2 does not exist; the backbone has 2 blocks (0..1)",
+            ),
+            (
+                json!([1, 0]),
+                "layers: [1, 0] must be increasing block indices",
+            ),
+        ] {
+            let e = create(&json!({ "layers": layers }), &ctx, &Host::standalone())
+                .err()
+                .unwrap();
+            assert!(e.is_input() && e.to_string().contains(want), "{e}");
+        }
+    }
+}
