@@ -57,6 +57,14 @@ pub fn validate(
     }
 }
 
+/// Whether `schema` allows null (`"type": [.., "null"]`): an `Option` field.
+fn nullable(schema: &Value) -> bool {
+    schema
+        .get("type")
+        .and_then(Value::as_array)
+        .is_some_and(|types| types.iter().any(|t| t == "null"))
+}
+
 /// The values `schema` allows, when it lists them: `enum`, or a `oneOf` of
 /// `const`s (how `schemars` writes an enum whose variants have doc comments).
 fn allowed_values(schema: &Value) -> Option<Vec<Value>> {
@@ -368,8 +376,12 @@ impl Validator<'_> {
                 let generated = Node::from_json(default, &Origin::Generated);
                 let value = self.check(&generated, sub, &child_path);
                 out.insert(name.clone(), value);
-            } else if sub.get("x-taskweave-role").is_none() && sub.get("properties").is_some() {
-                // A section left out entirely gets its own defaults.
+            } else if sub.get("x-taskweave-role").is_none()
+                && sub.get("properties").is_some()
+                && !nullable(sub)
+            {
+                // A section left out entirely gets its own defaults (an
+                // optional one, `Option<Table>`, stays absent).
                 let value = self.check(&Node::table(Origin::Generated), sub, &child_path);
                 out.insert(name.clone(), value);
             }
@@ -551,6 +563,9 @@ mod tests {
                 "hidden": {"type": "array", "items": {"type": "integer", "minimum": 1}, "default": [64]},
                 "weighting": {"x-taskweave-role": "Weighting", "default": {"kind": "ew"}},
                 "pref": {"type": ["array", "null"], "items": {"type": "number"}, "default": null},
+                // An optional section (`Option<Table>`) with a required key.
+                "transfer": {"type": ["object", "null"], "required": ["target"],
+                             "properties": {"target": {"type": "string"}}},
             }},
             "run": {"type": "object", "properties": {"seed": {"type": "integer", "default": 0}}},
         }})
@@ -571,6 +586,23 @@ mod tests {
             json!({"train": {"steps": 5, "lr": 0.001, "mode": "fast", "hidden": [64],
                              "weighting": {"kind": "pcgrad", "seed_offset": 0}},
                    "run": {"seed": 0}})
+        );
+    }
+
+    #[test]
+    fn an_optional_section_left_out_stays_out_and_given_needs_its_keys() {
+        // Absent: `defaults_are_filled_in_everywhere` shows no `transfer`.
+        let (_, result) = run("[train]\nsteps = 5\n[train.transfer]\n");
+        let errors = result.unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].message,
+            "missing required key `train.transfer.target`"
+        );
+        let (_, result) = run("[train]\nsteps = 5\ntransfer = { target = \"gap\" }\n");
+        assert_eq!(
+            result.unwrap()["train"]["transfer"],
+            json!({"target": "gap"})
         );
     }
 
