@@ -252,6 +252,21 @@ fn taskexpert_trains_on_vit_tokens_and_logs_each_task_s_gate_weights() {
                  [model]\nbackbone = {kind=\"vit\", patch=2, dim=16, depth=2, heads=2}\n\
                  architecture = {kind=\"taskexpert\", experts=2, expert_hidden=[8]}\n";
     let path = pipeline(d, "shapes.safetensors", IMAGE_TASKS, extra);
+    // Feature maps are no tokens: refused before training, naming the key.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            "p.toml",
+            "--set",
+            "model.backbone={kind=\"conv\", channels=[8]}",
+        ],
+    );
+    assert!(
+        code == 2 && err.contains("model.backbone: TaskExpert decomposes tokens"),
+        "{code}: {err}"
+    );
     let summary = train(&path, &[]);
     assert!(summary.test[0]["miou"].is_finite());
     let history = std::fs::read_to_string(summary.dir.join("metrics.jsonl")).unwrap();

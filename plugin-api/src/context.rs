@@ -135,6 +135,11 @@ pub struct MethodContext {
     /// The width (last dimension, or channels of a feature map) of every
     /// backbone layer's output, first to last.
     pub layer_dims: RVec<usize>,
+    /// The dimensions of every backbone layer's output beside the batch,
+    /// first to last: 1 for flat features `[B, C]`, 2 for tokens `[B, N,
+    /// C]`, 3 for feature maps `[B, C, H, W]`. An architecture that reads
+    /// one kind checks it here, before training.
+    pub layer_ranks: RVec<usize>,
     /// The batch inputs the data provide.
     pub inputs: RVec<FfiInputSpec>,
     /// The pipeline's `[train].weighting` table as JSON (`{"kind": "ew", ...}`).

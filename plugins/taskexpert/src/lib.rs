@@ -207,6 +207,18 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn A
             depth.saturating_sub(1)
         )));
     }
+    if let Some(&l) = layers
+        .iter()
+        .find(|&&l| ctx.layer_ranks.get(l).is_some_and(|&r| r != 2))
+    {
+        let shape = match ctx.layer_ranks[l] {
+            1 => "flat features [B, C]",
+            _ => "feature maps [B, C, H, W]",
+        };
+        return Err(Error::input(format!(
+            "model.backbone: TaskExpert decomposes tokens [B, N, C], but block {l} of the backbone gives {shape}; use a backbone of tokens (`vit`, `transformer-lm`)"
+        )));
+    }
     if layers.windows(2).any(|w| w[0] >= w[1]) {
         return Err(Error::input(format!(
             "layers: {layers:?} must be increasing block indices"
@@ -264,6 +276,7 @@ mod tests {
             device: "cpu".into(),
             feature_dim: *layer_dims.last().unwrap(),
             layer_dims: layer_dims.to_vec().into(),
+            layer_ranks: vec![2; layer_dims.len()].into(),
             weighting: "{}".into(),
             ..Default::default()
         }
@@ -404,5 +417,18 @@ mod tests {
                 .unwrap();
             assert!(e.is_input() && e.to_string().contains(want), "{e}");
         }
+        let maps = MethodContext {
+            layer_ranks: vec![3, 3].into(),
+            ..ctx
+        };
+        let e = create(&json!({}), &maps, &Host::standalone())
+            .err()
+            .unwrap();
+        assert!(
+            e.is_input()
+                && e.to_string()
+                    .contains("block 0 of the backbone gives feature maps"),
+            "{e}"
+        );
     }
 }

@@ -84,9 +84,9 @@ impl Trainer {
         if let Ok(plan) = &plan {
             crate::model::check_size(model_cfg, plan, &data.tasks, device)?;
         }
-        let layer_dims = plan
+        let (layer_dims, layer_ranks) = plan
             .as_ref()
-            .map(|p| p.layer_dims.clone())
+            .map(|p| (p.layer_dims.clone(), p.layer_ranks.clone()))
             .unwrap_or_default();
         let ctx = MethodContext {
             tasks: data.tasks.iter().map(|t| t.name.as_str().into()).collect(),
@@ -94,6 +94,7 @@ impl Trainer {
             seed,
             feature_dim: layer_dims.last().copied().unwrap_or(0),
             layer_dims: layer_dims.into_iter().collect(),
+            layer_ranks: layer_ranks.into_iter().collect(),
             inputs: data.inputs.iter().map(FfiInputSpec::from).collect(),
             weighting: train.weighting.to_string().into(),
         };

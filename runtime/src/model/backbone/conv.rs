@@ -116,8 +116,13 @@ pub fn plan(config: &ConvBackbone, inputs: &[InputSpec]) -> Result<Plan> {
     if let (true, Some(last)) = (config.flatten, layer_dims.last_mut()) {
         *last = cin * h * w;
     }
+    let mut layer_ranks = vec![3; layer_dims.len()];
+    if let (true, Some(last)) = (config.flatten, layer_ranks.last_mut()) {
+        *last = 1;
+    }
     Ok(Plan {
         layer_dims,
+        layer_ranks,
         sizes,
         spatial: !config.flatten,
     })

@@ -35,6 +35,7 @@ pub fn plan(config: &TransformerLmBackbone, inputs: &[InputSpec]) -> Result<Plan
     sizes.extend(StackSpec::new(config.blocks(), true).sizes()?);
     Ok(Plan {
         layer_dims: vec![dim; config.depth as usize],
+        layer_ranks: vec![2; config.depth as usize],
         sizes,
         spatial: false,
     })

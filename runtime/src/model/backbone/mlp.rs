@@ -34,6 +34,7 @@ impl Trunk<'_> {
             layer_dims.push(width);
         }
         Plan {
+            layer_ranks: vec![1; layer_dims.len()],
             layer_dims,
             sizes,
             spatial: false,

@@ -38,6 +38,9 @@ pub trait Backbone: Send {
 pub struct Plan {
     /// The width of every layer's output, first to last (at least one).
     pub layer_dims: Vec<usize>,
+    /// The dimensions of every layer's output beside the batch: 1 flat
+    /// `[B, C]`, 2 tokens `[B, N, C]`, 3 maps `[B, C, H, W]`.
+    pub layer_ranks: Vec<usize>,
     /// Each layer's parameter count, with the config key that sets it.
     pub sizes: Vec<(String, u128)>,
     /// Whether the last layer keeps the input's positions (feature maps, or
@@ -152,8 +155,10 @@ mod tests {
         );
         let out = built.forward(&batch, true, true).unwrap();
         assert_eq!(out.len(), plan.layer_dims.len());
-        for (o, &w) in out.iter().zip(&plan.layer_dims) {
+        assert_eq!(out.len(), plan.layer_ranks.len());
+        for ((o, &w), &rank) in out.iter().zip(&plan.layer_dims).zip(&plan.layer_ranks) {
             let size = o.size();
+            assert_eq!(size.len(), rank + 1, "{size:?}");
             assert_eq!(size[0], 2);
             // Maps carry the width in dimension 1, tokens in the last.
             let width = if size.len() == 4 {

@@ -42,6 +42,7 @@ pub fn plan(config: &VitBackbone, inputs: &[InputSpec]) -> Result<Plan> {
     sizes.extend(StackSpec::new(config.blocks(), false).sizes()?);
     Ok(Plan {
         layer_dims: vec![dim; config.depth as usize],
+        layer_ranks: vec![2; config.depth as usize],
         sizes,
         spatial: true,
     })
