@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results census-results data qm9 census images
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results data qm9 census images
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -116,6 +116,12 @@ qm9-results: build qm9
 SAM_BENCHMARK ?= multi-fashion
 sam-mtl-results: build images qm9
 	$(VENV)/bin/python bench/sam_mtl_results.py $(SAM_BENCHMARK)
+
+# TaskExpert against hard sharing, MMoE and PLE on fashion-scenes
+# (bench/results/<date>-taskexpert-scenes.md): 5 architectures x 3 seeds and the
+# single-task models; about an hour on two cores.
+taskexpert-results: build images
+	$(VENV)/bin/python bench/taskexpert_results.py
 
 # The census-income table (bench/results/<date>-census.md): test AUC of single-task,
 # shared-bottom, MMoE and PLE on the MMoE paper's two task groups, 3 seeds. About
