@@ -16,7 +16,7 @@ fn plugin_new_then_plugin_build_gives_methods_that_pipelines_use() {
         ("scaled-ew", "weighting"),
         ("plain-step", "strategy"),
         ("per-task-linear", "architecture"),
-        ("proxy", "fusion"),
+        ("steered", "fusion"),
         ("intervals", "grouping"),
     ] {
         let (code, out, err) = run_cli(d, &["plugin", "new", name, "--role", role]);
