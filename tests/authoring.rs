@@ -74,6 +74,12 @@ fn plugin_new_then_plugin_build_gives_methods_that_pipelines_use() {
     let (code, _, err) = run_cli(d, &["plugin", "new", "scaled-ew", "--role", "weighting"]);
     assert_eq!(code, 2);
     assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run_cli(d, &["plugin", "new", "proxy", "--role", "fusion"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`proxy` is already a built-in Fusion"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(d, &["plugin", "new", "Bad_Name", "--role", "weighting"]);
     assert_eq!(code, 2);
     assert!(err.contains("is not a method name"), "{err}");

@@ -102,7 +102,7 @@ fn type_name(method: &str) -> String {
         .collect()
 }
 
-pub fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let name = &args.name;
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -113,6 +113,20 @@ pub fn new(args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
         return Err(Error::Input(format!(
             "`{name}` is not a method name: lower-case letters, digits and `-`, starting with a letter \
              (like `nash-mtl`)"
+        ))
+        .into());
+    }
+    // Two sources of one name make it unusable, so a built-in's name would
+    // only give a plugin nobody can use.
+    let runtime = env.runtime(&[]);
+    if let Some(builtin) = runtime
+        .registry()
+        .entries()
+        .find(|e| e.manifest.name.as_str() == name.as_str() && matches!(e.origin, Origin::Builtin))
+    {
+        return Err(Error::Input(format!(
+            "`{name}` is already a built-in {:?}; pick another name",
+            builtin.manifest.role
         ))
         .into());
     }

@@ -53,7 +53,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
     match cli.command {
         Command::Plugin { command } => match command {
             PluginCommand::List { dirs, json } => plugins::list(&env, dirs, json, out),
-            PluginCommand::New(args) => authoring::new(&args, out),
+            PluginCommand::New(args) => authoring::new(&env, &args, out),
             PluginCommand::Build(args) => authoring::build(&env, &args, out),
         },
         Command::Validate(args) => train::validate(&env, &args, out),
