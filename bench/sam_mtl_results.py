@@ -187,7 +187,7 @@ def main():
         sam = [grid[(adaptive, rho)]] + [j.result() for j in sam]
         results = alone + sam
         flat = {(label, seed): pool.submit(runs.flatness, os.path.join(out_dir, f"{slug(label)}-s{seed}"), RADIUS,
-                                           SAMPLES, plugin_dir)
+                                           SAMPLES, plugin_dir, reuse)
                 for label, seed, _ in results}
         flat = {k: j.result() for k, j in flat.items()}
     increase = {k: f["mean_increase"] for k, f in flat.items()}
