@@ -53,7 +53,7 @@ BENCHMARKS = {
             "items. Model (pipelines/multi-fashion.toml): conv 3×3 16 → BN → ReLU → max-pool → conv 3×3 32 → "
             "BN → ReLU → max-pool → flatten (32·9·9), heads 2592-64-10; 338k parameters. Adam 1e-3, cosine "
             "schedule to 0, batch 256, 400 steps (≈ 10 epochs), evaluation every 50 steps, the best validation "
-            "step reported. The paper's scale: ResNet-18 (11M parameters) and 100 epochs."
+            "step reported. The paper's scale: ResNet-18 (11M parameters) and 100 epochs (200 in its released run.sh)."
         ),
         "paper": (
             "Phan et al., \"Improving Multi-task Learning via Seeking Task-based Flat Regions\" (arXiv "
