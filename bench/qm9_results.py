@@ -126,11 +126,7 @@ def main():
         b = mean_std([f[2] for f in flat if f[0] == base])
         s = mean_std([f[2] for f in flat if f[0] == sam])
         lines.append(f"| {base} | {b[0]:.4f} ± {b[1]:.4f} | {s[0]:.4f} ± {s[1]:.4f} | {s[0] / b[0]:.2f} |")
-    os.makedirs(os.path.dirname(out_md), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwritten to {out_md}")
+    runs.write_report(out_md, lines)
 
 
 if __name__ == "__main__":

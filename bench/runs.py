@@ -71,6 +71,15 @@ def flatness(run_dir, radius, samples, plugin_dir=None, reuse=False):
     return json.loads(out)
 
 
+def write_report(out_md, lines):
+    """Writes the markdown `lines` to `out_md` (creating its folder) and prints them."""
+    os.makedirs(os.path.dirname(out_md), exist_ok=True)
+    with open(out_md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {out_md}")
+
+
 def mean_std(values):
     """(mean, sample std); the std of one value is 0."""
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -274,11 +274,7 @@ def main():
         train_loss = mean_std([statistics.mean(flat[(label, s)]["base"]) for s in SEEDS])
         val_loss = mean_std([statistics.mean(loss(m) for m in r[2]["val"].values()) for r in by_label[label]])
         lines.append(f"| {label} | {fmt(train_loss)} | {fmt(val_loss)} |")
-    os.makedirs(os.path.dirname(out_md), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwritten to {out_md}")
+    runs.write_report(out_md, lines)
 
 
 if __name__ == "__main__":

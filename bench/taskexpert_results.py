@@ -102,9 +102,8 @@ def main():
         with open(os.path.join(OUT_DIR, name, "metrics.jsonl")) as f:
             final = [json.loads(l) for l in f if '"final":true' in l.replace(" ", "")]
         gates = next(r["architecture"] for r in final if r["split"] == "test")
-        lines += [f"{label}:", "", "| task | block | " + " | ".join(sorted(
-            {k.split(".")[3] for k in gates})) + " |"]
         slots = sorted({k.split(".")[3] for k in gates})
+        lines += [f"{label}:", "", "| task | block | " + " | ".join(slots) + " |"]
         lines.append("|---|---|" + "---|" * len(slots))
         for task in METRICS:
             for block in sorted({int(k.split(".")[2]) for k in gates}):
@@ -112,11 +111,7 @@ def main():
                 lines.append(f"| {task} | {block} | " + " | ".join(
                     "" if v is None else f"{v:.3f}" for v in values) + " |")
         lines.append("")
-    os.makedirs(os.path.dirname(out_md), exist_ok=True)
-    with open(out_md, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwritten to {out_md}")
+    runs.write_report(out_md, lines)
 
 
 if __name__ == "__main__":

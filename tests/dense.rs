@@ -240,12 +240,7 @@ fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures()
 fn taskexpert_trains_on_vit_tokens_and_logs_each_task_s_gate_weights() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    std::fs::copy(
-        workspace_plugin("taskweave-taskexpert"),
-        d.join("plugins/libtaskweave_taskexpert.so"),
-    )
-    .unwrap();
+    install_plugin(d, "taskweave-taskexpert");
     write(d, "shapes.safetensors", images);
     let extra =
         "[plugins]\ndirs = [\"plugins\"]\n[train]\nsteps = 20\nbatch = 32\n[eval]\nevery = 10\n\

@@ -11,13 +11,7 @@ use tch::{Device, Kind, Tensor};
 /// A directory with the plugin in `plugins/`.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        workspace_plugin("taskweave-logit-fusion"),
-        plugins.join("libtaskweave_logit_fusion.so"),
-    )
-    .unwrap();
+    install_plugin(dir.path(), "taskweave-logit-fusion");
     dir
 }
 

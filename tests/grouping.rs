@@ -9,13 +9,7 @@ use tch::{Kind, Tensor};
 /// A directory with the plugin in `plugins/`.
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        workspace_plugin("taskweave-diffusion-clustering"),
-        plugins.join("libtaskweave_diffusion_clustering.so"),
-    )
-    .unwrap();
+    install_plugin(dir.path(), "taskweave-diffusion-clustering");
     dir
 }
 

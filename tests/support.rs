@@ -91,6 +91,15 @@ pub fn workspace_plugin(package: &str) -> PathBuf {
     })
 }
 
+/// Builds the workspace plugin `package` and copies its library into
+/// `dir/plugins/` (created), where pipelines and `--plugins plugins` find it.
+pub fn install_plugin(dir: &Path, package: &str) {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let file = format!("lib{}.so", package.replace('-', "_"));
+    std::fs::copy(workspace_plugin(package), plugins.join(file)).unwrap();
+}
+
 /// Rewrites a workspace member's manifest so it builds standalone: inherited
 /// package keys and dependencies are taken from the workspace manifest, path
 /// dependencies become absolute, and the build script (workspace-relative) is
