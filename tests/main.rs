@@ -5,6 +5,7 @@ mod authoring;
 mod cli;
 mod defects;
 mod dense;
+mod diffusion;
 mod fusion;
 mod fuzz;
 mod grouping;

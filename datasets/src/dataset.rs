@@ -18,6 +18,10 @@ pub const IGNORE_PIXEL: i64 = 255;
 pub enum TaskType {
     /// A real number; loss MSE or MAE; metrics MSE and MAE (in original units).
     Regression,
+    /// `n` real numbers (target float32 `[n]`), such as the noise a diffusion
+    /// model predicts; loss MSE or MAE over the values; metrics MSE and MAE
+    /// over the values.
+    Vector(usize),
     /// 0 or 1; loss binary cross-entropy on a logit; metrics BCE, accuracy, AUC.
     Binary,
     /// One of `n` classes; loss cross-entropy; metrics CE and accuracy.
@@ -56,6 +60,7 @@ impl TaskType {
     pub fn name(self) -> &'static str {
         match self {
             TaskType::Regression => "regression",
+            TaskType::Vector(_) => "vector",
             TaskType::Binary => "binary",
             TaskType::Multiclass(_) => "multiclass",
             TaskType::Multilabel(_) => "multilabel",
@@ -78,7 +83,7 @@ impl TaskType {
         match self {
             TaskType::Regression | TaskType::Binary => (Kind::Float, vec![]),
             TaskType::Multiclass(_) => (Kind::Int64, vec![]),
-            TaskType::Multilabel(n) => (Kind::Float, vec![n as i64]),
+            TaskType::Multilabel(n) | TaskType::Vector(n) => (Kind::Float, vec![n as i64]),
             TaskType::DenseMulticlass { height, width, .. } => {
                 (Kind::Int64, vec![height as i64, width as i64])
             }
@@ -96,7 +101,7 @@ impl TaskType {
     /// The metric Δm compares by default.
     pub fn primary(self) -> &'static str {
         match self {
-            TaskType::Regression => "mse",
+            TaskType::Regression | TaskType::Vector(_) => "mse",
             TaskType::Binary => "auc",
             TaskType::Multiclass(_) => "accuracy",
             TaskType::Multilabel(_) => "f1",
@@ -138,7 +143,7 @@ impl Task {
     /// dense types).
     pub fn output_dim(&self) -> usize {
         match self.kind {
-            TaskType::Multiclass(n) | TaskType::Multilabel(n) => n,
+            TaskType::Multiclass(n) | TaskType::Multilabel(n) | TaskType::Vector(n) => n,
             TaskType::DenseMulticlass { classes, .. } => classes,
             TaskType::DenseRegression { channels, .. } => channels,
             TaskType::Regression | TaskType::Binary => 1,

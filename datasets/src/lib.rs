@@ -15,8 +15,9 @@
 //! `multi-mnist` (two overlaid Fashion-MNIST or MNIST items, from `make
 //! images`), `fashion-scenes` (multi-object scenes of Fashion-MNIST items
 //! with per-pixel segmentation, depth and boundaries, from `make images`)
-//! and `tensors` (the user's own inputs, targets and label masks as
-//! tensors in a safetensors file: images, tokens, per-pixel tasks).
+//! `tensors` (the user's own inputs, targets and label masks as
+//! tensors in a safetensors file: images, tokens, per-pixel tasks) and
+//! `toy-2d` (2-D points for diffusion models, generated).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
@@ -33,6 +34,7 @@ mod qm9;
 pub mod split;
 mod synthetic;
 mod tensors;
+mod toy2d;
 
 use std::path::Path;
 

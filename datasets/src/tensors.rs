@@ -364,7 +364,7 @@ impl File {
 fn bad_values(kind: TaskType, t: &Tensor) -> Result<Option<String>> {
     let outside = |n: usize| -> Result<Tensor> { Ok(t.f_lt(0)?.f_logical_or(&t.f_ge(n as i64)?)?) };
     let (bad, why) = match kind {
-        TaskType::Regression => {
+        TaskType::Regression | TaskType::Vector(_) => {
             let why = "; targets are finite (a mask `masks.<task>` marks the rows without a label)";
             (t.f_isfinite()?.f_logical_not()?, why.into())
         }

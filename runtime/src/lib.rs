@@ -30,13 +30,13 @@
 
 pub mod data;
 pub mod device;
+pub mod diffusion;
 mod error;
 mod fsutil;
 mod host;
 pub mod logging;
 pub mod model;
 mod names;
-pub mod noise;
 pub mod optimizer;
 mod pipeline;
 pub mod registry;

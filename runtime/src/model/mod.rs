@@ -32,8 +32,19 @@ pub struct Model {
     /// What the architecture reads of the backbone (asked once: it is fixed).
     uses: BackboneUse,
     architecture: Box<dyn Architecture>,
+    /// One head per task, or one for all (`model.head.shared`).
     heads: Vec<Head>,
+    shared_head: bool,
     task_names: Vec<String>,
+}
+
+/// The tasks that get a head of their own: the first alone when one head
+/// is shared.
+fn headed<'a>(config: &ModelConfig, tasks: &'a [Task]) -> &'a [Task] {
+    match config.head.shared {
+        true => &tasks[..tasks.len().min(1)],
+        false => tasks,
+    }
 }
 
 /// Refuses a backbone and heads whose weights and gradients alone (the least
@@ -43,7 +54,7 @@ pub struct Model {
 pub fn check_size(config: &ModelConfig, plan: &Plan, tasks: &[Task], device: Device) -> Result<()> {
     let mut layers = plan.sizes.clone();
     let width = plan.layer_dims.last().copied().unwrap_or(0);
-    layers.extend(Head::sizes(&config.head, width, tasks));
+    layers.extend(Head::sizes(&config.head, width, headed(config, tasks)));
     let total: u128 = layers.iter().map(|(_, n)| n).sum();
     let widest = layers
         .iter()
@@ -76,7 +87,18 @@ impl Model {
                 Some(backbone::build(&config.backbone, inputs, device)?)
             }
         };
-        let heads = tasks
+        if config.head.shared {
+            if let Some(other) = tasks.iter().find(|t| t.kind != tasks[0].kind) {
+                return Err(Error::Input(format!(
+                    "model.head.shared: one head serves every task, but task `{}` is {} and task `{}` is {}",
+                    tasks[0].name,
+                    tasks[0].kind.name(),
+                    other.name,
+                    other.kind.name()
+                )));
+            }
+        }
+        let heads = headed(config, tasks)
             .iter()
             .map(|task| Head::new(&config.head, architecture.output_dim(), task, device))
             .collect::<Result<Vec<_>>>()?;
@@ -85,6 +107,7 @@ impl Model {
             uses,
             architecture,
             heads,
+            shared_head: config.head.shared,
             task_names: tasks.iter().map(|t| t.name.clone()).collect(),
         })
     }
@@ -116,16 +139,16 @@ impl Model {
                 layers: &layers,
                 train,
             })?;
-        if per_task.len() != self.heads.len() {
+        if per_task.len() != self.task_names.len() {
             return Err(Error::Method(format!(
                 "the architecture returned {} feature tensors for {} tasks",
                 per_task.len(),
-                self.heads.len()
+                self.task_names.len()
             )));
         }
         per_task
             .iter()
-            .zip(&self.heads)
+            .zip(self.heads.iter().cycle())
             .map(|(f, head)| head.forward(f, train, update_stats))
             .collect()
     }
@@ -149,24 +172,35 @@ impl Model {
                 group: Some(p.group),
             });
         }
-        for (t, (head, name)) in self.heads.iter().zip(&self.task_names).enumerate() {
-            for (pname, tensor) in head.parameters(&format!("heads.{name}")) {
+        for (t, head) in self.heads.iter().enumerate() {
+            let (prefix, group) = self.head_name(t);
+            for (name, tensor) in head.parameters(&prefix) {
                 params.push(Param {
-                    name: pname,
+                    name,
                     tensor,
-                    group: Some(Group::Task(t)),
+                    group: Some(group),
                 });
             }
         }
         Ok(params)
     }
 
+    /// Head `t`'s name prefix and parameter group: `heads.<task>` in the
+    /// task's group, or `heads.shared` in the shared group.
+    fn head_name(&self, t: usize) -> (String, Group) {
+        if self.shared_head {
+            ("heads.shared".into(), Group::Shared)
+        } else {
+            (format!("heads.{}", self.task_names[t]), Group::Task(t))
+        }
+    }
+
     /// Non-trainable tensors checkpoints must hold (batch-norm statistics).
     pub fn buffers(&self) -> Vec<(String, Tensor)> {
         let mut out: Vec<(String, Tensor)> =
             self.backbone.iter().flat_map(|b| b.buffers()).collect();
-        for (head, name) in self.heads.iter().zip(&self.task_names) {
-            out.extend(head.buffers(&format!("heads.{name}")));
+        for (t, head) in self.heads.iter().enumerate() {
+            out.extend(head.buffers(&self.head_name(t).0));
         }
         out
     }

@@ -21,7 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::sections::{PipelineConfig, Select};
 use crate::spec::to_toml;
-use crate::train::checkpoint;
+use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::memory::MemoryLog;
 use crate::train::metrics::{delta_m, TaskMetrics};
 use crate::train::progress::Progress;
@@ -472,32 +472,34 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     Ok(summary)
 }
 
-/// `train.init`: the model tensors of the run in `other` that this model
-/// shares, from the checkpoint its summary selected (the best-validation one
-/// when that was not the last step), else its newest.
-fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
-    let checkpoints = other.join("checkpoints");
+/// The checkpoint the summary of the run in `dir` selected (the
+/// best-validation one when that was not the last step), else its newest;
+/// `None` when it holds none.
+pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
+    let checkpoints = dir.join("checkpoints");
     let best = checkpoints.join(BEST);
-    let summary: Value = std::fs::read_to_string(other.join("summary.json"))
+    let summary: Value = std::fs::read_to_string(dir.join("summary.json"))
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null);
     // The best checkpoint may be stale: it is the selection only when the
     // summary's selected step is before the last.
     let selected_earlier = summary["selected_step"].as_u64() < summary["steps"].as_u64();
-    let checkpoint = if selected_earlier && best.is_file() {
-        checkpoint::read(&best)?
-    } else {
-        match checkpoint::latest(&checkpoints)? {
-            Some((_, ckpt)) => ckpt,
-            None => {
-                return Err(Error::Input(format!(
-                    "train.init: {} holds no checkpoint (is it a run directory? relative paths start at the pipeline file)",
-                    other.display()
-                )))
-            }
-        }
-    };
+    if selected_earlier && best.is_file() {
+        return checkpoint::read(&best).map(Some);
+    }
+    Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt))
+}
+
+/// `train.init`: the model tensors of the run in `other` that this model
+/// shares, from its [`selected_checkpoint`].
+fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
+    let checkpoint = selected_checkpoint(other)?.ok_or_else(|| {
+        Error::Input(format!(
+            "train.init: {} holds no checkpoint (is it a run directory? relative paths start at the pipeline file)",
+            other.display()
+        ))
+    })?;
     let copied = trainer.init_from(&checkpoint)?;
     if copied == 0 {
         return Err(Error::Input(format!(

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub use baselines::baselines;
 pub use summary::{table, Summary};
 
+use crate::diffusion::quality::{mmd2, sliced_wasserstein, BANDWIDTHS};
+use crate::diffusion::sampler::SampleRequest;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::runtime::Runtime;
@@ -25,6 +27,19 @@ use crate::train::flatness::Flatness;
 use crate::train::Trainer;
 use dir::RunDir;
 use fit::RunContext;
+
+/// Samples of a diffusion run and their quality against the test split's
+/// clean samples.
+pub struct Samples {
+    /// The samples, in the data's shape `[count, ...]`, on the CPU.
+    pub samples: tch::Tensor,
+    /// Sliced Wasserstein-2 distance to the test samples (128 directions).
+    pub sliced_wasserstein: f64,
+    /// Unbiased MMD² to the test samples, kernel of bandwidths [`BANDWIDTHS`].
+    pub mmd2: f64,
+    /// The test samples they were compared with.
+    pub truth: tch::Tensor,
+}
 
 /// A pipeline and its run directory, held by this process.
 pub struct Run {
@@ -94,6 +109,39 @@ impl Run {
         let data = self.pipeline.load_data()?;
         let ctx = RunContext::new(&self.pipeline, quiet)?;
         fit::train(&ctx, data, &self.dir, self.existing)
+    }
+
+    /// Draws samples from the run's diffusion model at its selected
+    /// checkpoint (the best-validation one, else the newest), and measures
+    /// them against the test split's clean samples.
+    pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
+        let data = self.pipeline.load_data()?;
+        let truth = self
+            .pipeline
+            .config()
+            .diffusion
+            .as_ref()
+            .and_then(|d| data.test.input(&d.input).map(tch::Tensor::shallow_clone))
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{} is not a diffusion run (its pipeline has no [diffusion] section)",
+                    self.dir().display()
+                ))
+            })?;
+        let ctx = RunContext::new(&self.pipeline, true)?;
+        let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
+        let ckpt = fit::selected_checkpoint(self.dir())?
+            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
+        trainer.init_from(&ckpt)?;
+        let samples = trainer.sample(request)?.f_to_device(tch::Device::Cpu)?;
+        let flat = |t: &tch::Tensor| t.f_reshape([t.size()[0], -1]);
+        let (a, b) = (flat(&samples)?, flat(&truth)?);
+        Ok(Samples {
+            sliced_wasserstein: sliced_wasserstein(&a, &b, 128, request.seed)?,
+            mmd2: mmd2(&a, &b, &BANDWIDTHS)?,
+            samples,
+            truth,
+        })
     }
 
     /// How much the newest checkpoint's loss on `split` rises when its shared

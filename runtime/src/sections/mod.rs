@@ -1,8 +1,9 @@
 //! The runtime's own pipeline sections as typed configs: `[run]`, `[plugins]`,
-//! `[model]`, `[train]`, `[eval]` (and the method tables inside them as
+//! `[model]`, `[train]`, `[eval]`, `[diffusion]` (and the method tables inside them as
 //! JSON, each typed by its method). The pipeline schema is derived from these
 //! structs, so a default is written once, here, and shows in `--print-config`.
 
+mod diffusion;
 mod model;
 mod train;
 
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use taskweave_plugin_api::config::{schema_for, JsonSchema};
 
+pub use diffusion::DiffusionConfig;
 pub use model::{
     BackboneConfig, ConvBackbone, ConvStyle, EmbeddingBackbone, HeadConfig, MlpBackbone,
     ModelConfig, TransformerLmBackbone, VitBackbone,
@@ -40,6 +42,10 @@ pub struct PipelineConfig {
     /// Evaluation.
     #[serde(default)]
     pub eval: EvalConfig,
+    /// A denoising diffusion model of the data's samples instead of the
+    /// data's own tasks (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diffusion: Option<DiffusionConfig>,
 }
 
 /// `[run]`.

@@ -257,4 +257,8 @@ pub struct HeadConfig {
     pub hidden: Vec<u32>,
     /// Non-linearity after each hidden layer.
     pub activation: Activation,
+    /// One head for every task, in the shared parameters (the tasks must all
+    /// predict the same kind of output, such as the per-interval tasks of a
+    /// diffusion model, which all predict the noise).
+    pub shared: bool,
 }

@@ -54,6 +54,12 @@ pub struct TrainConfig {
     #[serde(default = "TrainConfig::default_weighting")]
     #[schemars(extend("x-taskweave-role" = "Weighting"))]
     pub weighting: Value,
+    /// With `[diffusion]`: the timesteps partitioned into intervals, one
+    /// task each (`kind = "interval-clustering"`, `cost`, `k`); absent: one
+    /// task over every timestep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-taskweave-role" = "Grouping"))]
+    pub grouping: Option<Value>,
     /// On a NaN or infinite loss: stop with an error, or skip the step.
     #[serde(default)]
     pub on_nonfinite: OnNonFinite,

@@ -17,7 +17,7 @@ pub type TaskMetrics = BTreeMap<String, f64>;
 fn output_shape(kind: TaskType) -> Vec<i64> {
     match kind {
         TaskType::Regression | TaskType::Binary => vec![1],
-        TaskType::Multiclass(n) | TaskType::Multilabel(n) => vec![n as i64],
+        TaskType::Multiclass(n) | TaskType::Multilabel(n) | TaskType::Vector(n) => vec![n as i64],
         TaskType::DenseMulticlass {
             classes,
             height,
@@ -33,6 +33,15 @@ fn output_shape(kind: TaskType) -> Vec<i64> {
             vec![channels as i64, height as i64, width as i64]
         }
     }
+}
+
+/// A regression head's predictions in its target's shape: `[B]` for a
+/// scalar task (heads give `[B, 1]`), `[B, n]` for a vector task.
+fn values(task: &Task, output: &Tensor) -> Result<Tensor> {
+    Ok(match task.kind {
+        TaskType::Regression => output.f_squeeze_dim(-1)?,
+        _ => output.shallow_clone(),
+    })
 }
 
 /// Refuses outputs and targets whose shapes differ from what the task type
@@ -84,8 +93,8 @@ fn elements(
         _ => (None, target.shallow_clone()),
     };
     let loss = match task.kind {
-        TaskType::Regression => {
-            let pred = output.f_squeeze_dim(-1)?;
+        TaskType::Regression | TaskType::Vector(_) => {
+            let pred = values(task, output)?;
             match task.loss {
                 RegressionLoss::Mse => pred.f_mse_loss(&target, none)?,
                 RegressionLoss::Mae => pred.f_l1_loss(&target, none)?,
@@ -228,9 +237,9 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
     check_shapes(task, output, target)?;
     let mut m = TaskMetrics::new();
     match task.kind {
-        TaskType::Regression => {
+        TaskType::Regression | TaskType::Vector(_) => {
             let std = task.scale.map_or(1.0, |(_, s)| s);
-            let err = output.f_squeeze_dim(-1)?.f_sub(target)?.f_mul_scalar(std)?;
+            let err = values(task, output)?.f_sub(target)?.f_mul_scalar(std)?;
             m.insert("mse".into(), scalar(err.f_square()?.f_mean(Kind::Double)?)?);
             m.insert("mae".into(), scalar(err.f_abs()?.f_mean(Kind::Double)?)?);
         }

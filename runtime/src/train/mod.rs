@@ -24,6 +24,8 @@ use taskweave_plugin_api::{
 use tch::{Device, Tensor};
 
 use crate::data::Dataset;
+use crate::diffusion::sampler::{self, SampleRequest};
+use crate::diffusion::{Denoising, FEATURES};
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
@@ -47,6 +49,9 @@ pub enum Stepped {
 /// One training run's live state.
 pub struct Trainer {
     data: Dataset,
+    /// The denoising objective of a diffusion pipeline, which noises the
+    /// training batches.
+    denoising: Option<Denoising>,
     model: Model,
     strategy: Box<dyn Strategy>,
     params: FlatParams,
@@ -78,6 +83,29 @@ impl Trainer {
         let data = data.to_device(device)?;
         let model_cfg = &config.model;
         let train = &config.train;
+        let (data, denoising) = match &config.diffusion {
+            Some(diffusion) => {
+                let intervals = crate::diffusion::intervals(
+                    diffusion,
+                    train.grouping.as_ref(),
+                    registry,
+                    host,
+                )?;
+                let (denoising, noised) = Denoising::new(diffusion, intervals, &data)?;
+                (noised, Some(denoising))
+            }
+            None if train.grouping.is_some() => {
+                return Err(Error::Input(
+                    "train.grouping partitions diffusion timesteps into tasks: it needs a [diffusion] section".into(),
+                ))
+            }
+            None if data.tasks.is_empty() => {
+                return Err(Error::Input(
+                    "the data have no tasks (their samples are for a diffusion model): add a [diffusion] section, or use data with tasks".into(),
+                ))
+            }
+            None => (data, None),
+        };
         // A backbone that cannot read these inputs is an error only if the
         // architecture uses it (an architecture may replace the backbone).
         let plan = crate::model::backbone::plan(&model_cfg.backbone, &data.inputs);
@@ -118,22 +146,29 @@ impl Trainer {
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
         let optimizer = Optimizer::new(&train.optimizer, params.data())?;
+        // A diffusion batch draws any clean row for any interval.
         let labelled = data
             .train
             .masks
             .iter()
+            .filter(|_| denoising.is_none())
             .map(|mask| {
                 mask.as_ref()
                     .map(|m| Ok(Vec::<i64>::try_from(m.f_nonzero()?.f_reshape([-1])?)?))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
+        let labelled = match &denoising {
+            Some(_) => vec![None; data.tasks.len()],
+            None => labelled,
+        };
         let batches = Batches::new(data.train.len(), train.batch as usize, seed, labelled);
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
         Ok(Trainer {
             data,
+            denoising,
             model,
             strategy,
             params,
@@ -193,6 +228,7 @@ impl Trainer {
         let _autocast = self.autocast()?;
         let Trainer {
             data,
+            denoising,
             model,
             strategy,
             params,
@@ -206,7 +242,10 @@ impl Trainer {
             model,
             params,
             optimizer,
-            data,
+            ops::Rows {
+                data,
+                denoising: denoising.as_ref(),
+            },
             batches,
             *step,
             *clip_grad_norm,
@@ -238,6 +277,30 @@ impl Trainer {
         let _autocast = self.autocast()?;
         let split = self.data.split(split)?;
         metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
+    }
+
+    /// Samples of a diffusion model, in the data's shape `[count, ...]`.
+    pub fn sample(&mut self, request: &SampleRequest) -> Result<Tensor> {
+        let _autocast = self.autocast()?;
+        let denoising = self.denoising.as_ref().ok_or_else(|| {
+            Error::Input(
+                "this run is not a diffusion model (its pipeline has no [diffusion] section)"
+                    .into(),
+            )
+        })?;
+        let _generator = generator::seeded(request.seed as i64);
+        let _no_grad = tch::no_grad_guard();
+        let model = &mut self.model;
+        let samples = sampler::sample(denoising, request, |xt, t| {
+            let rows = xt.size()[0];
+            let steps = Tensor::f_full([rows], t, (tch::Kind::Int64, xt.device()))?;
+            let inputs = [(FEATURES.to_string(), denoising.features(xt, &steps)?)];
+            let mut outputs = model.forward(&inputs, false, false)?;
+            Ok(outputs
+                .swap_remove(denoising.task_of(t))
+                .f_to_kind(tch::Kind::Float)?)
+        })?;
+        denoising.unflatten(&samples)
     }
 
     /// What the architecture reports about the evaluation that just ended

@@ -7,10 +7,18 @@ use super::batches::Batches;
 use super::params::FlatParams;
 use crate::data::{Dataset, Split};
 use crate::device::kernels;
+use crate::diffusion::Denoising;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::metrics::task_loss;
+
+/// Where a step's batches come from: the training split, whose rows a
+/// diffusion pipeline's objective noises afresh.
+pub struct Rows<'a> {
+    pub data: &'a Dataset,
+    pub denoising: Option<&'a Denoising>,
+}
 
 /// One step's view of the trainer.
 pub struct Ops<'a> {
@@ -18,6 +26,7 @@ pub struct Ops<'a> {
     params: &'a mut FlatParams,
     optimizer: &'a mut Optimizer,
     data: &'a Dataset,
+    denoising: Option<&'a Denoising>,
     batches: &'a mut Batches,
     step: u64,
     batch: Option<Split>,
@@ -37,7 +46,7 @@ impl<'a> Ops<'a> {
         model: &'a mut Model,
         params: &'a mut FlatParams,
         optimizer: &'a mut Optimizer,
-        data: &'a Dataset,
+        rows: Rows<'a>,
         batches: &'a mut Batches,
         step: u64,
         clip_grad_norm: f64,
@@ -46,7 +55,8 @@ impl<'a> Ops<'a> {
             model,
             params,
             optimizer,
-            data,
+            data: rows.data,
+            denoising: rows.denoising,
             batches,
             step,
             batch: None,
@@ -78,6 +88,19 @@ impl<'a> Ops<'a> {
     }
 }
 
+impl Ops<'_> {
+    /// Makes the training rows `index` the current batch; a diffusion
+    /// pipeline noises them afresh, all for task `task` when given.
+    fn take_rows(&mut self, index: &Tensor, task: Option<usize>) -> ApiResult<()> {
+        let batch = match self.denoising {
+            Some(denoising) => denoising.noised(index, task),
+            None => self.data.train.rows(index).map_err(Error::from),
+        };
+        self.batch = Some(api(batch)?);
+        Ok(())
+    }
+}
+
 fn api<T>(result: Result<T>) -> ApiResult<T> {
     result.map_err(|e| ApiError::msg(e.to_string()))
 }
@@ -94,8 +117,7 @@ impl StepOps for Ops<'_> {
     fn next_batch(&mut self) -> ApiResult<()> {
         let device = self.data.device();
         let index = api(self.batches.indices(self.step, device))?;
-        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
-        Ok(())
+        self.take_rows(&index, None)
     }
 
     fn task_batch(&mut self, task: usize) -> ApiResult<()> {
@@ -104,8 +126,7 @@ impl StepOps for Ops<'_> {
             .batches
             .task_indices(task, self.step, self.task_draws, device))?;
         self.task_draws += 1;
-        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
-        Ok(())
+        self.take_rows(&index, Some(task))
     }
 
     fn extra_batch(&mut self) -> ApiResult<()> {
@@ -114,8 +135,7 @@ impl StepOps for Ops<'_> {
             .batches
             .extra_indices(self.step, self.task_draws, device))?;
         self.task_draws += 1;
-        self.batch = Some(api(self.data.train.rows(&index).map_err(Error::from))?);
-        Ok(())
+        self.take_rows(&index, None)
     }
 
     fn losses(&mut self, update_stats: bool) -> ApiResult<Tensor> {

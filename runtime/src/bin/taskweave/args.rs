@@ -67,6 +67,8 @@ pub enum Command {
     Flatness(FlatnessArgs),
     /// Draw the first examples of a pipeline's data with their labels into a PNG.
     Preview(PreviewArgs),
+    /// Draw samples from a trained diffusion run, with their distance to the test samples.
+    Sample(SampleArgs),
     /// Optimisation toys: trajectories of weightings on a two-objective problem.
     Toy {
         #[command(subcommand)]
@@ -227,6 +229,37 @@ pub struct FlatnessArgs {
     pub plugins: Vec<PathBuf>,
 }
 
+/// `taskweave sample`.
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// The run directory of a diffusion pipeline.
+    pub run_dir: PathBuf,
+    /// Number of samples.
+    #[arg(long = "n", default_value_t = 2000)]
+    pub count: usize,
+    /// Where the samples go (safetensors: `samples`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The sampler.
+    #[arg(long, value_enum, default_value = "ancestral")]
+    pub sampler: taskweave::diffusion::sampler::Sampler,
+    /// DDIM's number of timesteps.
+    #[arg(long, default_value_t = 50)]
+    pub ddim_steps: usize,
+    /// Seed of the sampler's noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also draw the samples into a PNG: 2-D points beside the test samples.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Extra plugin directories.
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
 /// `taskweave toy cagrad`.
 #[derive(clap::Args)]
 pub struct CagradArgs {
@@ -312,7 +345,7 @@ pub struct GroupingArgs {
     /// Adds the signal `snr` [T] of this diffusion noise schedule over
     /// `--tasks` timesteps (linear: DDPM's; cosine: improved DDPM's).
     #[arg(long, value_enum)]
-    pub schedule: Option<taskweave::noise::NoiseSchedule>,
+    pub schedule: Option<taskweave::diffusion::NoiseSchedule>,
     /// Also draws the signal `snr` over the timesteps, one colour per group,
     /// into this PNG.
     #[arg(long)]

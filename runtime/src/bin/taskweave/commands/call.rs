@@ -16,7 +16,7 @@ use taskweave_plugin_api::{aggregate, FusionInput, GroupingInput, MethodContext,
 use taskweave_report::{render_png, Panel, Series};
 use tch::{Device, Kind, Tensor};
 
-use super::{dirs_or_default, Env};
+use super::{check_out, dirs_or_default, Env};
 use crate::args::{FusionArgs, GroupingArgs, WeightingArgs};
 use crate::output::Failure;
 
@@ -40,22 +40,6 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
                 path.display()
             ))
         })
-}
-
-/// Refuses an output file whose directory does not exist, before any work.
-fn check_out(out: &Path) -> Result<()> {
-    let out_dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !out_dir.is_dir() {
-        return Err(Error::Input(format!(
-            "cannot write {}: the directory {} does not exist",
-            out.display(),
-            out_dir.display()
-        )));
-    }
-    Ok(())
 }
 
 /// The method table `{ kind = name }` plus `sets`, validated like a
@@ -213,18 +197,8 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
     let as_i64: Vec<i64> = groups.iter().map(|&g| g as i64).collect();
     let mut tensors = vec![("groups".to_string(), Tensor::from_slice(&as_i64))];
     let count = groups.iter().max().map_or(0, |g| g + 1);
-    // Contiguous when the group index never goes back: group g is the g-th run.
-    let runs = 1 + groups.windows(2).filter(|w| w[0] != w[1]).count();
-    if runs == count && groups.windows(2).all(|w| w[1] >= w[0]) {
-        let mut bounds = Vec::with_capacity(2 * count);
-        for (i, g) in groups.iter().enumerate() {
-            if i == 0 || groups[i - 1] != *g {
-                bounds.extend([i as i64 + 1, i as i64 + 1]);
-            }
-            if let Some(last) = bounds.last_mut() {
-                *last = i as i64 + 1;
-            }
-        }
+    if let Some(intervals) = taskweave::diffusion::intervals_of(groups) {
+        let bounds: Vec<i64> = intervals.iter().flat_map(|&(a, b)| [a, b]).collect();
         tensors.push((
             "intervals".into(),
             Tensor::from_slice(&bounds).f_view([count as i64, 2])?,

@@ -7,13 +7,14 @@ mod flatness;
 mod gpu_info;
 mod plugins;
 mod preview;
+mod sample;
 mod toy;
 mod train;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use taskweave::{Config, Runtime};
+use taskweave::{Config, Error, Runtime};
 
 use crate::args::{CallCommand, Cli, Command, PluginCommand, ToyCommand};
 use crate::output::Failure;
@@ -66,6 +67,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),
         Command::Preview(args) => preview::run(&env, &args, out),
+        Command::Sample(args) => sample::run(&env, &args, out),
         Command::Toy {
             command: ToyCommand::Cagrad(args),
         } => toy::cagrad(&env, &args, out),
@@ -96,5 +98,21 @@ fn dirs_or_default(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
 fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), Failure> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// Refuses an output file whose directory does not exist, before any work.
+fn check_out(out: &Path) -> taskweave::Result<()> {
+    let out_dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !out_dir.is_dir() {
+        return Err(Error::Input(format!(
+            "cannot write {}: the directory {} does not exist",
+            out.display(),
+            out_dir.display()
+        )));
+    }
     Ok(())
 }

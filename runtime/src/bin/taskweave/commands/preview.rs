@@ -55,19 +55,7 @@ pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Fai
         columns = columns.max(pics.len());
         pictures.extend(pics);
     }
-    let dir = args
-        .out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    if !dir.is_dir() {
-        return Err(Error::Input(format!(
-            "cannot write {}: the directory {} does not exist",
-            args.out.display(),
-            dir.display()
-        ))
-        .into());
-    }
+    super::check_out(&args.out)?;
     std::fs::write(&args.out, render_image_grid(&pictures, columns, 3))
         .map_err(|e| Error::io(&args.out, e))?;
     writeln!(

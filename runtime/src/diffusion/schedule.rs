@@ -1,7 +1,7 @@
 //! Diffusion noise schedules over T timesteps: the cumulative signal level
 //! ᾱ_t and the signal-to-noise ratio SNR(t) = ᾱ_t / (1 − ᾱ_t), t = 1..T.
 //! What timestep clustering reads (`taskweave call grouping --schedule`),
-//! and what a diffusion pipeline will train with.
+//! and what a diffusion pipeline trains and samples with.
 
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;

@@ -1,0 +1,126 @@
+//! `taskweave sample`: samples of a trained diffusion run, their distance to
+//! the test split's samples, and optionally a picture of them.
+
+use std::io::Write;
+
+use serde::Serialize;
+use serde_json::json;
+use taskweave::train::checkpoint::{self, Checkpoint};
+use taskweave::{Error, Result, Run};
+use taskweave_report::{render_png, LegendPosition, Marker, Panel};
+use tch::{Kind, Tensor};
+
+use super::{check_out, write_json, Env};
+use crate::args::SampleArgs;
+use crate::output::Failure;
+
+#[derive(Serialize)]
+struct SampleView {
+    samples: usize,
+    reference: usize,
+    sliced_wasserstein: f64,
+    mmd2: f64,
+}
+
+pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    check_out(&args.out)?;
+    if let Some(png) = &args.png {
+        check_out(png)?;
+    }
+    let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
+    let request = taskweave::diffusion::sampler::SampleRequest {
+        count: args.count,
+        sampler: args.sampler,
+        ddim_steps: args.ddim_steps,
+        seed: args.seed,
+    };
+    let drawn = run.sample(&request)?;
+    checkpoint::write(
+        &args.out,
+        &Checkpoint {
+            tensors: vec![("samples".into(), drawn.samples.shallow_clone())],
+            meta: json!({
+                "run": run.dir(),
+                "sampler": format!("{:?}", args.sampler).to_lowercase(),
+                "ddim_steps": args.ddim_steps,
+                "seed": args.seed,
+            }),
+        },
+    )?;
+    if let Some(png) = &args.png {
+        std::fs::write(png, scatter(&drawn.samples, &drawn.truth)?)
+            .map_err(|e| Error::io(png, e))?;
+    }
+    let view = SampleView {
+        samples: args.count,
+        reference: drawn.truth.size()[0] as usize,
+        sliced_wasserstein: drawn.sliced_wasserstein,
+        mmd2: drawn.mmd2,
+    };
+    if args.json {
+        return write_json(out, &view);
+    }
+    writeln!(
+        out,
+        "wrote {} ({} samples); against {} test samples: sliced Wasserstein-2 {:.4}, MMD² {:.5}",
+        args.out.display(),
+        view.samples,
+        view.reference,
+        view.sliced_wasserstein,
+        view.mmd2
+    )?;
+    Ok(())
+}
+
+/// 2-D samples beside the test samples, on the same axes.
+fn scatter(samples: &Tensor, truth: &Tensor) -> Result<Vec<u8>> {
+    let points = |t: &Tensor| -> Result<Vec<(f64, f64)>> {
+        if t.dim() != 2 || t.size()[1] != 2 {
+            return Err(Error::Input(format!(
+                "--png draws 2-D points, but the samples are {:?}",
+                t.size()
+            )));
+        }
+        let values = Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
+        Ok(values.chunks(2).map(|p| (p[0], p[1])).collect())
+    };
+    let (drawn, true_points) = (points(samples)?, points(truth)?);
+    // The test samples' extent, with a margin, for both panels.
+    let extent = |pick: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) = true_points
+            .iter()
+            .map(pick)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        let margin = 0.1 * (hi - lo).max(1e-6);
+        (lo - margin, hi + margin)
+    };
+    let (x_range, y_range) = (extent(|p| p.0), extent(|p| p.1));
+    let panel = |title: &str, points: &[(f64, f64)], color: usize| Panel {
+        title: title.into(),
+        markers: points
+            .iter()
+            .map(|&at| Marker {
+                color: Some(color),
+                radius: 1,
+                ..Marker::new(at)
+            })
+            .collect(),
+        x_range: Some(x_range),
+        y_range: Some(y_range),
+        legend: LegendPosition::Hidden,
+        ..Panel::default()
+    };
+    Ok(render_png(
+        &[
+            panel(&format!("{} samples", drawn.len()), &drawn, 0),
+            panel(
+                &format!("{} test samples", true_points.len()),
+                &true_points,
+                1,
+            ),
+        ],
+        2,
+    ))
+}

@@ -1,0 +1,390 @@
+//! The denoising objective (DDPM's ε-prediction, Ho et al. 2020) as
+//! multi-task data: the clean samples x₀ of the data's input become noisy
+//! inputs x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε at a timestep t, read by the
+//! denoiser beside sinusoidal features of t, and the target of every task is
+//! ε. Each task is one interval of timesteps (ANT's clusters; one interval
+//! 1..=T without a grouping): a row counts for the task whose interval holds
+//! its t, so the per-task losses are the per-cluster denoising losses that a
+//! weighting combines.
+//!
+//! A training batch gets fresh t and ε at every step, from libtorch's
+//! generator (which the trainer seeds from (seed, step), so resume repeats
+//! them), with B/k rows per interval and t uniform inside it. The train,
+//! validation and test splits the runtime evaluates on are noised once in
+//! the same way, from a fixed stream per split (the same for every run
+//! seed, so validation losses compare across runs): every interval gets a
+//! k-th of the rows, however narrow it is.
+
+use taskweave_plugin_api::rng::SplitMix;
+use tch::{Device, Kind, Tensor};
+
+use taskweave_plugin_api::InputSpec;
+
+use crate::data::{Dataset, Split, Task, TaskType};
+use crate::error::{Error, Result};
+use crate::sections::DiffusionConfig;
+
+/// The input the denoiser reads: x_t flattened, then the timestep features.
+pub const FEATURES: &str = "features";
+
+/// The seed of the fixed noise of the evaluation splits.
+const EVAL_SEED: u64 = 0xd1ff_0510;
+
+/// A denoising objective over one data set's clean samples.
+pub struct Denoising {
+    steps: usize,
+    /// √ᾱ_t and √(1 − ᾱ_t) at index t − 1, float32 on the data's device.
+    signal: Tensor,
+    noise: Tensor,
+    /// The tasks' timestep intervals, 1-based and inclusive, in order.
+    intervals: Vec<(i64, i64)>,
+    /// Each interval's first timestep and width, int64 `[k]`, on the device.
+    starts: Tensor,
+    widths: Tensor,
+    time_features: usize,
+    /// The training split's clean samples, flattened `[N, D]`.
+    clean: Tensor,
+    /// The shape of one sample.
+    shape: Vec<usize>,
+}
+
+impl Denoising {
+    /// The objective over `data`'s input `config.input` (float, any shape:
+    /// flattened) with one task per interval of `intervals`, and the data the
+    /// trainer sees: the input `features` `[D + time_features]`, one
+    /// vector task of width D per interval, and the three splits noised once.
+    pub fn new(
+        config: &DiffusionConfig,
+        intervals: Vec<(i64, i64)>,
+        data: &Dataset,
+    ) -> Result<(Denoising, Dataset)> {
+        let spec = data.input(&config.input).ok_or_else(|| {
+            let have: Vec<&str> = data.inputs.iter().map(|i| i.name.as_str()).collect();
+            Error::Input(format!(
+                "diffusion.input = {:?}: the data have no such input (they have: {}); name the input that holds the samples",
+                config.input,
+                have.join(", ")
+            ))
+        })?;
+        if spec.kind != taskweave_plugin_api::InputKind::Float {
+            return Err(Error::Input(format!(
+                "diffusion.input = {:?} holds {} values; a diffusion model needs float samples",
+                config.input,
+                spec.kind.name()
+            )));
+        }
+        if !config.time_features.is_multiple_of(2) {
+            return Err(Error::Input(format!(
+                "diffusion.time_features = {}: it must be even (a sine and a cosine per frequency)",
+                config.time_features
+            )));
+        }
+        let dim: usize = spec.shape.iter().product();
+        let steps = config.steps as usize;
+        let alpha_bar = config.schedule.alpha_bar(steps);
+        let device = data.device();
+        let column = |f: fn(f64) -> f64| -> Result<Tensor> {
+            let values: Vec<f32> = alpha_bar.iter().map(|&a| f(a) as f32).collect();
+            Ok(Tensor::from_slice(&values).f_to_device(device)?)
+        };
+        let (starts, widths): (Vec<i64>, Vec<i64>) =
+            intervals.iter().map(|&(a, b)| (a, b - a + 1)).unzip();
+        let flat = |split: &Split| -> Result<Tensor> {
+            Ok(split
+                .input(&config.input)
+                .expect("checked above")
+                .f_reshape([-1, dim as i64])?)
+        };
+        let denoising = Denoising {
+            steps,
+            signal: column(f64::sqrt)?,
+            noise: column(|a| (1.0 - a).sqrt())?,
+            starts: Tensor::from_slice(&starts).f_to_device(device)?,
+            widths: Tensor::from_slice(&widths).f_to_device(device)?,
+            intervals,
+            time_features: config.time_features as usize,
+            clean: flat(&data.train)?,
+            shape: spec.shape.clone(),
+        };
+        let tasks = denoising
+            .intervals
+            .iter()
+            .map(|&(a, b)| Task::new(format!("t{a}-{b}"), TaskType::Vector(dim)))
+            .collect();
+        let fixed = |split: &Split, stream: u64| denoising.fixed(&flat(split)?, stream);
+        let noised = Dataset {
+            tasks,
+            inputs: vec![InputSpec::float(
+                FEATURES,
+                vec![dim + denoising.time_features],
+            )],
+            train: fixed(&data.train, 0)?,
+            val: fixed(&data.val, 1)?,
+            test: fixed(&data.test, 2)?,
+        };
+        Ok((denoising, noised))
+    }
+
+    /// Diffusion timesteps T.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The tasks' timestep intervals, 1-based and inclusive.
+    pub fn intervals(&self) -> &[(i64, i64)] {
+        &self.intervals
+    }
+
+    /// The task whose interval holds timestep `t`.
+    pub fn task_of(&self, t: i64) -> usize {
+        self.intervals
+            .iter()
+            .position(|&(_, b)| t <= b)
+            .unwrap_or(self.intervals.len() - 1)
+    }
+
+    /// √ᾱ_t and √(1 − ᾱ_t) of timestep `t` (1-based).
+    pub fn levels(&self, t: i64) -> Result<(f64, f64)> {
+        Ok((
+            self.signal.f_double_value(&[t - 1])?,
+            self.noise.f_double_value(&[t - 1])?,
+        ))
+    }
+
+    /// A training batch of the clean rows `index`, noised with fresh draws
+    /// from libtorch's generator: B/k rows per interval, or, with `only`,
+    /// every row in that task's interval.
+    pub fn noised(&self, index: &Tensor, only: Option<usize>) -> Result<Split> {
+        let x0 = self.clean.f_index_select(0, index)?;
+        let (rows, device) = (x0.size()[0], x0.device());
+        let k = self.intervals.len() as i64;
+        let task = match only {
+            None => Tensor::f_arange(rows, (Kind::Int64, device))?.f_remainder(k)?,
+            Some(task) => Tensor::f_full([rows], task as i64, (Kind::Int64, device))?,
+        };
+        let widths = self.widths.f_index_select(0, &task)?;
+        let offset = Tensor::f_rand([rows], (Kind::Double, device))?
+            .f_mul(&widths.f_to_kind(Kind::Double)?)?
+            .f_floor()?
+            .f_to_kind(Kind::Int64)?
+            .f_minimum(&widths.f_sub_scalar(1)?)?;
+        let t = self.starts.f_index_select(0, &task)?.f_add(&offset)?;
+        let eps = x0.f_randn_like()?;
+        self.split(&x0, &t, &eps, &task)
+    }
+
+    /// `x0` noised once from the fixed stream `stream`, as a training batch
+    /// is: row i in interval i mod k, t uniform inside it.
+    fn fixed(&self, x0: &Tensor, stream: u64) -> Result<Split> {
+        let (rows, dim) = (x0.size()[0], x0.size()[1]);
+        let mut rng = SplitMix::at(EVAL_SEED, stream);
+        let k = self.intervals.len() as i64;
+        let task: Vec<i64> = (0..rows).map(|i| i % k).collect();
+        let t: Vec<i64> = task
+            .iter()
+            .map(|&c| {
+                let (a, b) = self.intervals[c as usize];
+                a + rng.below((b - a + 1) as u64) as i64
+            })
+            .collect();
+        let eps: Vec<f32> = (0..rows * dim).map(|_| rng.normal() as f32).collect();
+        let device = x0.device();
+        let on = |t: Tensor| t.f_to_device(device);
+        self.split(
+            x0,
+            &on(Tensor::from_slice(&t))?,
+            &on(Tensor::from_slice(&eps).f_reshape([rows, dim])?)?,
+            &on(Tensor::from_slice(&task))?,
+        )
+    }
+
+    /// The split of clean rows `x0` at timesteps `t` with noise `eps`, each
+    /// row counting for task `task`.
+    fn split(&self, x0: &Tensor, t: &Tensor, eps: &Tensor, task: &Tensor) -> Result<Split> {
+        let index = t.f_sub_scalar(1)?;
+        let signal = self.signal.f_index_select(0, &index)?.f_unsqueeze(1)?;
+        let noise = self.noise.f_index_select(0, &index)?.f_unsqueeze(1)?;
+        let xt = x0.f_mul(&signal)?.f_add(&eps.f_mul(&noise)?)?;
+        let k = self.intervals.len();
+        let masks = if k == 1 {
+            vec![None]
+        } else {
+            (0..k)
+                .map(|c| Ok(Some(task.f_eq(c as i64)?)))
+                .collect::<Result<_>>()?
+        };
+        Ok(Split {
+            inputs: vec![(FEATURES.to_string(), self.features(&xt, t)?)],
+            targets: (0..k).map(|_| eps.shallow_clone()).collect(),
+            masks,
+        })
+    }
+
+    /// The denoiser's input for noisy rows `xt` `[B, D]` at timesteps `t`
+    /// (int64 `[B]`): x_t, then sin(t·ω_j) and cos(t·ω_j) for the
+    /// frequencies ω_j = 10000^(−j/(E/2)), j < E/2 (the Transformer's
+    /// position features, as DDPM embeds its timesteps).
+    pub fn features(&self, xt: &Tensor, t: &Tensor) -> Result<Tensor> {
+        let half = (self.time_features / 2) as i64;
+        let device = xt.device();
+        let freqs = Tensor::f_arange(half, (Kind::Float, device))?
+            .f_mul_scalar(-(10000f64.ln()) / half as f64)?
+            .f_exp()?;
+        let angles = t
+            .f_to_kind(Kind::Float)?
+            .f_unsqueeze(1)?
+            .f_mul(&freqs.f_unsqueeze(0)?)?;
+        Ok(Tensor::f_cat(
+            &[xt.shallow_clone(), angles.f_sin()?, angles.f_cos()?],
+            1,
+        )?)
+    }
+
+    /// The width D of a flattened sample.
+    pub fn dim(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Flattened samples `[N, D]` in the data's shape `[N, ...]`.
+    pub fn unflatten(&self, samples: &Tensor) -> Result<Tensor> {
+        let shape: Vec<i64> = std::iter::once(-1)
+            .chain(self.shape.iter().map(|&d| d as i64))
+            .collect();
+        Ok(samples.f_reshape(shape.as_slice())?)
+    }
+
+    /// The device of the objective's tensors.
+    pub fn device(&self) -> Device {
+        self.clean.device()
+    }
+}
+
+/// The contiguous intervals (1-based, inclusive) of a partition of timesteps
+/// 1..=T given as each timestep's group, when group g is the g-th run of
+/// timesteps; `None` for any other partition.
+pub fn intervals_of(groups: &[usize]) -> Option<Vec<(i64, i64)>> {
+    let mut intervals: Vec<(i64, i64)> = Vec::new();
+    for (i, &g) in groups.iter().enumerate() {
+        let t = i as i64 + 1;
+        if i > 0 && groups[i - 1] == g {
+            intervals.last_mut().expect("i > 0").1 = t;
+        } else if g == intervals.len() {
+            intervals.push((t, t));
+        } else {
+            return None;
+        }
+    }
+    Some(intervals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::NoiseSchedule;
+
+    fn objective(intervals: Vec<(i64, i64)>) -> (Denoising, Dataset) {
+        let split = |rows: i64| Split {
+            inputs: vec![(
+                "x".into(),
+                Tensor::f_arange(rows * 2, (Kind::Float, Device::Cpu))
+                    .unwrap()
+                    .f_reshape([rows, 2])
+                    .unwrap(),
+            )],
+            targets: vec![],
+            masks: vec![],
+        };
+        let data = Dataset {
+            tasks: vec![],
+            inputs: vec![InputSpec::float("x", vec![2])],
+            train: split(12),
+            val: split(6),
+            test: split(6),
+        };
+        let config = DiffusionConfig {
+            steps: 10,
+            schedule: NoiseSchedule::Cosine,
+            time_features: 4,
+            ..DiffusionConfig::default()
+        };
+        Denoising::new(&config, intervals, &data).unwrap()
+    }
+
+    /// The timestep of each row, read back from its features' first sine
+    /// (frequency 1: sin t is one-to-one on 1..=10).
+    fn timesteps(split: &Split) -> Vec<i64> {
+        let features = Vec::<f32>::try_from(split.inputs[0].1.f_reshape([-1]).unwrap()).unwrap();
+        features
+            .chunks(6)
+            .map(|row| {
+                (1..=10)
+                    .min_by(|&a, &b| {
+                        let d = |t: i64| ((t as f32).sin() - row[2]).abs();
+                        d(a).total_cmp(&d(b))
+                    })
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_spreads_its_rows_over_the_intervals_and_noises_them_by_the_schedule() {
+        let (denoising, data) = objective(vec![(1, 2), (3, 10)]);
+        assert_eq!(data.tasks.len(), 2);
+        assert_eq!(data.tasks[1].name, "t3-10");
+        assert_eq!(data.inputs[0].shape, [2 + 4]);
+        tch::manual_seed(3);
+        let index = Tensor::from_slice(&[0i64, 5, 7, 11]);
+        let batch = denoising.noised(&index, None).unwrap();
+        let t = timesteps(&batch);
+        let mask = |c: usize| {
+            Vec::<bool>::try_from(batch.masks[c].as_ref().unwrap().shallow_clone()).unwrap()
+        };
+        assert_eq!(mask(0), [true, false, true, false]);
+        assert_eq!(mask(1), [false, true, false, true]);
+        for (row, &t) in t.iter().enumerate() {
+            let (a, b) = denoising.intervals()[row % 2];
+            assert!((a..=b).contains(&t), "row {row}: t = {t}");
+            // x_t = √ᾱ_t x₀ + √(1 − ᾱ_t) ε, with x₀ = (2i, 2i + 1) for row i.
+            let (signal, noise) = denoising.levels(t).unwrap();
+            let i = [0.0, 5.0, 7.0, 11.0][row];
+            for d in 0..2 {
+                let xt = batch.inputs[0].1.double_value(&[row as i64, d]);
+                let eps = batch.targets[0].double_value(&[row as i64, d]);
+                assert!((xt - (signal * (2.0 * i + d as f64) + noise * eps)).abs() < 1e-4);
+            }
+        }
+        // One task's batch: every row in its interval, counting for it alone.
+        let only = denoising.noised(&index, Some(0)).unwrap();
+        assert!(timesteps(&only).iter().all(|t| (1..=2).contains(t)));
+        assert_eq!(
+            Vec::<bool>::try_from(only.masks[0].as_ref().unwrap().shallow_clone()).unwrap(),
+            [true; 4]
+        );
+        // The evaluation splits are noised the same way, once.
+        let (again, _) = objective(vec![(1, 2), (3, 10)]);
+        let (a, b) = (
+            timesteps(&data.val),
+            timesteps(
+                &again
+                    .fixed(&again.clean.f_narrow(0, 0, 6).unwrap(), 1)
+                    .unwrap(),
+            ),
+        );
+        assert_eq!(a, b);
+        assert!(a.iter().step_by(2).all(|t| (1..=2).contains(t)));
+    }
+
+    #[test]
+    fn intervals_are_read_from_ordered_runs_only() {
+        assert_eq!(
+            intervals_of(&[0, 0, 1, 1, 1, 2]),
+            Some(vec![(1, 2), (3, 5), (6, 6)])
+        );
+        assert_eq!(intervals_of(&[0, 0, 0]), Some(vec![(1, 3)]));
+        assert_eq!(intervals_of(&[0, 1, 0]), None, "group 0 twice");
+        assert_eq!(intervals_of(&[1, 1, 0]), None, "out of order");
+        assert_eq!(intervals_of(&[0, 2, 2]), None, "group 1 missing");
+        assert_eq!(intervals_of(&[]), Some(vec![]));
+    }
+}

@@ -1,0 +1,35 @@
+//! `[diffusion]`: train a denoising diffusion model on the data's samples.
+
+use serde::{Deserialize, Serialize};
+use taskweave_plugin_api::config::JsonSchema;
+
+use crate::diffusion::NoiseSchedule;
+
+/// `[diffusion]`: the data's input `input` holds clean samples; the model
+/// learns to predict the noise added to them at timesteps 1..=`steps`, one
+/// task per interval of `[train] grouping` (one task without it).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffusionConfig {
+    /// The data input holding the clean samples (float, any shape).
+    pub input: String,
+    /// The noise schedule.
+    pub schedule: NoiseSchedule,
+    /// Diffusion timesteps T.
+    #[schemars(range(min = 2, max = 100_000))]
+    pub steps: u32,
+    /// Sinusoidal timestep features the denoiser reads beside the noisy sample (even).
+    #[schemars(range(min = 2, max = 4096))]
+    pub time_features: u32,
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> DiffusionConfig {
+        DiffusionConfig {
+            input: "x".into(),
+            schedule: NoiseSchedule::Linear,
+            steps: 1000,
+            time_features: 32,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Diffusion pipelines: a DDPM of `toy-2d` points trained by the runtime,
+//! sampled by `taskweave sample`, its timesteps clustered into tasks by the
+//! diffusion-clustering plugin, resumed exactly, and exit 2 for bad inputs.
+
+use std::path::{Path, PathBuf};
+
+use taskweave_tests::*;
+use tch::Tensor;
+
+/// A diffusion pipeline on eight Gaussians in `dir` (the plugin installed in
+/// `dir/plugins`), with `extra` TOML appended to `[train]`.
+fn pipeline(dir: &Path, name: &str, train: &str) -> PathBuf {
+    install_plugin(dir, "taskweave-diffusion-clustering");
+    let text = format!(
+        r#"[run]
+name = "{name}"
+device = "cpu"
+threads = 1
+out_dir = "runs"
+
+[plugins]
+dirs = ["plugins"]
+
+[data]
+kind = "toy-2d"
+distribution = "eight-gaussians"
+train = 4000
+val = 500
+test = 1000
+
+[diffusion]
+steps = 200
+
+[model]
+backbone = {{ hidden = [64, 64], activation = "relu" }}
+head = {{ shared = true }}
+
+[train]
+batch = 240
+optimizer = {{ kind = "adam", lr = 0.002 }}
+{train}
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = run_cli(dir, args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    out
+}
+
+fn summary(dir: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("runs").join(name).join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The task names of run `name`, in order (the keys of its test metrics).
+fn tasks(dir: &Path, name: &str) -> Vec<String> {
+    summary(dir, name)["test"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// `taskweave sample --json` on run `name`: (sliced W2, MMD²).
+fn sample(dir: &Path, name: &str, extra: &[&str]) -> (f64, f64) {
+    let run_dir = format!("runs/{name}");
+    let out = format!("{name}.safetensors");
+    let mut args = vec![
+        "-q", "sample", &run_dir, "--n", "1000", "--out", &out, "--json",
+    ];
+    args.extend(extra);
+    let view: serde_json::Value = serde_json::from_str(&run(dir, &args)).unwrap();
+    let samples = Tensor::read_safetensors(dir.join(&out)).unwrap();
+    assert_eq!(samples[0].0, "samples");
+    assert_eq!(samples[0].1.size(), [1000, 2]);
+    (
+        view["sliced_wasserstein"].as_f64().unwrap(),
+        view["mmd2"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn a_trained_denoiser_samples_the_eight_gaussians_far_better_than_an_untrained_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline(d, "untrained", "steps = 1\n");
+    pipeline(d, "trained", "steps = 1500\n[eval]\nevery = 500\n");
+    for name in ["untrained", "trained"] {
+        run(d, &["-q", "run", &format!("{name}.toml")]);
+    }
+    assert_eq!(
+        tasks(d, "trained"),
+        ["t1-200"],
+        "one task without a grouping"
+    );
+    let (sw_before, mmd_before) = sample(d, "untrained", &[]);
+    let (sw, mmd) = sample(d, "trained", &[]);
+    let (sw_ddim, mmd_ddim) = sample(d, "trained", &["--sampler", "ddim", "--ddim-steps", "50"]);
+    // Untrained samples stay near the N(0, I) start; trained ones reach the
+    // ring of eight modes (radius 1.5), so both distances shrink severalfold.
+    assert!(
+        sw < sw_before / 3.0,
+        "sliced W2 {sw} vs untrained {sw_before}"
+    );
+    assert!(
+        mmd < mmd_before / 5.0,
+        "MMD² {mmd} vs untrained {mmd_before}"
+    );
+    assert!(sw_ddim < sw_before / 2.0, "DDIM: {sw_ddim} vs {sw_before}");
+    assert!(
+        mmd_ddim < mmd_before / 2.0,
+        "DDIM: {mmd_ddim} vs {mmd_before}"
+    );
+    // Another seed, other samples; the same seed, the same samples.
+    let again = sample(d, "trained", &[]);
+    let other = sample(d, "trained", &["--seed", "1"]);
+    assert_eq!(again, (sw, mmd));
+    assert_ne!(other, (sw, mmd));
+}
+
+#[test]
+fn a_grouping_makes_one_task_per_interval_it_chooses_and_the_run_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline(
+        d,
+        "clustered",
+        "steps = 40\ncheckpoint_every = 10\ngrouping = { kind = \"interval-clustering\", cost = \"snr\", k = 3 }\nweighting = { kind = \"uw\" }\n[eval]\nevery = 10\n",
+    );
+    run(d, &["-q", "run", "clustered.toml"]);
+    // The same partition as `taskweave call grouping` on the schedule's SNR.
+    run(
+        d,
+        &[
+            "-q",
+            "call",
+            "grouping",
+            "interval-clustering",
+            "--tasks",
+            "200",
+            "--schedule",
+            "linear",
+            "--set",
+            "cost=snr",
+            "--set",
+            "k=3",
+            "--out",
+            "groups.safetensors",
+            "--plugins",
+            "plugins",
+        ],
+    );
+    let intervals = Tensor::read_safetensors(d.join("groups.safetensors"))
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "intervals")
+        .unwrap()
+        .1;
+    let bounds = Vec::<i64>::try_from(intervals.reshape([-1])).unwrap();
+    let expected: Vec<String> = bounds
+        .chunks(2)
+        .map(|b| format!("t{}-{}", b[0], b[1]))
+        .collect();
+    let names = tasks(d, "clustered");
+    assert_eq!(names, expected);
+    let s = summary(d, "clustered");
+    assert_eq!(names.len(), 3);
+    // Every task has its own validation loss.
+    for name in &names {
+        assert!(
+            s["test"][name.as_str()]["mse"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{s}"
+        );
+    }
+    // One shared head: no per-task head parameters.
+    let params = final_parameters(&d.join("runs/clustered"));
+    assert!(params.iter().any(|(n, _)| n.starts_with("heads.shared.")));
+    assert!(!params.iter().any(|(n, _)| n.starts_with("heads.t")));
+    assert_resume_is_exact(&d.join("runs/clustered"), &d.join("runs/copy"));
+}
+
+#[test]
+fn gradient_weightings_and_per_task_batches_train_on_the_clusters() {
+    // PCGrad projects the per-interval gradients of the shared denoiser; the
+    // `sam-mtl`-free `standard` strategy with MoDo draws extra batches, which
+    // the objective noises too.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, weighting) in [("pcgrad", "pcgrad"), ("modo", "modo"), ("nash", "nash-mtl")] {
+        pipeline(
+            d,
+            name,
+            &format!("steps = 20\ngrouping = {{ kind = \"interval-clustering\", cost = \"log-snr\", k = 4 }}\nweighting = {{ kind = \"{weighting}\" }}\n"),
+        );
+        run(d, &["-q", "run", &format!("{name}.toml")]);
+        assert_eq!(tasks(d, name).len(), 4);
+    }
+}
+
+#[test]
+fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: [(&str, &[&str], &str); 5] = [
+        (
+            "k-too-large",
+            &[
+                "train.steps=5",
+                "train.grouping={kind=\"interval-clustering\", k=300}",
+            ],
+            "train.grouping",
+        ),
+        (
+            "needs-tas",
+            &[
+                "train.steps=5",
+                "train.grouping={kind=\"interval-clustering\", cost=\"gradient\"}",
+            ],
+            "tas",
+        ),
+        (
+            "no-input",
+            &["train.steps=5", "diffusion.input=\"image\""],
+            "diffusion.input",
+        ),
+        (
+            "odd-features",
+            &["train.steps=5", "diffusion.time_features=3"],
+            "time_features",
+        ),
+        (
+            "unknown-key",
+            &["train.steps=5", "diffusion.sigma=1"],
+            "sigma",
+        ),
+    ];
+    pipeline(d, "bad", "");
+    for (name, sets, needle) in cases {
+        let mut args = vec!["-q", "run", "bad.toml", "--set"];
+        let name_set = format!("run.name=\"{name}\"");
+        args.push(&name_set);
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let (code, _, err) = run_cli(d, &args);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+    }
+    // toy-2d data without [diffusion], and a grouping without it.
+    let plain = small_pipeline(
+        d,
+        "plain",
+        "[train]\nsteps = 2\ngrouping = { kind = \"interval-clustering\" }\n",
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            plain.to_str().unwrap(),
+            "--set",
+            "plugins.dirs=[\"plugins\"]",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[diffusion]"), "{err}");
+    let text = std::fs::read_to_string(d.join("bad.toml")).unwrap();
+    let without: String = text.replace("[diffusion]\nsteps = 200\n", "");
+    std::fs::write(
+        d.join("nodiff.toml"),
+        without.replace("\"bad\"", "\"nodiff\""),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "nodiff.toml", "--set", "train.steps=2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("[diffusion]"), "{err}");
+    // `sample` on a run that is not a diffusion model.
+    let quick = small_pipeline(d, "quick", "[train]\nsteps = 2\n");
+    run(d, &["-q", "run", quick.to_str().unwrap()]);
+    let runs = d.join("runs/quick");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "sample",
+            runs.to_str().unwrap(),
+            "--out",
+            "x.safetensors",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a diffusion"), "{err}");
+}
