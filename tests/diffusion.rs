@@ -131,7 +131,7 @@ fn a_grouping_makes_one_task_per_interval_it_chooses_and_the_run_resumes_exactly
     pipeline(
         d,
         "clustered",
-        "steps = 40\ncheckpoint_every = 10\ngrouping = { kind = \"interval-clustering\", cost = \"snr\", k = 3 }\nweighting = { kind = \"uw\" }\n[eval]\nevery = 10\n",
+        "steps = 40\ncheckpoint_every = 10\ngrouping = { kind = \"interval-clustering\", cost = \"snr\", k = 3 }\nweighting = { kind = \"uw\" }\nmethod_lr = 0.025\n[eval]\nevery = 10\n",
     );
     run(d, &["-q", "run", "clustered.toml"]);
     // The same partition as `taskweave call grouping` on the schedule's SNR.
@@ -185,6 +185,33 @@ fn a_grouping_makes_one_task_per_interval_it_chooses_and_the_run_resumes_exactly
     assert!(params.iter().any(|(n, _)| n.starts_with("heads.shared.")));
     assert!(!params.iter().any(|(n, _)| n.starts_with("heads.t")));
     assert_resume_is_exact(&d.join("runs/clustered"), &d.join("runs/copy"));
+    // Adam's first step moves each of UW's 3 log-variances by its learning
+    // rate: `method_lr`, not the model's lr.
+    let log_var = |run: &str| {
+        final_parameters(&d.join("runs").join(run))
+            .into_iter()
+            .find(|(n, _)| n == "strategy.weighting.log_var")
+            .unwrap()
+            .1
+            .abs()
+            .sum(tch::Kind::Double)
+            .double_value(&[])
+    };
+    for (name, method_lr) in [("fast", "0.025"), ("slow", "0.002")] {
+        let sets = [
+            format!("run.name=\"{name}\""),
+            "train.steps=1".to_string(),
+            format!("train.method_lr={method_lr}"),
+        ];
+        let mut args = vec!["-q", "run", "clustered.toml"];
+        for s in &sets {
+            args.extend(["--set", s.as_str()]);
+        }
+        run(d, &args);
+    }
+    let (fast, slow) = (log_var("fast"), log_var("slow"));
+    assert!((fast - 3.0 * 0.025).abs() < 1e-5, "{fast}");
+    assert!((slow - 3.0 * 0.002).abs() < 1e-5, "{slow}");
 }
 
 #[test]

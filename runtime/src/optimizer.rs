@@ -116,7 +116,15 @@ impl Default for SgdConfig {
 }
 
 /// An optimizer with its state.
-pub enum Optimizer {
+pub struct Optimizer {
+    rule: Rule,
+    /// (start, factor): the values from `start` on (the methods' own
+    /// parameters, last in the flat buffer) move `factor` times as far.
+    tail: Option<(i64, f64)>,
+}
+
+/// An update rule with its state.
+enum Rule {
     /// Adam, or AdamW when `decoupled`.
     Adam {
         /// Learning rate.
@@ -154,8 +162,8 @@ pub enum Optimizer {
 impl Optimizer {
     /// The optimizer `config` describes, for a buffer like `params`.
     pub fn new(config: &OptimizerConfig, params: &Tensor) -> Result<Optimizer> {
-        let adam = |lr, betas: [f64; 2], eps, weight_decay, decoupled| -> Result<Optimizer> {
-            Ok(Optimizer::Adam {
+        let adam = |lr, betas: [f64; 2], eps, weight_decay, decoupled| -> Result<Rule> {
+            Ok(Rule::Adam {
                 lr,
                 betas: (betas[0], betas[1]),
                 eps,
@@ -166,31 +174,47 @@ impl Optimizer {
                 v: params.f_zeros_like()?,
             })
         };
-        match config {
-            OptimizerConfig::Adam(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, false),
-            OptimizerConfig::AdamW(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, true),
-            OptimizerConfig::Sgd(c) => Ok(Optimizer::Sgd {
+        let rule = match config {
+            OptimizerConfig::Adam(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, false)?,
+            OptimizerConfig::AdamW(c) => adam(c.lr, c.betas, c.eps, c.weight_decay, true)?,
+            OptimizerConfig::Sgd(c) => Rule::Sgd {
                 lr: c.lr,
                 momentum: c.momentum,
                 nesterov: c.nesterov,
                 weight_decay: c.weight_decay,
                 buf: None,
-            }),
+            },
+        };
+        Ok(Optimizer { rule, tail: None })
+    }
+
+    /// Makes the values from `start` on move `factor` times as far as the
+    /// rest at every step (`train.method_lr` over `lr`).
+    pub fn scale_tail(&mut self, start: i64, factor: f64) {
+        self.tail = Some((start, factor));
+    }
+
+    /// `update` with its tail scaled, ready to subtract.
+    fn scaled(&self, update: Tensor) -> Result<Tensor> {
+        if let Some((start, factor)) = self.tail {
+            let len = update.size()[0] - start;
+            let _ = update.f_narrow(0, start, len)?.f_mul_scalar_(factor)?;
         }
+        Ok(update)
     }
 
     /// Sets the learning rate of the next steps (the schedule's job).
     pub fn set_lr(&mut self, rate: f64) {
-        match self {
-            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => *lr = rate,
+        match &mut self.rule {
+            Rule::Adam { lr, .. } | Rule::Sgd { lr, .. } => *lr = rate,
         }
     }
 
     /// One update of `params` (the flat buffer) from `grad`.
     pub fn step(&mut self, params: &Tensor, grad: &Tensor) -> Result<()> {
         let mut p = params.shallow_clone();
-        match self {
-            Optimizer::Adam {
+        let update = match &mut self.rule {
+            Rule::Adam {
                 lr,
                 betas,
                 eps,
@@ -215,9 +239,9 @@ impl Optimizer {
                 let bias1 = 1.0 - betas.0.powi(*steps as i32);
                 let bias2 = 1.0 - betas.1.powi(*steps as i32);
                 let denom = v.f_sqrt()?.f_div_scalar(bias2.sqrt())?.f_add_scalar(*eps)?;
-                let _ = p.f_sub_(&m.f_div(&denom)?.f_mul_scalar(*lr / bias1)?)?;
+                m.f_div(&denom)?.f_mul_scalar(*lr / bias1)?
             }
-            Optimizer::Sgd {
+            Rule::Sgd {
                 lr,
                 momentum,
                 nesterov,
@@ -247,23 +271,24 @@ impl Optimizer {
                         b
                     };
                 }
-                let _ = p.f_sub_(&g.f_mul_scalar(*lr)?)?;
+                g.f_mul_scalar(*lr)?
             }
-        }
+        };
+        let _ = p.f_sub_(&self.scaled(update)?)?;
         Ok(())
     }
 
     /// State tensors (named `optimizer.*`) and JSON for a checkpoint.
     pub fn state(&self) -> (Vec<(String, Tensor)>, Value) {
-        match self {
-            Optimizer::Adam { steps, m, v, .. } => (
+        match &self.rule {
+            Rule::Adam { steps, m, v, .. } => (
                 vec![
                     ("optimizer.exp_avg".into(), m.shallow_clone()),
                     ("optimizer.exp_avg_sq".into(), v.shallow_clone()),
                 ],
                 json!({"kind": "adam", "steps": steps}),
             ),
-            Optimizer::Sgd { buf, .. } => (
+            Rule::Sgd { buf, .. } => (
                 buf.iter()
                     .map(|b| ("optimizer.momentum_buffer".to_string(), b.shallow_clone()))
                     .collect(),
@@ -275,8 +300,8 @@ impl Optimizer {
     /// Restores what [`Optimizer::state`] saved.
     pub fn load_state(&mut self, saved: &mut State, meta: &Value) -> Result<()> {
         let mut take = |name: &str| saved.take_tensor(name).ok();
-        match self {
-            Optimizer::Adam { steps, m, v, .. } => {
+        match &mut self.rule {
+            Rule::Adam { steps, m, v, .. } => {
                 let (Some(sm), Some(sv)) =
                     (take("optimizer.exp_avg"), take("optimizer.exp_avg_sq"))
                 else {
@@ -289,7 +314,7 @@ impl Optimizer {
                 m.f_copy_(&sm)?;
                 v.f_copy_(&sv)?;
             }
-            Optimizer::Sgd { buf, .. } => {
+            Rule::Sgd { buf, .. } => {
                 *buf = take("optimizer.momentum_buffer")
                     .map(|b| b.f_to_kind(Kind::Float))
                     .transpose()?;
@@ -350,6 +375,21 @@ mod tests {
             Vec::<f32>::try_from(&p).unwrap()
         };
         assert_eq!(run(false), run(true));
+    }
+
+    #[test]
+    fn a_scaled_tail_moves_its_values_that_many_times_as_far() {
+        // Adam's first step moves every value by lr against its gradient's
+        // sign; the tail from index 2 by 2.5 lr.
+        let p = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0]);
+        let mut opt = Optimizer::new(&adam(0.1), &p).unwrap();
+        opt.scale_tail(2, 2.5);
+        opt.step(&p, &Tensor::from_slice(&[1.0f32, -3.0, 2.0, -0.5]))
+            .unwrap();
+        let moved = Vec::<f32>::try_from(&p).unwrap();
+        for (got, want) in moved.iter().zip([-0.1, 0.1, -0.25, 0.25]) {
+            assert!((got - want).abs() < 1e-6, "{moved:?}");
+        }
     }
 
     #[test]

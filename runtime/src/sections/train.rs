@@ -41,6 +41,12 @@ pub struct TrainConfig {
     /// The learning rate over the run: `kind = "constant" | "step" | "cosine" | "plateau"`.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// The learning rate of the methods' own parameters (UW's log-variances,
+    /// a strategy's parameters), following the schedule as `lr` does
+    /// (absent: the optimizer's `lr`; ANT trains UW's at 0.025).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub method_lr: Option<f64>,
     /// Rescale the gradient of all trainable values to at most this L2 norm
     /// before each optimizer step (0: no clipping).
     #[serde(default)]

@@ -145,7 +145,16 @@ impl Trainer {
             });
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
-        let optimizer = Optimizer::new(&train.optimizer, params.data())?;
+        let mut optimizer = Optimizer::new(&train.optimizer, params.data())?;
+        if let Some(method_lr) = train.method_lr {
+            let lr = train.optimizer.lr();
+            if lr <= 0.0 {
+                return Err(Error::Input(format!(
+                    "train.method_lr is set relative to the optimizer's lr, which is {lr}: give lr a positive value"
+                )));
+            }
+            optimizer.scale_tail(params.methods_start(), method_lr / lr);
+        }
         // A diffusion batch draws any clean row for any interval.
         let labelled = data
             .train

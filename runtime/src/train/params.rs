@@ -124,6 +124,14 @@ impl FlatParams {
         })
     }
 
+    /// Where the methods' own parameters (in no group) start: they are last.
+    pub fn methods_start(&self) -> i64 {
+        self.slots
+            .iter()
+            .find(|s| s.group.is_none())
+            .map_or(self.len(), |s| s.range.start)
+    }
+
     /// `tensor[range]` for a flat tensor laid out like the buffer.
     pub fn slice(tensor: &Tensor, range: &Range<i64>) -> Result<Tensor> {
         Ok(tensor.f_narrow(0, range.start, range.end - range.start)?)
