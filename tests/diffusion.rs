@@ -122,6 +122,60 @@ fn a_trained_denoiser_samples_the_eight_gaussians_far_better_than_an_untrained_o
     let other = sample(d, "trained", &["--seed", "1"]);
     assert_eq!(again, (sw, mmd));
     assert_ne!(other, (sw, mmd));
+
+    // Task affinity on 20 timesteps, expanded to all 200, then gradient
+    // clusters from it.
+    run(
+        d,
+        &[
+            "-q",
+            "affinity",
+            "runs/trained",
+            "--timesteps",
+            "20",
+            "--rows",
+            "128",
+            "--out",
+            "tas.safetensors",
+            "--png",
+            "tas.png",
+        ],
+    );
+    let tas: Vec<(String, Tensor)> = Tensor::read_safetensors(d.join("tas.safetensors")).unwrap();
+    let get = |name: &str| {
+        tas.iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .shallow_clone()
+    };
+    let (full, grid) = (get("tas"), get("tas_grid"));
+    assert_eq!(full.size(), [200, 200]);
+    assert_eq!(grid.size(), [20, 20]);
+    assert!(grid.allclose(&grid.tr(), 1e-12, 1e-12, false), "symmetric");
+    let diagonal = grid.diagonal(0, 0, 1);
+    assert!(diagonal.allclose(&diagonal.ones_like(), 1e-9, 1e-9, false));
+    // Neighbouring timesteps agree more than distant ones.
+    assert!(grid.double_value(&[0, 1]) > grid.double_value(&[0, 19]));
+    assert!(std::fs::metadata(d.join("tas.png")).unwrap().len() > 1000);
+    pipeline(
+        d,
+        "gradient",
+        "steps = 5
+grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
+",
+    );
+    run(
+        d,
+        &[
+            "-q",
+            "run",
+            "gradient.toml",
+            "--set",
+            "diffusion.signals=\"tas.safetensors\"",
+        ],
+    );
+    assert_eq!(tasks(d, "gradient").len(), 3);
 }
 
 #[test]

@@ -3,10 +3,13 @@
 //! tasks, the timestep intervals a grouping method chooses, sampling, and
 //! sample quality.
 
+pub mod affinity;
 mod objective;
 pub mod quality;
 pub mod sampler;
 mod schedule;
+
+use std::path::Path;
 
 use serde_json::Value;
 use taskweave_plugin_api::{GroupingInput, Host, MethodContext, Role};
@@ -19,14 +22,30 @@ use crate::sections::DiffusionConfig;
 pub use objective::{intervals_of, Denoising, FEATURES};
 pub use schedule::NoiseSchedule;
 
+/// `count` timesteps of 1..=T evenly spaced, 1 and T included, ascending
+/// (all of them when `count` ≥ T; T alone when `count` is 1).
+pub fn timestep_grid(steps: usize, count: usize) -> Vec<i64> {
+    let count = count.clamp(1, steps);
+    if count == 1 {
+        return vec![steps as i64];
+    }
+    let mut ts: Vec<i64> = (0..count)
+        .map(|i| 1 + ((i * (steps - 1)) as f64 / (count - 1) as f64).round() as i64)
+        .collect();
+    ts.dedup();
+    ts
+}
+
 /// The timestep intervals of the tasks: those `grouping` (a `Grouping`
 /// method table, `[train] grouping`) partitions 1..=T into, given the
-/// schedule's SNR as the signal `snr`; one interval without a grouping.
+/// schedule's SNR as the signal `snr` and the tensors of the file
+/// `diffusion.signals` (relative to `dir`); one interval without a grouping.
 pub fn intervals(
     config: &DiffusionConfig,
     grouping: Option<&Value>,
     registry: &Registry,
     host: &Host,
+    dir: &Path,
 ) -> Result<Vec<(i64, i64)>> {
     let steps = config.steps as usize;
     let Some(table) = grouping else {
@@ -42,11 +61,24 @@ pub fn intervals(
     let mut method = registry
         .create_table(Role::Grouping, table, &ctx, host)?
         .into_grouping()?;
-    let snr = Tensor::from_slice(&config.schedule.snr(steps));
+    let mut signals = match &config.signals {
+        Some(file) => {
+            crate::train::checkpoint::read_file(&dir.join(file))
+                .map_err(|e| Error::Input(format!("diffusion.signals: {e}")))?
+                .0
+        }
+        None => Vec::new(),
+    };
+    if !signals.iter().any(|(name, _)| name == "snr") {
+        signals.push((
+            "snr".into(),
+            Tensor::from_slice(&config.schedule.snr(steps)),
+        ));
+    }
     let partition = method
         .partition(&GroupingInput {
             num_tasks: steps,
-            signals: &[("snr".to_string(), snr)],
+            signals: &signals,
         })
         .map_err(|e| match Error::from(e) {
             Error::Input(why) => Error::Input(format!("train.grouping: {why}")),
@@ -63,4 +95,16 @@ pub fn intervals(
             "train.grouping: the groups are not contiguous intervals of timesteps in order; a diffusion pipeline needs intervals".into(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestep_grid;
+
+    #[test]
+    fn grids_are_evenly_spaced_from_1_to_t() {
+        assert_eq!(timestep_grid(1000, 4), vec![1, 334, 667, 1000]);
+        assert_eq!(timestep_grid(10, 50), (1..=10).collect::<Vec<_>>());
+        assert_eq!(timestep_grid(10, 1), vec![10]);
+    }
 }

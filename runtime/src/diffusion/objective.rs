@@ -253,6 +253,28 @@ impl Denoising {
         Ok(samples.f_reshape(shape.as_slice())?)
     }
 
+    /// The first `rows` clean training samples `[rows, D]` with noise drawn
+    /// once from a fixed stream: the probe batch of [`super::affinity`].
+    pub fn probe(&self, rows: usize) -> Result<(Tensor, Tensor)> {
+        let x0 = self
+            .clean
+            .f_narrow(0, 0, (rows as i64).min(self.clean.size()[0]))?;
+        let mut rng = SplitMix::at(EVAL_SEED, 3);
+        let eps: Vec<f32> = (0..x0.numel()).map(|_| rng.normal() as f32).collect();
+        let eps = Tensor::from_slice(&eps)
+            .f_reshape(x0.size().as_slice())?
+            .f_to_device(x0.device())?;
+        Ok((x0, eps))
+    }
+
+    /// `x0` noised with `eps` at timestep `t`: the denoiser's input.
+    pub fn input_at(&self, x0: &Tensor, eps: &Tensor, t: i64) -> Result<Tensor> {
+        let (signal, noise) = self.levels(t)?;
+        let xt = x0.f_mul_scalar(signal)?.f_add(&eps.f_mul_scalar(noise)?)?;
+        let steps = Tensor::f_full([x0.size()[0]], t, (Kind::Int64, x0.device()))?;
+        self.features(&xt, &steps)
+    }
+
     /// The device of the objective's tensors.
     pub fn device(&self) -> Device {
         self.clean.device()

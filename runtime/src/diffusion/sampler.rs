@@ -29,21 +29,6 @@ pub struct SampleRequest {
     pub seed: u64,
 }
 
-/// The timesteps DDIM visits, descending: `count` of 1..=T evenly spaced,
-/// T and 1 included.
-fn ddim_timesteps(steps: usize, count: usize) -> Vec<i64> {
-    let count = count.clamp(1, steps);
-    if count == 1 {
-        return vec![steps as i64];
-    }
-    let mut ts: Vec<i64> = (0..count)
-        .map(|i| 1 + ((i * (steps - 1)) as f64 / (count - 1) as f64).round() as i64)
-        .collect();
-    ts.dedup();
-    ts.reverse();
-    ts
-}
-
 /// Samples `[count, D]` (flattened) from pure noise, with `predict(x_t, t)`
 /// the denoiser's ε̂ for a batch at timestep `t`. Draws come from libtorch's
 /// generator, which the caller seeds.
@@ -81,7 +66,9 @@ pub fn sample(
             }
         }
         Sampler::Ddim => {
-            let ts = ddim_timesteps(denoising.steps(), request.ddim_steps);
+            // `ddim_steps` timesteps evenly spaced, T and 1 included, descending.
+            let mut ts = super::timestep_grid(denoising.steps(), request.ddim_steps);
+            ts.reverse();
             for (i, &t) in ts.iter().enumerate() {
                 let eps = predict(&x, t)?;
                 let abar = level(t)?;
@@ -96,16 +83,4 @@ pub fn sample(
         }
     }
     Ok(x)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ddim_timesteps;
-
-    #[test]
-    fn ddim_visits_evenly_spaced_timesteps_from_t_down_to_1() {
-        assert_eq!(ddim_timesteps(1000, 4), vec![1000, 667, 334, 1]);
-        assert_eq!(ddim_timesteps(10, 50), (1..=10).rev().collect::<Vec<_>>());
-        assert_eq!(ddim_timesteps(10, 1), vec![10]);
-    }
 }

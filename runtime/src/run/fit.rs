@@ -251,7 +251,14 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     let mut memory = MemoryLog::new(ctx.device);
     memory.begin();
-    let mut trainer = Trainer::new(config, data, ctx.registry, ctx.host, ctx.device)?;
+    let mut trainer = Trainer::new(
+        config,
+        data,
+        ctx.registry,
+        ctx.host,
+        ctx.device,
+        ctx.pipeline_dir,
+    )?;
     let setup_memory = memory.end("setup");
     let total = trainer.total_steps();
     let eval_every = match config.eval.every {

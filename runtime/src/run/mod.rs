@@ -41,6 +41,17 @@ pub struct Samples {
     pub truth: tch::Tensor,
 }
 
+/// Task affinity scores between a diffusion model's timesteps.
+pub struct Affinity {
+    /// The timesteps scored, ascending.
+    pub timesteps: Vec<i64>,
+    /// Their cosine similarities `[n, n]`, float64.
+    pub scores: tch::Tensor,
+    /// The scores of all T timesteps `[T, T]`, each taking its nearest
+    /// scored timestep's: what `cost = "gradient"` reads as the signal `tas`.
+    pub full: tch::Tensor,
+}
+
 /// A pipeline and its run directory, held by this process.
 pub struct Run {
     pipeline: Pipeline,
@@ -128,12 +139,10 @@ impl Run {
                     self.dir().display()
                 ))
             })?;
-        let ctx = RunContext::new(&self.pipeline, true)?;
-        let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
-        let ckpt = fit::selected_checkpoint(self.dir())?
-            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
-        trainer.init_from(&ckpt)?;
-        let samples = trainer.sample(request)?.f_to_device(tch::Device::Cpu)?;
+        let samples = self
+            .trained(data)?
+            .sample(request)?
+            .f_to_device(tch::Device::Cpu)?;
         let flat = |t: &tch::Tensor| t.f_reshape([t.size()[0], -1]);
         let (a, b) = (flat(&samples)?, flat(&truth)?);
         Ok(Samples {
@@ -142,6 +151,54 @@ impl Run {
             samples,
             truth,
         })
+    }
+
+    /// Task affinity scores between the timesteps of the run's diffusion
+    /// model at its selected checkpoint (see
+    /// [`Trainer::timestep_affinity`]): on `count` timesteps evenly spaced
+    /// over 1..=T, with `rows` training samples.
+    pub fn timestep_affinity(&self, count: usize, rows: usize) -> Result<Affinity> {
+        let steps = match &self.pipeline.config().diffusion {
+            Some(d) => d.steps as usize,
+            None => {
+                return Err(Error::Input(format!(
+                    "{} is not a diffusion run (its pipeline has no [diffusion] section)",
+                    self.dir().display()
+                )))
+            }
+        };
+        if count < 2 || rows == 0 {
+            return Err(Error::Input(format!(
+                "task affinity needs at least 2 timesteps and 1 sample (got {count} and {rows})"
+            )));
+        }
+        let timesteps = crate::diffusion::timestep_grid(steps, count);
+        let mut trainer = self.trained(self.pipeline.load_data()?)?;
+        let scores = trainer.timestep_affinity(&timesteps, rows, 1 << 30)?;
+        let full = crate::diffusion::affinity::expand(&timesteps, &scores, steps)?;
+        Ok(Affinity {
+            timesteps,
+            scores,
+            full,
+        })
+    }
+
+    /// A trainer over `data` with the model of the run's selected checkpoint
+    /// (the best-validation one, else the newest).
+    fn trained(&self, data: crate::data::Dataset) -> Result<Trainer> {
+        let ctx = RunContext::new(&self.pipeline, true)?;
+        let mut trainer = Trainer::new(
+            ctx.config,
+            data,
+            ctx.registry,
+            ctx.host,
+            ctx.device,
+            ctx.pipeline_dir,
+        )?;
+        let ckpt = fit::selected_checkpoint(self.dir())?
+            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
+        trainer.init_from(&ckpt)?;
+        Ok(trainer)
     }
 
     /// How much the newest checkpoint's loss on `split` rises when its shared
@@ -160,7 +217,14 @@ impl Run {
         }
         let data = self.pipeline.load_data()?;
         let ctx = RunContext::new(&self.pipeline, true)?;
-        let mut trainer = Trainer::new(ctx.config, data, ctx.registry, ctx.host, ctx.device)?;
+        let mut trainer = Trainer::new(
+            ctx.config,
+            data,
+            ctx.registry,
+            ctx.host,
+            ctx.device,
+            ctx.pipeline_dir,
+        )?;
         let (_, ckpt) = checkpoint::latest(&self.dir.checkpoints())?
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
         trainer.restore(ckpt)?;

@@ -21,6 +21,11 @@ pub struct DiffusionConfig {
     /// Sinusoidal timestep features the denoiser reads beside the noisy sample (even).
     #[schemars(range(min = 2, max = 4096))]
     pub time_features: u32,
+    /// A safetensors file of further signals for `[train] grouping`, relative
+    /// to the pipeline file: `tas` `[T, T]` from `taskweave affinity` for
+    /// `cost = "gradient"` (the schedule's `snr` is always given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<String>,
 }
 
 impl Default for DiffusionConfig {
@@ -30,6 +35,7 @@ impl Default for DiffusionConfig {
             schedule: NoiseSchedule::Linear,
             steps: 1000,
             time_features: 32,
+            signals: None,
         }
     }
 }

@@ -14,18 +14,19 @@ mod params;
 pub mod progress;
 mod schedule;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use taskweave_plugin_api::{
-    BackboneUse, FfiInputSpec, Host, MethodContext, Role, State, StepReport, Strategy,
+    BackboneUse, FfiInputSpec, Group, Host, MethodContext, Role, State, StepReport, Strategy,
 };
 use tch::{Device, Tensor};
 
 use crate::data::Dataset;
 use crate::diffusion::sampler::{self, SampleRequest};
-use crate::diffusion::{Denoising, FEATURES};
+use crate::diffusion::{affinity, Denoising, FEATURES};
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
@@ -69,13 +70,15 @@ pub struct Trainer {
 
 impl Trainer {
     /// Builds everything a resolved pipeline config describes, on `device`,
-    /// over `data` (already loaded; moved to `device` here).
+    /// over `data` (already loaded; moved to `device` here); relative paths
+    /// resolve against `dir`, the pipeline file's directory.
     pub fn new(
         config: &PipelineConfig,
         data: Dataset,
         registry: &Arc<Registry>,
         host: &Host,
         device: Device,
+        dir: &Path,
     ) -> Result<Trainer> {
         let seed = config.run.seed;
         // Held until the model and the methods have drawn their initial values.
@@ -90,6 +93,7 @@ impl Trainer {
                     train.grouping.as_ref(),
                     registry,
                     host,
+                    dir,
                 )?;
                 let (denoising, noised) = Denoising::new(diffusion, intervals, &data)?;
                 (noised, Some(denoising))
@@ -310,6 +314,37 @@ impl Trainer {
                 .f_to_kind(tch::Kind::Float)?)
         })?;
         denoising.unflatten(&samples)
+    }
+
+    /// Task affinity scores of a diffusion model's timesteps (ANT's TAS):
+    /// the `[n, n]` cosine similarities of the denoising loss's gradients
+    /// over the shared parameters at the `n` timesteps of `grid`, on the
+    /// first `rows` training samples with noise fixed once (the same for
+    /// every timestep). Gradients are computed in blocks that fit
+    /// `memory` bytes.
+    pub fn timestep_affinity(&mut self, grid: &[i64], rows: usize, memory: u64) -> Result<Tensor> {
+        let denoising = self.denoising.as_ref().ok_or_else(|| {
+            Error::Input(
+                "this run is not a diffusion model (its pipeline has no [diffusion] section)"
+                    .into(),
+            )
+        })?;
+        let (x0, eps) = denoising.probe(rows)?;
+        let shared = self.params.range(Group::Shared)?;
+        // Two blocks of float64 gradients.
+        let per_gradient = (shared.end - shared.start).max(1) as u64 * 8 * 2;
+        let block = (memory / per_gradient).max(1) as usize;
+        let (model, params) = (&mut self.model, &self.params);
+        affinity::cosines(grid, block, |t| {
+            let inputs = [(FEATURES.to_string(), denoising.input_at(&x0, &eps, t)?)];
+            let mut outputs = model.forward(&inputs, false, false)?;
+            let prediction = outputs.swap_remove(denoising.task_of(t));
+            let loss = prediction
+                .f_to_kind(tch::Kind::Float)?
+                .f_mse_loss(&eps, tch::Reduction::Mean)?;
+            let mut grads = params.grads(&loss, &[Group::Shared], false)?;
+            Ok(grads.swap_remove(0))
+        })
     }
 
     /// What the architecture reports about the evaluation that just ended

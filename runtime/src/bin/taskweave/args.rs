@@ -69,6 +69,8 @@ pub enum Command {
     Preview(PreviewArgs),
     /// Draw samples from a trained diffusion run, with their distance to the test samples.
     Sample(SampleArgs),
+    /// Task affinity scores (TAS) between a trained diffusion run's timesteps, for `cost = "gradient"`.
+    Affinity(AffinityArgs),
     /// Optimisation toys: trajectories of weightings on a two-objective problem.
     Toy {
         #[command(subcommand)]
@@ -255,6 +257,28 @@ pub struct SampleArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Extra plugin directories.
+    #[arg(long = "plugins", value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave affinity`.
+#[derive(clap::Args)]
+pub struct AffinityArgs {
+    /// The run directory of a diffusion pipeline.
+    pub run_dir: PathBuf,
+    /// Number of timesteps scored, evenly spaced over 1..=T (the rest take their nearest one's scores).
+    #[arg(long, default_value_t = 100)]
+    pub timesteps: usize,
+    /// Training samples the gradients are taken on.
+    #[arg(long, default_value_t = 256)]
+    pub rows: usize,
+    /// Where the scores go (safetensors: `tas` [T, T], `tas_grid` [n, n], `timesteps` [n]).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also draw the scored timesteps' scores as a heat map PNG.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
     /// Extra plugin directories.
     #[arg(long = "plugins", value_name = "DIR")]
     pub plugins: Vec<PathBuf>,

@@ -1,6 +1,7 @@
 //! One file per command. Each writes its results to `out` (standard output)
 //! and returns; logs and errors go to standard error through `main`.
 
+mod affinity;
 mod authoring;
 mod call;
 mod flatness;
@@ -68,6 +69,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Flatness(args) => flatness::run(&env, &args, out),
         Command::Preview(args) => preview::run(&env, &args, out),
         Command::Sample(args) => sample::run(&env, &args, out),
+        Command::Affinity(args) => affinity::run(&env, &args, out),
         Command::Toy {
             command: ToyCommand::Cagrad(args),
         } => toy::cagrad(&env, &args, out),
