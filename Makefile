@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results data qm9 census images
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results data qm9 census images
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -116,6 +116,12 @@ qm9-results: build qm9
 SAM_BENCHMARK ?= multi-fashion
 sam-mtl-results: build images qm9
 	$(VENV)/bin/python bench/sam_mtl_results.py $(SAM_BENCHMARK)
+
+# Diffusion timestep clustering against uniform-t training on 2-D data
+# (bench/results/<date>-diffusion-2d.md): 10 methods x 3 seeds x 3 step budgets on
+# two distributions, sample quality of each; about 45 minutes on two cores.
+diffusion-results: build
+	$(VENV)/bin/python bench/diffusion_results.py
 
 # TaskExpert against hard sharing, MMoE and PLE on fashion-scenes
 # (bench/results/<date>-taskexpert-scenes.md): 5 architectures x 3 seeds and the
