@@ -37,6 +37,7 @@ mod host;
 pub mod logging;
 pub mod model;
 mod names;
+pub mod noise;
 pub mod optimizer;
 mod pipeline;
 pub mod registry;

@@ -7,9 +7,6 @@ pub mod affinity;
 mod objective;
 pub mod quality;
 pub mod sampler;
-mod schedule;
-
-use std::path::Path;
 
 use serde_json::Value;
 use taskweave_plugin_api::{GroupingInput, Host, MethodContext, Role};
@@ -20,7 +17,6 @@ use crate::registry::Registry;
 use crate::sections::DiffusionConfig;
 
 pub use objective::{intervals_of, Denoising, FEATURES};
-pub use schedule::NoiseSchedule;
 
 /// `count` timesteps of 1..=T evenly spaced, 1 and T included, ascending
 /// (all of them when `count` ≥ T; T alone when `count` is 1).
@@ -37,15 +33,15 @@ pub fn timestep_grid(steps: usize, count: usize) -> Vec<i64> {
 }
 
 /// The timestep intervals of the tasks: those `grouping` (a `Grouping`
-/// method table, `[train] grouping`) partitions 1..=T into, given the
-/// schedule's SNR as the signal `snr` and the tensors of the file
-/// `diffusion.signals` (relative to `dir`); one interval without a grouping.
+/// method table, `[train] grouping`) partitions 1..=T into, given `signals`
+/// (the tensors of `diffusion.signals`) and the schedule's SNR as the
+/// signal `snr` unless they hold one; one interval without a grouping.
 pub fn intervals(
     config: &DiffusionConfig,
     grouping: Option<&Value>,
     registry: &Registry,
     host: &Host,
-    dir: &Path,
+    mut signals: Vec<(String, Tensor)>,
 ) -> Result<Vec<(i64, i64)>> {
     let steps = config.steps as usize;
     let Some(table) = grouping else {
@@ -61,14 +57,6 @@ pub fn intervals(
     let mut method = registry
         .create_table(Role::Grouping, table, &ctx, host)?
         .into_grouping()?;
-    let mut signals = match &config.signals {
-        Some(file) => {
-            crate::train::checkpoint::read_file(&dir.join(file))
-                .map_err(|e| Error::Input(format!("diffusion.signals: {e}")))?
-                .0
-        }
-        None => Vec::new(),
-    };
     if !signals.iter().any(|(name, _)| name == "snr") {
         signals.push((
             "snr".into(),

@@ -302,7 +302,7 @@ pub fn intervals_of(groups: &[usize]) -> Option<Vec<(i64, i64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::NoiseSchedule;
+    use crate::noise::NoiseSchedule;
 
     fn objective(intervals: Vec<(i64, i64)>) -> (Denoising, Dataset) {
         let split = |rows: i64| Split {

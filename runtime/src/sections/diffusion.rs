@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
 
-use crate::diffusion::NoiseSchedule;
+use crate::noise::NoiseSchedule;
 
 /// `[diffusion]`: the data's input `input` holds clean samples; the model
 /// learns to predict the noise added to them at timesteps 1..=`steps`, one

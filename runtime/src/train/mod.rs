@@ -88,12 +88,18 @@ impl Trainer {
         let train = &config.train;
         let (data, denoising) = match &config.diffusion {
             Some(diffusion) => {
+                let signals = match &diffusion.signals {
+                    Some(file) => checkpoint::read_file(&dir.join(file))
+                        .map_err(|e| Error::Input(format!("diffusion.signals: {e}")))?
+                        .0,
+                    None => Vec::new(),
+                };
                 let intervals = crate::diffusion::intervals(
                     diffusion,
                     train.grouping.as_ref(),
                     registry,
                     host,
-                    dir,
+                    signals,
                 )?;
                 let (denoising, noised) = Denoising::new(diffusion, intervals, &data)?;
                 (noised, Some(denoising))

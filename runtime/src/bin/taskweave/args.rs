@@ -369,7 +369,7 @@ pub struct GroupingArgs {
     /// Adds the signal `snr` [T] of this diffusion noise schedule over
     /// `--tasks` timesteps (linear: DDPM's; cosine: improved DDPM's).
     #[arg(long, value_enum)]
-    pub schedule: Option<taskweave::diffusion::NoiseSchedule>,
+    pub schedule: Option<taskweave::noise::NoiseSchedule>,
     /// Also draws the signal `snr` over the timesteps, one colour per group,
     /// into this PNG.
     #[arg(long)]
