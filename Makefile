@@ -40,6 +40,7 @@ bench: build census qm9 images
 	# One Multi-Fashion epoch (39 steps) of SAM-MTL + EW, three of the standard step.
 	BENCH_PROBLEM=multi-fashion BENCH_ROUNDS=3 $(VENV)/bin/python bench/sam_torch.py 117 39
 	$(VENV)/bin/python bench/peer_interval_dp.py
+	$(CARGO) bench --bench diffusion_step -p taskweave-tests
 	$(VENV)/bin/python bench/peer_meta_rtl.py
 
 venv: $(VENV_STAMP)

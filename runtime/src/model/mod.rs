@@ -146,11 +146,22 @@ impl Model {
                 self.task_names.len()
             )));
         }
-        per_task
-            .iter()
-            .zip(self.heads.iter().cycle())
-            .map(|(f, head)| head.forward(f, train, update_stats))
-            .collect()
+        let mut outputs: Vec<Tensor> = Vec::with_capacity(per_task.len());
+        for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
+            // A shared head over the same features as the task before (hard
+            // sharing hands every task one tensor) gives the same outputs.
+            let same = self.shared_head
+                && t > 0
+                && f.data_ptr() == per_task[t - 1].data_ptr()
+                && f.size() == per_task[t - 1].size()
+                && f.stride() == per_task[t - 1].stride();
+            outputs.push(if same {
+                outputs[t - 1].shallow_clone()
+            } else {
+                head.forward(f, train, update_stats)?
+            });
+        }
+        Ok(outputs)
     }
 
     /// Every trainable tensor with its group.
