@@ -3,7 +3,8 @@ fashion-scenes (bench/results/<date>-taskexpert-scenes.md).
 
 pipelines/taskexpert-scenes.toml (a ViT over 8x8 patches, dense heads on the
 token grid) with each architecture, 3 seeds; single-task models per seed for
-Delta m; the mean gate weights TaskExpert logs at its selected step.
+Delta m; the mean gate weights TaskExpert logs at its selected step; the
+predicted maps of hard sharing and TaskExpert on the first test scenes.
 Every number comes from the `taskweave` CLI; two one-thread runs at a time.
 Usage:
     .venv/bin/python bench/taskexpert_results.py [--reuse] [OUT.md]
@@ -111,6 +112,14 @@ def main():
                 lines.append(f"| {task} | {block} | " + " | ".join(
                     "" if v is None else f"{v:.3f}" for v in values) + " |")
         lines.append("")
+    # Predicted maps of the first test scenes beside the truth, seed 0.
+    lines += ["## Predictions on the first test scenes (seed 0)", ""]
+    for label in ("hard sharing (last block's tokens)", "TaskExpert"):
+        name = next(r[2] for r in results if r[0] == label and r[1] == 0)
+        png = os.path.join(os.path.dirname(out_md), f"{datetime.date.today()}-taskexpert-scenes-{slug(label)}.png")
+        runs.cli("preview", os.path.join(OUT_DIR, name), "--split", "test", "--n", "4", "--out", png,
+                 "--plugins", runs.PLUGINS or plugin_dir)
+        lines += [f"{label}:", "", f"![{label}]({os.path.basename(png)})", ""]
     runs.write_report(out_md, lines)
 
 

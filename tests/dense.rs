@@ -221,6 +221,59 @@ fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures()
         u32::from_be_bytes(png[20..24].try_into().unwrap()),
     );
     assert!(w > 3 * 3 * 8 && h > 3 * 3 * 8, "{w}×{h}");
+    // A trained run's directory: each per-pixel target beside its
+    // prediction, five pictures a row, the same rows.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            "p.toml",
+            "--set",
+            "model.backbone={kind=\"conv\"}",
+            "--set",
+            "run.name=\"conv\"",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "preview",
+            "runs/conv",
+            "--n",
+            "3",
+            "--split",
+            "test",
+            "--out",
+            "pred.png",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote pred.png (3 test examples)"), "{out}");
+    let png = std::fs::read(d.join("pred.png")).unwrap();
+    let (pw, ph) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert!(
+        pw * 3 > w * 5 - 60 && pw * 3 < w * 5 + 60 && ph == h,
+        "{pw}×{ph} vs {w}×{h}"
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "preview",
+            "runs/conv",
+            "--set",
+            "train.steps=3",
+            "--out",
+            "x.png",
+        ],
+    );
+    assert!(code == 2 && err.contains("run directory"), "{code}: {err}");
     let (code, _, err) = run_cli(
         d,
         &["-q", "preview", "p.toml", "--out", "missing/shapes.png"],

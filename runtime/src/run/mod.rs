@@ -153,6 +153,18 @@ impl Run {
         })
     }
 
+    /// The first `rows` examples of split `split`, the run's tasks, and its
+    /// model's outputs for them at its selected checkpoint.
+    pub fn predictions(
+        &self,
+        split: &str,
+        rows: usize,
+    ) -> Result<(crate::data::Split, Vec<crate::data::Task>, Vec<tch::Tensor>)> {
+        let mut trainer = self.trained(self.pipeline.load_data()?)?;
+        let (examples, outputs) = trainer.predict(split, rows)?;
+        Ok((examples, trainer.data().tasks.clone(), outputs))
+    }
+
     /// Task affinity scores between the timesteps of the run's diffusion
     /// model at its selected checkpoint (see
     /// [`Trainer::timestep_affinity`]): on `count` timesteps evenly spaced

@@ -24,7 +24,7 @@ use taskweave_plugin_api::{
 };
 use tch::{Device, Tensor};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Split};
 use crate::diffusion::sampler::{self, SampleRequest};
 use crate::diffusion::{affinity, Denoising, FEATURES};
 use crate::error::{Error, Result};
@@ -296,6 +296,17 @@ impl Trainer {
         let _autocast = self.autocast()?;
         let split = self.data.split(split)?;
         metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
+    }
+
+    /// The model's per-task outputs for the first `rows` examples of split
+    /// `split` (evaluation mode, no gradients), with those examples.
+    pub fn predict(&mut self, split: &str, rows: usize) -> Result<(Split, Vec<Tensor>)> {
+        let _autocast = self.autocast()?;
+        let _no_grad = tch::no_grad_guard();
+        let split = self.data.split(split)?;
+        let part = split.slice(0, rows.min(split.len()))?;
+        let outputs = self.model.forward(&part.inputs, false, false)?;
+        Ok((part, outputs))
     }
 
     /// Samples of a diffusion model, in the data's shape `[count, ...]`.

@@ -190,7 +190,8 @@ pub struct PipelineArgs {
 /// `taskweave preview`.
 #[derive(clap::Args)]
 pub struct PreviewArgs {
-    /// The pipeline TOML file.
+    /// The pipeline TOML file, or a run directory: its data, with the
+    /// predictions of its model (selected checkpoint) beside each target.
     pub pipeline: PathBuf,
     /// Override a value: dotted.key=value (repeatable; values are TOML, bare words are strings).
     #[arg(long = "set", value_name = "KEY=VALUE")]

@@ -4,12 +4,15 @@
 //! palette, unlabelled pixels white; regression maps in grey from their
 //! smallest to their largest value, missing values magenta); the other
 //! targets go into the first picture's title. To see what a data kind
-//! generates before training on it.
+//! generates before training on it. Given a run directory instead of a
+//! pipeline, each target is followed by the run's prediction of it (classes:
+//! the most likely one; maps: in grey over the target's range, so that
+//! shades compare).
 
 use std::io::Write;
 
 use taskweave::data::{Split, Task, TaskType, IGNORE_PIXEL};
-use taskweave::{Error, Pipeline, Result};
+use taskweave::{Error, Pipeline, Result, Run};
 use taskweave_report::{render_image_grid, Picture};
 use tch::{Kind, Tensor};
 
@@ -34,21 +37,37 @@ const PALETTE: [[f32; 3]; 12] = [
 ];
 
 pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let pipeline = Pipeline::from_file(&env.runtime(&args.plugins), &args.pipeline, &args.sets)?;
-    let data = pipeline.load_data()?;
-    let split = data.split(&args.split).map_err(Error::from)?;
-    let n = args.n.min(split.len());
+    let runtime = env.runtime(&args.plugins);
+    let (split, tasks, predicted, kind) = if args.pipeline.is_dir() {
+        if !args.sets.is_empty() {
+            return Err(Error::Input(
+                "--set changes a pipeline; a run directory keeps the pipeline it was trained with"
+                    .into(),
+            )
+            .into());
+        }
+        let run = Run::open(&runtime, &args.pipeline)?;
+        let (split, tasks, outputs) = run.predictions(&args.split, args.n)?;
+        (split, tasks, Some(outputs), data_kind(run.pipeline()))
+    } else {
+        let pipeline = Pipeline::from_file(&runtime, &args.pipeline, &args.sets)?;
+        let data = pipeline.load_data()?;
+        let split = data.split(&args.split).map_err(Error::from)?;
+        let n = args.n.min(split.len());
+        let examples = split.slice(0, n).map_err(Error::from)?;
+        (examples, data.tasks.clone(), None, data_kind(&pipeline))
+    };
+    let n = split.len();
     if n == 0 {
         return Err(Error::Input(format!("--n {}: nothing to draw", args.n)).into());
     }
     let mut pictures = Vec::new();
     let mut columns = 0;
     for row in 0..n {
-        let pics = example(split, &data.tasks, row)?;
+        let pics = example(&split, &tasks, predicted.as_deref(), row)?;
         if pics.is_empty() {
             return Err(Error::Input(format!(
-                "the `{}` data have no image input and no per-pixel task to draw",
-                data_kind(&pipeline)
+                "the `{kind}` data have no image input and no per-pixel task to draw"
             ))
             .into());
         }
@@ -74,20 +93,44 @@ fn data_kind(pipeline: &Pipeline) -> String {
         .to_string()
 }
 
-/// The pictures of example `row`.
-fn example(split: &Split, tasks: &[Task], row: usize) -> Result<Vec<Picture>> {
+/// The pictures of example `row`, with the model's outputs `predicted`
+/// (per task, for the split's rows) when given.
+fn example(
+    split: &Split,
+    tasks: &[Task],
+    predicted: Option<&[Tensor]>,
+    row: usize,
+) -> Result<Vec<Picture>> {
     let row = row as i64;
     let mut pictures = Vec::new();
     let mut notes = Vec::new();
-    for (task, target) in tasks.iter().zip(&split.targets) {
-        let t = target.f_get(row)?;
+    for (t, (task, target)) in tasks.iter().zip(&split.targets).enumerate() {
+        let truth = target.f_get(row)?;
+        let output = predicted
+            .map(|p| p[t].f_get(row).map(|o| o.f_to_kind(Kind::Float)))
+            .transpose()?
+            .transpose()?;
+        let predicted_name = format!("{} predicted", task.name);
         match task.kind {
-            TaskType::DenseMulticlass { .. } => pictures.push(classes(&task.name, &t)?),
-            TaskType::DenseRegression { .. } => pictures.push(grey(&task.name, &t.f_get(0)?)?),
+            TaskType::DenseMulticlass { .. } => {
+                pictures.push(classes(&task.name, &truth)?);
+                if let Some(o) = &output {
+                    pictures.push(classes(&predicted_name, &o.f_argmax(0, false)?)?);
+                }
+            }
+            TaskType::DenseRegression { .. } => {
+                let (picture, range) = grey(&task.name, &truth.f_get(0)?, None)?;
+                pictures.push(picture);
+                if let Some(o) = &output {
+                    pictures.push(grey(&predicted_name, &o.f_get(0)?, Some(range))?.0);
+                }
+            }
             _ => {
-                let values = Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
-                let shown: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
-                notes.push(format!("{}={}", task.name, shown.join(",")));
+                let mut note = format!("{}={}", task.name, values(&truth)?);
+                if let Some(o) = &output {
+                    note += &format!(" (predicted {})", values(o)?);
+                }
+                notes.push(note);
             }
         }
     }
@@ -101,6 +144,13 @@ fn example(split: &Split, tasks: &[Task], row: usize) -> Result<Vec<Picture>> {
         first.title = format!("{} {}", first.title, notes.join(" "));
     }
     Ok(pictures)
+}
+
+/// A small tensor's values, comma-separated.
+fn values(t: &Tensor) -> Result<String> {
+    let values = Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?.f_reshape([-1])?)?;
+    let shown: Vec<String> = values.iter().map(|v| format!("{v}")).collect();
+    Ok(shown.join(","))
 }
 
 /// A float `[C, H, W]` image, values clamped to [0, 1].
@@ -136,13 +186,16 @@ fn classes(name: &str, t: &Tensor) -> Result<Picture> {
     })
 }
 
-/// A map `[H, W]` in grey from its smallest to its largest finite value.
-fn grey(name: &str, t: &Tensor) -> Result<Picture> {
+/// A map `[H, W]` in grey over `range`, else from its smallest to its
+/// largest finite value; the picture and the range used.
+fn grey(name: &str, t: &Tensor, range: Option<(f32, f32)>) -> Result<(Picture, (f32, f32))> {
     let (h, w) = t.size2()?;
     let v = Vec::<f32>::try_from(t.f_to_kind(Kind::Float)?.f_reshape([-1])?)?;
-    let finite = v.iter().copied().filter(|x| x.is_finite());
-    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
-        (lo.min(x), hi.max(x))
+    let (lo, hi) = range.unwrap_or_else(|| {
+        let finite = v.iter().copied().filter(|x| x.is_finite());
+        finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        })
     });
     let span = if hi > lo { hi - lo } else { 1.0 };
     let values = v
@@ -155,11 +208,12 @@ fn grey(name: &str, t: &Tensor) -> Result<Picture> {
             }
         })
         .collect();
-    Ok(Picture {
+    let picture = Picture {
         title: format!("{name} ({lo:.2}..{hi:.2})"),
         width: w as usize,
         height: h as usize,
         channels: 1,
         values,
-    })
+    };
+    Ok((picture, (lo, hi)))
 }
