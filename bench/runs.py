@@ -54,18 +54,20 @@ def train(pipeline, name, sets, seed, out_dir, plugin_dir=None, reuse=False):
         return json.load(f), time.time() - start
 
 
-def flatness(run_dir, radius, samples, plugin_dir=None, reuse=False):
-    """`taskweave flatness --json`: per-task training losses (`base`), their
-    values under random perturbations of the shared parameters of relative
-    norm `radius` (`perturbed`), and the mean increase (`mean_increase`).
-    The answer is kept in the run directory; with `reuse` a kept one is read."""
-    kept = os.path.join(run_dir, f"flatness-r{radius}-n{samples}.json")
+def flatness(run_dir, radius, samples, plugin_dir=None, reuse=False, split="train"):
+    """`taskweave flatness --json` at the run's selected checkpoint: per-task
+    losses on `split` (`base`), their values under random perturbations of the
+    shared parameters of relative norm `radius` (`perturbed`), and the mean
+    increase (`mean_increase`). The answer is kept in the run directory; with
+    `reuse` a kept one is read (kept answers name the split, and the
+    checkpoint: `sel`)."""
+    kept = os.path.join(run_dir, f"flatness-{split}-sel-r{radius}-n{samples}.json")
     if reuse and os.path.exists(kept):
         with open(kept) as f:
             return json.load(f)
     plugins = PLUGINS or plugin_dir
-    out = cli("flatness", run_dir, "--radius", str(radius), "--samples", str(samples), "--json",
-              *(["--plugins", plugins] if plugins else []))
+    out = cli("flatness", run_dir, "--radius", str(radius), "--samples", str(samples), "--split", split,
+              "--json", *(["--plugins", plugins] if plugins else []))
     with open(kept, "w") as f:
         f.write(out)
     return json.loads(out)

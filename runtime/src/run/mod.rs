@@ -22,7 +22,6 @@ use crate::diffusion::sampler::SampleRequest;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::runtime::Runtime;
-use crate::train::checkpoint;
 use crate::train::flatness::Flatness;
 use crate::train::Trainer;
 use dir::RunDir;
@@ -213,9 +212,10 @@ impl Run {
         Ok(trainer)
     }
 
-    /// How much the newest checkpoint's loss on `split` rises when its shared
-    /// parameters move in `samples` random directions of relative size
-    /// `radius` (see [`Flatness`]).
+    /// How much the loss on `split` of the run's selected checkpoint (the
+    /// parameters its summary reports: best validation, else the newest)
+    /// rises when its shared parameters move in `samples` random directions
+    /// of relative size `radius` (see [`Flatness`]).
     pub fn flatness(&self, split: &str, radius: f64, samples: usize) -> Result<Flatness> {
         if !(radius.is_finite() && radius > 0.0) {
             return Err(Error::Input(format!(
@@ -227,19 +227,7 @@ impl Run {
                 "flatness needs at least one sample (random direction)".into(),
             ));
         }
-        let data = self.pipeline.load_data()?;
-        let ctx = RunContext::new(&self.pipeline, true)?;
-        let mut trainer = Trainer::new(
-            ctx.config,
-            data,
-            ctx.registry,
-            ctx.host,
-            ctx.device,
-            ctx.pipeline_dir,
-        )?;
-        let (_, ckpt) = checkpoint::latest(&self.dir.checkpoints())?
-            .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
-        trainer.restore(ckpt)?;
+        let mut trainer = self.trained(self.pipeline.load_data()?)?;
         let config = self.pipeline.config();
         trainer.flatness(
             split,
