@@ -134,7 +134,7 @@ def main():
                  "--out", os.path.join(OUT_ROOT, dist, "gradient-groups.safetensors"), "--plot", png,
                  *(["--plugins", runs.PLUGINS] if runs.PLUGINS else []))
         pictures.append((dist, os.path.basename(png)))
-    minutes = (time.time() - started) / 60
+    elapsed = time.time() - started
 
     lines = [
         f"# Diffusion timestep clustering on 2-D data ({today})",
@@ -159,8 +159,8 @@ def main():
         "- Metrics: sliced Wasserstein-2 over 128 random directions (lower is better) and unbiased MMD² with a "
         "sum of Gaussian kernels of bandwidths 0.05–2 (lower is better); mean ± sample std over seeds "
         f"{SEEDS}.",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, two one-thread runs at a time; the whole "
-        f"table took {minutes:.0f} minutes.",
+        f"- Machine: {platform.machine()}, {os.cpu_count()} cores, two one-thread runs at a time "
+        f"({runs.took(elapsed, REUSE)}).",
         "",
         f"Reproduce: `make diffusion-results` (runs `.venv/bin/python bench/diffusion_results.py`).",
         "",

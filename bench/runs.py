@@ -82,6 +82,14 @@ def write_report(out_md, lines):
     print(f"\nwritten to {out_md}")
 
 
+def took(seconds, reuse=False):
+    """How long a result script took, for its report: with `reuse`, the
+    training happened in an earlier invocation and is not timed here."""
+    if reuse:
+        return "the tables rewritten from finished runs with `--reuse`; training time in the first invocation's log"
+    return f"{seconds / 60:.0f} minutes here"
+
+
 def mean_std(values):
     """(mean, sample std); the std of one value is 0."""
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

@@ -208,7 +208,7 @@ def main():
         f"# SAM-MTL on {name} ({datetime.date.today()})",
         "",
         f"Reproduce: `make sam-mtl-results` (runs `.venv/bin/python bench/sam_mtl_results.py {name}`; "
-        f"{elapsed / 60:.0f} minutes here).",
+        f"{runs.took(elapsed, reuse)}).",
         "",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU; "
         "one libtorch thread per run, two runs at a time. Seeds: " + ", ".join(map(str, SEEDS)) +

@@ -70,7 +70,7 @@ def main():
         f"# TaskExpert on fashion-scenes ({datetime.date.today()})",
         "",
         f"Reproduce: `make taskexpert-results` (runs `.venv/bin/python bench/taskexpert_results.py`; "
-        f"{elapsed / 60:.0f} minutes here).",
+        f"{runs.took(elapsed, reuse)}).",
         "",
         f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), no GPU; "
         "one libtorch thread per run, two runs at a time. Seeds " + ", ".join(map(str, SEEDS)) + ".",
