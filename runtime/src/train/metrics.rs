@@ -652,6 +652,30 @@ mod tests {
     }
 
     #[test]
+    fn vector_tasks_average_their_loss_and_metrics_over_every_value_of_the_labelled_rows() {
+        let task = Task::new("eps", TaskType::Vector(2));
+        let out = Tensor::from_slice(&[1.0f32, 3.0, 0.0, 0.0, 5.0, 5.0])
+            .f_reshape([3, 2])
+            .unwrap();
+        let target = Tensor::zeros([3, 2], (Kind::Float, tch::Device::Cpu));
+        let m = task_metrics(&task, &out, &target).unwrap();
+        assert_eq!(m["mse"], (1.0 + 9.0 + 25.0 + 25.0) / 6.0);
+        assert_eq!(m["mae"], (1.0 + 3.0 + 5.0 + 5.0) / 6.0);
+        // Rows 0 and 1 labelled: the loss is the mean over their 4 values.
+        let mask = Tensor::from_slice(&[true, true, false]);
+        let loss = task_loss(&task, &out, &target, Some(&mask)).unwrap();
+        assert_eq!(loss.double_value(&[]), 10.0 / 4.0);
+        // A [B] target against [B, 2] outputs is refused, not broadcast.
+        assert!(task_loss(
+            &task,
+            &out,
+            &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)),
+            None
+        )
+        .is_err());
+    }
+
+    #[test]
     fn regression_metrics_are_in_original_units() {
         let mut task = Task::regression("y");
         task.scale = Some((10.0, 2.0));
