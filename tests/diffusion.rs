@@ -380,3 +380,82 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a diffusion"), "{err}");
 }
+
+/// Writes `count` 28×28 items (item i: a bright square of side 8 + i mod 12
+/// on black, class i mod 10) as `dir/fashion/<set>-*-ubyte` IDX files.
+fn write_items(dir: &Path, set: &str, count: usize) {
+    let folder = dir.join("images/fashion");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut images = vec![0, 0, 8, 3];
+    let mut labels = vec![0, 0, 8, 1];
+    for d in [count as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    labels.extend((count as u32).to_be_bytes());
+    for i in 0..count {
+        let side = 8 + i % 12;
+        for y in 0..28 {
+            for x in 0..28 {
+                images.push(if y < side && x < side { 250 } else { 0 });
+            }
+        }
+        labels.push((i % 10) as u8);
+    }
+    std::fs::write(folder.join(format!("{set}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(folder.join(format!("{set}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+#[test]
+fn an_image_denoiser_trains_on_fashion_mnist_items_and_samples_clipped_images_into_a_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_items(d, "train", 120);
+    write_items(d, "t10k", 20);
+    let text = r#"[run]
+name = "images"
+device = "cpu"
+threads = 1
+[data]
+kind = "fashion-mnist"
+dir = "images"
+size = 14
+[diffusion]
+steps = 50
+[model]
+backbone = { hidden = [64] }
+head = { shared = true }
+[train]
+steps = 30
+batch = 20
+"#;
+    std::fs::write(d.join("images.toml"), text).unwrap();
+    run(d, &["-q", "run", "images.toml"]);
+    let out = run(
+        d,
+        &[
+            "-q",
+            "sample",
+            "runs/images",
+            "--n",
+            "16",
+            "--sampler",
+            "ddim",
+            "--ddim-steps",
+            "10",
+            "--clip",
+            "--out",
+            "s.safetensors",
+            "--png",
+            "s.png",
+        ],
+    );
+    assert!(out.contains("against 20 test samples"), "{out}");
+    let samples = &Tensor::read_safetensors(d.join("s.safetensors")).unwrap()[0].1;
+    assert_eq!(samples.size(), [16, 1, 14, 14]);
+    assert!(samples.abs().max().double_value(&[]) <= 1.0 + 1e-6);
+    let png = std::fs::read(d.join("s.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // Eight columns of 14×14 pictures magnified 3×: wider than 8·42 pixels.
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    assert!(width > 8 * 42, "{width}");
+}

@@ -15,7 +15,8 @@
 //! `multi-mnist` (two overlaid Fashion-MNIST or MNIST items, from `make
 //! images`), `fashion-scenes` (multi-object scenes of Fashion-MNIST items
 //! with per-pixel segmentation, depth and boundaries, from `make images`)
-//! `tensors` (the user's own inputs, targets and label masks as
+//! `fashion-mnist` (single Fashion-MNIST items or digits with their
+//! classes, from `make images`), `tensors` (the user's own inputs, targets and label masks as
 //! tensors in a safetensors file: images, tokens, per-pixel tasks) and
 //! `toy-2d` (2-D points for diffusion models, generated).
 //! Splits by fraction after a seeded shuffle are shared by all of them
@@ -31,6 +32,7 @@ mod fashion_scenes;
 mod items;
 mod multi_mnist;
 mod qm9;
+mod single_items;
 pub mod split;
 mod synthetic;
 mod tensors;

@@ -299,38 +299,40 @@ pub fn intervals_of(groups: &[usize]) -> Option<Vec<(i64, i64)>> {
     Some(intervals)
 }
 
+/// An objective over 12 training points (x₀ of row i = (2i, 2i + 1)), T =
+/// 10, cosine schedule, 4 timestep features, with one task per interval.
+#[cfg(test)]
+pub(crate) fn fixture(intervals: Vec<(i64, i64)>) -> (Denoising, Dataset) {
+    let split = |rows: i64| Split {
+        inputs: vec![(
+            "x".into(),
+            Tensor::f_arange(rows * 2, (Kind::Float, Device::Cpu))
+                .unwrap()
+                .f_reshape([rows, 2])
+                .unwrap(),
+        )],
+        targets: vec![],
+        masks: vec![],
+    };
+    let data = Dataset {
+        tasks: vec![],
+        inputs: vec![InputSpec::float("x", vec![2])],
+        train: split(12),
+        val: split(6),
+        test: split(6),
+    };
+    let config = DiffusionConfig {
+        steps: 10,
+        schedule: crate::noise::NoiseSchedule::Cosine,
+        time_features: 4,
+        ..DiffusionConfig::default()
+    };
+    Denoising::new(&config, intervals, &data).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::noise::NoiseSchedule;
-
-    fn objective(intervals: Vec<(i64, i64)>) -> (Denoising, Dataset) {
-        let split = |rows: i64| Split {
-            inputs: vec![(
-                "x".into(),
-                Tensor::f_arange(rows * 2, (Kind::Float, Device::Cpu))
-                    .unwrap()
-                    .f_reshape([rows, 2])
-                    .unwrap(),
-            )],
-            targets: vec![],
-            masks: vec![],
-        };
-        let data = Dataset {
-            tasks: vec![],
-            inputs: vec![InputSpec::float("x", vec![2])],
-            train: split(12),
-            val: split(6),
-            test: split(6),
-        };
-        let config = DiffusionConfig {
-            steps: 10,
-            schedule: NoiseSchedule::Cosine,
-            time_features: 4,
-            ..DiffusionConfig::default()
-        };
-        Denoising::new(&config, intervals, &data).unwrap()
-    }
 
     /// The timestep of each row, read back from its features' first sine
     /// (frequency 1: sin t is one-to-one on 1..=10).
@@ -351,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_batch_spreads_its_rows_over_the_intervals_and_noises_them_by_the_schedule() {
-        let (denoising, data) = objective(vec![(1, 2), (3, 10)]);
+        let (denoising, data) = fixture(vec![(1, 2), (3, 10)]);
         assert_eq!(data.tasks.len(), 2);
         assert_eq!(data.tasks[1].name, "t3-10");
         assert_eq!(data.inputs[0].shape, [2 + 4]);
@@ -384,7 +386,7 @@ mod tests {
             [true; 4]
         );
         // The evaluation splits are noised the same way, once.
-        let (again, _) = objective(vec![(1, 2), (3, 10)]);
+        let (again, _) = fixture(vec![(1, 2), (3, 10)]);
         let (a, b) = (
             timesteps(&data.val),
             timesteps(

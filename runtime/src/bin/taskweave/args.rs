@@ -252,7 +252,10 @@ pub struct SampleArgs {
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Also draw the samples into a PNG: 2-D points beside the test samples.
+    /// Keep each step's predicted clean sample in [−1, 1] (the pixel range of image data kinds).
+    #[arg(long)]
+    pub clip: bool,
+    /// Also draw the samples into a PNG: 2-D points beside the test samples, or a grid of images.
     #[arg(long)]
     pub png: Option<PathBuf>,
     /// Machine-readable output.

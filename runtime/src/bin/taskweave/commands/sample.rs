@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use taskweave::train::checkpoint::{self, Checkpoint};
 use taskweave::{Error, Result, Run};
-use taskweave_report::{render_png, LegendPosition, Marker, Panel};
+use taskweave_report::{render_image_grid, render_png, LegendPosition, Marker, Panel, Picture};
 use tch::{Kind, Tensor};
 
 use super::{check_out, write_json, Env};
@@ -33,6 +33,7 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
         sampler: args.sampler,
         ddim_steps: args.ddim_steps,
         seed: args.seed,
+        clip: args.clip,
     };
     let drawn = run.sample(&request)?;
     checkpoint::write(
@@ -44,12 +45,16 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
                 "sampler": format!("{:?}", args.sampler).to_lowercase(),
                 "ddim_steps": args.ddim_steps,
                 "seed": args.seed,
+                "clip": args.clip,
             }),
         },
     )?;
     if let Some(png) = &args.png {
-        std::fs::write(png, scatter(&drawn.samples, &drawn.truth)?)
-            .map_err(|e| Error::io(png, e))?;
+        let bytes = match drawn.samples.size().as_slice() {
+            [_, 1 | 3, _, _] => grid(&drawn.samples)?,
+            _ => scatter(&drawn.samples, &drawn.truth)?,
+        };
+        std::fs::write(png, bytes).map_err(|e| Error::io(png, e))?;
     }
     let view = SampleView {
         samples: args.count,
@@ -72,12 +77,39 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
     Ok(())
 }
 
+/// The first 64 image samples `[N, C, H, W]` (values in [−1, 1]) in a grid
+/// of 8 columns, each magnified 3×.
+fn grid(samples: &Tensor) -> Result<Vec<u8>> {
+    let count = samples.size()[0].min(64);
+    let pictures = (0..count)
+        .map(|i| {
+            let x = samples.f_get(i)?;
+            let (c, h, w) = x.size3()?;
+            let values = Vec::<f32>::try_from(
+                x.f_add_scalar(1.0)?
+                    .f_mul_scalar(0.5)?
+                    .f_permute([1, 2, 0])?
+                    .f_contiguous()?
+                    .f_reshape([-1])?,
+            )?;
+            Ok(Picture {
+                title: String::new(),
+                width: w as usize,
+                height: h as usize,
+                channels: c as usize,
+                values,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(render_image_grid(&pictures, 8, 3))
+}
+
 /// 2-D samples beside the test samples, on the same axes.
 fn scatter(samples: &Tensor, truth: &Tensor) -> Result<Vec<u8>> {
     let points = |t: &Tensor| -> Result<Vec<(f64, f64)>> {
         if t.dim() != 2 || t.size()[1] != 2 {
             return Err(Error::Input(format!(
-                "--png draws 2-D points, but the samples are {:?}",
+                "--png draws 2-D points or images, but the samples are {:?}",
                 t.size()
             )));
         }
