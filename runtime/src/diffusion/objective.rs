@@ -253,6 +253,42 @@ impl Denoising {
         Ok(samples.f_reshape(shape.as_slice())?)
     }
 
+    /// The per-interval losses `[k]` of a batch when every task's output is
+    /// one tensor (a shared head over shared features): each row's mean
+    /// squared error once, averaged within each interval by one product
+    /// with the interval masks, instead of k masked losses over the whole
+    /// batch. `None` when the outputs differ (a head per interval).
+    pub fn shared_losses(&self, outputs: &[Tensor], batch: &Split) -> Result<Option<Tensor>> {
+        let first = &outputs[0];
+        let same = outputs.iter().all(|o| {
+            o.data_ptr() == first.data_ptr()
+                && o.size() == first.size()
+                && o.stride() == first.stride()
+        });
+        let target = &batch.targets[0];
+        if !same || first.size() != target.size() {
+            return Ok(None);
+        }
+        let per_row =
+            first
+                .f_sub(target)?
+                .f_square()?
+                .f_mean_dim([1].as_slice(), false, first.f_kind()?)?;
+        let masks: Option<Vec<Tensor>> = batch
+            .masks
+            .iter()
+            .map(|m| m.as_ref().map(Tensor::shallow_clone))
+            .collect();
+        Ok(Some(match masks {
+            None => per_row.f_mean(per_row.f_kind()?)?.f_unsqueeze(0)?,
+            Some(masks) => {
+                let member = Tensor::f_stack(&masks, 0)?.f_to_kind(per_row.f_kind()?)?;
+                let counts = member.f_sum_dim_intlist([1].as_slice(), false, per_row.f_kind()?)?;
+                member.f_mv(&per_row)?.f_div(&counts.f_clamp_min(1.0)?)?
+            }
+        }))
+    }
+
     /// The first `rows` clean training samples `[rows, D]` with noise drawn
     /// once from a fixed stream: the probe batch of [`super::affinity`].
     pub fn probe(&self, rows: usize) -> Result<(Tensor, Tensor)> {
@@ -349,6 +385,37 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    #[test]
+    fn shared_losses_equal_the_masked_task_losses_and_need_one_output() {
+        for intervals in [vec![(1, 10)], vec![(1, 2), (3, 5), (6, 10)]] {
+            let (denoising, data) = fixture(intervals);
+            tch::manual_seed(1);
+            let batch = denoising
+                .noised(&Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]), None)
+                .unwrap();
+            let out = batch.targets[0].f_randn_like().unwrap();
+            let outputs: Vec<Tensor> = data.tasks.iter().map(|_| out.shallow_clone()).collect();
+            let fused = denoising.shared_losses(&outputs, &batch).unwrap().unwrap();
+            for (t, task) in data.tasks.iter().enumerate() {
+                let one = crate::train::metrics::task_loss(
+                    task,
+                    &out,
+                    &batch.targets[t],
+                    batch.masks[t].as_ref(),
+                )
+                .unwrap();
+                let (a, b) = (fused.double_value(&[t as i64]), one.double_value(&[]));
+                assert!(
+                    (a - b).abs() < 1e-6 * b.abs().max(1.0),
+                    "task {t}: {a} vs {b}"
+                );
+            }
+            // A head per interval: other tensors, the generic path.
+            let own: Vec<Tensor> = data.tasks.iter().map(|_| out.copy()).collect();
+            assert!(own.len() == 1 || denoising.shared_losses(&own, &batch).unwrap().is_none());
+        }
     }
 
     #[test]

@@ -144,18 +144,28 @@ impl StepOps for Ops<'_> {
             .as_ref()
             .ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
         let outputs = api(self.model.forward(&batch.inputs, true, update_stats))?;
-        let losses: Vec<Tensor> = (0..outputs.len())
-            .map(|t| {
-                api(task_loss(
-                    &self.data.tasks[t],
-                    &outputs[t],
-                    &batch.targets[t],
-                    batch.masks[t].as_ref(),
-                ))
-            })
-            .collect::<ApiResult<_>>()?;
+        let shared = match self.denoising {
+            Some(denoising) => api(denoising.shared_losses(&outputs, batch))?,
+            None => None,
+        };
+        let losses = match shared {
+            Some(losses) => losses,
+            None => {
+                let losses: Vec<Tensor> = (0..outputs.len())
+                    .map(|t| {
+                        api(task_loss(
+                            &self.data.tasks[t],
+                            &outputs[t],
+                            &batch.targets[t],
+                            batch.masks[t].as_ref(),
+                        ))
+                    })
+                    .collect::<ApiResult<_>>()?;
+                Tensor::f_stack(&losses, 0)?
+            }
+        };
         // Float32 whatever the forward computed in (bf16 under autocast).
-        let losses = Tensor::f_stack(&losses, 0)?.f_to_kind(Kind::Float)?;
+        let losses = losses.f_to_kind(Kind::Float)?;
         let values = Vec::<f64>::try_from(
             losses
                 .f_detach()?
