@@ -52,6 +52,13 @@ fn run(dir: &Path, args: &[&str]) -> String {
     out
 }
 
+/// Runs the CLI with `args`, which must exit 2 with `needle` in stderr.
+fn refused(dir: &Path, args: &[&str], needle: &str) {
+    let (code, _, err) = run_cli(dir, args);
+    assert_eq!(code, 2, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+}
+
 fn summary(dir: &Path, name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("runs").join(name).join("summary.json")).unwrap();
     serde_json::from_str(&text).unwrap()
@@ -331,9 +338,7 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
         for s in sets {
             args.extend(["--set", s]);
         }
-        let (code, _, err) = run_cli(d, &args);
-        assert_eq!(code, 2, "{name}: {err}");
-        assert!(err.contains(needle), "{name}: {err}");
+        refused(d, &args, needle);
     }
     // toy-2d data without [diffusion], and a grouping without it.
     let plain = small_pipeline(
@@ -341,18 +346,9 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
         "plain",
         "[train]\nsteps = 2\ngrouping = { kind = \"interval-clustering\" }\n",
     );
-    let (code, _, err) = run_cli(
-        d,
-        &[
-            "-q",
-            "run",
-            plain.to_str().unwrap(),
-            "--set",
-            "plugins.dirs=[\"plugins\"]",
-        ],
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("[diffusion]"), "{err}");
+    let plain = plain.to_str().unwrap();
+    let args = ["-q", "run", plain, "--set", "plugins.dirs=[\"plugins\"]"];
+    refused(d, &args, "[diffusion]");
     let text = std::fs::read_to_string(d.join("bad.toml")).unwrap();
     let without: String = text.replace("[diffusion]\nsteps = 200\n", "");
     std::fs::write(
@@ -360,25 +356,23 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
         without.replace("\"bad\"", "\"nodiff\""),
     )
     .unwrap();
-    let (code, _, err) = run_cli(d, &["-q", "run", "nodiff.toml", "--set", "train.steps=2"]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("[diffusion]"), "{err}");
+    refused(
+        d,
+        &["-q", "run", "nodiff.toml", "--set", "train.steps=2"],
+        "[diffusion]",
+    );
     // `sample` on a run that is not a diffusion model.
     let quick = small_pipeline(d, "quick", "[train]\nsteps = 2\n");
     run(d, &["-q", "run", quick.to_str().unwrap()]);
     let runs = d.join("runs/quick");
-    let (code, _, err) = run_cli(
-        d,
-        &[
-            "-q",
-            "sample",
-            runs.to_str().unwrap(),
-            "--out",
-            "x.safetensors",
-        ],
-    );
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("not a diffusion"), "{err}");
+    let args = [
+        "-q",
+        "sample",
+        runs.to_str().unwrap(),
+        "--out",
+        "x.safetensors",
+    ];
+    refused(d, &args, "not a diffusion");
 }
 
 /// Writes `count` 28×28 items (item i: a bright square of side 8 + i mod 12

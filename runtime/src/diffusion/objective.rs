@@ -16,12 +16,12 @@
 //! k-th of the rows, however narrow it is.
 
 use taskweave_plugin_api::rng::SplitMix;
-use tch::{Device, Kind, Tensor};
-
 use taskweave_plugin_api::InputSpec;
+use tch::{Device, Kind, Tensor};
 
 use crate::data::{Dataset, Split, Task, TaskType};
 use crate::error::{Error, Result};
+use crate::model::same_tensor;
 use crate::sections::DiffusionConfig;
 
 /// The input the denoiser reads: x_t flattened, then the timestep features.
@@ -260,11 +260,7 @@ impl Denoising {
     /// batch. `None` when the outputs differ (a head per interval).
     pub fn shared_losses(&self, outputs: &[Tensor], batch: &Split) -> Result<Option<Tensor>> {
         let first = &outputs[0];
-        let same = outputs.iter().all(|o| {
-            o.data_ptr() == first.data_ptr()
-                && o.size() == first.size()
-                && o.stride() == first.stride()
-        });
+        let same = outputs.iter().all(|o| same_tensor(o, first));
         let target = &batch.targets[0];
         if !same || first.size() != target.size() {
             return Ok(None);
@@ -303,12 +299,16 @@ impl Denoising {
         Ok((x0, eps))
     }
 
-    /// `x0` noised with `eps` at timestep `t`: the denoiser's input.
-    pub fn input_at(&self, x0: &Tensor, eps: &Tensor, t: i64) -> Result<Tensor> {
+    /// `x0` noised with `eps` at timestep `t`: x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε.
+    pub fn noisy(&self, x0: &Tensor, eps: &Tensor, t: i64) -> Result<Tensor> {
         let (signal, noise) = self.levels(t)?;
-        let xt = x0.f_mul_scalar(signal)?.f_add(&eps.f_mul_scalar(noise)?)?;
-        let steps = Tensor::f_full([x0.size()[0]], t, (Kind::Int64, x0.device()))?;
-        self.features(&xt, &steps)
+        Ok(x0.f_mul_scalar(signal)?.f_add(&eps.f_mul_scalar(noise)?)?)
+    }
+
+    /// [`Denoising::features`] of rows `xt` all at timestep `t`.
+    pub fn features_at(&self, xt: &Tensor, t: i64) -> Result<Tensor> {
+        let steps = Tensor::f_full([xt.size()[0]], t, (Kind::Int64, xt.device()))?;
+        self.features(xt, &steps)
     }
 
     /// The device of the objective's tensors.

@@ -38,6 +38,12 @@ pub struct Model {
     task_names: Vec<String>,
 }
 
+/// Whether `a` and `b` are views of the same values (the same storage,
+/// shape and strides), as the per-task features of hard sharing are.
+pub(crate) fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
+    a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride()
+}
+
 /// The tasks that get a head of their own: the first alone when one head
 /// is shared.
 fn headed<'a>(config: &ModelConfig, tasks: &'a [Task]) -> &'a [Task] {
@@ -150,11 +156,7 @@ impl Model {
         for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
             // A shared head over the same features as the task before (hard
             // sharing hands every task one tensor) gives the same outputs.
-            let same = self.shared_head
-                && t > 0
-                && f.data_ptr() == per_task[t - 1].data_ptr()
-                && f.size() == per_task[t - 1].size()
-                && f.stride() == per_task[t - 1].stride();
+            let same = self.shared_head && t > 0 && same_tensor(f, &per_task[t - 1]);
             outputs.push(if same {
                 outputs[t - 1].shallow_clone()
             } else {

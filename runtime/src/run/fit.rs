@@ -75,6 +75,18 @@ impl<'a> RunContext<'a> {
             quiet,
         })
     }
+
+    /// A trainer for this pipeline over `data`.
+    pub fn trainer(&self, data: Dataset) -> Result<Trainer> {
+        Trainer::new(
+            self.config,
+            data,
+            self.registry,
+            self.host,
+            self.device,
+            self.pipeline_dir,
+        )
+    }
 }
 
 /// "1 task", "2 tasks".
@@ -251,14 +263,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     let mut memory = MemoryLog::new(ctx.device);
     memory.begin();
-    let mut trainer = Trainer::new(
-        config,
-        data,
-        ctx.registry,
-        ctx.host,
-        ctx.device,
-        ctx.pipeline_dir,
-    )?;
+    let mut trainer = ctx.trainer(data)?;
     let setup_memory = memory.end("setup");
     let total = trainer.total_steps();
     let eval_every = match config.eval.every {

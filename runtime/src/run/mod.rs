@@ -125,19 +125,13 @@ impl Run {
     /// checkpoint (the best-validation one, else the newest), and measures
     /// them against the test split's clean samples.
     pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
+        let input = &self.diffusion()?.input;
         let data = self.pipeline.load_data()?;
-        let truth = self
-            .pipeline
-            .config()
-            .diffusion
-            .as_ref()
-            .and_then(|d| data.test.input(&d.input).map(tch::Tensor::shallow_clone))
-            .ok_or_else(|| {
-                Error::Input(format!(
-                    "{} is not a diffusion run (its pipeline has no [diffusion] section)",
-                    self.dir().display()
-                ))
-            })?;
+        let truth = data
+            .test
+            .input(input)
+            .map(tch::Tensor::shallow_clone)
+            .ok_or_else(|| Error::Input(format!("the data have no input `{input}`")))?;
         let samples = self
             .trained(data)?
             .sample(request)?
@@ -169,15 +163,7 @@ impl Run {
     /// [`Trainer::timestep_affinity`]): on `count` timesteps evenly spaced
     /// over 1..=T, with `rows` training samples.
     pub fn timestep_affinity(&self, count: usize, rows: usize) -> Result<Affinity> {
-        let steps = match &self.pipeline.config().diffusion {
-            Some(d) => d.steps as usize,
-            None => {
-                return Err(Error::Input(format!(
-                    "{} is not a diffusion run (its pipeline has no [diffusion] section)",
-                    self.dir().display()
-                )))
-            }
-        };
+        let steps = self.diffusion()?.steps as usize;
         if count < 2 || rows == 0 {
             return Err(Error::Input(format!(
                 "task affinity needs at least 2 timesteps and 1 sample (got {count} and {rows})"
@@ -194,18 +180,21 @@ impl Run {
         })
     }
 
+    /// The pipeline's `[diffusion]` section, or the error saying the run
+    /// has none.
+    fn diffusion(&self) -> Result<&crate::sections::DiffusionConfig> {
+        self.pipeline.config().diffusion.as_ref().ok_or_else(|| {
+            Error::Input(format!(
+                "{} is not a diffusion run (its pipeline has no [diffusion] section)",
+                self.dir().display()
+            ))
+        })
+    }
+
     /// A trainer over `data` with the model of the run's selected checkpoint
     /// (the best-validation one, else the newest).
     fn trained(&self, data: crate::data::Dataset) -> Result<Trainer> {
-        let ctx = RunContext::new(&self.pipeline, true)?;
-        let mut trainer = Trainer::new(
-            ctx.config,
-            data,
-            ctx.registry,
-            ctx.host,
-            ctx.device,
-            ctx.pipeline_dir,
-        )?;
+        let mut trainer = RunContext::new(&self.pipeline, true)?.trainer(data)?;
         let ckpt = fit::selected_checkpoint(self.dir())?
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
         trainer.init_from(&ckpt)?;

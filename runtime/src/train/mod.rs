@@ -166,20 +166,18 @@ impl Trainer {
             optimizer.scale_tail(params.methods_start(), method_lr / lr);
         }
         // A diffusion batch draws any clean row for any interval.
-        let labelled = data
-            .train
-            .masks
-            .iter()
-            .filter(|_| denoising.is_none())
-            .map(|mask| {
-                mask.as_ref()
-                    .map(|m| Ok(Vec::<i64>::try_from(m.f_nonzero()?.f_reshape([-1])?)?))
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>>>()?;
         let labelled = match &denoising {
             Some(_) => vec![None; data.tasks.len()],
-            None => labelled,
+            None => data
+                .train
+                .masks
+                .iter()
+                .map(|mask| {
+                    mask.as_ref()
+                        .map(|m| Ok(Vec::<i64>::try_from(m.f_nonzero()?.f_reshape([-1])?)?))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         let batches = Batches::new(data.train.len(), train.batch as usize, seed, labelled);
         let on_nonfinite = train.on_nonfinite;
@@ -312,23 +310,11 @@ impl Trainer {
     /// Samples of a diffusion model, in the data's shape `[count, ...]`.
     pub fn sample(&mut self, request: &SampleRequest) -> Result<Tensor> {
         let _autocast = self.autocast()?;
-        let denoising = self.denoising.as_ref().ok_or_else(|| {
-            Error::Input(
-                "this run is not a diffusion model (its pipeline has no [diffusion] section)"
-                    .into(),
-            )
-        })?;
+        let (denoising, model) = (objective(&self.denoising)?, &mut self.model);
         let _generator = generator::seeded(request.seed as i64);
         let _no_grad = tch::no_grad_guard();
-        let model = &mut self.model;
         let samples = sampler::sample(denoising, request, |xt, t| {
-            let rows = xt.size()[0];
-            let steps = Tensor::f_full([rows], t, (tch::Kind::Int64, xt.device()))?;
-            let inputs = [(FEATURES.to_string(), denoising.features(xt, &steps)?)];
-            let mut outputs = model.forward(&inputs, false, false)?;
-            Ok(outputs
-                .swap_remove(denoising.task_of(t))
-                .f_to_kind(tch::Kind::Float)?)
+            predicted_noise(model, denoising, xt, t)
         })?;
         denoising.unflatten(&samples)
     }
@@ -340,24 +326,16 @@ impl Trainer {
     /// every timestep). Gradients are computed in blocks that fit
     /// `memory` bytes.
     pub fn timestep_affinity(&mut self, grid: &[i64], rows: usize, memory: u64) -> Result<Tensor> {
-        let denoising = self.denoising.as_ref().ok_or_else(|| {
-            Error::Input(
-                "this run is not a diffusion model (its pipeline has no [diffusion] section)"
-                    .into(),
-            )
-        })?;
-        let (x0, eps) = denoising.probe(rows)?;
         let shared = self.params.range(Group::Shared)?;
         // Two blocks of float64 gradients.
         let per_gradient = (shared.end - shared.start).max(1) as u64 * 8 * 2;
         let block = (memory / per_gradient).max(1) as usize;
-        let (model, params) = (&mut self.model, &self.params);
+        let (denoising, model, params) =
+            (objective(&self.denoising)?, &mut self.model, &self.params);
+        let (x0, eps) = denoising.probe(rows)?;
         affinity::cosines(grid, block, |t| {
-            let inputs = [(FEATURES.to_string(), denoising.input_at(&x0, &eps, t)?)];
-            let mut outputs = model.forward(&inputs, false, false)?;
-            let prediction = outputs.swap_remove(denoising.task_of(t));
-            let loss = prediction
-                .f_to_kind(tch::Kind::Float)?
+            let xt = denoising.noisy(&x0, &eps, t)?;
+            let loss = predicted_noise(model, denoising, &xt, t)?
                 .f_mse_loss(&eps, tch::Reduction::Mean)?;
             let mut grads = params.grads(&loss, &[Group::Shared], false)?;
             Ok(grads.swap_remove(0))
@@ -484,4 +462,28 @@ impl Trainer {
     pub fn num_parameters(&self) -> i64 {
         self.params.len()
     }
+}
+
+/// A diffusion run's denoising objective, or the error saying the run has none.
+fn objective(denoising: &Option<Denoising>) -> Result<&Denoising> {
+    denoising.as_ref().ok_or_else(|| {
+        Error::Input(
+            "this run is not a diffusion model (its pipeline has no [diffusion] section)".into(),
+        )
+    })
+}
+
+/// The denoiser's noise prediction ε̂ (float32, flattened `[B, D]`) for noisy
+/// rows `xt` at timestep `t`: the output of the task whose interval holds `t`.
+fn predicted_noise(
+    model: &mut Model,
+    denoising: &Denoising,
+    xt: &Tensor,
+    t: i64,
+) -> Result<Tensor> {
+    let inputs = [(FEATURES.to_string(), denoising.features_at(xt, t)?)];
+    let mut outputs = model.forward(&inputs, false, false)?;
+    Ok(outputs
+        .swap_remove(denoising.task_of(t))
+        .f_to_kind(tch::Kind::Float)?)
 }
