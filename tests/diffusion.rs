@@ -453,3 +453,90 @@ batch = 20
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     assert!(width > 8 * 42, "{width}");
 }
+
+#[test]
+fn a_unet_denoiser_learns_per_pixel_noise_on_clusters_and_sampling_measures_fd_fmnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_items(d, "train", 120);
+    write_items(d, "t10k", 40);
+    install_plugin(d, "taskweave-diffusion-clustering");
+    let text = r#"[run]
+name = "unet"
+device = "cpu"
+threads = 1
+[plugins]
+dirs = ["plugins"]
+[data]
+kind = "fashion-mnist"
+dir = "images"
+size = 14
+[diffusion]
+steps = 50
+[model]
+backbone = { kind = "unet", channels = [8, 16], groups = 4 }
+head = { shared = true }
+[train]
+steps = 60
+batch = 20
+optimizer = { kind = "adam", lr = 0.003 }
+grouping = { kind = "interval-clustering", cost = "timestep", k = 2 }
+weighting = { kind = "pcgrad" }
+[eval]
+every = 10
+"#;
+    std::fs::write(d.join("unet.toml"), text).unwrap();
+    run(d, &["-q", "run", "unet.toml"]);
+    // Per-pixel tasks with MSE, one per interval; the ε error falls.
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(d.join("runs/unet/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["split"] == "val")
+        .collect();
+    let mse = |v: &serde_json::Value| v["tasks"]["t26-50"]["mse"].as_f64().unwrap();
+    let (first, last) = (mse(&evals[0]), mse(evals.last().unwrap()));
+    assert!(last < 0.8 * first, "val ε MSE {first} → {last}");
+    assert!(evals[0]["tasks"]["t1-25"]["abs_err"].is_number());
+    let sample = |out: &str| {
+        run(
+            d,
+            &[
+                "-q",
+                "sample",
+                "runs/unet",
+                "--n",
+                "40",
+                "--sampler",
+                "ddim",
+                "--ddim-steps",
+                "10",
+                "--clip",
+                "--out",
+                out,
+                "--json",
+            ],
+        )
+    };
+    let view: serde_json::Value = serde_json::from_str(&sample("a.safetensors")).unwrap();
+    let samples = &Tensor::read_safetensors(d.join("a.safetensors")).unwrap()[0].1;
+    assert_eq!(samples.size(), [40, 1, 14, 14]);
+    // The classifier's space tells 60-step samples from real items.
+    let (fd, real) = (
+        view["fd_fmnist"].as_f64().unwrap(),
+        view["fd_fmnist_real"].as_f64().unwrap(),
+    );
+    assert!(
+        real.is_finite() && real >= 0.0 && fd > 2.0 * real,
+        "{fd} vs {real}"
+    );
+    // Trained once, beside the items, and reused.
+    let summary = d.join("images/fd-fmnist/fashion-14px/summary.json");
+    let trained = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    let again: serde_json::Value = serde_json::from_str(&sample("b.safetensors")).unwrap();
+    assert_eq!(
+        std::fs::metadata(&summary).unwrap().modified().unwrap(),
+        trained
+    );
+    assert_eq!(again["fd_fmnist"], view["fd_fmnist"]);
+}

@@ -42,9 +42,10 @@ pub enum TaskType {
         width: usize,
     },
     /// `channels` real numbers per pixel (target float32 `[channels, height,
-    /// width]`, NaN where unlabelled, such as missing depth); loss L1 over the
-    /// labelled values; metrics the mean absolute error `abs_err` and the mean
-    /// relative error `rel_err` = |ŷ − y| / |y| over labelled non-zero values.
+    /// width]`, NaN where unlabelled, such as missing depth); loss L1 (or
+    /// MSE) over the labelled values; metrics the mean absolute error
+    /// `abs_err`, the mean squared error `mse` and the mean relative error
+    /// `rel_err` = |ŷ − y| / |y| over labelled non-zero values.
     DenseRegression {
         /// Values per pixel (1 for depth, 3 for surface normals).
         channels: usize,
@@ -98,6 +99,16 @@ impl TaskType {
         }
     }
 
+    /// The training loss of a task with real-valued targets unless the
+    /// pipeline picks one: L1 per pixel (depth maps, as the dense
+    /// multi-task literature trains them), MSE otherwise.
+    pub fn default_loss(self) -> RegressionLoss {
+        match self {
+            TaskType::DenseRegression { .. } => RegressionLoss::Mae,
+            _ => RegressionLoss::Mse,
+        }
+    }
+
     /// The metric Δm compares by default.
     pub fn primary(self) -> &'static str {
         match self {
@@ -129,7 +140,8 @@ pub struct Task {
     pub name: String,
     /// What it predicts.
     pub kind: TaskType,
-    /// The loss for regression tasks.
+    /// The loss of tasks with real-valued targets (regression, vector and
+    /// dense-regression).
     pub loss: RegressionLoss,
     /// For regression targets stored standardised: (mean, std) to report
     /// metrics in original units.
@@ -156,7 +168,7 @@ impl Task {
         Task {
             name: name.into(),
             kind,
-            loss: RegressionLoss::Mse,
+            loss: kind.default_loss(),
             scale: None,
             primary: kind.primary(),
         }

@@ -46,6 +46,7 @@ use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 
 pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
 pub use error::{Error, Result};
+pub use single_items::{items_of, Items};
 pub use taskweave_plugin_api::{InputKind, InputSpec};
 
 /// The name of the float input `[N, D]` of the tabular data kinds.
@@ -94,7 +95,7 @@ pub struct DataKind {
 inventory::collect!(DataKind);
 
 /// The typed config of a validated `[data]` table (which still holds `kind`).
-fn config_of<S: Source>(table: &Value) -> Result<S::Config> {
+pub(crate) fn config_of<S: Source>(table: &Value) -> Result<S::Config> {
     let mut table = table.clone();
     if let Value::Object(map) = &mut table {
         map.remove("kind");

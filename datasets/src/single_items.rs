@@ -70,14 +70,42 @@ impl Default for SingleItemsConfig {
 /// The `fashion-mnist` data kind.
 pub struct SingleItems;
 
+/// Which items a `fashion-mnist` data table reads.
+pub struct Items {
+    /// The folder holding `fashion/` and `mnist/`.
+    pub dir: PathBuf,
+    /// `fashion` or `mnist`.
+    pub source: &'static str,
+    /// Side of the images.
+    pub size: usize,
+}
+
+/// The items a validated `[data]` table of kind `fashion-mnist` (`kind`
+/// included) reads, relative paths resolving against `dir`: what a model
+/// trained on them once (FD-FMNIST's classifier) is kept under.
+pub fn items_of(table: &serde_json::Value, dir: &Path) -> Result<Items> {
+    let config = crate::config_of::<SingleItems>(table)?;
+    Ok(Items {
+        dir: dir.join(&config.dir),
+        source: config.source.name(),
+        size: config.size,
+    })
+}
+
 inventory::submit! { DataKind::of::<SingleItems>() }
 
+impl Collection {
+    /// The name of its folder and its `source` value.
+    fn name(self) -> &'static str {
+        match self {
+            Collection::Fashion => "fashion",
+            Collection::Mnist => "mnist",
+        }
+    }
+}
+
 fn folder(config: &SingleItemsConfig, dir: &Path) -> PathBuf {
-    let name = match config.source {
-        Collection::Fashion => "fashion",
-        Collection::Mnist => "mnist",
-    };
-    dir.join(&config.dir).join(name)
+    dir.join(&config.dir).join(config.source.name())
 }
 
 /// The first `cap` (0: all) of `chosen` items as a split of images at side

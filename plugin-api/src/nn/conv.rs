@@ -1,8 +1,8 @@
-//! Convolution layers over images `[B, C, H, W]`.
+//! Convolution and group normalisation layers over images `[B, C, H, W]`.
 
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::Result;
+use crate::{Error, Result};
 
 use super::uniform;
 
@@ -70,5 +70,59 @@ impl Conv2d {
     pub fn size(inputs: usize, outputs: usize, kernel: usize, bias: bool) -> u128 {
         let weights = (inputs * kernel * kernel * outputs) as u128;
         weights + if bias { outputs as u128 } else { 0 }
+    }
+}
+
+/// Group normalisation over maps, as `torch.nn.GroupNorm`: the channels in
+/// `groups` equal groups, each normalised over its channels and positions
+/// per example, then scaled and shifted per channel. Unlike batch norm it
+/// keeps no statistics, so a denoiser behaves the same in training and
+/// evaluation.
+pub struct GroupNorm {
+    /// Scale γ, `[channels]`, initially 1.
+    pub weight: Tensor,
+    /// Shift β, `[channels]`, initially 0.
+    pub bias: Tensor,
+    /// Number of groups; divides the channels.
+    pub groups: i64,
+}
+
+impl GroupNorm {
+    const EPS: f64 = 1e-5;
+
+    /// γ = 1, β = 0; refuses `groups` that do not divide `channels`.
+    pub fn new(channels: usize, groups: usize, device: Device) -> Result<GroupNorm> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(Error::input(format!(
+                "group normalisation: {groups} groups do not divide {channels} channels"
+            )));
+        }
+        let c = channels as i64;
+        Ok(GroupNorm {
+            weight: Tensor::f_ones([c], (Kind::Float, device))?.set_requires_grad(true),
+            bias: Tensor::f_zeros([c], (Kind::Float, device))?.set_requires_grad(true),
+            groups: groups as i64,
+        })
+    }
+
+    /// Normalises `x` `[B, channels, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_group_norm(
+            self.groups,
+            Some(&self.weight),
+            Some(&self.bias),
+            Self::EPS,
+            false,
+        )?)
+    }
+
+    /// `prefix.weight` and `prefix.bias`, sharing storage.
+    pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
+        super::weight_and_bias(prefix, &self.weight, &self.bias)
+    }
+
+    /// The number of trainable values of a layer over `channels` channels.
+    pub fn size(channels: usize) -> u128 {
+        2 * channels as u128
     }
 }

@@ -1,5 +1,5 @@
 //! Small building blocks for methods that own trainable modules (architectures,
-//! policies): linear layers, embeddings, batch and layer normalisation, MLPs,
+//! policies): linear layers, embeddings, batch, layer and group normalisation, MLPs,
 //! convolutions, transformer blocks and banks of experts over plain tensors.
 //!
 //! Parameters are ordinary leaf tensors with `requires_grad`, initialised as
@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 use crate::config::JsonSchema;
 use crate::Result;
 
-pub use conv::Conv2d;
+pub use conv::{Conv2d, GroupNorm};
 pub use transformer::{LayerNorm, TransformerBlock};
 
 /// An elementwise non-linearity; configs name it in lower case (`"relu"`).
@@ -93,6 +93,11 @@ impl Linear {
     /// Applies the layer to `x` `[.., inputs]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.f_linear(&self.weight, Some(&self.bias))?)
+    }
+
+    /// The number of trainable values of a layer built with these arguments.
+    pub fn size(inputs: usize, outputs: usize) -> u128 {
+        (inputs as u128 + 1) * outputs as u128
     }
 
     /// `prefix.weight` and `prefix.bias`, sharing storage.

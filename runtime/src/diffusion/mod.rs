@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 use crate::sections::DiffusionConfig;
 
-pub use objective::{intervals_of, Denoising, FEATURES};
+pub use objective::{intervals_of, Denoising};
 
 /// `count` timesteps of 1..=T evenly spaced, 1 and T included, ascending
 /// (all of them when `count` ≥ T; T alone when `count` is 1).

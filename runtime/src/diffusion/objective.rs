@@ -7,6 +7,12 @@
 //! its t, so the per-task losses are the per-cluster denoising losses that a
 //! weighting combines.
 //!
+//! The denoiser reads either one flat input (`features` = [x_t flattened,
+//! time features], for an MLP) or, with a `unet` backbone, the noisy image
+//! under the data input's own name beside the time features `t`; its tasks
+//! then predict ε per pixel (`dense-regression` with MSE loss) instead of as
+//! one vector.
+//!
 //! A training batch gets fresh t and ε at every step, from libtorch's
 //! generator (which the trainer seeds from (seed, step), so resume repeats
 //! them), with B/k rows per interval and t uniform inside it. The train,
@@ -19,13 +25,26 @@ use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::InputSpec;
 use tch::{Device, Kind, Tensor};
 
-use crate::data::{Dataset, Split, Task, TaskType};
+use crate::data::{Dataset, RegressionLoss, Split, Task, TaskType};
 use crate::error::{Error, Result};
 use crate::model::same_tensor;
-use crate::sections::DiffusionConfig;
+use crate::sections::{BackboneConfig, DiffusionConfig};
 
-/// The input the denoiser reads: x_t flattened, then the timestep features.
+/// The input an MLP denoiser reads: x_t flattened, then the timestep features.
 pub const FEATURES: &str = "features";
+
+/// The timestep features a U-Net denoiser reads beside the noisy image.
+pub const TIME: &str = "t";
+
+/// How the denoiser reads x_t and t.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    /// One input [`FEATURES`]; every task a vector of the sample's width.
+    Flat,
+    /// The noisy sample in its own shape under the data input's name, and
+    /// [`TIME`]; every task per pixel.
+    Image(String),
+}
 
 /// The seed of the fixed noise of the evaluation splits.
 const EVAL_SEED: u64 = 0xd1ff_0510;
@@ -46,17 +65,22 @@ pub struct Denoising {
     clean: Tensor,
     /// The shape of one sample.
     shape: Vec<usize>,
+    layout: Layout,
 }
 
 impl Denoising {
-    /// The objective over `data`'s input `config.input` (float, any shape:
-    /// flattened) with one task per interval of `intervals`, and the data the
-    /// trainer sees: the input `features` `[D + time_features]`, one
-    /// vector task of width D per interval, and the three splits noised once.
+    /// The objective over `data`'s input `config.input` (float, any shape)
+    /// with one task per interval of `intervals`, and the data the trainer
+    /// sees: the three splits noised once, and for backbone `backbone`
+    /// either the input `features` `[D + time_features]` and one vector
+    /// task of width D per interval (any backbone but `unet`), or the
+    /// noisy input in its shape `[C, H, W]` with `t` `[time_features]` and
+    /// one dense-regression task per interval (`unet`).
     pub fn new(
         config: &DiffusionConfig,
         intervals: Vec<(i64, i64)>,
         data: &Dataset,
+        backbone: &BackboneConfig,
     ) -> Result<(Denoising, Dataset)> {
         let spec = data.input(&config.input).ok_or_else(|| {
             let have: Vec<&str> = data.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -105,19 +129,43 @@ impl Denoising {
             time_features: config.time_features as usize,
             clean: flat(&data.train)?,
             shape: spec.shape.clone(),
+            layout: match backbone {
+                BackboneConfig::Unet(_) => Layout::Image(config.input.clone()),
+                _ => Layout::Flat,
+            },
+        };
+        let kind = match (&denoising.layout, spec.shape.as_slice()) {
+            (Layout::Image(_), &[channels, height, width]) => TaskType::DenseRegression {
+                channels,
+                height,
+                width,
+            },
+            // The backbone's plan names what it needs and what the data have.
+            _ => TaskType::Vector(dim),
         };
         let tasks = denoising
             .intervals
             .iter()
-            .map(|&(a, b)| Task::new(format!("t{a}-{b}"), TaskType::Vector(dim)))
+            .map(|&(a, b)| {
+                let mut task = Task::new(format!("t{a}-{b}"), kind);
+                // ε-prediction's loss (Ho et al.) and its metric.
+                task.loss = RegressionLoss::Mse;
+                task.primary = "mse";
+                task
+            })
             .collect();
         let fixed = |split: &Split, stream: u64| denoising.fixed(&flat(split)?, stream);
+        let time = denoising.time_features;
+        let inputs = match &denoising.layout {
+            Layout::Flat => vec![InputSpec::float(FEATURES, vec![dim + time])],
+            Layout::Image(name) => vec![
+                InputSpec::float(name, spec.shape.clone()),
+                InputSpec::float(TIME, vec![time]),
+            ],
+        };
         let noised = Dataset {
             tasks,
-            inputs: vec![InputSpec::float(
-                FEATURES,
-                vec![dim + denoising.time_features],
-            )],
+            inputs,
             train: fixed(&data.train, 0)?,
             val: fixed(&data.val, 1)?,
             test: fixed(&data.test, 2)?,
@@ -213,20 +261,44 @@ impl Denoising {
                 .map(|c| Ok(Some(task.f_eq(c as i64)?)))
                 .collect::<Result<_>>()?
         };
+        let target = self.shaped(eps)?;
         Ok(Split {
-            inputs: vec![(FEATURES.to_string(), self.features(&xt, t)?)],
-            targets: (0..k).map(|_| eps.shallow_clone()).collect(),
+            inputs: self.inputs(&xt, t)?,
+            targets: (0..k).map(|_| target.shallow_clone()).collect(),
             masks,
         })
     }
 
-    /// The denoiser's input for noisy rows `xt` `[B, D]` at timesteps `t`
-    /// (int64 `[B]`): x_t, then sin(t·ω_j) and cos(t·ω_j) for the
-    /// frequencies ω_j = 10000^(−j/(E/2)), j < E/2 (the Transformer's
-    /// position features, as DDPM embeds its timesteps).
-    pub fn features(&self, xt: &Tensor, t: &Tensor) -> Result<Tensor> {
+    /// Flattened rows `[B, D]` as the denoiser's tasks hold them: as they
+    /// are, or in the sample's shape for per-pixel tasks.
+    fn shaped(&self, rows: &Tensor) -> Result<Tensor> {
+        match self.layout {
+            Layout::Flat => Ok(rows.shallow_clone()),
+            Layout::Image(_) => self.unflatten(rows),
+        }
+    }
+
+    /// The denoiser's inputs for noisy rows `xt` `[B, D]` at timesteps `t`
+    /// (int64 `[B]`), by its layout.
+    fn inputs(&self, xt: &Tensor, t: &Tensor) -> Result<Vec<(String, Tensor)>> {
+        let time = self.timestep_features(t, xt.device())?;
+        Ok(match &self.layout {
+            Layout::Flat => vec![(
+                FEATURES.to_string(),
+                Tensor::f_cat(&[xt.shallow_clone(), time], 1)?,
+            )],
+            Layout::Image(name) => vec![
+                (name.clone(), self.unflatten(xt)?),
+                (TIME.to_string(), time),
+            ],
+        })
+    }
+
+    /// The features of timesteps `t` (int64 `[B]`): sin(t·ω_j) and
+    /// cos(t·ω_j) for the frequencies ω_j = 10000^(−j/(E/2)), j < E/2 (the
+    /// Transformer's position features, as DDPM embeds its timesteps).
+    fn timestep_features(&self, t: &Tensor, device: Device) -> Result<Tensor> {
         let half = (self.time_features / 2) as i64;
-        let device = xt.device();
         let freqs = Tensor::f_arange(half, (Kind::Float, device))?
             .f_mul_scalar(-(10000f64.ln()) / half as f64)?
             .f_exp()?;
@@ -234,10 +306,7 @@ impl Denoising {
             .f_to_kind(Kind::Float)?
             .f_unsqueeze(1)?
             .f_mul(&freqs.f_unsqueeze(0)?)?;
-        Ok(Tensor::f_cat(
-            &[xt.shallow_clone(), angles.f_sin()?, angles.f_cos()?],
-            1,
-        )?)
+        Ok(Tensor::f_cat(&[angles.f_sin()?, angles.f_cos()?], 1)?)
     }
 
     /// The width D of a flattened sample.
@@ -265,11 +334,11 @@ impl Denoising {
         if !same || first.size() != target.size() {
             return Ok(None);
         }
-        let per_row =
-            first
-                .f_sub(target)?
-                .f_square()?
-                .f_mean_dim([1].as_slice(), false, first.f_kind()?)?;
+        let per_row = first
+            .f_sub(target)?
+            .f_square()?
+            .f_flatten(1, -1)?
+            .f_mean_dim([1].as_slice(), false, first.f_kind()?)?;
         let masks: Option<Vec<Tensor>> = batch
             .masks
             .iter()
@@ -305,10 +374,10 @@ impl Denoising {
         Ok(x0.f_mul_scalar(signal)?.f_add(&eps.f_mul_scalar(noise)?)?)
     }
 
-    /// [`Denoising::features`] of rows `xt` all at timestep `t`.
-    pub fn features_at(&self, xt: &Tensor, t: i64) -> Result<Tensor> {
+    /// The denoiser's inputs for noisy rows `xt` `[B, D]` all at timestep `t`.
+    pub fn inputs_at(&self, xt: &Tensor, t: i64) -> Result<Vec<(String, Tensor)>> {
         let steps = Tensor::f_full([xt.size()[0]], t, (Kind::Int64, xt.device()))?;
-        self.features(xt, &steps)
+        self.inputs(xt, &steps)
     }
 
     /// The device of the objective's tensors.
@@ -363,7 +432,7 @@ pub(crate) fn fixture(intervals: Vec<(i64, i64)>) -> (Denoising, Dataset) {
         time_features: 4,
         ..DiffusionConfig::default()
     };
-    Denoising::new(&config, intervals, &data).unwrap()
+    Denoising::new(&config, intervals, &data, &BackboneConfig::default()).unwrap()
 }
 
 #[cfg(test)]

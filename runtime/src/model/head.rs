@@ -116,15 +116,7 @@ impl Head {
             ))
         };
         match self {
-            Head::Flat(mlp) => {
-                let pooled = match features.dim() {
-                    2 => features.shallow_clone(),
-                    3 => features.f_mean_dim(1, false, Kind::Float)?,
-                    4 => features.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
-                    _ => return Err(shape_error("heads read [B, C], [B, N, C] or [B, C, H, W]")),
-                };
-                Ok(mlp.forward(&pooled, train, update_stats)?)
-            }
+            Head::Flat(mlp) => Ok(mlp.forward(&pooled(features)?, train, update_stats)?),
             Head::Dense {
                 task,
                 hidden,
@@ -154,6 +146,21 @@ impl Head {
         }
     }
 
+    /// The output of a flat head's last hidden layer (its pooled input when
+    /// it has none): the features a classifier's Fréchet distance compares.
+    /// Evaluation mode.
+    pub fn hidden(&self, features: &Tensor) -> Result<Tensor> {
+        let Head::Flat(mlp) = self else {
+            return Err(Error::Input(
+                "a per-pixel head has no hidden features per example".into(),
+            ));
+        };
+        let pooled = pooled(features)?;
+        let mut layers = mlp.forward_layers(&pooled, false, false)?;
+        layers.pop();
+        Ok(layers.pop().unwrap_or(pooled))
+    }
+
     /// Every trainable tensor, named `prefix.*`.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
         match self {
@@ -177,6 +184,22 @@ impl Head {
             Head::Dense { .. } => Vec::new(),
         }
     }
+}
+
+/// Features `[B, C]`, tokens `[B, N, C]` or maps `[B, C, H, W]` as `[B, C]`:
+/// tokens and positions averaged.
+fn pooled(features: &Tensor) -> Result<Tensor> {
+    Ok(match features.dim() {
+        2 => features.shallow_clone(),
+        3 => features.f_mean_dim(1, false, Kind::Float)?,
+        4 => features.f_mean_dim(&[2i64, 3][..], false, Kind::Float)?,
+        _ => {
+            return Err(Error::Method(format!(
+                "the architecture gave features of shape {:?}; heads read [B, C], [B, N, C] or [B, C, H, W]",
+                features.size()
+            )))
+        }
+    })
 }
 
 /// Tokens `[B, N, C]` in row-major patch order as maps `[B, C, h, w]` on the

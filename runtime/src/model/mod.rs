@@ -128,6 +128,36 @@ impl Model {
         train: bool,
         update_stats: bool,
     ) -> Result<Vec<Tensor>> {
+        let per_task = self.task_features(inputs, train, update_stats)?;
+        let mut outputs: Vec<Tensor> = Vec::with_capacity(per_task.len());
+        for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
+            // A shared head over the same features as the task before (hard
+            // sharing hands every task one tensor) gives the same outputs.
+            let same = self.shared_head && t > 0 && same_tensor(f, &per_task[t - 1]);
+            outputs.push(if same {
+                outputs[t - 1].shallow_clone()
+            } else {
+                head.forward(f, train, update_stats)?
+            });
+        }
+        Ok(outputs)
+    }
+
+    /// The first task's head's last hidden layer `[B, C]` for a batch's
+    /// named inputs, in evaluation mode (see [`Head::hidden`]): a trained
+    /// classifier's feature space.
+    pub fn hidden_features(&mut self, inputs: &Inputs) -> Result<Tensor> {
+        let per_task = self.task_features(inputs, false, false)?;
+        self.heads[0].hidden(&per_task[0])
+    }
+
+    /// The architecture's features for every task.
+    fn task_features(
+        &mut self,
+        inputs: &Inputs,
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Vec<Tensor>> {
         let layers = match &self.backbone {
             None => Vec::new(),
             Some(backbone) => {
@@ -152,18 +182,7 @@ impl Model {
                 self.task_names.len()
             )));
         }
-        let mut outputs: Vec<Tensor> = Vec::with_capacity(per_task.len());
-        for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
-            // A shared head over the same features as the task before (hard
-            // sharing hands every task one tensor) gives the same outputs.
-            let same = self.shared_head && t > 0 && same_tensor(f, &per_task[t - 1]);
-            outputs.push(if same {
-                outputs[t - 1].shallow_clone()
-            } else {
-                head.forward(f, train, update_stats)?
-            });
-        }
-        Ok(outputs)
+        Ok(per_task)
     }
 
     /// Every trainable tensor with its group.

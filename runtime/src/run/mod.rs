@@ -8,6 +8,7 @@
 
 mod baselines;
 mod dir;
+mod fd;
 mod fit;
 mod select;
 mod summary;
@@ -15,6 +16,7 @@ mod summary;
 use std::path::{Path, PathBuf};
 
 pub use baselines::baselines;
+pub use fd::Frechet;
 pub use summary::{table, Summary};
 
 use crate::diffusion::quality::{mmd2, sliced_wasserstein, BANDWIDTHS};
@@ -38,6 +40,8 @@ pub struct Samples {
     pub mmd2: f64,
     /// The test samples they were compared with.
     pub truth: tch::Tensor,
+    /// FD-FMNIST, for runs on `fashion-mnist` data.
+    pub frechet: Option<Frechet>,
 }
 
 /// Task affinity scores between a diffusion model's timesteps.
@@ -123,26 +127,35 @@ impl Run {
 
     /// Draws samples from the run's diffusion model at its selected
     /// checkpoint (the best-validation one, else the newest), and measures
-    /// them against the test split's clean samples.
+    /// them against the test split's clean samples (for `fashion-mnist`
+    /// data also by FD-FMNIST, training its classifier the first time).
     pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
         let input = &self.diffusion()?.input;
         let data = self.pipeline.load_data()?;
-        let truth = data
-            .test
-            .input(input)
-            .map(tch::Tensor::shallow_clone)
-            .ok_or_else(|| Error::Input(format!("the data have no input `{input}`")))?;
+        let clean = |split: &crate::data::Split| {
+            split
+                .input(input)
+                .map(tch::Tensor::shallow_clone)
+                .ok_or_else(|| Error::Input(format!("the data have no input `{input}`")))
+        };
+        let (truth, train) = (clean(&data.test)?, clean(&data.train)?);
+        let mut classifier = fd::classifier(&self.pipeline)?;
         let samples = self
             .trained(data)?
             .sample(request)?
             .f_to_device(tch::Device::Cpu)?;
         let flat = |t: &tch::Tensor| t.f_reshape([t.size()[0], -1]);
         let (a, b) = (flat(&samples)?, flat(&truth)?);
+        let frechet = classifier
+            .as_mut()
+            .map(|c| Frechet::measure(c, &samples, &train, &truth))
+            .transpose()?;
         Ok(Samples {
             sliced_wasserstein: sliced_wasserstein(&a, &b, 128, request.seed)?,
             mmd2: mmd2(&a, &b, &BANDWIDTHS)?,
             samples,
             truth,
+            frechet,
         })
     }
 

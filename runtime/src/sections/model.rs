@@ -12,7 +12,7 @@ use super::MAX_WIDTH;
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// The shared trunk that reads the batch's inputs: `kind = "mlp" |
-    /// "embedding" | "conv" | "vit" | "transformer-lm"` plus its keys (`kind`
+    /// "embedding" | "conv" | "unet" | "vit" | "transformer-lm"` plus its keys (`kind`
     /// may be left out for `mlp`).
     pub backbone: BackboneConfig,
     /// Trainable modules between the backbone and the heads: `kind = "..."`.
@@ -44,6 +44,10 @@ pub enum BackboneConfig {
     /// A small CNN over a float image input `[B, C, H, W]`: one stage per
     /// entry of `channels`, each giving a feature map.
     Conv(ConvBackbone),
+    /// A U-Net over a float image input and per-example conditioning
+    /// features (a diffusion model's timestep): one feature map at the
+    /// input's resolution.
+    Unet(UnetBackbone),
     /// A vision transformer over a float image input: patch embedding, then
     /// `depth` pre-norm blocks, each giving the tokens `[B, N, dim]`.
     Vit(VitBackbone),
@@ -65,6 +69,7 @@ impl BackboneConfig {
             BackboneConfig::Mlp(_) => "mlp",
             BackboneConfig::Embedding(_) => "embedding",
             BackboneConfig::Conv(_) => "conv",
+            BackboneConfig::Unet(_) => "unet",
             BackboneConfig::Vit(_) => "vit",
             BackboneConfig::TransformerLm(_) => "transformer-lm",
         }
@@ -176,6 +181,49 @@ impl Default for ConvBackbone {
             kernel: 3,
             batch_norm: true,
             flatten: false,
+        }
+    }
+}
+
+/// `backbone = { kind = "unet", ... }`: DDPM's denoiser (Ho et al. 2020) cut
+/// to size. A 3×3 convolution to `channels[0]`, then per level `blocks`
+/// residual blocks (group norm, SiLU, 3×3 convolution, plus the
+/// conditioning's projection per channel, twice, and a shortcut) and a
+/// stride-2 convolution between levels; one block in the middle; on the way
+/// up, nearest upsampling to the skip's size and a 3×3 convolution, the
+/// skip concatenated, and `blocks` blocks per level; a last group norm and
+/// SiLU. The conditioning goes through a two-layer SiLU MLP of width
+/// 4·`channels[0]` first. No attention: at 28×28 and below, on a CPU, the
+/// convolutions carry the model.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnetBackbone {
+    /// The float image input `[B, C, H, W]` it reads.
+    pub input: String,
+    /// The float conditioning input `[B, E]` (with `[diffusion]`, the
+    /// timestep's sinusoidal features `t`).
+    pub condition: String,
+    /// Channels at each level, finest first; each level after the first
+    /// halves the side (odd sides round up).
+    #[schemars(length(min = 1, max = 8), inner(range(min = 1, max = 65536)))]
+    pub channels: Vec<u32>,
+    /// Residual blocks per level, on the way down and on the way up.
+    #[schemars(range(min = 1, max = 16))]
+    pub blocks: u32,
+    /// Groups of every group normalisation; must divide every entry of
+    /// `channels`.
+    #[schemars(range(min = 1, max = 1024))]
+    pub groups: u32,
+}
+
+impl Default for UnetBackbone {
+    fn default() -> UnetBackbone {
+        UnetBackbone {
+            input: "x".into(),
+            condition: "t".into(),
+            channels: vec![32, 64],
+            blocks: 1,
+            groups: 8,
         }
     }
 }

@@ -93,7 +93,7 @@ fn elements(
         _ => (None, target.shallow_clone()),
     };
     let loss = match task.kind {
-        TaskType::Regression | TaskType::Vector(_) => {
+        TaskType::Regression | TaskType::Vector(_) | TaskType::DenseRegression { .. } => {
             let pred = values(task, output)?;
             match task.loss {
                 RegressionLoss::Mse => pred.f_mse_loss(&target, none)?,
@@ -112,7 +112,6 @@ fn elements(
         TaskType::Multiclass(_) | TaskType::DenseMulticlass { .. } => {
             output.f_cross_entropy_loss(&target, None::<Tensor>, none, -100, 0.0)?
         }
-        TaskType::DenseRegression { .. } => output.f_l1_loss(&target, none)?,
     };
     // The row mask, broadcast over each row's elements.
     let rows = match mask {
@@ -361,10 +360,12 @@ enum Tally {
         ce: f64,
         count: f64,
     },
-    /// Per-pixel values: summed absolute error over labelled values and their
-    /// count; summed relative error over labelled non-zero values and theirs.
+    /// Per-pixel values: summed absolute and squared errors over labelled
+    /// values and their count; summed relative error over labelled non-zero
+    /// values and theirs.
     Values {
         abs: f64,
+        squared: f64,
         count: f64,
         rel: f64,
         nonzero: f64,
@@ -384,6 +385,7 @@ impl Tally {
             },
             TaskType::DenseRegression { .. } => Tally::Values {
                 abs: 0.0,
+                squared: 0.0,
                 count: 0.0,
                 rel: 0.0,
                 nonzero: 0.0,
@@ -443,19 +445,24 @@ impl Tally {
             }
             Tally::Values {
                 abs,
+                squared,
                 count,
                 rel,
                 nonzero,
             } => {
+                // The weights of the labelled values (the loss itself may be
+                // squared: the errors are measured here).
                 let (loss, weight) = elements(task, &output, target, mask)?;
                 let weight = match weight {
                     Some(w) => w,
                     None => loss.f_ones_like()?,
                 };
                 let clean = target.f_nan_to_num(0.0, None, None)?;
+                let error = output.f_sub(&clean)?.f_abs()?;
                 let nz = weight.f_mul(&clean.f_ne(0.0)?.f_to_kind(Kind::Float)?)?;
-                let relative = loss.f_div(&clean.f_abs()?.f_clamp_min(1e-12)?)?;
-                *abs += scalar(loss.f_mul(&weight)?.f_sum(Kind::Double)?)?;
+                let relative = error.f_div(&clean.f_abs()?.f_clamp_min(1e-12)?)?;
+                *abs += scalar(error.f_mul(&weight)?.f_sum(Kind::Double)?)?;
+                *squared += scalar(error.f_square()?.f_mul(&weight)?.f_sum(Kind::Double)?)?;
                 *count += scalar(weight.f_sum(Kind::Double)?)?;
                 *rel += scalar(relative.f_mul(&nz)?.f_sum(Kind::Double)?)?;
                 *nonzero += scalar(nz.f_sum(Kind::Double)?)?;
@@ -500,12 +507,14 @@ impl Tally {
             }
             Tally::Values {
                 abs,
+                squared,
                 count,
                 rel,
                 nonzero,
             } => {
                 let mut m = TaskMetrics::new();
                 m.insert("abs_err".into(), abs / count.max(1.0));
+                m.insert("mse".into(), squared / count.max(1.0));
                 if nonzero > 0.0 {
                     m.insert("rel_err".into(), rel / nonzero);
                 }
@@ -758,7 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn dense_regression_skips_nan_values_and_reports_absolute_and_relative_error() {
+    fn dense_regression_skips_nan_values_reports_its_errors_and_trains_on_l1_or_mse() {
         let task = Task::new(
             "depth",
             TaskType::DenseRegression {
@@ -783,6 +792,19 @@ mod tests {
             (loss - 5.0 / 3.0).abs() < 1e-6 && loss.is_finite(),
             "{loss}"
         );
+        // Squared errors 1, 9, 1: reported, and the loss when MSE is picked
+        // (the metrics stay the errors themselves).
+        assert!((m["mse"] - 11.0 / 3.0).abs() < 1e-6, "{m:?}");
+        let squared = Task {
+            loss: RegressionLoss::Mse,
+            ..task
+        };
+        let loss = task_loss(&squared, &out, &target, None)
+            .unwrap()
+            .double_value(&[]);
+        assert!((loss - 11.0 / 3.0).abs() < 1e-6, "{loss}");
+        let again = tally(&squared, &[(out, target, None)]);
+        assert_eq!(again, m);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tch::{Device, Tensor};
 
 use crate::data::{Dataset, Split};
 use crate::diffusion::sampler::{self, SampleRequest};
-use crate::diffusion::{affinity, Denoising, FEATURES};
+use crate::diffusion::{affinity, Denoising};
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
@@ -101,7 +101,8 @@ impl Trainer {
                     host,
                     signals,
                 )?;
-                let (denoising, noised) = Denoising::new(diffusion, intervals, &data)?;
+                let (denoising, noised) =
+                    Denoising::new(diffusion, intervals, &data, &model_cfg.backbone)?;
                 (noised, Some(denoising))
             }
             None if train.grouping.is_some() => {
@@ -307,6 +308,32 @@ impl Trainer {
         Ok((part, outputs))
     }
 
+    /// The model's hidden features (see [`Model::hidden_features`]) of the
+    /// examples `x` of a data set with that one input, in batches of
+    /// `batch` rows, on the CPU.
+    pub fn hidden_features(&mut self, x: &Tensor, batch: usize) -> Result<Tensor> {
+        let [input] = self.data.inputs.as_slice() else {
+            return Err(Error::Run(format!(
+                "hidden features are read of data with one input; these have {}",
+                self.data.inputs.len()
+            )));
+        };
+        let name = input.name.clone();
+        let _no_grad = tch::no_grad_guard();
+        let parts = x
+            .f_split(batch.max(1) as i64, 0)?
+            .iter()
+            .map(|part| {
+                let inputs = [(name.clone(), part.f_to_device(self.device)?)];
+                Ok(self
+                    .model
+                    .hidden_features(&inputs)?
+                    .f_to_device(Device::Cpu)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::f_cat(&parts, 0)?)
+    }
+
     /// Samples of a diffusion model, in the data's shape `[count, ...]`.
     pub fn sample(&mut self, request: &SampleRequest) -> Result<Tensor> {
         let _autocast = self.autocast()?;
@@ -481,9 +508,9 @@ fn predicted_noise(
     xt: &Tensor,
     t: i64,
 ) -> Result<Tensor> {
-    let inputs = [(FEATURES.to_string(), denoising.features_at(xt, t)?)];
-    let mut outputs = model.forward(&inputs, false, false)?;
+    let mut outputs = model.forward(&denoising.inputs_at(xt, t)?, false, false)?;
     Ok(outputs
         .swap_remove(denoising.task_of(t))
+        .f_flatten(1, -1)?
         .f_to_kind(tch::Kind::Float)?)
 }

@@ -1,6 +1,6 @@
 //! `kind = "mlp"`: an MLP over the float input `features`.
 
-use taskweave_plugin_api::nn::{Mlp, MlpSpec};
+use taskweave_plugin_api::nn::{Linear, Mlp, MlpSpec};
 use taskweave_plugin_api::{InputKind, InputSpec};
 use tch::{Device, Tensor};
 
@@ -22,11 +22,14 @@ impl Trunk<'_> {
     /// `width` wide.
     pub fn plan(&self, width: usize, mut sizes: Vec<(String, u128)>) -> Plan {
         let mut layer_dims = Vec::new();
-        let mut from = width as u128;
+        let mut from = width;
         for (i, &w) in self.hidden.iter().enumerate() {
-            let w = w as u128;
-            sizes.push((format!("model.backbone.hidden[{i}] = {w}"), from * w + w));
-            layer_dims.push(w as usize);
+            let w = w as usize;
+            sizes.push((
+                format!("model.backbone.hidden[{i}] = {w}"),
+                Linear::size(from, w),
+            ));
+            layer_dims.push(w);
             from = w;
         }
         if layer_dims.is_empty() {

@@ -9,6 +9,7 @@ mod embedding;
 mod lm;
 mod mlp;
 mod stack;
+mod unet;
 mod vit;
 
 use taskweave_plugin_api::{InputKind, InputSpec};
@@ -55,6 +56,7 @@ pub fn plan(config: &BackboneConfig, inputs: &[InputSpec]) -> Result<Plan> {
         BackboneConfig::Mlp(c) => mlp::plan(c, inputs),
         BackboneConfig::Embedding(c) => embedding::plan(c, inputs),
         BackboneConfig::Conv(c) => conv::plan(c, inputs),
+        BackboneConfig::Unet(c) => unet::plan(c, inputs),
         BackboneConfig::Vit(c) => vit::plan(c, inputs),
         BackboneConfig::TransformerLm(c) => lm::plan(c, inputs),
     }
@@ -73,6 +75,7 @@ pub fn build(
             Box::new(embedding::EmbeddingTrunk::new(c, inputs, device)?)
         }
         BackboneConfig::Conv(c) => Box::new(conv::ConvTrunk::new(c, inputs, device)?),
+        BackboneConfig::Unet(c) => Box::new(unet::UnetTrunk::new(c, inputs, device)?),
         BackboneConfig::Vit(c) => Box::new(vit::VitTrunk::new(c, inputs, device)?),
         BackboneConfig::TransformerLm(c) => Box::new(lm::LmTrunk::new(c, inputs, device)?),
     })
@@ -126,7 +129,9 @@ fn input<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sections::{ConvBackbone, ConvStyle, TransformerLmBackbone, VitBackbone};
+    use crate::sections::{
+        ConvBackbone, ConvStyle, TransformerLmBackbone, UnetBackbone, VitBackbone,
+    };
     use tch::Kind;
 
     fn image_spec(c: usize, h: usize, w: usize) -> Vec<InputSpec> {
@@ -260,6 +265,83 @@ mod tests {
             e,
             "model.backbone.heads: 3 attention heads do not divide dim = 16"
         );
+    }
+
+    #[test]
+    fn unet_keeps_odd_sides_reads_its_condition_and_checks_groups() {
+        let inputs = vec![
+            InputSpec::float("x", vec![1, 7, 9]),
+            InputSpec::float("t", vec![6]),
+        ];
+        for blocks in [1, 2] {
+            let config = UnetBackbone {
+                channels: vec![4, 8, 8],
+                blocks,
+                groups: 2,
+                ..UnetBackbone::default()
+            };
+            let t = Tensor::randn([2, 6], (Kind::Float, Device::Cpu));
+            let batch = vec![
+                (
+                    "x".to_string(),
+                    Tensor::randn([2, 1, 7, 9], (Kind::Float, Device::Cpu)),
+                ),
+                ("t".to_string(), t.shallow_clone()),
+            ];
+            let (built, out) = check(BackboneConfig::Unet(config.clone()), &inputs, batch);
+            assert_eq!(out[0].size(), [2, 4, 7, 9], "7×9 → 4×5 → 2×3 and back");
+            assert!(
+                plan(&BackboneConfig::Unet(config), &inputs)
+                    .unwrap()
+                    .spatial
+            );
+            // The conditioning changes the output.
+            let again = built
+                .forward(
+                    &[
+                        (
+                            "x".to_string(),
+                            Tensor::zeros([2, 1, 7, 9], (Kind::Float, Device::Cpu)),
+                        ),
+                        ("t".to_string(), t.shallow_clone()),
+                    ],
+                    false,
+                    false,
+                )
+                .unwrap();
+            let other = built
+                .forward(
+                    &[
+                        (
+                            "x".to_string(),
+                            Tensor::zeros([2, 1, 7, 9], (Kind::Float, Device::Cpu)),
+                        ),
+                        ("t".to_string(), t.f_add_scalar(1.0).unwrap()),
+                    ],
+                    false,
+                    false,
+                )
+                .unwrap();
+            assert!(!again[0].allclose(&other[0], 1e-4, 1e-4, false));
+        }
+        let odd = UnetBackbone {
+            channels: vec![4, 6],
+            groups: 4,
+            ..UnetBackbone::default()
+        };
+        let e = plan(&BackboneConfig::Unet(odd), &inputs)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("model.backbone.groups: 4 groups do not divide the 6 channels"),
+            "{e}"
+        );
+        let e = plan(&BackboneConfig::Unet(UnetBackbone::default()), &inputs[..1])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("reads the input `t`"), "{e}");
     }
 
     #[test]

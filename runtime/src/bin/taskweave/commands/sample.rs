@@ -20,6 +20,11 @@ struct SampleView {
     reference: usize,
     sliced_wasserstein: f64,
     mmd2: f64,
+    /// FD-FMNIST of the samples and of as many real training items.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd_fmnist: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fd_fmnist_real: Option<f64>,
 }
 
 pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -61,6 +66,8 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
         reference: drawn.truth.size()[0] as usize,
         sliced_wasserstein: drawn.sliced_wasserstein,
         mmd2: drawn.mmd2,
+        fd_fmnist: drawn.frechet.as_ref().map(|f| f.samples),
+        fd_fmnist_real: drawn.frechet.as_ref().map(|f| f.real),
     };
     if args.json {
         return write_json(out, &view);
@@ -74,6 +81,13 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
         view.sliced_wasserstein,
         view.mmd2
     )?;
+    if let Some(f) = &drawn.frechet {
+        writeln!(
+            out,
+            "FD-FMNIST {:.3} (real training items against the same test items: {:.3})",
+            f.samples, f.real
+        )?;
+    }
     Ok(())
 }
 
