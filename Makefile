@@ -118,11 +118,14 @@ SAM_BENCHMARK ?= multi-fashion
 sam-mtl-results: build images qm9
 	$(VENV)/bin/python bench/sam_mtl_results.py $(SAM_BENCHMARK)
 
-# Diffusion timestep clustering against uniform-t training on 2-D data
-# (bench/results/<date>-diffusion-2d.md): 10 methods x 3 seeds x 3 step budgets on
-# two distributions, sample quality of each; about 45 minutes on two cores.
-diffusion-results: build
-	$(VENV)/bin/python bench/diffusion_results.py
+# Diffusion timestep clustering against uniform-t training
+# (bench/results/<date>-diffusion-<benchmark>.md), sample quality of each method:
+# DIFFUSION_BENCHMARK=2d: 10 methods x 3 seeds x 3 step budgets on two 2-D
+# distributions, about 45 minutes on two cores; DIFFUSION_BENCHMARK=fashion:
+# 10 methods x 1 seed, a U-Net on Fashion-MNIST 14x14, about an hour.
+DIFFUSION_BENCHMARK ?= 2d
+diffusion-results: build $(if $(filter fashion,$(DIFFUSION_BENCHMARK)),images)
+	$(VENV)/bin/python bench/diffusion_results.py $(DIFFUSION_BENCHMARK)
 
 # TaskExpert against hard sharing, MMoE and PLE on fashion-scenes
 # (bench/results/<date>-taskexpert-scenes.md): 5 architectures x 3 seeds and the
