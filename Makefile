@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results data qm9 census images
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -132,6 +132,12 @@ diffusion-results: build $(if $(filter fashion,$(DIFFUSION_BENCHMARK)),images)
 # single-task models; about an hour on two cores.
 taskexpert-results: build images
 	$(VENV)/bin/python bench/taskexpert_results.py
+
+# Meta-RTL on low-resource QM9 (bench/results/<date>-meta-rtl-qm9.md): target-only,
+# joint, uniform Reptile and Meta-RTL at n = 16, 64, 256 labels, a head per task
+# and one shared head, 3 seeds; about 15 minutes on two cores.
+meta-rtl-results: build qm9
+	$(VENV)/bin/python bench/meta_rtl_qm9.py
 
 # The census-income table (bench/results/<date>-census.md): test AUC of single-task,
 # shared-bottom, MMoE and PLE on the MMoE paper's two task groups, 3 seeds. About

@@ -82,7 +82,7 @@ def main():
     lines = [
         f"# Meta-RTL on low-resource QM9 ({datetime.date.today()})",
         "",
-        f"Command: `make qm9 build && .venv/bin/python bench/meta_rtl_qm9.py` ({minutes:.0f} minutes on 2 cores, "
+        f"Command: `make meta-rtl-results` (runs `.venv/bin/python bench/meta_rtl_qm9.py`; {minutes:.0f} minutes on 2 cores, "
         "beside another job).",
         "",
         __doc__.strip().split("\n", 1)[1].rsplit("Usage:", 1)[0].strip(),
