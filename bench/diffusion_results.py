@@ -181,7 +181,7 @@ def main():
         first = [(d, s, b) for d in DATASETS for s in SEEDS for b in BUDGETS]
         results[(first[0][0], METHODS[0][0], first[0][2])] = [train(first[0][0], METHODS[0][0], None, [],
                                                                     first[0][2], first[0][1])]
-        noise = [(d, s, b) for d in DATASETS for s in B["noise_seeds"] for b in BUDGETS]
+        noise = [(d, s, b) for d in DATASETS for s in B["noise_seeds"] if s not in SEEDS for b in BUDGETS]
         jobs = {pool.submit(train, d, METHODS[0][0], None, [], b, s): (d, METHODS[0][0], b)
                 for d, s, b in first[1:] + noise}
         for job, key in jobs.items():
@@ -209,7 +209,7 @@ def main():
     elapsed = time.time() - started
 
     details = {"datasets": ", ".join(d for d in DATASETS if d), "samples": SAMPLES, "seeds": SEEDS,
-               "noise_seeds": B["noise_seeds"]}
+               "noise_seeds": [s for s in B["noise_seeds"] if s not in SEEDS]}
     if BENCHMARK == "fashion":
         views = [v for vs in results.values() for v in vs]
         real = [v["fd_fmnist_real"] for v in views]
