@@ -4,7 +4,10 @@
 //! is a run of its own, trained by the engine the first time a diffusion run
 //! on `fashion-mnist` data is sampled and kept beside the images
 //! (`<data dir>/fd-fmnist/<source>-<size>px/`), so every later sample of any
-//! run on the same items measures in the same space.
+//! run on the same items measures in the same space. Its directory is
+//! locked like any run's: a second process sampling while the first trains
+//! it is refused (exit 2) rather than training it twice; sample once alone
+//! first when starting several.
 
 use serde_json::Value;
 use tch::Tensor;
