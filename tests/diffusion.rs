@@ -399,23 +399,23 @@ fn write_items(dir: &Path, set: &str, count: usize) {
     std::fs::write(folder.join(format!("{set}-labels-idx1-ubyte")), labels).unwrap();
 }
 
+/// The head of a diffusion pipeline `name` on the 14×14 items of
+/// [`write_items`] (T = 50), with `extra` TOML after `[run]`; the caller
+/// appends `[model]` and `[train]`.
+fn image_pipeline(name: &str, extra: &str) -> String {
+    format!(
+        "[run]\nname = \"{name}\"\ndevice = \"cpu\"\nthreads = 1\n{extra}[data]\nkind = \"fashion-mnist\"\ndir = \"images\"\nsize = 14\n[diffusion]\nsteps = 50\n"
+    )
+}
+
 #[test]
 fn an_image_denoiser_trains_on_fashion_mnist_items_and_samples_clipped_images_into_a_grid() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_items(d, "train", 120);
     write_items(d, "t10k", 20);
-    let text = r#"[run]
-name = "images"
-device = "cpu"
-threads = 1
-[data]
-kind = "fashion-mnist"
-dir = "images"
-size = 14
-[diffusion]
-steps = 50
-[model]
+    let text = image_pipeline("images", "")
+        + r#"[model]
 backbone = { hidden = [64] }
 head = { shared = true }
 [train]
@@ -461,19 +461,8 @@ fn a_unet_denoiser_learns_per_pixel_noise_on_clusters_and_sampling_measures_fd_f
     write_items(d, "train", 120);
     write_items(d, "t10k", 40);
     install_plugin(d, "taskweave-diffusion-clustering");
-    let text = r#"[run]
-name = "unet"
-device = "cpu"
-threads = 1
-[plugins]
-dirs = ["plugins"]
-[data]
-kind = "fashion-mnist"
-dir = "images"
-size = 14
-[diffusion]
-steps = 50
-[model]
+    let text = image_pipeline("unet", "[plugins]\ndirs = [\"plugins\"]\n")
+        + r#"[model]
 backbone = { kind = "unet", channels = [8, 16], groups = 4 }
 head = { shared = true }
 [train]

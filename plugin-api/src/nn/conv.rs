@@ -1,6 +1,6 @@
 //! Convolution and group normalisation layers over images `[B, C, H, W]`.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -97,10 +97,10 @@ impl GroupNorm {
                 "group normalisation: {groups} groups do not divide {channels} channels"
             )));
         }
-        let c = channels as i64;
+        let (weight, bias) = super::identity_affine(channels, device)?;
         Ok(GroupNorm {
-            weight: Tensor::f_ones([c], (Kind::Float, device))?.set_requires_grad(true),
-            bias: Tensor::f_zeros([c], (Kind::Float, device))?.set_requires_grad(true),
+            weight,
+            bias,
             groups: groups as i64,
         })
     }

@@ -65,6 +65,15 @@ pub(crate) fn weight_and_bias(
     ]
 }
 
+/// A normalisation's trainable scale γ = 1 and shift β = 0 over `n` features.
+pub(crate) fn identity_affine(n: usize, device: Device) -> Result<(Tensor, Tensor)> {
+    let shape = [n as i64];
+    Ok((
+        Tensor::f_ones(shape, (Kind::Float, device))?.set_requires_grad(true),
+        Tensor::f_zeros(shape, (Kind::Float, device))?.set_requires_grad(true),
+    ))
+}
+
 /// `y = x Wᵀ + b`.
 pub struct Linear {
     /// `[outputs, inputs]`.
@@ -153,9 +162,10 @@ impl BatchNorm {
     /// γ = 1, β = 0, running statistics 0 and 1.
     pub fn new(features: usize, device: Device) -> Result<BatchNorm> {
         let f = [features as i64];
+        let (weight, bias) = identity_affine(features, device)?;
         Ok(BatchNorm {
-            weight: Tensor::f_ones(f, (Kind::Float, device))?.set_requires_grad(true),
-            bias: Tensor::f_zeros(f, (Kind::Float, device))?.set_requires_grad(true),
+            weight,
+            bias,
             running_mean: Tensor::f_zeros(f, (Kind::Float, device))?,
             running_var: Tensor::f_ones(f, (Kind::Float, device))?,
         })

@@ -21,10 +21,8 @@ impl LayerNorm {
 
     /// γ = 1, β = 0.
     pub fn new(dim: usize, device: Device) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: Tensor::f_ones([dim as i64], (Kind::Float, device))?.set_requires_grad(true),
-            bias: Tensor::f_zeros([dim as i64], (Kind::Float, device))?.set_requires_grad(true),
-        })
+        let (weight, bias) = super::identity_affine(dim, device)?;
+        Ok(LayerNorm { weight, bias })
     }
 
     /// Normalises `x` `[.., dim]` over its last dimension.
