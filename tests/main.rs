@@ -10,6 +10,7 @@ mod fusion;
 mod fuzz;
 mod grouping;
 mod inputs;
+mod lm;
 mod peer;
 mod protocol;
 mod sam;

@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 /// counts in neither loss nor metric (255, as in PASCAL VOC and NYUD-v2).
 pub const IGNORE_PIXEL: i64 = 255;
 
+/// The target value of a `token-multiclass` position that has no label
+/// (padding after a document's end): it counts in neither loss nor metric.
+/// PyTorch's `ignore_index` default, so exported targets mean the same there.
+pub const IGNORE_TOKEN: i64 = -100;
+
 /// What a task predicts, which fixes its head, loss and metrics. The target
 /// of one example is a scalar for the first three types, a vector of labels
 /// for `Multilabel` and an image for the dense types.
@@ -54,6 +59,18 @@ pub enum TaskType {
         /// Target width.
         width: usize,
     },
+    /// One of `classes` classes per position of a sequence (target int64
+    /// `[length]`, [`IGNORE_TOKEN`] where unlabelled), such as the next byte
+    /// of a text; the head gives `[length, classes]` logits per example; loss
+    /// cross-entropy over the labelled positions; metrics CE (nats per
+    /// token), `bits` (bits per token: bits per byte on byte-level text),
+    /// `perplexity` and next-token `accuracy`.
+    TokenMulticlass {
+        /// Number of classes.
+        classes: usize,
+        /// Positions per example.
+        length: usize,
+    },
 }
 
 impl TaskType {
@@ -67,6 +84,7 @@ impl TaskType {
             TaskType::Multilabel(_) => "multilabel",
             TaskType::DenseMulticlass { .. } => "dense-multiclass",
             TaskType::DenseRegression { .. } => "dense-regression",
+            TaskType::TokenMulticlass { .. } => "token-multiclass",
         }
     }
 
@@ -96,6 +114,7 @@ impl TaskType {
                 Kind::Float,
                 vec![channels as i64, height as i64, width as i64],
             ),
+            TaskType::TokenMulticlass { length, .. } => (Kind::Int64, vec![length as i64]),
         }
     }
 
@@ -118,6 +137,7 @@ impl TaskType {
             TaskType::Multilabel(_) => "f1",
             TaskType::DenseMulticlass { .. } => "miou",
             TaskType::DenseRegression { .. } => "abs_err",
+            TaskType::TokenMulticlass { .. } => "bits",
         }
     }
 }
@@ -156,7 +176,8 @@ impl Task {
     pub fn output_dim(&self) -> usize {
         match self.kind {
             TaskType::Multiclass(n) | TaskType::Multilabel(n) | TaskType::Vector(n) => n,
-            TaskType::DenseMulticlass { classes, .. } => classes,
+            TaskType::DenseMulticlass { classes, .. }
+            | TaskType::TokenMulticlass { classes, .. } => classes,
             TaskType::DenseRegression { channels, .. } => channels,
             TaskType::Regression | TaskType::Binary => 1,
         }

@@ -18,7 +18,8 @@
 //! `fashion-mnist` (single Fashion-MNIST items or digits with their
 //! classes, from `make images`), `tensors` (the user's own inputs, targets and label masks as
 //! tensors in a safetensors file: images, tokens, per-pixel tasks) and
-//! `toy-2d` (2-D points for diffusion models, generated).
+//! `toy-2d` (2-D points for diffusion models, generated) and `text` (byte-level
+//! language modelling on local text files, one task per corpus).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
@@ -36,6 +37,7 @@ mod single_items;
 pub mod split;
 mod synthetic;
 mod tensors;
+mod text;
 mod toy2d;
 
 use std::path::Path;
@@ -44,10 +46,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 
-pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
+pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL, IGNORE_TOKEN};
 pub use error::{Error, Result};
 pub use single_items::{items_of, Items};
 pub use taskweave_plugin_api::{InputKind, InputSpec};
+pub use text::{BOS, BYTES, PAD, VOCAB};
 
 /// The name of the float input `[N, D]` of the tabular data kinds.
 pub const FEATURES: &str = "features";

@@ -15,7 +15,10 @@ use taskweave_plugin_api::kind_name;
 use tch::{Kind, Tensor};
 
 use crate::error::{check_data_file, unreadable, Error, Result};
-use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, IGNORE_PIXEL};
+use crate::{
+    DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, IGNORE_PIXEL,
+    IGNORE_TOKEN,
+};
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
 
@@ -57,6 +60,13 @@ pub enum TensorTask {
     },
     /// Real numbers per pixel: float32 `[N, C, H, W]`, NaN where unlabelled.
     DenseRegression {},
+    /// One of `classes` classes per position of a sequence: int64 `[N, L]`,
+    /// -100 where unlabelled.
+    TokenMulticlass {
+        /// Number of classes.
+        #[schemars(range(min = 2, max = 16_777_216))]
+        classes: usize,
+    },
 }
 
 impl TensorTask {
@@ -69,6 +79,7 @@ impl TensorTask {
             TensorTask::Multilabel {} => ("multilabel", "float32 [N, labels]"),
             TensorTask::DenseMulticlass { .. } => ("dense-multiclass", "int64 [N, H, W]"),
             TensorTask::DenseRegression {} => ("dense-regression", "float32 [N, C, H, W]"),
+            TensorTask::TokenMulticlass { .. } => ("token-multiclass", "int64 [N, L]"),
         }
     }
 }
@@ -184,6 +195,9 @@ impl File {
                         height,
                         width,
                     }
+                }
+                (TensorTask::TokenMulticlass { classes }, &[length]) => {
+                    TaskType::TokenMulticlass { classes, length }
                 }
                 _ => {
                     let (type_, form) = spec.form();
@@ -384,6 +398,13 @@ fn bad_values(kind: TaskType, t: &Tensor) -> Result<Option<String>> {
             t.f_isinf()?,
             "; values are finite, or NaN where unlabelled".into(),
         ),
+        TaskType::TokenMulticlass { classes, .. } => {
+            let bad = outside(classes)?.f_logical_and(&t.f_ne(IGNORE_TOKEN)?)?;
+            (
+                bad,
+                format!(", outside the classes 0..{classes} and not {IGNORE_TOKEN} (unlabelled)"),
+            )
+        }
     };
     let found = t.f_masked_select(&bad)?;
     if found.numel() == 0 {

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
-pub use taskweave_datasets::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
+pub use taskweave_datasets::{
+    Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL, IGNORE_TOKEN,
+};
 
 fn kind(config: &Value) -> Result<&'static taskweave_datasets::DataKind> {
     let name = config["kind"].as_str().unwrap_or_default();

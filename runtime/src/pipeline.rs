@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::registry::{KindTable, Registry};
 use crate::runtime::Runtime;
-use crate::sections::PipelineConfig;
+use crate::sections::{BackboneConfig, PipelineConfig};
 use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
 
 /// The node at dotted `path` (keys, no indices), or the deepest one on the way:
@@ -244,6 +244,30 @@ impl Pipeline {
     /// The host handed to its methods.
     pub(crate) fn host(&self) -> &Host {
         &self.host
+    }
+
+    /// Refuses a pipeline that does not train one causal language model:
+    /// `[data] kind = "text"`, the `transformer-lm` backbone and one head
+    /// for every corpus (what `taskweave lm train` trains).
+    pub fn check_language_model(&self) -> Result<()> {
+        let fix = |key: &str, what: &str| {
+            Err(Error::Input(format!(
+                "{key}: `lm train` trains one causal language model over byte-level text, so it needs {what}"
+            )))
+        };
+        if self.config.data["kind"] != "text" {
+            return fix("data.kind", "`kind = \"text\"` (corpora of local files)");
+        }
+        if !matches!(self.config.model.backbone, BackboneConfig::TransformerLm(_)) {
+            return fix("model.backbone", "`kind = \"transformer-lm\"` (causal)");
+        }
+        if !self.config.model.head.shared {
+            return fix(
+                "model.head.shared",
+                "one output layer for every corpus: set `shared = true`",
+            );
+        }
+        Ok(())
     }
 
     /// Loads the pipeline's data.

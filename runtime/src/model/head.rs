@@ -7,12 +7,20 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::{Task, TaskType};
 use crate::error::{Error, Result};
+use crate::model::backbone::Plan;
 use crate::sections::HeadConfig;
 
 /// One task's head.
 pub enum Head {
     /// Features pooled to `[B, C]`, then an MLP to `[B, out]`.
     Flat(Mlp),
+    /// Tokens `[B, L, C]`, each through the same MLP: `[B, L, out]` (a
+    /// language model's next-token logits).
+    Tokens {
+        /// The positions the task's targets have.
+        length: usize,
+        mlp: Mlp,
+    },
     /// Feature maps (or tokens laid on their grid) through 3×3 convolutions
     /// at their resolution, a 1×1 convolution to the outputs, then bilinear
     /// upsampling to the target's size: `[B, out, H, W]`.
@@ -34,9 +42,18 @@ fn dense_dims(config: &HeadConfig, width: usize, task: &Task) -> Vec<usize> {
         .collect()
 }
 
-/// Refuses a per-pixel task over features without positions.
-pub fn check_fit(task: &Task, spatial: bool, backbone: &str) -> Result<()> {
-    if task.kind.dense().is_some() && !spatial {
+/// Refuses a per-pixel task over features without positions, and a
+/// per-token task over features without tokens.
+pub fn check_fit(task: &Task, plan: &Plan, backbone: &str) -> Result<()> {
+    if let TaskType::TokenMulticlass { .. } = task.kind {
+        if plan.layer_ranks.last() != Some(&2) {
+            return Err(Error::Input(format!(
+                "model.backbone: task `{}` is token-multiclass (one output per position), but backbone `{backbone}` gives no tokens; use backbone `transformer-lm`",
+                task.name
+            )));
+        }
+    }
+    if task.kind.dense().is_some() && !plan.spatial {
         return Err(Error::Input(format!(
             "model.backbone: task `{}` is {} (one output per pixel), but backbone `{backbone}` gives one feature vector per example; per-pixel heads decode feature maps or image tokens: use backbone `conv` (without `flatten`) or `vit`",
             task.name,
@@ -67,7 +84,9 @@ impl Head {
                     (true, _) => format!("model.head.hidden[{i}] = {to}"),
                     (
                         false,
-                        TaskType::Multiclass(n) | TaskType::DenseMulticlass { classes: n, .. },
+                        TaskType::Multiclass(n)
+                        | TaskType::DenseMulticlass { classes: n, .. }
+                        | TaskType::TokenMulticlass { classes: n, .. },
                     ) => {
                         format!("the {n} classes of task `{}`", task.name)
                     }
@@ -89,7 +108,11 @@ impl Head {
                 batch_norm: false,
                 activate_last: false,
             };
-            return Ok(Head::Flat(Mlp::new(&dims, spec, device)?));
+            let mlp = Mlp::new(&dims, spec, device)?;
+            return Ok(match task.kind {
+                TaskType::TokenMulticlass { length, .. } => Head::Tokens { length, mlp },
+                _ => Head::Flat(mlp),
+            });
         };
         let hidden = dims[..dims.len() - 1]
             .windows(2)
@@ -117,6 +140,14 @@ impl Head {
         };
         match self {
             Head::Flat(mlp) => Ok(mlp.forward(&pooled(features)?, train, update_stats)?),
+            Head::Tokens { length, mlp } => {
+                if features.dim() != 3 || features.size()[1] != *length as i64 {
+                    return Err(shape_error(&format!(
+                        "a per-token head reads tokens [B, {length}, C]"
+                    )));
+                }
+                Ok(mlp.forward(features, train, update_stats)?)
+            }
             Head::Dense {
                 task,
                 hidden,
@@ -152,7 +183,7 @@ impl Head {
     pub fn hidden(&self, features: &Tensor) -> Result<Tensor> {
         let Head::Flat(mlp) = self else {
             return Err(Error::Input(
-                "a per-pixel head has no hidden features per example".into(),
+                "a per-pixel or per-token head has no hidden features per example".into(),
             ));
         };
         let pooled = pooled(features)?;
@@ -164,7 +195,7 @@ impl Head {
     /// Every trainable tensor, named `prefix.*`.
     pub fn parameters(&self, prefix: &str) -> Vec<(String, Tensor)> {
         match self {
-            Head::Flat(mlp) => mlp.parameters(prefix),
+            Head::Flat(mlp) | Head::Tokens { mlp, .. } => mlp.parameters(prefix),
             Head::Dense { hidden, out, .. } => {
                 let mut params: Vec<(String, Tensor)> = hidden
                     .iter()
@@ -180,7 +211,7 @@ impl Head {
     /// Non-trainable tensors, named `prefix.*`.
     pub fn buffers(&self, prefix: &str) -> Vec<(String, Tensor)> {
         match self {
-            Head::Flat(mlp) => mlp.buffers(prefix),
+            Head::Flat(mlp) | Head::Tokens { mlp, .. } => mlp.buffers(prefix),
             Head::Dense { .. } => Vec::new(),
         }
     }

@@ -86,9 +86,9 @@ impl Model {
             _ => {
                 // An architecture that replaces the backbone answers for its
                 // features' shape at the first batch instead.
-                let spatial = backbone::plan(&config.backbone, inputs)?.spatial;
+                let plan = backbone::plan(&config.backbone, inputs)?;
                 for task in tasks {
-                    head::check_fit(task, spatial, config.backbone.kind())?;
+                    head::check_fit(task, &plan, config.backbone.kind())?;
                 }
                 Some(backbone::build(&config.backbone, inputs, device)?)
             }

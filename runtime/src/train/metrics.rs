@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use tch::{Kind, Reduction, Tensor};
 
-use crate::data::{RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL};
+use crate::data::{RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL, IGNORE_TOKEN};
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -32,6 +32,7 @@ fn output_shape(kind: TaskType) -> Vec<i64> {
         } => {
             vec![channels as i64, height as i64, width as i64]
         }
+        TaskType::TokenMulticlass { classes, length } => vec![length as i64, classes as i64],
     }
 }
 
@@ -76,8 +77,12 @@ fn elements(
     // Per pixel or value: which elements have a label, and the target with
     // a harmless stand-in where they do not.
     let (valid, target) = match task.kind {
-        TaskType::DenseMulticlass { .. } => {
-            let valid = target.f_ne(IGNORE_PIXEL)?;
+        TaskType::DenseMulticlass { .. } | TaskType::TokenMulticlass { .. } => {
+            let ignored = match task.kind {
+                TaskType::DenseMulticlass { .. } => IGNORE_PIXEL,
+                _ => IGNORE_TOKEN,
+            };
+            let valid = target.f_ne(ignored)?;
             (
                 Some(valid.shallow_clone()),
                 target.f_where_scalarother(&valid, 0)?,
@@ -112,6 +117,14 @@ fn elements(
         TaskType::Multiclass(_) | TaskType::DenseMulticlass { .. } => {
             output.f_cross_entropy_loss(&target, None::<Tensor>, none, -100, 0.0)?
         }
+        // Logits `[B, L, classes]`; cross-entropy reads the classes at dimension 1.
+        TaskType::TokenMulticlass { .. } => output.f_transpose(1, 2)?.f_cross_entropy_loss(
+            &target,
+            None::<Tensor>,
+            none,
+            -100,
+            0.0,
+        )?,
     };
     // The row mask, broadcast over each row's elements.
     let rows = match mask {
@@ -172,11 +185,13 @@ pub fn task_loss(
 
 /// Every metric a task reports, and whether larger values are better: the
 /// direction Δm and best-validation selection read.
-const DIRECTIONS: [(&str, bool); 11] = [
+const DIRECTIONS: [(&str, bool); 13] = [
     ("mse", false),
     ("mae", false),
     ("bce", false),
     ("ce", false),
+    ("bits", false),
+    ("perplexity", false),
     ("abs_err", false),
     ("rel_err", false),
     ("accuracy", true),
@@ -293,9 +308,11 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
                 },
             );
         }
-        TaskType::DenseMulticlass { .. } | TaskType::DenseRegression { .. } => {
+        TaskType::DenseMulticlass { .. }
+        | TaskType::DenseRegression { .. }
+        | TaskType::TokenMulticlass { .. } => {
             return Err(Error::Run(format!(
-                "task `{}`: per-pixel metrics are accumulated per batch",
+                "task `{}`: per-pixel and per-token metrics are accumulated per batch",
                 task.name
             )))
         }
@@ -370,6 +387,9 @@ enum Tally {
         rel: f64,
         nonzero: f64,
     },
+    /// Per-token classes: summed cross-entropy over labelled positions, the
+    /// correctly predicted ones and their count.
+    Tokens { ce: f64, hits: f64, count: f64 },
 }
 
 impl Tally {
@@ -389,6 +409,11 @@ impl Tally {
                 count: 0.0,
                 rel: 0.0,
                 nonzero: 0.0,
+            },
+            TaskType::TokenMulticlass { .. } => Tally::Tokens {
+                ce: 0.0,
+                hits: 0.0,
+                count: 0.0,
             },
             _ => Tally::Rows {
                 outputs: Vec::new(),
@@ -467,6 +492,20 @@ impl Tally {
                 *rel += scalar(relative.f_mul(&nz)?.f_sum(Kind::Double)?)?;
                 *nonzero += scalar(nz.f_sum(Kind::Double)?)?;
             }
+            Tally::Tokens { ce, hits, count } => {
+                let (loss, weight) = elements(task, &output, target, mask)?;
+                let weight = match weight {
+                    Some(w) => w,
+                    None => loss.f_ones_like()?,
+                };
+                let right = output
+                    .f_argmax(-1, false)?
+                    .f_eq_tensor(target)?
+                    .f_to_kind(Kind::Float)?;
+                *ce += scalar(loss.f_mul(&weight)?.f_sum(Kind::Double)?)?;
+                *hits += scalar(right.f_mul(&weight)?.f_sum(Kind::Double)?)?;
+                *count += scalar(weight.f_sum(Kind::Double)?)?;
+            }
         }
         Ok(())
     }
@@ -518,6 +557,15 @@ impl Tally {
                 if nonzero > 0.0 {
                     m.insert("rel_err".into(), rel / nonzero);
                 }
+                Ok(m)
+            }
+            Tally::Tokens { ce, hits, count } => {
+                let nats = ce / count.max(1.0);
+                let mut m = TaskMetrics::new();
+                m.insert("ce".into(), nats);
+                m.insert("bits".into(), nats / std::f64::consts::LN_2);
+                m.insert("perplexity".into(), nats.exp());
+                m.insert("accuracy".into(), hits / count.max(1.0));
                 Ok(m)
             }
         }
@@ -805,6 +853,49 @@ mod tests {
         assert!((loss - 11.0 / 3.0).abs() < 1e-6, "{loss}");
         let again = tally(&squared, &[(out, target, None)]);
         assert_eq!(again, m);
+    }
+
+    #[test]
+    fn token_tasks_skip_ignored_positions_and_report_nats_bits_perplexity_and_accuracy() {
+        let task = Task::new(
+            "next",
+            TaskType::TokenMulticlass {
+                classes: 3,
+                length: 2,
+            },
+        );
+        // Row 0: position 0 logits favour class 2 (right), position 1 is
+        // padding; row 1: uniform logits, then class 0 favoured (target 1).
+        let out = Tensor::from_slice(&[
+            0.0f32, 0.0, 2.0, 9.0, 9.0, 9.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0,
+        ])
+        .reshape([2, 2, 3]);
+        let target = Tensor::from_slice(&[2i64, IGNORE_TOKEN, 0, 1]).reshape([2, 2]);
+        let m = tally(
+            &task,
+            &[(out.shallow_clone(), target.shallow_clone(), None)],
+        );
+        let z =
+            |logits: &[f64], k: usize| logits.iter().map(|l| l.exp()).sum::<f64>().ln() - logits[k];
+        let ce = (z(&[0.0, 0.0, 2.0], 2) + z(&[0.0, 0.0, 0.0], 0) + z(&[1.0, 0.0, 0.0], 1)) / 3.0;
+        assert!((m["ce"] - ce).abs() < 1e-6, "{m:?} vs {ce}");
+        assert!(
+            (m["bits"] - ce / std::f64::consts::LN_2).abs() < 1e-6,
+            "{m:?}"
+        );
+        assert!((m["perplexity"] - ce.exp()).abs() < 1e-5, "{m:?}");
+        // Right at (0, 0); a tie at (1, 0) goes to class 0 (right); wrong at (1, 1).
+        assert!((m["accuracy"] - 2.0 / 3.0).abs() < 1e-12, "{m:?}");
+        let loss = task_loss(&task, &out, &target, None)
+            .unwrap()
+            .double_value(&[]);
+        assert!((loss - ce).abs() < 1e-6, "{loss} vs {ce}");
+        // A row mask drops row 1 entirely.
+        let mask = Tensor::from_slice(&[true, false]);
+        let loss = task_loss(&task, &out, &target, Some(&mask))
+            .unwrap()
+            .double_value(&[]);
+        assert!((loss - z(&[0.0, 0.0, 2.0], 2)).abs() < 1e-6, "{loss}");
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Causal language models on byte-level text.
+    Lm {
+        #[command(subcommand)]
+        command: LmCommand,
+    },
     /// Continue a run from its newest checkpoint.
     Resume {
         /// The run directory (out_dir/<run name>).
@@ -86,6 +91,22 @@ pub enum Command {
     Call {
         #[command(subcommand)]
         command: CallCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LmCommand {
+    /// Train a pipeline that is one causal language model (`[data] kind =
+    /// "text"`, backbone `transformer-lm`, `model.head.shared = true`) into
+    /// out_dir/<run name>/: per-corpus perplexity and bits per byte in
+    /// metrics.jsonl, checkpoints in safetensors. `[train] init` fine-tunes
+    /// another run's model (an expert on one corpus).
+    Train {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Replace an existing run directory of the same name.
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 

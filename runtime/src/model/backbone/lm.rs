@@ -1,8 +1,8 @@
 //! `kind = "transformer-lm"`: a causal transformer over an id input `[B, L]`
 //! (bytes or tokens): token and learned position embeddings, then the causal
 //! blocks of [`Stack`]; position i's outputs depend on ids 0..=i only. Every
-//! block's hidden states `[B, L, dim]` are an output; a language-model head
-//! over the vocabulary is the model's to add (the logit-fusion issue does).
+//! block's hidden states `[B, L, dim]` are an output; a `token-multiclass`
+//! task's head turns the last into next-token logits (a language model).
 
 use taskweave_plugin_api::nn::Embedding;
 use taskweave_plugin_api::{InputKind, InputSpec};

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use taskweave::{Config, Error, Runtime};
 
-use crate::args::{CallCommand, Cli, Command, PluginCommand, ToyCommand};
+use crate::args::{CallCommand, Cli, Command, LmCommand, PluginCommand, ToyCommand};
 use crate::output::Failure;
 
 /// What every command may need from the global flags.
@@ -64,6 +64,13 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             print_config,
             overwrite,
         } => train::run(&env, &pipeline, print_config, overwrite, out),
+        Command::Lm {
+            command:
+                LmCommand::Train {
+                    pipeline,
+                    overwrite,
+                },
+        } => train::lm(&env, &pipeline, overwrite, out),
         Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),

@@ -50,6 +50,18 @@ pub fn run(
     report(&Run::start(pipeline, overwrite)?.train(env.quiet)?, out)
 }
 
+/// `lm train`: `run` for a pipeline that is one language model.
+pub fn lm(
+    env: &Env,
+    args: &PipelineArgs,
+    overwrite: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let pipeline = pipeline(env, args)?;
+    pipeline.check_language_model()?;
+    report(&Run::start(pipeline, overwrite)?.train(env.quiet)?, out)
+}
+
 pub fn resume(
     env: &Env,
     run_dir: &Path,
