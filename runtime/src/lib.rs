@@ -34,6 +34,7 @@ pub mod diffusion;
 mod error;
 mod fsutil;
 mod host;
+pub mod lm;
 pub mod logging;
 pub mod model;
 mod names;

@@ -62,14 +62,26 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
         crate::device::check_allocator_settings(allocator)
             .map_err(|why| format!("run.cuda_allocator = {allocator:?}: {why}")),
     );
-    match crate::data::check(&config.data, dir) {
-        Err(taskweave_datasets::Error::Config { key, message }) => {
-            check(&["data", &key], Err(format!("data.{key}: {message}")))
-        }
-        Err(other) => check(&["data"], Err(other.to_string())),
-        Ok(()) => {}
-    }
+    problems.extend(check_data(root, &config.data, dir));
     problems
+}
+
+/// That the files of the `[data]` table `data` exist, as diagnostics at its keys.
+pub(crate) fn check_data(root: &Node, data: &serde_json::Value, dir: &Path) -> Option<Diagnostic> {
+    let (path, message) = match crate::data::check(data, dir) {
+        Err(taskweave_datasets::Error::Config { key, message }) => (
+            vec!["data".to_string(), key.clone()],
+            format!("data.{key}: {message}"),
+        ),
+        Err(other) => (vec!["data".to_string()], other.to_string()),
+        Ok(()) => return None,
+    };
+    let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+    Some(Diagnostic::new(
+        keys.join("."),
+        origin_at(root, &keys),
+        message,
+    ))
 }
 
 /// A validated pipeline, ready to run.
@@ -97,6 +109,72 @@ fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {
             _ => None,
         })
         .collect()
+}
+
+/// A TOML file parsed, `--set` applied, validated against a schema and the
+/// methods of the runtime and of the plugin directories it names, and typed.
+pub(crate) struct Loaded<T> {
+    pub source: Source,
+    pub root: Node,
+    pub config: T,
+    pub registry: Arc<Registry>,
+}
+
+/// Loads `source` as a `T` whose schema is `schema`; `defaults` fills in
+/// what depends on the file (such as the run name) before validation.
+pub(crate) fn load_typed<T: serde::de::DeserializeOwned>(
+    runtime: &Runtime,
+    mut source: Source,
+    sets: &[String],
+    schema: &serde_json::Value,
+    defaults: impl FnOnce(&mut Node),
+) -> Result<Loaded<T>> {
+    let fail = |d: Diagnostic, source: &Source| source.error(vec![d]);
+    let mut root = source.parse().map_err(|d| fail(d, &source))?;
+    if !matches!(root.value, NodeValue::Table(_)) {
+        return Err(fail(
+            Diagnostic::new("", Origin::File(0..0), "a pipeline must be a TOML table"),
+            &source,
+        ));
+    }
+    source
+        .apply_sets(&mut root, sets)
+        .map_err(|d| fail(d, &source))?;
+    defaults(&mut root);
+    let registry = runtime.registry_with(&plugin_dirs(&root, &source));
+    for problem in registry.problems() {
+        tracing::warn!(
+            "plugin {} not loaded: {}",
+            problem.path.display(),
+            problem.reason
+        );
+    }
+    let resolved = validate(
+        &root,
+        schema,
+        "",
+        &KindTable {
+            registry: &registry,
+        },
+    )
+    .map_err(|diagnostics| source.error(diagnostics))?;
+    // What passed the schema deserialises; what the schema cannot say (an
+    // integer beyond its field's type) is reported at its key.
+    let config: T = typed_at(&resolved).map_err(|(path, message)| {
+        let keys: Vec<&str> = path.split('.').collect();
+        let at = origin_at(&root, &keys);
+        source.error(vec![Diagnostic::new(
+            path.clone(),
+            at,
+            format!("`{path}`: {message}"),
+        )])
+    })?;
+    Ok(Loaded {
+        source,
+        root,
+        config,
+        registry,
+    })
 }
 
 impl Pipeline {
@@ -147,57 +225,32 @@ impl Pipeline {
     /// plus those of the plugin directories the pipeline names.
     fn load(
         runtime: &Runtime,
-        mut source: Source,
+        source: Source,
         sets: &[String],
         default_name: &str,
     ) -> Result<Pipeline> {
-        let fail = |d: Diagnostic, source: &Source| source.error(vec![d]);
-        let mut root = source.parse().map_err(|d| fail(d, &source))?;
-        if !matches!(root.value, NodeValue::Table(_)) {
-            return Err(fail(
-                Diagnostic::new("", Origin::File(0..0), "a pipeline must be a TOML table"),
-                &source,
-            ));
-        }
-        source
-            .apply_sets(&mut root, sets)
-            .map_err(|d| fail(d, &source))?;
-        if root.get("run").and_then(|r| r.get("name")).is_none() {
-            let name = Node {
-                value: NodeValue::String(default_name.to_string()),
-                origin: Origin::Generated,
-            };
-            // Cannot fail: `run` is absent or a table (a non-table `run` is reported by validation).
-            let _ = root.set_path(&["run", "name"], name);
-        }
-        let registry = runtime.registry_with(&plugin_dirs(&root, &source));
-        for problem in registry.problems() {
-            tracing::warn!(
-                "plugin {} not loaded: {}",
-                problem.path.display(),
-                problem.reason
-            );
-        }
-        let resolved = validate(
-            &root,
+        let loaded = load_typed::<PipelineConfig>(
+            runtime,
+            source,
+            sets,
             &crate::sections::schema(),
-            "",
-            &KindTable {
-                registry: &registry,
+            |root| {
+                if root.get("run").and_then(|r| r.get("name")).is_none() {
+                    let name = Node {
+                        value: NodeValue::String(default_name.to_string()),
+                        origin: Origin::Generated,
+                    };
+                    // Cannot fail: `run` is absent or a table (a non-table `run` is reported by validation).
+                    let _ = root.set_path(&["run", "name"], name);
+                }
             },
-        )
-        .map_err(|diagnostics| source.error(diagnostics))?;
-        // What passed the schema deserialises; what the schema cannot say (an
-        // integer beyond its field's type) is reported at its key.
-        let config: PipelineConfig = typed_at(&resolved).map_err(|(path, message)| {
-            let keys: Vec<&str> = path.split('.').collect();
-            let at = origin_at(&root, &keys);
-            source.error(vec![Diagnostic::new(
-                path.clone(),
-                at,
-                format!("`{path}`: {message}"),
-            )])
-        })?;
+        )?;
+        let Loaded {
+            source,
+            root,
+            config,
+            registry,
+        } = loaded;
         let problems = check_values(&root, &config, &source.dir);
         if !problems.is_empty() {
             return Err(source.error(problems));

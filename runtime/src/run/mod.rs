@@ -206,7 +206,7 @@ impl Run {
 
     /// A trainer over `data` with the model of the run's selected checkpoint
     /// (the best-validation one, else the newest).
-    fn trained(&self, data: crate::data::Dataset) -> Result<Trainer> {
+    pub(crate) fn trained(&self, data: crate::data::Dataset) -> Result<Trainer> {
         let mut trainer = RunContext::new(&self.pipeline, true)?.trainer(data)?;
         let ckpt = fit::selected_checkpoint(self.dir())?
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;

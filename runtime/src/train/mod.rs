@@ -308,6 +308,18 @@ impl Trainer {
         Ok((part, outputs))
     }
 
+    /// The model's per-task outputs for the named inputs `inputs` (moved to
+    /// the model's device), in evaluation mode without gradients.
+    pub fn outputs(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>> {
+        let _autocast = self.autocast()?;
+        let _no_grad = tch::no_grad_guard();
+        let inputs = inputs
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), t.f_to_device(self.device)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.model.forward(&inputs, false, false)
+    }
+
     /// The model's hidden features (see [`Model::hidden_features`]) of the
     /// examples `x` of a data set with that one input, in batches of
     /// `batch` rows, on the CPU.

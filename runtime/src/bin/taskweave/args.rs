@@ -58,6 +58,18 @@ pub enum Command {
         #[command(subcommand)]
         command: LmCommand,
     },
+    /// Continue a decoding pipeline's prompt: each next byte from the fused
+    /// distribution of its models, written as it is drawn.
+    Decode(DecodeArgs),
+    /// Score a decoding pipeline's fusion on its held-out text, per corpus:
+    /// exact perplexity and bits per byte by teacher forcing, next-byte accuracy.
+    EvalLm {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Continue a run from its newest checkpoint.
     Resume {
         /// The run directory (out_dir/<run name>).
@@ -206,6 +218,20 @@ pub struct PipelineArgs {
     /// Extra plugin directory (repeatable).
     #[arg(long = "plugins", value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave decode`.
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The text to continue.
+    #[arg(long)]
+    pub prompt: String,
+    /// After the text: a JSON line with the bytes drawn and, per byte, the
+    /// active expert and its coefficient (on standard error).
+    #[arg(long)]
+    pub steering: bool,
 }
 
 /// `taskweave preview`.

@@ -307,17 +307,7 @@ fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
             fused.alpha.size()
         )));
     }
-    // The active expert: the first with a non-zero coefficient (0 when none
-    // is: the large model itself, which every expert gives at a = 0).
-    let expert = fused
-        .alpha
-        .f_ne(0.0)?
-        .f_to_kind(Kind::Int)?
-        .f_argmax(1, false)?;
-    let alpha = fused
-        .alpha
-        .f_gather(1, &expert.f_unsqueeze(1)?, false)?
-        .f_squeeze_dim(1)?;
+    let (expert, alpha) = taskweave::lm::active_expert(&fused.alpha)?;
     checkpoint::write(
         &call.out,
         &Checkpoint {

@@ -6,6 +6,7 @@ mod authoring;
 mod call;
 mod flatness;
 mod gpu_info;
+mod lm;
 mod plugins;
 mod preview;
 mod sample;
@@ -71,6 +72,8 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                     overwrite,
                 },
         } => train::lm(&env, &pipeline, overwrite, out),
+        Command::Decode(args) => lm::decode(&env, &args, out),
+        Command::EvalLm { pipeline, json } => lm::eval(&env, &pipeline, json, out),
         Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),

@@ -1,0 +1,76 @@
+//! `decode` and `eval-lm`: decoding pipelines (see `taskweave::lm`).
+
+use std::io::Write;
+
+use taskweave::lm::{decode, eval, DecodePipeline};
+
+use super::{write_json, Env};
+use crate::args::{DecodeArgs, PipelineArgs};
+use crate::output::{Failure, Table};
+
+fn pipeline(env: &Env, args: &PipelineArgs) -> Result<DecodePipeline, Failure> {
+    Ok(DecodePipeline::from_file(
+        &env.runtime(&args.plugins),
+        &args.pipeline,
+        &args.sets,
+    )?)
+}
+
+pub fn decode(env: &Env, args: &DecodeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let pipeline = pipeline(env, &args.pipeline)?;
+    let generated = decode::generate(&pipeline, args.prompt.as_bytes(), out)?;
+    writeln!(out)?;
+    if generated.context_full {
+        tracing::warn!(
+            "stopped after {} bytes: the prompt and the text filled the models' context",
+            generated.bytes.len()
+        );
+    }
+    if args.steering {
+        eprintln!(
+            "{}",
+            serde_json::to_string(&generated).map_err(std::io::Error::from)?
+        );
+    }
+    Ok(())
+}
+
+pub fn eval(
+    env: &Env,
+    args: &PipelineArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let scores = eval::evaluate(&pipeline(env, args)?)?;
+    if json {
+        return write_json(out, &scores);
+    }
+    let mut table = Table::new(&[
+        "corpus",
+        "bytes",
+        "bits/byte",
+        "perplexity",
+        "accuracy",
+        "mean α",
+        "steering",
+    ]);
+    for s in &scores {
+        let steering: Vec<String> = s
+            .experts
+            .iter()
+            .zip(&s.expert_share)
+            .map(|(e, share)| format!("{e} {:.0}%", share * 100.0))
+            .collect();
+        table.row(vec![
+            s.corpus.clone(),
+            s.bytes.to_string(),
+            format!("{:.4}", s.bits),
+            format!("{:.4}", s.perplexity),
+            format!("{:.4}", s.accuracy),
+            format!("{:.3}", s.mean_alpha),
+            steering.join(", "),
+        ]);
+    }
+    table.write(out)?;
+    Ok(())
+}

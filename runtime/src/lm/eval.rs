@@ -1,0 +1,144 @@
+//! `taskweave eval-lm`: the fused distribution's cross-entropy on every
+//! held-out byte of each corpus, by teacher forcing (every model reads the
+//! true preceding bytes of the window), so the perplexity is exact.
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use super::config::ExpertChoice;
+use super::{active_expert, DecodePipeline};
+use crate::data::IGNORE_TOKEN;
+use crate::error::{Error, Result};
+
+/// One corpus's score under the pipeline's fusion.
+#[derive(Debug, Clone, Serialize)]
+pub struct CorpusScore {
+    /// The corpus (a task of the held-out text).
+    pub corpus: String,
+    /// The held-out bytes scored.
+    pub bytes: u64,
+    /// Mean cross-entropy per byte, in nats.
+    pub ce: f64,
+    /// Mean cross-entropy per byte, in bits.
+    pub bits: f64,
+    /// `exp(ce)`.
+    pub perplexity: f64,
+    /// How often the most probable byte was the next one.
+    pub accuracy: f64,
+    /// The experts the fusion was given.
+    pub experts: Vec<String>,
+    /// Per expert: the share of bytes at which it was the active one with
+    /// a non-zero coefficient.
+    pub expert_share: Vec<f64>,
+    /// The mean coefficient of the active expert over all bytes (0 where
+    /// the fusion left the large model alone).
+    pub mean_alpha: f64,
+}
+
+/// Scores the test split of the pipeline's `[data]` with its fusion, one
+/// corpus at a time.
+pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
+    let data = pipeline.load_data()?;
+    let mut models = pipeline.models()?;
+    let context = data.inputs[0].shape[0];
+    if context > models.context() {
+        let short = [&models.large, &models.small]
+            .into_iter()
+            .chain(&models.experts)
+            .find(|m| m.context() < context)
+            .map_or_else(String::new, |m| m.name.clone());
+        return Err(Error::Input(format!(
+            "data.context: windows of {context} tokens, but model `{short}` reads at most {}; give data.context at most that",
+            models.context()
+        )));
+    }
+    let names: Vec<String> = pipeline.config().models.experts.keys().cloned().collect();
+    let device = pipeline.device();
+    let batch = pipeline.config().eval.batch as i64;
+    let split = &data.test;
+    let tokens = &split.inputs[0].1;
+    let mut scores = Vec::new();
+    for (t, task) in data.tasks.iter().enumerate() {
+        // The experts this corpus is scored with, as indices into `names`.
+        let chosen: Vec<usize> = match pipeline.config().eval.experts {
+            ExpertChoice::All => (0..names.len()).collect(),
+            ExpertChoice::Own => vec![names.iter().position(|n| *n == task.name).ok_or_else(|| {
+                Error::Input(format!(
+                    "models.experts: corpus `{}` has no expert of its name (eval.experts = \"own\"); name one `{}` or set eval.experts = \"all\"",
+                    task.name, task.name
+                ))
+            })?],
+        };
+        let experts: Vec<String> = chosen.iter().map(|&e| names[e].clone()).collect();
+        let mut fusion = pipeline.fusion(&experts)?;
+        let rows = match &split.masks[t] {
+            Some(mask) => mask.f_nonzero()?.f_squeeze_dim(1)?,
+            None => Tensor::f_arange(split.len() as i64, (Kind::Int64, tokens.device()))?,
+        };
+        let (mut nats, mut hits, mut count, mut alpha_sum) = (0.0, 0.0, 0.0, 0.0);
+        let mut shares = vec![0.0; experts.len()];
+        let n = rows.size()[0];
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            let at = format!("corpus `{}`, windows {start}..{}", task.name, start + len);
+            let index = rows.f_narrow(0, start, len)?;
+            let input = tokens.f_index_select(0, &index)?;
+            let target = split.targets[t]
+                .f_index_select(0, &index)?
+                .f_to_device(device)?;
+            // Only the labelled positions (padding predicts nothing).
+            let valid = target.f_ne(IGNORE_TOKEN)?.f_flatten(0, -1)?;
+            let flat = |m: &mut super::LanguageModel| -> Result<Tensor> {
+                let logits = m.logits(&input, device, &at)?;
+                let v = logits.size()[2];
+                Ok(logits.f_reshape([-1, v])?.f_index(&[Some(&valid)])?)
+            };
+            let large = flat(&mut models.large)?;
+            let small = flat(&mut models.small)?;
+            let expert_logits = chosen
+                .iter()
+                .map(|&e| flat(&mut models.experts[e]))
+                .collect::<Result<Vec<_>>>()?;
+            let fused = fusion.fuse(&taskweave_plugin_api::FusionInput {
+                large: &large,
+                small: &small,
+                experts: &expert_logits,
+            })?;
+            let want = target.f_flatten(0, -1)?.f_index(&[Some(&valid)])?;
+            let log_probs = fused.log_probs.f_to_kind(Kind::Double)?;
+            let picked = log_probs.f_gather(1, &want.f_unsqueeze(1)?, false)?;
+            nats -= picked.f_sum(Kind::Double)?.f_double_value(&[])?;
+            hits += log_probs
+                .f_argmax(1, false)?
+                .f_eq_tensor(&want)?
+                .f_sum(Kind::Double)?
+                .f_double_value(&[])?;
+            count += want.size()[0] as f64;
+            let (active, alpha) = active_expert(&fused.alpha)?;
+            alpha_sum += alpha.f_sum(Kind::Double)?.f_double_value(&[])?;
+            let steering = alpha.f_ne(0.0)?;
+            for (e, share) in shares.iter_mut().enumerate() {
+                *share += active
+                    .f_eq(e as i64)?
+                    .f_logical_and(&steering)?
+                    .f_sum(Kind::Double)?
+                    .f_double_value(&[])?;
+            }
+            start += len;
+        }
+        let ce = nats / count.max(1.0);
+        scores.push(CorpusScore {
+            corpus: task.name.clone(),
+            bytes: count as u64,
+            ce,
+            bits: ce / std::f64::consts::LN_2,
+            perplexity: ce.exp(),
+            accuracy: hits / count.max(1.0),
+            experts,
+            expert_share: shares.iter().map(|s| s / count.max(1.0)).collect(),
+            mean_alpha: alpha_sum / count.max(1.0),
+        });
+    }
+    Ok(scores)
+}
