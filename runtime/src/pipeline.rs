@@ -177,23 +177,29 @@ pub(crate) fn load_typed<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The pipeline file at `path`, read.
+pub(crate) fn read_source(path: &Path) -> Result<Source> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Input(format!(
+            "cannot read pipeline {}: {}",
+            path.display(),
+            taskweave_plugin_api::io_reason(&e)
+        ))
+    })?;
+    Ok(Source::file(path, text))
+}
+
 impl Pipeline {
     /// Loads and validates the pipeline file at `path`, with `sets`
     /// (`dotted.key=value`, values in TOML) applied first. The run name
     /// defaults to the file name.
     pub fn from_file(runtime: &Runtime, path: &Path, sets: &[String]) -> Result<Pipeline> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Input(format!(
-                "cannot read pipeline {}: {}",
-                path.display(),
-                taskweave_plugin_api::io_reason(&e)
-            ))
-        })?;
+        let source = read_source(path)?;
         let name = path.file_stem().map_or_else(
             || "run".to_string(),
             |s| crate::names::name_from(&s.to_string_lossy()),
         );
-        Pipeline::load(runtime, Source::file(path, text), sets, &name)
+        Pipeline::load(runtime, source, sets, &name)
     }
 
     /// Loads and validates a pipeline given as text; relative paths in it

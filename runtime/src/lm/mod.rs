@@ -22,10 +22,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
-use crate::pipeline::{check_data, load_typed, Loaded};
+use crate::pipeline::{check_data, load_typed, read_source, Loaded};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
-use crate::spec::Source;
 pub use config::DecodeConfig;
 pub use model::LanguageModel;
 
@@ -66,13 +65,6 @@ impl DecodePipeline {
     /// Loads and validates the decoding pipeline at `path` with `sets`
     /// (`dotted.key=value`) applied first.
     pub fn from_file(runtime: &Runtime, path: &Path, sets: &[String]) -> Result<DecodePipeline> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Input(format!(
-                "cannot read pipeline {}: {}",
-                path.display(),
-                taskweave_plugin_api::io_reason(&e)
-            ))
-        })?;
         let Loaded {
             source,
             root,
@@ -80,12 +72,11 @@ impl DecodePipeline {
             registry,
         } = load_typed::<DecodeConfig>(
             runtime,
-            Source::file(path, text),
+            read_source(path)?,
             sets,
             &config::schema(),
             |_| {},
         )?;
-        let config: DecodeConfig = config;
         if let Some(problem) = check_data(&root, &config.data, &source.dir) {
             return Err(source.error(vec![problem]));
         }
