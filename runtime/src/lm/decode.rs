@@ -181,8 +181,14 @@ mod tests {
         // top_p = 0.75: 0.5 + 0.3 reach it, so the first two only.
         let p = draws(sampling(1.0, 0, 0.75), &mut rng);
         assert_eq!(p[2] + p[3] + p[4], 0, "{p:?}");
-        // A low temperature sharpens towards the most probable.
+        // Temperature 0.1 raises the probabilities to the 10th power:
+        // 0.5¹⁰ / Σ pᵢ¹⁰ ≈ 0.994 for the most probable.
         let cold = draws(sampling(0.1, 0, 1.0), &mut rng);
-        assert!(cold[0] > 19_900, "{cold:?}");
+        let tempered: f64 = [0.5f64, 0.3, 0.15, 0.05].iter().map(|p| p.powi(10)).sum();
+        let share = 0.5f64.powi(10) / tempered;
+        assert!(
+            (cold[0] as f64 / 20_000.0 - share).abs() < 0.003,
+            "{cold:?} vs {share}"
+        );
     }
 }
