@@ -133,6 +133,145 @@ fn lm_train_learns_each_corpus_reports_bits_per_byte_and_init_makes_an_expert() 
         test_bits(d, "scratch", "words"),
     );
     assert!(expert < scratch - 0.5, "expert {expert}, scratch {scratch}");
+    decoding_pipelines_score_and_continue_text_with_the_trained_models(d);
+}
+
+/// A decoding pipeline over the runs of the test above: `general` as both
+/// base models, `expert` (fine-tuned on `words`) as the one expert.
+fn decode_pipeline(dir: &Path) {
+    let text = r#"device = "cpu"
+
+[plugins]
+dirs = ["plugins"]
+
+[models]
+large = { run = "runs/general" }
+small = { run = "runs/general" }
+experts = { words = { run = "runs/expert" } }
+
+[fusion]
+kind = "large"
+
+[decode]
+max_new = 48
+
+[data]
+kind = "text"
+context = 32
+
+[data.corpora]
+count = ["text/count/*.txt"]
+words = ["text/words/*.txt"]
+
+[eval]
+experts = "all"
+"#;
+    std::fs::write(dir.join("decode.toml"), text).unwrap();
+}
+
+/// `eval-lm --json` with `sets`: corpus → (bits, mean α).
+fn eval_lm(dir: &Path, sets: &[&str]) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut args = vec!["eval-lm", "decode.toml", "--json"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let (code, out, err) = run_cli(dir, &args);
+    assert_eq!(code, 0, "{args:?}: {err}");
+    let scores: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    scores
+        .iter()
+        .map(|s| {
+            let number = |k: &str| s[k].as_f64().unwrap();
+            (
+                s["corpus"].as_str().unwrap().to_string(),
+                (number("bits"), number("mean_alpha")),
+            )
+        })
+        .collect()
+}
+
+fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) {
+    install_plugin(d, "taskweave-logit-fusion");
+    decode_pipeline(d);
+    // The large model alone scores the held-out documents exactly as its
+    // own run's test evaluation did (the same windows, the same checkpoint).
+    let large = eval_lm(d, &[]);
+    for corpus in ["count", "words"] {
+        let (bits, alpha) = large[corpus];
+        let own = test_bits(d, "general", corpus);
+        assert!((bits - own).abs() < 1e-4, "{corpus}: {bits} vs {own}");
+        assert_eq!(alpha, 0.0);
+    }
+    // With the small base equal to the large one, the expert's shift is
+    // matched exactly at α = 1: dynamic fusion becomes the expert itself.
+    let expert = eval_lm(d, &["fusion={kind=\"expert\"}"]);
+    let fused = eval_lm(d, &["fusion={kind=\"logit-fusion\"}"]);
+    let proxy = eval_lm(d, &["fusion={kind=\"proxy\"}"]);
+    for corpus in ["count", "words"] {
+        let (e, (f, alpha), p) = (expert[corpus].0, fused[corpus], proxy[corpus].0);
+        assert!(
+            (f - e).abs() < 1e-4 && (p - e).abs() < 1e-4,
+            "{corpus}: fused {f}, proxy {p}, expert {e}"
+        );
+        assert!(alpha > 0.99, "{corpus}: mean α {alpha}");
+    }
+    assert!(
+        expert["words"].0 < large["words"].0 - 0.05,
+        "the expert should know `words` better: {expert:?} vs {large:?}"
+    );
+    // Greedy decoding: the same text every time, and in the words corpus
+    // every word is one of its six (each is fixed by its first letter).
+    let decode = |extra: &[&str]| {
+        let mut args = vec![
+            "decode",
+            "decode.toml",
+            "--prompt",
+            "river stone ",
+            "--set",
+            "fusion={kind=\"logit-fusion\"}",
+        ];
+        args.extend(extra);
+        let (code, out, err) = run_cli(d, &args);
+        assert_eq!(code, 0, "{err}");
+        (out, err)
+    };
+    let (text, _) = decode(&[]);
+    assert_eq!(decode(&[]).0, text);
+    let words = ["apple", "river", "stone", "cloud", "ember", "lotus"];
+    let complete: Vec<&str> = text
+        .trim_end()
+        .split([' ', '.', '\n'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert!(complete.len() >= 4, "{text:?}");
+    for w in &complete[..complete.len() - 1] {
+        assert!(words.contains(w), "{w:?} in {text:?}");
+    }
+    // The prompt and the text fill the 32-token context: generation stops there.
+    assert_eq!(
+        text.trim_end_matches('\n').len(),
+        32 - 1 - "river stone ".len(),
+        "{text:?}"
+    );
+    let (_, steering) = decode(&["--steering"]);
+    let line: serde_json::Value = serde_json::from_str(steering.lines().last().unwrap()).unwrap();
+    assert_eq!(line["steering"][0][0], "words", "{line}");
+    // Bad input: a prompt longer than the context, a corpus without its expert.
+    let (code, _, err) = run_cli(d, &["decode", "decode.toml", "--prompt", &"x".repeat(40)]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--prompt: 40 bytes") && err.contains("at most 31 bytes"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &["eval-lm", "decode.toml", "--set", "eval.experts=\"own\""],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("models.experts: corpus `count` has no expert of its name"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,9 +15,10 @@ pub enum Head {
     /// Features pooled to `[B, C]`, then an MLP to `[B, out]`.
     Flat(Mlp),
     /// Tokens `[B, L, C]`, each through the same MLP: `[B, L, out]` (a
-    /// language model's next-token logits).
+    /// language model's next-token logits). L may be shorter than the
+    /// targets' length: a causal model decoding reads a prefix of a window.
     Tokens {
-        /// The positions the task's targets have.
+        /// The positions the task's targets have: the most it reads.
         length: usize,
         mlp: Mlp,
     },
@@ -141,9 +142,9 @@ impl Head {
         match self {
             Head::Flat(mlp) => Ok(mlp.forward(&pooled(features)?, train, update_stats)?),
             Head::Tokens { length, mlp } => {
-                if features.dim() != 3 || features.size()[1] != *length as i64 {
+                if features.dim() != 3 || features.size()[1] > *length as i64 {
                     return Err(shape_error(&format!(
-                        "a per-token head reads tokens [B, {length}, C]"
+                        "a per-token head reads tokens [B, L ≤ {length}, C]"
                     )));
                 }
                 Ok(mlp.forward(features, train, update_stats)?)
