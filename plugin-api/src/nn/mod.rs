@@ -18,7 +18,7 @@ use crate::config::JsonSchema;
 use crate::Result;
 
 pub use conv::{Conv2d, GroupNorm};
-pub use transformer::{LayerNorm, TransformerBlock};
+pub use transformer::{KvCache, LayerNorm, TransformerBlock};
 
 /// An elementwise non-linearity; configs name it in lower case (`"relu"`).
 #[derive(

@@ -94,14 +94,8 @@ impl TransformerBlock {
     /// sequence needs at least one valid token (a causal block: a valid first
     /// token).
     pub fn forward(&self, x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
-        let (b, n, d) = x.size3()?;
-        let h = self.heads;
-        let qkv = self
-            .qkv
-            .forward(&self.norm1.forward(x)?)?
-            .f_view([b, n, 3, h, d / h])?
-            .f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+        let (b, n, _) = x.size3()?;
+        let (q, k, v) = self.project(x)?;
         let mask = match valid {
             None => None,
             Some(valid) => {
@@ -109,16 +103,71 @@ impl TransformerBlock {
                 let keys = valid.f_view([b, 1, 1, n])?;
                 Some(match self.causal {
                     false => keys,
-                    true => {
-                        let ones = Tensor::f_ones([n, n], (Kind::Bool, x.device()))?;
-                        keys.f_logical_and(&ones.f_tril(0)?)?
-                    }
+                    true => keys.f_logical_and(&causal_mask(n, 0, x.device())?)?,
                 })
             }
         };
         let causal = self.causal && mask.is_none();
+        self.finish(x, &q, &k, &v, mask, causal)
+    }
+
+    /// A causal block applied to the next tokens `x` `[B, N, dim]` of
+    /// sequences whose earlier tokens `cache` holds (empty at the start);
+    /// `cache` then holds `x` too. Decoding one token at a time this way
+    /// costs O(length) per token instead of re-reading the window, and gives
+    /// what [`TransformerBlock::forward`] gives at the same positions.
+    pub fn forward_cached(&self, x: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        if !self.causal {
+            return Err(Error::msg(
+                "a key-value cache serves causal blocks only: a bidirectional block's earlier tokens read the later ones",
+            ));
+        }
+        let n = x.size3()?.1;
+        let (q, k, v) = self.project(x)?;
+        let (k, v) = match cache.keys_values.take() {
+            None => (k, v),
+            Some((past_k, past_v)) => (
+                Tensor::f_cat(&[past_k, k], 2)?,
+                Tensor::f_cat(&[past_v, v], 2)?,
+            ),
+        };
+        let past = k.size()[2] - n;
+        // One new token reads every key; several read up to themselves.
+        let (mask, causal) = match (n, past) {
+            (1, _) => (None, false),
+            (_, 0) => (None, true),
+            _ => (Some(causal_mask(n, past, x.device())?), false),
+        };
+        let out = self.finish(x, &q, &k, &v, mask, causal)?;
+        cache.keys_values = Some((k, v));
+        Ok(out)
+    }
+
+    /// Queries, keys and values `[B, heads, N, dim / heads]` of `x`.
+    fn project(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, n, d) = x.size3()?;
+        let h = self.heads;
+        let qkv = self
+            .qkv
+            .forward(&self.norm1.forward(x)?)?
+            .f_view([b, n, 3, h, d / h])?
+            .f_permute([2, 0, 3, 1, 4])?;
+        Ok((qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?))
+    }
+
+    /// Attention of `q` over `k`, `v`, then the residual and the MLP.
+    fn finish(
+        &self,
+        x: &Tensor,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<Tensor>,
+        causal: bool,
+    ) -> Result<Tensor> {
+        let (b, n, d) = x.size3()?;
         let attended =
-            Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false)?
+            Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, false)?
                 .f_transpose(1, 2)?
                 .f_reshape([b, n, d])?;
         let x = x.f_add(&self.proj.forward(&attended)?)?;
@@ -135,6 +184,39 @@ impl TransformerBlock {
         out.extend(self.fc1.parameters(&format!("{prefix}.mlp.fc1")));
         out.extend(self.fc2.parameters(&format!("{prefix}.mlp.fc2")));
         out
+    }
+}
+
+/// `[N, past + N]` bool: new query i (position past + i) may read key j
+/// when j ≤ past + i.
+fn causal_mask(n: i64, past: i64, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_ones([n, past + n], (Kind::Bool, device))?.f_tril(past)?)
+}
+
+/// The keys and values a causal [`TransformerBlock`] has computed for the
+/// tokens it has read, kept between calls of
+/// [`TransformerBlock::forward_cached`]. One per block and sequence batch.
+#[derive(Default)]
+pub struct KvCache {
+    keys_values: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    /// An empty cache: the next call reads the first tokens.
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// How many tokens of each sequence the cache holds.
+    pub fn len(&self) -> usize {
+        self.keys_values
+            .as_ref()
+            .map_or(0, |(k, _)| k.size()[2] as usize)
+    }
+
+    /// Whether the cache holds no token yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -165,6 +247,34 @@ mod tests {
             .forward(&x, Some(&all))
             .unwrap()
             .allclose(&a, 1e-6, 1e-6, false));
+    }
+
+    #[test]
+    fn cached_decoding_gives_the_full_window_s_outputs() {
+        tch::manual_seed(2);
+        let block = TransformerBlock::new(8, 2, 16, true, Device::Cpu).unwrap();
+        let x = Tensor::randn([2, 7, 8], (Kind::Float, Device::Cpu));
+        let full = block.forward(&x, None).unwrap();
+        // A prompt of three tokens, then two, then one at a time.
+        let mut cache = KvCache::new();
+        let mut parts = Vec::new();
+        for (start, len) in [(0, 3), (3, 2), (5, 1), (6, 1)] {
+            parts.push(
+                block
+                    .forward_cached(&x.narrow(1, start, len), &mut cache)
+                    .unwrap(),
+            );
+            assert_eq!(cache.len(), (start + len) as usize);
+        }
+        let stepped = Tensor::cat(&parts, 1);
+        assert!(stepped.allclose(&full, 1e-5, 1e-5, false));
+        let bidirectional = TransformerBlock::new(8, 2, 16, false, Device::Cpu).unwrap();
+        let e = bidirectional
+            .forward_cached(&x, &mut KvCache::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("causal blocks only"), "{e}");
     }
 
     #[test]

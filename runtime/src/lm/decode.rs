@@ -5,7 +5,7 @@ use std::io::Write;
 
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::FusionInput;
-use tch::{Kind, Tensor};
+use tch::Kind;
 
 use super::config::SamplingConfig;
 use super::{active_expert, DecodePipeline};
@@ -67,8 +67,9 @@ pub fn choose(log_probs: &[f64], sampling: &SamplingConfig, rng: &mut SplitMix) 
 }
 
 /// Continues `prompt` with up to `decode.max_new` bytes, each written to
-/// `out` as soon as it is drawn. Every model reads the whole window each
-/// step; a prompt that does not fit the shortest context is refused.
+/// `out` as soon as it is drawn. Each model reads the prompt once and then
+/// one byte per step (with its key-value cache); a prompt that does not fit
+/// the shortest context is refused.
 pub fn generate(
     pipeline: &DecodePipeline,
     prompt: &[u8],
@@ -96,16 +97,16 @@ pub fn generate(
         steering: Vec::new(),
         context_full: false,
     };
+    let mut fresh = tokens.len();
     while generated.bytes.len() < sampling.max_new as usize {
         if tokens.len() >= context {
             generated.context_full = true;
             break;
         }
         let at = format!("step {}", generated.bytes.len());
-        let window = Tensor::from_slice(&tokens).f_unsqueeze(0)?;
-        let mut last = |m: &mut super::LanguageModel| -> Result<Tensor> {
-            Ok(m.logits(&window, device, &at)?.f_select(1, -1)?)
-        };
+        // The prompt at the first step, then the byte drawn last.
+        let next = &tokens[tokens.len() - fresh..];
+        let mut last = |m: &mut super::LanguageModel| m.read(next, device, &at);
         let large = last(&mut models.large)?;
         let small = last(&mut models.small)?;
         let experts = models
@@ -135,6 +136,7 @@ pub fn generate(
             .and_then(|()| out.flush())
             .map_err(|e| Error::Run(format!("cannot write the generated text: {e}")))?;
         tokens.push(byte as i64);
+        fresh = 1;
     }
     Ok(generated)
 }

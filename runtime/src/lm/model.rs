@@ -1,8 +1,10 @@
 //! One causal language model a decoding pipeline names: a run of `taskweave
-//! lm train` at its selected checkpoint, giving next-byte logits.
+//! lm train` at its selected checkpoint, giving next-byte logits for whole
+//! windows (scoring) or one step at a time with a key-value cache (decoding).
 
 use std::path::Path;
 
+use taskweave_plugin_api::nn::KvCache;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -17,6 +19,12 @@ pub struct LanguageModel {
     trainer: Trainer,
     context: usize,
     vocab: usize,
+    /// Whether decoding reads only the new tokens (a causal backbone under
+    /// hard sharing) rather than the whole window again.
+    cached: bool,
+    /// The tokens decoding has read, and their keys and values.
+    read: Vec<i64>,
+    cache: Vec<KvCache>,
 }
 
 impl LanguageModel {
@@ -40,11 +48,15 @@ impl LanguageModel {
             })?;
         let context = tokens.shape.first().copied().unwrap_or(0);
         let vocab = trainer.data().tasks[0].output_dim();
+        let cached = run.pipeline().config().model.architecture["kind"] == "hard-sharing";
         Ok(LanguageModel {
             name: name.to_string(),
             trainer,
             context,
             vocab,
+            cached,
+            read: Vec::new(),
+            cache: Vec::new(),
         })
     }
 
@@ -66,9 +78,53 @@ impl LanguageModel {
             taskweave_datasets::TOKENS.to_string(),
             tokens.shallow_clone(),
         )];
-        let out = self
-            .trainer
-            .outputs(&inputs)?
+        let out = self.trainer.outputs(&inputs)?;
+        self.checked(out, device, at)
+    }
+
+    /// The next-token logits `[1, V]` after the tokens decoding has read so
+    /// far followed by `next` (which it has read then). A model with a
+    /// key-value cache reads `next` alone; others read the whole window.
+    pub fn read(&mut self, next: &[i64], device: Device, at: &str) -> Result<Tensor> {
+        if self.read.len() + next.len() > self.context {
+            return Err(Error::Input(format!(
+                "model `{}`: {} tokens exceed its context of {}",
+                self.name,
+                self.read.len() + next.len(),
+                self.context
+            )));
+        }
+        self.read.extend_from_slice(next);
+        let out = if self.cached {
+            let inputs = [(
+                taskweave_datasets::TOKENS.to_string(),
+                Tensor::f_from_slice(next)?.f_unsqueeze(0)?,
+            )];
+            let out = self
+                .trainer
+                .outputs_cached(&inputs, &mut self.cache)?
+                .ok_or_else(|| {
+                    Error::Run(format!("model `{}` cannot decode with a cache", self.name))
+                })?;
+            self.checked(out, device, at)?
+        } else {
+            let window = Tensor::f_from_slice(&self.read)?.f_unsqueeze(0)?;
+            self.logits(&window, device, at)?
+        };
+        Ok(out.f_select(1, -1)?)
+    }
+
+    /// Forgets what decoding has read: the next [`LanguageModel::read`]
+    /// starts a new sequence.
+    pub fn restart(&mut self) {
+        self.read.clear();
+        self.cache.clear();
+    }
+
+    /// The first task's output of `outputs` as float32 on `device`, refused
+    /// when a value is NaN or +∞.
+    fn checked(&self, outputs: Vec<Tensor>, device: Device, at: &str) -> Result<Tensor> {
+        let out = outputs
             .into_iter()
             .next()
             .ok_or_else(|| Error::Run(format!("model `{}` gave no output", self.name)))?

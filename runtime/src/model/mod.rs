@@ -5,6 +5,7 @@
 pub mod backbone;
 mod head;
 
+use taskweave_plugin_api::nn::KvCache;
 use taskweave_plugin_api::{Architecture, BackboneUse, Group, InputSpec};
 use tch::{Device, Tensor};
 
@@ -129,6 +130,37 @@ impl Model {
         update_stats: bool,
     ) -> Result<Vec<Tensor>> {
         let per_task = self.task_features(inputs, train, update_stats)?;
+        self.head_outputs(&per_task, train, update_stats)
+    }
+
+    /// Per-task outputs in evaluation mode at the next positions of a causal
+    /// backbone's sequences, whose earlier positions `cache` holds (empty at
+    /// the start; it then holds these too): decoding without re-reading the
+    /// window. `None` when the backbone is not causal or the architecture
+    /// reads more than its last layer. The architecture sees the new
+    /// positions only, which is exact for one that treats positions alike
+    /// and independently (hard sharing).
+    pub fn forward_cached(
+        &mut self,
+        inputs: &Inputs,
+        cache: &mut Vec<KvCache>,
+    ) -> Result<Option<Vec<Tensor>>> {
+        let causal = self.backbone.as_ref().and_then(|b| b.causal());
+        let (Some(causal), BackboneUse::Last) = (causal, self.uses) else {
+            return Ok(None);
+        };
+        let last = causal.forward_cached(inputs, cache)?;
+        let per_task = self.architecture_features(inputs, vec![last], false)?;
+        self.head_outputs(&per_task, false, false).map(Some)
+    }
+
+    /// Each task's head over its features.
+    fn head_outputs(
+        &self,
+        per_task: &[Tensor],
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Vec<Tensor>> {
         let mut outputs: Vec<Tensor> = Vec::with_capacity(per_task.len());
         for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
             // A shared head over the same features as the task before (hard
@@ -168,6 +200,16 @@ impl Model {
                 }
             }
         };
+        self.architecture_features(inputs, layers, train)
+    }
+
+    /// The architecture over the backbone's `layers`: one feature tensor per task.
+    fn architecture_features(
+        &mut self,
+        inputs: &Inputs,
+        layers: Vec<Tensor>,
+        train: bool,
+    ) -> Result<Vec<Tensor>> {
         let per_task = self
             .architecture
             .forward(&taskweave_plugin_api::ArchitectureInput {

@@ -313,11 +313,29 @@ impl Trainer {
     pub fn outputs(&mut self, inputs: &[(String, Tensor)]) -> Result<Vec<Tensor>> {
         let _autocast = self.autocast()?;
         let _no_grad = tch::no_grad_guard();
-        let inputs = inputs
+        let inputs = self.on_device(inputs)?;
+        self.model.forward(&inputs, false, false)
+    }
+
+    /// As [`Trainer::outputs`] at the next positions of a causal model's
+    /// sequences, reading only them (see [`Model::forward_cached`]); `None`
+    /// when the model cannot.
+    pub fn outputs_cached(
+        &mut self,
+        inputs: &[(String, Tensor)],
+        cache: &mut Vec<taskweave_plugin_api::nn::KvCache>,
+    ) -> Result<Option<Vec<Tensor>>> {
+        let _autocast = self.autocast()?;
+        let _no_grad = tch::no_grad_guard();
+        let inputs = self.on_device(inputs)?;
+        self.model.forward_cached(&inputs, cache)
+    }
+
+    fn on_device(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+        inputs
             .iter()
             .map(|(name, t)| Ok((name.clone(), t.f_to_device(self.device)?)))
-            .collect::<Result<Vec<_>>>()?;
-        self.model.forward(&inputs, false, false)
+            .collect()
     }
 
     /// The model's hidden features (see [`Model::hidden_features`]) of the

@@ -4,12 +4,12 @@
 //! block's hidden states `[B, L, dim]` are an output; a `token-multiclass`
 //! task's head turns the last into next-token logits (a language model).
 
-use taskweave_plugin_api::nn::Embedding;
+use taskweave_plugin_api::nn::{Embedding, KvCache};
 use taskweave_plugin_api::{InputKind, InputSpec};
 use tch::{Device, Tensor};
 
 use super::stack::{positions, Stack, StackSpec};
-use super::{input, require, Backbone, Inputs, Plan};
+use super::{input, require, Backbone, CausalBackbone, Inputs, Plan};
 use crate::error::{Error, Result};
 use crate::sections::TransformerLmBackbone;
 
@@ -86,5 +86,28 @@ impl Backbone for LmTrunk {
 
     fn buffers(&self) -> Vec<(String, Tensor)> {
         Vec::new()
+    }
+
+    fn causal(&self) -> Option<&dyn CausalBackbone> {
+        Some(self)
+    }
+}
+
+impl CausalBackbone for LmTrunk {
+    fn forward_cached(&self, inputs: &Inputs, cache: &mut Vec<KvCache>) -> Result<Tensor> {
+        let ids = input(inputs, &self.input)?;
+        let length = ids.size().last().copied().unwrap_or(0);
+        let past = cache.first().map_or(0, KvCache::len) as i64;
+        let context = self.positions.size()[0];
+        if past + length > context {
+            return Err(Error::Input(format!(
+                "{past} tokens read and {length} more exceed the model's context of {context} positions"
+            )));
+        }
+        let x = self
+            .tokens
+            .forward(ids)?
+            .f_add(&self.positions.f_narrow(0, past, length)?)?;
+        self.stack.forward_cached(x, cache)
     }
 }

@@ -12,6 +12,7 @@ mod stack;
 mod unet;
 mod vit;
 
+use taskweave_plugin_api::nn::KvCache;
 use taskweave_plugin_api::{InputKind, InputSpec};
 use tch::{Device, Tensor};
 
@@ -33,6 +34,21 @@ pub trait Backbone: Send {
 
     /// Non-trainable tensors checkpoints hold (batch-norm statistics).
     fn buffers(&self) -> Vec<(String, Tensor)>;
+
+    /// The backbone as a causal decoder, if it is one.
+    fn causal(&self) -> Option<&dyn CausalBackbone> {
+        None
+    }
+}
+
+/// A backbone whose position i depends on inputs 0..=i only, which can read
+/// its sequences a few positions at a time.
+pub trait CausalBackbone {
+    /// The last layer's output `[B, n, C]` (as [`Backbone::forward`] gives
+    /// it at those positions) for the next `n` positions of `inputs`, whose
+    /// earlier positions `cache` holds, one entry per block (empty at the
+    /// start); `cache` then holds these too.
+    fn forward_cached(&self, inputs: &Inputs, cache: &mut Vec<KvCache>) -> Result<Tensor>;
 }
 
 /// What a backbone will be, known before it is built.
@@ -367,6 +383,28 @@ mod tests {
         assert!(!a
             .narrow(1, 4, 2)
             .allclose(&b.narrow(1, 4, 2), 1e-3, 1e-3, false));
+        // Read with a cache, a prompt of two then one token at a time, it
+        // gives the whole window's last layer; past the context it refuses.
+        let decoder = built.causal().expect("transformer-lm is causal");
+        let mut cache = Vec::new();
+        let stepped: Vec<Tensor> = [(0, 2), (2, 1), (3, 1), (4, 1), (5, 1)]
+            .iter()
+            .map(|&(start, len)| {
+                let next = [("tokens".to_string(), ids.narrow(1, start, len))];
+                decoder.forward_cached(&next, &mut cache).unwrap()
+            })
+            .collect();
+        assert!(Tensor::cat(&stepped, 1).allclose(a, 1e-5, 1e-5, false));
+        let one = [("tokens".to_string(), ids.narrow(1, 0, 1))];
+        let e = decoder
+            .forward_cached(&one, &mut cache)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("6 tokens read and 1 more exceed the model's context of 6"),
+            "{e}"
+        );
         let e = plan(&config, &[InputSpec::float("features", vec![3])])
             .err()
             .unwrap()

@@ -2,7 +2,7 @@
 //! `depth` pre-norm blocks, each block's tokens an output, the last one
 //! through a final layer norm (as ViT and GPT-2 end).
 
-use taskweave_plugin_api::nn::{LayerNorm, TransformerBlock};
+use taskweave_plugin_api::nn::{KvCache, LayerNorm, TransformerBlock};
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -90,6 +90,17 @@ impl Stack {
             *last = self.norm.forward(last)?;
         }
         Ok(out)
+    }
+
+    /// The last block's normalised output for the next tokens `x` `[B, n,
+    /// dim]` of sequences whose earlier tokens `caches` hold (one per block,
+    /// made at the first call); causal stacks only.
+    pub fn forward_cached(&self, mut x: Tensor, caches: &mut Vec<KvCache>) -> Result<Tensor> {
+        caches.resize_with(self.blocks.len(), KvCache::new);
+        for (block, cache) in self.blocks.iter().zip(caches.iter_mut()) {
+            x = block.forward_cached(&x, cache)?;
+        }
+        Ok(self.norm.forward(&x)?)
     }
 
     /// Every trainable tensor, named `backbone.blocks.*` and `backbone.norm.*`.
