@@ -138,16 +138,19 @@ fn lm_train_learns_each_corpus_reports_bits_per_byte_and_init_makes_an_expert() 
 
 /// A decoding pipeline over the runs of the test above: `general` as both
 /// base models, `expert` (fine-tuned on `words`) as the one expert.
-fn decode_pipeline(dir: &Path) {
+const RUN_MODELS: &str = r#"large = { kind = "run", dir = "runs/general" }
+small = { kind = "run", dir = "runs/general" }
+experts = { words = { kind = "run", dir = "runs/expert" } }"#;
+
+/// Writes `decode.toml` with the `[models]` table's lines `models`.
+fn decode_pipeline(dir: &Path, models: &str) {
     let text = r#"device = "cpu"
 
 [plugins]
 dirs = ["plugins"]
 
 [models]
-large = { run = "runs/general" }
-small = { run = "runs/general" }
-experts = { words = { run = "runs/expert" } }
+MODELS
 
 [fusion]
 kind = "large"
@@ -165,7 +168,8 @@ words = ["text/words/*.txt"]
 
 [eval]
 experts = "all"
-"#;
+"#
+    .replace("MODELS", models);
     std::fs::write(dir.join("decode.toml"), text).unwrap();
 }
 
@@ -192,7 +196,7 @@ fn eval_lm(dir: &Path, sets: &[&str]) -> std::collections::BTreeMap<String, (f64
 
 fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) {
     install_plugin(d, "taskweave-logit-fusion");
-    decode_pipeline(d);
+    decode_pipeline(d, RUN_MODELS);
     // The large model alone scores the held-out documents exactly as its
     // own run's test evaluation did (the same windows, the same checkpoint).
     let large = eval_lm(d, &[]);
@@ -327,4 +331,135 @@ fn lm_train_refuses_what_is_not_one_language_model_and_empty_corpora() {
         ],
         "model.backbone: task `tag` is token-multiclass (one output per position), but backbone `mlp` gives no tokens",
     );
+}
+
+/// Exports three modules from PyTorch into `dir` (a one-block causal byte
+/// model `gpt.pt`, the same with 100 outputs `gpt100.pt`, and `flat.pt`,
+/// which returns `[B, L]`) and `expected.json`: PyTorch's greedy
+/// continuation of "ab" and its logits over the whole sequence.
+fn export_torchscript(dir: &Path) -> serde_json::Value {
+    let script = r#"
+import json, torch
+torch.manual_seed(0)
+
+class Gpt(torch.nn.Module):
+    def __init__(self, vocab_out=256, dim=32, context=64):
+        super().__init__()
+        self.tokens = torch.nn.Embedding(258, dim)
+        self.positions = torch.nn.Parameter(torch.randn(context, dim) * 0.3)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, 64), torch.nn.GELU(), torch.nn.Linear(64, dim))
+        self.out = torch.nn.Linear(dim, vocab_out)
+
+    def forward(self, ids):
+        x = self.tokens(ids) + self.positions[: ids.size(1)]
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = q @ k.transpose(1, 2) / 32 ** 0.5
+        causal = torch.ones_like(scores[0], dtype=torch.bool).tril()
+        x = x + torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ v
+        return self.out(x + self.mlp(x))
+
+class Flat(torch.nn.Module):
+    def forward(self, ids):
+        return ids.float()
+
+example = torch.tensor([[256, 104, 105, 33]])
+traced = torch.jit.trace(Gpt().eval(), example)
+traced.save("gpt.pt")
+torch.jit.trace(Gpt(vocab_out=100).eval(), example).save("gpt100.pt")
+torch.jit.trace(Flat(), example).save("flat.pt")
+ids = [256, 97, 98]
+with torch.no_grad():
+    for _ in range(12):
+        ids.append(int(traced(torch.tensor([ids]))[0, -1].argmax()))
+    logits = traced(torch.tensor([ids]))[0]
+json.dump({"ids": ids, "logits": logits.flatten().tolist()}, open("expected.json", "w"))
+"#;
+    std::fs::write(dir.join("export.py"), script).unwrap();
+    let status = std::process::Command::new(workspace().join(".venv/bin/python"))
+        .arg("export.py")
+        .current_dir(dir)
+        .status()
+        .expect("running .venv/bin/python (make venv)");
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn torchscript_models_exported_from_pytorch_give_pytorch_s_logits_and_decode() {
+    use taskweave::lm::config::{ModelRef, TorchScriptModel};
+    use taskweave::lm::LanguageModel;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    corpora(d);
+    let expected = export_torchscript(d);
+    let ids: Vec<i64> = serde_json::from_value(expected["ids"].clone()).unwrap();
+    let want: Vec<f32> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let want = Tensor::from_slice(&want).view([ids.len() as i64, 256]);
+    // The logits of the whole window, and of the last position read one
+    // token at a time, are PyTorch's.
+    let runtime = taskweave::Runtime::new(&taskweave::Config::new());
+    let gpt = ModelRef::Torchscript(TorchScriptModel {
+        path: "gpt.pt".into(),
+        context: 64,
+    });
+    let mut model = LanguageModel::open(&runtime, "large", &gpt, d, Device::Cpu).unwrap();
+    assert_eq!((model.vocab(), model.context()), (256, 64));
+    let window = Tensor::from_slice(&ids).view([1, -1]);
+    let logits = model.logits(&window, Device::Cpu, "test").unwrap().get(0);
+    let gap = f64::try_from((&logits - &want).abs().max()).unwrap();
+    assert!(gap < 1e-5, "largest difference from PyTorch: {gap}");
+    model.read(&ids[..3], Device::Cpu, "prompt").unwrap();
+    for (k, &id) in ids[3..].iter().enumerate() {
+        let last = model.read(&[id], Device::Cpu, "step").unwrap();
+        assert!(last
+            .get(0)
+            .allclose(&want.get(3 + k as i64), 1e-5, 1e-5, false));
+    }
+    // `taskweave decode` with it continues "ab" as PyTorch's greedy loop did.
+    let models = r#"large = { kind = "torchscript", path = "gpt.pt", context = 64 }
+small = { kind = "torchscript", path = "gpt.pt", context = 64 }
+experts = { words = { kind = "torchscript", path = "gpt.pt", context = 64 } }"#;
+    decode_pipeline(d, models);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "decode",
+            "decode.toml",
+            "--prompt",
+            "ab",
+            "--steering",
+            "--set",
+            "decode.max_new=12",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let line: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let bytes: Vec<i64> = serde_json::from_value(line["bytes"].clone()).unwrap();
+    assert_eq!(bytes, ids[3..], "{line}");
+    // Bad models: another vocabulary, the wrong output shape, not a module.
+    std::fs::write(d.join("notes.pt"), "not a module").unwrap();
+    for (key, file, needle) in [
+        (
+            "experts.words",
+            "gpt100.pt",
+            "models.experts.words: its logits cover 100 tokens and the large model's 256",
+        ),
+        (
+            "small",
+            "flat.pt",
+            "flat.pt): it returns Float [1, 1] for ids [1, 1]",
+        ),
+        ("small", "notes.pt", "notes.pt): not a TorchScript module"),
+        ("small", "none.pt", "none.pt): no such file"),
+    ] {
+        let set = format!("models.{key}={{kind=\"torchscript\", path=\"{file}\", context=64}}");
+        let (code, _, err) = run_cli(
+            d,
+            &["decode", "decode.toml", "--prompt", "ab", "--set", &set],
+        );
+        assert_eq!(code, 2, "{file}: {err}");
+        assert!(err.contains(needle), "{file}: {err}");
+    }
 }

@@ -58,13 +58,37 @@ pub struct ModelsConfig {
     pub experts: IndexMap<String, ModelRef>,
 }
 
-/// Where one model comes from.
+/// Where one model comes from: `kind = "run"` or `kind = "torchscript"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelRef {
+    /// A run of `taskweave lm train`: its model at the selected checkpoint.
+    Run(RunModel),
+    /// A causal language model exported from PyTorch (`torch.jit.trace` or
+    /// `torch.jit.script`): its `forward` reads ids `[B, L]` (the bytes
+    /// 0–255, 256 = start of text) and returns next-byte logits `[B, L, V]`
+    /// with V the other models' vocabulary (256 for `lm train` runs). It
+    /// re-reads the whole window at every decoded byte (no cache).
+    Torchscript(TorchScriptModel),
+}
+
+/// `kind = "run"`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ModelRef {
-    /// A run directory of `taskweave lm train` (relative to the pipeline
-    /// file): its model at the selected checkpoint.
-    pub run: String,
+pub struct RunModel {
+    /// The run directory (relative to the pipeline file).
+    pub dir: String,
+}
+
+/// `kind = "torchscript"`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TorchScriptModel {
+    /// The saved module (`.pt`, relative to the pipeline file).
+    pub path: String,
+    /// The longest window it reads, in tokens.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub context: u64,
 }
 
 /// `[decode]`.

@@ -103,16 +103,17 @@ impl DecodePipeline {
 
     /// Loads every model, refusing models whose vocabularies differ.
     pub fn models(&self) -> Result<Models> {
-        let open =
-            |name: &str, run: &str| LanguageModel::open(&self.runtime, name, &self.dir.join(run));
+        let open = |name: &str, model: &config::ModelRef| {
+            LanguageModel::open(&self.runtime, name, model, &self.dir, self.device)
+        };
         let models = &self.config.models;
         let loaded = Models {
-            large: open("large", &models.large.run)?,
-            small: open("small", &models.small.run)?,
+            large: open("large", &models.large)?,
+            small: open("small", &models.small)?,
             experts: models
                 .experts
                 .iter()
-                .map(|(name, m)| open(&format!("experts.{name}"), &m.run))
+                .map(|(name, m)| open(&format!("experts.{name}"), m))
                 .collect::<Result<_>>()?,
         };
         let vocab = loaded.large.vocab();

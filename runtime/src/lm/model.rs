@@ -1,60 +1,67 @@
 //! One causal language model a decoding pipeline names: a run of `taskweave
-//! lm train` at its selected checkpoint, giving next-byte logits for whole
-//! windows (scoring) or one step at a time with a key-value cache (decoding).
+//! lm train` at its selected checkpoint or a TorchScript module exported
+//! from PyTorch, giving next-byte logits for whole windows (scoring) or one
+//! step at a time (decoding; with a key-value cache for runs).
 
 use std::path::Path;
 
 use taskweave_plugin_api::nn::KvCache;
-use tch::{Device, Kind, Tensor};
+use tch::{CModule, Device, Kind, Tensor};
 
+use super::config::ModelRef;
 use crate::error::{Error, Result};
 use crate::run::Run;
 use crate::runtime::Runtime;
 use crate::train::Trainer;
 
+/// What computes a model's logits.
+enum Network {
+    /// A run's model; `cached`: decoding reads only the new tokens (a causal
+    /// backbone under hard sharing) rather than the whole window again.
+    Run { trainer: Trainer, cached: bool },
+    /// A TorchScript module on `device`.
+    TorchScript { module: CModule, device: Device },
+}
+
 /// A trained byte-level language model.
 pub struct LanguageModel {
     /// The name the pipeline gives it (`large`, `small`, an expert's).
     pub name: String,
-    trainer: Trainer,
+    network: Network,
     context: usize,
     vocab: usize,
-    /// Whether decoding reads only the new tokens (a causal backbone under
-    /// hard sharing) rather than the whole window again.
-    cached: bool,
     /// The tokens decoding has read, and their keys and values.
     read: Vec<i64>,
     cache: Vec<KvCache>,
 }
 
 impl LanguageModel {
-    /// The model of the run in `dir` at its selected checkpoint (the
-    /// best-validation one, else the newest), refusing a run that is not
-    /// one language model. Its training pipeline's data are loaded to build
-    /// it.
-    pub fn open(runtime: &Runtime, name: &str, dir: &Path) -> Result<LanguageModel> {
-        let named = |e: Error| match e {
-            Error::Input(m) => Error::Input(format!("models.{name} ({}): {m}", dir.display())),
-            other => other,
+    /// The model `model` names (paths relative to `base`), called `name`:
+    /// a run's at its selected checkpoint (the best-validation one, else the
+    /// newest; its training pipeline's data are loaded to build it), refused
+    /// when the run is not one language model; or a TorchScript module,
+    /// loaded on `device` and refused unless it maps ids `[B, L]` to logits
+    /// `[B, L, V]`.
+    pub fn open(
+        runtime: &Runtime,
+        name: &str,
+        model: &ModelRef,
+        base: &Path,
+        device: Device,
+    ) -> Result<LanguageModel> {
+        let (network, context, vocab) = match model {
+            ModelRef::Run(run) => open_run(runtime, name, &base.join(&run.dir))?,
+            ModelRef::Torchscript(ts) => {
+                let path = base.join(&ts.path);
+                let (network, vocab) = open_torchscript(name, &path, device)?;
+                (network, ts.context as usize, vocab)
+            }
         };
-        let run = Run::open(runtime, dir).map_err(named)?;
-        run.pipeline().check_language_model().map_err(named)?;
-        let trainer = run.trained(run.pipeline().load_data()?).map_err(named)?;
-        let tokens = trainer
-            .data()
-            .input(taskweave_datasets::TOKENS)
-            .ok_or_else(|| {
-                Error::Input(format!("models.{name}: its data have no `tokens` input"))
-            })?;
-        let context = tokens.shape.first().copied().unwrap_or(0);
-        let vocab = trainer.data().tasks[0].output_dim();
-        let cached = run.pipeline().config().model.architecture["kind"] == "hard-sharing";
         Ok(LanguageModel {
             name: name.to_string(),
-            trainer,
+            network,
             context,
             vocab,
-            cached,
             read: Vec::new(),
             cache: Vec::new(),
         })
@@ -74,11 +81,24 @@ impl LanguageModel {
     /// `tokens` `[B, L]`, L at most [`LanguageModel::context`]; `at` names
     /// the step or batch in the error when a logit is not finite.
     pub fn logits(&mut self, tokens: &Tensor, device: Device, at: &str) -> Result<Tensor> {
-        let inputs = [(
-            taskweave_datasets::TOKENS.to_string(),
-            tokens.shallow_clone(),
-        )];
-        let out = self.trainer.outputs(&inputs)?;
+        let out = match &mut self.network {
+            Network::Run { trainer, .. } => {
+                let inputs = [(
+                    taskweave_datasets::TOKENS.to_string(),
+                    tokens.shallow_clone(),
+                )];
+                trainer.outputs(&inputs)?
+            }
+            Network::TorchScript { module, device } => {
+                let _no_grad = tch::no_grad_guard();
+                let out = module
+                    .forward_ts(&[tokens.f_to_device(*device)?])
+                    .map_err(|e| {
+                        Error::Run(format!("model `{}` failed at {at}: {e}", self.name))
+                    })?;
+                vec![out]
+            }
+        };
         self.checked(out, device, at)
     }
 
@@ -95,13 +115,16 @@ impl LanguageModel {
             )));
         }
         self.read.extend_from_slice(next);
-        let out = if self.cached {
+        let out = if let Network::Run {
+            trainer,
+            cached: true,
+        } = &mut self.network
+        {
             let inputs = [(
                 taskweave_datasets::TOKENS.to_string(),
                 Tensor::f_from_slice(next)?.f_unsqueeze(0)?,
             )];
-            let out = self
-                .trainer
+            let out = trainer
                 .outputs_cached(&inputs, &mut self.cache)?
                 .ok_or_else(|| {
                     Error::Run(format!("model `{}` cannot decode with a cache", self.name))
@@ -140,4 +163,64 @@ impl LanguageModel {
         }
         Ok(out)
     }
+}
+
+/// A run of `taskweave lm train` at `dir`: its network, context and vocabulary.
+fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<(Network, usize, usize)> {
+    let named = |e: Error| match e {
+        Error::Input(m) => Error::Input(format!("models.{name} ({}): {m}", dir.display())),
+        other => other,
+    };
+    let run = Run::open(runtime, dir).map_err(named)?;
+    run.pipeline().check_language_model().map_err(named)?;
+    let trainer = run.trained(run.pipeline().load_data()?).map_err(named)?;
+    let tokens = trainer
+        .data()
+        .input(taskweave_datasets::TOKENS)
+        .ok_or_else(|| Error::Input(format!("models.{name}: its data have no `tokens` input")))?;
+    let context = tokens.shape.first().copied().unwrap_or(0);
+    let vocab = trainer.data().tasks[0].output_dim();
+    let cached = run.pipeline().config().model.architecture["kind"] == "hard-sharing";
+    Ok((Network::Run { trainer, cached }, context, vocab))
+}
+
+/// The TorchScript module at `path` on `device` and its vocabulary, read
+/// from its logits for one start token.
+fn open_torchscript(name: &str, path: &Path, device: Device) -> Result<(Network, usize)> {
+    let refuse = |what: String| {
+        Error::Input(format!(
+            "models.{name} ({}): {what}; a TorchScript language model maps ids [B, L] (int64) to logits [B, L, V]",
+            path.display()
+        ))
+    };
+    if !path.is_file() {
+        return Err(refuse("no such file".into()));
+    }
+    let module = CModule::load_on_device(path, device)
+        .map_err(|e| refuse(format!("not a TorchScript module ({})", first_line(&e))))?;
+    let probe = Tensor::f_from_slice(&[taskweave_datasets::BOS])?
+        .f_view([1, 1])?
+        .f_to_device(device)?;
+    let out = {
+        let _no_grad = tch::no_grad_guard();
+        module.forward_ts(&[probe]).map_err(|e| {
+            refuse(format!(
+                "its forward fails on ids [1, 1] ({})",
+                first_line(&e)
+            ))
+        })?
+    };
+    let size = out.size();
+    if size.len() != 3 || size[..2] != [1, 1] || !out.is_floating_point() {
+        return Err(refuse(format!(
+            "it returns {:?} {size:?} for ids [1, 1]",
+            out.kind()
+        )));
+    }
+    Ok((Network::TorchScript { module, device }, size[2] as usize))
+}
+
+/// The first line of an error (libtorch's carry a C++ backtrace).
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
