@@ -42,6 +42,7 @@ bench: build census qm9 images
 	$(VENV)/bin/python bench/peer_interval_dp.py
 	$(CARGO) bench --bench diffusion_step -p taskweave-tests
 	$(VENV)/bin/python bench/peer_meta_rtl.py
+	$(VENV)/bin/python bench/peer_decode.py
 
 venv: $(VENV_STAMP)
 

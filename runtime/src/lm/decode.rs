@@ -2,6 +2,7 @@
 //! distribution, written as it is drawn.
 
 use std::io::Write;
+use std::time::Instant;
 
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::FusionInput;
@@ -22,6 +23,20 @@ pub struct Generated {
     /// Whether generation stopped because the context was full (rather
     /// than at `max_new`).
     pub context_full: bool,
+    /// Where the time went, in seconds.
+    pub seconds: Timing,
+}
+
+/// Seconds spent decoding.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Timing {
+    /// The whole loop, prompt included.
+    pub total: f64,
+    /// The large model's forward passes (each ends reading a flag back,
+    /// which waits for the device).
+    pub large: f64,
+    /// The fusion's calls.
+    pub fusion: f64,
 }
 
 /// The index drawn from log-probabilities `log_probs` (`V` values) as
@@ -96,7 +111,9 @@ pub fn generate(
         bytes: Vec::new(),
         steering: Vec::new(),
         context_full: false,
+        seconds: Timing::default(),
     };
+    let start = Instant::now();
     let mut fresh = tokens.len();
     while generated.bytes.len() < sampling.max_new as usize {
         if tokens.len() >= context {
@@ -107,20 +124,25 @@ pub fn generate(
         // The prompt at the first step, then the byte drawn last.
         let next = &tokens[tokens.len() - fresh..];
         let mut last = |m: &mut super::LanguageModel| m.read(next, device, &at);
+        let clock = Instant::now();
         let large = last(&mut models.large)?;
+        generated.seconds.large += clock.elapsed().as_secs_f64();
         let small = last(&mut models.small)?;
         let experts = models
             .experts
             .iter_mut()
             .map(&mut last)
             .collect::<Result<Vec<_>>>()?;
+        let clock = Instant::now();
         let fused = fusion.fuse(&FusionInput {
             large: &large,
             small: &small,
             experts: &experts,
         })?;
+        // Reading the result back waits for the device, so it is counted too.
         let log_probs =
             Vec::<f64>::try_from(fused.log_probs.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
+        generated.seconds.fusion += clock.elapsed().as_secs_f64();
         let byte = choose(&log_probs, sampling, &mut rng);
         let byte = u8::try_from(byte).map_err(|_| {
             Error::Run(format!(
@@ -138,6 +160,7 @@ pub fn generate(
         tokens.push(byte as i64);
         fresh = 1;
     }
+    generated.seconds.total = start.elapsed().as_secs_f64();
     Ok(generated)
 }
 

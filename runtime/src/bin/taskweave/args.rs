@@ -228,8 +228,9 @@ pub struct DecodeArgs {
     /// The text to continue.
     #[arg(long)]
     pub prompt: String,
-    /// After the text: a JSON line with the bytes drawn and, per byte, the
-    /// active expert and its coefficient (on standard error).
+    /// After the text: a JSON line with the bytes drawn, per byte the
+    /// active expert and its coefficient, and the seconds spent (in all, in
+    /// the large model, in the fusion), on standard error.
     #[arg(long)]
     pub steering: bool,
 }
