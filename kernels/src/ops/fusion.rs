@@ -130,7 +130,9 @@ fn delta(e: &Tensor, s: &Tensor) -> Result<Tensor> {
 }
 
 /// CPU/tch reference of [`crate::Kernels::fusion_grid`]: the eager composite,
-/// one log-softmax per candidate. Also the baseline the kernel is timed against.
+/// one batched log-softmax per expert over the whole grid (few, larger ops:
+/// a decoding step's single row is bound by per-op overhead). Also the
+/// baseline the kernel is timed against.
 pub fn reference(
     large: &Tensor,
     small: &Tensor,
@@ -156,26 +158,31 @@ pub fn reference(
     }
     let klq = Tensor::f_stack(&klq, 0)?; // [T, B]
     let klqr = Tensor::f_stack(&klqr, 0)?;
-    let zero = Tensor::f_zeros([b], (k_out, device))?;
+    let grid = Tensor::f_from_slice(alphas)?
+        .f_to_kind(k_out)?
+        .f_to_device(device)?;
+    // Every grid value of one expert at once: [A, B, V] candidates. a = 0 is
+    // P itself (0·(−∞) would be NaN where an expert alone rules a token out).
+    let steering = grid.f_ne(0.0)?.f_view([-1, 1])?;
+    let per_expert = deltas
+        .iter()
+        .map(|d| {
+            let log_pt = l
+                .f_unsqueeze(0)?
+                .f_add(&grid.f_view([-1, 1, 1])?.f_mul(&d.f_unsqueeze(0)?)?)?
+                .f_log_softmax(-1, None::<Kind>)?;
+            let kl1 = kl(&log_pt, &log_p)?.f_where_scalarother(&steering, 0.0)?; // [A, B]
+            let kl2 = kl(&log_p, &log_pt)?.f_where_scalarother(&steering, 0.0)?;
+            let x = kl1.f_unsqueeze(1)?.f_sub(&klq)?.f_square()?; // [A, T', B]
+            let y = kl2.f_unsqueeze(1)?.f_sub(&klqr)?.f_square()?;
+            Ok(x.f_add(&y)?.f_sum_dim_intlist(1, false, None::<Kind>)?) // [A, B]
+        })
+        .collect::<Result<Vec<_>>>()?;
     // Candidate c = k * T + t: argmin's first minimum is then the earliest
     // grid value, then the smallest t.
-    let mut objs = Vec::with_capacity(alphas.len() * experts.len());
-    for &a in alphas {
-        for d in &deltas {
-            let (kl1, kl2) = if a == 0.0 {
-                (zero.shallow_clone(), zero.shallow_clone())
-            } else {
-                let log_pt = l
-                    .f_add(&d.f_mul_scalar(a)?)?
-                    .f_log_softmax(-1, None::<Kind>)?;
-                (kl(&log_pt, &log_p)?, kl(&log_p, &log_pt)?)
-            };
-            let x = kl1.f_unsqueeze(0)?.f_sub(&klq)?.f_square()?;
-            let y = kl2.f_unsqueeze(0)?.f_sub(&klqr)?.f_square()?;
-            objs.push(x.f_add(&y)?.f_sum_dim_intlist(0, false, None::<Kind>)?);
-        }
-    }
-    let objs = Tensor::f_stack(&objs, 1)?; // [B, A * T]
+    let objs = Tensor::f_stack(&per_expert, 1)? // [A, T, B]
+        .f_permute([2, 0, 1])?
+        .f_reshape([b, -1])?; // [B, A * T]
     let objs = objs.f_nan_to_num(Some(f64::INFINITY), Some(f64::INFINITY), None)?;
     let best = objs.f_argmin(-1, true)?; // [B, 1]
     let objective = objs
@@ -185,9 +192,6 @@ pub fn reference(
     let n_t = experts.len() as i64;
     let t_idx = best.f_remainder(n_t)?; // [B, 1]
     let k_idx = best.f_floor_divide_scalar(n_t)?.f_squeeze_dim(1)?;
-    let grid = Tensor::f_from_slice(alphas)?
-        .f_to_kind(k_out)?
-        .f_to_device(device)?;
     let a_best = grid.f_index_select(0, &k_idx)?.f_unsqueeze(1)?; // [B, 1]
     let alpha = Tensor::f_zeros([b, n_t], (k_out, device))?.f_scatter(1, &t_idx, &a_best)?;
     let stacked = Tensor::f_stack(&deltas, 0)?; // [T, B, V]
