@@ -334,8 +334,8 @@ fn lm_train_refuses_what_is_not_one_language_model_and_empty_corpora() {
 }
 
 /// Exports three modules from PyTorch into `dir` (a one-block causal byte
-/// model `gpt.pt`, the same with 100 outputs `gpt100.pt`, and `flat.pt`,
-/// which returns `[B, L]`) and `expected.json`: PyTorch's greedy
+/// model `gpt.pt`, the same with 100 outputs `gpt100.pt`, `flat.pt`, which
+/// returns `[B, L]`, and `broken.pt`, whose logits are NaN from position 3) and `expected.json`: PyTorch's greedy
 /// continuation of "ab" and its logits over the whole sequence.
 fn export_torchscript(dir: &Path) -> serde_json::Value {
     let script = r#"
@@ -363,11 +363,18 @@ class Flat(torch.nn.Module):
     def forward(self, ids):
         return ids.float()
 
+class Broken(torch.nn.Module):
+    """Finite logits for the prompt, NaN from the 4th position on."""
+    def forward(self, ids):
+        logits = torch.zeros(ids.size(0), ids.size(1), 256)
+        return logits.masked_fill(torch.arange(ids.size(1)).view(1, -1, 1) >= 3, float("nan"))
+
 example = torch.tensor([[256, 104, 105, 33]])
 traced = torch.jit.trace(Gpt().eval(), example)
 traced.save("gpt.pt")
 torch.jit.trace(Gpt(vocab_out=100).eval(), example).save("gpt100.pt")
 torch.jit.trace(Flat(), example).save("flat.pt")
+torch.jit.trace(Broken(), example).save("broken.pt")
 ids = [256, 97, 98]
 with torch.no_grad():
     for _ in range(12):
@@ -438,6 +445,17 @@ experts = { words = { kind = "torchscript", path = "gpt.pt", context = 64 } }"#;
     let line: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
     let bytes: Vec<i64> = serde_json::from_value(line["bytes"].clone()).unwrap();
     assert_eq!(bytes, ids[3..], "{line}");
+    // A model whose logits turn NaN: exit 1 naming it and the step.
+    let set = "models.large={kind=\"torchscript\", path=\"broken.pt\", context=64}";
+    let (code, _, err) = run_cli(
+        d,
+        &["decode", "decode.toml", "--prompt", "ab", "--set", set],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("model `large` gave NaN or +inf logits at step 1"),
+        "{err}"
+    );
     // Bad models: another vocabulary, the wrong output shape, not a module.
     std::fs::write(d.join("notes.pt"), "not a module").unwrap();
     for (key, file, needle) in [
