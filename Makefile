@@ -12,7 +12,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
-PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert
+PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert dtrn
 
 .PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images corpora
 
