@@ -6,6 +6,7 @@ mod cli;
 mod defects;
 mod dense;
 mod diffusion;
+mod dtrn;
 mod fusion;
 mod fuzz;
 mod grouping;

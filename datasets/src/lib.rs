@@ -19,12 +19,15 @@
 //! classes, from `make images`), `tensors` (the user's own inputs, targets and label masks as
 //! tensors in a safetensors file: images, tokens, per-pixel tasks) and
 //! `toy-2d` (2-D points for diffusion models, generated) and `text` (byte-level
-//! language modelling on local text files, one task per corpus).
+//! language modelling on local text files, one task per corpus) and
+//! `multi-behaviour-synthetic` (recommendation samples with behaviour
+//! sequences whose right answer is known).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
 #![deny(missing_docs)]
 
+mod behaviours;
 mod census;
 mod csv;
 mod dataset;
@@ -54,6 +57,10 @@ pub use text::{BOS, BYTES, PAD, TOKENS, VOCAB};
 
 /// The name of the float input `[N, D]` of the tabular data kinds.
 pub const FEATURES: &str = "features";
+
+/// The name of the int64 input `[N, F]` of categorical fields (one column per
+/// field), which the `embedding` backbone and DTRN read.
+pub const FIELDS: &str = "fields";
 
 /// The least memory a load needs, in bytes, and the keys that ask for it.
 pub type Footprint = Option<(u128, String)>;

@@ -29,7 +29,7 @@ use tch::Tensor;
 use crate::dataset::{matrix, standardize};
 use crate::error::{Error, Result};
 use crate::split::{self, Fractions};
-use crate::{DataKind, Dataset, InputSpec, Source, Split, Task, FEATURES};
+use crate::{DataKind, Dataset, InputSpec, Source, Split, Task, FEATURES, FIELDS};
 use columns::{categorical_index, CATEGORICAL, NUMERIC};
 use parse::{Parsed, Table};
 
@@ -38,8 +38,6 @@ const FILES: [&str; 2] = [
     "census_income_1994_1995_train.csv",
     "census_income_1994_1995_test.csv",
 ];
-/// The name of the id input.
-pub const FIELDS: &str = "fields";
 
 /// A task of the census data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

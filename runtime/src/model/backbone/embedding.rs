@@ -10,9 +10,7 @@ use super::mlp::{layers, Trunk, FEATURES};
 use super::{input, require, Backbone, Inputs, Plan};
 use crate::error::{Error, Result};
 use crate::sections::EmbeddingBackbone;
-
-/// The name of the id input the embeddings read.
-pub const FIELDS: &str = "fields";
+use taskweave_datasets::FIELDS;
 
 /// The fields' vocabulary sizes and the width of `features` (0 without).
 fn shape(inputs: &[InputSpec]) -> Result<(Vec<usize>, usize)> {
