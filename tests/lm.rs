@@ -417,7 +417,7 @@ fn torchscript_models_exported_from_pytorch_give_pytorch_s_logits_and_decode() {
     let logits = model.logits(&window, Device::Cpu, "test").unwrap().get(0);
     let gap = f64::try_from((&logits - &want).abs().max()).unwrap();
     assert!(gap < 1e-5, "largest difference from PyTorch: {gap}");
-    model.read(&ids[..3], Device::Cpu, "prompt").unwrap();
+    let _ = model.read(&ids[..3], Device::Cpu, "prompt").unwrap();
     for (k, &id) in ids[3..].iter().enumerate() {
         let last = model.read(&[id], Device::Cpu, "step").unwrap();
         assert!(last

@@ -18,7 +18,10 @@ use crate::train::Trainer;
 enum Network {
     /// A run's model; `cached`: decoding reads only the new tokens (a causal
     /// backbone under hard sharing) rather than the whole window again.
-    Run { trainer: Trainer, cached: bool },
+    Run {
+        trainer: Box<Trainer>,
+        cached: bool,
+    },
     /// A TorchScript module on `device`.
     TorchScript { module: CModule, device: Device },
 }
@@ -181,6 +184,7 @@ fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<(Network, usize
     let context = tokens.shape.first().copied().unwrap_or(0);
     let vocab = trainer.data().tasks[0].output_dim();
     let cached = run.pipeline().config().model.architecture["kind"] == "hard-sharing";
+    let trainer = Box::new(trainer);
     Ok((Network::Run { trainer, cached }, context, vocab))
 }
 
