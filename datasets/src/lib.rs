@@ -21,7 +21,8 @@
 //! `toy-2d` (2-D points for diffusion models, generated) and `text` (byte-level
 //! language modelling on local text files, one task per corpus) and
 //! `multi-behaviour-synthetic` (recommendation samples with behaviour
-//! sequences whose right answer is known).
+//! sequences whose right answer is known) and `movielens` (the same layout
+//! from real ratings, from `make movielens`).
 //! Splits by fraction after a seeded shuffle are shared by all of them
 //! ([`split`]).
 
@@ -34,6 +35,7 @@ mod dataset;
 mod error;
 mod fashion_scenes;
 mod items;
+mod movielens;
 mod multi_mnist;
 mod qm9;
 mod single_items;

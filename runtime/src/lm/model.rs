@@ -18,10 +18,7 @@ use crate::train::Trainer;
 enum Network {
     /// A run's model; `cached`: decoding reads only the new tokens (a causal
     /// backbone under hard sharing) rather than the whole window again.
-    Run {
-        trainer: Box<Trainer>,
-        cached: bool,
-    },
+    Run { trainer: Box<Trainer>, cached: bool },
     /// A TorchScript module on `device`.
     TorchScript { module: CModule, device: Device },
 }
