@@ -43,6 +43,7 @@ bench: build census qm9 images
 	$(CARGO) bench --bench diffusion_step -p taskweave-tests
 	$(VENV)/bin/python bench/peer_meta_rtl.py
 	$(VENV)/bin/python bench/peer_decode.py
+	$(VENV)/bin/python bench/peer_dtrn.py
 
 venv: $(VENV_STAMP)
 
