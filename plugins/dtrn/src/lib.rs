@@ -21,12 +21,16 @@
 //! logged at start and reported with every evaluation (`parameters.*` under
 //! `architecture` in metrics.jsonl).
 //!
-//! Not built yet: `h_k` as the task-specific input of an MMoE/PLE.
+//! With `mixture = { experts, expert_hidden }`, `h_k` is instead task k's
+//! input of an MMoE ([`mixture`]: shared experts, one gate per task), whose
+//! output feeds the head.
 
 mod interest;
+mod mixture;
 mod refine;
 
 use interest::{Interest, Norms};
+use mixture::Mixture;
 use refine::Refine;
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::nn::{Embedding, Linear};
@@ -71,6 +75,32 @@ struct Config {
     /// The refinement MLP's reduction ratio r.
     #[schemars(range(min = 1, max = 1024))]
     reduction: u32,
+    /// Feed each task's representation to an MMoE instead of the head
+    /// directly (absent: directly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mixture: Option<MixtureConfig>,
+}
+
+/// `mixture`: the MMoE over the task-specific representations.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
+#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+struct MixtureConfig {
+    /// Experts.
+    #[schemars(range(min = 1, max = 256))]
+    experts: u32,
+    /// Widths of each expert MLP (the last is the output width).
+    #[schemars(length(min = 1), inner(range(min = 1, max = 1_048_576)))]
+    expert_hidden: Vec<u32>,
+}
+
+impl Default for MixtureConfig {
+    fn default() -> MixtureConfig {
+        MixtureConfig {
+            experts: 4,
+            expert_hidden: vec![32],
+        }
+    }
 }
 
 impl Default for Config {
@@ -85,6 +115,7 @@ impl Default for Config {
             hypernetwork: true,
             refinement: true,
             reduction: 2,
+            mixture: None,
         }
     }
 }
@@ -104,6 +135,7 @@ struct Dtrn {
     behaviours: Vec<Behaviour>,
     interest: Interest,
     refine: Vec<Refine>,
+    mixture: Option<Mixture>,
     dim: usize,
     /// Parameters per component, and what per-(task, behaviour) encoders would cost.
     sizes: Vec<(String, f64)>,
@@ -144,6 +176,9 @@ impl Dtrn {
         for (t, r) in self.refine.iter().enumerate() {
             r.parameters(t, &mut out);
         }
+        if let Some(m) = &self.mixture {
+            m.parameters(&mut out);
+        }
         out
     }
 }
@@ -154,7 +189,10 @@ impl Architecture for Dtrn {
     }
 
     fn output_dim(&self) -> usize {
-        (self.fields.len() + self.behaviours.len()) * self.dim
+        match &self.mixture {
+            Some(m) => m.output_dim(),
+            None => (self.fields.len() + self.behaviours.len()) * self.dim,
+        }
     }
 
     fn backbone(&self) -> BackboneUse {
@@ -203,7 +241,11 @@ impl Architecture for Dtrn {
                     let row = if u.size()[0] == 1 { 0 } else { k as i64 };
                     all.push(u.f_get(row)?.f_unsqueeze(1)?);
                 }
-                self.refine[k].forward(&Tensor::f_cat(&all, 1)?)
+                let h = self.refine[k].forward(&Tensor::f_cat(&all, 1)?)?;
+                match &self.mixture {
+                    Some(m) => m.forward(k, &h),
+                    None => Ok(h),
+                }
             })
             .collect()
     }
@@ -317,6 +359,14 @@ fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Ar
         refine: (0..tasks)
             .map(|_| Refine::new(slots, config.reduction as usize, config.refinement, device))
             .collect::<Result<_>>()?,
+        mixture: config
+            .mixture
+            .as_ref()
+            .map(|m| {
+                let hidden: Vec<usize> = m.expert_hidden.iter().map(|&w| w as usize).collect();
+                Mixture::new(tasks, slots * dim, m.experts as usize, &hidden, device)
+            })
+            .transpose()?,
         behaviours,
         dim,
         sizes: Vec::new(),

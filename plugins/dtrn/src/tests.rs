@@ -152,6 +152,22 @@ fn the_ablations_share_the_encodings_and_skip_the_refinement() {
 }
 
 #[test]
+fn a_mixture_of_experts_can_read_each_task_s_representation() {
+    taskweave_plugin_api::tch::manual_seed(3);
+    let mut m = dtrn(json!({"mixture": {"experts": 3, "expert_hidden": [6]}}));
+    assert_eq!(m.output_dim(), 6);
+    let out = run(m.as_mut(), &batch(5)).unwrap();
+    assert_eq!(out[1].size(), [5, 6]);
+    let params = m.parameters().unwrap();
+    let group = |name: &str| params.iter().find(|p| p.name == name).unwrap().group;
+    assert_eq!(group("mixture.gate1.weight"), Group::Task(1));
+    assert_eq!(group("mixture.experts.0.weight"), Group::Shared);
+    let sizes: std::collections::BTreeMap<String, f64> =
+        m.eval_metrics().unwrap().into_iter().collect();
+    assert!(sizes["parameters.mixture"] > 0.0, "{sizes:?}");
+}
+
+#[test]
 fn the_hypernetwork_costs_less_than_an_encoder_per_task_and_behaviour() {
     let mut m = dtrn(json!({"dim": 16, "hyper_dim": 8}));
     let sizes: std::collections::BTreeMap<String, f64> =
