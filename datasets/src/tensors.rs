@@ -247,6 +247,13 @@ impl File {
                     continue;
                 }
                 (Kind::Bool, None) => {
+                    // A mask false everywhere leaves nothing to read (every
+                    // sequence empty): almost surely a mistake in the file.
+                    if t.numel() > 0 && !bool::try_from(t.f_any()?)? {
+                        return self.bad(format!(
+                            "`{key}` is false in every row: every position it masks is padding (every sequence empty)"
+                        ));
+                    }
                     specs.push(InputSpec::mask(name, shape));
                     continue;
                 }
@@ -619,6 +626,11 @@ mod tests {
         );
         let e = err(|_, c| c["vocab"]["image"] = json!([3]));
         assert_eq!(e, "data.vocab.image: `train.inputs.image` in <file> is float32; only int64 inputs take a vocabulary");
+        let e = with(
+            "train.inputs.tokens.mask",
+            Tensor::zeros([2, 3], (Kind::Bool, tch::Device::Cpu)),
+        );
+        assert_eq!(e, "<file>: `train.inputs.tokens.mask` is false in every row: every position it masks is padding (every sequence empty)");
         let e = err(|_, c| c["vocab"]["tokens"] = json!([10, 10]));
         assert_eq!(e, "data.vocab.tokens: `train.inputs.tokens` in <file> has 3 columns: give one vocabulary size of at least 1 for every column, or one per column, not [10, 10]");
     }
