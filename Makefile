@@ -14,7 +14,7 @@ BIN := target/release/taskweave
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert dtrn
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results dtrn-results census-results diffusion-results meta-rtl-results data qm9 census images corpora movielens
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results dtrn-results lm-fusion-results census-results diffusion-results meta-rtl-results data qm9 census images corpora movielens
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -143,6 +143,12 @@ data/corpora/.fetched:
 # two cores.
 qm9-results: build qm9
 	$(VENV)/bin/python bench/qm9_results.py
+
+# Dynamic logit fusion with byte-level models trained here (bench/results/<date>-lm-fusion.md):
+# small and large general models, per-domain experts and fine-tuned large models, eval-lm of
+# every fusion per domain. LM_STEPS / LM_FT_STEPS size it.
+lm-fusion-results: build corpora
+	$(VENV)/bin/python bench/lm_fusion_results.py
 
 # DTRN against a shared bottom, MMoE and PLE with its ablations, on
 # multi-behaviour-synthetic and MovieLens (bench/results/<date>-dtrn.md), 3 seeds.
