@@ -23,7 +23,7 @@ import sys
 import time
 
 import runs
-from runs import mean_std
+from runs import mean_std, slug
 
 SEEDS = [0, 1, 2]
 BENCHMARKS = [
@@ -42,10 +42,6 @@ ROWS = [
     ("DTRN without refinement", ["model.architecture.refinement=false"]),
 ]
 TASKS = ["watch", "like"]
-
-
-def slug(label):
-    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
 
 
 def main():

@@ -90,6 +90,12 @@ def took(seconds, reuse=False):
     return f"{seconds / 60:.0f} minutes here"
 
 
+def slug(label):
+    """A run directory name for a table row's label: lower case, every
+    character but letters and digits as `-`, none at the ends."""
+    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+
+
 def mean_std(values):
     """(mean, sample std); the std of one value is 0."""
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)

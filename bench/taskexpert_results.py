@@ -21,7 +21,7 @@ import sys
 import time
 
 import runs
-from runs import mean_std
+from runs import mean_std, slug
 
 PIPELINE = os.path.join(runs.ROOT, "pipelines/taskexpert-scenes.toml")
 OUT_DIR = os.path.join(runs.ROOT, "runs", "taskexpert-scenes")
@@ -37,10 +37,6 @@ ROWS = [
 # Per task, the metrics the table shows (the first is the primary one).
 METRICS = {"segmentation": ["miou", "pixel_accuracy"], "depth": ["abs_err", "rel_err"],
            "boundaries": ["miou", "pixel_accuracy"]}
-
-
-def slug(label):
-    return "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
 
 
 def main():

@@ -41,6 +41,17 @@ fn document(corpus: &str, rng: &mut SplitMix) -> String {
         .collect()
 }
 
+/// The `[data]` of the training pipeline, which the decoding pipelines
+/// repeat so that they score exactly the documents the models held out.
+const TEXT_DATA: &str = r#"[data]
+kind = "text"
+context = 32
+
+[data.corpora]
+count = ["text/count/*.txt"]
+words = ["text/words/*.txt"]
+"#;
+
 fn lm_pipeline(dir: &Path) -> std::path::PathBuf {
     let text = format!(
         r#"[run]
@@ -48,14 +59,7 @@ name = "general"
 device = "cpu"
 out_dir = "{out}"
 
-[data]
-kind = "text"
-context = 32
-
-[data.corpora]
-count = ["text/count/*.txt"]
-words = ["text/words/*.txt"]
-
+{data}
 [model]
 backbone = {{ kind = "transformer-lm", dim = 32, depth = 1, heads = 2 }}
 head = {{ hidden = [], shared = true }}
@@ -68,7 +72,8 @@ optimizer = {{ kind = "adamw", lr = 0.003 }}
 [eval]
 every = 100
 "#,
-        out = dir.join("runs").display()
+        out = dir.join("runs").display(),
+        data = TEXT_DATA
     );
     let path = dir.join("lm.toml");
     std::fs::write(&path, text).unwrap();
@@ -158,18 +163,12 @@ kind = "large"
 [decode]
 max_new = 48
 
-[data]
-kind = "text"
-context = 32
-
-[data.corpora]
-count = ["text/count/*.txt"]
-words = ["text/words/*.txt"]
-
+DATA
 [eval]
 experts = "all"
 "#
-    .replace("MODELS", models);
+    .replace("MODELS", models)
+    .replace("DATA", TEXT_DATA);
     std::fs::write(dir.join("decode.toml"), text).unwrap();
 }
 

@@ -23,10 +23,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
 use taskweave_plugin_api::rng::SplitMix;
-use tch::Tensor;
 
 use crate::error::Result;
-use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, FIELDS};
+use crate::recommend::{self, Rows};
+use crate::{DataKind, Dataset, Footprint, Source};
 
 /// `[data] kind = "multi-behaviour-synthetic"`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -85,9 +85,6 @@ pub struct Behaviours;
 
 inventory::submit! { DataKind::of::<Behaviours>() }
 
-/// The behaviour types, in the order of their inputs.
-const BEHAVIOURS: [&str; 2] = ["liked", "other"];
-
 impl Source for Behaviours {
     const NAME: &'static str = "multi-behaviour-synthetic";
     type Config = BehavioursConfig;
@@ -119,84 +116,44 @@ impl Source for Behaviours {
             .filter(|&k| !members[k].is_empty())
             .collect();
         let mut samples = SplitMix::at(c.seed, 1);
-        let mut split = |rows: usize| -> Result<Split> {
-            let mut fields = Vec::with_capacity(rows * 2);
-            let mut sequences = [
-                Vec::with_capacity(rows * length),
-                Vec::with_capacity(rows * length),
-            ];
-            let mut masks = [
-                Vec::with_capacity(rows * length),
-                Vec::with_capacity(rows * length),
-            ];
-            let mut labels = [Vec::with_capacity(rows), Vec::with_capacity(rows)];
+        let mut split = |rows: usize| -> Rows {
+            let mut out = Rows::default();
             for _ in 0..rows {
                 // [like category, watch category].
                 let user = [0, 1].map(|_| held[samples.below(held.len() as u64) as usize]);
                 let item = samples.below(items as u64) as usize;
-                fields.extend([item as i64, category[item] as i64]);
+                out.fields.extend([item as i64, category[item] as i64]);
                 for (b, &k) in user.iter().enumerate() {
                     let n = samples.below(length as u64 + 1) as usize;
+                    let mut sequence = Vec::with_capacity(n);
                     for p in 0..length {
-                        let id = match (p < n, samples.uniform() < c.focus) {
-                            (false, _) => 0,
-                            (true, true) => {
-                                members[k][samples.below(members[k].len() as u64) as usize]
-                            }
-                            (true, false) => samples.below(items as u64) as usize,
-                        };
-                        sequences[b].push(id as i64);
-                        masks[b].push(p < n);
+                        // One focus draw per position, padding included.
+                        let focused = samples.uniform() < c.focus;
+                        if p < n {
+                            let id = match focused {
+                                true => members[k][samples.below(members[k].len() as u64) as usize],
+                                false => samples.below(items as u64) as usize,
+                            };
+                            sequence.push(id as i64);
+                        }
                     }
+                    out.push_sequence(b, &sequence, length);
                     let p = if category[item] == k { c.high } else { c.low };
-                    labels[b].push(f32::from(u8::from(samples.uniform() < p)));
+                    let label = f32::from(u8::from(samples.uniform() < p));
+                    match b {
+                        0 => out.like.push(label),
+                        _ => out.watch.push(label),
+                    }
                 }
             }
-            let [liked, other] = sequences;
-            let [liked_mask, other_mask] = masks;
-            let [like, watch] = labels;
-            let ids = |v: Vec<i64>, cols: usize| -> Result<Tensor> {
-                Ok(Tensor::f_from_slice(&v)?.f_view([rows as i64, cols as i64])?)
-            };
-            let flags = |v: Vec<bool>| -> Result<Tensor> {
-                Ok(Tensor::f_from_slice(&v)?.f_view([rows as i64, length as i64])?)
-            };
-            Ok(Split {
-                inputs: vec![
-                    (FIELDS.to_string(), ids(fields, 2)?),
-                    ("seq.liked".into(), ids(liked, length)?),
-                    ("seq.liked.mask".into(), flags(liked_mask)?),
-                    ("seq.other".into(), ids(other, length)?),
-                    ("seq.other.mask".into(), flags(other_mask)?),
-                ],
-                targets: vec![Tensor::f_from_slice(&watch)?, Tensor::f_from_slice(&like)?],
-                masks: vec![None, None],
-            })
+            out
         };
-        let (train, val, test) = (
-            split(c.train as usize)?,
-            split(c.val as usize)?,
-            split(c.test as usize)?,
-        );
-        let mut inputs = vec![InputSpec::index(FIELDS, vec![2], vec![items, categories])];
-        for b in BEHAVIOURS {
-            inputs.push(InputSpec::index(
-                format!("seq.{b}"),
-                vec![length],
-                vec![items],
-            ));
-            inputs.push(InputSpec::mask(format!("seq.{b}.mask"), vec![length]));
-        }
-        Ok(Dataset {
-            tasks: vec![
-                Task::new("watch", TaskType::Binary),
-                Task::new("like", TaskType::Binary),
-            ],
-            inputs,
-            train,
-            val,
-            test,
-        })
+        let splits = [
+            split(c.train as usize),
+            split(c.val as usize),
+            split(c.test as usize),
+        ];
+        recommend::dataset(vec![items, categories], items, length, splits)
     }
 }
 

@@ -38,6 +38,7 @@ mod items;
 mod movielens;
 mod multi_mnist;
 mod qm9;
+mod recommend;
 mod single_items;
 pub mod split;
 mod synthetic;

@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
 use taskweave_plugin_api::rng::SplitMix;
-use tch::Tensor;
 
 use crate::error::{unreadable, Error, Result};
-use crate::{DataKind, Dataset, Footprint, InputSpec, Source, Split, Task, TaskType, FIELDS};
+use crate::recommend::{self, Rows};
+use crate::{DataKind, Dataset, Footprint, Source};
 
 /// `[data] kind = "movielens"`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -185,45 +185,6 @@ fn read(file: &Path) -> Result<(Vec<Rating>, Vec<Movie>, usize, usize)> {
     Ok((ratings, known, users.len(), genres.len()))
 }
 
-/// Rows of one split, built up.
-#[derive(Default)]
-struct Rows {
-    fields: Vec<i64>,
-    sequences: [Vec<i64>; 2],
-    masks: [Vec<bool>; 2],
-    watch: Vec<f32>,
-    like: Vec<f32>,
-    rated: Vec<bool>,
-}
-
-impl Rows {
-    fn split(self, length: usize) -> Result<Split> {
-        let rows = self.watch.len() as i64;
-        let [liked, other] = self.sequences;
-        let [liked_mask, other_mask] = self.masks;
-        let ids = |v: Vec<i64>, cols: i64| -> Result<Tensor> {
-            Ok(Tensor::f_from_slice(&v)?.f_view([rows, cols])?)
-        };
-        let flags = |v: Vec<bool>| -> Result<Tensor> {
-            Ok(Tensor::f_from_slice(&v)?.f_view([rows, length as i64])?)
-        };
-        Ok(Split {
-            inputs: vec![
-                (FIELDS.to_string(), ids(self.fields, 6)?),
-                ("seq.liked".into(), ids(liked, length as i64)?),
-                ("seq.liked.mask".into(), flags(liked_mask)?),
-                ("seq.other".into(), ids(other, length as i64)?),
-                ("seq.other.mask".into(), flags(other_mask)?),
-            ],
-            targets: vec![
-                Tensor::f_from_slice(&self.watch)?,
-                Tensor::f_from_slice(&self.like)?,
-            ],
-            masks: vec![None, Some(Tensor::f_from_slice(&self.rated)?)],
-        })
-    }
-}
-
 impl Source for Movielens {
     const NAME: &'static str = "movielens";
     type Config = MovielensConfig;
@@ -309,23 +270,17 @@ impl Source for Movielens {
                         weekday,
                     ]);
                     for (b, seq) in sequences.iter().enumerate() {
-                        rows.sequences[b].extend(
-                            seq.iter()
-                                .copied()
-                                .chain(std::iter::repeat_n(0, length - seq.len())),
-                        );
-                        rows.masks[b].extend((0..length).map(|p| p < seq.len()));
+                        rows.push_sequence(b, seq, length);
                     }
                     rows.watch.push(f32::from(u8::from(rated)));
                     rows.like
                         .push(f32::from(u8::from(rated && r.rating >= 4.0)));
-                    rows.rated.push(rated);
+                    rows.rated.get_or_insert_with(Vec::new).push(rated);
                 }
             }
             start = end;
         }
-        let [train, val, test] = splits;
-        for (name, rows) in [("train", &train), ("val", &val), ("test", &test)] {
+        for (name, rows) in ["train", "val", "test"].into_iter().zip(&splits) {
             if rows.watch.is_empty() {
                 return Err(Error::config(
                     if name == "train" { "warmup" } else { name },
@@ -333,29 +288,8 @@ impl Source for Movielens {
                 ));
             }
         }
-        let mut inputs = vec![InputSpec::index(
-            FIELDS,
-            vec![6],
-            vec![users, movies.len(), genres, YEAR_BINS, 24, 7],
-        )];
-        for b in ["liked", "other"] {
-            inputs.push(InputSpec::index(
-                format!("seq.{b}"),
-                vec![length],
-                vec![movies.len()],
-            ));
-            inputs.push(InputSpec::mask(format!("seq.{b}.mask"), vec![length]));
-        }
-        Ok(Dataset {
-            tasks: vec![
-                Task::new("watch", TaskType::Binary),
-                Task::new("like", TaskType::Binary),
-            ],
-            inputs,
-            train: train.split(length)?,
-            val: val.split(length)?,
-            test: test.split(length)?,
-        })
+        let field_vocab = vec![users, movies.len(), genres, YEAR_BINS, 24, 7];
+        recommend::dataset(field_vocab, movies.len(), length, splits)
     }
 }
 
@@ -391,7 +325,7 @@ mod tests {
         }
     }
 
-    fn rows(t: &Tensor) -> Vec<Vec<i64>> {
+    fn rows(t: &tch::Tensor) -> Vec<Vec<i64>> {
         let cols = t.size()[1] as usize;
         Vec::<i64>::try_from(t.flatten(0, -1))
             .unwrap()
