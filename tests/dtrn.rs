@@ -1,6 +1,6 @@
 //! The `dtrn` Architecture plugin on `multi-behaviour-synthetic`, where each
 //! task's answer is in one behaviour sequence: DTRN learns it and a shared
-//! bottom over the fields cannot; bad configs and ids are exit 2.
+//! bottom over the fields alone cannot; bad configs and ids are exit 2.
 
 use std::path::Path;
 
@@ -70,6 +70,7 @@ fn dtrn_reads_each_task_s_behaviour_where_a_shared_bottom_cannot() {
         &[
             "run.name=shared",
             "model.architecture={kind=\"hard-sharing\"}",
+            "model.backbone.sequences=\"ignore\"",
         ],
     );
     let (dtrn, shared) = (test_auc(d, "dtrn"), test_auc(d, "shared"));

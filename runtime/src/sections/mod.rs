@@ -14,7 +14,7 @@ use taskweave_plugin_api::config::{schema_for, JsonSchema};
 pub use diffusion::DiffusionConfig;
 pub use model::{
     BackboneConfig, ConvBackbone, ConvStyle, EmbeddingBackbone, HeadConfig, MlpBackbone,
-    ModelConfig, TransformerLmBackbone, UnetBackbone, VitBackbone,
+    ModelConfig, SequencePooling, TransformerLmBackbone, UnetBackbone, VitBackbone,
 };
 pub use train::{steps_per_epoch, EvalConfig, OnNonFinite, ScheduleConfig, Select, TrainConfig};
 

@@ -134,8 +134,24 @@ mlp_backbone!(
         /// Width of each field's embedding.
         #[schemars(range(min = 1, max = 65536))]
         dim: u32 = 8,
+        /// What becomes of the data's behaviour sequences `seq.<name>`.
+        sequences: SequencePooling = SequencePooling::Mean,
     }
 );
+
+/// How the `embedding` backbone reads the behaviour sequences `seq.<name>`
+/// (int64 ids `[L]`, valid where `seq.<name>.mask` is true).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SequencePooling {
+    /// Each sequence's own embedding table, averaged over its valid
+    /// positions (zeros for an empty one), joins the shared input: the
+    /// shared-bottom input of the recommendation papers' baselines.
+    #[default]
+    Mean,
+    /// The fields (and `features`) only.
+    Ignore,
+}
 
 /// How the stages of a `conv` backbone are built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

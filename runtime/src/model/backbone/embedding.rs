@@ -1,6 +1,8 @@
 //! `kind = "embedding"`: one embedding table per column of the id input
 //! `fields`, concatenated with the float input `features` when the data have
-//! it, then an MLP (the shared bottom of the MMoE paper's census model).
+//! it and with each behaviour sequence `seq.<name>` mean-pooled (unless
+//! `sequences = "ignore"`), then an MLP (the shared bottom of the MMoE
+//! paper's census model and of the recommendation papers' baselines).
 
 use taskweave_plugin_api::nn::{Embedding, Mlp};
 use taskweave_plugin_api::{InputKind, InputSpec};
@@ -9,7 +11,7 @@ use tch::{Device, Tensor};
 use super::mlp::{layers, Trunk, FEATURES};
 use super::{input, require, Backbone, Inputs, Plan};
 use crate::error::{Error, Result};
-use crate::sections::EmbeddingBackbone;
+use crate::sections::{EmbeddingBackbone, SequencePooling};
 use taskweave_datasets::FIELDS;
 
 /// The fields' vocabulary sizes and the width of `features` (0 without).
@@ -31,6 +33,44 @@ fn shape(inputs: &[InputSpec]) -> Result<(Vec<usize>, usize)> {
     Ok((vocab, width))
 }
 
+/// One behaviour sequence the backbone pools.
+struct Sequence {
+    name: String,
+    /// Its mask input, when the data have one (else every position is valid).
+    mask: Option<String>,
+    vocab: usize,
+}
+
+/// The sequences `config` pools: every int64 `seq.<name>` input `[L]`.
+fn sequences(config: &EmbeddingBackbone, inputs: &[InputSpec]) -> Result<Vec<Sequence>> {
+    if config.sequences == SequencePooling::Ignore {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for spec in inputs.iter().filter(|i| i.name.starts_with("seq.")) {
+        if spec.kind != InputKind::Index {
+            continue;
+        }
+        let vocab = match (spec.shape.as_slice(), spec.vocab_of(0)) {
+            ([_], Some(v)) if v > 0 => v,
+            _ => {
+                return Err(Error::Input(format!(
+                    "model.backbone: backbone `embedding` pools the sequence `{}`, which must be int64 ids [L] with a vocabulary size, and it is {}; set model.backbone.sequences = \"ignore\" to leave it out",
+                    spec.name,
+                    super::describe(spec)
+                )))
+            }
+        };
+        let mask = format!("{}.mask", spec.name);
+        out.push(Sequence {
+            mask: inputs.iter().any(|i| i.name == mask).then_some(mask),
+            name: spec.name.clone(),
+            vocab,
+        });
+    }
+    Ok(out)
+}
+
 fn trunk(config: &EmbeddingBackbone) -> Trunk<'_> {
     Trunk {
         hidden: &config.hidden,
@@ -40,16 +80,27 @@ fn trunk(config: &EmbeddingBackbone) -> Trunk<'_> {
 
 pub fn plan(config: &EmbeddingBackbone, inputs: &[InputSpec]) -> Result<Plan> {
     let (vocab, width) = shape(inputs)?;
+    let sequences = sequences(config, inputs)?;
     let dim = config.dim as u128;
     let ids: u128 = vocab.iter().map(|&v| v as u128).sum();
-    let sizes = vec![(
+    let mut sizes = vec![(
         format!(
             "model.backbone.dim = {dim} over {ids} ids of {} fields",
             vocab.len()
         ),
         ids * dim,
     )];
-    Ok(trunk(config).plan(vocab.len() * config.dim as usize + width, sizes))
+    for s in &sequences {
+        sizes.push((
+            format!(
+                "model.backbone.dim = {dim} over {} ids of {}",
+                s.vocab, s.name
+            ),
+            s.vocab as u128 * dim,
+        ));
+    }
+    let input_width = (vocab.len() + sequences.len()) * config.dim as usize + width;
+    Ok(trunk(config).plan(input_width, sizes))
 }
 
 /// The built `embedding` backbone.
@@ -59,6 +110,8 @@ pub struct EmbeddingTrunk {
     /// `[F]` int64: where each field's rows start in `tables`.
     offsets: Tensor,
     with_features: bool,
+    /// The pooled sequences, each with its own table.
+    sequences: Vec<(Sequence, Embedding)>,
     mlp: Mlp,
 }
 
@@ -79,11 +132,19 @@ impl EmbeddingTrunk {
             .collect();
         let rows: usize = vocab.iter().sum();
         let dim = config.dim as usize;
+        let tables = Embedding::new(rows, dim, device)?;
+        let mut pooled = Vec::new();
+        for s in sequences(config, inputs)? {
+            let table = Embedding::new(s.vocab, dim, device)?;
+            pooled.push((s, table));
+        }
+        let input_width = (vocab.len() + pooled.len()) * dim + width;
         Ok(EmbeddingTrunk {
-            tables: Embedding::new(rows, dim, device)?,
+            tables,
             offsets: Tensor::from_slice(&starts).f_to_device(device)?,
             with_features: width > 0,
-            mlp: trunk(config).build(vocab.len() * dim + width, device)?,
+            sequences: pooled,
+            mlp: trunk(config).build(input_width, device)?,
         })
     }
 }
@@ -92,15 +153,21 @@ impl Backbone for EmbeddingTrunk {
     fn forward(&self, inputs: &Inputs, train: bool, update_stats: bool) -> Result<Vec<Tensor>> {
         let ids = input(inputs, FIELDS)?.f_add(&self.offsets)?;
         // One lookup for every field: [B, F, dim] → [B, F·dim].
-        let mut x = self.tables.forward(&ids)?.f_flatten(1, -1)?;
+        let mut parts = vec![self.tables.forward(&ids)?.f_flatten(1, -1)?];
         if self.with_features {
-            x = Tensor::f_cat(&[x, input(inputs, FEATURES)?.shallow_clone()], 1)?;
+            parts.push(input(inputs, FEATURES)?.shallow_clone());
         }
-        layers(&self.mlp, &x, train, update_stats)
+        for (sequence, table) in &self.sequences {
+            parts.push(mean_pool(sequence, table, inputs)?);
+        }
+        layers(&self.mlp, &Tensor::f_cat(&parts, 1)?, train, update_stats)
     }
 
     fn parameters(&self) -> Vec<(String, Tensor)> {
         let mut out = self.tables.parameters("backbone.embeddings");
+        for (sequence, table) in &self.sequences {
+            out.extend(table.parameters(&format!("backbone.{}", sequence.name)));
+        }
         out.extend(self.mlp.parameters("backbone.mlp"));
         out
     }
@@ -108,4 +175,21 @@ impl Backbone for EmbeddingTrunk {
     fn buffers(&self) -> Vec<(String, Tensor)> {
         self.mlp.buffers("backbone.mlp")
     }
+}
+
+/// The mean of `sequence`'s item vectors over its valid positions `[B, dim]`
+/// (zeros where none is valid).
+fn mean_pool(sequence: &Sequence, table: &Embedding, inputs: &Inputs) -> Result<Tensor> {
+    let vectors = table.forward(input(inputs, &sequence.name)?)?;
+    let Some(mask) = &sequence.mask else {
+        return Ok(vectors.f_mean_dim(1, false, None)?);
+    };
+    let weight = input(inputs, mask)?
+        .f_to_kind(vectors.kind())?
+        .f_unsqueeze(-1)?;
+    let count = weight.f_sum_dim_intlist(1, false, None)?.f_clamp_min(1.0)?;
+    Ok(vectors
+        .f_mul(&weight)?
+        .f_sum_dim_intlist(1, false, None)?
+        .f_div(&count)?)
 }

@@ -146,7 +146,8 @@ fn input<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Tensor> {
 mod tests {
     use super::*;
     use crate::sections::{
-        ConvBackbone, ConvStyle, TransformerLmBackbone, UnetBackbone, VitBackbone,
+        ConvBackbone, ConvStyle, EmbeddingBackbone, SequencePooling, TransformerLmBackbone,
+        UnetBackbone, VitBackbone,
     };
     use tch::Kind;
 
@@ -410,5 +411,74 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.starts_with("model.backbone: backbone `transformer-lm` reads the input `tokens` (int64, 1 dimensions per example), but the data do not have it"), "{e}");
+    }
+
+    #[test]
+    fn embedding_mean_pools_each_sequence_over_its_valid_positions() {
+        let inputs = vec![
+            InputSpec::index(taskweave_datasets::FIELDS, vec![2], vec![3, 4]),
+            InputSpec::index("seq.a", vec![3], vec![5]),
+            InputSpec::mask("seq.a.mask", vec![3]),
+            InputSpec::index("seq.b", vec![2], vec![6]),
+        ];
+        let batch = vec![
+            (
+                taskweave_datasets::FIELDS.to_string(),
+                Tensor::from_slice(&[0i64, 1, 2, 3]).view([2, 2]),
+            ),
+            (
+                "seq.a".into(),
+                Tensor::from_slice(&[1i64, 2, 0, 4, 0, 0]).view([2, 3]),
+            ),
+            (
+                "seq.a.mask".into(),
+                Tensor::from_slice(&[true, true, false, false, false, false]).view([2, 3]),
+            ),
+            (
+                "seq.b".into(),
+                Tensor::from_slice(&[5i64, 1, 2, 2]).view([2, 2]),
+            ),
+        ];
+        // No hidden layer: the output is the MLP's input itself.
+        let config = |sequences| {
+            BackboneConfig::Embedding(EmbeddingBackbone {
+                dim: 2,
+                hidden: vec![],
+                sequences,
+                ..EmbeddingBackbone::default()
+            })
+        };
+        let (built, out) = check(
+            config(SequencePooling::Mean),
+            &inputs,
+            batch
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        );
+        let table = |name: &str| {
+            built
+                .parameters()
+                .into_iter()
+                .find(|(n, _)| n == &format!("backbone.{name}.weight"))
+                .unwrap()
+                .1
+        };
+        let (a, b) = (table("seq.a"), table("seq.b"));
+        let pooled_a = out[0].narrow(1, 4, 2);
+        let pooled_b = out[0].narrow(1, 6, 2);
+        let want_a0 = (a.get(1) + a.get(2)) / 2.0;
+        assert!(pooled_a.get(0).allclose(&want_a0, 1e-6, 1e-6, false));
+        assert_eq!(
+            pooled_a.get(1).abs().sum(Kind::Float).double_value(&[]),
+            0.0,
+            "an empty sequence pools to zeros"
+        );
+        // Without a mask every position counts.
+        let want_b1 = (b.get(2) + b.get(2)) / 2.0;
+        assert!(pooled_b.get(1).allclose(&want_b1, 1e-6, 1e-6, false));
+        // `ignore`: the fields alone.
+        let (_, out) = check(config(SequencePooling::Ignore), &inputs, batch);
+        assert_eq!(out[0].size(), [2, 4]);
     }
 }
