@@ -1,7 +1,12 @@
 //! `csv`: the user's own table. Columns are mapped to inputs and to tasks (one
 //! task per target column, with its type); rows are split into train/val/test
-//! by fractions or by a column. Every error names the file, and where it applies
-//! the row (its line number in the file) and the column.
+//! by fractions or by a column. Number columns become the float input
+//! `features`; categorical columns (`fields`) and behaviour-sequence columns
+//! (`sequences`, a list of ids per cell) become id inputs ([`categorical`]),
+//! so users can bring their own interaction logs. Every error names the file,
+//! and where it applies the row (its line number in the file) and the column.
+
+mod categorical;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,8 @@ use crate::split::{self, Fractions};
 use crate::{
     DataKind, Dataset, InputSpec, RegressionLoss, Source, Split, Task, TaskType, FEATURES,
 };
+pub use categorical::SequenceSpec;
+use categorical::{IdColumns, SequenceColumn};
 
 /// The most classes a multiclass task may have.
 const MAX_CLASSES: u32 = 1 << 24;
@@ -26,9 +33,18 @@ const MAX_CLASSES: u32 = 1 << 24;
 pub struct CsvConfig {
     /// The CSV file (with a header row), relative to the pipeline file.
     pub path: String,
-    /// Input columns; default: every column that is not a task or the split column.
+    /// Number input columns (the float input `features`); default: every
+    /// column that is not a task, a field, a sequence or the split column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    /// Categorical columns, in order: the int64 input `fields` `[F]`, each
+    /// column numbering its values (see [`categorical`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<String>,
+    /// Behaviour-sequence columns by behaviour name: `name = { length = L }`
+    /// makes the inputs `seq.<name>` and `seq.<name>.mask`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub sequences: IndexMap<String, SequenceSpec>,
     /// One entry per target column, in task order: `column = { type = "regression" | "binary" | "multiclass" }`.
     pub tasks: IndexMap<String, TaskSpec>,
     /// Fractions of the rows for each split, after the shuffle.
@@ -174,13 +190,43 @@ impl Source for Csv {
             ));
         }
         let split_column = config.split_column.as_deref().map(column).transpose()?;
+        let field_columns: Vec<usize> = config
+            .fields
+            .iter()
+            .map(|n| column(n))
+            .collect::<Result<_>>()?;
+        let mut sequences = Vec::new();
+        for (name, spec) in &config.sequences {
+            let col = column(spec.column.as_deref().unwrap_or(name))?;
+            sequences.push(SequenceColumn::new(name, spec, col, &config.fields)?);
+        }
+        for (key, name) in config.fields.iter().map(|f| ("fields", f)).chain(
+            config
+                .sequences
+                .iter()
+                .map(|(n, spec)| ("sequences", spec.column.as_ref().unwrap_or(n))),
+        ) {
+            if config.tasks.contains_key(name) || config.split_column.as_ref() == Some(name) {
+                return Err(Error::config(
+                    key,
+                    format!(
+                        "column `{name}` is a task or the split column; an input cannot be one"
+                    ),
+                ));
+            }
+        }
+        let mut ids = IdColumns::new(field_columns.len(), sequences);
+        let taken = |i: usize| {
+            Some(i) == split_column
+                || targets.iter().any(|t| t.column == i)
+                || field_columns.contains(&i)
+                || ids.sequences().iter().any(|s| s.column == i)
+        };
         let inputs: Vec<usize> = match &config.inputs {
             Some(names) => names.iter().map(|n| column(n)).collect::<Result<_>>()?,
-            None => (0..header.len())
-                .filter(|i| Some(*i) != split_column && targets.iter().all(|t| t.column != *i))
-                .collect(),
+            None => (0..header.len()).filter(|&i| !taken(i)).collect(),
         };
-        if inputs.is_empty() {
+        if inputs.is_empty() && ids.is_empty() {
             return Err(file_error(
                 "no input columns left after the task and split columns".into(),
             ));
@@ -208,6 +254,11 @@ impl Source for Csv {
             for &col in &inputs {
                 x.push(cell(col)? as f32);
             }
+            let text = |col: usize| record.get(col).unwrap_or("");
+            ids.push(
+                field_columns.iter().map(|&c| text(c).to_string()).collect(),
+                ids.sequences().iter().map(|s| text(s.column)).collect(),
+            );
             for (t, target) in targets.iter().enumerate() {
                 if record.get(target.column).unwrap_or("").is_empty() {
                     y[t].push(None);
@@ -258,8 +309,12 @@ impl Source for Csv {
         }
 
         let d = inputs.len();
-        let make = |which: usize| -> Result<Split> {
-            let idx: Vec<usize> = (0..rows).filter(|r| split_of[*r] == which).collect();
+        let rows_of: Vec<Vec<usize>> = (0..3)
+            .map(|which| (0..rows).filter(|r| split_of[*r] == which).collect())
+            .collect();
+        let (mut specs, id_inputs) = ids.inputs([&rows_of[0], &rows_of[1], &rows_of[2]])?;
+        let make = |which: usize, id_inputs: Vec<(String, Tensor)>| -> Result<Split> {
+            let idx = &rows_of[which];
             let xs: Vec<f32> = idx
                 .iter()
                 .flat_map(|&r| x[r * d..(r + 1) * d].iter().copied())
@@ -292,14 +347,21 @@ impl Source for Csv {
                     })
                 })
                 .collect();
+            let mut inputs = Vec::new();
+            if d > 0 {
+                inputs.push((FEATURES.to_string(), matrix(xs, idx.len(), d)?));
+            }
+            inputs.extend(id_inputs);
             Ok(Split {
-                inputs: vec![(FEATURES.to_string(), matrix(xs, idx.len(), d)?)],
+                inputs,
                 targets: targets_of,
                 masks,
             })
         };
-        let (mut train, mut val, mut test) = (make(0)?, make(1)?, make(2)?);
-        if config.standardize_inputs && !train.is_empty() {
+        let [tr, va, te] = id_inputs;
+        let (mut train, mut val, mut test) = (make(0, tr)?, make(1, va)?, make(2, te)?);
+        if d > 0 && config.standardize_inputs && !train.is_empty() {
+            // `features` comes first.
             let [tr, va, te] = [&mut train, &mut val, &mut test].map(|s| &mut s.inputs[0].1);
             standardize([tr, va, te])?;
         }
@@ -321,9 +383,12 @@ impl Source for Csv {
             }
             tasks.push(task);
         }
+        if d > 0 {
+            specs.insert(0, InputSpec::float(FEATURES, vec![d]));
+        }
         Ok(Dataset {
             tasks,
-            inputs: vec![InputSpec::float(FEATURES, vec![d])],
+            inputs: specs,
             train,
             val,
             test,
@@ -491,6 +556,126 @@ mod tests {
         let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
         assert!(
             e.contains("row 2, column `s`: `training` is not train, val or test"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fields_and_sequences_number_the_training_values_and_keep_the_latest_items() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rows 2-5 train, 6 val, 7 test (split column).
+        write(
+            dir.path(),
+            "user,item,x,hist,tags,y,s\n\
+             ann,i1,1,i2|i3,a,1,train\n\
+             bob,i2,2,,a;b,0,train\n\
+             ann,i3,3,i1|i2|i3|i4,b,1,train\n\
+             cat,i1,4,i9,a,0,train\n\
+             dan,i7,5,i1|i8|i2,zz,1,val\n\
+             ann,i2,6,i3,a,0,test\n",
+        );
+        let sequences = json!({
+            "hist": {"field": "item", "length": 2},
+            "tags": {"length": 3, "separator": ";"}});
+        let c = config(
+            json!({"tasks": {"y": {"type": "binary"}}, "split_column": "s",
+            "fields": ["user", "item"], "sequences": sequences}),
+        );
+        let d = load(&c, dir.path()).unwrap();
+        let names: Vec<&str> = d.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "features",
+                "fields",
+                "seq.hist",
+                "seq.hist.mask",
+                "seq.tags",
+                "seq.tags.mask"
+            ]
+        );
+        assert_eq!(d.inputs[0].shape, [1], "x is the only number column left");
+        // user: ann bob cat (+ padding); item: i1 i2 i3, then the history's i4 i9.
+        assert_eq!(d.inputs[1].vocab, [4, 6]);
+        assert_eq!(d.inputs[2].vocab, [6], "hist shares item's ids");
+        assert_eq!(d.inputs[4].vocab, [3], "tags: a b");
+        let ids = |split: &Split, name: &str| {
+            let t = &split.inputs.iter().find(|(n, _)| n == name).unwrap().1;
+            Vec::<i64>::try_from(t.flatten(0, -1)).unwrap()
+        };
+        assert_eq!(ids(&d.train, "fields"), [1, 1, 2, 2, 1, 3, 3, 1]);
+        // Row 4 keeps its last two items, i3 i4; row 3's is empty.
+        assert_eq!(ids(&d.train, "seq.hist"), [2, 3, 0, 0, 3, 4, 5, 0]);
+        let mask = Vec::<bool>::try_from(
+            d.train
+                .inputs
+                .iter()
+                .find(|(n, _)| n == "seq.hist.mask")
+                .unwrap()
+                .1
+                .flatten(0, -1),
+        )
+        .unwrap();
+        assert_eq!(mask, [true, true, false, false, true, true, true, false]);
+        // Values training never saw are 0: user dan, item i7, i8, tag zz.
+        assert_eq!(ids(&d.val, "fields"), [0, 0]);
+        assert_eq!(ids(&d.val, "seq.hist"), [0, 2]);
+        assert_eq!(ids(&d.val, "seq.tags"), [0, 0, 0]);
+        assert_eq!(ids(&d.test, "fields"), [1, 2]);
+
+        // Ids only: no `features` input.
+        let c = config(
+            json!({"tasks": {"y": {"type": "binary"}}, "split_column": "s",
+            "inputs": [], "fields": ["user"]}),
+        );
+        let d = load(&c, dir.path()).unwrap();
+        assert_eq!(d.inputs.len(), 1);
+        assert_eq!(d.train.inputs[0].0, "fields");
+    }
+
+    #[test]
+    fn bad_id_columns_are_named() {
+        let text = "item,hist,y\ni1,,1\ni2,,0\ni3,i1,1\ni4,i2,0\n";
+        let binary = json!({"type": "binary"});
+        let e = err(
+            text,
+            json!({"tasks": {"y": binary}, "fields": ["item"],
+                "sequences": {"hist": {"field": "user", "length": 2}}}),
+        );
+        assert!(
+            e.starts_with("data.sequences.hist.field: `user` is not one of `fields` (item)"),
+            "{e}"
+        );
+        // Rows 2 and 3 are the training split, and their histories are empty.
+        let e = err(
+            text,
+            json!({"tasks": {"y": binary}, "fields": ["item"], "sequences": {"hist": {"length": 2}}}),
+        );
+        assert!(
+            e.starts_with("data.sequences.hist: the sequence is empty in every training row"),
+            "{e}"
+        );
+        let e = err(text, json!({"tasks": {"y": binary}, "fields": ["y"]}));
+        assert!(e.starts_with("data.fields: column `y` is a task"), "{e}");
+        let e = err(text, json!({"tasks": {"y": binary}, "fields": ["items"]}));
+        assert!(
+            e.contains("no column `items` (columns: item, hist, y); did you mean `item`?"),
+            "{e}"
+        );
+        // Length 0 (the schema refuses it too, where pipelines are validated).
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), text);
+        crate::link();
+        let table = json!({"kind": "csv", "path": "d.csv", "tasks": {"y": binary},
+            "fields": ["item"], "sequences": {"hist": {"length": 0}}});
+        let e = crate::find("csv")
+            .unwrap()
+            .load(&table, dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.sequences.hist.length: keeps no item"),
             "{e}"
         );
     }
