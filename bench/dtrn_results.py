@@ -96,7 +96,38 @@ def main():
                     cells.append(f"{ms[0]:.4f} ± {ms[1]:.4f}")
             rate = statistics.mean(r["steps_per_second"] for r in rows)
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {rows[0]['parameters']} | {rate:.1f} |")
+        lines += [""] + verdict(results, bench)
+    lines += ["", PAPER]
     runs.write_report(out_md, lines)
+
+
+# What could be found of the paper's own numbers (arXiv 2308.05996, CIKM 2023).
+PAPER = (
+    "The paper (Liu et al., \"Deep Task-specific Bottom Representation Network for Multi-Task "
+    "Recommendation\", CIKM 2023, arXiv 2308.05996) reports experiments on \"one public dataset and "
+    "one industrial dataset\" and an online deployment (abstract). Its result tables could not be "
+    "retrieved from this machine (no web access; the search corpora hold the abstract only), so no "
+    "paper number stands beside ours; the next session with web access should add them."
+)
+
+
+def verdict(results, bench):
+    """Per task: DTRN's test AUC minus the best baseline's (by mean), with
+    the standard error of the difference over the seeds."""
+    def aucs(label, task):
+        return [r[2]["test"][task]["auc"] for r in results if r[0] == bench and r[1] == label]
+
+    out = []
+    for task in TASKS:
+        baselines = [label for label, _ in ROWS if not label.startswith("DTRN")]
+        best = max(baselines, key=lambda label: statistics.mean(aucs(label, task)))
+        dtrn, base = aucs("DTRN", task), aucs(best, task)
+        diff = statistics.mean(dtrn) - statistics.mean(base)
+        se = (statistics.variance(dtrn) / len(dtrn) + statistics.variance(base) / len(base)) ** 0.5
+        plain = "beats" if diff > 2 * se else ("trails" if diff < -2 * se else "is level with")
+        out.append(f"- `{task}`: DTRN {plain} the best baseline ({best}): AUC {diff:+.4f} ± {se:.4f} "
+                   "(difference of means ± its standard error; \"beats\"/\"trails\" need 2 SE).")
+    return out
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ fn dtrn_reads_each_task_s_behaviour_where_a_shared_bottom_cannot() {
     let log = std::fs::read_to_string(d.join("runs/dtrn/metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
     let sizes = &last["architecture"];
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/dtrn/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(&summary["architecture"], sizes, "summary.json has them too");
     let hyper = sizes["parameters.hypernetwork"].as_f64().unwrap();
     let encoder = sizes["parameters.encoder"].as_f64().unwrap();
     assert!(

@@ -441,8 +441,8 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     memory.end("eval");
     let (loss, weights) = running.take(&tasks);
     for (split, metrics, architecture) in [
-        ("val", &val, val_architecture),
-        ("test", &test, test_architecture),
+        ("val", &val, &val_architecture),
+        ("test", &test, &test_architecture),
     ] {
         history.push(
             json!({"step": selected, "split": split, "final": true, "selected_step": selected,
@@ -474,6 +474,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
                       "steps_per_second": steps_per_second,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
+                      "architecture": test_architecture,
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
     write_atomic(
         &dir.join("summary.json"),
