@@ -337,4 +337,22 @@ fn taskexpert_trains_on_vit_tokens_and_logs_each_task_s_gate_weights() {
             }
         }
     }
+    // `balance` reaches each task's training loss through the ABI's
+    // auxiliary losses: the same run with a large weight logs a larger one.
+    let first_loss = |summary: &taskweave::run::Summary| {
+        let text = std::fs::read_to_string(summary.dir.join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        ["seg", "depth", "big"].map(|t| first["train_loss"][t].as_f64().unwrap())
+    };
+    let balanced = train(
+        &path,
+        &[
+            "run.name=balanced".into(),
+            "model.architecture.balance=100".into(),
+        ],
+    );
+    let (plain, heavy) = (first_loss(&summary), first_loss(&balanced));
+    for t in 0..3 {
+        assert!(heavy[t] > plain[t] + 10.0, "{plain:?} vs {heavy:?}");
+    }
 }

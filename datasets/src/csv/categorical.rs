@@ -14,6 +14,9 @@ use tch::Tensor;
 use crate::error::{Error, Result};
 use crate::{InputSpec, FIELDS};
 
+/// A split's inputs, by name.
+type NamedInputs = Vec<(String, Tensor)>;
+
 /// One behaviour sequence column: `sequences.<name> = { ... }` becomes the
 /// inputs `seq.<name>` (int64 `[length]`, padded at the end with 0) and
 /// `seq.<name>.mask` (bool, false at padding).
@@ -214,7 +217,7 @@ impl IdColumns {
     pub fn inputs(
         &self,
         rows: [&[usize]; 3],
-    ) -> Result<(Vec<InputSpec>, [Vec<(String, Tensor)>; 3])> {
+    ) -> Result<(Vec<InputSpec>, [NamedInputs; 3])> {
         let vocabularies = self.vocabularies(rows[0])?;
         let mut specs = Vec::new();
         if self.fields > 0 {
@@ -237,7 +240,7 @@ impl IdColumns {
                 vec![sequence.length],
             ));
         }
-        let split = |rows: &[usize]| -> Result<Vec<(String, Tensor)>> {
+        let split = |rows: &[usize]| -> Result<NamedInputs> {
             let n = rows.len() as i64;
             let mut inputs = Vec::new();
             if self.fields > 0 {

@@ -1,7 +1,7 @@
 //! `Architecture`: trainable modules between the backbone and the task heads.
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec, Tuple2};
+use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RString, RVec, Tuple2};
 use abi_stable::StableAbi;
 use tch::Tensor;
 
@@ -99,6 +99,17 @@ pub trait Architecture: Send {
         Ok(Vec::new())
     }
 
+    /// Auxiliary losses of the last forward pass with `train = true`, one
+    /// per task (`[T]`, float, differentiable: TaskExpert's load-balancing
+    /// term of each task's gates). The host adds entry t to task t's loss
+    /// before any weighting or strategy sees the losses, so every method
+    /// treats it as part of the task's objective. The host asks once after
+    /// every training forward pass; an architecture returns what that pass
+    /// made and forgets it. None (the default): no auxiliary loss.
+    fn aux_losses(&mut self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// Everything besides the parameters needed to continue after a resume.
     fn state(&self) -> Result<State> {
         Ok(State::default())
@@ -142,6 +153,8 @@ pub trait FfiArchitecture: Send {
     /// See [`Architecture::eval_metrics`].
     #[sabi(last_prefix_field)]
     fn eval_metrics(&mut self) -> RResult<RVec<Tuple2<RString, f64>>, Error>;
+    /// See [`Architecture::aux_losses`].
+    fn aux_losses(&mut self) -> RResult<ROption<TensorOwned>, Error>;
 }
 
 /// An owned [`FfiArchitecture`] trait object.
@@ -203,6 +216,12 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
         })
     }
 
+    fn aux_losses(&mut self) -> RResult<ROption<TensorOwned>, Error> {
+        guard(&self.label, "Architecture::aux_losses", || {
+            Ok(self.inner.aux_losses()?.map(TensorOwned::from).into())
+        })
+    }
+
     state_adapters!(guarded Architecture);
 }
 
@@ -250,6 +269,11 @@ impl Architecture for FfiArchitectureBox {
             .into_iter()
             .map(|Tuple2(n, v)| (n.into_string(), v))
             .collect())
+    }
+
+    fn aux_losses(&mut self) -> Result<Option<Tensor>> {
+        let aux = FfiArchitecture::aux_losses(self).into_result()?;
+        Ok(aux.into_option().map(TensorOwned::into_tensor))
     }
 
     state_adapters!(foreign FfiArchitecture);

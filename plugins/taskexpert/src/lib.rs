@@ -16,8 +16,16 @@
 //! (over the evaluation's tokens) goes to metrics.jsonl, as
 //! `gate.<task>.<block>.<slot>` (slot `memory` for the memory).
 //!
-//! Not built: the paper's optional load-balancing loss (an architecture
-//! cannot add a loss term through the ABI yet).
+//! `balance` > 0 adds a load-balancing term per task (through
+//! [`Architecture::aux_losses`], so it is part of the task's loss): over
+//! each selected block's tokens, with `p_j` the gate's weight on expert `j`
+//! renormalised over the `n` experts (the memory slot is not an expert),
+//! `n · Σ_j f_j · P_j`, where `P_j` is the mean of `p_j` and `f_j` the share
+//! of tokens whose largest `p` is expert `j` (the Switch Transformer's
+//! form: 1 when the load is even, up to `n` when one expert takes it all),
+//! averaged over the blocks and scaled by `balance`. The paper calls its
+//! load-balancing loss optional without giving its form; this is the
+//! common one.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::nn::experts::{gate_parameters, Bank};
@@ -45,6 +53,9 @@ struct Config {
     layers: Vec<u32>,
     /// Each task's memory as an extra gate slot (false: the ablation without it).
     memory: bool,
+    /// Weight of the load-balancing term added to each task's loss (0: none).
+    #[schemars(range(min = 0.0))]
+    balance: f64,
 }
 
 impl Default for Config {
@@ -54,6 +65,7 @@ impl Default for Config {
             expert_hidden: vec![64],
             layers: Vec::new(),
             memory: true,
+            balance: 0.0,
         }
     }
 }
@@ -75,6 +87,10 @@ struct TaskExpert {
     /// `[slots]`, and the number of tokens they sum.
     gate_sums: Vec<Vec<Option<Tensor>>>,
     tokens: f64,
+    /// `balance`.
+    balance: f64,
+    /// The load-balancing terms `[T]` of the last training pass.
+    aux: Option<Tensor>,
 }
 
 impl Architecture for TaskExpert {
@@ -102,6 +118,8 @@ impl Architecture for TaskExpert {
 
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
         let mut memories: Vec<Option<Tensor>> = self.tasks.iter().map(|_| None).collect();
+        let balancing = input.train && self.balance > 0.0;
+        let mut imbalance: Vec<Vec<Tensor>> = self.tasks.iter().map(|_| Vec::new()).collect();
         for (k, block) in self.blocks.iter().enumerate() {
             let x = input.layers.get(block.index).ok_or_else(|| {
                 Error::msg(format!(
@@ -140,6 +158,9 @@ impl Architecture for TaskExpert {
                 let weights = x
                     .f_linear(&gate.weight, Some(&gate.bias))?
                     .f_softmax(-1, Kind::Float)?;
+                if balancing {
+                    imbalance[t].push(load_imbalance(&weights, self.experts)?);
+                }
                 if !input.train {
                     let sum = weights.f_detach()?.f_sum_dim_intlist(
                         [0i64, 1].as_slice(),
@@ -163,10 +184,21 @@ impl Architecture for TaskExpert {
                 self.tokens += (x.size()[0] * x.size()[1]) as f64;
             }
         }
+        if balancing {
+            let per_task = imbalance
+                .iter()
+                .map(|blocks| Ok(Tensor::f_stack(blocks, 0)?.f_mean(Kind::Float)?))
+                .collect::<Result<Vec<_>>>()?;
+            self.aux = Some(Tensor::f_stack(&per_task, 0)?.f_mul_scalar(self.balance)?);
+        }
         memories
             .into_iter()
             .map(|m| m.ok_or_else(|| Error::msg("TaskExpert has no selected block")))
             .collect()
+    }
+
+    fn aux_losses(&mut self) -> Result<Option<Tensor>> {
+        Ok(self.aux.take())
     }
 
     fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
@@ -253,7 +285,28 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn A
             .map(|_| (0..selected).map(|_| None).collect())
             .collect(),
         tokens: 0.0,
+        balance: config.balance,
+        aux: None,
     }))
+}
+
+/// `n · Σ_j f_j · P_j` over the tokens of one gate's `weights` `[B, N,
+/// slots]`, the first `n` slots the experts (see the module's doc).
+fn load_imbalance(weights: &Tensor, n: usize) -> Result<Tensor> {
+    let experts = weights.f_narrow(-1, 0, n as i64)?;
+    let p = experts.f_div(&experts.f_sum_dim_intlist(-1, true, Kind::Float)?)?;
+    let tokens = p.f_reshape([-1, n as i64])?;
+    let importance = tokens.f_mean_dim(0, false, Kind::Float)?;
+    // Where the tokens go: not differentiable, as in the Switch Transformer.
+    let load = tokens
+        .f_argmax(-1, false)?
+        .f_one_hot(n as i64)?
+        .f_to_kind(Kind::Float)?
+        .f_mean_dim(0, false, Kind::Float)?;
+    Ok(load
+        .f_mul(&importance)?
+        .f_sum(Kind::Float)?
+        .f_mul_scalar(n as f64)?)
 }
 
 register_method!(Method::new(
@@ -397,6 +450,53 @@ mod tests {
         }
         assert!(metrics.iter().any(|(n, _)| n == "gate.task1.1.memory"));
         assert!(m.eval_metrics().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_balancing_term_is_one_for_an_even_load_and_n_for_one_expert() {
+        let ctx = context(2, &[6, 6]);
+        let layers = tokens(2);
+        let mut plain = create(&json!({"experts": 4}), &ctx, &Host::standalone()).unwrap();
+        run(plain.as_mut(), &layers, true);
+        assert!(plain.aux_losses().unwrap().is_none(), "balance 0: no term");
+
+        let config = json!({"experts": 4, "expert_hidden": [3], "balance": 0.5});
+        let mut m = create(&config, &ctx, &Host::standalone()).unwrap();
+        let params = m.parameters().unwrap();
+        // Task 0 sends every token to expert 2 at both blocks; task 1's
+        // gates are uniform over the four experts and the memory.
+        pin(&params, "block0.gate0", 2, 5);
+        pin(&params, "block1.gate0", 2, 5);
+        for b in 0..2 {
+            no_grad(|| {
+                for p in params
+                    .iter()
+                    .filter(|p| p.name.starts_with(&format!("block{b}.gate1.")))
+                {
+                    let _ = p.tensor.shallow_clone().zero_();
+                }
+            });
+        }
+        run(m.as_mut(), &layers, true);
+        let aux = m.aux_losses().unwrap().unwrap();
+        let values = Vec::<f64>::try_from(aux.to_kind(Kind::Double)).unwrap();
+        assert!((values[0] - 0.5 * 4.0).abs() < 1e-4, "{values:?}");
+        // Uniform weights: P_j = 1/4, all tokens on one argmax: 4 · 1/4 = 1.
+        assert!((values[1] - 0.5).abs() < 1e-5, "{values:?}");
+        assert!(m.aux_losses().unwrap().is_none(), "taken once per pass");
+        // It is differentiable in the gates (task 1's uniform gate has a
+        // non-zero gradient).
+        run(m.as_mut(), &layers, true);
+        let aux = m.aux_losses().unwrap().unwrap();
+        aux.sum(Kind::Float).backward();
+        let gate = &params
+            .iter()
+            .find(|p| p.name == "block0.gate1.weight")
+            .unwrap()
+            .tensor;
+        assert!(gate.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        run(m.as_mut(), &layers, false);
+        assert!(m.aux_losses().unwrap().is_none(), "evaluation adds none");
     }
 
     #[test]

@@ -165,7 +165,17 @@ impl StepOps for Ops<'_> {
             }
         };
         // Float32 whatever the forward computed in (bf16 under autocast).
-        let losses = losses.f_to_kind(Kind::Float)?;
+        let mut losses = losses.f_to_kind(Kind::Float)?;
+        if let Some(aux) = self.model.architecture_mut().aux_losses()? {
+            if aux.size() != losses.size() {
+                return Err(ApiError::msg(format!(
+                    "the architecture's auxiliary losses are {:?}, not one per task ({})",
+                    aux.size(),
+                    losses.size()[0]
+                )));
+            }
+            losses = losses.f_add(&aux.f_to_kind(Kind::Float)?)?;
+        }
         let values = Vec::<f64>::try_from(
             losses
                 .f_detach()?
