@@ -103,9 +103,11 @@ experts = "{experts_choice}"
         f.write(text)
 
 
-def evaluate(pipeline, fusion):
-    """`taskweave eval-lm --json` with `fusion`: corpus -> score."""
-    out = runs.cli("eval-lm", pipeline, "--json", "--set", f"fusion={fusion}")
+def evaluate(pipeline, fusion, plot=None):
+    """`taskweave eval-lm --json` with `fusion` (and its α plot into `plot`):
+    corpus -> score."""
+    out = runs.cli("eval-lm", pipeline, "--json", "--set", f"fusion={fusion}",
+                   *(["--plot", plot] if plot else []))
     return {s["corpus"]: s for s in json.loads(out)}
 
 
@@ -145,7 +147,8 @@ def main():
         }
     mixed = os.path.join(work, "all.toml")
     decode_pipeline(mixed, "large", DOMAINS, "all")
-    multi = evaluate(mixed, '{kind="logit-fusion"}')
+    plot = out_md[:-len(".md")] + "-alpha.png"
+    multi = evaluate(mixed, '{kind="logit-fusion"}', plot)
     elapsed = time.time() - started
 
     def gap(d, ppl):
@@ -199,6 +202,10 @@ def main():
     single = sum(gap(d, rows[d]["fusion"]["perplexity"]) for d in DOMAINS) / len(DOMAINS)
     several = sum(gap(d, multi[d]["perplexity"]) for d in DOMAINS) / len(DOMAINS)
     lines += [
+        "",
+        f"![α per byte and expert, multi-task]({os.path.basename(plot)}) "
+        "(`eval-lm --plot`: per domain, the share of its held-out bytes each expert steered at each α; "
+        "the rest the fusion left to the large model).",
         "",
         f"Mean gap closed: {single:.1f}% single-task, {several:.1f}% multi-task; the paper reports "
         f"{PAPER['single']}% and {PAPER['multi']}% with 7B experts steering a 13B model (Fan et al. 2024).",

@@ -218,6 +218,51 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         );
         assert!(alpha > 0.99, "{corpus}: mean α {alpha}");
     }
+    // The α plot, and the shares it draws: every steered byte in the bin of
+    // α = 1, and per expert the bins add up to its steering share.
+    let (code, out, err) = run_cli(
+        d,
+        &[
+            "eval-lm",
+            "decode.toml",
+            "--json",
+            "--plot",
+            "alpha.png",
+            "--set",
+            "fusion={kind=\"logit-fusion\"}",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::read(d.join("alpha.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    let scores: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    for s in &scores {
+        let numbers = |v: &serde_json::Value| -> Vec<f64> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let shares = numbers(&s["expert_share"]);
+        for (e, bins) in s["alpha_shares"].as_array().unwrap().iter().enumerate() {
+            let bins = numbers(bins);
+            assert_eq!(bins.len(), 20);
+            let total: f64 = bins.iter().sum();
+            assert!((total - shares[e]).abs() < 1e-9, "{s}");
+            assert!(bins[9] >= 0.99 * total, "α = 1 bin: {s}");
+        }
+    }
+    let (code, _, err) = run_cli(
+        d,
+        &["eval-lm", "decode.toml", "--plot", "no/such/dir/a.png"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the directory no/such/dir does not exist"),
+        "{err}"
+    );
     assert!(
         expert["words"].0 < large["words"].0 - 0.05,
         "the expert should know `words` better: {expert:?} vs {large:?}"

@@ -214,10 +214,7 @@ impl IdColumns {
 
     /// The inputs of each split (`rows[s]`: its rows, train first) and their
     /// specs.
-    pub fn inputs(
-        &self,
-        rows: [&[usize]; 3],
-    ) -> Result<(Vec<InputSpec>, [NamedInputs; 3])> {
+    pub fn inputs(&self, rows: [&[usize]; 3]) -> Result<(Vec<InputSpec>, [NamedInputs; 3])> {
         let vocabularies = self.vocabularies(rows[0])?;
         let mut specs = Vec::new();
         if self.fields > 0 {

@@ -33,7 +33,15 @@ pub struct CorpusScore {
     /// The mean coefficient of the active expert over all bytes (0 where
     /// the fusion left the large model alone).
     pub mean_alpha: f64,
+    /// Per expert, per coefficient on the grid 0.1, 0.2, …, 2.0: the share
+    /// of bytes at which it was the active one with that coefficient
+    /// (rounded to the grid; beyond it, the nearest end). With the bytes the
+    /// fusion left alone, the shares add up to 1.
+    pub alpha_shares: Vec<Vec<f64>>,
 }
+
+/// Steps of the coefficient grid of [`CorpusScore::alpha_shares`]: 0.1 to 2.0.
+pub const ALPHA_BINS: i64 = 20;
 
 /// Scores the test split of the pipeline's `[data]` with its fusion, one
 /// corpus at a time.
@@ -77,6 +85,7 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
         };
         let (mut nats, mut hits, mut count, mut alpha_sum) = (0.0, 0.0, 0.0, 0.0);
         let mut shares = vec![0.0; experts.len()];
+        let mut alpha_counts = vec![vec![0.0; ALPHA_BINS as usize]; experts.len()];
         let n = rows.size()[0];
         let mut start = 0;
         while start < n {
@@ -118,12 +127,24 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             let (active, alpha) = active_expert(&fused.alpha)?;
             alpha_sum += alpha.f_sum(Kind::Double)?.f_double_value(&[])?;
             let steering = alpha.f_ne(0.0)?;
-            for (e, share) in shares.iter_mut().enumerate() {
-                *share += active
-                    .f_eq(e as i64)?
-                    .f_logical_and(&steering)?
-                    .f_sum(Kind::Double)?
-                    .f_double_value(&[])?;
+            let bins = alpha
+                .f_mul_scalar(10.0)?
+                .f_round()?
+                .f_clamp(1.0, ALPHA_BINS as f64)?
+                .f_sub_scalar(1.0)?
+                .f_to_kind(Kind::Int64)?;
+            for (e, (share, counts)) in shares.iter_mut().zip(&mut alpha_counts).enumerate() {
+                let mine = active.f_eq(e as i64)?.f_logical_and(&steering)?;
+                *share += mine.f_sum(Kind::Double)?.f_double_value(&[])?;
+                let hist = bins
+                    .f_masked_select(&mine)?
+                    .f_bincount(None::<Tensor>, ALPHA_BINS)?;
+                for (c, h) in counts.iter_mut().zip(Vec::<f64>::try_from(
+                    hist.f_to_kind(Kind::Double)?
+                        .f_to_device(tch::Device::Cpu)?,
+                )?) {
+                    *c += h;
+                }
             }
             start += len;
         }
@@ -138,6 +159,10 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             experts,
             expert_share: shares.iter().map(|s| s / count.max(1.0)).collect(),
             mean_alpha: alpha_sum / count.max(1.0),
+            alpha_shares: alpha_counts
+                .iter()
+                .map(|c| c.iter().map(|v| v / count.max(1.0)).collect())
+                .collect(),
         });
     }
     Ok(scores)

@@ -69,6 +69,10 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also draw, per corpus, the share of bytes each expert steered at
+        /// each coefficient α, into this PNG.
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<PathBuf>,
     },
     /// Continue a run from its newest checkpoint.
     Resume {

@@ -1,10 +1,14 @@
 //! `decode` and `eval-lm`: decoding pipelines (see `taskweave::lm`).
 
 use std::io::Write;
+use std::path::Path;
 
+use taskweave::lm::eval::{CorpusScore, ALPHA_BINS};
 use taskweave::lm::{decode, eval, DecodePipeline};
+use taskweave::Error;
+use taskweave_report::{render_png, Panel, Series};
 
-use super::{write_json, Env};
+use super::{check_out, write_json, Env};
 use crate::args::{DecodeArgs, PipelineArgs};
 use crate::output::{Failure, Table};
 
@@ -39,9 +43,16 @@ pub fn eval(
     env: &Env,
     args: &PipelineArgs,
     json: bool,
+    plot: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    if let Some(png) = plot {
+        check_out(png)?;
+    }
     let scores = eval::evaluate(&pipeline(env, args)?)?;
+    if let Some(png) = plot {
+        std::fs::write(png, plot_alphas(&scores)).map_err(|e| Error::io(png, e))?;
+    }
     if json {
         return write_json(out, &scores);
     }
@@ -73,4 +84,31 @@ pub fn eval(
     }
     table.write(out)?;
     Ok(())
+}
+
+/// One panel per corpus: per expert, the share of the corpus's bytes it
+/// steered at each coefficient α.
+fn plot_alphas(scores: &[CorpusScore]) -> Vec<u8> {
+    let panels: Vec<Panel> = scores
+        .iter()
+        .map(|s| Panel {
+            title: format!("{}: α per byte", s.corpus),
+            x_label: "α".into(),
+            y_label: "share of bytes".into(),
+            series: s
+                .experts
+                .iter()
+                .zip(&s.alpha_shares)
+                .map(|(e, shares)| Series {
+                    label: e.clone(),
+                    points: (0..ALPHA_BINS as usize)
+                        .map(|k| ((k + 1) as f64 / 10.0, shares[k]))
+                        .collect(),
+                })
+                .collect(),
+            x_range: Some((0.0, 2.0)),
+            ..Default::default()
+        })
+        .collect();
+    render_png(&panels, panels.len().min(2))
 }

@@ -73,7 +73,11 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
                 },
         } => train::lm(&env, &pipeline, overwrite, out),
         Command::Decode(args) => lm::decode(&env, &args, out),
-        Command::EvalLm { pipeline, json } => lm::eval(&env, &pipeline, json, out),
+        Command::EvalLm {
+            pipeline,
+            json,
+            plot,
+        } => lm::eval(&env, &pipeline, json, plot.as_deref(), out),
         Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),
