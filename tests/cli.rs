@@ -427,3 +427,45 @@ fn toy_cagrad_draws_trajectories_into_a_png_and_rejects_bad_tables() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pcgard"), "{err}");
 }
+
+#[test]
+fn stats_counts_labels_and_correlates_scalar_tasks_over_rows_both_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // b = 1 − 2a where labelled, c binary, k multiclass; b lacks two labels.
+    let mut csv = String::from("x,a,b,c,k\n");
+    // The first 20 rows are the training split.
+    for i in 0..40 {
+        let a = (i * 7 % 11) as f64;
+        let b = if i % 10 == 3 {
+            String::new()
+        } else {
+            format!("{}", 1.0 - 2.0 * a)
+        };
+        csv += &format!("{i},{a},{b},{},{}\n", i % 2, i % 3);
+    }
+    std::fs::write(d.join("t.csv"), csv).unwrap();
+    let pipeline = "[data]\nkind = \"csv\"\npath = \"t.csv\"\nshuffle = false\n\
+        split = { train = 0.5, val = 0.25, test = 0.25 }\n\
+        tasks = { a = { type = \"regression\" }, b = { type = \"regression\" }, \
+        c = \"binary\", k = { type = \"multiclass\", classes = 3 } }\n[train]\nsteps = 1\n";
+    std::fs::write(d.join("p.toml"), pipeline).unwrap();
+    let (code, out, err) = run_cli(d, &["stats", "p.toml", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["rows"], 20);
+    assert_eq!(stats["labelled"], serde_json::json!([20, 18, 20, 20]));
+    let r = &stats["correlation"];
+    assert!((r[0][1].as_f64().unwrap() + 1.0).abs() < 1e-9, "{r}");
+    assert!(r[0][2].as_f64().unwrap().abs() < 1.0);
+    assert!(r[0][3].is_null() && r[3][0].is_null(), "multiclass: {r}");
+    // The table names every task; a bad split is exit 2.
+    let (code, out, _) = run_cli(d, &["stats", "p.toml"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("train split: 20 rows") && out.contains("-1.000"),
+        "{out}"
+    );
+    let (code, _, err) = run_cli(d, &["stats", "p.toml", "--split", "dev"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -270,6 +270,62 @@ impl Split {
         self.map(|t| t.f_to_device(device))
     }
 
+    /// Per task, how many rows have a label.
+    pub fn labelled(&self) -> Result<Vec<usize>> {
+        let n = self.len();
+        self.masks
+            .iter()
+            .map(|m| match m {
+                Some(m) => Ok(m.f_sum(Kind::Int64)?.f_int64_value(&[])? as usize),
+                None => Ok(n),
+            })
+            .collect()
+    }
+
+    /// The Pearson correlation of every pair of scalar tasks' labels
+    /// (regression and binary: one number per row) over the rows where both
+    /// have one; `None` for a pair with another task type, fewer than two
+    /// such rows, or a constant label. Standardised targets give the
+    /// correlations of the original units.
+    pub fn label_correlations(&self, tasks: &[Task]) -> Result<Vec<Vec<Option<f64>>>> {
+        let scalar = |t: usize| matches!(tasks[t].kind, TaskType::Regression | TaskType::Binary);
+        let values = |t: usize| -> Result<Vec<f64>> {
+            let y = self.targets[t]
+                .f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?;
+            Ok(Vec::<f64>::try_from(y.f_reshape([-1])?)?)
+        };
+        let has = |t: usize| -> Result<Option<Vec<bool>>> {
+            self.masks[t]
+                .as_ref()
+                .map(|m| Ok(Vec::<bool>::try_from(m.f_to_device(Device::Cpu)?)?))
+                .transpose()
+        };
+        // Per scalar task, its labels and which rows have one.
+        type Labels = (Vec<f64>, Option<Vec<bool>>);
+        let columns: Vec<Option<Labels>> = (0..tasks.len())
+            .map(|t| match scalar(t) {
+                true => Ok(Some((values(t)?, has(t)?))),
+                false => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let mut out = vec![vec![None; tasks.len()]; tasks.len()];
+        for a in 0..tasks.len() {
+            for b in a..tasks.len() {
+                let (Some((x, mx)), Some((y, my))) = (&columns[a], &columns[b]) else {
+                    continue;
+                };
+                let both =
+                    |r: usize| mx.as_ref().is_none_or(|m| m[r]) && my.as_ref().is_none_or(|m| m[r]);
+                let rows: Vec<usize> = (0..x.len()).filter(|&r| both(r)).collect();
+                let r = pearson(rows.iter().map(|&r| (x[r], y[r])));
+                out[a][b] = r;
+                out[b][a] = r;
+            }
+        }
+        Ok(out)
+    }
+
     fn only(&self, task: usize) -> Split {
         Split {
             inputs: self
@@ -281,6 +337,26 @@ impl Split {
             masks: vec![self.masks[task].as_ref().map(Tensor::shallow_clone)],
         }
     }
+}
+
+/// Pearson's r of the pairs (two passes, in f64); `None` below two pairs or
+/// for a constant side.
+fn pearson(pairs: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
+    let n = pairs.clone().count() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let (sx, sy) = pairs
+        .clone()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        xy += (x - mx) * (y - my);
+        xx += (x - mx) * (x - mx);
+        yy += (y - my) * (y - my);
+    }
+    (xx > 0.0 && yy > 0.0).then(|| (xy / (xx * yy).sqrt()).clamp(-1.0, 1.0))
 }
 
 /// A multi-task dataset: the tasks, what its inputs are, and three splits.
@@ -459,6 +535,63 @@ pub(crate) fn standardize(splits: [&mut Tensor; 3]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_correlations_pair_the_rows_both_tasks_label() {
+        let tasks = vec![
+            Task::new("a", TaskType::Regression),
+            Task::new("b", TaskType::Regression),
+            Task::new("c", TaskType::Binary),
+            Task::new("k", TaskType::Multiclass(3)),
+        ];
+        let a = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        // b = 2a + 1 where labelled; row 4's placeholder would break it.
+        let b = [3.0f32, 5.0, 7.0, 9.0, -100.0];
+        let c = [1.0f32, 1.0, 0.0, 0.0, 0.0];
+        let split = Split {
+            inputs: vec![],
+            targets: vec![
+                Tensor::from_slice(&a),
+                Tensor::from_slice(&b),
+                Tensor::from_slice(&c),
+                Tensor::from_slice(&[0i64, 1, 2, 0, 1]),
+            ],
+            masks: vec![
+                None,
+                Some(Tensor::from_slice(&[true, true, true, true, false])),
+                None,
+                None,
+            ],
+        };
+        assert_eq!(split.labelled().unwrap(), [5, 4, 5, 5]);
+        let r = split.label_correlations(&tasks).unwrap();
+        assert!((r[0][1].unwrap() - 1.0).abs() < 1e-12, "{r:?}");
+        assert_eq!(r[0][1], r[1][0]);
+        // a against c over all five rows: r = -sqrt(3)/2 · ... computed directly.
+        let want = {
+            let (ma, mc) = (3.0, 0.4);
+            let cov: f64 = a
+                .iter()
+                .zip(&c)
+                .map(|(&x, &y)| (x as f64 - ma) * (y as f64 - mc))
+                .sum();
+            let va: f64 = a.iter().map(|&x| (x as f64 - ma).powi(2)).sum();
+            let vc: f64 = c.iter().map(|&y| (y as f64 - mc).powi(2)).sum();
+            cov / (va * vc).sqrt()
+        };
+        assert!((r[0][2].unwrap() - want).abs() < 1e-12);
+        assert!(
+            r[0][3].is_none() && r[3][3].is_none(),
+            "multiclass has none"
+        );
+        assert!((r[2][2].unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(
+            pearson([(1.0, 2.0), (1.0, 3.0)].into_iter()),
+            None,
+            "constant side"
+        );
+        assert_eq!(pearson([(1.0, 2.0)].into_iter()), None);
+    }
 
     fn dataset(ids: &[i64], vocab: Vec<usize>) -> Dataset {
         let split = || Split {

@@ -88,6 +88,9 @@ pub enum Command {
     Flatness(FlatnessArgs),
     /// Draw the first examples of a pipeline's data with their labels into a PNG.
     Preview(PreviewArgs),
+    /// How many rows of a pipeline's split label each task, and the
+    /// correlation of every pair of scalar tasks' labels.
+    Stats(StatsArgs),
     /// Draw samples from a trained diffusion run, with their distance to the test samples.
     Sample(SampleArgs),
     /// Task affinity scores (TAS) between a trained diffusion run's timesteps, for `cost = "gradient"`.
@@ -260,6 +263,19 @@ pub struct PreviewArgs {
     /// Extra plugin directory (repeatable).
     #[arg(long = "plugins", value_name = "DIR")]
     pub plugins: Vec<PathBuf>,
+}
+
+/// `taskweave stats`.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// The split whose labels are read.
+    #[arg(long, default_value = "train", value_parser = ["train", "val", "test"])]
+    pub split: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `taskweave flatness`.

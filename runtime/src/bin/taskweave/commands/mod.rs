@@ -10,6 +10,7 @@ mod lm;
 mod plugins;
 mod preview;
 mod sample;
+mod stats;
 mod toy;
 mod train;
 
@@ -82,6 +83,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         Command::Baselines(args) => train::baselines(&env, &args, out),
         Command::Flatness(args) => flatness::run(&env, &args, out),
         Command::Preview(args) => preview::run(&env, &args, out),
+        Command::Stats(args) => stats::run(&env, &args, out),
         Command::Sample(args) => sample::run(&env, &args, out),
         Command::Affinity(args) => affinity::run(&env, &args, out),
         Command::Toy {
