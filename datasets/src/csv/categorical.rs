@@ -3,7 +3,9 @@
 //! oldest first). Values are tokens, not numbers: each vocabulary numbers the
 //! values of the training rows 1, 2, … in order of first appearance, and 0
 //! stands for padding and for any value training never saw, so validation
-//! and test rows cannot leak new ids into the model.
+//! and test rows cannot leak new ids into the model. Unseen sequence items
+//! are masked out like padding; an unseen field value keeps id 0, whose
+//! vector no training row updates.
 
 use std::collections::HashMap;
 
@@ -32,13 +34,16 @@ pub struct SequenceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// How many of the most recent items are kept.
-    #[schemars(range(min = 1, max = 65536))]
+    #[schemars(range(min = 1, max = MAX_LENGTH))]
     pub length: u32,
     /// What separates the items inside a cell.
     #[serde(default = "bar")]
     #[schemars(length(min = 1))]
     pub separator: String,
 }
+
+/// The longest sequence kept.
+const MAX_LENGTH: u32 = 65536;
 
 fn bar() -> String {
     "|".into()
@@ -80,11 +85,17 @@ impl SequenceColumn {
     /// Resolves `spec` of sequence `name`, whose column is `column`, against
     /// the field names `fields`.
     pub fn new(name: &str, spec: &SequenceSpec, column: usize, fields: &[String]) -> Result<Self> {
-        // The schema's minimum, for callers that load without validating.
-        if spec.length == 0 {
+        // The schema's limits, for callers that load without validating.
+        if !(1..=MAX_LENGTH).contains(&spec.length) {
             return Err(Error::config(
                 format!("sequences.{name}.length"),
-                "keeps no item; it must be at least 1",
+                format!("{} items: keep between 1 and {MAX_LENGTH}", spec.length),
+            ));
+        }
+        if spec.separator.is_empty() {
+            return Err(Error::config(
+                format!("sequences.{name}.separator"),
+                "is empty; give the text between two items, such as \"|\"",
             ));
         }
         let field = match &spec.field {
@@ -202,7 +213,8 @@ impl IdColumns {
             }
         }
         for (sequence, items) in self.sequences.iter().zip(&self.items) {
-            if train.iter().all(|&r| items[r].is_empty()) {
+            // An empty training split is refused later, naming the split.
+            if !train.is_empty() && train.iter().all(|&r| items[r].is_empty()) {
                 return Err(Error::config(
                     format!("sequences.{}", sequence.name),
                     "the sequence is empty in every training row: nothing to learn from; check the column and `separator`",
@@ -264,9 +276,13 @@ impl IdColumns {
                 for &r in rows {
                     // The most recent `length` items, oldest first.
                     let kept = &items[r][items[r].len().saturating_sub(length)..];
-                    ids.extend(kept.iter().map(|item| vocabulary.id(item)));
+                    // An item training never saw (id 0) is left out like padding:
+                    // its vector was never trained.
+                    let known: Vec<i64> = kept.iter().map(|item| vocabulary.id(item)).collect();
+                    mask.extend(known.iter().map(|&id| id != 0));
+                    mask.extend(std::iter::repeat_n(false, length - kept.len()));
+                    ids.extend(known);
                     ids.extend(std::iter::repeat_n(0, length - kept.len()));
-                    mask.extend((0..length).map(|p| p < kept.len()));
                 }
                 let name = format!("seq.{}", sequence.name);
                 inputs.push((

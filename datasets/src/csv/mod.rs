@@ -606,21 +606,21 @@ mod tests {
         assert_eq!(ids(&d.train, "fields"), [1, 1, 2, 2, 1, 3, 3, 1]);
         // Row 4 keeps its last two items, i3 i4; row 3's is empty.
         assert_eq!(ids(&d.train, "seq.hist"), [2, 3, 0, 0, 3, 4, 5, 0]);
-        let mask = Vec::<bool>::try_from(
-            d.train
-                .inputs
-                .iter()
-                .find(|(n, _)| n == "seq.hist.mask")
-                .unwrap()
-                .1
-                .flatten(0, -1),
-        )
-        .unwrap();
-        assert_eq!(mask, [true, true, false, false, true, true, true, false]);
-        // Values training never saw are 0: user dan, item i7, i8, tag zz.
+        let mask = |split: &Split, name: &str| {
+            let t = &split.inputs.iter().find(|(n, _)| n == name).unwrap().1;
+            Vec::<bool>::try_from(t.flatten(0, -1)).unwrap()
+        };
+        assert_eq!(
+            mask(&d.train, "seq.hist.mask"),
+            [true, true, false, false, true, true, true, false]
+        );
+        // Values training never saw are 0: user dan, item i7, i8, tag zz;
+        // unseen sequence items are masked out like padding.
         assert_eq!(ids(&d.val, "fields"), [0, 0]);
         assert_eq!(ids(&d.val, "seq.hist"), [0, 2]);
+        assert_eq!(mask(&d.val, "seq.hist.mask"), [false, true]);
         assert_eq!(ids(&d.val, "seq.tags"), [0, 0, 0]);
+        assert_eq!(mask(&d.val, "seq.tags.mask"), [false, false, false]);
         assert_eq!(ids(&d.test, "fields"), [1, 2]);
 
         // Ids only: no `features` input.
@@ -675,7 +675,19 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.starts_with("data.sequences.hist.length: keeps no item"),
+            e.starts_with("data.sequences.hist.length: 0 items: keep between 1 and 65536"),
+            "{e}"
+        );
+        let table = json!({"kind": "csv", "path": "d.csv", "tasks": {"y": binary},
+            "fields": ["item"], "sequences": {"hist": {"length": 2, "separator": ""}}});
+        let e = crate::find("csv")
+            .unwrap()
+            .load(&table, dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.sequences.hist.separator: is empty"),
             "{e}"
         );
     }

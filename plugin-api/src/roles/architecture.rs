@@ -153,8 +153,12 @@ pub trait FfiArchitecture: Send {
     /// See [`Architecture::eval_metrics`].
     #[sabi(last_prefix_field)]
     fn eval_metrics(&mut self) -> RResult<RVec<Tuple2<RString, f64>>, Error>;
-    /// See [`Architecture::aux_losses`].
-    fn aux_losses(&mut self) -> RResult<ROption<TensorOwned>, Error>;
+    /// See [`Architecture::aux_losses`]. Added after the last prefix field:
+    /// a plugin built before it lacks the entry, and this default (no
+    /// auxiliary loss) stands in for it.
+    fn aux_losses(&mut self) -> RResult<ROption<TensorOwned>, Error> {
+        RResult::ROk(ROption::RNone)
+    }
 }
 
 /// An owned [`FfiArchitecture`] trait object.

@@ -43,6 +43,13 @@ pub struct CorpusScore {
 /// Steps of the coefficient grid of [`CorpusScore::alpha_shares`]: 0.1 to 2.0.
 pub const ALPHA_BINS: i64 = 20;
 
+/// The coefficient of bin `k` of [`CorpusScore::alpha_shares`].
+pub fn alpha_of_bin(k: usize) -> f64 {
+    (k + 1) as f64 * ALPHA_STEP
+}
+
+const ALPHA_STEP: f64 = 0.1;
+
 /// Scores the test split of the pipeline's `[data]` with its fusion, one
 /// corpus at a time.
 pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
@@ -128,7 +135,7 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             alpha_sum += alpha.f_sum(Kind::Double)?.f_double_value(&[])?;
             let steering = alpha.f_ne(0.0)?;
             let bins = alpha
-                .f_mul_scalar(10.0)?
+                .f_div_scalar(ALPHA_STEP)?
                 .f_round()?
                 .f_clamp(1.0, ALPHA_BINS as f64)?
                 .f_sub_scalar(1.0)?

@@ -62,8 +62,20 @@ fn sequences(config: &EmbeddingBackbone, inputs: &[InputSpec]) -> Result<Vec<Seq
             }
         };
         let mask = format!("{}.mask", spec.name);
+        let mask = match inputs.iter().find(|i| i.name == mask) {
+            Some(m) if m.kind == InputKind::Mask && m.shape == spec.shape => Some(mask),
+            Some(m) => {
+                return Err(Error::Input(format!(
+                    "model.backbone: the mask of `{}` must be bool {:?} like the sequence, and it is {}",
+                    spec.name,
+                    spec.shape,
+                    super::describe(m)
+                )))
+            }
+            None => None,
+        };
         out.push(Sequence {
-            mask: inputs.iter().any(|i| i.name == mask).then_some(mask),
+            mask,
             name: spec.name.clone(),
             vocab,
         });

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use taskweave::lm::eval::{CorpusScore, ALPHA_BINS};
+use taskweave::lm::eval::{alpha_of_bin, CorpusScore, ALPHA_BINS};
 use taskweave::lm::{decode, eval, DecodePipeline};
 use taskweave::Error;
 use taskweave_report::{render_png, Panel, Series};
@@ -102,7 +102,7 @@ fn plot_alphas(scores: &[CorpusScore]) -> Vec<u8> {
                 .map(|(e, shares)| Series {
                     label: e.clone(),
                     points: (0..ALPHA_BINS as usize)
-                        .map(|k| ((k + 1) as f64 / 10.0, shares[k]))
+                        .map(|k| (alpha_of_bin(k), shares[k]))
                         .collect(),
                 })
                 .collect(),
