@@ -146,7 +146,8 @@ qm9-results: build qm9
 
 # Dynamic logit fusion with byte-level models trained here (bench/results/<date>-lm-fusion.md):
 # small and large general models, per-domain experts and fine-tuned large models, eval-lm of
-# every fusion per domain. LM_STEPS / LM_FT_STEPS size it.
+# every fusion per domain. LM_STEPS / LM_FT_STEPS size it (2000 / 500 by default: about
+# 1.5 hours on two cores, most of it the large model's 2,000 steps).
 lm-fusion-results: build corpora
 	$(VENV)/bin/python bench/lm_fusion_results.py
 
