@@ -130,7 +130,6 @@ struct Dtrn {
     fields_input: String,
     /// One table per field column.
     fields: Vec<Embedding>,
-    vocab: Vec<usize>,
     candidate: usize,
     behaviours: Vec<Behaviour>,
     interest: Interest,
@@ -142,21 +141,6 @@ struct Dtrn {
 }
 
 impl Dtrn {
-    /// Refuses ids outside `0..vocab` in `ids`, naming the input.
-    fn check_ids(name: &str, ids: &Tensor, vocab: usize) -> Result<()> {
-        if ids.numel() == 0 {
-            return Ok(());
-        }
-        let (low, high) = (ids.f_min()?.int64_value(&[]), ids.f_max()?.int64_value(&[]));
-        if low < 0 || high >= vocab as i64 {
-            let bad = if low < 0 { low } else { high };
-            return Err(Error::input(format!(
-                "input `{name}` holds the id {bad}, outside its vocabulary 0..{vocab}"
-            )));
-        }
-        Ok(())
-    }
-
     fn all_parameters(&self) -> Vec<(&'static str, Parameter)> {
         let mut out = Vec::new();
         for (f, table) in self.fields.iter().enumerate() {
@@ -201,26 +185,19 @@ impl Architecture for Dtrn {
 
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
         let ids = input.input(&self.fields_input)?;
+        // The host checked every id against its input's vocabulary at load,
+        // and `create` that the sequences' vocabularies fit the candidate's.
         let embedded = self
             .fields
             .iter()
             .enumerate()
-            .map(|(f, table)| {
-                let column = ids.f_select(1, f as i64)?;
-                Self::check_ids(
-                    &format!("{} column {f}", self.fields_input),
-                    &column,
-                    self.vocab[f],
-                )?;
-                table.forward(&column)
-            })
+            .map(|(f, table)| table.forward(&ids.f_select(1, f as i64)?))
             .collect::<Result<Vec<_>>>()?;
         let candidate = &embedded[self.candidate];
         let items = &self.fields[self.candidate];
         let mut pooled = Vec::with_capacity(self.behaviours.len()); // each [K or 1, N, d]
         for (b, behaviour) in self.behaviours.iter().enumerate() {
             let sequence = input.input(&behaviour.sequence)?;
-            Self::check_ids(&behaviour.sequence, sequence, self.vocab[self.candidate])?;
             let valid = match &behaviour.mask {
                 Some(mask) => input.input(mask)?.f_to_kind(Kind::Bool)?,
                 None => {
@@ -309,6 +286,13 @@ fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Ar
                 seq.kind, seq.shape
             )));
         }
+        let items = seq.vocab_of(0).unwrap_or(0);
+        if items == 0 || items > vocab[candidate] {
+            return Err(Error::input(format!(
+                "behaviours: input `{sequence}` holds ids of a vocabulary of {items}, but they must be items of the candidate column {candidate} of `{}`, whose vocabulary is {}",
+                config.fields, vocab[candidate]
+            )));
+        }
         length = length.max(seq.shape[0]);
         let mask = format!("{sequence}.mask");
         behaviours.push(Behaviour {
@@ -353,7 +337,6 @@ fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Ar
             .iter()
             .map(|&v| Embedding::new(v, dim, device))
             .collect::<Result<_>>()?,
-        vocab,
         candidate,
         interest: Interest::new(dim, heads, length, norms, device)?,
         refine: (0..tasks)

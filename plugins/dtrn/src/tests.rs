@@ -237,18 +237,30 @@ fn bad_inputs_are_errors_naming_the_key_or_input() {
             .contains("must be int64 item ids [L] with L ≥ 1"),
         "{e}"
     );
-    // An item id outside the candidate column's vocabulary.
-    let mut m = dtrn(json!({}));
-    let inputs: Vec<(String, Tensor)> = batch(3)
-        .into_iter()
-        .map(|(n, t)| match n.as_str() {
-            "seq.other" => (n, t.fill(9)),
-            _ => (n, t),
-        })
-        .collect();
-    let e = run(m.as_mut(), &inputs).err().unwrap().to_string();
+    // Sequences of another vocabulary than the candidate column's (the
+    // host has checked every id against its own input's at load).
+    let wider = MethodContext {
+        inputs: [
+            InputSpec::index("fields", vec![3], vec![5, 7, 3]),
+            InputSpec::index("seq.liked", vec![4], vec![9]),
+        ]
+        .iter()
+        .map(Into::into)
+        .collect(),
+        ..ctx.clone()
+    };
+    let e = create(
+        &json!({"behaviours": ["liked"]}),
+        &wider,
+        &Host::standalone(),
+    )
+    .err()
+    .unwrap();
     assert!(
-        e.contains("input `seq.other` holds the id 9, outside its vocabulary 0..7"),
+        e.is_input()
+            && e.to_string().contains(
+                "input `seq.liked` holds ids of a vocabulary of 9, but they must be items of the candidate column 1 of `fields`, whose vocabulary is 7"
+            ),
         "{e}"
     );
 }
