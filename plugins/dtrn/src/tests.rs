@@ -215,52 +215,31 @@ fn bad_inputs_are_errors_naming_the_key_or_input() {
         json!({"behaviours": ["liked"], "dim": 6, "heads": 4}),
         "heads: 4 heads do not divide dim = 6",
     );
-    let empty = MethodContext {
-        inputs: [
-            InputSpec::index("fields", vec![2], vec![4]),
-            InputSpec::index("seq.liked", vec![0], vec![4]),
-        ]
-        .iter()
-        .map(Into::into)
-        .collect(),
-        ..ctx.clone()
+    // Data whose inputs are `fields` and `seq.liked` of these specs.
+    let refused_on = |fields: InputSpec, liked: InputSpec, want: &str| {
+        let data = MethodContext {
+            inputs: [fields, liked].iter().map(Into::into).collect(),
+            ..ctx.clone()
+        };
+        let e = create(
+            &json!({"behaviours": ["liked"]}),
+            &data,
+            &Host::standalone(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.is_input() && e.to_string().contains(want), "{e}");
     };
-    let e = create(
-        &json!({"behaviours": ["liked"]}),
-        &empty,
-        &Host::standalone(),
-    )
-    .err()
-    .unwrap();
-    assert!(
-        e.to_string()
-            .contains("must be int64 item ids [L] with L ≥ 1"),
-        "{e}"
+    refused_on(
+        InputSpec::index("fields", vec![2], vec![4]),
+        InputSpec::index("seq.liked", vec![0], vec![4]),
+        "must be int64 item ids [L] with L ≥ 1",
     );
     // Sequences of another vocabulary than the candidate column's (the
     // host has checked every id against its own input's at load).
-    let wider = MethodContext {
-        inputs: [
-            InputSpec::index("fields", vec![3], vec![5, 7, 3]),
-            InputSpec::index("seq.liked", vec![4], vec![9]),
-        ]
-        .iter()
-        .map(Into::into)
-        .collect(),
-        ..ctx.clone()
-    };
-    let e = create(
-        &json!({"behaviours": ["liked"]}),
-        &wider,
-        &Host::standalone(),
-    )
-    .err()
-    .unwrap();
-    assert!(
-        e.is_input()
-            && e.to_string().contains(
-                "input `seq.liked` holds ids of a vocabulary of 9, but they must be items of the candidate column 1 of `fields`, whose vocabulary is 7"
-            ),
-        "{e}"
+    refused_on(
+        InputSpec::index("fields", vec![3], vec![5, 7, 3]),
+        InputSpec::index("seq.liked", vec![4], vec![9]),
+        "input `seq.liked` holds ids of a vocabulary of 9, but they must be items of the candidate column 1 of `fields`, whose vocabulary is 7",
     );
 }
