@@ -567,18 +567,8 @@ mod tests {
         let r = split.label_correlations(&tasks).unwrap();
         assert!((r[0][1].unwrap() - 1.0).abs() < 1e-12, "{r:?}");
         assert_eq!(r[0][1], r[1][0]);
-        // a against c over all five rows: r = -sqrt(3)/2 · ... computed directly.
-        let want = {
-            let (ma, mc) = (3.0, 0.4);
-            let cov: f64 = a
-                .iter()
-                .zip(&c)
-                .map(|(&x, &y)| (x as f64 - ma) * (y as f64 - mc))
-                .sum();
-            let va: f64 = a.iter().map(|&x| (x as f64 - ma).powi(2)).sum();
-            let vc: f64 = c.iter().map(|&y| (y as f64 - mc).powi(2)).sum();
-            cov / (va * vc).sqrt()
-        };
+        // a against c over all five rows: cov −3, variances 10 and 1.2.
+        let want = -3.0 / (10.0f64 * 1.2).sqrt();
         assert!((r[0][2].unwrap() - want).abs() < 1e-12);
         assert!(
             r[0][3].is_none() && r[3][3].is_none(),

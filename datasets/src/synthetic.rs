@@ -207,22 +207,7 @@ mod tests {
 
     fn label_correlation(p: f64) -> f64 {
         let d = generate(&config(p)).unwrap();
-        let a = Vec::<f32>::try_from(&d.train.targets[0]).unwrap();
-        let b = Vec::<f32>::try_from(&d.train.targets[1]).unwrap();
-        let n = a.len() as f64;
-        let (ma, mb) = (
-            a.iter().sum::<f32>() as f64 / n,
-            b.iter().sum::<f32>() as f64 / n,
-        );
-        let cov: f64 = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (*x as f64 - ma) * (*y as f64 - mb))
-            .sum::<f64>()
-            / n;
-        let sa = (a.iter().map(|x| (*x as f64 - ma).powi(2)).sum::<f64>() / n).sqrt();
-        let sb = (b.iter().map(|y| (*y as f64 - mb).powi(2)).sum::<f64>() / n).sqrt();
-        cov / (sa * sb)
+        d.train.label_correlations(&d.tasks).unwrap()[0][1].unwrap()
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl SequenceColumn {
     }
 
     /// The items of one cell, oldest first.
-    pub fn items<'a>(&self, cell: &'a str) -> Vec<&'a str> {
+    fn items<'a>(&self, cell: &'a str) -> Vec<&'a str> {
         cell.split(self.separator.as_str())
             .map(str::trim)
             .filter(|item| !item.is_empty())

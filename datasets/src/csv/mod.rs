@@ -200,25 +200,26 @@ impl Source for Csv {
             let col = column(spec.column.as_deref().unwrap_or(name))?;
             sequences.push(SequenceColumn::new(name, spec, col, &config.fields)?);
         }
-        for (key, name) in config.fields.iter().map(|f| ("fields", f)).chain(
-            config
-                .sequences
-                .iter()
-                .map(|(n, spec)| ("sequences", spec.column.as_ref().unwrap_or(n))),
-        ) {
-            if config.tasks.contains_key(name) || config.split_column.as_ref() == Some(name) {
+        let task_or_split =
+            |i: usize| Some(i) == split_column || targets.iter().any(|t| t.column == i);
+        let id_columns = field_columns
+            .iter()
+            .map(|&c| ("fields", c))
+            .chain(sequences.iter().map(|s| ("sequences", s.column)));
+        for (key, col) in id_columns {
+            if task_or_split(col) {
                 return Err(Error::config(
                     key,
                     format!(
-                        "column `{name}` is a task or the split column; an input cannot be one"
+                        "column `{}` is a task or the split column; an input cannot be one",
+                        header[col]
                     ),
                 ));
             }
         }
         let mut ids = IdColumns::new(field_columns.len(), sequences);
         let taken = |i: usize| {
-            Some(i) == split_column
-                || targets.iter().any(|t| t.column == i)
+            task_or_split(i)
                 || field_columns.contains(&i)
                 || ids.sequences().iter().any(|s| s.column == i)
         };

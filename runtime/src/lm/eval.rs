@@ -91,7 +91,6 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             None => Tensor::f_arange(split.len() as i64, (Kind::Int64, tokens.device()))?,
         };
         let (mut nats, mut hits, mut count, mut alpha_sum) = (0.0, 0.0, 0.0, 0.0);
-        let mut shares = vec![0.0; experts.len()];
         let mut alpha_counts = vec![vec![0.0; ALPHA_BINS as usize]; experts.len()];
         let n = rows.size()[0];
         let mut start = 0;
@@ -140,9 +139,8 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
                 .f_clamp(1.0, ALPHA_BINS as f64)?
                 .f_sub_scalar(1.0)?
                 .f_to_kind(Kind::Int64)?;
-            for (e, (share, counts)) in shares.iter_mut().zip(&mut alpha_counts).enumerate() {
+            for (e, counts) in alpha_counts.iter_mut().enumerate() {
                 let mine = active.f_eq(e as i64)?.f_logical_and(&steering)?;
-                *share += mine.f_sum(Kind::Double)?.f_double_value(&[])?;
                 let hist = bins
                     .f_masked_select(&mine)?
                     .f_bincount(None::<Tensor>, ALPHA_BINS)?;
@@ -156,6 +154,10 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             start += len;
         }
         let ce = nats / count.max(1.0);
+        let alpha_shares: Vec<Vec<f64>> = alpha_counts
+            .iter()
+            .map(|c| c.iter().map(|v| v / count.max(1.0)).collect())
+            .collect();
         scores.push(CorpusScore {
             corpus: task.name.clone(),
             bytes: count as u64,
@@ -164,12 +166,9 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
             perplexity: ce.exp(),
             accuracy: hits / count.max(1.0),
             experts,
-            expert_share: shares.iter().map(|s| s / count.max(1.0)).collect(),
+            expert_share: alpha_shares.iter().map(|s| s.iter().sum()).collect(),
             mean_alpha: alpha_sum / count.max(1.0),
-            alpha_shares: alpha_counts
-                .iter()
-                .map(|c| c.iter().map(|v| v / count.max(1.0)).collect())
-                .collect(),
+            alpha_shares,
         });
     }
     Ok(scores)
