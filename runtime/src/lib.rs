@@ -31,6 +31,7 @@
 pub mod data;
 pub mod device;
 pub mod diffusion;
+pub mod dist;
 mod error;
 mod fsutil;
 mod host;

@@ -21,15 +21,25 @@ pub const MARKER: &str = "run.json";
 /// The lock file inside every run directory.
 const LOCK: &str = ".lock";
 
-/// A run directory this process holds the lock of.
+/// A run directory this process holds the lock of (or, on the other ranks
+/// of a data-parallel run, follows: rank 0 holds it and writes it).
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
     // Held for the lock; released when the RunDir is dropped.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl RunDir {
+    /// `path` as another rank of a data-parallel run sees it: rank 0 creates,
+    /// locks and writes it; this rank only reads what rank 0 wrote.
+    pub fn follow(path: &Path) -> RunDir {
+        RunDir {
+            path: path.to_path_buf(),
+            _lock: None,
+        }
+    }
+
     /// Opens `path` for a new run, creating it if needed. A directory that
     /// already holds a run is refused unless `overwrite`, which empties it; a
     /// directory holding anything else is refused whatever `overwrite` says.
@@ -125,7 +135,7 @@ impl RunDir {
             .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(RunDir {
             path: path.to_path_buf(),
-            _lock: file,
+            _lock: Some(file),
         })
     }
 

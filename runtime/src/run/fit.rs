@@ -174,13 +174,32 @@ fn read_history(path: &Path, step: u64) -> Vec<Value> {
         .collect()
 }
 
+/// Writes a file of the run directory: rank 0 does, the other ranks of a
+/// data-parallel run write nothing.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    match crate::dist::world().is_root() {
+        true => write_atomic(path, bytes),
+        false => Ok(()),
+    }
+}
+
+/// Writes a checkpoint of `trainer` to `path` (rank 0), once every rank
+/// holds the same parameters (see [`Trainer::agree`]).
+fn save(trainer: &Trainer, path: &Path, meta: Value) -> Result<()> {
+    trainer.agree(&format!("at step {}", trainer.step_index()))?;
+    if crate::dist::world().is_root() {
+        checkpoint::write(path, &trainer.checkpoint(meta)?)?;
+    }
+    Ok(())
+}
+
 fn write_history(path: &Path, history: &[Value]) -> Result<()> {
     let mut text = String::new();
     for record in history {
         text.push_str(&record.to_string());
         text.push('\n');
     }
-    write_atomic(path, text.as_bytes())
+    write_file(path, text.as_bytes())
 }
 
 /// Draws training loss and every validation metric per task.
@@ -260,6 +279,10 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     let ckpt_dir = run.checkpoints();
     let best_path = ckpt_dir.join(BEST);
     let metrics_path = dir.join("metrics.jsonl");
+    // Under data-parallel training every rank trains; rank 0 alone writes
+    // and shows progress.
+    let world = crate::dist::world();
+    let quiet = ctx.quiet || !world.is_root();
 
     let mut memory = MemoryLog::new(ctx.device);
     memory.begin();
@@ -289,9 +312,19 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
         skipped = u64_of(&ckpt.meta["skipped"]);
         selection = Selection::from_state(&ckpt.meta["selection"])?;
+        let ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1);
         trainer.restore(ckpt)?;
+        // Every rank read the checkpoint itself: they must have read the same one.
+        trainer.agree(&format!("after resuming from step {step}"))?;
         history = read_history(&metrics_path, step);
         tracing::info!("resuming {} from step {step}", dir.display());
+        if ranks != world.size() as u64 {
+            tracing::info!(
+                "the run continues on {} rank(s) after {ranks}: the same global batches, the gradients \
+                 equal up to the rounding of their reduction",
+                world.size()
+            );
+        }
     } else {
         if resume {
             tracing::warn!(
@@ -304,12 +337,14 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         }
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
-        write_atomic(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
+        write_file(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
         let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
-        write_atomic(&dir.join("config.toml"), to_toml(&resolved).as_bytes())?;
+        write_file(&dir.join("config.toml"), to_toml(&resolved).as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
-    std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
+    if world.is_root() {
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
+    }
     tracing::info!(
         tasks = tasks.len(),
         parameters = trainer.num_parameters(),
@@ -322,7 +357,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     let started = Instant::now();
     let first = trainer.step_index();
-    let progress = Progress::new(first, total, config.train.log_every, ctx.quiet);
+    let progress = Progress::new(first, total, config.train.log_every, quiet);
     let mut running = Running::default();
     let mut last_losses = vec![f64::NAN; tasks.len()];
     let mut skipped_since_eval = 0;
@@ -367,14 +402,16 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             let train_memory = memory.end("train");
             memory.begin();
             let lr = trainer.learning_rate();
+            trainer.agree(&format!("at step {step}"))?;
             let metrics = trainer.evaluate("val", eval_batch)?;
             let architecture = trainer.architecture_metrics()?;
             let eval_memory = memory.end("eval");
             let score = selection.score(&tasks, &metrics)?;
             trainer.observe(score);
             if best_val && selection.improves(step, score) {
-                let meta = json!({"selected_step": step, "selection": selection.state()});
-                checkpoint::write(&best_path, &trainer.checkpoint(meta)?)?;
+                let meta = json!({"selected_step": step, "selection": selection.state(),
+                                  "ranks": world.size()});
+                save(&trainer, &best_path, meta)?;
             }
             let (loss, weights) = running.take(&tasks);
             history.push(json!({"step": step, "split": "val", "wall_time_s": wall(&started),
@@ -386,12 +423,11 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         }
         if step < total && step % checkpoint_every == 0 {
             let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
-                              "selection": selection.state()});
-            checkpoint::write(
-                &checkpoint::path_for(&ckpt_dir, step),
-                &trainer.checkpoint(meta)?,
-            )?;
-            checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+                              "selection": selection.state(), "ranks": world.size()});
+            save(&trainer, &checkpoint::path_for(&ckpt_dir, step), meta)?;
+            if world.is_root() {
+                checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+            }
         }
     }
     progress.finish();
@@ -405,6 +441,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
 
     memory.end("train");
     memory.begin();
+    trainer.agree(&format!("at step {total}"))?;
     let mut val = trainer.evaluate("val", eval_batch)?;
     let mut val_architecture = trainer.architecture_metrics()?;
     let score = selection.score(&tasks, &val)?;
@@ -415,13 +452,12 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         false => None,
     };
     // The end state, for a resume of the finished run, before the best is restored.
-    let meta =
-        json!({"wall_time_s": wall(&started), "skipped": skipped, "selection": selection.state()});
-    checkpoint::write(
-        &checkpoint::path_for(&ckpt_dir, total),
-        &trainer.checkpoint(meta)?,
-    )?;
-    checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+    let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
+                      "selection": selection.state(), "ranks": world.size()});
+    save(&trainer, &checkpoint::path_for(&ckpt_dir, total), meta)?;
+    if world.is_root() {
+        checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+    }
     let selected = if earlier_best.is_none() {
         total
     } else {
@@ -451,7 +487,9 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         );
     }
     write_history(&metrics_path, &history)?;
-    write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
+    if world.is_root() {
+        write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
+    }
 
     let delta_m = load_baselines(config, &tasks)
         .map(|b| delta_m(&tasks, &test, &b))
@@ -476,7 +514,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "architecture": test_architecture,
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
-    write_atomic(
+    write_file(
         &dir.join("summary.json"),
         serde_json::to_string_pretty(&json)
             .unwrap_or_default()

@@ -69,7 +69,10 @@ impl Run {
     /// it), and one that holds anything else in any case, so that nothing is
     /// lost by accident.
     pub fn start(pipeline: Pipeline, overwrite: bool) -> Result<Run> {
-        let dir = RunDir::create(&pipeline.run_dir(), overwrite)?;
+        let dir = match crate::dist::world().is_root() {
+            true => RunDir::create(&pipeline.run_dir(), overwrite)?,
+            false => RunDir::follow(&pipeline.run_dir()),
+        };
         Ok(Run {
             pipeline,
             dir,
@@ -82,7 +85,10 @@ impl Run {
     /// the original pipeline file was. Temporary files a killed process left
     /// there are removed.
     pub fn open(runtime: &Runtime, dir: &Path) -> Result<Run> {
-        let held = RunDir::open(dir)?;
+        let held = match crate::dist::world().is_root() {
+            true => RunDir::open(dir)?,
+            false => RunDir::follow(dir),
+        };
         let config_path = dir.join("config.toml");
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
             Error::Input(format!(

@@ -147,7 +147,7 @@ fn elements(
 }
 
 /// The summed loss and the number of labelled elements, as tensors.
-fn loss_sums(
+pub(crate) fn loss_sums(
     task: &Task,
     output: &Tensor,
     target: &Tensor,
@@ -510,6 +510,63 @@ impl Tally {
         Ok(())
     }
 
+    /// The tally of every rank's part of the split, in rank order.
+    fn combined(self, world: crate::dist::World) -> Result<Tally> {
+        if !world.is_parallel() {
+            return Ok(self);
+        }
+        let sum = |values: &mut [f64]| world.sum_f64(values);
+        Ok(match self {
+            Tally::Rows { outputs, targets } => {
+                let all = |parts: Vec<Tensor>| -> Result<Vec<Tensor>> {
+                    Ok(vec![world.gather_rows(&Tensor::f_cat(&parts, 0)?)?])
+                };
+                Tally::Rows {
+                    outputs: all(outputs)?,
+                    targets: all(targets)?,
+                }
+            }
+            Tally::Pixels {
+                confusion,
+                ce,
+                count,
+            } => {
+                world.sum_(&confusion)?;
+                let mut sums = [ce, count];
+                sum(&mut sums)?;
+                Tally::Pixels {
+                    confusion,
+                    ce: sums[0],
+                    count: sums[1],
+                }
+            }
+            Tally::Values {
+                abs,
+                squared,
+                count,
+                rel,
+                nonzero,
+            } => {
+                let mut v = [abs, squared, count, rel, nonzero];
+                sum(&mut v)?;
+                let [abs, squared, count, rel, nonzero] = v;
+                Tally::Values {
+                    abs,
+                    squared,
+                    count,
+                    rel,
+                    nonzero,
+                }
+            }
+            Tally::Tokens { ce, hits, count } => {
+                let mut v = [ce, hits, count];
+                sum(&mut v)?;
+                let [ce, hits, count] = v;
+                Tally::Tokens { ce, hits, count }
+            }
+        })
+    }
+
     fn finish(self, task: &Task) -> Result<TaskMetrics> {
         match self {
             Tally::Rows { outputs, targets } => task_metrics(
@@ -588,7 +645,13 @@ pub fn evaluate(
         .iter()
         .map(|t| Tally::new(t, device))
         .collect::<Result<Vec<_>>>()?;
-    each_batch(model, split, batch, |part, outputs| {
+    // Under data-parallel training each rank evaluates its part of the
+    // split, and the tallies are combined: every rank gets the metrics of
+    // the whole split.
+    let world = crate::dist::world();
+    let part = world.shard(split.len());
+    let own = split.slice(part.start, part.len())?;
+    each_batch(model, &own, batch, |part, outputs| {
         for (t, out) in outputs.into_iter().enumerate() {
             tallies[t].add(&tasks[t], out, &part.targets[t], part.masks[t].as_ref())?;
         }
@@ -597,7 +660,7 @@ pub fn evaluate(
     tallies
         .into_iter()
         .zip(tasks)
-        .map(|(tally, task)| tally.finish(task))
+        .map(|(tally, task)| tally.combined(world)?.finish(task))
         .collect()
 }
 

@@ -181,6 +181,24 @@ impl Trainer {
                 .collect::<Result<Vec<_>>>()?,
         };
         let batches = Batches::new(data.train.len(), train.batch as usize, seed, labelled);
+        let world = crate::dist::world();
+        if world.is_parallel() {
+            if denoising.is_some() {
+                return Err(Error::Input(
+                    "data-parallel training (mpirun) covers pipelines with tasks; a [diffusion] pipeline \
+                     trains in one process for now: run it without mpirun"
+                        .into(),
+                ));
+            }
+            if (train.batch as usize) < world.size() {
+                return Err(Error::Input(format!(
+                    "train.batch = {} is split over {} ranks: every rank needs at least one row; raise \
+                     train.batch or start fewer ranks",
+                    train.batch,
+                    world.size()
+                )));
+            }
+        }
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
@@ -413,6 +431,35 @@ impl Trainer {
                 .map(|(n, v)| (n, serde_json::json!(v)))
                 .collect(),
         ))
+    }
+
+    /// Under data-parallel training, brings the ranks into agreement before
+    /// an evaluation or a checkpoint: the model's buffers (running
+    /// statistics, which each rank updates from its own rows) become rank
+    /// 0's, as PyTorch DDP's `broadcast_buffers`, then every parameter and
+    /// buffer is checked identical on every rank (by hash); a difference is
+    /// an error naming the rank and the tensor, `when` saying where the run
+    /// was.
+    pub fn agree(&self, when: &str) -> Result<()> {
+        let world = crate::dist::world();
+        if !world.is_parallel() {
+            return Ok(());
+        }
+        let buffers = self.model.buffers();
+        for (_, buffer) in &buffers {
+            world.broadcast_(buffer)?;
+        }
+        let mut names = Vec::new();
+        let mut hashes = Vec::new();
+        let params = self
+            .params
+            .named()
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()));
+        for (name, tensor) in params.chain(buffers) {
+            hashes.push(crate::dist::fingerprint(&tensor)?);
+            names.push(name);
+        }
+        crate::dist::check_identical(world, &names, &hashes, when)
     }
 
     /// Everything needed to continue exactly from here.

@@ -8,10 +8,11 @@ use super::params::FlatParams;
 use crate::data::{Dataset, Split};
 use crate::device::kernels;
 use crate::diffusion::Denoising;
+use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
-use crate::train::metrics::task_loss;
+use crate::train::metrics::{loss_sums, task_loss};
 
 /// Where a step's batches come from: the training split, whose rows a
 /// diffusion pipeline's objective noises afresh.
@@ -92,12 +93,46 @@ impl Ops<'_> {
     /// Makes the training rows `index` the current batch; a diffusion
     /// pipeline noises them afresh, all for task `task` when given.
     fn take_rows(&mut self, index: &Tensor, task: Option<usize>) -> ApiResult<()> {
+        // Under data-parallel training, this rank's contiguous part of the
+        // global batch (the same global batches as one process draws).
+        let part = dist::world().shard(index.size()[0] as usize);
+        let index = index.f_narrow(0, part.start as i64, part.len() as i64)?;
+        let index = &index;
         let batch = match self.denoising {
             Some(denoising) => denoising.noised(index, task),
             None => self.data.train.rows(index).map_err(Error::from),
         };
         self.batch = Some(api(batch)?);
         Ok(())
+    }
+}
+
+impl Ops<'_> {
+    /// Under data-parallel training over `ranks` ranks: each task's loss
+    /// share of this rank's rows, times `ranks`. A task's loss is the mean
+    /// over the global batch's labelled elements, so a rank's share is its
+    /// summed loss over the global count (summed over the ranks first); the
+    /// shares add up to what one process computes on the whole batch.
+    fn shares(&self, outputs: &[Tensor], batch: &Split, ranks: usize) -> Result<Tensor> {
+        let mut sums = Vec::with_capacity(outputs.len());
+        let mut counts = Vec::with_capacity(outputs.len());
+        for (t, output) in outputs.iter().enumerate() {
+            let (sum, count) = loss_sums(
+                &self.data.tasks[t],
+                output,
+                &batch.targets[t],
+                batch.masks[t].as_ref(),
+            )?;
+            sums.push(sum.f_to_kind(Kind::Float)?);
+            counts.push(count.f_double_value(&[])?);
+        }
+        dist::world().sum_f64(&mut counts)?;
+        let scale: Vec<f32> = counts
+            .iter()
+            .map(|c| ranks as f32 / c.max(1.0) as f32)
+            .collect();
+        let scale = Tensor::from_slice(&scale).f_to_device(outputs[0].device())?;
+        Ok(Tensor::f_stack(&sums, 0)?.f_mul(&scale)?)
     }
 }
 
@@ -148,8 +183,10 @@ impl StepOps for Ops<'_> {
             Some(denoising) => api(denoising.shared_losses(&outputs, batch))?,
             None => None,
         };
+        let world = dist::world();
         let losses = match shared {
             Some(losses) => losses,
+            None if world.is_parallel() => api(self.shares(&outputs, batch, world.size()))?,
             None => {
                 let losses: Vec<Tensor> = (0..outputs.len())
                     .map(|t| {
@@ -175,6 +212,19 @@ impl StepOps for Ops<'_> {
                 )));
             }
             losses = losses.f_add(&aux.f_to_kind(Kind::Float)?)?;
+        }
+        if world.is_parallel() {
+            // The value every rank sees: the mean of the ranks' N-fold shares,
+            // i.e. the global batch's losses (plus the mean auxiliary loss).
+            // Gradients flow through this rank's share only; averaging them
+            // over the ranks (`FlatParams`) gives the global batch's gradient,
+            // and any function of the losses a method builds differentiates
+            // at the global values. `x − x` is exactly zero, so the value is
+            // the reduced one bit for bit on every rank.
+            let mut value = losses.f_empty_like()?;
+            value.f_copy_(&losses.f_detach()?)?;
+            api(world.mean_(&value).map_err(Error::from))?;
+            losses = value.f_add(&losses.f_sub(&losses.f_detach()?)?)?;
         }
         let values = Vec::<f64>::try_from(
             losses

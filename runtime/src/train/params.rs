@@ -142,7 +142,11 @@ impl FlatParams {
     }
 
     /// Gradients of `loss` w.r.t. the given slots, flattened and concatenated;
-    /// parameters the loss does not reach get zeros.
+    /// parameters the loss does not reach get zeros. Under data-parallel
+    /// training they are averaged over the ranks here, the one place every
+    /// gradient comes from, so methods only ever see reduced gradients (each
+    /// rank's data losses carry the factor that makes the mean their sum:
+    /// see `Ops::losses`).
     fn flat_grads(&self, loss: &Tensor, slots: &[&Slot], retain_graph: bool) -> Result<Tensor> {
         let inputs: Vec<&Tensor> = slots.iter().map(|s| &s.leaf).collect();
         if inputs.is_empty() {
@@ -163,7 +167,9 @@ impl FlatParams {
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(Tensor::f_cat(&flat, 0)?)
+        let flat = Tensor::f_cat(&flat, 0)?;
+        crate::dist::world().mean_(&flat)?;
+        Ok(flat)
     }
 
     /// ∂loss/∂group for each of `groups`, one flat vector each, in the order asked.

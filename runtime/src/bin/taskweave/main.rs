@@ -41,7 +41,10 @@ fn report(err: &Error, format: Format) {
     let mut stderr = std::io::stderr().lock();
     let _ = match err {
         Error::Config { .. } => writeln!(stderr, "{err}"),
-        _ => writeln!(stderr, "error: {err}"),
+        _ => match taskweave::dist::world() {
+            w if w.is_parallel() => writeln!(stderr, "error (rank {}): {err}", w.rank()),
+            _ => writeln!(stderr, "error: {err}"),
+        },
     };
 }
 
@@ -58,29 +61,50 @@ fn main() -> ExitCode {
         LogFormat::Human => Format::Human,
         LogFormat::Json => Format::Json,
     };
-    logging::init(format, if cli.quiet { "warn" } else { "info" });
+    // Under mpirun: join the other ranks (MPI is finalised when `_ranks` drops).
+    let _ranks = match taskweave::dist::init() {
+        Ok(session) => session,
+        Err(err) => {
+            logging::init(format, "warn");
+            report(&err, format);
+            return ExitCode::from(err.exit_code() as u8);
+        }
+    };
+    let world = taskweave::dist::world();
+    // The other ranks of a data-parallel run repeat rank 0's logs: they warn only.
+    let quiet = cli.quiet || !world.is_root();
+    logging::init(format, if quiet { "warn" } else { "info" });
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut out = std::io::stdout().lock();
         commands::dispatch(cli, &mut out).and_then(|()| Ok(out.flush()?))
     }));
+    let code = exit_code(outcome, format);
+    if world.is_parallel() && code != 0 {
+        // A rank that fails takes the whole job down: the others may be
+        // waiting for it in a collective operation.
+        taskweave::dist::abort(code as i32);
+    }
+    ExitCode::from(code)
+}
+
+/// The exit status of a command's outcome, reporting its error.
+fn exit_code(outcome: std::thread::Result<Result<(), Failure>>, format: Format) -> u8 {
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => 0,
         Ok(Err(Failure::Taskweave(err))) => {
             report(&err, format);
-            ExitCode::from(err.exit_code() as u8)
+            err.exit_code() as u8
         }
         // The reader went away (`| head`): the command itself succeeded.
-        Ok(Err(Failure::Output(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
+        Ok(Err(Failure::Output(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Ok(Err(Failure::Output(e))) => {
             let err = Error::Run(format!(
                 "cannot write to standard output: {}",
                 taskweave_plugin_api::io_reason(&e)
             ));
             report(&err, format);
-            ExitCode::from(1)
+            1
         }
-        Err(_) => ExitCode::from(1),
+        Err(_) => 1,
     }
 }

@@ -54,7 +54,30 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         quiet: cli.quiet,
         allow_insecure_plugins: cli.allow_insecure_plugins,
     };
-    match cli.command {
+    let world = taskweave::dist::world();
+    if world.is_parallel() {
+        return match cli.command {
+            Command::Run { .. } | Command::Lm { .. } | Command::Resume { .. } => {
+                // Rank 0 reports; the other ranks' copies of the report go nowhere.
+                let out: &mut dyn Write = match world.is_root() {
+                    true => out,
+                    false => &mut std::io::sink(),
+                };
+                run_command(cli.command, &env, out)
+            }
+            _ => Err(Error::Input(format!(
+                "this process is one of {} MPI ranks: only `run`, `resume` and `lm train` train \
+                 data-parallel; run other commands without mpirun",
+                world.size()
+            ))
+            .into()),
+        };
+    }
+    run_command(cli.command, &env, out)
+}
+
+fn run_command(command: Command, env: &Env, out: &mut dyn Write) -> Result<(), Failure> {
+    match command {
         Command::Plugin { command } => match command {
             PluginCommand::List { dirs, json } => plugins::list(&env, dirs, json, out),
             PluginCommand::New(args) => authoring::new(&env, &args, out),

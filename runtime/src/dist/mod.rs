@@ -1,0 +1,303 @@
+//! Data-parallel training over MPI: which rank this process is, and the few
+//! collective operations the trainer needs.
+//!
+//! A process started by `mpirun -np N` (N > 1) is one of N ranks; any other
+//! process is the only rank, and every operation here is then the identity
+//! without touching MPI. Every rank holds the whole model and takes the same
+//! steps: it reads its own shard of every global batch ([`World::shard`]),
+//! and the gradients computed from the shards are averaged
+//! ([`World::mean_`]) before any method reads them, so each rank runs the same
+//! weighting on the same numbers.
+//!
+//! MPI comes from the system's Open MPI through the `mpi` crate, behind the
+//! cargo feature `mpi` (the Makefile enables it where `mpicc` exists). Tensors
+//! on a GPU travel through host memory: correct, not fast (NCCL is not wired
+//! in; see the README).
+//!
+//! Every collective is called by every rank in the same order. A rank that
+//! fails ends the whole job ([`abort`]) rather than leaving the others
+//! waiting in a collective.
+
+#[cfg(feature = "mpi")]
+mod mpi;
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// This process's place among the ranks of a data-parallel job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct World {
+    rank: usize,
+    size: usize,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+/// The ranks this process belongs to: set by [`init`], else this process alone.
+pub fn world() -> World {
+    *WORLD.get_or_init(|| World { rank: 0, size: 1 })
+}
+
+/// The number of ranks the launcher started, read from its environment
+/// (Open MPI's `OMPI_COMM_WORLD_SIZE`, else the PMI variable of MPICH and
+/// others); `None` outside a launcher.
+fn launched_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// Holds MPI initialised; dropping it finalises MPI (after the last collective).
+pub struct Session {
+    #[cfg(feature = "mpi")]
+    _mpi: Option<mpi::Session>,
+}
+
+/// Joins the job the launcher started, if any: must be called once, before
+/// any training, and the [`Session`] kept until the process is done.
+pub fn init() -> Result<Session> {
+    let size = launched_size().unwrap_or(1);
+    if size <= 1 {
+        WORLD.get_or_init(|| World { rank: 0, size: 1 });
+        return Ok(Session {
+            #[cfg(feature = "mpi")]
+            _mpi: None,
+        });
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let (session, rank, size) = mpi::Session::start()?;
+        WORLD
+            .set(World { rank, size })
+            .map_err(|_| Error::Run("the MPI world was set up twice".into()))?;
+        Ok(Session {
+            _mpi: Some(session),
+        })
+    }
+    #[cfg(not(feature = "mpi"))]
+    Err(Error::Input(format!(
+        "this process is one of {size} ranks started by an MPI launcher, but this taskweave was built \
+         without MPI: install Open MPI and libclang (Debian: openmpi-bin libopenmpi-dev libclang-dev) \
+         and rebuild with `make build`, which then enables the `mpi` feature"
+    )))
+}
+
+/// Ends every rank of the job with exit status `code`: what a rank does when
+/// it fails, so that the others do not wait for it forever.
+pub fn abort(code: i32) -> ! {
+    #[cfg(feature = "mpi")]
+    if world().size > 1 {
+        mpi::abort(code);
+    }
+    std::process::exit(code)
+}
+
+impl World {
+    /// This rank, 0-based.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether this is rank 0, the one that writes the run directory.
+    pub fn is_root(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Whether more than one rank trains.
+    pub fn is_parallel(&self) -> bool {
+        self.size > 1
+    }
+
+    /// This rank's contiguous part of `n` items; the parts of all ranks, in
+    /// rank order, are the items in order.
+    pub fn shard(&self, n: usize) -> Range<usize> {
+        self.rank * n / self.size..(self.rank + 1) * n / self.size
+    }
+
+    /// Replaces the float tensor `t` (float32 or float64, any device) in
+    /// place by its mean over the ranks. Every rank receives the same bits.
+    pub fn mean_(&self, t: &Tensor) -> Result<()> {
+        if self.size > 1 {
+            self.sum_(t)?;
+            let _ = tch::no_grad(|| t.shallow_clone().f_div_scalar_(self.size as f64))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `t` (float32, float64 or int64, any device) in place by its
+    /// element-wise sum over the ranks. Every rank receives the same bits.
+    pub fn sum_(&self, t: &Tensor) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        let flat = t.f_detach()?.f_reshape([-1])?.f_to_device(Device::Cpu)?;
+        let summed = match t.kind() {
+            Kind::Float => Tensor::from_slice(&self.sum(Vec::<f32>::try_from(&flat)?)?),
+            Kind::Double => Tensor::from_slice(&self.sum(Vec::<f64>::try_from(&flat)?)?),
+            Kind::Int64 => Tensor::from_slice(&self.sum(Vec::<i64>::try_from(&flat)?)?),
+            kind => {
+                return Err(Error::Run(format!(
+                    "cannot sum a {kind:?} tensor over the ranks"
+                )))
+            }
+        };
+        let summed = summed
+            .f_view(t.size().as_slice())?
+            .f_to_device(t.device())?;
+        tch::no_grad(|| t.shallow_clone().f_copy_(&summed))?;
+        Ok(())
+    }
+
+    /// Replaces `t` (any kind, any device; one shape on every rank) in place
+    /// by rank 0's values.
+    pub fn broadcast_(&self, t: &Tensor) -> Result<()> {
+        if self.size == 1 {
+            return Ok(());
+        }
+        #[cfg(feature = "mpi")]
+        {
+            let values =
+                mpi::broadcast_bytes(&t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?)?;
+            let values = Tensor::f_from_data_size(&values, &t.size(), t.kind())?;
+            tch::no_grad(|| t.shallow_clone().f_copy_(&values))?;
+            Ok(())
+        }
+        #[cfg(not(feature = "mpi"))]
+        needs_mpi()
+    }
+
+    /// Sums `values` over the ranks, in place.
+    pub fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
+        if self.size > 1 {
+            let summed = self.sum(values.to_vec())?;
+            values.copy_from_slice(&summed);
+        }
+        Ok(())
+    }
+
+    /// Every rank's `values` (all of one length), in rank order.
+    pub fn gather_u64(&self, values: &[u64]) -> Result<Vec<Vec<u64>>> {
+        if self.size == 1 {
+            return Ok(vec![values.to_vec()]);
+        }
+        #[cfg(feature = "mpi")]
+        return Ok(mpi::all_gather(values)
+            .chunks(values.len().max(1))
+            .map(<[u64]>::to_vec)
+            .collect());
+        #[cfg(not(feature = "mpi"))]
+        needs_mpi()
+    }
+
+    /// Every rank's `part` (any kind, on any device; the same shape but for
+    /// the first dimension) concatenated along the first dimension in rank
+    /// order, on `part`'s device.
+    pub fn gather_rows(&self, part: &Tensor) -> Result<Tensor> {
+        if self.size == 1 {
+            return Ok(part.shallow_clone());
+        }
+        #[cfg(feature = "mpi")]
+        return mpi::gather_rows(part);
+        #[cfg(not(feature = "mpi"))]
+        needs_mpi()
+    }
+
+    /// The element-wise sum of `values` over the ranks.
+    fn sum<T: Summable>(&self, values: Vec<T>) -> Result<Vec<T>> {
+        if self.size == 1 {
+            return Ok(values);
+        }
+        #[cfg(feature = "mpi")]
+        return Ok(mpi::all_sum(&values));
+        #[cfg(not(feature = "mpi"))]
+        needs_mpi()
+    }
+}
+
+/// More than one rank exists only with the `mpi` feature ([`init`] refuses otherwise).
+#[cfg(not(feature = "mpi"))]
+fn needs_mpi() -> ! {
+    unreachable!("more than one rank without the mpi feature")
+}
+
+/// The element types summed over the ranks.
+#[cfg(feature = "mpi")]
+trait Summable: ::mpi::traits::Equivalence + Copy {}
+#[cfg(not(feature = "mpi"))]
+trait Summable: Copy {}
+impl Summable for f32 {}
+impl Summable for f64 {}
+impl Summable for i64 {}
+
+/// Checks that every rank holds the same values of every named tensor, by
+/// hash (`hashes` has one per name, in the same order on every rank): the
+/// first tensor that differs from rank 0's is an error naming the rank, the
+/// tensor and `when`.
+pub fn check_identical(world: World, names: &[String], hashes: &[u64], when: &str) -> Result<()> {
+    let all = world.gather_u64(hashes)?;
+    match first_difference(&all) {
+        None => Ok(()),
+        Some((rank, index)) => Err(Error::Run(format!(
+            "rank {rank} holds other values of `{}` than rank 0 {when}: the ranks diverged (a method that \
+             draws random numbers outside libtorch's generator, or differs between the ranks' machines). \
+             The run stops; the last checkpoint that agreed is kept",
+            names.get(index).map_or("?", String::as_str)
+        ))),
+    }
+}
+
+/// A hash of `t`'s values (any kind, any device), for [`check_identical`].
+pub fn fingerprint(t: &Tensor) -> Result<u64> {
+    let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut bytes, t.numel())?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// The first (rank, index) whose value differs from rank 0's.
+fn first_difference(all: &[Vec<u64>]) -> Option<(usize, usize)> {
+    let (first, rest) = all.split_first()?;
+    rest.iter().enumerate().find_map(|(r, hashes)| {
+        let index = hashes.iter().zip(first).position(|(a, b)| a != b)?;
+        Some((r + 1, index))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_item_once_in_order() {
+        for n in [0, 1, 5, 7, 64] {
+            for size in 1..=4 {
+                let parts: Vec<usize> = (0..size)
+                    .flat_map(|rank| World { rank, size }.shard(n))
+                    .collect();
+                assert_eq!(parts, (0..n).collect::<Vec<_>>(), "n {n}, {size} ranks");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_difference_names_the_rank_and_the_tensor() {
+        let same = vec![vec![1, 2, 3]; 3];
+        assert_eq!(first_difference(&same), None);
+        let mut other = same.clone();
+        other[2][1] = 9;
+        other[2][2] = 9;
+        assert_eq!(first_difference(&other), Some((2, 1)));
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let single = World { rank: 0, size: 1 };
+        check_identical(single, &names, &[1, 2, 3], "at step 4").unwrap();
+    }
+}
