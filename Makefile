@@ -11,6 +11,10 @@ CARGO ?= cargo
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 BIN := target/release/taskweave
+# Data-parallel training under `mpirun` needs Open MPI, and libclang for the `mpi` crate's
+# bindings (Debian: openmpi-bin libopenmpi-dev libclang-dev). The feature is on where both
+# are installed; every cargo command below passes the same features, so none rebuilds.
+MPI_FEATURES := $(shell command -v mpicc >/dev/null 2>&1 && ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*/libclang-*.so* >/dev/null 2>&1 && echo --features taskweave/mpi)
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert dtrn
 
@@ -21,26 +25,28 @@ run: build
 	$(BIN) run --overwrite pipelines/quickstart.toml
 
 test: build
-	$(CARGO) test --release --workspace
+	@if [ -n "$(MPI_FEATURES)" ]; then echo "Open MPI found: the data-parallel tests run under mpirun"; \
+	else echo "no Open MPI (mpicc) or libclang: the data-parallel tests are skipped (Debian: apt-get install openmpi-bin libopenmpi-dev libclang-dev)"; fi
+	$(CARGO) test --release --workspace $(MPI_FEATURES)
 
 # Property tests of every user input (pipelines, --set, CSV files, checkpoints):
 # FUZZ_CASES generated inputs per target; `make test` runs 2,000 per target.
 FUZZ_CASES ?= 100000
 fuzz: build
-	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release -p taskweave-tests --test integration fuzz::
+	TASKWEAVE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release $(MPI_FEATURES) -p taskweave-tests --test integration fuzz::
 
 bench: build census qm9 images
-	$(CARGO) bench --bench abi_call -p taskweave-tests
+	$(CARGO) bench $(MPI_FEATURES) --bench abi_call -p taskweave-tests
 	$(VENV)/bin/python bench/peer_quickstart.py
 	$(VENV)/bin/python bench/peer_census.py
-	$(CARGO) bench --bench weightings -p taskweave-tests
+	$(CARGO) bench $(MPI_FEATURES) --bench weightings -p taskweave-tests
 	$(VENV)/bin/python bench/weightings_torch.py
 	$(VENV)/bin/python bench/weightings_torchjd.py
 	$(VENV)/bin/python bench/sam_torch.py
 	# One Multi-Fashion epoch (39 steps) of SAM-MTL + EW, three of the standard step.
 	BENCH_PROBLEM=multi-fashion BENCH_ROUNDS=3 $(VENV)/bin/python bench/sam_torch.py 117 39
 	$(VENV)/bin/python bench/peer_interval_dp.py
-	$(CARGO) bench --bench diffusion_step -p taskweave-tests
+	$(CARGO) bench $(MPI_FEATURES) --bench diffusion_step -p taskweave-tests
 	$(VENV)/bin/python bench/peer_meta_rtl.py
 	$(VENV)/bin/python bench/peer_decode.py
 	$(VENV)/bin/python bench/peer_dtrn.py
@@ -55,7 +61,7 @@ $(VENV_STAMP): requirements.txt
 	touch $@
 
 build: $(VENV_STAMP)
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace $(MPI_FEATURES)
 	mkdir -p plugins
 	# --remove-destination: a new file, so processes using the old .so keep their mapping.
 	for p in $(PLUGINS); do cp --remove-destination target/release/libtaskweave_$${p//-/_}.so plugins/; done
@@ -196,6 +202,9 @@ census-results: build census
 # CLI, the kernel test and benchmark binaries, the plugins and the pipelines.
 gpu-bundle: build
 	rm -rf dist/gpu && mkdir -p dist/gpu/bin dist/gpu/plugins dist/gpu/pipelines
+	# The CUDA machine has no Open MPI: its CLI is built without the mpi feature
+	# (the next `make build` puts the MPI one back).
+	$(CARGO) build --release -p taskweave --bin taskweave
 	cp $(BIN) target/release/kernel-bench dist/gpu/bin/
 	$(CARGO) test --release -p taskweave-kernels --no-run --message-format=json 2>/dev/null \
 	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["test"]]' \

@@ -12,6 +12,7 @@ mod fuzz;
 mod grouping;
 mod inputs;
 mod lm;
+mod parallel;
 mod peer;
 mod protocol;
 mod sam;

@@ -69,6 +69,14 @@ pub fn binary() -> PathBuf {
                     "--bin",
                     "taskweave",
                 ])
+                // The features this test build has (`make test` enables MPI
+                // where it is installed), so that nothing is rebuilt.
+                .args(
+                    taskweave::dist::WITH_MPI
+                        .then_some(["--features", "taskweave/mpi"])
+                        .into_iter()
+                        .flatten(),
+                )
                 .output()
                 .unwrap(),
             "building taskweave",

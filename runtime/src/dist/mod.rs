@@ -28,6 +28,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+/// Whether this build can join an MPI job (the cargo feature `mpi`).
+pub const WITH_MPI: bool = cfg!(feature = "mpi");
+
 /// This process's place among the ranks of a data-parallel job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct World {

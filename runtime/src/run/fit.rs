@@ -335,6 +335,8 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         if let Some(init) = &config.train.init {
             init_from(&mut trainer, &ctx.pipeline_dir.join(init))?;
         }
+        // Ranks started with different pipelines or seeds stop here, not at the first checkpoint.
+        trainer.agree("at the start")?;
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
         write_file(&dir.join(dir::MARKER), info.to_string().as_bytes())?;

@@ -1,0 +1,272 @@
+//! Data-parallel training under `mpirun` (issue 18): two ranks train what one
+//! process trains with the same global batch, for loss weightings, gradient
+//! weightings and SAM-MTL; ranks that diverge stop the run; a killed rank
+//! ends the job and the run resumes. Skipped (saying so) where this build has
+//! no MPI: `make test` enables it where Open MPI and libclang are installed.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use taskweave_tests::*;
+
+/// `mpirun -np <ranks>` over the CLI with `args` in `cwd`, or `None` (and a
+/// note) when this build cannot join an MPI job.
+fn mpirun(cwd: &Path, ranks: usize, args: &[&str]) -> Option<Command> {
+    if !taskweave::dist::WITH_MPI {
+        eprintln!(
+            "skipped: this build has no MPI (install Open MPI and libclang, then `make test`)"
+        );
+        return None;
+    }
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["-np", &ranks.to_string(), "--oversubscribe"])
+        .arg(binary())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        // Open MPI refuses root unless told; CI machines run as root.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    Some(cmd)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn succeeded(output: &Output, what: &str) {
+    assert!(output.status.success(), "{what}: {}", text(&output.stderr));
+}
+
+/// The largest difference between two runs' model parameters, relative to
+/// each tensor's largest value.
+fn max_relative_difference(a: &Path, b: &Path) -> f64 {
+    let model = |n: &str| {
+        ["backbone.", "architecture.", "heads."]
+            .iter()
+            .any(|p| n.starts_with(p))
+    };
+    let (a, b) = (final_parameters(a), final_parameters(b));
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0.0f64;
+    let mut compared = 0;
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert_eq!(name, other);
+        if model(name) {
+            let scale = x.abs().max().double_value(&[]).max(1e-12);
+            worst = worst.max((x - y).abs().max().double_value(&[]) / scale);
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "only {compared} model tensors compared");
+    worst
+}
+
+/// One pipeline per method, each trained by one process and by two ranks
+/// with the same global batch (two halves of 64 rows).
+#[test]
+fn two_ranks_train_what_one_process_trains_for_every_kind_of_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    install_plugin(d, "taskweave-sam-mtl");
+    // (name, [train] keys, tolerance): the loss weightings within float
+    // rounding of the reduction, the gradient weightings and SAM-MTL within
+    // 1e-5 (their solvers amplify rounding a little).
+    let methods = [
+        ("ew", "weighting = \"ew\"", 1e-6),
+        ("uw", "weighting = \"uw\"", 1e-6),
+        ("pcgrad", "weighting = \"pcgrad\"", 1e-5),
+        ("cagrad", "weighting = \"cagrad\"", 1e-5),
+        ("mgda", "weighting = \"mgda\"", 1e-5),
+        ("nash-mtl", "weighting = \"nash-mtl\"", 1e-5),
+        (
+            "sam-mtl",
+            "weighting = \"ew\"\nstrategy = { kind = \"sam-mtl\", rho = 0.05, adaptive = true }",
+            1e-5,
+        ),
+    ];
+    for (name, keys, tolerance) in methods {
+        let extra = format!(
+            "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 60\nbatch = 64\ncheckpoint_every = 20\n\
+             optimizer = {{ kind = \"adam\", lr = 0.01 }}\n{keys}\n\n[eval]\nevery = 20\n"
+        );
+        let path = small_pipeline(d, name, &extra);
+        let p = path.to_str().unwrap();
+        let threads = "run.threads=1";
+        let (code, _, err) = run_cli(
+            d,
+            &["-q", "run", p, "--set", threads, "--set", "run.name=one"],
+        );
+        assert_eq!(code, 0, "{name}, one process: {err}");
+        let Some(mut two) = mpirun(
+            d,
+            2,
+            &["-q", "run", p, "--set", threads, "--set", "run.name=two"],
+        ) else {
+            return;
+        };
+        // Exit 0 also means that both ranks held the same parameters, bit for
+        // bit, at the start, at every evaluation and at every checkpoint.
+        succeeded(&two.output().unwrap(), &format!("{name}, two ranks"));
+        let worst = max_relative_difference(&d.join("runs/one"), &d.join("runs/two"));
+        assert!(
+            worst <= tolerance,
+            "{name}: two ranks end {worst:e} away from one process"
+        );
+        // The run directory is rank 0's alone, complete as one process leaves it.
+        for file in [
+            "run.json",
+            "config.toml",
+            "metrics.jsonl",
+            "summary.json",
+            "curves.png",
+        ] {
+            assert!(d.join("runs/two").join(file).is_file(), "{name}: no {file}");
+        }
+        for run in ["one", "two"] {
+            std::fs::remove_dir_all(d.join("runs").join(run)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn ranks_started_with_different_seeds_stop_at_once_naming_the_rank_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "diverged", "[train]\nsteps = 50\n");
+    let p = path.to_str().unwrap();
+    let Some(mut cmd) = mpirun(d, 1, &["-q", "run", p, "--set", "run.seed=0"]) else {
+        return;
+    };
+    // Open MPI's MPMD form: one more rank, with another seed.
+    cmd.args([":", "-np", "1"])
+        .arg(binary())
+        .args(["-q", "run", p, "--set", "run.seed=1"]);
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rank 1 holds other values of `backbone.") && err.contains("at the start"),
+        "{err}"
+    );
+    assert!(
+        crate_checkpoints(&d.join("runs/diverged")).is_empty(),
+        "a checkpoint was written by ranks that disagree"
+    );
+}
+
+fn crate_checkpoints(run: &Path) -> Vec<(u64, std::path::PathBuf)> {
+    taskweave::train::checkpoint::list(&run.join("checkpoints"))
+}
+
+#[test]
+fn commands_that_do_not_train_refuse_to_run_under_mpirun() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "stats", "");
+    let Some(mut cmd) = mpirun(d, 2, &["stats", path.to_str().unwrap()]) else {
+        return;
+    };
+    let out = cmd.output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("only `run`, `resume` and `lm train`"), "{err}");
+}
+
+/// The pid of rank `rank` among the processes mpirun `parent` started.
+fn rank_pid(parent: u32, rank: usize) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .find(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|&b| b == 0)
+                        .any(|var| var == format!("OMPI_COMM_WORLD_RANK={rank}").as_bytes())
+                })
+                .unwrap_or(false)
+        })
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_run_resumes_where_it_was_checkpointed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let extra =
+        "[train]\nsteps = 4000\nbatch = 64\ncheckpoint_every = 50\n\n[eval]\nevery = 1000\n";
+    let path = small_pipeline(d, "killed", extra);
+    let p = path.to_str().unwrap();
+    let args = ["-q", "run", p, "--set", "run.threads=1"];
+    let Some(mut whole) = mpirun(d, 2, &[&args[..], &["--set", "run.name=whole"]].concat()) else {
+        return;
+    };
+    succeeded(&whole.output().unwrap(), "the uninterrupted run");
+
+    let mut job = mpirun(d, 2, &args)
+        .unwrap()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let run = d.join("runs/killed");
+    let started = Instant::now();
+    while crate_checkpoints(&run).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint came"
+        );
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let victim = rank_pid(job.id(), 1).expect("rank 1's process");
+    assert!(Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the other rank hangs after rank 1 was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("signal 9") || err.contains("Killed"),
+        "no message names the kill: {err}"
+    );
+    let last = crate_checkpoints(&run).pop().unwrap().0;
+    assert!(
+        last < 4000,
+        "the run finished before the kill (checkpoint {last})"
+    );
+
+    let resume = mpirun(d, 2, &["-q", "resume", run.to_str().unwrap()])
+        .unwrap()
+        .output()
+        .unwrap();
+    succeeded(&resume, "resume under mpirun");
+    let (a, b) = (
+        final_parameters(&d.join("runs/whole")),
+        final_parameters(&run),
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x.equal(y),
+            "`{name}` differs from the uninterrupted run after the resume"
+        );
+    }
+}
