@@ -162,6 +162,7 @@ impl World {
 
     /// Replaces `t` (any kind, any device; one shape on every rank) in place
     /// by rank 0's values.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
     pub fn broadcast_(&self, t: &Tensor) -> Result<()> {
         if self.size == 1 {
             return Ok(());

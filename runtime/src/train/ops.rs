@@ -223,7 +223,7 @@ impl StepOps for Ops<'_> {
             // the reduced one bit for bit on every rank.
             let mut value = losses.f_empty_like()?;
             value.f_copy_(&losses.f_detach()?)?;
-            api(world.mean_(&value).map_err(Error::from))?;
+            api(world.mean_(&value))?;
             losses = value.f_add(&losses.f_sub(&losses.f_detach()?)?)?;
         }
         let values = Vec::<f64>::try_from(

@@ -79,49 +79,49 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
 fn run_command(command: Command, env: &Env, out: &mut dyn Write) -> Result<(), Failure> {
     match command {
         Command::Plugin { command } => match command {
-            PluginCommand::List { dirs, json } => plugins::list(&env, dirs, json, out),
-            PluginCommand::New(args) => authoring::new(&env, &args, out),
-            PluginCommand::Build(args) => authoring::build(&env, &args, out),
+            PluginCommand::List { dirs, json } => plugins::list(env, dirs, json, out),
+            PluginCommand::New(args) => authoring::new(env, &args, out),
+            PluginCommand::Build(args) => authoring::build(env, &args, out),
         },
-        Command::Validate(args) => train::validate(&env, &args, out),
+        Command::Validate(args) => train::validate(env, &args, out),
         Command::Run {
             pipeline,
             print_config,
             overwrite,
-        } => train::run(&env, &pipeline, print_config, overwrite, out),
+        } => train::run(env, &pipeline, print_config, overwrite, out),
         Command::Lm {
             command:
                 LmCommand::Train {
                     pipeline,
                     overwrite,
                 },
-        } => train::lm(&env, &pipeline, overwrite, out),
-        Command::Decode(args) => lm::decode(&env, &args, out),
+        } => train::lm(env, &pipeline, overwrite, out),
+        Command::Decode(args) => lm::decode(env, &args, out),
         Command::EvalLm {
             pipeline,
             json,
             plot,
-        } => lm::eval(&env, &pipeline, json, plot.as_deref(), out),
-        Command::Resume { run_dir, plugins } => train::resume(&env, &run_dir, &plugins, out),
-        Command::Baselines(args) => train::baselines(&env, &args, out),
-        Command::Flatness(args) => flatness::run(&env, &args, out),
-        Command::Preview(args) => preview::run(&env, &args, out),
-        Command::Stats(args) => stats::run(&env, &args, out),
-        Command::Sample(args) => sample::run(&env, &args, out),
-        Command::Affinity(args) => affinity::run(&env, &args, out),
+        } => lm::eval(env, &pipeline, json, plot.as_deref(), out),
+        Command::Resume { run_dir, plugins } => train::resume(env, &run_dir, &plugins, out),
+        Command::Baselines(args) => train::baselines(env, &args, out),
+        Command::Flatness(args) => flatness::run(env, &args, out),
+        Command::Preview(args) => preview::run(env, &args, out),
+        Command::Stats(args) => stats::run(env, &args, out),
+        Command::Sample(args) => sample::run(env, &args, out),
+        Command::Affinity(args) => affinity::run(env, &args, out),
         Command::Toy {
             command: ToyCommand::Cagrad(args),
-        } => toy::cagrad(&env, &args, out),
+        } => toy::cagrad(env, &args, out),
         Command::GpuInfo { json } => gpu_info::show(json, out),
         Command::Call {
             command: CallCommand::Weighting(args),
-        } => call::weighting(&env, &args, out),
+        } => call::weighting(env, &args, out),
         Command::Call {
             command: CallCommand::Grouping(args),
-        } => call::grouping(&env, &args, out),
+        } => call::grouping(env, &args, out),
         Command::Call {
             command: CallCommand::Fusion(args),
-        } => call::fusion(&env, &args, out),
+        } => call::fusion(env, &args, out),
     }
 }
 
