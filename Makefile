@@ -18,7 +18,7 @@ MPI_FEATURES := $(shell command -v mpicc >/dev/null 2>&1 && ls /usr/lib/llvm-*/l
 # Plugin crates under plugins/<name>/; their .so files are copied to plugins/.
 PLUGINS := rlw sam-mtl diffusion-clustering meta-rtl logit-fusion taskexpert dtrn
 
-.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results dtrn-results lm-fusion-results census-results diffusion-results meta-rtl-results data qm9 census images corpora movielens
+.PHONY: run test fuzz bench build venv clean gpu-bundle qm9-results sam-mtl-results taskexpert-results dtrn-results lm-fusion-results census-results diffusion-results meta-rtl-results data-parallel-results data qm9 census images corpora movielens
 
 run: build
 	$(BIN) baselines pipelines/quickstart.toml
@@ -197,6 +197,12 @@ meta-rtl-results: build qm9
 # 15 minutes on two cores.
 census-results: build census
 	$(VENV)/bin/python bench/census_results.py
+
+# Data-parallel training (bench/results/<date>-data-parallel.md): steps/s of the QM9 pipeline
+# on one process and two MPI ranks, EW and PCGrad, and the bytes reduced per step. About
+# 6 minutes on two cores; needs Open MPI (the build's mpi feature).
+data-parallel-results: build qm9
+	$(VENV)/bin/python bench/data_parallel_results.py
 
 # Everything scripts/gpu-check.sh needs on a CUDA machine without cargo: the
 # CLI, the kernel test and benchmark binaries, the plugins and the pipelines.

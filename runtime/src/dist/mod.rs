@@ -22,6 +22,7 @@
 mod mpi;
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use tch::{Device, Kind, Tensor};
@@ -39,6 +40,19 @@ pub struct World {
 }
 
 static WORLD: OnceLock<World> = OnceLock::new();
+
+/// Bytes this rank has handed to collective operations.
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes this rank has handed to collective operations so far: what
+/// data-parallel training costs in communication.
+pub fn bytes_sent() -> u64 {
+    SENT.load(Ordering::Relaxed)
+}
+
+fn count(bytes: usize) {
+    SENT.fetch_add(bytes as u64, Ordering::Relaxed);
+}
 
 /// The ranks this process belongs to: set by [`init`], else this process alone.
 pub fn world() -> World {
@@ -167,6 +181,7 @@ impl World {
         if self.size == 1 {
             return Ok(());
         }
+        count(t.numel() * t.kind().elt_size_in_bytes());
         #[cfg(feature = "mpi")]
         {
             let values =
@@ -193,6 +208,7 @@ impl World {
         if self.size == 1 {
             return Ok(vec![values.to_vec()]);
         }
+        count(std::mem::size_of_val(values));
         #[cfg(feature = "mpi")]
         return Ok(mpi::all_gather(values)
             .chunks(values.len().max(1))
@@ -209,6 +225,7 @@ impl World {
         if self.size == 1 {
             return Ok(part.shallow_clone());
         }
+        count(part.numel() * part.kind().elt_size_in_bytes());
         #[cfg(feature = "mpi")]
         return mpi::gather_rows(part);
         #[cfg(not(feature = "mpi"))]
@@ -220,6 +237,7 @@ impl World {
         if self.size == 1 {
             return Ok(values);
         }
+        count(std::mem::size_of_val(values.as_slice()));
         #[cfg(feature = "mpi")]
         return Ok(mpi::all_sum(&values));
         #[cfg(not(feature = "mpi"))]

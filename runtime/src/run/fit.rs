@@ -365,8 +365,13 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     let mut skipped_since_eval = 0;
     let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
     memory.begin();
+    // Bytes this rank hands to the gradient reductions (data-parallel runs).
+    let mut step_bytes = 0;
     while trainer.step_index() < total {
-        match trainer.step()? {
+        let sent = crate::dist::bytes_sent();
+        let stepped = trainer.step()?;
+        step_bytes += crate::dist::bytes_sent() - sent;
+        match stepped {
             Stepped::Done(report) => {
                 last_losses = tensor_values(&report.losses)?;
                 let weights = report.weights.as_ref().map(tensor_values).transpose()?;
@@ -511,8 +516,10 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
     if let Some(line) = memory.line() {
         progress.println(&line);
     }
+    let trained = (total - first).max(1);
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
-                      "steps_per_second": steps_per_second,
+                      "steps_per_second": steps_per_second, "ranks": world.size(),
+                      "reduced_bytes_per_step": step_bytes / trained,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "architecture": test_architecture,
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
