@@ -190,6 +190,16 @@ impl Trainer {
                         .into(),
                 ));
             }
+            // Each rank evaluates its part of a split: every part needs a row.
+            for (name, split) in [("val", &data.val), ("test", &data.test)] {
+                if split.len() < world.size() {
+                    return Err(Error::Input(format!(
+                        "the {name} split has {} rows, fewer than the {} ranks that evaluate it: start fewer ranks",
+                        split.len(),
+                        world.size()
+                    )));
+                }
+            }
             if (train.batch as usize) < world.size() {
                 return Err(Error::Input(format!(
                     "train.batch = {} is split over {} ranks: every rank needs at least one row; raise \
