@@ -194,11 +194,14 @@ impl World {
         needs_mpi()
     }
 
-    /// Sums `values` over the ranks, in place.
+    /// Sums `values` over the ranks, in place, and hands every rank rank 0's
+    /// result: the runs branch on these sums (which step scored best), so
+    /// they must agree bit for bit even where MPI's reduction would not.
     pub fn sum_f64(&self, values: &mut [f64]) -> Result<()> {
         if self.size > 1 {
-            let summed = self.sum(values.to_vec())?;
-            values.copy_from_slice(&summed);
+            let summed = Tensor::from_slice(&self.sum(values.to_vec())?);
+            self.broadcast_(&summed)?;
+            values.copy_from_slice(&Vec::<f64>::try_from(&summed)?);
         }
         Ok(())
     }
@@ -260,24 +263,13 @@ impl Summable for f32 {}
 impl Summable for f64 {}
 impl Summable for i64 {}
 
-/// Checks that every rank holds the same values of every named tensor, by
-/// hash (`hashes` has one per name, in the same order on every rank): the
-/// first tensor that differs from rank 0's is an error naming the rank, the
-/// tensor and `when`.
-pub fn check_identical(world: World, names: &[String], hashes: &[u64], when: &str) -> Result<()> {
-    let all = world.gather_u64(hashes)?;
-    match first_difference(&all) {
-        None => Ok(()),
-        Some((rank, index)) => Err(Error::Run(format!(
-            "rank {rank} holds other values of `{}` than rank 0 {when}: the ranks diverged (a method that \
-             draws random numbers outside libtorch's generator, or differs between the ranks' machines). \
-             The run stops; the last checkpoint that agreed is kept",
-            names.get(index).map_or("?", String::as_str)
-        ))),
-    }
+/// Compares `hashes` (one per item, as many items on every rank) with rank
+/// 0's: the first other rank and item that differ, if any.
+pub fn first_disagreement(world: World, hashes: &[u64]) -> Result<Option<(usize, usize)>> {
+    Ok(first_difference(&world.gather_u64(hashes)?))
 }
 
-/// A hash of `t`'s values (any kind, any device), for [`check_identical`].
+/// A hash of `t`'s values (any kind, any device), for [`first_disagreement`].
 pub fn fingerprint(t: &Tensor) -> Result<u64> {
     let t = t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?;
     let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
@@ -318,8 +310,7 @@ mod tests {
         other[2][1] = 9;
         other[2][2] = 9;
         assert_eq!(first_difference(&other), Some((2, 1)));
-        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
         let single = World { rank: 0, size: 1 };
-        check_identical(single, &names, &[1, 2, 3], "at step 4").unwrap();
+        assert_eq!(first_disagreement(single, &[1, 2, 3]).unwrap(), None);
     }
 }

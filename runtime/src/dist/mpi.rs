@@ -83,14 +83,16 @@ pub fn gather_rows(part: &Tensor) -> Result<Tensor> {
         .map_err(|_| {
             Error::Run("a rank's part is over 2 GiB, more than one MPI message holds".into())
         })?;
-    let displs: Vec<Count> = counts
-        .iter()
-        .scan(0, |at, &c| {
-            let here = *at;
-            *at += c;
-            Some(here)
-        })
-        .collect();
+    let mut displs = Vec::with_capacity(counts.len());
+    let mut at: Count = 0;
+    for &c in &counts {
+        displs.push(at);
+        at = at.checked_add(c).ok_or_else(|| {
+            Error::Run(
+                "the ranks' parts add up to over 2 GiB, more than one MPI message holds".into(),
+            )
+        })?;
+    }
     let total: usize = counts.iter().map(|&c| c as usize).sum();
     let mut all = vec![0u8; total];
     SimpleCommunicator::world().all_gather_varcount_into(

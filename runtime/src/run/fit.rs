@@ -471,6 +471,8 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         let best = checkpoint::read(&best_path)?;
         let step = u64_of(&best.meta["selected_step"]);
         trainer.restore(best)?;
+        // Every rank read rank 0's file: they must have read the same one.
+        trainer.agree(&format!("after restoring the best step, {step}"))?;
         val = trainer.evaluate("val", eval_batch)?;
         val_architecture = trainer.architecture_metrics()?;
         tracing::info!(

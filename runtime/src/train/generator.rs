@@ -26,3 +26,13 @@ pub(crate) fn seeded(seed: i64) -> MutexGuard<'static, ()> {
 pub(crate) fn step_seed(seed: u64, k: u64) -> i64 {
     (SplitMix::at(seed, k).next_u64() >> 1) as i64
 }
+
+/// Under data-parallel training, the libtorch seed for the `k`-th forward
+/// pass of step `step` on rank `rank`, or (`None`) for what follows it on
+/// every rank: each rank draws its own dropout masks, as one process draws
+/// one per row, and all return to one stream for a method's later draws.
+pub(crate) fn forward_seed(seed: u64, step: u64, k: u64, rank: Option<usize>) -> i64 {
+    let stream = rank.map_or(0, |r| r as u64 + 1);
+    let key = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (SplitMix::at(key, (step << 16) | (k & 0xffff)).next_u64() >> 1) as i64
+}

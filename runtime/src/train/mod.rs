@@ -66,6 +66,10 @@ pub struct Trainer {
     device: Device,
     total: u64,
     step: u64,
+    /// Rows this rank and all ranks evaluated in the last evaluation (they
+    /// differ under data-parallel training), to weigh the architecture's
+    /// evaluation metrics.
+    evaluated_rows: (usize, usize),
 }
 
 impl Trainer {
@@ -190,11 +194,15 @@ impl Trainer {
                         .into(),
                 ));
             }
-            // Each rank evaluates its part of a split: every part needs a row.
-            for (name, split) in [("val", &data.val), ("test", &data.test)] {
+            // Each rank trains on and evaluates its part: every part needs a row.
+            for (name, split) in [
+                ("train", &data.train),
+                ("val", &data.val),
+                ("test", &data.test),
+            ] {
                 if split.len() < world.size() {
                     return Err(Error::Input(format!(
-                        "the {name} split has {} rows, fewer than the {} ranks that evaluate it: start fewer ranks",
+                        "the {name} split has {} rows, fewer than the {} ranks that share it: start fewer ranks",
                         split.len(),
                         world.size()
                     )));
@@ -212,7 +220,7 @@ impl Trainer {
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
-        Ok(Trainer {
+        let trainer = Trainer {
             data,
             denoising,
             model,
@@ -228,7 +236,10 @@ impl Trainer {
             device,
             total,
             step: 0,
-        })
+            evaluated_rows: (0, 0),
+        };
+        trainer.check_same_run(config)?;
+        Ok(trainer)
     }
 
     /// Steps done so far.
@@ -281,6 +292,7 @@ impl Trainer {
             optimizer,
             batches,
             step,
+            seed,
             clip_grad_norm,
             ..
         } = self;
@@ -293,7 +305,7 @@ impl Trainer {
                 denoising: denoising.as_ref(),
             },
             batches,
-            *step,
+            (*step, *seed),
             *clip_grad_norm,
         );
         let result = strategy.step(&mut ops);
@@ -322,6 +334,8 @@ impl Trainer {
     pub fn evaluate(&mut self, split: &str, batch: usize) -> Result<Vec<metrics::TaskMetrics>> {
         let _autocast = self.autocast()?;
         let split = self.data.split(split)?;
+        let world = crate::dist::world();
+        self.evaluated_rows = (world.shard(split.len()).len(), split.len());
         metrics::evaluate(&mut self.model, split, &self.data.tasks, batch)
     }
 
@@ -431,9 +445,21 @@ impl Trainer {
     /// (see [`taskweave_plugin_api::Architecture::eval_metrics`]), as a JSON
     /// object; `null` when it reports nothing.
     pub fn architecture_metrics(&mut self) -> Result<Value> {
-        let named = self.model.architecture_mut().eval_metrics()?;
+        let mut named = self.model.architecture_mut().eval_metrics()?;
         if named.is_empty() {
             return Ok(Value::Null);
+        }
+        // Each rank reports on its part of the split: the mean over the
+        // ranks weighted by their rows is the report on the whole split
+        // (for metrics that are means over rows, and for constants).
+        let world = crate::dist::world();
+        if world.is_parallel() {
+            let (own, all) = self.evaluated_rows;
+            let mut values: Vec<f64> = named.iter().map(|(_, v)| v * own as f64).collect();
+            world.sum_f64(&mut values)?;
+            for ((_, v), sum) in named.iter_mut().zip(values) {
+                *v = sum / all.max(1) as f64;
+            }
         }
         Ok(Value::Object(
             named
@@ -469,7 +495,64 @@ impl Trainer {
             hashes.push(crate::dist::fingerprint(&tensor)?);
             names.push(name);
         }
-        crate::dist::check_identical(world, &names, &hashes, when)
+        match crate::dist::first_disagreement(world, &hashes)? {
+            None => Ok(()),
+            Some((rank, index)) => Err(Error::Run(format!(
+                "rank {rank} holds other values of `{}` than rank 0 {when}: the ranks diverged (a method \
+                 that draws random numbers outside libtorch's generator, or differs between the ranks' \
+                 machines). The run stops; the last checkpoint that agreed is kept",
+                names[index]
+            ))),
+        }
+    }
+
+    /// Under data-parallel training, checks before anything else that every
+    /// rank was started with the same resolved pipeline, the same data and
+    /// the same model layout (what every later collective operation relies
+    /// on): otherwise an input error naming the first rank that differs.
+    fn check_same_run(&self, config: &PipelineConfig) -> Result<()> {
+        let world = crate::dist::world();
+        if !world.is_parallel() {
+            return Ok(());
+        }
+        let resolved = serde_json::to_string(config).map_err(|e| Error::Run(e.to_string()))?;
+        let mut data = xxhash_rust::xxh3::Xxh3::new();
+        for split in [&self.data.train, &self.data.val, &self.data.test] {
+            data.update(&(split.len() as u64).to_le_bytes());
+            let tensors = split.inputs.iter().map(|(_, t)| t);
+            let tensors = tensors
+                .chain(&split.targets)
+                .chain(split.masks.iter().flatten());
+            for t in tensors {
+                data.update(&crate::dist::fingerprint(t)?.to_le_bytes());
+            }
+        }
+        let mut layout = String::new();
+        let params = self
+            .params
+            .named()
+            .map(|(n, t)| (n.to_string(), t.shallow_clone()));
+        for (name, t) in params.chain(self.model.buffers()) {
+            layout.push_str(&format!("{name}:{:?}:{:?};", t.size(), t.kind()));
+        }
+        let hashes = [
+            xxhash_rust::xxh3::xxh3_64(resolved.as_bytes()),
+            data.digest(),
+            xxhash_rust::xxh3::xxh3_64(layout.as_bytes()),
+        ];
+        let what = [
+            "pipeline (its resolved config)",
+            "data",
+            "model (its parameters' names and shapes)",
+        ];
+        match crate::dist::first_disagreement(world, &hashes)? {
+            None => Ok(()),
+            Some((rank, index)) => Err(Error::Input(format!(
+                "rank {rank} was started with another {} than rank 0: every rank must run the same \
+                 pipeline file with the same --set options, plugins and data",
+                what[index]
+            ))),
+        }
     }
 
     /// Everything needed to continue exactly from here.

@@ -12,6 +12,7 @@ use crate::dist;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
+use crate::train::generator::forward_seed;
 use crate::train::metrics::{loss_sums, task_loss};
 
 /// Where a step's batches come from: the training split, whose rows a
@@ -30,6 +31,10 @@ pub struct Ops<'a> {
     denoising: Option<&'a Denoising>,
     batches: &'a mut Batches,
     step: u64,
+    /// The run's seed (data-parallel forward passes draw from it).
+    seed: u64,
+    /// Forward passes so far in this step.
+    forwards: u64,
     batch: Option<Split>,
     /// Task and extra batches drawn so far in this step.
     task_draws: u64,
@@ -49,7 +54,7 @@ impl<'a> Ops<'a> {
         optimizer: &'a mut Optimizer,
         rows: Rows<'a>,
         batches: &'a mut Batches,
-        step: u64,
+        (step, seed): (u64, u64),
         clip_grad_norm: f64,
     ) -> Ops<'a> {
         Ops {
@@ -60,6 +65,8 @@ impl<'a> Ops<'a> {
             denoising: rows.denoising,
             batches,
             step,
+            seed,
+            forwards: 0,
             batch: None,
             task_draws: 0,
             saved: Vec::new(),
@@ -178,12 +185,22 @@ impl StepOps for Ops<'_> {
             .batch
             .as_ref()
             .ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
+        let world = dist::world();
+        let reseed = |rank| {
+            tch::manual_seed(forward_seed(self.seed, self.step, self.forwards, rank));
+        };
+        if world.is_parallel() {
+            reseed(Some(world.rank()));
+        }
         let outputs = api(self.model.forward(&batch.inputs, true, update_stats))?;
+        if world.is_parallel() {
+            reseed(None);
+        }
+        self.forwards += 1;
         let shared = match self.denoising {
             Some(denoising) => api(denoising.shared_losses(&outputs, batch))?,
             None => None,
         };
-        let world = dist::world();
         let losses = match shared {
             Some(losses) => losses,
             None if world.is_parallel() => api(self.shares(&outputs, batch, world.size()))?,
