@@ -15,10 +15,6 @@ fn cli(cwd: &Path) -> Command {
     cmd
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn run_names_that_are_not_one_path_component_never_let_overwrite_delete_other_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -316,8 +316,8 @@ pub fn run_cli(cwd: &Path, args: &[&str]) -> (i32, String, String) {
         .unwrap();
     (
         output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        text(&output.stdout),
+        text(&output.stderr),
     )
 }
 
@@ -360,6 +360,21 @@ pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
     tensors
 }
 
+/// A process's output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Checks that the newest checkpoints of two runs hold bitwise the same
+/// tensors; `what` names the second run in the failure.
+pub fn assert_same_final_parameters(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (final_parameters(a), final_parameters(b));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert!(name == other && x.equal(y), "`{name}` differs {what}");
+    }
+}
+
 /// Copies a finished run, deletes its newest checkpoint, resumes the copy and
 /// checks that it ends bitwise where the original did.
 pub fn assert_resume_is_exact(original: &Path, copy: &Path) {
@@ -379,11 +394,7 @@ pub fn assert_resume_is_exact(original: &Path, copy: &Path) {
         .unwrap()
         .train(true)
         .unwrap();
-    let (a, b) = (final_parameters(original), final_parameters(copy));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (other, y)) in a.iter().zip(&b) {
-        assert!(name == other && x.equal(y), "`{name}` differs after resume");
-    }
+    assert_same_final_parameters(original, copy, "after resume");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(original.join("summary.json")).unwrap())
             .unwrap();

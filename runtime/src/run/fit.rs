@@ -183,10 +183,9 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Writes a checkpoint of `trainer` to `path` (rank 0), once every rank
-/// holds the same parameters (see [`Trainer::agree`]).
+/// Writes a checkpoint of `trainer` to `path`: rank 0 does, after the
+/// ranks agreed at this step (see [`Trainer::agree`]).
 fn save(trainer: &Trainer, path: &Path, meta: Value) -> Result<()> {
-    trainer.agree(&format!("at step {}", trainer.step_index()))?;
     if crate::dist::world().is_root() {
         checkpoint::write(path, &trainer.checkpoint(meta)?)?;
     }
@@ -396,7 +395,13 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
         }
         let step = trainer.step_index();
         progress.update(step, &names, &last_losses);
-        if step < total && step % eval_every == 0 {
+        let evaluating = step < total && step % eval_every == 0;
+        let checkpointing = step < total && step % checkpoint_every == 0;
+        if evaluating || checkpointing {
+            // Once per step: the evaluation and both checkpoints below read agreed state.
+            trainer.agree(&format!("at step {step}"))?;
+        }
+        if evaluating {
             if skipped_since_eval > 0 {
                 tracing::warn!(
                     step,
@@ -409,7 +414,6 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             let train_memory = memory.end("train");
             memory.begin();
             let lr = trainer.learning_rate();
-            trainer.agree(&format!("at step {step}"))?;
             let metrics = trainer.evaluate("val", eval_batch)?;
             let architecture = trainer.architecture_metrics()?;
             let eval_memory = memory.end("eval");
@@ -428,7 +432,7 @@ pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) ->
             write_history(&metrics_path, &history)?;
             memory.begin();
         }
-        if step < total && step % checkpoint_every == 0 {
+        if checkpointing {
             let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
                               "selection": selection.state(), "ranks": world.size()});
             save(&trainer, &checkpoint::path_for(&ckpt_dir, step), meta)?;

@@ -511,19 +511,14 @@ impl Tally {
     }
 
     /// The tally of every rank's part of the split, in rank order.
-    fn combined(self, world: crate::dist::World) -> Result<Tally> {
+    fn combined(mut self, world: crate::dist::World) -> Result<Tally> {
         if !world.is_parallel() {
             return Ok(self);
         }
-        let sum = |values: &mut [f64]| world.sum_f64(values);
-        Ok(match self {
+        match &mut self {
             Tally::Rows { outputs, targets } => {
-                let all = |parts: Vec<Tensor>| -> Result<Vec<Tensor>> {
-                    Ok(vec![world.gather_rows(&Tensor::f_cat(&parts, 0)?)?])
-                };
-                Tally::Rows {
-                    outputs: all(outputs)?,
-                    targets: all(targets)?,
+                for parts in [outputs, targets] {
+                    *parts = vec![world.gather_rows(&Tensor::f_cat(parts, 0)?)?];
                 }
             }
             Tally::Pixels {
@@ -531,14 +526,8 @@ impl Tally {
                 ce,
                 count,
             } => {
-                world.sum_(&confusion)?;
-                let mut sums = [ce, count];
-                sum(&mut sums)?;
-                Tally::Pixels {
-                    confusion,
-                    ce: sums[0],
-                    count: sums[1],
-                }
+                world.sum_(confusion)?;
+                sum_each(world, [ce, count])?;
             }
             Tally::Values {
                 abs,
@@ -546,25 +535,10 @@ impl Tally {
                 count,
                 rel,
                 nonzero,
-            } => {
-                let mut v = [abs, squared, count, rel, nonzero];
-                sum(&mut v)?;
-                let [abs, squared, count, rel, nonzero] = v;
-                Tally::Values {
-                    abs,
-                    squared,
-                    count,
-                    rel,
-                    nonzero,
-                }
-            }
-            Tally::Tokens { ce, hits, count } => {
-                let mut v = [ce, hits, count];
-                sum(&mut v)?;
-                let [ce, hits, count] = v;
-                Tally::Tokens { ce, hits, count }
-            }
-        })
+            } => sum_each(world, [abs, squared, count, rel, nonzero])?,
+            Tally::Tokens { ce, hits, count } => sum_each(world, [ce, hits, count])?,
+        }
+        Ok(self)
     }
 
     fn finish(self, task: &Task) -> Result<TaskMetrics> {
@@ -627,6 +601,16 @@ impl Tally {
             }
         }
     }
+}
+
+/// Replaces each of `values` by its sum over the ranks.
+fn sum_each<const N: usize>(world: crate::dist::World, values: [&mut f64; N]) -> Result<()> {
+    let mut sums: Vec<f64> = values.iter().map(|v| **v).collect();
+    world.sum_f64(&mut sums)?;
+    for (value, sum) in values.into_iter().zip(sums) {
+        *value = sum;
+    }
+    Ok(())
 }
 
 /// Evaluates `model` on `split` in batches of `batch` rows, without
