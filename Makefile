@@ -205,7 +205,8 @@ data-parallel-results: build qm9
 	$(VENV)/bin/python bench/data_parallel_results.py
 
 # Everything scripts/gpu-check.sh needs on a CUDA machine without cargo: the
-# CLI, the kernel test and benchmark binaries, the plugins and the pipelines.
+# CLI, the kernel test and benchmark binaries, the plugins, the pipelines and
+# the PyTorch peers of the training benchmarks.
 gpu-bundle: build
 	rm -rf dist/gpu && mkdir -p dist/gpu/bin dist/gpu/plugins dist/gpu/pipelines
 	# The CUDA machine has no Open MPI: its CLI is built without the mpi feature
@@ -219,7 +220,8 @@ gpu-bundle: build
 	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["lib"]]' \
 	  | xargs -I{} cp {} dist/gpu/bin/baselines-tests
 	cp plugins/*.so dist/gpu/plugins/
-	cp pipelines/quickstart.toml pipelines/sam-mtl.toml dist/gpu/pipelines/
+	cp pipelines/quickstart.toml pipelines/sam-mtl.toml pipelines/behaviours-dtrn.toml pipelines/diffusion-2d.toml dist/gpu/pipelines/
+	mkdir -p dist/gpu/bench && cp bench/quiet.py bench/runs.py bench/peer_quickstart.py bench/sam_torch.py dist/gpu/bench/
 	cp scripts/gpu-check.sh dist/gpu/
 	du -sh dist/gpu
 

@@ -21,7 +21,10 @@ rounds, flagged, when none did), with the min-max range of those rounds.
 
 Usage: .venv/bin/python bench/peer_quickstart.py [steps]
 Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both
-frameworks; default: libtorch's).
+frameworks; default: libtorch's), BENCH_DEVICE (cpu; `cuda:0` trains both on
+the GPU, data resident there, and leaves the compiled variant out: its
+compilation costs more device time than the runs), TASKWEAVE_BIN and
+TASKWEAVE_PLUGINS (see runs.py).
 """
 
 import os
@@ -38,6 +41,7 @@ import quiet  # noqa: E402
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 if THREADS:
     torch.set_num_threads(THREADS)
 N, D, TASKS, BATCH = 10000, 100, 2, 128
@@ -61,22 +65,24 @@ class Model(nn.Module):
 def pytorch_steps_per_second(fused, compiled):
     torch.manual_seed(0)
     x, y = torch.randn(N, D), torch.randn(N, TASKS)
-    return quiet.pytorch_steps_per_second(Model(), (x, y), N, BATCH, STEPS, fused, compiled)
+    return quiet.pytorch_steps_per_second(Model(), (x, y), N, BATCH, STEPS, fused, compiled, DEVICE)
 
 
 
 CELLS = {
-    "taskweave": lambda: taskweave_steps_per_second("pipelines/quickstart.toml", "quickstart", STEPS, THREADS),
+    "taskweave": lambda: taskweave_steps_per_second("pipelines/quickstart.toml", "quickstart", STEPS, THREADS, DEVICE),
     "PyTorch eager, Adam": lambda: pytorch_steps_per_second(False, False),
     "PyTorch eager, fused Adam": lambda: pytorch_steps_per_second(True, False),
-    "PyTorch compiled, fused Adam": lambda: pytorch_steps_per_second(True, True),
 }
+if DEVICE == "cpu":
+    CELLS["PyTorch compiled, fused Adam"] = lambda: pytorch_steps_per_second(True, True)
 
 
 def main():
     rounds = alternate(CELLS, ROUNDS)
     report(
-        f"quickstart training, {STEPS} steps, CPU, {torch.get_num_threads()} threads (torch {torch.__version__})",
+        f"quickstart training, {STEPS} steps, {DEVICE}, {torch.get_num_threads()} CPU threads "
+        f"(torch {torch.__version__})",
         CELLS,
         rounds,
     )

@@ -64,34 +64,40 @@ def report(title, cells, rounds, reference="taskweave"):
     return med
 
 
-def taskweave_steps_per_second(pipeline, name, steps, threads=0):
-    """Trains `pipeline` (relative to the repository) for `steps` steps on the
-    CPU with evaluation and checkpoints only at the end, and returns the
-    training speed the run reports (summary.json's steps_per_second)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def taskweave_steps_per_second(pipeline, name, steps, threads=0, device="cpu"):
+    """Trains `pipeline` (relative to the repository) for `steps` steps on
+    `device` with evaluation and checkpoints only at the end, and returns the
+    training speed the run reports (summary.json's steps_per_second). The
+    binary and plugins are runs.BIN and runs.PLUGINS."""
+    from runs import BIN, PLUGINS, ROOT
+
     cmd = [
-        os.path.join(root, "target/release/taskweave"), "-q", "run", "--overwrite",
-        os.path.join(root, pipeline),
-        "--set", f"run.name={name}", "--set", "run.device=cpu", "--set", "run.out_dir=runs/bench",
+        BIN, "-q", "run", "--overwrite", os.path.join(ROOT, pipeline),
+        "--set", f"run.name={name}", "--set", f"run.device={device}", "--set", "run.out_dir=runs/bench",
         "--set", f"train.steps={steps}", "--set", f"eval.every={steps}",
         "--set", f"train.checkpoint_every={steps}",
     ]
     if threads:
         cmd += ["--set", f"run.threads={threads}"]
-    subprocess.run(cmd, check=True, cwd=root, stdout=subprocess.DEVNULL)
-    with open(os.path.join(root, "runs/bench", name, "summary.json")) as f:
+    if PLUGINS:
+        cmd += ["--set", f'plugins.dirs=["{PLUGINS}"]']
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    with open(os.path.join(ROOT, "runs/bench", name, "summary.json")) as f:
         return json.load(f)["steps_per_second"]
 
 
-def pytorch_steps_per_second(model, inputs, rows, batch, steps, fused, compiled):
+def pytorch_steps_per_second(model, inputs, rows, batch, steps, fused, compiled, device="cpu"):
     """Trains `model` (whose forward takes a batch of each tensor of
-    `inputs` and returns per-task losses) with Adam 1e-3 on batches of `batch`
-    of the first `rows` rows, a fresh permutation every epoch, reading the
-    losses back and checking them every step as taskweave does, and returns
-    steps/s over `steps` steps (compilation, when `compiled`, outside the
-    timed loop)."""
+    `inputs` and returns per-task losses) on `device` with Adam 1e-3 on
+    batches of `batch` of the first `rows` rows, a fresh permutation every
+    epoch, reading the losses back and checking them every step as taskweave
+    does, and returns steps/s over `steps` steps (compilation, when
+    `compiled`, outside the timed loop; on CUDA the clock stops after the
+    device finished)."""
     import torch
 
+    model = model.to(device)
+    inputs = [t.to(device) for t in inputs]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
     losses_of = torch.compile(model) if compiled else model
     per_epoch = rows // batch
@@ -105,13 +111,15 @@ def pytorch_steps_per_second(model, inputs, rows, batch, steps, fused, compiled)
         losses.sum().backward()
         opt.step()
 
-    perm = torch.randperm(rows)
+    perm = torch.randperm(rows, device=device)
     if compiled:
         for s in range(20):
             step(s, perm)
     start = time.perf_counter()
     for s in range(steps):
         if s % per_epoch == 0:
-            perm = torch.randperm(rows)
+            perm = torch.randperm(rows, device=device)
         step(s, perm)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)

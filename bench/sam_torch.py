@@ -34,7 +34,9 @@ the median steps/s per cell over the rounds where it stayed below 0.1 core
 
 Usage: .venv/bin/python bench/sam_torch.py [standard_steps [sam_steps]]
 Environment: BENCH_PROBLEM (qm9-shaped), BENCH_ROUNDS (5), BENCH_THREADS
-(intra-op threads of both frameworks; default: libtorch's).
+(intra-op threads of both frameworks; default: libtorch's), BENCH_DEVICE
+(cpu; `cuda:0` trains both on the GPU with the data resident there),
+TASKWEAVE_BIN and TASKWEAVE_PLUGINS (see runs.py).
 """
 
 import json
@@ -51,6 +53,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
+from runs import BIN, PLUGINS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = os.environ.get("BENCH_PROBLEM", "qm9-shaped")
@@ -60,6 +63,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 BATCH, TRAIN = 256, 10000
 RHO = 2.0
 THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 if THREADS:
     torch.set_num_threads(THREADS)
 
@@ -128,11 +132,11 @@ TASKS = P.tasks
 
 
 def taskweave_command(strategy, steps):
-    sets = [*P.sets, "run.device=cpu", f"train.batch={BATCH}", "train.weighting=ew",
+    sets = [*P.sets, f"run.device={DEVICE}", f"train.batch={BATCH}", "train.weighting=ew",
             "train.optimizer={kind=\"adam\", lr=0.001}", "train.schedule=constant", f"run.threads={THREADS}",
             STRATEGIES[strategy], f"run.name=bench-sam-{strategy}", f"train.steps={steps}", f"eval.every={steps}",
-            f"train.checkpoint_every={steps}", 'plugins.dirs=["../plugins"]']
-    return ["target/release/taskweave", "-q", "run", P.pipeline, "--overwrite",
+            f"train.checkpoint_every={steps}", f'plugins.dirs=["{PLUGINS or "../plugins"}"]']
+    return [BIN, "-q", "run", P.pipeline, "--overwrite",
             *(a for s in sets for a in ("--set", s))]
 
 
@@ -171,8 +175,9 @@ def standard_step(model, opt, x, y):
 def perturb(params, grads):
     """theta += rho |theta|^2 g / (| |theta| g | + 1e-12), one norm over `params`."""
     scaled = [g * p.abs() for p, g in zip(params, grads)]
-    norm = math.sqrt(sum(float(s.square().sum(dtype=torch.float64)) for s in scaled))
-    scale = RHO / (norm + 1e-12)
+    # The norm stays a tensor: no host read-back (a device sync on CUDA).
+    norm = torch.stack([s.square().sum(dtype=torch.float64) for s in scaled]).sum().sqrt()
+    scale = (RHO / (norm + 1e-12)).float()
     for p, s in zip(params, scaled):
         p.add_(s * p.abs() * scale)
 
@@ -185,13 +190,13 @@ def sam_step(model, opt, x, y):
 
     losses = model.losses(x, y)
     check_finite(losses)
-    G = torch.empty(TASKS, sum(sizes))
+    G = torch.empty(TASKS, sum(sizes), device=DEVICE)
     head_grads = []
     for t in range(TASKS):
         g = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < TASKS - 1)
         torch.cat([v.reshape(-1) for v in g[:n]], out=G[t])
         head_grads.append(g[n:])
-    loss_update = torch.ones(TASKS) @ G  # EW over the loss family
+    loss_update = torch.ones(TASKS, device=DEVICE) @ G  # EW over the loss family
 
     for t in range(TASKS):
         params = shared + heads[t]
@@ -208,7 +213,7 @@ def sam_step(model, opt, x, y):
         for p, v in zip(heads[t], g[n:]):
             p.grad = v
         G[t] = torch.cat([v.reshape(-1) for v in g[:n]]) - G[t]
-    flat_update = torch.ones(TASKS) @ G  # EW over the flat family
+    flat_update = torch.ones(TASKS, device=DEVICE) @ G  # EW over the flat family
     update = loss_update + flat_update
     for p, v in zip(shared, update.split(sizes)):
         p.grad = v.view_as(p)
@@ -218,8 +223,8 @@ def sam_step(model, opt, x, y):
 
 def pytorch_steps_per_second(strategy, steps):
     torch.manual_seed(0)
-    x, y = P.data()
-    model = Model()
+    x, y = (t.to(DEVICE) for t in P.data())
+    model = Model().to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     step_fn = standard_step if strategy == "standard" else sam_step
     per_epoch = TRAIN // BATCH
@@ -227,9 +232,11 @@ def pytorch_steps_per_second(strategy, steps):
     start = time.perf_counter()
     for step in range(steps):
         if step % per_epoch == 0:
-            perm = torch.randperm(TRAIN)
+            perm = torch.randperm(TRAIN, device=DEVICE)
         idx = perm[(step % per_epoch) * BATCH:(step % per_epoch + 1) * BATCH]
         step_fn(model, opt, x[idx], y[idx])
+    if torch.device(DEVICE).type == "cuda":
+        torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)
 
 
@@ -249,8 +256,8 @@ def main():
     med = {c: statistics.median(r[1][c] for r in used) for c in cells}
 
     print(
-        f"SAM-MTL step vs the standard step, {P.label}, batch {BATCH}, Adam; CPU, "
-        f"{torch.get_num_threads()} threads (torch {torch.__version__}, eager); "
+        f"SAM-MTL step vs the standard step, {P.label}, batch {BATCH}, Adam; {DEVICE}, "
+        f"{torch.get_num_threads()} CPU threads (torch {torch.__version__}, eager); "
         f"median of {len(used)} of {ROUNDS} rounds of alternating runs "
         f"({STANDARD_STEPS} standard / {SAM_STEPS} SAM-MTL steps each)"
     )

@@ -76,6 +76,21 @@ impl<'a> RunContext<'a> {
         })
     }
 
+    /// `err`, naming `run.gpu_memory_fraction` when a capped CUDA run ran out
+    /// of memory: libtorch's message gives bytes, not the setting to change.
+    pub fn name_memory_cap(&self, err: Error) -> Error {
+        let fraction = self.config.run.gpu_memory_fraction;
+        let message = err.to_string();
+        if !self.device.is_cuda() || fraction <= 0.0 || !message.contains("out of memory") {
+            return err;
+        }
+        Error::Run(format!(
+            "the run needs more GPU memory than run.gpu_memory_fraction = {fraction} allows \
+             (that share of the device's memory is this process's cap): raise the fraction, \
+             or lower train.batch or eval.batch. {message}"
+        ))
+    }
+
     /// A trainer for this pipeline over `data`.
     pub fn trainer(&self, data: Dataset) -> Result<Trainer> {
         Trainer::new(
