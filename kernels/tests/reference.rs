@@ -1,35 +1,12 @@
 //! Every CPU reference against a naive definition on random inputs.
 use taskweave_kernels::{reference, Error, Kernels};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::common::{bit_equal, copies, param_shapes, randn_list, rel_err};
+use crate::common::{
+    bit_equal, copies, fusion_objective, param_shapes, randn_list, rel_err, sam_expected,
+};
 
 const CPU: Device = Device::Cpu;
-
-fn sam_expected(
-    params: &[Tensor],
-    grads: &[Tensor],
-    rho: f64,
-    adaptive: bool,
-) -> (f64, Vec<Tensor>) {
-    let mut sq = 0.0;
-    for (p, g) in params.iter().zip(grads) {
-        let (p, g) = (p.to_kind(Kind::Double), g.to_kind(Kind::Double));
-        let a = if adaptive { &g * p.abs() } else { g };
-        sq += (&a * &a).sum(Kind::Double).double_value(&[]);
-    }
-    let norm = sq.sqrt();
-    let out = params
-        .iter()
-        .zip(grads)
-        .map(|(p, g)| {
-            let (p, g) = (p.to_kind(Kind::Double), g.to_kind(Kind::Double));
-            let a2 = if adaptive { &p * &p } else { p.ones_like() };
-            &p + a2 * g * (rho / (norm + 1e-12))
-        })
-        .collect();
-    (norm, out)
-}
 
 #[test]
 fn sam_perturb_matches_its_definition() {
@@ -206,13 +183,6 @@ fn grid() -> Vec<f64> {
     (0..=20).map(|k| k as f64 * 0.1).collect()
 }
 
-/// KL(p || q) for one row, from logits, with tch's kl_div.
-fn kl_row(p_logits: &Tensor, q_logits: &Tensor) -> f64 {
-    let lp = p_logits.log_softmax(0, Kind::Double);
-    let lq = q_logits.log_softmax(0, Kind::Double);
-    lq.kl_div(&lp, Reduction::Sum, true).double_value(&[])
-}
-
 /// The literal definition: every row, every candidate, one softmax each.
 fn fusion_naive(
     large: &Tensor,
@@ -230,17 +200,10 @@ fn fusion_naive(
             .iter()
             .map(|e| e.get(r).to_kind(Kind::Double))
             .collect();
-        let klq: Vec<f64> = es.iter().map(|e| kl_row(e, &s)).collect();
-        let klqr: Vec<f64> = es.iter().map(|e| kl_row(&s, e)).collect();
         let mut best = (f64::INFINITY, 0usize, 0usize);
         for (k, &a) in alphas.iter().enumerate() {
-            for (t, e) in es.iter().enumerate() {
-                let fused = &l + (e - &s) * a;
-                let (kl1, kl2) = (kl_row(&fused, &l), kl_row(&l, &fused));
-                let obj: f64 = (0..es.len())
-                    .map(|q| (kl1 - klq[q]).powi(2) + (kl2 - klqr[q]).powi(2))
-                    .sum();
-                let obj = if obj.is_nan() { f64::INFINITY } else { obj };
+            for t in 0..es.len() {
+                let obj = fusion_objective(&l, &s, &es, a, t);
                 if obj < best.0 {
                     best = (obj, k, t);
                 }
