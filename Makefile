@@ -223,6 +223,12 @@ gpu-bundle: build
 	cp pipelines/quickstart.toml pipelines/sam-mtl.toml pipelines/behaviours-dtrn.toml pipelines/diffusion-2d.toml dist/gpu/pipelines/
 	mkdir -p dist/gpu/bench && cp bench/quiet.py bench/runs.py bench/peer_quickstart.py bench/sam_torch.py dist/gpu/bench/
 	cp scripts/gpu-check.sh dist/gpu/
+	# TaskExpert's fashion-scenes on the first 10,000 training and 2,000 test
+	# items of Fashion-MNIST (where `make images` ran; the full set would not travel).
+	if [ -f data/images/.fetched ]; then mkdir -p dist/gpu/data/images/fashion && \
+	  for f in train-images-idx3-ubyte:10000 train-labels-idx1-ubyte:10000 t10k-images-idx3-ubyte:2000 t10k-labels-idx1-ubyte:2000; do \
+	    $(VENV)/bin/python scripts/idx_head.py data/images/fashion/$${f%:*} dist/gpu/data/images/fashion/$${f%:*} $${f#*:} || exit 1; done; \
+	  cp pipelines/taskexpert-scenes.toml dist/gpu/pipelines/; fi
 	du -sh dist/gpu
 
 clean:

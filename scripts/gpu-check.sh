@@ -12,8 +12,10 @@
 # vs 4.3 TB/s, speed-up over the eager libtorch composite), 5. training
 # steps/s against plain PyTorch on the same GPU (bench/peer_quickstart.py,
 # bench/sam_torch.py), 6. the later methods' pipelines that need no data
-# files (DTRN, diffusion) on cuda:0. Writes OUT_DIR/gpu-check.json plus logs
-# and prints a table. Exit status 0 only if every step passed.
+# files (DTRN, diffusion) on cuda:0, and TaskExpert where the bundle
+# carries Fashion-MNIST items (make gpu-bundle after make images). Writes
+# OUT_DIR/gpu-check.json plus logs and prints a table. Exit status 0 only
+# if every step passed.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-$here/gpu-check-out}" && cd "${1:-$here/gpu-check-out}" && pwd)
@@ -84,6 +86,10 @@ step peer-quickstart peer-quickstart.txt env BENCH_ROUNDS=3 "$py" "$here/bench/p
 step peer-sam-mtl peer-sam-mtl.txt env BENCH_ROUNDS=3 "$py" "$here/bench/sam_torch.py" 2000 200
 step pipeline-dtrn pipeline-dtrn.log train behaviours-dtrn --set train.steps=500 --set eval.every=250
 step pipeline-diffusion pipeline-diffusion.log train diffusion-2d --set train.steps=1000 --set eval.every=500
+# TaskExpert where the bundle carries Fashion-MNIST items: its evaluations run the gate kernel.
+if [ -f "$here/pipelines/taskexpert-scenes.toml" ]; then
+    step pipeline-taskexpert pipeline-taskexpert.log train taskexpert-scenes --set train.steps=300 --set eval.every=100
+fi
 
 status=0
 {
@@ -95,7 +101,7 @@ status=0
         echo "  \"$k\": \"${result[$k]}\","
         [ "${result[$k]}" = pass ] || status=1
     done
-    for p in quickstart sam-mtl behaviours-dtrn diffusion-2d; do
+    for p in quickstart sam-mtl behaviours-dtrn diffusion-2d taskexpert-scenes; do
         s="$out/runs/$p/summary.json"
         if [ -f "$s" ]; then echo "  \"$p-summary\": $(cat "$s"),"; fi
     done

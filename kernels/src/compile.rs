@@ -154,8 +154,15 @@ pub const LOGIT_FUSION: Module = Module {
     ],
 };
 
+/// TaskExpert's gate softmax and slot mixture (`gate.cu`).
+pub const GATE: Module = Module {
+    name: "gate",
+    body: include_str!("cuda/gate.cu"),
+    kernels: &["gate_mix_f32", "gate_mix_bf16"],
+};
+
 /// Every module, in the order `precompile` builds them.
-pub const MODULES: [Module; 3] = [SAM, GRAMIAN, LOGIT_FUSION];
+pub const MODULES: [Module; 4] = [SAM, GRAMIAN, LOGIT_FUSION, GATE];
 
 /// NVRTC options besides the architecture. No fast math: the kernels are
 /// compared with the reference at 1e-5.

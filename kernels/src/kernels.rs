@@ -7,17 +7,19 @@ use crate::compile::{self, DiskCache, MODULES};
 use crate::device;
 use crate::error::Result;
 pub use crate::ops::fusion::FusionOutput;
-use crate::ops::{cuda_ordinal, fusion, gramian, sam};
+use crate::ops::{cuda_ordinal, fusion, gate, gramian, sam};
 
 /// How [`Kernels::gramian`] computes on CUDA.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GramianBackend {
-    /// The kernel for T <= 16 and f32/bf16 gradients, cuBLAS (libtorch's
-    /// matmul) otherwise. Default; `kernel-bench` reports both so this policy
-    /// follows the measurements.
+    /// The kernel for f32 gradients with T <= 16 and bf16 with T <= 8,
+    /// cuBLAS (libtorch's matmul) otherwise. Default. The policy follows
+    /// `kernel-bench` on an H200 (bench/results/2026-12-04-gpu-h200.md): the
+    /// kernel was 3.6–13.7× faster than cuBLAS in f32 at T = 4, 8, 16 and
+    /// 3× in bf16 at T = 4, 8, but 0.9× in bf16 at T = 16.
     #[default]
     Auto,
-    /// The kernel where it applies, like `Auto`.
+    /// The kernel wherever it exists (T <= 16, f32/bf16).
     Kernel,
     /// Always libtorch's matmul.
     Cublas,
@@ -154,10 +156,7 @@ impl Kernels {
     pub fn gramian(&self, grads: &Tensor) -> Result<Tensor> {
         let (t, p, kind) = gramian::check_grads("gramian", grads)?;
         match self.kernel_device(grads.device()) {
-            Some(ordinal)
-                if self.gramian != GramianBackend::Cublas
-                    && gramian::gramian_kernel_supports(t, kind) =>
-            {
+            Some(ordinal) if gramian::gramian_kernel_chosen(self.gramian, t, kind) => {
                 let dev = device::device(ordinal)?;
                 gramian::cuda_gramian(&dev, self.cache.as_ref(), grads, t, p, kind)
             }
@@ -215,6 +214,42 @@ impl Kernels {
                 )
             }
             _ => fusion::reference(large, small, experts, alphas),
+        }
+    }
+
+    /// TaskExpert's gate (METHODS.md §4) for T tasks over R tokens: per
+    /// token and task, `weights = softmax(logits)` over S slots (f32,
+    /// `[T, R, S]`), and the mixture `[T, R, d]` = Σ_j weights_j · experts[:, j]
+    /// over the n experts (`experts` `[R, n, d]`) plus, when S = n + 1,
+    /// the last weight times the task's `memory` (`[T, R, d]`; `None` stands
+    /// for zeros, the first selected block). Returns (mixture, weights).
+    ///
+    /// The kernel reads the experts once for up to 8 tasks and materialises
+    /// nothing; it has no backward, so inputs that require gradients (a
+    /// training step) take the reference, which autograd differentiates.
+    /// At most 32 slots; f32/bf16 on CUDA.
+    pub fn gate_mix(
+        &self,
+        logits: &Tensor,
+        experts: &Tensor,
+        memory: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (dims, kind) = gate::check(logits, experts, memory)?;
+        match self.kernel_device(experts.device()) {
+            Some(ordinal)
+                if gate::kernel_supports(kind, &[Some(logits), Some(experts), memory]) =>
+            {
+                let dev = device::device(ordinal)?;
+                gate::cuda(
+                    &dev,
+                    self.cache.as_ref(),
+                    logits,
+                    experts,
+                    memory,
+                    (dims, kind),
+                )
+            }
+            _ => gate::reference(logits, experts, memory),
         }
     }
 }

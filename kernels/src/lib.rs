@@ -4,7 +4,8 @@
 //! Three nouns:
 //! - [`Kernels`], a cheap handle with one method per operation
 //!   ([`Kernels::sam_perturb`], [`Kernels::sam_restore`],
-//!   [`Kernels::gramian`], [`Kernels::combine`], [`Kernels::fusion_grid`]).
+//!   [`Kernels::gramian`], [`Kernels::combine`], [`Kernels::fusion_grid`],
+//!   [`Kernels::gate_mix`]).
 //!   It dispatches on the tensors' device: CPU tensors go to the reference,
 //!   CUDA tensors to the kernel.
 //! - [`reference`](mod@reference), the tch implementations: what CPU runs use, what every
@@ -57,6 +58,7 @@ pub use kernels::{FusionOutput, GramianBackend, Kernels};
 /// libtorch composites the kernels are compared with).
 pub mod reference {
     pub use crate::ops::fusion::reference as fusion_grid;
+    pub use crate::ops::gate::reference as gate_mix;
     pub use crate::ops::gramian::{reference_combine as combine, reference_gramian as gramian};
     pub use crate::ops::sam::{reference_perturb as sam_perturb, reference_restore as sam_restore};
 }
@@ -71,9 +73,10 @@ pub mod memory {
     };
 }
 
-/// Limits of the fusion kernel's arguments.
+/// Limits of the kernels' arguments.
 pub mod limits {
     pub use crate::ops::fusion::{
         MAX_ALPHAS as FUSION_MAX_ALPHAS, MAX_EXPERTS as FUSION_MAX_EXPERTS,
     };
+    pub use crate::ops::gate::MAX_SLOTS as GATE_MAX_SLOTS;
 }

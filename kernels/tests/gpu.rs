@@ -111,7 +111,15 @@ fn gramian_and_combine_match_the_reference() {
     let Some(dev) = cuda() else { return };
     tch::manual_seed(12);
     for kind in [Kind::Float, Kind::BFloat16] {
-        for (t, p) in [(1, 1000), (3, 1_000_003), (8, 2_000_001), (16, 300_007)] {
+        // Odd widths take the one-column path, multiples of 4 the four-column one.
+        for (t, p) in [
+            (1, 1000),
+            (3, 1_000_003),
+            (5, 1_000_000),
+            (8, 2_000_001),
+            (16, 300_007),
+            (16, 300_008),
+        ] {
             let g = Tensor::randn([t, p], (Kind::Float, dev)).to_kind(kind);
             let exact = g
                 .to_kind(Kind::Double)
@@ -250,10 +258,106 @@ fn fusion_grid_matches_the_reference() {
     fusion_case(dev, Kind::Float, 64, 128_256, 8, &grid, 1.0);
 }
 
+/// The gate kernel against the reference run in f64 on the same inputs.
+fn gate_case(
+    dev: Device,
+    kind: Kind,
+    (t, r, n, d): (i64, i64, i64, i64),
+    slot: bool,
+    memory: bool,
+    offset: bool,
+) {
+    let s = n + i64::from(slot);
+    let logits = (Tensor::randn([t, r, s], (Kind::Float, dev)) * 2.0).to_kind(kind);
+    // `offset`: a contiguous view 4 bytes into its storage (the unaligned path).
+    let skip = i64::from(offset);
+    let experts = Tensor::randn([r * n * d + skip], (Kind::Float, dev))
+        .to_kind(kind)
+        .narrow(0, skip, r * n * d)
+        .view([r, n, d]);
+    let memory = memory.then(|| Tensor::randn([t, r, d], (Kind::Float, dev)).to_kind(kind));
+    poison(dev, &[(t * r * d, kind), (t * r * s, Kind::Float)]);
+    let (mixed, weights) = Kernels::new()
+        .gate_mix(&logits, &experts, memory.as_ref())
+        .unwrap();
+    let to64 = |x: &Tensor| x.to_kind(Kind::Double);
+    let (want_mixed, want_weights) = reference::gate_mix(
+        &to64(&logits),
+        &to64(&experts),
+        memory.as_ref().map(to64).as_ref(),
+    )
+    .unwrap();
+    let what = format!(
+        "{kind:?} t={t} r={r} n={n} d={d} slot={slot} memory={} offset={offset}",
+        memory.is_some()
+    );
+    assert_eq!(mixed.size(), vec![t, r, d], "{what}");
+    assert_eq!(
+        (mixed.kind(), weights.kind()),
+        (kind, Kind::Float),
+        "{what}"
+    );
+    let e = rel_err(&weights, &want_weights);
+    assert!(e <= 1e-6, "{what}: weights rel err {e}");
+    let e = rel_err(&mixed, &want_mixed);
+    assert!(e <= tol(kind), "{what}: mixture rel err {e}");
+}
+
+#[test]
+fn gate_mix_matches_the_reference() {
+    let Some(dev) = cuda() else { return };
+    tch::manual_seed(15);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        // The benchmark's shape (tokens of 4 images), four floats per thread.
+        gate_case(dev, kind, (3, 1024, 8, 384), true, true, false);
+        // The first selected block: a memory slot over zeros.
+        gate_case(dev, kind, (3, 333, 4, 64), true, false, false);
+        // No memory slot (the ablation); 11 tasks take two launches.
+        gate_case(dev, kind, (11, 200, 6, 96), false, false, false);
+        // d not a multiple of 4, and unaligned experts: one float per thread.
+        gate_case(dev, kind, (2, 257, 3, 383), true, true, false);
+        gate_case(dev, kind, (2, 64, 31, 64), true, true, true);
+    }
+}
+
+#[test]
+fn gate_mix_with_gradients_takes_the_differentiable_reference() {
+    let Some(dev) = cuda() else { return };
+    let logits = Tensor::randn([2, 16, 5], (Kind::Float, dev)).set_requires_grad(true);
+    let experts = Tensor::randn([16, 4, 8], (Kind::Float, dev));
+    let (mixed, _) = Kernels::new().gate_mix(&logits, &experts, None).unwrap();
+    assert!(mixed.requires_grad());
+    mixed.sum(Kind::Float).backward();
+    assert!(logits.grad().defined());
+    let _no_grad = tch::no_grad_guard();
+    let (mixed, _) = Kernels::new()
+        .gate_mix(&logits.detach(), &experts, None)
+        .unwrap();
+    assert!(!mixed.requires_grad());
+}
+
 #[test]
 fn fusion_grid_masked_tokens_are_ignored_not_nan() {
     let Some(dev) = cuda() else { return };
     crate::reference::check_masked_rows(&Kernels::new(), dev);
+}
+
+#[test]
+fn the_automatic_gramian_backend_follows_the_measurements() {
+    let Some(dev) = cuda() else { return };
+    tch::manual_seed(16);
+    // bf16 above 8 tasks goes to cuBLAS (bit-equal to the reference); f32
+    // at 16 tasks and bf16 at 8 take the kernel (f64 sums: not bit-equal).
+    for (kind, t, cublas) in [
+        (Kind::BFloat16, 16, true),
+        (Kind::BFloat16, 8, false),
+        (Kind::Float, 16, false),
+    ] {
+        let g = Tensor::randn([t, 100_003], (Kind::Float, dev)).to_kind(kind);
+        let auto = Kernels::new().gramian(&g).unwrap();
+        let reference = reference::gramian(&g).unwrap();
+        assert_eq!(bit_equal(&auto, &reference), cublas, "{kind:?} t={t}");
+    }
 }
 
 #[test]

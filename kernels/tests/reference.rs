@@ -378,3 +378,105 @@ fn fusion_grid_rejects_bad_inputs_with_errors() {
         .unwrap_err();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
 }
+
+/// The gate by its definition: a loop over tasks and tokens, in f64.
+fn gate_naive(logits: &Tensor, experts: &Tensor, memory: Option<&Tensor>) -> (Tensor, Tensor) {
+    let (t, r, s) = logits.size3().unwrap();
+    let n = experts.size()[1];
+    let (mut mixed, mut weights) = (Vec::new(), Vec::new());
+    for task in 0..t {
+        for row in 0..r {
+            let l: Vec<f64> =
+                Vec::try_from(logits.get(task).get(row).to_kind(Kind::Double)).unwrap();
+            let top = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = l.iter().map(|x| (x - top).exp()).collect();
+            let w: Vec<f64> = e.iter().map(|x| x / e.iter().sum::<f64>()).collect();
+            let mut out = experts.get(row).get(0).to_kind(Kind::Double) * w[0];
+            for j in 1..n as usize {
+                out += experts.get(row).get(j as i64).to_kind(Kind::Double) * w[j];
+            }
+            if let (Some(m), true) = (memory, s == n + 1) {
+                out += m.get(task).get(row).to_kind(Kind::Double) * w[n as usize];
+            }
+            mixed.push(out);
+            weights.push(Tensor::from_slice(&w));
+        }
+    }
+    let d = experts.size()[2];
+    (
+        Tensor::stack(&mixed, 0).reshape([t, r, d]),
+        Tensor::stack(&weights, 0).reshape([t, r, s]),
+    )
+}
+
+#[test]
+fn gate_mix_reference_matches_its_definition() {
+    tch::manual_seed(21);
+    let (t, r, n, d) = (3, 7, 4, 5);
+    let experts = Tensor::randn([r, n, d], (Kind::Float, CPU));
+    let memory = Tensor::randn([t, r, d], (Kind::Float, CPU));
+    for (s, memory) in [(n, None), (n + 1, None), (n + 1, Some(&memory))] {
+        let logits = Tensor::randn([t, r, s], (Kind::Float, CPU)) * 3.0;
+        let (mixed, weights) = reference::gate_mix(&logits, &experts, memory).unwrap();
+        let (want_mixed, want_weights) = gate_naive(&logits, &experts, memory);
+        assert_eq!(weights.kind(), Kind::Float);
+        assert!(rel_err(&weights, &want_weights) <= 1e-6, "s={s}");
+        assert!(
+            rel_err(&mixed, &want_mixed) <= 1e-6,
+            "s={s} memory={}",
+            memory.is_some()
+        );
+    }
+}
+
+#[test]
+fn gate_mix_reference_is_differentiable() {
+    let logits = Tensor::randn([2, 3, 3], (Kind::Float, CPU)).set_requires_grad(true);
+    let experts = Tensor::randn([3, 2, 4], (Kind::Float, CPU)).set_requires_grad(true);
+    let memory = Tensor::randn([2, 3, 4], (Kind::Float, CPU)).set_requires_grad(true);
+    let (mixed, _) = Kernels::new()
+        .gate_mix(&logits, &experts, Some(&memory))
+        .unwrap();
+    mixed.square().sum(Kind::Float).backward();
+    for (name, x) in [
+        ("logits", &logits),
+        ("experts", &experts),
+        ("memory", &memory),
+    ] {
+        assert!(
+            x.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn gate_mix_rejects_bad_inputs_with_errors() {
+    let k = Kernels::new();
+    let experts = Tensor::randn([4, 3, 8], (Kind::Float, CPU));
+    let logits = Tensor::randn([2, 4, 4], (Kind::Float, CPU));
+    let memory = Tensor::randn([2, 4, 8], (Kind::Float, CPU));
+    // S must be n or n + 1.
+    let e = k
+        .gate_mix(&logits.narrow(2, 0, 2), &experts, None)
+        .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // A memory needs its slot, and the shape [T, R, d].
+    let e = k
+        .gate_mix(&logits.narrow(2, 0, 3), &experts, Some(&memory))
+        .unwrap_err();
+    assert!(e.to_string().contains("memory"), "{e}");
+    let e = k
+        .gate_mix(&logits, &experts, Some(&memory.narrow(2, 0, 7)))
+        .unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    let e = k
+        .gate_mix(&logits.to_kind(Kind::Double), &experts, None)
+        .unwrap_err();
+    assert!(matches!(e, Error::DType { .. }), "{e}");
+    let wide = Tensor::randn([4, 40, 8], (Kind::Float, CPU));
+    let e = k
+        .gate_mix(&Tensor::randn([1, 4, 41], (Kind::Float, CPU)), &wide, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("at most 32"), "{e}");
+}

@@ -1,9 +1,9 @@
 //! The host: what the runtime offers every method (logging, the registry).
 
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RArc, RErr, RResult, RSlice, RStr};
+use abi_stable::std_types::{RArc, RErr, ROption, RResult, RSlice, RStr};
 use abi_stable::StableAbi;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::{
     Architecture, FfiMethod, MethodBox, MethodContext, Result, Role, Strategy, TensorOwned,
@@ -69,7 +69,6 @@ pub trait FfiHost: Send + Sync + Clone {
     ) -> RResult<TensorOwned, crate::Error>;
 
     /// See [`Host::fusion_grid`].
-    #[sabi(last_prefix_field)]
     fn fusion_grid(
         &self,
         large: TensorRef<'_>,
@@ -77,6 +76,25 @@ pub trait FfiHost: Send + Sync + Clone {
         experts: RSlice<'_, TensorRef<'_>>,
         alphas: RSlice<'_, f64>,
     ) -> RResult<FfiFusionGrid, crate::Error>;
+
+    /// See [`Host::gate_mix`].
+    #[sabi(last_prefix_field)]
+    fn gate_mix(
+        &self,
+        logits: TensorRef<'_>,
+        experts: TensorRef<'_>,
+        memory: ROption<TensorRef<'_>>,
+    ) -> RResult<FfiGateMix, crate::Error>;
+}
+
+/// The result of [`Host::gate_mix`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiGateMix {
+    /// The mixture per task and token, `[T, R, d]`.
+    pub mixed: TensorOwned,
+    /// The gate weights per task, token and slot, `[T, R, S]`, f32.
+    pub weights: TensorOwned,
 }
 
 /// The result of [`Host::fusion_grid`].
@@ -166,6 +184,33 @@ impl FfiHost for Standalone {
         _: RSlice<'_, f64>,
     ) -> RResult<FfiFusionGrid, crate::Error> {
         RErr(crate::Error::msg("a standalone host has no fusion kernel"))
+    }
+
+    fn gate_mix(
+        &self,
+        logits: TensorRef<'_>,
+        experts: TensorRef<'_>,
+        memory: ROption<TensorRef<'_>>,
+    ) -> RResult<FfiGateMix, crate::Error> {
+        let (logits, experts) = (logits.get(), experts.get());
+        let memory = memory.map(|m| m.get().shallow_clone()).into_option();
+        crate::guard("standalone host", "gate_mix", || {
+            // The definition in plain libtorch (the host's kernels check shapes).
+            let weights = logits.f_softmax(-1, Kind::Float)?;
+            let n = experts.size()[1];
+            let on = |first, len| weights.f_narrow(-1, first, len)?.f_to_kind(experts.kind());
+            let mut mixed = on(0, n)?
+                .f_unsqueeze(-2)?
+                .f_matmul(&experts.f_unsqueeze(0)?)?
+                .f_squeeze_dim(-2)?;
+            if let Some(m) = memory {
+                mixed = mixed.f_add(&on(n, 1)?.f_mul(&m)?)?;
+            }
+            Ok(FfiGateMix {
+                mixed: mixed.into(),
+                weights: weights.into(),
+            })
+        })
     }
 }
 
@@ -287,6 +332,32 @@ impl Host {
             alpha: out.alpha.into_tensor(),
             objective: out.objective.into_tensor(),
         })
+    }
+
+    /// A mixture-of-experts gate over tokens for T tasks at once (TaskExpert,
+    /// METHODS.md §4): per task and token, `weights = softmax(logits)` over
+    /// S slots (`logits` `[T, R, S]`, weights f32), and the mixture
+    /// `[T, R, d]` = Σ_j weights_j · `experts[:, j]` over the n experts
+    /// (`experts` `[R, n, d]`) plus, when S = n + 1, the last weight times the
+    /// task's `memory` (`[T, R, d]`; `None` stands for zeros). Returns
+    /// (mixture, weights). On CUDA without gradients (evaluation) one fused
+    /// kernel reads the experts once for every task; inputs that require
+    /// gradients take libtorch operations, which autograd differentiates.
+    pub fn gate_mix(
+        &self,
+        logits: &Tensor,
+        experts: &Tensor,
+        memory: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let out = self
+            .0
+            .gate_mix(
+                logits.into(),
+                experts.into(),
+                memory.map(TensorRef::new).into(),
+            )
+            .into_result()?;
+        Ok((out.mixed.into_tensor(), out.weights.into_tensor()))
     }
 
     /// [`Host::create`] for an architecture.

@@ -134,7 +134,9 @@ pub use tracing;
 
 pub use context::{FfiInputSpec, Group, InputKind, InputSpec, MethodContext};
 pub use error::{guard, io_reason, Error, Result};
-pub use host::{FfiFusionGrid, FfiHost, FfiHostBox, FfiHost_TO, FusionGrid, Host, LogLevel};
+pub use host::{
+    FfiFusionGrid, FfiGateMix, FfiHost, FfiHostBox, FfiHost_TO, FusionGrid, Host, LogLevel,
+};
 pub use manifest::{MethodManifest, Role};
 pub use method::{Constructor, Method, MethodBox};
 pub use roles::architecture::{

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use abi_stable::std_types::{RErr, ROk, RResult, RSlice, RStr};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RSlice, RStr};
 use taskweave_plugin_api::{
-    guard, Error as ApiError, FfiFusionGrid, FfiHost, FfiMethod, FusionGrid, Host, LogLevel,
-    MethodContext, Role, TensorOwned, TensorRef,
+    guard, Error as ApiError, FfiFusionGrid, FfiGateMix, FfiHost, FfiMethod, FusionGrid, Host,
+    LogLevel, MethodContext, Role, TensorOwned, TensorRef,
 };
 
 use crate::device::kernels;
@@ -129,6 +129,23 @@ impl FfiHost for RuntimeHost {
                 objective: out.objective,
             }
             .into())
+        })
+    }
+
+    fn gate_mix(
+        &self,
+        logits: TensorRef<'_>,
+        experts: TensorRef<'_>,
+        memory: ROption<TensorRef<'_>>,
+    ) -> RResult<FfiGateMix, ApiError> {
+        guard("host", "gate_mix", || {
+            let memory = memory.map(|m| m.get().shallow_clone()).into_option();
+            let (mixed, weights) =
+                kernels().gate_mix(&logits.get(), &experts.get(), memory.as_ref())?;
+            Ok(FfiGateMix {
+                mixed: mixed.into(),
+                weights: weights.into(),
+            })
         })
     }
 }

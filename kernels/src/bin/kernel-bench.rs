@@ -196,6 +196,35 @@ fn fusion_cases(dev: Device, runs: usize, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+fn gate_cases(dev: Device, runs: usize, rows: &mut Vec<Row>) -> Result<()> {
+    let kernel = Kernels::new();
+    let eager = Kernels::new().prefer_reference(true);
+    // TaskExpert at B = 32 images of N = 256 tokens, C = 384, 8 experts, 3 tasks.
+    let (t, r, n, d) = (3i64, 32 * 256i64, 8i64, 384i64);
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let logits = Tensor::randn([t, r, n + 1], (Kind::Float, dev)).to_kind(kind);
+        let experts = Tensor::randn([r, n, d], (Kind::Float, dev)).to_kind(kind);
+        let memory = Tensor::randn([t, r, d], (Kind::Float, dev)).to_kind(kind);
+        let k = time(runs, || {
+            kernel.gate_mix(&logits, &experts, Some(&memory)).map(drop)
+        })?;
+        let e = time(runs, || {
+            eager.gate_mix(&logits, &experts, Some(&memory)).map(drop)
+        })?;
+        // Experts and memory read, the mixture written, logits read, f32 weights written.
+        let bytes = ((r * n * d + 2 * t * r * d + t * r * (n + 1)) as f64) * elt(kind)
+            + (t * r * (n + 1)) as f64 * 4.0;
+        rows.push(Row {
+            case: format!("gate mix T={t} R={r} n={n} d={d} {kind:?}"),
+            bytes,
+            kernel_us: k,
+            eager_us: e,
+            target: ">= 3x eager, >= 70% of 4.3 TB/s".into(),
+        });
+    }
+    Ok(())
+}
+
 fn run(json_path: &str, runs: usize) -> Result<()> {
     let info = cuda_info(0)?;
     let dev = Device::Cuda(0);
@@ -210,6 +239,7 @@ fn run(json_path: &str, runs: usize) -> Result<()> {
     sam_cases(dev, runs, &mut rows)?;
     gramian_cases(dev, runs, &mut rows)?;
     fusion_cases(dev, runs, &mut rows)?;
+    gate_cases(dev, runs, &mut rows)?;
     println!(
         "{:<62} {:>10} {:>9} {:>10} {:>7} {:>7} {:>10} {:>8}  target",
         "case", "MB", "floor µs", "kernel µs", "%4.3TB", "xfloor", "eager µs", "speedup"

@@ -23,6 +23,9 @@ typedef unsigned short tw_bf16;
 #define TW_FUSION_PER_THREAD 20
 #define TW_FUSION_SELECT_BLOCK 256
 #define TW_FUSION_APPLY_BLOCK 256
+#define TW_GATE_BLOCK 128
+#define TW_GATE_MAX_TASKS 8
+#define TW_GATE_MAX_SLOTS 32
 
 #define TW_FULL_MASK 0xffffffffu
 #define TW_LOG2E 1.4426950408889634f

@@ -72,13 +72,41 @@ __device__ void tw_gramian(const T* g, long long p, double* partials, unsigned* 
   }
 }
 
+// out[q, :] = sum_t w[q, t] * g[t, :]. With `vec4` (p a multiple of 4 and
+// both bases 16-byte aligned) each thread takes four consecutive columns:
+// bf16 rows then load 8 bytes per thread instead of 2.
 template <typename T>
-__device__ void tw_combine(const float* w, const T* g, long long p, int nt, int nk, T* out) {
+__device__ void tw_combine(const float* w, const T* g, long long p, int nt, int nk, int vec4,
+                           T* out) {
   __shared__ float ws[TW_COMBINE_MAX_K * TW_COMBINE_MAX_T];
   for (int i = threadIdx.x; i < nk * nt; i += blockDim.x) ws[i] = w[i];
   __syncthreads();
   const long long stride = (long long)gridDim.x * blockDim.x;
-  for (long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x; j < p; j += stride) {
+  const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (vec4) {
+    for (long long j = 4 * first; j < p; j += 4 * stride) {
+      tw_f4 acc[TW_COMBINE_MAX_K];
+#pragma unroll
+      for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q].x = acc[q].y = acc[q].z = acc[q].w = 0.f;
+#pragma unroll 4
+      for (int t = 0; t < nt; ++t) {
+        const tw_f4 v = tw_load4(g, (long long)t * p + j);
+#pragma unroll
+        for (int q = 0; q < TW_COMBINE_MAX_K; ++q) {
+          if (q < nk) {
+            const float c = ws[q * nt + t];
+            acc[q].x = fmaf(c, v.x, acc[q].x); acc[q].y = fmaf(c, v.y, acc[q].y);
+            acc[q].z = fmaf(c, v.z, acc[q].z); acc[q].w = fmaf(c, v.w, acc[q].w);
+          }
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
+        if (q < nk) tw_store4(out, (long long)q * p + j, acc[q]);
+    }
+    return;
+  }
+  for (long long j = first; j < p; j += stride) {
     float acc[TW_COMBINE_MAX_K];
 #pragma unroll
     for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q] = 0.f;
@@ -114,8 +142,9 @@ TW_GRAM_KERNELS(bf16, tw_bf16)
 
 #define TW_COMBINE_KERNEL(SUFFIX, T)                                                           \
   extern "C" __global__ void __launch_bounds__(TW_COMBINE_BLOCK)                               \
-      combine_##SUFFIX(const float* w, const T* g, long long p, int nt, int nk, T* out) {      \
-    tw_combine<T>(w, g, p, nt, nk, out);                                                       \
+      combine_##SUFFIX(const float* w, const T* g, long long p, int nt, int nk, int vec4,      \
+                       T* out) {                                                               \
+    tw_combine<T>(w, g, p, nt, nk, vec4, out);                                                 \
   }
 
 TW_COMBINE_KERNEL(f32, float)

@@ -8,6 +8,7 @@ use super::{
 use crate::compile::{define, DiskCache, GRAMIAN};
 use crate::device::DeviceState;
 use crate::error::{Error, Result};
+use crate::kernels::GramianBackend;
 
 const OP_GRAMIAN: &str = "gramian";
 const OP_COMBINE: &str = "combine";
@@ -75,8 +76,15 @@ pub fn reference_combine(weights: &Tensor, grads: &Tensor) -> Result<Tensor> {
     Ok(weights.f_to_kind(kind)?.f_matmul(grads)?)
 }
 
-pub(crate) fn gramian_kernel_supports(t: i64, kind: Kind) -> bool {
-    kernel_suffix(kind).is_some() && (1..=GRAMIAN_MAX_TASKS).contains(&t)
+/// Whether `backend` computes the Gramian of T tasks of `kind` with the
+/// kernel (see [`GramianBackend`] for the measurements behind `Auto`).
+pub(crate) fn gramian_kernel_chosen(backend: GramianBackend, t: i64, kind: Kind) -> bool {
+    let exists = kernel_suffix(kind).is_some() && (1..=GRAMIAN_MAX_TASKS).contains(&t);
+    match backend {
+        GramianBackend::Cublas => false,
+        GramianBackend::Kernel => exists,
+        GramianBackend::Auto => exists && (kind == Kind::Float || t <= 8),
+    }
 }
 
 pub(crate) fn combine_kernel_supports(k: i64, t: i64, kind: Kind) -> bool {
@@ -157,20 +165,32 @@ pub(crate) fn cuda_combine(
     }
     let w = weights.f_to_kind(Kind::Float)?.f_contiguous()?;
     let g = grads.f_contiguous()?;
+    // Four columns per thread where every row starts 16-byte aligned.
+    let vec4 = p % 4 == 0 && ptr(&g) % 16 == 0 && ptr(&out) % 16 == 0;
+    let columns = if vec4 { p / 4 } else { p };
     let grid = grid_u32(
         OP_COMBINE,
         "grid",
-        ((p + COMBINE_BLOCK as i64 - 1) / COMBINE_BLOCK as i64).min(dev.sm_count as i64 * 8) as u64,
+        ((columns + COMBINE_BLOCK as i64 - 1) / COMBINE_BLOCK as i64).min(dev.sm_count as i64 * 8)
+            as u64,
         u32::MAX as u64,
     )?;
     let f = dev.function(&GRAMIAN, &format!("combine_{sfx}"), cache)?;
     let stream = dev.stream()?;
     let (wp, gp, op, nt, nk) = (ptr(&w), ptr(&g), ptr(&out), t as i32, k as i32);
+    let vec4 = i32::from(vec4);
     let mut b = stream.launch_builder(&f);
-    b.arg(&wp).arg(&gp).arg(&p).arg(&nt).arg(&nk).arg(&op);
+    b.arg(&wp)
+        .arg(&gp)
+        .arg(&p)
+        .arg(&nt)
+        .arg(&nk)
+        .arg(&vec4)
+        .arg(&op);
     // SAFETY: w is [k, t] f32, g is [t, p] and out [k, p] of the kernel's
     // dtype, contiguous, live, on this device; k <= 8 and t <= 64 as the
-    // kernel's shared buffer requires.
+    // kernel's shared buffer requires; vec4 only with p % 4 == 0 and
+    // 16-byte aligned bases.
     unsafe { b.launch(config((grid, 1, 1), COMBINE_BLOCK)) }
         .map_err(Error::driver("launching combine"))?;
     Ok(out)

@@ -1,6 +1,7 @@
 //! The operations: argument checks shared by both paths, the CPU/tch
 //! references and the CUDA launchers.
 pub(crate) mod fusion;
+pub(crate) mod gate;
 pub(crate) mod gramian;
 pub(crate) mod sam;
 

@@ -83,14 +83,16 @@ struct TaskExpert {
     experts: usize,
     memory: bool,
     tasks: Vec<String>,
-    /// Per task and block, the summed gate weights of the current evaluation
-    /// `[slots]`, and the number of tokens they sum.
-    gate_sums: Vec<Vec<Option<Tensor>>>,
+    /// Per block, the summed gate weights of the current evaluation
+    /// `[tasks, slots]`, and the number of tokens they sum.
+    gate_sums: Vec<Option<Tensor>>,
     tokens: f64,
     /// `balance`.
     balance: f64,
     /// The load-balancing terms `[T]` of the last training pass.
     aux: Option<Tensor>,
+    /// The gate's kernel.
+    host: Host,
 }
 
 impl Architecture for TaskExpert {
@@ -117,7 +119,11 @@ impl Architecture for TaskExpert {
     }
 
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
-        let mut memories: Vec<Option<Tensor>> = self.tasks.iter().map(|_| None).collect();
+        // Every task's memory `[T, R, d]` over the R = B·N tokens (None before
+        // the first selected block: its slot then holds zeros).
+        let mut memory: Option<Tensor> = None;
+        let mut shape = (0, 0);
+        let tasks = self.tasks.len() as i64;
         let balancing = input.train && self.balance > 0.0;
         let mut imbalance: Vec<Vec<Tensor>> = self.tasks.iter().map(|_| Vec::new()).collect();
         for (k, block) in self.blocks.iter().enumerate() {
@@ -128,61 +134,50 @@ impl Architecture for TaskExpert {
                     input.layers.len()
                 ))
             })?;
-            if x.dim() != 3 {
+            let &[b, n_tokens, _] = x.size().as_slice() else {
                 return Err(Error::msg(format!(
                     "TaskExpert reads tokens [B, N, C]; block {} gave {:?}",
                     block.index,
                     x.size()
                 )));
-            }
+            };
+            shape = (b, n_tokens);
             let experts = block.experts.forward(x)?; // [B, N, n, d]
-            for (t, gate) in block.gates.iter().enumerate() {
-                let slots = match (&memories[t], self.memory) {
-                    (_, false) => experts.shallow_clone(),
-                    (Some(m), true) => Tensor::f_cat(&[&experts, &m.f_unsqueeze(-2)?], -2)?,
-                    (None, true) => {
-                        let mut shape = experts.size();
-                        shape[2] = 1;
-                        Tensor::f_cat(
-                            &[
-                                &experts,
-                                &Tensor::f_zeros(
-                                    shape.as_slice(),
-                                    (experts.kind(), experts.device()),
-                                )?,
-                            ],
-                            -2,
-                        )?
-                    }
-                };
-                let weights = x
-                    .f_linear(&gate.weight, Some(&gate.bias))?
-                    .f_softmax(-1, Kind::Float)?;
-                if balancing {
-                    imbalance[t].push(load_imbalance(&weights, self.experts)?);
+            let (n, d) = (self.experts as i64, experts.size()[3]);
+            let experts = experts.f_reshape([b * n_tokens, n, d])?;
+            // Every task's gate in one product: [B, N, T·S] -> [T, R, S].
+            let weight = Tensor::f_cat(
+                &block.gates.iter().map(|g| &g.weight).collect::<Vec<_>>(),
+                0,
+            )?;
+            let bias = Tensor::f_cat(&block.gates.iter().map(|g| &g.bias).collect::<Vec<_>>(), 0)?;
+            let logits = x
+                .f_linear(&weight, Some(&bias))?
+                .f_reshape([b * n_tokens, tasks, -1])?
+                .f_permute([1, 0, 2])?;
+            let carried = memory.as_ref().filter(|_| self.memory);
+            let (mixed, weights) = self.host.gate_mix(&logits, &experts, carried)?;
+            if balancing {
+                for (t, per_task) in imbalance.iter_mut().enumerate() {
+                    per_task.push(load_imbalance(&weights.f_get(t as i64)?, self.experts)?);
                 }
-                if !input.train {
-                    let sum = weights.f_detach()?.f_sum_dim_intlist(
-                        [0i64, 1].as_slice(),
-                        false,
-                        Kind::Double,
-                    )?;
-                    let slot = &mut self.gate_sums[t][k];
-                    *slot = Some(match slot.take() {
-                        Some(s) => s.f_add(&sum)?,
-                        None => sum,
-                    });
-                }
-                let mixed = weights.f_unsqueeze(-1)?.f_mul(&slots)?.f_sum_dim_intlist(
-                    -2,
+            }
+            if !input.train {
+                let sum = weights.f_detach()?.f_sum_dim_intlist(
+                    [1i64].as_slice(),
                     false,
-                    Kind::Float,
+                    Kind::Double,
                 )?;
-                memories[t] = Some(mixed);
+                let slot = &mut self.gate_sums[k];
+                *slot = Some(match slot.take() {
+                    Some(s) => s.f_add(&sum)?,
+                    None => sum,
+                });
+                if k == 0 {
+                    self.tokens += (b * n_tokens) as f64;
+                }
             }
-            if !input.train && k == 0 {
-                self.tokens += (x.size()[0] * x.size()[1]) as f64;
-            }
+            memory = Some(mixed);
         }
         if balancing {
             let per_task = imbalance
@@ -191,9 +186,9 @@ impl Architecture for TaskExpert {
                 .collect::<Result<Vec<_>>>()?;
             self.aux = Some(Tensor::f_stack(&per_task, 0)?.f_mul_scalar(self.balance)?);
         }
-        memories
-            .into_iter()
-            .map(|m| m.ok_or_else(|| Error::msg("TaskExpert has no selected block")))
+        let memory = memory.ok_or_else(|| Error::msg("TaskExpert has no selected block"))?;
+        (0..tasks)
+            .map(|t| Ok(memory.f_get(t)?.f_reshape([shape.0, shape.1, -1])?))
             .collect()
     }
 
@@ -204,12 +199,15 @@ impl Architecture for TaskExpert {
     fn eval_metrics(&mut self) -> Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
         let n = self.experts;
+        let sums: Vec<Option<Tensor>> = self.gate_sums.iter_mut().map(Option::take).collect();
         for (t, task) in self.tasks.iter().enumerate() {
-            for (k, block) in self.blocks.iter().enumerate() {
-                let Some(sum) = self.gate_sums[t][k].take() else {
+            for (block, sum) in self.blocks.iter().zip(&sums) {
+                let Some(sum) = sum else {
                     continue;
                 };
-                let means = Vec::<f64>::try_from(&sum.f_div_scalar(self.tokens.max(1.0))?)?;
+                let means = Vec::<f64>::try_from(
+                    &sum.f_get(t as i64)?.f_div_scalar(self.tokens.max(1.0))?,
+                )?;
                 for (slot, mean) in means.iter().enumerate() {
                     let name = if slot == n {
                         "memory".to_string()
@@ -225,7 +223,7 @@ impl Architecture for TaskExpert {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Architecture>> {
     let device = ctx.device()?;
     let config: Config = typed(config)?;
     let depth = ctx.layer_dims.len();
@@ -281,16 +279,15 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn A
         experts: n,
         memory: config.memory,
         tasks: ctx.tasks.iter().map(|t| t.to_string()).collect(),
-        gate_sums: (0..tasks)
-            .map(|_| (0..selected).map(|_| None).collect())
-            .collect(),
+        gate_sums: (0..selected).map(|_| None).collect(),
         tokens: 0.0,
         balance: config.balance,
         aux: None,
+        host: host.clone(),
     }))
 }
 
-/// `n · Σ_j f_j · P_j` over the tokens of one gate's `weights` `[B, N,
+/// `n · Σ_j f_j · P_j` over the tokens of one gate's `weights` `[tokens,
 /// slots]`, the first `n` slots the experts (see the module's doc).
 fn load_imbalance(weights: &Tensor, n: usize) -> Result<Tensor> {
     let experts = weights.f_narrow(-1, 0, n as i64)?;

@@ -1,0 +1,97 @@
+// TaskExpert's gate (METHODS.md §4) for up to TW_GATE_MAX_TASKS tasks at once:
+// per token r and task t, w = softmax(logits[t, r, :]) over S slots, then
+//   out[t, r, :] = sum_{j<n} w[j] * experts[r, j, :] + w[n] * memory[t, r, :]
+// where slot n (present when S = n + 1) is the task's memory, zeros when
+// `memory` is null (the first selected block). Eager libtorch materialises
+// the slot tensor per task (cat), the weighted product and the sum; here the
+// experts are read once for every task and nothing is materialised.
+//
+// One block per token at a time (grid-stride): a warp per task computes its
+// softmax into shared memory, then the threads sweep the feature dimension,
+// four elements each where `vec4` says every row is 16-byte aligned.
+
+template <typename T>
+__device__ void tw_gate_mix(const T* __restrict__ logits, const T* __restrict__ experts,
+                            const T* __restrict__ memory, long long rows, int nt, int n, int s,
+                            long long d, int vec4, T* __restrict__ out,
+                            float* __restrict__ weights) {
+  __shared__ float w[TW_GATE_MAX_TASKS * TW_GATE_MAX_SLOTS];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const bool mem = s > n && memory != 0;
+  for (long long r = blockIdx.x; r < rows; r += gridDim.x) {
+    for (int t = warp; t < nt; t += warps) {
+      const long long at = ((long long)t * rows + r) * s;
+      const float v = lane < s ? tw_load(logits, at + lane) : TW_NEG_INF;
+      const float m = tw_warp_max(v);
+      const float e = lane < s ? expf(v - m) : 0.f;
+      const float p = e / tw_warp_sum(e);
+      if (lane < s) {
+        w[t * s + lane] = p;
+        weights[at + lane] = p;
+      }
+    }
+    __syncthreads();
+    if (vec4) {
+      for (long long k = 4 * (long long)threadIdx.x; k < d; k += 4 * (long long)blockDim.x) {
+        tw_f4 acc[TW_GATE_MAX_TASKS];
+#pragma unroll
+        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t].x = acc[t].y = acc[t].z = acc[t].w = 0.f;
+        for (int j = 0; j < n; ++j) {
+          const tw_f4 x = tw_load4(experts, (r * n + j) * d + k);
+#pragma unroll
+          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
+            if (t < nt) {
+              const float q = w[t * s + j];
+              acc[t].x = fmaf(q, x.x, acc[t].x); acc[t].y = fmaf(q, x.y, acc[t].y);
+              acc[t].z = fmaf(q, x.z, acc[t].z); acc[t].w = fmaf(q, x.w, acc[t].w);
+            }
+          }
+        }
+#pragma unroll
+        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
+          if (t < nt) {
+            const long long o = ((long long)t * rows + r) * d + k;
+            if (mem) {
+              const tw_f4 x = tw_load4(memory, o);
+              const float q = w[t * s + n];
+              acc[t].x = fmaf(q, x.x, acc[t].x); acc[t].y = fmaf(q, x.y, acc[t].y);
+              acc[t].z = fmaf(q, x.z, acc[t].z); acc[t].w = fmaf(q, x.w, acc[t].w);
+            }
+            tw_store4(out, o, acc[t]);
+          }
+        }
+      }
+    } else {
+      for (long long k = threadIdx.x; k < d; k += blockDim.x) {
+        float acc[TW_GATE_MAX_TASKS];
+#pragma unroll
+        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t] = 0.f;
+        for (int j = 0; j < n; ++j) {
+          const float x = tw_load(experts, (r * n + j) * d + k);
+#pragma unroll
+          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t)
+            if (t < nt) acc[t] = fmaf(w[t * s + j], x, acc[t]);
+        }
+#pragma unroll
+        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
+          if (t < nt) {
+            const long long o = ((long long)t * rows + r) * d + k;
+            if (mem) acc[t] = fmaf(w[t * s + n], tw_load(memory, o), acc[t]);
+            tw_store(out, o, acc[t]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // w is rewritten for the next token
+  }
+}
+
+#define TW_GATE_KERNEL(SUFFIX, T)                                                              \
+  extern "C" __global__ void __launch_bounds__(TW_GATE_BLOCK)                                  \
+      gate_mix_##SUFFIX(const T* logits, const T* experts, const T* memory, long long rows,    \
+                        int nt, int n, int s, long long d, int vec4, T* out, float* weights) { \
+    tw_gate_mix<T>(logits, experts, memory, rows, nt, n, s, d, vec4, out, weights);            \
+  }
+
+TW_GATE_KERNEL(f32, float)
+TW_GATE_KERNEL(bf16, tw_bf16)
