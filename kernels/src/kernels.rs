@@ -12,14 +12,16 @@ use crate::ops::{cuda_ordinal, fusion, gate, gramian, sam};
 /// How [`Kernels::gramian`] computes on CUDA.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GramianBackend {
-    /// The kernel for f32 gradients with T <= 16 and bf16 with T <= 8,
-    /// cuBLAS (libtorch's matmul) otherwise. Default. The policy follows
-    /// `kernel-bench` on an H200 (bench/results/2026-12-04-gpu-h200.md): the
-    /// kernel was 3.6–13.7× faster than cuBLAS in f32 at T = 4, 8, 16 and
-    /// 3× in bf16 at T = 4, 8, but 0.9× in bf16 at T = 16.
+    /// The kernel wherever it exists (T <= 16, f32/bf16 gradients), cuBLAS
+    /// (libtorch's matmul) otherwise. Default. From `kernel-bench` on an H200
+    /// (bench/results/2026-12-04-gpu-h200.md): the kernel was 3.6–13.7×
+    /// faster than cuBLAS in f32 at T = 4, 8, 16 and 3× in bf16 at T = 4, 8;
+    /// at bf16 T = 16 it was 0.9×, but cuBLAS rounds a bf16 Gramian to bf16
+    /// (relative error 2.2e-3 measured) where the kernel keeps f32 (below
+    /// 1e-5), and the solvers on it need the precision.
     #[default]
     Auto,
-    /// The kernel wherever it exists (T <= 16, f32/bf16).
+    /// The kernel wherever it exists, like `Auto`.
     Kernel,
     /// Always libtorch's matmul.
     Cublas,

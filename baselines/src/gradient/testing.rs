@@ -5,7 +5,7 @@
 use taskweave_plugin_api::method::registered;
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde_json::{json, Map, Value};
-use taskweave_plugin_api::tch::{Device, Kind, Tensor};
+use taskweave_plugin_api::tch::{Kind, Tensor};
 use taskweave_plugin_api::{
     FfiMethod, Host, MethodContext, Weighting, WeightingInput, WeightingOutput,
 };
@@ -175,7 +175,7 @@ pub(crate) fn weigh(
     grads: &Tensor,
     losses: Option<&Tensor>,
 ) -> taskweave_plugin_api::Result<WeightingOutput> {
-    let ones = Tensor::ones([grads.size()[0]], (grads.kind(), Device::Cpu));
+    let ones = Tensor::ones([grads.size()[0]], (grads.kind(), grads.device()));
     // A double-sampling method gets the same batch again for its extra samples.
     let more: Vec<Tensor> = (1..weighting.samples())
         .map(|_| grads.shallow_clone())

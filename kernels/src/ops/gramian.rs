@@ -82,8 +82,7 @@ pub(crate) fn gramian_kernel_chosen(backend: GramianBackend, t: i64, kind: Kind)
     let exists = kernel_suffix(kind).is_some() && (1..=GRAMIAN_MAX_TASKS).contains(&t);
     match backend {
         GramianBackend::Cublas => false,
-        GramianBackend::Kernel => exists,
-        GramianBackend::Auto => exists && (kind == Kind::Float || t <= 8),
+        GramianBackend::Auto | GramianBackend::Kernel => exists,
     }
 }
 
