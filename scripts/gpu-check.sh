@@ -96,7 +96,7 @@ status=0
     echo "{"
     echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
     echo "  \"gpu\": \"$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)\","
-    echo "  \"versions\": $(cat "$out/versions.json" 2>/dev/null || echo null),"
+    echo "  \"environment\": $(cat "$out/versions.json" 2>/dev/null || echo null),"
     for k in "${steps[@]}"; do
         echo "  \"$k\": \"${result[$k]}\","
         [ "${result[$k]}" = pass ] || status=1
