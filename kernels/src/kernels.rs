@@ -16,9 +16,10 @@ pub enum GramianBackend {
     /// (libtorch's matmul) otherwise. Default. From `kernel-bench` on an H200
     /// (bench/results/2026-12-04-gpu-h200.md): the kernel was 3.6–13.7×
     /// faster than cuBLAS in f32 at T = 4, 8, 16 and 3× in bf16 at T = 4, 8;
-    /// at bf16 T = 16 it was 0.9×, but cuBLAS rounds a bf16 Gramian to bf16
-    /// (relative error 2.2e-3 measured) where the kernel keeps f32 (below
-    /// 1e-5), and the solvers on it need the precision.
+    /// at bf16 T = 16 it was 0.9×, but only as a bf16 product, whose output
+    /// cuBLAS rounds to bf16 (relative error 2.2e-3 measured; the reference
+    /// now widens bf16 to f32 first, which costs a copy), where the kernel
+    /// reads bf16 and keeps f32.
     #[default]
     Auto,
     /// The kernel wherever it exists, like `Auto`.

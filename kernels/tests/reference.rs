@@ -145,8 +145,14 @@ fn gramian_is_g_times_g_transposed() {
             }
         }
     }
+    // bf16 gradients give an f32-accurate Gramian of their (rounded) values,
+    // not one rounded to bf16 (as a bf16 matmul's output would be).
     let bf = Tensor::randn([4, 256], (Kind::Float, CPU)).to_kind(Kind::BFloat16);
-    assert_eq!(Kernels::new().gramian(&bf).unwrap().kind(), Kind::Float);
+    let got = Kernels::new().gramian(&bf).unwrap();
+    assert_eq!(got.kind(), Kind::Float);
+    let wide = bf.to_kind(Kind::Double);
+    let e = rel_err(&got, &wide.matmul(&wide.tr()));
+    assert!(e <= 1e-5, "bf16 gramian rel err {e}");
     let e = Kernels::new()
         .gramian(&Tensor::zeros([5], (Kind::Float, CPU)))
         .unwrap_err();

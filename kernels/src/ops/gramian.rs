@@ -39,13 +39,13 @@ pub(crate) fn check_grads(op: &'static str, grads: &Tensor) -> Result<(i64, i64,
 }
 
 /// CPU/tch reference of [`crate::Kernels::gramian`]: `G Gᵀ` by libtorch's
-/// matmul (cuBLAS on CUDA).
+/// matmul (cuBLAS on CUDA), in f32 for bf16/f16 gradients (a matmul in their
+/// dtype would round the Gramian itself to bf16/f16).
 pub fn reference_gramian(grads: &Tensor) -> Result<Tensor> {
     let (_, _, kind) = check_grads(OP_GRAMIAN, grads)?;
     let _no_grad = tch::no_grad_guard();
-    Ok(grads
-        .f_matmul(&grads.f_tr()?)?
-        .f_to_kind(gramian_kind(kind))?)
+    let g = grads.f_to_kind(gramian_kind(kind))?;
+    Ok(g.f_matmul(&g.f_tr()?)?)
 }
 
 /// Checks `weights` ([T] or [K, T]) against `grads` ([T, P]); returns (K, T, P).
