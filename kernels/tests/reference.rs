@@ -397,9 +397,9 @@ fn gate_naive(logits: &Tensor, experts: &Tensor, memory: Option<&Tensor>) -> (Te
             let top = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = l.iter().map(|x| (x - top).exp()).collect();
             let w: Vec<f64> = e.iter().map(|x| x / e.iter().sum::<f64>()).collect();
-            let mut out = experts.get(row).get(0).to_kind(Kind::Double) * w[0];
-            for j in 1..n as usize {
-                out += experts.get(row).get(j as i64).to_kind(Kind::Double) * w[j];
+            let mut out = Tensor::zeros([experts.size()[2]], (Kind::Double, CPU));
+            for (j, wj) in w.iter().take(n as usize).enumerate() {
+                out += experts.get(row).get(j as i64).to_kind(Kind::Double) * *wj;
             }
             if let (Some(m), true) = (memory, s == n + 1) {
                 out += m.get(task).get(row).to_kind(Kind::Double) * w[n as usize];

@@ -126,7 +126,7 @@ pub(crate) fn cuda(
     }
     let (logits, experts) = (logits.f_contiguous()?, experts.f_contiguous()?);
     let memory = memory.map(Tensor::f_contiguous).transpose()?;
-    let aligned = |x: &Tensor| ptr(x) % 16 == 0;
+    let aligned = |x: &Tensor| ptr(x).is_multiple_of(16);
     let vec4 = i32::from(
         d % 4 == 0 && aligned(&experts) && aligned(&out) && memory.as_ref().is_none_or(aligned),
     );

@@ -165,7 +165,7 @@ pub(crate) fn cuda_combine(
     let w = weights.f_to_kind(Kind::Float)?.f_contiguous()?;
     let g = grads.f_contiguous()?;
     // Four columns per thread where every row starts 16-byte aligned.
-    let vec4 = p % 4 == 0 && ptr(&g) % 16 == 0 && ptr(&out) % 16 == 0;
+    let vec4 = p % 4 == 0 && ptr(&g).is_multiple_of(16) && ptr(&out).is_multiple_of(16);
     let columns = if vec4 { p / 4 } else { p };
     let grid = grid_u32(
         OP_COMBINE,
