@@ -162,6 +162,11 @@ impl FfiHost for Standalone {
     fn gramian(&self, grads: TensorRef<'_>) -> RResult<TensorOwned, crate::Error> {
         let g = grads.get();
         crate::guard("standalone host", "gramian", || {
+            // f32 for bf16/f16 input, as the host's kernels give it.
+            let g = match g.kind() {
+                Kind::BFloat16 | Kind::Half => g.f_to_kind(Kind::Float)?,
+                _ => g.shallow_clone(),
+            };
             Ok(g.f_matmul(&g.f_tr()?)?.into())
         })
     }

@@ -23,7 +23,7 @@ use taskweave_plugin_api::{
     WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::preference::preference;
 use super::solvers::symmetric_eigen;
 
@@ -42,7 +42,7 @@ enum ScaleMode {
 
 /// The Aligned-MTL weighting.
 struct AlignedMtl {
-    tasks: Vec<String>,
+    tasks: Tasks,
     pref: Vec<f64>,
     scale_mode: ScaleMode,
 }
@@ -109,9 +109,9 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let pref = preference(
         config.pref_vector.as_deref(),
         tasks.len(),

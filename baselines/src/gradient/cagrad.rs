@@ -35,14 +35,14 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names};
+use super::combine::{combine, Tasks};
 use super::solvers::{cagrad_dual, dot, Matrix};
 
 const DEFAULT_C: f64 = 0.4;
 
 /// The CAGrad weighting.
 struct CaGrad {
-    tasks: Vec<String>,
+    tasks: Tasks,
     /// The radius of the ball, relative to `‖g_0‖`.
     c: f64,
     /// What `d` is divided by.
@@ -103,7 +103,7 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let Config { c, rescale } = typed(config)?;
     let divisor = match rescale {
         0 => 1.0,
@@ -116,7 +116,7 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn W
         }
     };
     Ok(Box::new(CaGrad {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
         c,
         divisor,
     }))

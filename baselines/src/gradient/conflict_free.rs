@@ -23,7 +23,7 @@ use taskweave_plugin_api::{
     WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::preference::preference;
 use super::solvers::{psd_pinv, Matrix};
 
@@ -32,7 +32,7 @@ const NORMALIZE_EPS: f64 = 1e-12;
 
 /// The ConFIG weighting.
 struct ConFig {
-    tasks: Vec<String>,
+    tasks: Tasks,
     pref: Vec<f64>,
 }
 
@@ -72,9 +72,9 @@ struct Config {
     pref_vector: Option<Vec<f64>>,
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let pref = preference(config.pref_vector.as_deref(), tasks.len(), 1.0)?;
     Ok(Box::new(ConFig { tasks, pref }))
 }

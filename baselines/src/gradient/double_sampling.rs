@@ -36,7 +36,7 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, cross_gramian, task_names, Step};
+use super::combine::{combine, cross_gramian, Step, Tasks};
 use super::preference::preference;
 use super::solvers::{simplex_projection, Matrix};
 use crate::vectors::{load_vector, vector_state};
@@ -59,7 +59,7 @@ enum Rule {
 /// MoDo or SDMGrad.
 struct DoubleSampling {
     name: &'static str,
-    tasks: Vec<String>,
+    tasks: Tasks,
     rule: Rule,
     /// The simplex point carried across steps.
     lambda: Vec<f64>,
@@ -225,8 +225,9 @@ fn start(
     rule: Rule,
     double_sampling: bool,
     ctx: &MethodContext,
+    host: &Host,
 ) -> Result<Box<dyn Weighting>> {
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     Ok(Box::new(DoubleSampling {
         name,
@@ -237,16 +238,22 @@ fn start(
     }))
 }
 
-fn create_modo(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create_modo(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let ModoConfig {
         gamma,
         rho,
         double_sampling,
     } = typed(config)?;
-    start("modo", Rule::Modo { gamma, rho }, double_sampling, ctx)
+    start(
+        "modo",
+        Rule::Modo { gamma, rho },
+        double_sampling,
+        ctx,
+        host,
+    )
 }
 
-fn create_sdmgrad(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create_sdmgrad(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: SdmGradConfig = typed(config)?;
     let t = ctx.tasks.len();
     let pref = preference(config.pref_vector.as_deref(), t, 1.0 / t.max(1) as f64)?;
@@ -257,7 +264,7 @@ fn create_sdmgrad(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<B
         lambda: config.lambda,
         pref,
     };
-    start("sdmgrad", rule, config.double_sampling, ctx)
+    start("sdmgrad", rule, config.double_sampling, ctx, host)
 }
 
 register_method!(Method::new(

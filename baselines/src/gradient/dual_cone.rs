@@ -31,7 +31,7 @@ use taskweave_plugin_api::{
     WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names};
+use super::combine::{combine, Tasks};
 use super::preference::preference;
 use super::solvers::{nonnegative_qp, Matrix};
 
@@ -46,7 +46,7 @@ enum Projection {
 
 /// UPGrad or DualProj.
 struct DualCone {
-    tasks: Vec<String>,
+    tasks: Tasks,
     projection: Projection,
     pref: Vec<f64>,
     norm_eps: f64,
@@ -130,9 +130,10 @@ fn create_with(
     projection: Projection,
     config: &Value,
     ctx: &MethodContext,
+    host: &Host,
 ) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let pref = preference(
         config.pref_vector.as_deref(),
         tasks.len(),
@@ -147,16 +148,12 @@ fn create_with(
     }))
 }
 
-fn create_upgrad(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
-    create_with(Projection::EachTask, config, ctx)
+fn create_upgrad(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
+    create_with(Projection::EachTask, config, ctx, host)
 }
 
-fn create_dualproj(
-    config: &Value,
-    ctx: &MethodContext,
-    _host: &Host,
-) -> Result<Box<dyn Weighting>> {
-    create_with(Projection::Sum, config, ctx)
+fn create_dualproj(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
+    create_with(Projection::Sum, config, ctx, host)
 }
 
 register_method!(Method::new(

@@ -28,12 +28,12 @@ use taskweave_plugin_api::{
     WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::solvers::normalised_bargaining;
 
 /// The FairGrad weighting.
 struct FairGrad {
-    tasks: Vec<String>,
+    tasks: Tasks,
     alpha: f64,
     max_iters: usize,
 }
@@ -100,10 +100,10 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
     Ok(Box::new(FairGrad {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
         alpha: config.alpha,
         max_iters: config.max_iters.max(1) as usize,
     }))

@@ -24,12 +24,12 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use crate::adam::Adam;
 use crate::vectors::{load_vector, softmax, vector_state};
 
 struct GradNorm {
-    tasks: Vec<String>,
+    tasks: Tasks,
     balance: Balance,
 }
 
@@ -134,9 +134,9 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let Config { alpha, lr } = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     Ok(Box::new(GradNorm {
         tasks,

@@ -28,13 +28,13 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names};
+use super::combine::{combine, Tasks};
 use super::solvers::{dot, Matrix};
 use crate::vectors::load_vector;
 
 /// The GradVac weighting.
 struct GradVac {
-    tasks: Vec<String>,
+    tasks: Tasks,
     vaccine: Vaccine,
 }
 
@@ -136,9 +136,9 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     Ok(Box::new(GradVac {
         tasks,

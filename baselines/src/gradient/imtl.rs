@@ -40,14 +40,14 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::solvers::{solve_linear, Matrix};
 use crate::adam::Adam;
 use crate::vectors::{load_vector, vector_state};
 
 /// The IMTL-G weighting.
 struct ImtlG {
-    tasks: Vec<String>,
+    tasks: Tasks,
 }
 
 /// The weights `α` (zero for zero gradients).
@@ -87,15 +87,15 @@ impl Weighting for ImtlG {
     }
 }
 
-fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(_config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     Ok(Box::new(ImtlG {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
     }))
 }
 
 /// IMTL: IMTL-L's loss scales, then IMTL-G on the scaled gradients.
 struct Imtl {
-    tasks: Vec<String>,
+    tasks: Tasks,
     /// The log scales `s`.
     scales: Vec<f64>,
     adam: Adam,
@@ -169,9 +169,9 @@ impl Default for ImtlConfig {
     }
 }
 
-fn create_hybrid(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create_hybrid(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let ImtlConfig { lr } = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     Ok(Box::new(Imtl {
         tasks,

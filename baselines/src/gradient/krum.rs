@@ -17,12 +17,12 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names};
+use super::combine::{combine, Tasks};
 use super::solvers::Matrix;
 
 /// The Krum weighting.
 struct Krum {
-    tasks: Vec<String>,
+    tasks: Tasks,
     n_byzantine: usize,
     n_selected: usize,
 }
@@ -85,12 +85,12 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let Config {
         n_byzantine,
         n_selected,
     } = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     if t < n_byzantine + 3 {
         return Err(Error::input(format!(

@@ -28,7 +28,7 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::solvers::{simplex_qp, Matrix};
 
 /// How gradients are scaled before the weights are chosen.
@@ -62,7 +62,7 @@ struct Config {
 
 /// The MGDA weighting.
 struct Mgda {
-    tasks: Vec<String>,
+    tasks: Tasks,
     normalization: Normalization,
 }
 
@@ -107,10 +107,10 @@ impl Weighting for Mgda {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let Config { normalization } = typed(config)?;
     Ok(Box::new(Mgda {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
         normalization,
     }))
 }

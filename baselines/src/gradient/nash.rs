@@ -36,7 +36,7 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::solvers::normalised_bargaining;
 
 /// Added to the norm when clipping, as `clip_grad_norm_` does.
@@ -44,7 +44,7 @@ const CLIP_EPS: f64 = 1e-6;
 
 /// The Nash-MTL weighting.
 struct NashMtl {
-    tasks: Vec<String>,
+    tasks: Tasks,
     weights: Bargaining,
 }
 
@@ -181,10 +181,10 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
     Ok(Box::new(NashMtl {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
         weights: Bargaining {
             max_norm: config.max_norm,
             update_weights_every: config.update_weights_every.max(1),

@@ -24,13 +24,13 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names, Step};
+use super::combine::{combine, Step, Tasks};
 use super::solvers::{nonnegative_qp, Matrix};
 use crate::vectors::{load_vector, vector_state};
 
 /// The PCD weighting.
 struct Pcd {
-    tasks: Vec<String>,
+    tasks: Tasks,
     priorities: Priorities,
 }
 
@@ -167,9 +167,9 @@ impl Default for Config {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     let config: Config = typed(config)?;
-    let tasks = task_names(ctx)?;
+    let tasks = Tasks::new(ctx, host)?;
     let t = tasks.len();
     let taus = match config.tau {
         Tau::All(tau) => vec![tau; t - 1],

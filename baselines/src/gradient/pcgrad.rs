@@ -23,12 +23,12 @@ use taskweave_plugin_api::{
     WeightingKind, WeightingOutput,
 };
 
-use super::combine::{combine, task_names};
+use super::combine::{combine, Tasks};
 use super::solvers::Matrix;
 
 /// The PCGrad weighting.
 struct PcGrad {
-    tasks: Vec<String>,
+    tasks: Tasks,
     seed: u64,
 }
 
@@ -77,9 +77,9 @@ impl Weighting for PcGrad {
     }
 }
 
-fn create(_config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Weighting>> {
+fn create(_config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Weighting>> {
     Ok(Box::new(PcGrad {
-        tasks: task_names(ctx)?,
+        tasks: Tasks::new(ctx, host)?,
         seed: ctx.seed,
     }))
 }
@@ -162,7 +162,7 @@ mod tests {
         for (name, grads) in instances() {
             let t = grads.len();
             let pcgrad = PcGrad {
-                tasks: (0..t).map(|i| i.to_string()).collect(),
+                tasks: Tasks::named((0..t).map(|i| i.to_string()).collect()),
                 seed: 11,
             };
             let mut weighting = create("pcgrad", json!({}), &context(t, 11));
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn orders_depend_on_seed_and_step_only() {
         let pcgrad = |seed| PcGrad {
-            tasks: (0..5).map(|i| i.to_string()).collect(),
+            tasks: Tasks::named((0..5).map(|i| i.to_string()).collect()),
             seed,
         };
         assert_eq!(pcgrad(3).orders(8), pcgrad(3).orders(8));
