@@ -134,9 +134,15 @@ pub(super) fn combine(
 /// The update `Σ_i c_i g_i` in the gradients' dtype and device, with the
 /// coefficients as the reported weights.
 pub(super) fn weighted(grads: &Tensor, coefficients: &[f64]) -> Result<WeightingOutput> {
-    let weights = Tensor::f_from_slice(coefficients)?
-        .f_to_kind(grads.f_kind()?)?
-        .f_to_device(grads.device())?;
+    // Built in the gradients' dtype where it is f32 (the common case): no cast.
+    let weights = match grads.f_kind()? {
+        Kind::Float => {
+            let narrow: Vec<f32> = coefficients.iter().map(|&c| c as f32).collect();
+            Tensor::f_from_slice(&narrow)?
+        }
+        kind => Tensor::f_from_slice(coefficients)?.f_to_kind(kind)?,
+    }
+    .f_to_device(grads.device())?;
     let combined = weights.f_matmul(&grads.f_detach()?)?;
     Ok(WeightingOutput {
         combined,
@@ -214,11 +220,11 @@ pub(super) fn finite_or_named(
     grads: &Tensor,
     tasks: &[String],
 ) -> Result<WeightingOutput> {
-    // One reduction: the sum is finite unless an entry is not (or the sum
-    // overflows, which only costs the row check).
+    // One BLAS dot (cheaper than a sum reduction): finite unless an entry is
+    // not (or the squares overflow, which only costs the row check).
     let total = update
         .combined
-        .f_sum(update.combined.f_kind()?)?
+        .f_dot(&update.combined)?
         .f_double_value(&[])?;
     if !total.is_finite() {
         check_finite_rows(grads, tasks)?;
