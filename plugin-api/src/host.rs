@@ -205,9 +205,9 @@ impl FfiHost for Standalone {
             let n = experts.size()[1];
             let on = |first, len| weights.f_narrow(-1, first, len)?.f_to_kind(experts.kind());
             let mut mixed = on(0, n)?
-                .f_unsqueeze(-2)?
-                .f_matmul(&experts.f_unsqueeze(0)?)?
-                .f_squeeze_dim(-2)?;
+                .f_unsqueeze(-1)?
+                .f_mul(&experts.f_unsqueeze(0)?)?
+                .f_sum_dim_intlist(-2, false, experts.kind())?;
             if let Some(m) = memory {
                 mixed = mixed.f_add(&on(n, 1)?.f_mul(&m)?)?;
             }
