@@ -343,7 +343,7 @@ fn fusion_grid_masked_tokens_are_ignored_not_nan() {
 }
 
 #[test]
-fn the_automatic_gramian_backend_follows_the_measurements() {
+fn the_automatic_gramian_backend_takes_the_kernel_wherever_one_exists() {
     let Some(dev) = cuda() else { return };
     tch::manual_seed(16);
     // The kernel wherever one exists (f64 sums: not bit-equal to cuBLAS),

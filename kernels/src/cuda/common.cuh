@@ -74,6 +74,15 @@ __device__ __forceinline__ void tw_store4(tw_bf16* p, long long i, tw_f4 v) {
   u.y = (unsigned)tw_to_bf16(v.z) | ((unsigned)tw_to_bf16(v.w) << 16);
   *reinterpret_cast<uint2*>(p + i) = u;
 }
+__device__ __forceinline__ tw_f4 tw_zero4() {
+  tw_f4 r = {0.f, 0.f, 0.f, 0.f};
+  return r;
+}
+// acc + q * x, element by element.
+__device__ __forceinline__ tw_f4 tw_fma4(float q, tw_f4 x, tw_f4 acc) {
+  tw_f4 r = {fmaf(q, x.x, acc.x), fmaf(q, x.y, acc.y), fmaf(q, x.z, acc.z), fmaf(q, x.w, acc.w)};
+  return r;
+}
 // Copies four elements bit for bit (backup/restore must be exact).
 __device__ __forceinline__ void tw_copy4(float* dst, const float* src, long long i) {
   *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src + i);

@@ -2,8 +2,8 @@
 // per token r and task t, w = softmax(logits[t, r, :]) over S slots, then
 //   out[t, r, :] = sum_{j<n} w[j] * experts[r, j, :] + w[n] * memory[t, r, :]
 // where slot n (present when S = n + 1) is the task's memory, zeros when
-// `memory` is null (the first selected block). Eager libtorch materialises
-// the slot tensor per task (cat), the weighted product and the sum; here the
+// `memory` is null (the first selected block). The libtorch reference
+// materialises the [T, R, n, d] products before summing them; here the
 // experts are read once for every task and nothing is materialised.
 //
 // One block per token at a time (grid-stride): a warp per task computes its
@@ -35,28 +35,18 @@ __device__ void tw_gate_mix(const T* __restrict__ logits, const T* __restrict__ 
       for (long long k = 4 * (long long)threadIdx.x; k < d; k += 4 * (long long)blockDim.x) {
         tw_f4 acc[TW_GATE_MAX_TASKS];
 #pragma unroll
-        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t].x = acc[t].y = acc[t].z = acc[t].w = 0.f;
+        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t] = tw_zero4();
         for (int j = 0; j < n; ++j) {
           const tw_f4 x = tw_load4(experts, (r * n + j) * d + k);
 #pragma unroll
-          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
-            if (t < nt) {
-              const float q = w[t * s + j];
-              acc[t].x = fmaf(q, x.x, acc[t].x); acc[t].y = fmaf(q, x.y, acc[t].y);
-              acc[t].z = fmaf(q, x.z, acc[t].z); acc[t].w = fmaf(q, x.w, acc[t].w);
-            }
-          }
+          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t)
+            if (t < nt) acc[t] = tw_fma4(w[t * s + j], x, acc[t]);
         }
 #pragma unroll
         for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
           if (t < nt) {
             const long long o = ((long long)t * rows + r) * d + k;
-            if (mem) {
-              const tw_f4 x = tw_load4(memory, o);
-              const float q = w[t * s + n];
-              acc[t].x = fmaf(q, x.x, acc[t].x); acc[t].y = fmaf(q, x.y, acc[t].y);
-              acc[t].z = fmaf(q, x.z, acc[t].z); acc[t].w = fmaf(q, x.w, acc[t].w);
-            }
+            if (mem) acc[t] = tw_fma4(w[t * s + n], tw_load4(memory, o), acc[t]);
             tw_store4(out, o, acc[t]);
           }
         }

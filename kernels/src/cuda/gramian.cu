@@ -87,18 +87,13 @@ __device__ void tw_combine(const float* w, const T* g, long long p, int nt, int 
     for (long long j = 4 * first; j < p; j += 4 * stride) {
       tw_f4 acc[TW_COMBINE_MAX_K];
 #pragma unroll
-      for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q].x = acc[q].y = acc[q].z = acc[q].w = 0.f;
+      for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q] = tw_zero4();
 #pragma unroll 4
       for (int t = 0; t < nt; ++t) {
         const tw_f4 v = tw_load4(g, (long long)t * p + j);
 #pragma unroll
-        for (int q = 0; q < TW_COMBINE_MAX_K; ++q) {
-          if (q < nk) {
-            const float c = ws[q * nt + t];
-            acc[q].x = fmaf(c, v.x, acc[q].x); acc[q].y = fmaf(c, v.y, acc[q].y);
-            acc[q].z = fmaf(c, v.z, acc[q].z); acc[q].w = fmaf(c, v.w, acc[q].w);
-          }
-        }
+        for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
+          if (q < nk) acc[q] = tw_fma4(ws[q * nt + t], v, acc[q]);
       }
 #pragma unroll
       for (int q = 0; q < TW_COMBINE_MAX_K; ++q)

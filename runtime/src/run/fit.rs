@@ -78,7 +78,7 @@ impl<'a> RunContext<'a> {
 
     /// `err`, naming `run.gpu_memory_fraction` when a capped CUDA run ran out
     /// of memory: libtorch's message gives bytes, not the setting to change.
-    pub fn name_memory_cap(&self, err: Error) -> Error {
+    fn name_memory_cap(&self, err: Error) -> Error {
         let fraction = self.config.run.gpu_memory_fraction;
         let message = err.to_string();
         if !self.device.is_cuda() || fraction <= 0.0 || !message.contains("out of memory") {
@@ -283,8 +283,14 @@ fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
 }
 
 /// Trains `ctx.config` in `run`: from scratch, or with `resume` from the newest
-/// checkpoint there (from scratch if there is none yet).
+/// checkpoint there (from scratch if there is none yet). Running out of a
+/// capped GPU memory pool is reported naming the cap.
 pub fn train(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
+    fill(ctx, data, run, resume).map_err(|e| ctx.name_memory_cap(e))
+}
+
+/// The body of [`train`].
+fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Result<Summary> {
     let config = ctx.config;
     let dir = run.path();
     let max_skipped = config.train.max_skipped_fraction;

@@ -128,7 +128,7 @@ impl Run {
     pub fn train(&self, quiet: bool) -> Result<Summary> {
         let data = self.pipeline.load_data()?;
         let ctx = RunContext::new(&self.pipeline, quiet)?;
-        fit::train(&ctx, data, &self.dir, self.existing).map_err(|e| ctx.name_memory_cap(e))
+        fit::train(&ctx, data, &self.dir, self.existing)
     }
 
     /// Draws samples from the run's diffusion model at its selected
