@@ -134,7 +134,7 @@ fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint(
     let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("non-finite loss at step") && err.contains("for task `task"),
+        err.contains(": the loss of task `task") && err.contains("last good checkpoint is kept"),
         "{err}"
     );
     let run = d.join("runs/nan");
@@ -159,6 +159,70 @@ fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint(
         serde_json::from_str(&std::fs::read_to_string(d.join("runs/skip/summary.json")).unwrap())
             .unwrap();
     assert!(summary["skipped"].as_u64().unwrap() > 0, "{summary}");
+}
+
+/// Rewrites every checkpoint of `run` so that task2's gradient overflows
+/// while both losses stay finite: every hidden unit is 2e-38 for every row
+/// (zero weights, that bias) and task2's head weighs each by 1e38, so its
+/// output is 32 and its loss about 1e3, while the backbone bias's gradient
+/// sums 128 rows' 1e38·∂L/∂y of one sign: beyond f32. Task1's head is
+/// untouched: its gradient is finite.
+fn overflow_task2_gradient(run: &Path) {
+    use taskweave::train::checkpoint;
+    for (_, path) in checkpoint::list(&run.join("checkpoints")) {
+        let mut ckpt = checkpoint::read(&path).unwrap();
+        for (name, t) in &mut ckpt.tensors {
+            let value = match name.as_str() {
+                "backbone.0.weight" | "heads.task2.0.bias" => 0.0,
+                "backbone.0.bias" => 2e-38,
+                "heads.task2.0.weight" => 1e38,
+                _ => continue,
+            };
+            *t = t.full_like(value);
+        }
+        checkpoint::write(&path, &ckpt).unwrap();
+    }
+}
+
+#[test]
+fn a_nonfinite_gradient_with_finite_losses_stops_naming_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = small_pipeline(d, "base", "[train]\nsteps = 1\n");
+    let (code, _, err) = run_cli(d, &["-q", "run", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    overflow_task2_gradient(&d.join("runs/base"));
+    // A loss weighting, and the gradient weightings that leave the check to
+    // the runtime (the Gramian-based ones name the task themselves).
+    for weighting in ["ew", "constant", "rgw", "graddrop"] {
+        let extra =
+            format!("[train]\nsteps = 3\ninit = \"runs/base\"\nweighting = \"{weighting}\"\n");
+        let path = small_pipeline(d, weighting, &extra);
+        let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{weighting}: {err}");
+        assert!(
+            err.contains("step 0: the gradient of task `task2` is not finite (its loss is finite)")
+                && err.contains("last good checkpoint is kept"),
+            "{weighting}: {err}"
+        );
+    }
+    // Skipped instead, every step: the parameters never move.
+    let extra = "[train]\nsteps = 3\ninit = \"runs/base\"\non_nonfinite = \"skip-step\"\nmax_skipped_fraction = 1.0\n";
+    let path = small_pipeline(d, "skip", extra);
+    let (code, out, err) = run_cli(d, &["run", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        format!("{out}{err}")
+            .contains("step 2: skipped, the gradient of task `task2` is not finite"),
+        "{out}{err}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/skip/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["skipped"], 3, "{summary}");
+    let kept = final_parameters(&d.join("runs/skip"));
+    let bias = &kept.iter().find(|(n, _)| n == "backbone.0.bias").unwrap().1;
+    assert_eq!(bias.max().double_value(&[]), 2e-38f32 as f64);
 }
 
 #[test]

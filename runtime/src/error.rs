@@ -33,15 +33,13 @@ pub enum Error {
     /// A method (built-in or plugin) failed; the message names it.
     #[error("{0}")]
     Method(String),
-    /// A loss became NaN or infinite.
-    #[error("non-finite loss at step {step} for task `{task}` ({value}); the last good checkpoint is kept. Lower the learning rate, or set train.on_nonfinite = \"skip-step\" to skip such steps")]
+    /// A loss or the update became NaN or infinite.
+    #[error("step {step}: {what}; the last good checkpoint is kept. Lower the learning rate, or set train.on_nonfinite = \"skip-step\" to skip such steps")]
     NonFinite {
         /// The training step.
         step: u64,
-        /// The task whose loss is not finite.
-        task: String,
-        /// The value.
-        value: f64,
+        /// What was not finite, naming the task.
+        what: String,
     },
     /// Anything else that failed during a run.
     #[error("{0}")]

@@ -210,11 +210,11 @@ pub(super) fn check_finite_rows(grads: &Tensor, tasks: &[String]) -> Result<()> 
 }
 
 /// `update` if it is finite; otherwise the error naming the first task with
-/// a non-finite gradient, found only then. For the methods whose update is
-/// non-finite whenever an input entry is (RGW's positive weights, GradDrop's
-/// purity), this moves the check off the common path. A non-finite update
-/// from finite gradients (an f32 overflow) is returned as it is, for the
-/// runtime's `on_nonfinite` policy.
+/// a non-finite gradient, found only then. For the stateful methods that
+/// never form the Gramian (their state must not keep a NaN: a step skipped
+/// by the runtime's `on_nonfinite` policy would not undo it), whose update
+/// is non-finite whenever an input entry is. A non-finite update from finite
+/// gradients (an f32 overflow) is returned as it is, for that policy.
 pub(super) fn finite_or_named(
     update: WeightingOutput,
     grads: &Tensor,

@@ -24,6 +24,12 @@
 //!   default: the sum of the gradients, as `ew` gives through the losses).
 //!
 //! TrimmedMean and GradDrop report no per-task weights (there are none).
+//!
+//! A NaN or infinite gradient entry makes the update of GradDrop, RGW and
+//! Constant non-finite (no check here, as in TorchJD: a check is one more
+//! read of the update); the runtime checks every update before the
+//! optimizer step and names the task. TrimmedMean checks, since its
+//! selection would sort a NaN out of sight.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema, NoKeys};
 use taskweave_plugin_api::rng::SplitMix;
@@ -37,7 +43,7 @@ use taskweave_plugin_api::{
 
 use crate::vectors::softmax;
 
-use super::combine::{check_finite_rows, checked, finite_or_named, task_names, weighted};
+use super::combine::{check_finite_rows, checked, task_names, weighted};
 
 /// The trimmed mean.
 struct TrimmedMean {
@@ -254,11 +260,10 @@ impl Weighting for GradDrop {
             .f_add(&leak.f_matmul(&grads)?)?;
         // A NaN or ±∞ entry makes its column's purity, hence σ and the
         // update there, NaN.
-        let update = WeightingOutput {
+        Ok(WeightingOutput {
             combined,
             weights: None,
-        };
-        finite_or_named(update, input_grads, &self.tasks)
+        })
     }
 }
 
@@ -314,11 +319,7 @@ impl Weighting for Rgw {
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
         let (grads, _) = checked(input, &self.tasks)?;
-        finite_or_named(
-            weighted(grads, &self.weights(input.step))?,
-            grads,
-            &self.tasks,
-        )
+        weighted(grads, &self.weights(input.step))
     }
 }
 
@@ -342,7 +343,7 @@ impl Weighting for Constant {
 
     fn weigh(&mut self, input: &WeightingInput<'_>) -> Result<WeightingOutput> {
         let (grads, _) = checked(input, &self.tasks)?;
-        finite_or_named(weighted(grads, &self.weights)?, grads, &self.tasks)
+        weighted(grads, &self.weights)
     }
 }
 

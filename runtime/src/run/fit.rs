@@ -397,17 +397,17 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
                 let weights = report.weights.as_ref().map(tensor_values).transpose()?;
                 running.add(&last_losses, weights);
             }
-            Stepped::Skipped(task, value) => {
+            Stepped::Skipped(what) => {
                 skipped += 1;
                 skipped_since_eval += 1;
                 progress.println(&format!(
-                    "step {}: skipped, loss of `{}` is {value}",
+                    "step {}: skipped, {}",
                     trainer.step_index() - 1,
-                    names[task]
+                    what.describe(&names)
                 ));
                 if skipped as f64 > max_skipped * total as f64 {
                     return Err(Error::Run(format!(
-                        "{skipped} of the run's {total} steps were skipped for non-finite losses, more than \
+                        "{skipped} of the run's {total} steps were skipped for non-finite losses or updates, more than \
                          train.max_skipped_fraction = {max_skipped} allows: its results would not mean much. \
                          The last good checkpoint is kept; lower the learning rate, or check the data"
                     )));
@@ -427,7 +427,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
                 tracing::warn!(
                     step,
                     skipped = skipped_since_eval,
-                    "{} of the last {eval_every} steps skipped for non-finite losses ({skipped} of {step} in all)",
+                    "{} of the last {eval_every} steps skipped for non-finite losses or updates ({skipped} of {step} in all)",
                     skipped_since_eval
                 );
                 skipped_since_eval = 0;
@@ -466,7 +466,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     if skipped_since_eval > 0 {
         tracing::warn!(
             skipped = skipped_since_eval,
-            "{skipped_since_eval} of the last steps skipped for non-finite losses ({skipped} of {total} in all)"
+            "{skipped_since_eval} of the last steps skipped for non-finite losses or updates ({skipped} of {total} in all)"
         );
     }
     let steps_per_second = progress.rate(trainer.step_index());

@@ -43,8 +43,38 @@ use schedule::Schedule;
 pub enum Stepped {
     /// The step ran; its report.
     Done(StepReport),
-    /// The step was skipped because of a non-finite loss (task index, value).
-    Skipped(usize, f64),
+    /// The step was skipped (`train.on_nonfinite = "skip-step"`).
+    Skipped(NonFinite),
+}
+
+/// The first non-finite number a step met; the optimizer did not step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NonFinite {
+    /// A task's loss (task index, value).
+    Loss(usize, f64),
+    /// The update the optimizer was given, with finite losses. The task is
+    /// the first whose own gradient (its loss's, over the model's
+    /// parameters) is non-finite, recomputed at the step's parameters on its
+    /// last batch; none when every task's is finite and the method's
+    /// combination of them overflowed.
+    Gradient(Option<usize>),
+}
+
+impl NonFinite {
+    /// What was non-finite, with the task named from `tasks`.
+    pub fn describe(&self, tasks: &[String]) -> String {
+        let name = |t: usize| tasks.get(t).map_or("?", String::as_str);
+        match *self {
+            NonFinite::Loss(t, value) => format!("the loss of task `{}` is {value}", name(t)),
+            NonFinite::Gradient(Some(t)) => format!(
+                "the gradient of task `{}` is not finite (its loss is finite)",
+                name(t)
+            ),
+            NonFinite::Gradient(None) => "the update is not finite, though every task's own \
+                 gradient is: the method's combination of them overflowed"
+                .to_string(),
+        }
+    }
 }
 
 /// One training run's live state.
@@ -311,15 +341,21 @@ impl Trainer {
         let result = strategy.step(&mut ops);
         let nonfinite = ops.finish()?;
         match (result, nonfinite) {
-            (_, Some((task, value))) => match self.on_nonfinite {
+            (_, Some(what)) => match self.on_nonfinite {
                 OnNonFinite::Stop => Err(Error::NonFinite {
                     step: self.step,
-                    task: self.data.tasks[task].name.clone(),
-                    value,
+                    what: what.describe(
+                        &self
+                            .data
+                            .tasks
+                            .iter()
+                            .map(|t| t.name.clone())
+                            .collect::<Vec<_>>(),
+                    ),
                 }),
                 OnNonFinite::SkipStep => {
                     self.step += 1;
-                    Ok(Stepped::Skipped(task, value))
+                    Ok(Stepped::Skipped(what))
                 }
             },
             (Ok(report), None) => {

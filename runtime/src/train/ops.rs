@@ -14,6 +14,7 @@ use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
 use crate::train::metrics::{loss_sums, task_loss};
+use crate::train::NonFinite;
 
 /// Where a step's batches come from: the training split, whose rows a
 /// diffusion pipeline's objective noises afresh.
@@ -41,8 +42,8 @@ pub struct Ops<'a> {
     /// Parameter slices changed by `perturb` and their saved values, put back
     /// by `restore`.
     saved: Vec<(Vec<Tensor>, Vec<Tensor>)>,
-    /// The first non-finite loss seen (task, value).
-    nonfinite: Option<(usize, f64)>,
+    /// The first non-finite loss or update seen.
+    nonfinite: Option<NonFinite>,
     /// `train.clip_grad_norm` (0: off).
     clip_grad_norm: f64,
 }
@@ -77,8 +78,8 @@ impl<'a> Ops<'a> {
 
     /// Ends the step: undoes a perturbation the strategy left in place (it
     /// failed half-way) and drops partial gradients of a step that saw a
-    /// non-finite loss. Returns that loss, if any.
-    pub fn finish(mut self) -> Result<Option<(usize, f64)>> {
+    /// non-finite loss or update. Returns what was non-finite, if anything.
+    pub fn finish(mut self) -> Result<Option<NonFinite>> {
         self.restore_saved()?;
         if self.nonfinite.is_some() {
             self.params.zero_grad()?;
@@ -145,6 +146,39 @@ impl Ops<'_> {
 
 fn api<T>(result: Result<T>) -> ApiResult<T> {
     result.map_err(|e| ApiError::msg(e.to_string()))
+}
+
+/// Whether every entry of `t` is finite (the largest magnitude propagates NaN).
+fn all_finite(t: &Tensor) -> ApiResult<bool> {
+    Ok(t.numel() == 0 || t.f_abs()?.f_max()?.f_double_value(&[])?.is_finite())
+}
+
+impl Ops<'_> {
+    /// The first task whose own gradient is non-finite, recomputed at the
+    /// current parameters on the step's last batch (a forward pass and one
+    /// backward pass per task, only after an update was found non-finite).
+    fn task_with_nonfinite_gradient(&mut self) -> ApiResult<Option<usize>> {
+        if self.batch.is_none() {
+            return Ok(None);
+        }
+        let losses = self.losses(false)?;
+        let tasks = self.data.tasks.len();
+        let groups: Vec<Group> = std::iter::once(Group::Shared)
+            .chain((0..tasks).map(Group::Task))
+            .collect();
+        for task in 0..tasks {
+            let last = task + 1 == tasks;
+            let grads = api(self
+                .params
+                .grads(&losses.f_get(task as i64)?, &groups, !last))?;
+            for g in &grads {
+                if !all_finite(g)? {
+                    return Ok(Some(task));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl StepOps for Ops<'_> {
@@ -250,7 +284,7 @@ impl StepOps for Ops<'_> {
                 .f_to_device(tch::Device::Cpu)?,
         )?;
         if let Some((task, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            self.nonfinite.get_or_insert((task, *value));
+            self.nonfinite.get_or_insert(NonFinite::Loss(task, *value));
             return Err(ApiError::msg(format!("non-finite loss for task {task}")));
         }
         Ok(losses)
@@ -312,8 +346,19 @@ impl StepOps for Ops<'_> {
     }
 
     fn optimizer_step(&mut self) -> ApiResult<()> {
+        // The one check of the update, whatever made it (a loss weighting's
+        // backward, a gradient weighting, a plugin strategy): one BLAS dot,
+        // non-finite when an entry is (or, rarely, when the squares overflow
+        // f32: told apart only then). The weightings that never form the
+        // Gramian leave it to this (TorchJD makes none).
+        let grad = self.params.grad().shallow_clone();
+        if !grad.f_dot(&grad)?.f_double_value(&[])?.is_finite() && !all_finite(&grad)? {
+            let task = self.task_with_nonfinite_gradient()?;
+            self.nonfinite.get_or_insert(NonFinite::Gradient(task));
+            return Err(ApiError::msg("the update is not finite"));
+        }
+        // After the check: naming the task differentiates again.
         let _guard = tch::no_grad_guard();
-        let grad = self.params.grad();
         if self.clip_grad_norm > 0.0 {
             // torch.nn.utils.clip_grad_norm_: one L2 norm over every trainable value.
             let norm = grad.f_norm()?.f_double_value(&[])?;
@@ -322,7 +367,7 @@ impl StepOps for Ops<'_> {
                 let _ = grad.shallow_clone().f_mul_scalar_(scale)?;
             }
         }
-        api(self.optimizer.step(self.params.data(), grad))?;
+        api(self.optimizer.step(self.params.data(), &grad))?;
         api(self.params.zero_grad())
     }
 

@@ -152,6 +152,12 @@ impl FlatParams {
         if inputs.is_empty() {
             return Ok(Tensor::f_zeros([0], (Kind::Float, self.data.device()))?);
         }
+        // libtorch dereferences the missing graph of such a loss (a segfault).
+        if !loss.requires_grad() {
+            return Err(Error::Method(
+                "a gradient of a loss that does not require grad (computed under no_grad?)".into(),
+            ));
+        }
         let grads = Tensor::f_run_backward(&[loss], &inputs, retain_graph, false)?;
         let flat: Vec<Tensor> = grads
             .into_iter()
@@ -326,5 +332,8 @@ mod tests {
         assert!(flat
             .set_grad(Group::Shared, &Tensor::from_slice(&[1.0f32]))
             .is_err());
+        let detached = tch::no_grad(|| (&ts * &th0).sum(Kind::Float));
+        assert!(flat.grads(&detached, &[Group::Shared], false).is_err());
+        assert!(flat.backward(&detached).is_err());
     }
 }
