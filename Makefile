@@ -50,6 +50,7 @@ bench: build census qm9 images
 	$(VENV)/bin/python bench/peer_meta_rtl.py
 	$(VENV)/bin/python bench/peer_decode.py
 	$(VENV)/bin/python bench/peer_dtrn.py
+	$(VENV)/bin/python bench/peer_taskexpert.py
 
 venv: $(VENV_STAMP)
 

@@ -43,6 +43,7 @@ pub mod compile;
 mod device;
 mod error;
 mod kernels;
+pub mod nccl;
 mod ops;
 mod shim;
 

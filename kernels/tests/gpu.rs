@@ -442,3 +442,37 @@ fn nvrtc_output_for_this_device_goes_to_the_disk_cache() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_one_rank_nccl_communicator_sums_and_broadcasts_in_place() {
+    use taskweave_kernels::nccl::{self, Communicator};
+    let Some(dev) = cuda() else { return };
+    let id = nccl::unique_id().unwrap();
+    let mut comm = Communicator::join(&id, 0, 1, 0).unwrap();
+    assert_eq!(comm.size(), 1);
+    tch::manual_seed(5);
+    for kind in [Kind::Float, Kind::Double, Kind::BFloat16, Kind::Half] {
+        let t = Tensor::randn([1000, 37], (kind, dev));
+        let before = t.copy();
+        comm.all_sum_(&t).unwrap();
+        comm.broadcast_(&t).unwrap();
+        assert!(bit_equal(&t, &before), "{kind:?}");
+    }
+    let ints = Tensor::arange(100, (Kind::Int64, dev));
+    comm.all_sum_(&ints).unwrap();
+    assert!(ints.equal(&Tensor::arange(100, (Kind::Int64, dev))));
+    // A strided view: summed through a contiguous copy, written back.
+    let base = Tensor::randn([64, 64], (Kind::Float, dev));
+    let column = base.narrow(1, 3, 1);
+    let before = base.copy();
+    comm.all_sum_(&column).unwrap();
+    assert!(bit_equal(&base, &before));
+    // Refused: a CPU tensor, an unsupported dtype, a rank beyond the size.
+    assert!(comm
+        .all_sum_(&Tensor::ones([3], (Kind::Float, Device::Cpu)))
+        .is_err());
+    assert!(comm
+        .all_sum_(&Tensor::ones([3], (Kind::Bool, dev)))
+        .is_err());
+    assert!(Communicator::join(&id, 1, 1, 0).is_err());
+}

@@ -50,3 +50,22 @@ fn the_shim_loads_and_reports_errors_as_values_without_a_gpu() {
     assert!(e.to_string().contains("expandable_segmets"), "{e}");
     eprintln!("{e}");
 }
+
+#[test]
+fn nccl_loads_with_libtorchs_cuda_build_and_makes_ids_or_says_why() {
+    match taskweave_kernels::nccl::nccl_version() {
+        // The nvidia-nccl wheel torch 2.11 pins is 2.28.
+        Ok(version) => {
+            assert!(version >= 22800, "{version}");
+            eprintln!("nccl {version}");
+            // Making an id needs no GPU (it names a bootstrap socket).
+            let ids = [(); 2].map(|_| taskweave_kernels::nccl::unique_id().unwrap());
+            assert_ne!(ids[0], ids[1]);
+        }
+        Err(e) => {
+            assert!(matches!(e, Error::NoCuda { .. }), "{e}");
+            assert!(e.to_string().contains("NCCL library"), "{e}");
+            eprintln!("{e}");
+        }
+    }
+}

@@ -98,8 +98,9 @@ pub fn cuda_available() -> bool {
     cuda_unavailable().is_none()
 }
 
-/// The device `run.device` names: `auto` (CUDA device 0 when present, else the
-/// CPU), `cpu`, `cuda` (device 0) or `cuda:N`.
+/// The device `run.device` names: `auto` (a CUDA device when present, else the
+/// CPU), `cpu`, `cuda` or `cuda:N`. `auto` and `cuda` mean device 0, or under
+/// `mpirun` one device per rank of each machine ([`crate::dist::rank_device`]).
 pub fn resolve(name: &str) -> Result<Device> {
     let cuda = |n: usize| {
         if let Some(why) = cuda_unavailable() {
@@ -115,12 +116,10 @@ pub fn resolve(name: &str) -> Result<Device> {
     };
     match name {
         "cpu" => Ok(Device::Cpu),
-        "auto" => Ok(if cuda_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
-        "cuda" => cuda(0),
+        "auto" if !cuda_available() => Ok(Device::Cpu),
+        "auto" | "cuda" => cuda(crate::dist::rank_device(
+            tch::Cuda::device_count().max(0) as usize
+        )),
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => cuda(n),
             None => Err(Error::Input(format!(

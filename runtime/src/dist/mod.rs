@@ -10,9 +10,11 @@
 //! weighting on the same numbers.
 //!
 //! MPI comes from the system's Open MPI through the `mpi` crate, behind the
-//! cargo feature `mpi` (the Makefile enables it where `mpicc` exists). Tensors
-//! on a GPU travel through host memory: correct, not fast (NCCL is not wired
-//! in; see the README).
+//! cargo feature `mpi` (the Makefile enables it where `mpicc` exists). On
+//! GPUs, one per rank, the sums go through NCCL (`taskweave_kernels::nccl`,
+//! its id broadcast over MPI) on libtorch's current stream; where NCCL cannot
+//! be used on every rank (not loadable, or more ranks than GPUs on a
+//! machine), CUDA tensors travel through host memory: correct, not fast.
 //!
 //! Every collective is called by every rank in the same order. A rank that
 //! fails ends the whole job ([`abort`]) rather than leaving the others
@@ -23,8 +25,9 @@ mod mpi;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
+use taskweave_kernels::nccl::{self, Communicator};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -66,6 +69,31 @@ fn launched_size() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// This process's place among the ranks on its machine and their number
+/// (Open MPI's `OMPI_COMM_WORLD_LOCAL_RANK` / `_LOCAL_SIZE`, else MPICH's
+/// `MPI_LOCALRANKID` / `MPI_LOCALNRANKS`); (0, 1) outside a launcher.
+pub fn local_rank() -> (usize, usize) {
+    let read = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
+    };
+    match (
+        read(["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]),
+        read(["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]),
+    ) {
+        (Some(rank), Some(size)) if rank < size => (rank, size),
+        _ => (0, 1),
+    }
+}
+
+/// The CUDA device of this rank when `run.device` asks for "the" GPU
+/// (`cuda` or `auto`) and `count` exist: one per rank on each machine, in
+/// local rank order (wrapping around when the ranks outnumber the GPUs).
+pub fn rank_device(count: usize) -> usize {
+    local_rank().0 % count.max(1)
 }
 
 /// Holds MPI initialised; dropping it finalises MPI (after the last collective).
@@ -151,10 +179,21 @@ impl World {
     }
 
     /// Replaces `t` (float32, float64 or int64, any device) in place by its
-    /// element-wise sum over the ranks. Every rank receives the same bits.
+    /// element-wise sum over the ranks. Every rank receives the same bits
+    /// (MPI's all-reduce, or NCCL's, which reduces each element once and
+    /// hands every rank that result).
     pub fn sum_(&self, t: &Tensor) -> Result<()> {
         if self.size == 1 {
             return Ok(());
+        }
+        if let Device::Cuda(ordinal) = t.device() {
+            if let Some(comm) = self.nccl(ordinal)? {
+                count(t.numel() * t.kind().elt_size_in_bytes());
+                let mut comm = comm.lock().unwrap_or_else(|p| p.into_inner());
+                return comm
+                    .all_sum_(t)
+                    .map_err(|e| Error::Run(format!("summing over the ranks: {e}")));
+            }
         }
         let flat = t.f_detach()?.f_reshape([-1])?.f_to_device(Device::Cpu)?;
         let summed = match t.kind() {
@@ -233,6 +272,50 @@ impl World {
         return mpi::gather_rows(part);
         #[cfg(not(feature = "mpi"))]
         needs_mpi()
+    }
+
+    /// The NCCL communicator of the ranks' GPUs, set up by the first sum of a
+    /// CUDA tensor (every rank makes that call at the same point): `None`
+    /// when some rank cannot use NCCL, agreed by all so that none waits in a
+    /// collective the others skip.
+    fn nccl(&self, ordinal: usize) -> Result<Option<&'static Mutex<Communicator>>> {
+        static COMM: OnceLock<Option<Mutex<Communicator>>> = OnceLock::new();
+        if let Some(comm) = COMM.get() {
+            return Ok(comm.as_ref());
+        }
+        let (_, local_ranks) = local_rank();
+        let gpus = tch::Cuda::device_count().max(0) as usize;
+        let why_not = match nccl::nccl_version() {
+            Err(e) => Some(e.to_string()),
+            Ok(_) if local_ranks > gpus => Some(format!(
+                "{local_ranks} ranks share {gpus} GPU(s) on one machine, and NCCL needs a GPU per rank"
+            )),
+            Ok(_) => None,
+        };
+        let usable = self.sum(vec![i64::from(why_not.is_none())])?[0] == self.size as i64;
+        let comm = if usable {
+            // Rank 0 makes the id; the others receive it over MPI.
+            let mine = match self.is_root() {
+                true => nccl::unique_id().map_err(|e| Error::Run(e.to_string()))?,
+                false => [0; 128],
+            };
+            let shared = Tensor::from_slice(&mine);
+            self.broadcast_(&shared)?;
+            let id: nccl::UniqueId = Vec::<u8>::try_from(&shared)?
+                .try_into()
+                .map_err(|_| Error::Run("the NCCL id arrived truncated".into()))?;
+            let comm = Communicator::join(&id, self.rank, self.size, ordinal)
+                .map_err(|e| Error::Run(format!("joining the ranks' NCCL communicator: {e}")))?;
+            tracing::info!("gradient sums over the ranks through NCCL");
+            Some(Mutex::new(comm))
+        } else {
+            tracing::warn!(
+                "sums of GPU tensors over the ranks go through host memory (slow): {}",
+                why_not.as_deref().unwrap_or("another rank cannot use NCCL")
+            );
+            None
+        };
+        Ok(COMM.get_or_init(|| comm).as_ref())
     }
 
     /// The element-wise sum of `values` over the ranks.
