@@ -143,7 +143,25 @@ pub(super) fn weighted(grads: &Tensor, coefficients: &[f64]) -> Result<Weighting
         kind => Tensor::f_from_slice(coefficients)?.f_to_kind(kind)?,
     }
     .f_to_device(grads.device())?;
-    let combined = weights.f_matmul(&grads.f_detach()?)?;
+    let grads = grads.f_detach()?;
+    // Rows with a zero coefficient add exactly zero (after the Gramian's
+    // check their entries are finite; a task Constant weighs 0 does not
+    // count even with a NaN row), so where most coefficients are zero
+    // (Krum's selected rows, MGDA's zeros) only the others are read.
+    let used: Vec<i64> = (0..coefficients.len() as i64)
+        .filter(|&i| coefficients[i as usize] != 0.0)
+        .collect();
+    let combined = match used.as_slice() {
+        [i] => grads.f_select(0, *i)?.f_mul(&weights.f_get(*i)?)?,
+        [] => weights.f_matmul(&grads)?,
+        some if some.len() <= coefficients.len() / 2 => {
+            let rows = Tensor::f_from_slice(some)?.f_to_device(grads.device())?;
+            weights
+                .f_index_select(0, &rows)?
+                .f_matmul(&grads.f_index_select(0, &rows)?)?
+        }
+        _ => weights.f_matmul(&grads)?,
+    };
     Ok(WeightingOutput {
         combined,
         weights: Some(weights),
@@ -381,6 +399,32 @@ mod tests {
             Vec::<f32>::try_from(&out.weights.unwrap()).unwrap(),
             vec![1.0, 2.0]
         );
+    }
+
+    #[test]
+    fn mostly_zero_coefficients_read_only_their_rows_and_agree_with_the_product() {
+        let mut rng = SplitMix::at(3, 0);
+        for kind in [Kind::Float, Kind::Double] {
+            let grads = tensor_of(&random_grads(&mut rng, 7, 1000), kind);
+            for coefficients in [
+                vec![0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0],
+                vec![0.0, 1.5, 0.0, 0.0, -0.25, 0.0, 0.0],
+                vec![0.0, 1.5, 2.0, 0.0, -0.25, 0.0, 0.0],
+                vec![1.0, 1.5, 2.0, 0.0, -0.25, 0.0, 3.0],
+                vec![0.0; 7],
+            ] {
+                let out = weighted(&grads, &coefficients).unwrap();
+                let dense = out.weights.as_ref().unwrap().matmul(&grads);
+                let err = (&out.combined - &dense).abs().max().double_value(&[]);
+                let scale = dense.abs().max().double_value(&[]).max(1.0);
+                assert!(err <= 1e-6 * scale, "{kind:?} {coefficients:?}: {err}");
+                assert_eq!(out.combined.size(), [1000]);
+                assert_eq!(out.combined.kind(), kind);
+            }
+            // One row: exactly that row times its coefficient.
+            let one = weighted(&grads, &[0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]).unwrap();
+            assert!(one.combined.equal(&(grads.get(2) * 0.5)));
+        }
     }
 
     #[test]

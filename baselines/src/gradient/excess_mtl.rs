@@ -28,7 +28,7 @@ use taskweave_plugin_api::{
     WeightingInput, WeightingKind, WeightingOutput,
 };
 
-use super::combine::{check_finite_rows, checked, finite_or_named, task_names, weighted};
+use super::combine::{check_finite_rows, checked, task_names, weighted};
 use crate::vectors::{load_vector, softmax};
 
 /// Added under the square root and to the normaliser, as the reference.
@@ -46,13 +46,33 @@ struct ExcessMtl {
     squares: Option<Tensor>,
     /// `B ≥ max S`.
     bound: f64,
-    /// Two `[T, P]` f64 work matrices, kept across steps (not state).
+    /// Two `[T, P]` work matrices in `S`'s precision, kept across steps (not state).
     scratch: Option<(Tensor, Tensor)>,
     weights: Vec<f64>,
     /// The warm-up sum of `r`, then (from the first step after it) `r⁰`.
     reference: Vec<f64>,
     /// Steps seen.
     steps: u64,
+}
+
+impl ExcessMtl {
+    /// The two work matrices, (re)made for `shape`, `precision` and `device`.
+    fn scratch(
+        &mut self,
+        shape: &[i64],
+        precision: Kind,
+        device: taskweave_plugin_api::tch::Device,
+    ) -> Result<(&mut Tensor, &mut Tensor)> {
+        let fits = |(a, _): &(Tensor, Tensor)| {
+            a.kind() == precision && a.device() == device && a.size() == shape
+        };
+        if !self.scratch.as_ref().is_some_and(fits) {
+            let zeros = || Tensor::f_zeros(shape, (precision, device));
+            self.scratch = Some((zeros()?, zeros()?));
+        }
+        let (a, b) = self.scratch.as_mut().expect("made above");
+        Ok((a, b))
+    }
 }
 
 impl Weighting for ExcessMtl {
@@ -73,30 +93,36 @@ impl Weighting for ExcessMtl {
             )));
         }
         let device = grads.device();
-        let largest = grads
-            .f_amax([0, 1].as_slice(), false)?
-            .f_double_value(&[])?;
-        let smallest = grads
-            .f_amin([0, 1].as_slice(), false)?
-            .f_double_value(&[])?;
-        if !(largest.is_finite() && smallest.is_finite()) {
+        let g = grads.f_detach()?;
+        // G∘G in S's precision; its largest entry both bounds S's growth and
+        // checks G (NaN propagates, ±∞ squares to ∞): no extra pass over G.
+        // Where it is not finite in f32 (NaN, ∞, or an entry beyond about
+        // 1e19), the step is redone in f64, where only NaN or ∞ stay so.
+        let mut precision = match self.squares.as_ref().map(Tensor::kind) {
+            Some(Kind::Double) => Kind::Double,
+            _ if g.f_kind()? == Kind::Double => Kind::Double,
+            _ => Kind::Float,
+        };
+        let largest = loop {
+            let (squared, _) = self.scratch(&shape, precision, device)?;
+            if g.f_kind()? == precision {
+                let _ = g.f_square_out(squared)?;
+            } else {
+                squared.f_copy_(&g)?;
+                let _ = squared.f_square_()?;
+            }
+            let largest = squared.f_max()?.f_double_value(&[])?;
+            let overflows = !largest.is_finite() || self.bound + largest > F32_SAFE;
+            if precision == Kind::Double || !overflows {
+                break largest;
+            }
+            precision = Kind::Double;
+        };
+        if !largest.is_finite() {
             // Named before the state takes in a NaN.
             check_finite_rows(grads, &self.tasks)?;
         }
-        self.bound += largest.abs().max(smallest.abs()).powi(2);
-        let precision = match self.squares.as_ref().map(Tensor::kind) {
-            Some(Kind::Double) => Kind::Double,
-            _ if grads.f_kind()? == Kind::Double || self.bound > F32_SAFE => Kind::Double,
-            _ => Kind::Float,
-        };
-        let zeros = || Tensor::f_zeros(shape.as_slice(), (precision, device));
-        if self
-            .scratch
-            .as_ref()
-            .is_none_or(|(a, _)| a.kind() != precision || a.device() != device)
-        {
-            self.scratch = Some((zeros()?, zeros()?));
-        }
+        self.bound += largest;
         let squares = match &mut self.squares {
             // A resumed state is loaded on the CPU; a promotion changes the kind.
             Some(s) => {
@@ -105,17 +131,12 @@ impl Weighting for ExcessMtl {
                 }
                 s
             }
-            None => self.squares.insert(zeros()?),
+            None => self
+                .squares
+                .insert(Tensor::f_zeros(shape.as_slice(), (precision, device))?),
         };
         // In-place ops return their tensor again: the `let _` drop those handles.
-        let (squared, curvature) = self.scratch.as_mut().expect("allocated above");
-        let g = grads.f_detach()?;
-        if g.f_kind()? == precision {
-            let _ = g.f_square_out(squared)?;
-        } else {
-            squared.f_copy_(&g)?;
-            let _ = squared.f_square_()?;
-        }
+        let (squared, curvature) = self.scratch.as_mut().expect("made above");
         let _ = squares.f_add_(squared)?;
         let _ = squares.f_add_scalar_out(curvature, EPS)?;
         let _ = curvature.f_sqrt_()?;
@@ -156,7 +177,9 @@ impl Weighting for ExcessMtl {
             self.weights = softmax(&logits);
         }
         self.steps += 1;
-        finite_or_named(weighted(grads, &self.weights)?, grads, &self.tasks)
+        // G was checked finite above; an overflow of the update itself is
+        // the runtime's to catch, as for every update.
+        weighted(grads, &self.weights)
     }
 
     fn state(&self) -> Result<State> {
@@ -275,6 +298,34 @@ mod tests {
                 let b = weigh(&mut *resumed, step, &g, None).unwrap();
                 assert!(a.combined.equal(&b.combined), "stop {stop} step {step}");
             }
+        }
+    }
+
+    #[test]
+    fn squares_beyond_f32_move_the_state_to_f64_and_a_nan_leaves_it_alone() {
+        // 1e20² overflows f32: S is kept in f64 from then on, and the
+        // weights are those of the same gradients given in f64.
+        let grads = vec![vec![1e20, 1.0, 0.0], vec![0.5, -2.0, 3.0]];
+        let mut narrow = create("excess-mtl", json!({}), &context(2, 0));
+        let mut wide = create("excess-mtl", json!({}), &context(2, 0));
+        for step in 0..3 {
+            let a = weigh(&mut *narrow, step, &tensor_of(&grads, Kind::Float), None).unwrap();
+            let b = weigh(&mut *wide, step, &tensor_of(&grads, Kind::Double), None).unwrap();
+            let (wa, wb) = (values(&a.weights.unwrap()), values(&b.weights.unwrap()));
+            for (x, y) in wa.iter().zip(&wb) {
+                assert!((x - y).abs() < 1e-6, "step {step}: {wa:?} vs {wb:?}");
+            }
+        }
+        let state = narrow.state().unwrap();
+        assert!(state.tensors.iter().all(|(_, t)| t.kind() == Kind::Double));
+        let nan = vec![vec![1.0, 1.0, 0.0], vec![f64::NAN, -2.0, 3.0]];
+        let err = weigh(&mut *narrow, 3, &tensor_of(&nan, Kind::Float), None)
+            .err()
+            .expect("a NaN gradient is an error");
+        assert!(err.to_string().contains("task `task1` (row 1)"), "{err}");
+        let after = narrow.state().unwrap();
+        for ((_, x), (_, y)) in state.tensors.iter().zip(&after.tensors) {
+            assert!(x.equal(y), "the failed step changed the state");
         }
     }
 
