@@ -220,6 +220,9 @@ gpu-bundle: build
 	$(CARGO) test --release -p taskweave-baselines --lib --no-run --message-format=json 2>/dev/null \
 	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["lib"]]' \
 	  | xargs -I{} cp {} dist/gpu/bin/baselines-tests
+	$(CARGO) bench --no-run -p taskweave-tests --bench weightings --message-format=json 2>/dev/null \
+	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["bench"]]' \
+	  | xargs -I{} cp {} dist/gpu/bin/weightings-bench
 	cp plugins/*.so dist/gpu/plugins/
 	cp pipelines/quickstart.toml pipelines/sam-mtl.toml pipelines/behaviours-dtrn.toml pipelines/diffusion-2d.toml dist/gpu/pipelines/
 	mkdir -p dist/gpu/bench && cp bench/quiet.py bench/runs.py bench/peer_quickstart.py bench/sam_torch.py dist/gpu/bench/

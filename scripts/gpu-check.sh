@@ -9,7 +9,8 @@
 # (outputs poisoned with NaN first; fp32 rel. error <= 1e-5, bf16 <= 1e-2),
 # 3. the quickstart and SAM-MTL pipelines on cuda:0 (memory statistics, a
 # memory cap that is honoured and named), 4. the kernel benchmark (bandwidth
-# vs 4.3 TB/s, speed-up over the eager libtorch composite), 5. training
+# vs 4.3 TB/s, speed-up over the eager libtorch composite) and one call of
+# every gradient weighting (tests/benches/weightings.rs), 5. training
 # steps/s against plain PyTorch on the same GPU (bench/peer_quickstart.py,
 # bench/sam_torch.py), 6. the later methods' pipelines that need no data
 # files (DTRN, diffusion) on cuda:0, and TaskExpert where the bundle
@@ -82,6 +83,12 @@ step memory-cap memory-cap.log fails_naming "run.gpu_memory_fraction = " \
 # The SAM-MTL run also sets allocator options through c10 (run.cuda_allocator).
 step pipeline-sam-mtl pipeline-sam-mtl.log train sam-mtl --set 'run.cuda_allocator="expandable_segments:True"'
 step kernel-bench kernel-bench.txt "$bin/kernel-bench" --json "$out/kernel-bench.json"
+# Every gradient weighting on cuda:0 (their Gramian through the kernel) beside
+# cuBLAS's G Gᵀ + w G: QM9's shape, then 8 M columns. 300 ms per method.
+for p in 75008 8000000; do
+    step "weightings-$p" "weightings-$p.txt" env BENCH_PARAMS=$p \
+        "$bin/weightings-bench" --time-only --out "$out/weightings-$p.json" --budget-ms 300
+done
 step peer-quickstart peer-quickstart.txt env BENCH_ROUNDS=3 "$py" "$here/bench/peer_quickstart.py" 3000
 step peer-sam-mtl peer-sam-mtl.txt env BENCH_ROUNDS=3 "$py" "$here/bench/sam_torch.py" 2000 200
 step pipeline-dtrn pipeline-dtrn.log train behaviours-dtrn --set train.steps=500 --set eval.every=250

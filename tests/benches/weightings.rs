@@ -30,6 +30,12 @@
 //! FILE [--budget-ms MS]` it only times (to FILE): the Python script runs it
 //! that way in rounds alternating with its own, so both see the same machine.
 //! `BENCH_THREADS=N` sets libtorch's intra-op threads (default: libtorch's).
+//!
+//! On a GPU (scripts/gpu-check.sh): `BENCH_DEVICE=cuda:0` (or `cpu`) with
+//! `--time-only` times every method on that device (on CUDA a device
+//! synchronisation ends each timed call), adds `floor` (libtorch's `G Gᵀ`
+//! plus `w G`, cuBLAS on CUDA) and prints the table; `BENCH_PARAMS=P` sets
+//! the number of columns (the same generator, longer rows).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -38,7 +44,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use taskweave::{Config, Runtime};
 use taskweave_plugin_api::rng::SplitMix;
-use taskweave_plugin_api::tch::{self, Kind, Tensor};
+use taskweave_plugin_api::tch::{self, Device, Kind, Tensor};
 use taskweave_plugin_api::{aggregate, MethodContext, Role, Weighting};
 
 const TASKS: usize = 11;
@@ -88,11 +94,12 @@ fn methods() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// The gradients `[T, P]` (f32) and losses `[T]` (f32) described above.
-fn inputs() -> (Tensor, Tensor) {
+/// The gradients `[T, P]` (f32) and losses `[T]` (f32) described above, with
+/// `params` columns.
+fn inputs(params: usize) -> (Tensor, Tensor) {
     let mut rng = SplitMix::at(INPUT_SEED, 0);
-    let shared: Vec<f64> = (0..PARAMS).map(|_| rng.normal()).collect();
-    let mut rows = Vec::with_capacity(TASKS * PARAMS);
+    let shared: Vec<f64> = (0..params).map(|_| rng.normal()).collect();
+    let mut rows = Vec::with_capacity(TASKS * params);
     for _ in 0..TASKS {
         let a = -0.6 + 1.6 * rng.uniform();
         let s = (0.5 * rng.normal()).exp();
@@ -107,26 +114,31 @@ fn inputs() -> (Tensor, Tensor) {
         .map(|_| (0.5 + 1.5 * rng.uniform()) as f32)
         .collect();
     (
-        Tensor::from_slice(&rows).reshape([TASKS as i64, PARAMS as i64]),
+        Tensor::from_slice(&rows).reshape([TASKS as i64, params as i64]),
         Tensor::from_slice(&losses),
     )
 }
 
-fn context(tasks: usize, table: &Value) -> MethodContext {
+fn context(tasks: usize, table: &Value, device: Device) -> MethodContext {
     MethodContext {
         tasks: (0..tasks)
             .map(|t| format!("task{t}").as_str().into())
             .collect(),
-        device: "cpu".into(),
+        device: match device {
+            Device::Cuda(n) => format!("cuda:{n}"),
+            _ => "cpu".into(),
+        }
+        .as_str()
+        .into(),
         seed: RUN_SEED,
         weighting: table.to_string().as_str().into(),
         ..Default::default()
     }
 }
 
-fn create(runtime: &Runtime, table: &Value, tasks: usize) -> Box<dyn Weighting> {
+fn create(runtime: &Runtime, table: &Value, tasks: usize, device: Device) -> Box<dyn Weighting> {
     let method = runtime
-        .create_method(Role::Weighting, table, &context(tasks, table))
+        .create_method(Role::Weighting, table, &context(tasks, table, device))
         .unwrap_or_else(|e| panic!("creating {table}: {e}"));
     method
         .into_weighting()
@@ -145,12 +157,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Per-call times in µs: `WARMUP` calls, then calls until `budget_ms` has
 /// passed (at least `MIN_SAMPLES`, at most `MAX_SAMPLES`). `setup` runs
-/// before each call, untimed.
+/// before each call, untimed; on CUDA each timed call ends with a
+/// synchronisation of `device`.
 fn time_calls<S>(
     budget_ms: f64,
+    device: Device,
     mut setup: impl FnMut() -> S,
     mut call: impl FnMut(S, u64),
 ) -> Vec<f64> {
+    let sync = || {
+        if let Device::Cuda(n) = device {
+            tch::Cuda::synchronize(n as i64);
+        }
+    };
     const WARMUP: u64 = 10;
     const MIN_SAMPLES: usize = 25;
     const MAX_SAMPLES: usize = 2000;
@@ -165,8 +184,10 @@ fn time_calls<S>(
     {
         step += 1;
         let state = setup();
+        sync();
         let t0 = Instant::now();
         call(state, step);
+        sync();
         samples.push(t0.elapsed().as_secs_f64() * 1e6);
     }
     samples
@@ -178,6 +199,7 @@ fn time_all(
     losses: &Tensor,
     budget_ms: f64,
 ) -> Vec<(&'static str, Vec<f64>)> {
+    let device = grads.device();
     methods()
         .into_iter()
         .map(|(label, table)| {
@@ -185,15 +207,17 @@ fn time_all(
                 // A fresh instance per call, created untimed.
                 time_calls(
                     budget_ms,
-                    || create(runtime, &table, TASKS),
+                    device,
+                    || create(runtime, &table, TASKS, device),
                     |mut w, step| {
                         black_box(aggregate(w.as_mut(), step, losses, grads).unwrap());
                     },
                 )
             } else {
-                let mut w = create(runtime, &table, TASKS);
+                let mut w = create(runtime, &table, TASKS, device);
                 time_calls(
                     budget_ms,
+                    device,
                     || (),
                     |(), step| {
                         black_box(aggregate(w.as_mut(), step, losses, grads).unwrap());
@@ -247,16 +271,45 @@ fn main() {
         tch::set_num_threads(threads.parse().expect("BENCH_THREADS: a number of threads"));
     }
     let runtime = Runtime::new(&Config::new());
-    let (grads, losses) = inputs();
 
     if args.iter().any(|a| a == "--time-only") {
         let out = PathBuf::from(arg("--out").expect("--time-only needs --out FILE"));
-        write_json(
-            &out,
-            &timings_json(&time_all(&runtime, &grads, &losses, budget_ms)),
-        );
+        let named = std::env::var("BENCH_DEVICE");
+        let device = match named.as_deref() {
+            Err(_) | Ok("cpu") => Device::Cpu,
+            Ok(name) => Device::Cuda(
+                name.strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .expect("BENCH_DEVICE: cpu or cuda:N"),
+            ),
+        };
+        let params = std::env::var("BENCH_PARAMS").map_or(PARAMS, |p| {
+            p.parse().expect("BENCH_PARAMS: a number of columns")
+        });
+        let (grads, losses) = inputs(params);
+        let (grads, losses) = (grads.to_device(device), losses.to_device(device));
+        let mut timings = time_all(&runtime, &grads, &losses, budget_ms);
+        if named.is_ok() {
+            let weights = Tensor::ones([TASKS as i64], (Kind::Float, device));
+            let floor = time_calls(
+                budget_ms,
+                device,
+                || (),
+                |(), _| {
+                    drop(black_box(grads.matmul(&grads.tr())));
+                    drop(black_box(weights.matmul(&grads)));
+                },
+            );
+            timings.push(("floor", floor));
+            print_table(&timings, &format!("{device:?}"), params);
+        }
+        let mut report = timings_json(&timings);
+        report["device"] = json!(format!("{device:?}"));
+        report["params"] = json!(params);
+        write_json(&out, &report);
         return;
     }
+    let (grads, losses) = inputs(PARAMS);
 
     let dir = out_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -269,7 +322,13 @@ fn main() {
         if label.ends_with("(cold)") {
             continue;
         }
-        let out = aggregate(create(&runtime, &table, TASKS).as_mut(), 0, &losses, &grads).unwrap();
+        let out = aggregate(
+            create(&runtime, &table, TASKS, Device::Cpu).as_mut(),
+            0,
+            &losses,
+            &grads,
+        )
+        .unwrap();
         updates.push((format!("update/{label}"), out.combined));
         if let Some(w) = out.weights {
             updates.push((format!("weights/{label}"), w.to_kind(Kind::Float)));
@@ -278,7 +337,7 @@ fn main() {
     // PCGrad on the first two tasks: with T = 2 the order cannot matter.
     let two = grads.narrow(0, 0, 2);
     let out = aggregate(
-        create(&runtime, &json!({"kind": "pcgrad"}), 2).as_mut(),
+        create(&runtime, &json!({"kind": "pcgrad"}), 2, Device::Cpu).as_mut(),
         0,
         &losses.narrow(0, 0, 2),
         &two,
@@ -299,17 +358,21 @@ fn main() {
     let json_path = dir.join("taskweave.json");
     write_json(&json_path, &report);
 
+    print_table(&timings, "CPU", PARAMS);
+    println!("inputs, updates and timings: {}", json_path.display());
+}
+
+fn print_table(timings: &[(&str, Vec<f64>)], device: &str, params: usize) {
     println!(
-        "weighting calls in taskweave, T = {TASKS}, P = {PARAMS}, CPU, {} threads",
+        "weighting calls in taskweave, T = {TASKS}, P = {params}, {device}, {} threads",
         tch::get_num_threads()
     );
     println!("{:18} {:>12} {:>8}", "method", "median (µs)", "calls");
-    for (label, samples) in &timings {
+    for (label, samples) in timings {
         println!(
             "{label:18} {:>12.1} {:>8}",
             median(samples.clone()),
             samples.len()
         );
     }
-    println!("inputs, updates and timings: {}", json_path.display());
 }
