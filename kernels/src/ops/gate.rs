@@ -132,7 +132,9 @@ pub(crate) fn cuda(
     let vec4 = i32::from(
         d % 4 == 0 && aligned(&experts) && aligned(&out) && memory.as_ref().is_none_or(aligned),
     );
-    let grid = r.min(dev.sm_count as i64 * 16) as u32;
+    // A warp per token, grid-stride.
+    let warps = BLOCK as i64 / 32;
+    let grid = ((r + warps - 1) / warps).min(dev.sm_count as i64 * 16) as u32;
     let f = dev.function(&GATE, &format!("gate_mix_{sfx}"), cache)?;
     let stream = dev.stream()?;
     let elt = kind.elt_size_in_bytes() as u64;
