@@ -223,6 +223,8 @@ gpu-bundle: build
 	$(CARGO) bench --no-run -p taskweave-tests --bench weightings --message-format=json 2>/dev/null \
 	  | $(VENV)/bin/python -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["kind"] == ["bench"]]' \
 	  | xargs -I{} cp {} dist/gpu/bin/weightings-bench
+	# The pipelines above drop cargo's status: a binary that did not build is missing here.
+	test -x dist/gpu/bin/kernel-tests && test -x dist/gpu/bin/baselines-tests && test -x dist/gpu/bin/weightings-bench
 	cp plugins/*.so dist/gpu/plugins/
 	cp pipelines/quickstart.toml pipelines/sam-mtl.toml pipelines/behaviours-dtrn.toml pipelines/diffusion-2d.toml dist/gpu/pipelines/
 	mkdir -p dist/gpu/bench && cp bench/quiet.py bench/runs.py bench/peer_quickstart.py bench/sam_torch.py dist/gpu/bench/

@@ -98,6 +98,9 @@ pub enum Error {
     /// The c10 shim library is missing or failed.
     #[error("torch shim: {0}")]
     Shim(String),
+    /// An NCCL call failed (the library itself missing is [`Error::NoCuda`]).
+    #[error("nccl: {0}")]
+    Nccl(String),
 }
 
 /// The crate's result type.

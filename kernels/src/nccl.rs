@@ -7,7 +7,7 @@
 //! than through cudarc's NCCL bindings: cudarc's loader tries `libnccl.so`
 //! and `libnccl.so.<CUDA major>` but never `libnccl.so.2`, the only name the
 //! wheel ships. A process without it gets [`Error::NoCuda`], and the caller
-//! falls back to its host-memory path.
+//! falls back to its host-memory path; a failing NCCL call is [`Error::Nccl`].
 //!
 //! Ranks meet through a [`UniqueId`] that one rank makes and hands to the
 //! others by any means (taskweave broadcasts it over MPI). Collectives are
@@ -127,9 +127,10 @@ impl Nccl {
         }
         // SAFETY: NCCL returns a static string for every code.
         let message = unsafe { CStr::from_ptr((self.error_string)(code)) };
-        Err(Error::NoCuda {
-            reason: format!("nccl: {what}: {} (code {code})", message.to_string_lossy()),
-        })
+        Err(Error::Nccl(format!(
+            "{what}: {} (code {code})",
+            message.to_string_lossy()
+        )))
     }
 }
 

@@ -144,17 +144,17 @@ pub(super) fn weighted(grads: &Tensor, coefficients: &[f64]) -> Result<Weighting
     }
     .f_to_device(grads.device())?;
     let grads = grads.f_detach()?;
-    // Rows with a zero coefficient add exactly zero (after the Gramian's
-    // check their entries are finite; a task Constant weighs 0 does not
-    // count even with a NaN row), so where most coefficients are zero
-    // (Krum's selected rows, MGDA's zeros) only the others are read.
+    // A row with a zero coefficient is never read: it adds nothing (so a
+    // task Constant weighs 0 does not count even with a NaN row), and where
+    // most coefficients are zero (Krum's selected rows) the others are all
+    // that is read.
     let used: Vec<i64> = (0..coefficients.len() as i64)
         .filter(|&i| coefficients[i as usize] != 0.0)
         .collect();
     let combined = match used.as_slice() {
+        [] => grads.f_select(0, 0)?.f_zeros_like()?,
         [i] => grads.f_select(0, *i)?.f_mul(&weights.f_get(*i)?)?,
-        [] => weights.f_matmul(&grads)?,
-        some if some.len() <= coefficients.len() / 2 => {
+        some if some.len() < coefficients.len() => {
             let rows = Tensor::f_from_slice(some)?.f_to_device(grads.device())?;
             weights
                 .f_index_select(0, &rows)?
@@ -402,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn mostly_zero_coefficients_read_only_their_rows_and_agree_with_the_product() {
+    fn zero_coefficients_leave_their_rows_unread_and_the_rest_agree_with_the_product() {
         let mut rng = SplitMix::at(3, 0);
         for kind in [Kind::Float, Kind::Double] {
             let grads = tensor_of(&random_grads(&mut rng, 7, 1000), kind);
@@ -424,6 +424,19 @@ mod tests {
             // One row: exactly that row times its coefficient.
             let one = weighted(&grads, &[0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]).unwrap();
             assert!(one.combined.equal(&(grads.get(2) * 0.5)));
+            // A NaN in a row weighed 0 never reaches the update.
+            let _ = grads.get(3).get(5).fill_(f64::NAN);
+            for coefficients in [
+                vec![1.0, 1.5, 2.0, 0.0, -0.25, 0.0, 3.0],
+                vec![0.0, 1.5, 0.0, 0.0, 0.0, 0.0, 0.0],
+                vec![0.0; 7],
+            ] {
+                let out = weighted(&grads, &coefficients).unwrap();
+                assert!(
+                    bool::try_from(out.combined.isfinite().all()).unwrap(),
+                    "{coefficients:?}"
+                );
+            }
         }
     }
 

@@ -96,8 +96,9 @@ impl Weighting for ExcessMtl {
         let g = grads.f_detach()?;
         // G∘G in S's precision; its largest entry both bounds S's growth and
         // checks G (NaN propagates, ±∞ squares to ∞): no extra pass over G.
-        // Where it is not finite in f32 (NaN, ∞, or an entry beyond about
-        // 1e19), the step is redone in f64, where only NaN or ∞ stay so.
+        // When it is not finite, or S could pass f32's range, the rows are
+        // checked (a NaN or ∞ entry is named, before the state takes it in)
+        // and the step is redone in f64.
         let mut precision = match self.squares.as_ref().map(Tensor::kind) {
             Some(Kind::Double) => Kind::Double,
             _ if g.f_kind()? == Kind::Double => Kind::Double,
@@ -112,16 +113,20 @@ impl Weighting for ExcessMtl {
                 let _ = squared.f_square_()?;
             }
             let largest = squared.f_max()?.f_double_value(&[])?;
-            let overflows = !largest.is_finite() || self.bound + largest > F32_SAFE;
-            if precision == Kind::Double || !overflows {
+            let fits = precision == Kind::Double || self.bound + largest <= F32_SAFE;
+            if largest.is_finite() && fits {
                 break largest;
+            }
+            if !largest.is_finite() {
+                check_finite_rows(grads, &self.tasks)?;
+                if precision == Kind::Double {
+                    return Err(Error::msg(
+                        "excess-mtl: a squared gradient entry overflows f64 (an entry beyond about 1e154)",
+                    ));
+                }
             }
             precision = Kind::Double;
         };
-        if !largest.is_finite() {
-            // Named before the state takes in a NaN.
-            check_finite_rows(grads, &self.tasks)?;
-        }
         self.bound += largest;
         let squares = match &mut self.squares {
             // A resumed state is loaded on the CPU; a promotion changes the kind.

@@ -96,6 +96,74 @@ pub fn rank_device(count: usize) -> usize {
     local_rank().0 % count.max(1)
 }
 
+/// The device this process trains on ([`train_on`]).
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// Records the device this process trains on, before its first sum over the
+/// ranks (the first call counts): the ranks decide together from it whether
+/// their GPU tensors are summed through NCCL.
+pub fn train_on(device: Device) {
+    let _ = DEVICE.set(device);
+}
+
+/// A hash of this machine's name, to tell the ranks' machines apart.
+fn host_id() -> u64 {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    xxhash_rust::xxh3::xxh3_64(name.trim().as_bytes())
+}
+
+/// One rank's say on NCCL: whether it trains on a GPU, on which machine and
+/// device, and whether it can load NCCL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Vote {
+    cuda: bool,
+    host: u64,
+    ordinal: usize,
+    nccl: bool,
+}
+
+impl Vote {
+    fn encode(&self) -> [u64; 4] {
+        [
+            u64::from(self.cuda),
+            self.host,
+            self.ordinal as u64,
+            u64::from(self.nccl),
+        ]
+    }
+
+    fn decode(v: &[u64]) -> Vote {
+        Vote {
+            cuda: v[0] == 1,
+            host: v[1],
+            ordinal: v[2] as usize,
+            nccl: v[3] == 1,
+        }
+    }
+}
+
+/// Why the ranks that cast `votes` cannot sum through NCCL, if they cannot:
+/// it needs every rank on a GPU of its own, and the library on every rank.
+fn nccl_obstacle(votes: &[Vote]) -> Option<String> {
+    if votes.iter().any(|v| !v.cuda) {
+        return Some("not every rank trains on a GPU".into());
+    }
+    if votes.iter().any(|v| !v.nccl) {
+        return Some("the NCCL library cannot be loaded on every rank".into());
+    }
+    let mut devices: Vec<(u64, usize)> = votes.iter().map(|v| (v.host, v.ordinal)).collect();
+    devices.sort_unstable();
+    let before = devices.len();
+    devices.dedup();
+    (devices.len() < before).then(|| {
+        "two ranks share a GPU (run.device names one, or the launcher does not say each rank's \
+         place on its machine), and NCCL needs a GPU per rank"
+            .into()
+    })
+}
+
 /// Holds MPI initialised; dropping it finalises MPI (after the last collective).
 pub struct Session {
     #[cfg(feature = "mpi")]
@@ -186,14 +254,13 @@ impl World {
         if self.size == 1 {
             return Ok(());
         }
-        if let Device::Cuda(ordinal) = t.device() {
-            if let Some(comm) = self.nccl(ordinal)? {
-                count(t.numel() * t.kind().elt_size_in_bytes());
-                let mut comm = comm.lock().unwrap_or_else(|p| p.into_inner());
-                return comm
-                    .all_sum_(t)
-                    .map_err(|e| Error::Run(format!("summing over the ranks: {e}")));
-            }
+        // `nccl()` first, on every rank and every call: its first call decides.
+        if let (Some(comm), Device::Cuda(_)) = (self.nccl()?, t.device()) {
+            count(t.numel() * t.kind().elt_size_in_bytes());
+            let mut comm = comm.lock().unwrap_or_else(|p| p.into_inner());
+            return comm
+                .all_sum_(t)
+                .map_err(|e| Error::Run(format!("summing over the ranks: {e}")));
         }
         let flat = t.f_detach()?.f_reshape([-1])?.f_to_device(Device::Cpu)?;
         let summed = match t.kind() {
@@ -274,46 +341,56 @@ impl World {
         needs_mpi()
     }
 
-    /// The NCCL communicator of the ranks' GPUs, set up by the first sum of a
-    /// CUDA tensor (every rank makes that call at the same point): `None`
-    /// when some rank cannot use NCCL, agreed by all so that none waits in a
-    /// collective the others skip.
-    fn nccl(&self, ordinal: usize) -> Result<Option<&'static Mutex<Communicator>>> {
+    /// The NCCL communicator of the ranks' GPUs, or `None`: decided at the
+    /// first sum over the ranks (every rank makes that call at the same
+    /// point, whatever its tensor's device) from every rank's vote, so that
+    /// all decide alike and none waits in a collective the others skip.
+    fn nccl(&self) -> Result<Option<&'static Mutex<Communicator>>> {
         static COMM: OnceLock<Option<Mutex<Communicator>>> = OnceLock::new();
         if let Some(comm) = COMM.get() {
             return Ok(comm.as_ref());
         }
-        let (_, local_ranks) = local_rank();
-        let gpus = tch::Cuda::device_count().max(0) as usize;
-        let why_not = match nccl::nccl_version() {
-            Err(e) => Some(e.to_string()),
-            Ok(_) if local_ranks > gpus => Some(format!(
-                "{local_ranks} ranks share {gpus} GPU(s) on one machine, and NCCL needs a GPU per rank"
-            )),
-            Ok(_) => None,
+        let ordinal = match DEVICE.get() {
+            Some(Device::Cuda(ordinal)) => Some(*ordinal),
+            _ => None,
         };
-        let usable = self.sum(vec![i64::from(why_not.is_none())])?[0] == self.size as i64;
-        let comm = if usable {
-            // Rank 0 makes the id; the others receive it over MPI.
-            let mine = match self.is_root() {
-                true => nccl::unique_id().map_err(|e| Error::Run(e.to_string()))?,
-                false => [0; 128],
-            };
-            let shared = Tensor::from_slice(&mine);
-            self.broadcast_(&shared)?;
-            let id: nccl::UniqueId = Vec::<u8>::try_from(&shared)?
-                .try_into()
-                .map_err(|_| Error::Run("the NCCL id arrived truncated".into()))?;
-            let comm = Communicator::join(&id, self.rank, self.size, ordinal)
-                .map_err(|e| Error::Run(format!("joining the ranks' NCCL communicator: {e}")))?;
-            tracing::info!("gradient sums over the ranks through NCCL");
-            Some(Mutex::new(comm))
-        } else {
-            tracing::warn!(
-                "sums of GPU tensors over the ranks go through host memory (slow): {}",
-                why_not.as_deref().unwrap_or("another rank cannot use NCCL")
-            );
-            None
+        let vote = Vote {
+            cuda: ordinal.is_some(),
+            host: host_id(),
+            ordinal: ordinal.unwrap_or(0),
+            nccl: ordinal.is_some() && nccl::nccl_version().is_ok(),
+        };
+        let votes: Vec<Vote> = self
+            .gather_u64(&vote.encode())?
+            .iter()
+            .map(|v| Vote::decode(v))
+            .collect();
+        let comm = match (ordinal, nccl_obstacle(&votes)) {
+            (Some(ordinal), None) => {
+                // Rank 0 makes the id; the others receive it over MPI.
+                let mine = match self.is_root() {
+                    true => nccl::unique_id().map_err(|e| Error::Run(e.to_string()))?,
+                    false => [0; 128],
+                };
+                let shared = Tensor::from_slice(&mine);
+                self.broadcast_(&shared)?;
+                let id: nccl::UniqueId = Vec::<u8>::try_from(&shared)?
+                    .try_into()
+                    .map_err(|_| Error::Run("the NCCL id arrived truncated".into()))?;
+                let comm = Communicator::join(&id, self.rank, self.size, ordinal).map_err(|e| {
+                    Error::Run(format!("joining the ranks' NCCL communicator: {e}"))
+                })?;
+                tracing::info!("sums over the ranks go through NCCL");
+                Some(Mutex::new(comm))
+            }
+            (_, why_not) => {
+                if let (true, Some(why)) = (votes.iter().any(|v| v.cuda), why_not) {
+                    tracing::warn!(
+                        "sums of GPU tensors over the ranks go through host memory (slow): {why}"
+                    );
+                }
+                None
+            }
         };
         Ok(COMM.get_or_init(|| comm).as_ref())
     }
@@ -383,6 +460,38 @@ mod tests {
                 assert_eq!(parts, (0..n).collect::<Vec<_>>(), "n {n}, {size} ranks");
             }
         }
+    }
+
+    #[test]
+    fn nccl_needs_every_rank_on_a_gpu_of_its_own_with_the_library() {
+        let gpu = |host, ordinal| Vote {
+            cuda: true,
+            host,
+            ordinal,
+            nccl: true,
+        };
+        // One GPU per rank, on one machine or several.
+        assert_eq!(nccl_obstacle(&[gpu(1, 0), gpu(1, 1)]), None);
+        assert_eq!(nccl_obstacle(&[gpu(1, 0), gpu(2, 0)]), None);
+        // Two ranks on one GPU (cuda:0 for all, or no local rank known).
+        let shared = nccl_obstacle(&[gpu(1, 0), gpu(2, 0), gpu(1, 0)]).unwrap();
+        assert!(shared.contains("share a GPU"), "{shared}");
+        // A rank on the CPU, or without the library.
+        let cpu = Vote {
+            cuda: false,
+            ..gpu(3, 0)
+        };
+        assert!(nccl_obstacle(&[gpu(1, 0), cpu]).unwrap().contains("GPU"));
+        let missing = Vote {
+            nccl: false,
+            ..gpu(3, 0)
+        };
+        assert!(nccl_obstacle(&[gpu(1, 0), missing])
+            .unwrap()
+            .contains("library"));
+        // Votes travel as four integers.
+        let v = gpu(0xdead_beef, 5);
+        assert_eq!(Vote::decode(&v.encode()), v);
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl<'a> RunContext<'a> {
             tch::set_num_threads(run.threads as i32);
         }
         let device = crate::device::resolve(&run.device)?;
+        crate::dist::train_on(device);
         if let Device::Cuda(ordinal) = device {
             crate::device::configure_allocator(
                 ordinal,

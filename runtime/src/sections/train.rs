@@ -66,7 +66,8 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-taskweave-role" = "Grouping"))]
     pub grouping: Option<Value>,
-    /// On a NaN or infinite loss: stop with an error, or skip the step.
+    /// On a NaN or infinite loss, or a non-finite update for the optimizer:
+    /// stop with an error, or skip the step.
     #[serde(default)]
     pub on_nonfinite: OnNonFinite,
     /// With on_nonfinite = "skip-step": the run fails (exit 1) once more than

@@ -55,8 +55,9 @@ pub enum NonFinite {
     /// The update the optimizer was given, with finite losses. The task is
     /// the first whose own gradient (its loss's, over the model's
     /// parameters) is non-finite, recomputed at the step's parameters on its
-    /// last batch; none when every task's is finite and the method's
-    /// combination of them overflowed.
+    /// last batch; none when none is there (the method's combination may
+    /// have overflowed, or the non-finite gradient came from another batch
+    /// or point, as SAM's perturbed one).
     Gradient(Option<usize>),
 }
 
@@ -70,8 +71,9 @@ impl NonFinite {
                 "the gradient of task `{}` is not finite (its loss is finite)",
                 name(t)
             ),
-            NonFinite::Gradient(None) => "the update is not finite, though every task's own \
-                 gradient is: the method's combination of them overflowed"
+            NonFinite::Gradient(None) => "the update is not finite, though no task's own \
+                 gradient is when recomputed at the step's parameters on its last batch (the \
+                 method's combination of them may have overflowed)"
                 .to_string(),
         }
     }

@@ -346,14 +346,25 @@ impl StepOps for Ops<'_> {
     }
 
     fn optimizer_step(&mut self) -> ApiResult<()> {
-        // The one check of the update, whatever made it (a loss weighting's
-        // backward, a gradient weighting, a plugin strategy): one BLAS dot,
-        // non-finite when an entry is (or, rarely, when the squares overflow
-        // f32: told apart only then). The weightings that never form the
-        // Gramian leave it to this (TorchJD makes none).
+        if self.nonfinite.is_some() {
+            // A strategy that went on after a non-finite loss or update:
+            // the step is reported as skipped, so the parameters stay.
+            return Err(ApiError::msg("the step already met a non-finite number"));
+        }
+        // The one check of every update the optimizer applies, whatever made
+        // it (a loss weighting's backward, a gradient weighting, a plugin
+        // strategy): one BLAS dot, non-finite when an entry is (or, rarely,
+        // when the squares overflow f32: told apart only then). The
+        // weightings that never form the Gramian leave it to this (TorchJD
+        // makes none).
         let grad = self.params.grad().shallow_clone();
         if !grad.f_dot(&grad)?.f_double_value(&[])?.is_finite() && !all_finite(&grad)? {
-            let task = self.task_with_nonfinite_gradient()?;
+            // Naming the task is a courtesy: if it fails (memory), the
+            // step is still the non-finite one the policy handles.
+            let task = self.task_with_nonfinite_gradient().unwrap_or_else(|e| {
+                tracing::warn!("could not name the task with the non-finite gradient: {e}");
+                None
+            });
             self.nonfinite.get_or_insert(NonFinite::Gradient(task));
             return Err(ApiError::msg("the update is not finite"));
         }
