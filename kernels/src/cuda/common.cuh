@@ -83,6 +83,27 @@ __device__ __forceinline__ tw_f4 tw_fma4(float q, tw_f4 x, tw_f4 acc) {
   tw_f4 r = {fmaf(q, x.x, acc.x), fmaf(q, x.y, acc.y), fmaf(q, x.z, acc.z), fmaf(q, x.w, acc.w)};
   return r;
 }
+// W consecutive elements per thread (1, or 4 on a kernel's `vec4` path), so
+// one loop body serves both widths: `tw_lane<W>::v` is float or tw_f4.
+template <int W> struct tw_lane;
+template <> struct tw_lane<1> {
+  typedef float v;
+  template <typename T>
+  static __device__ __forceinline__ float load(const T* p, long long i) { return tw_load(p, i); }
+  template <typename T>
+  static __device__ __forceinline__ void store(T* p, long long i, float x) { tw_store(p, i, x); }
+  static __device__ __forceinline__ float zero() { return 0.f; }
+  static __device__ __forceinline__ float fma(float q, float x, float acc) { return fmaf(q, x, acc); }
+};
+template <> struct tw_lane<4> {
+  typedef tw_f4 v;
+  template <typename T>
+  static __device__ __forceinline__ tw_f4 load(const T* p, long long i) { return tw_load4(p, i); }
+  template <typename T>
+  static __device__ __forceinline__ void store(T* p, long long i, tw_f4 x) { tw_store4(p, i, x); }
+  static __device__ __forceinline__ tw_f4 zero() { return tw_zero4(); }
+  static __device__ __forceinline__ tw_f4 fma(float q, tw_f4 x, tw_f4 acc) { return tw_fma4(q, x, acc); }
+};
 // Copies four elements bit for bit (backup/restore must be exact).
 __device__ __forceinline__ void tw_copy4(float* dst, const float* src, long long i) {
   *reinterpret_cast<float4*>(dst + i) = *reinterpret_cast<const float4*>(src + i);

@@ -14,6 +14,36 @@
 // where one 128-thread block per token left a quarter idle and stalled twice
 // per token (39 % / 22 % of the H200's bandwidth, f32 / bf16).
 
+// One lane's share of token r's mixture, W features at a time, with the
+// tasks' weights `w` (slots of S floats per task) in shared memory.
+template <int W, typename T>
+__device__ __forceinline__ void tw_gate_sweep(const T* __restrict__ experts,
+                                              const T* __restrict__ memory, const float* w,
+                                              long long r, long long rows, int nt, int n, int s,
+                                              long long d, bool mem, int lane,
+                                              T* __restrict__ out) {
+  typedef tw_lane<W> L;
+  for (long long k = W * (long long)lane; k < d; k += W * 32) {
+    typename L::v acc[TW_GATE_MAX_TASKS];
+#pragma unroll
+    for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t] = L::zero();
+    for (int j = 0; j < n; ++j) {
+      const typename L::v x = L::load(experts, (r * n + j) * d + k);
+#pragma unroll
+      for (int t = 0; t < TW_GATE_MAX_TASKS; ++t)
+        if (t < nt) acc[t] = L::fma(w[t * s + j], x, acc[t]);
+    }
+#pragma unroll
+    for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
+      if (t < nt) {
+        const long long o = ((long long)t * rows + r) * d + k;
+        if (mem) acc[t] = L::fma(w[t * s + n], L::load(memory, o), acc[t]);
+        L::store(out, o, acc[t]);
+      }
+    }
+  }
+}
+
 template <typename T>
 __device__ void tw_gate_mix(const T* __restrict__ logits, const T* __restrict__ experts,
                             const T* __restrict__ memory, long long rows, int nt, int n, int s,
@@ -38,45 +68,9 @@ __device__ void tw_gate_mix(const T* __restrict__ logits, const T* __restrict__ 
     }
     __syncwarp();
     if (vec4) {
-      for (long long k = 4 * (long long)lane; k < d; k += 4 * 32) {
-        tw_f4 acc[TW_GATE_MAX_TASKS];
-#pragma unroll
-        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t] = tw_zero4();
-        for (int j = 0; j < n; ++j) {
-          const tw_f4 x = tw_load4(experts, (r * n + j) * d + k);
-#pragma unroll
-          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t)
-            if (t < nt) acc[t] = tw_fma4(w[t * s + j], x, acc[t]);
-        }
-#pragma unroll
-        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
-          if (t < nt) {
-            const long long o = ((long long)t * rows + r) * d + k;
-            if (mem) acc[t] = tw_fma4(w[t * s + n], tw_load4(memory, o), acc[t]);
-            tw_store4(out, o, acc[t]);
-          }
-        }
-      }
+      tw_gate_sweep<4>(experts, memory, w, r, rows, nt, n, s, d, mem, lane, out);
     } else {
-      for (long long k = lane; k < d; k += 32) {
-        float acc[TW_GATE_MAX_TASKS];
-#pragma unroll
-        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) acc[t] = 0.f;
-        for (int j = 0; j < n; ++j) {
-          const float x = tw_load(experts, (r * n + j) * d + k);
-#pragma unroll
-          for (int t = 0; t < TW_GATE_MAX_TASKS; ++t)
-            if (t < nt) acc[t] = fmaf(w[t * s + j], x, acc[t]);
-        }
-#pragma unroll
-        for (int t = 0; t < TW_GATE_MAX_TASKS; ++t) {
-          if (t < nt) {
-            const long long o = ((long long)t * rows + r) * d + k;
-            if (mem) acc[t] = fmaf(w[t * s + n], tw_load(memory, o), acc[t]);
-            tw_store(out, o, acc[t]);
-          }
-        }
-      }
+      tw_gate_sweep<1>(experts, memory, w, r, rows, nt, n, s, d, mem, lane, out);
     }
     __syncwarp();  // w is rewritten for the next token
   }

@@ -72,6 +72,30 @@ __device__ void tw_gramian(const T* g, long long p, double* partials, unsigned* 
   }
 }
 
+// This thread's columns of out = ws g, W at a time (grid-stride).
+template <int W, typename T>
+__device__ __forceinline__ void tw_combine_sweep(const float* ws, const T* g, long long p, int nt,
+                                                 int nk, T* out) {
+  typedef tw_lane<W> L;
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  for (long long j = W * first; j < p; j += W * stride) {
+    typename L::v acc[TW_COMBINE_MAX_K];
+#pragma unroll
+    for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q] = L::zero();
+#pragma unroll 4
+    for (int t = 0; t < nt; ++t) {
+      const typename L::v v = L::load(g, (long long)t * p + j);
+#pragma unroll
+      for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
+        if (q < nk) acc[q] = L::fma(ws[q * nt + t], v, acc[q]);
+    }
+#pragma unroll
+    for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
+      if (q < nk) L::store(out, (long long)q * p + j, acc[q]);
+  }
+}
+
 // out[q, :] = sum_t w[q, t] * g[t, :]. With `vec4` (p a multiple of 4 and
 // both bases 16-byte aligned) each thread takes four consecutive columns:
 // bf16 rows then load 8 bytes per thread instead of 2.
@@ -81,40 +105,10 @@ __device__ void tw_combine(const float* w, const T* g, long long p, int nt, int 
   __shared__ float ws[TW_COMBINE_MAX_K * TW_COMBINE_MAX_T];
   for (int i = threadIdx.x; i < nk * nt; i += blockDim.x) ws[i] = w[i];
   __syncthreads();
-  const long long stride = (long long)gridDim.x * blockDim.x;
-  const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   if (vec4) {
-    for (long long j = 4 * first; j < p; j += 4 * stride) {
-      tw_f4 acc[TW_COMBINE_MAX_K];
-#pragma unroll
-      for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q] = tw_zero4();
-#pragma unroll 4
-      for (int t = 0; t < nt; ++t) {
-        const tw_f4 v = tw_load4(g, (long long)t * p + j);
-#pragma unroll
-        for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
-          if (q < nk) acc[q] = tw_fma4(ws[q * nt + t], v, acc[q]);
-      }
-#pragma unroll
-      for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
-        if (q < nk) tw_store4(out, (long long)q * p + j, acc[q]);
-    }
-    return;
-  }
-  for (long long j = first; j < p; j += stride) {
-    float acc[TW_COMBINE_MAX_K];
-#pragma unroll
-    for (int q = 0; q < TW_COMBINE_MAX_K; ++q) acc[q] = 0.f;
-#pragma unroll 4
-    for (int t = 0; t < nt; ++t) {
-      const float v = tw_load(g, (long long)t * p + j);
-#pragma unroll
-      for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
-        if (q < nk) acc[q] = fmaf(ws[q * nt + t], v, acc[q]);
-    }
-#pragma unroll
-    for (int q = 0; q < TW_COMBINE_MAX_K; ++q)
-      if (q < nk) tw_store(out, (long long)q * p + j, acc[q]);
+    tw_combine_sweep<4>(ws, g, p, nt, nk, out);
+  } else {
+    tw_combine_sweep<1>(ws, g, p, nt, nk, out);
   }
 }
 
