@@ -66,34 +66,25 @@ pub fn world() -> World {
 /// (Open MPI's `OMPI_COMM_WORLD_SIZE`, else the PMI variable of MPICH and
 /// others); `None` outside a launcher.
 fn launched_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+    launcher_number(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
+}
+
+/// The first of the launcher's environment variables `names` that is set to
+/// a number.
+fn launcher_number(names: &[&str]) -> Option<usize> {
+    names
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
-/// This process's place among the ranks on its machine and their number
-/// (Open MPI's `OMPI_COMM_WORLD_LOCAL_RANK` / `_LOCAL_SIZE`, else MPICH's
-/// `MPI_LOCALRANKID` / `MPI_LOCALNRANKS`); (0, 1) outside a launcher.
-pub fn local_rank() -> (usize, usize) {
-    let read = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|v| std::env::var(v).ok()?.parse::<usize>().ok())
-    };
-    match (
-        read(["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]),
-        read(["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]),
-    ) {
-        (Some(rank), Some(size)) if rank < size => (rank, size),
-        _ => (0, 1),
-    }
-}
-
 /// The CUDA device of this rank when `run.device` asks for "the" GPU
 /// (`cuda` or `auto`) and `count` exist: one per rank on each machine, in
-/// local rank order (wrapping around when the ranks outnumber the GPUs).
+/// the order of the launcher's local rank (Open MPI's
+/// `OMPI_COMM_WORLD_LOCAL_RANK`, else MPICH's `MPI_LOCALRANKID`; 0 outside
+/// a launcher), wrapping around when the ranks outnumber the GPUs.
 pub fn rank_device(count: usize) -> usize {
-    local_rank().0 % count.max(1)
+    let local = launcher_number(&["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"]).unwrap_or(0);
+    local % count.max(1)
 }
 
 /// The device this process trains on ([`train_on`]).

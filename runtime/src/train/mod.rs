@@ -79,6 +79,12 @@ impl NonFinite {
     }
 }
 
+/// Whether every entry of `t` is finite (an undefined or empty tensor is);
+/// the largest magnitude propagates NaN, so one reduction decides.
+pub fn all_finite(t: &Tensor) -> Result<bool, tch::TchError> {
+    Ok(!t.defined() || t.numel() == 0 || t.f_abs()?.f_max()?.f_double_value(&[])?.is_finite())
+}
+
 /// One training run's live state.
 pub struct Trainer {
     data: Dataset,

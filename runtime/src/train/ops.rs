@@ -14,7 +14,7 @@ use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
 use crate::train::metrics::{loss_sums, task_loss};
-use crate::train::NonFinite;
+use crate::train::{all_finite, NonFinite};
 
 /// Where a step's batches come from: the training split, whose rows a
 /// diffusion pipeline's objective noises afresh.
@@ -146,11 +146,6 @@ impl Ops<'_> {
 
 fn api<T>(result: Result<T>) -> ApiResult<T> {
     result.map_err(|e| ApiError::msg(e.to_string()))
-}
-
-/// Whether every entry of `t` is finite (the largest magnitude propagates NaN).
-fn all_finite(t: &Tensor) -> ApiResult<bool> {
-    Ok(t.numel() == 0 || t.f_abs()?.f_max()?.f_double_value(&[])?.is_finite())
 }
 
 impl Ops<'_> {

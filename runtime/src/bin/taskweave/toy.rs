@@ -417,14 +417,6 @@ impl Live {
     }
 }
 
-fn all_finite(t: &Tensor) -> Result<bool> {
-    if !t.defined() {
-        return Ok(true);
-    }
-    let v = Vec::<f64>::try_from(t.f_detach()?.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
-    Ok(v.iter().all(|v| v.is_finite()))
-}
-
 /// Runs a batch of trajectories in lockstep: `x` is `[N, 2]`, one row per
 /// trajectory, and every step takes one forward and one backward pass for
 /// the whole batch. Rows never interact: the losses are elementwise, the
@@ -589,7 +581,7 @@ fn run_batch(jobs: Vec<Job>, options: &ToyOptions) -> Result<Vec<Trajectory>> {
             }
             let mut ok = values[2 * j].is_finite() && values[2 * j + 1].is_finite();
             for g in &param_grads[j] {
-                ok &= all_finite(g)?;
+                ok &= taskweave::train::all_finite(g)?;
             }
             if !ok {
                 l.stopped = Some(format!("stopped at step {step}: non-finite update"));
