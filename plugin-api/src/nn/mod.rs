@@ -52,6 +52,17 @@ impl Activation {
     }
 }
 
+/// Whether `a` and `b` are the same values with the same autograd history
+/// as far as a forward pass can tell: the same memory, shape and strides,
+/// and both requiring gradients or neither (as when an architecture hands
+/// every task one features tensor).
+pub fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
+    a.data_ptr() == b.data_ptr()
+        && a.size() == b.size()
+        && a.stride() == b.stride()
+        && a.requires_grad() == b.requires_grad()
+}
+
 /// `prefix.weight` and `prefix.bias`, sharing storage: how every layer with
 /// a weight and a bias names them.
 pub(crate) fn weight_and_bias(
@@ -210,7 +221,7 @@ impl BatchNorm {
 }
 
 /// How an [`Mlp`] is built.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MlpSpec {
     /// Non-linearity between layers.
     pub activation: Activation,
@@ -259,6 +270,93 @@ impl Mlp {
     pub fn forward(&self, x: &Tensor, train: bool, update_stats: bool) -> Result<Tensor> {
         let mut layers = self.forward_layers(x, train, update_stats)?;
         Ok(layers.pop().unwrap_or_else(|| x.shallow_clone()))
+    }
+
+    /// Applies several MLPs, each to its own input `[B, inputs]`, as batched
+    /// matrix products: one product per layer for all of them instead of one
+    /// per MLP (per-task heads and towers are small, and their separate
+    /// products cost more in per-operation overhead than in arithmetic).
+    /// Where every input is the same tensor, the first layer is one product
+    /// with the MLPs' weights side by side. Each output equals that MLP's
+    /// [`Mlp::forward`] up to rounding; MLPs of different widths or specs,
+    /// with batch normalisation (its statistics are per MLP), or inputs of
+    /// different shapes are applied one by one instead.
+    pub fn forward_many(
+        mlps: &[&Mlp],
+        inputs: &[Tensor],
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Vec<Tensor>> {
+        let first = match (mlps.first(), inputs.first()) {
+            (Some(m), Some(x)) if mlps.len() == inputs.len() => (*m, x),
+            _ => {
+                return Err(crate::Error::msg(format!(
+                    "Mlp::forward_many: {} MLPs for {} inputs",
+                    mlps.len(),
+                    inputs.len()
+                )))
+            }
+        };
+        let widths =
+            |m: &Mlp| -> Vec<Vec<i64>> { m.layers.iter().map(|(l, _)| l.weight.size()).collect() };
+        let batched = mlps.len() > 1
+            && !first.0.layers.is_empty()
+            && !first.0.spec.batch_norm
+            && mlps
+                .iter()
+                .all(|m| m.spec == first.0.spec && widths(m) == widths(first.0))
+            && inputs
+                .iter()
+                .all(|x| x.dim() == 2 && x.size() == first.1.size());
+        if !batched {
+            return mlps
+                .iter()
+                .zip(inputs)
+                .map(|(m, x)| m.forward(x, train, update_stats))
+                .collect();
+        }
+        let n = mlps.len() as i64;
+        let shared = inputs.iter().all(|x| same_tensor(x, first.1));
+        let spec = first.0.spec;
+        let last = first.0.layers.len() - 1;
+        // Layer `i` of every MLP over `x` `[n, B, width]` (the inputs at the
+        // first layer), as `[n, B, out]`.
+        let layer = |i: usize, x: Option<Tensor>| -> Result<Tensor> {
+            let weights: Vec<&Tensor> = mlps.iter().map(|m| &m.layers[i].0.weight).collect();
+            let biases: Vec<&Tensor> = mlps.iter().map(|m| &m.layers[i].0.bias).collect();
+            let mut y = match x {
+                None if shared => {
+                    let (rows, out) = (first.1.size()[0], weights[0].size()[0]);
+                    let (w, b) = (Tensor::f_cat(&weights, 0)?, Tensor::f_cat(&biases, 0)?);
+                    first
+                        .1
+                        .f_linear(&w, Some(&b))?
+                        .f_view([rows, n, out])?
+                        .f_transpose(0, 1)?
+                }
+                x => {
+                    let x = match x {
+                        Some(x) => x,
+                        None => Tensor::f_stack(inputs, 0)?,
+                    };
+                    let w = Tensor::f_stack(&weights, 0)?.f_transpose(1, 2)?;
+                    let b = Tensor::f_stack(&biases, 0)?.f_unsqueeze(1)?;
+                    b.f_baddbmm(&x, &w, 1.0, 1.0)?
+                }
+            };
+            if i < last || spec.activate_last {
+                y = spec.activation.apply(&y)?;
+                if spec.dropout > 0.0 {
+                    y = y.f_dropout(spec.dropout, train)?;
+                }
+            }
+            Ok(y)
+        };
+        let mut h = layer(0, None)?;
+        for i in 1..=last {
+            h = layer(i, Some(h))?;
+        }
+        Ok(h.f_unbind(0)?)
     }
 
     /// Applies the MLP and keeps every layer's output, first to last (empty
@@ -362,6 +460,88 @@ mod tests {
             .unwrap()
             .is_empty());
         assert!(identity.forward(&x, false, false).unwrap().equal(&x));
+    }
+
+    /// The outputs and the gradients of every parameter and input, flat.
+    fn outputs_and_grads(
+        mlps: &[&Mlp],
+        inputs: &[Tensor],
+        forward: impl Fn(&[&Mlp], &[Tensor]) -> Vec<Tensor>,
+    ) -> (Vec<Tensor>, Vec<Tensor>) {
+        let outputs = forward(mlps, inputs);
+        let loss = outputs
+            .iter()
+            .enumerate()
+            .map(|(i, y)| y.square().sum(Kind::Float) * (i + 1) as f64)
+            .fold(Tensor::from(0f32), |a, b| a + b);
+        let mut leaves: Vec<Tensor> = mlps
+            .iter()
+            .flat_map(|m| m.parameters("m").into_iter().map(|(_, t)| t))
+            .collect();
+        leaves.extend(inputs.iter().map(Tensor::shallow_clone));
+        let grads = Tensor::run_backward(&[loss], &leaves, false, false);
+        (outputs.iter().map(Tensor::detach).collect(), grads)
+    }
+
+    #[test]
+    fn forward_many_matches_each_mlp_and_its_gradients() {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, Device::Cpu);
+        let one_by_one = |mlps: &[&Mlp], xs: &[Tensor]| -> Vec<Tensor> {
+            mlps.iter()
+                .zip(xs)
+                .map(|(m, x)| m.forward(x, true, true).unwrap())
+                .collect()
+        };
+        let together =
+            |mlps: &[&Mlp], xs: &[Tensor]| Mlp::forward_many(mlps, xs, true, true).unwrap();
+        for dims in [&[6, 1][..], &[6, 5, 3][..], &[6, 4, 4, 2][..]] {
+            let mlps: Vec<Mlp> = (0..3)
+                .map(|_| Mlp::new(dims, spec(false), Device::Cpu).unwrap())
+                .collect();
+            let refs: Vec<&Mlp> = mlps.iter().collect();
+            let x = Tensor::f_randn([7, 6], opts)
+                .unwrap()
+                .set_requires_grad(true);
+            // One features tensor for all (hard sharing), then one each.
+            let shared = vec![x.shallow_clone(), x.shallow_clone(), x.shallow_clone()];
+            let own: Vec<Tensor> = (0..3)
+                .map(|_| {
+                    Tensor::f_randn([7, 6], opts)
+                        .unwrap()
+                        .set_requires_grad(true)
+                })
+                .collect();
+            for xs in [&shared, &own] {
+                let (want, want_grads) = outputs_and_grads(&refs, xs, one_by_one);
+                let (got, got_grads) = outputs_and_grads(&refs, xs, together);
+                for (a, b) in want
+                    .iter()
+                    .chain(&want_grads)
+                    .zip(got.iter().chain(&got_grads))
+                {
+                    assert_eq!(a.size(), b.size(), "{dims:?}");
+                    let err = (a - b).abs().max().double_value(&[]);
+                    assert!(err < 1e-5, "{dims:?}: {err}");
+                }
+            }
+        }
+        // Batch normalisation (statistics per MLP) and mismatched widths are
+        // applied one by one; a count mismatch is an error.
+        let bn: Vec<Mlp> = (0..2)
+            .map(|_| Mlp::new(&[6, 4, 1], spec(true), Device::Cpu).unwrap())
+            .collect();
+        let xs: Vec<Tensor> = (0..2)
+            .map(|_| Tensor::f_randn([5, 6], opts).unwrap())
+            .collect();
+        let refs: Vec<&Mlp> = bn.iter().collect();
+        let got = Mlp::forward_many(&refs, &xs, false, false).unwrap();
+        assert!(got[1].equal(&bn[1].forward(&xs[1], false, false).unwrap()));
+        let wide = Mlp::new(&[6, 2], spec(false), Device::Cpu).unwrap();
+        let mixed = [&bn[0], &wide];
+        let got = Mlp::forward_many(&mixed, &xs, false, false).unwrap();
+        assert_eq!(got[1].size(), [5, 2]);
+        assert!(Mlp::forward_many(&mixed, &xs[..1], false, false).is_err());
     }
 
     #[test]

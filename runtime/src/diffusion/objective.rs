@@ -27,8 +27,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::data::{Dataset, RegressionLoss, Split, Task, TaskType};
 use crate::error::{Error, Result};
-use crate::model::same_tensor;
 use crate::sections::{BackboneConfig, DiffusionConfig};
+use taskweave_plugin_api::nn::same_tensor;
 
 /// The input an MLP denoiser reads: x_t flattened, then the timestep features.
 pub const FEATURES: &str = "features";

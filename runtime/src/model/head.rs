@@ -2,7 +2,7 @@
 //! task to its outputs for tasks with one target per example, and a small
 //! upsampling decoder for per-pixel tasks.
 
-use taskweave_plugin_api::nn::{Activation, Conv2d, Mlp, MlpSpec};
+use taskweave_plugin_api::nn::{same_tensor, Activation, Conv2d, Mlp, MlpSpec};
 use tch::{Device, Kind, Tensor};
 
 use crate::data::{Task, TaskType};
@@ -176,6 +176,41 @@ impl Head {
                     .f_upsample_bilinear2d([h, w], false, None, None)?)
             }
         }
+    }
+
+    /// Every task's output from its features when all heads are flat: their
+    /// MLPs applied together as batched products ([`Mlp::forward_many`]),
+    /// with features that several tasks share (hard sharing) pooled once.
+    /// `None` when some head is per-token or per-pixel.
+    pub fn forward_flat(
+        heads: &[Head],
+        features: &[Tensor],
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Option<Vec<Tensor>>> {
+        let mlps: Option<Vec<&Mlp>> = heads
+            .iter()
+            .map(|h| match h {
+                Head::Flat(mlp) => Some(mlp),
+                _ => None,
+            })
+            .collect();
+        let Some(mlps) = mlps else {
+            return Ok(None);
+        };
+        let mut inputs: Vec<Tensor> = Vec::with_capacity(features.len());
+        for (t, f) in features.iter().enumerate() {
+            inputs.push(match t {
+                t if t > 0 && same_tensor(f, &features[t - 1]) => inputs[t - 1].shallow_clone(),
+                _ => pooled(f)?,
+            });
+        }
+        Ok(Some(Mlp::forward_many(
+            &mlps,
+            &inputs,
+            train,
+            update_stats,
+        )?))
     }
 
     /// The output of a flat head's last hidden layer (its pooled input when

@@ -5,7 +5,7 @@
 pub mod backbone;
 mod head;
 
-use taskweave_plugin_api::nn::KvCache;
+use taskweave_plugin_api::nn::{same_tensor, KvCache};
 use taskweave_plugin_api::{Architecture, BackboneUse, Group, InputSpec};
 use tch::{Device, Tensor};
 
@@ -37,12 +37,6 @@ pub struct Model {
     heads: Vec<Head>,
     shared_head: bool,
     task_names: Vec<String>,
-}
-
-/// Whether `a` and `b` are views of the same values (the same storage,
-/// shape and strides), as the per-task features of hard sharing are.
-pub(crate) fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
-    a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride()
 }
 
 /// The tasks that get a head of their own: the first alone when one head
@@ -161,6 +155,11 @@ impl Model {
         train: bool,
         update_stats: bool,
     ) -> Result<Vec<Tensor>> {
+        if !self.shared_head {
+            if let Some(outputs) = Head::forward_flat(&self.heads, per_task, train, update_stats)? {
+                return Ok(outputs);
+            }
+        }
         let mut outputs: Vec<Tensor> = Vec::with_capacity(per_task.len());
         for (t, (f, head)) in per_task.iter().zip(self.heads.iter().cycle()).enumerate() {
             // A shared head over the same features as the task before (hard

@@ -183,6 +183,65 @@ pub fn task_loss(
     })
 }
 
+/// Every task's training loss `[T]` for its head output (`outputs`, in task
+/// order) on `batch`, each as [`task_loss`] defines it. When every task is
+/// scalar regression under one loss, or every task is binary, they are
+/// computed together on `[B, T]`: one elementwise loss and one masked mean
+/// instead of a dozen small operations per task, which is most of a small
+/// model's step with many tasks.
+pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<Tensor> {
+    let together = tasks.len() > 1
+        && outputs.len() == tasks.len()
+        && tasks.iter().all(|t| match (t.kind, tasks[0].kind) {
+            (TaskType::Regression, TaskType::Regression) => t.loss == tasks[0].loss,
+            (TaskType::Binary, TaskType::Binary) => true,
+            _ => false,
+        });
+    if !together {
+        let losses = tasks
+            .iter()
+            .zip(outputs)
+            .enumerate()
+            .map(|(t, (task, output))| {
+                task_loss(task, output, &batch.targets[t], batch.masks[t].as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Tensor::f_stack(&losses, 0)?);
+    }
+    for (t, (task, output)) in tasks.iter().zip(outputs).enumerate() {
+        check_shapes(task, output, &batch.targets[t])?;
+    }
+    let pred = Tensor::f_cat(outputs, 1)?; // [B, T]
+    let target = Tensor::f_stack(&batch.targets, 1)?;
+    let none = Reduction::None;
+    let loss = match (tasks[0].kind, tasks[0].loss) {
+        (TaskType::Binary, _) => {
+            pred.f_binary_cross_entropy_with_logits(&target, None::<Tensor>, None::<Tensor>, none)?
+        }
+        (_, RegressionLoss::Mse) => pred.f_mse_loss(&target, none)?,
+        (_, RegressionLoss::Mae) => pred.f_l1_loss(&target, none)?,
+    };
+    let kind = loss.kind();
+    if batch.masks.iter().all(Option::is_none) {
+        return Ok(loss.f_mean_dim(0, false, kind)?);
+    }
+    let rows = pred.size()[0];
+    let masks = batch
+        .masks
+        .iter()
+        .map(|m| match m {
+            Some(m) => Ok(m.shallow_clone()),
+            None => Tensor::f_ones([rows], (Kind::Bool, pred.device())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let weight = Tensor::f_stack(&masks, 1)?.f_to_kind(kind)?;
+    let count = weight.f_sum_dim_intlist(0, false, kind)?.f_clamp_min(1.0)?;
+    Ok(loss
+        .f_mul(&weight)?
+        .f_sum_dim_intlist(0, false, kind)?
+        .f_div(&count)?)
+}
+
 /// Every metric a task reports, and whether larger values are better: the
 /// direction Δm and best-validation selection read.
 const DIRECTIONS: [(&str, bool); 13] = [
@@ -722,6 +781,91 @@ mod tests {
             0.0,
             "a batch without labels adds nothing"
         );
+    }
+
+    #[test]
+    fn task_losses_together_equal_each_task_loss() {
+        tch::manual_seed(0);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let rows = 9;
+        let mae = Task {
+            loss: RegressionLoss::Mae,
+            ..Task::regression("m")
+        };
+        let groups: [Vec<Task>; 4] = [
+            vec![
+                Task::regression("a"),
+                Task::regression("b"),
+                Task::regression("c"),
+            ],
+            vec![mae.clone(), mae.clone()],
+            vec![Task::binary("x"), Task::binary("y")],
+            // Mixed: each task alone.
+            vec![Task::regression("a"), Task::binary("y")],
+        ];
+        for tasks in &groups {
+            let outputs: Vec<Tensor> = tasks
+                .iter()
+                .map(|_| Tensor::f_randn([rows, 1], opts).unwrap())
+                .collect();
+            let targets: Vec<Tensor> = tasks
+                .iter()
+                .map(|t| match t.kind {
+                    TaskType::Binary => Tensor::f_randint(2, [rows], opts).unwrap(),
+                    _ => Tensor::f_randn([rows], opts).unwrap(),
+                })
+                .collect();
+            let some_rows =
+                Tensor::from_slice(&[true, false, true, true, false, true, true, true, false]);
+            let no_rows = Tensor::f_zeros([rows], (Kind::Bool, tch::Device::Cpu)).unwrap();
+            for masks in [
+                (0..tasks.len())
+                    .map(|_| None)
+                    .collect::<Vec<Option<Tensor>>>(),
+                (0..tasks.len())
+                    .map(|t| match t {
+                        0 => Some(some_rows.shallow_clone()),
+                        1 => Some(no_rows.shallow_clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ] {
+                let batch = Split {
+                    inputs: Vec::new(),
+                    targets: targets.iter().map(Tensor::shallow_clone).collect(),
+                    masks,
+                };
+                let got = task_losses(tasks, &outputs, &batch).unwrap();
+                let want: Vec<Tensor> = (0..tasks.len())
+                    .map(|t| {
+                        task_loss(
+                            &tasks[t],
+                            &outputs[t],
+                            &batch.targets[t],
+                            batch.masks[t].as_ref(),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+                let want = Tensor::stack(&want, 0);
+                assert!(got.allclose(&want, 1e-6, 1e-7, false), "{got} vs {want}");
+            }
+        }
+        // Shapes are still checked.
+        let tasks = [Task::regression("a"), Task::regression("b")];
+        let wrong = [
+            Tensor::f_zeros([4, 1], opts).unwrap(),
+            Tensor::f_zeros([4, 2], opts).unwrap(),
+        ];
+        let batch = Split {
+            inputs: Vec::new(),
+            targets: vec![
+                Tensor::f_zeros([4], opts).unwrap(),
+                Tensor::f_zeros([4], opts).unwrap(),
+            ],
+            masks: vec![None, None],
+        };
+        assert!(task_losses(&tasks, &wrong, &batch).is_err());
     }
 
     #[test]

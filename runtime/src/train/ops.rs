@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
-use crate::train::metrics::{loss_sums, task_loss};
+use crate::train::metrics::{loss_sums, task_losses};
 use crate::train::{all_finite, NonFinite};
 
 /// Where a step's batches come from: the training split, whose rows a
@@ -233,19 +233,7 @@ impl StepOps for Ops<'_> {
         let losses = match shared {
             Some(losses) => losses,
             None if world.is_parallel() => api(self.shares(&outputs, batch, world.size()))?,
-            None => {
-                let losses: Vec<Tensor> = (0..outputs.len())
-                    .map(|t| {
-                        api(task_loss(
-                            &self.data.tasks[t],
-                            &outputs[t],
-                            &batch.targets[t],
-                            batch.masks[t].as_ref(),
-                        ))
-                    })
-                    .collect::<ApiResult<_>>()?;
-                Tensor::f_stack(&losses, 0)?
-            }
+            None => api(task_losses(&self.data.tasks, &outputs, batch))?,
         };
         // Float32 whatever the forward computed in (bf16 under autocast).
         let mut losses = losses.f_to_kind(Kind::Float)?;
