@@ -173,23 +173,28 @@ pub fn task_loss(
     target: &Tensor,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let (loss, weight) = elements(task, output, target, mask)?;
-    Ok(match weight {
-        None => loss.f_mean(loss.kind())?,
-        Some(w) => {
-            let count = w.f_sum(loss.kind())?.f_clamp_min(1.0)?;
-            loss.f_mul(&w)?.f_sum(loss.kind())?.f_div(&count)?
-        }
-    })
+    let (sum, count) = loss_sums(task, output, target, mask)?;
+    Ok(sum.f_div(&count.f_clamp_min(1.0)?)?)
 }
 
 /// Every task's training loss `[T]` for its head output (`outputs`, in task
-/// order) on `batch`, each as [`task_loss`] defines it. When every task is
+/// order) on `batch`, each as [`task_loss`] defines it.
+pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<Tensor> {
+    let (sums, counts) = task_loss_sums(tasks, outputs, batch)?;
+    Ok(sums.f_div(&counts.f_clamp_min(1.0)?)?)
+}
+
+/// Every task's summed loss and number of labelled elements (float32 `[T]`
+/// each), as [`loss_sums`] gives them task by task. When every task is
 /// scalar regression under one loss, or every task is binary, they are
-/// computed together on `[B, T]`: one elementwise loss and one masked mean
+/// computed together on `[B, T]`: one elementwise loss and one masked sum
 /// instead of a dozen small operations per task, which is most of a small
 /// model's step with many tasks.
-pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<Tensor> {
+pub(crate) fn task_loss_sums(
+    tasks: &[Task],
+    outputs: &[Tensor],
+    batch: &Split,
+) -> Result<(Tensor, Tensor)> {
     let together = tasks.len() > 1
         && outputs.len() == tasks.len()
         && tasks.iter().all(|t| match (t.kind, tasks[0].kind) {
@@ -198,15 +203,14 @@ pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<
             _ => false,
         });
     if !together {
-        let losses = tasks
-            .iter()
-            .zip(outputs)
-            .enumerate()
-            .map(|(t, (task, output))| {
-                task_loss(task, output, &batch.targets[t], batch.masks[t].as_ref())
-            })
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(Tensor::f_stack(&losses, 0)?);
+        let mut sums = Vec::with_capacity(tasks.len());
+        let mut counts = Vec::with_capacity(tasks.len());
+        for (t, (task, output)) in tasks.iter().zip(outputs).enumerate() {
+            let (sum, count) = loss_sums(task, output, &batch.targets[t], batch.masks[t].as_ref())?;
+            sums.push(sum.f_to_kind(Kind::Float)?);
+            counts.push(count.f_to_kind(Kind::Float)?);
+        }
+        return Ok((Tensor::f_stack(&sums, 0)?, Tensor::f_stack(&counts, 0)?));
     }
     for (t, (task, output)) in tasks.iter().zip(outputs).enumerate() {
         check_shapes(task, output, &batch.targets[t])?;
@@ -221,11 +225,12 @@ pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<
         (_, RegressionLoss::Mse) => pred.f_mse_loss(&target, none)?,
         (_, RegressionLoss::Mae) => pred.f_l1_loss(&target, none)?,
     };
-    let kind = loss.kind();
-    if batch.masks.iter().all(Option::is_none) {
-        return Ok(loss.f_mean_dim(0, false, kind)?);
-    }
+    let loss = loss.f_to_kind(Kind::Float)?;
     let rows = pred.size()[0];
+    if batch.masks.iter().all(Option::is_none) {
+        let counts = Tensor::f_full([tasks.len() as i64], rows, (Kind::Float, pred.device()))?;
+        return Ok((loss.f_sum_dim_intlist(0, false, Kind::Float)?, counts));
+    }
     let masks = batch
         .masks
         .iter()
@@ -234,12 +239,12 @@ pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<
             None => Tensor::f_ones([rows], (Kind::Bool, pred.device())),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let weight = Tensor::f_stack(&masks, 1)?.f_to_kind(kind)?;
-    let count = weight.f_sum_dim_intlist(0, false, kind)?.f_clamp_min(1.0)?;
-    Ok(loss
-        .f_mul(&weight)?
-        .f_sum_dim_intlist(0, false, kind)?
-        .f_div(&count)?)
+    let weight = Tensor::f_stack(&masks, 1)?.f_to_kind(Kind::Float)?;
+    Ok((
+        loss.f_mul(&weight)?
+            .f_sum_dim_intlist(0, false, Kind::Float)?,
+        weight.f_sum_dim_intlist(0, false, Kind::Float)?,
+    ))
 }
 
 /// Every metric a task reports, and whether larger values are better: the
@@ -409,10 +414,13 @@ pub fn split_losses(
 ) -> Result<Vec<f64>> {
     let mut sums = vec![(0.0, 0.0); tasks.len()];
     each_batch(model, split, batch, |part, outputs| {
-        for (t, out) in outputs.iter().enumerate() {
-            let (sum, count) = loss_sums(&tasks[t], out, &part.targets[t], part.masks[t].as_ref())?;
-            sums[t].0 += scalar(sum)?;
-            sums[t].1 += scalar(count)?;
+        let (sum, count) = task_loss_sums(tasks, &outputs, part)?;
+        let to_f64 = |t: Tensor| -> Result<Vec<f64>> {
+            Ok(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?)
+        };
+        for (t, (s, c)) in to_f64(sum)?.into_iter().zip(to_f64(count)?).enumerate() {
+            sums[t].0 += s;
+            sums[t].1 += c;
         }
         Ok(())
     })?;

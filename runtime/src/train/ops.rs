@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
-use crate::train::metrics::{loss_sums, task_losses};
+use crate::train::metrics::{task_loss_sums, task_losses};
 use crate::train::{all_finite, NonFinite};
 
 /// Where a step's batches come from: the training split, whose rows a
@@ -122,25 +122,19 @@ impl Ops<'_> {
     /// summed loss over the global count (summed over the ranks first); the
     /// shares add up to what one process computes on the whole batch.
     fn shares(&self, outputs: &[Tensor], batch: &Split, ranks: usize) -> Result<Tensor> {
-        let mut sums = Vec::with_capacity(outputs.len());
-        let mut counts = Vec::with_capacity(outputs.len());
-        for (t, output) in outputs.iter().enumerate() {
-            let (sum, count) = loss_sums(
-                &self.data.tasks[t],
-                output,
-                &batch.targets[t],
-                batch.masks[t].as_ref(),
-            )?;
-            sums.push(sum.f_to_kind(Kind::Float)?);
-            counts.push(count.f_double_value(&[])?);
-        }
+        let (sums, counts) = task_loss_sums(&self.data.tasks, outputs, batch)?;
+        let mut counts = Vec::<f64>::try_from(
+            counts
+                .f_to_kind(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?,
+        )?;
         dist::world().sum_f64(&mut counts)?;
         let scale: Vec<f32> = counts
             .iter()
             .map(|c| ranks as f32 / c.max(1.0) as f32)
             .collect();
-        let scale = Tensor::from_slice(&scale).f_to_device(outputs[0].device())?;
-        Ok(Tensor::f_stack(&sums, 0)?.f_mul(&scale)?)
+        let scale = Tensor::from_slice(&scale).f_to_device(sums.device())?;
+        Ok(sums.f_mul(&scale)?)
     }
 }
 
