@@ -261,3 +261,32 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_where_it_was_checkpointed() {
         "from the uninterrupted run after the resume",
     );
 }
+
+/// Diffusion pipelines are not data-parallel yet: under mpirun the ranks
+/// refuse at the start (exit 2 each), saying to run without it, and write
+/// no run.
+#[test]
+fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = d.join("diffusion.toml");
+    std::fs::write(
+        &path,
+        "[run]\nname = \"diffusion\"\ndevice = \"cpu\"\nthreads = 1\nout_dir = \"runs\"\n\n\
+         [data]\nkind = \"toy-2d\"\ntrain = 500\nval = 100\ntest = 100\n\n\
+         [diffusion]\nsteps = 100\n\n[model]\nbackbone = { hidden = [16] }\n\n[train]\nsteps = 5\nbatch = 64\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let Some(mut two) = mpirun(d, 2, &["-q", "run", p]) else {
+        return;
+    };
+    let output = two.output().unwrap();
+    let err = text(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("a [diffusion] pipeline trains in one process for now: run it without mpirun"),
+        "{err}"
+    );
+    assert!(!d.join("runs/diffusion/summary.json").exists());
+}

@@ -52,10 +52,11 @@ impl Activation {
     }
 }
 
-/// Whether `a` and `b` are the same values with the same autograd history
-/// as far as a forward pass can tell: the same memory, shape and strides,
-/// and both requiring gradients or neither (as when an architecture hands
-/// every task one features tensor).
+/// Whether `a` and `b` look like one tensor handed out twice (as when an
+/// architecture hands every task one features tensor): the same memory,
+/// shape and strides, and both requiring gradients or neither. Two leaves
+/// made separately over the same memory also pass; a forward pass cannot
+/// tell them apart.
 pub fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
     a.data_ptr() == b.data_ptr()
         && a.size() == b.size()
@@ -278,9 +279,12 @@ impl Mlp {
     /// products cost more in per-operation overhead than in arithmetic).
     /// Where every input is the same tensor, the first layer is one product
     /// with the MLPs' weights side by side. Each output equals that MLP's
-    /// [`Mlp::forward`] up to rounding; MLPs of different widths or specs,
-    /// with batch normalisation (its statistics are per MLP), or inputs of
-    /// different shapes are applied one by one instead.
+    /// [`Mlp::forward`] up to rounding (with dropout in training, the same in
+    /// distribution: the masks are drawn for all at once). The outputs are
+    /// views of one tensor and may be non-contiguous (`reshape`, not `view`;
+    /// no in-place changes under autograd). MLPs of different widths or
+    /// specs, with batch normalisation (its statistics are per MLP), or
+    /// inputs of different shapes are applied one by one instead.
     pub fn forward_many(
         mlps: &[&Mlp],
         inputs: &[Tensor],

@@ -322,12 +322,18 @@ impl Denoising {
         Ok(samples.f_reshape(shape.as_slice())?)
     }
 
-    /// The per-interval losses `[k]` of a batch when every task's output is
-    /// one tensor (a shared head over shared features): each row's mean
-    /// squared error once, averaged within each interval by one product
-    /// with the interval masks, instead of k masked losses over the whole
-    /// batch. `None` when the outputs differ (a head per interval).
-    pub fn shared_losses(&self, outputs: &[Tensor], batch: &Split) -> Result<Option<Tensor>> {
+    /// The per-interval loss sums and row counts (float32 `[k]` each) of a
+    /// batch when every task's output is one tensor (a shared head over
+    /// shared features): each row's mean squared error once, summed within
+    /// each interval by one product with the interval masks, instead of k
+    /// masked losses over the whole batch. Sum over count is each interval's
+    /// loss, as `task_loss` gives it. `None` when the outputs differ (a head
+    /// per interval).
+    pub fn shared_loss_sums(
+        &self,
+        outputs: &[Tensor],
+        batch: &Split,
+    ) -> Result<Option<(Tensor, Tensor)>> {
         let first = &outputs[0];
         let same = outputs.iter().all(|o| same_tensor(o, first));
         let target = &batch.targets[0];
@@ -338,18 +344,23 @@ impl Denoising {
             .f_sub(target)?
             .f_square()?
             .f_flatten(1, -1)?
-            .f_mean_dim([1].as_slice(), false, first.f_kind()?)?;
+            .f_mean_dim([1].as_slice(), false, Kind::Float)?;
         let masks: Option<Vec<Tensor>> = batch
             .masks
             .iter()
             .map(|m| m.as_ref().map(Tensor::shallow_clone))
             .collect();
         Ok(Some(match masks {
-            None => per_row.f_mean(per_row.f_kind()?)?.f_unsqueeze(0)?,
+            None => (
+                per_row.f_sum(Kind::Float)?.f_unsqueeze(0)?,
+                Tensor::f_full([1], per_row.size()[0], (Kind::Float, per_row.device()))?,
+            ),
             Some(masks) => {
-                let member = Tensor::f_stack(&masks, 0)?.f_to_kind(per_row.f_kind()?)?;
-                let counts = member.f_sum_dim_intlist([1].as_slice(), false, per_row.f_kind()?)?;
-                member.f_mv(&per_row)?.f_div(&counts.f_clamp_min(1.0)?)?
+                let member = Tensor::f_stack(&masks, 0)?.f_to_kind(Kind::Float)?;
+                (
+                    member.f_mv(&per_row)?,
+                    member.f_sum_dim_intlist([1].as_slice(), false, Kind::Float)?,
+                )
             }
         }))
     }
@@ -457,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_losses_equal_the_masked_task_losses_and_need_one_output() {
+    fn shared_loss_sums_over_counts_equal_the_masked_task_losses_and_need_one_output() {
         for intervals in [vec![(1, 10)], vec![(1, 2), (3, 5), (6, 10)]] {
             let (denoising, data) = fixture(intervals);
             tch::manual_seed(1);
@@ -466,7 +477,11 @@ mod tests {
                 .unwrap();
             let out = batch.targets[0].f_randn_like().unwrap();
             let outputs: Vec<Tensor> = data.tasks.iter().map(|_| out.shallow_clone()).collect();
-            let fused = denoising.shared_losses(&outputs, &batch).unwrap().unwrap();
+            let (sums, counts) = denoising
+                .shared_loss_sums(&outputs, &batch)
+                .unwrap()
+                .unwrap();
+            let fused = sums / counts.clamp_min(1.0);
             for (t, task) in data.tasks.iter().enumerate() {
                 let one = crate::train::metrics::task_loss(
                     task,
@@ -483,7 +498,7 @@ mod tests {
             }
             // A head per interval: other tensors, the generic path.
             let own: Vec<Tensor> = data.tasks.iter().map(|_| out.copy()).collect();
-            assert!(own.len() == 1 || denoising.shared_losses(&own, &batch).unwrap().is_none());
+            assert!(own.len() == 1 || denoising.shared_loss_sums(&own, &batch).unwrap().is_none());
         }
     }
 

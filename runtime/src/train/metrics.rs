@@ -177,15 +177,10 @@ pub fn task_loss(
     Ok(sum.f_div(&count.f_clamp_min(1.0)?)?)
 }
 
-/// Every task's training loss `[T]` for its head output (`outputs`, in task
-/// order) on `batch`, each as [`task_loss`] defines it.
-pub fn task_losses(tasks: &[Task], outputs: &[Tensor], batch: &Split) -> Result<Tensor> {
-    let (sums, counts) = task_loss_sums(tasks, outputs, batch)?;
-    Ok(sums.f_div(&counts.f_clamp_min(1.0)?)?)
-}
-
 /// Every task's summed loss and number of labelled elements (float32 `[T]`
-/// each), as [`loss_sums`] gives them task by task. When every task is
+/// each) for its head output (`outputs`, in task order) on `batch`, as
+/// [`loss_sums`] gives them task by task: sum over count (at least 1) is
+/// each task's [`task_loss`]. When every task is
 /// scalar regression under one loss, or every task is binary, they are
 /// computed together on `[B, T]`: one elementwise loss and one masked sum
 /// instead of a dozen small operations per task, which is most of a small
@@ -195,8 +190,14 @@ pub(crate) fn task_loss_sums(
     outputs: &[Tensor],
     batch: &Split,
 ) -> Result<(Tensor, Tensor)> {
+    if outputs.len() != tasks.len() {
+        return Err(Error::Method(format!(
+            "the model gave {} outputs for {} tasks",
+            outputs.len(),
+            tasks.len()
+        )));
+    }
     let together = tasks.len() > 1
-        && outputs.len() == tasks.len()
         && tasks.iter().all(|t| match (t.kind, tasks[0].kind) {
             (TaskType::Regression, TaskType::Regression) => t.loss == tasks[0].loss,
             (TaskType::Binary, TaskType::Binary) => true,
@@ -314,6 +315,14 @@ fn scalar(t: Tensor) -> Result<f64> {
 fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMetrics> {
     check_shapes(task, output, target)?;
     let mut m = TaskMetrics::new();
+    // The mean loss, NaN without rows like every other metric (the
+    // training loss is 0 there, so that an unlabelled batch adds nothing).
+    let mean_loss = || -> Result<f64> {
+        match output.size()[0] {
+            0 => Ok(f64::NAN),
+            _ => scalar(task_loss(task, output, target, None)?),
+        }
+    };
     match task.kind {
         TaskType::Regression | TaskType::Vector(_) => {
             let std = task.scale.map_or(1.0, |(_, s)| s);
@@ -323,10 +332,7 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
         }
         TaskType::Binary => {
             let logits = output.f_squeeze_dim(-1)?;
-            m.insert(
-                "bce".into(),
-                scalar(task_loss(task, output, target, None)?)?,
-            );
+            m.insert("bce".into(), mean_loss()?);
             let hits = logits
                 .f_gt(0.0)?
                 .f_to_kind(Kind::Float)?
@@ -342,7 +348,7 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
             }
         }
         TaskType::Multiclass(_) => {
-            m.insert("ce".into(), scalar(task_loss(task, output, target, None)?)?);
+            m.insert("ce".into(), mean_loss()?);
             let hits = output.f_argmax(-1, false)?.f_eq_tensor(target)?;
             m.insert(
                 "accuracy".into(),
@@ -350,10 +356,7 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
             );
         }
         TaskType::Multilabel(_) => {
-            m.insert(
-                "bce".into(),
-                scalar(task_loss(task, output, target, None)?)?,
-            );
+            m.insert("bce".into(), mean_loss()?);
             let predicted = output.f_gt(0.0)?;
             let actual = target.f_gt(0.5)?;
             let count = |t: Tensor| -> Result<f64> { scalar(t.f_sum(Kind::Double)?) };
@@ -792,7 +795,7 @@ mod tests {
     }
 
     #[test]
-    fn task_losses_together_equal_each_task_loss() {
+    fn task_loss_sums_together_equal_each_task_loss() {
         tch::manual_seed(0);
         let opts = (Kind::Float, tch::Device::Cpu);
         let rows = 9;
@@ -843,7 +846,8 @@ mod tests {
                     targets: targets.iter().map(Tensor::shallow_clone).collect(),
                     masks,
                 };
-                let got = task_losses(tasks, &outputs, &batch).unwrap();
+                let (sums, counts) = task_loss_sums(tasks, &outputs, &batch).unwrap();
+                let got = sums / counts.clamp_min(1.0);
                 let want: Vec<Tensor> = (0..tasks.len())
                     .map(|t| {
                         task_loss(
@@ -873,7 +877,8 @@ mod tests {
             ],
             masks: vec![None, None],
         };
-        assert!(task_losses(&tasks, &wrong, &batch).is_err());
+        assert!(task_loss_sums(&tasks, &wrong, &batch).is_err());
+        assert!(task_loss_sums(&tasks, &wrong[..1], &batch).is_err());
     }
 
     #[test]

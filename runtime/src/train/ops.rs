@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
-use crate::train::metrics::{task_loss_sums, task_losses};
+use crate::train::metrics::task_loss_sums;
 use crate::train::{all_finite, NonFinite};
 
 /// Where a step's batches come from: the training split, whose rows a
@@ -115,27 +115,25 @@ impl Ops<'_> {
     }
 }
 
-impl Ops<'_> {
-    /// Under data-parallel training over `ranks` ranks: each task's loss
-    /// share of this rank's rows, times `ranks`. A task's loss is the mean
-    /// over the global batch's labelled elements, so a rank's share is its
-    /// summed loss over the global count (summed over the ranks first); the
-    /// shares add up to what one process computes on the whole batch.
-    fn shares(&self, outputs: &[Tensor], batch: &Split, ranks: usize) -> Result<Tensor> {
-        let (sums, counts) = task_loss_sums(&self.data.tasks, outputs, batch)?;
-        let mut counts = Vec::<f64>::try_from(
-            counts
-                .f_to_kind(Kind::Double)?
-                .f_to_device(tch::Device::Cpu)?,
-        )?;
-        dist::world().sum_f64(&mut counts)?;
-        let scale: Vec<f32> = counts
-            .iter()
-            .map(|c| ranks as f32 / c.max(1.0) as f32)
-            .collect();
-        let scale = Tensor::from_slice(&scale).f_to_device(sums.device())?;
-        Ok(sums.f_mul(&scale)?)
-    }
+/// Under data-parallel training over `ranks` ranks: each task's loss share
+/// of this rank's rows (`sums`, with the labelled `counts` they are over),
+/// times `ranks`. A task's loss is the mean over the global batch's labelled
+/// elements, so a rank's share is its summed loss over the global count
+/// (summed over the ranks first); the shares add up to what one process
+/// computes on the whole batch.
+fn shares(sums: &Tensor, counts: &Tensor, ranks: usize) -> Result<Tensor> {
+    let mut counts = Vec::<f64>::try_from(
+        counts
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?,
+    )?;
+    dist::world().sum_f64(&mut counts)?;
+    let scale: Vec<f32> = counts
+        .iter()
+        .map(|c| ranks as f32 / c.max(1.0) as f32)
+        .collect();
+    let scale = Tensor::from_slice(&scale).f_to_device(sums.device())?;
+    Ok(sums.f_mul(&scale)?)
 }
 
 fn api<T>(result: Result<T>) -> ApiResult<T> {
@@ -221,16 +219,18 @@ impl StepOps for Ops<'_> {
         }
         self.forwards += 1;
         let shared = match self.denoising {
-            Some(denoising) => api(denoising.shared_losses(&outputs, batch))?,
+            Some(denoising) => api(denoising.shared_loss_sums(&outputs, batch))?,
             None => None,
         };
-        let losses = match shared {
-            Some(losses) => losses,
-            None if world.is_parallel() => api(self.shares(&outputs, batch, world.size()))?,
-            None => api(task_losses(&self.data.tasks, &outputs, batch))?,
-        };
         // Float32 whatever the forward computed in (bf16 under autocast).
-        let mut losses = losses.f_to_kind(Kind::Float)?;
+        let (sums, counts) = match shared {
+            Some(sums) => sums,
+            None => api(task_loss_sums(&self.data.tasks, &outputs, batch))?,
+        };
+        let mut losses = match world.is_parallel() {
+            true => api(shares(&sums, &counts, world.size()))?,
+            false => sums.f_div(&counts.f_clamp_min(1.0)?)?,
+        };
         if let Some(aux) = self.model.architecture_mut().aux_losses()? {
             if aux.size() != losses.size() {
                 return Err(ApiError::msg(format!(
