@@ -13,9 +13,12 @@ Two model layouts: a head per task (the pipelines' default: inner steps on a
 source never touch the target's head, so the rewards measure a random head's
 loss), and one head shared by every task (`model.head.shared = true`, as
 Meta-RTL's own setting shares the answer-scoring layer across tasks).
-run.seed 0, 1, 2 (the n molecules are the same: data seed 0); one libtorch
-thread per run.
+run.seed 0, 1, 2; one libtorch thread per run. The n molecules (and the
+subset, split and shuffled source) come from `[data] seed`: 0 for every run
+seed, or, with META_RTL_DATA_SEEDS=per-seed, the run seed's own (each seed
+then draws its own n molecules).
 Usage: .venv/bin/python bench/meta_rtl_qm9.py [OUT.md]
+Environment: META_RTL_DATA_SEEDS (`fixed`, the default, or `per-seed`).
 """
 
 import datetime
@@ -33,6 +36,9 @@ SEEDS = [0, 1, 2]
 LABELLED = [16, 64, 256]
 LAYOUTS = [("a head per task", "false"), ("one shared head", "true")]
 METHODS = ["target only", "joint", "reptile", "meta-rtl"]
+DATA_SEEDS = os.environ.get("META_RTL_DATA_SEEDS", "fixed")
+if DATA_SEEDS not in ("fixed", "per-seed"):
+    sys.exit(f"META_RTL_DATA_SEEDS is `{DATA_SEEDS}`; use `fixed` or `per-seed`")
 
 
 def run(pipeline, name, seed, *sets):
@@ -54,13 +60,14 @@ def measure(n, shared):
     weights = None
     for seed in SEEDS:
         tag = f"n{n}-{'shared' if shared == 'true' else 'own'}-s{seed}"
-        summary = run(ft, f"none-{tag}", seed, *common)
+        data = [f"data.seed={seed if DATA_SEEDS == 'per-seed' else 0}"]
+        summary = run(ft, f"none-{tag}", seed, *common, *data)
         mae["target only"].append(summary["test"]["gap"]["mae"])
         for method, name, sets in [("joint", f"joint-{tag}", ['train.strategy="standard"']),
                                    ("reptile", f"reptile-{tag}", ["train.strategy.uniform=true"]),
                                    ("meta-rtl", f"meta-{tag}", [])]:
-            run(meta, name, seed, *common, *sets)
-            summary = run(ft, f"ft-{name}", seed, *common, f'train.init="../{OUT}/{name}"')
+            run(meta, name, seed, *common, *data, *sets)
+            summary = run(ft, f"ft-{name}", seed, *common, *data, f'train.init="../{OUT}/{name}"')
             mae[method].append(summary["test"]["gap"]["mae"])
         if seed == 0:
             with open(os.path.join(ROOT, OUT, f"meta-{tag}", "metrics.jsonl")) as f:
@@ -82,8 +89,8 @@ def main():
     lines = [
         f"# Meta-RTL on low-resource QM9 ({datetime.date.today()})",
         "",
-        f"Command: `make meta-rtl-results` (runs `.venv/bin/python bench/meta_rtl_qm9.py`; {minutes:.0f} minutes on 2 cores, "
-        "beside another job).",
+        f"Command: `META_RTL_DATA_SEEDS={DATA_SEEDS} .venv/bin/python bench/meta_rtl_qm9.py` "
+        f"(`make meta-rtl-results` runs it with the default); {minutes:.0f} minutes on 2 cores.",
         "",
         __doc__.strip().split("\n", 1)[1].rsplit("Usage:", 1)[0].strip(),
         "",

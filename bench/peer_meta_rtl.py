@@ -9,6 +9,7 @@ taskweave's number is steps_per_second of a run of the pipeline with
 evaluation only at the end. Runs alternate for BENCH_ROUNDS rounds.
 
 Usage: .venv/bin/python bench/peer_meta_rtl.py [steps]
+Environment: BENCH_ROUNDS (3), BENCH_THREADS (intra-op threads of both; default: libtorch's).
 """
 
 import os
@@ -24,6 +25,9 @@ from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+THREADS = int(os.environ.get("BENCH_THREADS", "0"))
+if THREADS:
+    torch.set_num_threads(THREADS)
 SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
 
 
@@ -96,7 +100,7 @@ def pytorch_steps_per_second():
 
 
 def main():
-    cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS),
+    cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS, THREADS),
              "PyTorch, torch.func inner loops": pytorch_steps_per_second}
     title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, CPU, "
              f"{torch.get_num_threads()} threads (torch {torch.__version__})")
