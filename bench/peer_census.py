@@ -32,10 +32,7 @@ import quiet  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "data/census-income")
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(5)
 BATCH, DIM, EXPERTS, EXPERT, TOWER = 1024, 4, 8, 16, 8
 NUMERIC = [0, 5, 16, 17, 18, 30, 39]
 WEIGHT, INCOME, MARITAL, EDUCATION = 24, 41, 7, 4

@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/peer_dtrn.py [steps]
 Environment: BENCH_ROUNDS (5), BENCH_THREADS (intra-op threads of both; default: libtorch's).
 """
 
-import os
 import sys
 
 import torch
@@ -29,10 +28,7 @@ import quiet
 from quiet import alternate, report, taskweave_steps_per_second
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(5)
 BATCH, ROWS, DIM, HEADS, HYPER, LENGTH = 512, 20000, 16, 2, 16, 8
 ITEMS, CATEGORIES, TASKS, BEHAVIOURS = 200, 8, 2, 2
 

@@ -12,7 +12,6 @@ Usage: .venv/bin/python bench/peer_meta_rtl.py [steps]
 Environment: BENCH_ROUNDS (3), BENCH_THREADS (intra-op threads of both; default: libtorch's).
 """
 
-import os
 import sys
 import time
 import warnings
@@ -22,12 +21,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
+import quiet  # noqa: E402
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(3)
 SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
 
 

@@ -39,11 +39,8 @@ from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 import quiet  # noqa: E402
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
 DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(5)
 N, D, TASKS, BATCH = 10000, 100, 2, 128
 
 

@@ -60,10 +60,7 @@ from quiet import alternate, report, taskweave_steps_per_second
 from runs import ROOT
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(5)
 PIPELINE, NAME = "pipelines/taskexpert-scenes.toml", "taskexpert"
 BATCH, ROWS, SIZE, PATCH, DIM, DEPTH, HEADS, MLP = 32, 2000, 64, 8, 64, 4, 4, 4
 EXPERTS, EXPERT, HEAD = 4, 64, 32

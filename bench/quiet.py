@@ -10,6 +10,18 @@ import time
 QUIET = 0.1  # cores of foreign CPU use below which a measurement counts as quiet
 
 
+def settings(rounds):
+    """A peer benchmark's BENCH_ROUNDS (default `rounds`) and BENCH_THREADS
+    (0: libtorch's default), the thread count applied to this process's torch
+    too, so that both frameworks run on the same threads."""
+    threads = int(os.environ.get("BENCH_THREADS", "0"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return int(os.environ.get("BENCH_ROUNDS", str(rounds))), threads
+
+
 def cpu_snapshot():
     """(busy CPU seconds of the whole machine, CPU seconds of this process and its
     waited-for children, wall seconds)."""

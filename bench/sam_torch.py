@@ -53,19 +53,17 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from quiet import QUIET, cpu_snapshot, foreign_load  # noqa: E402
+import quiet  # noqa: E402
 from runs import BIN, PLUGINS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBLEM = os.environ.get("BENCH_PROBLEM", "qm9-shaped")
 STANDARD_STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
 SAM_STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 BATCH, TRAIN = 256, 10000
 RHO = 2.0
-THREADS = int(os.environ.get("BENCH_THREADS", "0"))  # 0: libtorch's default, in both
 DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
-if THREADS:
-    torch.set_num_threads(THREADS)
+ROUNDS, THREADS = quiet.settings(5)
 
 STRATEGIES = {
     "standard": "train.strategy=standard",

@@ -283,7 +283,7 @@ fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process(
     };
     let output = two.output().unwrap();
     let err = text(&output.stderr);
-    assert_ne!(output.status.code(), Some(0), "{err}");
+    assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
         err.contains("a [diffusion] pipeline trains in one process for now: run it without mpirun"),
         "{err}"

@@ -235,6 +235,33 @@ pub struct MlpSpec {
     pub activate_last: bool,
 }
 
+impl MlpSpec {
+    /// What follows a layer's product: for hidden layers (and the last when
+    /// `activate_last`), the batch norm when given, the activation and the
+    /// dropout; the last layer's product is the output as it is.
+    fn after_layer(
+        &self,
+        h: Tensor,
+        last: bool,
+        bn: Option<&BatchNorm>,
+        train: bool,
+        update_stats: bool,
+    ) -> Result<Tensor> {
+        if last && !self.activate_last {
+            return Ok(h);
+        }
+        let h = match bn {
+            Some(bn) => bn.forward(&h, train, update_stats)?,
+            None => h,
+        };
+        let h = self.activation.apply(&h)?;
+        Ok(match self.dropout > 0.0 {
+            true => h.f_dropout(self.dropout, train)?,
+            false => h,
+        })
+    }
+}
+
 /// A stack of [`Linear`] layers.
 pub struct Mlp {
     layers: Vec<(Linear, Option<BatchNorm>)>,
@@ -328,7 +355,7 @@ impl Mlp {
         let layer = |i: usize, x: Option<Tensor>| -> Result<Tensor> {
             let weights: Vec<&Tensor> = mlps.iter().map(|m| &m.layers[i].0.weight).collect();
             let biases: Vec<&Tensor> = mlps.iter().map(|m| &m.layers[i].0.bias).collect();
-            let mut y = match x {
+            let y = match x {
                 None if shared => {
                     let (rows, out) = (first.1.size()[0], weights[0].size()[0]);
                     let (w, b) = (Tensor::f_cat(&weights, 0)?, Tensor::f_cat(&biases, 0)?);
@@ -348,13 +375,7 @@ impl Mlp {
                     b.f_baddbmm(&x, &w, 1.0, 1.0)?
                 }
             };
-            if i < last || spec.activate_last {
-                y = spec.activation.apply(&y)?;
-                if spec.dropout > 0.0 {
-                    y = y.f_dropout(spec.dropout, train)?;
-                }
-            }
-            Ok(y)
+            spec.after_layer(y, i == last, None, train, update_stats)
         };
         let mut h = layer(0, None)?;
         for i in 1..=last {
@@ -374,17 +395,11 @@ impl Mlp {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         let last = self.layers.len().saturating_sub(1);
         for (i, (linear, bn)) in self.layers.iter().enumerate() {
-            let mut h = linear.forward(outs.last().unwrap_or(x))?;
-            if i < last || self.spec.activate_last {
-                if let Some(bn) = bn {
-                    h = bn.forward(&h, train, update_stats)?;
-                }
-                h = self.spec.activation.apply(&h)?;
-                if self.spec.dropout > 0.0 {
-                    h = h.f_dropout(self.spec.dropout, train)?;
-                }
-            }
-            outs.push(h);
+            let h = linear.forward(outs.last().unwrap_or(x))?;
+            outs.push(
+                self.spec
+                    .after_layer(h, i == last, bn.as_ref(), train, update_stats)?,
+            );
         }
         Ok(outs)
     }

@@ -481,7 +481,7 @@ mod tests {
                 .shared_loss_sums(&outputs, &batch)
                 .unwrap()
                 .unwrap();
-            let fused = sums / counts.clamp_min(1.0);
+            let fused = crate::train::metrics::loss_means(&sums, &counts).unwrap();
             for (t, task) in data.tasks.iter().enumerate() {
                 let one = crate::train::metrics::task_loss(
                     task,

@@ -174,7 +174,13 @@ pub fn task_loss(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (sum, count) = loss_sums(task, output, target, mask)?;
-    Ok(sum.f_div(&count.f_clamp_min(1.0)?)?)
+    loss_means(&sum, &count)
+}
+
+/// Loss sums over their labelled counts: the mean, 0 where nothing is
+/// labelled (an unlabelled batch adds nothing to training).
+pub(crate) fn loss_means(sums: &Tensor, counts: &Tensor) -> Result<Tensor> {
+    Ok(sums.f_div(&counts.f_clamp_min(1.0)?)?)
 }
 
 /// Every task's summed loss and number of labelled elements (float32 `[T]`
@@ -847,7 +853,7 @@ mod tests {
                     masks,
                 };
                 let (sums, counts) = task_loss_sums(tasks, &outputs, &batch).unwrap();
-                let got = sums / counts.clamp_min(1.0);
+                let got = loss_means(&sums, &counts).unwrap();
                 let want: Vec<Tensor> = (0..tasks.len())
                     .map(|t| {
                         task_loss(

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::optimizer::Optimizer;
 use crate::train::generator::forward_seed;
-use crate::train::metrics::task_loss_sums;
+use crate::train::metrics::{loss_means, task_loss_sums};
 use crate::train::{all_finite, NonFinite};
 
 /// Where a step's batches come from: the training split, whose rows a
@@ -229,7 +229,7 @@ impl StepOps for Ops<'_> {
         };
         let mut losses = match world.is_parallel() {
             true => api(shares(&sums, &counts, world.size()))?,
-            false => sums.f_div(&counts.f_clamp_min(1.0)?)?,
+            false => api(loss_means(&sums, &counts))?,
         };
         if let Some(aux) = self.model.architecture_mut().aux_losses()? {
             if aux.size() != losses.size() {
