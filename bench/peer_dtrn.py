@@ -58,7 +58,7 @@ class Dtrn(nn.Module):
         n, length, d = items.shape
         params = self.hyper(torch.cat([self.tasks, self.behaviours[b].expand(TASKS, -1)], 1))
         g1, b1, g2, b2 = params.split(d, 1)
-        x = (items + self.positions[:length]).expand(TASKS, n, length, d)
+        x = items + self.positions[:length]  # [N, L, d]: normalised once, broadcast over the tasks
         any_valid = valid.any(1, keepdim=True)
         keys = valid | ~any_valid
         q, k, v = self.qkv(conditional_norm(x, g1, b1)).reshape(TASKS * n, length, 3, HEADS, d // HEADS).permute(

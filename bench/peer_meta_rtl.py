@@ -4,7 +4,10 @@ the shapes of pipelines/meta-rtl-qm9.toml: 34 input features, MLP 256-256,
 source, one target batch, an LSTM policy of 32 units (its Adam step), the
 weighted Reptile update. PyTorch runs the inner loops functionally
 (torch.func.functional_call on a parameter dict, torch.autograd.grad) on
-random data of the same shapes (speed does not depend on the values).
+random data of the same shapes (speed does not depend on the values), one
+source after another, and in a second cell all sources at once
+(torch.func.vmap of torch.func.grad over the sources' stacked parameters and
+batches; checked against the first before timing).
 taskweave's number is steps_per_second of a run of the pipeline with
 evaluation only at the end. Runs alternate for BENCH_ROUNDS rounds.
 
@@ -19,7 +22,7 @@ import warnings
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.func import functional_call  # noqa: E402
+from torch.func import functional_call, grad, vmap  # noqa: E402
 from quiet import alternate, report, taskweave_steps_per_second  # noqa: E402
 import quiet  # noqa: E402
 
@@ -40,7 +43,10 @@ class Model(nn.Module):
         return self.heads(self.trunk(x))
 
 
-def pytorch_steps_per_second():
+def pytorch_steps_per_second(vmapped=False):
+    """One meta-iteration per step; `vmapped`: every source's inner loop at
+    once (torch.func.vmap over the sources' stacked parameters and batches)
+    instead of one source after another."""
     torch.manual_seed(0)
     model = Model()
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -59,11 +65,8 @@ def pytorch_steps_per_second():
         idx = torch.randint(0, 8192, (BATCH,), generator=g)
         return xs[idx], ys[idx]
 
-    def step(s):
-        nonlocal state, prev
-        h, c = cell(prev.unsqueeze(0), state)
-        state = (h.detach(), c.detach())
-        w = torch.softmax(head(h).squeeze(0), 0)
+    def adapt_each(s, target):
+        """Adapted parameters per source, one after another, and their target losses."""
         adapted = []
         for i in range(SOURCES):
             x, y = batch(s, i)
@@ -73,10 +76,46 @@ def pytorch_steps_per_second():
                                             list(p.values()))
                 p = {k: (v - LR * g).detach() for (k, v), g in zip(p.items(), grads)}
             adapted.append(p)
-        x, y = batch(s, 99)
         with torch.no_grad():
-            general = loss(params, x, y, TASKS - 1)
-            specific = torch.stack([loss(p, x, y, TASKS - 1) for p in adapted])
+            specific = torch.stack([loss(p, *target, TASKS - 1) for p in adapted])
+        return {k: torch.stack([p[k] for p in adapted]) for k in params}, specific
+
+    # Source i's loss through a one-hot column selector, so that one function
+    # serves every source under vmap.
+    def column_loss(p, x, y, column):
+        return ((functional_call(model, p, (x,)) * column).sum(-1) - (y * column).sum(-1)).pow(2).mean()
+
+    inner_grad = vmap(grad(column_loss))
+    target_losses = vmap(column_loss, in_dims=(0, None, None, None))
+    columns = torch.eye(TASKS)[:SOURCES]
+
+    def adapt_together(s, target):
+        """The same, every source at once: [S, ...] parameters and batches."""
+        drawn = [batch(s, i) for i in range(SOURCES)]
+        x, y = torch.stack([d[0] for d in drawn]), torch.stack([d[1] for d in drawn])
+        p = {k: v.expand(SOURCES, *v.shape) for k, v in params.items()}
+        for _ in range(INNER):
+            grads = inner_grad(p, x, y, columns)
+            p = {k: v - LR * grads[k] for k, v in p.items()}
+        with torch.no_grad():
+            specific = target_losses(p, *target, torch.eye(TASKS)[TASKS - 1])
+        return p, specific
+
+    if vmapped:  # the two ways agree (the same draws, the same adapted parameters)
+        target = batch(0, 99)
+        (a, la), (b, lb) = adapt_each(0, target), adapt_together(0, target)
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in params) and torch.allclose(la, lb, atol=1e-5)
+    adapt = adapt_together if vmapped else adapt_each
+
+    def step(s):
+        nonlocal state, prev
+        h, c = cell(prev.unsqueeze(0), state)
+        state = (h.detach(), c.detach())
+        w = torch.softmax(head(h).squeeze(0), 0)
+        target = batch(s, 99)
+        adapted, specific = adapt(s, target)
+        with torch.no_grad():
+            general = loss(params, *target, TASKS - 1)
         rewards = general - specific
         adv = (rewards - rewards.mean()) / (rewards.std(unbiased=False) + 1e-12)
         entropy = -(w * w.clamp_min(1e-12).log()).sum()
@@ -86,7 +125,8 @@ def pytorch_steps_per_second():
         wd = w.detach()
         with torch.no_grad():
             for k in params:
-                params[k] = params[k] + sum(wd[i] * (adapted[i][k] - params[k]) for i in range(SOURCES))
+                shape = (SOURCES,) + (1,) * params[k].dim()
+                params[k] = params[k] + (wd.view(shape) * (adapted[k] - params[k])).sum(0)
         prev = torch.cat([wd, rewards, specific])
 
     step(0)  # warm-up
@@ -98,7 +138,8 @@ def pytorch_steps_per_second():
 
 def main():
     cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS, THREADS),
-             "PyTorch, torch.func inner loops": pytorch_steps_per_second}
+             "PyTorch, torch.func inner loops": pytorch_steps_per_second,
+             "PyTorch, inner loops vmapped": lambda: pytorch_steps_per_second(vmapped=True)}
     title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, CPU, "
              f"{torch.get_num_threads()} threads (torch {torch.__version__})")
     report(title, cells, alternate(cells, ROUNDS))

@@ -61,9 +61,10 @@ pub struct Interest {
 }
 
 /// Layer norm of `x` `[K, N, L, d]` without its own affine, then `γ`, `β`
-/// `[K, d]` (γ as an offset from 1) per leading index.
+/// `[K, d]` (γ as an offset from 1) per leading index. An `x` of `[N, L, d]`,
+/// the same for every k, is normalised once and broadcast to `[K, N, L, d]`.
 fn conditional_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
-    let d = x.size()[3];
+    let d = x.size()[x.dim() - 1];
     let k = gamma.size()[0];
     let normed = x.f_layer_norm([d], None::<&Tensor>, None::<&Tensor>, 1e-5, false)?;
     let shape = [k, 1, 1, d];
@@ -115,10 +116,9 @@ impl Interest {
         let k = params.size()[0];
         let part = |i: i64| params.f_narrow(1, i * d, d);
         let (g1, b1, g2, b2) = (part(0)?, part(1)?, part(2)?, part(3)?);
-        let x = items
-            .f_add(&self.positions.f_narrow(0, 0, l)?)?
-            .f_unsqueeze(0)?
-            .f_expand([k, n, l, d], false)?;
+        // [N, L, d]: the same for every task until the first residual add
+        // broadcasts it to [K, N, L, d] (one layer norm instead of K).
+        let x = items.f_add(&self.positions.f_narrow(0, 0, l)?)?;
         // Empty rows attend to everything (their output is discarded) so
         // that no softmax runs over nothing.
         let any = valid.f_any_dim(1, true)?; // [N, 1]
