@@ -474,3 +474,93 @@ fn messages_carry_no_debug_formatting_or_colours_and_json_logs_carry_errors() {
         "{records:?}"
     );
 }
+
+/// metrics.jsonl's rows without their wall times (a resume rewrites those).
+fn rows_without_wall_times(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            row.as_object_mut().unwrap().remove("wall_time_s");
+            row
+        })
+        .collect()
+}
+
+fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn resuming_a_finished_run_changes_nothing_it_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Best-validation selection where the last step is the best: a resume
+    // used to report an earlier step from the stale best checkpoint.
+    let path = small_pipeline(
+        d,
+        "finished",
+        "[train]\nsteps = 40\ncheckpoint_every = 10\n[eval]\nevery = 10\nselect = \"best-val\"\n",
+    );
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    let run = d.join("runs/finished");
+    let (before, rows) = (summary(&run), rows_without_wall_times(&run));
+    assert_eq!(before["selected_step"], 40, "the case under test: {before}");
+    for _ in 0..2 {
+        let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(summary(&run), before);
+        assert_eq!(rows_without_wall_times(&run), rows);
+    }
+}
+
+#[test]
+fn a_damaged_best_checkpoint_is_dropped_with_a_warning_and_the_resumed_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(
+        d,
+        "best",
+        "[train]\nsteps = 40\ncheckpoint_every = 10\n[eval]\nevery = 10\nselect = \"best-val\"\n",
+    );
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    let run = d.join("runs/best");
+    let ckpts = run.join("checkpoints");
+    // As if killed after step 30's checkpoint, with its best checkpoint damaged.
+    std::fs::remove_file(taskweave::train::checkpoint::path_for(&ckpts, 40)).unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let best = ckpts.join("best.safetensors");
+    let bytes = std::fs::read(&best).unwrap();
+    std::fs::write(&best, &bytes[..bytes.len() / 2]).unwrap();
+
+    let (code, _, err) = run_cli(d, &["resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("best-validation checkpoint of step")
+            && err.contains("cannot be used")
+            && err.contains("starts again at step 30"),
+        "{err}"
+    );
+    let done = summary(&run);
+    assert_eq!(done["steps"], 40, "{done}");
+    assert!(done["selected_step"].as_u64().unwrap() >= 30, "{done}");
+}
+
+#[test]
+fn a_weighting_that_refuses_the_pipeline_is_an_input_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "refused", "[train]\nsteps = 2\n");
+    for (set, expect) in [
+        ("train.weighting=krum", "needs at least 3 tasks"),
+        (
+            "train.weighting={kind=\"upgrad\", pref_vector=[1]}",
+            "pref_vector",
+        ),
+    ] {
+        let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap(), "--set", set]);
+        assert_eq!(code, 2, "--set {set}: {err}");
+        assert!(err.contains(expect), "--set {set}: {err}");
+    }
+}

@@ -76,11 +76,18 @@ impl FfiHost for RuntimeHost {
         };
         let result = (|| {
             let config: serde_json::Value = serde_json::from_str(config.as_str())?;
-            let (entry, config) = validate_method(registry, role, kind.as_str(), &config)?;
+            // A method another composes (the standard strategy's weighting)
+            // refusing its config is bad input like any other: exit 2.
+            let (entry, config) = validate_method(registry, role, kind.as_str(), &config)
+                .map_err(|e| ApiError::input(e.to_string()))?;
             let host = RuntimeHost::with_registry(registry.clone());
-            let created = registry
-                .create(entry, &config, ctx, &host)
-                .map_err(|e| ApiError::msg(e.to_string()))?;
+            let created =
+                registry
+                    .create(entry, &config, ctx, &host)
+                    .map_err(|e| match e.exit_code() {
+                        2 => ApiError::input(e.to_string()),
+                        _ => ApiError::msg(e.to_string()),
+                    })?;
             Ok(FfiMethod::new(created, &format!("method `{kind}`")))
         })();
         match result {

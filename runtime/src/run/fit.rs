@@ -217,6 +217,57 @@ fn write_history(path: &Path, history: &[Value]) -> Result<()> {
     write_file(path, text.as_bytes())
 }
 
+/// The summary.json of the run in `dir` (`Null` when missing or unreadable).
+fn summary_of(dir: &Path) -> Value {
+    std::fs::read_to_string(dir.join("summary.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// What a run wrote when it finished: its summary and the last (final)
+/// validation row of its metrics, `Null`/`None` where it wrote none.
+struct Earlier {
+    summary: Value,
+    last_val: Option<Value>,
+}
+
+impl Earlier {
+    fn read(dir: &Path, metrics: &Path) -> Earlier {
+        let summary = summary_of(dir);
+        let last_val = std::fs::read_to_string(metrics)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["final"] == true && r["split"] == "val")
+            .last();
+        Earlier { summary, last_val }
+    }
+}
+
+/// On resuming from step `step`: the selection's best step before the last
+/// (`total`; the last step's parameters are its own checkpoint) must be the
+/// one `best` holds. A damaged or missing file, or one the killed part of the
+/// run overwrote, is dropped with a warning: the selection restarts, and the
+/// run still finishes, choosing among the evaluations from here on.
+fn check_best(selection: &mut Selection, best: &Path, step: u64, total: u64) {
+    let Some(wanted) = selection.best_step().filter(|&s| s < total) else {
+        return;
+    };
+    let problem = match checkpoint::read(best) {
+        Ok(ckpt) => match u64_of(&ckpt.meta["selected_step"]) {
+            held if held == wanted => return,
+            held => format!("it holds step {held}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(
+        "the best-validation checkpoint of step {wanted} cannot be used ({problem}); the selection \
+         starts again at step {step}: evaluations before it can no longer be reported"
+    );
+    selection.forget_best();
+}
+
 /// Draws training loss and every validation metric per task.
 fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
     let series = |key: &dyn Fn(&Value) -> Option<f64>, split: &str, task: &str| Series {
@@ -339,6 +390,9 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         trainer.agree(&format!("after resuming from step {step}"))?;
         history = read_history(&metrics_path, step);
         tracing::info!("resuming {} from step {step}", dir.display());
+        if best_val {
+            check_best(&mut selection, &best_path, step, total);
+        }
         if ranks != world.size() as u64 {
             tracing::info!(
                 "the run continues on {} rank(s) after {ranks}: the same global batches, the gradients \
@@ -470,7 +524,14 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             "{skipped_since_eval} of the last steps skipped for non-finite losses or updates ({skipped} of {total} in all)"
         );
     }
-    let steps_per_second = progress.rate(trainer.step_index());
+    // A finished run resumed (killed before its summary, or resumed again)
+    // trains no step here: its rate and the running means of its last steps
+    // are what it wrote before, not recomputed as nothing.
+    let earlier = (first == total).then(|| Earlier::read(dir, &metrics_path));
+    let earlier = earlier.as_ref();
+    let steps_per_second = earlier
+        .and_then(|e| e.summary["steps_per_second"].as_f64())
+        .unwrap_or_else(|| progress.rate(trainer.step_index()));
 
     memory.end("train");
     memory.begin();
@@ -479,9 +540,11 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let mut val_architecture = trainer.architecture_metrics()?;
     let score = selection.score(&tasks, &val)?;
     // The last step unless an earlier evaluation scored better (a run whose
-    // scores were never finite has no best: it reports its last step).
+    // scores were never finite has no best: it reports its last step). A
+    // resumed finished run already recorded the last step as its best: that
+    // is not an earlier one.
     let earlier_best = match best_val && !selection.improves(total, score) {
-        true => selection.best_step(),
+        true => selection.best_step().filter(|&step| step < total),
         false => None,
     };
     // The end state, for a resume of the finished run, before the best is restored.
@@ -510,7 +573,10 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let test = trainer.evaluate("test", eval_batch)?;
     let test_architecture = trainer.architecture_metrics()?;
     memory.end("eval");
-    let (loss, weights) = running.take(&tasks);
+    let (loss, weights) = match earlier.and_then(|e| e.last_val.as_ref()) {
+        Some(row) => (row["train_loss"].clone(), Some(row["weights"].clone())),
+        None => running.take(&tasks),
+    };
     for (split, metrics, architecture) in [
         ("val", &val, &val_architecture),
         ("test", &test, &test_architecture),
@@ -544,10 +610,12 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     if let Some(line) = memory.line() {
         progress.println(&line);
     }
-    let trained = (total - first).max(1);
+    let reduced_bytes_per_step = earlier
+        .and_then(|e| e.summary["reduced_bytes_per_step"].as_u64())
+        .unwrap_or(step_bytes / (total - first).max(1));
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
                       "steps_per_second": steps_per_second, "ranks": world.size(),
-                      "reduced_bytes_per_step": step_bytes / trained,
+                      "reduced_bytes_per_step": reduced_bytes_per_step,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "architecture": test_architecture,
                       "val": metrics_json(&tasks, &summary.val), "test": metrics_json(&tasks, &summary.test)});
@@ -566,10 +634,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
 pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let checkpoints = dir.join("checkpoints");
     let best = checkpoints.join(BEST);
-    let summary: Value = std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or(Value::Null);
+    let summary = summary_of(dir);
     // The best checkpoint may be stale: it is the selection only when the
     // summary's selected step is before the last.
     let selected_earlier = summary["selected_step"].as_u64() < summary["steps"].as_u64();

@@ -40,6 +40,12 @@ impl Selection {
         self.best.map(|(step, _)| step)
     }
 
+    /// Forgets the best score (its parameters are lost); the reference stays,
+    /// so later scores compare as before.
+    pub fn forget_best(&mut self) {
+        self.best = None;
+    }
+
     /// The state a checkpoint holds.
     pub fn state(&self) -> Value {
         json!({"reference": self.reference, "best": self.best})
