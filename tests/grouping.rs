@@ -216,3 +216,19 @@ fn bad_inputs_are_exit_2_naming_the_key_or_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn more_timesteps_than_memory_holds_exit_2_instead_of_aborting() {
+    let dir = setup();
+    // 10^5 timesteps: 5·10^9 interval costs, 40 GB, more than any CI machine
+    // holds; the allocation used to abort the process.
+    let (code, err) = call(
+        dir.path(),
+        &["--tasks", "100000", "--set", "cost=timestep", "--set", "k=5"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("needs 40.0 GB") && err.contains("cluster fewer timesteps"),
+        "{err}"
+    );
+}

@@ -32,7 +32,7 @@ pub enum Costs {
 }
 
 /// Why a signal cannot be clustered: the message and, where it applies, the
-/// index of the offending value.
+/// index of the offending value (or the memory more timesteps than fit need).
 #[derive(Debug, PartialEq)]
 pub struct BadSignal(pub String);
 
@@ -135,9 +135,9 @@ impl Costs {
 
 /// Every interval's cost, packed by its end: interval `s..=i` at
 /// `i·(i + 1)/2 + s`, so the DP's inner loop reads one contiguous run.
-fn matrix(costs: &Costs) -> Vec<f64> {
+fn matrix(costs: &Costs) -> Result<Vec<f64>, BadSignal> {
     let n = costs.len();
-    let mut cost = vec![0.0; n * (n + 1) / 2];
+    let mut cost = filled(n * (n + 1) / 2, 0.0, n)?;
     let at = |s: usize, i: usize| i * (i + 1) / 2 + s;
     match costs {
         Costs::Values { .. } => {
@@ -173,7 +173,22 @@ fn matrix(costs: &Costs) -> Vec<f64> {
             }
         }
     }
-    cost
+    Ok(cost)
+}
+
+/// `len` copies of `value`, or an error naming the `n` timesteps whose costs
+/// do not fit in memory (an allocation failure would abort the process).
+fn filled<T: Clone>(len: usize, value: T, n: usize) -> Result<Vec<T>, BadSignal> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        let gb = (len as f64) * std::mem::size_of::<T>() as f64 / 1e9;
+        BadSignal(format!(
+            "interval clustering of {n} timesteps needs {gb:.1} GB (a cost per interval, \
+             n·(n + 1)/2 of them), more than this machine can allocate: cluster fewer timesteps"
+        ))
+    })?;
+    out.resize(len, value);
+    Ok(out)
 }
 
 /// The least of `values` and the first index holding it; written as lane
@@ -196,17 +211,20 @@ fn first_min(values: &[f64]) -> (f64, usize) {
 
 /// The optimal partition of `0..T` into `k` contiguous intervals (1 ≤ k ≤ T):
 /// each interval as (first, last) index, in order, and the total cost.
-pub fn solve(costs: &Costs, k: usize) -> (Vec<(usize, usize)>, f64) {
+pub fn solve(costs: &Costs, k: usize) -> Result<(Vec<(usize, usize)>, f64), BadSignal> {
     let n = costs.len();
     assert!(1 <= k && k <= n, "1 ≤ k ≤ T is checked by the caller");
-    let cost = matrix(costs);
+    let cost = matrix(costs)?;
     let row = |i: usize| &cost[i * (i + 1) / 2..(i + 1) * (i + 2) / 2];
     // best[i]: the least cost of 0..=i in j + 1 intervals; start[j][i]: where
     // the last of them starts.
     let mut best: Vec<f64> = (0..n).map(|i| row(i)[0]).collect();
     let mut next = vec![f64::INFINITY; n];
     let mut totals = vec![0.0; n];
-    let mut start = vec![vec![0usize; n]; k];
+    let mut start = filled(k, Vec::new(), n)?;
+    for starts in &mut start {
+        *starts = filled(n, 0usize, n)?;
+    }
     for (j, starts) in start.iter_mut().enumerate().skip(1) {
         for i in j..n {
             // The last interval is s..=i with s ≥ j: every earlier one non-empty.
@@ -230,7 +248,7 @@ pub fn solve(costs: &Costs, k: usize) -> (Vec<(usize, usize)>, f64) {
         end = s.wrapping_sub(1);
     }
     intervals.reverse();
-    (intervals, best[n - 1])
+    Ok((intervals, best[n - 1]))
 }
 
 #[cfg(test)]
@@ -293,7 +311,7 @@ mod tests {
 
     fn check(costs: &Costs) {
         for k in 1..=costs.len() {
-            let (intervals, cost) = solve(costs, k);
+            let (intervals, cost) = solve(costs, k).unwrap();
             let expected = brute_force(costs, k);
             let scale = expected.abs().max(1.0);
             assert!(
@@ -341,7 +359,7 @@ mod tests {
             .map(|i| ((i / n) as f64 * 0.3 + (i % n) as f64 * 0.3).cos())
             .collect();
         let costs = Costs::affinity("tas", tas, n).unwrap();
-        let m = matrix(&costs);
+        let m = matrix(&costs).unwrap();
         for i in 0..n {
             for s in 0..=i {
                 let (a, b) = (m[i * (i + 1) / 2 + s], costs.interval(s, i));
@@ -355,10 +373,10 @@ mod tests {
         let flat = Costs::values("snr", &[2.0; 6]).unwrap();
         // Every partition costs 0: ties put each interval's start earliest,
         // from the last backwards, so the first intervals are single steps.
-        assert_eq!(solve(&flat, 3), (vec![(0, 0), (1, 1), (2, 5)], 0.0));
+        assert_eq!(solve(&flat, 3), Ok((vec![(0, 0), (1, 1), (2, 5)], 0.0)));
         let steps = Costs::values("timestep", &[1.0, 2.0, 3.0, 4.0]).unwrap();
-        assert_eq!(solve(&steps, 1), (vec![(0, 3)], 4.0), "|1−2| + 0 + 1 + 2");
-        assert_eq!(solve(&steps, 4).1, 0.0);
+        assert_eq!(solve(&steps, 1), Ok((vec![(0, 3)], 4.0)), "|1−2| + 0 + 1 + 2");
+        assert_eq!(solve(&steps, 4).unwrap().1, 0.0);
         let e = Costs::values("snr", &[3.0, f64::NAN, 1.0]).err().unwrap();
         assert_eq!(
             e.0,

@@ -128,7 +128,7 @@ impl Grouping for IntervalClustering {
                 "k = {k} intervals of {n} timesteps: k must be at most the number of timesteps"
             )));
         }
-        let (intervals, cost) = dp::solve(&self.costs(input)?, k);
+        let (intervals, cost) = dp::solve(&self.costs(input)?, k).map_err(|e| Error::input(e.0))?;
         let mut groups = vec![0; n];
         for (g, &(l, r)) in intervals.iter().enumerate() {
             groups[l..=r].fill(g);
