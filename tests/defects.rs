@@ -564,3 +564,55 @@ fn a_weighting_that_refuses_the_pipeline_is_an_input_error() {
         assert!(err.contains(expect), "--set {set}: {err}");
     }
 }
+
+#[test]
+fn output_paths_that_are_files_or_directories_the_wrong_way_round_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a-file"), "not a directory").unwrap();
+    let path = small_pipeline(d, "paths", "[train]\nsteps = 2\n");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            path.to_str().unwrap(),
+            "--set",
+            "run.out_dir=\"a-file\"",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot create the run directory") && err.contains("run.out_dir"),
+        "{err}"
+    );
+    install_plugin(d, "taskweave-diffusion-clustering");
+    for (out, expect) in [
+        (".", "it is a directory; name a file"),
+        ("a-file/out.safetensors", "a-file is not a directory"),
+    ] {
+        let (code, _, err) = run_cli(
+            d,
+            &[
+                "-q",
+                "call",
+                "grouping",
+                "interval-clustering",
+                "--plugins",
+                "plugins",
+                "--tasks",
+                "10",
+                "--set",
+                "k=2",
+                "--out",
+                out,
+            ],
+        );
+        assert_eq!(code, 2, "--out {out}: {err}");
+        assert!(err.contains(expect), "--out {out}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.join("a-file")).unwrap(),
+        "not a directory"
+    );
+}

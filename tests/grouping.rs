@@ -224,7 +224,14 @@ fn more_timesteps_than_memory_holds_exit_2_instead_of_aborting() {
     // holds; the allocation used to abort the process.
     let (code, err) = call(
         dir.path(),
-        &["--tasks", "100000", "--set", "cost=timestep", "--set", "k=5"],
+        &[
+            "--tasks",
+            "100000",
+            "--set",
+            "cost=timestep",
+            "--set",
+            "k=5",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(

@@ -375,7 +375,11 @@ mod tests {
         // from the last backwards, so the first intervals are single steps.
         assert_eq!(solve(&flat, 3), Ok((vec![(0, 0), (1, 1), (2, 5)], 0.0)));
         let steps = Costs::values("timestep", &[1.0, 2.0, 3.0, 4.0]).unwrap();
-        assert_eq!(solve(&steps, 1), Ok((vec![(0, 3)], 4.0)), "|1−2| + 0 + 1 + 2");
+        assert_eq!(
+            solve(&steps, 1),
+            Ok((vec![(0, 3)], 4.0)),
+            "|1−2| + 0 + 1 + 2"
+        );
         assert_eq!(solve(&steps, 4).unwrap().1, 0.0);
         let e = Costs::values("snr", &[3.0, f64::NAN, 1.0]).err().unwrap();
         assert_eq!(

@@ -44,7 +44,13 @@ impl RunDir {
     /// already holds a run is refused unless `overwrite`, which empties it; a
     /// directory holding anything else is refused whatever `overwrite` says.
     pub fn create(path: &Path, overwrite: bool) -> Result<RunDir> {
-        fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        fs::create_dir_all(path).map_err(|e| {
+            Error::Input(format!(
+                "cannot create the run directory {}: {}; check run.out_dir and run.name",
+                path.display(),
+                taskweave_plugin_api::io_reason(&e)
+            ))
+        })?;
         let dir = RunDir::lock(path)?;
         let entries = dir.entries()?;
         if entries.is_empty() {

@@ -148,12 +148,17 @@ fn check_out(out: &Path) -> taskweave::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    if !out_dir.is_dir() {
-        return Err(Error::Input(format!(
-            "cannot write {}: the directory {} does not exist",
-            out.display(),
-            out_dir.display()
-        )));
-    }
-    Ok(())
+    let problem = if out.is_dir() {
+        "it is a directory; name a file".to_string()
+    } else if out_dir.exists() && !out_dir.is_dir() {
+        format!("{} is not a directory", out_dir.display())
+    } else if !out_dir.is_dir() {
+        format!("the directory {} does not exist", out_dir.display())
+    } else {
+        return Ok(());
+    };
+    Err(Error::Input(format!(
+        "cannot write {}: {problem}",
+        out.display()
+    )))
 }
