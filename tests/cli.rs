@@ -242,6 +242,29 @@ fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
         assert_eq!(code, 2, "{method} {set}: {err}");
         assert!(err.contains(message), "{method} {set}: {err}");
     }
+    // No parameter column, and an output that would overwrite the input.
+    let empty = d.join("empty.safetensors");
+    let none = tch::Tensor::zeros([2, 0], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("grads", &none)], &empty).unwrap();
+    let before = std::fs::read(&grads).unwrap();
+    for (input, out, message) in [
+        (empty.to_str().unwrap(), "x.safetensors", "is [2, 0]"),
+        (g, g, "would overwrite an input"),
+    ] {
+        let args = [
+            "call",
+            "weighting",
+            "pcgrad",
+            "--grads",
+            input,
+            "--out",
+            out,
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert_eq!(code, 2, "{input} -> {out}: {err}");
+        assert!(err.contains(message), "{input} -> {out}: {err}");
+    }
+    assert_eq!(std::fs::read(&grads).unwrap(), before);
 }
 
 #[test]

@@ -444,6 +444,24 @@ batch = 20
         ],
     );
     assert!(out.contains("against 20 test samples"), "{out}");
+    for steps in ["0", "5000"] {
+        let args = [
+            "-q",
+            "sample",
+            "runs/images",
+            "--sampler",
+            "ddim",
+            "--ddim-steps",
+            steps,
+            "--out",
+            "x.safetensors",
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert!(
+            code == 2 && err.contains("DDIM takes 1 to"),
+            "{steps}: {code}: {err}"
+        );
+    }
     let samples = &Tensor::read_safetensors(d.join("s.safetensors")).unwrap()[0].1;
     assert_eq!(samples.size(), [16, 1, 14, 14]);
     assert!(samples.abs().max().double_value(&[]) <= 1.0 + 1e-6);

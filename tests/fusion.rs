@@ -300,6 +300,12 @@ fn bad_logits_are_exit_2_naming_the_tensor() {
     let logits = [("large", &large), ("small", &small), ("experts", &experts)];
     let (code, err) = call(d, "logit-fusion", &logits, &["alphas=[]"]);
     assert!(code == 2 && err.contains("alphas"), "{code}: {err}");
+    // Finite as f64, -inf in the float32 grid.
+    let (code, err) = call(d, "logit-fusion", &logits, &["alphas=[-1e39]"]);
+    assert!(
+        code == 2 && err.contains("not a finite float32 number"),
+        "{code}: {err}"
+    );
     let (code, err) = call(d, "proxy", &logits, &["expert=3"]);
     assert!(
         code == 2 && err.contains("expert = 3, but there are 1 experts"),

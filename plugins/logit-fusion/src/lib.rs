@@ -67,8 +67,14 @@ fn create(config: &Value, _ctx: &MethodContext, host: &Host) -> Result<Box<dyn F
             alphas.len()
         )));
     }
-    if let Some(a) = alphas.iter().find(|a| !a.is_finite()) {
-        return Err(Error::input(format!("alphas: {a} is not a finite number")));
+    // The grid runs in float32: a coefficient beyond its range would be ±inf there.
+    if let Some(a) = alphas
+        .iter()
+        .find(|a| !a.is_finite() || a.abs() > f32::MAX as f64)
+    {
+        return Err(Error::input(format!(
+            "alphas: {a} is not a finite float32 number"
+        )));
     }
     Ok(Box::new(LogitFusion {
         host: host.clone(),

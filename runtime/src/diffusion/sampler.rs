@@ -47,8 +47,22 @@ pub fn sample(
     if request.count == 0 {
         return Err(Error::Input("--n 0: draw at least one sample".into()));
     }
+    let steps = denoising.steps();
+    if request.sampler == Sampler::Ddim && !(1..=steps).contains(&request.ddim_steps) {
+        return Err(Error::Input(format!(
+            "--ddim-steps {}: DDIM takes 1 to {steps} timesteps (the run's diffusion.steps)",
+            request.ddim_steps
+        )));
+    }
     let shape = [request.count as i64, denoising.dim() as i64];
-    let mut x = Tensor::f_randn(shape, (Kind::Float, denoising.device()))?;
+    let mut x = Tensor::f_randn(shape, (Kind::Float, denoising.device())).map_err(|e| {
+        Error::Input(format!(
+            "--n {}: {} samples of {} values do not fit in memory ({e})",
+            request.count,
+            request.count,
+            denoising.dim()
+        ))
+    })?;
     let level = |t: i64| -> Result<f64> {
         Ok(if t == 0 {
             1.0

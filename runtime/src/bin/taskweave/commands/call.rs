@@ -72,6 +72,14 @@ fn method_table(
     .map_err(|diagnostics| source.error(diagnostics))
 }
 
+/// True when `out` names the existing file `input`.
+fn out_is(out: &Path, input: &Path) -> bool {
+    match (out.canonicalize(), input.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Runs the weighting once on the given gradients (and losses) and writes its
 /// update: a gradient weighting's own, or a loss weighting's weights applied to
 /// the gradients.
@@ -90,11 +98,19 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
             grads.size()
         )));
     }
-    let tasks = grads.size()[0];
-    if tasks == 0 {
+    let (tasks, values) = (grads.size()[0], grads.size()[1]);
+    if tasks == 0 || values == 0 {
         return Err(Error::Input(format!(
-            "`grads` in {} has no rows: a weighting needs at least one task",
+            "`grads` in {} is [{tasks}, {values}]: a weighting needs at least one task and one parameter",
             &call.grads.display()
+        )));
+    }
+    if out_is(&call.out, &call.grads)
+        || call.losses.as_deref().is_some_and(|l| out_is(&call.out, l))
+    {
+        return Err(Error::Input(format!(
+            "--out {} would overwrite an input; name another file",
+            call.out.display()
         )));
     }
     let losses = match call.losses.as_deref() {
