@@ -107,6 +107,18 @@ pub struct DataKind {
 
 inventory::collect!(DataKind);
 
+/// `raw` as a number the model can hold: finite and within float32's range
+/// (values are stored as f32); otherwise why not, quoting `raw`.
+pub(crate) fn float32(raw: &str) -> std::result::Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.abs() <= f32::MAX as f64 => Ok(v),
+        Ok(v) if v.is_finite() => Err(format!(
+            "`{raw}` is outside the float32 range (±3.4e38) the model computes in"
+        )),
+        _ => Err(format!("`{raw}` is not a finite number")),
+    }
+}
+
 /// The typed config of a validated `[data]` table (which still holds `kind`).
 pub(crate) fn config_of<S: Source>(table: &Value) -> Result<S::Config> {
     let mut table = table.clone();

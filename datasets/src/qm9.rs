@@ -437,8 +437,7 @@ fn parse(table: &Table, wanted: &[(usize, usize)]) -> Result<Vec<Row>> {
         let mut targets = Vec::with_capacity(table.targets.len());
         for &(col, name) in &table.targets {
             let raw = field(col);
-            let v = raw.trim().parse::<f64>().ok().filter(|v| v.is_finite());
-            targets.push(v.ok_or_else(|| bad(name, format!("`{raw}` is not a finite number")))?);
+            targets.push(crate::float32(raw.trim()).map_err(|why| bad(name, why))?);
         }
         out.push((rank, molecule, targets));
     }
@@ -477,10 +476,7 @@ fn parse_positions(raw: &str, atoms: usize) -> std::result::Result<Vec<[f64; 3]>
         .split(',')
         .map(|s| {
             let s = s.trim_matches(|c: char| c == '[' || c == ']' || c.is_whitespace());
-            s.parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| format!("`{s}` is not a finite number"))
+            crate::float32(s)
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     if numbers.len() != 3 * atoms {
@@ -1179,6 +1175,12 @@ mod tests {
             e.contains(
                 "qm9_part3.csv: row 3, column `InternalEnergy_0K_au`: `nan` is not a finite number"
             ),
+            "{e}"
+        );
+        let broken = ROWS[2].replace("-76.404702", "1e39");
+        let e = error([good, good, &[ROWS[3], &broken]], json!({}));
+        assert!(
+            e.contains("column `InternalEnergy_0K_au`: `1e39` is outside the float32 range"),
             "{e}"
         );
         let e = error([good, &["\"x\",1"], good], json!({}));

@@ -243,14 +243,7 @@ impl Source for Csv {
             let line = record.position().map_or(0, |p| p.line());
             let cell = |col: usize| -> Result<f64> {
                 let raw = record.get(col).unwrap_or("");
-                let message = match raw.parse::<f64>() {
-                    Ok(v) if v.is_finite() && v.abs() <= f32::MAX as f64 => return Ok(v),
-                    Ok(v) if v.is_finite() => format!(
-                        "`{raw}` is outside the float32 range (±3.4e38) the model computes in"
-                    ),
-                    _ => format!("`{raw}` is not a finite number"),
-                };
-                Err(cell_error(line, &header[col], message))
+                crate::float32(raw).map_err(|message| cell_error(line, &header[col], message))
             };
             for &col in &inputs {
                 x.push(cell(col)? as f32);
