@@ -180,12 +180,25 @@ fn tensor_values(t: &tch::Tensor) -> Result<Vec<f64>> {
 }
 
 /// Reads `metrics.jsonl`, keeping the records up to `step` (a resumed run
-/// repeats what came after its checkpoint) and skipping unreadable lines.
+/// repeats what came after its checkpoint), dropping unreadable lines with a
+/// warning.
 fn read_history(path: &Path, step: u64) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .enumerate()
+        .filter_map(|(i, l)| match serde_json::from_str::<Value>(l) {
+            Ok(row) => Some(row),
+            Err(e) => {
+                // Rewritten without it: say so, rather than lose it silently.
+                tracing::warn!(
+                    "{} line {}: not a JSON row ({e}); dropped",
+                    path.display(),
+                    i + 1
+                );
+                None
+            }
+        })
         .filter(|r| u64_of(&r["step"]) <= step && r["final"] != true)
         .collect()
 }
@@ -239,8 +252,7 @@ impl Earlier {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|r| r["final"] == true && r["split"] == "val")
-            .last();
+            .rfind(|r| r["final"] == true && r["split"] == "val");
         Earlier { summary, last_val }
     }
 }

@@ -97,14 +97,25 @@ impl Run {
                 taskweave_plugin_api::io_reason(&e)
             ))
         })?;
-        let info: serde_json::Value = std::fs::read_to_string(dir.join(dir::MARKER))
+        // run.json names where the pipeline file was: relative paths in the
+        // config (plugin dirs, data, train.init) start there.
+        let marker = dir.join(dir::MARKER);
+        let info: serde_json::Value = std::fs::read_to_string(&marker)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        let pipeline_dir = info["pipeline_dir"]
-            .as_str()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| dir.to_path_buf());
+        let pipeline_dir = match info["pipeline_dir"].as_str() {
+            Some(path) => PathBuf::from(path),
+            None => {
+                tracing::warn!(
+                    "{} is missing or damaged: relative paths of the run's config (plugin dirs, \
+                     data) start at the run directory instead of the pipeline's; pass --plugins \
+                     DIR if its plugins are not found",
+                    marker.display()
+                );
+                dir.to_path_buf()
+            }
+        };
         let pipeline = Pipeline::from_run(runtime, &config_path, text, pipeline_dir)?;
         Ok(Run {
             pipeline,
