@@ -349,7 +349,10 @@ fn flatness_and_call_arguments_out_of_range_exit_2_and_create_nothing() {
         ],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no rows"), "{err}");
+    assert!(
+        err.contains("is [0, 3]") && err.contains("at least one task"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(
         d,
         &[
