@@ -265,6 +265,19 @@ fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
         assert!(err.contains(message), "{input} -> {out}: {err}");
     }
     assert_eq!(std::fs::read(&grads).unwrap(), before);
+    // MoDo's default double sampling needs batches one gradient matrix cannot give.
+    let args = [
+        "call",
+        "weighting",
+        "modo",
+        "--grads",
+        g,
+        "--out",
+        "x.safetensors",
+    ];
+    let (code, _, err) = run_cli(d, &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("need `double_sampling = false`"), "{err}");
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint(
     let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains(": the loss of task `task") && err.contains("last good checkpoint is kept"),
+        err.contains(": the loss of task `task") && err.contains("its checkpoints so far kept"),
         "{err}"
     );
     let run = d.join("runs/nan");
@@ -202,7 +202,7 @@ fn a_nonfinite_gradient_with_finite_losses_stops_naming_the_task() {
         assert_eq!(code, 1, "{weighting}: {err}");
         assert!(
             err.contains("step 0: the gradient of task `task2` is not finite (its loss is finite)")
-                && err.contains("last good checkpoint is kept"),
+                && err.contains("its checkpoints so far kept"),
             "{weighting}: {err}"
         );
     }

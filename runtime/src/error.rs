@@ -34,7 +34,7 @@ pub enum Error {
     #[error("{0}")]
     Method(String),
     /// A loss or the update became NaN or infinite.
-    #[error("step {step}: {what}; the last good checkpoint is kept. Lower the learning rate, or set train.on_nonfinite = \"skip-step\" to skip such steps")]
+    #[error("step {step}: {what}; the run stops here, its checkpoints so far kept. Lower the learning rate (or a method's own step sizes, such as Meta-RTL's inner_lr and meta_lr), or set train.on_nonfinite = \"skip-step\" to skip such steps")]
     NonFinite {
         /// The training step.
         step: u64,

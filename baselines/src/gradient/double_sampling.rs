@@ -123,11 +123,12 @@ impl Weighting for DoubleSampling {
             (false, _, _) => None,
             (true, [a, b], Some(like)) => Some(cross_gramian(a, b, like, &self.tasks)?),
             (true, more, _) => {
-                return Err(Error::msg(format!(
-                    "`{}` with double_sampling = true reads the gradients of 3 independent batches per step, but the strategy passed {}; the `standard` strategy draws them, strategies that draw one batch (such as `sam-mtl`) need `double_sampling = false`",
+                // A setting that does not fit the strategy (or `call weighting`): bad input.
+                return Err(Error::input(format!(
+                    "`{}` with double_sampling = true reads the gradients of 3 independent batches per step, but was given {}; the `standard` strategy draws them, strategies that draw one batch (such as `sam-mtl`) and `taskweave call weighting` need `double_sampling = false`",
                     self.name,
                     1 + more.len()
-                )))
+                )));
             }
         };
         let (rule, lambda) = (&self.rule, &mut self.lambda);
@@ -355,12 +356,11 @@ mod tests {
     fn double_sampling_without_the_extra_batches_says_what_to_change() {
         let g = tensor_of(&[vec![1.0, 0.0], vec![0.0, 1.0]], Kind::Float);
         let mut method = create("sdmgrad", json!({}), &context(2, 0));
-        let e = weigh_sampled(&mut *method, &g, &[])
-            .err()
-            .unwrap()
-            .to_string();
+        let e = weigh_sampled(&mut *method, &g, &[]).err().unwrap();
+        assert!(e.is_input(), "{e}");
+        let e = e.to_string();
         assert!(
-            e.contains("3 independent batches per step, but the strategy passed 1")
+            e.contains("3 independent batches per step, but was given 1")
                 && e.contains("double_sampling = false"),
             "{e}"
         );

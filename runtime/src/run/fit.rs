@@ -476,7 +476,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
                     return Err(Error::Run(format!(
                         "{skipped} of the run's {total} steps were skipped for non-finite losses or updates, more than \
                          train.max_skipped_fraction = {max_skipped} allows: its results would not mean much. \
-                         The last good checkpoint is kept; lower the learning rate, or check the data"
+                         Its checkpoints so far are kept; lower the learning rate (or a method's own step \
+                         sizes), or check the data"
                     )));
                 }
             }
