@@ -125,6 +125,46 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
 }
 
 #[test]
+fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // No periodic checkpoint: without the interrupt's own, every step is lost.
+    let long = "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
+    let reference = small_pipeline(d, "reference", long);
+    assert_eq!(run_cli(d, &["-q", "run", reference.to_str().unwrap()]).0, 0);
+
+    let path = small_pipeline(d, "interrupted", long);
+    let child = Command::new(binary())
+        .args(["-q", "run", path.to_str().unwrap()])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Well into training (the handler is installed before the data load).
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted at step") && err.contains("taskweave resume"),
+        "{err}"
+    );
+    let run = d.join("runs/interrupted");
+    let checkpoints = taskweave::train::checkpoint::list(&run.join("checkpoints"));
+    assert_eq!(checkpoints.len(), 1, "{checkpoints:?}");
+    assert!((1..20000).contains(&checkpoints[0].0), "{checkpoints:?}");
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_same_checkpoint(&d.join("runs/reference"), &run);
+}
+
+#[test]
 fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -44,14 +44,25 @@ pub enum Error {
     /// Anything else that failed during a run.
     #[error("{0}")]
     Run(String),
+    /// Ctrl-C stopped a run, which checkpointed the step it reached.
+    #[error("interrupted at step {step}, checkpointed; `taskweave resume {}` continues from there", dir.display())]
+    Interrupted {
+        /// The step checkpointed.
+        step: u64,
+        /// The run directory.
+        dir: PathBuf,
+    },
 }
 
 impl Error {
-    /// The process exit code for this error: 2 for bad input, 1 for run failures.
+    /// The process exit code for this error: 2 for bad input, 130 for a run
+    /// Ctrl-C stopped, 1 for run failures.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Input(_) => 2,
             Error::Data(e) if e.is_input() => 2,
+            // What a shell reports for a process that SIGINT ended.
+            Error::Interrupted { .. } => 130,
             _ => 1,
         }
     }

@@ -12,6 +12,7 @@ use tch::{Device, Kind};
 
 use super::baselines::load_baselines;
 use super::dir::{self, RunDir};
+use super::interrupt;
 use super::select::Selection;
 use super::summary::Summary;
 use crate::data::{Dataset, Task};
@@ -485,7 +486,9 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         let step = trainer.step_index();
         progress.update(step, &names, &last_losses);
         let evaluating = step < total && step % eval_every == 0;
-        let checkpointing = step < total && step % checkpoint_every == 0;
+        // Ctrl-C: checkpoint this step and stop (see `interrupt`).
+        let interrupted = step < total && !world.is_parallel() && interrupt::requested();
+        let checkpointing = step < total && (step % checkpoint_every == 0 || interrupted);
         if evaluating || checkpointing {
             // Once per step: the evaluation and both checkpoints below read agreed state.
             trainer.agree(&format!("at step {step}"))?;
@@ -528,6 +531,13 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             if world.is_root() {
                 checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
             }
+        }
+        if interrupted {
+            progress.finish();
+            return Err(Error::Interrupted {
+                step,
+                dir: dir.to_path_buf(),
+            });
         }
     }
     progress.finish();

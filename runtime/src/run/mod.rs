@@ -10,6 +10,7 @@ mod baselines;
 mod dir;
 mod fd;
 mod fit;
+pub mod interrupt;
 mod select;
 mod summary;
 

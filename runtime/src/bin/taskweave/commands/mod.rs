@@ -73,6 +73,17 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
             .into()),
         };
     }
+    // The commands that train checkpoint on Ctrl-C; every other keeps its default.
+    if matches!(
+        cli.command,
+        Command::Run { .. }
+            | Command::Resume { .. }
+            | Command::Lm {
+                command: LmCommand::Train { .. }
+            }
+    ) {
+        taskweave::run::interrupt::install();
+    }
     run_command(cli.command, &env, out)
 }
 
