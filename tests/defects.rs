@@ -244,6 +244,10 @@ fn sizes_threads_and_values_out_of_range_are_input_errors_naming_the_key() {
             "run.cuda_allocator=\"garbage:::\"",
             "unknown allocator setting `garbage`",
         ),
+        (
+            "train.schedule={kind=\"plateau\", min_lr=0.5}",
+            "train.schedule.min_lr = 0.5 is above the optimizer's lr = 0.001",
+        ),
     ] {
         for command in ["validate", "run"] {
             let (code, _, err) = run_cli(d, &["-q", command, p, "--set", set]);

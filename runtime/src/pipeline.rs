@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
 use crate::registry::{KindTable, Registry};
 use crate::runtime::Runtime;
-use crate::sections::{BackboneConfig, PipelineConfig};
+use crate::sections::{BackboneConfig, PipelineConfig, ScheduleConfig};
 use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
 
 /// The node at dotted `path` (keys, no indices), or the deepest one on the way:
@@ -62,8 +62,28 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
         crate::device::check_allocator_settings(allocator)
             .map_err(|why| format!("run.cuda_allocator = {allocator:?}: {why}")),
     );
+    let train = &config.train;
+    let lr = train.optimizer.lr();
+    // A warm-up as long as the run is allowed: short smoke runs of a
+    // pipeline (`--set train.steps=5`) keep its schedule.
+    if let ScheduleConfig::Cosine { min_lr, .. } | ScheduleConfig::Plateau { min_lr, .. } =
+        train.schedule
+    {
+        check(&["train", "schedule", "min_lr"], min_lr_problem(min_lr, lr));
+    }
     problems.extend(check_data(root, &config.data, dir));
     problems
+}
+
+/// A schedule's floor above the optimizer's rate would raise the rate, not lower it.
+fn min_lr_problem(min_lr: f64, lr: f64) -> std::result::Result<(), String> {
+    match min_lr > lr {
+        true => Err(format!(
+            "train.schedule.min_lr = {min_lr} is above the optimizer's lr = {lr}: \
+             the schedule would raise the rate"
+        )),
+        false => Ok(()),
+    }
 }
 
 /// That the files of the `[data]` table `data` exist, as diagnostics at its keys.
