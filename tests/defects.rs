@@ -623,3 +623,36 @@ fn output_paths_that_are_files_or_directories_the_wrong_way_round_exit_2() {
         "not a directory"
     );
 }
+
+#[test]
+fn an_overwrite_that_fails_before_training_leaves_the_old_run_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "kept", "[train]\nsteps = 3\n");
+    let p = path.to_str().unwrap();
+    assert_eq!(run_cli(d, &["-q", "run", p]).0, 0);
+    let run = d.join("runs/kept");
+    let before = summary(&run);
+    // Refused at the data load (not by the schema): after the directory was taken.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            p,
+            "--overwrite",
+            "--set",
+            "model.head.hidden=[4000000000]",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(summary(&run), before, "the old run was emptied");
+    assert!(!final_parameters(&run).is_empty());
+    // A successful overwrite still replaces it.
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "run", p, "--overwrite", "--set", "train.steps=4"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&run)["steps"], 4);
+}

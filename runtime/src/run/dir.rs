@@ -27,7 +27,7 @@ const LOCK: &str = ".lock";
 pub struct RunDir {
     path: PathBuf,
     // Held for the lock; released when the RunDir is dropped.
-    _lock: Option<File>,
+    lock: Option<File>,
 }
 
 impl RunDir {
@@ -36,7 +36,7 @@ impl RunDir {
     pub fn follow(path: &Path) -> RunDir {
         RunDir {
             path: path.to_path_buf(),
-            _lock: None,
+            lock: None,
         }
     }
 
@@ -76,14 +76,26 @@ impl RunDir {
                  --set run.name=..., or pass --overwrite to start over"
             )));
         }
-        for entry in entries {
+        // Emptied by `clear` once the new run's data and model are ready: a
+        // pipeline that fails before that leaves the old run whole.
+        Ok(dir)
+    }
+
+    /// Empties the directory for the new run that [`RunDir::create`] let in
+    /// (nothing to do unless it held a run and `--overwrite` was given); the
+    /// lock stays. Other ranks of a data-parallel run leave it to rank 0.
+    pub fn clear(&self) -> Result<()> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
+        for entry in self.entries()? {
             let removed = match fs::symlink_metadata(&entry) {
                 Ok(meta) if meta.is_dir() => fs::remove_dir_all(&entry),
                 _ => fs::remove_file(&entry),
             };
             removed.map_err(|e| Error::io(&entry, e))?;
         }
-        Ok(dir)
+        Ok(())
     }
 
     /// Opens the existing run in `path` to continue it. Temporary files that a
@@ -141,7 +153,7 @@ impl RunDir {
             .and_then(|()| writeln!(file, "{}", std::process::id()));
         Ok(RunDir {
             path: path.to_path_buf(),
-            _lock: Some(file),
+            lock: Some(file),
         })
     }
 
@@ -196,6 +208,9 @@ mod tests {
         let e = RunDir::create(&run, false).unwrap_err();
         assert!(e.to_string().contains("already holds a run"), "{e}");
         let held = RunDir::create(&run, true).unwrap();
+        // Nothing is removed until the new run is ready to write.
+        assert!(run.join(MARKER).exists());
+        held.clear().unwrap();
         assert_eq!(held.entries().unwrap(), Vec::<PathBuf>::new());
         assert!(run.join(LOCK).exists());
     }

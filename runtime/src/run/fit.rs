@@ -425,6 +425,11 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         }
         // Ranks started with different pipelines or seeds stop here, not at the first checkpoint.
         trainer.agree("at the start")?;
+        // A new run (not a resume without checkpoints) replaces what --overwrite
+        // let it replace only now that its data, model and init have loaded.
+        if !resume {
+            run.clear()?;
+        }
         // run.json first: it marks the directory as a run (see RunDir).
         let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
         write_file(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
