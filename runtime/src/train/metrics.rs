@@ -726,16 +726,16 @@ pub fn evaluate(
 
 /// Δm (%): the mean over tasks of the relative improvement of each task's
 /// primary metric over its single-task baseline, signed so that positive is
-/// better (Maninis et al. 2019; Vandenhende et al. 2021).
+/// better (Maninis et al. 2019; Vandenhende et al. 2021). A task whose
+/// primary metric is undefined on the split (AUC where its rows hold one
+/// class) is left out of the mean; with none left, Δm is an input error.
 pub fn delta_m(tasks: &[Task], metrics: &[TaskMetrics], baselines: &[TaskMetrics]) -> Result<f64> {
-    let mut sum = 0.0;
+    let (mut sum, mut counted) = (0.0, 0);
     for ((task, m), b) in tasks.iter().zip(metrics).zip(baselines) {
         let (Some(&value), Some(&base)) = (m.get(task.primary), b.get(task.primary)) else {
-            return Err(Error::Run(format!(
-                "no `{}` for task `{}` to compute Δm",
-                task.primary, task.name
-            )));
+            continue;
         };
+        counted += 1;
         let sign = match lower_is_better(task.primary) {
             Some(true) => -1.0,
             Some(false) => 1.0,
@@ -748,7 +748,18 @@ pub fn delta_m(tasks: &[Task], metrics: &[TaskMetrics], baselines: &[TaskMetrics
         };
         sum += sign * (value - base) / base.abs().max(1e-12);
     }
-    Ok(100.0 * sum / tasks.len().max(1) as f64)
+    if counted == 0 {
+        let names: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("`{}` of `{}`", t.primary, t.name))
+            .collect();
+        return Err(Error::Input(format!(
+            "no task has its primary metric on this split ({}): an AUC needs both classes among \
+             the split's labelled rows; give the split more rows, or check the labels",
+            names.join(", ")
+        )));
+    }
+    Ok(100.0 * sum / counted as f64)
 }
 
 #[cfg(test)]
@@ -1131,6 +1142,31 @@ mod tests {
         let m = vec![TaskMetrics::from([("bleu".into(), 1.0)])];
         let e = delta_m(&[task], &m, &m).unwrap_err().to_string();
         assert!(e.contains("`bleu`"), "{e}");
+    }
+
+    #[test]
+    fn delta_m_leaves_out_tasks_whose_metric_is_undefined_and_refuses_when_none_is_left() {
+        let tasks = vec![Task::regression("a"), Task::binary("b")];
+        let with_auc = |mse: f64, auc: Option<f64>| {
+            let mut b = TaskMetrics::new();
+            if let Some(auc) = auc {
+                b.insert("auc".into(), auc);
+            }
+            vec![TaskMetrics::from([("mse".into(), mse)]), b]
+        };
+        // Task b's split holds one class: Δm is task a's alone.
+        let d = delta_m(&tasks, &with_auc(0.9, None), &with_auc(1.0, None)).unwrap();
+        assert!((d - 10.0).abs() < 1e-9, "{d}");
+        let both = delta_m(&tasks, &with_auc(0.9, Some(0.6)), &with_auc(1.0, Some(0.5))).unwrap();
+        assert!((both - 15.0).abs() < 1e-9, "{both}");
+        let e = delta_m(
+            &tasks[1..],
+            &with_auc(1.0, None)[1..],
+            &with_auc(1.0, None)[1..],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("an AUC needs both classes"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]
