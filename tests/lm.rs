@@ -328,6 +328,12 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         err.contains("models.experts: corpus `count` has no expert of its name"),
         "{err}"
     );
+    let (code, _, err) = run_cli(d, &["eval-lm", "decode.toml", "--set", "models.experts={}"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("models.experts: name at least one expert"),
+        "{err}"
+    );
 }
 
 #[test]

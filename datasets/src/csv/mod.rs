@@ -141,6 +141,17 @@ impl Source for Csv {
             .iter()
             .map(str::to_string)
             .collect();
+        // A name twice would make `column` pick the first silently (and the
+        // second would become an input: a label leak when it is a task).
+        for (i, name) in header.iter().enumerate() {
+            if let Some(j) = header[..i].iter().position(|h| h == name) {
+                return Err(file_error(format!(
+                    "the header names column `{name}` twice (columns {} and {}); names must be unique",
+                    j + 1,
+                    i + 1
+                )));
+            }
+        }
         let column = |name: &str| -> Result<usize> {
             header.iter().position(|h| h == name).ok_or_else(|| {
                 let hint = did_you_mean(name, header.iter().map(String::as_str))
@@ -227,6 +238,27 @@ impl Source for Csv {
             Some(names) => names.iter().map(|n| column(n)).collect::<Result<_>>()?,
             None => (0..header.len()).filter(|&i| !taken(i)).collect(),
         };
+        for (key, columns) in [("inputs", &inputs), ("fields", &field_columns)] {
+            for (k, &col) in columns.iter().enumerate() {
+                if columns[..k].contains(&col) {
+                    return Err(Error::config(
+                        key,
+                        format!("column `{}` is listed twice", header[col]),
+                    ));
+                }
+            }
+        }
+        if config.inputs.is_some() {
+            if let Some(&col) = inputs.iter().find(|&&c| taken(c)) {
+                return Err(Error::config(
+                    "inputs",
+                    format!(
+                        "column `{}` is a task, the split column or an id column; an input cannot be one",
+                        header[col]
+                    ),
+                ));
+            }
+        }
         if inputs.is_empty() && ids.is_empty() {
             return Err(file_error(
                 "no input columns left after the task and split columns".into(),
@@ -651,6 +683,25 @@ mod tests {
         );
         let e = err(text, json!({"tasks": {"y": binary}, "fields": ["y"]}));
         assert!(e.starts_with("data.fields: column `y` is a task"), "{e}");
+        // A task as a plain input would hand the model its label.
+        let e = err(text, json!({"tasks": {"y": binary}, "inputs": ["y"]}));
+        assert!(e.starts_with("data.inputs: column `y` is a task"), "{e}");
+        let e = err(
+            text,
+            json!({"tasks": {"y": binary}, "fields": ["item", "item"]}),
+        );
+        assert!(
+            e.starts_with("data.fields: column `item` is listed twice"),
+            "{e}"
+        );
+        let e = err(
+            "item,y,y\ni1,1,0\ni2,0,1\ni3,1,1\ni4,0,0\n",
+            json!({"tasks": {"y": binary}}),
+        );
+        assert!(
+            e.contains("the header names column `y` twice (columns 2 and 3)"),
+            "{e}"
+        );
         let e = err(text, json!({"tasks": {"y": binary}, "fields": ["items"]}));
         assert!(
             e.contains("no column `items` (columns: item, hist, y); did you mean `item`?"),

@@ -273,7 +273,12 @@ fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Ar
     }
     let mut length = 0;
     let mut behaviours = Vec::new();
-    for name in &config.behaviours {
+    for (b, name) in config.behaviours.iter().enumerate() {
+        if config.behaviours[..b].contains(name) {
+            return Err(Error::input(format!(
+                "behaviours: `{name}` is listed twice"
+            )));
+        }
         let sequence = format!("seq.{name}");
         let seq = ctx.input(&sequence).ok_or_else(|| {
             Error::input(format!(

@@ -204,6 +204,10 @@ fn bad_inputs_are_errors_naming_the_key_or_input() {
         "behaviours: name at least one behaviour type",
     );
     refused(
+        json!({"behaviours": ["liked", "liked"]}),
+        "behaviours: `liked` is listed twice",
+    );
+    refused(
         json!({"behaviours": ["liked"], "candidate": 3}),
         "candidate: column 3 does not exist",
     );

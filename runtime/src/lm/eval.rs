@@ -53,6 +53,13 @@ const ALPHA_STEP: f64 = 0.1;
 /// Scores the test split of the pipeline's `[data]` with its fusion, one
 /// corpus at a time.
 pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
+    if pipeline.config().models.experts.is_empty() {
+        return Err(Error::Input(
+            "models.experts: name at least one expert (the fusion moves the large model by the \
+             experts' change from the small one)"
+                .into(),
+        ));
+    }
     let data = pipeline.load_data()?;
     let mut models = pipeline.models()?;
     let context = data.inputs[0].shape[0];
