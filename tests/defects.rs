@@ -656,3 +656,25 @@ fn an_overwrite_that_fails_before_training_leaves_the_old_run_whole() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary(&run)["steps"], 4);
 }
+
+#[test]
+fn split_fractions_that_do_not_add_up_fail_validate_where_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("t.csv"), "x,y\n1,2\n3,4\n5,6\n7,8\n").unwrap();
+    std::fs::write(
+        d.join("split.toml"),
+        "[data]\nkind = \"csv\"\npath = \"t.csv\"\ntasks = { y = { type = \"regression\" } }\n\
+         split = { train = 0.8, val = 0.3, test = 0.3 }\n[train]\nsteps = 2\n",
+    )
+    .unwrap();
+    for command in ["validate", "run"] {
+        let (code, _, err) = run_cli(d, &["-q", command, "split.toml"]);
+        assert_eq!(code, 2, "{command}: {err}");
+        assert!(
+            err.contains("the fractions must add up to 1"),
+            "{command}: {err}"
+        );
+        assert!(err.contains("split.toml:"), "{command}: no position: {err}");
+    }
+}

@@ -513,6 +513,7 @@ impl Source for Qm9 {
     type Config = Qm9Config;
 
     fn check(config: &Qm9Config, dir: &Path) -> Result<()> {
+        config.split.check()?;
         let root = root(config, dir);
         if !root.is_dir() {
             return Err(Error::config(

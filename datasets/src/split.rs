@@ -34,8 +34,9 @@ impl Default for Fractions {
 }
 
 impl Fractions {
-    /// Rows of `n` in each split: train and val rounded, test the rest.
-    pub fn counts(&self, n: usize) -> Result<[usize; 3]> {
+    /// That the three add up to 1 (data kinds call it from their `check`, so
+    /// that `validate` refuses what loading would).
+    pub fn check(&self) -> Result<()> {
         let sum = self.train + self.val + self.test;
         if (sum - 1.0).abs() > 1e-6 {
             return Err(Error::config(
@@ -46,6 +47,12 @@ impl Fractions {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Rows of `n` in each split: train and val rounded, test the rest.
+    pub fn counts(&self, n: usize) -> Result<[usize; 3]> {
+        self.check()?;
         let train = ((self.train * n as f64).round() as usize).min(n);
         let val = ((self.val * n as f64).round() as usize).min(n - train);
         Ok([train, val, n - train - val])

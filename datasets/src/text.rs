@@ -189,6 +189,7 @@ impl Source for Text {
     type Config = TextConfig;
 
     fn check(c: &TextConfig, dir: &Path) -> Result<()> {
+        c.split.check()?;
         corpora(c, dir).map(|_| ())
     }
 

@@ -111,6 +111,7 @@ impl Source for Csv {
     type Config = CsvConfig;
 
     fn check(config: &CsvConfig, dir: &Path) -> Result<()> {
+        config.split.check()?;
         check_data_file(&path(config, dir))
     }
 
