@@ -250,6 +250,12 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn S
     };
     let sources: Vec<usize> = (0..names.len()).filter(|&t| t != target).collect();
     let n = sources.len();
+    let k = config.sources_per_iteration as usize;
+    if k > n {
+        return Err(Error::input(format!(
+            "train.strategy.sources_per_iteration: {k}, but there are {n} sources (0 adapts them all)"
+        )));
+    }
     let device = ctx.device()?;
     // The policy's initial draw is the run's: seeded like the model.
     let policy = Policy::new(n, config.policy_hidden as usize, config.policy_lr, device)?;

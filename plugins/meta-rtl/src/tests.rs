@@ -101,4 +101,22 @@ fn an_unknown_target_or_a_single_task_is_an_input_error() {
         .err()
         .unwrap();
     assert!(e.is_input(), "{e}");
+    // Three tasks: one target, two sources; asking for more is not clamped silently.
+    let e = create(
+        &json!({"sources_per_iteration": 3}),
+        &context(3),
+        &Host::standalone(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.is_input() && e.to_string().contains("3, but there are 2 sources"),
+        "{e}"
+    );
+    assert!(create(
+        &json!({"sources_per_iteration": 2}),
+        &context(3),
+        &Host::standalone()
+    )
+    .is_ok());
 }
