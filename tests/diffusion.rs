@@ -297,7 +297,7 @@ fn gradient_weightings_and_per_task_batches_train_on_the_clusters() {
 fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         (
             "k-too-large",
             &[
@@ -305,6 +305,15 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
                 "train.grouping={kind=\"interval-clustering\", k=300}",
             ],
             "train.grouping",
+        ),
+        (
+            "k-above-the-batch",
+            &[
+                "train.steps=5",
+                "train.batch=4",
+                "train.grouping={kind=\"interval-clustering\", k=5}",
+            ],
+            "5 timestep intervals (tasks), but a batch (train.batch) has 4 rows",
         ),
         (
             "needs-tas",

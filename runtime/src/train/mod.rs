@@ -143,6 +143,23 @@ impl Trainer {
                     host,
                     signals,
                 )?;
+                // Row i of a batch or split noises at a timestep of interval
+                // i mod k: with fewer rows than intervals, some would never
+                // be trained or evaluated.
+                let k = intervals.len();
+                for (what, rows) in [
+                    ("a batch (train.batch)", train.batch as usize),
+                    ("the val split", data.val.len()),
+                    ("the test split", data.test.len()),
+                ] {
+                    if rows < k {
+                        return Err(Error::Input(format!(
+                            "{k} timestep intervals (tasks), but {what} has {rows} rows: row i noises at \
+                             a timestep of interval i mod {k}, so some intervals would never be trained \
+                             or evaluated; use at most {rows} intervals or more rows"
+                        )));
+                    }
+                }
                 let (denoising, noised) =
                     Denoising::new(diffusion, intervals, &data, &model_cfg.backbone)?;
                 (noised, Some(denoising))
