@@ -71,6 +71,9 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
     {
         check(&["train", "schedule", "min_lr"], min_lr_problem(min_lr, lr));
     }
+    if let Some(diffusion) = &config.diffusion {
+        check(&["diffusion", "time_features"], diffusion.check());
+    }
     problems.extend(check_data(root, &config.data, dir));
     problems
 }

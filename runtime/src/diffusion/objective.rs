@@ -97,12 +97,7 @@ impl Denoising {
                 spec.kind.name()
             )));
         }
-        if !config.time_features.is_multiple_of(2) {
-            return Err(Error::Input(format!(
-                "diffusion.time_features = {}: it must be even (a sine and a cosine per frequency)",
-                config.time_features
-            )));
-        }
+        config.check().map_err(Error::Input)?;
         let dim: usize = spec.shape.iter().product();
         let steps = config.steps as usize;
         let alpha_bar = config.schedule.alpha_bar(steps);

@@ -39,3 +39,17 @@ impl Default for DiffusionConfig {
         }
     }
 }
+
+impl DiffusionConfig {
+    /// What the schema cannot say: `time_features` is even (a sine and a
+    /// cosine per frequency). Checked at `validate` and by the objective.
+    pub fn check(&self) -> Result<(), String> {
+        match self.time_features.is_multiple_of(2) {
+            true => Ok(()),
+            false => Err(format!(
+                "diffusion.time_features = {}: it must be even (a sine and a cosine per frequency)",
+                self.time_features
+            )),
+        }
+    }
+}
