@@ -107,6 +107,17 @@ pub struct DataKind {
 
 inventory::collect!(DataKind);
 
+/// The first item of `items` that repeats an earlier one: (the earlier
+/// index, its index).
+pub(crate) fn first_repeat<T: PartialEq>(items: &[T]) -> Option<(usize, usize)> {
+    (0..items.len()).find_map(|i| {
+        items[..i]
+            .iter()
+            .position(|x| *x == items[i])
+            .map(|j| (j, i))
+    })
+}
+
 /// `raw` as a number the model can hold: finite and within float32's range
 /// (values are stored as f32); otherwise why not, quoting `raw`.
 pub(crate) fn float32(raw: &str) -> std::result::Result<f64, String> {

@@ -189,13 +189,11 @@ fn read(root: &Path) -> Result<Parsed> {
 
 /// The dataset `config` asks for out of the parsed files.
 fn build(parsed: &Parsed, config: &CensusConfig) -> Result<Dataset> {
-    for (i, task) in config.tasks.iter().enumerate() {
-        if config.tasks[..i].contains(task) {
-            return Err(Error::config(
-                "tasks",
-                format!("`{}` is listed twice", task.name()),
-            ));
-        }
+    if let Some((_, i)) = crate::first_repeat(&config.tasks) {
+        return Err(Error::config(
+            "tasks",
+            format!("`{}` is listed twice", config.tasks[i].name()),
+        ));
     }
     // No label column is an input, whichever tasks are asked for (as in the paper).
     let labels: Vec<usize> = [

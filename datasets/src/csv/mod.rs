@@ -144,14 +144,13 @@ impl Source for Csv {
             .collect();
         // A name twice would make `column` pick the first silently (and the
         // second would become an input: a label leak when it is a task).
-        for (i, name) in header.iter().enumerate() {
-            if let Some(j) = header[..i].iter().position(|h| h == name) {
-                return Err(file_error(format!(
-                    "the header names column `{name}` twice (columns {} and {}); names must be unique",
-                    j + 1,
-                    i + 1
-                )));
-            }
+        if let Some((j, i)) = crate::first_repeat(&header) {
+            return Err(file_error(format!(
+                "the header names column `{}` twice (columns {} and {}); names must be unique",
+                header[i],
+                j + 1,
+                i + 1
+            )));
         }
         let column = |name: &str| -> Result<usize> {
             header.iter().position(|h| h == name).ok_or_else(|| {
@@ -240,13 +239,11 @@ impl Source for Csv {
             None => (0..header.len()).filter(|&i| !taken(i)).collect(),
         };
         for (key, columns) in [("inputs", &inputs), ("fields", &field_columns)] {
-            for (k, &col) in columns.iter().enumerate() {
-                if columns[..k].contains(&col) {
-                    return Err(Error::config(
-                        key,
-                        format!("column `{}` is listed twice", header[col]),
-                    ));
-                }
+            if let Some((_, k)) = crate::first_repeat(columns) {
+                return Err(Error::config(
+                    key,
+                    format!("column `{}` is listed twice", header[columns[k]]),
+                ));
             }
         }
         if config.inputs.is_some() {

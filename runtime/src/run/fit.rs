@@ -180,10 +180,9 @@ fn tensor_values(t: &tch::Tensor) -> Result<Vec<f64>> {
     )?)
 }
 
-/// Reads `metrics.jsonl`, keeping the records up to `step` (a resumed run
-/// repeats what came after its checkpoint), dropping unreadable lines with a
-/// warning.
-fn read_history(path: &Path, step: u64) -> Vec<Value> {
+/// The rows of `metrics.jsonl`, dropping unreadable lines with a warning (the
+/// file is rewritten without them).
+fn read_rows(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -191,7 +190,6 @@ fn read_history(path: &Path, step: u64) -> Vec<Value> {
         .filter_map(|(i, l)| match serde_json::from_str::<Value>(l) {
             Ok(row) => Some(row),
             Err(e) => {
-                // Rewritten without it: say so, rather than lose it silently.
                 tracing::warn!(
                     "{} line {}: not a JSON row ({e}); dropped",
                     path.display(),
@@ -200,7 +198,6 @@ fn read_history(path: &Path, step: u64) -> Vec<Value> {
                 None
             }
         })
-        .filter(|r| u64_of(&r["step"]) <= step && r["final"] != true)
         .collect()
 }
 
@@ -237,25 +234,6 @@ fn summary_of(dir: &Path) -> Value {
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or(Value::Null)
-}
-
-/// What a run wrote when it finished: its summary and the last (final)
-/// validation row of its metrics, `Null`/`None` where it wrote none.
-struct Earlier {
-    summary: Value,
-    last_val: Option<Value>,
-}
-
-impl Earlier {
-    fn read(dir: &Path, metrics: &Path) -> Earlier {
-        let summary = summary_of(dir);
-        let last_val = std::fs::read_to_string(metrics)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .rfind(|r| r["final"] == true && r["split"] == "val");
-        Earlier { summary, last_val }
-    }
 }
 
 /// On resuming from step `step`: the selection's best step before the last
@@ -386,6 +364,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let tasks = trainer.data().tasks.clone();
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
+    // A resumed run's last final validation row, if it finished before.
+    let mut finished_val = None;
     let mut wall_before = 0.0;
     let mut skipped = 0;
     let latest = if resume {
@@ -401,7 +381,16 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         trainer.restore(ckpt)?;
         // Every rank read the checkpoint itself: they must have read the same one.
         trainer.agree(&format!("after resuming from step {step}"))?;
-        history = read_history(&metrics_path, step);
+        // The records up to `step`: a resumed run repeats what came after.
+        let rows = read_rows(&metrics_path);
+        finished_val = rows
+            .iter()
+            .rfind(|r| r["final"] == true && r["split"] == "val")
+            .cloned();
+        history = rows
+            .into_iter()
+            .filter(|r| u64_of(&r["step"]) <= step && r["final"] != true)
+            .collect();
         tracing::info!("resuming {} from step {step}", dir.display());
         if best_val {
             check_best(&mut selection, &best_path, step, total);
@@ -555,10 +544,13 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     // A finished run resumed (killed before its summary, or resumed again)
     // trains no step here: its rate and the running means of its last steps
     // are what it wrote before, not recomputed as nothing.
-    let earlier = (first == total).then(|| Earlier::read(dir, &metrics_path));
-    let earlier = earlier.as_ref();
-    let steps_per_second = earlier
-        .and_then(|e| e.summary["steps_per_second"].as_f64())
+    let trained_none = first == total;
+    let earlier = match trained_none {
+        true => summary_of(dir),
+        false => Value::Null,
+    };
+    let steps_per_second = earlier["steps_per_second"]
+        .as_f64()
         .unwrap_or_else(|| progress.rate(trainer.step_index()));
 
     memory.end("train");
@@ -601,7 +593,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let test = trainer.evaluate("test", eval_batch)?;
     let test_architecture = trainer.architecture_metrics()?;
     memory.end("eval");
-    let (loss, weights) = match earlier.and_then(|e| e.last_val.as_ref()) {
+    let (loss, weights) = match finished_val.filter(|_| trained_none) {
         Some(row) => (row["train_loss"].clone(), Some(row["weights"].clone())),
         None => running.take(&tasks),
     };
@@ -638,8 +630,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     if let Some(line) = memory.line() {
         progress.println(&line);
     }
-    let reduced_bytes_per_step = earlier
-        .and_then(|e| e.summary["reduced_bytes_per_step"].as_u64())
+    let reduced_bytes_per_step = earlier["reduced_bytes_per_step"]
+        .as_u64()
         .unwrap_or(step_bytes / (total - first).max(1));
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
                       "steps_per_second": steps_per_second, "ranks": world.size(),
