@@ -422,6 +422,41 @@ fn a_run_that_skips_most_steps_fails_instead_of_reporting_inf_metrics() {
 }
 
 #[test]
+fn a_loss_that_is_inf_before_any_update_does_not_blame_the_learning_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Labels of a scale whose squares overflow float32: inf at step 0.
+    let path = small_pipeline(d, "huge", "[train]\nsteps = 5\n");
+    let p = path.to_str().unwrap();
+    let (code, _, err) = run_cli(d, &["run", p, "--set", "data.noise=1e30"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("step 0: the loss of task")
+            && err.contains("the learning rate is not the cause")
+            && err.contains("train.strategy"),
+        "{err}"
+    );
+    // Divergence after updates still points at the step sizes.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "run",
+            p,
+            "--overwrite",
+            "--set",
+            "data.noise=0.1",
+            "--set",
+            "train.optimizer={ kind = \"sgd\", lr = 1e12 }",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !err.contains("step 0:") && err.contains("Lower the learning rate"),
+        "{err}"
+    );
+}
+
+#[test]
 fn messages_carry_no_debug_formatting_or_colours_and_json_logs_carry_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -34,7 +34,7 @@ pub enum Error {
     #[error("{0}")]
     Method(String),
     /// A loss or the update became NaN or infinite.
-    #[error("step {step}: {what}; the run stops here, its checkpoints so far kept. Lower the learning rate (or a method's own step sizes, such as Meta-RTL's inner_lr and meta_lr), or set train.on_nonfinite = \"skip-step\" to skip such steps")]
+    #[error("step {step}: {what}; the run stops here, its checkpoints so far kept. {}", nonfinite_advice(*step))]
     NonFinite {
         /// The training step.
         step: u64,
@@ -52,6 +52,22 @@ pub enum Error {
         /// The run directory.
         dir: PathBuf,
     },
+}
+
+/// What to change after a non-finite step: at step 0 no update has been
+/// taken, so the step sizes cannot be the cause.
+fn nonfinite_advice(step: u64) -> &'static str {
+    match step {
+        0 => {
+            "No update has been taken yet, so the learning rate is not the cause: look at \
+              the data (inputs or labels too large for float32 arithmetic) and at the methods' \
+              settings in train.strategy and train.weighting (a radius, a scale, a coefficient)"
+        }
+        _ => {
+            "Lower the learning rate (or a method's own step sizes, such as Meta-RTL's \
+              inner_lr and meta_lr), or set train.on_nonfinite = \"skip-step\" to skip such steps"
+        }
+    }
 }
 
 impl Error {
