@@ -337,6 +337,16 @@ fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly()
     let text = std::fs::read_to_string(small_pipeline(d, "meta", extra)).unwrap();
     let text = text.replace("tasks = 2", "tasks = 3");
     let rt = Runtime::new(&Config::new());
+    // No task order makes a safe default target: the key is required.
+    let missing = Pipeline::from_str(&rt, &text, d, &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("target"), "{missing}");
+    let text = text.replace(
+        "kind = \"meta-rtl\",",
+        "kind = \"meta-rtl\", target = \"task3\",",
+    );
     let pipeline = Pipeline::from_str(&rt, &text, d, &[]).unwrap();
     Run::start(pipeline, true).unwrap().train(true).unwrap();
     let last: serde_json::Value = std::fs::read_to_string(d.join("runs/meta/metrics.jsonl"))

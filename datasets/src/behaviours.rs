@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
 use taskweave_plugin_api::rng::SplitMix;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::recommend::{self, Rows};
 use crate::{DataKind, Dataset, Footprint, Source};
 
@@ -88,6 +88,20 @@ inventory::submit! { DataKind::of::<Behaviours>() }
 impl Source for Behaviours {
     const NAME: &'static str = "multi-behaviour-synthetic";
     type Config = BehavioursConfig;
+
+    fn check(c: &BehavioursConfig, _dir: &Path) -> Result<()> {
+        // More categories than items would leave some empty: fewer real ones than asked for.
+        match c.categories > c.items {
+            true => Err(Error::config(
+                "categories",
+                format!(
+                    "{} categories for {} items: each category needs an item; give at most data.items = {}",
+                    c.categories, c.items, c.items
+                ),
+            )),
+            false => Ok(()),
+        }
+    }
 
     fn footprint(c: &BehavioursConfig, _dir: &Path) -> Footprint {
         let rows = (c.train + c.val + c.test) as u128;
@@ -169,6 +183,21 @@ mod tests {
             test: 10,
             ..BehavioursConfig::default()
         }
+    }
+
+    #[test]
+    fn more_categories_than_items_are_refused_naming_the_key() {
+        let many = BehavioursConfig {
+            categories: 31,
+            ..small()
+        };
+        let e = Behaviours::check(&many, Path::new("/")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("data.categories: 31 categories for 30 items"),
+            "{e}"
+        );
+        assert!(Behaviours::check(&small(), Path::new("/")).is_ok());
     }
 
     #[test]

@@ -514,6 +514,7 @@ impl Source for Qm9 {
 
     fn check(config: &Qm9Config, dir: &Path) -> Result<()> {
         config.split.check()?;
+        columns(config)?;
         let root = root(config, dir);
         if !root.is_dir() {
             return Err(Error::config(
@@ -536,8 +537,10 @@ impl Source for Qm9 {
     }
 }
 
-fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
-    // Targets: names → columns, each at most once.
+/// The file column of each target, each named at most once, and the
+/// low-resource setting checked against them: what `check` can refuse
+/// before any file is read.
+fn columns(config: &Qm9Config) -> Result<Vec<&'static str>> {
     let names: Vec<&str> = config.targets.iter().map(|t| t.0.as_str()).collect();
     let mut columns = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
@@ -562,6 +565,12 @@ fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
     if let Some(low) = &config.low_resource {
         check_low_resource(low, &names, config.atom_reference)?;
     }
+    Ok(columns)
+}
+
+fn load(config: &Qm9Config, root: &Path) -> Result<Dataset> {
+    let columns = columns(config)?;
+    let names: Vec<&str> = config.targets.iter().map(|t| t.0.as_str()).collect();
 
     // Index every row of the three files (one thread each), then pick the subset.
     let clock = std::time::Instant::now();
@@ -1195,6 +1204,13 @@ mod tests {
             "{e}"
         );
         let e = error([good, good, good], json!({"targets": ["u0", "u0"]}));
+        assert!(e.contains("data.targets: `u0` is listed twice"), "{e}");
+        // `validate` refuses the targets before any file exists.
+        let twice: Qm9Config = taskweave_plugin_api::config::typed(&config(
+            json!({"targets": ["u0", "u0"], "dir": "absent"}),
+        ))
+        .unwrap();
+        let e = Qm9::check(&twice, Path::new("/")).unwrap_err().to_string();
         assert!(e.contains("data.targets: `u0` is listed twice"), "{e}");
         let e = error([good, good, good], json!({"subset": 7}));
         assert!(

@@ -47,9 +47,10 @@ pub struct CsvConfig {
     pub sequences: IndexMap<String, SequenceSpec>,
     /// One entry per target column, in task order: `column = { type = "regression" | "binary" | "multiclass" }`.
     pub tasks: IndexMap<String, TaskSpec>,
-    /// Fractions of the rows for each split, after the shuffle.
-    #[serde(default)]
-    pub split: Fractions,
+    /// Fractions of the rows for each split, after the shuffle (default
+    /// 0.8 / 0.1 / 0.1); not with `split_column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Fractions>,
     /// A column holding train / val / test per row (instead of fractions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_column: Option<String>,
@@ -102,6 +103,19 @@ struct TaskColumn {
     standardize: bool,
 }
 
+/// Rows go to splits by fractions or by a column, never both (one would be
+/// ignored without a word).
+fn check_split(config: &CsvConfig) -> Result<()> {
+    match (&config.split, &config.split_column) {
+        (Some(_), Some(column)) => Err(Error::config(
+            "split",
+            format!("give either split (fractions) or split_column, not both: split_column = {column:?} assigns every row"),
+        )),
+        (Some(fractions), None) => fractions.check(),
+        _ => Ok(()),
+    }
+}
+
 fn path(config: &CsvConfig, dir: &Path) -> PathBuf {
     dir.join(&config.path)
 }
@@ -111,11 +125,12 @@ impl Source for Csv {
     type Config = CsvConfig;
 
     fn check(config: &CsvConfig, dir: &Path) -> Result<()> {
-        config.split.check()?;
+        check_split(config)?;
         check_data_file(&path(config, dir))
     }
 
     fn load(config: &CsvConfig, dir: &Path) -> Result<Dataset> {
+        check_split(config)?;
         let path = path(config, dir);
         let file_error = |message: String| Error::File {
             path: path.clone(),
@@ -329,7 +344,12 @@ impl Source for Csv {
             return Err(file_error("the file has a header but no data rows".into()));
         }
         if split_column.is_none() {
-            split_of = split::assign(rows, &config.split, config.shuffle, config.seed)?;
+            split_of = split::assign(
+                rows,
+                &config.split.unwrap_or_default(),
+                config.shuffle,
+                config.seed,
+            )?;
         }
 
         let d = inputs.len();
@@ -446,6 +466,9 @@ mod tests {
             "standardize_inputs": false});
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
+        }
+        if c.get("split_column").is_some() {
+            c.as_object_mut().unwrap().remove("split");
         }
         taskweave_plugin_api::config::typed(&c).unwrap()
     }
@@ -577,6 +600,18 @@ mod tests {
         let d = load(&config(json!({"split_column": "s"})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
         assert_eq!(d.inputs[0].shape, [1]);
+        // Fractions and a column both: one would be ignored.
+        let mut c: Value = serde_json::to_value(config(json!({}))).unwrap();
+        c["split_column"] = json!("s");
+        let e = Csv::check(
+            &taskweave_plugin_api::config::typed(&c).unwrap(),
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with("data.split: give either split"),
+            "{e}"
+        );
         let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
         assert!(
             e.contains("row 2, column `s`: `training` is not train, val or test"),

@@ -235,6 +235,14 @@ impl Architecture for Dtrn {
 fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Architecture>> {
     let config: Config = typed(config)?;
     let device: Device = ctx.device()?;
+    // A sequence is int64 [L] too, and would pass for L fields whose
+    // "candidate" is one of its positions.
+    if let Some(behaviour) = config.fields.strip_prefix("seq.") {
+        return Err(Error::input(format!(
+            "fields: `{}` is a behaviour sequence (list `{behaviour}` in behaviours); fields names the categorical input, such as `fields`",
+            config.fields
+        )));
+    }
     let spec = ctx.input(&config.fields).ok_or_else(|| {
         let have: Vec<String> = ctx.inputs().into_iter().map(|i| i.name).collect();
         Error::input(format!(

@@ -216,6 +216,10 @@ fn bad_inputs_are_errors_naming_the_key_or_input() {
         "fields: the data have no input `items`",
     );
     refused(
+        json!({"behaviours": ["liked"], "fields": "seq.liked"}),
+        "fields: `seq.liked` is a behaviour sequence",
+    );
+    refused(
         json!({"behaviours": ["liked"], "dim": 6, "heads": 4}),
         "heads: 4 heads do not divide dim = 6",
     );

@@ -22,10 +22,11 @@
 
 mod policy;
 
+use taskweave_plugin_api::config::schemars::Schema;
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
-use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{self, Kind, Tensor};
 use taskweave_plugin_api::{
     inner_steps, register_method, Constructor, Error, Host, InnerOptimizer, Method, MethodContext,
@@ -37,11 +38,15 @@ use policy::Policy;
 /// Meta-RTL's config.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
-#[schemars(crate = "taskweave_plugin_api::config::schemars")]
+#[schemars(
+    crate = "taskweave_plugin_api::config::schemars",
+    transform = require_target
+)]
 struct Config {
-    /// The target task (default: the last task); every other task is a source.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<String>,
+    // Required: no task order makes a safe default (the low-resource QM9
+    // kind appends its shuffled source after the target).
+    /// The target task; every other task is a source.
+    target: String,
     /// m: SGD steps per source from the meta parameters.
     #[schemars(range(min = 1, max = 1000))]
     inner_steps: u32,
@@ -68,10 +73,23 @@ struct Config {
     uniform: bool,
 }
 
+/// `target` has no default: serde's container default fills every other
+/// key, and the schema (which `validate` checks) requires this one.
+fn require_target(schema: &mut Schema) {
+    schema.insert("required".into(), json!(["target"]));
+    if let Some(target) = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("target"))
+        .and_then(Value::as_object_mut)
+    {
+        target.remove("default");
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
-            target: None,
+            target: String::new(),
             inner_steps: 1,
             inner_lr: 0.01,
             meta_lr: 1.0,
@@ -239,15 +257,13 @@ fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn S
             names.len()
         )));
     }
-    let target = match &config.target {
-        None => names.len() - 1,
-        Some(name) => names.iter().position(|n| n == name).ok_or_else(|| {
-            Error::input(format!(
-                "train.strategy.target: no task `{name}` (the tasks: {})",
-                names.join(", ")
-            ))
-        })?,
-    };
+    let name = &config.target;
+    let target = names.iter().position(|n| n == name).ok_or_else(|| {
+        Error::input(format!(
+            "train.strategy.target: no task `{name}` (the tasks: {})",
+            names.join(", ")
+        ))
+    })?;
     let sources: Vec<usize> = (0..names.len()).filter(|&t| t != target).collect();
     let n = sources.len();
     let k = config.sources_per_iteration as usize;

@@ -34,11 +34,11 @@ fn run(s: &mut dyn Strategy, ops: &mut LinearOps, steps: usize) -> Vec<Tensor> {
 #[test]
 fn a_meta_iteration_weights_the_sources_and_moves_the_parameters() {
     let mut ops = LinearOps::new(3, 1);
-    let mut s = strategy(json!({"inner_steps": 2, "inner_lr": 0.05}));
+    let mut s = strategy(json!({"target": "t2", "inner_steps": 2, "inner_lr": 0.05}));
     let before = ops.parameters_flat().unwrap();
     let weights = run(s.as_mut(), &mut ops, 1).remove(0);
     let w = Vec::<f32>::try_from(&weights).unwrap();
-    assert_eq!(w[2], 0.0, "the target (the last task) gets no weight");
+    assert_eq!(w[2], 0.0, "the target gets no weight");
     assert!(
         (w[0] + w[1] - 1.0).abs() < 1e-6 && w[0] > 0.0 && w[1] > 0.0,
         "{w:?}"
@@ -49,7 +49,7 @@ fn a_meta_iteration_weights_the_sources_and_moves_the_parameters() {
 #[test]
 fn uniform_weights_are_plain_reptile() {
     let mut ops = LinearOps::new(3, 1);
-    let mut s = strategy(json!({"uniform": true}));
+    let mut s = strategy(json!({"target": "t2", "uniform": true}));
     for w in run(s.as_mut(), &mut ops, 3) {
         assert_eq!(Vec::<f32>::try_from(&w).unwrap(), [0.5, 0.5, 0.0]);
     }
@@ -97,13 +97,13 @@ fn an_unknown_target_or_a_single_task_is_an_input_error() {
                 .contains("no task `t9` (the tasks: t0, t1, t2)"),
         "{e}"
     );
-    let e = create(&json!({}), &context(1), &Host::standalone())
+    let e = create(&json!({"target": "t0"}), &context(1), &Host::standalone())
         .err()
         .unwrap();
     assert!(e.is_input(), "{e}");
     // Three tasks: one target, two sources; asking for more is not clamped silently.
     let e = create(
-        &json!({"sources_per_iteration": 3}),
+        &json!({"target": "t2", "sources_per_iteration": 3}),
         &context(3),
         &Host::standalone(),
     )
@@ -114,7 +114,7 @@ fn an_unknown_target_or_a_single_task_is_an_input_error() {
         "{e}"
     );
     assert!(create(
-        &json!({"sources_per_iteration": 2}),
+        &json!({"target": "t2", "sources_per_iteration": 2}),
         &context(3),
         &Host::standalone()
     )
