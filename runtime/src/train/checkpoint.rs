@@ -224,12 +224,21 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 
 /// The newest checkpoint of `dir` that reads back whole, with its step, or
 /// `None` when there is none yet. A damaged or truncated newer one is skipped
-/// with a warning naming it (a run keeps two, so the previous one is there);
-/// when every checkpoint is damaged, the error names them all.
+/// with a warning naming it (a run keeps two, so the previous one is there),
+/// as is one whose file name says another step than it holds (a copy under
+/// another name); when every checkpoint is unusable, the error names them all.
 pub fn latest(dir: &Path) -> Result<Option<(u64, Checkpoint)>> {
     let mut damaged = Vec::new();
     for (step, path) in list(dir).into_iter().rev() {
-        match read(&path) {
+        let named = |checkpoint: Checkpoint| match checkpoint.meta["step"].as_u64() {
+            Some(held) if held == step => Ok(checkpoint),
+            held => Err(Error::Input(format!(
+                "{} holds step {}, not the step its name says: renamed or copied over?",
+                path.display(),
+                held.map_or_else(|| "none".to_string(), |s| s.to_string())
+            ))),
+        };
+        match read(&path).and_then(named) {
             Ok(checkpoint) => return Ok(Some((step, checkpoint))),
             Err(e) => {
                 tracing::warn!("skipping a checkpoint: {e}");
@@ -338,6 +347,23 @@ mod tests {
         assert!(err.contains("is damaged"), "{err}");
         let (step, ckpt) = latest(dir.path()).unwrap().unwrap();
         assert_eq!((step, ckpt.meta["step"].as_u64()), (5, Some(5)));
+    }
+
+    #[test]
+    fn a_checkpoint_named_for_another_step_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (oldest, _) = two_checkpoints(dir.path());
+        let copy = path_for(dir.path(), 20);
+        std::fs::copy(&oldest, &copy).unwrap();
+        let (step, ckpt) = latest(dir.path()).unwrap().unwrap();
+        assert_eq!((step, ckpt.meta["step"].as_u64()), (10, Some(10)));
+        std::fs::remove_file(path_for(dir.path(), 10)).unwrap();
+        std::fs::remove_file(&oldest).unwrap();
+        let err = latest(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("holds step 5, not the step its name says"),
+            "{err}"
+        );
     }
 
     #[test]
