@@ -273,6 +273,26 @@ fn sizes_threads_and_values_out_of_range_are_input_errors_naming_the_key() {
 }
 
 #[test]
+fn a_shared_head_over_classes_of_different_counts_names_both_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rows: String = (0..20)
+        .map(|i| format!("{i},{},{}\n", i % 3, i % 5))
+        .collect();
+    std::fs::write(d.join("t.csv"), format!("x,a,b\n{rows}")).unwrap();
+    let text = "[data]\nkind = \"csv\"\npath = \"t.csv\"\n\
+                tasks = { a = { type = \"multiclass\", classes = 3 }, b = { type = \"multiclass\", classes = 5 } }\n\
+                [model]\nhead = { shared = true }\n[train]\nsteps = 2\n";
+    std::fs::write(d.join("c.toml"), text).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "c.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("task `a` is multiclass (3 outputs) and task `b` is multiclass (5 outputs)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn csv_values_beyond_float32_and_keys_of_another_task_type_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

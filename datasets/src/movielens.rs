@@ -284,7 +284,16 @@ impl Source for Movielens {
             if rows.watch.is_empty() {
                 return Err(Error::config(
                     if name == "train" { "warmup" } else { name },
-                    format!("the {name} split is empty: lower data.warmup or raise data.{name}"),
+                    match name {
+                        // The training split is what val and test leave after the warm-up.
+                        "train" => {
+                            "the train split is empty: lower data.warmup, data.val or data.test"
+                                .to_string()
+                        }
+                        _ => format!(
+                            "the {name} split is empty: lower data.warmup or raise data.{name}"
+                        ),
+                    },
                 ));
             }
         }

@@ -90,12 +90,14 @@ impl Model {
         };
         if config.head.shared {
             if let Some(other) = tasks.iter().find(|t| t.kind != tasks[0].kind) {
+                // The widths tell apart two tasks of one type (multiclass with 3 and 5 classes).
+                let kind = |t: &Task| format!("{} ({} outputs)", t.kind.name(), t.output_dim());
                 return Err(Error::Input(format!(
                     "model.head.shared: one head serves every task, but task `{}` is {} and task `{}` is {}",
                     tasks[0].name,
-                    tasks[0].kind.name(),
+                    kind(&tasks[0]),
                     other.name,
-                    other.kind.name()
+                    kind(other)
                 )));
             }
         }

@@ -256,16 +256,22 @@ impl Validator<'_> {
         };
         if let Some(allowed) = allowed_values(schema) {
             if !allowed.contains(&value) {
+                // TOML has no null: an optional value's null is the key left out.
                 let names: Vec<String> = allowed
                     .iter()
+                    .filter(|a| !a.is_null())
                     .map(|a| a.as_str().map_or(a.to_string(), str::to_string))
                     .collect();
+                let optional = match allowed.contains(&Value::Null) {
+                    true => ", or leave the key out",
+                    false => "",
+                };
                 let near = value
                     .as_str()
                     .and_then(|s| did_you_mean(s, names.iter().map(String::as_str)));
                 let help = match near {
-                    Some(n) => format!("did you mean `{n}`? (one of {})", list(&names)),
-                    None => format!("expected one of {}", list(&names)),
+                    Some(n) => format!("did you mean `{n}`? (one of {}{optional})", list(&names)),
+                    None => format!("expected one of {}{optional}", list(&names)),
                 };
                 let msg = format!("invalid value {value} for {}", shown(path));
                 self.error(path, &node.origin, msg, Some(help));
@@ -692,7 +698,8 @@ mod tests {
             "inputs": {"type": ["array", "null"], "items": {"type": "string"}},
             "act": {"oneOf": [{"type": "string", "const": "relu", "description": "max(x, 0)"},
                               {"type": "string", "const": "tanh"}]},
-            "version": {"type": "integer", "const": 2}}});
+            "version": {"type": "integer", "const": 2},
+            "source": {"type": ["string", "null"], "enum": ["mu", "gap", null]}}});
         let check = |text: &str| {
             let source = Source::file(Path::new("p.toml"), text.to_string());
             validate(&source.parse().unwrap(), &schema, "", &TestKinds)
@@ -712,6 +719,11 @@ mod tests {
         assert_eq!(
             e[0].help.as_deref(),
             Some("did you mean `relu`? (one of `relu`, `tanh`)")
+        );
+        let e = check("source = \"null\"\n").unwrap_err();
+        assert_eq!(
+            e[0].help.as_deref(),
+            Some("expected one of `mu`, `gap`, or leave the key out")
         );
         let e = check("inputs = 3\nversion = 3\n").unwrap_err();
         assert!(
