@@ -249,7 +249,7 @@ fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
     let before = std::fs::read(&grads).unwrap();
     for (input, out, message) in [
         (empty.to_str().unwrap(), "x.safetensors", "is [2, 0]"),
-        (g, g, "would overwrite an input"),
+        (g, g, "which this command reads; name another file"),
     ] {
         let args = [
             "call",

@@ -279,6 +279,22 @@ fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures()
         &["-q", "preview", "p.toml", "--out", "missing/shapes.png"],
     );
     assert!(code == 2 && err.contains("does not exist"), "{code}: {err}");
+    // Writing over the pipeline or into the run directory it reads would lose them.
+    let config = std::fs::read(d.join("runs/conv/config.toml")).unwrap();
+    for (input, out) in [("p.toml", "p.toml"), ("runs/conv", "runs/conv/config.toml")] {
+        let (code, _, err) = run_cli(d, &["-q", "preview", input, "--out", out]);
+        assert!(
+            code == 2 && (err.contains("which this command reads") || err.contains("lies inside")),
+            "{code}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(d.join("runs/conv/config.toml")).unwrap(),
+        config
+    );
+    assert!(std::fs::read_to_string(d.join("p.toml"))
+        .unwrap()
+        .contains("[train]"));
     // Tabular data have nothing to draw.
     let synthetic = "[run]\ndevice = \"cpu\"\n[data]\nkind = \"mmoe-synthetic\"\ntrain = 8\nval = 4\ntest = 4\n[train]\nsteps = 1\n";
     std::fs::write(d.join("tab.toml"), synthetic).unwrap();

@@ -14,9 +14,9 @@ use crate::args::AffinityArgs;
 use crate::output::Failure;
 
 pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    check_out(&args.out)?;
+    check_out(&args.out, &[&args.run_dir])?;
     if let Some(png) = &args.png {
-        check_out(png)?;
+        check_out(png, &[&args.run_dir])?;
     }
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let affinity = run.timestep_affinity(args.timesteps, args.rows)?;

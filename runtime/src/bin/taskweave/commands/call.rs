@@ -72,19 +72,13 @@ fn method_table(
     .map_err(|diagnostics| source.error(diagnostics))
 }
 
-/// True when `out` names the existing file `input`.
-fn out_is(out: &Path, input: &Path) -> bool {
-    match (out.canonicalize(), input.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
-}
-
 /// Runs the weighting once on the given gradients (and losses) and writes its
 /// update: a gradient weighting's own, or a loss weighting's weights applied to
 /// the gradients.
 fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
-    check_out(&call.out)?;
+    let mut reads = vec![call.grads.as_path()];
+    reads.extend(call.losses.as_deref());
+    check_out(&call.out, &reads)?;
     let grads = read_tensor(&call.grads, "grads")?;
     if grads.dim() != 2
         || !matches!(
@@ -103,14 +97,6 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
         return Err(Error::Input(format!(
             "`grads` in {} is [{tasks}, {values}]: a weighting needs at least one task and one parameter",
             &call.grads.display()
-        )));
-    }
-    if out_is(&call.out, &call.grads)
-        || call.losses.as_deref().is_some_and(|l| out_is(&call.out, l))
-    {
-        return Err(Error::Input(format!(
-            "--out {} would overwrite an input; name another file",
-            call.out.display()
         )));
     }
     let losses = match call.losses.as_deref() {
@@ -166,7 +152,8 @@ pub fn grouping(env: &Env, args: &GroupingArgs, out: &mut dyn Write) -> Result<(
 /// Runs the grouping once and writes `groups`, `intervals` when every group
 /// is one contiguous run of tasks, and each score; returns the group count.
 fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
-    check_out(&call.out)?;
+    let reads: Vec<&Path> = call.signals.as_deref().into_iter().collect();
+    check_out(&call.out, &reads)?;
     if call.tasks == 0 {
         return Err(Error::Input(
             "--tasks 0: a grouping needs at least one task".into(),
@@ -224,7 +211,7 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         tensors.push((name.clone(), Tensor::from(*value)));
     }
     if let Some(png) = &call.plot {
-        check_out(png)?;
+        check_out(png, &reads)?;
         let snr = signals.iter().find(|(n, _)| n == "snr").ok_or_else(|| {
             Error::Input(
                 "--plot draws the signal `snr`: give --schedule or a --signals file holding it"
@@ -254,7 +241,7 @@ pub fn fusion(env: &Env, args: &FusionArgs, out: &mut dyn Write) -> Result<(), F
 /// Runs the fusion once on the logits of `--logits` and writes `log_probs`,
 /// `expert` and `alpha`; returns the number of rows.
 fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
-    check_out(&call.out)?;
+    check_out(&call.out, &[&call.logits])?;
     let float = |name: &str, t: &Tensor| -> Result<()> {
         match t.kind() {
             Kind::Float | Kind::Double | Kind::BFloat16 | Kind::Half => Ok(()),

@@ -47,7 +47,7 @@ pub fn eval(
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
     if let Some(png) = plot {
-        check_out(png)?;
+        check_out(png, &[&args.pipeline])?;
     }
     let scores = eval::evaluate(&pipeline(env, args)?)?;
     if let Some(png) = plot {

@@ -153,8 +153,11 @@ fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), 
     Ok(())
 }
 
-/// Refuses an output file whose directory does not exist, before any work.
-fn check_out(out: &Path) -> taskweave::Result<()> {
+/// Refuses, before any work, an output file whose directory does not exist,
+/// and one that is, or lies inside, what the command reads (`reads`: input
+/// files and run directories): writing it would lose a pipeline file, a
+/// checkpoint or the input itself.
+fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
     let out_dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -165,6 +168,17 @@ fn check_out(out: &Path) -> taskweave::Result<()> {
         format!("{} is not a directory", out_dir.display())
     } else if !out_dir.is_dir() {
         format!("the directory {} does not exist", out_dir.display())
+    } else if let Some(read) = overwritten(out, out_dir, reads) {
+        match read.is_dir() {
+            true => format!(
+                "it lies inside {}, which this command reads; write it elsewhere",
+                read.display()
+            ),
+            false => format!(
+                "it is {}, which this command reads; name another file",
+                read.display()
+            ),
+        }
     } else {
         return Ok(());
     };
@@ -172,4 +186,14 @@ fn check_out(out: &Path) -> taskweave::Result<()> {
         "cannot write {}: {problem}",
         out.display()
     )))
+}
+
+/// The first of `reads` that `out` (in the existing directory `out_dir`)
+/// would overwrite, comparing resolved paths (links, `..`).
+fn overwritten<'a>(out: &Path, out_dir: &Path, reads: &[&'a Path]) -> Option<&'a Path> {
+    let target = out_dir.canonicalize().ok()?.join(out.file_name()?);
+    reads.iter().copied().find(|read| {
+        read.canonicalize()
+            .is_ok_and(|read| target == read || target.starts_with(&read))
+    })
 }

@@ -37,6 +37,7 @@ const PALETTE: [[f32; 3]; 12] = [
 ];
 
 pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    super::check_out(&args.out, &[&args.pipeline])?;
     let runtime = env.runtime(&args.plugins);
     let (split, tasks, predicted, kind) = if args.pipeline.is_dir() {
         if !args.sets.is_empty() {
@@ -74,7 +75,6 @@ pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Fai
         columns = columns.max(pics.len());
         pictures.extend(pics);
     }
-    super::check_out(&args.out)?;
     std::fs::write(&args.out, render_image_grid(&pictures, columns, 3))
         .map_err(|e| Error::io(&args.out, e))?;
     writeln!(

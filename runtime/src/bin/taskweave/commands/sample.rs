@@ -28,9 +28,9 @@ struct SampleView {
 }
 
 pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    check_out(&args.out)?;
+    check_out(&args.out, &[&args.run_dir])?;
     if let Some(png) = &args.png {
-        check_out(png)?;
+        check_out(png, &[&args.run_dir])?;
     }
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let request = taskweave::diffusion::sampler::SampleRequest {

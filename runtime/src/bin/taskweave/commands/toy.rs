@@ -26,6 +26,13 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
         let value = match v {
             toml_edit::Value::String(s) => serde_json::json!(s.value()),
             toml_edit::Value::Integer(i) => serde_json::json!(i.value()),
+            // JSON has no NaN or infinity: they would arrive as null.
+            toml_edit::Value::Float(f) if !f.value().is_finite() => {
+                return Err(Error::Input(format!(
+                    "--weighting {text}: `{k}` = {} is not a finite number",
+                    f.value()
+                )))
+            }
             toml_edit::Value::Float(f) => serde_json::json!(f.value()),
             toml_edit::Value::Boolean(b) => serde_json::json!(b.value()),
             other => {
@@ -40,6 +47,7 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
 }
 
 pub fn cagrad(env: &Env, args: &CagradArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    super::check_out(&args.out, &[])?;
     let runtime = env.runtime(&dirs_or_default(args.plugins.clone()));
     let tables: Vec<serde_json::Value> = if args.weightings.is_empty() {
         let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
