@@ -213,6 +213,10 @@ pub struct BuildArgs {
     /// Cargo's target directory (default: the crate's own `target/`).
     #[arg(long, value_name = "DIR")]
     pub target_dir: Option<PathBuf>,
+    /// Replace a file of the same name in --into that holds other methods or
+    /// another version (a rebuild of the same method and version replaces it anyway).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(clap::Args)]

@@ -89,9 +89,11 @@ fn libtorch_root() -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Input("cannot find the libtorch this taskweave uses".into()))
 }
 
-/// `scaled-ew` → `ScaledEw`.
-fn type_name(method: &str) -> String {
-    method
+/// The method's type in the template `source`: `scaled-ew` → `ScaledEw`, or
+/// with the role appended (`HostWeighting`) where that name is a keyword or
+/// one the template already uses (`Host`, `Result`, `Weighting`).
+fn type_name(method: &str, role: &str, source: &str) -> String {
+    let name: String = method
         .split('-')
         .map(|part| {
             let mut chars = part.chars();
@@ -99,7 +101,16 @@ fn type_name(method: &str) -> String {
                 c.to_ascii_uppercase().to_string() + chars.as_str()
             })
         })
-        .collect()
+        .collect();
+    let used = |name: &str| {
+        source
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == name)
+    };
+    match name == "Self" || used(&name) {
+        true => format!("{name}{role}"),
+        false => name,
+    }
 }
 
 pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
@@ -116,17 +127,21 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
         ))
         .into());
     }
-    // Two sources of one name make it unusable, so a built-in's name would
-    // only give a plugin nobody can use.
-    let runtime = env.runtime(&[]);
-    if let Some(builtin) = runtime
+    // Two sources of one name make it unusable, so the name of a built-in
+    // or of a plugin on the search path would only give a plugin nobody can use.
+    let runtime = env.runtime(&super::dirs_or_default(Vec::new()));
+    if let Some(taken) = runtime
         .registry()
         .entries()
-        .find(|e| e.manifest.name.as_str() == name.as_str() && matches!(e.origin, Origin::Builtin))
+        .find(|e| e.manifest.name.as_str() == name.as_str())
     {
+        let whose = match &taken.origin {
+            Origin::Builtin => "a built-in".to_string(),
+            Origin::Plugin(path) => format!("provided by {}: a", path.display()),
+        };
         return Err(Error::Input(format!(
-            "`{name}` is already a built-in {:?}; pick another name",
-            builtin.manifest.role
+            "`{name}` is already {whose} {}; pick another name",
+            taken.manifest.role
         ))
         .into());
     }
@@ -144,7 +159,7 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
     let crate_name = format!("taskweave-{name}");
     let fill = |text: &str| {
         text.replace("__METHOD__", name)
-            .replace("__TYPE__", &type_name(name))
+            .replace("__TYPE__", &type_name(name, role, source))
             .replace("__CRATE__", &crate_name)
             .replace("__ROLE__", role)
             .replace("__ROLE_ARG__", role_arg)
@@ -176,8 +191,9 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
     Ok(())
 }
 
-/// The package name of the crate in `dir`, which must build a cdylib.
-fn package(dir: &Path) -> Result<String, Error> {
+/// The name of the library the crate in `dir` builds (`[lib] name`, else
+/// its package name with `_` for `-`), which must be a cdylib.
+fn library(dir: &Path) -> Result<String, Error> {
     let path = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::Input(format!(
@@ -190,8 +206,10 @@ fn package(dir: &Path) -> Result<String, Error> {
     let doc: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-    let cdylib = doc["lib"]["crate-type"]
-        .as_array()
+    let cdylib = doc
+        .get("lib")
+        .and_then(|lib| lib.get("crate-type"))
+        .and_then(toml_edit::Item::as_array)
         .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
     if !cdylib {
         return Err(Error::Input(format!(
@@ -199,14 +217,14 @@ fn package(dir: &Path) -> Result<String, Error> {
             path.display()
         )));
     }
-    doc["package"]["name"]
-        .as_str()
-        .map(str::to_string)
+    let named = |table: &str| doc.get(table)?.get("name")?.as_str().map(str::to_string);
+    named("lib")
+        .or_else(|| named("package").map(|name| name.replace('-', "_")))
         .ok_or_else(|| Error::Input(format!("{}: no package name", path.display())))
 }
 
-/// Runs cargo and returns the `.so` it built for `package`.
-fn cargo_build(args: &BuildArgs, package: &str, libtorch: &Path) -> Result<PathBuf, Error> {
+/// Runs cargo and returns the `.so` it built for `library`.
+fn cargo_build(args: &BuildArgs, library: &str, libtorch: &Path) -> Result<PathBuf, Error> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
     command
@@ -242,53 +260,62 @@ fn cargo_build(args: &BuildArgs, package: &str, libtorch: &Path) -> Result<PathB
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact")
-        .filter(|m| m["target"]["name"].as_str() == Some(&package.replace('-', "_")))
+        .filter(|m| m["target"]["name"].as_str() == Some(library))
         .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|f| f.as_str().map(PathBuf::from))
         .find(|f| f.extension().is_some_and(|e| e == "so"))
-        .ok_or_else(|| Error::Run(format!("cargo built no .so for {package}")))
+        .ok_or_else(|| Error::Run(format!("cargo built no .so for the library `{library}`")))
 }
 
-pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let package = package(&args.dir)?;
-    let built = cargo_build(args, &package, &libtorch_root()?)?;
-    let file_name = built
-        .file_name()
-        .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
-    // A new file renamed into place: processes that have the old one mapped keep it.
-    std::fs::create_dir_all(&args.into).map_err(|e| Error::io(&args.into, e))?;
-    let installed = args.into.join(file_name);
-    let temporary = args.into.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::copy(&built, &temporary).map_err(|e| Error::io(&temporary, e))?;
-    std::fs::rename(&temporary, &installed).map_err(|e| Error::io(&installed, e))?;
-    // The way any pipeline would load it: it must pass every check.
-    let runtime = env.runtime(std::slice::from_ref(&args.into));
-    let canonical = installed
-        .canonicalize()
-        .map_err(|e| Error::io(&installed, e))?;
-    if let Some(problem) = runtime
+/// The methods the plugin file `file` provides in `runtime`: name, role and
+/// version each.
+fn provided(runtime: &taskweave::Runtime, file: &Path) -> Vec<String> {
+    let Ok(file) = file.canonicalize() else {
+        return Vec::new();
+    };
+    runtime
+        .registry()
+        .entries()
+        .filter(|e| e.origin == Origin::Plugin(file.clone()))
+        .map(|e| {
+            format!(
+                "{} {} ({})",
+                e.manifest.name, e.manifest.version, e.manifest.role
+            )
+        })
+        .collect()
+}
+
+/// Why `runtime` could not load the plugin file `file`, if it could not.
+fn load_problem(runtime: &taskweave::Runtime, file: &Path) -> Result<Option<String>, Error> {
+    let file = file.canonicalize().map_err(|e| Error::io(file, e))?;
+    Ok(runtime
         .registry()
         .problems()
         .iter()
-        .find(|p| p.path.canonicalize().ok().as_ref() == Some(&canonical))
-    {
-        return Err(Error::Input(format!(
-            "{} was built but cannot be loaded: {}",
-            installed.display(),
-            problem.reason
-        ))
-        .into());
-    }
-    let methods: Vec<String> = runtime
-        .registry()
-        .entries()
-        .filter(|e| e.origin == Origin::Plugin(canonical.clone()))
-        .map(|e| format!("{} ({})", e.manifest.name, e.manifest.role))
-        .collect();
+        .find(|p| p.path.canonicalize().ok().as_ref() == Some(&file))
+        .map(|p| p.reason.clone()))
+}
+
+pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    let library = library(&args.dir)?;
+    let built = cargo_build(args, &library, &libtorch_root()?)?;
+    let file_name = built
+        .file_name()
+        .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
+    std::fs::create_dir_all(&args.into).map_err(|e| Error::io(&args.into, e))?;
+    // Checked from a private folder first: nothing in --into changes until it passes.
+    let staging = args
+        .into
+        .join(format!(".taskweave-build-{}", std::process::id()));
+    std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+    let staged = staging.join(file_name);
+    let installed = std::fs::copy(&built, &staged)
+        .map_err(|e| Error::io(&staged, e))
+        .and_then(|_| install(env, args, &staged));
+    // The staged file is renamed into place or refused; the folder goes either way.
+    let _ = std::fs::remove_dir_all(&staging);
+    let (installed, methods) = installed?;
     writeln!(
         out,
         "installed {}: {}",
@@ -298,13 +325,103 @@ pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Fai
     Ok(())
 }
 
+/// Loads `staged` the way any pipeline would, refuses what would break a
+/// method in --into (a name another file provides, another plugin's file of
+/// the same name unless --replace), and renames it into place. Returns the
+/// installed path and the methods it provides.
+fn install(env: &Env, args: &BuildArgs, staged: &Path) -> Result<(PathBuf, Vec<String>), Error> {
+    let staging = staged.parent().unwrap_or(Path::new("."));
+    let runtime = env.runtime(&[staging.to_path_buf()]);
+    if let Some(reason) = load_problem(&runtime, staged)? {
+        return Err(Error::Input(format!(
+            "{} was built but cannot be loaded: {reason}",
+            args.dir.display()
+        )));
+    }
+    let canonical = staged.canonicalize().map_err(|e| Error::io(staged, e))?;
+    let methods = provided(&runtime, staged);
+    let file_name = staged.file_name().unwrap_or_default();
+    let target = args.into.join(file_name);
+    let present = env.runtime(std::slice::from_ref(&args.into));
+    let target_canonical = target.canonicalize().ok();
+    for entry in runtime
+        .registry()
+        .entries()
+        .filter(|e| e.origin == Origin::Plugin(canonical.clone()))
+    {
+        let name = entry.manifest.name.as_str();
+        let others: Vec<String> = present
+            .registry()
+            .conflicts()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, origins)| origins.iter().cloned())
+            .chain(
+                present
+                    .registry()
+                    .entries()
+                    .filter(|e| e.manifest.name.as_str() == name)
+                    .map(|e| e.origin.clone()),
+            )
+            .filter(|o| {
+                target_canonical
+                    .as_ref()
+                    .map_or(true, |t| *o != Origin::Plugin(t.clone()))
+            })
+            .map(|o| o.to_string())
+            .collect();
+        if let Some(other) = others.first() {
+            return Err(Error::Input(format!(
+                "`{name}` is already provided by {other}: two sources of one name make it unusable; \
+                 rename the method (its crate's manifest) or remove that file"
+            )));
+        }
+    }
+    let previous = provided(&present, &target);
+    if !previous.is_empty() && previous != methods && !args.replace {
+        return Err(Error::Input(format!(
+            "{} holds {}, and this crate builds {}: pass --replace to replace it",
+            target.display(),
+            previous.join(", "),
+            methods.join(", ")
+        )));
+    }
+    // A new file renamed into place: processes that have the old one mapped keep it.
+    std::fs::rename(staged, &target).map_err(|e| Error::io(&target, e))?;
+    // Where it lies decides too (a folder others can write is refused).
+    let installed = env.runtime(std::slice::from_ref(&args.into));
+    if let Some(reason) = load_problem(&installed, &target)? {
+        return Err(Error::Input(format!(
+            "{} was installed but cannot be loaded: {reason}",
+            target.display()
+        )));
+    }
+    Ok((target, methods))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn type_names_are_camel_case() {
-        assert_eq!(type_name("scaled-ew"), "ScaledEw");
-        assert_eq!(type_name("gls"), "Gls");
+    fn type_names_are_camel_case_and_never_a_name_the_template_uses() {
+        let (role, _, source) = source_of(RoleArg::Weighting);
+        let name = |method: &str| type_name(method, role, source);
+        assert_eq!(name("scaled-ew"), "ScaledEw");
+        assert_eq!(name("gls"), "Gls");
+        assert_eq!(name("self"), "SelfWeighting");
+        for taken in [
+            "host",
+            "result",
+            "weighting",
+            "weighting-input",
+            "method",
+            "config",
+        ] {
+            let ty = name(taken);
+            assert!(
+                ty.ends_with("Weighting") && ty.len() > "Weighting".len(),
+                "{taken}: {ty}"
+            );
+        }
     }
 }
