@@ -293,6 +293,85 @@ fn a_shared_head_over_classes_of_different_counts_names_both_counts() {
 }
 
 #[test]
+fn commands_reading_a_trained_run_use_its_selected_parameters_or_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 16 training rows overfit: the best validation score comes early, so
+    // best.safetensors alone holds the selected parameters.
+    let text = std::fs::read_to_string(small_pipeline(
+        d,
+        "sel",
+        "[train]\nsteps = 300\noptimizer = { kind = \"adam\", lr = 0.01 }\n[eval]\nevery = 20\n",
+    ))
+    .unwrap()
+    .replace("train = 512", "train = 16");
+    std::fs::write(d.join("sel.toml"), text).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "sel.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/sel/summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["selected_step"].as_u64() < Some(300), "{summary}");
+    let flatness = |run: &str| run_cli(d, &["-q", "flatness", run, "--samples", "1"]);
+    assert_eq!(flatness("runs/sel").0, 0);
+    let best = d.join("runs/sel/checkpoints/best.safetensors");
+    let kept = std::fs::read(&best).unwrap();
+    // Another step's parameters in its place, or none: never the newest silently.
+    std::fs::copy(
+        d.join("runs/sel/checkpoints/step-000000300.safetensors"),
+        &best,
+    )
+    .unwrap();
+    let (code, _, err) = flatness("runs/sel");
+    assert!(
+        code == 2 && err.contains("it holds step 300"),
+        "{code}: {err}"
+    );
+    std::fs::remove_file(&best).unwrap();
+    let (code, _, err) = flatness("runs/sel");
+    assert!(
+        code == 2 && err.contains("best.safetensors: missing"),
+        "{code}: {err}"
+    );
+    std::fs::write(&best, kept).unwrap();
+    // A checkpoint of a model with fewer heads is not loaded half-way.
+    let three = [
+        "--set",
+        "data.tasks=3",
+        "--set",
+        "run.name=three",
+        "--set",
+        "eval.select=\"last\"",
+    ];
+    let (code, _, err) = run_cli(d, &[&["-q", "run", "sel.toml"][..], &three[..]].concat());
+    assert_eq!(code, 0, "{err}");
+    std::fs::copy(
+        d.join("runs/sel/checkpoints/step-000000300.safetensors"),
+        d.join("runs/three/checkpoints/step-000000300.safetensors"),
+    )
+    .unwrap();
+    let (code, _, err) = flatness("runs/three");
+    assert!(
+        code == 2 && err.contains("has no `heads.task3"),
+        "{code}: {err}"
+    );
+    // A single-task baseline's run reopens with its one task.
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "baselines", "sel.toml", "--set", "train.steps=40"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let task1 = std::fs::read_dir(d.join("runs/baselines"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().join("0-task1")))
+        .find(|p| p.is_dir())
+        .unwrap();
+    let (code, out, err) = flatness(task1.to_str().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("task1") && !out.contains("task2"), "{out}");
+}
+
+#[test]
 fn csv_values_beyond_float32_and_keys_of_another_task_type_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

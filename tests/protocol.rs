@@ -208,8 +208,9 @@ fn train_init_starts_from_the_shared_tensors_of_another_run() {
     let e = err(&["train.init=\"runs/pre\"", "model.backbone.hidden=[8]"]);
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(
-        e.to_string()
-            .contains("train.init: `backbone.0.weight` is [16, 8] in that run but [8, 8] here"),
+        e.to_string().contains(
+            "train.init: `backbone.0.weight` is [16, 8] in the checkpoint but [8, 8] here"
+        ),
         "{e}"
     );
     let e = err(&["train.init=\"runs/nothing\"", "run.name=\"other\""]);

@@ -82,6 +82,7 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
         config.train.weighting = json!({"kind": "ew"});
         let single = RunContext {
             config: &config,
+            task: Some(t),
             ..*ctx
         };
         tracing::info!("single-task baseline for `{}`", task.name);

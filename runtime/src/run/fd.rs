@@ -77,7 +77,7 @@ pub(super) fn classifier(pipeline: &Pipeline) -> Result<Option<Classifier>> {
         run.train(true)?;
     }
     Ok(Some(Classifier {
-        trainer: run.trained(run.pipeline().load_data()?)?,
+        trainer: run.trained(run.load_data()?)?,
         batch: run.pipeline().config().eval.batch as usize,
     }))
 }

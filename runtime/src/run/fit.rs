@@ -48,6 +48,9 @@ pub struct RunContext<'a> {
     pub pipeline_dir: &'a Path,
     /// Show no progress.
     pub quiet: bool,
+    /// The one task of the data a single-task baseline trains, recorded in
+    /// run.json so that the run reopens (resume, flatness) with that task alone.
+    pub task: Option<usize>,
 }
 
 impl<'a> RunContext<'a> {
@@ -75,6 +78,7 @@ impl<'a> RunContext<'a> {
             device,
             pipeline_dir: pipeline.dir(),
             quiet,
+            task: None,
         })
     }
 
@@ -420,7 +424,10 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             run.clear()?;
         }
         // run.json first: it marks the directory as a run (see RunDir).
-        let info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
+        let mut info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
+        if let Some(task) = ctx.task {
+            info["task"] = json!(task);
+        }
         write_file(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
         let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
         write_file(&dir.join("config.toml"), to_toml(&resolved).as_bytes())?;
@@ -650,18 +657,36 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
 
 /// The checkpoint the summary of the run in `dir` selected (the
 /// best-validation one when that was not the last step), else its newest;
-/// `None` when it holds none.
+/// `None` when it holds none. A selected checkpoint that is missing or holds
+/// another step is an error: the newest would silently stand in for the
+/// parameters the summary reports.
 pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let checkpoints = dir.join("checkpoints");
     let best = checkpoints.join(BEST);
     let summary = summary_of(dir);
     // The best checkpoint may be stale: it is the selection only when the
     // summary's selected step is before the last.
-    let selected_earlier = summary["selected_step"].as_u64() < summary["steps"].as_u64();
-    if selected_earlier && best.is_file() {
-        return checkpoint::read(&best).map(Some);
+    let selected = summary["selected_step"].as_u64();
+    if selected >= summary["steps"].as_u64() {
+        return Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt));
     }
-    Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt))
+    let step = selected.unwrap_or_default();
+    let unusable = |why: String| {
+        Error::Input(format!(
+            "{}: {why}; the run's summary reports step {step}'s parameters, which only that \
+             file held (train the run again to get them back)",
+            best.display()
+        ))
+    };
+    if !best.is_file() {
+        return Err(unusable("missing".into()));
+    }
+    let ckpt = checkpoint::read(&best)?;
+    match ckpt.meta["step"].as_u64() {
+        Some(held) if held == step => Ok(Some(ckpt)),
+        Some(held) => Err(unusable(format!("it holds step {held}"))),
+        None => Err(unusable("it is not a checkpoint (no step)".into())),
+    }
 }
 
 /// `train.init`: the model tensors of the run in `other` that this model
@@ -673,7 +698,10 @@ fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
             other.display()
         ))
     })?;
-    let copied = trainer.init_from(&checkpoint)?;
+    let copied = trainer.init_from(&checkpoint).map_err(|e| match e {
+        Error::Input(message) => Error::Input(format!("train.init: {message}")),
+        other => other,
+    })?;
     if copied == 0 {
         return Err(Error::Input(format!(
             "train.init: the run in {} shares no model tensor with this model",

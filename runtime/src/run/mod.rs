@@ -62,6 +62,8 @@ pub struct Run {
     dir: RunDir,
     /// Whether training continues from the newest checkpoint.
     existing: bool,
+    /// The one task of the data the run trains (a single-task baseline's).
+    task: Option<usize>,
 }
 
 impl Run {
@@ -78,6 +80,7 @@ impl Run {
             pipeline,
             dir,
             existing: false,
+            task: None,
         })
     }
 
@@ -122,6 +125,7 @@ impl Run {
             pipeline,
             dir: held,
             existing: true,
+            task: info["task"].as_u64().map(|t| t as usize),
         })
     }
 
@@ -138,9 +142,27 @@ impl Run {
     /// Trains to the pipeline's last step: from step 0 for a new run, from the
     /// newest good checkpoint for an opened one.
     pub fn train(&self, quiet: bool) -> Result<Summary> {
-        let data = self.pipeline.load_data()?;
-        let ctx = RunContext::new(&self.pipeline, quiet)?;
+        let data = self.load_data()?;
+        let ctx = RunContext {
+            task: self.task,
+            ..RunContext::new(&self.pipeline, quiet)?
+        };
         fit::train(&ctx, data, &self.dir, self.existing)
+    }
+
+    /// The pipeline's data, restricted to the one task a single-task
+    /// baseline's run trained.
+    pub(crate) fn load_data(&self) -> Result<crate::data::Dataset> {
+        let data = self.pipeline.load_data()?;
+        match self.task {
+            Some(t) if t < data.tasks.len() => Ok(data.only_task(t)),
+            Some(t) => Err(Error::Input(format!(
+                "{} trained task {t} of its data, which now has {} tasks",
+                self.dir().display(),
+                data.tasks.len()
+            ))),
+            None => Ok(data),
+        }
     }
 
     /// Draws samples from the run's diffusion model at its selected
@@ -149,7 +171,7 @@ impl Run {
     /// data also by FD-FMNIST, training its classifier the first time).
     pub fn sample(&self, request: &SampleRequest) -> Result<Samples> {
         let input = &self.diffusion()?.input;
-        let data = self.pipeline.load_data()?;
+        let data = self.load_data()?;
         let clean = |split: &crate::data::Split| {
             split
                 .input(input)
@@ -184,7 +206,7 @@ impl Run {
         split: &str,
         rows: usize,
     ) -> Result<(crate::data::Split, Vec<crate::data::Task>, Vec<tch::Tensor>)> {
-        let mut trainer = self.trained(self.pipeline.load_data()?)?;
+        let mut trainer = self.trained(self.load_data()?)?;
         let (examples, outputs) = trainer.predict(split, rows)?;
         Ok((examples, trainer.data().tasks.clone(), outputs))
     }
@@ -201,7 +223,7 @@ impl Run {
             )));
         }
         let timesteps = crate::diffusion::timestep_grid(steps, count);
-        let mut trainer = self.trained(self.pipeline.load_data()?)?;
+        let mut trainer = self.trained(self.load_data()?)?;
         let scores = trainer.timestep_affinity(&timesteps, rows, 1 << 30)?;
         let full = crate::diffusion::affinity::expand(&timesteps, &scores, steps)?;
         Ok(Affinity {
@@ -228,7 +250,7 @@ impl Run {
         let mut trainer = RunContext::new(&self.pipeline, true)?.trainer(data)?;
         let ckpt = fit::selected_checkpoint(self.dir())?
             .ok_or_else(|| Error::Input(format!("{} has no checkpoint", self.dir().display())))?;
-        trainer.init_from(&ckpt)?;
+        trainer.load_model(&ckpt)?;
         Ok(trainer)
     }
 
@@ -247,7 +269,7 @@ impl Run {
                 "flatness needs at least one sample (random direction)".into(),
             ));
         }
-        let mut trainer = self.trained(self.pipeline.load_data()?)?;
+        let mut trainer = self.trained(self.load_data()?)?;
         let config = self.pipeline.config();
         trainer.flatness(
             split,

@@ -687,6 +687,19 @@ impl Trainer {
     /// run's) that this model also has by name; returns how many tensors
     /// were copied. A shared name of another shape is an input error.
     pub fn init_from(&mut self, checkpoint: &Checkpoint) -> Result<usize> {
+        self.copy_model(checkpoint, false)
+    }
+
+    /// Loads every model parameter and buffer from `checkpoint`, one of this
+    /// run's own: a tensor it lacks is an input error (a file that is not
+    /// this model's would otherwise leave parameters untrained, silently).
+    pub fn load_model(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.copy_model(checkpoint, true).map(|_| ())
+    }
+
+    /// [`Trainer::init_from`], and with `every` also refusing a model
+    /// tensor the checkpoint lacks.
+    fn copy_model(&mut self, checkpoint: &Checkpoint, every: bool) -> Result<usize> {
         let model_tensor = |name: &str| {
             ["backbone.", "architecture.", "heads."]
                 .iter()
@@ -704,13 +717,17 @@ impl Trainer {
             if let Some((_, saved)) = checkpoint.tensors.iter().find(|(n, _)| *n == name) {
                 if saved.size() != tensor.size() {
                     return Err(Error::Input(format!(
-                        "train.init: `{name}` is {:?} in that run but {:?} here; the models must agree on every tensor they share",
+                        "`{name}` is {:?} in the checkpoint but {:?} here; the models must agree on every tensor they share",
                         saved.size(),
                         tensor.size()
                     )));
                 }
                 copy_into(&tensor, saved, &name)?;
                 copied += 1;
+            } else if every {
+                return Err(Error::Input(format!(
+                    "the checkpoint has no `{name}`: it is not this run's model (replaced or damaged?)"
+                )));
             }
         }
         Ok(copied)
