@@ -271,12 +271,25 @@ impl Run {
         }
         let mut trainer = self.trained(self.load_data()?)?;
         let config = self.pipeline.config();
-        trainer.flatness(
+        let flatness = trainer.flatness(
             split,
             radius,
             samples,
             config.run.seed,
             config.eval.batch as usize,
-        )
+        )?;
+        let losses = flatness.base.iter().chain(&flatness.perturbed);
+        if let Some(at) = losses.clone().position(|l| !l.is_finite()) {
+            let task = &flatness.tasks[at % flatness.tasks.len().max(1)];
+            let what = match at < flatness.tasks.len() {
+                true => "the trained parameters' loss",
+                false => "the perturbed loss",
+            };
+            return Err(Error::Input(format!(
+                "{what} of task `{task}` is not finite at --radius {radius:e}: a flatness number would \
+                 mean nothing; lower --radius (perturbations of relative size 0.01-0.1 are usual)"
+            )));
+        }
+        Ok(flatness)
     }
 }
