@@ -490,6 +490,53 @@ fn flatness_and_call_arguments_out_of_range_exit_2_and_create_nothing() {
         err.contains("cannot read missing.safetensors: No such file or directory"),
         "{err}"
     );
+    // Non-finite gradients or losses are the file's fault, named; losses a
+    // method cannot take (GLS's logarithm of 0) are bad input too.
+    let grads = tch::Tensor::from_slice(&[1.0f32, f32::NAN, 0.5, 2.0]).view([2, 2]);
+    tch::Tensor::write_safetensors(&[("grads", &grads)], d.join("gnan.safetensors")).unwrap();
+    let good = tch::Tensor::from_slice(&[1.0f32, 0.0, 0.5, 2.0]).view([2, 2]);
+    tch::Tensor::write_safetensors(&[("grads", &good)], d.join("g.safetensors")).unwrap();
+    for (losses, value) in [(1.0f32, f32::INFINITY), (1.0, 0.0)] {
+        let l = tch::Tensor::from_slice(&[losses, value]);
+        tch::Tensor::write_safetensors(&[("losses", &l)], d.join(format!("l{value}.safetensors")))
+            .unwrap();
+    }
+    for (method, grads, losses, want) in [
+        (
+            "ew",
+            "gnan.safetensors",
+            None,
+            "`grads` in gnan.safetensors holds NaN at [0, 1]",
+        ),
+        ("pcgrad", "gnan.safetensors", None, "holds NaN"),
+        (
+            "uw",
+            "g.safetensors",
+            Some("linf.safetensors"),
+            "`losses` in linf.safetensors holds inf at [1]",
+        ),
+        (
+            "gls",
+            "g.safetensors",
+            Some("l0.safetensors"),
+            "needs positive, finite losses",
+        ),
+    ] {
+        let mut args = vec![
+            "call",
+            "weighting",
+            method,
+            "--grads",
+            grads,
+            "--out",
+            "o.safetensors",
+        ];
+        if let Some(l) = losses {
+            args.extend(["--losses", l]);
+        }
+        let (code, _, err) = run_cli(d, &args);
+        assert!(code == 2 && err.contains(want), "{method}: {code}: {err}");
+    }
 }
 
 #[test]

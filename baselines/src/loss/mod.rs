@@ -37,10 +37,11 @@ fn values(losses: &Tensor) -> Result<Vec<f64>> {
 }
 
 /// Fails naming the first task whose loss is not positive, for the methods
-/// that take logarithms of the losses.
+/// that take logarithms of the losses: an input error (the pipeline's
+/// losses, or `call`'s file, do not suit the method).
 fn check_positive(method: &str, losses: &[f64]) -> Result<()> {
     match losses.iter().position(|&l| !(l > 0.0 && l.is_finite())) {
-        Some(i) => Err(taskweave_plugin_api::Error::msg(format!(
+        Some(i) => Err(taskweave_plugin_api::Error::input(format!(
             "{method} takes the logarithm of every loss, but task {i}'s loss is {}: it needs positive, finite losses",
             losses[i]
         ))),

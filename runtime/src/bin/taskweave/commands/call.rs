@@ -42,6 +42,48 @@ fn read_tensor(path: &Path, name: &str) -> Result<Tensor> {
         })
 }
 
+/// Refuses NaN and infinity in the tensor `name` of `path` (a method given
+/// them writes NaN with nothing said). Logits (`masked`) may hold −∞ for
+/// masked entries, but each row `[.., V]` needs a finite one.
+fn check_finite(path: &Path, name: &str, t: &Tensor, masked: bool) -> Result<()> {
+    let t = t.f_to_kind(Kind::Double)?;
+    let bad = match masked {
+        true => t.f_isnan()?.f_logical_or(&t.f_isposinf()?)?,
+        false => t.f_isfinite()?.f_logical_not()?,
+    };
+    let at = bad.f_nonzero()?;
+    if at.size()[0] > 0 {
+        let index = Vec::<i64>::try_from(at.f_get(0)?)?;
+        let value = t.f_index(
+            &index
+                .iter()
+                .map(|&i| Some(Tensor::from(i)))
+                .collect::<Vec<_>>(),
+        )?;
+        return Err(Error::Input(format!(
+            "`{name}` in {} holds {} at {index:?}: give finite values{}",
+            path.display(),
+            value.f_double_value(&[])?,
+            if masked {
+                " (−inf only for masked entries)"
+            } else {
+                ""
+            }
+        )));
+    }
+    if masked && t.numel() > 0 {
+        let empty = t.f_isneginf()?.f_all_dims(-1, false)?.f_nonzero()?;
+        if empty.size()[0] > 0 {
+            let row = Vec::<i64>::try_from(empty.f_get(0)?)?;
+            return Err(Error::Input(format!(
+                "`{name}` in {} is −inf everywhere in row {row:?}: a row needs at least one finite logit",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The method table `{ kind = name }` plus `sets`, validated like a
 /// pipeline's `role_key` with `--set` locations in errors.
 fn method_table(
@@ -99,8 +141,13 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
             &call.grads.display()
         )));
     }
+    check_finite(&call.grads, "grads", &grads, false)?;
     let losses = match call.losses.as_deref() {
-        Some(path) => read_tensor(path, "losses")?,
+        Some(path) => {
+            let losses = read_tensor(path, "losses")?;
+            check_finite(path, "losses", &losses, false)?;
+            losses
+        }
         None => Tensor::f_ones([tasks], (grads.kind(), Device::Cpu))?,
     };
     if losses.size() != [tasks] {
@@ -278,6 +325,14 @@ fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
     if experts.size()[0] == 0 {
         return Err(Error::Input("`experts` holds no expert (T = 0)".into()));
     }
+    if rows == 0 || vocab == 0 {
+        return Err(Error::Input(format!(
+            "`large` is [B, V] = [{rows}, {vocab}]: a fusion needs at least one row and one token"
+        )));
+    }
+    for (name, t) in [("large", &large), ("small", &small), ("experts", &experts)] {
+        check_finite(&call.logits, name, t, true)?;
+    }
     let kind = large.kind();
     if small.kind() != kind || experts.kind() != kind {
         return Err(Error::Input(format!(
@@ -308,6 +363,14 @@ fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
             call.name,
             fused.log_probs.size(),
             fused.alpha.size()
+        )));
+    }
+    // Finite logits near the float32 limit can still overflow once combined.
+    if fused.log_probs.f_isnan()?.f_any()?.f_int64_value(&[])? != 0 {
+        return Err(Error::Input(format!(
+            "the fused log-probabilities of `{}` are NaN: logits this large overflow float32 once \
+             combined; give logits of ordinary size (subtract each row's maximum)",
+            call.name
         )));
     }
     let (expert, alpha) = taskweave::lm::active_expert(&fused.alpha)?;
