@@ -148,6 +148,22 @@ fn a_trained_denoiser_samples_the_eight_gaussians_far_better_than_an_untrained_o
             "tas.png",
         ],
     );
+    for (flag, value) in [("--timesteps", "1"), ("--rows", "0")] {
+        let args = [
+            "-q",
+            "affinity",
+            "runs/trained",
+            flag,
+            value,
+            "--out",
+            "x.safetensors",
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert!(
+            code == 2 && err.contains(&format!("{flag} {value}:")),
+            "{code}: {err}"
+        );
+    }
     let tas: Vec<(String, Tensor)> = Tensor::read_safetensors(d.join("tas.safetensors")).unwrap();
     let get = |name: &str| {
         tas.iter()
@@ -470,6 +486,23 @@ batch = 20
             code == 2 && err.contains("DDIM takes 1 to"),
             "{steps}: {code}: {err}"
         );
+    }
+    // Too few samples to measure, or more than the measures' memory holds: named.
+    for (n, want) in [
+        ("1", "--n 1: the sample measures"),
+        ("100000000", "needs about"),
+    ] {
+        let args = [
+            "-q",
+            "sample",
+            "runs/images",
+            "--n",
+            n,
+            "--out",
+            "x.safetensors",
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert!(code == 2 && err.contains(want), "{n}: {code}: {err}");
     }
     let samples = &Tensor::read_safetensors(d.join("s.safetensors")).unwrap()[0].1;
     assert_eq!(samples.size(), [16, 1, 14, 14]);

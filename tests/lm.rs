@@ -334,6 +334,42 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         err.contains("models.experts: name at least one expert"),
         "{err}"
     );
+    // Without experts the large model alone still decodes; a fusion that
+    // picks among experts says there are none.
+    let no_experts = [
+        "decode",
+        "decode.toml",
+        "--prompt",
+        "ab",
+        "--set",
+        "models.experts={}",
+    ];
+    let (code, _, err) = run_cli(d, &no_experts);
+    assert_eq!(code, 0, "{err}");
+    let picking = ["--set", "fusion={kind=\"logit-fusion\"}"];
+    let (code, _, err) = run_cli(d, &[&no_experts[..], &picking[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("there are none: name at least one (models.experts)"),
+        "{err}"
+    );
+    // A decoding pipeline's device key is `device`, not `run.device`.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "decode",
+            "decode.toml",
+            "--prompt",
+            "ab",
+            "--set",
+            "device=\"bogus\"",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("device = \"bogus\": expected auto") && !err.contains("run.device"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -98,18 +98,21 @@ pub fn cuda_available() -> bool {
     cuda_unavailable().is_none()
 }
 
-/// The device `run.device` names: `auto` (a CUDA device when present, else the
+/// The device the pipeline key `key` (`run.device`, a decoding pipeline's
+/// `device`) names: `auto` (a CUDA device when present, else the
 /// CPU), `cpu`, `cuda` or `cuda:N`. `auto` and `cuda` mean device 0, or under
 /// `mpirun` one device per rank of each machine ([`crate::dist::rank_device`]).
-pub fn resolve(name: &str) -> Result<Device> {
+pub fn resolve(key: &str, name: &str) -> Result<Device> {
     let cuda = |n: usize| {
         if let Some(why) = cuda_unavailable() {
-            return Err(Error::Input(format!("run.device = \"{name}\" but CUDA cannot be used here ({why}); use \"auto\" or \"cpu\"")));
+            return Err(Error::Input(format!(
+                "{key} = \"{name}\" but CUDA cannot be used here ({why}); use \"auto\" or \"cpu\""
+            )));
         }
         let count = tch::Cuda::device_count() as usize;
         if n >= count {
             return Err(Error::Input(format!(
-                "run.device = \"{name}\" but there are {count} CUDA devices"
+                "{key} = \"{name}\" but there are {count} CUDA devices"
             )));
         }
         Ok(Device::Cuda(n))
@@ -123,7 +126,7 @@ pub fn resolve(name: &str) -> Result<Device> {
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
             Some(n) => cuda(n),
             None => Err(Error::Input(format!(
-                "run.device = \"{other}\": expected auto, cpu, cuda or cuda:N"
+                "{key} = \"{other}\": expected auto, cpu, cuda or cuda:N"
             ))),
         },
     }

@@ -52,7 +52,7 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
     );
     check(
         &["run", "device"],
-        crate::device::resolve(&run.device)
+        crate::device::resolve("run.device", &run.device)
             .map(|_| ())
             .map_err(|e| e.to_string()),
     );

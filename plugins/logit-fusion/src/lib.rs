@@ -59,8 +59,14 @@ impl Fusion for LogitFusion {
     }
 }
 
-fn create(config: &Value, _ctx: &MethodContext, host: &Host) -> Result<Box<dyn Fusion>> {
+fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Fusion>> {
     let Config { alphas } = typed(config)?;
+    // The context's tasks are the experts.
+    if ctx.tasks.is_empty() {
+        return Err(Error::input(
+            "logit-fusion picks among experts, and there are none: name at least one (models.experts)",
+        ));
+    }
     if alphas.is_empty() || alphas.len() > MAX_ALPHAS {
         return Err(Error::input(format!(
             "alphas: {} values; give 1 to {MAX_ALPHAS}",

@@ -86,7 +86,7 @@ impl DecodePipeline {
                     .into(),
             ));
         }
-        let device = crate::device::resolve(&config.device)?;
+        let device = crate::device::resolve("device", &config.device)?;
         Ok(DecodePipeline {
             dir: source.dir.clone(),
             runtime: runtime.clone(),
@@ -158,7 +158,15 @@ impl DecodePipeline {
 /// The one expert each row of a fusion's `alpha` `[N, T]` steers with (the
 /// first with a non-zero coefficient; 0 when none: the large model itself,
 /// which every expert gives at α = 0) and its coefficient: `([N] i64, [N])`.
+/// Without experts (`T = 0`, the large model alone) both are 0.
 pub fn active_expert(alpha: &Tensor) -> Result<(Tensor, Tensor)> {
+    if alpha.size().get(1) == Some(&0) {
+        let rows = alpha.size()[0];
+        return Ok((
+            Tensor::f_zeros([rows], (Kind::Int64, alpha.device()))?,
+            Tensor::f_zeros([rows], (alpha.kind(), alpha.device()))?,
+        ));
+    }
     let expert = alpha.f_ne(0.0)?.f_to_kind(Kind::Int)?.f_argmax(1, false)?;
     let coefficient = alpha
         .f_gather(1, &expert.f_unsqueeze(1)?, false)?

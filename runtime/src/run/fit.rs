@@ -62,7 +62,7 @@ impl<'a> RunContext<'a> {
         if run.threads > 0 {
             tch::set_num_threads(run.threads as i32);
         }
-        let device = crate::device::resolve(&run.device)?;
+        let device = crate::device::resolve("run.device", &run.device)?;
         crate::dist::train_on(device);
         if let Device::Cuda(ordinal) = device {
             crate::device::configure_allocator(

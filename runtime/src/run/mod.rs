@@ -179,6 +179,27 @@ impl Run {
                 .ok_or_else(|| Error::Input(format!("the data have no input `{input}`")))
         };
         let (truth, train) = (clean(&data.test)?, clean(&data.train)?);
+        if request.count == 1 {
+            return Err(Error::Input(
+                "--n 1: the sample measures compare sets of at least 2 samples; draw 2 or more"
+                    .into(),
+            ));
+        }
+        // MMD² holds kernel matrices of n × n float64 (about three at once):
+        // refused before sampling, not an out-of-memory kill after.
+        let n = request.count.max(truth.size()[0] as usize) as u128;
+        let needed = 3 * 8 * n * n;
+        if let Some(free) = crate::device::free_memory(tch::Device::Cpu) {
+            if needed > free as u128 {
+                return Err(Error::Input(format!(
+                    "--n {}: measuring the samples (MMD² over {n} × {n} pairs) needs about {} of \
+                     memory, and {} is free; draw fewer samples",
+                    request.count,
+                    crate::device::human_bytes(needed),
+                    crate::device::human_bytes(free as u128)
+                )));
+            }
+        }
         let mut classifier = fd::classifier(&self.pipeline)?;
         let samples = self
             .trained(data)?
@@ -217,10 +238,15 @@ impl Run {
     /// over 1..=T, with `rows` training samples.
     pub fn timestep_affinity(&self, count: usize, rows: usize) -> Result<Affinity> {
         let steps = self.diffusion()?.steps as usize;
-        if count < 2 || rows == 0 {
+        if count < 2 {
             return Err(Error::Input(format!(
-                "task affinity needs at least 2 timesteps and 1 sample (got {count} and {rows})"
+                "--timesteps {count}: task affinity compares at least 2 timesteps"
             )));
+        }
+        if rows == 0 {
+            return Err(Error::Input(
+                "--rows 0: task affinity needs at least 1 training sample".into(),
+            ));
         }
         let timesteps = crate::diffusion::timestep_grid(steps, count);
         let mut trainer = self.trained(self.load_data()?)?;

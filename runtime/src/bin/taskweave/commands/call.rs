@@ -343,8 +343,12 @@ fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
         )));
     }
     let table = method_table(runtime, "Fusion", "fusion", &call.name, &call.sets)?;
+    // A fusion's tasks are its experts, as in a decoding pipeline.
     let ctx = MethodContext {
         device: "cpu".into(),
+        tasks: (0..experts.size()[0])
+            .map(|e| format!("expert{e}").as_str().into())
+            .collect(),
         ..Default::default()
     };
     let mut method = runtime
