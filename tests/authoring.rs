@@ -168,6 +168,29 @@ fn plugin_new_then_plugin_build_gives_methods_that_pipelines_use() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = build("host", &[]);
     assert_eq!(code, 0, "{err}");
+    // Paths that cannot hold the crate or the plugin are bad input, said before compiling.
+    std::fs::write(d.join("afile"), "").unwrap();
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "plugin",
+            "new",
+            "x",
+            "--role",
+            "weighting",
+            "--dir",
+            "afile/x",
+        ],
+    );
+    assert!(
+        code == 2 && err.contains("pick another --dir"),
+        "{code}: {err}"
+    );
+    let (code, _, err) = run_cli(d, &["plugin", "build", "host", "--into", "afile"]);
+    assert!(
+        code == 2 && err.contains("--into afile: cannot make"),
+        "{code}: {err}"
+    );
     let (code, _, err) = run_cli(d, &["plugin", "new", "Bad_Name", "--role", "weighting"]);
     assert_eq!(code, 2);
     assert!(err.contains("is not a method name"), "{err}");

@@ -115,15 +115,16 @@ fn type_name(method: &str, role: &str, source: &str) -> String {
 
 pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let name = &args.name;
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if !valid {
         return Err(Error::Input(format!(
-            "`{name}` is not a method name: lower-case letters, digits and `-`, starting with a letter \
-             (like `nash-mtl`)"
+            "`{name}` is not a method name: at most 64 lower-case letters, digits and `-`, starting \
+             with a letter (like `nash-mtl`)"
         ))
         .into());
     }
@@ -175,12 +176,20 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
         ("Cargo.lock", CARGO_LOCK.to_string()),
         (".gitignore", "/target\n".to_string()),
     ];
+    // --dir is the user's choice: a place that cannot hold the crate is bad input.
+    let unwritable = |path: &Path, e: std::io::Error| {
+        Error::Input(format!(
+            "cannot write {}: {}; pick another --dir",
+            path.display(),
+            taskweave_plugin_api::io_reason(&e)
+        ))
+    };
     for (file, text) in files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| unwritable(parent, e))?;
         }
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, text).map_err(|e| unwritable(&path, e))?;
     }
     writeln!(
         out,
@@ -299,11 +308,18 @@ fn load_problem(runtime: &taskweave::Runtime, file: &Path) -> Result<Option<Stri
 
 pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let library = library(&args.dir)?;
+    // Before compiling: --into must be a folder we can make.
+    std::fs::create_dir_all(&args.into).map_err(|e| {
+        Error::Input(format!(
+            "--into {}: cannot make that plugin folder: {}",
+            args.into.display(),
+            taskweave_plugin_api::io_reason(&e)
+        ))
+    })?;
     let built = cargo_build(args, &library, &libtorch_root()?)?;
     let file_name = built
         .file_name()
         .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
-    std::fs::create_dir_all(&args.into).map_err(|e| Error::io(&args.into, e))?;
     // Checked from a private folder first: nothing in --into changes until it passes.
     let staging = args
         .into
