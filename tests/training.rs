@@ -165,6 +165,55 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
 }
 
 #[test]
+fn ctrl_c_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let long = "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
+    let path = small_pipeline(d, "base", long);
+    let p = path.to_str().unwrap();
+    let stored = |out: &str| -> serde_json::Value {
+        let folder = d.join(out).join("baselines");
+        let file = std::fs::read_dir(&folder)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "json"))
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
+            ["tasks"]
+            .clone()
+    };
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "baselines", p, "--set", "run.out_dir=\"reference\""],
+    );
+    assert_eq!(code, 0, "{err}");
+    let child = Command::new(binary())
+        .args(["-q", "baselines", p])
+        .current_dir(d)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted at step")
+            && err.contains("the same `taskweave baselines` command"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(d, &["-q", "baselines", p]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored("runs"), stored("reference"));
+}
+
+#[test]
 fn a_nonfinite_loss_stops_with_step_and_task_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

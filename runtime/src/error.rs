@@ -45,12 +45,14 @@ pub enum Error {
     #[error("{0}")]
     Run(String),
     /// Ctrl-C stopped a run, which checkpointed the step it reached.
-    #[error("interrupted at step {step}, checkpointed; `taskweave resume {}` continues from there", dir.display())]
+    #[error("interrupted at step {step}, checkpointed in {}; {again} continues from there", dir.display())]
     Interrupted {
         /// The step checkpointed.
         step: u64,
         /// The run directory.
         dir: PathBuf,
+        /// The command that continues (`taskweave resume DIR`, in backticks).
+        again: String,
     },
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
 use crate::sections::PipelineConfig;
+use crate::spec::to_toml;
 use crate::train::metrics::TaskMetrics;
 
 /// Where the single-task baselines of `config` are stored: runs that share
@@ -66,13 +67,21 @@ pub(super) fn load_baselines(config: &PipelineConfig, tasks: &[Task]) -> Option<
 
 /// Trains one single-task model per task of `pipeline` (hard sharing, equal
 /// weighting, the standard step; everything else as in the pipeline) and
-/// stores their test metrics where later runs find them for Δm. Returns the
-/// file written.
+/// stores their test metrics where later runs find them for Δm. A task's run
+/// that an interrupted call with the same settings left continues from its
+/// checkpoint. Returns the file written.
 pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
+    let path = baseline_path(pipeline.config());
+    // Said before any training, not after it.
+    if path.is_dir() {
+        return Err(Error::Input(format!(
+            "{} is a directory; the baselines are stored in that file: move it away",
+            path.display()
+        )));
+    }
     let data = pipeline.load_data()?;
     let ctx = RunContext::new(pipeline, quiet)?;
     let ctx = &ctx;
-    let path = baseline_path(ctx.config);
     let dir = path.with_extension("");
     let mut stored = serde_json::Map::new();
     for (t, task) in data.tasks.iter().enumerate() {
@@ -88,8 +97,24 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
         tracing::info!("single-task baseline for `{}`", task.name);
         // Task names come from data (CSV headers): the directory gets a safe name.
         let task_dir = dir.join(format!("{t}-{}", crate::names::name_from(&task.name)));
-        let run = RunDir::create(&task_dir, true)?;
-        let summary = train(&single, data.only_task(t), &run, false)?;
+        // A task's run that these very settings started (then killed, or
+        // finished) continues; any other is replaced.
+        let resolved = serde_json::to_value(&config).map_err(|e| Error::Run(e.to_string()))?;
+        let same = task_dir.join(super::dir::MARKER).is_file()
+            && std::fs::read_to_string(task_dir.join("config.toml")).ok()
+                == Some(to_toml(&resolved));
+        let run = match same {
+            true => RunDir::open(&task_dir)?,
+            false => RunDir::create(&task_dir, true)?,
+        };
+        let summary = train(&single, data.only_task(t), &run, same).map_err(|e| match e {
+            Error::Interrupted { step, dir, .. } => Error::Interrupted {
+                step,
+                dir,
+                again: "the same `taskweave baselines` command".into(),
+            },
+            other => other,
+        })?;
         stored.insert(task.name.clone(), json!(summary.test[0]));
     }
     let json = json!({"pipeline": ctx.config.run.name, "tasks": stored});

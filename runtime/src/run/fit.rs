@@ -538,6 +538,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             return Err(Error::Interrupted {
                 step,
                 dir: dir.to_path_buf(),
+                again: format!("`taskweave resume {}`", dir.display()),
             });
         }
     }

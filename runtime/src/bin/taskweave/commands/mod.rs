@@ -78,6 +78,7 @@ pub fn dispatch(cli: Cli, out: &mut dyn Write) -> Result<(), Failure> {
         cli.command,
         Command::Run { .. }
             | Command::Resume { .. }
+            | Command::Baselines(_)
             | Command::Lm {
                 command: LmCommand::Train { .. }
             }
