@@ -126,6 +126,16 @@ fn set_overrides_are_validated_and_applied() {
     let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "train.steps.x=3"]);
     assert_eq!(code, 2);
     assert!(err.contains("`train.steps` is not a table"), "{err}");
+    // A number beyond TOML's floats is not taken for a word.
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["validate", p, "--set", "train.optimizer.lr=1e400"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("invalid TOML value for `train.optimizer.lr`"),
+        "{err}"
+    );
 }
 
 #[test]

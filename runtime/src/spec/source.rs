@@ -166,8 +166,13 @@ impl Source {
             let raw = raw.trim();
             let value = match raw.parse::<Value>() {
                 Ok(value) => value_to_node(&value, &origin)?,
-                // What starts like a TOML array, table or string was meant as one.
-                Err(e) if raw.starts_with(['[', '{', '"', '\'']) => {
+                // What starts like a TOML array, table or string was meant as
+                // one, and what Rust reads as a number (TOML refused it: 1e400) as that.
+                Err(e)
+                    if raw.starts_with(['[', '{', '"', '\''])
+                        || (raw.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
+                            && raw.parse::<f64>().is_ok()) =>
+                {
                     return Err(Diagnostic::new(
                         path,
                         origin,
