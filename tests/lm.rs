@@ -334,6 +334,15 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         err.contains("models.experts: name at least one expert"),
         "{err}"
     );
+    // Another document split of the models' own corpora would score documents they trained on.
+    let (code, _, err) = run_cli(d, &["eval-lm", "decode.toml", "--set", "data.seed=5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "data.seed = 5, but model `large` was trained on the same corpora with data.seed = 0"
+        ),
+        "{err}"
+    );
     // Without experts the large model alone still decodes; a fusion that
     // picks among experts says there are none.
     let no_experts = [

@@ -2,11 +2,14 @@
 //! held-out byte of each corpus, by teacher forcing (every model reads the
 //! true preceding bytes of the window), so the perplexity is exact.
 
+use std::path::Path;
+
 use serde::Serialize;
+use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use super::config::ExpertChoice;
-use super::{active_expert, DecodePipeline};
+use super::{active_expert, DecodePipeline, Models};
 use crate::data::IGNORE_TOKEN;
 use crate::error::{Error, Result};
 
@@ -40,6 +43,56 @@ pub struct CorpusScore {
     pub alpha_shares: Vec<Vec<f64>>,
 }
 
+/// Refuses a held-out split that holds documents a run model trained on:
+/// over the same corpora, the settings that split the documents (`split`,
+/// `seed`, `max_bytes`) must be that run's.
+fn check_held_out(pipeline: &DecodePipeline, models: &Models) -> Result<()> {
+    // Corpus name → its patterns as absolute paths, so that two pipeline
+    // files in different folders compare.
+    let resolved = |data: &Value, dir: &Path| -> Value {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let mut corpora = data["corpora"].clone();
+        for patterns in corpora
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|c| c.values_mut())
+        {
+            for p in patterns.as_array_mut().into_iter().flatten() {
+                *p = Value::String(
+                    dir.join(p.as_str().unwrap_or_default())
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+        corpora
+    };
+    let ours = &pipeline.config().data;
+    let held_out = resolved(ours, &pipeline.dir);
+    let all = [&models.large, &models.small]
+        .into_iter()
+        .chain(&models.experts);
+    for model in all {
+        let Some((theirs, dir)) = model.trained_on() else {
+            continue;
+        };
+        if theirs["kind"] != ours["kind"] || resolved(theirs, dir) != held_out {
+            continue;
+        }
+        if let Some(key) = ["split", "seed", "max_bytes"]
+            .into_iter()
+            .find(|k| theirs[k] != ours[k])
+        {
+            return Err(Error::Input(format!(
+                "data.{key} = {}, but model `{}` was trained on the same corpora with data.{key} = {}: \
+                 the test split would hold documents it trained on; use its data.{key}",
+                ours[key], model.name, theirs[key]
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Steps of the coefficient grid of [`CorpusScore::alpha_shares`]: 0.1 to 2.0.
 pub const ALPHA_BINS: i64 = 20;
 
@@ -62,6 +115,7 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
     }
     let data = pipeline.load_data()?;
     let mut models = pipeline.models()?;
+    check_held_out(pipeline, &models)?;
     let context = data.inputs[0].shape[0];
     if context > models.context() {
         let short = [&models.large, &models.small]

@@ -3,7 +3,7 @@
 //! from PyTorch, giving next-byte logits for whole windows (scoring) or one
 //! step at a time (decoding; with a key-value cache for runs).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use taskweave_plugin_api::nn::KvCache;
 use tch::{CModule, Device, Kind, Tensor};
@@ -33,6 +33,8 @@ pub struct LanguageModel {
     /// The tokens decoding has read, and their keys and values.
     read: Vec<i64>,
     cache: Vec<KvCache>,
+    /// A run's training `[data]` table and the folder its paths start at.
+    trained_on: Option<(serde_json::Value, PathBuf)>,
 }
 
 impl LanguageModel {
@@ -49,12 +51,12 @@ impl LanguageModel {
         base: &Path,
         device: Device,
     ) -> Result<LanguageModel> {
-        let (network, context, vocab) = match model {
+        let (network, context, vocab, trained_on) = match model {
             ModelRef::Run(run) => open_run(runtime, name, &base.join(&run.dir))?,
             ModelRef::Torchscript(ts) => {
                 let path = base.join(&ts.path);
                 let (network, vocab) = open_torchscript(name, &path, device)?;
-                (network, ts.context as usize, vocab)
+                (network, ts.context as usize, vocab, None)
             }
         };
         Ok(LanguageModel {
@@ -64,7 +66,16 @@ impl LanguageModel {
             vocab,
             read: Vec::new(),
             cache: Vec::new(),
+            trained_on,
         })
+    }
+
+    /// For a run: the `[data]` table it was trained on and the folder its
+    /// relative paths start at (`None` for TorchScript modules).
+    pub fn trained_on(&self) -> Option<(&serde_json::Value, &Path)> {
+        self.trained_on
+            .as_ref()
+            .map(|(data, dir)| (data, dir.as_path()))
     }
 
     /// The longest window of tokens the model reads (its training context).
@@ -166,7 +177,10 @@ impl LanguageModel {
 }
 
 /// A run of `taskweave lm train` at `dir`: its network, context and vocabulary.
-fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<(Network, usize, usize)> {
+/// A run's network, context, vocabulary and training `[data]` (with its folder).
+type Opened = (Network, usize, usize, Option<(serde_json::Value, PathBuf)>);
+
+fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<Opened> {
     let named = |e: Error| match e {
         Error::Input(m) => Error::Input(format!("models.{name} ({}): {m}", dir.display())),
         other => other,
@@ -182,7 +196,14 @@ fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<(Network, usize
     let vocab = trainer.data().tasks[0].output_dim();
     let cached = run.pipeline().config().model.architecture["kind"] == "hard-sharing";
     let trainer = Box::new(trainer);
-    Ok((Network::Run { trainer, cached }, context, vocab))
+    let pipeline = run.pipeline();
+    let trained_on = (pipeline.config().data.clone(), pipeline.dir().to_path_buf());
+    Ok((
+        Network::Run { trainer, cached },
+        context,
+        vocab,
+        Some(trained_on),
+    ))
 }
 
 /// The TorchScript module at `path` on `device` and its vocabulary, read
