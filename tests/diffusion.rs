@@ -487,6 +487,21 @@ batch = 20
             "{steps}: {code}: {err}"
         );
     }
+    // A DDIM step count without the DDIM sampler would be ignored.
+    let args = [
+        "-q",
+        "sample",
+        "runs/images",
+        "--ddim-steps",
+        "7",
+        "--out",
+        "x.safetensors",
+    ];
+    let (code, _, err) = run_cli(d, &args);
+    assert!(
+        code == 2 && err.contains("add --sampler ddim"),
+        "{code}: {err}"
+    );
     // Too few samples to measure, or more than the measures' memory holds: named.
     for (n, want) in [
         ("1", "--n 1: the sample measures"),

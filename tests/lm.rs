@@ -362,6 +362,23 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         err.contains("there are none: name at least one (models.experts)"),
         "{err}"
     );
+    // Greedy decoding ignores top-k: said, with where it was set.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "decode",
+            "decode.toml",
+            "--prompt",
+            "ab",
+            "--set",
+            "decode.top_k=5",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("decode.top_k applies when sampling") && err.contains("--set decode.top_k=5"),
+        "{err}"
+    );
     // A decoding pipeline's device key is `device`, not `run.device`.
     let (code, _, err) = run_cli(
         d,

@@ -318,9 +318,9 @@ pub struct SampleArgs {
     /// The sampler.
     #[arg(long, value_enum, default_value = "ancestral")]
     pub sampler: taskweave::diffusion::sampler::Sampler,
-    /// DDIM's number of timesteps.
-    #[arg(long, default_value_t = 50)]
-    pub ddim_steps: usize,
+    /// DDIM's number of timesteps (default 50; only with --sampler ddim).
+    #[arg(long)]
+    pub ddim_steps: Option<usize>,
     /// Seed of the sampler's noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

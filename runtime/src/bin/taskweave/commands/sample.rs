@@ -5,6 +5,7 @@ use std::io::Write;
 
 use serde::Serialize;
 use serde_json::json;
+use taskweave::diffusion::sampler::Sampler;
 use taskweave::train::checkpoint::{self, Checkpoint};
 use taskweave::{Error, Result, Run};
 use taskweave_report::{render_image_grid, render_png, LegendPosition, Marker, Panel, Picture};
@@ -32,11 +33,20 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
     if let Some(png) = &args.png {
         check_out(png, &[&args.run_dir])?;
     }
+    // Ancestral sampling takes every timestep: a DDIM step count would be ignored.
+    if args.sampler == Sampler::Ancestral && args.ddim_steps.is_some() {
+        return Err(Error::Input(
+            "--ddim-steps sets the DDIM sampler's steps: add --sampler ddim (ancestral sampling takes every timestep)"
+                .into(),
+        )
+        .into());
+    }
+    let ddim_steps = args.ddim_steps.unwrap_or(50);
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let request = taskweave::diffusion::sampler::SampleRequest {
         count: args.count,
         sampler: args.sampler,
-        ddim_steps: args.ddim_steps,
+        ddim_steps,
         seed: args.seed,
         clip: args.clip,
     };
@@ -48,7 +58,7 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
             meta: json!({
                 "run": run.dir(),
                 "sampler": format!("{:?}", args.sampler).to_lowercase(),
-                "ddim_steps": args.ddim_steps,
+                "ddim_steps": (args.sampler == Sampler::Ddim).then_some(ddim_steps),
                 "seed": args.seed,
                 "clip": args.clip,
             }),
