@@ -359,33 +359,24 @@ fn install(env: &Env, args: &BuildArgs, staged: &Path) -> Result<(PathBuf, Vec<S
     let file_name = staged.file_name().unwrap_or_default();
     let target = args.into.join(file_name);
     let present = env.runtime(std::slice::from_ref(&args.into));
-    let target_canonical = target.canonicalize().ok();
+    // The file being replaced is no other source.
+    let replaced = target.canonicalize().ok().map(Origin::Plugin);
+    let registry = present.registry();
     for entry in runtime
         .registry()
         .entries()
         .filter(|e| e.origin == Origin::Plugin(canonical.clone()))
     {
         let name = entry.manifest.name.as_str();
-        let others: Vec<String> = present
-            .registry()
-            .conflicts()
-            .filter(|(n, _)| *n == name)
-            .flat_map(|(_, origins)| origins.iter().cloned())
-            .chain(
-                present
-                    .registry()
-                    .entries()
-                    .filter(|e| e.manifest.name.as_str() == name)
-                    .map(|e| e.origin.clone()),
-            )
-            .filter(|o| {
-                target_canonical
-                    .as_ref()
-                    .map_or(true, |t| *o != Origin::Plugin(t.clone()))
-            })
-            .map(|o| o.to_string())
-            .collect();
-        if let Some(other) = others.first() {
+        let conflicting = registry.conflicts().filter(|(n, _)| *n == name);
+        let loaded = registry
+            .entries()
+            .filter(|e| e.manifest.name.as_str() == name);
+        let other = conflicting
+            .flat_map(|(_, origins)| origins.iter())
+            .chain(loaded.map(|e| &e.origin))
+            .find(|o| Some(*o) != replaced.as_ref());
+        if let Some(other) = other {
             return Err(Error::Input(format!(
                 "`{name}` is already provided by {other}: two sources of one name make it unusable; \
                  rename the method (its crate's manifest) or remove that file"
