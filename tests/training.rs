@@ -124,6 +124,29 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
     assert_eq!(periodic, 1500 / 25 - 1, "{steps:?}");
 }
 
+/// Runs the CLI with `args` in `dir`, sends it Ctrl-C (SIGINT) 1.5 s in, well
+/// into training (the handler is installed before the data load), and
+/// returns its stderr once it has exited with 130.
+fn interrupted(dir: &Path, args: &[&str]) -> String {
+    let child = Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(130), "{err}");
+    err
+}
+
 #[test]
 fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted_run_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,23 +157,7 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
     assert_eq!(run_cli(d, &["-q", "run", reference.to_str().unwrap()]).0, 0);
 
     let path = small_pipeline(d, "interrupted", long);
-    let child = Command::new(binary())
-        .args(["-q", "run", path.to_str().unwrap()])
-        .current_dir(d)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Well into training (the handler is installed before the data load).
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{err}");
+    let err = interrupted(d, &["-q", "run", path.to_str().unwrap()]);
     assert!(
         err.contains("interrupted at step") && err.contains("taskweave resume"),
         "{err}"
@@ -187,22 +194,7 @@ fn ctrl_c_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_nu
         &["-q", "baselines", p, "--set", "run.out_dir=\"reference\""],
     );
     assert_eq!(code, 0, "{err}");
-    let child = Command::new(binary())
-        .args(["-q", "baselines", p])
-        .current_dir(d)
-        .env_remove("RUST_LOG")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(130), "{err}");
+    let err = interrupted(d, &["-q", "baselines", p]);
     assert!(
         err.contains("interrupted at step")
             && err.contains("the same `taskweave baselines` command"),
