@@ -179,6 +179,15 @@ impl Run {
                 .ok_or_else(|| Error::Input(format!("the data have no input `{input}`")))
         };
         let (truth, train) = (clean(&data.test)?, clean(&data.train)?);
+        if request.clip {
+            let reach = truth.f_abs()?.f_max()?.f_double_value(&[])?;
+            if reach > 1.0 + 1e-6 {
+                tracing::warn!(
+                    "--clip keeps each predicted clean sample in [−1, 1], the pixel range of image \
+                     data, but these data reach {reach:.3}: the samples cannot; leave --clip out"
+                );
+            }
+        }
         if request.count == 1 {
             return Err(Error::Input(
                 "--n 1: the sample measures compare sets of at least 2 samples; draw 2 or more"

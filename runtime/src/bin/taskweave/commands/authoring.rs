@@ -328,7 +328,7 @@ pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Fai
     let staged = staging.join(file_name);
     let installed = std::fs::copy(&built, &staged)
         .map_err(|e| Error::io(&staged, e))
-        .and_then(|_| install(env, args, &staged));
+        .and_then(|_| install(env, args, &built, &staged));
     // The staged file is renamed into place or refused; the folder goes either way.
     let _ = std::fs::remove_dir_all(&staging);
     let (installed, methods) = installed?;
@@ -341,17 +341,23 @@ pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Fai
     Ok(())
 }
 
-/// Loads `staged` the way any pipeline would, refuses what would break a
+/// Loads `staged` (a copy of cargo's `built`) the way any pipeline would, refuses what would break a
 /// method in --into (a name another file provides, another plugin's file of
 /// the same name unless --replace), and renames it into place. Returns the
 /// installed path and the methods it provides.
-fn install(env: &Env, args: &BuildArgs, staged: &Path) -> Result<(PathBuf, Vec<String>), Error> {
+fn install(
+    env: &Env,
+    args: &BuildArgs,
+    built: &Path,
+    staged: &Path,
+) -> Result<(PathBuf, Vec<String>), Error> {
     let staging = staged.parent().unwrap_or(Path::new("."));
     let runtime = env.runtime(&[staging.to_path_buf()]);
     if let Some(reason) = load_problem(&runtime, staged)? {
         return Err(Error::Input(format!(
-            "{} was built but cannot be loaded: {reason}",
-            args.dir.display()
+            "{} was built into {} but cannot be loaded, so it was not installed: {reason}",
+            args.dir.display(),
+            built.display()
         )));
     }
     let canonical = staged.canonicalize().map_err(|e| Error::io(staged, e))?;
