@@ -295,6 +295,12 @@ fn preview_draws_images_and_per_pixel_labels_and_refuses_data_without_pictures()
     assert!(std::fs::read_to_string(d.join("p.toml"))
         .unwrap()
         .contains("[train]"));
+    // A new file beside the run's own is fine.
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "preview", "runs/conv", "--out", "runs/conv/pred.png"],
+    );
+    assert_eq!(code, 0, "{err}");
     // Tabular data have nothing to draw.
     let synthetic = "[run]\ndevice = \"cpu\"\n[data]\nkind = \"mmoe-synthetic\"\ntrain = 8\nval = 4\ntest = 4\n[train]\nsteps = 1\n";
     std::fs::write(d.join("tab.toml"), synthetic).unwrap();

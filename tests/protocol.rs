@@ -209,7 +209,7 @@ fn train_init_starts_from_the_shared_tensors_of_another_run() {
     assert_eq!(e.exit_code(), 2, "{e}");
     assert!(
         e.to_string().contains(
-            "train.init: `backbone.0.weight` is [16, 8] in the checkpoint but [8, 8] here"
+            "train.init: `backbone.0.weight` is [16, 8] in the checkpoint but [8, 8] in this model"
         ),
         "{e}"
     );

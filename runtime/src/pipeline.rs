@@ -16,7 +16,7 @@ use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
 
 /// The node at dotted `path` (keys, no indices), or the deepest one on the way:
 /// where a diagnostic about that value points.
-pub(crate) fn origin_at(root: &Node, path: &[&str]) -> Origin {
+fn origin_at(root: &Node, path: &[&str]) -> Origin {
     let mut node = root;
     for key in path {
         // `hidden[1]`: the array is the closest node that carries an origin here.

@@ -104,9 +104,11 @@ struct TaskColumn {
 }
 
 /// Rows go to splits by fractions or by a column, never both (one would be
-/// ignored without a word).
+/// ignored without a word). Run directories written before `split` was
+/// optional hold the default fractions beside their column: those pass.
 fn check_split(config: &CsvConfig) -> Result<()> {
     match (&config.split, &config.split_column) {
+        (Some(fractions), Some(_)) if *fractions == Fractions::default() => Ok(()),
         (Some(_), Some(column)) => Err(Error::config(
             "split",
             format!("give either split (fractions) or split_column, not both: split_column = {column:?} assigns every row"),
@@ -612,6 +614,13 @@ mod tests {
             e.to_string().starts_with("data.split: give either split"),
             "{e}"
         );
+        // What run directories written before `split` was optional hold.
+        c["split"] = serde_json::to_value(Fractions::default()).unwrap();
+        assert!(Csv::check(
+            &taskweave_plugin_api::config::typed(&c).unwrap(),
+            dir.path()
+        )
+        .is_ok());
         let e = err("a,y,s\n1,2,training\n", json!({"split_column": "s"}));
         assert!(
             e.contains("row 2, column `s`: `training` is not train, val or test"),

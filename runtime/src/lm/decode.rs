@@ -90,6 +90,21 @@ pub fn generate(
     prompt: &[u8],
     out: &mut dyn Write,
 ) -> Result<Generated> {
+    // Greedy decoding takes the most probable byte: a top-k or top-p setting
+    // would be ignored (eval-lm, which never samples, reads the same file).
+    let sampling = &pipeline.config().decode;
+    if sampling.temperature == 0.0 {
+        let given = [
+            ("top_k", sampling.top_k != 0),
+            ("top_p", sampling.top_p != 1.0),
+        ];
+        if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(Error::Input(format!(
+                "decode.{key} applies when sampling, and decode.temperature = 0 decodes greedily: \
+                 set a temperature above 0, or leave decode.{key} out"
+            )));
+        }
+    }
     let mut models = pipeline.models()?;
     let context = models.context();
     let mut tokens: Vec<i64> = std::iter::once(taskweave_datasets::BOS)

@@ -22,10 +22,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::host::RuntimeHost;
-use crate::pipeline::{check_data, load_typed, origin_at, read_source, Loaded};
+use crate::pipeline::{check_data, load_typed, read_source, Loaded};
 use crate::registry::Registry;
 use crate::runtime::Runtime;
-use crate::spec::Diagnostic;
 pub use config::DecodeConfig;
 pub use model::LanguageModel;
 
@@ -80,26 +79,6 @@ impl DecodePipeline {
         )?;
         if let Some(problem) = check_data(&root, &config.data, &source.dir) {
             return Err(source.error(vec![problem]));
-        }
-        // Greedy decoding takes the most probable byte: a top-k or top-p
-        // setting would be ignored.
-        let sampling = &config.decode;
-        if sampling.temperature == 0.0 {
-            let set = [
-                ("top_k", sampling.top_k != 0),
-                ("top_p", sampling.top_p != 1.0),
-            ];
-            if let Some((key, _)) = set.iter().find(|(_, given)| *given) {
-                let path = ["decode", key];
-                return Err(source.error(vec![Diagnostic::new(
-                    path.join("."),
-                    origin_at(&root, &path),
-                    format!(
-                        "decode.{key} applies when sampling, and decode.temperature = 0 decodes \
-                         greedily: set a temperature above 0, or leave decode.{key} out"
-                    ),
-                )]));
-            }
         }
         if config.data["kind"] != "text" {
             return Err(Error::Input(

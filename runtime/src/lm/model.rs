@@ -187,7 +187,7 @@ fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<Opened> {
     };
     let run = Run::open(runtime, dir).map_err(named)?;
     run.pipeline().check_language_model().map_err(named)?;
-    let trainer = run.trained(run.pipeline().load_data()?).map_err(named)?;
+    let trainer = run.trained(run.load_data()?).map_err(named)?;
     let tokens = trainer
         .data()
         .input(taskweave_datasets::TOKENS)

@@ -7,6 +7,7 @@ mod loader;
 mod trust;
 
 pub use kinds::{validate_method, KindTable};
+pub use trust::check_dir as check_plugin_dir;
 
 use std::collections::BTreeMap;
 use std::fmt;

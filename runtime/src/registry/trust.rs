@@ -14,13 +14,22 @@ use taskweave_plugin_api::io_reason;
 /// Why `path` (a plugin file) could have been written by someone other than
 /// this user, or `Ok` when it could not.
 pub fn check(path: &Path) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
     let file = path
         .canonicalize()
         .map_err(|e| format!("cannot open: {}", io_reason(&e)))?;
     let dir = file.parent().unwrap_or(Path::new("/"));
-    for (what, p) in [("the file", file.as_path()), ("its directory", dir)] {
+    check_each(&[("the file", file.as_path()), ("its directory", dir)])
+}
+
+/// [`check`] for a plugin directory alone: what any file put there will meet.
+pub fn check_dir(dir: &Path) -> Result<(), String> {
+    check_each(&[("the plugin directory", dir)])
+}
+
+fn check_each(paths: &[(&str, &Path)]) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for &(what, p) in paths {
         let meta = std::fs::metadata(p)
             .map_err(|e| format!("cannot read {}: {}", p.display(), io_reason(&e)))?;
         let mode = meta.mode();

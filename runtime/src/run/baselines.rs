@@ -85,24 +85,35 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
     let dir = path.with_extension("");
     let mut stored = serde_json::Map::new();
     for (t, task) in data.tasks.iter().enumerate() {
+        // Task names come from data (CSV headers): the directory gets a safe name.
+        let name = format!("{t}-{}", crate::names::name_from(&task.name));
+        let task_dir = dir.join(&name);
         let mut config = ctx.config.clone();
         config.model.architecture = json!({"kind": "hard-sharing"});
         config.train.strategy = json!({"kind": "standard"});
         config.train.weighting = json!({"kind": "ew"});
+        // Pipelines of other names share these baselines: the run is named for its task.
+        config.run.name = name;
         let single = RunContext {
             config: &config,
             task: Some(t),
             ..*ctx
         };
         tracing::info!("single-task baseline for `{}`", task.name);
-        // Task names come from data (CSV headers): the directory gets a safe name.
-        let task_dir = dir.join(format!("{t}-{}", crate::names::name_from(&task.name)));
         // A task's run that these very settings started (then killed, or
         // finished) continues; any other is replaced.
         let resolved = serde_json::to_value(&config).map_err(|e| Error::Run(e.to_string()))?;
-        let same = task_dir.join(super::dir::MARKER).is_file()
+        let held = task_dir.join(super::dir::MARKER).is_file();
+        let same = held
             && std::fs::read_to_string(task_dir.join("config.toml")).ok()
                 == Some(to_toml(&resolved));
+        if held && !same {
+            tracing::info!(
+                "{} was trained with other settings (such as run.device, eval or the schedule): \
+                 training it again from step 0",
+                task_dir.display()
+            );
+        }
         let run = match same {
             true => RunDir::open(&task_dir)?,
             false => RunDir::create(&task_dir, true)?,

@@ -667,11 +667,11 @@ pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let summary = summary_of(dir);
     // The best checkpoint may be stale: it is the selection only when the
     // summary's selected step is before the last.
-    let selected = summary["selected_step"].as_u64();
-    if selected >= summary["steps"].as_u64() {
-        return Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt));
-    }
-    let step = selected.unwrap_or_default();
+    let step = match (summary["selected_step"].as_u64(), summary["steps"].as_u64()) {
+        (Some(selected), Some(steps)) if selected < steps => selected,
+        // The last step, or no finished run (no summary): the newest checkpoint.
+        _ => return Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt)),
+    };
     let unusable = |why: String| {
         Error::Input(format!(
             "{}: {why}; the run's summary reports step {step}'s parameters, which only that \
@@ -693,16 +693,17 @@ pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
 /// `train.init`: the model tensors of the run in `other` that this model
 /// shares, from its [`selected_checkpoint`].
 fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
-    let checkpoint = selected_checkpoint(other)?.ok_or_else(|| {
+    let named = |e: Error| match e {
+        Error::Input(message) => Error::Input(format!("train.init: {message}")),
+        other => other,
+    };
+    let checkpoint = selected_checkpoint(other).map_err(named)?.ok_or_else(|| {
         Error::Input(format!(
             "train.init: {} holds no checkpoint (is it a run directory? relative paths start at the pipeline file)",
             other.display()
         ))
     })?;
-    let copied = trainer.init_from(&checkpoint).map_err(|e| match e {
-        Error::Input(message) => Error::Input(format!("train.init: {message}")),
-        other => other,
-    })?;
+    let copied = trainer.init_from(&checkpoint).map_err(named)?;
     if copied == 0 {
         return Err(Error::Input(format!(
             "train.init: the run in {} shares no model tensor with this model",

@@ -196,14 +196,18 @@ impl Run {
         }
         // MMD² holds kernel matrices of n × n float64 (about three at once):
         // refused before sampling, not an out-of-memory kill after.
-        let n = request.count.max(truth.size()[0] as usize) as u128;
+        let test_rows = truth.size()[0] as usize;
+        let n = request.count.max(test_rows) as u128;
         let needed = 3 * 8 * n * n;
         if let Some(free) = crate::device::free_memory(tch::Device::Cpu) {
             if needed > free as u128 {
+                let fix = match request.count >= test_rows {
+                    true => format!("draw fewer than --n {}", request.count),
+                    false => format!("the test split's {test_rows} samples are the larger set: give the data a smaller test split"),
+                };
                 return Err(Error::Input(format!(
-                    "--n {}: measuring the samples (MMD² over {n} × {n} pairs) needs about {} of \
-                     memory, and {} is free; draw fewer samples",
-                    request.count,
+                    "measuring the samples (MMD² over {n} × {n} pairs) needs about {} of memory, \
+                     and {} is free: {fix}",
                     crate::device::human_bytes(needed),
                     crate::device::human_bytes(free as u128)
                 )));
@@ -313,16 +317,20 @@ impl Run {
             config.run.seed,
             config.eval.batch as usize,
         )?;
-        let losses = flatness.base.iter().chain(&flatness.perturbed);
-        if let Some(at) = losses.clone().position(|l| !l.is_finite()) {
-            let task = &flatness.tasks[at % flatness.tasks.len().max(1)];
-            let what = match at < flatness.tasks.len() {
-                true => "the trained parameters' loss",
-                false => "the perturbed loss",
-            };
+        let task = |t: usize| &flatness.tasks[t];
+        if let Some(t) = flatness.base.iter().position(|l| !l.is_finite()) {
+            return Err(Error::Run(format!(
+                "the run's own parameters give task `{}` a loss of {}: there is no flatness to measure",
+                task(t),
+                flatness.base[t]
+            )));
+        }
+        if let Some(t) = flatness.perturbed.iter().position(|l| !l.is_finite()) {
             return Err(Error::Input(format!(
-                "{what} of task `{task}` is not finite at --radius {radius:e}: a flatness number would \
-                 mean nothing; lower --radius (perturbations of relative size 0.01-0.1 are usual)"
+                "the perturbed loss of task `{}` is not finite at --radius {radius:e}: a flatness \
+                 number would mean nothing; lower --radius (perturbations of relative size 0.01-0.1 \
+                 are usual)",
+                task(t)
             )));
         }
         Ok(flatness)

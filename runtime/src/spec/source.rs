@@ -164,15 +164,20 @@ impl Source {
                 ));
             }
             let raw = raw.trim();
+            // A number TOML cannot hold (1e400) is not a word either.
+            let overflows = raw.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
+                && raw.parse::<f64>().is_ok_and(f64::is_infinite);
             let value = match raw.parse::<Value>() {
                 Ok(value) => value_to_node(&value, &origin)?,
-                // What starts like a TOML array, table or string was meant as
-                // one, and what Rust reads as a number (TOML refused it: 1e400) as that.
-                Err(e)
-                    if raw.starts_with(['[', '{', '"', '\''])
-                        || (raw.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
-                            && raw.parse::<f64>().is_ok()) =>
-                {
+                Err(_) if overflows => {
+                    return Err(Diagnostic::new(
+                        path,
+                        origin,
+                        format!("invalid value for `{path}`: {raw} is beyond the range of floating-point numbers"),
+                    ))
+                }
+                // What starts like a TOML array, table or string was meant as one.
+                Err(e) if raw.starts_with(['[', '{', '"', '\'']) => {
                     return Err(Diagnostic::new(
                         path,
                         origin,

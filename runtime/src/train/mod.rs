@@ -717,7 +717,7 @@ impl Trainer {
             if let Some((_, saved)) = checkpoint.tensors.iter().find(|(n, _)| *n == name) {
                 if saved.size() != tensor.size() {
                     return Err(Error::Input(format!(
-                        "`{name}` is {:?} in the checkpoint but {:?} here; the models must agree on every tensor they share",
+                        "`{name}` is {:?} in the checkpoint but {:?} in this model",
                         saved.size(),
                         tensor.size()
                     )));

@@ -7,11 +7,13 @@
 //! too.
 
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use taskweave::registry::Origin;
 use taskweave::Error;
+use taskweave_plugin_api::io_reason;
 
 use super::Env;
 use crate::args::{BuildArgs, NewArgs, RoleArg};
@@ -181,7 +183,7 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
         Error::Input(format!(
             "cannot write {}: {}; pick another --dir",
             path.display(),
-            taskweave_plugin_api::io_reason(&e)
+            io_reason(&e)
         ))
     };
     for (file, text) in files {
@@ -209,7 +211,7 @@ fn library(dir: &Path) -> Result<String, Error> {
             "{} is not a crate: cannot read {}: {}",
             dir.display(),
             path.display(),
-            taskweave_plugin_api::io_reason(&e)
+            io_reason(&e)
         ))
     })?;
     let doc: toml_edit::DocumentMut = text
@@ -256,7 +258,7 @@ fn cargo_build(args: &BuildArgs, library: &str, libtorch: &Path) -> Result<PathB
         Error::Input(format!(
             "cannot run {}: {}; plugins are built with Rust's cargo (install it with rustup)",
             cargo.to_string_lossy(),
-            taskweave_plugin_api::io_reason(&e)
+            io_reason(&e)
         ))
     })?;
     if !output.status.success() {
@@ -308,27 +310,33 @@ fn load_problem(runtime: &taskweave::Runtime, file: &Path) -> Result<Option<Stri
 
 pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let library = library(&args.dir)?;
-    // Before compiling: --into must be a folder we can make.
-    std::fs::create_dir_all(&args.into).map_err(|e| {
-        Error::Input(format!(
-            "--into {}: cannot make that plugin folder: {}",
-            args.into.display(),
-            taskweave_plugin_api::io_reason(&e)
-        ))
-    })?;
-    let built = cargo_build(args, &library, &libtorch_root()?)?;
-    let file_name = built
-        .file_name()
-        .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
-    // Checked from a private folder first: nothing in --into changes until it passes.
+    // Before compiling: --into must be a folder we can make, write and load
+    // plugins from, and the staging folder made there (0700: the trust
+    // check refuses what others could write) proves the writing.
+    let cannot = |what: &str, why: String| {
+        Error::Input(format!("--into {}: {what}: {why}", args.into.display()))
+    };
+    std::fs::create_dir_all(&args.into)
+        .map_err(|e| cannot("cannot make that plugin folder", io_reason(&e)))?;
+    if !env.allow_insecure_plugins {
+        taskweave::registry::check_plugin_dir(&args.into)
+            .map_err(|why| cannot("plugins there would not load", why))?;
+    }
     let staging = args
         .into
         .join(format!(".taskweave-build-{}", std::process::id()));
-    std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
-    let staged = staging.join(file_name);
-    let installed = std::fs::copy(&built, &staged)
-        .map_err(|e| Error::io(&staged, e))
-        .and_then(|_| install(env, args, &built, &staged));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| cannot("cannot write there", io_reason(&e)))?;
+    let installed = cargo_build(args, &library, &libtorch_root()?).and_then(|built| {
+        let file_name = built
+            .file_name()
+            .ok_or_else(|| Error::Run(format!("{} has no file name", built.display())))?;
+        let staged = staging.join(file_name);
+        std::fs::copy(&built, &staged).map_err(|e| Error::io(&staged, e))?;
+        install(env, args, &built, &staged)
+    });
     // The staged file is renamed into place or refused; the folder goes either way.
     let _ = std::fs::remove_dir_all(&staging);
     let (installed, methods) = installed?;
@@ -341,10 +349,10 @@ pub fn build(env: &Env, args: &BuildArgs, out: &mut dyn Write) -> Result<(), Fai
     Ok(())
 }
 
-/// Loads `staged` (a copy of cargo's `built`) the way any pipeline would, refuses what would break a
-/// method in --into (a name another file provides, another plugin's file of
-/// the same name unless --replace), and renames it into place. Returns the
-/// installed path and the methods it provides.
+/// Loads `staged` (a copy of cargo's `built`) beside the built-ins alone,
+/// refuses what would break a method (a name another source provides;
+/// another plugin's file of the same name in --into unless --replace), and
+/// renames it into place. Returns the installed path and its methods.
 fn install(
     env: &Env,
     args: &BuildArgs,
@@ -352,28 +360,35 @@ fn install(
     staged: &Path,
 ) -> Result<(PathBuf, Vec<String>), Error> {
     let staging = staged.parent().unwrap_or(Path::new("."));
-    let runtime = env.runtime(&[staging.to_path_buf()]);
-    if let Some(reason) = load_problem(&runtime, staged)? {
+    let alone = env.runtime_without_path(&[staging.to_path_buf()]);
+    if let Some(reason) = load_problem(&alone, staged)? {
         return Err(Error::Input(format!(
             "{} was built into {} but cannot be loaded, so it was not installed: {reason}",
             args.dir.display(),
             built.display()
         )));
     }
-    let canonical = staged.canonicalize().map_err(|e| Error::io(staged, e))?;
-    let methods = provided(&runtime, staged);
-    let file_name = staged.file_name().unwrap_or_default();
-    let target = args.into.join(file_name);
+    let canonical = Origin::Plugin(staged.canonicalize().map_err(|e| Error::io(staged, e))?);
+    let methods = provided(&alone, staged);
+    let target = args.into.join(staged.file_name().unwrap_or_default());
+    // Every source of each name it provides: built-ins, TASKWEAVE_PLUGIN_PATH
+    // and --into, except the file being replaced.
     let present = env.runtime(std::slice::from_ref(&args.into));
-    // The file being replaced is no other source.
     let replaced = target.canonicalize().ok().map(Origin::Plugin);
-    let registry = present.registry();
-    for entry in runtime
+    let names = alone
         .registry()
         .entries()
-        .filter(|e| e.origin == Origin::Plugin(canonical.clone()))
-    {
-        let name = entry.manifest.name.as_str();
+        .filter(|e| e.origin == canonical)
+        .map(|e| e.manifest.name.to_string())
+        .chain(
+            alone
+                .registry()
+                .conflicts()
+                .filter(|(_, origins)| origins.contains(&canonical))
+                .map(|(name, _)| name.to_string()),
+        );
+    let registry = present.registry();
+    for name in names {
         let conflicting = registry.conflicts().filter(|(n, _)| *n == name);
         let loaded = registry
             .entries()
@@ -400,14 +415,6 @@ fn install(
     }
     // A new file renamed into place: processes that have the old one mapped keep it.
     std::fs::rename(staged, &target).map_err(|e| Error::io(&target, e))?;
-    // Where it lies decides too (a folder others can write is refused).
-    let installed = env.runtime(std::slice::from_ref(&args.into));
-    if let Some(reason) = load_problem(&installed, &target)? {
-        return Err(Error::Input(format!(
-            "{} was installed but cannot be loaded: {reason}",
-            target.display()
-        )));
-    }
     Ok((target, methods))
 }
 

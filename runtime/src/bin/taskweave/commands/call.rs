@@ -369,11 +369,12 @@ fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
             fused.alpha.size()
         )));
     }
-    // Finite logits near the float32 limit can still overflow once combined.
+    // From finite inputs: an overflow in the method's arithmetic (logits near
+    // the float32 limit) or the method's fault; nothing to write either way.
     if fused.log_probs.f_isnan()?.f_any()?.f_int64_value(&[])? != 0 {
-        return Err(Error::Input(format!(
-            "the fused log-probabilities of `{}` are NaN: logits this large overflow float32 once \
-             combined; give logits of ordinary size (subtract each row's maximum)",
+        return Err(Error::Method(format!(
+            "`{}` returned NaN log-probabilities from finite logits (logits near the float32 \
+             limit can overflow once combined)",
             call.name
         )));
     }

@@ -34,14 +34,20 @@ impl Env {
     /// A runtime over the plugin directories of TASKWEAVE_PLUGIN_PATH
     /// (colon-separated) and `extra`.
     fn runtime(&self, extra: &[PathBuf]) -> Runtime {
+        let path = std::env::var_os("TASKWEAVE_PLUGIN_PATH").unwrap_or_default();
+        let dirs = std::env::split_paths(&path).filter(|d| !d.as_os_str().is_empty());
+        self.runtime_over(dirs.chain(extra.iter().cloned()))
+    }
+
+    /// A runtime over `dirs` alone (and the built-ins), without TASKWEAVE_PLUGIN_PATH.
+    fn runtime_without_path(&self, dirs: &[PathBuf]) -> Runtime {
+        self.runtime_over(dirs.iter().cloned())
+    }
+
+    fn runtime_over(&self, dirs: impl Iterator<Item = PathBuf>) -> Runtime {
         let mut config = Config::new();
         config.allow_insecure_plugins(self.allow_insecure_plugins);
-        if let Some(path) = std::env::var_os("TASKWEAVE_PLUGIN_PATH") {
-            for dir in std::env::split_paths(&path).filter(|d| !d.as_os_str().is_empty()) {
-                config.plugin_dir(dir);
-            }
-        }
-        for dir in extra {
+        for dir in dirs {
             config.plugin_dir(dir);
         }
         Runtime::new(&config)
@@ -155,9 +161,10 @@ fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), 
 }
 
 /// Refuses, before any work, an output file whose directory does not exist,
-/// and one that is, or lies inside, what the command reads (`reads`: input
-/// files and run directories): writing it would lose a pipeline file, a
-/// checkpoint or the input itself.
+/// and an existing file that is, or lies inside, what the command reads
+/// (`reads`: input files and run directories): writing it would lose a
+/// pipeline file, a checkpoint or the input itself. A new file inside a run
+/// directory is fine.
 fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
     let out_dir = out
         .parent()
@@ -192,7 +199,14 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
 /// The first of `reads` that `out` (in the existing directory `out_dir`)
 /// would overwrite, comparing resolved paths (links, `..`).
 fn overwritten<'a>(out: &Path, out_dir: &Path, reads: &[&'a Path]) -> Option<&'a Path> {
-    let target = out_dir.canonicalize().ok()?.join(out.file_name()?);
+    if !out.exists() {
+        return None;
+    }
+    // A link is followed by the write: what it points at is what is lost.
+    let target = out
+        .canonicalize()
+        .ok()
+        .or_else(|| Some(out_dir.canonicalize().ok()?.join(out.file_name()?)))?;
     reads.iter().copied().find(|read| {
         read.canonicalize()
             .is_ok_and(|read| target == read || target.starts_with(&read))
