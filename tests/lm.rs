@@ -343,37 +343,26 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         ),
         "{err}"
     );
+    // `decode` of "ab" with the given --set options.
+    let decode_with = |sets: &[&str]| {
+        let mut args = vec!["decode", "decode.toml", "--prompt", "ab"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        run_cli(d, &args)
+    };
     // Without experts the large model alone still decodes; a fusion that
     // picks among experts says there are none.
-    let no_experts = [
-        "decode",
-        "decode.toml",
-        "--prompt",
-        "ab",
-        "--set",
-        "models.experts={}",
-    ];
-    let (code, _, err) = run_cli(d, &no_experts);
+    let (code, _, err) = decode_with(&["models.experts={}"]);
     assert_eq!(code, 0, "{err}");
-    let picking = ["--set", "fusion={kind=\"logit-fusion\"}"];
-    let (code, _, err) = run_cli(d, &[&no_experts[..], &picking[..]].concat());
+    let (code, _, err) = decode_with(&["models.experts={}", "fusion={kind=\"logit-fusion\"}"]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("there are none: name at least one (models.experts)"),
         "{err}"
     );
-    // Greedy decoding ignores top-k: said, with where it was set.
-    let (code, _, err) = run_cli(
-        d,
-        &[
-            "decode",
-            "decode.toml",
-            "--prompt",
-            "ab",
-            "--set",
-            "decode.top_k=5",
-        ],
-    );
+    // Greedy decoding ignores top-k: said.
+    let (code, _, err) = decode_with(&["decode.top_k=5"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("decode.top_k applies when sampling"), "{err}");
     // eval-lm never samples: the same file scores.
@@ -383,17 +372,7 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
     );
     assert_eq!(code, 0, "{err}");
     // A decoding pipeline's device key is `device`, not `run.device`.
-    let (code, _, err) = run_cli(
-        d,
-        &[
-            "decode",
-            "decode.toml",
-            "--prompt",
-            "ab",
-            "--set",
-            "device=\"bogus\"",
-        ],
-    );
+    let (code, _, err) = decode_with(&["device=\"bogus\""]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("device = \"bogus\": expected auto") && !err.contains("run.device"),
