@@ -199,6 +199,24 @@ grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
         ],
     );
     assert_eq!(tasks(d, "gradient").len(), 3);
+    // Affinities measured under another schedule describe other timesteps.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            "gradient.toml",
+            "--overwrite",
+            "--set",
+            "diffusion.signals=\"tas.safetensors\"",
+            "--set",
+            "diffusion.schedule=\"cosine\"",
+        ],
+    );
+    assert!(
+        code == 2 && err.contains("was measured with schedule = \"linear\""),
+        "{code}: {err}"
+    );
 }
 
 #[test]

@@ -32,6 +32,24 @@ pub fn timestep_grid(steps: usize, count: usize) -> Vec<i64> {
     ts
 }
 
+/// Why signals measured on a run whose diffusion settings `meta` records
+/// (`taskweave affinity` writes them) do not fit `config`: task affinities
+/// of another noise schedule or length describe other timesteps.
+pub fn check_measured(config: &DiffusionConfig, meta: &Value) -> std::result::Result<(), String> {
+    let ours = serde_json::to_value(config.schedule).unwrap_or_default();
+    match (&meta["schedule"], meta["steps"].as_u64()) {
+        (theirs, _) if !theirs.is_null() && *theirs != ours => Err(format!(
+            "was measured with schedule = {theirs}, and this pipeline's diffusion.schedule is {ours}: \
+             measure them on a run of this schedule (taskweave affinity)"
+        )),
+        (_, Some(steps)) if steps != config.steps as u64 => Err(format!(
+            "was measured over {steps} timesteps, and this pipeline's diffusion.steps is {}",
+            config.steps
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The timestep intervals of the tasks: those `grouping` (a `Grouping`
 /// method table, `[train] grouping`) partitions 1..=T into, given `signals`
 /// (the tensors of `diffusion.signals`) and the schedule's SNR as the

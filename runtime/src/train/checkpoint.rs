@@ -149,6 +149,12 @@ fn describe(err: &SafeTensorError) -> String {
 /// A safetensors file's named tensors and its string metadata.
 pub type SafetensorsFile = (Vec<(String, Tensor)>, HashMap<String, String>);
 
+/// The JSON metadata taskweave wrote into a safetensors file's `metadata`,
+/// if it did (files from elsewhere have none).
+pub fn taskweave_meta(metadata: &HashMap<String, String>) -> Option<Value> {
+    serde_json::from_str(metadata.get(META_KEY)?).ok()
+}
+
 /// The tensors and the metadata of any safetensors file, for example one
 /// written by PyTorch.
 pub fn read_file(path: &Path) -> Result<SafetensorsFile> {

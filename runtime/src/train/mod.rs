@@ -131,9 +131,14 @@ impl Trainer {
         let (data, denoising) = match &config.diffusion {
             Some(diffusion) => {
                 let signals = match &diffusion.signals {
-                    Some(file) => checkpoint::read_file(&dir.join(file))
-                        .map_err(|e| Error::Input(format!("diffusion.signals: {e}")))?
-                        .0,
+                    Some(file) => {
+                        let (tensors, metadata) = checkpoint::read_file(&dir.join(file))
+                            .map_err(|e| Error::Input(format!("diffusion.signals: {e}")))?;
+                        let meta = checkpoint::taskweave_meta(&metadata).unwrap_or_default();
+                        crate::diffusion::check_measured(diffusion, &meta)
+                            .map_err(|why| Error::Input(format!("diffusion.signals: {file} {why}")))?;
+                        tensors
+                    }
                     None => Vec::new(),
                 };
                 let intervals = crate::diffusion::intervals(

@@ -20,6 +20,12 @@ pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Fa
     }
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let affinity = run.timestep_affinity(args.timesteps, args.rows)?;
+    let diffusion = run
+        .pipeline()
+        .config()
+        .diffusion
+        .clone()
+        .unwrap_or_default();
     let n = affinity.timesteps.len();
     checkpoint::write(
         &args.out,
@@ -29,7 +35,9 @@ pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Fa
                 ("tas_grid".into(), affinity.scores.shallow_clone()),
                 ("timesteps".into(), Tensor::from_slice(&affinity.timesteps)),
             ],
-            meta: json!({"run": run.dir(), "rows": args.rows}),
+            // What `diffusion.signals` checks against the pipeline that reads them.
+            meta: json!({"run": run.dir(), "rows": args.rows,
+                         "schedule": diffusion.schedule, "steps": diffusion.steps}),
         },
     )?;
     if let Some(png) = &args.png {
