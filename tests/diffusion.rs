@@ -331,7 +331,7 @@ fn gradient_weightings_and_per_task_batches_train_on_the_clusters() {
 fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 7] = [
         (
             "k-too-large",
             &[
@@ -366,6 +366,11 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
             "odd-features",
             &["train.steps=5", "diffusion.time_features=3"],
             "time_features",
+        ),
+        (
+            "unread-signals",
+            &["train.steps=5", "diffusion.signals=\"tas.safetensors\""],
+            "diffusion.signals feed train.grouping, and there is none",
         ),
         (
             "unknown-key",

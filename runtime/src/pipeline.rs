@@ -73,6 +73,15 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
     }
     if let Some(diffusion) = &config.diffusion {
         check(&["diffusion", "time_features"], diffusion.check());
+        // Only a grouping reads the signals: without one they would be ignored.
+        if diffusion.signals.is_some() && train.grouping.is_none() {
+            check(
+                &["diffusion", "signals"],
+                Err("diffusion.signals feed train.grouping, and there is none: add a grouping \
+                     (such as interval-clustering with cost = \"gradient\") or leave the signals out"
+                    .into()),
+            );
+        }
     }
     problems.extend(check_data(root, &config.data, dir));
     problems
