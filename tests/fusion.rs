@@ -311,35 +311,24 @@ fn bad_logits_are_exit_2_naming_the_tensor() {
     let mut nan = Vec::<f32>::try_from(experts.flatten(0, -1)).unwrap();
     nan[7] = f32::NAN;
     let nan = Tensor::from_slice(&nan).view([1, 2, 5]);
-    let (code, err) = call(
-        d,
-        "logit-fusion",
-        &[("large", &large), ("small", &small), ("experts", &nan)],
-        &[],
-    );
+    let fuse = |large: &Tensor, experts: &Tensor| {
+        let logits = [("large", large), ("small", &small), ("experts", experts)];
+        call(d, "logit-fusion", &logits, &[])
+    };
+    let (code, err) = fuse(&large, &nan);
     assert!(
         code == 2 && err.contains("`experts` in logits.safetensors holds NaN at [0, 1, 2]"),
         "{code}: {err}"
     );
     let masked = large.copy();
     let _ = masked.get(1).fill_(f64::NEG_INFINITY);
-    let (code, err) = call(
-        d,
-        "logit-fusion",
-        &[("large", &masked), ("small", &small), ("experts", &experts)],
-        &[],
-    );
+    let (code, err) = fuse(&masked, &experts);
     assert!(
         code == 2 && err.contains("−inf everywhere in row [1]"),
         "{code}: {err}"
     );
     let _ = masked.get(1).narrow(0, 0, 1).fill_(0.0);
-    let (code, err) = call(
-        d,
-        "logit-fusion",
-        &[("large", &masked), ("small", &small), ("experts", &experts)],
-        &[],
-    );
+    let (code, err) = fuse(&masked, &experts);
     assert_eq!(code, 0, "{err}");
     let (code, err) = call(d, "proxy", &logits, &["expert=3"]);
     assert!(

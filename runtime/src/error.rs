@@ -85,6 +85,15 @@ impl Error {
         }
     }
 
+    /// An input error with `context` before its message (`train.init: ...`),
+    /// saying where the bad input was met; any other error unchanged.
+    pub fn input_context(self, context: impl std::fmt::Display) -> Error {
+        match self {
+            Error::Input(message) => Error::Input(format!("{context}: {message}")),
+            other => other,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {

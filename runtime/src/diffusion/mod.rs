@@ -86,10 +86,7 @@ pub fn intervals(
             num_tasks: steps,
             signals: &signals,
         })
-        .map_err(|e| match Error::from(e) {
-            Error::Input(why) => Error::Input(format!("train.grouping: {why}")),
-            other => other,
-        })?;
+        .map_err(|e| Error::from(e).input_context("train.grouping"))?;
     if partition.groups.len() != steps {
         return Err(Error::Method(format!(
             "train.grouping returned {} groups for {steps} timesteps",

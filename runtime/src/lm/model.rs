@@ -176,15 +176,13 @@ impl LanguageModel {
     }
 }
 
-/// A run of `taskweave lm train` at `dir`: its network, context and vocabulary.
 /// A run's network, context, vocabulary and training `[data]` (with its folder).
 type Opened = (Network, usize, usize, Option<(serde_json::Value, PathBuf)>);
 
+/// A run of `taskweave lm train` at `dir`: its network, context, vocabulary
+/// and the `[data]` it was trained on.
 fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<Opened> {
-    let named = |e: Error| match e {
-        Error::Input(m) => Error::Input(format!("models.{name} ({}): {m}", dir.display())),
-        other => other,
-    };
+    let named = |e: Error| e.input_context(format!("models.{name} ({})", dir.display()));
     let run = Run::open(runtime, dir).map_err(named)?;
     run.pipeline().check_language_model().map_err(named)?;
     let trainer = run.trained(run.load_data()?).map_err(named)?;

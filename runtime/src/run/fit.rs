@@ -693,10 +693,7 @@ pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
 /// `train.init`: the model tensors of the run in `other` that this model
 /// shares, from its [`selected_checkpoint`].
 fn init_from(trainer: &mut Trainer, other: &Path) -> Result<()> {
-    let named = |e: Error| match e {
-        Error::Input(message) => Error::Input(format!("train.init: {message}")),
-        other => other,
-    };
+    let named = |e: Error| e.input_context("train.init");
     let checkpoint = selected_checkpoint(other).map_err(named)?.ok_or_else(|| {
         Error::Input(format!(
             "train.init: {} holds no checkpoint (is it a run directory? relative paths start at the pipeline file)",

@@ -54,16 +54,11 @@ fn check_finite(path: &Path, name: &str, t: &Tensor, masked: bool) -> Result<()>
     let at = bad.f_nonzero()?;
     if at.size()[0] > 0 {
         let index = Vec::<i64>::try_from(at.f_get(0)?)?;
-        let value = t.f_index(
-            &index
-                .iter()
-                .map(|&i| Some(Tensor::from(i)))
-                .collect::<Vec<_>>(),
-        )?;
+        // The first bad value in the same (row-major) order as `nonzero`.
+        let value = t.f_masked_select(&bad)?.f_double_value(&[0])?;
         return Err(Error::Input(format!(
-            "`{name}` in {} holds {} at {index:?}: give finite values{}",
+            "`{name}` in {} holds {value} at {index:?}: give finite values{}",
             path.display(),
-            value.f_double_value(&[])?,
             if masked {
                 " (−inf only for masked entries)"
             } else {

@@ -176,7 +176,7 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
         format!("{} is not a directory", out_dir.display())
     } else if !out_dir.is_dir() {
         format!("the directory {} does not exist", out_dir.display())
-    } else if let Some(read) = overwritten(out, out_dir, reads) {
+    } else if let Some(read) = overwritten(out, reads) {
         match read.is_dir() {
             true => format!(
                 "it lies inside {}, which this command reads; write it elsewhere",
@@ -196,17 +196,10 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
     )))
 }
 
-/// The first of `reads` that `out` (in the existing directory `out_dir`)
-/// would overwrite, comparing resolved paths (links, `..`).
-fn overwritten<'a>(out: &Path, out_dir: &Path, reads: &[&'a Path]) -> Option<&'a Path> {
-    if !out.exists() {
-        return None;
-    }
-    // A link is followed by the write: what it points at is what is lost.
-    let target = out
-        .canonicalize()
-        .ok()
-        .or_else(|| Some(out_dir.canonicalize().ok()?.join(out.file_name()?)))?;
+/// The first of `reads` that the existing file `out` would overwrite,
+/// comparing resolved paths (`..`, and links, which the write follows).
+fn overwritten<'a>(out: &Path, reads: &[&'a Path]) -> Option<&'a Path> {
+    let target = out.canonicalize().ok()?;
     reads.iter().copied().find(|read| {
         read.canonicalize()
             .is_ok_and(|read| target == read || target.starts_with(&read))
