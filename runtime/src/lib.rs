@@ -37,6 +37,7 @@ mod fsutil;
 mod host;
 pub mod lm;
 pub mod logging;
+pub mod malloc;
 pub mod model;
 mod names;
 pub mod noise;

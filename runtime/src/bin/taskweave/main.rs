@@ -56,6 +56,8 @@ fn main() -> ExitCode {
             "internal error (a bug in taskweave, please report it): {info}"
         );
     }));
+    // Before anything large is allocated.
+    taskweave::malloc::tune();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Human => Format::Human,

@@ -192,9 +192,26 @@ impl ConvTrunk {
     }
 }
 
+/// `x` [B, C, H, W] laid out channels-last (NHWC strides, same values) on
+/// the CPU, where oneDNN's convolutions, batch norm and pooling run faster on
+/// it than on NCHW (bench/results/2026-12-05-speed-ceilings.md); every later
+/// layer keeps the layout. The strides are set explicitly: with one channel,
+/// libtorch's own channels-last copy keeps strides it reads as NCHW.
+/// Elsewhere `x` as it is: unmeasured on CUDA.
+fn channels_last(x: &Tensor) -> Result<Tensor> {
+    let &[b, c, h, w] = x.size().as_slice() else {
+        return Ok(x.shallow_clone());
+    };
+    if x.device() != Device::Cpu {
+        return Ok(x.shallow_clone());
+    }
+    let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?;
+    Ok(nhwc.f_as_strided([b, c, h, w], [h * w * c, 1, w * c, c], 0)?)
+}
+
 impl Backbone for ConvTrunk {
     fn forward(&self, inputs: &Inputs, train: bool, update_stats: bool) -> Result<Vec<Tensor>> {
-        let mut x = input(inputs, &self.input)?.shallow_clone();
+        let mut x = channels_last(input(inputs, &self.input)?)?;
         let mut out = Vec::with_capacity(self.stages.len());
         for stage in &self.stages {
             x = if stage.residual {

@@ -251,6 +251,55 @@ mod tests {
     }
 
     #[test]
+    fn plain_conv_stages_run_channels_last_and_compute_what_nchw_layers_do() {
+        for c in [1, 3] {
+            let config = BackboneConfig::Conv(ConvBackbone {
+                channels: vec![4, 6],
+                flatten: true,
+                ..ConvBackbone::default()
+            });
+            let batch = image(c, 12, 8);
+            let input = batch[0].1.shallow_clone();
+            let (built, out) = check(config, &image_spec(c as usize, 12, 8), batch);
+            assert_eq!(
+                out[0].stride()[1],
+                1,
+                "{c} channels: stage 0 is not channels-last"
+            );
+            // The same layers on NCHW tensors, from the trunk's own parameters.
+            let p: std::collections::HashMap<String, Tensor> =
+                built.parameters().into_iter().collect();
+            let mut x = input;
+            let mut want = Vec::new();
+            for i in 0..2 {
+                let at = |n: &str| &p[&format!("backbone.stages.{i}.0.{n}")];
+                x = x
+                    .conv2d(at("conv.weight"), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
+                    .batch_norm(
+                        Some(at("norm.weight")),
+                        Some(at("norm.bias")),
+                        None::<&Tensor>,
+                        None::<&Tensor>,
+                        true,
+                        0.1,
+                        1e-5,
+                        false,
+                    )
+                    .relu()
+                    .max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+                want.push(x.shallow_clone());
+            }
+            want[1] = want[1].flatten(1, -1);
+            for (got, want) in out.iter().zip(&want) {
+                assert!(
+                    got.allclose(want, 1e-5, 1e-5, false),
+                    "{c} channels: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn vit_gives_every_block_s_tokens_and_refuses_patches_that_do_not_tile() {
         let config = VitBackbone {
             patch: 4,
