@@ -51,6 +51,8 @@ bench: build census qm9 images
 	$(VENV)/bin/python bench/peer_decode.py
 	$(VENV)/bin/python bench/peer_dtrn.py
 	$(VENV)/bin/python bench/peer_taskexpert.py
+	$(CARGO) bench $(MPI_FEATURES) --bench parallel_sources -p taskweave-tests
+	$(VENV)/bin/python bench/kernel_floor.py
 
 venv: $(VENV_STAMP)
 
