@@ -9,7 +9,7 @@
 //! [`tune`] keeps that memory in the process instead, as PyTorch's CUDA caching
 //! allocator does on the GPU (measured in
 //! bench/results/2026-12-05-speed-ceilings.md: a standard Multi-Fashion step
-//! 1.4×, SAM-MTL 1.7× faster). The cost: a process holds on to up to
+//! 1.4×, SAM-MTL 1.5–1.7× faster). The cost: a process holds on to up to
 //! [`TRIM_THRESHOLD`] of freed memory after its peak.
 
 /// Blocks below this come from the heap rather than their own mapping:
