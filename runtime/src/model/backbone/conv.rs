@@ -206,7 +206,7 @@ fn channels_last(x: &Tensor) -> Result<Tensor> {
         return Ok(x.shallow_clone());
     }
     let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?;
-    Ok(nhwc.f_as_strided([b, c, h, w], [h * w * c, 1, w * c, c], 0)?)
+    Ok(nhwc.f_as_strided([b, c, h, w], [h * w * c, 1, w * c, c], None)?)
 }
 
 impl Backbone for ConvTrunk {

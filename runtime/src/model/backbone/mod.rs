@@ -258,8 +258,10 @@ mod tests {
                 flatten: true,
                 ..ConvBackbone::default()
             });
-            let batch = image(c, 12, 8);
-            let input = batch[0].1.shallow_clone();
+            // A view that starts past its storage's first element (rows of a
+            // larger batch), as a one-channel image is already NHWC-contiguous.
+            let input = Tensor::randn([3, c, 12, 8], (Kind::Float, Device::Cpu)).narrow(0, 1, 2);
+            let batch = vec![("image".to_string(), input.shallow_clone())];
             let (built, out) = check(config, &image_spec(c as usize, 12, 8), batch);
             assert_eq!(
                 out[0].stride()[1],
