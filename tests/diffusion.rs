@@ -217,6 +217,28 @@ grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
         code == 2 && err.contains("was measured with schedule = \"linear\""),
         "{code}: {err}"
     );
+    // A cost that does not read the affinities would ignore them.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "-q",
+            "run",
+            "gradient.toml",
+            "--overwrite",
+            "--set",
+            "diffusion.signals=\"tas.safetensors\"",
+            "--set",
+            "train.grouping.cost=\"snr\"",
+        ],
+    );
+    assert!(
+        code == 2
+            && err.contains("train.grouping")
+            && err.contains(
+                "the signals [timesteps, tas, tas_grid] are given, and cost = \"snr\" reads [snr]"
+            ),
+        "{code}: {err}"
+    );
 }
 
 #[test]

@@ -47,6 +47,27 @@ enum Cost {
     Gradient,
 }
 
+impl Cost {
+    /// Its name in the config.
+    fn name(self) -> &'static str {
+        match self {
+            Cost::Timestep => "timestep",
+            Cost::Snr => "snr",
+            Cost::LogSnr => "log-snr",
+            Cost::Gradient => "gradient",
+        }
+    }
+
+    /// The signals it reads.
+    fn reads(self) -> &'static [&'static str] {
+        match self {
+            Cost::Timestep => &[],
+            Cost::Snr | Cost::LogSnr => &["snr"],
+            Cost::Gradient => &["tas"],
+        }
+    }
+}
+
 /// `interval-clustering`'s config.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(crate = "taskweave_plugin_api::serde", deny_unknown_fields, default)]
@@ -94,6 +115,29 @@ fn signal(input: &GroupingInput<'_>, name: &str, shape: &[i64]) -> Result<Vec<f6
 impl IntervalClustering {
     fn costs(&self, input: &GroupingInput<'_>) -> Result<Costs> {
         let n = input.num_tasks;
+        // The host always passes the schedule's `snr`; any other signal came
+        // from the user (diffusion.signals, whose file may hold more than the
+        // cost reads): a cost that reads none of them would ignore the file.
+        let cost = self.config.cost;
+        let given: Vec<&str> = input
+            .signals
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .filter(|name| *name != "snr")
+            .collect();
+        if !given.is_empty() && !given.iter().any(|name| cost.reads().contains(name)) {
+            let hint = match given.contains(&"tas") {
+                true => "cost = \"gradient\" reads a task-affinity file (taskweave affinity)",
+                false => "the signals are what a cost reads",
+            };
+            return Err(Error::input(format!(
+                "the signals [{}] are given, and cost = \"{}\" reads [{}]: {hint}; \
+                 otherwise leave diffusion.signals out",
+                given.join(", "),
+                cost.name(),
+                cost.reads().join(", ")
+            )));
+        }
         let costs = match self.config.cost {
             Cost::Timestep => {
                 let steps: Vec<f64> = (1..=n).map(|t| t as f64).collect();
