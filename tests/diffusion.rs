@@ -199,10 +199,9 @@ grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
         ],
     );
     assert_eq!(tasks(d, "gradient").len(), 3);
-    // Affinities measured under another schedule describe other timesteps.
-    let (code, _, err) = run_cli(
-        d,
-        &[
+    // The affinities with one more setting: refused, naming `needle`.
+    let refused_with = |set: &str, needle: &str| {
+        let args = [
             "-q",
             "run",
             "gradient.toml",
@@ -210,34 +209,20 @@ grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
             "--set",
             "diffusion.signals=\"tas.safetensors\"",
             "--set",
-            "diffusion.schedule=\"cosine\"",
-        ],
-    );
-    assert!(
-        code == 2 && err.contains("was measured with schedule = \"linear\""),
-        "{code}: {err}"
+            set,
+        ];
+        let (code, _, err) = run_cli(d, &args);
+        assert!(code == 2 && err.contains(needle), "{set}: {code}: {err}");
+    };
+    // Affinities measured under another schedule describe other timesteps.
+    refused_with(
+        "diffusion.schedule=\"cosine\"",
+        "was measured with schedule = \"linear\"",
     );
     // A cost that does not read the affinities would ignore them.
-    let (code, _, err) = run_cli(
-        d,
-        &[
-            "-q",
-            "run",
-            "gradient.toml",
-            "--overwrite",
-            "--set",
-            "diffusion.signals=\"tas.safetensors\"",
-            "--set",
-            "train.grouping.cost=\"snr\"",
-        ],
-    );
-    assert!(
-        code == 2
-            && err.contains("train.grouping")
-            && err.contains(
-                "the signals [timesteps, tas, tas_grid] are given, and cost = \"snr\" reads [snr]"
-            ),
-        "{code}: {err}"
+    refused_with(
+        "train.grouping.cost=\"snr\"",
+        "Grouping::partition: the signals [timesteps, tas, tas_grid] are given, and cost = \"snr\" reads [snr]",
     );
 }
 
