@@ -1,18 +1,20 @@
 """How fast could any framework run a peer benchmark's training step on this
-machine, if everything but the heavy kernels cost nothing?
+machine, if everything but the kernels (or only the heavy ones) cost nothing?
 
 Runs a peer (the PyTorch side of bench/peer_*.py and bench/sam_torch.py)
 once as it is, timed, and once under a TorchDispatchMode that records every
-heavy kernel call it makes after autograd (matrix products, convolutions and
-their backward, attention and its backward) with its argument shapes and
-strides. It then replays only those calls back to back on fresh tensors of
-the same layout, with no autograd, no optimizer, no Python model code and the
-inputs hot in cache. The replay's time is a floor for any implementation that
-runs the same computation through libtorch's kernels (taskweave does: it
-links the same libtorch), so peer time / floor bounds the speed-up over the
-peer that such an implementation can reach here. Every bias of the
-measurement (warm caches, no elementwise work, no memory traffic between
-ops) makes the floor lower and the bound higher.
+aten call it makes after autograd with its argument shapes and strides. It
+then replays the calls back to back on fresh tensors of the same layouts,
+with no autograd, no optimizer and no Python model code (the replay loop's
+own cost per call, measured on a call with no kernel, subtracted): once only
+the heavy ones (matrix products, convolutions and their backward, attention
+and its backward), once all of them. Each replay's time is a floor for any
+implementation that runs the same computation through libtorch's kernels
+(taskweave does: it links the same libtorch), so peer time / floor bounds
+the speed-up over the peer that such an implementation can reach here. The
+measurement's biases (inputs hot in cache, no memory traffic between ops)
+make the floors lower and the bounds higher. Calls that cannot run on the
+replay's tensors (data-dependent ones) are left out and counted.
 
 Usage: .venv/bin/python bench/kernel_floor.py [meta-rtl|dtrn|taskexpert|sam-mtl ...]
 Environment: BENCH_ROUNDS (3: timed runs of the peer and replays; the fastest of each counts),
@@ -111,8 +113,9 @@ def replayable(calls):
 
 
 def peer(name):
-    """(the target ratio of the issue, a function running the peer's training as
-    its benchmark does)."""
+    """(the issue it measures, the issue's target ratio, a function running the
+    peer's training as its benchmark does). The peer scripts read their step
+    counts from the command line when imported: argv is set to a short run."""
     if name == "sam-mtl":
         os.environ["BENCH_PROBLEM"] = "multi-fashion"
         sys.argv = [sys.argv[0], "117", "39"]
