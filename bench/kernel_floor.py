@@ -68,13 +68,18 @@ class Recorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def is_layout(value):
+    """Whether `value` is a tensor argument as `layout` records it."""
+    return isinstance(value, tuple) and len(value) == 4 and value[0] == "tensor"
+
+
 def materialise(calls):
     """The recorded calls with tensors of their recorded layouts (random values,
     one tensor per distinct layout, shared between calls)."""
     pool = {}
 
     def tensor(value):
-        if isinstance(value, tuple) and len(value) == 4 and value[0] == "tensor":
+        if is_layout(value):
             if value not in pool:
                 _, shape, stride, dtype = value
                 span = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0
@@ -84,7 +89,6 @@ def materialise(calls):
             return pool[value]
         return value
 
-    is_layout = lambda v: isinstance(v, tuple) and len(v) == 4 and v[0] == "tensor"  # noqa: E731
     return [(f, tree_map(tensor, a, is_leaf=is_layout), tree_map(tensor, k, is_leaf=is_layout))
             for f, a, k in calls]
 

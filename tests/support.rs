@@ -1,6 +1,6 @@
 //! Helpers for the integration tests: locating and building the CLI and the
 //! plugins (workspace ones, and standalone crates built exactly as a third
-//! party would build them), and small pipelines.
+//! party would build them), small pipelines, and what the benchmarks share.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -365,6 +365,18 @@ pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
     let mut tensors = taskweave::train::checkpoint::read(&path).unwrap().tensors;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors
+}
+
+/// The median of `samples` (the mean of the middle two for an even count),
+/// as the benchmarks report it.
+pub fn median(samples: &[f64]) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n % 2 {
+        1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
 }
 
 /// A process's output bytes as text.

@@ -124,6 +124,11 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
     assert_eq!(periodic, 1500 / 25 - 1, "{steps:?}");
 }
 
+/// Training long enough to be interrupted, with no periodic checkpoint or
+/// evaluation: without the interrupt's own checkpoint, every step is lost.
+const LONG_UNCHECKPOINTED: &str =
+    "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
+
 /// Runs the CLI with `args` in `dir`, sends it Ctrl-C (SIGINT) 1.5 s in, well
 /// into training (the handler is installed before the data load), and
 /// returns its stderr once it has exited with 130.
@@ -151,12 +156,10 @@ fn interrupted(dir: &Path, args: &[&str]) -> String {
 fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted_run_does() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // No periodic checkpoint: without the interrupt's own, every step is lost.
-    let long = "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
-    let reference = small_pipeline(d, "reference", long);
+    let reference = small_pipeline(d, "reference", LONG_UNCHECKPOINTED);
     assert_eq!(run_cli(d, &["-q", "run", reference.to_str().unwrap()]).0, 0);
 
-    let path = small_pipeline(d, "interrupted", long);
+    let path = small_pipeline(d, "interrupted", LONG_UNCHECKPOINTED);
     let err = interrupted(d, &["-q", "run", path.to_str().unwrap()]);
     assert!(
         err.contains("interrupted at step") && err.contains("taskweave resume"),
@@ -175,8 +178,7 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
 fn ctrl_c_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let long = "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
-    let path = small_pipeline(d, "base", long);
+    let path = small_pipeline(d, "base", LONG_UNCHECKPOINTED);
     let p = path.to_str().unwrap();
     let stored = |out: &str| -> serde_json::Value {
         let folder = d.join(out).join("baselines");

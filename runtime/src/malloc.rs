@@ -5,7 +5,7 @@
 //! the freed memory at the top of the heap goes back to the kernel and comes
 //! back as fresh zeroed pages on the next step, and blocks above the adaptive
 //! mmap threshold are mapped and unmapped each time: page faults and page
-//! clearing took about a fifth of a Multi-Fashion SAM-MTL step under `perf`.
+//! clearing were about 17 % of a Multi-Fashion SAM-MTL run's `perf` samples.
 //! [`tune`] keeps that memory in the process instead, as PyTorch's CUDA caching
 //! allocator does on the GPU (measured in
 //! bench/results/2026-12-05-speed-ceilings.md: a standard Multi-Fashion step
@@ -22,7 +22,7 @@ pub const TRIM_THRESHOLD: usize = 1 << 30;
 pub const TOP_PAD: usize = 256 << 20;
 
 /// Sets glibc's allocator for a training process (the `taskweave` command
-/// does, first thing; an embedding program may call it too) unless the user
+/// does, before running the command; an embedding program may call it too) unless the user
 /// set it already through `MALLOC_*` variables or `GLIBC_TUNABLES`, which then
 /// stand. Returns whether it changed anything: false there, and on targets
 /// without glibc.

@@ -14,6 +14,7 @@ use serde_json::json;
 use taskweave::{Config, Runtime};
 use taskweave_plugin_api::tch::{Device, Kind, Tensor};
 use taskweave_plugin_api::{FfiMethod, MethodBox, MethodContext, Role, Weighting, WeightingInput};
+use taskweave_tests::median;
 
 /// Nanoseconds per call of `a` and of `b`, measured in alternating batches (so
 /// drift in machine speed hits both alike): the median of each, and the median
@@ -36,11 +37,7 @@ fn paired(batch: u32, samples: usize, mut a: impl FnMut(), mut b: impl FnMut()) 
         tb.push(y);
         diff.push(y - x);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(ta), median(tb), median(diff))
+    (median(&ta), median(&tb), median(&diff))
 }
 
 fn weigh(w: &mut dyn Weighting, losses: &Tensor, step: &mut u64) {

@@ -12,11 +12,7 @@
 use std::path::Path;
 
 use taskweave::{Config, Pipeline, Run, Runtime};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use taskweave_tests::median;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -58,9 +54,9 @@ fn main() {
     }
     println!("diffusion training step, pipelines/diffusion-2d.toml, EW, 1 thread, median of {rounds} rounds");
     println!("{:28} {:>10} {:>10}", "timesteps", "steps/s", "overhead");
-    let base = median(rates[0].clone());
+    let base = median(&rates[0]);
     for ((label, _), r) in variants.iter().zip(&rates) {
-        let m = median(r.clone());
+        let m = median(r);
         println!("{label:28} {m:>10.1} {:>9.1}%", 100.0 * (base / m - 1.0));
     }
 }

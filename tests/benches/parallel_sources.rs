@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use taskweave_tests::median;
 use tch::{Device, Kind, Tensor};
 
 const SOURCES: usize = 6;
@@ -138,14 +139,12 @@ fn main() {
          {threads} intra-op threads by default; median of {rounds} alternating rounds of {iters}; \
          two-thread result equal to the sequential one bit for bit: {same}"
     );
-    let median = |v: &Vec<f64>| {
-        let mut v = v.clone();
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let base = median(&rates[0]).0;
+    let base = median(&rates[0]);
     for ((name, intra, _), r) in ways.iter().zip(&rates) {
-        let (m, lo, hi) = median(r);
+        let m = median(r);
+        let (lo, hi) = r
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         println!(
             "{name:40} intra-op {intra}  {m:6.1} it/s ({lo:.1}-{hi:.1})  {:.2}x",
             m / base

@@ -46,6 +46,7 @@ use taskweave::{Config, Runtime};
 use taskweave_plugin_api::rng::SplitMix;
 use taskweave_plugin_api::tch::{self, Device, Kind, Tensor};
 use taskweave_plugin_api::{aggregate, MethodContext, Role, Weighting};
+use taskweave_tests::median;
 
 const TASKS: usize = 11;
 const PARAMS: usize = 34 * 256 + 256 + 256 * 256 + 256;
@@ -145,16 +146,6 @@ fn create(runtime: &Runtime, table: &Value, tasks: usize, device: Device) -> Box
         .unwrap_or_else(|e| panic!("{table} is not a weighting: {e}"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 /// Per-call times in µs: `WARMUP` calls, then calls until `budget_ms` has
 /// passed (at least `MIN_SAMPLES`, at most `MAX_SAMPLES`). `setup` runs
 /// before each call, untimed; on CUDA each timed call ends with a
@@ -235,7 +226,7 @@ fn timings_json(timings: &[(&str, Vec<f64>)]) -> Value {
         .map(|(label, s)| {
             (
                 label.to_string(),
-                json!({"median_us": median(s.clone()), "samples_us": s}),
+                json!({"median_us": median(s), "samples_us": s}),
             )
         })
         .collect();
@@ -369,10 +360,6 @@ fn print_table(timings: &[(&str, Vec<f64>)], device: &str, params: usize) {
     );
     println!("{:18} {:>12} {:>8}", "method", "median (µs)", "calls");
     for (label, samples) in timings {
-        println!(
-            "{label:18} {:>12.1} {:>8}",
-            median(samples.clone()),
-            samples.len()
-        );
+        println!("{label:18} {:>12.1} {:>8}", median(samples), samples.len());
     }
 }

@@ -56,8 +56,6 @@ fn main() -> ExitCode {
             "internal error (a bug in taskweave, please report it): {info}"
         );
     }));
-    // Before anything large is allocated.
-    taskweave::malloc::tune();
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Human => Format::Human,
@@ -76,6 +74,8 @@ fn main() -> ExitCode {
     // The other ranks of a data-parallel run repeat rank 0's logs: they warn only.
     let quiet = cli.quiet || !world.is_root();
     logging::init(format, if quiet { "warn" } else { "info" });
+    // Before any command allocates (and after logging, which reports a user's own setting).
+    taskweave::malloc::tune();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut out = std::io::stdout().lock();
         commands::dispatch(cli, &mut out).and_then(|()| Ok(out.flush()?))

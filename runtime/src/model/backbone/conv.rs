@@ -199,14 +199,13 @@ impl ConvTrunk {
 /// libtorch's own channels-last copy keeps strides it reads as NCHW.
 /// Elsewhere `x` as it is: unmeasured on CUDA.
 fn channels_last(x: &Tensor) -> Result<Tensor> {
-    let &[b, c, h, w] = x.size().as_slice() else {
-        return Ok(x.shallow_clone());
-    };
-    if x.device() != Device::Cpu {
-        return Ok(x.shallow_clone());
+    match *x.size().as_slice() {
+        [b, c, h, w] if x.device() == Device::Cpu => {
+            let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?;
+            Ok(nhwc.f_as_strided([b, c, h, w], [h * w * c, 1, w * c, c], None)?)
+        }
+        _ => Ok(x.shallow_clone()),
     }
-    let nhwc = x.f_permute([0, 2, 3, 1])?.f_contiguous()?;
-    Ok(nhwc.f_as_strided([b, c, h, w], [h * w * c, 1, w * c, c], None)?)
 }
 
 impl Backbone for ConvTrunk {
