@@ -222,7 +222,7 @@ grouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }
     // A cost that does not read the affinities would ignore them.
     refused_with(
         "train.grouping.cost=\"snr\"",
-        "Grouping::partition: the signals [timesteps, tas, tas_grid] are given, and cost = \"snr\" reads [snr]",
+        "Grouping::partition: the signals [tas, tas_grid, timesteps] are given, and cost = \"snr\" reads [snr]",
     );
 }
 

@@ -23,7 +23,7 @@ pub mod dp;
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
 use taskweave_plugin_api::serde::{Deserialize, Serialize};
-use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::Kind;
 use taskweave_plugin_api::{
     register_method, Constructor, Error, Grouping, GroupingInput, Host, Method, MethodContext,
@@ -48,16 +48,6 @@ enum Cost {
 }
 
 impl Cost {
-    /// Its name in the config.
-    fn name(self) -> &'static str {
-        match self {
-            Cost::Timestep => "timestep",
-            Cost::Snr => "snr",
-            Cost::LogSnr => "log-snr",
-            Cost::Gradient => "gradient",
-        }
-    }
-
     /// The signals it reads.
     fn reads(self) -> &'static [&'static str] {
         match self {
@@ -119,22 +109,26 @@ impl IntervalClustering {
         // from the user (diffusion.signals, whose file may hold more than the
         // cost reads): a cost that reads none of them would ignore the file.
         let cost = self.config.cost;
-        let given: Vec<&str> = input
+        let mut given: Vec<&str> = input
             .signals
             .iter()
             .map(|(name, _)| name.as_str())
             .filter(|name| *name != "snr")
             .collect();
+        // A file's tensors come in no fixed order: name them sorted.
+        given.sort_unstable();
         if !given.is_empty() && !given.iter().any(|name| cost.reads().contains(name)) {
-            let hint = match given.contains(&"tas") {
-                true => "cost = \"gradient\" reads a task-affinity file (taskweave affinity)",
-                false => "the signals are what a cost reads",
+            let hint = if given.contains(&"tas") {
+                "cost = \"gradient\" reads a task-affinity file (taskweave affinity)"
+            } else {
+                "the signals are what a cost reads"
             };
+            // `json!` writes the cost as the config spells it, quoted.
             return Err(Error::input(format!(
-                "the signals [{}] are given, and cost = \"{}\" reads [{}]: {hint}; \
+                "the signals [{}] are given, and cost = {} reads [{}]: {hint}; \
                  otherwise leave diffusion.signals out",
                 given.join(", "),
-                cost.name(),
+                json!(cost),
                 cost.reads().join(", ")
             )));
         }
