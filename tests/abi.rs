@@ -83,7 +83,7 @@ fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     );
     let old = reason("libold_abi.so");
     assert!(
-        old.contains("built for plugin ABI 0.1.0, this runtime is plugin ABI 0.4.0")
+        old.contains("built for plugin ABI 0.1.0, this runtime is plugin ABI 0.5.0")
             && old.contains("rebuild"),
         "{old}"
     );

@@ -148,8 +148,9 @@ pub use roles::grouping::{
     FfiGrouping, FfiGroupingBox, FfiGrouping_TO, FfiPartition, Grouping, GroupingInput, Partition,
 };
 pub use roles::strategy::{
-    inner_steps, task_gradients, FfiStepOps, FfiStepOps_TO, FfiStrategy, FfiStrategyBox,
-    FfiStrategy_TO, InnerOptimizer, InnerSteps, StepOps, StepReport, Strategy,
+    adapt_in_turn, inner_steps, task_gradients, FfiInnerSteps, FfiStepOps, FfiStepOps_TO,
+    FfiStrategy, FfiStrategyBox, FfiStrategy_TO, InnerOptimizer, InnerSteps, StepOps, StepReport,
+    Strategy,
 };
 pub use roles::weighting::{
     aggregate, aggregate_and_loss, FfiWeighting, FfiWeightingBox, FfiWeighting_TO, Weighting,

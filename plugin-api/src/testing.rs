@@ -18,7 +18,7 @@
 use tch::{Device, Kind, Tensor};
 
 use crate::rng::SplitMix;
-use crate::{Error, Group, Result, StepOps};
+use crate::{adapt_in_turn, Error, Group, InnerOptimizer, InnerSteps, Result, StepOps};
 
 const ROWS: i64 = 64;
 const INPUTS: i64 = 4;
@@ -141,6 +141,15 @@ impl StepOps for LinearOps {
 
     fn extra_batch(&mut self) -> Result<()> {
         self.draw((0..ROWS).collect())
+    }
+
+    fn adapt(
+        &mut self,
+        tasks: &[usize],
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> Result<Vec<InnerSteps>> {
+        adapt_in_turn(self, tasks, steps, optimizer)
     }
 
     fn task_batch(&mut self, task: usize) -> Result<()> {
@@ -339,7 +348,7 @@ mod tests {
         let before = ops.losses(false).unwrap().double_value(&[1]);
         let adam = InnerOptimizer::Adam {
             lr: 0.02,
-            betas: (0.9, 0.999),
+            betas: [0.9, 0.999],
             eps: 1e-8,
         };
         let adapted = inner_steps(&mut ops, 1, 10, adam).unwrap().params;

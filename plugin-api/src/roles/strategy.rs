@@ -88,10 +88,44 @@ pub trait StepOps {
     /// [`StepOps::parameters_flat`] gives them; a snapshot put back this way is
     /// restored bit for bit. The optimizer's state is left as it is.
     fn set_parameters_flat(&mut self, values: &Tensor) -> Result<()>;
+
+    /// A meta-learner's inner loops for several tasks, each from the live
+    /// parameters: for every task of `tasks`, in order, its batch
+    /// ([`StepOps::task_batch`]) and [`inner_steps`] on it. Returns one
+    /// result per task; afterwards the live parameters are as before and the
+    /// current batch is the last task's. A host may run the tasks' loops at
+    /// once (the runtime does on a CPU, each on its own copy of the model
+    /// and thread); the batches, and the results up to floating-point
+    /// rounding, are those of [`adapt_in_turn`], and the host's way is
+    /// fixed for a run, so a resumed run repeats it exactly.
+    fn adapt(
+        &mut self,
+        tasks: &[usize],
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> Result<Vec<InnerSteps>>;
+}
+
+/// [`StepOps::adapt`] one task after another, through `ops`' other
+/// operations: what a host that runs nothing at once implements it with.
+pub fn adapt_in_turn(
+    ops: &mut dyn StepOps,
+    tasks: &[usize],
+    steps: usize,
+    optimizer: InnerOptimizer,
+) -> Result<Vec<InnerSteps>> {
+    tasks
+        .iter()
+        .map(|&task| {
+            ops.task_batch(task)?;
+            inner_steps(ops, task, steps, optimizer)
+        })
+        .collect()
 }
 
 /// The optimizer of [`inner_steps`], with fresh state at every call.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C, u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
 pub enum InnerOptimizer {
     /// θ ← θ − lr·g.
     Sgd {
@@ -103,7 +137,7 @@ pub enum InnerOptimizer {
         /// Learning rate.
         lr: f64,
         /// β₁ and β₂.
-        betas: (f64, f64),
+        betas: [f64; 2],
         /// ε, added to the denominator.
         eps: f64,
     },
@@ -118,6 +152,32 @@ pub struct InnerSteps {
     /// The task's loss on the batch before each step: `losses[0]` is its loss
     /// at the live parameters.
     pub losses: Vec<f64>,
+}
+
+/// [`InnerSteps`] as it crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiInnerSteps {
+    params: TensorOwned,
+    losses: RVec<f64>,
+}
+
+impl From<InnerSteps> for FfiInnerSteps {
+    fn from(steps: InnerSteps) -> FfiInnerSteps {
+        FfiInnerSteps {
+            params: steps.params.into(),
+            losses: steps.losses.into(),
+        }
+    }
+}
+
+impl From<FfiInnerSteps> for InnerSteps {
+    fn from(steps: FfiInnerSteps) -> InnerSteps {
+        InnerSteps {
+            params: steps.params.into_tensor(),
+            losses: steps.losses.into_vec(),
+        }
+    }
 }
 
 /// Runs `steps` optimizer steps of `optimizer` on task `task`'s loss over the
@@ -159,7 +219,7 @@ pub fn inner_steps(
                 }
                 InnerOptimizer::Adam {
                     lr,
-                    betas: (b1, b2),
+                    betas: [b1, b2],
                     eps,
                 } => {
                     m = m.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?;
@@ -291,8 +351,15 @@ pub trait FfiStepOps {
     /// See [`StepOps::set_parameters_flat`].
     fn set_parameters_flat(&mut self, values: TensorRef<'_>) -> RResult<(), Error>;
     /// See [`StepOps::extra_batch`].
-    #[sabi(last_prefix_field)]
     fn extra_batch(&mut self) -> RResult<(), Error>;
+    /// See [`StepOps::adapt`].
+    #[sabi(last_prefix_field)]
+    fn adapt(
+        &mut self,
+        tasks: RSlice<'_, usize>,
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> RResult<RVec<FfiInnerSteps>, Error>;
 }
 
 /// [`StepReport`] as it crosses the boundary.
@@ -402,6 +469,17 @@ impl FfiStepOps for HostOps<'_> {
     fn extra_batch(&mut self) -> RResult<(), Error> {
         guard(HOST, "StepOps::extra_batch", || self.0.extra_batch())
     }
+    fn adapt(
+        &mut self,
+        tasks: RSlice<'_, usize>,
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> RResult<RVec<FfiInnerSteps>, Error> {
+        guard(HOST, "StepOps::adapt", || {
+            let done = self.0.adapt(tasks.as_slice(), steps, optimizer)?;
+            Ok(done.into_iter().map(FfiInnerSteps::from).collect())
+        })
+    }
 }
 
 /// The plugin's view of the host's operations.
@@ -466,6 +544,15 @@ impl StepOps for FfiStepOps_TO<'_, RMut<'_, ()>> {
     }
     fn extra_batch(&mut self) -> Result<()> {
         FfiStepOps::extra_batch(self).into_result()
+    }
+    fn adapt(
+        &mut self,
+        tasks: &[usize],
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> Result<Vec<InnerSteps>> {
+        let done = FfiStepOps::adapt(self, tasks.into(), steps, optimizer).into_result()?;
+        Ok(done.into_iter().map(InnerSteps::from).collect())
     }
 }
 

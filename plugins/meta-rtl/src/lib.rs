@@ -29,7 +29,7 @@ use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{self, Kind, Tensor};
 use taskweave_plugin_api::{
-    inner_steps, register_method, Constructor, Error, Host, InnerOptimizer, Method, MethodContext,
+    register_method, Constructor, Error, Host, InnerOptimizer, Method, MethodContext,
     Result, State, StepOps, StepReport, Strategy,
 };
 
@@ -165,12 +165,13 @@ impl Strategy for MetaRtl {
         let inner = InnerOptimizer::Sgd {
             lr: self.config.inner_lr,
         };
+        let tasks: Vec<usize> = chosen.iter().map(|&i| self.sources[i]).collect();
         let mut adapted = Vec::with_capacity(chosen.len());
-        for &i in &chosen {
-            let task = self.sources[i];
-            ops.task_batch(task)?;
-            let steps = inner_steps(ops, task, self.config.inner_steps as usize, inner)?;
-            reported[task] = steps.losses[0];
+        for (task, steps) in tasks
+            .iter()
+            .zip(ops.adapt(&tasks, self.config.inner_steps as usize, inner)?)
+        {
+            reported[*task] = steps.losses[0];
             adapted.push(steps.params);
         }
         // One target batch for the general and every task-specific loss.

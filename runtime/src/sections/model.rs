@@ -63,6 +63,15 @@ impl Default for BackboneConfig {
 }
 
 impl BackboneConfig {
+    /// The dropout probability of its MLP layers (0 for the kinds without).
+    pub fn dropout(&self) -> f64 {
+        match self {
+            BackboneConfig::Mlp(c) => c.dropout,
+            BackboneConfig::Embedding(c) => c.dropout,
+            _ => 0.0,
+        }
+    }
+
     /// The `kind` value.
     pub fn kind(&self) -> &'static str {
         match self {

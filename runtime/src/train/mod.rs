@@ -5,6 +5,8 @@
 mod autocast;
 mod batches;
 pub mod checkpoint;
+mod copies;
+mod omp;
 pub mod flatness;
 mod generator;
 pub mod memory;
@@ -35,6 +37,7 @@ use crate::sections::{OnNonFinite, PipelineConfig, Precision};
 use autocast::Autocast;
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
+use copies::Copies;
 use generator::step_seed;
 use params::FlatParams;
 use schedule::Schedule;
@@ -104,6 +107,8 @@ pub struct Trainer {
     device: Device,
     total: u64,
     step: u64,
+    /// Model copies for a meta-learner's inner loops side by side.
+    copies: Option<Copies>,
     /// Rows this rank and all ranks evaluated in the last evaluation (they
     /// differ under data-parallel training), to weigh the architecture's
     /// evaluation metrics.
@@ -277,6 +282,13 @@ impl Trainer {
                 )));
             }
         }
+        let copies = Copies::new(
+            config,
+            (registry, host, &ctx),
+            &data.inputs,
+            &data.tasks,
+            device,
+        );
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
@@ -296,6 +308,7 @@ impl Trainer {
             device,
             total,
             step: 0,
+            copies,
             evaluated_rows: (0, 0),
         };
         trainer.check_same_run(config)?;
@@ -337,6 +350,11 @@ impl Trainer {
 
     /// Runs one training step through the strategy.
     pub fn step(&mut self) -> Result<Stepped> {
+        if let Some(copies) = &mut self.copies {
+            // Their initial draws, overwritten, must not shift the step's.
+            let _generator = generator::seeded(0);
+            copies.build_wanted()?;
+        }
         // Everything random inside a step (dropout, a method's draws) comes from
         // libtorch's generator, re-seeded from (seed, step): a resumed run
         // repeats it exactly without saving generator state.
@@ -354,6 +372,7 @@ impl Trainer {
             step,
             seed,
             clip_grad_norm,
+            copies,
             ..
         } = self;
         let mut ops = ops::Ops::new(
@@ -367,7 +386,8 @@ impl Trainer {
             batches,
             (*step, *seed),
             *clip_grad_norm,
-        );
+        )
+        .with_copies(copies.as_mut());
         let result = strategy.step(&mut ops);
         let nonfinite = ops.finish()?;
         match (result, nonfinite) {

@@ -1,11 +1,15 @@
 //! The host operations a strategy runs one step with ([`StepOps`]).
 
-use taskweave_plugin_api::{Error as ApiError, Group, Result as ApiResult, StepOps};
+use taskweave_plugin_api::{
+    adapt_in_turn, Error as ApiError, Group, InnerOptimizer, InnerSteps, Result as ApiResult,
+    StepOps,
+};
 use tch::{Kind, Tensor};
 
 use super::batches::Batches;
+use super::copies::Copies;
 use super::params::FlatParams;
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Split, Task};
 use crate::device::kernels;
 use crate::diffusion::Denoising;
 use crate::dist;
@@ -46,6 +50,8 @@ pub struct Ops<'a> {
     nonfinite: Option<NonFinite>,
     /// `train.clip_grad_norm` (0: off).
     clip_grad_norm: f64,
+    /// Model copies for inner loops side by side, where the run allows them.
+    copies: Option<&'a mut Copies>,
 }
 
 impl<'a> Ops<'a> {
@@ -73,7 +79,14 @@ impl<'a> Ops<'a> {
             saved: Vec::new(),
             nonfinite: None,
             clip_grad_norm,
+            copies: None,
         }
+    }
+
+    /// Runs [`StepOps::adapt`]'s inner loops side by side on `copies`.
+    pub fn with_copies(mut self, copies: Option<&'a mut Copies>) -> Ops<'a> {
+        self.copies = copies;
+        self
     }
 
     /// Ends the step: undoes a perturbation the strategy left in place (it
@@ -134,6 +147,49 @@ fn shares(sums: &Tensor, counts: &Tensor, ranks: usize) -> Result<Tensor> {
         .collect();
     let scale = Tensor::from_slice(&scale).f_to_device(sums.device())?;
     Ok(sums.f_mul(&scale)?)
+}
+
+/// `losses` plus the architecture's auxiliary losses, if it has any.
+fn with_aux_losses(model: &mut Model, losses: Tensor) -> Result<Tensor> {
+    let Some(aux) = model.architecture_mut().aux_losses()? else {
+        return Ok(losses);
+    };
+    if aux.size() != losses.size() {
+        return Err(Error::Method(format!(
+            "the architecture's auxiliary losses are {:?}, not one per task ({})",
+            aux.size(),
+            losses.size()[0]
+        )));
+    }
+    Ok(losses.f_add(&aux.f_to_kind(Kind::Float)?)?)
+}
+
+/// The per-task training losses of `model` on `batch` in one process (no
+/// diffusion noise): each task's mean loss plus the auxiliary losses.
+pub(super) fn model_losses(
+    model: &mut Model,
+    tasks: &[Task],
+    batch: &Split,
+    update_stats: bool,
+) -> Result<Tensor> {
+    let outputs = model.forward(&batch.inputs, true, update_stats)?;
+    let (sums, counts) = task_loss_sums(tasks, &outputs, batch)?;
+    with_aux_losses(model, loss_means(&sums, &counts)?)
+}
+
+/// The first task whose loss is not finite, with the value (the one read
+/// of the losses a step makes).
+pub(super) fn first_nonfinite(losses: &Tensor) -> ApiResult<Option<(usize, f64)>> {
+    let values = Vec::<f64>::try_from(
+        losses
+            .f_detach()?
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?,
+    )?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite()))
 }
 
 fn api<T>(result: Result<T>) -> ApiResult<T> {
@@ -227,20 +283,11 @@ impl StepOps for Ops<'_> {
             Some(sums) => sums,
             None => api(task_loss_sums(&self.data.tasks, &outputs, batch))?,
         };
-        let mut losses = match world.is_parallel() {
+        let losses = match world.is_parallel() {
             true => api(shares(&sums, &counts, world.size()))?,
             false => api(loss_means(&sums, &counts))?,
         };
-        if let Some(aux) = self.model.architecture_mut().aux_losses()? {
-            if aux.size() != losses.size() {
-                return Err(ApiError::msg(format!(
-                    "the architecture's auxiliary losses are {:?}, not one per task ({})",
-                    aux.size(),
-                    losses.size()[0]
-                )));
-            }
-            losses = losses.f_add(&aux.f_to_kind(Kind::Float)?)?;
-        }
+        let mut losses = api(with_aux_losses(self.model, losses))?;
         if world.is_parallel() {
             // The value every rank sees: the mean of the ranks' N-fold shares,
             // i.e. the global batch's losses (plus the mean auxiliary loss).
@@ -254,14 +301,8 @@ impl StepOps for Ops<'_> {
             api(world.mean_(&value))?;
             losses = value.f_add(&losses.f_sub(&losses.f_detach()?)?)?;
         }
-        let values = Vec::<f64>::try_from(
-            losses
-                .f_detach()?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(tch::Device::Cpu)?,
-        )?;
-        if let Some((task, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            self.nonfinite.get_or_insert(NonFinite::Loss(task, *value));
+        if let Some((task, value)) = first_nonfinite(&losses)? {
+            self.nonfinite.get_or_insert(NonFinite::Loss(task, value));
             return Err(ApiError::msg(format!("non-finite loss for task {task}")));
         }
         Ok(losses)
@@ -365,5 +406,35 @@ impl StepOps for Ops<'_> {
 
     fn set_parameters_flat(&mut self, values: &Tensor) -> ApiResult<()> {
         api(self.params.set_model(values))
+    }
+
+    fn adapt(
+        &mut self,
+        tasks: &[usize],
+        steps: usize,
+        optimizer: InnerOptimizer,
+    ) -> ApiResult<Vec<InnerSteps>> {
+        let workers = (tch::get_num_threads().max(1) as usize).min(tasks.len());
+        if self.copies.is_none() || workers < 2 {
+            return adapt_in_turn(self, tasks, steps, optimizer);
+        }
+        // The batches in order, the rows of the draws in turn.
+        let mut jobs = Vec::with_capacity(tasks.len());
+        for &task in tasks {
+            self.task_batch(task)?;
+            let batch = self.batch.as_ref().expect("task_batch sets the batch");
+            jobs.push((task, api(batch.slice(0, batch.len()).map_err(Error::from))?));
+        }
+        let copies = self.copies.as_deref_mut().expect("checked above");
+        let outcome = api(copies.run(
+            (self.model, self.params),
+            jobs,
+            workers,
+            (self.step, steps, optimizer),
+        ))?;
+        if let Some(met) = outcome.nonfinite {
+            self.nonfinite.get_or_insert(met);
+        }
+        outcome.done
     }
 }

@@ -1,0 +1,87 @@
+//! An OpenMP team of the libtorch's own OpenMP runtime, for work that runs
+//! side by side on the CPU threads libtorch uses.
+//!
+//! Why not OS threads of our own: after its last parallel region, an
+//! OpenMP worker spins for a while (libgomp's `GOMP_SPINCOUNT`) waiting
+//! for the next; the caller's idle team would spin beside our threads and
+//! take a core from them (Meta-RTL's inner loops: 40 steps/s beside the
+//! spinning team, 53 with `GOMP_SPINCOUNT=10000`). A team of the same
+//! runtime is those very threads. Inside it, libtorch's operations (and
+//! MKL's) run on their own thread, as nested regions are inactive.
+
+use std::ffi::{c_uint, c_void};
+use std::sync::OnceLock;
+
+/// `GOMP_parallel` (what `#pragma omp parallel num_threads(n)` compiles to
+/// with GCC) and `omp_get_thread_num`, `omp_get_num_threads`.
+struct Gomp {
+    parallel: unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
+    thread_num: unsafe extern "C" fn() -> i32,
+    num_threads: unsafe extern "C" fn() -> i32,
+}
+
+fn gomp() -> Option<&'static Gomp> {
+    static GOMP: OnceLock<Option<Gomp>> = OnceLock::new();
+    GOMP.get_or_init(|| {
+        let this = libloading::os::unix::Library::this();
+        // SAFETY: libgomp's (and LLVM libomp's compatible) entry points of
+        // these names and C signatures, in the OpenMP runtime libtorch loaded.
+        unsafe {
+            let get = |name: &[u8]| this.get::<*const ()>(name).ok().map(|s| *s);
+            Some(Gomp {
+                parallel: std::mem::transmute::<
+                    *const (),
+                    unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
+                >(get(b"GOMP_parallel\0")?),
+                thread_num: std::mem::transmute::<*const (), unsafe extern "C" fn() -> i32>(get(
+                    b"omp_get_thread_num\0",
+                )?),
+                num_threads: std::mem::transmute::<*const (), unsafe extern "C" fn() -> i32>(get(
+                    b"omp_get_num_threads\0",
+                )?),
+            })
+        }
+    })
+    .as_ref()
+}
+
+struct Job<'a> {
+    gomp: &'static Gomp,
+    n: usize,
+    work: &'a (dyn Fn(usize) + Sync),
+}
+
+extern "C" fn member(data: *mut c_void) {
+    // SAFETY: `data` is the `Job` `team` passed, alive until the region ends.
+    let job = unsafe { &*(data as *const Job<'_>) };
+    let (me, size) = unsafe { ((job.gomp.thread_num)(), (job.gomp.num_threads)()) };
+    let (me, size) = (me.max(0) as usize, size.max(1) as usize);
+    // A smaller team than asked for (thread limits) shares the indices out.
+    for i in (me..job.n).step_by(size) {
+        (job.work)(i);
+    }
+}
+
+/// Calls `work(i)` for every i in 0..n, on an OpenMP team of n threads (the
+/// caller is one of them) when libtorch's OpenMP runtime is there, else on
+/// scoped OS threads. `work` must not unwind.
+pub fn team(n: usize, work: &(dyn Fn(usize) + Sync)) {
+    match gomp() {
+        Some(gomp) => {
+            let job = Job { gomp, n, work };
+            // SAFETY: `member` reads `job` only during the call, which
+            // returns after every member finished.
+            unsafe {
+                (gomp.parallel)(member, &job as *const Job<'_> as *mut c_void, n as c_uint, 0)
+            };
+        }
+        None => std::thread::scope(|scope| {
+            for i in 1..n {
+                scope.spawn(move || work(i));
+            }
+            if n > 0 {
+                work(0);
+            }
+        }),
+    }
+}
