@@ -322,6 +322,48 @@ fn a_strategy_plugin_trains_by_task_batches_inner_steps_and_flat_parameters_and_
 }
 
 #[test]
+fn meta_rtl_inner_loops_side_by_side_compute_what_the_loops_in_turn_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    copy_into(
+        &d.join("plugins"),
+        &workspace_plugin("taskweave-meta-rtl"),
+        "libtaskweave_meta_rtl.so",
+    );
+    let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 12\n\
+                 strategy = { kind = \"meta-rtl\", target = \"task4\", inner_steps = 3, inner_lr = 0.05 }\n\
+                 [eval]\nevery = 12\n";
+    let text = std::fs::read_to_string(small_pipeline(d, "meta", extra)).unwrap();
+    std::fs::write(d.join("meta.toml"), text.replace("tasks = 2", "tasks = 4")).unwrap();
+    let run = |threads: &str, name: &str| {
+        let (threads, name) = (format!("run.threads={threads}"), format!("run.name={name}"));
+        let (code, _, err) = run_cli(d, &["run", "meta.toml", "--set", &threads, "--set", &name]);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    // Three sources on two threads: the live model and one copy; the first
+    // step runs in turn (the copy is built before the second).
+    let side_by_side = run("2", "side-by-side");
+    assert!(
+        side_by_side.contains("inner loops side by side on 2 threads"),
+        "{side_by_side}"
+    );
+    let in_turn = run("1", "in-turn");
+    assert!(!in_turn.contains("side by side"), "{in_turn}");
+    let (a, b) = (
+        final_parameters(&d.join("runs/side-by-side")),
+        final_parameters(&d.join("runs/in-turn")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let scale = y.abs().max().double_value(&[]).max(1e-3);
+        let diff = (x - y).abs().max().double_value(&[]);
+        assert!(diff <= 1e-4 * scale, "{name}: {diff} apart (scale {scale})");
+    }
+}
+
+#[test]
 fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -335,7 +377,12 @@ fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly()
                  strategy = { kind = \"meta-rtl\", inner_steps = 2, inner_lr = 0.05 }\n\
                  [eval]\nevery = 10\nselect = \"last\"\n";
     let text = std::fs::read_to_string(small_pipeline(d, "meta", extra)).unwrap();
-    let text = text.replace("tasks = 2", "tasks = 3");
+    // Two threads: the sources' inner loops side by side, and the resumed
+    // run's first step (in turn: the model copy comes before the next)
+    // is one the original ran side by side.
+    let text = text
+        .replace("tasks = 2", "tasks = 3")
+        .replace("device = \"cpu\"", "device = \"cpu\"\nthreads = 2");
     let rt = Runtime::new(&Config::new());
     // No task order makes a safe default target: the key is required.
     let missing = Pipeline::from_str(&rt, &text, d, &[])

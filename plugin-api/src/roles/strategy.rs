@@ -95,9 +95,9 @@ pub trait StepOps {
     /// result per task; afterwards the live parameters are as before and the
     /// current batch is the last task's. A host may run the tasks' loops at
     /// once (the runtime does on a CPU, each on its own copy of the model
-    /// and thread); the batches, and the results up to floating-point
-    /// rounding, are those of [`adapt_in_turn`], and the host's way is
-    /// fixed for a run, so a resumed run repeats it exactly.
+    /// and CPU thread); the batches, and the results up to floating-point
+    /// rounding, are those of [`adapt_in_turn`], and a resumed run repeats
+    /// the host's results exactly.
     fn adapt(
         &mut self,
         tasks: &[usize],

@@ -29,8 +29,8 @@ use taskweave_plugin_api::serde::{Deserialize, Serialize};
 use taskweave_plugin_api::serde_json::{json, Value};
 use taskweave_plugin_api::tch::{self, Kind, Tensor};
 use taskweave_plugin_api::{
-    register_method, Constructor, Error, Host, InnerOptimizer, Method, MethodContext,
-    Result, State, StepOps, StepReport, Strategy,
+    register_method, Constructor, Error, Host, InnerOptimizer, Method, MethodContext, Result,
+    State, StepOps, StepReport, Strategy,
 };
 
 use policy::Policy;
@@ -167,9 +167,10 @@ impl Strategy for MetaRtl {
         };
         let tasks: Vec<usize> = chosen.iter().map(|&i| self.sources[i]).collect();
         let mut adapted = Vec::with_capacity(chosen.len());
-        for (task, steps) in tasks
-            .iter()
-            .zip(ops.adapt(&tasks, self.config.inner_steps as usize, inner)?)
+        for (task, steps) in
+            tasks
+                .iter()
+                .zip(ops.adapt(&tasks, self.config.inner_steps as usize, inner)?)
         {
             reported[*task] = steps.losses[0];
             adapted.push(steps.params);

@@ -1,21 +1,21 @@
 //! [`StepOps::adapt`] at once: a meta-learner's per-task inner loops side by
-//! side on OS threads, each on its own copy of the model with one intra-op
-//! thread.
+//! side on the CPU's threads, each on its own copy of the model.
 //!
 //! On a CPU, the inner loops of a small model (Meta-RTL's 256-wide MLP)
 //! leave libtorch's intra-op threads waiting between small operations; whole
-//! loops side by side keep every core busy (`cargo bench --bench
-//! parallel_sources`: 1.3–1.6× on two cores). Every loop, on whichever
-//! thread, runs on one intra-op thread, so the results do not depend on how
-//! the loops were shared out; the copies are built once, at the start of the
-//! step after the first that asked (that step runs its loops one after
-//! another, on one intra-op thread too), so a run and its resume agree bit
-//! for bit.
+//! loops side by side keep every core busy. They run in an OpenMP team of
+//! libtorch's own runtime ([`omp::team`]), inside which every operation
+//! runs on its own thread, so the results do not depend on how the loops
+//! were shared out. The copies are built once, before the step after the
+//! first that asked (that step runs its loops one after another on one
+//! intra-op thread, which computes the same bits), so a run and its resume
+//! agree bit for bit.
 //!
 //! Only where nothing in the forward pass is random or thread-bound: a CPU
 //! run in one process, float32, no `[diffusion]` noise, no dropout in the
 //! backbone, an architecture built into the runtime (a plugin's may draw
-//! or keep state). Elsewhere the loops run in turn ([`adapt_in_turn`]).
+//! or keep state). Elsewhere the loops run in turn
+//! ([`adapt_in_turn`](taskweave_plugin_api::adapt_in_turn)).
 
 use std::sync::{Arc, Mutex};
 
@@ -89,7 +89,7 @@ impl Copies {
             .and_then(Value::as_str)
             .and_then(|kind| registry.get(Role::Architecture, kind).ok())
             .is_some_and(|entry| entry.origin == Origin::Builtin);
-        let eligible = std::env::var_os("TW_NO_COPIES").is_none() && device == Device::Cpu
+        let eligible = device == Device::Cpu
             && !crate::dist::world().is_parallel()
             && config.diffusion.is_none()
             && config.run.precision == Precision::Fp32
@@ -111,6 +111,11 @@ impl Copies {
         })
     }
 
+    /// Whether a step asked for copies that are not built yet.
+    pub fn want_more(&self) -> bool {
+        self.built.len() < self.wanted
+    }
+
     /// Builds the copies the last step asked for. Their initial values are
     /// drawn and overwritten: call it outside a step, holding the generator.
     pub fn build_wanted(&mut self) -> Result<()> {
@@ -122,11 +127,14 @@ impl Copies {
                 .into_architecture()?;
             let model = Model::new(&r.config, &r.inputs, &r.tasks, architecture, r.device)?;
             let params = FlatParams::new(model.parameters()?, r.tasks.len(), r.device)?;
-            tracing::debug!(
-                "built model copy {} for inner loops side by side",
-                self.built.len() + 1
-            );
             self.built.push((model, params));
+            if self.built.len() == self.wanted {
+                tracing::info!(
+                    "inner loops side by side on {} threads (model copies: {})",
+                    self.wanted + 1,
+                    self.wanted
+                );
+            }
         }
         Ok(())
     }
@@ -180,15 +188,15 @@ impl Copies {
         let n = jobs.len();
         let mut jobs = jobs.into_iter();
         let shares: Vec<Vec<(usize, Split)>> = (0..workers)
-            .map(|w| jobs.by_ref().take((w + 1) * n / workers - w * n / workers).collect())
+            .map(|w| {
+                jobs.by_ref()
+                    .take((w + 1) * n / workers - w * n / workers)
+                    .collect()
+            })
             .collect();
         let shares = shares.into_iter();
         let slots: Vec<_> = std::iter::once((model, params))
-            .chain(
-                self.built[..workers - 1]
-                    .iter_mut()
-                    .map(|(m, p)| (m, p)),
-            )
+            .chain(self.built[..workers - 1].iter_mut().map(|(m, p)| (m, p)))
             .zip(shares)
             .map(|(on, share)| Mutex::new(Some((on, share))))
             .collect();
@@ -208,9 +216,10 @@ impl Copies {
         };
         omp::team(workers, &work);
         let results = results.into_iter().map(|r| {
-            r.into_inner().ok().flatten().unwrap_or_else(|| {
-                (Err(ApiError::msg("an inner loop did not run")), None)
-            })
+            r.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| (Err(ApiError::msg("an inner loop did not run")), None))
         });
         let (mut done, mut failed, mut nonfinite) = (Vec::with_capacity(n), None, None);
         for (result, met) in results {

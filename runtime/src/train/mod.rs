@@ -6,11 +6,11 @@ mod autocast;
 mod batches;
 pub mod checkpoint;
 mod copies;
-mod omp;
 pub mod flatness;
 mod generator;
 pub mod memory;
 pub mod metrics;
+mod omp;
 mod ops;
 mod params;
 pub mod progress;
@@ -350,7 +350,7 @@ impl Trainer {
 
     /// Runs one training step through the strategy.
     pub fn step(&mut self) -> Result<Stepped> {
-        if let Some(copies) = &mut self.copies {
+        if let Some(copies) = self.copies.as_mut().filter(|c| c.want_more()) {
             // Their initial draws, overwritten, must not shift the step's.
             let _generator = generator::seeded(0);
             copies.build_wanted()?;

@@ -72,7 +72,12 @@ pub fn team(n: usize, work: &(dyn Fn(usize) + Sync)) {
             // SAFETY: `member` reads `job` only during the call, which
             // returns after every member finished.
             unsafe {
-                (gomp.parallel)(member, &job as *const Job<'_> as *mut c_void, n as c_uint, 0)
+                (gomp.parallel)(
+                    member,
+                    &job as *const Job<'_> as *mut c_void,
+                    n as c_uint,
+                    0,
+                )
             };
         }
         None => std::thread::scope(|scope| {
@@ -83,5 +88,26 @@ pub fn team(n: usize, work: &(dyn Fn(usize) + Sync)) {
                 work(0);
             }
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    #[test]
+    fn every_index_runs_once_and_a_team_runs_them_on_as_many_threads() {
+        let _ = tch::get_num_threads(); // libtorch (and its OpenMP) loaded
+        let runs: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let threads = Mutex::new(HashSet::new());
+        super::team(3, &|i| {
+            runs[i].fetch_add(1, Ordering::SeqCst);
+            threads.lock().unwrap().insert(std::thread::current().id());
+        });
+        assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+        assert!(super::gomp().is_some(), "libtorch's OpenMP runtime found");
+        assert_eq!(threads.into_inner().unwrap().len(), 3);
     }
 }

@@ -186,10 +186,7 @@ pub(super) fn first_nonfinite(losses: &Tensor) -> ApiResult<Option<(usize, f64)>
             .f_to_kind(Kind::Double)?
             .f_to_device(tch::Device::Cpu)?,
     )?;
-    Ok(values
-        .into_iter()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite()))
+    Ok(values.into_iter().enumerate().find(|(_, v)| !v.is_finite()))
 }
 
 fn api<T>(result: Result<T>) -> ApiResult<T> {
