@@ -205,25 +205,31 @@ pub fn inner_steps(
         .collect();
     let start = ops.parameters_flat()?;
     let mut theta = start.f_detach_copy()?;
-    let (mut m, mut v) = (start.f_zeros_like()?, start.f_zeros_like()?);
+    // Adam's moments, made at its first step (SGD keeps none).
+    let mut moments: Option<(Tensor, Tensor)> = None;
     let mut losses = Vec::with_capacity(steps);
     let mut run = |ops: &mut dyn StepOps| -> Result<()> {
         for k in 1..=steps {
             let loss = ops.losses(false)?.f_get(task as i64)?;
             losses.push(loss.f_double_value(&[])?);
-            let g = Tensor::f_cat(&ops.grads(&loss, &groups, false)?, 0)?;
+            // A fresh tensor of our own: updated in place below.
+            let mut g = Tensor::f_cat(&ops.grads(&loss, &groups, false)?, 0)?;
             let _guard = tch::no_grad_guard();
             match optimizer {
                 InnerOptimizer::Sgd { lr } => {
-                    theta = theta.f_sub(&g.f_mul_scalar(lr)?)?;
+                    let _ = theta.f_sub_(&g.f_mul_scalar_(lr)?)?;
                 }
                 InnerOptimizer::Adam {
                     lr,
                     betas: [b1, b2],
                     eps,
                 } => {
-                    m = m.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?;
-                    v = v
+                    let (m, v) = match &mut moments {
+                        Some(moments) => moments,
+                        None => moments.insert((g.f_zeros_like()?, g.f_zeros_like()?)),
+                    };
+                    *m = m.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?;
+                    *v = v
                         .f_mul_scalar(b2)?
                         .f_add(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
                     let m_hat = m.f_div_scalar(1.0 - b1.powi(k as i32))?;
@@ -231,7 +237,7 @@ pub fn inner_steps(
                     let step = m_hat
                         .f_div(&v_hat.f_sqrt()?.f_add_scalar(eps)?)?
                         .f_mul_scalar(lr)?;
-                    theta = theta.f_sub(&step)?;
+                    let _ = theta.f_sub_(&step)?;
                 }
             }
             ops.set_parameters_flat(&theta)?;
