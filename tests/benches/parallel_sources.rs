@@ -1,6 +1,8 @@
 //! `cargo bench --bench parallel_sources`: what running Meta-RTL's
-//! per-source inner loops side by side would buy on this machine, before
-//! anything in the runtime does it. The work is the inner half of one
+//! per-source inner loops side by side buys on this machine, measured
+//! before the runtime did it (it now does, in an OpenMP team of libtorch's
+//! runtime rather than on OS threads of its own: runtime/src/train/omp.rs
+//! says why). The work is the inner half of one
 //! meta-iteration of pipelines/meta-rtl-qm9.toml: 6 sources × 3 SGD steps
 //! (lr 0.05) of a 34-256-256 MLP with 7 linear heads on batches of 256, each
 //! source from the same start. Three ways, alternating: one source after
