@@ -28,6 +28,11 @@ impl Architecture for Mmoe {
         Ok(out)
     }
 
+    // No dropout, no state across calls.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn output_dim(&self) -> usize {
         self.experts.output_dim()
     }

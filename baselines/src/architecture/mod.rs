@@ -24,6 +24,11 @@ impl Architecture for HardSharing {
         Ok(Vec::new())
     }
 
+    // The backbone's features as they are.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn output_dim(&self) -> usize {
         self.dim
     }

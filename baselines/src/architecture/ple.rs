@@ -116,6 +116,11 @@ impl Architecture for Ple {
         Ok(out)
     }
 
+    // No dropout, no state across calls.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn output_dim(&self) -> usize {
         self.output_dim
     }

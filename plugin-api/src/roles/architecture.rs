@@ -110,6 +110,17 @@ pub trait Architecture: Send {
         Ok(None)
     }
 
+    /// Whether a second instance built from the same config, given this
+    /// one's parameters, computes what this one does on any rows, on any
+    /// thread: its forward pass draws no random numbers and keeps nothing
+    /// from one call to the next beyond [`Architecture::aux_losses`] and
+    /// [`Architecture::eval_metrics`]. The host then may train copies of
+    /// the model side by side (`run.batch_threads`, and a meta-learner's
+    /// inner loops). False (the default): it never does.
+    fn replicable(&self) -> bool {
+        false
+    }
+
     /// Everything besides the parameters needed to continue after a resume.
     fn state(&self) -> Result<State> {
         Ok(State::default())
@@ -158,6 +169,10 @@ pub trait FfiArchitecture: Send {
     /// auxiliary loss) stands in for it.
     fn aux_losses(&mut self) -> RResult<ROption<TensorOwned>, Error> {
         RResult::ROk(ROption::RNone)
+    }
+    /// See [`Architecture::replicable`]; false for a plugin built before it.
+    fn replicable(&self) -> bool {
+        false
     }
 }
 
@@ -226,6 +241,10 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
         })
     }
 
+    fn replicable(&self) -> bool {
+        self.inner.replicable()
+    }
+
     state_adapters!(guarded Architecture);
 }
 
@@ -278,6 +297,10 @@ impl Architecture for FfiArchitectureBox {
     fn aux_losses(&mut self) -> Result<Option<Tensor>> {
         let aux = FfiArchitecture::aux_losses(self).into_result()?;
         Ok(aux.into_option().map(TensorOwned::into_tensor))
+    }
+
+    fn replicable(&self) -> bool {
+        FfiArchitecture::replicable(self)
     }
 
     state_adapters!(foreign FfiArchitecture);

@@ -172,6 +172,11 @@ impl Architecture for Dtrn {
         Ok(self.all_parameters().into_iter().map(|(_, p)| p).collect())
     }
 
+    // No dropout, no state across calls.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn output_dim(&self) -> usize {
         match &self.mixture {
             Some(m) => m.output_dim(),

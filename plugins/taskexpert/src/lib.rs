@@ -110,6 +110,11 @@ impl Architecture for TaskExpert {
         Ok(out)
     }
 
+    // No dropout; gate sums and the auxiliary loss are per pass.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn output_dim(&self) -> usize {
         self.blocks.last().map_or(0, |b| b.experts.output_dim())
     }

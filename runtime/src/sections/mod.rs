@@ -71,6 +71,13 @@ pub struct RunConfig {
     /// Arithmetic of the forward passes: fp32, or bf16 autocast (libtorch's
     /// mixed precision: matrix products in bfloat16, parameters kept in fp32).
     pub precision: Precision,
+    /// CPU threads that share each training batch (1: off): each takes a
+    /// contiguous part through its own copy of the model, forward and
+    /// backward, and the gradients are summed. Data parallelism inside one
+    /// process, for models whose operations are too small for libtorch to
+    /// split well over threads.
+    #[schemars(range(min = 1, max = 256))]
+    pub batch_threads: u32,
 }
 
 /// `run.precision`.
@@ -95,6 +102,7 @@ impl Default for RunConfig {
             gpu_memory_fraction: 0.0,
             cuda_allocator: String::new(),
             precision: Precision::Fp32,
+            batch_threads: 1,
         }
     }
 }

@@ -63,6 +63,17 @@ impl Default for BackboneConfig {
 }
 
 impl BackboneConfig {
+    /// Whether any of its layers normalises by batch statistics.
+    pub fn batch_norm(&self) -> bool {
+        match self {
+            BackboneConfig::Mlp(c) => c.batch_norm,
+            BackboneConfig::Embedding(c) => c.batch_norm,
+            BackboneConfig::Conv(c) => c.batch_norm,
+            BackboneConfig::Unet(_) => true,
+            BackboneConfig::Vit(_) | BackboneConfig::TransformerLm(_) => false,
+        }
+    }
+
     /// The dropout probability of its MLP layers (0 for the kinds without).
     pub fn dropout(&self) -> f64 {
         match self {

@@ -20,6 +20,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+
 use taskweave_plugin_api::{
     inner_steps, Error as ApiError, Group, Host, InnerOptimizer, InnerSteps, InputSpec,
     MethodContext, Result as ApiResult, Role, StepOps,
@@ -27,13 +28,13 @@ use taskweave_plugin_api::{
 use tch::{Device, Tensor};
 
 use super::omp;
-use super::ops::model_losses;
+use super::ops::{model_losses, task_sums};
 use super::params::FlatParams;
 use super::NonFinite;
 use crate::data::{Split, Task};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::registry::{Origin, Registry};
+use crate::registry::Registry;
 use crate::sections::{PipelineConfig, Precision};
 
 /// What a copy of the model is built from: the trainer's own recipe.
@@ -54,6 +55,8 @@ pub struct Copies {
     built: Vec<(Model, FlatParams)>,
     /// Copies a step asked for and did not have: built before the next step.
     wanted: usize,
+    /// `run.batch_threads`.
+    shards: usize,
 }
 
 /// Restores libtorch's intra-op threads when dropped.
@@ -74,41 +77,76 @@ impl Drop for IntraOp {
 }
 
 impl Copies {
-    /// The copies of a run of `config` on `device`, or `None` where its
-    /// inner loops must run in turn (see the module's doc).
+    /// The copies of a run of `config` on `device` whose architecture is
+    /// `replicable` (see [`Architecture::replicable`]), or `None` where the
+    /// model must not be copied (see the module's doc); an input error when
+    /// `run.batch_threads` asks for copies there.
+    ///
+    /// [`Architecture::replicable`]: taskweave_plugin_api::Architecture::replicable
     pub fn new(
         config: &PipelineConfig,
         (registry, host, ctx): (&Arc<Registry>, &Host, &MethodContext),
+        replicable: bool,
         inputs: &[InputSpec],
         tasks: &[Task],
         device: Device,
-    ) -> Option<Copies> {
-        let architecture = &config.model.architecture;
-        let builtin = architecture
-            .get("kind")
-            .and_then(Value::as_str)
-            .and_then(|kind| registry.get(Role::Architecture, kind).ok())
-            .is_some_and(|entry| entry.origin == Origin::Builtin);
-        let eligible = device == Device::Cpu
-            && !crate::dist::world().is_parallel()
-            && config.diffusion.is_none()
-            && config.run.precision == Precision::Fp32
-            && config.model.backbone.dropout() == 0.0
-            && builtin;
-        eligible.then(|| Copies {
+    ) -> Result<Option<Copies>> {
+        let shards = config.run.batch_threads.max(1) as usize;
+        let backbone = &config.model.backbone;
+        let why_not = [
+            (device != Device::Cpu, "runs on the CPU"),
+            (
+                crate::dist::world().is_parallel(),
+                "runs in one process (not under mpirun)",
+            ),
+            (config.diffusion.is_some(), "has no [diffusion] section"),
+            (config.run.precision != Precision::Fp32, "computes in fp32"),
+            (backbone.dropout() > 0.0, "has no dropout in the backbone"),
+            (
+                !replicable,
+                "has an architecture that declares itself replicable",
+            ),
+            (
+                shards > 1 && backbone.batch_norm(),
+                "has no batch normalisation (each part would normalise by its own rows)",
+            ),
+        ];
+        let missing: Vec<&str> = why_not
+            .iter()
+            .filter(|(no, _)| *no)
+            .map(|(_, w)| *w)
+            .collect();
+        if !missing.is_empty() {
+            if shards > 1 {
+                return Err(Error::Input(format!(
+                    "run.batch_threads = {shards} trains copies of the model side by side, which needs a \
+                     run that {}; set run.batch_threads = 1",
+                    missing.join(", and that ")
+                )));
+            }
+            return Ok(None);
+        }
+        Ok(Some(Copies {
             recipe: Recipe {
                 registry: Arc::clone(registry),
                 host: host.clone(),
                 ctx: ctx.clone(),
-                architecture: architecture.clone(),
+                architecture: config.model.architecture.clone(),
                 config: config.model.clone(),
                 inputs: inputs.to_vec(),
                 tasks: tasks.to_vec(),
                 device,
             },
             built: Vec::new(),
-            wanted: 0,
-        })
+            // The parts of every batch from the first step on.
+            wanted: shards - 1,
+            shards,
+        }))
+    }
+
+    /// How many parts every training batch is split into (1: none).
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 
     /// Whether a step asked for copies that are not built yet.
@@ -130,7 +168,11 @@ impl Copies {
             self.built.push((model, params));
             if self.built.len() == self.wanted {
                 tracing::info!(
-                    "inner loops side by side on {} threads (model copies: {})",
+                    "{} side by side on {} threads (model copies: {})",
+                    match self.shards {
+                        1 => "inner loops",
+                        _ => "batch parts",
+                    },
                     self.wanted + 1,
                     self.wanted
                 );
@@ -173,17 +215,7 @@ impl Copies {
             self.wanted = workers - 1;
             return Ok(Outcome::from(loops(model, params, jobs)));
         }
-        let live = params.model()?;
-        let buffers = model.buffers();
-        for (copy, copy_params) in &mut self.built[..workers - 1] {
-            copy_params.set_model(&live)?;
-            tch::no_grad(|| -> Result<()> {
-                for ((_, mine), (_, theirs)) in copy.buffers().iter().zip(&buffers) {
-                    mine.shallow_clone().f_copy_(theirs)?;
-                }
-                Ok(())
-            })?;
-        }
+        sync((model, params), &mut self.built, workers)?;
         // Contiguous shares, in task order; the first on the live model.
         let n = jobs.len();
         let mut jobs = jobs.into_iter();
@@ -194,33 +226,16 @@ impl Copies {
                     .collect()
             })
             .collect();
-        let shares = shares.into_iter();
-        let slots: Vec<_> = std::iter::once((model, params))
-            .chain(self.built[..workers - 1].iter_mut().map(|(m, p)| (m, p)))
-            .zip(shares)
-            .map(|(on, share)| Mutex::new(Some((on, share))))
-            .collect();
-        let results: Vec<_> = (0..workers).map(|_| Mutex::new(None)).collect();
-        let work = |i: usize| {
-            let taken = slots[i].lock().ok().and_then(|mut s| s.take());
-            let Some(((model, params), share)) = taken else {
-                return;
-            };
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                loops(model, params, share)
-            }))
-            .unwrap_or_else(|_| (Err(ApiError::msg("an inner loop panicked")), None));
-            if let Ok(mut slot) = results[i].lock() {
-                *slot = Some(out);
-            }
-        };
-        omp::team(workers, &work);
-        let results = results.into_iter().map(|r| {
-            r.into_inner()
-                .ok()
-                .flatten()
-                .unwrap_or_else(|| (Err(ApiError::msg("an inner loop did not run")), None))
-        });
+        let shares = one_each(shares);
+        let results = each(
+            (model, params),
+            &mut self.built,
+            workers,
+            |w, model, params| loops(model, params, take(&shares[w]).unwrap_or_default()),
+        );
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| (Err(ApiError::msg("an inner loop panicked")), None)));
         let (mut done, mut failed, mut nonfinite) = (Vec::with_capacity(n), None, None);
         for (result, met) in results {
             nonfinite = nonfinite.or(met);
@@ -236,6 +251,148 @@ impl Copies {
             nonfinite,
         })
     }
+
+    /// Each part's per-task loss sums, labelled counts and auxiliary
+    /// losses on `batch` split into [`Copies::shards`] contiguous parts, the
+    /// forward passes side by side (part 0 on the live model).
+    pub fn part_sums(
+        &mut self,
+        live: (&mut Model, &mut FlatParams),
+        batch: &Split,
+        update_stats: bool,
+    ) -> Result<Vec<PartSums>> {
+        let parts = self.shards.min(batch.len()).max(1);
+        sync((&*live.0, &*live.1), &mut self.built, parts)?;
+        let rows = batch.len();
+        let splits: Vec<Split> = (0..parts)
+            .map(|p| batch.slice(p * rows / parts, (p + 1) * rows / parts - p * rows / parts))
+            .collect::<std::result::Result<_, _>>()?;
+        let splits = one_each(splits);
+        let tasks = &self.recipe.tasks;
+        let sums = each(live, &mut self.built, parts, |p, model, _| {
+            let split = take(&splits[p])
+                .ok_or_else(|| Error::Method("a batch part went missing".into()))?;
+            let (sums, counts, aux) = task_sums(model, tasks, &split, update_stats)?;
+            Ok(PartSums {
+                sums,
+                counts,
+                aux,
+                rows: split.len(),
+            })
+        });
+        sums.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::Method("a batch part's forward pass panicked".into()))
+                })
+            })
+            .collect()
+    }
+
+    /// Σ over the parts of ∂`scalars[p]`/∂`groups`, each part's gradient
+    /// taken side by side on its model (`scalars[p]` reaches part p's
+    /// model only), summed in part order; one flat vector per group.
+    pub fn part_grads(
+        &mut self,
+        live: (&mut Model, &mut FlatParams),
+        scalars: &[Tensor],
+        groups: &[Group],
+        retain_graph: bool,
+    ) -> Result<Vec<Tensor>> {
+        let parts = scalars.len();
+        let scalars = one_each(scalars.iter().map(Tensor::shallow_clone).collect());
+        let grads = each(live, &mut self.built, parts, |p, _, params| {
+            let scalar = take(&scalars[p])
+                .ok_or_else(|| Error::Method("a batch part went missing".into()))?;
+            params.grads(&scalar, groups, retain_graph)
+        });
+        let mut total: Option<Vec<Tensor>> = None;
+        for part in grads {
+            let part = part.unwrap_or_else(|| {
+                Err(Error::Method(
+                    "a batch part's backward pass panicked".into(),
+                ))
+            })?;
+            total = Some(match total {
+                None => part,
+                Some(sum) => sum
+                    .iter()
+                    .zip(&part)
+                    .map(|(a, b)| a.f_add(b))
+                    .collect::<std::result::Result<_, _>>()?,
+            });
+        }
+        Ok(total.unwrap_or_default())
+    }
+}
+
+/// Puts the live parameters and buffers into the copies of `built` the
+/// next `workers` members use.
+fn sync(
+    (model, params): (&Model, &FlatParams),
+    built: &mut [(Model, FlatParams)],
+    workers: usize,
+) -> Result<()> {
+    let live = params.model()?;
+    let buffers = model.buffers();
+    for (copy, copy_params) in &mut built[..workers - 1] {
+        copy_params.set_model(&live)?;
+        tch::no_grad(|| -> Result<()> {
+            for ((_, mine), (_, theirs)) in copy.buffers().iter().zip(&buffers) {
+                mine.shallow_clone().f_copy_(theirs)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// `work(w, model, params)` for every member w of a team of `workers`:
+/// member 0 on the live model, member w on copy w − 1 of `built`. `None`
+/// for a member that panicked.
+fn each<R: Send>(
+    (model, params): (&mut Model, &mut FlatParams),
+    built: &mut [(Model, FlatParams)],
+    workers: usize,
+    work: impl Fn(usize, &mut Model, &mut FlatParams) -> R + Sync,
+) -> Vec<Option<R>> {
+    let slots: Vec<_> = std::iter::once((model, params))
+        .chain(built[..workers - 1].iter_mut().map(|(m, p)| (m, p)))
+        .map(|on| Mutex::new(Some(on)))
+        .collect();
+    let results: Vec<Mutex<Option<R>>> = (0..workers).map(|_| Mutex::new(None)).collect();
+    let member = |w: usize| {
+        let Some((model, params)) = slots[w].lock().ok().and_then(|mut s| s.take()) else {
+            return;
+        };
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(w, model, params)));
+        if let (Ok(out), Ok(mut slot)) = (out, results[w].lock()) {
+            *slot = Some(out);
+        }
+    };
+    omp::team(workers, &member);
+    results
+        .into_iter()
+        .map(|r| r.into_inner().ok().flatten())
+        .collect()
+}
+
+/// Tensors handed to a team's members one each (a tensor is `Send`, not `Sync`).
+fn one_each<T>(items: Vec<T>) -> Vec<Mutex<Option<T>>> {
+    items.into_iter().map(|t| Mutex::new(Some(t))).collect()
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().ok().and_then(|mut s| s.take())
+}
+
+/// One batch part's per-task loss sums and labelled counts (`[T]` each)
+/// with its architecture's auxiliary losses, and its number of rows.
+pub struct PartSums {
+    pub sums: Tensor,
+    pub counts: Tensor,
+    pub aux: Option<Tensor>,
+    pub rows: usize,
 }
 
 /// The inner loops' results, or the first failure, and the first

@@ -285,10 +285,11 @@ impl Trainer {
         let copies = Copies::new(
             config,
             (registry, host, &ctx),
+            model.architecture().replicable(),
             &data.inputs,
             &data.tasks,
             device,
-        );
+        )?;
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len());
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);

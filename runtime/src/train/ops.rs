@@ -7,7 +7,7 @@ use taskweave_plugin_api::{
 use tch::{Kind, Tensor};
 
 use super::batches::Batches;
-use super::copies::Copies;
+use super::copies::{Copies, PartSums};
 use super::params::FlatParams;
 use crate::data::{Dataset, Split, Task};
 use crate::device::kernels;
@@ -50,8 +50,20 @@ pub struct Ops<'a> {
     nonfinite: Option<NonFinite>,
     /// `train.clip_grad_norm` (0: off).
     clip_grad_norm: f64,
-    /// Model copies for inner loops side by side, where the run allows them.
+    /// Model copies for inner loops side by side and batch parts, where the
+    /// run allows them.
     copies: Option<&'a mut Copies>,
+    /// The losses this step handed out from batch parts (`run.batch_threads`).
+    parted: Vec<Parted>,
+}
+
+/// Losses computed over batch parts on the model and its copies: what the
+/// strategy got (a leaf, so that its graph ends there) and each part's
+/// share with the part's graph. A gradient through the leaf is taken part
+/// by part: ∂loss/∂θ = Σ_p ∂(v · share_p)/∂θ with v = ∂loss/∂leaf.
+struct Parted {
+    leaf: Tensor,
+    shares: Vec<Tensor>,
 }
 
 impl<'a> Ops<'a> {
@@ -80,6 +92,7 @@ impl<'a> Ops<'a> {
             nonfinite: None,
             clip_grad_norm,
             copies: None,
+            parted: Vec::new(),
         }
     }
 
@@ -149,32 +162,57 @@ fn shares(sums: &Tensor, counts: &Tensor, ranks: usize) -> Result<Tensor> {
     Ok(sums.f_mul(&scale)?)
 }
 
-/// `losses` plus the architecture's auxiliary losses, if it has any.
-fn with_aux_losses(model: &mut Model, losses: Tensor) -> Result<Tensor> {
+/// The architecture's auxiliary losses of its last training pass, checked
+/// to be one per task (`tasks`).
+fn aux_losses(model: &mut Model, tasks: usize) -> Result<Option<Tensor>> {
     let Some(aux) = model.architecture_mut().aux_losses()? else {
-        return Ok(losses);
+        return Ok(None);
     };
-    if aux.size() != losses.size() {
+    if aux.size() != [tasks as i64] {
         return Err(Error::Method(format!(
-            "the architecture's auxiliary losses are {:?}, not one per task ({})",
-            aux.size(),
-            losses.size()[0]
+            "the architecture's auxiliary losses are {:?}, not one per task ({tasks})",
+            aux.size()
         )));
     }
-    Ok(losses.f_add(&aux.f_to_kind(Kind::Float)?)?)
+    Ok(Some(aux.f_to_kind(Kind::Float)?))
 }
 
-/// The per-task training losses of `model` on `batch` in one process (no
-/// diffusion noise): each task's mean loss plus the auxiliary losses.
+/// `losses` plus the architecture's auxiliary losses, if it has any.
+fn with_aux_losses(model: &mut Model, losses: Tensor) -> Result<Tensor> {
+    Ok(match aux_losses(model, losses.size()[0] as usize)? {
+        Some(aux) => losses.f_add(&aux)?,
+        None => losses,
+    })
+}
+
+/// A training forward pass of `model` on `batch` in one process (no
+/// diffusion noise): the per-task loss sums and labelled counts of
+/// [`task_loss_sums`], and the auxiliary losses.
+pub(super) fn task_sums(
+    model: &mut Model,
+    tasks: &[Task],
+    batch: &Split,
+    update_stats: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let outputs = model.forward(&batch.inputs, true, update_stats)?;
+    let (sums, counts) = task_loss_sums(tasks, &outputs, batch)?;
+    Ok((sums, counts, aux_losses(model, tasks.len())?))
+}
+
+/// The per-task training losses of `model` on `batch` in one process:
+/// each task's mean loss plus the auxiliary losses.
 pub(super) fn model_losses(
     model: &mut Model,
     tasks: &[Task],
     batch: &Split,
     update_stats: bool,
 ) -> Result<Tensor> {
-    let outputs = model.forward(&batch.inputs, true, update_stats)?;
-    let (sums, counts) = task_loss_sums(tasks, &outputs, batch)?;
-    with_aux_losses(model, loss_means(&sums, &counts)?)
+    let (sums, counts, aux) = task_sums(model, tasks, batch, update_stats)?;
+    let means = loss_means(&sums, &counts)?;
+    Ok(match aux {
+        Some(aux) => means.f_add(&aux)?,
+        None => means,
+    })
 }
 
 /// The first task whose loss is not finite, with the value (the one read
@@ -194,6 +232,81 @@ fn api<T>(result: Result<T>) -> ApiResult<T> {
 }
 
 impl Ops<'_> {
+    /// The losses of batch parts as one leaf `[T]`: each task's loss sum over
+    /// all parts' labelled counts, plus the auxiliary losses weighed by the
+    /// parts' rows (what one process computes on the whole batch, up to
+    /// rounding; the auxiliary losses as under data-parallel training).
+    fn parted_losses(&mut self, parts: Vec<PartSums>) -> ApiResult<Tensor> {
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let mut counts: Option<Tensor> = None;
+        for p in &parts {
+            let c = p.counts.f_detach()?;
+            counts = Some(match counts {
+                None => c,
+                Some(sum) => sum.f_add(&c)?,
+            });
+        }
+        let counts = counts
+            .ok_or_else(|| ApiError::msg("a batch without parts"))?
+            .f_clamp_min(1.0)?;
+        let mut shares = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let mut share = p.sums.f_div(&counts)?;
+            if let Some(aux) = &p.aux {
+                share = share.f_add(&aux.f_mul_scalar(p.rows as f64 / rows as f64)?)?;
+            }
+            shares.push(share);
+        }
+        let mut value = shares[0].f_detach()?;
+        for share in &shares[1..] {
+            value = value.f_add(&share.f_detach()?)?;
+        }
+        if let Some((task, v)) = first_nonfinite(&value)? {
+            self.nonfinite.get_or_insert(NonFinite::Loss(task, v));
+            return Err(ApiError::msg(format!("non-finite loss for task {task}")));
+        }
+        let leaf = value.f_set_requires_grad(true)?;
+        self.parted.push(Parted {
+            leaf: leaf.shallow_clone(),
+            shares,
+        });
+        Ok(leaf)
+    }
+
+    /// For every parted loss `loss` reaches: the per-part scalars v · share_p
+    /// whose gradients add up to its part of ∂loss/∂θ; and ∂loss/∂`others`
+    /// (zeros where it does not reach), from the same backward pass.
+    fn through_parts(
+        &mut self,
+        loss: &Tensor,
+        others: &[Tensor],
+        retain_graph: bool,
+    ) -> ApiResult<(Vec<Vec<Tensor>>, Vec<Tensor>)> {
+        let inputs: Vec<&Tensor> = self.parted.iter().map(|p| &p.leaf).chain(others).collect();
+        let grads = Tensor::f_run_backward(&[loss], &inputs, retain_graph, false)?;
+        let (at_leaves, at_others) = grads.split_at(self.parted.len());
+        let mut through = Vec::new();
+        for (parted, v) in self.parted.iter().zip(at_leaves) {
+            if v.defined() {
+                let scalars = parted
+                    .shares
+                    .iter()
+                    .map(|share| share.f_mul(v)?.f_sum(Kind::Float))
+                    .collect::<Result<Vec<_>, _>>()?;
+                through.push(scalars);
+            }
+        }
+        let others = at_others
+            .iter()
+            .zip(others)
+            .map(|(g, x)| match g.defined() {
+                true => Ok(g.shallow_clone()),
+                false => x.f_zeros_like(),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((through, others))
+    }
+
     /// The first task whose own gradient is non-finite, recomputed at the
     /// current parameters on the step's last batch (a forward pass and one
     /// backward pass per task, only after an update was found non-finite).
@@ -208,9 +321,7 @@ impl Ops<'_> {
             .collect();
         for task in 0..tasks {
             let last = task + 1 == tasks;
-            let grads = api(self
-                .params
-                .grads(&losses.f_get(task as i64)?, &groups, !last))?;
+            let grads = self.grads(&losses.f_get(task as i64)?, &groups, !last)?;
             for g in &grads {
                 if !all_finite(g)? {
                     return Ok(Some(task));
@@ -259,6 +370,11 @@ impl StepOps for Ops<'_> {
             .batch
             .as_ref()
             .ok_or_else(|| ApiError::msg("losses() before next_batch()"))?;
+        if let Some(copies) = self.copies.as_deref_mut().filter(|c| c.shards() > 1) {
+            let parts = api(copies.part_sums((self.model, self.params), batch, update_stats))?;
+            self.forwards += 1;
+            return self.parted_losses(parts);
+        }
         let world = dist::world();
         let reseed = |rank| {
             tch::manual_seed(forward_seed(self.seed, self.step, self.forwards, rank));
@@ -311,11 +427,51 @@ impl StepOps for Ops<'_> {
         groups: &[Group],
         retain_graph: bool,
     ) -> ApiResult<Vec<Tensor>> {
-        api(self.params.grads(loss, groups, retain_graph))
+        if self.parted.is_empty() || !loss.requires_grad() {
+            return api(self.params.grads(loss, groups, retain_graph));
+        }
+        let (through, _) = self.through_parts(loss, &[], retain_graph)?;
+        let mut total = groups
+            .iter()
+            .map(|g| {
+                let r = api(self.params.range(*g))?;
+                Ok(Tensor::f_zeros(
+                    [r.end - r.start],
+                    (Kind::Float, self.params.data().device()),
+                )?)
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        for scalars in through {
+            let copies = self
+                .copies
+                .as_deref_mut()
+                .expect("parted losses come from the copies");
+            let part =
+                api(copies.part_grads((self.model, self.params), &scalars, groups, retain_graph))?;
+            for (t, p) in total.iter_mut().zip(&part) {
+                let _ = t.f_add_(p)?;
+            }
+        }
+        Ok(total)
     }
 
     fn backward(&mut self, loss: &Tensor) -> ApiResult<()> {
-        api(self.params.backward(loss))
+        if self.parted.is_empty() || !loss.requires_grad() {
+            return api(self.params.backward(loss));
+        }
+        let methods = self.params.method_leaves();
+        let (through, method_grads) = self.through_parts(loss, &methods, false)?;
+        api(self.params.add_method_grads(&method_grads))?;
+        let groups = self.params.model_groups();
+        for scalars in through {
+            let copies = self
+                .copies
+                .as_deref_mut()
+                .expect("parted losses come from the copies");
+            let part = api(copies.part_grads((self.model, self.params), &scalars, &groups, false))?;
+            api(self.params.add_model_grad(&Tensor::f_cat(&part, 0)?))?;
+        }
+        Ok(())
     }
 
     fn perturb(

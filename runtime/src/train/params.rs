@@ -212,6 +212,39 @@ impl FlatParams {
         Ok(())
     }
 
+    /// The model's groups in buffer order: shared, then each task's.
+    pub fn model_groups(&self) -> Vec<Group> {
+        std::iter::once(Group::Shared)
+            .chain((0..self.tasks).map(Group::Task))
+            .collect()
+    }
+
+    /// The methods' own parameters (in no group), in buffer order.
+    pub fn method_leaves(&self) -> Vec<Tensor> {
+        self.leaves(|s| s.group.is_none())
+            .iter()
+            .map(|s| s.leaf.shallow_clone())
+            .collect()
+    }
+
+    /// Adds `grads` (shaped like [`FlatParams::method_leaves`]) into the
+    /// methods' part of the gradient buffer.
+    pub fn add_method_grads(&mut self, grads: &[Tensor]) -> Result<()> {
+        let slots = self.leaves(|s| s.group.is_none());
+        for (slot, g) in slots.iter().zip(grads) {
+            let _ = Self::slice(&self.grad, &slot.range)?.f_add_(&g.f_reshape([-1])?)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the flat gradient `grad` of the model's parameters (laid out as
+    /// [`FlatParams::model`]) into the gradient buffer.
+    pub fn add_model_grad(&mut self, grad: &Tensor) -> Result<()> {
+        let model = self.model()?.numel() as i64;
+        let _ = self.grad.f_narrow(0, 0, model)?.f_add_(grad)?;
+        Ok(())
+    }
+
     /// Overwrites the gradient of `group` with `grad` (flat).
     pub fn set_grad(&mut self, group: Group, grad: &Tensor) -> Result<()> {
         let range = self.range(group)?;
