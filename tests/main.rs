@@ -2,6 +2,7 @@
 
 mod abi;
 mod authoring;
+mod batch_threads;
 mod cli;
 mod defects;
 mod dense;

@@ -35,30 +35,6 @@ fn succeeded(output: &Output, what: &str) {
     assert!(output.status.success(), "{what}: {}", text(&output.stderr));
 }
 
-/// The largest difference between two runs' model parameters, relative to
-/// each tensor's largest value.
-fn max_relative_difference(a: &Path, b: &Path) -> f64 {
-    let model = |n: &str| {
-        ["backbone.", "architecture.", "heads."]
-            .iter()
-            .any(|p| n.starts_with(p))
-    };
-    let (a, b) = (final_parameters(a), final_parameters(b));
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0.0f64;
-    let mut compared = 0;
-    for ((name, x), (other, y)) in a.iter().zip(&b) {
-        assert_eq!(name, other);
-        if model(name) {
-            let scale = x.abs().max().double_value(&[]).max(1e-12);
-            worst = worst.max((x - y).abs().max().double_value(&[]) / scale);
-            compared += 1;
-        }
-    }
-    assert!(compared >= 4, "only {compared} model tensors compared");
-    worst
-}
-
 /// One pipeline per method, each trained by one process and by two ranks
 /// with the same global batch (two halves of 64 rows).
 #[test]
