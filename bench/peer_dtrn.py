@@ -11,7 +11,10 @@ candidate item; per task a SENet-like refinement of the 4 field vectors
 (Linear(4, 2)-ReLU-Linear(2, 4), gates 2*sigmoid) and a tower 64-32-1.
 Per-task BCE-with-logits summed, Adam(lr=1e-3), losses read back and checked
 every step (as taskweave does). PyTorch reads random ids of the same shapes
-(speed does not depend on the values). Runs alternate for BENCH_ROUNDS rounds
+(speed does not depend on the values). taskweave runs twice: as it is, and with
+each batch split over two threads (`run.batch_threads = 2`, data parallelism
+inside the process; PyTorch has no such switch, DDP would need processes).
+Runs alternate for BENCH_ROUNDS rounds
 and the quiet rounds' medians are reported (bench/quiet.py).
 
 Usage: .venv/bin/python bench/peer_dtrn.py [steps]
@@ -102,6 +105,8 @@ def main():
     inputs = data()
     cells = {
         "taskweave": lambda: taskweave_steps_per_second("pipelines/behaviours-dtrn.toml", "dtrn", STEPS, THREADS),
+        "taskweave, run.batch_threads = 2": lambda: taskweave_steps_per_second(
+            "pipelines/behaviours-dtrn.toml", "dtrn", STEPS, THREADS, sets=("run.batch_threads=2",)),
         "PyTorch eager, Adam": lambda: pytorch_steps_per_second(inputs, False, False),
         "PyTorch eager, fused Adam": lambda: pytorch_steps_per_second(inputs, True, False),
     }

@@ -39,7 +39,10 @@ taskweave's cosine schedule (50 warm-up steps) only sets the learning rate
 each step; PyTorch keeps lr 1e-3 (speed does not depend on it). PyTorch reads
 random images and labels of the same shapes and dtypes (float32 images and
 depth, int64 classes; speed does not depend on the values). Evaluation and
-checkpoints are outside the timed loop everywhere. Runs alternate for
+checkpoints are outside the timed loop everywhere. taskweave runs twice: as
+it is, and with each batch split over two threads (`run.batch_threads = 2`,
+data parallelism inside the process; PyTorch has no such switch, DDP would
+need processes). Runs alternate for
 BENCH_ROUNDS rounds and the quiet rounds' medians are reported
 (bench/quiet.py).
 
@@ -150,8 +153,8 @@ def pytorch_steps_per_second(inputs, fused, compiled):
     return quiet.pytorch_steps_per_second(TaskExpert(), inputs, ROWS, BATCH, STEPS, fused, compiled)
 
 
-def taskweave(ours):
-    rate = taskweave_steps_per_second(PIPELINE, NAME, STEPS, THREADS)
+def taskweave(ours, sets=()):
+    rate = taskweave_steps_per_second(PIPELINE, NAME, STEPS, THREADS, sets=sets)
     with open(os.path.join(ROOT, "runs/bench", NAME, "summary.json")) as f:
         theirs = json.load(f)["parameters"]
     assert theirs == ours, f"taskweave trains {theirs} values, the PyTorch model {ours}: not the same model"
@@ -163,6 +166,7 @@ def main():
     inputs = data()
     cells = {
         "taskweave": lambda: taskweave(ours),
+        "taskweave, run.batch_threads = 2": lambda: taskweave(ours, ("run.batch_threads=2",)),
         "PyTorch eager, Adam": lambda: pytorch_steps_per_second(inputs, False, False),
         "PyTorch eager, fused Adam": lambda: pytorch_steps_per_second(inputs, True, False),
     }

@@ -76,11 +76,12 @@ def report(title, cells, rounds, reference="taskweave"):
     return med
 
 
-def taskweave_steps_per_second(pipeline, name, steps, threads=0, device="cpu"):
+def taskweave_steps_per_second(pipeline, name, steps, threads=0, device="cpu", sets=()):
     """Trains `pipeline` (relative to the repository) for `steps` steps on
-    `device` with evaluation and checkpoints only at the end, and returns the
-    training speed the run reports (summary.json's steps_per_second). The
-    binary and plugins are runs.BIN and runs.PLUGINS."""
+    `device` with evaluation and checkpoints only at the end, and `sets`
+    (more `--set key=value`), and returns the training speed the run
+    reports (summary.json's steps_per_second). The binary and plugins are
+    runs.BIN and runs.PLUGINS."""
     from runs import BIN, PLUGINS, ROOT
 
     cmd = [
@@ -91,6 +92,8 @@ def taskweave_steps_per_second(pipeline, name, steps, threads=0, device="cpu"):
     ]
     if threads:
         cmd += ["--set", f"run.threads={threads}"]
+    for kv in sets:
+        cmd += ["--set", kv]
     if PLUGINS:
         cmd += ["--set", f'plugins.dirs=["{PLUGINS}"]']
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -1,21 +1,25 @@
-//! [`StepOps::adapt`] at once: a meta-learner's per-task inner loops side by
-//! side on the CPU's threads, each on its own copy of the model.
+//! Copies of the model that work side by side on the CPU's threads: a
+//! meta-learner's per-task inner loops ([`StepOps::adapt`]) and the parts of
+//! a training batch (`run.batch_threads`).
 //!
-//! On a CPU, the inner loops of a small model (Meta-RTL's 256-wide MLP)
-//! leave libtorch's intra-op threads waiting between small operations; whole
-//! loops side by side keep every core busy. They run in an OpenMP team of
-//! libtorch's own runtime ([`omp::team`]), inside which every operation
-//! runs on its own thread, so the results do not depend on how the loops
-//! were shared out. The copies are built once, before the step after the
-//! first that asked (that step runs its loops one after another on one
-//! intra-op thread, which computes the same bits), so a run and its resume
-//! agree bit for bit.
+//! On a CPU, a small model's operations (Meta-RTL's 256-wide MLP, DTRN's
+//! 16-wide transformer blocks) leave libtorch's intra-op threads waiting
+//! between them; whole loops or whole batch parts side by side keep every
+//! core busy. They run in an OpenMP team of libtorch's own runtime
+//! ([`omp::team`]), inside which every operation runs on its member's
+//! thread, so the results do not depend on how the work was shared out.
+//! Copies for `run.batch_threads` exist from the first step; copies for
+//! inner loops are built before the step after the first that asked (that
+//! step runs its loops one after another on one intra-op thread, which
+//! computes the same bits). Either way a run and its resume agree bit for
+//! bit.
 //!
 //! Only where nothing in the forward pass is random or thread-bound: a CPU
 //! run in one process, float32, no `[diffusion]` noise, no dropout in the
-//! backbone, an architecture built into the runtime (a plugin's may draw
-//! or keep state). Elsewhere the loops run in turn
-//! ([`adapt_in_turn`](taskweave_plugin_api::adapt_in_turn)).
+//! backbone, an architecture that declares itself replicable (and, for
+//! batch parts, no batch norm). Elsewhere inner loops run in turn
+//! ([`adapt_in_turn`](taskweave_plugin_api::adapt_in_turn)) and
+//! `run.batch_threads` > 1 is refused.
 
 use std::sync::{Arc, Mutex};
 
