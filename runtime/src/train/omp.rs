@@ -6,8 +6,12 @@
 //! for the next; the caller's idle team would spin beside our threads and
 //! take a core from them (Meta-RTL's inner loops: 40 steps/s beside the
 //! spinning team, 53 with `GOMP_SPINCOUNT=10000`). A team of the same
-//! runtime is those very threads. Inside it, libtorch's operations (and
-//! MKL's) run on their own thread, as nested regions are inactive.
+//! runtime is those very threads. Each member sets its own thread count
+//! (an OpenMP ICV of its task alone) to 1 before it works: libtorch's and
+//! MKL's operations then run on the member's thread, and so do oneDNN's
+//! JIT kernels, which size their work by `omp_get_max_threads()` and,
+//! told 2 inside a member, waited forever for a second thread that a
+//! nested (inactive) region never starts (a TaskExpert step hung so).
 
 use std::ffi::{c_uint, c_void};
 use std::sync::OnceLock;
@@ -18,6 +22,7 @@ struct Gomp {
     parallel: unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint),
     thread_num: unsafe extern "C" fn() -> i32,
     num_threads: unsafe extern "C" fn() -> i32,
+    set_num_threads: unsafe extern "C" fn(i32),
 }
 
 fn gomp() -> Option<&'static Gomp> {
@@ -39,6 +44,9 @@ fn gomp() -> Option<&'static Gomp> {
                 num_threads: std::mem::transmute::<*const (), unsafe extern "C" fn() -> i32>(get(
                     b"omp_get_num_threads\0",
                 )?),
+                set_num_threads: std::mem::transmute::<*const (), unsafe extern "C" fn(i32)>(get(
+                    b"omp_set_num_threads\0",
+                )?),
             })
         }
     })
@@ -54,7 +62,11 @@ struct Job<'a> {
 extern "C" fn member(data: *mut c_void) {
     // SAFETY: `data` is the `Job` `team` passed, alive until the region ends.
     let job = unsafe { &*(data as *const Job<'_>) };
-    let (me, size) = unsafe { ((job.gomp.thread_num)(), (job.gomp.num_threads)()) };
+    // SAFETY: OpenMP's own queries, and a setting of this implicit task's ICV.
+    let (me, size) = unsafe {
+        (job.gomp.set_num_threads)(1);
+        ((job.gomp.thread_num)(), (job.gomp.num_threads)())
+    };
     let (me, size) = (me.max(0) as usize, size.max(1) as usize);
     // A smaller team than asked for (thread limits) shares the indices out.
     for i in (me..job.n).step_by(size) {
@@ -109,5 +121,35 @@ mod tests {
         assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
         assert!(super::gomp().is_some(), "libtorch's OpenMP runtime found");
         assert_eq!(threads.into_inner().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_convolution_backward_inside_a_team_member_finishes_and_computes_what_it_does_outside() {
+        // oneDNN's JIT kernel of a 1×1 convolution's weight gradient (what
+        // TaskExpert's dense heads run) waited forever inside a member for
+        // threads a nested region never starts.
+        tch::manual_seed(0);
+        let x = tch::Tensor::randn([8, 32, 16, 16], (tch::Kind::Float, tch::Device::Cpu));
+        let w = tch::Tensor::randn([16, 32, 1, 1], (tch::Kind::Float, tch::Device::Cpu));
+        let weight_grad = |x: &tch::Tensor, w: &tch::Tensor| {
+            let w = w.detach().set_requires_grad(true);
+            let y = x.conv2d(&w, None::<tch::Tensor>, [1, 1], [0, 0], [1, 1], 1);
+            tch::Tensor::run_backward(&[y.square().sum(tch::Kind::Float)], &[&w], false, false)
+                .remove(0)
+        };
+        let outside = weight_grad(&x, &w);
+        // Each member its own handles (a tensor is Send, not Sync).
+        let inputs: Vec<_> = (0..2)
+            .map(|_| Mutex::new(Some((x.shallow_clone(), w.shallow_clone()))))
+            .collect();
+        let inside: Vec<Mutex<Option<tch::Tensor>>> = (0..2).map(|_| Mutex::new(None)).collect();
+        super::team(2, &|i| {
+            let (x, w) = inputs[i].lock().unwrap().take().unwrap();
+            *inside[i].lock().unwrap() = Some(weight_grad(&x, &w));
+        });
+        for member in inside {
+            let got = member.into_inner().unwrap().unwrap();
+            assert!(got.allclose(&outside, 1e-4, 1e-3, false));
+        }
     }
 }
