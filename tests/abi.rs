@@ -325,12 +325,7 @@ fn a_strategy_plugin_trains_by_task_batches_inner_steps_and_flat_parameters_and_
 fn meta_rtl_inner_loops_side_by_side_compute_what_the_loops_in_turn_do() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    copy_into(
-        &d.join("plugins"),
-        &workspace_plugin("taskweave-meta-rtl"),
-        "libtaskweave_meta_rtl.so",
-    );
+    install_plugin(d, "taskweave-meta-rtl");
     let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 12\n\
                  strategy = { kind = \"meta-rtl\", target = \"task4\", inner_steps = 3, inner_lr = 0.05 }\n\
                  [eval]\nevery = 12\n";
@@ -367,12 +362,7 @@ fn meta_rtl_inner_loops_side_by_side_compute_what_the_loops_in_turn_do() {
 fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::create_dir_all(d.join("plugins")).unwrap();
-    copy_into(
-        &d.join("plugins"),
-        &workspace_plugin("taskweave-meta-rtl"),
-        "libtaskweave_meta_rtl.so",
-    );
+    install_plugin(d, "taskweave-meta-rtl");
     let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 40\n\
                  strategy = { kind = \"meta-rtl\", inner_steps = 2, inner_lr = 0.05 }\n\
                  [eval]\nevery = 10\nselect = \"last\"\n";

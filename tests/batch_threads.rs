@@ -1,20 +1,15 @@
 //! `run.batch_threads`: each training batch split over CPU threads, each part
 //! through its own copy of the model. It trains what one thread trains (up
-//! to the rounding of the summed parts) for loss weightings, weightings with
-//! parameters, gradient weightings and SAM-MTL; it resumes exactly; and a run
+//! to the rounding of the summed parts, within the tolerances of two MPI
+//! ranks) for loss weightings, weightings with parameters, gradient
+//! weightings and SAM-MTL; it resumes exactly; and a run
 //! whose model must not be copied is refused, naming the key.
 
 use taskweave_tests::*;
 
 fn pipeline(d: &std::path::Path, name: &str, keys: &str) -> String {
-    let extra = format!(
-        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 40\nbatch = 64\ncheckpoint_every = 20\n\
-         optimizer = {{ kind = \"adam\", lr = 0.01 }}\n{keys}\n\n[eval]\nevery = 20\n"
-    );
-    small_pipeline(d, name, &extra)
-        .to_str()
-        .unwrap()
-        .to_string()
+    let path = method_pipeline(d, name, keys, 40);
+    path.to_str().unwrap().to_string()
 }
 
 #[test]
@@ -22,19 +17,7 @@ fn two_batch_threads_train_what_one_trains_for_every_kind_of_method() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     install_plugin(d, "taskweave-sam-mtl");
-    // The same tolerances as two MPI ranks against one process (tests/parallel.rs).
-    let methods = [
-        ("ew", "weighting = \"ew\"", 1e-6),
-        ("uw", "weighting = \"uw\"", 1e-6),
-        ("pcgrad", "weighting = \"pcgrad\"", 1e-5),
-        ("mgda", "weighting = \"mgda\"", 1e-5),
-        (
-            "sam-mtl",
-            "weighting = \"ew\"\nstrategy = { kind = \"sam-mtl\", rho = 0.05, adaptive = true }",
-            1e-5,
-        ),
-    ];
-    for (name, keys, tolerance) in methods {
+    for (name, keys, tolerance) in COMPARED_METHODS {
         let p = pipeline(d, name, keys);
         for (run, threads) in [("one", "1"), ("two", "2")] {
             let (code, _, err) = run_cli(

@@ -42,28 +42,8 @@ fn two_ranks_train_what_one_process_trains_for_every_kind_of_method() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     install_plugin(d, "taskweave-sam-mtl");
-    // (name, [train] keys, tolerance): the loss weightings within float
-    // rounding of the reduction, the gradient weightings and SAM-MTL within
-    // 1e-5 (their solvers amplify rounding a little).
-    let methods = [
-        ("ew", "weighting = \"ew\"", 1e-6),
-        ("uw", "weighting = \"uw\"", 1e-6),
-        ("pcgrad", "weighting = \"pcgrad\"", 1e-5),
-        ("cagrad", "weighting = \"cagrad\"", 1e-5),
-        ("mgda", "weighting = \"mgda\"", 1e-5),
-        ("nash-mtl", "weighting = \"nash-mtl\"", 1e-5),
-        (
-            "sam-mtl",
-            "weighting = \"ew\"\nstrategy = { kind = \"sam-mtl\", rho = 0.05, adaptive = true }",
-            1e-5,
-        ),
-    ];
-    for (name, keys, tolerance) in methods {
-        let extra = format!(
-            "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 60\nbatch = 64\ncheckpoint_every = 20\n\
-             optimizer = {{ kind = \"adam\", lr = 0.01 }}\n{keys}\n\n[eval]\nevery = 20\n"
-        );
-        let path = small_pipeline(d, name, &extra);
+    for (name, keys, tolerance) in COMPARED_METHODS {
+        let path = method_pipeline(d, name, keys, 60);
         let p = path.to_str().unwrap();
         let threads = "run.threads=1";
         let (code, _, err) = run_cli(

@@ -357,6 +357,36 @@ backbone = {{ hidden = [16] }}
     path
 }
 
+/// Methods of every kind with the `[train]` keys that select them, and how
+/// close two ways of training the same batches must end (relative, see
+/// [`max_relative_difference`]): loss weightings within float rounding of
+/// a summed gradient, gradient weightings and SAM-MTL within 1e-5 (their
+/// solvers amplify rounding a little). SAM-MTL needs its plugin installed.
+pub const COMPARED_METHODS: [(&str, &str, f64); 7] = [
+    ("ew", "weighting = \"ew\"", 1e-6),
+    ("uw", "weighting = \"uw\"", 1e-6),
+    ("pcgrad", "weighting = \"pcgrad\"", 1e-5),
+    ("cagrad", "weighting = \"cagrad\"", 1e-5),
+    ("mgda", "weighting = \"mgda\"", 1e-5),
+    ("nash-mtl", "weighting = \"nash-mtl\"", 1e-5),
+    (
+        "sam-mtl",
+        "weighting = \"ew\"\nstrategy = { kind = \"sam-mtl\", rho = 0.05, adaptive = true }",
+        1e-5,
+    ),
+];
+
+/// [`small_pipeline`] trained `steps` steps with a method's `[train]`
+/// `keys`, batch 64, Adam 0.01, plugins from `plugins/`, evaluated and
+/// checkpointed every 20 steps: where two ways of training are compared.
+pub fn method_pipeline(dir: &Path, name: &str, keys: &str, steps: u64) -> PathBuf {
+    let extra = format!(
+        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = {steps}\nbatch = 64\ncheckpoint_every = 20\n\
+         optimizer = {{ kind = \"adam\", lr = 0.01 }}\n{keys}\n\n[eval]\nevery = 20\n"
+    );
+    small_pipeline(dir, name, &extra)
+}
+
 /// The named tensors of a run's newest checkpoint, sorted by name.
 pub fn final_parameters(run_dir: &Path) -> Vec<(String, tch::Tensor)> {
     let (_, path) = taskweave::train::checkpoint::list(&run_dir.join("checkpoints"))
