@@ -57,6 +57,13 @@ impl Architecture for __TYPE__ {
         self.width
     }
 
+    // The forward pass draws no random numbers and keeps nothing between
+    // calls, so the runtime may train copies side by side
+    // (`run.batch_threads`). Return false (the default) if yours does.
+    fn replicable(&self) -> bool {
+        true
+    }
+
     fn forward(&mut self, input: &ArchitectureInput<'_>) -> Result<Vec<Tensor>> {
         let features = input.last_layer()?;
         self.layers
