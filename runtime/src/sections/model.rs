@@ -69,8 +69,10 @@ impl BackboneConfig {
             BackboneConfig::Mlp(c) => c.batch_norm,
             BackboneConfig::Embedding(c) => c.batch_norm,
             BackboneConfig::Conv(c) => c.batch_norm,
-            BackboneConfig::Unet(_) => true,
-            BackboneConfig::Vit(_) | BackboneConfig::TransformerLm(_) => false,
+            // Group and layer norms normalise each example by itself.
+            BackboneConfig::Unet(_) | BackboneConfig::Vit(_) | BackboneConfig::TransformerLm(_) => {
+                false
+            }
         }
     }
 

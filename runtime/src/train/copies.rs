@@ -23,8 +23,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
 use taskweave_plugin_api::{
     inner_steps, Error as ApiError, Group, Host, InnerOptimizer, InnerSteps, InputSpec,
     MethodContext, Result as ApiResult, Role, StepOps,
@@ -32,7 +30,7 @@ use taskweave_plugin_api::{
 use tch::{Device, Tensor};
 
 use super::omp;
-use super::ops::{model_losses, task_sums};
+use super::ops::{api, check_finite, model_losses, task_sums};
 use super::params::FlatParams;
 use super::NonFinite;
 use crate::data::{Split, Task};
@@ -46,7 +44,6 @@ struct Recipe {
     registry: Arc<Registry>,
     host: Host,
     ctx: MethodContext,
-    architecture: Value,
     config: crate::sections::ModelConfig,
     inputs: Vec<InputSpec>,
     tasks: Vec<Task>,
@@ -135,7 +132,6 @@ impl Copies {
                 registry: Arc::clone(registry),
                 host: host.clone(),
                 ctx: ctx.clone(),
-                architecture: config.model.architecture.clone(),
                 config: config.model.clone(),
                 inputs: inputs.to_vec(),
                 tasks: tasks.to_vec(),
@@ -165,7 +161,7 @@ impl Copies {
             let r = &self.recipe;
             let architecture = r
                 .registry
-                .create_table(Role::Architecture, &r.architecture, &r.ctx, &r.host)?
+                .create_table(Role::Architecture, &r.config.architecture, &r.ctx, &r.host)?
                 .into_architecture()?;
             let model = Model::new(&r.config, &r.inputs, &r.tasks, architecture, r.device)?;
             let params = FlatParams::new(model.parameters()?, r.tasks.len(), r.device)?;
@@ -187,7 +183,8 @@ impl Copies {
 
     /// Runs `jobs` (task, batch) from the live parameters of `model`: on
     /// `workers` threads when the copies are there, else one after another
-    /// (asking for the copies). One intra-op thread either way.
+    /// on one intra-op thread (asking for the copies). Every loop runs on
+    /// one thread either way (a team's members set theirs).
     pub fn run(
         &mut self,
         (model, params): (&mut Model, &mut FlatParams),
@@ -195,7 +192,6 @@ impl Copies {
         workers: usize,
         (step, steps, optimizer): (u64, usize, InnerOptimizer),
     ) -> Result<Outcome> {
-        let _one = IntraOp::one();
         let tasks = &self.recipe.tasks;
         let loops = |model: &mut Model, params: &mut FlatParams, jobs: Vec<(usize, Split)>| {
             let mut ops = CopyOps {
@@ -217,7 +213,9 @@ impl Copies {
         };
         if self.built.len() + 1 < workers {
             self.wanted = workers - 1;
-            return Ok(Outcome::from(loops(model, params, jobs)));
+            let _one = IntraOp::one();
+            let (done, nonfinite) = loops(model, params, jobs);
+            return Ok(Outcome { done, nonfinite });
         }
         sync((model, params), &mut self.built, workers)?;
         // Contiguous shares, in task order; the first on the live model.
@@ -406,12 +404,6 @@ pub struct Outcome {
     pub nonfinite: Option<NonFinite>,
 }
 
-impl From<(ApiResult<Vec<InnerSteps>>, Option<NonFinite>)> for Outcome {
-    fn from((done, nonfinite): (ApiResult<Vec<InnerSteps>>, Option<NonFinite>)) -> Outcome {
-        Outcome { done, nonfinite }
-    }
-}
-
 /// What [`inner_steps`] needs of a model copy and its batch.
 struct CopyOps<'a> {
     model: &'a mut Model,
@@ -420,10 +412,6 @@ struct CopyOps<'a> {
     batch: Option<Split>,
     step: u64,
     nonfinite: Option<NonFinite>,
-}
-
-fn api<T>(result: Result<T>) -> ApiResult<T> {
-    result.map_err(|e| ApiError::msg(e.to_string()))
 }
 
 fn not_here<T>(what: &str) -> ApiResult<T> {
@@ -454,13 +442,8 @@ impl StepOps for CopyOps<'_> {
             .as_ref()
             .ok_or_else(|| ApiError::msg("losses() before a batch"))?;
         let losses = api(model_losses(self.model, self.tasks, batch, update_stats))?;
-        match super::ops::first_nonfinite(&losses)? {
-            Some((task, value)) => {
-                self.nonfinite.get_or_insert(NonFinite::Loss(task, value));
-                Err(ApiError::msg(format!("non-finite loss for task {task}")))
-            }
-            None => Ok(losses),
-        }
+        check_finite(&losses, &mut self.nonfinite)?;
+        Ok(losses)
     }
     fn grads(
         &mut self,

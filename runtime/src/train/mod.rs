@@ -107,7 +107,9 @@ pub struct Trainer {
     device: Device,
     total: u64,
     step: u64,
-    /// Model copies for a meta-learner's inner loops side by side.
+    /// Model copies for a meta-learner's inner loops and the parts of each
+    /// batch (`run.batch_threads`), side by side; none where the run must
+    /// not copy its model.
     copies: Option<Copies>,
     /// Rows this rank and all ranks evaluated in the last evaluation (they
     /// differ under data-parallel training), to weigh the architecture's

@@ -96,7 +96,8 @@ impl<'a> Ops<'a> {
         }
     }
 
-    /// Runs [`StepOps::adapt`]'s inner loops side by side on `copies`.
+    /// Runs [`StepOps::adapt`]'s inner loops and the parts of each batch
+    /// (`run.batch_threads`) side by side on `copies`.
     pub fn with_copies(mut self, copies: Option<&'a mut Copies>) -> Ops<'a> {
         self.copies = copies;
         self
@@ -177,9 +178,9 @@ fn aux_losses(model: &mut Model, tasks: usize) -> Result<Option<Tensor>> {
     Ok(Some(aux.f_to_kind(Kind::Float)?))
 }
 
-/// `losses` plus the architecture's auxiliary losses, if it has any.
-fn with_aux_losses(model: &mut Model, losses: Tensor) -> Result<Tensor> {
-    Ok(match aux_losses(model, losses.size()[0] as usize)? {
+/// `losses` plus the auxiliary losses `aux`, if any.
+fn plus_aux(losses: Tensor, aux: Option<Tensor>) -> Result<Tensor> {
+    Ok(match aux {
         Some(aux) => losses.f_add(&aux)?,
         None => losses,
     })
@@ -208,26 +209,29 @@ pub(super) fn model_losses(
     update_stats: bool,
 ) -> Result<Tensor> {
     let (sums, counts, aux) = task_sums(model, tasks, batch, update_stats)?;
-    let means = loss_means(&sums, &counts)?;
-    Ok(match aux {
-        Some(aux) => means.f_add(&aux)?,
-        None => means,
-    })
+    plus_aux(loss_means(&sums, &counts)?, aux)
 }
 
-/// The first task whose loss is not finite, with the value (the one read
-/// of the losses a step makes).
-pub(super) fn first_nonfinite(losses: &Tensor) -> ApiResult<Option<(usize, f64)>> {
+/// An error naming the first task whose loss is not finite, which is kept
+/// in `nonfinite` (unless one is already): the one read of the losses a
+/// step makes.
+pub(super) fn check_finite(losses: &Tensor, nonfinite: &mut Option<NonFinite>) -> ApiResult<()> {
     let values = Vec::<f64>::try_from(
         losses
             .f_detach()?
             .f_to_kind(Kind::Double)?
             .f_to_device(tch::Device::Cpu)?,
     )?;
-    Ok(values.into_iter().enumerate().find(|(_, v)| !v.is_finite()))
+    match values.into_iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((task, value)) => {
+            nonfinite.get_or_insert(NonFinite::Loss(task, value));
+            Err(ApiError::msg(format!("non-finite loss for task {task}")))
+        }
+        None => Ok(()),
+    }
 }
 
-fn api<T>(result: Result<T>) -> ApiResult<T> {
+pub(super) fn api<T>(result: Result<T>) -> ApiResult<T> {
     result.map_err(|e| ApiError::msg(e.to_string()))
 }
 
@@ -261,10 +265,7 @@ impl Ops<'_> {
         for share in &shares[1..] {
             value = value.f_add(&share.f_detach()?)?;
         }
-        if let Some((task, v)) = first_nonfinite(&value)? {
-            self.nonfinite.get_or_insert(NonFinite::Loss(task, v));
-            return Err(ApiError::msg(format!("non-finite loss for task {task}")));
-        }
+        check_finite(&value, &mut self.nonfinite)?;
         let leaf = value.f_set_requires_grad(true)?;
         self.parted.push(Parted {
             leaf: leaf.shallow_clone(),
@@ -316,9 +317,7 @@ impl Ops<'_> {
         }
         let losses = self.losses(false)?;
         let tasks = self.data.tasks.len();
-        let groups: Vec<Group> = std::iter::once(Group::Shared)
-            .chain((0..tasks).map(Group::Task))
-            .collect();
+        let groups = self.params.model_groups();
         for task in 0..tasks {
             let last = task + 1 == tasks;
             let grads = self.grads(&losses.f_get(task as i64)?, &groups, !last)?;
@@ -400,7 +399,8 @@ impl StepOps for Ops<'_> {
             true => api(shares(&sums, &counts, world.size()))?,
             false => api(loss_means(&sums, &counts))?,
         };
-        let mut losses = api(with_aux_losses(self.model, losses))?;
+        let aux = api(aux_losses(self.model, self.data.tasks.len()))?;
+        let mut losses = api(plus_aux(losses, aux))?;
         if world.is_parallel() {
             // The value every rank sees: the mean of the ranks' N-fold shares,
             // i.e. the global batch's losses (plus the mean auxiliary loss).
@@ -414,10 +414,7 @@ impl StepOps for Ops<'_> {
             api(world.mean_(&value))?;
             losses = value.f_add(&losses.f_sub(&losses.f_detach()?)?)?;
         }
-        if let Some((task, value)) = first_nonfinite(&losses)? {
-            self.nonfinite.get_or_insert(NonFinite::Loss(task, value));
-            return Err(ApiError::msg(format!("non-finite loss for task {task}")));
-        }
+        check_finite(&losses, &mut self.nonfinite)?;
         Ok(losses)
     }
 
