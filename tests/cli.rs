@@ -34,6 +34,49 @@ fn config_errors_name_file_line_column_path_and_suggestion_with_exit_2() {
 }
 
 #[test]
+fn a_key_a_method_or_the_trainer_refuses_is_shown_where_it_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    install_plugin(d, "taskweave-meta-rtl");
+    let path = method_pipeline(
+        d,
+        "refused",
+        "strategy = { kind = \"meta-rtl\", target = \"task9\" }",
+        5,
+    );
+    let file = path.display().to_string();
+    // The plugin's constructor refuses the value; the schema could not.
+    let (code, out, err) = run_cli(d, &["run", &file]);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("task9"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains("train.strategy.target: no task `task9`")
+            && err.contains(&format!("  --> {file}:{line}:42")),
+        "{err}"
+    );
+    // The trainer's refusal of a `--set` points at the override.
+    let plain = method_pipeline(d, "plain", "weighting = \"ew\"", 5);
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "run",
+            plain.to_str().unwrap(),
+            "--set",
+            "run.batch_threads=2",
+            "--set",
+            "model.backbone.dropout=0.1",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("  --> --set run.batch_threads=2"), "{err}");
+}
+
+#[test]
 fn every_shipped_pipeline_validates_or_only_lacks_its_data() {
     // The data sets of some pipelines need a `make` target (qm9, images,
     // census) that CI does not run: then the one error is the one naming it.

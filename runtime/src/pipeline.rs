@@ -14,19 +14,9 @@ use crate::runtime::Runtime;
 use crate::sections::{BackboneConfig, PipelineConfig, ScheduleConfig};
 use crate::spec::{validate, Diagnostic, Node, NodeValue, Origin, Source};
 
-/// The node at dotted `path` (keys, no indices), or the deepest one on the way:
-/// where a diagnostic about that value points.
+/// Where a diagnostic about the value at `path` points (see [`Node::nearest`]).
 fn origin_at(root: &Node, path: &[&str]) -> Origin {
-    let mut node = root;
-    for key in path {
-        // `hidden[1]`: the array is the closest node that carries an origin here.
-        let key = key.split('[').next().unwrap_or(key);
-        match node.get(key) {
-            Some(child) => node = child,
-            None => break,
-        }
-    }
-    node.origin.clone()
+    root.nearest(path).0.origin.clone()
 }
 
 /// Checks of values that the schema cannot express, run wherever a pipeline
@@ -119,6 +109,8 @@ pub(crate) fn check_data(root: &Node, data: &serde_json::Value, dir: &Path) -> O
 /// A validated pipeline, ready to run.
 pub struct Pipeline {
     source: Source,
+    /// The tree the config came from, for where its values were written.
+    root: Node,
     config: PipelineConfig,
     registry: Arc<Registry>,
     host: Host,
@@ -296,10 +288,28 @@ impl Pipeline {
         let host = RuntimeHost::with_registry(registry.clone());
         Ok(Pipeline {
             source,
+            root,
             config,
             registry,
             host,
         })
+    }
+
+    /// `err` rendered as a config error at the key of this pipeline its
+    /// message names (see [`Diagnostic::naming`]) when it is bad input: what
+    /// a method's constructor, the data loader or the trainer refused, with
+    /// the file, line and column (or the `--set`) of the value. Any other
+    /// error as it is.
+    pub fn locate(&self, err: Error) -> Error {
+        let message = match &err {
+            Error::Input(message) => message.clone(),
+            Error::Data(e) if e.is_input() => e.to_string(),
+            _ => return err,
+        };
+        match Diagnostic::naming(&message, &self.root) {
+            Some(d) => self.source.error(vec![d]),
+            None => err,
+        }
     }
 
     /// The resolved config, typed: every default filled in.

@@ -142,12 +142,15 @@ impl Run {
     /// Trains to the pipeline's last step: from step 0 for a new run, from the
     /// newest good checkpoint for an opened one.
     pub fn train(&self, quiet: bool) -> Result<Summary> {
-        let data = self.load_data()?;
-        let ctx = RunContext {
-            task: self.task,
-            ..RunContext::new(&self.pipeline, quiet)?
+        let trained = || {
+            let data = self.load_data()?;
+            let ctx = RunContext {
+                task: self.task,
+                ..RunContext::new(&self.pipeline, quiet)?
+            };
+            fit::train(&ctx, data, &self.dir, self.existing)
         };
-        fit::train(&ctx, data, &self.dir, self.existing)
+        trained().map_err(|e| self.pipeline.locate(e))
     }
 
     /// The pipeline's data, restricted to the one task a single-task

@@ -116,6 +116,21 @@ impl Node {
         }
     }
 
+    /// The node at `path` (keys, already split), or the deepest one on the
+    /// way, and how many keys lead to it: where a diagnostic about that value
+    /// points. An index (`hidden[1]`) stops at its array.
+    pub fn nearest(&self, path: &[&str]) -> (&Node, usize) {
+        let mut node = self;
+        for (depth, key) in path.iter().enumerate() {
+            let key = key.split('[').next().unwrap_or(key);
+            match node.get(key) {
+                Some(child) => node = child,
+                None => return (node, depth),
+            }
+        }
+        (node, path.len())
+    }
+
     /// Sets `path` (dotted, already split) to `value`, creating tables on the way
     /// and replacing whatever was there. Fails, naming the prefix, when a value on
     /// the way is not a table.

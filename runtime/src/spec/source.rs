@@ -353,6 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn a_message_naming_a_key_points_at_it_or_at_the_nearest_table_written() {
+        let src =
+            source("[train]\nsteps = 10\nstrategy = { kind = \"meta-rtl\", target = \"x\" }\n");
+        let root = src.parse().unwrap();
+        let at = |message: &str| {
+            Diagnostic::naming(message, &root).map(|d| {
+                let loc = src.location(&d).unwrap();
+                (d.path, loc)
+            })
+        };
+        let named = |path: &str, loc: &str| Some((path.to_string(), loc.to_string()));
+        // After other clauses (a plugin's file name has a dot but names no key).
+        assert_eq!(
+            at("method `m` (libm.so): create: train.strategy.target: no task `x`"),
+            named("train.strategy.target", "p.toml:3:42")
+        );
+        assert_eq!(
+            at("train.steps = 10 is too few"),
+            named("train.steps", "p.toml:2:9")
+        );
+        // A default the user did not write: the table they did.
+        assert_eq!(
+            at("train.strategy.inner_lr: too large"),
+            named("train.strategy.inner_lr", "p.toml:3:12")
+        );
+        assert_eq!(at("data.kind: unknown"), None);
+        assert_eq!(at("see train.steps for more"), None);
+    }
+
+    #[test]
     fn keys_and_values_carry_their_line_and_column() {
         let src = source("[train]\nsteps = 10\nweighting = { kind = \"ew\" }\n");
         let root = src.parse().unwrap();
