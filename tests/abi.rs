@@ -359,6 +359,45 @@ fn meta_rtl_inner_loops_side_by_side_compute_what_the_loops_in_turn_do() {
 }
 
 #[test]
+fn meta_rtl_refuses_a_target_other_than_the_low_resource_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    install_plugin(d, "taskweave-meta-rtl");
+    // `validate` only asks that QM9's files exist.
+    std::fs::create_dir(d.join("qm9")).unwrap();
+    for part in 1..=3 {
+        std::fs::write(d.join(format!("qm9/qm9_part{part}.csv")), "").unwrap();
+    }
+    let path = d.join("meta.toml");
+    std::fs::write(
+        &path,
+        "[plugins]\ndirs = [\"plugins\"]\n\n[data]\nkind = \"qm9\"\ndir = \"qm9\"\n\
+         targets = [\"homo\", \"lumo\", \"gap\"]\natom_reference = false\n\
+         low_resource = { target = \"gap\", labelled = 16 }\n\n[train]\nsteps = 5\n\
+         strategy = { kind = \"meta-rtl\", target = \"gap\" }\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let (code, out, err) = run_cli(d, &["validate", file]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "validate",
+            file,
+            "--set",
+            "data.low_resource.target=\"homo\"",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("train.strategy.target = \"gap\", but data.low_resource.target = \"homo\"")
+            && err.contains(&format!("--> {file}:13:42")),
+        "{err}"
+    );
+}
+
+#[test]
 fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

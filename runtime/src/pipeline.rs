@@ -73,6 +73,21 @@ fn check_values(root: &Node, config: &PipelineConfig, dir: &Path) -> Vec<Diagnos
             );
         }
     }
+    // Two keys name a meta-transfer target: the task whose labels [data]
+    // withholds, and the task a strategy transfers to (Meta-RTL's).
+    let low = config.data["low_resource"]["target"].as_str();
+    if let (Some(low), Some(target)) = (low, train.strategy["target"].as_str()) {
+        if low != target {
+            check(
+                &["train", "strategy", "target"],
+                Err(format!(
+                    "train.strategy.target = {target:?}, but data.low_resource.target = {low:?}: \
+                     the strategy would transfer to a task with every label and meta-train on the \
+                     low-resource one as a source; name the same task in both"
+                )),
+            );
+        }
+    }
     problems.extend(check_data(root, &config.data, dir));
     problems
 }
