@@ -129,10 +129,11 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
 const LONG_UNCHECKPOINTED: &str =
     "[train]\nsteps = 20000\ncheckpoint_every = 100000\n[eval]\nevery = 100000\n";
 
-/// Runs the CLI with `args` in `dir`, sends it Ctrl-C (SIGINT) 1.5 s in, well
-/// into training (the handler is installed before the data load), and
-/// returns its stderr once it has exited with 130.
-fn interrupted(dir: &Path, args: &[&str]) -> String {
+/// Runs the CLI with `args` in `dir`, sends it `signal` (`"INT"`: Ctrl-C,
+/// or `"TERM"`) 1.5 s in, well into training (the handler is installed
+/// before the data load), and returns its stderr once it has exited with
+/// 128 + the signal's number.
+fn interrupted(dir: &Path, args: &[&str], signal: &str) -> String {
     let child = Command::new(binary())
         .args(args)
         .current_dir(dir)
@@ -142,13 +143,18 @@ fn interrupted(dir: &Path, args: &[&str]) -> String {
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
     let output = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(130), "{err}");
+    // Linux's numbers.
+    let number = match signal {
+        "INT" => 2,
+        _ => 15,
+    };
+    assert_eq!(output.status.code(), Some(128 + number), "{err}");
     err
 }
 
@@ -160,7 +166,7 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
     assert_eq!(run_cli(d, &["-q", "run", reference.to_str().unwrap()]).0, 0);
 
     let path = small_pipeline(d, "interrupted", LONG_UNCHECKPOINTED);
-    let err = interrupted(d, &["-q", "run", path.to_str().unwrap()]);
+    let err = interrupted(d, &["-q", "run", path.to_str().unwrap()], "INT");
     assert!(
         err.contains("interrupted at step") && err.contains("taskweave resume"),
         "{err}"
@@ -175,7 +181,7 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
 }
 
 #[test]
-fn ctrl_c_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_numbers() {
+fn sigterm_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let path = small_pipeline(d, "base", LONG_UNCHECKPOINTED);
@@ -196,7 +202,8 @@ fn ctrl_c_in_baselines_checkpoints_and_the_same_command_continues_to_the_same_nu
         &["-q", "baselines", p, "--set", "run.out_dir=\"reference\""],
     );
     assert_eq!(code, 0, "{err}");
-    let err = interrupted(d, &["-q", "baselines", p]);
+    // SIGTERM, what `kill`, `timeout` and batch schedulers send, as Ctrl-C.
+    let err = interrupted(d, &["-q", "baselines", p], "TERM");
     assert!(
         err.contains("interrupted at step")
             && err.contains("the same `taskweave baselines` command"),

@@ -44,9 +44,11 @@ pub enum Error {
     /// Anything else that failed during a run.
     #[error("{0}")]
     Run(String),
-    /// Ctrl-C stopped a run, which checkpointed the step it reached.
+    /// Ctrl-C (or SIGTERM) stopped a run, which checkpointed the step it reached.
     #[error("interrupted at step {step}, checkpointed in {}; {again} continues from there", dir.display())]
     Interrupted {
+        /// The signal that stopped it (SIGINT or SIGTERM).
+        signal: i32,
         /// The step checkpointed.
         step: u64,
         /// The run directory.
@@ -74,13 +76,13 @@ fn nonfinite_advice(step: u64) -> &'static str {
 
 impl Error {
     /// The process exit code for this error: 2 for bad input, 130 for a run
-    /// Ctrl-C stopped, 1 for run failures.
+    /// Ctrl-C stopped (143 for SIGTERM), 1 for run failures.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Input(_) => 2,
             Error::Data(e) if e.is_input() => 2,
-            // What a shell reports for a process that SIGINT ended.
-            Error::Interrupted { .. } => 130,
+            // What a shell reports for a process that the signal ended.
+            Error::Interrupted { signal, .. } => 128 + signal,
             _ => 1,
         }
     }

@@ -119,7 +119,10 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
             false => RunDir::create(&task_dir, true)?,
         };
         let summary = train(&single, data.only_task(t), &run, same).map_err(|e| match e {
-            Error::Interrupted { step, dir, .. } => Error::Interrupted {
+            Error::Interrupted {
+                signal, step, dir, ..
+            } => Error::Interrupted {
+                signal,
                 step,
                 dir,
                 again: "the same `taskweave baselines` command".into(),

@@ -488,8 +488,11 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         progress.update(step, &names, &last_losses);
         let evaluating = step < total && step % eval_every == 0;
         // Ctrl-C: checkpoint this step and stop (see `interrupt`).
-        let interrupted = step < total && !world.is_parallel() && interrupt::requested();
-        let checkpointing = step < total && (step % checkpoint_every == 0 || interrupted);
+        let interrupted = match step < total && !world.is_parallel() {
+            true => interrupt::requested(),
+            false => None,
+        };
+        let checkpointing = step < total && (step % checkpoint_every == 0 || interrupted.is_some());
         if evaluating || checkpointing {
             // Once per step: the evaluation and both checkpoints below read agreed state.
             trainer.agree(&format!("at step {step}"))?;
@@ -533,9 +536,10 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
                 checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
             }
         }
-        if interrupted {
+        if let Some(signal) = interrupted {
             progress.finish();
             return Err(Error::Interrupted {
+                signal,
                 step,
                 dir: dir.to_path_buf(),
                 again: format!("`taskweave resume {}`", dir.display()),
