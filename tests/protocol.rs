@@ -181,6 +181,18 @@ fn steps_or_epochs_exactly_one() {
         err.contains("missing required key `train.steps` (or `train.epochs`)"),
         "{err}"
     );
+    // 2^55 epochs of 512 steps: the count wrapped to 0 steps, and exit 0.
+    let huge = small_pipeline(
+        d,
+        "huge",
+        "[train]\nepochs = 36028797018963968\nbatch = 1\n",
+    );
+    let (code, _, err) = run_cli(d, &["run", huge.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("train.epochs: 36028797018963968 epochs of 512 steps are more steps"),
+        "{err}"
+    );
 }
 
 #[test]

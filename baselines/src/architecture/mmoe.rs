@@ -67,7 +67,12 @@ impl Default for MmoeConfig {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
+pub(super) fn create(
+    config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Architecture>> {
+    super::refuse_maps(ctx, "MMoE")?;
     let device = ctx.device()?;
     let config: MmoeConfig = typed(config)?;
     let n = config.experts as usize;

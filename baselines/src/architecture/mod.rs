@@ -13,6 +13,20 @@ use taskweave_plugin_api::{
     Parameter, Result,
 };
 
+/// Refuses a backbone whose last output is feature maps `[B, C, H, W]` for
+/// the mixture `name`, whose experts and gates act on the last dimension
+/// (flat features `[B, C]` or tokens `[B, N, C]`).
+fn refuse_maps(ctx: &MethodContext, name: &str) -> Result<()> {
+    match ctx.layer_ranks.last() {
+        Some(3) => Err(taskweave_plugin_api::Error::input(format!(
+            "model.architecture: {name} mixes flat features [B, C] or tokens [B, N, C] (its experts and \
+             gates act on the last dimension), but the backbone gives feature maps [B, C, H, W]; use \
+             a `conv` backbone with `flatten = true`, a `vit` backbone, or hard sharing"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Hard parameter sharing: every head reads the backbone's last output.
 struct HardSharing {
     dim: usize,
@@ -85,5 +99,44 @@ pub(crate) mod testing {
             train: true,
         })
         .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use taskweave_plugin_api::serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_mixtures_refuse_feature_maps_as_input_errors_naming_the_key() {
+        let maps = MethodContext {
+            layer_ranks: vec![3].into(),
+            ..testing::context(2, 8)
+        };
+        let config = json!({"expert_hidden": [4]});
+        for (name, create) in [
+            (
+                "MMoE",
+                mmoe::create as fn(&Value, &MethodContext, &Host) -> _,
+            ),
+            ("PLE", ple::create),
+        ] {
+            let err = create(&config, &maps, &Host::standalone()).err().unwrap();
+            assert!(err.is_input(), "{name}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("model.architecture: {name} mixes")),
+                "{err}"
+            );
+            let tokens = MethodContext {
+                layer_ranks: vec![2].into(),
+                ..testing::context(2, 8)
+            };
+            assert!(
+                create(&config, &tokens, &Host::standalone()).is_ok(),
+                "{name}"
+            );
+        }
     }
 }

@@ -172,7 +172,12 @@ impl Default for PleConfig {
     }
 }
 
-fn create(config: &Value, ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Architecture>> {
+pub(super) fn create(
+    config: &Value,
+    ctx: &MethodContext,
+    _host: &Host,
+) -> Result<Box<dyn Architecture>> {
+    super::refuse_maps(ctx, "PLE")?;
     let device = ctx.device()?;
     let config: PleConfig = typed(config)?;
     let width = *config

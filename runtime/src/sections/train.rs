@@ -93,12 +93,19 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The run's length in steps for a training split of `rows` rows.
-    pub fn total_steps(&self, rows: usize) -> u64 {
-        match (self.steps, self.epochs) {
-            (Some(steps), _) => steps,
-            (None, epochs) => epochs.unwrap_or(1) * steps_per_epoch(rows, self.batch),
-        }
+    /// The run's length in steps for a training split of `rows` rows;
+    /// refuses epochs whose steps do not fit in a step count.
+    pub fn total_steps(&self, rows: usize) -> crate::error::Result<u64> {
+        let epochs = match (self.steps, self.epochs) {
+            (Some(steps), _) => return Ok(steps),
+            (None, epochs) => epochs.unwrap_or(1),
+        };
+        let per_epoch = steps_per_epoch(rows, self.batch);
+        epochs.checked_mul(per_epoch).ok_or_else(|| {
+            crate::error::Error::Input(format!(
+                "train.epochs: {epochs} epochs of {per_epoch} steps are more steps than a run can count (2^64); ask for fewer"
+            ))
+        })
     }
 
     fn default_batch() -> u64 {

@@ -293,7 +293,7 @@ impl Trainer {
             device,
         )?;
         let on_nonfinite = train.on_nonfinite;
-        let total = train.total_steps(data.train.len());
+        let total = train.total_steps(data.train.len())?;
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
         let trainer = Trainer {
             data,
