@@ -325,6 +325,16 @@ impl File {
             if t.kind() != dtype || t.size() != expected {
                 return self.bad(format!("`{split}.inputs.{name}` is {}, expected {} {expected:?} (the shape per example of `train.inputs.{name}`)", describe(t), kind_name(dtype)));
             }
+            // A NaN or infinite value would reach every output of its row.
+            if t.is_floating_point() {
+                let found = t.f_masked_select(&t.f_isfinite()?.f_logical_not()?)?;
+                if found.numel() > 0 {
+                    return self.bad(format!(
+                        "`{split}.inputs.{name}` holds {}; inputs are finite",
+                        found.f_double_value(&[0])?
+                    ));
+                }
+            }
             inputs.push((name.to_string(), t.shallow_clone()));
         }
         let (mut targets, mut masks) = (Vec::new(), Vec::new());
@@ -606,6 +616,24 @@ mod tests {
         assert_eq!(e, "<file>: `val.targets.seg` is float32 [2, 2, 2], expected int64 [2, 2, 2] for dense-multiclass task `seg`");
         let e = with("test.targets.depth", ones(&[2, 1, 2, 3], Kind::Float));
         assert_eq!(e, "<file>: `test.targets.depth` is float32 [2, 1, 2, 3], expected float32 [2, 1, 2, 2] for dense-regression task `depth`");
+    }
+
+    #[test]
+    fn a_nan_or_infinite_input_is_named() {
+        let mut image = ones(&[2, 1, 3, 3], Kind::Float);
+        let _ = image.get(1).get(0).get(2).get(0).fill_(f64::INFINITY);
+        let e = with("test.inputs.image", image);
+        assert_eq!(
+            e,
+            "<file>: `test.inputs.image` holds inf; inputs are finite"
+        );
+        let mut image = ones(&[2, 1, 3, 3], Kind::Float);
+        let _ = image.get(0).get(0).get(0).get(1).fill_(f64::NAN);
+        let e = with("train.inputs.image", image);
+        assert_eq!(
+            e,
+            "<file>: `train.inputs.image` holds NaN; inputs are finite"
+        );
     }
 
     #[test]
