@@ -168,6 +168,12 @@ fn bad_inputs_are_exit_2_naming_the_key_or_tensor() {
             "k = 5 intervals of 4 timesteps",
         ),
         (vec!["--tasks", "4", "--set", "k=0"], "k"),
+        // Refused before 10^8 task names are made (gigabytes, then the
+        // grouping's own refusal).
+        (
+            vec!["--tasks", "100000000", "--set", "cost=\"timestep\""],
+            "--tasks 100000000: a grouping takes at most 1000000 tasks",
+        ),
         (vec!["--tasks", "4", "--set", "cost=\"snrr\""], "cost"),
         (
             vec!["--tasks", "8", "--set", "cost=\"snr\""],

@@ -191,6 +191,10 @@ pub fn grouping(env: &Env, args: &GroupingArgs, out: &mut dyn Write) -> Result<(
     Ok(())
 }
 
+/// The most tasks `call grouping` partitions: far beyond any diffusion
+/// model's timesteps, and already terabytes for a pairwise cost.
+const MAX_GROUPED_TASKS: usize = 1_000_000;
+
 /// Runs the grouping once and writes `groups`, `intervals` when every group
 /// is one contiguous run of tasks, and each score; returns the group count.
 fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
@@ -200,6 +204,14 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         return Err(Error::Input(
             "--tasks 0: a grouping needs at least one task".into(),
         ));
+    }
+    // Before the tasks' names are made (tens of bytes each): a grouping's own
+    // check of what it needs comes after them.
+    if call.tasks > MAX_GROUPED_TASKS {
+        return Err(Error::Input(format!(
+            "--tasks {}: a grouping takes at most {MAX_GROUPED_TASKS} tasks (groupings compare tasks pairwise)",
+            call.tasks
+        )));
     }
     let mut signals = match &call.signals {
         Some(path) => checkpoint::read_file(path)?.0,
