@@ -620,14 +620,14 @@ mod tests {
 
     #[test]
     fn a_nan_or_infinite_input_is_named() {
-        let mut image = ones(&[2, 1, 3, 3], Kind::Float);
+        let image = ones(&[2, 1, 3, 3], Kind::Float);
         let _ = image.get(1).get(0).get(2).get(0).fill_(f64::INFINITY);
         let e = with("test.inputs.image", image);
         assert_eq!(
             e,
             "<file>: `test.inputs.image` holds inf; inputs are finite"
         );
-        let mut image = ones(&[2, 1, 3, 3], Kind::Float);
+        let image = ones(&[2, 1, 3, 3], Kind::Float);
         let _ = image.get(0).get(0).get(0).get(1).fill_(f64::NAN);
         let e = with("train.inputs.image", image);
         assert_eq!(
