@@ -861,3 +861,36 @@ fn split_fractions_that_do_not_add_up_fail_validate_where_run_would() {
         assert!(err.contains("split.toml:"), "{command}: no position: {err}");
     }
 }
+
+#[test]
+fn baselines_of_other_data_values_at_the_same_path_are_not_compared_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = |scale: f64| {
+        let rows: String = (0..60)
+            .map(|i| {
+                let x = i as f64 / 60.0;
+                format!("{x},{},{}\n", scale * x, scale * (1.0 - x))
+            })
+            .collect();
+        std::fs::write(d.join("t.csv"), format!("x,y,z\n{rows}")).unwrap();
+    };
+    std::fs::write(
+        d.join("c.toml"),
+        "[data]\nkind = \"csv\"\npath = \"t.csv\"\n\
+         tasks = { y = { type = \"regression\" }, z = { type = \"regression\" } }\n\
+         [train]\nsteps = 5\n",
+    )
+    .unwrap();
+    csv(1.0);
+    let (code, _, err) = run_cli(d, &["-q", "baselines", "c.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(d, &["run", "c.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Δm vs single-task baselines"), "{out}");
+    // The same file name, other values: the stored baselines are another data set's.
+    csv(1e6);
+    let (code, out, err) = run_cli(d, &["run", "c.toml", "--overwrite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no single-task baselines stored"), "{out}");
+}

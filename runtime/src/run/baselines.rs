@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::dir::RunDir;
 use super::fit::{train, RunContext};
-use crate::data::Task;
+use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::pipeline::Pipeline;
@@ -17,10 +17,12 @@ use crate::spec::to_toml;
 use crate::train::metrics::TaskMetrics;
 
 /// Where the single-task baselines of `config` are stored: runs that share
-/// data, backbone, heads, optimizer, steps, batch and seed share baselines.
-fn baseline_path(config: &PipelineConfig) -> PathBuf {
+/// data (its `[data]` table and its values, `values` from [`data_values`]),
+/// backbone, heads, optimizer, steps, batch and seed share baselines.
+fn baseline_path(config: &PipelineConfig, values: u64) -> PathBuf {
     let key = json!({
         "data": config.data,
+        "values": format!("{values:016x}"),
         "backbone": config.model.backbone,
         "head": config.model.head,
         "optimizer": config.train.optimizer,
@@ -36,6 +38,24 @@ fn baseline_path(config: &PipelineConfig) -> PathBuf {
     Path::new(&config.run.out_dir)
         .join("baselines")
         .join(format!("{hash:016x}.json"))
+}
+
+/// A hash of every tensor of `data`'s splits: a CSV edited in place, or
+/// another file at the same path, keys other baselines than it did.
+pub(super) fn data_values(data: &Dataset) -> Result<u64> {
+    let mut hashes = Vec::new();
+    for split in [&data.train, &data.val, &data.test] {
+        let tensors = split
+            .inputs
+            .iter()
+            .map(|(_, t)| t)
+            .chain(&split.targets)
+            .chain(split.masks.iter().flatten());
+        for t in tensors {
+            hashes.extend(crate::dist::fingerprint(t)?.to_le_bytes());
+        }
+    }
+    Ok(xxhash_rust::xxh3::xxh3_64(&hashes))
 }
 
 fn canonical(value: &Value) -> String {
@@ -54,11 +74,15 @@ fn canonical(value: &Value) -> String {
     }
 }
 
-/// The stored single-task test metrics of `config`'s baselines, when
-/// `taskweave baselines` has run.
-pub(super) fn load_baselines(config: &PipelineConfig, tasks: &[Task]) -> Option<Vec<TaskMetrics>> {
-    let stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(baseline_path(config)).ok()?).ok()?;
+/// The stored single-task test metrics of `config`'s baselines on data of
+/// [`data_values`] `values`, when `taskweave baselines` has run.
+pub(super) fn load_baselines(
+    config: &PipelineConfig,
+    values: u64,
+    tasks: &[Task],
+) -> Option<Vec<TaskMetrics>> {
+    let path = baseline_path(config, values);
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     tasks
         .iter()
         .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
@@ -71,7 +95,8 @@ pub(super) fn load_baselines(config: &PipelineConfig, tasks: &[Task]) -> Option<
 /// that an interrupted call with the same settings left continues from its
 /// checkpoint. Returns the file written.
 pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
-    let path = baseline_path(pipeline.config());
+    let data = pipeline.load_data()?;
+    let path = baseline_path(pipeline.config(), data_values(&data)?);
     // Said before any training, not after it.
     if path.is_dir() {
         return Err(Error::Input(format!(
@@ -79,7 +104,6 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
             path.display()
         )));
     }
-    let data = pipeline.load_data()?;
     let ctx = RunContext::new(pipeline, quiet)?;
     let ctx = &ctx;
     let dir = path.with_extension("");

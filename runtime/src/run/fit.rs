@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use taskweave_plugin_api::Host;
 use tch::{Device, Kind};
 
-use super::baselines::load_baselines;
+use super::baselines::{data_values, load_baselines};
 use super::dir::{self, RunDir};
 use super::interrupt;
 use super::select::Selection;
@@ -351,6 +351,11 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let world = crate::dist::world();
     let quiet = ctx.quiet || !world.is_root();
 
+    // Hashed only where baselines could be stored (the data then moves into the trainer).
+    let values = match Path::new(&config.run.out_dir).join("baselines").is_dir() {
+        true => Some(data_values(&data)?),
+        false => None,
+    };
     let mut memory = MemoryLog::new(ctx.device);
     memory.begin();
     let mut trainer = ctx.trainer(data)?;
@@ -624,7 +629,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         write_atomic(&dir.join("curves.png"), &plot(&history, &tasks))?;
     }
 
-    let delta_m = load_baselines(config, &tasks)
+    let delta_m = values
+        .and_then(|values| load_baselines(config, values, &tasks))
         .map(|b| delta_m(&tasks, &test, &b))
         .transpose()?;
     let summary = Summary {
