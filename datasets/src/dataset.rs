@@ -476,13 +476,21 @@ impl Dataset {
                 }
             }
         }
-        for (task, mask) in self.tasks.iter().zip(&self.train.masks) {
-            if let Some(mask) = mask {
-                if !bool::try_from(mask.f_any()?)? {
-                    return Err(Error::config(
-                        format!("tasks.{}", task.name),
-                        "no row of the training split has a label for this task",
-                    ));
+        // A task no row of a split labels trains on nothing, or has no
+        // validation score to select by, or no test metric to report.
+        for (name, split) in [
+            ("training", &self.train),
+            ("validation", &self.val),
+            ("test", &self.test),
+        ] {
+            for (task, mask) in self.tasks.iter().zip(&split.masks) {
+                if let Some(mask) = mask {
+                    if !bool::try_from(mask.f_any()?)? {
+                        return Err(Error::config(
+                            format!("tasks.{}", task.name),
+                            format!("no row of the {name} split has a label for this task"),
+                        ));
+                    }
                 }
             }
         }

@@ -414,12 +414,13 @@ impl Source for Csv {
         let mut tasks = Vec::new();
         for (t, target) in targets.into_iter().enumerate() {
             let mut task = target.task;
-            if target.standardize && !train.is_empty() {
-                // Statistics of the labelled training rows only.
-                let labelled = match &train.masks[t] {
-                    Some(mask) => train.targets[t].f_masked_select(mask)?,
-                    None => train.targets[t].shallow_clone(),
-                };
+            // Statistics of the labelled training rows only; without one there
+            // is nothing to standardise by (the data's check names the task).
+            let labelled = match &train.masks[t] {
+                Some(mask) => train.targets[t].f_masked_select(mask)?,
+                None => train.targets[t].shallow_clone(),
+            };
+            if target.standardize && labelled.numel() > 0 {
                 let mean = labelled.f_mean(tch::Kind::Double)?.double_value(&[]);
                 let std = labelled.f_std(false)?.double_value(&[]).max(1e-12);
                 for split in [&mut train, &mut val, &mut test] {
@@ -522,6 +523,13 @@ mod tests {
         assert_eq!(
             e,
             "data.tasks.y: no row of the training split has a label for this task"
+        );
+        // Labels in training only: nothing to select by or to report.
+        write(dir.path(), "a,y\n1,5\n2,6\n3,\n4,\n");
+        let e = kind.load(&table, dir.path()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "data.tasks.y: no row of the validation split has a label for this task"
         );
     }
 
