@@ -17,6 +17,25 @@ fn runtime(dir: &Path) -> Runtime {
 }
 
 #[test]
+fn a_damaged_plugin_that_crashes_the_loader_is_named_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Full size, so the ELF headers check out, but the second half zeroed
+    // (a preallocated copy that never finished): dlopen faults relocating it.
+    let mut bytes = std::fs::read(workspace_plugin("taskweave-rlw")).unwrap();
+    let half = bytes.len() / 2;
+    bytes[half..].fill(0);
+    std::fs::write(d.join("libdamaged.so"), bytes).unwrap();
+    let (code, out, err) = run_cli(d, &["plugins", "list", "--dir", "."]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("libdamaged.so: the process crashed loading this plugin")
+            && err.contains("move it out of the plugin directory"),
+        "{err}"
+    );
+}
+
+#[test]
 fn every_bad_file_is_reported_with_a_reason_and_good_plugins_still_load() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
 
-use super::{elf, trust};
+use super::{crash, elf, trust};
 use taskweave_plugin_api::io_reason;
 use taskweave_plugin_api::module::{Compat, PluginModuleRef, COMPAT_SYMBOL};
 use taskweave_plugin_api::{FfiHostBox, MethodManifest};
@@ -76,6 +76,7 @@ pub fn load(
 }
 
 fn load_uncached(path: &Path, host: &FfiHostBox) -> Result<Library, String> {
+    let _crash = crash::Guard::new(path);
     check_compat(path)?;
     let header = lib_header_from_path(path).map_err(|e| describe(&e))?;
     let module = header

@@ -1,6 +1,7 @@
 //! One name space of methods: the built-ins (registered with `inventory`) and the
 //! methods of every plugin found in the plugin directories.
 
+mod crash;
 mod elf;
 mod kinds;
 mod loader;
