@@ -194,8 +194,25 @@ impl Source {
                 },
             };
             let value = relocate(value, &origin);
-            root.set_path(&keys, value)
-                .map_err(|e| Diagnostic::new(path, origin, format!("cannot set `{path}`: {e}")))?;
+            // A method given by name only (`weighting = "cagrad"`) has no keys
+            // to set one of: say how to write it as a table.
+            let shorthand = match root.nearest(&keys) {
+                (node, depth) if depth < keys.len() => match &node.value {
+                    NodeValue::String(kind) => Some((keys[..depth].join("."), kind.clone())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            root.set_path(&keys, value).map_err(|e| {
+                let d = Diagnostic::new(path, origin.clone(), format!("cannot set `{path}`: {e}"));
+                match &shorthand {
+                    Some((table, kind)) => d.with_help(format!(
+                        "`{table}` is the name {kind:?} alone; to set its keys give the whole table: --set '{table}={{ kind = \"{kind}\", {} = {raw} }}'",
+                        keys[table.split('.').count()..].join(".")
+                    )),
+                    None => d,
+                }
+            })?;
         }
         Ok(())
     }
@@ -350,6 +367,19 @@ mod tests {
 
     fn source(text: &str) -> Source {
         Source::file(Path::new("p.toml"), text.to_string())
+    }
+
+    #[test]
+    fn setting_a_key_of_a_method_given_by_name_says_how_to_write_the_table() {
+        let mut src = source("[train]\nweighting = \"cagrad\"\n");
+        let mut root = src.parse().unwrap();
+        let d = src
+            .apply_sets(&mut root, &["train.weighting.c=0.4".into()])
+            .unwrap_err();
+        assert_eq!(
+            d.help.as_deref(),
+            Some("`train.weighting` is the name \"cagrad\" alone; to set its keys give the whole table: --set 'train.weighting={ kind = \"cagrad\", c = 0.4 }'")
+        );
     }
 
     #[test]

@@ -119,6 +119,9 @@ struct Tagged<'a> {
     /// The tag a table without one gets (`backbone = { hidden = [..] }` is an
     /// MLP): the tag of the schema's default, if it has one.
     default: Option<&'a str>,
+    /// Whether plugins provide kinds too (methods), which an unknown kind's
+    /// help then mentions.
+    plugins: bool,
 }
 
 struct Validator<'a> {
@@ -194,6 +197,7 @@ impl Validator<'_> {
                     .get("default")
                     .and_then(|d| d.get(tag))
                     .and_then(Value::as_str),
+                plugins: false,
             };
             return self.check_tagged(node, path, &tagged);
         }
@@ -448,6 +452,7 @@ impl Validator<'_> {
             lookup: &|kind| kinds.lookup(role, kind),
             names: &|| kinds.kinds(role),
             default: None,
+            plugins: true,
         };
         self.check_tagged(node, path, &tagged)
     }
@@ -511,10 +516,15 @@ impl Validator<'_> {
                 let kinds = (tagged.names)();
                 let help = match did_you_mean(kind, kinds.iter().map(String::as_str)) {
                     Some(near) => format!("did you mean `{near}`?"),
-                    None if kinds.is_empty() => {
-                        format!("no {what} is available; check the plugin directories")
-                    }
+                    None if kinds.is_empty() => format!("no {what} is available"),
                     None => format!("available: {}", list(&kinds)),
+                };
+                // The name may be right and its plugin not loaded.
+                let help = match tagged.plugins {
+                    true => format!(
+                        "{help} (a plugin's method needs its directory in `[plugins] dirs` or `--plugins DIR`)"
+                    ),
+                    false => help,
                 };
                 let msg = format!("unknown {what} `{kind}` at `{kind_path}`");
                 self.error(&kind_path, &kind_node.origin, msg, Some(help));
@@ -647,7 +657,10 @@ mod tests {
             errors[0].message,
             "unknown Weighting `pcgard` at `train.weighting.kind`"
         );
-        assert_eq!(errors[0].help.as_deref(), Some("did you mean `pcgrad`?"));
+        assert_eq!(
+            errors[0].help.as_deref(),
+            Some("did you mean `pcgrad`? (a plugin's method needs its directory in `[plugins] dirs` or `--plugins DIR`)")
+        );
         assert_eq!(source.location(&errors[0]).unwrap(), "p.toml:3:22");
         let (_, result) = run("[train]\nsteps = 5\nweighting = \"dup\"\n");
         assert!(result.unwrap_err()[0]
