@@ -179,6 +179,16 @@ fn set_overrides_are_validated_and_applied() {
         err.contains("`train.optimizer.lr`: 1e400 is beyond the range"),
         "{err}"
     );
+    // Nor is an integer beyond TOML's (it was "expected an integer, found a string").
+    let (code, _, err) = run_cli(
+        dir.path(),
+        &["validate", p, "--set", "train.steps=18446744073709551616"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`train.steps`: 18446744073709551616 is beyond the range of 64-bit integers"),
+        "{err}"
+    );
     // A number TOML refuses that is no overflow stays a word: a run named 007.
     let (code, _, err) = run_cli(dir.path(), &["validate", p, "--set", "run.name=007"]);
     assert_eq!(code, 0, "{err}");

@@ -82,11 +82,23 @@ pub(super) fn load_baselines(
     tasks: &[Task],
 ) -> Option<Vec<TaskMetrics>> {
     let path = baseline_path(config, values);
-    let stored: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    tasks
-        .iter()
-        .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
-        .collect()
+    let text = std::fs::read_to_string(&path).ok()?;
+    let stored = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|stored| {
+            tasks
+                .iter()
+                .map(|t| serde_json::from_value(stored["tasks"][&t.name].clone()).ok())
+                .collect()
+        });
+    if stored.is_none() {
+        tracing::warn!(
+            "{} holds no test metrics of these tasks (damaged, or of an older version): \
+             run `taskweave baselines` with this pipeline again for Δm",
+            path.display()
+        );
+    }
+    stored
 }
 
 /// Trains one single-task model per task of `pipeline` (hard sharing, equal

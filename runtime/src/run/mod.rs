@@ -94,9 +94,12 @@ impl Run {
             false => RunDir::follow(dir),
         };
         let config_path = dir.join("config.toml");
+        // The marker is there (it is written first): the run was stopped
+        // before it wrote its config, so it has nothing to resume from.
         let text = std::fs::read_to_string(&config_path).map_err(|e| {
             Error::Input(format!(
-                "{} is not a run directory (cannot read config.toml: {})",
+                "{} cannot resume: its config.toml cannot be read ({}); start the run again \
+                 with `taskweave run PIPELINE --overwrite`",
                 dir.display(),
                 taskweave_plugin_api::io_reason(&e)
             ))

@@ -164,9 +164,15 @@ impl Source {
                 ));
             }
             let raw = raw.trim();
-            // A number TOML cannot hold (1e400) is not a word either.
-            let overflows = raw.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
-                && raw.parse::<f64>().is_ok_and(f64::is_infinite);
+            // A number TOML cannot hold (1e400, 2^64) is not a word either.
+            let numeric = raw.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c));
+            let overflows = numeric && raw.parse::<f64>().is_ok_and(f64::is_infinite);
+            let too_long = numeric
+                && raw
+                    .trim_start_matches(['+', '-'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '_')
+                && raw.replace('_', "").parse::<i64>().is_err();
             let value = match raw.parse::<Value>() {
                 Ok(value) => value_to_node(&value, &origin)?,
                 Err(_) if overflows => {
@@ -174,6 +180,13 @@ impl Source {
                         path,
                         origin,
                         format!("invalid value for `{path}`: {raw} is beyond the range of floating-point numbers"),
+                    ))
+                }
+                Err(_) if too_long => {
+                    return Err(Diagnostic::new(
+                        path,
+                        origin,
+                        format!("invalid value for `{path}`: {raw} is beyond the range of 64-bit integers"),
                     ))
                 }
                 // What starts like a TOML array, table or string was meant as one.
