@@ -344,6 +344,22 @@ fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
     let (code, _, err) = run_cli(d, &args);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("need `double_sampling = false`"), "{err}");
+    // The same refusal met on the toy problem is bad input too (it was exit 1).
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "toy",
+            "cagrad",
+            "--weighting",
+            "modo",
+            "--steps",
+            "5",
+            "--out",
+            "toy.png",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("need `double_sampling = false`"), "{err}");
 }
 
 #[test]

@@ -409,11 +409,14 @@ struct Live {
 }
 
 impl Live {
-    fn fail(&self, step: u64, e: impl std::fmt::Display) -> Error {
-        Error::Method(format!(
-            "toy: {} from {:?}, step {step}: {e}",
-            self.label, self.start
-        ))
+    /// `e` with the trajectory and step it met: still an input error (exit
+    /// 2) when it was one, such as a setting the weighting refuses.
+    fn fail(&self, step: u64, e: impl Into<Error>) -> Error {
+        let context = format!("toy: {} from {:?}, step {step}", self.label, self.start);
+        match e.into() {
+            Error::Input(message) => Error::Input(format!("{context}: {message}")),
+            other => Error::Method(format!("{context}: {other}")),
+        }
     }
 }
 
@@ -518,10 +521,10 @@ fn run_batch(jobs: Vec<Job>, options: &ToyOptions) -> Result<Vec<Trajectory>> {
             if out.combined.size() != Vec::<i64>::new() {
                 return Err(l.fail(
                     step,
-                    format!(
+                    Error::Method(format!(
                         "the combined loss has shape {:?}, expected a scalar",
                         out.combined.size()
-                    ),
+                    )),
                 ));
             }
             roots.push(out.combined);
@@ -562,10 +565,10 @@ fn run_batch(jobs: Vec<Job>, options: &ToyOptions) -> Result<Vec<Trajectory>> {
                     let [u0, u1] = update[..] else {
                         return Err(l.fail(
                             step,
-                            format!(
+                            Error::Method(format!(
                                 "the update has shape {:?}, expected [2]",
                                 out.combined.size()
-                            ),
+                            )),
                         ));
                     };
                     values[2 * j] = u0;
