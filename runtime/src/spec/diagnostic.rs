@@ -48,6 +48,13 @@ impl Diagnostic {
         message.split_whitespace().find_map(|word| {
             let start = at + message[at..].find(word)?;
             at = start + word.len();
+            // Where a clause begins: the message's start, or after a colon
+            // (not `data.test` in `data.train + data.test = ...`).
+            if !message[..start].trim_end().is_empty()
+                && !message[..start].trim_end().ends_with(':')
+            {
+                return None;
+            }
             let path = word.trim_end_matches(':');
             let follows = &message[start + path.len()..];
             let is_path = path.contains('.')

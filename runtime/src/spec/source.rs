@@ -423,6 +423,8 @@ mod tests {
         );
         assert_eq!(at("data.kind: unknown"), None);
         assert_eq!(at("see train.steps for more"), None);
+        // A key inside a clause is not what the clause is about.
+        assert_eq!(at("train.batch + train.steps = 20 rows"), None);
     }
 
     #[test]
