@@ -38,11 +38,12 @@ pub struct SyntheticConfig {
     /// Number m of sine terms.
     #[schemars(range(max = 1024))]
     pub sinusoids: u32,
-    /// Norm c of each label direction.
-    #[schemars(extend("exclusiveMinimum" = 0))]
+    /// Norm c of each label direction (at most 1e6: the squared errors of
+    /// larger labels overflow float32).
+    #[schemars(range(max = 1e6), extend("exclusiveMinimum" = 0))]
     pub scale: f64,
-    /// Standard deviation of the label noise.
-    #[schemars(range(min = 0.0))]
+    /// Standard deviation of the label noise (at most 1e6, as `scale`).
+    #[schemars(range(min = 0.0, max = 1e6))]
     pub noise: f64,
     /// Training examples.
     #[schemars(range(min = 1))]
