@@ -283,13 +283,13 @@ fn a_weighting_that_refuses_the_pipeline_is_bad_input_with_exit_2() {
         (
             "krum",
             "n_byzantine=1",
-            "needs at least 4 tasks (n_byzantine + 3), the pipeline has 3",
+            "needs at least 4 tasks (n_byzantine + 3), there are 3",
         ),
         ("trimmed-mean", "trim_number=2", "needs at least 5 tasks"),
         (
             "upgrad",
             "pref_vector=[1.0, 2.0]",
-            "`pref_vector` has 2 entries, but the pipeline has 3 tasks",
+            "`pref_vector` has 2 entries, but there are 3 tasks",
         ),
         ("upgrad", "reg_epss=0.1", "did you mean `reg_eps`?"),
     ] {

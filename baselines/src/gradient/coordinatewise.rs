@@ -189,7 +189,7 @@ fn create_trimmed_mean(
     let tasks = task_names(ctx)?;
     if tasks.len() < 2 * trim_number + 1 {
         return Err(Error::input(format!(
-            "trimmed-mean with trim_number = {trim_number} needs at least {} tasks (2·trim_number + 1), the pipeline has {}",
+            "trimmed-mean with trim_number = {trim_number} needs at least {} tasks (2·trim_number + 1), there are {}",
             2 * trim_number + 1,
             tasks.len()
         )));

@@ -249,7 +249,7 @@ mod tests {
         assert!(err.is_input(), "{err}");
         assert!(
             err.to_string()
-                .contains("has 2 entries, but the pipeline has 3 tasks"),
+                .contains("has 2 entries, but there are 3 tasks"),
             "{err}"
         );
     }

@@ -94,7 +94,7 @@ fn create(config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn We
     let t = tasks.len();
     if t < n_byzantine + 3 {
         return Err(Error::input(format!(
-            "krum with n_byzantine = {n_byzantine} needs at least {} tasks (n_byzantine + 3), the pipeline has {t}",
+            "krum with n_byzantine = {n_byzantine} needs at least {} tasks (n_byzantine + 3), there are {t}",
             n_byzantine + 3
         )));
     }

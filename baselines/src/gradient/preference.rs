@@ -12,7 +12,7 @@ pub(super) fn preference(pref: Option<&[f64]>, t: usize, default: f64) -> Result
     };
     if pref.len() != t {
         return Err(Error::input(format!(
-            "`pref_vector` has {} entries, but the pipeline has {t} tasks: give one per task, in the order of [tasks]",
+            "`pref_vector` has {} entries, but there are {t} tasks: give one per task, in task order",
             pref.len()
         )));
     }
