@@ -180,7 +180,7 @@ impl DataKind {
                 return Err(Error::config(
                     "split",
                     format!(
-                        "the {name} split of the `{}` data is empty; give it more rows",
+                        "the {name} split of the `{}` data is empty; give the data more rows, or this split a larger share where the kind has data.split",
                         self.name
                     ),
                 ));

@@ -210,12 +210,19 @@ impl Source for Text {
         for (index, corpus) in corpora.iter().enumerate() {
             let seed = c.seed ^ stream(&corpus.name);
             let split_of = assign(corpus.documents.len(), &c.split, true, seed)?;
+            // data.max_bytes may be what left too few documents.
+            let more = match c.max_bytes {
+                0 => "give the corpus more files".to_string(),
+                cap => format!(
+                    "data.max_bytes = {cap} keeps only these of its files: raise it, or give the corpus more files"
+                ),
+            };
             for (s, split) in ["train", "val", "test"].iter().enumerate() {
                 if !split_of.contains(&s) {
                     return Err(Error::config(
                         format!("corpora.{}", corpus.name),
                         format!(
-                            "its {} documents leave the {split} split without one (split by document with data.split); give the corpus more files",
+                            "its {} documents leave the {split} split without one (split by document with data.split); {more}",
                             corpus.documents.len()
                         ),
                     ));
@@ -428,8 +435,15 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("data.corpora.p: its 1 documents leave the val split without one"),
+            e.contains("data.corpora.p: its 1 documents leave the val split without one")
+                && e.ends_with("give the corpus more files"),
             "{e}"
         );
+        // Ten files, of which a cap of 4 bytes keeps one: the cap is named.
+        let e = Text::load(&config(&[("p", "prose/*")], 4), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("data.max_bytes = 4 keeps only these"), "{e}");
     }
 }
