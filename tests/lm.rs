@@ -394,11 +394,11 @@ fn lm_train_refuses_what_is_not_one_language_model_and_empty_corpora() {
     small_pipeline(d, "tabular", "[train]\nsteps = 1\n");
     refused(
         &["lm", "train", "tabular.toml"],
-        "data.kind: `lm train` trains one causal language model over byte-level text",
+        "data.kind: not one causal language model over byte-level text",
     );
     refused(
         &["lm", "train", "lm.toml", "--set", "model.head.shared=false"],
-        "model.head.shared: `lm train` trains one causal language model",
+        "model.head.shared: not one causal language model",
     );
     refused(
         &[

@@ -368,7 +368,7 @@ impl Pipeline {
     pub fn check_language_model(&self) -> Result<()> {
         let fix = |key: &str, what: &str| {
             Err(Error::Input(format!(
-                "{key}: `lm train` trains one causal language model over byte-level text, so it needs {what}"
+                "{key}: not one causal language model over byte-level text (what `lm train` trains and decoding reads): it needs {what}"
             )))
         };
         if self.config.data["kind"] != "text" {
