@@ -573,10 +573,16 @@ fn a_run_that_skips_most_steps_fails_instead_of_reporting_inf_metrics() {
 fn a_loss_that_is_inf_before_any_update_does_not_blame_the_learning_rate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Labels of a scale whose squares overflow float32: inf at step 0.
-    let path = small_pipeline(d, "huge", "[train]\nsteps = 5\n");
-    let p = path.to_str().unwrap();
-    let (code, _, err) = run_cli(d, &["run", p, "--set", "data.noise=1e30"]);
+    // Labels whose squares overflow float32 (kept as they are): inf at step 0.
+    let rows: String = (0..40).map(|i| format!("{i},{}e30\n", i % 3 + 1)).collect();
+    std::fs::write(d.join("huge.csv"), format!("x,y\n{rows}")).unwrap();
+    std::fs::write(
+        d.join("huge.toml"),
+        "[data]\nkind = \"csv\"\npath = \"huge.csv\"\n\
+         tasks = { y = { type = \"regression\", standardize = false } }\n[train]\nsteps = 5\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(d, &["run", "huge.toml"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("step 0: the loss of task")
@@ -585,14 +591,12 @@ fn a_loss_that_is_inf_before_any_update_does_not_blame_the_learning_rate() {
         "{err}"
     );
     // Divergence after updates still points at the step sizes.
+    let path = small_pipeline(d, "diverges", "[train]\nsteps = 5\n");
     let (code, _, err) = run_cli(
         d,
         &[
             "run",
-            p,
-            "--overwrite",
-            "--set",
-            "data.noise=0.1",
+            path.to_str().unwrap(),
             "--set",
             "train.optimizer={ kind = \"sgd\", lr = 1e12 }",
         ],
