@@ -15,8 +15,30 @@ const TMP_INFIX: &str = ".tmp-";
 
 /// Writes `bytes` to `path` through a temporary file in the same directory,
 /// flushed to disk, then renamed over `path`. The directory must exist: a
-/// mistyped output path is an error, not a new directory tree.
+/// mistyped output path is an error, not a new directory tree. A symbolic
+/// link is written through (its target replaced, the link kept); a path that
+/// is there but no regular file (a device such as /dev/null, a FIFO) is
+/// refused, since renaming over it would replace it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let resolved;
+    let path = match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(Error::Input(format!(
+                "{}: not a regular file ({}); name a file to write",
+                path.display(),
+                if meta.is_dir() {
+                    "a directory"
+                } else {
+                    "a device, FIFO or socket"
+                }
+            )))
+        }
+        Ok(_) if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            resolved = fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -71,6 +93,34 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_link_is_written_through_and_a_device_or_fifo_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.st");
+        fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("link.st");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&real).unwrap(), b"new");
+        // Renaming over these would replace them with a file.
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for path in [fifo.as_path(), Path::new("/dev/null")] {
+            let e = write_atomic(path, b"x").unwrap_err();
+            assert!(
+                matches!(e, Error::Input(_)) && e.to_string().contains("not a regular file"),
+                "{e}"
+            );
+        }
+        assert!(!fs::metadata(&fifo).unwrap().is_file());
+        assert!(!fs::metadata("/dev/null").unwrap().is_file());
     }
 
     #[test]
