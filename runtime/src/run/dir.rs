@@ -122,7 +122,17 @@ impl RunDir {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    Error::Input(format!(
+                        "the run directory {} is not writable ({}); fix its permissions, or pick \
+                         another run.out_dir or run.name",
+                        path.display(),
+                        io_reason(&e)
+                    ))
+                }
+                _ => Error::io(&lock_path, e),
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
