@@ -17,6 +17,31 @@ fn runtime(dir: &Path) -> Runtime {
 }
 
 #[test]
+fn a_plugin_crate_given_as_a_plugin_directory_says_to_build_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "plugin",
+            "new",
+            "mine",
+            "--role",
+            "weighting",
+            "--dir",
+            "mine",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_cli(d, &["plugins", "list", "--dir", "mine"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("a plugin crate, not built: `taskweave plugin build mine`"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_damaged_plugin_that_crashes_the_loader_is_named_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

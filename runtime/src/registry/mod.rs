@@ -115,6 +115,18 @@ impl Registry {
                 return;
             }
         };
+        // `taskweave plugin new` writes a crate; given as a plugin directory
+        // before it is built, it has no library to load.
+        if files.is_empty() && dir.join("Cargo.toml").is_file() {
+            self.problems.push(LoadProblem {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "a plugin crate, not built: `taskweave plugin build {}` builds it and installs \
+                     its .so into ./plugins (--into DIR for another directory)",
+                    dir.display()
+                ),
+            });
+        }
         for file in files {
             match loader::load(&file, host, allow_insecure) {
                 Ok(library) => {
