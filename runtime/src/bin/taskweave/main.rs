@@ -1,7 +1,8 @@
 //! `taskweave`: the command line over the embedding API.
 //!
 //! Exit codes: 0 success, 1 failure during a run, 2 bad input (pipeline, data,
-//! files, arguments). A panic is a bug: it is reported as one and exits 1.
+//! files, arguments), 130 / 143 a run that Ctrl-C / SIGTERM stopped after
+//! checkpointing. A panic is a bug: it is reported as one and exits 1.
 //! A closed standard output (`taskweave run ... | head`) ends a command quietly
 //! with its own status; standard error that cannot be written is ignored.
 
