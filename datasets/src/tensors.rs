@@ -327,11 +327,9 @@ impl File {
             }
             // A NaN or infinite value would reach every output of its row.
             if t.is_floating_point() {
-                let found = t.f_masked_select(&t.f_isfinite()?.f_logical_not()?)?;
-                if found.numel() > 0 {
+                if let Some(value) = first_where(t, &t.f_isfinite()?.f_logical_not()?)? {
                     return self.bad(format!(
-                        "`{split}.inputs.{name}` holds {}; inputs are finite",
-                        found.f_double_value(&[0])?
+                        "`{split}.inputs.{name}` holds {value}; inputs are finite"
                     ));
                 }
             }
@@ -423,11 +421,16 @@ fn bad_values(kind: TaskType, t: &Tensor) -> Result<Option<String>> {
             )
         }
     };
-    let found = t.f_masked_select(&bad)?;
-    if found.numel() == 0 {
-        return Ok(None);
-    }
-    Ok(Some(format!("holds {}{why}", found.f_double_value(&[0])?)))
+    Ok(first_where(t, &bad)?.map(|value| format!("holds {value}{why}")))
+}
+
+/// The first value of `t` where `bad` is true, if any.
+fn first_where(t: &Tensor, bad: &Tensor) -> Result<Option<f64>> {
+    let found = t.f_masked_select(bad)?;
+    Ok(match found.numel() {
+        0 => None,
+        _ => Some(found.f_double_value(&[0])?),
+    })
 }
 
 #[cfg(test)]

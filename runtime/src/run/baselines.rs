@@ -35,9 +35,12 @@ fn baseline_path(config: &PipelineConfig, values: u64) -> PathBuf {
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
-    Path::new(&config.run.out_dir)
-        .join("baselines")
-        .join(format!("{hash:016x}.json"))
+    baselines_dir(config).join(format!("{hash:016x}.json"))
+}
+
+/// Where every pipeline writing into `config`'s out_dir keeps its baselines.
+pub(super) fn baselines_dir(config: &PipelineConfig) -> PathBuf {
+    Path::new(&config.run.out_dir).join("baselines")
 }
 
 /// A hash of every tensor of `data`'s splits: a CSV edited in place, or

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use taskweave_plugin_api::Host;
 use tch::{Device, Kind};
 
-use super::baselines::{data_values, load_baselines};
+use super::baselines::{baselines_dir, data_values, load_baselines};
 use super::dir::{self, RunDir};
 use super::interrupt;
 use super::select::Selection;
@@ -351,8 +351,9 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let world = crate::dist::world();
     let quiet = ctx.quiet || !world.is_root();
 
-    // Hashed only where baselines could be stored (the data then moves into the trainer).
-    let values = match Path::new(&config.run.out_dir).join("baselines").is_dir() {
+    // Hashed only where baselines could be stored, and not for a baseline's
+    // own run (the data then moves into the trainer).
+    let values = match ctx.task.is_none() && baselines_dir(config).is_dir() {
         true => Some(data_values(&data)?),
         false => None,
     };

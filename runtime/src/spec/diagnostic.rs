@@ -34,9 +34,7 @@ impl Diagnostic {
         self.help = Some(help.into());
         self
     }
-}
 
-impl Diagnostic {
     /// `message` at the key of `root` it names, when one of its clauses
     /// begins with a dotted key path followed by `:` or ` =` (`... create:
     /// train.strategy.target: no task ...`), the way methods and data
@@ -44,24 +42,15 @@ impl Diagnostic {
     /// write points at the nearest table they did. `None` when the message
     /// names no key of `root`.
     pub fn naming(message: &str, root: &Node) -> Option<Diagnostic> {
-        let mut at = 0;
-        message.split_whitespace().find_map(|word| {
-            let start = at + message[at..].find(word)?;
-            at = start + word.len();
-            // Where a clause begins: the message's start, or after a colon
-            // (not `data.test` in `data.train + data.test = ...`).
-            if !message[..start].trim_end().is_empty()
-                && !message[..start].trim_end().ends_with(':')
-            {
-                return None;
-            }
-            let path = word.trim_end_matches(':');
-            let follows = &message[start + path.len()..];
-            let is_path = path.contains('.')
-                && path.starts_with(|c: char| c.is_ascii_alphabetic())
-                && path
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c));
+        // Clauses begin at the start and after each colon (so not `data.test`
+        // in `data.train + data.test = ...`).
+        let mut clauses = std::iter::once(message)
+            .chain(message.match_indices(':').map(|(i, _)| &message[i + 1..]));
+        clauses.find_map(|clause| {
+            let clause = clause.trim_start();
+            let end = clause.find(|c: char| !(c.is_ascii_alphanumeric() || "._-[]".contains(c)))?;
+            let (path, follows) = clause.split_at(end);
+            let is_path = path.contains('.') && path.starts_with(|c: char| c.is_ascii_alphabetic());
             if !is_path || !(follows.starts_with(':') || follows.starts_with(" =")) {
                 return None;
             }
