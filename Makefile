@@ -48,6 +48,7 @@ bench: build census qm9 images
 	$(VENV)/bin/python bench/peer_interval_dp.py
 	$(CARGO) bench $(MPI_FEATURES) --bench diffusion_step -p taskweave-tests
 	$(VENV)/bin/python bench/peer_meta_rtl.py
+	$(VENV)/bin/python bench/stacked_inner_loops.py
 	$(VENV)/bin/python bench/peer_decode.py
 	$(VENV)/bin/python bench/peer_dtrn.py
 	$(VENV)/bin/python bench/peer_taskexpert.py

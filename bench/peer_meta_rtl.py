@@ -1,7 +1,8 @@
 """One Meta-RTL meta-iteration, taskweave vs plain PyTorch (torch.func), on
 the shapes of pipelines/meta-rtl-qm9.toml: 34 input features, MLP 256-256,
 7 linear heads (6 sources + the target), batch 256, 3 inner SGD steps per
-source, one target batch, an LSTM policy of 32 units (its Adam step), the
+source, one target batch (the target's 64 labelled rows, as the pipeline's
+`labelled = 64` gives), an LSTM policy of 32 units (its Adam step), the
 weighted Reptile update. PyTorch runs the inner loops functionally
 (torch.func.functional_call on a parameter dict, torch.autograd.grad) on
 random data of the same shapes (speed does not depend on the values), one
@@ -29,6 +30,9 @@ import quiet  # noqa: E402
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 ROUNDS, THREADS = quiet.settings(3)
 SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
+# The pipeline's target task keeps 64 labelled rows; a task batch is up to
+# BATCH distinct labelled rows, so every target batch is those 64, shuffled.
+LABELLED = 64
 
 
 
@@ -63,6 +67,11 @@ def pytorch_steps_per_second(vmapped=False):
     def batch(step, draw):
         g = torch.Generator().manual_seed(step * 100 + draw)
         idx = torch.randint(0, 8192, (BATCH,), generator=g)
+        return xs[idx], ys[idx]
+
+    def target_batch(step):
+        g = torch.Generator().manual_seed(step * 100 + 99)
+        idx = torch.randperm(LABELLED, generator=g)
         return xs[idx], ys[idx]
 
     def adapt_each(s, target):
@@ -102,7 +111,7 @@ def pytorch_steps_per_second(vmapped=False):
         return p, specific
 
     if vmapped:  # the two ways agree (the same draws, the same adapted parameters)
-        target = batch(0, 99)
+        target = target_batch(0)
         (a, la), (b, lb) = adapt_each(0, target), adapt_together(0, target)
         assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in params) and torch.allclose(la, lb, atol=1e-5)
     adapt = adapt_together if vmapped else adapt_each
@@ -112,7 +121,7 @@ def pytorch_steps_per_second(vmapped=False):
         h, c = cell(prev.unsqueeze(0), state)
         state = (h.detach(), c.detach())
         w = torch.softmax(head(h).squeeze(0), 0)
-        target = batch(s, 99)
+        target = target_batch(s)
         adapted, specific = adapt(s, target)
         with torch.no_grad():
             general = loss(params, *target, TASKS - 1)
