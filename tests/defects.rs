@@ -203,6 +203,9 @@ fn damaged_checkpoints_are_detected_and_resume_continues_from_the_last_good_one(
         "{err}"
     );
     assert!(!orphan.exists(), "the orphaned temporary file is removed");
+    // Set aside, not counted among the checkpoints the run keeps.
+    let aside = ckpts.join("step-000000040.safetensors.damaged");
+    assert_eq!(std::fs::read(&aside).unwrap(), bytes);
     let again = final_parameters(&run);
     assert_eq!(again.len(), finished.len());
     for ((name, a), (_, b)) in finished.iter().zip(&again) {
@@ -263,6 +266,25 @@ fn sizes_threads_and_values_out_of_range_are_input_errors_naming_the_key() {
             );
         }
     }
+    // A model whose weights and gradients fit in the free memory but not
+    // with Adam's moments and a checkpoint's copy: refused before it starts.
+    let free: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    // Two layers of h × h: about 2h² parameters, a tenth of the free bytes.
+    let h = ((free / 20) as f64).sqrt() as u64;
+    let set = format!("model.backbone.hidden=[{h}, {h}]");
+    let (code, _, err) = run_cli(d, &["-q", "run", p, "--set", &set]);
+    assert_eq!(code, 2, "--set {set}: {err}");
+    assert!(
+        err.contains("needs at least") && err.contains("make it smaller"),
+        "{err}"
+    );
     let (code, _, err) = run_cli(d, &["validate", p, "--set", "model.backbone.hidden=[64,"]);
     assert_eq!(code, 2);
     assert!(
@@ -669,19 +691,6 @@ fn messages_carry_no_debug_formatting_or_colours_and_json_logs_carry_errors() {
     );
 }
 
-/// metrics.jsonl's rows without their wall times (a resume rewrites those).
-fn rows_without_wall_times(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
-            row.as_object_mut().unwrap().remove("wall_time_s");
-            row
-        })
-        .collect()
-}
-
 fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
@@ -699,13 +708,13 @@ fn resuming_a_finished_run_changes_nothing_it_reported() {
     );
     assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
     let run = d.join("runs/finished");
-    let (before, rows) = (summary(&run), rows_without_wall_times(&run));
+    let (before, rows) = (summary(&run), metrics_rows(&run));
     assert_eq!(before["selected_step"], 40, "the case under test: {before}");
     for _ in 0..2 {
         let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(summary(&run), before);
-        assert_eq!(rows_without_wall_times(&run), rows);
+        assert_eq!(metrics_rows(&run), rows);
     }
 }
 
@@ -739,6 +748,116 @@ fn a_damaged_best_checkpoint_is_dropped_with_a_warning_and_the_resumed_run_finis
     let done = summary(&run);
     assert_eq!(done["steps"], 40, "{done}");
     assert!(done["selected_step"].as_u64().unwrap() >= 30, "{done}");
+}
+
+#[test]
+fn a_finished_run_whose_best_checkpoint_is_damaged_is_left_as_it_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Little data, a wide model and a high rate: validation gets worse late.
+    let path = small_pipeline(
+        d,
+        "early",
+        "[train]\nsteps = 240\ncheckpoint_every = 20\noptimizer = { kind = \"adam\", lr = 0.02 }\n\
+         [eval]\nevery = 20\nselect = \"best-val\"\n",
+    );
+    let sets = [
+        "--set",
+        "data.train=64",
+        "--set",
+        "model.backbone.hidden=[128, 128]",
+    ];
+    let mut args = vec!["-q", "run", path.to_str().unwrap()];
+    args.extend(sets);
+    assert_eq!(run_cli(d, &args).0, 0);
+    let run = d.join("runs/early");
+    let (before, rows) = (summary(&run), metrics_rows(&run));
+    assert!(
+        before["selected_step"].as_u64().unwrap() < 240,
+        "validation never got worse; make the run overfit harder: {before}"
+    );
+    let best = run.join("checkpoints/best.safetensors");
+    std::fs::write(&best, b"damaged").unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the run is finished and reported step"),
+        "{err}"
+    );
+    assert_eq!(summary(&run), before);
+    assert_eq!(metrics_rows(&run), rows);
+}
+
+#[test]
+fn resume_refuses_a_config_edited_in_what_the_run_computes_and_takes_a_longer_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(
+        d,
+        "edited",
+        "[train]\nsteps = 40\ncheckpoint_every = 10\n[eval]\nevery = 10\n",
+    );
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    let run = d.join("runs/edited");
+    let config = run.join("config.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let (before, rows) = (summary(&run), metrics_rows(&run));
+    let edited = |from: &str, to: &str| {
+        assert!(original.contains(from), "{from} not in {original}");
+        std::fs::write(&config, original.replacen(from, to, 1)).unwrap();
+        run_cli(d, &["-q", "resume", run.to_str().unwrap()])
+    };
+    // The seed, then the optimizer: refused at the key's line, nothing rewritten.
+    for (from, to, key) in [
+        ("seed = 0", "seed = 7", "run.seed"),
+        ("kind = \"adam\"", "kind = \"sgd\"", "train.optimizer.kind"),
+    ] {
+        let (code, _, err) = edited(from, to);
+        assert_eq!(code, 2, "{key}: {err}");
+        assert!(
+            err.contains(key) && err.contains("config.toml:"),
+            "{key}: {err}"
+        );
+        assert_eq!(summary(&run), before);
+        assert_eq!(metrics_rows(&run), rows);
+    }
+    // Fewer steps than the run has reached.
+    let (code, _, err) = edited("steps = 40", "steps = 20");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("has reached step 40"), "{err}");
+    // More steps: the run goes on.
+    let (code, _, err) = edited("steps = 40", "steps = 60");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&run)["steps"], 60);
+}
+
+#[test]
+fn a_run_started_with_plugins_on_the_command_line_resumes_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    install_plugin(d, "taskweave-rlw");
+    let path = small_pipeline(
+        d,
+        "plugged",
+        "[train]\nsteps = 6\ncheckpoint_every = 2\nweighting = \"rlw\"\n",
+    );
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "run", path.to_str().unwrap(), "--plugins", "plugins"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let run = d.join("runs/plugged");
+    // As if killed after step 4.
+    std::fs::remove_file(taskweave::train::checkpoint::path_for(
+        &run.join("checkpoints"),
+        6,
+    ))
+    .unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_cli(elsewhere.path(), &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(summary(&run)["steps"], 6);
 }
 
 #[test]

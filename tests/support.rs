@@ -424,8 +424,35 @@ pub fn assert_same_final_parameters(a: &Path, b: &Path, what: &str) {
     }
 }
 
+/// A run's `metrics.jsonl` rows without their wall times and memory
+/// statistics (which no two processes share, and a resume rewrites).
+pub fn metrics_rows(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let fields = row.as_object_mut().unwrap();
+            fields.remove("wall_time_s");
+            fields.remove("memory");
+            row
+        })
+        .collect()
+}
+
+/// Checks that two runs wrote the same `metrics.jsonl` rows, all but their
+/// wall times and memory statistics (which no two processes share); `what`
+/// names the second run in the failure.
+pub fn assert_same_metrics(a: &Path, b: &Path, what: &str) {
+    let (a, b) = (metrics_rows(a), metrics_rows(b));
+    assert_eq!(a.len(), b.len(), "metrics.jsonl rows {what}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "metrics.jsonl row at step {} {what}", x["step"]);
+    }
+}
+
 /// Copies a finished run, deletes its newest checkpoint, resumes the copy and
-/// checks that it ends bitwise where the original did.
+/// checks that it ends bitwise where the original did, its metrics rows too.
 pub fn assert_resume_is_exact(original: &Path, copy: &Path) {
     let status = std::process::Command::new("cp")
         .arg("-r")
@@ -444,6 +471,7 @@ pub fn assert_resume_is_exact(original: &Path, copy: &Path) {
         .train(true)
         .unwrap();
     assert_same_final_parameters(original, copy, "after resume");
+    assert_same_metrics(original, copy, "after resume");
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(original.join("summary.json")).unwrap())
             .unwrap();

@@ -29,22 +29,6 @@ fn random_ms(n: u64) -> u64 {
     taskweave_plugin_api::rng::SplitMix::at(nanos, 0).below(n)
 }
 
-fn assert_same_checkpoint(a: &Path, b: &Path) {
-    let (pa, pb) = (final_parameters(a), final_parameters(b));
-    assert_eq!(pa.len(), pb.len());
-    for (name, ta) in &pa {
-        let tb = &pb
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .1;
-        assert!(
-            ta.equal(tb),
-            "`{name}` differs between the interrupted and the uninterrupted run"
-        );
-    }
-}
-
 const LONG: &str =
     "[train]\nsteps = 1500\ncheckpoint_every = 5\nweighting = \"dwa\"\n\n[eval]\nevery = 25\n";
 
@@ -107,7 +91,9 @@ fn kill_9_at_random_points_then_resume_gives_bitwise_identical_parameters() {
     let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     every_file_is_whole(&run);
-    assert_same_checkpoint(&d.join("runs/reference"), &run);
+    assert_same_final_parameters(&d.join("runs/reference"), &run, "after resume");
+    // The losses and weights each row averages span the kills too.
+    assert_same_metrics(&d.join("runs/reference"), &run, "after resume");
     // metrics.jsonl: one record per evaluation, none duplicated by the resumes.
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = text
@@ -177,7 +163,16 @@ fn ctrl_c_checkpoints_the_step_it_reached_and_resume_ends_where_an_uninterrupted
     assert!((1..20000).contains(&checkpoints[0].0), "{checkpoints:?}");
     let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_same_checkpoint(&d.join("runs/reference"), &run);
+    assert_same_final_parameters(
+        &d.join("runs/reference"),
+        &run,
+        "after the interrupted run's resume",
+    );
+    assert_same_metrics(
+        &d.join("runs/reference"),
+        &run,
+        "after the interrupted run's resume",
+    );
 }
 
 #[test]
@@ -355,7 +350,7 @@ fn runs_trained_concurrently_in_one_process_match_a_run_trained_alone() {
         runs.into_iter().map(|r| r.join().unwrap()).collect()
     });
     for run in &together {
-        assert_same_checkpoint(&alone.dir, run);
+        assert_same_final_parameters(&alone.dir, run, "beside the run alone");
     }
 }
 

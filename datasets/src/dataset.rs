@@ -483,19 +483,45 @@ impl Dataset {
             ("validation", &self.val),
             ("test", &self.test),
         ] {
-            for (task, mask) in self.tasks.iter().zip(&split.masks) {
-                if let Some(mask) = mask {
-                    if !bool::try_from(mask.f_any()?)? {
-                        return Err(Error::config(
-                            format!("tasks.{}", task.name),
-                            format!("no row of the {name} split has a label for this task"),
-                        ));
-                    }
+            if split.len() == 0 {
+                continue;
+            }
+            for ((task, mask), target) in self.tasks.iter().zip(&split.masks).zip(&split.targets) {
+                if !labels_anything(task, target, mask.as_ref())? {
+                    return Err(Error::config(
+                        format!("tasks.{}", task.name),
+                        format!(
+                            "no {} of the {name} split has a label for this task",
+                            match task.kind.dense() {
+                                Some(_) => "pixel",
+                                None if matches!(task.kind, TaskType::TokenMulticlass { .. }) =>
+                                    "position",
+                                None => "row",
+                            }
+                        ),
+                    ));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether some row `mask` keeps (all without one) labels at least one of
+/// its values: per-pixel and per-position targets mark an unlabelled value
+/// in the value itself ([`IGNORE_PIXEL`], [`IGNORE_TOKEN`], NaN).
+fn labels_anything(task: &Task, target: &Tensor, mask: Option<&Tensor>) -> Result<bool> {
+    let target = match mask {
+        Some(mask) => target.f_index(&[Some(mask)])?,
+        None => target.shallow_clone(),
+    };
+    let labelled = match task.kind {
+        TaskType::DenseMulticlass { .. } => target.f_ne(IGNORE_PIXEL)?,
+        TaskType::TokenMulticlass { .. } => target.f_ne(IGNORE_TOKEN)?,
+        TaskType::DenseRegression { .. } => target.f_isnan()?.f_logical_not()?,
+        _ => return Ok(target.size().first().is_some_and(|&rows| rows > 0)),
+    };
+    Ok(bool::try_from(labelled.f_any()?)?)
 }
 
 /// Every id of `tensor` is in `0..vocab` of its column.

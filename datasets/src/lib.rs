@@ -177,11 +177,21 @@ impl DataKind {
             ("test", &data.test),
         ] {
             if split.is_empty() {
+                // Point at the key that shares out the rows where the kind has one.
+                let key = match (self.schema)()["properties"].get("split") {
+                    Some(_) => "split",
+                    None => "kind",
+                };
                 return Err(Error::config(
-                    "split",
+                    key,
                     format!(
-                        "the {name} split of the `{}` data is empty; give the data more rows, or this split a larger share where the kind has data.split",
-                        self.name
+                        "the {name} split of the `{}` data is empty; give the data more rows, or this split \
+                         a larger share ({})",
+                        self.name,
+                        match key {
+                            "split" => "data.split",
+                            _ => "see the kind's keys in the README",
+                        }
                     ),
                 ));
             }

@@ -7,7 +7,8 @@
 //! convention), at S = 28 or averaged over 2×2 blocks to S = 14. The
 //! training items are split into fitting and validation items (a seeded
 //! held-out sixth); the test split is the test items. `train`, `val` and
-//! `test` cap how many of each are used (0: all).
+//! `test` cap how many of each are used (0: all); a capped test split is a
+//! seeded draw of the test items.
 
 use std::path::{Path, PathBuf};
 
@@ -173,14 +174,21 @@ impl Source for SingleItems {
         let folder = folder(config, dir);
         let (train_items, test_items) = read_train_test(&folder)?;
         let (fit, val) = held_out(&train_items, &mut SplitMix::at(config.seed, 0))?;
-        let every: Vec<usize> = (0..test_items.len()).collect();
+        // A capped test split is a seeded draw: the files may be sorted by
+        // class (the first items of one MNIST copy are all zeros).
+        let mut tested: Vec<usize> = (0..test_items.len()).collect();
+        if config.test > 0 && config.test < tested.len() {
+            SplitMix::at(config.seed, 1).shuffle(&mut tested);
+            tested.truncate(config.test);
+            tested.sort_unstable();
+        }
         let size = config.size;
         Ok(Dataset {
             tasks: vec![Task::new("class", TaskType::Multiclass(10))],
             inputs: vec![InputSpec::float(IMAGE, vec![1, size, size])],
             train: split(&train_items, &fit, config.train, size)?,
             val: split(&train_items, &val, config.val, size)?,
-            test: split(&test_items, &every, config.test, size)?,
+            test: split(&test_items, &tested, config.test, size)?,
         })
     }
 }
@@ -224,6 +232,17 @@ mod tests {
                 );
             }
         }
+        // A test file sorted by class, capped: a draw of every class, not the first.
+        let sorted: Vec<u8> = (0..100).map(|i| i / 10).collect();
+        let fills = vec![0u8; 100];
+        write_idx(&root.join("fashion"), "t10k", &fills, &sorted);
+        let table = serde_json::json!({"kind": "fashion-mnist", "dir": root.display().to_string(), "test": 20});
+        let data = DataKind::of::<SingleItems>()
+            .load(&table, Path::new("/"))
+            .unwrap();
+        let mut classes = Vec::<i64>::try_from(&data.test.targets[0]).unwrap();
+        classes.dedup();
+        assert!(classes.len() > 3, "{classes:?}");
         let bad = SingleItemsConfig {
             dir: root.display().to_string(),
             size: 7,

@@ -233,6 +233,12 @@ impl File {
                 return self.bad(format!("`{key}` is a scalar; an input is [N, ...]"));
             }
             let shape: Vec<usize> = t.size()[1..].iter().map(|&d| d as usize).collect();
+            if shape.contains(&0) {
+                return self.bad(format!(
+                    "`{key}` is {:?}: each example of it holds no value, so the model would read nothing",
+                    t.size()
+                ));
+            }
             let columns = shape.last().copied().unwrap_or(1);
             let vocab = config.vocab.get(name);
             let fits =
@@ -636,6 +642,29 @@ mod tests {
         assert_eq!(
             e,
             "<file>: `train.inputs.image` holds NaN; inputs are finite"
+        );
+    }
+
+    #[test]
+    fn a_dense_task_without_one_labelled_value_in_a_split_is_refused() {
+        let e = with("val.targets.seg", i64s(&[255; 8], &[2, 2, 2]));
+        assert_eq!(
+            e,
+            "data.tasks.seg: no pixel of the validation split has a label for this task"
+        );
+        let e = with("test.targets.depth", f32s(&[f32::NAN; 8], &[2, 1, 2, 2]));
+        assert_eq!(
+            e,
+            "data.tasks.depth: no pixel of the test split has a label for this task"
+        );
+    }
+
+    #[test]
+    fn an_input_without_values_per_example_is_refused() {
+        let e = with("train.inputs.image", ones(&[2, 1, 0, 3], Kind::Float));
+        assert_eq!(
+            e,
+            "<file>: `train.inputs.image` is [2, 1, 0, 3]: each example of it holds no value, so the model would read nothing"
         );
     }
 

@@ -81,9 +81,31 @@ pub fn remove_temporaries(dir: &Path) {
     }
 }
 
+/// `path` as one word of a shell command a message suggests: as it is when
+/// it holds only characters no shell treats specially, else single-quoted.
+pub fn shell_word(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_alphanumeric() || "/._-+,:@%=".contains(c));
+    match plain {
+        true => text.into_owned(),
+        false => format!("'{}'", text.replace('\'', "'\\''")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_with_spaces_or_quotes_is_one_shell_word() {
+        assert_eq!(shell_word(Path::new("runs/a-1.b")), "runs/a-1.b");
+        assert_eq!(shell_word(Path::new("out dir/w")), "'out dir/w'");
+        assert_eq!(shell_word(Path::new("it's")), "'it'\\''s'");
+        assert_eq!(shell_word(Path::new("$HOME")), "'$HOME'");
+    }
 
     #[test]
     fn replaces_content_and_leaves_no_temporary_file() {

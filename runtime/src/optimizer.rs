@@ -26,6 +26,16 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// How many tensors the size of the parameters the optimizer keeps:
+    /// Adam's two moments, SGD's momentum buffer.
+    pub fn state_copies(&self) -> u128 {
+        match self {
+            OptimizerConfig::Adam(_) | OptimizerConfig::AdamW(_) => 2,
+            OptimizerConfig::Sgd(c) if c.momentum > 0.0 => 1,
+            OptimizerConfig::Sgd(_) => 0,
+        }
+    }
+
     /// The configured learning rate.
     pub fn lr(&self) -> f64 {
         match self {
@@ -52,8 +62,9 @@ macro_rules! adam_config {
             /// Learning rate.
             #[schemars(extend("exclusiveMinimum" = 0))]
             pub lr: f64,
-            /// β₁ and β₂, the decay rates of the moment estimates.
-            #[schemars(inner(range(min = 0.0)))]
+            /// β₁ and β₂, the decay rates of the moment estimates, in [0, 1)
+            /// as PyTorch requires (at 1 a moment never forgets its start).
+            #[schemars(extend("items" = {"type": "number", "minimum": 0, "exclusiveMaximum": 1}))]
             pub betas: [f64; 2],
             /// ε, added to the denominator.
             #[schemars(extend("exclusiveMinimum" = 0))]
@@ -94,8 +105,9 @@ pub struct SgdConfig {
     /// Learning rate.
     #[schemars(extend("exclusiveMinimum" = 0))]
     pub lr: f64,
-    /// Momentum.
-    #[schemars(range(min = 0.0))]
+    /// Momentum, below 1 (PyTorch takes any; at 1 or more the velocity
+    /// never decays and the run diverges).
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1))]
     pub momentum: f64,
     /// Nesterov momentum.
     pub nesterov: bool,

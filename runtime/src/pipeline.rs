@@ -129,6 +129,9 @@ pub struct Pipeline {
     config: PipelineConfig,
     registry: Arc<Registry>,
     host: Host,
+    /// The runtime's own plugin directories (`--plugins`,
+    /// TASKWEAVE_PLUGIN_PATH), which a run records for its resume.
+    runtime_plugin_dirs: Vec<PathBuf>,
 }
 
 /// The plugin directories a pipeline names, read before validation (the
@@ -307,6 +310,7 @@ impl Pipeline {
             config,
             registry,
             host,
+            runtime_plugin_dirs: runtime.plugin_dirs(),
         })
     }
 
@@ -325,6 +329,11 @@ impl Pipeline {
             Some(d) => self.source.error(vec![d]),
             None => err,
         }
+    }
+
+    /// The plugin directories of the runtime it was loaded with.
+    pub(crate) fn runtime_plugin_dirs(&self) -> &[PathBuf] {
+        &self.runtime_plugin_dirs
     }
 
     /// The resolved config, typed: every default filled in.

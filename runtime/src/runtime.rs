@@ -70,6 +70,38 @@ impl Runtime {
         &self.registry
     }
 
+    /// This runtime with the plugin directories of `extra` it does not have
+    /// yet appended (a run's, recorded when it started).
+    pub(crate) fn with_plugin_dirs(&self, extra: &[PathBuf]) -> Runtime {
+        let have: Vec<PathBuf> = self
+            .config
+            .plugin_dirs
+            .iter()
+            .map(|d| canonical(d))
+            .collect();
+        let new: Vec<&PathBuf> = extra
+            .iter()
+            .filter(|d| !have.contains(&canonical(d)))
+            .collect();
+        if new.is_empty() {
+            return self.clone();
+        }
+        let mut config = self.config.clone();
+        for dir in new {
+            config.plugin_dir(dir);
+        }
+        Runtime::new(&config)
+    }
+
+    /// The plugin directories, as absolute paths where they exist.
+    pub(crate) fn plugin_dirs(&self) -> Vec<PathBuf> {
+        self.config
+            .plugin_dirs
+            .iter()
+            .map(|d| canonical(d))
+            .collect()
+    }
+
     /// This runtime's registry, extended by the plugins of `extra` directories.
     pub(crate) fn registry_with(&self, extra: &[PathBuf]) -> Arc<Registry> {
         if extra.is_empty() {
@@ -105,4 +137,8 @@ impl Runtime {
             &RuntimeHost::with_registry(self.registry.clone()),
         )
     }
+}
+
+fn canonical(dir: &std::path::Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
 }

@@ -144,7 +144,16 @@ impl Source for Csv {
             column: column.to_string(),
             message,
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| unreadable(&path, &e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => Error::config(
+                "path",
+                format!(
+                    "{} is not UTF-8 text (UTF-16 or a legacy encoding?); save it as UTF-8 CSV",
+                    path.display()
+                ),
+            ),
+            _ => unreadable(&path, &e),
+        })?;
         if text.trim().is_empty() {
             return Err(file_error(
                 "the file is empty; it needs a header row and data rows".into(),
@@ -255,6 +264,18 @@ impl Source for Csv {
             Some(names) => names.iter().map(|n| column(n)).collect::<Result<_>>()?,
             None => (0..header.len()).filter(|&i| !taken(i)).collect(),
         };
+        // An unnamed column is most often a saved index (pandas' `to_csv`),
+        // which as an input could leak the label of a sorted file.
+        if let Some(&col) = inputs.iter().find(|&&c| header[c].trim().is_empty()) {
+            return Err(Error::config(
+                "inputs",
+                format!(
+                    "column {} has no name in the header (a saved row index?); name it, or list the \
+                     input columns in data.inputs to leave it out",
+                    col + 1
+                ),
+            ));
+        }
         for (key, columns) in [("inputs", &inputs), ("fields", &field_columns)] {
             if let Some((_, k)) = crate::first_repeat(columns) {
                 return Err(Error::config(
@@ -288,12 +309,24 @@ impl Source for Csv {
         for record in reader.records() {
             let record = record.map_err(|e| file_error(csv_error(&e, header.len())))?;
             let line = record.position().map_or(0, |p| p.line());
-            let cell = |col: usize| -> Result<f64> {
+            // `hint`: what to do when the cell is no number at all.
+            let cell = |col: usize, hint: &str| -> Result<f64> {
                 let raw = record.get(col).unwrap_or("");
-                crate::float32(raw).map_err(|message| cell_error(line, &header[col], message))
+                crate::float32(raw).map_err(|message| {
+                    let hint = match raw.parse::<f64>() {
+                        Err(_) => hint,
+                        Ok(_) => "",
+                    };
+                    cell_error(line, &header[col], format!("{message}{hint}"))
+                })
+            };
+            // Text where the inputs default to every other column: one to leave out.
+            let text_input = match config.inputs {
+                None => "; a text column is no input: list the inputs in data.inputs (or read it as ids with data.fields)",
+                Some(_) => "",
             };
             for &col in &inputs {
-                x.push(cell(col)? as f32);
+                x.push(cell(col, text_input)? as f32);
             }
             let text = |col: usize| record.get(col).unwrap_or("");
             ids.push(
@@ -305,7 +338,10 @@ impl Source for Csv {
                     y[t].push(None);
                     continue;
                 }
-                let v = cell(target.column)?;
+                let v = cell(
+                    target.column,
+                    "; a label missing from a row is an empty cell",
+                )?;
                 let ok = match target.task.kind {
                     TaskType::Binary => v == 0.0 || v == 1.0,
                     TaskType::Multiclass(n) => v.fract() == 0.0 && v >= 0.0 && (v as usize) < n,
@@ -557,6 +593,38 @@ mod tests {
     }
 
     #[test]
+    fn an_unnamed_column_is_no_input_unless_left_out() {
+        let text = ",a,y\n0,1,2\n1,2,3\n2,3,4\n3,4,5\n";
+        let e = err(text, json!({}));
+        assert!(
+            e.contains("data.inputs") && e.contains("column 1 has no name"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), text);
+        load(&config(json!({"inputs": ["a"]})), dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_another_encoding_says_to_save_it_as_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        // "a,y" in UTF-16 with its byte-order mark.
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("a,y\n1,2\n".encode_utf16().flat_map(|u| u.to_le_bytes()))
+            .collect();
+        std::fs::write(dir.path().join("d.csv"), utf16).unwrap();
+        let e = load(&config(json!({})), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("data.path: ") && e.contains("save it as UTF-8"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn missing_file_and_empty_file_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let e = load(&config(json!({})), dir.path())
@@ -584,9 +652,15 @@ mod tests {
     fn non_numeric_value_names_row_and_column() {
         let e = err("a,y\n1,2\n3,abc\n", json!({}));
         assert!(
-            e.contains("d.csv: row 3, column `y`: `abc` is not a finite number"),
+            e.contains("d.csv: row 3, column `y`: `abc` is not a finite number; a label missing from a row is an empty cell"),
             "{e}"
         );
+        // Text in a column read as an input by default: how to leave it out.
+        let e = err("a,name,y\n1,x,2\n", json!({}));
+        assert!(e.contains("`x` is not a finite number; a text column is no input: list the inputs in data.inputs"), "{e}");
+        // A number out of range needs no such hint.
+        let e = err("a,y\n1e39,2\n", json!({}));
+        assert!(!e.contains("text column"), "{e}");
     }
 
     #[test]

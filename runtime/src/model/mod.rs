@@ -48,11 +48,19 @@ fn headed<'a>(config: &ModelConfig, tasks: &'a [Task]) -> &'a [Task] {
     }
 }
 
-/// Refuses a backbone and heads whose weights and gradients alone (the least
-/// any optimizer keeps) cannot fit on `device`, before anything is allocated,
-/// naming the widest layer's key. The architecture between them is the
-/// method's to size; the heads are counted as if it kept the backbone's width.
-pub fn check_size(config: &ModelConfig, plan: &Plan, tasks: &[Task], device: Device) -> Result<()> {
+/// Refuses a backbone and heads whose `copies` float32 values per parameter
+/// (the weights, their gradients, the optimizer's state, and the copy of
+/// weights and state a checkpoint writes) cannot fit on `device`, before
+/// anything is allocated, naming the widest layer's key. The architecture
+/// between them is the method's to size; the heads are counted as if it kept
+/// the backbone's width.
+pub fn check_size(
+    config: &ModelConfig,
+    plan: &Plan,
+    tasks: &[Task],
+    device: Device,
+    copies: u128,
+) -> Result<()> {
     let mut layers = plan.sizes.clone();
     let width = plan.layer_dims.last().copied().unwrap_or(0);
     layers.extend(Head::sizes(&config.head, width, headed(config, tasks)));
@@ -61,7 +69,7 @@ pub fn check_size(config: &ModelConfig, plan: &Plan, tasks: &[Task], device: Dev
         .iter()
         .max_by_key(|(_, n)| *n)
         .map(|(key, n)| format!("a model of {total} parameters ({key} makes a layer of {n})"));
-    crate::device::ensure_fits(device, total * 4 * 2, || widest.unwrap_or_default())
+    crate::device::ensure_fits(device, total * 4 * copies, || widest.unwrap_or_default())
 }
 
 impl Model {

@@ -9,12 +9,13 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use taskweave_plugin_api::io_reason;
 
-use crate::fsutil::remove_temporaries;
+use crate::fsutil::{remove_temporaries, shell_word};
 
 /// The file whose presence marks a directory as a taskweave run.
 pub const MARKER: &str = "run.json";
@@ -72,8 +73,9 @@ impl RunDir {
         }
         if !overwrite {
             return Err(Error::Input(format!(
-                "{shown} already holds a run; continue it with `taskweave resume {shown}`, pick another name with \
-                 --set run.name=..., or pass --overwrite to start over"
+                "{shown} already holds a run; continue it with `taskweave resume {}`, pick another name with \
+                 --set run.name=..., or pass --overwrite to start over",
+                shell_word(path)
             )));
         }
         // Emptied by `clear` once the new run's data and model are ready: a
@@ -102,6 +104,9 @@ impl RunDir {
     /// killed process left behind are removed (nothing else can be writing them:
     /// this process holds the lock).
     pub fn open(path: &Path) -> Result<RunDir> {
+        if !path.exists() {
+            return Err(Error::Input(format!("{} does not exist", path.display())));
+        }
         if !path.join(MARKER).is_file() {
             return Err(Error::Input(format!(
                 "{} is not a run directory (it has no {MARKER})",
@@ -109,8 +114,16 @@ impl RunDir {
             )));
         }
         let dir = RunDir::lock(path)?;
+        let checkpoints = dir.checkpoints();
+        if fs::symlink_metadata(&checkpoints).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::Input(format!(
+                "{} is not a directory, but a run keeps its checkpoints there; move it away (the run \
+                 then starts again from step 0) or put the run's checkpoints folder back",
+                checkpoints.display()
+            )));
+        }
         remove_temporaries(path);
-        remove_temporaries(&dir.checkpoints());
+        remove_temporaries(&checkpoints);
         Ok(dir)
     }
 
@@ -121,6 +134,8 @@ impl RunDir {
             .write(true)
             .create(true)
             .truncate(false)
+            // The pid is written into it: never through a link to another file.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
@@ -128,6 +143,15 @@ impl RunDir {
                         "the run directory {} is not writable ({}); fix its permissions, or pick \
                          another run.out_dir or run.name",
                         path.display(),
+                        io_reason(&e)
+                    ))
+                }
+                _ if e.raw_os_error() == Some(libc::ELOOP)
+                    || e.kind() == std::io::ErrorKind::IsADirectory =>
+                {
+                    Error::Input(format!(
+                        "{} is not a regular file ({}), but a run holds its lock there; remove it",
+                        lock_path.display(),
                         io_reason(&e)
                     ))
                 }
@@ -239,5 +263,34 @@ mod tests {
         );
         drop(first);
         RunDir::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_run_directory_is_named_and_nothing_outside_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = RunDir::open(&dir.path().join("gone")).unwrap_err();
+        assert!(gone.to_string().ends_with("gone does not exist"), "{gone}");
+        let run = dir.path().join("r");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join(MARKER), "{}").unwrap();
+        // A lock that links elsewhere: refused, its target untouched.
+        let elsewhere = dir.path().join("notes.txt");
+        std::fs::write(&elsewhere, "mine").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, run.join(LOCK)).unwrap();
+        let e = RunDir::open(&run).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("remove it"), "{e}");
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "mine");
+        // A lock that is a directory.
+        std::fs::remove_file(run.join(LOCK)).unwrap();
+        std::fs::create_dir(run.join(LOCK)).unwrap();
+        let e = RunDir::open(&run).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        std::fs::remove_dir(run.join(LOCK)).unwrap();
+        // Checkpoints that are a file.
+        std::fs::write(run.join("checkpoints"), "x").unwrap();
+        let e = RunDir::open(&run).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("is not a directory"), "{e}");
     }
 }

@@ -2,7 +2,7 @@
 //! checkpoints, `curves.png` and `summary.json`, from step 0 or from the newest
 //! checkpoint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use super::select::Selection;
 use super::summary::Summary;
 use crate::data::{Dataset, Task};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{shell_word, write_atomic};
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
 use crate::sections::{PipelineConfig, Select};
@@ -46,6 +46,9 @@ pub struct RunContext<'a> {
     pub device: Device,
     /// The pipeline's directory (recorded so that `resume` resolves paths alike).
     pub pipeline_dir: &'a Path,
+    /// The runtime's plugin directories (recorded so that `resume` finds
+    /// the plugins without `--plugins`).
+    pub plugin_dirs: &'a [PathBuf],
     /// Show no progress.
     pub quiet: bool,
     /// The one task of the data a single-task baseline trains, recorded in
@@ -77,6 +80,7 @@ impl<'a> RunContext<'a> {
             host: pipeline.host(),
             device,
             pipeline_dir: pipeline.dir(),
+            plugin_dirs: pipeline.runtime_plugin_dirs(),
             quiet,
             task: None,
         })
@@ -155,6 +159,35 @@ impl Running {
             }
             self.weights.iter_mut().zip(&w).for_each(|(a, b)| *a += b);
             self.weighted_steps += 1;
+        }
+    }
+
+    /// The sums as a checkpoint keeps them: each value's bits, so that a
+    /// resumed run's means are the uninterrupted run's to the bit.
+    fn state(&self) -> Value {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>();
+        json!({"loss": bits(&self.loss), "weights": bits(&self.weights),
+               "steps": self.steps, "weighted_steps": self.weighted_steps})
+    }
+
+    /// What [`Running::state`] kept (empty sums for a checkpoint without them).
+    fn from_state(state: &Value) -> Running {
+        let values = |key: &str| -> Vec<f64> {
+            state[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_u64)
+                        .map(f64::from_bits)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Running {
+            loss: values("loss"),
+            weights: values("weights"),
+            steps: u64_of(&state["steps"]),
+            weighted_steps: u64_of(&state["weighted_steps"]),
         }
     }
 
@@ -244,23 +277,34 @@ fn summary_of(dir: &Path) -> Value {
 /// (`total`; the last step's parameters are its own checkpoint) must be the
 /// one `best` holds. A damaged or missing file, or one the killed part of the
 /// run overwrote, is dropped with a warning: the selection restarts, and the
-/// run still finishes, choosing among the evaluations from here on.
-fn check_best(selection: &mut Selection, best: &Path, step: u64, total: u64) {
+/// run still finishes, choosing among the evaluations from here on. A
+/// finished run (`step` = `total`) has nothing left to choose among: what it
+/// reported stays, and the resume is refused.
+fn check_best(selection: &mut Selection, best: &Path, step: u64, total: u64) -> Result<()> {
     let Some(wanted) = selection.best_step().filter(|&s| s < total) else {
-        return;
+        return Ok(());
     };
     let problem = match checkpoint::read(best) {
         Ok(ckpt) => match u64_of(&ckpt.meta["selected_step"]) {
-            held if held == wanted => return,
+            held if held == wanted => return Ok(()),
             held => format!("it holds step {held}"),
         },
         Err(e) => e.to_string(),
     };
+    if step == total {
+        return Err(Error::Input(format!(
+            "the run is finished and reported step {wanted}, its best validation score, but that \
+             step's checkpoint cannot be used ({problem}); its summary.json and metrics.jsonl are \
+             left as they are. Nothing is left to train: restore {} from a copy to report it again",
+            best.display()
+        )));
+    }
     tracing::warn!(
         "the best-validation checkpoint of step {wanted} cannot be used ({problem}); the selection \
          starts again at step {step}: evaluations before it can no longer be reported"
     );
     selection.forget_best();
+    Ok(())
 }
 
 /// Draws training loss and every validation metric per task.
@@ -378,15 +422,27 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let mut finished_val = None;
     let mut wall_before = 0.0;
     let mut skipped = 0;
+    // The losses and weights since the last evaluation, which its row averages.
+    let mut running = Running::default();
     let latest = if resume {
         checkpoint::latest(&ckpt_dir)?
     } else {
         None
     };
     if let Some((step, ckpt)) = latest {
+        if step > total {
+            return Err(Error::Input(format!(
+                "train.steps: the run has reached step {step}, past the {total} steps its config.toml \
+                 now asks for; set train.steps (or train.epochs) back to at least {step}"
+            )));
+        }
         wall_before = ckpt.meta["wall_time_s"].as_f64().unwrap_or(0.0);
         skipped = u64_of(&ckpt.meta["skipped"]);
         selection = Selection::from_state(&ckpt.meta["selection"])?;
+        running = Running::from_state(&ckpt.meta["running"]);
+        if world.is_root() {
+            checkpoint::set_aside_after(&ckpt_dir, step);
+        }
         let ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1);
         trainer.restore(ckpt)?;
         // Every rank read the checkpoint itself: they must have read the same one.
@@ -403,7 +459,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             .collect();
         tracing::info!("resuming {} from step {step}", dir.display());
         if best_val {
-            check_best(&mut selection, &best_path, step, total);
+            check_best(&mut selection, &best_path, step, total)?;
         }
         if ranks != world.size() as u64 {
             tracing::info!(
@@ -429,13 +485,15 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         if !resume {
             run.clear()?;
         }
-        // run.json first: it marks the directory as a run (see RunDir).
-        let mut info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf())});
+        // run.json first: it marks the directory as a run (see RunDir). The
+        // config it records is what a resume may not change (see `edits`).
+        let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
+        let mut info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf()),
+                              "config": resolved, "plugin_dirs": ctx.plugin_dirs});
         if let Some(task) = ctx.task {
             info["task"] = json!(task);
         }
         write_file(&dir.join(dir::MARKER), info.to_string().as_bytes())?;
-        let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
         write_file(&dir.join("config.toml"), to_toml(&resolved).as_bytes())?;
         write_history(&metrics_path, &history)?;
     }
@@ -455,7 +513,6 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let started = Instant::now();
     let first = trainer.step_index();
     let progress = Progress::new(first, total, config.train.log_every, quiet);
-    let mut running = Running::default();
     let mut last_losses = vec![f64::NAN; tasks.len()];
     let mut skipped_since_eval = 0;
     let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
@@ -536,7 +593,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         }
         if checkpointing {
             let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
-                              "selection": selection.state(), "ranks": world.size()});
+                              "selection": selection.state(), "ranks": world.size(),
+                              "running": running.state()});
             save(&trainer, &checkpoint::path_for(&ckpt_dir, step), meta)?;
             if world.is_root() {
                 checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
@@ -548,7 +606,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
                 signal,
                 step,
                 dir: dir.to_path_buf(),
-                again: format!("`taskweave resume {}`", dir.display()),
+                again: format!("`taskweave resume {}`", shell_word(dir)),
             });
         }
     }

@@ -8,6 +8,7 @@
 
 mod baselines;
 mod dir;
+mod edits;
 mod fd;
 mod fit;
 pub mod interrupt;
@@ -123,7 +124,21 @@ impl Run {
                 dir.to_path_buf()
             }
         };
-        let pipeline = Pipeline::from_run(runtime, &config_path, text, pipeline_dir)?;
+        // The runtime's plugin directories when the run started (`--plugins`).
+        let recorded: Vec<PathBuf> = info["plugin_dirs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(PathBuf::from))
+            .collect();
+        let runtime = runtime.with_plugin_dirs(&recorded);
+        let pipeline = Pipeline::from_run(&runtime, &config_path, text, pipeline_dir)?;
+        // Runs from before run.json recorded the config are not checked.
+        if info["config"].is_object() {
+            let now = serde_json::to_value(pipeline.config())
+                .map_err(|e| Error::Run(format!("the run's config as JSON: {e}")))?;
+            edits::check(&info["config"], &now).map_err(|e| pipeline.locate(e))?;
+        }
         Ok(Run {
             pipeline,
             dir: held,

@@ -256,10 +256,30 @@ pub fn latest(dir: &Path) -> Result<Option<(u64, Checkpoint)>> {
         return Ok(None);
     }
     Err(Error::Input(format!(
-        "no checkpoint in {} can be read: {}",
+        "no checkpoint in {} can be read: {}; move them away to train the run again from step 0 \
+         (`taskweave resume` then starts over), or start a new run with `taskweave run PIPELINE --overwrite`",
         dir.display(),
         damaged.join("; ")
     )))
+}
+
+/// Renames the checkpoints in `dir` past `step`, the one a run resumes from
+/// (those [`latest`] skipped as damaged), to `NAME.damaged`: kept for
+/// whoever wants to look, but no longer counted among the checkpoints the
+/// run keeps (which would prune good ones).
+pub fn set_aside_after(dir: &Path, step: u64) {
+    for (_, path) in list(dir).into_iter().filter(|(s, _)| *s > step) {
+        let mut aside = path.clone().into_os_string();
+        aside.push(".damaged");
+        match std::fs::rename(&path, &aside) {
+            Ok(()) => tracing::warn!(
+                "{} is kept as {}",
+                path.display(),
+                Path::new(&aside).display()
+            ),
+            Err(e) => tracing::warn!("could not set {} aside: {e}", path.display()),
+        }
+    }
 }
 
 /// Checkpoints in `dir`, newest last.

@@ -332,7 +332,11 @@ fn task_metrics(task: &Task, output: &Tensor, target: &Tensor) -> Result<TaskMet
     match task.kind {
         TaskType::Regression | TaskType::Vector(_) => {
             let std = task.scale.map_or(1.0, |(_, s)| s);
-            let err = values(task, output)?.f_sub(target)?.f_mul_scalar(std)?;
+            // In float64: a squared error in original units can pass float32's range.
+            let err = values(task, output)?
+                .f_to_kind(Kind::Double)?
+                .f_sub(&target.f_to_kind(Kind::Double)?)?
+                .f_mul_scalar(std)?;
             m.insert("mse".into(), scalar(err.f_square()?.f_mean(Kind::Double)?)?);
             m.insert("mae".into(), scalar(err.f_abs()?.f_mean(Kind::Double)?)?);
         }
@@ -559,7 +563,10 @@ impl Tally {
                     None => loss.f_ones_like()?,
                 };
                 let clean = target.f_nan_to_num(0.0, None, None)?;
-                let error = output.f_sub(&clean)?.f_abs()?;
+                let error = output
+                    .f_to_kind(Kind::Double)?
+                    .f_sub(&clean.f_to_kind(Kind::Double)?)?
+                    .f_abs()?;
                 let nz = weight.f_mul(&clean.f_ne(0.0)?.f_to_kind(Kind::Float)?)?;
                 let relative = error.f_div(&clean.f_abs()?.f_clamp_min(1e-12)?)?;
                 *abs += scalar(error.f_mul(&weight)?.f_sum(Kind::Double)?)?;
@@ -961,6 +968,10 @@ mod tests {
         let m = task_metrics(&task, &out, &Tensor::from_slice(&[0.0f32, 0.0])).unwrap();
         assert_eq!(m["mae"], 1.0);
         assert_eq!(m["mse"], 2.0);
+        // Squared errors beyond float32's range stay finite.
+        task.scale = Some((0.0, 1e20));
+        let m = task_metrics(&task, &out, &Tensor::from_slice(&[0.0f32, 0.0])).unwrap();
+        assert_eq!(m["mse"], 0.5e40);
     }
 
     #[test]

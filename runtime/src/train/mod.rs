@@ -160,7 +160,11 @@ impl Trainer {
                 // be trained or evaluated.
                 let k = intervals.len();
                 for (what, rows) in [
-                    ("a batch (train.batch)", train.batch as usize),
+                    // A batch is at most the training split.
+                    (
+                        "a batch (train.batch, at most the training rows)",
+                        (train.batch as usize).min(data.train.len()),
+                    ),
                     ("the val split", data.val.len()),
                     ("the test split", data.test.len()),
                 ] {
@@ -192,7 +196,8 @@ impl Trainer {
         // architecture uses it (an architecture may replace the backbone).
         let plan = crate::model::backbone::plan(&model_cfg.backbone, &data.inputs);
         if let Ok(plan) = &plan {
-            crate::model::check_size(model_cfg, plan, &data.tasks, device)?;
+            let copies = 3 + 2 * train.optimizer.state_copies();
+            crate::model::check_size(model_cfg, plan, &data.tasks, device, copies)?;
         }
         let (layer_dims, layer_ranks) = plan
             .as_ref()
