@@ -587,3 +587,55 @@ fn stats_counts_labels_and_correlates_scalar_tasks_over_rows_both_label() {
     let (code, _, err) = run_cli(d, &["stats", "p.toml", "--split", "dev"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn call_refuses_folders_devices_one_file_for_two_outputs_and_overflowing_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let call = |args: &[&str]| run_cli(d, args);
+    for (grads, expect) in [(".", "it is a directory"), ("/dev/zero", "it is a device")] {
+        let (code, _, err) = call(&[
+            "call",
+            "weighting",
+            "pcgrad",
+            "--grads",
+            grads,
+            "--out",
+            "o.safetensors",
+        ]);
+        assert_eq!(code, 2, "--grads {grads}: {err}");
+        assert!(err.contains(&format!("--grads {grads}: {expect}")), "{err}");
+    }
+    // Finite gradients whose sum passes float32's range: nothing written.
+    let big = write_grads(d, &[[3e38, 0.0, 0.0], [3e38, 0.0, 0.0]]);
+    let (code, _, err) = call(&[
+        "call",
+        "weighting",
+        "ew",
+        "--grads",
+        big.to_str().unwrap(),
+        "--out",
+        "o.safetensors",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("non-finite `update`"), "{err}");
+    assert!(!d.join("o.safetensors").exists());
+    // --out and --plot naming one file.
+    let (code, _, err) = call(&[
+        "call",
+        "grouping",
+        "interval-clustering",
+        "--tasks",
+        "10",
+        "--schedule",
+        "linear",
+        "--set",
+        "k=2",
+        "--out",
+        "same.x",
+        "--plot",
+        "./same.x",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--out and --plot both name"), "{err}");
+}

@@ -377,6 +377,20 @@ fn commands_reading_a_trained_run_use_its_selected_parameters_or_refuse() {
         code == 2 && err.contains("has no `heads.task3"),
         "{code}: {err}"
     );
+    // The last step's checkpoint gone: no earlier one in its place.
+    std::fs::remove_file(d.join("runs/three/checkpoints/step-000000300.safetensors")).unwrap();
+    let (code, _, err) = flatness("runs/three");
+    assert!(
+        code == 2 && err.contains("newest usable checkpoint is step"),
+        "{code}: {err}"
+    );
+    // An unfinished run (no summary): its newest checkpoint, and it says so.
+    std::fs::remove_file(d.join("runs/three/summary.json")).unwrap();
+    let (code, _, err) = flatness("runs/three");
+    assert!(
+        code == 0 && err.contains("has not finished"),
+        "{code}: {err}"
+    );
     // A single-task baseline's run reopens with its one task.
     let (code, _, err) = run_cli(
         d,
@@ -810,7 +824,7 @@ fn resume_refuses_a_config_edited_in_what_the_run_computes_and_takes_a_longer_ru
     // The seed, then the optimizer: refused at the key's line, nothing rewritten.
     for (from, to, key) in [
         ("seed = 0", "seed = 7", "run.seed"),
-        ("kind = \"adam\"", "kind = \"sgd\"", "train.optimizer.kind"),
+        ("lr = 0.001", "lr = 0.002", "train.optimizer.lr"),
     ] {
         let (code, _, err) = edited(from, to);
         assert_eq!(code, 2, "{key}: {err}");

@@ -435,9 +435,10 @@ fn lm_train_refuses_what_is_not_one_language_model_and_empty_corpora() {
     );
 }
 
-/// Exports three modules from PyTorch into `dir` (a one-block causal byte
-/// model `gpt.pt`, the same with 100 outputs `gpt100.pt`, `flat.pt`, which
-/// returns `[B, L]`, and `broken.pt`, whose logits are NaN from position 3) and `expected.json`: PyTorch's greedy
+/// Exports modules from PyTorch into `dir` (a one-block causal byte model
+/// `gpt.pt`, the same with 100 outputs `gpt100.pt`, `flat.pt`, which returns
+/// `[B, L]`, `broken.pt`, whose logits are NaN from position 3, `last.pt`,
+/// logits for the last position only, and `masked.pt`, −inf everywhere) and `expected.json`: PyTorch's greedy
 /// continuation of "ab" and its logits over the whole sequence.
 fn export_torchscript(dir: &Path) -> serde_json::Value {
     let script = r#"
@@ -465,6 +466,16 @@ class Flat(torch.nn.Module):
     def forward(self, ids):
         return ids.float()
 
+class Last(torch.nn.Module):
+    """Logits for the last position only, [B, 1, 256], whatever L."""
+    def forward(self, ids):
+        return torch.zeros(ids.size(0), 1, 256) + ids[:, -1:, None].float()
+
+class Masked(torch.nn.Module):
+    """−inf for every byte: nothing could follow."""
+    def forward(self, ids):
+        return torch.full((ids.size(0), ids.size(1), 256), float("-inf"))
+
 class Broken(torch.nn.Module):
     """Finite logits for the prompt, NaN from the 4th position on."""
     def forward(self, ids):
@@ -477,6 +488,8 @@ traced.save("gpt.pt")
 torch.jit.trace(Gpt(vocab_out=100).eval(), example).save("gpt100.pt")
 torch.jit.trace(Flat(), example).save("flat.pt")
 torch.jit.trace(Broken(), example).save("broken.pt")
+torch.jit.trace(Last(), example).save("last.pt")
+torch.jit.trace(Masked(), example).save("masked.pt")
 ids = [256, 97, 98]
 with torch.no_grad():
     for _ in range(12):
@@ -555,7 +568,26 @@ experts = { words = { kind = "torchscript", path = "gpt.pt", context = 64 } }"#;
     );
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("model `large` gave NaN or +inf logits at step 1"),
+        err.contains("model `large` gave NaN or +inf logits, or −inf for every byte, at step 1"),
+        "{err}"
+    );
+    // Every byte masked: exit 1 naming it, not bytes drawn from nothing.
+    let set = "models.large={kind=\"torchscript\", path=\"masked.pt\", context=64}";
+    let (code, _, err) = run_cli(
+        d,
+        &["decode", "decode.toml", "--prompt", "ab", "--set", set],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("−inf for every byte"), "{err}");
+    // Logits of the right shape for one id only: refused at the first longer window.
+    let set = "models.large={kind=\"torchscript\", path=\"last.pt\", context=64}";
+    let (code, _, err) = run_cli(
+        d,
+        &["decode", "decode.toml", "--prompt", "ab", "--set", set],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("model `large` returned logits [1, 1, 256] for ids [1, 3]"),
         "{err}"
     );
     // Bad models: another vocabulary, the wrong output shape, not a module.

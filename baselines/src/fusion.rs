@@ -116,8 +116,11 @@ fn create_large(_config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<B
 
 fn create_proxy(config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Fusion>> {
     let ProxyConfig { expert, alpha } = typed(config)?;
-    if !alpha.is_finite() {
-        return Err(Error::input(format!("alpha = {alpha} is not finite")));
+    // The coefficient multiplies float32 logits.
+    if !alpha.is_finite() || alpha.abs() > f32::MAX as f64 {
+        return Err(Error::input(format!(
+            "alpha = {alpha} is not a finite float32 number"
+        )));
     }
     Ok(Box::new(Baseline {
         rule: Rule::Proxy {
@@ -215,5 +218,18 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("expert = 2, but there are 2 experts"), "{e}");
+    }
+
+    #[test]
+    fn an_alpha_beyond_float32_is_refused_not_a_panic() {
+        let ctx = MethodContext::default();
+        for alpha in [1e39, -1e39] {
+            let config = taskweave_plugin_api::serde_json::json!({ "alpha": alpha });
+            let e = create_proxy(&config, &ctx, &Host::standalone())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("is not a finite float32 number"), "{e}");
+        }
     }
 }

@@ -483,7 +483,7 @@ impl Dataset {
             ("validation", &self.val),
             ("test", &self.test),
         ] {
-            if split.len() == 0 {
+            if split.is_empty() {
                 continue;
             }
             for ((task, mask), target) in self.tasks.iter().zip(&split.masks).zip(&split.targets) {

@@ -91,6 +91,21 @@ impl Corpus {
     }
 }
 
+/// Every document a validated `[data] kind = "text"` table names, its
+/// patterns relative to `dir` (none where the table is no such table or
+/// matches nothing): what a command writing files must not overwrite.
+pub fn documents(table: &serde_json::Value, dir: &Path) -> Vec<PathBuf> {
+    let Ok(config) = crate::config_of::<Text>(table) else {
+        return Vec::new();
+    };
+    config
+        .corpora
+        .iter()
+        .flat_map(|(name, patterns)| matches(name, patterns, dir).unwrap_or_default())
+        .map(|(path, _)| path)
+        .collect()
+}
+
 /// The non-empty files `patterns` match, sorted and without repeats.
 fn matches(name: &str, patterns: &[String], dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let key = format!("corpora.{name}");

@@ -96,11 +96,19 @@ impl Error {
         }
     }
 
-    /// An I/O error on `path`.
+    /// An I/O error on `path`: the user's to fix (exit 2) where the
+    /// permissions or a read-only file system refused it.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io {
-            path: path.into(),
-            source,
+        let path = path.into();
+        match source.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                Error::Input(format!(
+                    "{}: {}; check its permissions, or use another path",
+                    path.display(),
+                    taskweave_plugin_api::io_reason(&source)
+                ))
+            }
+            _ => Error::Io { path, source },
         }
     }
 }
@@ -142,3 +150,21 @@ pub struct Located {
 
 /// `Result` with the runtime's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+
+    #[test]
+    fn a_path_the_permissions_refuse_is_the_users_to_fix() {
+        for kind in [ErrorKind::PermissionDenied, ErrorKind::ReadOnlyFilesystem] {
+            let e = Error::io("/sys/x.png", std::io::Error::from(kind));
+            assert_eq!(e.exit_code(), 2, "{e}");
+            assert!(e.to_string().starts_with("/sys/x.png: "), "{e}");
+            assert!(e.to_string().contains("check its permissions"), "{e}");
+        }
+        let e = Error::io("/x", std::io::Error::from(ErrorKind::UnexpectedEof));
+        assert_eq!(e.exit_code(), 1, "{e}");
+    }
+}

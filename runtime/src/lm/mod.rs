@@ -101,6 +101,22 @@ impl DecodePipeline {
         &self.config
     }
 
+    /// What the pipeline reads besides its own file: every model's run
+    /// directory or TorchScript file, and its corpora's documents.
+    pub fn reads(&self) -> Vec<PathBuf> {
+        let models = &self.config.models;
+        let mut paths: Vec<PathBuf> = [&models.large, &models.small]
+            .into_iter()
+            .chain(models.experts.values())
+            .map(|m| match m {
+                config::ModelRef::Run(run) => self.dir.join(&run.dir),
+                config::ModelRef::Torchscript(ts) => self.dir.join(&ts.path),
+            })
+            .collect();
+        paths.extend(taskweave_datasets::documents(&self.config.data, &self.dir));
+        paths
+    }
+
     /// Loads every model, refusing models whose vocabularies differ.
     pub fn models(&self) -> Result<Models> {
         let open = |name: &str, model: &config::ModelRef| {

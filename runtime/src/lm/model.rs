@@ -102,11 +102,29 @@ impl LanguageModel {
             }
             Network::TorchScript { module, device } => {
                 let _no_grad = tch::no_grad_guard();
-                let out = module
-                    .forward_ts(&[tokens.f_to_device(*device)?])
-                    .map_err(|e| {
-                        Error::Run(format!("model `{}` failed at {at}: {e}", self.name))
-                    })?;
+                // Ids are bytes and 256 (start of text), as the README
+                // promises such a model: the padding id that fills a
+                // document's last window becomes 256. Padding only ever
+                // follows the text, so a causal model's logits at the text's
+                // positions do not change (and those at padding are not scored).
+                let ids = tokens
+                    .f_clamp_max(taskweave_datasets::BOS)?
+                    .f_to_device(*device)?;
+                let out = module.forward_ts(&[ids]).map_err(|e| {
+                    Error::Run(format!("model `{}` failed at {at}: {e}", self.name))
+                })?;
+                let (want, got) = (
+                    [tokens.size()[0], tokens.size()[1], self.vocab as i64],
+                    out.size(),
+                );
+                if got != want {
+                    return Err(Error::Input(format!(
+                        "model `{}` returned logits {got:?} for ids {:?} at {at}; a TorchScript \
+                         language model returns [B, L, V] = {want:?}",
+                        self.name,
+                        tokens.size()
+                    )));
+                }
                 vec![out]
             }
         };
@@ -164,11 +182,13 @@ impl LanguageModel {
             .ok_or_else(|| Error::Run(format!("model `{}` gave no output", self.name)))?
             .f_to_kind(Kind::Float)?
             .f_to_device(device)?;
-        // −∞ is a masked entry; NaN and +∞ are a broken model.
+        // −∞ is a masked entry; NaN and +∞ are a broken model, and so is a
+        // position where every entry is masked (no byte could follow).
         let bad = out.f_isnan()?.f_logical_or(&out.f_isposinf()?)?;
-        if bool::try_from(bad.f_any()?)? {
+        let none = out.f_isneginf()?.f_all_dim(-1, false)?;
+        if bool::try_from(bad.f_any()?.f_logical_or(&none.f_any()?)?)? {
             return Err(Error::Run(format!(
-                "model `{}` gave NaN or +inf logits at {at}",
+                "model `{}` gave NaN or +inf logits, or −inf for every byte, at {at}",
                 self.name
             )));
         }

@@ -739,7 +739,28 @@ pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
     let step = match (summary["selected_step"].as_u64(), summary["steps"].as_u64()) {
         (Some(selected), Some(steps)) if selected < steps => selected,
         // The last step, or no finished run (no summary): the newest checkpoint.
-        _ => return Ok(checkpoint::latest(&checkpoints)?.map(|(_, ckpt)| ckpt)),
+        (_, steps) => {
+            let Some((newest, ckpt)) = checkpoint::latest(&checkpoints)? else {
+                return Ok(None);
+            };
+            match steps {
+                Some(steps) if newest != steps => {
+                    return Err(Error::Input(format!(
+                        "{}: the run's summary reports step {steps}'s parameters, but its newest \
+                         usable checkpoint is step {newest}; `taskweave resume {}` trains the \
+                         steps after it again, to the same parameters",
+                        checkpoints.display(),
+                        shell_word(dir)
+                    )))
+                }
+                Some(_) => {}
+                None => tracing::warn!(
+                    "{} has not finished (it has no summary.json): using its newest checkpoint, step {newest}",
+                    dir.display()
+                ),
+            }
+            return Ok(Some(ckpt));
+        }
     };
     let unusable = |why: String| {
         Error::Input(format!(

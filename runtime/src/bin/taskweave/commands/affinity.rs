@@ -9,15 +9,14 @@ use taskweave::{Error, Result, Run};
 use taskweave_report::{render_png, HeatMap, LegendPosition, Panel};
 use tch::{Kind, Tensor};
 
-use super::{check_out, Env};
+use super::{check_outs, Env};
 use crate::args::AffinityArgs;
 use crate::output::Failure;
 
 pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    check_out(&args.out, &[&args.run_dir])?;
-    if let Some(png) = &args.png {
-        check_out(png, &[&args.run_dir])?;
-    }
+    let mut outs = vec![("--out", args.out.as_path())];
+    outs.extend(args.png.as_deref().map(|png| ("--png", png)));
+    check_outs(&outs, &[&args.run_dir])?;
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let affinity = run.timestep_affinity(args.timesteps, args.rows)?;
     let diffusion = run

@@ -16,7 +16,7 @@ use taskweave_plugin_api::{aggregate, FusionInput, GroupingInput, MethodContext,
 use taskweave_report::{render_png, Panel, Series};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_out, dirs_or_default, Env};
+use super::{check_inputs, check_out, check_outs, dirs_or_default, Env};
 use crate::args::{FusionArgs, GroupingArgs, WeightingArgs};
 use crate::output::Failure;
 
@@ -113,8 +113,10 @@ fn method_table(
 /// update: a gradient weighting's own, or a loss weighting's weights applied to
 /// the gradients.
 fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
-    let mut reads = vec![call.grads.as_path()];
-    reads.extend(call.losses.as_deref());
+    let mut inputs = vec![("--grads", call.grads.as_path())];
+    inputs.extend(call.losses.as_deref().map(|l| ("--losses", l)));
+    check_inputs(&inputs)?;
+    let reads: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
     check_out(&call.out, &reads)?;
     let grads = read_tensor(&call.grads, "grads")?;
     if grads.dim() != 2
@@ -176,6 +178,17 @@ fn run(runtime: &Runtime, call: &WeightingArgs) -> Result<()> {
     if let Some(weights) = out.weights {
         tensors.push(("weights".to_string(), weights));
     }
+    // Finite inputs can still overflow (values near float32's limit, a huge
+    // preference or weight); training refuses such an update, so does this.
+    for (name, t) in &tensors {
+        if !bool::try_from(t.f_isfinite()?.f_all()?)? {
+            return Err(Error::Input(format!(
+                "`{}` computed a non-finite `{name}` from these inputs (values or settings beyond \
+                 float32's range?); nothing was written",
+                call.name
+            )));
+        }
+    }
     checkpoint::write(
         &call.out,
         &Checkpoint {
@@ -198,8 +211,17 @@ const MAX_GROUPED_TASKS: usize = 1_000_000;
 /// Runs the grouping once and writes `groups`, `intervals` when every group
 /// is one contiguous run of tasks, and each score; returns the group count.
 fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
-    let reads: Vec<&Path> = call.signals.as_deref().into_iter().collect();
-    check_out(&call.out, &reads)?;
+    let inputs: Vec<(&str, &Path)> = call
+        .signals
+        .as_deref()
+        .map(|s| ("--signals", s))
+        .into_iter()
+        .collect();
+    check_inputs(&inputs)?;
+    let reads: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
+    let mut outs = vec![("--out", call.out.as_path())];
+    outs.extend(call.plot.as_deref().map(|png| ("--plot", png)));
+    check_outs(&outs, &reads)?;
     if call.tasks == 0 {
         return Err(Error::Input(
             "--tasks 0: a grouping needs at least one task".into(),
@@ -265,7 +287,6 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         tensors.push((name.clone(), Tensor::from(*value)));
     }
     if let Some(png) = &call.plot {
-        check_out(png, &reads)?;
         let snr = signals.iter().find(|(n, _)| n == "snr").ok_or_else(|| {
             Error::Input(
                 "--plot draws the signal `snr`: give --schedule or a --signals file holding it"
@@ -295,6 +316,7 @@ pub fn fusion(env: &Env, args: &FusionArgs, out: &mut dyn Write) -> Result<(), F
 /// Runs the fusion once on the logits of `--logits` and writes `log_probs`,
 /// `expert` and `alpha`; returns the number of rows.
 fn run_fusion(runtime: &Runtime, call: &FusionArgs) -> Result<i64> {
+    check_inputs(&[("--logits", call.logits.as_path())])?;
     check_out(&call.out, &[&call.logits])?;
     let float = |name: &str, t: &Tensor| -> Result<()> {
         match t.kind() {

@@ -1,7 +1,7 @@
 //! `decode` and `eval-lm`: decoding pipelines (see `taskweave::lm`).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use taskweave::lm::eval::{alpha_of_bin, CorpusScore, ALPHA_BINS};
 use taskweave::lm::{decode, eval, DecodePipeline};
@@ -46,10 +46,15 @@ pub fn eval(
     plot: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
+    let pipeline = pipeline(env, args)?;
     if let Some(png) = plot {
-        check_out(png, &[&args.pipeline])?;
+        let reads = pipeline.reads();
+        let reads: Vec<&Path> = std::iter::once(args.pipeline.as_path())
+            .chain(reads.iter().map(PathBuf::as_path))
+            .collect();
+        check_out(png, &reads)?;
     }
-    let scores = eval::evaluate(&pipeline(env, args)?)?;
+    let scores = eval::evaluate(&pipeline)?;
     if let Some(png) = plot {
         std::fs::write(png, plot_alphas(&scores)).map_err(|e| Error::io(png, e))?;
     }

@@ -160,6 +160,61 @@ fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), 
     Ok(())
 }
 
+/// [`check_out`] for each of a command's output files `outs` (`(flag,
+/// path)`), refusing two flags that name one file: one output would be lost.
+fn check_outs(outs: &[(&str, &Path)], reads: &[&Path]) -> taskweave::Result<()> {
+    for (k, (flag, out)) in outs.iter().enumerate() {
+        if let Some((other, _)) = outs[..k].iter().find(|(_, o)| same_path(o, out)) {
+            return Err(Error::Input(format!(
+                "{other} and {flag} both name {}: one would overwrite the other; give each its own file",
+                out.display()
+            )));
+        }
+        check_out(out, reads)?;
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are one file, existing or not (their folders resolved).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let resolved = |p: &Path| {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dir.canonicalize()
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || resolved(a).is_some_and(|x| Some(x) == resolved(b))
+}
+
+/// Refuses input files that are folders or devices before anything is read
+/// (a device such as /dev/zero would be read until memory runs out).
+fn check_inputs(inputs: &[(&str, &Path)]) -> taskweave::Result<()> {
+    for (flag, path) in inputs {
+        let kind = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => "a directory",
+            Ok(meta) => {
+                use std::os::unix::fs::FileTypeExt;
+                let t = meta.file_type();
+                if t.is_char_device() || t.is_block_device() {
+                    "a device"
+                } else {
+                    continue;
+                }
+            }
+            // Reading names what is wrong.
+            Err(_) => continue,
+        };
+        return Err(Error::Input(format!(
+            "{flag} {}: it is {kind}; name a safetensors file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses, before any work, an output file whose directory does not exist,
 /// and an existing file that is, or lies inside, what the command reads
 /// (`reads`: input files and run directories): writing it would lose a
