@@ -638,4 +638,22 @@ fn call_refuses_folders_devices_one_file_for_two_outputs_and_overflowing_results
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--out and --plot both name"), "{err}");
+    // The method named again as a key: refused, not ignored.
+    let small = write_grads(d, &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]);
+    let (code, _, err) = call(&[
+        "call",
+        "weighting",
+        "cagrad",
+        "--grads",
+        small.to_str().unwrap(),
+        "--set",
+        "kind=pcgrad",
+        "--out",
+        "o.safetensors",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the method is the argument after `weighting`"),
+        "{err}"
+    );
 }

@@ -338,7 +338,7 @@ fn gradient_weightings_and_per_task_batches_train_on_the_clusters() {
 fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cases: [(&str, &[&str], &str); 7] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         (
             "k-too-large",
             &[
@@ -354,7 +354,17 @@ fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
                 "train.batch=4",
                 "train.grouping={kind=\"interval-clustering\", k=5}",
             ],
-            "5 timestep intervals (tasks), but a batch (train.batch) has 4 rows",
+            "5 timestep intervals (tasks), but a batch (train.batch, at most the training rows) has 4 rows",
+        ),
+        (
+            // The batch asked for is larger than the training split.
+            "k-above-the-training-rows",
+            &[
+                "train.steps=5",
+                "data.train=3",
+                "train.grouping={kind=\"interval-clustering\", k=5}",
+            ],
+            "5 timestep intervals (tasks), but a batch (train.batch, at most the training rows) has 3 rows",
         ),
         (
             "needs-tas",

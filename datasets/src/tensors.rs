@@ -168,6 +168,14 @@ impl File {
             if !known {
                 return self.bad(format!("unexpected tensor `{key}`: keys are <split>.inputs.<name>, <split>.targets.<task> and <split>.masks.<task>, <split> being train, val or test"));
             }
+            // A file may hold tasks a pipeline leaves out, but a mask needs its targets.
+            if let [split, "masks", name] = key.splitn(3, '.').collect::<Vec<_>>()[..] {
+                if self.get(split, "targets", name).is_none() {
+                    return self.bad(format!(
+                        "`{key}` masks task `{name}`, but there is no `{split}.targets.{name}`: a misspelt task?"
+                    ));
+                }
+            }
         }
         if config.tasks.is_empty() {
             return Err(Error::config("tasks", "no task: name at least one"));
@@ -656,6 +664,15 @@ mod tests {
         assert_eq!(
             e,
             "data.tasks.depth: no pixel of the test split has a label for this task"
+        );
+    }
+
+    #[test]
+    fn a_mask_without_targets_is_refused() {
+        let e = with("val.masks.tgas", Tensor::from_slice(&[1u8, 0]));
+        assert_eq!(
+            e,
+            "<file>: `val.masks.tgas` masks task `tgas`, but there is no `val.targets.tgas`: a misspelt task?"
         );
     }
 

@@ -91,13 +91,23 @@ impl<'a> RunContext<'a> {
     fn name_memory_cap(&self, err: Error) -> Error {
         let fraction = self.config.run.gpu_memory_fraction;
         let message = err.to_string();
-        if !self.device.is_cuda() || fraction <= 0.0 || !message.contains("out of memory") {
+        // libtorch's words for a failed allocation on a GPU and on the CPU.
+        if !message.contains("out of memory") && !message.contains("can't allocate memory") {
             return err;
         }
+        if self.device.is_cuda() && fraction > 0.0 {
+            return Error::Run(format!(
+                "the run needs more GPU memory than run.gpu_memory_fraction = {fraction} allows \
+                 (that share of the device's memory is this process's cap): raise the fraction, \
+                 or lower train.batch or eval.batch. {message}"
+            ));
+        }
+        // What the model's size check before training cannot see: activations.
         Error::Run(format!(
-            "the run needs more GPU memory than run.gpu_memory_fraction = {fraction} allows \
-             (that share of the device's memory is this process's cap): raise the fraction, \
-             or lower train.batch or eval.batch. {message}"
+            "the run ran out of memory on {}: lower train.batch or eval.batch, or the model's \
+             widths. {}",
+            crate::device::name(self.device),
+            message.lines().next().unwrap_or_default()
         ))
     }
 

@@ -93,6 +93,11 @@ fn method_table(
     source
         .apply_sets(&mut node, sets)
         .map_err(|d| source.error(vec![d]))?;
+    if node.get("kind").is_some() {
+        return Err(Error::Input(format!(
+            "--set kind=...: the method is the argument after `{role_key}` (`{name}` here), not a key"
+        )));
+    }
     let kind = Node {
         value: NodeValue::String(name.to_string()),
         origin: Origin::Generated,
