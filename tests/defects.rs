@@ -1031,3 +1031,24 @@ fn baselines_of_other_data_values_at_the_same_path_are_not_compared_against() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("no single-task baselines stored"), "{out}");
 }
+
+#[test]
+fn settings_that_run_but_not_as_written_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(
+        d,
+        "warned",
+        "[train]\nsteps = 5\nbatch = 100000\nschedule = { kind = \"cosine\", warmup = 1000 }\n",
+    );
+    let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("train.batch = 100000 is more than the 512 training rows"),
+        "{err}"
+    );
+    assert!(
+        err.contains("train.schedule.warmup = 1000 is not shorter than the run's 5 steps"),
+        "{err}"
+    );
+}

@@ -590,6 +590,11 @@ experts = { words = { kind = "torchscript", path = "gpt.pt", context = 64 } }"#;
         err.contains("model `large` returned logits [1, 1, 256] for ids [1, 3]"),
         "{err}"
     );
+    // A training pipeline given to decode: said so, not every key it lacks.
+    let training = small_pipeline(d, "training", "");
+    let (code, _, err) = run_cli(d, &["decode", training.to_str().unwrap(), "--prompt", "ab"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is a training pipeline"), "{err}");
     // Bad models: another vocabulary, the wrong output shape, not a module.
     std::fs::write(d.join("notes.pt"), "not a module").unwrap();
     for (key, file, needle) in [

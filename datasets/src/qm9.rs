@@ -519,7 +519,13 @@ impl Source for Qm9 {
         if !root.is_dir() {
             return Err(Error::config(
                 "dir",
-                missing(&root, "the folder does not exist"),
+                missing(
+                    &root,
+                    match root.exists() {
+                        true => "it is a file; data.dir names the folder that holds the files",
+                        false => "the folder does not exist",
+                    },
+                ),
             ));
         }
         match FILES.iter().find(|f| !root.join(f).is_file()) {
@@ -1021,6 +1027,14 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("data.dir"), "{e}");
+        // data.dir naming one of the files.
+        std::fs::write(dir.path().join("qm9"), HEADER).unwrap();
+        let e = load(&config(json!({})), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("it is a file; data.dir names the folder"), "{e}");
+        std::fs::remove_file(dir.path().join("qm9")).unwrap();
         std::fs::create_dir(dir.path().join("qm9")).unwrap();
         std::fs::write(dir.path().join("qm9/qm9_part1.csv"), HEADER).unwrap();
         let e = load(&config(json!({})), dir.path())

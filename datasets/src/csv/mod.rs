@@ -483,7 +483,12 @@ fn csv_error(err: &csv::Error, fields: usize) -> String {
     match err.kind() {
         csv::ErrorKind::UnequalLengths { pos, len, .. } => {
             let line = pos.as_ref().map_or(0, |p| p.line());
-            format!("row {line} has {len} fields, but the header has {fields}")
+            // A quote left open swallows the rows after it into one field.
+            let quote = match (*len as usize) < fields {
+                true => " (a quote left open in it or before it joins rows into one field)",
+                false => "",
+            };
+            format!("row {line} has {len} fields, but the header has {fields}{quote}")
         }
         _ => err.to_string(),
     }
@@ -665,9 +670,8 @@ mod tests {
 
     #[test]
     fn ragged_rows_and_bad_labels_and_bad_fractions() {
-        assert!(
-            err("a,y\n1,2\n3\n", json!({})).contains("row 3 has 1 fields, but the header has 2")
-        );
+        assert!(err("a,y\n1,2\n3\n", json!({}))
+            .contains("row 3 has 1 fields, but the header has 2 (a quote left open"));
         let binary = json!({"tasks": {"y": {"type": "binary"}}});
         assert!(err("a,y\n1,2\n", binary).contains("row 2, column `y`: `2` is not 0 or 1"));
         let bad = json!({"split": {"train": 0.5, "val": 0.5, "test": 0.5}});

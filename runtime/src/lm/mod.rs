@@ -65,18 +65,25 @@ impl DecodePipeline {
     /// Loads and validates the decoding pipeline at `path` with `sets`
     /// (`dotted.key=value`) applied first.
     pub fn from_file(runtime: &Runtime, path: &Path, sets: &[String]) -> Result<DecodePipeline> {
+        let source = read_source(path)?;
+        // A training pipeline (the models' own, say) given by mistake: say
+        // so, rather than list every key it lacks.
+        if let Ok(parsed) = source.parse() {
+            let has = |key: &str| parsed.get(key).is_some();
+            if !has("models") && (has("train") || has("model")) {
+                return Err(Error::Input(format!(
+                    "{} is a training pipeline (it has [model] or [train]); `decode` and `eval-lm` \
+                     read a decoding pipeline: [models], [fusion] and [data] (README: language models)",
+                    path.display()
+                )));
+            }
+        }
         let Loaded {
             source,
             root,
             config,
             registry,
-        } = load_typed::<DecodeConfig>(
-            runtime,
-            read_source(path)?,
-            sets,
-            &config::schema(),
-            |_| {},
-        )?;
+        } = load_typed::<DecodeConfig>(runtime, source, sets, &config::schema(), |_| {})?;
         if let Some(problem) = check_data(&root, &config.data, &source.dir) {
             return Err(source.error(vec![problem]));
         }

@@ -299,6 +299,22 @@ impl Trainer {
         )?;
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len())?;
+        // Settings that run, but not as written: said once, before training.
+        if train.batch as usize > data.train.len() {
+            tracing::warn!(
+                "train.batch = {} is more than the {} training rows: every batch is the whole training split",
+                train.batch,
+                data.train.len()
+            );
+        }
+        if let crate::sections::ScheduleConfig::Cosine { warmup, .. } = train.schedule {
+            if warmup >= total {
+                tracing::warn!(
+                    "train.schedule.warmup = {warmup} is not shorter than the run's {total} steps: the \
+                     learning rate never reaches train.optimizer.lr"
+                );
+            }
+        }
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
         let trainer = Trainer {
             data,
