@@ -56,6 +56,7 @@ pub use dataset::{Dataset, RegressionLoss, Split, Task, TaskType, IGNORE_PIXEL, 
 pub use error::{Error, Result};
 pub use single_items::{items_of, Items};
 pub use taskweave_plugin_api::{InputKind, InputSpec};
+pub use tensors::safetensors_reason;
 pub use text::{documents, BOS, BYTES, PAD, TOKENS, VOCAB};
 
 /// The name of the float input `[N, D]` of the tabular data kinds.

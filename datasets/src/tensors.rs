@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use safetensors::tensor::SafeTensorError;
 use serde::{Deserialize, Serialize};
 use taskweave_plugin_api::config::JsonSchema;
 use taskweave_plugin_api::kind_name;
@@ -120,13 +121,38 @@ impl Source for Tensors {
         }
         let read = Tensor::read_safetensors(&path).map_err(|e| {
             let reason = match e {
-                tch::TchError::SafeTensorError { err, .. } => err.to_string(),
+                tch::TchError::SafeTensorError { err, .. } => safetensors_reason(&err),
                 other => other.to_string().lines().next().unwrap_or("").into(),
             };
             file_error(&path, format!("not a valid safetensors file: {reason}"))
         })?;
         let tensors = read.into_iter().collect();
         File { path, tensors }.dataset(config)
+    }
+}
+
+/// What is wrong with a safetensors file, in words.
+pub fn safetensors_reason(err: &SafeTensorError) -> String {
+    match err {
+        SafeTensorError::IoError(e) => taskweave_plugin_api::io_reason(e),
+        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
+            "the file is too short for a safetensors header (truncated?)".into()
+        }
+        SafeTensorError::HeaderTooLarge => "its header length is implausibly large".into(),
+        SafeTensorError::InvalidHeader
+        | SafeTensorError::InvalidHeaderStart
+        | SafeTensorError::InvalidHeaderDeserialization
+        | SafeTensorError::JsonError(_) => "its header is not valid safetensors JSON".into(),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensor data does not match the header (truncated or extended?)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => format!("tensor `{name}` has invalid offsets"),
+        SafeTensorError::TensorNotFound(name) => format!("it has no tensor `{name}`"),
+        SafeTensorError::TensorInvalidInfo
+        | SafeTensorError::InvalidTensorView(..)
+        | SafeTensorError::ValidationOverflow => {
+            "a tensor's dtype, shape and size do not agree".into()
+        }
     }
 }
 
@@ -438,12 +464,14 @@ fn bad_values(kind: TaskType, t: &Tensor) -> Result<Option<String>> {
     Ok(first_where(t, &bad)?.map(|value| format!("holds {value}{why}")))
 }
 
-/// The first value of `t` where `bad` is true, if any.
-fn first_where(t: &Tensor, bad: &Tensor) -> Result<Option<f64>> {
+/// The first value of `t` where `bad` is true, if any, as written (an
+/// integer exactly: 2^62 does not pass through a float).
+fn first_where(t: &Tensor, bad: &Tensor) -> Result<Option<String>> {
     let found = t.f_masked_select(bad)?;
-    Ok(match found.numel() {
-        0 => None,
-        _ => Some(found.f_double_value(&[0])?),
+    Ok(match (found.numel(), found.is_floating_point()) {
+        (0, _) => None,
+        (_, true) => Some(found.f_double_value(&[0])?.to_string()),
+        (_, false) => Some(found.f_int64_value(&[0])?.to_string()),
     })
 }
 
@@ -569,8 +597,11 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         let half = &bytes[..bytes.len() / 2];
         for (broken, why) in [
-            (half, "InvalidHeaderLength"),
-            (b"garbage bytes", "HeaderTooLarge"),
+            (
+                half,
+                "the file is too short for a safetensors header (truncated?)",
+            ),
+            (b"garbage bytes", "its header length is implausibly large"),
         ] {
             std::fs::write(&file, broken).unwrap();
             let e = kind.load(&config(), dir.path()).err().unwrap().to_string();
@@ -729,6 +760,15 @@ mod tests {
         assert_eq!(
             e,
             "<file>: `train.targets.x` holds 2, outside the classes 0..2"
+        );
+        // An id beyond float64's integers, exactly.
+        let e = extra(
+            json!({"type": "multiclass", "classes": 2}),
+            i64s(&[1, (1 << 62) + 1], &[2]),
+        );
+        assert_eq!(
+            e,
+            "<file>: `train.targets.x` holds 4611686018427387905, outside the classes 0..2"
         );
         let e = extra(json!({"type": "regression"}), f32s(&[1., f32::NAN], &[2]));
         assert_eq!(e, "<file>: `train.targets.x` holds NaN; targets are finite (a mask `masks.<task>` marks the rows without a label)");

@@ -115,35 +115,10 @@ pub fn write(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
         Error::Run(format!(
             "cannot serialise checkpoint {}: {}",
             path.display(),
-            describe(&e)
+            taskweave_datasets::safetensors_reason(&e)
         ))
     })?;
     write_atomic(path, &serialized)
-}
-
-/// What is wrong with a safetensors file, in words.
-fn describe(err: &SafeTensorError) -> String {
-    match err {
-        SafeTensorError::IoError(e) => io_reason(e),
-        SafeTensorError::HeaderTooSmall | SafeTensorError::InvalidHeaderLength => {
-            "the file is too short for a safetensors header (truncated?)".into()
-        }
-        SafeTensorError::HeaderTooLarge => "its header length is implausibly large".into(),
-        SafeTensorError::InvalidHeader
-        | SafeTensorError::InvalidHeaderStart
-        | SafeTensorError::InvalidHeaderDeserialization
-        | SafeTensorError::JsonError(_) => "its header is not valid safetensors JSON".into(),
-        SafeTensorError::MetadataIncompleteBuffer => {
-            "the tensor data does not match the header (truncated or extended?)".into()
-        }
-        SafeTensorError::InvalidOffset(name) => format!("tensor `{name}` has invalid offsets"),
-        SafeTensorError::TensorNotFound(name) => format!("it has no tensor `{name}`"),
-        SafeTensorError::TensorInvalidInfo
-        | SafeTensorError::InvalidTensorView(..)
-        | SafeTensorError::ValidationOverflow => {
-            "a tensor's dtype, shape and size do not agree".into()
-        }
-    }
 }
 
 /// A safetensors file's named tensors and its string metadata.
@@ -164,7 +139,7 @@ pub fn read_file(path: &Path) -> Result<SafetensorsFile> {
         Error::Input(format!(
             "{} is not a readable safetensors file: {}",
             path.display(),
-            describe(e)
+            taskweave_datasets::safetensors_reason(e)
         ))
     };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(&e))?;
