@@ -843,6 +843,14 @@ fn resume_refuses_a_config_edited_in_what_the_run_computes_and_takes_a_longer_ru
     let (code, _, err) = edited("steps = 40", "steps = 60");
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary(&run)["steps"], 60);
+    // metrics.jsonl gone: said, not silently rewritten from here on.
+    std::fs::remove_file(run.join("metrics.jsonl")).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the rows before the resumed step are lost"),
+        "{err}"
+    );
 }
 
 #[test]

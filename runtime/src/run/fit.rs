@@ -230,9 +230,19 @@ fn tensor_values(t: &tch::Tensor) -> Result<Vec<f64>> {
 /// The rows of `metrics.jsonl`, dropping unreadable lines with a warning (the
 /// file is rewritten without them).
 fn read_rows(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::warn!(
+                "{} cannot be read ({}): the rows before the resumed step are lost; the run writes \
+                 the rows from there on",
+                path.display(),
+                taskweave_plugin_api::io_reason(&e)
+            );
+            String::new()
+        }
+    };
+    text.lines()
         .enumerate()
         .filter_map(|(i, l)| match serde_json::from_str::<Value>(l) {
             Ok(row) => Some(row),

@@ -16,7 +16,7 @@ use taskweave_plugin_api::{aggregate, FusionInput, GroupingInput, MethodContext,
 use taskweave_report::{render_png, Panel, Series};
 use tch::{Device, Kind, Tensor};
 
-use super::{check_inputs, check_out, check_outs, dirs_or_default, Env};
+use super::{check_inputs, check_out, check_outs, check_png, dirs_or_default, Env};
 use crate::args::{FusionArgs, GroupingArgs, WeightingArgs};
 use crate::output::Failure;
 
@@ -226,6 +226,9 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
     let reads: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
     let mut outs = vec![("--out", call.out.as_path())];
     outs.extend(call.plot.as_deref().map(|png| ("--plot", png)));
+    if let Some(png) = &call.plot {
+        check_png("--plot", png)?;
+    }
     check_outs(&outs, &reads)?;
     if call.tasks == 0 {
         return Err(Error::Input(

@@ -8,7 +8,7 @@ use taskweave::lm::{decode, eval, DecodePipeline};
 use taskweave::Error;
 use taskweave_report::{render_png, Panel, Series};
 
-use super::{check_out, write_json, Env};
+use super::{check_out, check_png, write_json, Env};
 use crate::args::{DecodeArgs, PipelineArgs};
 use crate::output::{Failure, Table};
 
@@ -52,6 +52,7 @@ pub fn eval(
         let reads: Vec<&Path> = std::iter::once(args.pipeline.as_path())
             .chain(reads.iter().map(PathBuf::as_path))
             .collect();
+        check_png("--plot", png)?;
         check_out(png, &reads)?;
     }
     let scores = eval::evaluate(&pipeline)?;

@@ -189,6 +189,21 @@ fn same_path(a: &Path, b: &Path) -> bool {
     a == b || resolved(a).is_some_and(|x| Some(x) == resolved(b))
 }
 
+/// Refuses an image output whose name promises another format (`x.svg`,
+/// `x.jpg`): the file written is a PNG.
+fn check_png(flag: &str, path: &Path) -> taskweave::Result<()> {
+    match path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+    {
+        Some(ext) if ext != "png" => Err(Error::Input(format!(
+            "{flag} {}: the image written is a PNG; name it .png",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses input files that are folders or devices before anything is read
 /// (a device such as /dev/zero would be read until memory runs out).
 fn check_inputs(inputs: &[(&str, &Path)]) -> taskweave::Result<()> {

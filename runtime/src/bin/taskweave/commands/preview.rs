@@ -37,6 +37,7 @@ const PALETTE: [[f32; 3]; 12] = [
 ];
 
 pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    super::check_png("--out", &args.out)?;
     super::check_out(&args.out, &[&args.pipeline])?;
     let runtime = env.runtime(&args.plugins);
     let (split, tasks, predicted, kind) = if args.pipeline.is_dir() {

@@ -11,7 +11,7 @@ use taskweave::{Error, Result, Run};
 use taskweave_report::{render_image_grid, render_png, LegendPosition, Marker, Panel, Picture};
 use tch::{Kind, Tensor};
 
-use super::{check_outs, write_json, Env};
+use super::{check_outs, check_png, write_json, Env};
 use crate::args::SampleArgs;
 use crate::output::Failure;
 
@@ -31,6 +31,9 @@ struct SampleView {
 pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let mut outs = vec![("--out", args.out.as_path())];
     outs.extend(args.png.as_deref().map(|png| ("--png", png)));
+    if let Some(png) = &args.png {
+        check_png("--png", png)?;
+    }
     check_outs(&outs, &[&args.run_dir])?;
     // Ancestral sampling takes every timestep: a DDIM step count would be ignored.
     if args.sampler == Sampler::Ancestral && args.ddim_steps.is_some() {
