@@ -1059,4 +1059,23 @@ fn settings_that_run_but_not_as_written_are_warned_about() {
         err.contains("train.schedule.warmup = 1000 is not shorter than the run's 5 steps"),
         "{err}"
     );
+    // A binary task whose training labels are all one class.
+    // (Both classes where it is scored: the AUC needs them.)
+    let rows: String = (0..60)
+        .map(|i| match i {
+            0..40 => format!("{i},1,train\n"),
+            40..50 => format!("{i},{},val\n", i % 2),
+            _ => format!("{i},{},test\n", i % 2),
+        })
+        .collect();
+    std::fs::write(d.join("one.csv"), format!("x,c,s\n{rows}")).unwrap();
+    let text = "[data]\nkind = \"csv\"\npath = \"one.csv\"\nsplit_column = \"s\"\n\
+                tasks = { c = { type = \"binary\" } }\n[train]\nsteps = 2\n";
+    std::fs::write(d.join("one.toml"), text).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "one.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("task `c` has one class only in the training split (every label 1)"),
+        "{err}"
+    );
 }

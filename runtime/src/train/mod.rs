@@ -307,6 +307,23 @@ impl Trainer {
                 data.train.len()
             );
         }
+        for (t, task) in data.tasks.iter().enumerate() {
+            if task.kind != crate::data::TaskType::Binary {
+                continue;
+            }
+            let labels = match &data.train.masks[t] {
+                Some(mask) => data.train.targets[t].f_masked_select(mask)?,
+                None => data.train.targets[t].shallow_clone(),
+            };
+            if labels.numel() > 0 && labels.f_min()?.f_equal(&labels.f_max()?)? {
+                tracing::warn!(
+                    "task `{}` has one class only in the training split (every label {}): the model \
+                     learns a constant, and AUC is undefined",
+                    task.name,
+                    labels.f_double_value(&[0])?
+                );
+            }
+        }
         if let crate::sections::ScheduleConfig::Cosine { warmup, .. } = train.schedule {
             if warmup >= total {
                 tracing::warn!(
