@@ -724,6 +724,10 @@ fn resuming_a_finished_run_changes_nothing_it_reported() {
     let run = d.join("runs/finished");
     let (before, rows) = (summary(&run), metrics_rows(&run));
     assert_eq!(before["selected_step"], 40, "the case under test: {before}");
+    // best.safetensors holds the reported step, the last one here too.
+    let best =
+        taskweave::train::checkpoint::read(&run.join("checkpoints/best.safetensors")).unwrap();
+    assert_eq!(best.meta["step"], 40, "{}", best.meta);
     for _ in 0..2 {
         let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
@@ -843,6 +847,15 @@ fn resume_refuses_a_config_edited_in_what_the_run_computes_and_takes_a_longer_ru
     let (code, _, err) = edited("steps = 40", "steps = 60");
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary(&run)["steps"], 60);
+    // A run another version started: said.
+    let marker = run.join("run.json");
+    let mut info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&marker).unwrap()).unwrap();
+    info["version"] = serde_json::json!("0.0.1");
+    std::fs::write(&marker, info.to_string()).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("was started by taskweave 0.0.1"), "{err}");
     // metrics.jsonl gone: said, not silently rewritten from here on.
     std::fs::remove_file(run.join("metrics.jsonl")).unwrap();
     let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);

@@ -509,7 +509,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         // config it records is what a resume may not change (see `edits`).
         let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
         let mut info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf()),
-                              "config": resolved, "plugin_dirs": ctx.plugin_dirs});
+                              "config": resolved, "plugin_dirs": ctx.plugin_dirs,
+                              "version": env!("CARGO_PKG_VERSION")});
         if let Some(task) = ctx.task {
             info["task"] = json!(task);
         }
@@ -669,6 +670,13 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     save(&trainer, &checkpoint::path_for(&ckpt_dir, total), meta)?;
     if world.is_root() {
         checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
+    }
+    // The last step is the selection: best.safetensors holds it too, so that
+    // the file always holds the parameters the summary reports.
+    if best_val && earlier_best.is_none() {
+        let meta = json!({"selected_step": total, "selection": selection.state(),
+                          "ranks": world.size()});
+        save(&trainer, &best_path, meta)?;
     }
     let selected = if earlier_best.is_none() {
         total

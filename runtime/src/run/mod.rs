@@ -124,6 +124,16 @@ impl Run {
                 dir.to_path_buf()
             }
         };
+        if let Some(started) = info["version"].as_str() {
+            if started != env!("CARGO_PKG_VERSION") {
+                tracing::warn!(
+                    "{} was started by taskweave {started}; this is {}: what it computes from here \
+                     may differ from what the older version would have",
+                    dir.display(),
+                    env!("CARGO_PKG_VERSION")
+                );
+            }
+        }
         // The runtime's plugin directories when the run started (`--plugins`).
         let recorded: Vec<PathBuf> = info["plugin_dirs"]
             .as_array()
