@@ -16,10 +16,10 @@ use crate::output::Failure;
 pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let mut outs = vec![("--out", args.out.as_path())];
     outs.extend(args.png.as_deref().map(|png| ("--png", png)));
+    check_outs(&outs, &[&args.run_dir])?;
     if let Some(png) = &args.png {
         check_png("--png", png)?;
     }
-    check_outs(&outs, &[&args.run_dir])?;
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
     let affinity = run.timestep_affinity(args.timesteps, args.rows)?;
     let diffusion = run

@@ -226,10 +226,10 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
     let reads: Vec<&Path> = inputs.iter().map(|(_, p)| *p).collect();
     let mut outs = vec![("--out", call.out.as_path())];
     outs.extend(call.plot.as_deref().map(|png| ("--plot", png)));
+    check_outs(&outs, &reads)?;
     if let Some(png) = &call.plot {
         check_png("--plot", png)?;
     }
-    check_outs(&outs, &reads)?;
     if call.tasks == 0 {
         return Err(Error::Input(
             "--tasks 0: a grouping needs at least one task".into(),

@@ -52,8 +52,8 @@ pub fn eval(
         let reads: Vec<&Path> = std::iter::once(args.pipeline.as_path())
             .chain(reads.iter().map(PathBuf::as_path))
             .collect();
-        check_png("--plot", png)?;
         check_out(png, &reads)?;
+        check_png("--plot", png)?;
     }
     let scores = eval::evaluate(&pipeline)?;
     if let Some(png) = plot {

@@ -37,8 +37,8 @@ const PALETTE: [[f32; 3]; 12] = [
 ];
 
 pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    super::check_png("--out", &args.out)?;
     super::check_out(&args.out, &[&args.pipeline])?;
+    super::check_png("--out", &args.out)?;
     let runtime = env.runtime(&args.plugins);
     let (split, tasks, predicted, kind) = if args.pipeline.is_dir() {
         if !args.sets.is_empty() {

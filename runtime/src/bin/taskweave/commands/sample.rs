@@ -31,10 +31,10 @@ struct SampleView {
 pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let mut outs = vec![("--out", args.out.as_path())];
     outs.extend(args.png.as_deref().map(|png| ("--png", png)));
+    check_outs(&outs, &[&args.run_dir])?;
     if let Some(png) = &args.png {
         check_png("--png", png)?;
     }
-    check_outs(&outs, &[&args.run_dir])?;
     // Ancestral sampling takes every timestep: a DDIM step count would be ignored.
     if args.sampler == Sampler::Ancestral && args.ddim_steps.is_some() {
         return Err(Error::Input(

@@ -47,8 +47,8 @@ fn toy_table(text: &str) -> Result<serde_json::Value, Error> {
 }
 
 pub fn cagrad(env: &Env, args: &CagradArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    super::check_png("--out", &args.out)?;
     super::check_out(&args.out, &[])?;
+    super::check_png("--out", &args.out)?;
     let runtime = env.runtime(&dirs_or_default(args.plugins.clone()));
     let tables: Vec<serde_json::Value> = if args.weightings.is_empty() {
         let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
