@@ -620,45 +620,34 @@ fn call_refuses_folders_devices_one_file_for_two_outputs_and_overflowing_results
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("non-finite `update`"), "{err}");
     assert!(!d.join("o.safetensors").exists());
-    // --out and --plot naming one file.
-    let (code, _, err) = call(&[
-        "call",
-        "grouping",
-        "interval-clustering",
-        "--tasks",
-        "10",
-        "--schedule",
-        "linear",
-        "--set",
-        "k=2",
-        "--out",
-        "same.png",
-        "--plot",
-        "./same.png",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--out and --plot both name"), "{err}");
-    // A PNG under another format's name.
-    let (code, _, err) = call(&[
-        "call",
-        "grouping",
-        "interval-clustering",
-        "--tasks",
-        "10",
-        "--schedule",
-        "linear",
-        "--set",
-        "k=2",
-        "--out",
-        "g.safetensors",
-        "--plot",
-        "g.svg",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--plot g.svg: the image written is a PNG; name it .png"),
-        "{err}"
-    );
+    // Output names a grouping refuses: --out and --plot naming one file, and
+    // a PNG under another format's name.
+    for (out, plot, expect) in [
+        ("same.png", "./same.png", "--out and --plot both name"),
+        (
+            "g.safetensors",
+            "g.svg",
+            "--plot g.svg: the image written is a PNG; name it .png",
+        ),
+    ] {
+        let (code, _, err) = call(&[
+            "call",
+            "grouping",
+            "interval-clustering",
+            "--tasks",
+            "10",
+            "--schedule",
+            "linear",
+            "--set",
+            "k=2",
+            "--out",
+            out,
+            "--plot",
+            plot,
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(expect), "{err}");
+    }
     // The method named again as a key: refused, not ignored.
     let small = write_grads(d, &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]);
     let (code, _, err) = call(&[
