@@ -99,7 +99,7 @@ fn ranks_started_with_different_settings_stop_at_once_naming_the_rank() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("rank 1 was started with another pipeline (its resolved config) than rank 0"),
+        err.contains("rank 1 was started with another [run] section (its resolved values) than rank 0"),
         "{err}"
     );
     assert!(
@@ -245,4 +245,15 @@ fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process(
         "{err}"
     );
     assert!(!d.join("runs/diffusion/summary.json").exists());
+    // A schema error is prefixed with the rank that met it, like any other.
+    let Some(mut two) = mpirun(d, 2, &["-q", "run", p, "--set", "train.nosuch=1"]) else {
+        return;
+    };
+    let output = two.output().unwrap();
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("error (rank ") && err.contains("nosuch"),
+        "{err}"
+    );
 }

@@ -48,6 +48,17 @@ pub struct PipelineConfig {
     pub diffusion: Option<DiffusionConfig>,
 }
 
+/// The top-level sections of a [`PipelineConfig`], as its TOML names them.
+pub const SECTIONS: [&str; 7] = [
+    "run",
+    "plugins",
+    "data",
+    "model",
+    "train",
+    "eval",
+    "diffusion",
+];
+
 /// `[run]`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -147,5 +158,10 @@ mod tests {
             MAX_WIDTH
         );
         assert_eq!(s["required"], json!(["data", "train"]));
+        let mut sections: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+        sections.sort();
+        let mut listed = SECTIONS.to_vec();
+        listed.sort();
+        assert_eq!(sections, listed, "SECTIONS lists every section");
     }
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
 use crate::registry::Registry;
-use crate::sections::{OnNonFinite, PipelineConfig, Precision};
+use crate::sections::{OnNonFinite, PipelineConfig, Precision, SECTIONS as CONFIG_SECTIONS};
 use autocast::Autocast;
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
@@ -642,7 +642,20 @@ impl Trainer {
         if !world.is_parallel() {
             return Ok(());
         }
-        let resolved = serde_json::to_string(config).map_err(|e| Error::Run(e.to_string()))?;
+        let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
+        // One hash per section, so that a difference names its section.
+        let mut hashes: Vec<u64> = CONFIG_SECTIONS
+            .iter()
+            .map(|name| {
+                xxhash_rust::xxh3::xxh3_64(
+                    resolved
+                        .get(*name)
+                        .unwrap_or(&Value::Null)
+                        .to_string()
+                        .as_bytes(),
+                )
+            })
+            .collect();
         let mut data = xxhash_rust::xxh3::Xxh3::new();
         for split in [&self.data.train, &self.data.val, &self.data.test] {
             data.update(&(split.len() as u64).to_le_bytes());
@@ -662,22 +675,19 @@ impl Trainer {
         for (name, t) in params.chain(self.model.buffers()) {
             layout.push_str(&format!("{name}:{:?}:{:?};", t.size(), t.kind()));
         }
-        let hashes = [
-            xxhash_rust::xxh3::xxh3_64(resolved.as_bytes()),
-            data.digest(),
-            xxhash_rust::xxh3::xxh3_64(layout.as_bytes()),
-        ];
-        let what = [
-            "pipeline (its resolved config)",
-            "data",
-            "model (its parameters' names and shapes)",
-        ];
+        hashes.push(data.digest());
+        hashes.push(xxhash_rust::xxh3::xxh3_64(layout.as_bytes()));
+        let what = |index: usize| match CONFIG_SECTIONS.get(index) {
+            Some(name) => format!("[{name}] section (its resolved values)"),
+            None if index == CONFIG_SECTIONS.len() => "data".into(),
+            None => "model (its parameters' names and shapes)".into(),
+        };
         match crate::dist::first_disagreement(world, &hashes)? {
             None => Ok(()),
             Some((rank, index)) => Err(Error::Input(format!(
                 "rank {rank} was started with another {} than rank 0: every rank must run the same \
                  pipeline file with the same --set options, plugins and data",
-                what[index]
+                what(index)
             ))),
         }
     }

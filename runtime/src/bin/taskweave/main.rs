@@ -40,12 +40,24 @@ fn report(err: &Error, format: Format) {
         return;
     }
     let mut stderr = std::io::stderr().lock();
+    let world = taskweave::dist::world();
     let _ = match err {
+        // Rendered diagnostics begin with `error:` themselves.
+        Error::Config { .. } if world.is_parallel() => {
+            let ranked = format!("error (rank {}):", world.rank());
+            let text: Vec<String> = err
+                .to_string()
+                .lines()
+                .map(|line| match line.strip_prefix("error:") {
+                    Some(rest) => format!("{ranked}{rest}"),
+                    None => line.to_string(),
+                })
+                .collect();
+            writeln!(stderr, "{}", text.join("\n"))
+        }
         Error::Config { .. } => writeln!(stderr, "{err}"),
-        _ => match taskweave::dist::world() {
-            w if w.is_parallel() => writeln!(stderr, "error (rank {}): {err}", w.rank()),
-            _ => writeln!(stderr, "error: {err}"),
-        },
+        _ if world.is_parallel() => writeln!(stderr, "error (rank {}): {err}", world.rank()),
+        _ => writeln!(stderr, "error: {err}"),
     };
 }
 
