@@ -543,7 +543,10 @@ fn toy_cagrad_draws_trajectories_into_a_png_and_rejects_bad_tables() {
         ],
     );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("pcgard"), "{err}");
+    assert!(
+        err.contains("pcgard") && err.contains("did you mean `pcgrad`?"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -722,7 +722,8 @@ fn resuming_a_finished_run_changes_nothing_it_reported() {
     );
     assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
     let run = d.join("runs/finished");
-    let (before, rows) = (summary(&run), metrics_rows(&run));
+    let metrics = || std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let (before, rows) = (summary(&run), metrics());
     assert_eq!(before["selected_step"], 40, "the case under test: {before}");
     // best.safetensors holds the reported step, the last one here too.
     let best =
@@ -732,8 +733,30 @@ fn resuming_a_finished_run_changes_nothing_it_reported() {
         let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
         assert_eq!(summary(&run), before);
-        assert_eq!(metrics_rows(&run), rows);
+        // Byte for byte: the final rows keep their wall times too.
+        assert_eq!(metrics(), rows);
     }
+    // The last step's checkpoint lost: best.safetensors holds the same step.
+    let args = [
+        "-q",
+        "flatness",
+        run.to_str().unwrap(),
+        "--samples",
+        "2",
+        "--json",
+    ];
+    let base = || {
+        let (code, out, err) = run_cli(d, &args);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["base"].clone()
+    };
+    let from_last = base();
+    std::fs::remove_file(taskweave::train::checkpoint::path_for(
+        &run.join("checkpoints"),
+        40,
+    ))
+    .unwrap();
+    assert_eq!(base(), from_last);
 }
 
 #[test]

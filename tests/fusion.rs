@@ -1,5 +1,5 @@
 //! `taskweave call fusion` with the logit-fusion plugin and the built-in
-//! baselines: the plugin's choices against the definition (METHODS.md §5)
+//! baselines: the plugin's choices against the definition (`Kernels::fusion_grid`'s doc)
 //! computed here one candidate at a time, in f64, on random logits with
 //! masked tokens, huge magnitudes and ties; exit 2 for bad input.
 

@@ -99,7 +99,9 @@ fn ranks_started_with_different_settings_stop_at_once_naming_the_rank() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("rank 1 was started with another [run] section (its resolved values) than rank 0"),
+        err.contains(
+            "rank 1 was started with another [run] section (its resolved values) than rank 0"
+        ),
         "{err}"
     );
     assert!(

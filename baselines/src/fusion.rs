@@ -1,4 +1,4 @@
-//! The baselines of dynamic logit fusion (METHODS.md §5), as `Fusion`s:
+//! The baselines of dynamic logit fusion (Fan et al. 2024), as `Fusion`s:
 //!
 //! - `large`: the large model alone, `softmax(M^L)`;
 //! - `proxy`: proxy tuning (Liu et al., "Tuning Language Models by Proxy",

@@ -94,7 +94,7 @@ impl Kernels {
         Ok(())
     }
 
-    /// SAM's perturbation of one parameter group (METHODS.md §1):
+    /// SAM's perturbation of one parameter group (SAM-MTL, Phan et al. 2022):
     /// `backup = θ; θ += ρ · A²g / (‖Ag‖ + 1e-12)` for every tensor, with
     /// A = |θ| when `adaptive` (ASAM), else 1, and one L2 norm over the whole
     /// group. Returns that norm ‖Ag‖ as a 0-d f64 tensor on the group's
@@ -183,7 +183,7 @@ impl Kernels {
         }
     }
 
-    /// One decoding step of dynamic logit fusion (METHODS.md §5) for B rows:
+    /// One decoding step of dynamic logit fusion (Fan et al. 2024) for B rows:
     /// `large`, `small` and each of `experts` are [B, V] logits of one dtype.
     /// For every row, every candidate α = a·e_t (a in `alphas`, one expert t
     /// active) is scored by
@@ -220,7 +220,7 @@ impl Kernels {
         }
     }
 
-    /// TaskExpert's gate (METHODS.md §4) for T tasks over R tokens: per
+    /// TaskExpert's gate (Ye & Xu, ICCV 2023) for T tasks over R tokens: per
     /// token and task, `weights = softmax(logits)` over S slots (f32,
     /// `[T, R, S]`), and the mixture `[T, R, d]` = Σ_j weights_j · experts[:, j]
     /// over the n experts (`experts` `[R, n, d]`) plus, when S = n + 1,

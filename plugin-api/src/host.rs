@@ -340,7 +340,7 @@ impl Host {
     }
 
     /// A mixture-of-experts gate over tokens for T tasks at once (TaskExpert,
-    /// METHODS.md §4): per task and token, `weights = softmax(logits)` over
+    /// Ye & Xu, ICCV 2023): per task and token, `weights = softmax(logits)` over
     /// S slots (`logits` `[T, R, S]`, weights f32), and the mixture
     /// `[T, R, d]` = Σ_j weights_j · `experts[:, j]` over the n experts
     /// (`experts` `[R, n, d]`) plus, when S = n + 1, the last weight times the

@@ -1,4 +1,4 @@
-//! The dynamic-logit-fusion grid (METHODS.md §5). The derivation of the
+//! The dynamic-logit-fusion grid (Fan et al. 2024; `Kernels::fusion_grid`). The derivation of the
 //! single-pass kernel is at the top of `cuda/logit_fusion.cu`.
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 use tch::{Kind, Tensor};

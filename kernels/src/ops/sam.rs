@@ -1,4 +1,4 @@
-//! SAM perturb/restore over a parameter group (METHODS.md §1).
+//! SAM perturb/restore over a parameter group (SAM-MTL, Phan et al. 2022; `Kernels::sam_perturb`).
 use cudarc::driver::{DeviceRepr, PushKernelArg};
 use tch::{Device, Kind, Tensor};
 

@@ -1,5 +1,5 @@
 //! The exact optimum of "k contiguous intervals minimising the sum of
-//! interval costs" (METHODS.md §6) by dynamic programming over a cost matrix
+//! interval costs" (Go et al. 2023) by dynamic programming over a cost matrix
 //! filled in O(1) per interval: O(T²) to fill, O(k·T²) to solve.
 //!
 //! Indices here are 0-based (timestep t is index t − 1). An interval's centre

@@ -1,5 +1,5 @@
 //! Interval clustering of diffusion timesteps (Go et al., "Addressing
-//! Negative Transfer in Diffusion Models", NeurIPS 2023; METHODS.md §6) as a
+//! Negative Transfer in Diffusion Models", NeurIPS 2023) as a
 //! `Grouping`: timesteps 1..T are tasks, partitioned into `k` contiguous
 //! intervals of least total cost, exactly ([`dp`]).
 //!

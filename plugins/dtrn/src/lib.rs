@@ -1,5 +1,5 @@
 //! DTRN (Liu et al., "Deep Task-specific Bottom Representation Network for
-//! Multi-Task Recommendation", CIKM 2023; METHODS.md §3) as an
+//! Multi-Task Recommendation", CIKM 2023) as an
 //! `Architecture` that owns the whole trunk: it reads the batch's categorical
 //! `fields` and behaviour sequences itself (the host runs no backbone).
 //!

@@ -1,5 +1,5 @@
 //! Dynamic logit fusion (Fan et al., "On Giant's Shoulders: Effortless Weak
-//! to Strong by Dynamic Logits Fusion", 2024; METHODS.md §5) as a `Fusion`:
+//! to Strong by Dynamic Logits Fusion", 2024) as a `Fusion`:
 //! at each decoding step a small expert steers a large model,
 //! `P̃ = softmax(M^L + a·(M^S_t − M^S))`, with one expert `t` active and `a`
 //! on a grid, chosen per row to make the large model's shift match the

@@ -1,5 +1,4 @@
-//! Meta-RTL (Fu et al., "Reinforcement-based meta-transfer learning", 2024;
-//! METHODS.md §2) as a `Strategy`: the tasks are N sources and one
+//! Meta-RTL (Fu et al., "Reinforcement-based meta-transfer learning", 2024) as a `Strategy`: the tasks are N sources and one
 //! low-resource target; an LSTM policy weights the sources in a Reptile
 //! meta update, rewarded by how much each source's adapted model lowers the
 //! target's loss.

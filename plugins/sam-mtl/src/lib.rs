@@ -2,7 +2,7 @@
 //! (Phan, Tran, Nguyen, Le, Venkatesh, "Improving Multi-task Learning via Seeking
 //! Task-based Flat Regions", 2022), a `Strategy` that composes with any weighting.
 //!
-//! One step (see the project's METHODS.md §1):
+//! One step:
 //! 1. one forward pass: per-task losses L_t;
 //! 2. g_t = ∇L_t over the shared parameters and task t's head;
 //! 3. for each task: move to the worst point of its ρ-ball,

@@ -1,6 +1,5 @@
 //! TaskExpert (Ye & Xu, "TaskExpert: Dynamically Assembling Multi-Task
-//! Representations with Memorial Mixture-of-Experts", ICCV 2023; METHODS.md
-//! §4) as an `Architecture` over every block's tokens of the backbone.
+//! Representations with Memorial Mixture-of-Experts", ICCV 2023) as an `Architecture` over every block's tokens of the backbone.
 //!
 //! At each selected block `l` (`layers`, 0-based; all blocks by default),
 //! with tokens `X_l` `[B, N, C_l]`: `n` expert MLPs (`experts`, widths

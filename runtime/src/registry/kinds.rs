@@ -2,6 +2,7 @@
 //! plus the data kinds (role `Data`), with their schemas.
 
 use serde_json::Value;
+use taskweave_plugin_api::config::did_you_mean;
 use taskweave_plugin_api::{Error as ApiError, Role};
 
 use super::{Entry, LookupError, Registry};
@@ -47,9 +48,15 @@ pub fn validate_method<'r>(
     kind: &str,
     config: &Value,
 ) -> Result<(&'r Entry, Value), ApiError> {
-    let entry = registry
-        .get(role, kind)
-        .map_err(|e| ApiError::msg(format!("{role} `{kind}` cannot be used: {e}")))?;
+    let entry = registry.get(role, kind).map_err(|e| {
+        let names = registry.names(role);
+        let near = matches!(e, LookupError::Unknown)
+            .then(|| did_you_mean(kind, names.iter().map(String::as_str)))
+            .flatten()
+            .map(|near| format!(" (did you mean `{near}`?)"))
+            .unwrap_or_default();
+        ApiError::msg(format!("{role} `{kind}` cannot be used: {e}{near}"))
+    })?;
     let node = Node::from_json(config, &Origin::Generated);
     let resolved =
         validate(&node, &entry.schema, kind, &KindTable { registry }).map_err(|diagnostics| {

@@ -427,7 +427,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let setup_memory = memory.end("setup");
     let total = trainer.total_steps();
     let eval_every = match config.eval.every {
-        0 => (total / 10).max(1),
+        // Ten evaluations, the last of them the final one.
+        0 => total.div_ceil(10).max(1),
         n => n,
     };
     let checkpoint_every = match config.train.checkpoint_every {
@@ -438,8 +439,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let tasks = trainer.data().tasks.clone();
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut history = Vec::new();
-    // A resumed run's last final validation row, if it finished before.
-    let mut finished_val = None;
+    // A resumed run's final rows (validation, test), if it finished before.
+    let mut finished = Vec::new();
     let mut wall_before = 0.0;
     let mut skipped = 0;
     // The losses and weights since the last evaluation, which its row averages.
@@ -469,10 +470,11 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         trainer.agree(&format!("after resuming from step {step}"))?;
         // The records up to `step`: a resumed run repeats what came after.
         let rows = read_rows(&metrics_path);
-        finished_val = rows
+        finished = rows
             .iter()
-            .rfind(|r| r["final"] == true && r["split"] == "val")
-            .cloned();
+            .filter(|r| r["final"] == true)
+            .cloned()
+            .collect();
         history = rows
             .into_iter()
             .filter(|r| u64_of(&r["step"]) <= step && r["final"] != true)
@@ -697,7 +699,12 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let test = trainer.evaluate("test", eval_batch)?;
     let test_architecture = trainer.architecture_metrics()?;
     memory.end("eval");
-    let (loss, weights) = match finished_val.filter(|_| trained_none) {
+    // A finished run resumed again rewrites its final rows as they were.
+    let finished_row = |split: &str| {
+        let row = finished.iter().rfind(|r| r["split"] == split);
+        row.filter(|_| trained_none)
+    };
+    let (loss, weights) = match finished_row("val") {
         Some(row) => (row["train_loss"].clone(), Some(row["weights"].clone())),
         None => running.take(&tasks),
     };
@@ -705,9 +712,13 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         ("val", &val, &val_architecture),
         ("test", &test, &test_architecture),
     ] {
+        let wall_time = match finished_row(split) {
+            Some(row) => row["wall_time_s"].clone(),
+            None => json!(wall(&started)),
+        };
         history.push(
             json!({"step": selected, "split": split, "final": true, "selected_step": selected,
-                            "wall_time_s": wall(&started), "tasks": metrics_json(&tasks, metrics),
+                            "wall_time_s": wall_time, "tasks": metrics_json(&tasks, metrics),
                             "train_loss": loss, "weights": weights, "architecture": architecture}),
         );
     }
@@ -773,6 +784,11 @@ pub(super) fn selected_checkpoint(dir: &Path) -> Result<Option<Checkpoint>> {
             };
             match steps {
                 Some(steps) if newest != steps => {
+                    // When the last step was the best, the best checkpoint holds it too.
+                    let held = best.is_file().then(|| checkpoint::read(&best).ok()).flatten();
+                    if let Some(ckpt) = held.filter(|c| c.meta["step"].as_u64() == Some(steps)) {
+                        return Ok(Some(ckpt));
+                    }
                     return Err(Error::Input(format!(
                         "{}: the run's summary reports step {steps}'s parameters, but its newest \
                          usable checkpoint is step {newest}; `taskweave resume {}` trains the \
