@@ -243,6 +243,43 @@ fn a_panic_inside_a_plugin_is_an_error_naming_plugin_and_method_and_the_host_goe
 }
 
 #[test]
+fn a_panic_in_an_infallible_call_or_a_result_against_the_contract_is_an_error_naming_the_method() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, needles) in [
+        // `kind` returns no Result: read once under the guard of `create`.
+        (
+            "kind-panic",
+            &[
+                "method `panicky`",
+                "create panicked at",
+                "panicky has no kind",
+            ][..],
+        ),
+        (
+            "short-weights",
+            &[
+                "step 3",
+                "method `panicky`",
+                "weights as a Float tensor of shape [1]",
+                "([2])",
+            ][..],
+        ),
+    ] {
+        let text = panicky_pipeline(dir.path(), mode);
+        let path = dir.path().join(format!("{mode}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (code, _, err) = run_cli(dir.path(), &["-q", "run", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{mode}: {err}");
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "{mode}: `{needle}` missing from: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_libtorch_error_inside_a_plugin_is_an_error_value_and_the_cli_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let text = panicky_pipeline(dir.path(), "error");
@@ -293,6 +330,43 @@ fn a_method_name_provided_twice_is_refused_naming_both_sources() {
             && err.contains("remove all but one"),
         "{err}"
     );
+}
+
+#[test]
+fn registrations_against_the_rules_are_listed_as_problems_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_into(&plugins, &fixture_plugin("oddities"), "liboddities.so");
+    let mut config = Config::new();
+    config.plugin_dir(&plugins);
+    let rt = Runtime::new(&config);
+    let reasons: Vec<String> = rt
+        .registry()
+        .problems()
+        .iter()
+        .map(|p| format!("{}: {}", p.path.display(), p.reason))
+        .collect();
+    for needle in [
+        "registers the method `oddity` twice",
+        "`Bad Name!` is not a method name",
+        "method `keyed` has an invalid schema: `kind` cannot be one of its keys",
+        "method `scalar` has an invalid schema: its config must be a table",
+    ] {
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("liboddities.so") && r.contains(needle)),
+            "`{needle}` not among {reasons:?}"
+        );
+    }
+    let usable: Vec<&str> = rt
+        .registry()
+        .entries()
+        .filter(|e| e.origin != taskweave::registry::Origin::Builtin)
+        .map(|e| e.manifest.name.as_str())
+        .collect();
+    assert_eq!(usable, ["oddity"]);
 }
 
 #[test]

@@ -179,7 +179,24 @@ pub trait FfiArchitecture: Send {
 /// An owned [`FfiArchitecture`] trait object.
 pub type FfiArchitectureBox = FfiArchitecture_TO<'static, RBox<()>>;
 
-impl FfiArchitecture for Guarded<dyn Architecture> {
+/// What an architecture's infallible calls return, constant for an object.
+pub(crate) struct Constants {
+    output_dim: usize,
+    backbone: BackboneUse,
+    replicable: bool,
+}
+
+impl Constants {
+    pub(crate) fn of(architecture: &dyn Architecture) -> Constants {
+        Constants {
+            output_dim: architecture.output_dim(),
+            backbone: architecture.backbone(),
+            replicable: architecture.replicable(),
+        }
+    }
+}
+
+impl FfiArchitecture for Guarded<dyn Architecture, Constants> {
     fn parameters(&self) -> RResult<RVec<FfiParameter>, Error> {
         guard(&self.label, "Architecture::parameters", || {
             Ok(self
@@ -196,11 +213,11 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
     }
 
     fn output_dim(&self) -> usize {
-        self.inner.output_dim()
+        self.constants.output_dim
     }
 
     fn backbone(&self) -> BackboneUse {
-        self.inner.backbone()
+        self.constants.backbone
     }
 
     fn forward(
@@ -242,7 +259,7 @@ impl FfiArchitecture for Guarded<dyn Architecture> {
     }
 
     fn replicable(&self) -> bool {
-        self.inner.replicable()
+        self.constants.replicable
     }
 
     state_adapters!(guarded Architecture);

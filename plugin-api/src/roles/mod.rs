@@ -19,8 +19,13 @@ pub mod weighting;
 
 /// A method object behind the FFI trait of its role, each call guarded with
 /// `label` (which method, from which library) as the error context.
-pub(crate) struct Guarded<T: ?Sized> {
+/// `constants` holds what the role's infallible calls return (a weighting's
+/// kind, an architecture's output width, ...), read once when the object is
+/// wrapped, inside the guarded `create`: those calls return no `Result`, so
+/// a panic in them could not be caught later and would abort the process.
+pub(crate) struct Guarded<T: ?Sized, C = ()> {
     label: RString,
+    constants: C,
     inner: Box<T>,
 }
 
@@ -42,32 +47,56 @@ pub enum FfiMethod {
 
 impl FfiMethod {
     /// Puts `method` behind its FFI trait; `label` names it in every error.
+    /// Calls the method's infallible getters once (call it under
+    /// [`guard`](crate::guard), as the plugin's `create` does).
     pub fn new(method: MethodBox, label: &str) -> FfiMethod {
         use abi_stable::sabi_trait::TD_Opaque;
         let label = RString::from(label);
         match method {
             MethodBox::Weighting(inner) => {
+                let constants = weighting::Constants::of(&*inner);
                 FfiMethod::Weighting(weighting::FfiWeighting_TO::from_ptr(
-                    RBox::new(Guarded { label, inner }),
+                    RBox::new(Guarded {
+                        label,
+                        constants,
+                        inner,
+                    }),
                     TD_Opaque,
                 ))
             }
             MethodBox::Strategy(inner) => FfiMethod::Strategy(strategy::FfiStrategy_TO::from_ptr(
-                RBox::new(Guarded { label, inner }),
+                RBox::new(Guarded {
+                    label,
+                    constants: (),
+                    inner,
+                }),
                 TD_Opaque,
             )),
             MethodBox::Architecture(inner) => {
+                let constants = architecture::Constants::of(&*inner);
                 FfiMethod::Architecture(architecture::FfiArchitecture_TO::from_ptr(
-                    RBox::new(Guarded { label, inner }),
+                    RBox::new(Guarded {
+                        label,
+                        constants,
+                        inner,
+                    }),
                     TD_Opaque,
                 ))
             }
             MethodBox::Fusion(inner) => FfiMethod::Fusion(fusion::FfiFusion_TO::from_ptr(
-                RBox::new(Guarded { label, inner }),
+                RBox::new(Guarded {
+                    label,
+                    constants: (),
+                    inner,
+                }),
                 TD_Opaque,
             )),
             MethodBox::Grouping(inner) => FfiMethod::Grouping(grouping::FfiGrouping_TO::from_ptr(
-                RBox::new(Guarded { label, inner }),
+                RBox::new(Guarded {
+                    label,
+                    constants: (),
+                    inner,
+                }),
                 TD_Opaque,
             )),
         }

@@ -181,9 +181,24 @@ pub trait FfiWeighting: Send {
 /// An owned [`FfiWeighting`] trait object.
 pub type FfiWeightingBox = FfiWeighting_TO<'static, RBox<()>>;
 
-impl FfiWeighting for Guarded<dyn Weighting> {
+/// What a weighting's infallible calls return, constant for an object.
+pub(crate) struct Constants {
+    kind: WeightingKind,
+    samples: usize,
+}
+
+impl Constants {
+    pub(crate) fn of(weighting: &dyn Weighting) -> Constants {
+        Constants {
+            kind: weighting.kind(),
+            samples: weighting.samples(),
+        }
+    }
+}
+
+impl FfiWeighting for Guarded<dyn Weighting, Constants> {
     fn kind(&self) -> WeightingKind {
-        self.inner.kind()
+        self.constants.kind
     }
 
     fn weigh(&mut self, input: FfiWeightingInput<'_>) -> RResult<FfiWeightingOutput, Error> {
@@ -216,7 +231,7 @@ impl FfiWeighting for Guarded<dyn Weighting> {
     }
 
     fn samples(&self) -> usize {
-        self.inner.samples()
+        self.constants.samples
     }
 
     state_adapters!(guarded Weighting);

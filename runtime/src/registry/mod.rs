@@ -1,6 +1,7 @@
 //! One name space of methods: the built-ins (registered with `inventory`) and the
 //! methods of every plugin found in the plugin directories.
 
+mod checked;
 mod crash;
 mod elf;
 mod kinds;
@@ -142,29 +143,41 @@ impl Registry {
 
     fn add(&mut self, manifest: MethodManifest, origin: Origin, factory: Factory) {
         let name = manifest.name.to_string();
+        let problem = |reason: String| LoadProblem {
+            path: match &origin {
+                Origin::Plugin(path) => path.clone(),
+                Origin::Builtin => PathBuf::from("<built-in>"),
+            },
+            reason,
+        };
+        if let Err(why) = check_method_name(&name) {
+            self.problems.push(problem(why));
+            return;
+        }
         if let Some(conflict) = self.conflicts.get_mut(&name) {
             conflict.push(origin);
             return;
         }
         if let Some(existing) = self.entries.get(&name) {
             if existing.origin == origin {
+                let why = format!("it registers the method `{name}` twice; the second is ignored");
+                self.problems.push(problem(why));
                 return;
             }
             let first = self.entries.remove(&name).map(|e| e.origin).into_iter();
             self.conflicts.insert(name, first.chain([origin]).collect());
             return;
         }
-        let schema = match manifest.schema() {
+        let schema = match manifest
+            .schema()
+            .map_err(|e| e.to_string())
+            .and_then(table_schema)
+        {
             Ok(schema) => schema,
             Err(e) => {
-                let path = match &origin {
-                    Origin::Plugin(path) => path.clone(),
-                    Origin::Builtin => PathBuf::from("<built-in>"),
-                };
-                self.problems.push(LoadProblem {
-                    path,
-                    reason: format!("method `{name}` has an invalid schema: {e}"),
-                });
+                self.problems.push(problem(format!(
+                    "method `{name}` has an invalid schema: {e}"
+                )));
                 return;
             }
         };
@@ -252,10 +265,10 @@ impl Registry {
                 Error::Method(message)
             }
         };
-        match entry.factory {
+        let created = match entry.factory {
             Factory::Builtin(method) => method
                 .create(config, ctx, host)
-                .map_err(|e| failed(&e, format!("creating built-in method `{name}`: {e}"))),
+                .map_err(|e| failed(&e, format!("creating built-in method `{name}`: {e}")))?,
             Factory::Plugin(module) => {
                 let created = (module.create())(
                     name.into(),
@@ -266,10 +279,49 @@ impl Registry {
                 let created: FfiMethod = created
                     .into_result()
                     .map_err(|e| failed(&e, e.to_string()))?;
-                Ok(MethodBox::from(created))
+                MethodBox::from(created)
             }
-        }
+        };
+        Ok(match created {
+            MethodBox::Weighting(inner) => MethodBox::Weighting(Box::new(
+                checked::CheckedWeighting::new(inner, name, ctx.tasks.len()),
+            )),
+            other => other,
+        })
     }
+}
+
+/// Whether `name` can name a method: at most 64 lower-case letters, digits
+/// and `-`, starting with a letter and not ending with `-` (what
+/// `taskweave plugin new` accepts, and every built-in's name).
+pub fn check_method_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "`{name}` is not a method name: at most 64 lower-case letters, digits and `-`, \
+             starting with a letter (like `nash-mtl`)"
+        )),
+    }
+}
+
+/// A method's config schema must describe a table (what a pipeline writes
+/// beside `kind`), and cannot have a key `kind` of its own.
+fn table_schema(schema: Value) -> Result<Value, String> {
+    if schema.get("type").is_some_and(|t| t != "object") {
+        return Err("its config must be a table (a schema with \"type\": \"object\")".into());
+    }
+    if schema.pointer("/properties/kind").is_some() {
+        return Err(
+            "`kind` cannot be one of its keys: a pipeline's `kind` names the method".into(),
+        );
+    }
+    Ok(schema)
 }
 
 /// Why a method name cannot be used.

@@ -117,19 +117,7 @@ fn type_name(method: &str, role: &str, source: &str) -> String {
 
 pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let name = &args.name;
-    let valid = name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-');
-    if !valid {
-        return Err(Error::Input(format!(
-            "`{name}` is not a method name: at most 64 lower-case letters, digits and `-`, starting \
-             with a letter (like `nash-mtl`)"
-        ))
-        .into());
-    }
+    taskweave::registry::check_method_name(name).map_err(Error::Input)?;
     // Two sources of one name make it unusable, so the name of a built-in
     // or of a plugin on the search path would only give a plugin nobody can use.
     let runtime = env.runtime(&super::dirs_or_default(Vec::new()));
