@@ -370,6 +370,35 @@ fn registrations_against_the_rules_are_listed_as_problems_and_the_rest_loads() {
 }
 
 #[test]
+fn a_resume_warns_when_a_plugin_the_run_uses_changed_since_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plugins = d.join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    copy_into(&plugins, &workspace_plugin("taskweave-rlw"), "librlw.so");
+    let path = small_pipeline(
+        d,
+        "changed",
+        "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 10\nweighting = \"rlw\"\n",
+    );
+    assert_eq!(run_cli(d, &["-q", "run", path.to_str().unwrap()]).0, 0);
+    let run = d.join("runs/changed");
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert!(info["plugins"]["rlw"]["version"].is_string(), "{info}");
+    let resume = || run_cli(d, &["-q", "resume", run.to_str().unwrap()]);
+    let (code, _, err) = resume();
+    assert!(code == 0 && !err.contains("method `rlw` is now"), "{err}");
+    // The same version, other bytes: as a rebuild with other code.
+    let mut bytes = std::fs::read(plugins.join("librlw.so")).unwrap();
+    bytes.push(0);
+    std::fs::write(plugins.join("librlw.so"), bytes).unwrap();
+    let (code, _, err) = resume();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("method `rlw` is now a rebuilt"), "{err}");
+}
+
+#[test]
 fn plugins_that_other_users_could_have_written_are_refused_unless_allowed() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -224,6 +224,56 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_where_it_was_checkpointed() {
 /// refuse at the start (exit 2 each), saying to run without it, and write
 /// no run.
 #[test]
+fn ranks_that_would_start_from_different_places_stop_at_once_naming_the_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "apart", "[train]\nsteps = 40\ncheckpoint_every = 10\n");
+    let p = path.to_str().unwrap();
+    assert_eq!(run_cli(d, &["-q", "run", p]).0, 0);
+    // Rank 1 sees an older copy of the run (a file system that lags).
+    let lagging = d.join("lagging");
+    std::fs::create_dir_all(lagging.join("runs")).unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(d.join("runs/apart"))
+        .arg(lagging.join("runs"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let checkpoints = lagging.join("runs/apart/checkpoints");
+    for step in [30, 40] {
+        let path = taskweave::train::checkpoint::path_for(&checkpoints, step);
+        std::fs::remove_file(path).unwrap();
+    }
+    let before = std::fs::read(d.join("runs/apart/metrics.jsonl")).unwrap();
+    let resume = &["-q", "resume", "runs/apart"][..];
+    for (second, needle) in [
+        (
+            &["-wdir", lagging.to_str().unwrap()][..],
+            "found another newest checkpoint",
+        ),
+        (&[][..], "`run` and `resume` mixed"),
+    ] {
+        let Some(mut cmd) = mpirun(d, 1, resume) else {
+            return;
+        };
+        cmd.args([":", "-np", "1"]).args(second).arg(binary());
+        match second.is_empty() {
+            true => cmd.args(["-q", "run", p, "--overwrite"]),
+            false => cmd.args(resume),
+        };
+        let out = cmd.output().unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("rank 1 ") && err.contains(needle), "{err}");
+        assert_eq!(
+            std::fs::read(d.join("runs/apart/metrics.jsonl")).unwrap(),
+            before
+        );
+    }
+}
+
+#[test]
 fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -192,6 +192,42 @@ impl Registry {
         );
     }
 
+    /// The plugin methods a resolved config names (any table's `kind`), each
+    /// with its version, library file and a hash of that file: what a run
+    /// records so that a resume can tell when a plugin changed under it.
+    pub fn plugins_named(&self, config: &Value) -> Value {
+        fn kinds<'v>(value: &'v Value, out: &mut Vec<&'v str>) {
+            match value {
+                Value::Object(table) => {
+                    out.extend(table.get("kind").and_then(Value::as_str));
+                    table.values().for_each(|v| kinds(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| kinds(v, out)),
+                _ => {}
+            }
+        }
+        let mut names = Vec::new();
+        kinds(config, &mut names);
+        let mut plugins = serde_json::Map::new();
+        for name in names {
+            let Some(entry) = self.entries.get(name) else {
+                continue;
+            };
+            let Origin::Plugin(path) = &entry.origin else {
+                continue;
+            };
+            let hash = std::fs::read(path)
+                .map(|bytes| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)))
+                .unwrap_or_default();
+            plugins.insert(
+                name.to_string(),
+                serde_json::json!({"version": entry.manifest.version.as_str(),
+                                   "file": path, "hash": hash}),
+            );
+        }
+        Value::Object(plugins)
+    }
+
     /// Files that could not be loaded, and why.
     pub fn problems(&self) -> &[LoadProblem] {
         &self.problems

@@ -15,11 +15,13 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 
 /// Keys (and the tables under them) a resume may change.
-const MAY_CHANGE: [&str; 13] = [
+const MAY_CHANGE: [&str; 14] = [
     "run.name",
     "run.out_dir",
     "run.device",
     "run.threads",
+    // Like the number of ranks, which a resume may change too.
+    "run.batch_threads",
     "run.gpu_memory_fraction",
     "run.cuda_allocator",
     "plugins",
@@ -122,7 +124,8 @@ mod tests {
 
     #[test]
     fn location_length_and_device_may_change() {
-        let now = json!({"run": {"seed": 0, "device": "cuda:0", "threads": 4},
+        let now = json!({"run": {"seed": 0, "device": "cuda:0", "threads": 4,
+                                 "batch_threads": 2},
                          "train": {"steps": 500, "optimizer": {"kind": "adam", "lr": 0.001},
                                    "checkpoint_every": 7},
                          "data": {"path": "moved/a.csv"}, "plugins": {"dirs": ["q", "r"]}});

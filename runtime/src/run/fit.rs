@@ -450,6 +450,30 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     } else {
         None
     };
+    // Every rank reads the run directory itself: they must agree on where
+    // they start before any parameter is compared.
+    let start = latest.as_ref().map_or(u64::MAX, |(step, _)| *step);
+    match crate::dist::first_disagreement(world, &[resume as u64, start])? {
+        None => {}
+        Some((rank, 0)) => {
+            return Err(Error::Input(format!(
+                "rank {rank} was started with another command than rank 0 (`run` and `resume` \
+                 mixed): every rank must run the same command"
+            )))
+        }
+        Some((rank, _)) => {
+            let here = match latest.as_ref() {
+                Some((step, _)) => format!("step {step}"),
+                None => "no checkpoint".into(),
+            };
+            return Err(Error::Input(format!(
+                "rank {rank} found another newest checkpoint in {} than rank 0 (rank {}: {here}): \
+                 every rank must see the same run directory, on a file system they all share",
+                ckpt_dir.display(),
+                world.rank()
+            )));
+        }
+    }
     if let Some((step, ckpt)) = latest {
         if step > total {
             return Err(Error::Input(format!(
@@ -511,6 +535,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         // config it records is what a resume may not change (see `edits`).
         let resolved = serde_json::to_value(config).map_err(|e| Error::Run(e.to_string()))?;
         let mut info = json!({"pipeline_dir": ctx.pipeline_dir.canonicalize().unwrap_or(ctx.pipeline_dir.to_path_buf()),
+                              "plugins": ctx.registry.plugins_named(&resolved),
                               "config": resolved, "plugin_dirs": ctx.plugin_dirs,
                               "version": env!("CARGO_PKG_VERSION")});
         if let Some(task) = ctx.task {
@@ -666,10 +691,13 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         true => selection.best_step().filter(|&step| step < total),
         false => None,
     };
-    // The end state, for a resume of the finished run, before the best is restored.
-    let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
-                      "selection": selection.state(), "ranks": world.size()});
-    save(&trainer, &checkpoint::path_for(&ckpt_dir, total), meta)?;
+    // The end state, for a resume of the finished run, before the best is
+    // restored (a finished run resumed again holds it already).
+    if !trained_none {
+        let meta = json!({"wall_time_s": wall(&started), "skipped": skipped,
+                          "selection": selection.state(), "ranks": world.size()});
+        save(&trainer, &checkpoint::path_for(&ckpt_dir, total), meta)?;
+    }
     if world.is_root() {
         checkpoint::prune(&ckpt_dir, KEEP_CHECKPOINTS);
     }
@@ -749,8 +777,9 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let reduced_bytes_per_step = earlier["reduced_bytes_per_step"]
         .as_u64()
         .unwrap_or(step_bytes / (total - first).max(1));
+    let ranks = earlier["ranks"].as_u64().unwrap_or(world.size() as u64);
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
-                      "steps_per_second": steps_per_second, "ranks": world.size(),
+                      "steps_per_second": steps_per_second, "ranks": ranks,
                       "reduced_bytes_per_step": reduced_bytes_per_step,
                       "parameters": summary.parameters, "delta_m": delta_m, "memory": memory.summary(),
                       "architecture": test_architecture,

@@ -17,6 +17,8 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 pub use baselines::baselines;
 pub use fd::Frechet;
 pub use summary::{table, Summary};
@@ -67,6 +69,38 @@ pub struct Run {
     task: Option<usize>,
 }
 
+/// Warns about every plugin method of the run whose library changed since it
+/// started (`started` and `now` from
+/// [`Registry::plugins_named`](crate::registry::Registry::plugins_named)): the
+/// resumed steps may then differ from an uninterrupted run's.
+fn warn_changed_plugins(dir: &Path, started: &Value, now: &Value) {
+    let Some(started) = started.as_object() else {
+        return;
+    };
+    for (name, was) in started {
+        let is = &now[name];
+        let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+        let changed = match (was["version"] != is["version"], was["hash"] != is["hash"]) {
+            (true, _) => format!(
+                "version {} (was {})",
+                text(&is["version"]),
+                text(&was["version"])
+            ),
+            (false, true) => format!(
+                "a rebuilt {} (the same version {})",
+                text(&is["file"]),
+                text(&is["version"])
+            ),
+            (false, false) => continue,
+        };
+        tracing::warn!(
+            "{}: method `{name}` is now {changed}: what the run computes from here may differ from \
+             what it would have computed with the plugin it started with",
+            dir.display()
+        );
+    }
+}
+
 impl Run {
     /// Starts a new run of `pipeline` in [`Pipeline::run_dir`]. A directory
     /// that already holds a run is refused unless `overwrite` (which empties
@@ -90,8 +124,20 @@ impl Run {
     /// the original pipeline file was. Temporary files a killed process left
     /// there are removed.
     pub fn open(runtime: &Runtime, dir: &Path) -> Result<Run> {
-        let held = match crate::dist::world().is_root() {
+        let world = crate::dist::world();
+        let held = match world.is_root() {
             true => RunDir::open(dir)?,
+            // Rank 0 says what is wrong with a directory it cannot open; a
+            // directory only this rank cannot see is another mistake.
+            false if !dir.join(dir::MARKER).is_file() => {
+                return Err(Error::Input(format!(
+                    "{}: rank {} sees no run there (no {}): every rank must see the run \
+                     directory, on a file system they all share",
+                    dir.display(),
+                    world.rank(),
+                    dir::MARKER
+                )))
+            }
             false => RunDir::follow(dir),
         };
         let config_path = dir.join("config.toml");
@@ -143,12 +189,17 @@ impl Run {
             .collect();
         let runtime = runtime.with_plugin_dirs(&recorded);
         let pipeline = Pipeline::from_run(&runtime, &config_path, text, pipeline_dir)?;
+        let now = serde_json::to_value(pipeline.config())
+            .map_err(|e| Error::Run(format!("the run's config as JSON: {e}")))?;
         // Runs from before run.json recorded the config are not checked.
         if info["config"].is_object() {
-            let now = serde_json::to_value(pipeline.config())
-                .map_err(|e| Error::Run(format!("the run's config as JSON: {e}")))?;
             edits::check(&info["config"], &now).map_err(|e| pipeline.locate(e))?;
         }
+        warn_changed_plugins(
+            dir,
+            &info["plugins"],
+            &pipeline.registry().plugins_named(&now),
+        );
         Ok(Run {
             pipeline,
             dir: held,

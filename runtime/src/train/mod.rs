@@ -282,10 +282,11 @@ impl Trainer {
             }
             if (train.batch as usize) < world.size() {
                 return Err(Error::Input(format!(
-                    "train.batch = {} is split over {} ranks: every rank needs at least one row; raise \
-                     train.batch or start fewer ranks",
+                    "train.batch = {} is split over {} ranks: every rank needs at least one row; start \
+                     at most {} ranks (or, for a new run, raise train.batch)",
                     train.batch,
-                    world.size()
+                    world.size(),
+                    train.batch
                 )));
             }
         }
@@ -678,14 +679,14 @@ impl Trainer {
         hashes.push(data.digest());
         hashes.push(xxhash_rust::xxh3::xxh3_64(layout.as_bytes()));
         let what = |index: usize| match CONFIG_SECTIONS.get(index) {
-            Some(name) => format!("[{name}] section (its resolved values)"),
-            None if index == CONFIG_SECTIONS.len() => "data".into(),
-            None => "model (its parameters' names and shapes)".into(),
+            Some(name) => format!("another [{name}] section (its resolved values)"),
+            None if index == CONFIG_SECTIONS.len() => "other data".into(),
+            None => "another model (its parameters' names and shapes)".into(),
         };
         match crate::dist::first_disagreement(world, &hashes)? {
             None => Ok(()),
             Some((rank, index)) => Err(Error::Input(format!(
-                "rank {rank} was started with another {} than rank 0: every rank must run the same \
+                "rank {rank} was started with {} than rank 0: every rank must run the same \
                  pipeline file with the same --set options, plugins and data",
                 what(index)
             ))),

@@ -24,6 +24,9 @@ use crate::output::Failure;
 /// Reports `err` on stderr: rendered for people, or as one JSON log record
 /// (with every diagnostic as its own record) under `--log-format json`.
 fn report(err: &Error, format: Format) {
+    let world = taskweave::dist::world();
+    // Under mpirun every rank reports its own error: say which.
+    let rank = world.is_parallel().then_some(world.rank());
     if format == Format::Json {
         if let Error::Config { diagnostics, .. } = err {
             for d in diagnostics {
@@ -31,34 +34,35 @@ fn report(err: &Error, format: Format) {
                     path = %d.path,
                     location = d.location.as_deref().unwrap_or(""),
                     help = d.help.as_deref().unwrap_or(""),
+                    rank,
                     "{}",
                     d.message
                 );
             }
         }
-        tracing::error!(exit_code = err.exit_code(), "{err}");
+        tracing::error!(exit_code = err.exit_code(), rank, "{err}");
         return;
     }
-    let mut stderr = std::io::stderr().lock();
-    let world = taskweave::dist::world();
-    let _ = match err {
-        // Rendered diagnostics begin with `error:` themselves.
-        Error::Config { .. } if world.is_parallel() => {
-            let ranked = format!("error (rank {}):", world.rank());
-            let text: Vec<String> = err
-                .to_string()
-                .lines()
-                .map(|line| match line.strip_prefix("error:") {
-                    Some(rest) => format!("{ranked}{rest}"),
-                    None => line.to_string(),
-                })
-                .collect();
-            writeln!(stderr, "{}", text.join("\n"))
-        }
-        Error::Config { .. } => writeln!(stderr, "{err}"),
-        _ if world.is_parallel() => writeln!(stderr, "error (rank {}): {err}", world.rank()),
-        _ => writeln!(stderr, "error: {err}"),
+    // Rendered diagnostics begin with `error:` themselves.
+    let text = match err {
+        Error::Config { .. } => err.to_string(),
+        _ => format!("error: {err}"),
     };
+    let mut text: String = match rank {
+        Some(rank) => text
+            .lines()
+            .map(|line| match line.strip_prefix("error:") {
+                Some(rest) => format!("error (rank {rank}):{rest}\n"),
+                None => format!("{line}\n"),
+            })
+            .collect(),
+        None => text,
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // One write, so that the lines of two ranks sharing a terminal do not interleave.
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 fn main() -> ExitCode {

@@ -181,11 +181,15 @@ pub fn new(env: &Env, args: &NewArgs, out: &mut dyn Write) -> Result<(), Failure
         }
         std::fs::write(&path, text).map_err(|e| unwritable(&path, e))?;
     }
+    // Built from here, the plugin lands in ./plugins, which pipelines here read.
     writeln!(
         out,
-        "wrote {} (the {role} `{name}`); next: cd {} && cargo test && taskweave plugin build .",
-        dir.display(),
-        dir.display()
+        "wrote {dir} (the {role} `{name}`, against the taskweave-plugin-api in {} and the \
+         libtorch in {}); next: (cd {dir} && cargo test) && taskweave plugin build {dir}, which \
+         installs it into ./plugins",
+        api.display(),
+        libtorch.display(),
+        dir = dir.display(),
     )?;
     Ok(())
 }
@@ -388,7 +392,7 @@ fn install(
         if let Some(other) = other {
             return Err(Error::Input(format!(
                 "`{name}` is already provided by {other}: two sources of one name make it unusable; \
-                 rename the method (its crate's manifest) or remove that file"
+                 rename the method (its name in `register_method!`) or remove that file"
             )));
         }
     }
