@@ -586,4 +586,19 @@ fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly()
         "{w}"
     );
     assert_resume_is_exact(&d.join("runs/meta"), &d.join("runs/meta-copy"));
+    // Meta-RTL weights its sources itself: a weighting set beside it is said to do nothing.
+    std::fs::write(d.join("meta.toml"), &text).unwrap();
+    let sets = ["train.steps=2", "run.name=meta-uw", "train.weighting=uw"];
+    let mut args = vec!["-q", "run", "meta.toml"];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    let (code, _, err) = run_cli(d, &args);
+    assert_eq!(code, 0, "{err}");
+    let said = "train.strategy `meta-rtl` uses no weighting: train.weighting (`uw`) has no effect";
+    assert!(err.contains(said), "{err}");
+    args.truncate(args.len() - 2);
+    args[6] = "run.name=meta-ew";
+    let (code, _, err) = run_cli(d, &args);
+    assert!(code == 0 && !err.contains("uses no weighting"), "{err}");
 }

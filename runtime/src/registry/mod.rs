@@ -14,6 +14,7 @@ pub use trust::check_dir as check_plugin_dir;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use taskweave_plugin_api::method::split_table;
@@ -76,6 +77,9 @@ pub struct Registry {
     conflicts: BTreeMap<String, Vec<Origin>>,
     problems: Vec<LoadProblem>,
     dirs: Vec<PathBuf>,
+    /// How many weightings [`Registry::create`] has made, for
+    /// [`Registry::weightings_created`].
+    weightings_created: AtomicUsize,
 }
 
 impl Registry {
@@ -90,6 +94,7 @@ impl Registry {
             conflicts: BTreeMap::new(),
             problems: Vec::new(),
             dirs: Vec::new(),
+            weightings_created: AtomicUsize::new(0),
         };
         for method in taskweave_plugin_api::method::registered() {
             registry.add(method.manifest(), Origin::Builtin, Factory::Builtin(method));
@@ -319,11 +324,22 @@ impl Registry {
             }
         };
         Ok(match created {
-            MethodBox::Weighting(inner) => MethodBox::Weighting(Box::new(
-                checked::CheckedWeighting::new(inner, name, ctx.tasks.len()),
-            )),
+            MethodBox::Weighting(inner) => {
+                self.weightings_created.fetch_add(1, Ordering::Relaxed);
+                MethodBox::Weighting(Box::new(checked::CheckedWeighting::new(
+                    inner,
+                    name,
+                    ctx.tasks.len(),
+                )))
+            }
             other => other,
         })
+    }
+
+    /// How many weightings this registry has created so far: a strategy
+    /// whose creation adds none ignores the pipeline's `train.weighting`.
+    pub fn weightings_created(&self) -> usize {
+        self.weightings_created.load(Ordering::Relaxed)
     }
 }
 

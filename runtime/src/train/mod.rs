@@ -220,9 +220,17 @@ impl Trainer {
             plan?;
         }
         let model = Model::new(model_cfg, &data.inputs, &data.tasks, architecture, device)?;
+        let weightings = registry.weightings_created();
         let strategy = registry
             .create_table(Role::Strategy, &train.strategy, &ctx, host)?
             .into_strategy()?;
+        if registry.weightings_created() == weightings && train.weighting["kind"] != "ew" {
+            tracing::warn!(
+                "train.strategy `{}` uses no weighting: train.weighting (`{}`) has no effect",
+                train.strategy["kind"].as_str().unwrap_or("?"),
+                train.weighting["kind"].as_str().unwrap_or("?")
+            );
+        }
         let mut all: Vec<Param> = model.parameters()?;
         for (name, tensor) in strategy.parameters()? {
             all.push(Param {
