@@ -932,7 +932,12 @@ fn a_weighting_that_refuses_the_pipeline_is_an_input_error() {
     ] {
         let (code, _, err) = run_cli(d, &["-q", "run", path.to_str().unwrap(), "--set", set]);
         assert_eq!(code, 2, "--set {set}: {err}");
-        assert!(err.contains(expect), "--set {set}: {err}");
+        // Located at what set the weighting.
+        let at = format!("--> --set {set}");
+        assert!(
+            err.contains(expect) && err.contains(&at),
+            "--set {set}: {err}"
+        );
     }
 }
 

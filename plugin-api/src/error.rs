@@ -36,7 +36,10 @@ impl Error {
 
     /// An error in what the method was given (its config, its signals or
     /// data), which the user must fix: the CLI exits 2 for it, as for any
-    /// bad input.
+    /// bad input. Returned by a constructor, it is shown at the method's
+    /// table in the pipeline (`train.weighting`, `model.architecture`); a
+    /// message that starts with a full dotted key (`train.strategy.inner_lr:
+    /// ...`) points at that key instead.
     pub fn input(message: impl fmt::Display) -> Self {
         Error {
             message: message.to_string().into(),

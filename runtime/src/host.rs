@@ -21,6 +21,15 @@ pub struct RuntimeHost {
     registry: Option<Arc<Registry>>,
 }
 
+/// Whether `kind` with `config` (defaults filled in) is the pipeline's
+/// `train.weighting` table, which `ctx` carries resolved.
+fn is_pipeline_weighting(ctx: &MethodContext, kind: &str, config: &serde_json::Value) -> bool {
+    let Ok(serde_json::Value::Object(mut table)) = ctx.weighting_table() else {
+        return false;
+    };
+    table.remove("kind").is_some_and(|k| k == kind) && serde_json::Value::Object(table) == *config
+}
+
 impl RuntimeHost {
     /// A host that can only log (used while plugins load).
     pub fn logging_only() -> Host {
@@ -81,11 +90,19 @@ impl FfiHost for RuntimeHost {
             let (entry, config) = validate_method(registry, role, kind.as_str(), &config)
                 .map_err(|e| ApiError::input(e.to_string()))?;
             let host = RuntimeHost::with_registry(registry.clone());
+            // The pipeline's own weighting, refusing what it was given: name its
+            // key, so that the message points at it in the pipeline.
+            let at = match role == Role::Weighting
+                && is_pipeline_weighting(ctx, kind.as_str(), &config)
+            {
+                true => "train.weighting: ",
+                false => "",
+            };
             let created =
                 registry
                     .create(entry, &config, ctx, &host)
                     .map_err(|e| match e.exit_code() {
-                        2 => ApiError::input(e.to_string()),
+                        2 => ApiError::input(format!("{at}{e}")),
                         _ => ApiError::msg(e.to_string()),
                     })?;
             Ok(FfiMethod::new(created, &format!("method `{kind}`")))

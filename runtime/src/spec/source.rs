@@ -421,6 +421,15 @@ mod tests {
             at("train.strategy.inner_lr: too large"),
             named("train.strategy.inner_lr", "p.toml:3:12")
         );
+        // The table named around a method's own key: the key.
+        assert_eq!(
+            at("train.strategy: method `m`: create: train.strategy.target: no task `x`"),
+            named("train.strategy.target", "p.toml:3:42")
+        );
+        assert_eq!(
+            at("train.strategy: method `m`: no task"),
+            named("train.strategy", "p.toml:3:12")
+        );
         assert_eq!(at("data.kind: unknown"), None);
         assert_eq!(at("see train.steps for more"), None);
         // A key inside a clause is not what the clause is about.

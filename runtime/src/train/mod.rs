@@ -214,7 +214,8 @@ impl Trainer {
             weighting: train.weighting.to_string().into(),
         };
         let architecture = registry
-            .create_table(Role::Architecture, &model_cfg.architecture, &ctx, host)?
+            .create_table(Role::Architecture, &model_cfg.architecture, &ctx, host)
+            .map_err(|e| e.input_context("model.architecture"))?
             .into_architecture()?;
         if architecture.backbone() != BackboneUse::None {
             plan?;
