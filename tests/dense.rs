@@ -337,6 +337,11 @@ fn taskexpert_trains_on_vit_tokens_and_logs_each_task_s_gate_weights() {
         code == 2 && err.contains("model.backbone: TaskExpert decomposes tokens"),
         "{code}: {err}"
     );
+    // At the key to change, though the runtime names the architecture first.
+    assert!(
+        err.contains("--> --set model.backbone={kind=\"conv\", channels=[8]}"),
+        "{err}"
+    );
     let summary = train(&path, &[]);
     assert!(summary.test[0]["miou"].is_finite());
     let history = std::fs::read_to_string(summary.dir.join("metrics.jsonl")).unwrap();

@@ -220,9 +220,9 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_where_it_was_checkpointed() {
     );
 }
 
-/// Diffusion pipelines are not data-parallel yet: under mpirun the ranks
-/// refuse at the start (exit 2 each), saying to run without it, and write
-/// no run.
+/// Ranks resuming from different checkpoints (a run directory that a
+/// lagging file system shows them differently), or mixing `run` and
+/// `resume`, stop before training with exit 2 and the run untouched.
 #[test]
 fn ranks_that_would_start_from_different_places_stop_at_once_naming_the_rank() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,6 +273,9 @@ fn ranks_that_would_start_from_different_places_stop_at_once_naming_the_rank() {
     }
 }
 
+/// Diffusion pipelines are not data-parallel yet: under mpirun the ranks
+/// refuse at the start (exit 2 each), saying to run without it, and write
+/// no run.
 #[test]
 fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,10 +88,13 @@ impl Error {
     }
 
     /// An input error with `context` before its message (`train.init: ...`),
-    /// saying where the bad input was met; any other error unchanged.
+    /// saying where the bad input was met, unless the message begins with it
+    /// already; any other error unchanged.
     pub fn input_context(self, context: impl std::fmt::Display) -> Error {
+        let context = format!("{context}: ");
         match self {
-            Error::Input(message) => Error::Input(format!("{context}: {message}")),
+            Error::Input(message) if message.starts_with(&context) => Error::Input(message),
+            Error::Input(message) => Error::Input(format!("{context}{message}")),
             other => other,
         }
     }

@@ -80,9 +80,11 @@ pub trait Architecture: Send {
 
     /// The width of each per-task output: its last dimension, or its channels
     /// for a feature map `[B, C, H, W]` (what the task heads are built for).
+    /// Constant for an object: the host reads it once, after creating it.
     fn output_dim(&self) -> usize;
 
-    /// Which backbone outputs [`Architecture::forward`] needs.
+    /// Which backbone outputs [`Architecture::forward`] needs; constant for
+    /// an object.
     fn backbone(&self) -> BackboneUse {
         BackboneUse::Last
     }
@@ -116,7 +118,8 @@ pub trait Architecture: Send {
     /// from one call to the next beyond [`Architecture::aux_losses`] and
     /// [`Architecture::eval_metrics`]. The host then may train copies of
     /// the model side by side (`run.batch_threads`, and a meta-learner's
-    /// inner loops). False (the default): it never does.
+    /// inner loops). False (the default): it never does. Constant for an
+    /// object.
     fn replicable(&self) -> bool {
         false
     }

@@ -11,16 +11,14 @@ use taskweave_plugin_api::{
 /// A weighting whose every [`Weighting::weigh`] result is checked.
 pub(super) struct CheckedWeighting {
     name: String,
-    tasks: usize,
     inner: Box<dyn Weighting>,
 }
 
 impl CheckedWeighting {
-    /// `name` is the method's, `tasks` the number of tasks of its context.
-    pub(super) fn new(inner: Box<dyn Weighting>, name: &str, tasks: usize) -> CheckedWeighting {
+    /// `name` is the method's.
+    pub(super) fn new(inner: Box<dyn Weighting>, name: &str) -> CheckedWeighting {
         CheckedWeighting {
             name: name.to_string(),
-            tasks,
             inner,
         }
     }
@@ -48,13 +46,15 @@ impl CheckedWeighting {
                 combined.size()
             ));
         }
+        // As many weights as losses: a strategy may weigh a subset of the tasks.
+        let tasks = input.losses.size().first().copied().unwrap_or(1);
         if let Some(weights) = &out.weights {
-            if weights.size() != [self.tasks as i64] || !weights.is_floating_point() {
+            if weights.size() != [tasks] || !weights.is_floating_point() {
                 return wrong(format!(
                     "weights as a {:?} tensor of shape {:?}, not one floating-point weight per task ([{}])",
                     weights.kind(),
                     weights.size(),
-                    self.tasks
+                    tasks
                 ));
             }
         }

@@ -326,11 +326,7 @@ impl Registry {
         Ok(match created {
             MethodBox::Weighting(inner) => {
                 self.weightings_created.fetch_add(1, Ordering::Relaxed);
-                MethodBox::Weighting(Box::new(checked::CheckedWeighting::new(
-                    inner,
-                    name,
-                    ctx.tasks.len(),
-                )))
+                MethodBox::Weighting(Box::new(checked::CheckedWeighting::new(inner, name)))
             }
             other => other,
         })

@@ -442,6 +442,8 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     // A resumed run's final rows (validation, test), if it finished before.
     let mut finished = Vec::new();
     let mut wall_before = 0.0;
+    // The ranks that trained the checkpoint resumed from.
+    let mut trained_ranks = world.size() as u64;
     let mut skipped = 0;
     // The losses and weights since the last evaluation, which its row averages.
     let mut running = Running::default();
@@ -489,6 +491,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
             checkpoint::set_aside_after(&ckpt_dir, step);
         }
         let ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1);
+        trained_ranks = ranks;
         trainer.restore(ckpt)?;
         // Every rank read the checkpoint itself: they must have read the same one.
         trainer.agree(&format!("after resuming from step {step}"))?;
@@ -669,10 +672,12 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     // trains no step here: its rate and the running means of its last steps
     // are what it wrote before, not recomputed as nothing.
     let trained_none = first == total;
+    // A summary of fewer steps (train.steps raised since) is not this run's end.
     let earlier = match trained_none {
-        true => summary_of(dir),
-        false => Value::Null,
-    };
+        true => Some(summary_of(dir)).filter(|s| s["steps"].as_u64() == Some(total)),
+        false => None,
+    }
+    .unwrap_or_default();
     let steps_per_second = earlier["steps_per_second"]
         .as_f64()
         .unwrap_or_else(|| progress.rate(trainer.step_index()));
@@ -777,7 +782,10 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let reduced_bytes_per_step = earlier["reduced_bytes_per_step"]
         .as_u64()
         .unwrap_or(step_bytes / (total - first).max(1));
-    let ranks = earlier["ranks"].as_u64().unwrap_or(world.size() as u64);
+    let ranks = match trained_none {
+        true => trained_ranks,
+        false => world.size() as u64,
+    };
     let json = json!({"steps": total, "selected_step": selected, "skipped": skipped,
                       "steps_per_second": steps_per_second, "ranks": ranks,
                       "reduced_bytes_per_step": reduced_bytes_per_step,

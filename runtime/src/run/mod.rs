@@ -81,6 +81,7 @@ fn warn_changed_plugins(dir: &Path, started: &Value, now: &Value) {
         let is = &now[name];
         let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
         let changed = match (was["version"] != is["version"], was["hash"] != is["hash"]) {
+            _ if is.is_null() => "a built-in".to_string(),
             (true, _) => format!(
                 "version {} (was {})",
                 text(&is["version"]),
@@ -131,8 +132,8 @@ impl Run {
             // directory only this rank cannot see is another mistake.
             false if !dir.join(dir::MARKER).is_file() => {
                 return Err(Error::Input(format!(
-                    "{}: rank {} sees no run there (no {}): every rank must see the run \
-                     directory, on a file system they all share",
+                    "{}: rank {} sees no run there (no {}); where rank 0 sees one, every rank \
+                     must see the run directory, on a file system they all share",
                     dir.display(),
                     world.rank(),
                     dir::MARKER
@@ -195,11 +196,10 @@ impl Run {
         if info["config"].is_object() {
             edits::check(&info["config"], &now).map_err(|e| pipeline.locate(e))?;
         }
-        warn_changed_plugins(
-            dir,
-            &info["plugins"],
-            &pipeline.registry().plugins_named(&now),
-        );
+        if world.is_root() {
+            let plugins = pipeline.registry().plugins_named(&now);
+            warn_changed_plugins(dir, &info["plugins"], &plugins);
+        }
         Ok(Run {
             pipeline,
             dir: held,

@@ -210,7 +210,7 @@ pub enum Select {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
-    /// Steps between validation evaluations (0: ten per run).
+    /// Steps between validation evaluations (0: every ⌈steps / 10⌉ steps, at most ten per run).
     pub every: u64,
     /// Rows per evaluation batch.
     #[schemars(range(min = 1))]

@@ -40,14 +40,15 @@ impl Diagnostic {
     /// train.strategy.target: no task ...`), the way methods and data
     /// loaders that check their own keys name them. A key the user did not
     /// write points at the nearest table they did; of several keys named,
-    /// the deepest. `None` when the message names no key of `root`.
+    /// the one written deepest in `root`, the last among equals. `None` when
+    /// the message names no key of `root`.
     pub fn naming(message: &str, root: &Node) -> Option<Diagnostic> {
         // Clauses begin at the start and after each colon (so not `data.test`
         // in `data.train + data.test = ...`).
         let clauses = std::iter::once(message)
             .chain(message.match_indices(':').map(|(i, _)| &message[i + 1..]));
-        // The deepest key named wins (a method's own key over the table the
-        // runtime names around it); the first among equals.
+        // The deepest key named wins, and the innermost clause among equals:
+        // a method's own key over the table the runtime names around it.
         let named = clauses.filter_map(|clause| {
             let clause = clause.trim_start();
             let end = clause.find(|c: char| !(c.is_ascii_alphanumeric() || "._-[]".contains(c)))?;
@@ -58,16 +59,15 @@ impl Diagnostic {
             }
             let keys: Vec<&str> = path.split('.').collect();
             match root.nearest(&keys) {
-                (node, depth) if depth > 0 && node.origin != Origin::Generated => Some((
-                    keys.len(),
-                    Diagnostic::new(path, node.origin.clone(), message),
-                )),
+                (node, depth) if depth > 0 && node.origin != Origin::Generated => {
+                    Some((depth, Diagnostic::new(path, node.origin.clone(), message)))
+                }
                 _ => None,
             }
         });
         named
             .fold(None, |best: Option<(usize, Diagnostic)>, this| match best {
-                Some(best) if best.0 >= this.0 => Some(best),
+                Some(best) if best.0 > this.0 => Some(best),
                 _ => Some(this),
             })
             .map(|(_, diagnostic)| diagnostic)

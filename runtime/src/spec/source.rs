@@ -430,6 +430,11 @@ mod tests {
             at("train.strategy: method `m`: no task"),
             named("train.strategy", "p.toml:3:12")
         );
+        // Equally deep: the inner clause, the method's own words.
+        assert_eq!(
+            at("train.strategy: method `m`: create: train.steps: too few"),
+            named("train.steps", "p.toml:2:9")
+        );
         assert_eq!(at("data.kind: unknown"), None);
         assert_eq!(at("see train.steps for more"), None);
         // A key inside a clause is not what the clause is about.
