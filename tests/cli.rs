@@ -670,3 +670,29 @@ fn call_refuses_folders_devices_one_file_for_two_outputs_and_overflowing_results
         "{err}"
     );
 }
+
+#[test]
+fn plugin_show_lists_a_methods_keys_with_types_defaults_and_docs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out, err) = run_cli(d, &["plugin", "show", "cagrad"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("cagrad (Weighting, "), "{out}");
+    let c = out
+        .lines()
+        .find(|l| l.starts_with("c "))
+        .expect("a row for `c`");
+    assert!(
+        c.contains("number ≥ 0") && c.contains("0.4") && c.contains("Radius of the ball"),
+        "{c}"
+    );
+    assert!(out.contains("0 | 1 | 2"), "choices of `rescale`: {out}");
+    let (code, out, err) = run_cli(d, &["plugin", "show", "cagrad", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["role"], "Weighting");
+    assert_eq!(view["schema"]["properties"]["c"]["default"], 0.4);
+    let (code, _, err) = run_cli(d, &["plugin", "show", "cagard"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean `cagrad`?"), "{err}");
+}

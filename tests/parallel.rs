@@ -312,3 +312,46 @@ fn a_diffusion_pipeline_under_mpirun_is_refused_saying_to_run_it_in_one_process(
         "{err}"
     );
 }
+
+/// A loss that overflows stops two ranks as it stops one process, naming
+/// the same task and value (an infinite share once read as NaN on the ranks).
+#[test]
+fn an_infinite_loss_under_mpirun_is_named_as_one_process_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "overflow", "[train]\nsteps = 20\n");
+    let p = path.to_str().unwrap();
+    let sets = [
+        "--set",
+        "train.optimizer={kind=\"sgd\", lr=1e30}",
+        "--set",
+        "run.threads=1",
+    ];
+    let one = run_cli(
+        d,
+        &[&["-q", "run", p, "--set", "run.name=one"][..], &sets].concat(),
+    );
+    assert_eq!(one.0, 1, "{}", one.2);
+    let said = |err: &str| {
+        let at = err
+            .find("the loss of task")
+            .unwrap_or_else(|| panic!("{err}"));
+        err[at..]
+            .split([':', '\n', ';'])
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let Some(mut two) = mpirun(
+        d,
+        2,
+        &[&["-q", "run", p, "--set", "run.name=two"][..], &sets].concat(),
+    ) else {
+        return;
+    };
+    let output = two.output().unwrap();
+    let err = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert_eq!(said(&err), said(&one.2), "{err}");
+}

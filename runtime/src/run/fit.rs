@@ -551,11 +551,16 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     if world.is_root() {
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
     }
+    let on_ranks = match world.is_parallel() {
+        true => format!(" ({} ranks)", world.size()),
+        false => String::new(),
+    };
     tracing::info!(
         tasks = tasks.len(),
         parameters = trainer.num_parameters(),
         device = %crate::device::name(ctx.device),
-        "{}, {} parameters, on {}",
+        ranks = world.size(),
+        "{}, {} parameters, on {}{on_ranks}",
         plural(tasks.len(), "task"),
         trainer.num_parameters(),
         crate::device::name(ctx.device)

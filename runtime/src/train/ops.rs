@@ -412,6 +412,9 @@ impl StepOps for Ops<'_> {
             let mut value = losses.f_empty_like()?;
             value.f_copy_(&losses.f_detach()?)?;
             api(world.mean_(&value))?;
+            // Checked before the sum below turns an infinite share into NaN
+            // (∞ − ∞), so that every rank names what one process would.
+            check_finite(&value, &mut self.nonfinite)?;
             losses = value.f_add(&losses.f_sub(&losses.f_detach()?)?)?;
         }
         check_finite(&losses, &mut self.nonfinite)?;

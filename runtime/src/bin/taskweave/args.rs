@@ -161,6 +161,17 @@ pub enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One method's keys: type, default and what each does (from its schema).
+    Show {
+        /// The method's name, as pipelines write it (`kind = "NAME"`).
+        name: String,
+        /// Plugin directory (repeatable; default: ./plugins when it exists).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Machine-readable output: the manifest and the JSON schema.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a new plugin crate: a working method of the role, its config, a
     /// test, and the settings to build it against this runtime's libtorch.
     New(NewArgs),

@@ -98,6 +98,7 @@ fn run_command(command: Command, env: &Env, out: &mut dyn Write) -> Result<(), F
     match command {
         Command::Plugin { command } => match command {
             PluginCommand::List { dirs, json } => plugins::list(env, dirs, json, out),
+            PluginCommand::Show { name, dirs, json } => plugins::show(env, &name, dirs, json, out),
             PluginCommand::New(args) => authoring::new(env, &args, out),
             PluginCommand::Build(args) => authoring::build(env, &args, out),
         },
