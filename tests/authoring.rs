@@ -70,6 +70,8 @@ fn plugin_new_then_plugin_build_gives_methods_that_pipelines_use() {
     let (code, out, err) = run_cli(d, &["-q", "run", pipeline.to_str().unwrap(), "--set", arch]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task1"), "{out}");
+    // The strategy template runs the pipeline's weighting.
+    assert!(!err.contains("uses no weighting"), "{err}");
 
     let (code, _, err) = run_cli(
         d,

@@ -103,6 +103,21 @@
 //! extension: `{"x-taskweave-role": "Weighting"}` marks a key that holds another
 //! method's table (`{ kind = "...", ... }`), validated against that method's own
 //! schema. Objects never accept unknown keys.
+//!
+//! # A method of every role
+//!
+//! `taskweave plugin new NAME --role weighting|strategy|architecture|fusion|grouping`
+//! writes a crate whose method works as written, with a test: the starting
+//! point for each role. The strategy it writes shows composition: it creates
+//! the standard step through [`Host::strategy`] (which creates the pipeline's
+//! weighting from [`MethodContext::weighting_table`] with [`Host::weighting`]),
+//! and passes on the inner method's [`Strategy::parameters`] and its state
+//! under a prefix ([`State::nest`], [`State::unnest`]), so that a resumed run
+//! restores both. `taskweave plugin show NAME` prints any method's keys.
+//!
+//! An [`Error::input`] from a constructor is bad input (exit 2), shown at
+//! the method's table in the pipeline; `tracing` events reach the host's log
+//! under the target `plugin`.
 
 #![deny(missing_docs)]
 #![allow(

@@ -1,31 +1,51 @@
-//! `__METHOD__`: a training strategy. It starts as the plain step (the sum
-//! of the task losses, one backward pass, one optimizer step); change `step`.
+//! `__METHOD__`: a training strategy. It starts as the standard step, which
+//! it creates through the host and delegates to: one forward pass, the
+//! pipeline's `train.weighting` combining the task losses (or their
+//! gradients), one optimizer step. Write your own `step` with the
+//! [`StepOps`] calls (`next_batch`, `losses`, `grads`, `backward`,
+//! `set_grads`, `optimizer_step`, ...), keeping what it needs of the inner
+//! strategy or none of it.
 
 use taskweave_plugin_api::config::{schema_for, NoKeys};
-use taskweave_plugin_api::serde_json::Value;
+use taskweave_plugin_api::serde_json::{json, Value};
+use taskweave_plugin_api::tch::Tensor;
 use taskweave_plugin_api::{
-    register_method, Constructor, Host, Method, MethodContext, Result, StepOps, StepReport,
-    Strategy,
+    register_method, Constructor, Host, Method, MethodContext, Result, State, StepOps,
+    StepReport, Strategy,
 };
 
 /// The strategy.
-pub struct __TYPE__;
+pub struct __TYPE__ {
+    /// The standard step, with the pipeline's weighting.
+    standard: Box<dyn Strategy>,
+}
 
 impl Strategy for __TYPE__ {
     fn step(&mut self, ops: &mut dyn StepOps) -> Result<StepReport> {
-        ops.next_batch()?;
-        let losses = ops.losses(true)?;
-        ops.backward(&losses.f_sum(None)?)?;
-        ops.optimizer_step()?;
-        Ok(StepReport {
-            losses: losses.f_detach()?,
-            weights: None,
-        })
+        self.standard.step(ops)
+    }
+
+    // The weighting's own parameters (UW's) train with the model, and its
+    // state is saved in checkpoints: pass both on.
+    fn parameters(&self) -> Result<Vec<(String, Tensor)>> {
+        self.standard.parameters()
+    }
+
+    fn state(&self) -> Result<State> {
+        let mut state = State::default();
+        state.nest("standard", self.standard.state()?);
+        Ok(state)
+    }
+
+    fn load_state(&mut self, mut state: State) -> Result<()> {
+        self.standard.load_state(state.unnest("standard"))
     }
 }
 
-fn create(_config: &Value, _ctx: &MethodContext, _host: &Host) -> Result<Box<dyn Strategy>> {
-    Ok(Box::new(__TYPE__))
+fn create(_config: &Value, ctx: &MethodContext, host: &Host) -> Result<Box<dyn Strategy>> {
+    Ok(Box::new(__TYPE__ {
+        standard: host.strategy(&json!({"kind": "standard"}), ctx)?,
+    }))
 }
 
 register_method!(Method::new(
