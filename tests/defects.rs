@@ -817,6 +817,12 @@ fn a_finished_run_whose_best_checkpoint_is_damaged_is_left_as_it_reported() {
         before["selected_step"].as_u64().unwrap() < 240,
         "validation never got worse; make the run overfit harder: {before}"
     );
+    // The last step's evaluation is recorded though another step is reported.
+    assert!(
+        rows.iter()
+            .any(|r| r["step"] == 240 && r["split"] == "val" && r["final"].is_null()),
+        "{rows:?}"
+    );
     let best = run.join("checkpoints/best.safetensors");
     std::fs::write(&best, b"damaged").unwrap();
     let (code, _, err) = run_cli(d, &["-q", "resume", run.to_str().unwrap()]);

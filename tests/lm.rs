@@ -113,7 +113,7 @@ fn lm_train_learns_each_corpus_reports_bits_per_byte_and_init_makes_an_expert() 
     let evals: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|v: &serde_json::Value| v["split"] == "val")
+        .filter(|v: &serde_json::Value| v["split"] == "val" && v["final"].is_null())
         .collect();
     assert_eq!(evals.len(), 3, "{log}");
     for corpus in ["count", "words"] {

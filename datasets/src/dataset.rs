@@ -554,12 +554,15 @@ pub(crate) fn matrix(values: Vec<f32>, rows: usize, cols: usize) -> Result<Tenso
 }
 
 /// Standardises the columns of `splits` with the statistics of the first
-/// (training) split; constant columns are only centred.
+/// (training) split; constant columns are only centred. The statistics are
+/// summed in float64: float32 sums overflow for columns near its limit.
 pub(crate) fn standardize(splits: [&mut Tensor; 3]) -> Result<()> {
     let [train, val, test] = splits;
-    let mean = train.f_mean_dim(0, true, Kind::Float)?;
-    let std = train.f_std_dim(0, false, true)?;
+    let wide = train.f_to_kind(Kind::Double)?;
+    let mean = wide.f_mean_dim(0, true, Kind::Double)?;
+    let std = wide.f_std_dim(0, false, true)?;
     let std = std.f_where_scalarother(&std.f_gt(1e-12)?, 1.0)?;
+    let (mean, std) = (mean.f_to_kind(train.kind())?, std.f_to_kind(train.kind())?);
     for t in [train, val, test] {
         *t = t.f_sub(&mean)?.f_div(&std)?;
     }

@@ -178,11 +178,22 @@ impl Source for Csv {
                 i + 1
             )));
         }
+        // One column whose name holds another separator: not a comma-separated file.
+        let separator = match header.as_slice() {
+            [only] => [';', '\t', '|'].into_iter().find(|c| only.contains(*c)),
+            _ => None,
+        };
         let column = |name: &str| -> Result<usize> {
             header.iter().position(|h| h == name).ok_or_else(|| {
-                let hint = did_you_mean(name, header.iter().map(String::as_str))
-                    .map(|n| format!("; did you mean `{n}`?"))
-                    .unwrap_or_default();
+                let hint = match separator {
+                    Some(c) => format!(
+                        "; the header reads as one column: is the file separated by {c:?}? \
+                         taskweave reads comma-separated files (save it as CSV)"
+                    ),
+                    None => did_you_mean(name, header.iter().map(String::as_str))
+                        .map(|n| format!("; did you mean `{n}`?"))
+                        .unwrap_or_default(),
+                };
                 file_error(format!(
                     "no column `{name}` (columns: {}){hint}",
                     header.join(", ")
@@ -307,15 +318,20 @@ impl Source for Csv {
         let mut y: Vec<Vec<Option<f64>>> = vec![Vec::new(); targets.len()];
         let mut split_of: Vec<usize> = Vec::new();
         for record in reader.records() {
-            let record = record.map_err(|e| file_error(csv_error(&e, header.len())))?;
-            let line = record.position().map_or(0, |p| p.line());
+            let record = record.map_err(|e| file_error(csv_error(&e, header.len(), &text)))?;
+            let line = line_at(&text, record.position());
             // `hint`: what to do when the cell is no number at all.
             let cell = |col: usize, hint: &str| -> Result<f64> {
                 let raw = record.get(col).unwrap_or("");
                 crate::float32(raw).map_err(|message| {
                     let hint = match raw.parse::<f64>() {
-                        Err(_) => hint,
                         Ok(_) => "",
+                        // Empty label cells are masked before this: an input's.
+                        Err(_) if raw.trim().is_empty() => {
+                            "; an input needs a value in every row: fill the cell, or leave the \
+                             column out of data.inputs"
+                        }
+                        Err(_) => hint,
                     };
                     cell_error(line, &header[col], format!("{message}{hint}"))
                 })
@@ -479,10 +495,22 @@ impl Source for Csv {
     }
 }
 
-fn csv_error(err: &csv::Error, fields: usize) -> String {
+/// The line of `text` where the record at `pos` starts, from 1. The csv
+/// crate's own line count (and byte position) stops at the `\r` of a
+/// `\r\n` line end: the rest of that line end is skipped here.
+fn line_at(text: &str, pos: Option<&csv::Position>) -> u64 {
+    let bytes = text.as_bytes();
+    let mut start = pos.map_or(0, |p| p.byte() as usize).min(bytes.len());
+    while start < bytes.len() && (bytes[start] == b'\r' || bytes[start] == b'\n') {
+        start += 1;
+    }
+    1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+fn csv_error(err: &csv::Error, fields: usize, text: &str) -> String {
     match err.kind() {
         csv::ErrorKind::UnequalLengths { pos, len, .. } => {
-            let line = pos.as_ref().map_or(0, |p| p.line());
+            let line = line_at(text, pos.as_ref());
             // A quote left open swallows the rows after it into one field.
             let quote = match (*len as usize) < fields {
                 true => " (a quote left open in it or before it joins rows into one field)",
@@ -651,6 +679,8 @@ mod tests {
             e.contains("no column `y` (columns: a, yy); did you mean `yy`?"),
             "{e}"
         );
+        let e = err("a;y\n1;2\n", json!({}));
+        assert!(e.contains("is the file separated by ';'?"), "{e}");
     }
 
     #[test]
@@ -666,12 +696,22 @@ mod tests {
         // A number out of range needs no such hint.
         let e = err("a,y\n1e39,2\n", json!({}));
         assert!(!e.contains("text column"), "{e}");
+        // Nor an empty input cell: it is a missing value.
+        let e = err("a,y\n1,2\n,3\n", json!({}));
+        assert!(
+            e.contains("row 3, column `a`") && e.contains("an input needs a value in every row"),
+            "{e}"
+        );
+        // The file's line, whatever ends its lines.
+        let e = err("a,y\r\n1,2\r\n3,abc\r\n", json!({}));
+        assert!(e.contains("row 3, column `y`"), "{e}");
     }
 
     #[test]
     fn ragged_rows_and_bad_labels_and_bad_fractions() {
         assert!(err("a,y\n1,2\n3\n", json!({}))
             .contains("row 3 has 1 fields, but the header has 2 (a quote left open"));
+        assert!(err("a,y\r\n1,2\r\n3\r\n", json!({})).contains("row 3 has 1 fields"));
         let binary = json!({"tasks": {"y": {"type": "binary"}}});
         assert!(err("a,y\n1,2\n", binary).contains("row 2, column `y`: `2` is not 0 or 1"));
         let bad = json!({"split": {"train": 0.5, "val": 0.5, "test": 0.5}});

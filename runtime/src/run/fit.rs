@@ -327,13 +327,14 @@ fn check_best(selection: &mut Selection, best: &Path, step: u64, total: u64) -> 
     Ok(())
 }
 
-/// Draws training loss and every validation metric per task.
+/// Draws training loss and every validation metric per task, one point per
+/// evaluation (the final rows repeat the selected step's).
 fn plot(history: &[Value], tasks: &[Task]) -> Vec<u8> {
     let series = |key: &dyn Fn(&Value) -> Option<f64>, split: &str, task: &str| Series {
         label: task.to_string(),
         points: history
             .iter()
-            .filter(|r| r["split"] == split)
+            .filter(|r| r["split"] == split && r["final"] != true)
             .filter_map(|r| Some((u64_of(&r["step"]) as f64, key(r)?)))
             .collect(),
     };
@@ -693,6 +694,29 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let mut val = trainer.evaluate("val", eval_batch)?;
     let mut val_architecture = trainer.architecture_metrics()?;
     let score = selection.score(&tasks, &val)?;
+    // A finished run resumed again rewrites its final rows as they were.
+    let finished_row = |split: &str| {
+        let row = finished.iter().rfind(|r| r["split"] == split);
+        row.filter(|_| trained_none)
+    };
+    let (loss, weights) = match finished_row("val") {
+        Some(row) => (row["train_loss"].clone(), Some(row["weights"].clone())),
+        None => running.take(&tasks),
+    };
+    // The last step's evaluation is a row like every other (the final rows
+    // below are the selected step's); a finished run resumed has it already.
+    if !history
+        .iter()
+        .any(|r| u64_of(&r["step"]) == total && r["split"] == "val")
+    {
+        // `lr` is the rate of the step after an evaluation: none after the last.
+        history.push(
+            json!({"step": total, "split": "val", "wall_time_s": wall(&started),
+                            "tasks": metrics_json(&tasks, &val), "score": score,
+                            "lr": null, "train_loss": loss,
+                            "weights": weights, "architecture": val_architecture}),
+        );
+    }
     // The last step unless an earlier evaluation scored better (a run whose
     // scores were never finite has no best: it reports its last step). A
     // resumed finished run already recorded the last step as its best: that
@@ -737,15 +761,6 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let test = trainer.evaluate("test", eval_batch)?;
     let test_architecture = trainer.architecture_metrics()?;
     memory.end("eval");
-    // A finished run resumed again rewrites its final rows as they were.
-    let finished_row = |split: &str| {
-        let row = finished.iter().rfind(|r| r["split"] == split);
-        row.filter(|_| trained_none)
-    };
-    let (loss, weights) = match finished_row("val") {
-        Some(row) => (row["train_loss"].clone(), Some(row["weights"].clone())),
-        None => running.take(&tasks),
-    };
     for (split, metrics, architecture) in [
         ("val", &val, &val_architecture),
         ("test", &test, &test_architecture),
