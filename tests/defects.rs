@@ -1125,4 +1125,18 @@ fn settings_that_run_but_not_as_written_are_warned_about() {
         err.contains("task `c` has one class only in the training split (every label 1)"),
         "{err}"
     );
+    // Categorical columns under the default `mlp` backbone, which reads none.
+    let rows: String = (0..60)
+        .map(|i| format!("{i},{},{}\n", ["a", "b"][i % 2], i % 3))
+        .collect();
+    std::fs::write(d.join("cat.csv"), format!("x,region,y\n{rows}")).unwrap();
+    let text = "[data]\nkind = \"csv\"\npath = \"cat.csv\"\nfields = [\"region\"]\n\
+                tasks = { y = { type = \"regression\" } }\n[train]\nsteps = 2\n";
+    std::fs::write(d.join("cat.toml"), text).unwrap();
+    let (code, _, err) = run_cli(d, &["-q", "run", "cat.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the `mlp` backbone reads only `features`, so the data's `fields` go unused"),
+        "{err}"
+    );
 }

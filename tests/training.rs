@@ -356,6 +356,34 @@ fn runs_trained_concurrently_in_one_process_match_a_run_trained_alone() {
 }
 
 #[test]
+fn one_run_trained_twice_continues_and_never_by_two_threads_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "twice", "[train]\nsteps = 400\n");
+    let rt = Runtime::new(&Config::new());
+    let run = Run::start(Pipeline::from_file(&rt, &path, &[]).unwrap(), false).unwrap();
+    let metrics = || std::fs::read(d.join("runs/twice/metrics.jsonl")).unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..2).map(|_| s.spawn(|| run.train(true))).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let refused = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .collect::<Vec<_>>();
+    assert!(
+        refused
+            .iter()
+            .all(|e| e.to_string().contains("is being trained already")),
+        "{refused:?}"
+    );
+    let first = metrics();
+    // Trained again, it continues where it ended: nothing retrained or lost.
+    assert_eq!(run.train(true).unwrap().steps, 400);
+    assert_eq!(metrics(), first);
+}
+
+#[test]
 fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

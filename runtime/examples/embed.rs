@@ -43,8 +43,10 @@ fn main() -> Result<(), taskweave::Error> {
     //    and holds it locked while it lives; training returns the per-task metrics.
     let run = taskweave::Run::start(pipeline, true)?;
     let summary = run.train(true)?;
+    // Each task's metrics depend on its type; its primary one is always there.
     for (task, metrics) in summary.tasks.iter().zip(&summary.test) {
-        println!("{}: test mse {:.4}", task.name, metrics["mse"]);
+        let primary = task.primary;
+        println!("{}: test {primary} {:.4}", task.name, metrics[primary]);
     }
     println!(
         "{:.0} steps/s, files in {}",

@@ -6,13 +6,19 @@
 //! from plugin `.so` files, and all are looked up by name in one
 //! [`registry::Registry`].
 //!
-//! The embedding API has four nouns, each living as long as the one before it:
+//! The embedding API has four nouns, each made from the one before it (and
+//! owning what it needs of it: a `Pipeline` may outlive its `Runtime`):
 //!
 //! - [`Config`]: plugin directories;
 //! - [`Runtime`]: the registry of methods (cheap to clone);
 //! - [`Pipeline`]: one validated TOML pipeline;
 //! - [`Run`]: the pipeline's run directory `out_dir/<name>/`, held locked;
 //!   [`Run::train`] fills it and returns a [`run::Summary`].
+//!
+//! Library code logs through `tracing` and installs no subscriber: a
+//! program sees the runtime's warnings once it installs one
+//! ([`logging::init`] is the CLI's). The other public modules are the
+//! pieces these nouns are built from, public for the CLI and for tools.
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -19,8 +19,11 @@ use crate::sections::DiffusionConfig;
 pub use objective::{intervals_of, Denoising};
 
 /// `count` timesteps of 1..=T evenly spaced, 1 and T included, ascending
-/// (all of them when `count` ≥ T; T alone when `count` is 1).
+/// (all of them when `count` ≥ T; T alone when `count` is 1; none when T is 0).
 pub fn timestep_grid(steps: usize, count: usize) -> Vec<i64> {
+    if steps == 0 {
+        return Vec::new();
+    }
     let count = count.clamp(1, steps);
     if count == 1 {
         return vec![steps as i64];
@@ -107,6 +110,7 @@ mod tests {
     #[test]
     fn grids_are_evenly_spaced_from_1_to_t() {
         assert_eq!(timestep_grid(1000, 4), vec![1, 334, 667, 1000]);
+        assert!(timestep_grid(0, 5).is_empty());
         assert_eq!(timestep_grid(10, 50), (1..=10).collect::<Vec<_>>());
         assert_eq!(timestep_grid(10, 1), vec![10]);
     }

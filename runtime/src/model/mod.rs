@@ -185,7 +185,7 @@ impl Model {
     }
 
     /// The first task's head's last hidden layer `[B, C]` for a batch's
-    /// named inputs, in evaluation mode (see [`Head::hidden`]): a trained
+    /// named inputs, in evaluation mode (see `Head::hidden`): a trained
     /// classifier's feature space.
     pub fn hidden_features(&mut self, inputs: &Inputs) -> Result<Tensor> {
         let per_task = self.task_features(inputs, false, false)?;

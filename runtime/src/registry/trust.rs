@@ -21,7 +21,7 @@ pub fn check(path: &Path) -> Result<(), String> {
     check_each(&[("the file", file.as_path()), ("its directory", dir)])
 }
 
-/// [`check`] for a plugin directory alone: what any file put there will meet.
+/// `check` for a plugin directory alone: what any file put there will meet.
 pub fn check_dir(dir: &Path) -> Result<(), String> {
     check_each(&[("the plugin directory", dir)])
 }

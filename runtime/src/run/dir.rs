@@ -164,6 +164,9 @@ impl RunDir {
                 let _ = file.read_to_string(&mut holder);
                 let holder = match holder.trim() {
                     "" => "another process".to_string(),
+                    pid if pid == std::process::id().to_string() => {
+                        "this process (another Run of the same directory)".to_string()
+                    }
                     pid => format!("process {pid}"),
                 };
                 return Err(Error::Input(format!(

@@ -29,7 +29,8 @@ extern "C" fn on_signal(signal: libc::c_int) {
 }
 
 /// Makes SIGINT and SIGTERM ask a training run to stop at the next step
-/// boundary.
+/// boundary. The request stands until [`reset`]: every run training when
+/// it comes, or started later in the process, stops after its step.
 pub fn install() {
     let handler = on_signal as extern "C" fn(libc::c_int);
     for signal in [libc::SIGINT, libc::SIGTERM] {
@@ -37,6 +38,12 @@ pub fn install() {
             libc::signal(signal, handler as libc::sighandler_t);
         }
     }
+}
+
+/// Forgets a stop request, so that runs started afterwards train (for a
+/// program that goes on after a run stopped for a signal).
+pub fn reset() {
+    REQUESTED.store(0, Ordering::SeqCst);
 }
 
 /// The signal that asked for a stop, if one did.

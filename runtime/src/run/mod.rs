@@ -16,6 +16,7 @@ mod select;
 mod summary;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -63,8 +64,11 @@ pub struct Affinity {
 pub struct Run {
     pipeline: Pipeline,
     dir: RunDir,
-    /// Whether training continues from the newest checkpoint.
-    existing: bool,
+    /// Whether training continues from the newest checkpoint: an opened
+    /// run, or one this value has trained before.
+    existing: AtomicBool,
+    /// Whether a thread is training it now.
+    training: AtomicBool,
     /// The one task of the data the run trains (a single-task baseline's).
     task: Option<usize>,
 }
@@ -115,7 +119,8 @@ impl Run {
         Ok(Run {
             pipeline,
             dir,
-            existing: false,
+            existing: AtomicBool::new(false),
+            training: AtomicBool::new(false),
             task: None,
         })
     }
@@ -203,7 +208,8 @@ impl Run {
         Ok(Run {
             pipeline,
             dir: held,
-            existing: true,
+            existing: AtomicBool::new(true),
+            training: AtomicBool::new(false),
             task: info["task"].as_u64().map(|t| t as usize),
         })
     }
@@ -219,17 +225,31 @@ impl Run {
     }
 
     /// Trains to the pipeline's last step: from step 0 for a new run, from the
-    /// newest good checkpoint for an opened one.
+    /// newest good checkpoint for an opened one, or for a run this value
+    /// trained before (a second call continues, as `resume` would). One
+    /// thread at a time: a call while another trains the run is an error.
     pub fn train(&self, quiet: bool) -> Result<Summary> {
+        if self.training.swap(true, Ordering::SeqCst) {
+            return Err(Error::Input(format!(
+                "{} is being trained already (by another thread of this process)",
+                self.dir().display()
+            )));
+        }
         let trained = || {
             let data = self.load_data()?;
             let ctx = RunContext {
                 task: self.task,
                 ..RunContext::new(&self.pipeline, quiet)?
             };
-            fit::train(&ctx, data, &self.dir, self.existing)
+            fit::train(&ctx, data, &self.dir, self.existing.load(Ordering::SeqCst))
         };
-        trained().map_err(|e| self.pipeline.locate(e))
+        let result = trained().map_err(|e| self.pipeline.locate(e));
+        // Once the directory holds the run, training it again continues it.
+        if self.dir().join(dir::MARKER).is_file() {
+            self.existing.store(true, Ordering::SeqCst);
+        }
+        self.training.store(false, Ordering::SeqCst);
+        result
     }
 
     /// The pipeline's data, restricted to the one task a single-task

@@ -33,7 +33,9 @@ use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optimizer::Optimizer;
 use crate::registry::Registry;
-use crate::sections::{OnNonFinite, PipelineConfig, Precision, SECTIONS as CONFIG_SECTIONS};
+use crate::sections::{
+    BackboneConfig, OnNonFinite, PipelineConfig, Precision, SECTIONS as CONFIG_SECTIONS,
+};
 use autocast::Autocast;
 use batches::Batches;
 use checkpoint::{copy_into, Checkpoint};
@@ -121,7 +123,7 @@ impl Trainer {
     /// Builds everything a resolved pipeline config describes, on `device`,
     /// over `data` (already loaded; moved to `device` here); relative paths
     /// resolve against `dir`, the pipeline file's directory.
-    pub fn new(
+    pub(crate) fn new(
         config: &PipelineConfig,
         data: Dataset,
         registry: &Arc<Registry>,
@@ -219,6 +221,20 @@ impl Trainer {
             .into_architecture()?;
         if architecture.backbone() != BackboneUse::None {
             plan?;
+            // Categorical columns an MLP cannot read: say so, not drop them silently.
+            let ids: Vec<&str> = data
+                .inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .filter(|n| *n == "fields" || n.starts_with("seq."))
+                .collect();
+            if matches!(model_cfg.backbone, BackboneConfig::Mlp(_)) && !ids.is_empty() {
+                tracing::warn!(
+                    "model.backbone: the `mlp` backbone reads only `features`, so the data's `{}` go \
+                     unused unless the architecture reads them itself; the `embedding` backbone reads them",
+                    ids.join("`, `")
+                );
+            }
         }
         let model = Model::new(model_cfg, &data.inputs, &data.tasks, architecture, device)?;
         let weightings = registry.weightings_created();
