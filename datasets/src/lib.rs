@@ -178,6 +178,16 @@ impl DataKind {
             ("test", &data.test),
         ] {
             if split.is_empty() {
+                // A column assigns the rows: none says this split.
+                if let Some(column) = table.get("split_column").and_then(Value::as_str) {
+                    return Err(Error::config(
+                        "split_column",
+                        format!(
+                            "no row of the data has `{name}` in its `{column}` column, so the {name} \
+                             split is empty; the column's values must include train, val and test"
+                        ),
+                    ));
+                }
                 // Point at the key that shares out the rows where the kind has one.
                 let key = match (self.schema)()["properties"].get("split") {
                     Some(_) => "split",

@@ -74,11 +74,20 @@ pub fn schema_for<C: JsonSchema>() -> Value {
 }
 
 /// The candidate closest to `word`, if close enough to be a likely typo: what
-/// error messages offer as "did you mean ...?".
+/// error messages offer as "did you mean ...?". A candidate that `word`
+/// begins (`best` of `best-val`) is taken first, the shortest such one.
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let begun = candidates
+        .iter()
+        .filter(|c| word.len() >= 3 && c.starts_with(word))
+        .min_by_key(|c| c.len());
+    if let Some(c) = begun {
+        return Some(c);
+    }
     candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
@@ -125,5 +134,7 @@ mod tests {
             Some("pcgrad")
         );
         assert_eq!(did_you_mean("zzzzzz", ["steps", "batch"]), None);
+        // The start of a longer name: that name, not a nearer short one.
+        assert_eq!(did_you_mean("best", ["last", "best-val"]), Some("best-val"));
     }
 }

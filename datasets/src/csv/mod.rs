@@ -727,6 +727,23 @@ mod tests {
         );
         let d = load(&config(json!({"split_column": "s"})), dir.path()).unwrap();
         assert_eq!((d.train.len(), d.val.len(), d.test.len()), (2, 1, 1));
+        // No row says `val`: the column is what to look at, not fractions.
+        write(dir.path(), "a,y,s\n1,2,train\n3,4,test\n");
+        let table = serde_json::to_value(config(json!({"split_column": "s"}))).unwrap();
+        let e = crate::find("csv")
+            .unwrap()
+            .load(&table, dir.path())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("no row of the data has `val` in its `s` column"),
+            "{e}"
+        );
+        write(
+            dir.path(),
+            "a,y,s\n1,2,train\n3,4,test\n5,6,val\n7,8,train\n",
+        );
         assert_eq!(d.inputs[0].shape, [1]);
         // Fractions and a column both: one would be ignored.
         let mut c: Value = serde_json::to_value(config(json!({}))).unwrap();

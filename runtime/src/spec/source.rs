@@ -219,10 +219,21 @@ impl Source {
             root.set_path(&keys, value).map_err(|e| {
                 let d = Diagnostic::new(path, origin.clone(), format!("cannot set `{path}`: {e}"));
                 match &shorthand {
-                    Some((table, kind)) => d.with_help(format!(
-                        "`{table}` is the name {kind:?} alone; to set its keys give the whole table: --set '{table}={{ kind = \"{kind}\", {} = {raw} }}'",
-                        keys[table.split('.').count()..].join(".")
-                    )),
+                    Some((table, kind)) => {
+                        // A task's type names it in data (`y = "binary"`), a method's kind elsewhere.
+                        let tag = match table.starts_with("data.tasks.") {
+                            true => "type",
+                            false => "kind",
+                        };
+                        let key = keys[table.split('.').count()..].join(".");
+                        let inner = match key == tag {
+                            true => format!("{tag} = {raw}"),
+                            false => format!("{tag} = \"{kind}\", {key} = {raw}"),
+                        };
+                        d.with_help(format!(
+                            "`{table}` is the name {kind:?} alone; to set its keys give the whole table: --set '{table}={{ {inner} }}'"
+                        ))
+                    }
                     None => d,
                 }
             })?;
@@ -392,6 +403,16 @@ mod tests {
         assert_eq!(
             d.help.as_deref(),
             Some("`train.weighting` is the name \"cagrad\" alone; to set its keys give the whole table: --set 'train.weighting={ kind = \"cagrad\", c = 0.4 }'")
+        );
+        // A task given by its type alone: the table keys it by `type`.
+        let mut src = source("[data]\ntasks = { y = \"binary\" }\n");
+        let mut root = src.parse().unwrap();
+        let d = src
+            .apply_sets(&mut root, &["data.tasks.y.type=\"multiclass\"".into()])
+            .unwrap_err();
+        assert_eq!(
+            d.help.as_deref(),
+            Some("`data.tasks.y` is the name \"binary\" alone; to set its keys give the whole table: --set 'data.tasks.y={ type = \"multiclass\" }'")
         );
     }
 
