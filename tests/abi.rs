@@ -595,10 +595,14 @@ fn meta_rtl_trains_through_the_runtime_logs_source_weights_and_resumes_exactly()
     }
     let (code, _, err) = run_cli(d, &args);
     assert_eq!(code, 0, "{err}");
-    let said = "train.strategy `meta-rtl` uses no weighting: train.weighting (`uw`) has no effect";
+    let said =
+        "train.strategy `meta-rtl` does not use train.weighting (`uw`): that setting has no effect";
     assert!(err.contains(said), "{err}");
     args.truncate(args.len() - 2);
     args[6] = "run.name=meta-ew";
     let (code, _, err) = run_cli(d, &args);
-    assert!(code == 0 && !err.contains("uses no weighting"), "{err}");
+    assert!(
+        code == 0 && !err.contains("does not use train.weighting"),
+        "{err}"
+    );
 }

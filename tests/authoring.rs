@@ -71,7 +71,7 @@ fn plugin_new_then_plugin_build_gives_methods_that_pipelines_use() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("task1"), "{out}");
     // The strategy template runs the pipeline's weighting.
-    assert!(!err.contains("uses no weighting"), "{err}");
+    assert!(!err.contains("does not use train.weighting"), "{err}");
 
     let (code, _, err) = run_cli(
         d,

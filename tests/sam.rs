@@ -180,3 +180,23 @@ fn an_uncertainty_weighting_aggregator_learns_inside_sam_mtl() {
         assert!(s[1] - s[0] > 1.0, "{family}: log-variances {s:?}");
     }
 }
+
+#[test]
+fn an_aggregator_of_its_own_leaves_train_weighting_unused_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    install_plugin(d, "taskweave-sam-mtl");
+    let extra = "[plugins]\ndirs = [\"plugins\"]\n\n[train]\nsteps = 2\nweighting = \"uw\"\n";
+    let path = small_pipeline(d, "aggregated", extra);
+    let p = path.to_str().unwrap();
+    for (strategy, unused) in [
+        ("{kind=\"sam-mtl\", aggregator=\"pcgrad\"}", true),
+        ("{kind=\"sam-mtl\"}", false),
+    ] {
+        let set = format!("train.strategy={strategy}");
+        let (code, _, err) = run_cli(d, &["-q", "run", p, "--set", &set, "--overwrite"]);
+        assert_eq!(code, 0, "{err}");
+        let said = err.contains("train.strategy `sam-mtl` does not use train.weighting (`uw`)");
+        assert_eq!(said, unused, "{set}: {err}");
+    }
+}

@@ -381,6 +381,10 @@ fn one_run_trained_twice_continues_and_never_by_two_threads_at_once() {
     // Trained again, it continues where it ended: nothing retrained or lost.
     assert_eq!(run.train(true).unwrap().steps, 400);
     assert_eq!(metrics(), first);
+    // Another Run of the directory in this process: refused while this one lives.
+    let again = Pipeline::from_file(&rt, &path, &[]).unwrap();
+    let e = Run::start(again, true).unwrap_err();
+    assert!(e.to_string().contains("in use by this process"), "{e}");
 }
 
 #[test]

@@ -92,9 +92,9 @@ impl FfiHost for RuntimeHost {
             let host = RuntimeHost::with_registry(registry.clone());
             // The pipeline's own weighting, refusing what it was given: name its
             // key, so that the message points at it in the pipeline.
-            let at = match role == Role::Weighting
-                && is_pipeline_weighting(ctx, kind.as_str(), &config)
-            {
+            let pipelines =
+                role == Role::Weighting && is_pipeline_weighting(ctx, kind.as_str(), &config);
+            let at = match pipelines {
                 true => "train.weighting: ",
                 false => "",
             };
@@ -105,6 +105,9 @@ impl FfiHost for RuntimeHost {
                         2 => ApiError::input(format!("{at}{e}")),
                         _ => ApiError::msg(e.to_string()),
                     })?;
+            if pipelines {
+                registry.note_pipeline_weighting();
+            }
             Ok(FfiMethod::new(created, &format!("method `{kind}`")))
         })();
         match result {

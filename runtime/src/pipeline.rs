@@ -134,6 +134,15 @@ pub struct Pipeline {
     runtime_plugin_dirs: Vec<PathBuf>,
 }
 
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name())
+            .field("run_dir", &self.run_dir())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The plugin directories a pipeline names, read before validation (the
 /// registry they fill is needed to validate the rest).
 fn plugin_dirs(root: &Node, source: &Source) -> Vec<PathBuf> {

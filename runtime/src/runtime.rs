@@ -49,6 +49,14 @@ pub struct Runtime {
     registry: Arc<Registry>,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("methods", &self.registry().entries().count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Runtime {
     /// Loads the built-in methods and every plugin in `config`'s directories.
     /// Files that cannot be loaded do not make this fail: they are listed by

@@ -77,9 +77,9 @@ pub struct Registry {
     conflicts: BTreeMap<String, Vec<Origin>>,
     problems: Vec<LoadProblem>,
     dirs: Vec<PathBuf>,
-    /// How many weightings [`Registry::create`] has made, for
-    /// [`Registry::weightings_created`].
-    weightings_created: AtomicUsize,
+    /// How many of the pipelines' own weightings (`train.weighting`) the
+    /// host has created, for [`Registry::pipeline_weightings`].
+    pipeline_weightings: AtomicUsize,
 }
 
 impl Registry {
@@ -94,7 +94,7 @@ impl Registry {
             conflicts: BTreeMap::new(),
             problems: Vec::new(),
             dirs: Vec::new(),
-            weightings_created: AtomicUsize::new(0),
+            pipeline_weightings: AtomicUsize::new(0),
         };
         for method in taskweave_plugin_api::method::registered() {
             registry.add(method.manifest(), Origin::Builtin, Factory::Builtin(method));
@@ -325,17 +325,23 @@ impl Registry {
         };
         Ok(match created {
             MethodBox::Weighting(inner) => {
-                self.weightings_created.fetch_add(1, Ordering::Relaxed);
                 MethodBox::Weighting(Box::new(checked::CheckedWeighting::new(inner, name)))
             }
             other => other,
         })
     }
 
-    /// How many weightings this registry has created so far: a strategy
-    /// whose creation adds none ignores the pipeline's `train.weighting`.
-    pub fn weightings_created(&self) -> usize {
-        self.weightings_created.load(Ordering::Relaxed)
+    /// How many times methods have had the host create a pipeline's own
+    /// weighting (its `train.weighting` table): a strategy whose creation
+    /// adds none does not use that setting (meta-rtl, or sam-mtl with an
+    /// `aggregator` of its own).
+    pub fn pipeline_weightings(&self) -> usize {
+        self.pipeline_weightings.load(Ordering::Relaxed)
+    }
+
+    /// Counts one creation of a pipeline's own weighting.
+    pub(crate) fn note_pipeline_weighting(&self) {
+        self.pipeline_weightings.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -73,6 +73,14 @@ pub struct Run {
     task: Option<usize>,
 }
 
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Run")
+            .field("dir", &self.dir())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Warns about every plugin method of the run whose library changed since it
 /// started (`started` and `now` from
 /// [`Registry::plugins_named`](crate::registry::Registry::plugins_named)): the

@@ -237,13 +237,13 @@ impl Trainer {
             }
         }
         let model = Model::new(model_cfg, &data.inputs, &data.tasks, architecture, device)?;
-        let weightings = registry.weightings_created();
+        let weightings = registry.pipeline_weightings();
         let strategy = registry
             .create_table(Role::Strategy, &train.strategy, &ctx, host)?
             .into_strategy()?;
-        if registry.weightings_created() == weightings && train.weighting["kind"] != "ew" {
+        if registry.pipeline_weightings() == weightings && train.weighting["kind"] != "ew" {
             tracing::warn!(
-                "train.strategy `{}` uses no weighting: train.weighting (`{}`) has no effect",
+                "train.strategy `{}` does not use train.weighting (`{}`): that setting has no effect",
                 train.strategy["kind"].as_str().unwrap_or("?"),
                 train.weighting["kind"].as_str().unwrap_or("?")
             );
