@@ -321,8 +321,7 @@ fn a_method_name_provided_twice_is_refused_naming_both_sources() {
     ))
     .unwrap();
     let err = Pipeline::from_str(&rt, &text, dir.path(), &[])
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         err.contains("librlw.so")
