@@ -317,6 +317,11 @@ impl Source for Csv {
         // None: the row has no label for the task (an empty cell).
         let mut y: Vec<Vec<Option<f64>>> = vec![Vec::new(); targets.len()];
         let mut split_of: Vec<usize> = Vec::new();
+        // Text where the inputs default to every other column: one to leave out.
+        let text_input = match config.inputs {
+            None => "; a text column is no input: list the inputs in data.inputs (or read it as ids with data.fields)",
+            Some(_) => "",
+        };
         for record in reader.records() {
             let record = record.map_err(|e| file_error(csv_error(&e, header.len(), &text)))?;
             let line = line_at(&text, record.position());
@@ -335,11 +340,6 @@ impl Source for Csv {
                     };
                     cell_error(line, &header[col], format!("{message}{hint}"))
                 })
-            };
-            // Text where the inputs default to every other column: one to leave out.
-            let text_input = match config.inputs {
-                None => "; a text column is no input: list the inputs in data.inputs (or read it as ids with data.fields)",
-                Some(_) => "",
             };
             for &col in &inputs {
                 x.push(cell(col, text_input)? as f32);

@@ -54,52 +54,41 @@ impl FfiMethod {
         let label = RString::from(label);
         match method {
             MethodBox::Weighting(inner) => {
-                let constants = weighting::Constants::of(&*inner);
                 FfiMethod::Weighting(weighting::FfiWeighting_TO::from_ptr(
-                    RBox::new(Guarded {
-                        label,
-                        constants,
-                        inner,
-                    }),
+                    Guarded::boxed(label, weighting::Constants::of(&*inner), inner),
                     TD_Opaque,
                 ))
             }
             MethodBox::Strategy(inner) => FfiMethod::Strategy(strategy::FfiStrategy_TO::from_ptr(
-                RBox::new(Guarded {
-                    label,
-                    constants: (),
-                    inner,
-                }),
+                Guarded::boxed(label, (), inner),
                 TD_Opaque,
             )),
             MethodBox::Architecture(inner) => {
-                let constants = architecture::Constants::of(&*inner);
                 FfiMethod::Architecture(architecture::FfiArchitecture_TO::from_ptr(
-                    RBox::new(Guarded {
-                        label,
-                        constants,
-                        inner,
-                    }),
+                    Guarded::boxed(label, architecture::Constants::of(&*inner), inner),
                     TD_Opaque,
                 ))
             }
             MethodBox::Fusion(inner) => FfiMethod::Fusion(fusion::FfiFusion_TO::from_ptr(
-                RBox::new(Guarded {
-                    label,
-                    constants: (),
-                    inner,
-                }),
+                Guarded::boxed(label, (), inner),
                 TD_Opaque,
             )),
             MethodBox::Grouping(inner) => FfiMethod::Grouping(grouping::FfiGrouping_TO::from_ptr(
-                RBox::new(Guarded {
-                    label,
-                    constants: (),
-                    inner,
-                }),
+                Guarded::boxed(label, (), inner),
                 TD_Opaque,
             )),
         }
+    }
+}
+
+impl<T: ?Sized, C> Guarded<T, C> {
+    /// `inner` guarded under `label`, boxed for its FFI trait object.
+    fn boxed(label: RString, constants: C, inner: Box<T>) -> RBox<Guarded<T, C>> {
+        RBox::new(Guarded {
+            label,
+            constants,
+            inner,
+        })
     }
 }
 

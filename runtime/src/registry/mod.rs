@@ -213,6 +213,8 @@ impl Registry {
         }
         let mut names = Vec::new();
         kinds(config, &mut names);
+        names.sort_unstable();
+        names.dedup();
         let mut plugins = serde_json::Map::new();
         for name in names {
             let Some(entry) = self.entries.get(name) else {

@@ -491,8 +491,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         if world.is_root() {
             checkpoint::set_aside_after(&ckpt_dir, step);
         }
-        let ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1);
-        trained_ranks = ranks;
+        trained_ranks = ckpt.meta["ranks"].as_u64().unwrap_or(1);
         trainer.restore(ckpt)?;
         // Every rank read the checkpoint itself: they must have read the same one.
         trainer.agree(&format!("after resuming from step {step}"))?;
@@ -511,9 +510,9 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         if best_val {
             check_best(&mut selection, &best_path, step, total)?;
         }
-        if ranks != world.size() as u64 {
+        if trained_ranks != world.size() as u64 {
             tracing::info!(
-                "the run continues on {} rank(s) after {ranks}: the same global batches, the gradients \
+                "the run continues on {} rank(s) after {trained_ranks}: the same global batches, the gradients \
                  equal up to the rounding of their reduction",
                 world.size()
             );

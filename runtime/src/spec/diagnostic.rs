@@ -65,11 +65,9 @@ impl Diagnostic {
                 _ => None,
             }
         });
+        // `max_by_key` keeps the last of equal keys.
         named
-            .fold(None, |best: Option<(usize, Diagnostic)>, this| match best {
-                Some(best) if best.0 > this.0 => Some(best),
-                _ => Some(this),
-            })
+            .max_by_key(|(depth, _)| *depth)
             .map(|(_, diagnostic)| diagnostic)
     }
 }

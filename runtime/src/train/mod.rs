@@ -222,13 +222,16 @@ impl Trainer {
         if architecture.backbone() != BackboneUse::None {
             plan?;
             // Categorical columns an MLP cannot read: say so, not drop them silently.
-            let ids: Vec<&str> = data
-                .inputs
-                .iter()
-                .map(|i| i.name.as_str())
-                .filter(|n| *n == "fields" || n.starts_with("seq."))
-                .collect();
-            if matches!(model_cfg.backbone, BackboneConfig::Mlp(_)) && !ids.is_empty() {
+            let ids: Vec<&str> = match model_cfg.backbone {
+                BackboneConfig::Mlp(_) => data
+                    .inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .filter(|n| *n == "fields" || n.starts_with("seq."))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if !ids.is_empty() {
                 tracing::warn!(
                     "model.backbone: the `mlp` backbone reads only `features`, so the data's `{}` go \
                      unused unless the architecture reads them itself; the `embedding` backbone reads them",
