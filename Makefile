@@ -238,6 +238,13 @@ gpu-bundle: build
 	  for f in train-images-idx3-ubyte:10000 train-labels-idx1-ubyte:10000 t10k-images-idx3-ubyte:2000 t10k-labels-idx1-ubyte:2000; do \
 	    $(VENV)/bin/python scripts/idx_head.py data/images/fashion/$${f%:*} dist/gpu/data/images/fashion/$${f%:*} $${f#*:} || exit 1; done; \
 	  cp pipelines/taskexpert-scenes.toml dist/gpu/pipelines/; fi
+	# Meta-RTL against PyTorch on the GPU (issue 17) on the first 2,000 molecules of
+	# each QM9 part (where `make qm9` ran), gzipped: gpu-check.sh unpacks them.
+	if [ -f data/qm9/.fetched ]; then mkdir -p dist/gpu/data/qm9 && \
+	  for i in 1 2 3; do head -n 2001 data/qm9/qm9_part$$i.csv | gzip > dist/gpu/data/qm9/qm9_part$$i.csv.gz || exit 1; done; \
+	  sed 's/^subset = 20000$$/subset = 6000/' pipelines/meta-rtl-qm9.toml > dist/gpu/pipelines/meta-rtl-qm9.toml && \
+	  grep -q '^subset = 6000$$' dist/gpu/pipelines/meta-rtl-qm9.toml && \
+	  cp bench/peer_meta_rtl.py dist/gpu/bench/ || exit 1; fi
 	du -sh dist/gpu
 
 clean:

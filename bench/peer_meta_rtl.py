@@ -13,9 +13,12 @@ taskweave's number is steps_per_second of a run of the pipeline with
 evaluation only at the end. Runs alternate for BENCH_ROUNDS rounds.
 
 Usage: .venv/bin/python bench/peer_meta_rtl.py [steps]
-Environment: BENCH_ROUNDS (3), BENCH_THREADS (intra-op threads of both; default: libtorch's).
+Environment: BENCH_ROUNDS (3), BENCH_THREADS (intra-op threads of both; default: libtorch's),
+BENCH_DEVICE (cpu; `cuda:0` runs both on that GPU, PyTorch synchronised before its clock stops),
+TASKWEAVE_BIN and TASKWEAVE_PLUGINS (see bench/runs.py).
 """
 
+import os
 import sys
 import time
 import warnings
@@ -29,6 +32,7 @@ import quiet  # noqa: E402
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 ROUNDS, THREADS = quiet.settings(3)
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
 SOURCES, TASKS, BATCH, INNER, LR, HIDDEN = 6, 7, 256, 3, 0.05, 32
 # The pipeline's target task keeps 64 labelled rows; a task batch is up to
 # BATCH distinct labelled rows, so every target batch is those 64, shuffled.
@@ -52,26 +56,26 @@ def pytorch_steps_per_second(vmapped=False):
     once (torch.func.vmap over the sources' stacked parameters and batches)
     instead of one source after another."""
     torch.manual_seed(0)
-    model = Model()
+    model = Model().to(DEVICE)
     params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    cell, head = nn.LSTMCell(3 * SOURCES, HIDDEN), nn.Linear(HIDDEN, SOURCES)
+    cell, head = nn.LSTMCell(3 * SOURCES, HIDDEN).to(DEVICE), nn.Linear(HIDDEN, SOURCES).to(DEVICE)
     policy_opt = torch.optim.Adam(list(cell.parameters()) + list(head.parameters()), lr=1e-3)
-    state = (torch.zeros(1, HIDDEN), torch.zeros(1, HIDDEN))
-    prev = torch.cat([torch.full((SOURCES,), 1 / SOURCES), torch.zeros(2 * SOURCES)])
-    xs = torch.randn(8192, 34)
-    ys = torch.randn(8192, TASKS)
+    state = (torch.zeros(1, HIDDEN, device=DEVICE), torch.zeros(1, HIDDEN, device=DEVICE))
+    prev = torch.cat([torch.full((SOURCES,), 1 / SOURCES), torch.zeros(2 * SOURCES)]).to(DEVICE)
+    xs = torch.randn(8192, 34, device=DEVICE)
+    ys = torch.randn(8192, TASKS, device=DEVICE)
 
     def loss(p, x, y, task):
         return ((functional_call(model, p, (x,))[:, task] - y[:, task]) ** 2).mean()
 
     def batch(step, draw):
         g = torch.Generator().manual_seed(step * 100 + draw)
-        idx = torch.randint(0, 8192, (BATCH,), generator=g)
+        idx = torch.randint(0, 8192, (BATCH,), generator=g).to(DEVICE)
         return xs[idx], ys[idx]
 
     def target_batch(step):
         g = torch.Generator().manual_seed(step * 100 + 99)
-        idx = torch.randperm(LABELLED, generator=g)
+        idx = torch.randperm(LABELLED, generator=g).to(DEVICE)
         return xs[idx], ys[idx]
 
     def adapt_each(s, target):
@@ -96,7 +100,7 @@ def pytorch_steps_per_second(vmapped=False):
 
     inner_grad = vmap(grad(column_loss))
     target_losses = vmap(column_loss, in_dims=(0, None, None, None))
-    columns = torch.eye(TASKS)[:SOURCES]
+    columns = torch.eye(TASKS, device=DEVICE)[:SOURCES]
 
     def adapt_together(s, target):
         """The same, every source at once: [S, ...] parameters and batches."""
@@ -107,7 +111,7 @@ def pytorch_steps_per_second(vmapped=False):
             grads = inner_grad(p, x, y, columns)
             p = {k: v - LR * grads[k] for k, v in p.items()}
         with torch.no_grad():
-            specific = target_losses(p, *target, torch.eye(TASKS)[TASKS - 1])
+            specific = target_losses(p, *target, torch.eye(TASKS, device=DEVICE)[TASKS - 1])
         return p, specific
 
     if vmapped:  # the two ways agree (the same draws, the same adapted parameters)
@@ -139,18 +143,22 @@ def pytorch_steps_per_second(vmapped=False):
         prev = torch.cat([wd, rewards, specific])
 
     step(0)  # warm-up
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for s in range(1, STEPS + 1):
         step(s)
+    if DEVICE != "cpu":
+        torch.cuda.synchronize()
     return STEPS / (time.perf_counter() - start)
 
 
 def main():
-    cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS, THREADS),
+    cells = {"taskweave": lambda: taskweave_steps_per_second("pipelines/meta-rtl-qm9.toml", "meta-rtl", STEPS, THREADS, DEVICE),
              "PyTorch, torch.func inner loops": pytorch_steps_per_second,
              "PyTorch, inner loops vmapped": lambda: pytorch_steps_per_second(vmapped=True)}
-    title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, CPU, "
-             f"{torch.get_num_threads()} threads (torch {torch.__version__})")
+    title = (f"Meta-RTL meta-iteration (6 sources x 3 inner steps, batch {BATCH}), {STEPS} steps, {DEVICE}, "
+             f"{torch.get_num_threads()} CPU threads (torch {torch.__version__})")
     report(title, cells, alternate(cells, ROUNDS))
 
 

@@ -13,8 +13,10 @@
 # every gradient weighting (tests/benches/weightings.rs), 5. training
 # steps/s against plain PyTorch on the same GPU (bench/peer_quickstart.py,
 # bench/sam_torch.py), 6. the later methods' pipelines that need no data
-# files (DTRN, diffusion) on cuda:0, and TaskExpert where the bundle
-# carries Fashion-MNIST items (make gpu-bundle after make images). Writes
+# files (DTRN, diffusion) on cuda:0, TaskExpert where the bundle carries
+# Fashion-MNIST items (make gpu-bundle after make images), and a Meta-RTL
+# meta-iteration against plain PyTorch where it carries a QM9 head (after
+# make qm9). Writes
 # OUT_DIR/gpu-check.json plus logs and prints a table. Exit status 0 only
 # if every step passed.
 set -uo pipefail
@@ -96,6 +98,12 @@ step pipeline-diffusion pipeline-diffusion.log train diffusion-2d --set train.st
 # TaskExpert where the bundle carries Fashion-MNIST items: its evaluations run the gate kernel.
 if [ -f "$here/pipelines/taskexpert-scenes.toml" ]; then
     step pipeline-taskexpert pipeline-taskexpert.log train taskexpert-scenes --set train.steps=300 --set eval.every=100
+fi
+# Meta-RTL's meta-iteration against torch.func inner loops (one source after
+# another, and vmapped) on the GPU, where the bundle carries the QM9 head.
+if [ -f "$here/pipelines/meta-rtl-qm9.toml" ]; then
+    for f in "$here"/data/qm9/*.csv.gz; do [ -f "$f" ] && gunzip -f "$f"; done
+    step peer-meta-rtl peer-meta-rtl.txt env BENCH_ROUNDS=3 "$py" "$here/bench/peer_meta_rtl.py" 100
 fi
 
 status=0
