@@ -110,6 +110,27 @@ fn ranks_started_with_different_settings_stop_at_once_naming_the_rank() {
     );
 }
 
+/// A warning every rank would give (it comes from the pipeline and the
+/// data, the same on each) is printed once, by rank 0, as one process does.
+#[test]
+fn a_warning_every_rank_would_give_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "warned", "[train]\nsteps = 4\nbatch = 1000\n");
+    let p = path.to_str().unwrap();
+    let warning = "train.batch = 1000 is more than the 512 training rows";
+    let one = run_cli(d, &["run", p, "--set", "run.name=one"]);
+    assert_eq!(one.0, 0, "{}", one.2);
+    assert_eq!(one.2.matches(warning).count(), 1, "{}", one.2);
+    let Some(mut two) = mpirun(d, 2, &["run", p, "--set", "run.name=two"]) else {
+        return;
+    };
+    let output = two.output().unwrap();
+    let err = text(&output.stderr);
+    assert!(output.status.success(), "{err}");
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+}
+
 fn checkpoints(run: &Path) -> Vec<(u64, std::path::PathBuf)> {
     taskweave::train::checkpoint::list(&run.join("checkpoints"))
 }

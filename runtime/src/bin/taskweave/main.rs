@@ -88,9 +88,15 @@ fn main() -> ExitCode {
         }
     };
     let world = taskweave::dist::world();
-    // The other ranks of a data-parallel run repeat rank 0's logs: they warn only.
-    let quiet = cli.quiet || !world.is_root();
-    logging::init(format, if quiet { "warn" } else { "info" });
+    // The other ranks of a data-parallel run would repeat rank 0's logs and
+    // warnings (they come from the same pipeline and data): errors only, as
+    // PyTorch Lightning's rank-zero logging does. RUST_LOG still applies to all.
+    let level = match (world.is_root(), cli.quiet) {
+        (false, _) => "error",
+        (true, true) => "warn",
+        (true, false) => "info",
+    };
+    logging::init(format, level);
     // Before any command allocates (and after logging, which reports a user's own setting).
     taskweave::malloc::tune();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
