@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
-/// Any error the runtime returns.
+/// Any error the runtime returns. Non-exhaustive: later versions may add
+/// kinds, so a `match` needs a `_` arm ([`Error::exit_code`] classifies any).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The pipeline is invalid: every problem found, rendered with locations.
     #[error("{rendered}")]
