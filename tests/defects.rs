@@ -1140,3 +1140,19 @@ fn settings_that_run_but_not_as_written_are_warned_about() {
         "{err}"
     );
 }
+
+/// Settings that train, but not as written, are said when training starts;
+/// a command that only reads the trained run (flatness) does not repeat them.
+#[test]
+fn warnings_about_training_settings_come_from_training_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "noted", "[train]\nsteps = 5\nbatch = 1000\n");
+    let warning = "train.batch = 1000 is more than the 512 training rows";
+    let (code, _, err) = run_cli(d, &["run", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    let (code, _, err) = run_cli(d, &["flatness", "runs/noted", "--samples", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains(warning), "{err}");
+}

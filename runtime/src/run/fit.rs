@@ -425,6 +425,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
     let mut memory = MemoryLog::new(ctx.device);
     memory.begin();
     let mut trainer = ctx.trainer(data)?;
+    trainer.warn_settings();
     let setup_memory = memory.end("setup");
     let total = trainer.total_steps();
     let eval_every = match config.eval.every {

@@ -117,6 +117,9 @@ pub struct Trainer {
     /// differ under data-parallel training), to weigh the architecture's
     /// evaluation metrics.
     evaluated_rows: (usize, usize),
+    /// Settings that train, but not as written: said when training starts
+    /// ([`Trainer::warn_settings`]), not by commands that only read a run.
+    notes: Vec<String>,
 }
 
 impl Trainer {
@@ -132,6 +135,7 @@ impl Trainer {
         dir: &Path,
     ) -> Result<Trainer> {
         let seed = config.run.seed;
+        let mut notes = Vec::new();
         // Held until the model and the methods have drawn their initial values.
         let _generator = generator::seeded(seed as i64);
         let data = data.to_device(device)?;
@@ -232,11 +236,11 @@ impl Trainer {
                 _ => Vec::new(),
             };
             if !ids.is_empty() {
-                tracing::warn!(
+                notes.push(format!(
                     "model.backbone: the `mlp` backbone reads only `features`, so the data's `{}` go \
                      unused unless the architecture reads them itself; the `embedding` backbone reads them",
                     ids.join("`, `")
-                );
+                ));
             }
         }
         let model = Model::new(model_cfg, &data.inputs, &data.tasks, architecture, device)?;
@@ -245,11 +249,11 @@ impl Trainer {
             .create_table(Role::Strategy, &train.strategy, &ctx, host)?
             .into_strategy()?;
         if registry.pipeline_weightings() == weightings && train.weighting["kind"] != "ew" {
-            tracing::warn!(
+            notes.push(format!(
                 "train.strategy `{}` does not use train.weighting (`{}`): that setting has no effect",
                 train.strategy["kind"].as_str().unwrap_or("?"),
                 train.weighting["kind"].as_str().unwrap_or("?")
-            );
+            ));
         }
         let mut all: Vec<Param> = model.parameters()?;
         for (name, tensor) in strategy.parameters()? {
@@ -328,13 +332,12 @@ impl Trainer {
         )?;
         let on_nonfinite = train.on_nonfinite;
         let total = train.total_steps(data.train.len())?;
-        // Settings that run, but not as written: said once, before training.
         if train.batch as usize > data.train.len() {
-            tracing::warn!(
+            notes.push(format!(
                 "train.batch = {} is more than the {} training rows: every batch is the whole training split",
                 train.batch,
                 data.train.len()
-            );
+            ));
         }
         for (t, task) in data.tasks.iter().enumerate() {
             if task.kind != crate::data::TaskType::Binary {
@@ -345,20 +348,20 @@ impl Trainer {
                 None => data.train.targets[t].shallow_clone(),
             };
             if labels.numel() > 0 && labels.f_min()?.f_equal(&labels.f_max()?)? {
-                tracing::warn!(
+                notes.push(format!(
                     "task `{}` has one class only in the training split (every label {}): the model \
                      learns a constant, and AUC is undefined",
                     task.name,
                     labels.f_double_value(&[0])?
-                );
+                ));
             }
         }
         if let crate::sections::ScheduleConfig::Cosine { warmup, .. } = train.schedule {
             if warmup >= total {
-                tracing::warn!(
+                notes.push(format!(
                     "train.schedule.warmup = {warmup} is not shorter than the run's {total} steps: the \
                      learning rate never reaches train.optimizer.lr"
-                );
+                ));
             }
         }
         let schedule = Schedule::new(&train.schedule, train.optimizer.lr(), total);
@@ -380,9 +383,18 @@ impl Trainer {
             step: 0,
             copies,
             evaluated_rows: (0, 0),
+            notes,
         };
         trainer.check_same_run(config)?;
         Ok(trainer)
+    }
+
+    /// Logs the settings that train, but not as written (a batch larger than
+    /// the data, a warm-up as long as the run, ...): once, as training starts.
+    pub(crate) fn warn_settings(&self) {
+        for note in &self.notes {
+            tracing::warn!("{note}");
+        }
     }
 
     /// Steps done so far.
