@@ -387,6 +387,50 @@ fn one_run_trained_twice_continues_and_never_by_two_threads_at_once() {
     assert!(e.to_string().contains("in use by this process"), "{e}");
 }
 
+/// A program stops a run from another thread as Ctrl-C stops the CLI's:
+/// after the step in progress, checkpointed; training it again continues,
+/// and the run ends where one never stopped ends.
+#[test]
+fn a_stop_handle_stops_a_run_after_its_step_and_training_again_continues_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = Runtime::new(&Config::new());
+    let start = |name: &str, steps: u64| {
+        let path = small_pipeline(d, name, &format!("[train]\nsteps = {steps}\n"));
+        Run::start(Pipeline::from_file(&rt, &path, &[]).unwrap(), false).unwrap()
+    };
+    let stopped_at = |result: taskweave::Result<Summary>| match result {
+        Err(taskweave::Error::Interrupted {
+            signal: None, step, ..
+        }) => step,
+        other => panic!("not stopped by the handle: {other:?}"),
+    };
+    let newest = |run: &Run| {
+        taskweave::train::checkpoint::list(&run.dir().join("checkpoints"))
+            .last()
+            .map(|c| c.0)
+    };
+    // Asked before training: the next call stops after its first step.
+    let run = start("stopped", 200);
+    run.stop_handle().stop();
+    assert_eq!(stopped_at(run.train(true)), 1);
+    assert_eq!(newest(&run), Some(1));
+    assert_eq!(run.train(true).unwrap().steps, 200);
+    let alone = train_in_process(d, "alone", "[train]\nsteps = 200\n", &[]);
+    assert_same_final_parameters(&alone.dir, run.dir(), "after a stop");
+    // From another thread while it trains.
+    let long = start("long", 1_000_000);
+    let handle = long.stop_handle();
+    let step = std::thread::scope(|s| {
+        let training = s.spawn(|| long.train(true));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        handle.stop();
+        stopped_at(training.join().unwrap())
+    });
+    assert!((1..1_000_000).contains(&step), "{step}");
+    assert_eq!(newest(&long), Some(step));
+}
+
 #[test]
 fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,11 +46,13 @@ pub enum Error {
     /// Anything else that failed during a run.
     #[error("{0}")]
     Run(String),
-    /// Ctrl-C (or SIGTERM) stopped a run, which checkpointed the step it reached.
+    /// Ctrl-C, SIGTERM or a [`StopHandle`](crate::run::StopHandle) stopped a
+    /// run, which checkpointed the step it reached.
     #[error("interrupted at step {step}, checkpointed in {}; {again} continues from there", dir.display())]
     Interrupted {
-        /// The signal that stopped it (SIGINT or SIGTERM).
-        signal: i32,
+        /// The signal that stopped it (SIGINT or SIGTERM); `None` for a
+        /// `StopHandle`.
+        signal: Option<i32>,
         /// The step checkpointed.
         step: u64,
         /// The run directory.
@@ -78,13 +80,13 @@ fn nonfinite_advice(step: u64) -> &'static str {
 
 impl Error {
     /// The process exit code for this error: 2 for bad input, 130 for a run
-    /// Ctrl-C stopped (143 for SIGTERM), 1 for run failures.
+    /// Ctrl-C (or a `StopHandle`) stopped, 143 for SIGTERM, 1 for run failures.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Input(_) => 2,
             Error::Data(e) if e.is_input() => 2,
             // What a shell reports for a process that the signal ended.
-            Error::Interrupted { signal, .. } => 128 + signal,
+            Error::Interrupted { signal, .. } => 128 + signal.unwrap_or(libc::SIGINT),
             _ => 1,
         }
     }

@@ -3,6 +3,7 @@
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +55,9 @@ pub struct RunContext<'a> {
     /// The one task of the data a single-task baseline trains, recorded in
     /// run.json so that the run reopens (resume, flatness) with that task alone.
     pub task: Option<usize>,
+    /// A [`StopHandle`](super::StopHandle)'s request, honoured (and cleared)
+    /// at the next step boundary.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> RunContext<'a> {
@@ -83,6 +87,7 @@ impl<'a> RunContext<'a> {
             plugin_dirs: pipeline.runtime_plugin_dirs(),
             quiet,
             task: None,
+            stop: None,
         })
     }
 
@@ -607,9 +612,16 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         let step = trainer.step_index();
         progress.update(step, &names, &last_losses);
         let evaluating = step < total && step % eval_every == 0;
-        // Ctrl-C: checkpoint this step and stop (see `interrupt`).
+        // Ctrl-C or a StopHandle: checkpoint this step and stop (see
+        // `interrupt`); the inner option is the signal.
         let interrupted = match step < total && !world.is_parallel() {
-            true => interrupt::requested(),
+            true => match interrupt::requested() {
+                Some(signal) => Some(Some(signal)),
+                None => ctx
+                    .stop
+                    .filter(|stop| stop.swap(false, Ordering::SeqCst))
+                    .map(|_| None),
+            },
             false => None,
         };
         let checkpointing = step < total && (step % checkpoint_every == 0 || interrupted.is_some());

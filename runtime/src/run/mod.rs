@@ -17,6 +17,7 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -69,6 +70,8 @@ pub struct Run {
     existing: AtomicBool,
     /// Whether a thread is training it now.
     training: AtomicBool,
+    /// Set by a [`StopHandle`]; cleared when training stops for it.
+    stop: Arc<AtomicBool>,
     /// The one task of the data the run trains (a single-task baseline's).
     task: Option<usize>,
 }
@@ -78,6 +81,23 @@ impl std::fmt::Debug for Run {
         f.debug_struct("Run")
             .field("dir", &self.dir())
             .finish_non_exhaustive()
+    }
+}
+
+/// Asks a [`Run`]'s training to stop after the step in progress and
+/// checkpoint it, as Ctrl-C does in the CLI: from another thread (a user
+/// interface, a server's request handler), with no signal. [`Run::train`]
+/// then returns [`Error::Interrupted`] with `signal: None`, and called again
+/// continues the run. A stop asked while nothing trains stops the next call
+/// after its first step. Like the signals, it acts on a run in one process
+/// only (under `mpirun` the ranks would have to agree on the step).
+#[derive(Clone, Debug)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Asks for the stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
@@ -129,6 +149,7 @@ impl Run {
             dir,
             existing: AtomicBool::new(false),
             training: AtomicBool::new(false),
+            stop: Arc::default(),
             task: None,
         })
     }
@@ -218,6 +239,7 @@ impl Run {
             dir: held,
             existing: AtomicBool::new(true),
             training: AtomicBool::new(false),
+            stop: Arc::default(),
             task: info["task"].as_u64().map(|t| t as usize),
         })
     }
@@ -230,6 +252,11 @@ impl Run {
     /// The pipeline.
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
+    }
+
+    /// A handle that stops this run's training from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(Arc::clone(&self.stop))
     }
 
     /// Trains to the pipeline's last step: from step 0 for a new run, from the
@@ -247,6 +274,7 @@ impl Run {
             let data = self.load_data()?;
             let ctx = RunContext {
                 task: self.task,
+                stop: Some(&self.stop),
                 ..RunContext::new(&self.pipeline, quiet)?
             };
             fit::train(&ctx, data, &self.dir, self.existing.load(Ordering::SeqCst))
