@@ -1,7 +1,7 @@
 #!/bin/bash
 # Alternating A/B: the quickstart (3000 steps, eval/checkpoint only at the end) with the
 # binary of the session's start (old) and of now (new), same pipeline file, same machine.
-cd /work/main
+cd "$(dirname "$0")/.."
 for round in 1 2 3 4 5 6; do
   for v in old new; do
     /tmp/ab/taskweave-$v -q run --overwrite pipelines/quickstart.toml --set run.name=ab-$v --set run.device=cpu \
