@@ -334,6 +334,118 @@ fn gradient_weightings_and_per_task_batches_train_on_the_clusters() {
     }
 }
 
+/// What would make a diffusion run report something other than it trained
+/// is refused: a signals file changed under a run that is resumed (its
+/// tasks would change), an `snr` in the signals beside the schedule's, and
+/// single-task baselines, which a denoiser's timestep intervals do not have.
+#[test]
+fn a_diffusion_run_refuses_changed_signals_a_second_snr_and_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Affinity 1 within blocks of timesteps, 0 across: the gradient cost's
+    // three intervals are the blocks.
+    let blocks = |cuts: [i64; 2]| {
+        let t = Tensor::arange(200, (tch::Kind::Int64, tch::Device::Cpu));
+        let block =
+            t.ge(cuts[0]).to_kind(tch::Kind::Int64) + t.ge(cuts[1]).to_kind(tch::Kind::Int64);
+        block
+            .unsqueeze(1)
+            .eq_tensor(&block.unsqueeze(0))
+            .to_kind(tch::Kind::Double)
+    };
+    let signals = d.join("tas.safetensors");
+    Tensor::write_safetensors(&[("tas", blocks([50, 120]))], &signals).unwrap();
+    pipeline(
+        d,
+        "moved",
+        "steps = 8\ngrouping = { kind = \"interval-clustering\", cost = \"gradient\", k = 3 }\n",
+    );
+    let set = ["--set", "diffusion.signals=\"tas.safetensors\""];
+    let out = run(d, &[&["-q", "run", "moved.toml"][..], &set].concat());
+    assert_eq!(tasks(d, "moved"), ["t1-50", "t51-120", "t121-200"]);
+    assert!(!out.contains("taskweave baselines"), "{out}");
+    run(d, &["-q", "resume", "runs/moved"]);
+    // The file the run's tasks came from, changed: resuming would train other tasks.
+    Tensor::write_safetensors(&[("tas", blocks([100, 150]))], &signals).unwrap();
+    refused(
+        d,
+        &["-q", "resume", "runs/moved"],
+        "[t1-50, t51-120, t121-200] when step 8 was checkpointed, and are now [t1-100, t101-150, t151-200]",
+    );
+    // The schedule gives `snr`: a second one in the signals is refused.
+    let snr = Tensor::ones([200], (tch::Kind::Double, tch::Device::Cpu));
+    Tensor::write_safetensors(&[("tas", blocks([50, 120])), ("snr", snr)], &signals).unwrap();
+    refused(
+        d,
+        &[&["-q", "run", "moved.toml", "--overwrite"][..], &set].concat(),
+        "diffusion.signals holds a signal `snr`, which the noise schedule gives",
+    );
+    refused(
+        d,
+        &["-q", "baselines", "moved.toml"],
+        "a [diffusion] pipeline's tasks are timestep intervals of one denoiser",
+    );
+}
+
+/// The commands that read a diffusion run fit their defaults and limits to
+/// it: DDIM's default step count to a schedule shorter than 50, affinity's
+/// rows to the training samples there are (and say so), a preview's size.
+#[test]
+fn sample_affinity_and_preview_fit_their_defaults_and_limits_to_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pipeline(d, "short", "steps = 3\n");
+    run(
+        d,
+        &["-q", "run", "short.toml", "--set", "diffusion.steps=20"],
+    );
+    let args = [
+        "-q",
+        "sample",
+        "runs/short",
+        "--n",
+        "10",
+        "--sampler",
+        "ddim",
+    ];
+    run(d, &[&args[..], &["--out", "s.safetensors"]].concat());
+    let meta = |file: &str| {
+        taskweave::train::checkpoint::read(&d.join(file))
+            .unwrap()
+            .meta
+    };
+    assert_eq!(meta("s.safetensors")["ddim_steps"], 20);
+    let out = run(
+        d,
+        &[
+            "-q",
+            "affinity",
+            "runs/short",
+            "--timesteps",
+            "4",
+            "--rows",
+            "100000",
+            "--out",
+            "a.safetensors",
+        ],
+    );
+    assert!(out.contains("on 4000 training rows"), "{out}");
+    assert_eq!(meta("a.safetensors")["rows"], 4000);
+    refused(
+        d,
+        &[
+            "-q",
+            "preview",
+            "short.toml",
+            "--n",
+            "100000",
+            "--out",
+            "p.png",
+        ],
+        "--n 100000: a preview draws at most 256 examples",
+    );
+}
+
 #[test]
 fn bad_diffusion_inputs_exit_2_naming_what_to_change() {
     let dir = tempfile::tempdir().unwrap();

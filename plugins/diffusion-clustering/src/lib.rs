@@ -87,8 +87,19 @@ struct IntervalClustering {
 fn signal(input: &GroupingInput<'_>, name: &str, shape: &[i64]) -> Result<Vec<f64>> {
     let Some((_, t)) = input.signals.iter().find(|(n, _)| n == name) else {
         let have: Vec<&str> = input.signals.iter().map(|(n, _)| n.as_str()).collect();
+        let hint = match name {
+            "tas" => {
+                "`taskweave affinity RUN --out tas.safetensors` measures it on a trained run; give \
+                 that file as [diffusion] signals (or --signals of `taskweave call grouping`)"
+            }
+            "snr" => {
+                "a noise schedule gives it: --schedule of `taskweave call grouping` (a \
+                 pipeline's [diffusion] schedule always does)"
+            }
+            _ => "give a signals file holding it",
+        };
         return Err(Error::input(format!(
-            "this cost needs the signal `{name}` {shape:?}; the signals given are [{}]",
+            "this cost needs the signal `{name}` {shape:?}; the signals given are [{}]: {hint}",
             have.join(", ")
         )));
     };
@@ -120,13 +131,15 @@ impl IntervalClustering {
         if !given.is_empty() && !given.iter().any(|name| cost.reads().contains(name)) {
             let hint = if given.contains(&"tas") {
                 "cost = \"gradient\" reads a task-affinity file (taskweave affinity)"
+            } else if cost.reads().contains(&"tas") {
+                "the file holds no tensor named `tas`; taskweave affinity writes one"
             } else {
                 "the signals are what a cost reads"
             };
             // `json!` writes the cost as the config spells it, quoted.
             return Err(Error::input(format!(
                 "the signals [{}] are given, and cost = {} reads [{}]: {hint}; \
-                 otherwise leave diffusion.signals out",
+                 otherwise leave the signals file out ([diffusion] signals, or --signals)",
                 given.join(", "),
                 json!(cost),
                 cost.reads().join(", ")

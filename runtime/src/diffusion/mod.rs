@@ -53,16 +53,31 @@ pub fn check_measured(config: &DiffusionConfig, meta: &Value) -> std::result::Re
     }
 }
 
+/// `signals` with a noise schedule's SNR `snr` added as the signal `snr`,
+/// or the input error `conflict` where they hold one already: a grouping
+/// would read one of the two by chance.
+pub fn with_snr(
+    mut signals: Vec<(String, Tensor)>,
+    snr: &[f64],
+    conflict: &str,
+) -> Result<Vec<(String, Tensor)>> {
+    if signals.iter().any(|(name, _)| name == "snr") {
+        return Err(Error::Input(conflict.into()));
+    }
+    signals.push(("snr".into(), Tensor::from_slice(snr)));
+    Ok(signals)
+}
+
 /// The timestep intervals of the tasks: those `grouping` (a `Grouping`
 /// method table, `[train] grouping`) partitions 1..=T into, given `signals`
-/// (the tensors of `diffusion.signals`) and the schedule's SNR as the
-/// signal `snr` unless they hold one; one interval without a grouping.
+/// (the tensors of `diffusion.signals`, which may not hold an `snr`) and the
+/// schedule's SNR as the signal `snr`; one interval without a grouping.
 pub fn intervals(
     config: &DiffusionConfig,
     grouping: Option<&Value>,
     registry: &Registry,
     host: &Host,
-    mut signals: Vec<(String, Tensor)>,
+    signals: Vec<(String, Tensor)>,
 ) -> Result<Vec<(i64, i64)>> {
     let steps = config.steps as usize;
     let Some(table) = grouping else {
@@ -78,12 +93,12 @@ pub fn intervals(
     let mut method = registry
         .create_table(Role::Grouping, table, &ctx, host)?
         .into_grouping()?;
-    if !signals.iter().any(|(name, _)| name == "snr") {
-        signals.push((
-            "snr".into(),
-            Tensor::from_slice(&config.schedule.snr(steps)),
-        ));
-    }
+    let signals = with_snr(
+        signals,
+        &config.schedule.snr(steps),
+        "diffusion.signals holds a signal `snr`, which the noise schedule gives \
+         ([diffusion] schedule): remove it from the file",
+    )?;
     let partition = method
         .partition(&GroupingInput {
             num_tasks: steps,

@@ -110,6 +110,14 @@ pub(super) fn load_baselines(
 /// that an interrupted call with the same settings left continues from its
 /// checkpoint. Returns the file written.
 pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
+    if pipeline.config().diffusion.is_some() {
+        return Err(Error::Input(
+            "taskweave baselines trains one model per task of the data, for Δm; a [diffusion] \
+             pipeline's tasks are timestep intervals of one denoiser, which have no single-task \
+             models: compare diffusion runs by their samples (taskweave sample)"
+                .into(),
+        ));
+    }
     let data = pipeline.load_data()?;
     let path = baseline_path(pipeline.config(), data_values(&data)?);
     // Said before any training, not after it.

@@ -802,6 +802,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
         val,
         test,
         delta_m,
+        delta_m_applies: config.diffusion.is_none(),
         steps: total,
         selected_step: selected,
         steps_per_second,

@@ -59,6 +59,9 @@ pub struct Affinity {
     /// The scores of all T timesteps `[T, T]`, each taking its nearest
     /// scored timestep's: what `cost = "gradient"` reads as the signal `tas`.
     pub full: tch::Tensor,
+    /// The training samples the gradients were taken on: the rows asked
+    /// for, or every training sample where there are fewer.
+    pub rows: usize,
 }
 
 /// A pipeline and its run directory, held by this process.
@@ -401,12 +404,13 @@ impl Run {
         }
         let timesteps = crate::diffusion::timestep_grid(steps, count);
         let mut trainer = self.trained(self.load_data()?)?;
-        let scores = trainer.timestep_affinity(&timesteps, rows, 1 << 30)?;
+        let (scores, rows) = trainer.timestep_affinity(&timesteps, rows, 1 << 30)?;
         let full = crate::diffusion::affinity::expand(&timesteps, &scores, steps)?;
         Ok(Affinity {
             timesteps,
             scores,
             full,
+            rows,
         })
     }
 

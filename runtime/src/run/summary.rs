@@ -20,6 +20,9 @@ pub struct Summary {
     /// Δm (%) on the test split against the stored single-task baselines,
     /// when they exist (`taskweave baselines`).
     pub delta_m: Option<f64>,
+    /// Whether Δm applies: not to a diffusion model, whose tasks (timestep
+    /// intervals of one denoiser) have no single-task baselines.
+    pub delta_m_applies: bool,
     /// Steps trained in total.
     pub steps: u64,
     /// The step whose parameters the metrics are of: the best validation
@@ -77,6 +80,7 @@ pub fn table(summary: &Summary) -> String {
         );
     }
     match summary.delta_m {
+        None if !summary.delta_m_applies => {}
         Some(d) => {
             let _ = writeln!(
                 out,

@@ -590,9 +590,15 @@ impl Trainer {
     /// the `[n, n]` cosine similarities of the denoising loss's gradients
     /// over the shared parameters at the `n` timesteps of `grid`, on the
     /// first `rows` training samples with noise fixed once (the same for
-    /// every timestep). Gradients are computed in blocks that fit
+    /// every timestep), and how many samples that was (all of them where
+    /// the split has fewer). Gradients are computed in blocks that fit
     /// `memory` bytes.
-    pub fn timestep_affinity(&mut self, grid: &[i64], rows: usize, memory: u64) -> Result<Tensor> {
+    pub fn timestep_affinity(
+        &mut self,
+        grid: &[i64],
+        rows: usize,
+        memory: u64,
+    ) -> Result<(Tensor, usize)> {
         let shared = self.params.range(Group::Shared)?;
         // Two blocks of float64 gradients.
         let per_gradient = (shared.end - shared.start).max(1) as u64 * 8 * 2;
@@ -600,13 +606,14 @@ impl Trainer {
         let (denoising, model, params) =
             (objective(&self.denoising)?, &mut self.model, &self.params);
         let (x0, eps) = denoising.probe(rows)?;
-        affinity::cosines(grid, block, |t| {
+        let scores = affinity::cosines(grid, block, |t| {
             let xt = denoising.noisy(&x0, &eps, t)?;
             let loss = predicted_noise(model, denoising, &xt, t)?
                 .f_mse_loss(&eps, tch::Reduction::Mean)?;
             let mut grads = params.grads(&loss, &[Group::Shared], false)?;
             Ok(grads.swap_remove(0))
-        })
+        })?;
+        Ok((scores, x0.size()[0] as usize))
     }
 
     /// What the architecture reports about the evaluation that just ended
@@ -755,6 +762,7 @@ impl Trainer {
         }
         let mut meta = serde_json::json!({
             "step": self.step,
+            "tasks": self.task_names(),
             "optimizer": opt_meta,
             "strategy": strategy.meta,
             "architecture": architecture.meta,
@@ -766,9 +774,35 @@ impl Trainer {
         Ok(Checkpoint { tensors, meta })
     }
 
+    fn task_names(&self) -> Vec<&str> {
+        self.data.tasks.iter().map(|t| t.name.as_str()).collect()
+    }
+
     /// Restores a checkpoint written by [`Trainer::checkpoint`] of the same pipeline.
     pub fn restore(&mut self, checkpoint: Checkpoint) -> Result<()> {
         let Checkpoint { tensors, meta } = checkpoint;
+        // The config is the run's own, but what it reads may have changed:
+        // a diffusion run's tasks come from a signals file (checkpoints of
+        // earlier builds record no tasks).
+        if let Some(then) = meta["tasks"].as_array() {
+            let now = self.task_names();
+            if then
+                .iter()
+                .map(Value::as_str)
+                .ne(now.iter().copied().map(Some))
+            {
+                let then: Vec<&str> = then.iter().filter_map(Value::as_str).collect();
+                return Err(Error::Input(format!(
+                    "the run's tasks were [{}] when step {} was checkpointed, and are now [{}]: what \
+                     makes them changed since (the data files, or for a diffusion run the \
+                     diffusion.signals file its train.grouping reads); put back what the run \
+                     started with, or start a new run",
+                    then.join(", "),
+                    meta["step"],
+                    now.join(", ")
+                )));
+            }
+        }
         let mut saved = State {
             tensors,
             meta: Value::Null,

@@ -266,7 +266,7 @@ pub struct PreviewArgs {
     /// Override a value: dotted.key=value (repeatable; values are TOML, bare words are strings).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Number of examples (one row each).
+    /// Number of examples (one row each; at most 256).
     #[arg(long, default_value_t = 4)]
     pub n: usize,
     /// Split the examples come from.
@@ -329,7 +329,7 @@ pub struct SampleArgs {
     /// The sampler.
     #[arg(long, value_enum, default_value = "ancestral")]
     pub sampler: taskweave::diffusion::sampler::Sampler,
-    /// DDIM's number of timesteps (default 50; only with --sampler ddim).
+    /// DDIM's number of timesteps (default 50, or all of a shorter schedule; only with --sampler ddim).
     #[arg(long)]
     pub ddim_steps: Option<usize>,
     /// Seed of the sampler's noise.

@@ -38,7 +38,7 @@ pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Fa
                 ("timesteps".into(), Tensor::from_slice(&affinity.timesteps)),
             ],
             // What `diffusion.signals` checks against the pipeline that reads them.
-            meta: json!({"run": run.dir(), "rows": args.rows,
+            meta: json!({"run": run.dir(), "rows": affinity.rows,
                          "schedule": diffusion.schedule, "steps": diffusion.steps}),
         },
     )?;
@@ -48,8 +48,9 @@ pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Fa
     }
     writeln!(
         out,
-        "wrote {} (scores of {n} timesteps, expanded to all {})",
+        "wrote {} (scores of {n} timesteps on {} training rows, expanded to all {})",
         args.out.display(),
+        affinity.rows,
         affinity.full.size()[0]
     )?;
     Ok(())

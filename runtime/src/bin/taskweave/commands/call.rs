@@ -248,14 +248,11 @@ fn run_grouping(runtime: &Runtime, call: &GroupingArgs) -> Result<usize> {
         None => Vec::new(),
     };
     if let Some(schedule) = call.schedule {
-        if signals.iter().any(|(n, _)| n == "snr") {
-            return Err(Error::Input(
-                "--schedule gives the signal `snr`, but --signals has one too: drop one of them"
-                    .into(),
-            ));
-        }
-        let snr = schedule.snr(call.tasks);
-        signals.push(("snr".into(), Tensor::from_slice(&snr)));
+        signals = taskweave::diffusion::with_snr(
+            signals,
+            &schedule.snr(call.tasks),
+            "--schedule gives the signal `snr`, but --signals has one too: drop one of them",
+        )?;
     }
     let table = method_table(runtime, "Grouping", "grouping", &call.name, &call.sets)?;
     let ctx = MethodContext {

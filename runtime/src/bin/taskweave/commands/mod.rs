@@ -249,8 +249,10 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
         format!("the directory {} does not exist", out_dir.display())
     } else if let Some(read) = overwritten(out, reads) {
         match read.is_dir() {
+            // New files there are fine; an existing one may be the run's own.
             true => format!(
-                "it lies inside {}, which this command reads; write it elsewhere",
+                "it exists inside {}, which this command reads, where a file may be the run's \
+                 own (a checkpoint, its metrics): remove it first if it is yours, or write elsewhere",
                 read.display()
             ),
             false => format!(

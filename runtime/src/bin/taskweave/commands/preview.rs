@@ -36,7 +36,18 @@ const PALETTE: [[f32; 3]; 12] = [
     [0.60, 0.85, 0.30],
 ];
 
+/// The most examples one preview draws: a row each, and an image taller
+/// than this many rows is more than image viewers open.
+const MAX_EXAMPLES: usize = 256;
+
 pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    if args.n > MAX_EXAMPLES {
+        return Err(Error::Input(format!(
+            "--n {}: a preview draws at most {MAX_EXAMPLES} examples (one row each)",
+            args.n
+        ))
+        .into());
+    }
     super::check_out(&args.out, &[&args.pipeline])?;
     super::check_png("--out", &args.out)?;
     let runtime = env.runtime(&args.plugins);

@@ -43,8 +43,17 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
         )
         .into());
     }
-    let ddim_steps = args.ddim_steps.unwrap_or(50);
     let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
+    // 50 by default, or every timestep of a shorter schedule.
+    let steps = run
+        .pipeline()
+        .config()
+        .diffusion
+        .as_ref()
+        .map(|d| d.steps as usize);
+    let ddim_steps = args
+        .ddim_steps
+        .unwrap_or_else(|| steps.map_or(50, |t| t.min(50)));
     let request = taskweave::diffusion::sampler::SampleRequest {
         count: args.count,
         sampler: args.sampler,
