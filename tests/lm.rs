@@ -271,10 +271,57 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
         err.contains("the directory no/such/dir does not exist"),
         "{err}"
     );
+    // A directory no file can be made in: said at once, not after the evaluation.
+    let (code, out, err) = run_cli(d, &["eval-lm", "decode.toml", "--plot", "/proc/alpha.png"]);
+    assert!(
+        code == 2 && out.is_empty() && err.contains("the directory /proc is not writable"),
+        "{code}: {err}"
+    );
     assert!(
         expert["words"].0 < large["words"].0 - 0.05,
         "the expert should know `words` better: {expert:?} vs {large:?}"
     );
+    // `validate` knows a decoding pipeline (it has [models]).
+    let (code, out, err) = run_cli(d, &["validate", "decode.toml"]);
+    assert!(code == 0 && out.contains("ok"), "{err}");
+    // A corpus renamed (or its files matched otherwise) would draw other
+    // test documents, among them training ones: refused.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "eval-lm",
+            "decode.toml",
+            "--set",
+            "data.corpora={renamed=[\"text/words/*.txt\"]}",
+        ],
+    );
+    assert!(
+        code == 2
+            && err.contains("data.corpora.renamed: it holds documents model `large` trained on"),
+        "{err}"
+    );
+    // A fusion setting that fits no expert names the section.
+    let (code, _, err) = run_cli(
+        d,
+        &[
+            "eval-lm",
+            "decode.toml",
+            "--set",
+            "fusion={kind=\"proxy\", expert=5}",
+        ],
+    );
+    assert!(code == 2 && err.contains("fusion: expert = 5"), "{err}");
+    // The longest prompt the error allows still gets a byte: the models read
+    // the start token and the prompt, the whole context, and give the next.
+    let (code, _, err) = run_cli(d, &["decode", "decode.toml", "--prompt", &"a".repeat(5000)]);
+    let most: usize = err
+        .split("give at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{code}: {err}"));
+    let (code, _, err) = run_cli(d, &["decode", "decode.toml", "--prompt", &"a".repeat(most)]);
+    assert!(code == 0 && err.contains("stopped after 1 byte:"), "{err}");
     // Greedy decoding: the same text every time, and in the words corpus
     // every word is one of its six (each is fixed by its first letter).
     let decode = |extra: &[&str]| {
@@ -303,10 +350,11 @@ fn decoding_pipelines_score_and_continue_text_with_the_trained_models(d: &Path) 
     for w in &complete[..complete.len() - 1] {
         assert!(words.contains(w), "{w:?} in {text:?}");
     }
-    // The prompt and the text fill the 32-token context: generation stops there.
+    // The start token, the prompt and the text fill the 32-token context,
+    // whose last position still gives one more byte: generation stops there.
     assert_eq!(
         text.trim_end_matches('\n').len(),
-        32 - 1 - "river stone ".len(),
+        32 - "river stone ".len(),
         "{text:?}"
     );
     let (_, steering) = decode(&["--steering"]);

@@ -131,7 +131,9 @@ pub fn generate(
     let start = Instant::now();
     let mut fresh = tokens.len();
     while generated.bytes.len() < sampling.max_new as usize {
-        if tokens.len() >= context {
+        // The models read up to `context` tokens and give the next one's
+        // logits; a byte after that would not fit.
+        if tokens.len() > context {
             generated.context_full = true;
             break;
         }
@@ -149,11 +151,13 @@ pub fn generate(
             .map(&mut last)
             .collect::<Result<Vec<_>>>()?;
         let clock = Instant::now();
-        let fused = fusion.fuse(&FusionInput {
-            large: &large,
-            small: &small,
-            experts: &experts,
-        })?;
+        let fused = fusion
+            .fuse(&FusionInput {
+                large: &large,
+                small: &small,
+                experts: &experts,
+            })
+            .map_err(|e| Error::from(e).input_context("fusion"))?;
         // Reading the result back waits for the device, so it is counted too.
         let log_probs =
             Vec::<f64>::try_from(fused.log_probs.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
@@ -169,9 +173,13 @@ pub fn generate(
         let expert = (alpha != 0.0).then(|| names[expert.int64_value(&[0]) as usize].clone());
         generated.steering.push((expert, alpha));
         generated.bytes.push(byte);
-        out.write_all(&[byte])
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::Run(format!("cannot write the generated text: {e}")))?;
+        // A reader that went away (`| head`) has what it wanted: stop.
+        match out.write_all(&[byte]).and_then(|()| out.flush()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            result => {
+                result.map_err(|e| Error::Run(format!("cannot write the generated text: {e}")))?
+            }
+        }
         tokens.push(byte as i64);
         fresh = 1;
     }

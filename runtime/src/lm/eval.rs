@@ -2,6 +2,7 @@
 //! held-out byte of each corpus, by teacher forcing (every model reads the
 //! true preceding bytes of the window), so the perplexity is exact.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
@@ -43,9 +44,11 @@ pub struct CorpusScore {
     pub alpha_shares: Vec<Vec<f64>>,
 }
 
-/// Refuses a held-out split that holds documents a run model trained on:
-/// for every corpus both name with the same files, the settings that split
-/// a corpus's documents (`split`, `seed`, `max_bytes`) must be that run's.
+/// Refuses a held-out split that holds documents a run model trained on. A
+/// corpus's test documents are drawn by its name, its files and the split
+/// settings: a held-out corpus holding any document of a model's training
+/// corpora must be one of them (the same name and patterns) with the same
+/// `split`, `seed` and `max_bytes`.
 fn check_held_out(pipeline: &DecodePipeline, models: &Models) -> Result<()> {
     let ours = &pipeline.config().data;
     let held_out = corpora(ours, &pipeline.dir);
@@ -56,24 +59,51 @@ fn check_held_out(pipeline: &DecodePipeline, models: &Models) -> Result<()> {
         let Some((theirs, dir)) = model.trained_on() else {
             continue;
         };
-        let shared = corpora(theirs, dir)
-            .into_iter()
-            .any(|corpus| held_out.contains(&corpus));
-        if theirs["kind"] != ours["kind"] || !shared {
+        if theirs["kind"] != ours["kind"] {
             continue;
         }
-        if let Some(key) = ["split", "seed", "max_bytes"]
-            .into_iter()
-            .find(|k| theirs[k] != ours[k])
-        {
-            return Err(Error::Input(format!(
-                "data.{key} = {}, but model `{}` was trained on the same corpora with data.{key} = {}: \
-                 the test split would hold documents it trained on; use its data.{key}",
-                ours[key], model.name, theirs[key]
-            )));
+        let trained = corpora(theirs, dir);
+        let trained_files: HashSet<PathBuf> = documents(theirs, dir).into_iter().collect();
+        for corpus in &held_out {
+            let mut one = ours.clone();
+            one["corpora"] = serde_json::json!({ &corpus.0: ours["corpora"][&corpus.0] });
+            if !documents(&one, &pipeline.dir)
+                .iter()
+                .any(|file| trained_files.contains(file))
+            {
+                continue;
+            }
+            if !trained.contains(corpus) {
+                return Err(Error::Input(format!(
+                    "data.corpora.{}: it holds documents model `{}` trained on, under another \
+                     corpus name or other patterns; a corpus's test documents are drawn by its \
+                     name and files, so these would include training documents: name the corpus \
+                     and its patterns as the model's pipeline does",
+                    corpus.0, model.name
+                )));
+            }
+            if let Some(key) = ["split", "seed", "max_bytes"]
+                .into_iter()
+                .find(|k| theirs[k] != ours[k])
+            {
+                return Err(Error::Input(format!(
+                    "data.{key} = {}, but model `{}` was trained on the same corpora with data.{key} = {}: \
+                     the test split would hold documents it trained on; use its data.{key}",
+                    ours[key], model.name, theirs[key]
+                )));
+            }
         }
     }
     Ok(())
+}
+
+/// The documents of a text `[data]` table, resolved (`..` and links), so
+/// that pipelines in different folders compare.
+fn documents(data: &Value, dir: &Path) -> Vec<PathBuf> {
+    taskweave_datasets::documents(data, dir)
+        .into_iter()
+        .map(|file| file.canonicalize().unwrap_or(file))
+        .collect()
 }
 
 /// Each corpus of a text `[data]` table as its name and its patterns made
@@ -191,11 +221,13 @@ pub fn evaluate(pipeline: &DecodePipeline) -> Result<Vec<CorpusScore>> {
                 .iter()
                 .map(|&e| flat(&mut models.experts[e]))
                 .collect::<Result<Vec<_>>>()?;
-            let fused = fusion.fuse(&taskweave_plugin_api::FusionInput {
-                large: &large,
-                small: &small,
-                experts: &expert_logits,
-            })?;
+            let fused = fusion
+                .fuse(&taskweave_plugin_api::FusionInput {
+                    large: &large,
+                    small: &small,
+                    experts: &expert_logits,
+                })
+                .map_err(|e| Error::from(e).input_context("fusion"))?;
             let want = target.f_flatten(0, -1)?.f_index(&[Some(&valid)])?;
             let log_probs = fused.log_probs.f_to_kind(Kind::Double)?;
             let picked = log_probs.f_gather(1, &want.f_unsqueeze(1)?, false)?;

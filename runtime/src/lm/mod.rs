@@ -61,6 +61,16 @@ impl Models {
     }
 }
 
+/// Whether the pipeline file at `path` is a decoding pipeline (it has a
+/// `[models]` table); false for a training pipeline and for a file that
+/// cannot be read or parsed.
+pub fn is_decoding_pipeline(path: &Path) -> bool {
+    read_source(path)
+        .ok()
+        .and_then(|source| source.parse().ok())
+        .is_some_and(|parsed| parsed.get("models").is_some())
+}
+
 impl DecodePipeline {
     /// Loads and validates the decoding pipeline at `path` with `sets`
     /// (`dotted.key=value`) applied first.

@@ -165,6 +165,7 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
             true => RunDir::open(&task_dir)?,
             false => RunDir::create(&task_dir, true)?,
         };
+        let again = || "the same `taskweave baselines` command".to_string();
         let summary = train(&single, data.only_task(t), &run, same).map_err(|e| match e {
             Error::Interrupted {
                 signal, step, dir, ..
@@ -172,11 +173,21 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
                 signal,
                 step,
                 dir,
-                again: "the same `taskweave baselines` command".into(),
+                again: again(),
             },
             other => other,
         })?;
         stored.insert(task.name.clone(), json!(summary.test[0]));
+        // Ctrl-C after a task's last step (or while a stored task was only
+        // evaluated again) stops before the next task, not after all of them.
+        if let Some(signal) = super::interrupt::requested().filter(|_| t + 1 < data.tasks.len()) {
+            return Err(Error::Interrupted {
+                signal: Some(signal),
+                step: summary.steps,
+                dir: task_dir,
+                again: again(),
+            });
+        }
     }
     let json = json!({"pipeline": ctx.config.run.name, "tasks": stored});
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -25,10 +25,11 @@ pub fn decode(env: &Env, args: &DecodeArgs, out: &mut dyn Write) -> Result<(), F
     let generated = decode::generate(&pipeline, args.prompt.as_bytes(), out)?;
     writeln!(out)?;
     if generated.context_full {
-        tracing::warn!(
-            "stopped after {} bytes: the prompt and the text filled the models' context",
-            generated.bytes.len()
-        );
+        let bytes = match generated.bytes.len() {
+            1 => "1 byte".to_string(),
+            n => format!("{n} bytes"),
+        };
+        tracing::warn!("stopped after {bytes}: the prompt and the text filled the models' context");
     }
     if args.steering {
         eprintln!(

@@ -231,11 +231,11 @@ fn check_inputs(inputs: &[(&str, &Path)]) -> taskweave::Result<()> {
     Ok(())
 }
 
-/// Refuses, before any work, an output file whose directory does not exist,
-/// and an existing file that is, or lies inside, what the command reads
-/// (`reads`: input files and run directories): writing it would lose a
-/// pipeline file, a checkpoint or the input itself. A new file inside a run
-/// directory is fine.
+/// Refuses, before any work, an output file whose directory does not exist
+/// or cannot be written, and an existing file that is, or lies inside, what
+/// the command reads (`reads`: input files and run directories): writing it
+/// would lose a pipeline file, a checkpoint or the input itself. A new file
+/// inside a run directory is fine.
 fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
     let out_dir = out
         .parent()
@@ -260,6 +260,12 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
                 read.display()
             ),
         }
+    } else if let Err(e) = probe_writable(out_dir) {
+        format!(
+            "the directory {} is not writable ({})",
+            out_dir.display(),
+            taskweave_plugin_api::io_reason(&e)
+        )
     } else {
         return Ok(());
     };
@@ -267,6 +273,21 @@ fn check_out(out: &Path, reads: &[&Path]) -> taskweave::Result<()> {
         "cannot write {}: {problem}",
         out.display()
     )))
+}
+
+/// Whether a file can be made in `dir`, tried with one that is removed
+/// again: so that a long command fails at its start, not at its end.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".taskweave-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => std::fs::remove_file(&probe),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The first of `reads` that the existing file `out` would overwrite,

@@ -25,6 +25,20 @@ fn pipeline(env: &Env, args: &PipelineArgs) -> Result<Pipeline, Failure> {
 }
 
 pub fn validate(env: &Env, args: &PipelineArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    // A decoding pipeline is checked as `decode` and `eval-lm` read it.
+    if taskweave::lm::is_decoding_pipeline(&args.pipeline) {
+        taskweave::lm::DecodePipeline::from_file(
+            &env.runtime(&args.plugins),
+            &args.pipeline,
+            &args.sets,
+        )?;
+        writeln!(
+            out,
+            "{}: ok (a decoding pipeline, for `taskweave decode` and `eval-lm`)",
+            args.pipeline.display()
+        )?;
+        return Ok(());
+    }
     let pipeline = pipeline(env, args)?;
     writeln!(
         out,
