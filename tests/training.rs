@@ -431,6 +431,42 @@ fn a_stop_handle_stops_a_run_after_its_step_and_training_again_continues_it() {
     assert_eq!(newest(&long), Some(step));
 }
 
+/// A run opened to read what it trained writes nothing into its directory,
+/// shares it with other readers, keeps a process that would train there
+/// out, and cannot itself be trained.
+#[test]
+fn a_run_opened_to_read_writes_nothing_shares_with_readers_and_keeps_training_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "read", "[train]\nsteps = 20\n");
+    let rt = Runtime::new(&Config::new());
+    let run_dir = {
+        let run = Run::start(Pipeline::from_file(&rt, &path, &[]).unwrap(), false).unwrap();
+        run.train(true).unwrap();
+        run.dir().to_path_buf()
+    };
+    // What Run::open would remove as left by a killed write.
+    let left = run_dir.join(".metrics.jsonl.tmp-4242");
+    std::fs::write(&left, "x").unwrap();
+    let first = Run::open_to_read(&rt, &run_dir).unwrap();
+    let second = Run::open_to_read(&rt, &run_dir).unwrap();
+    assert!(second.flatness("train", 0.05, 1).is_ok());
+    assert!(
+        left.exists(),
+        "a reader removed a file of the run directory"
+    );
+    let e = Run::open(&rt, &run_dir).unwrap_err().to_string();
+    assert!(
+        e.contains("is in use by") && e.contains("reading it"),
+        "{e}"
+    );
+    let e = first.train(true).unwrap_err().to_string();
+    assert!(e.contains("was opened to read"), "{e}");
+    drop((first, second));
+    Run::open(&rt, &run_dir).unwrap();
+    assert!(!left.exists());
+}
+
 #[test]
 fn uncertainty_weighting_learns_larger_log_variance_for_the_larger_loss() {
     let dir = tempfile::tempdir().unwrap();

@@ -203,7 +203,7 @@ type Opened = (Network, usize, usize, Option<(serde_json::Value, PathBuf)>);
 /// and the `[data]` it was trained on.
 fn open_run(runtime: &Runtime, name: &str, dir: &Path) -> Result<Opened> {
     let named = |e: Error| e.input_context(format!("models.{name} ({})", dir.display()));
-    let run = Run::open(runtime, dir).map_err(named)?;
+    let run = Run::open_to_read(runtime, dir).map_err(named)?;
     run.pipeline().check_language_model().map_err(named)?;
     let trainer = run.trained(run.load_data()?).map_err(named)?;
     let tokens = trainer

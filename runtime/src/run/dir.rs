@@ -104,15 +104,7 @@ impl RunDir {
     /// killed process left behind are removed (nothing else can be writing them:
     /// this process holds the lock).
     pub fn open(path: &Path) -> Result<RunDir> {
-        if !path.exists() {
-            return Err(Error::Input(format!("{} does not exist", path.display())));
-        }
-        if !path.join(MARKER).is_file() {
-            return Err(Error::Input(format!(
-                "{} is not a run directory (it has no {MARKER})",
-                path.display()
-            )));
-        }
+        check_marked(path)?;
         let dir = RunDir::lock(path)?;
         let checkpoints = dir.checkpoints();
         if fs::symlink_metadata(&checkpoints).is_ok_and(|m| !m.is_dir()) {
@@ -125,6 +117,36 @@ impl RunDir {
         remove_temporaries(path);
         remove_temporaries(&checkpoints);
         Ok(dir)
+    }
+
+    /// Opens the run in `path` to read what it trained (to sample, decode or
+    /// measure it): a shared lock, so that readers do not exclude one
+    /// another while a process training there (which holds the lock alone)
+    /// is not read half-way; nothing is written, so a run directory this
+    /// process may only read (another user's) opens too.
+    pub fn open_to_read(path: &Path) -> Result<RunDir> {
+        check_marked(path)?;
+        let lock_path = path.join(LOCK);
+        let lock = match File::open(&lock_path) {
+            Ok(mut file) => match file.try_lock_shared() {
+                Ok(()) => Some(file),
+                Err(TryLockError::WouldBlock) => return Err(in_use(path, &mut file)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(Error::Input(format!(
+                        "cannot lock {}: {}",
+                        lock_path.display(),
+                        io_reason(&e)
+                    )))
+                }
+            },
+            // A run directory copied without its lock: no process holds it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&lock_path, e)),
+        };
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            lock,
+        })
     }
 
     fn lock(path: &Path) -> Result<RunDir> {
@@ -159,22 +181,7 @@ impl RunDir {
             })?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "another process".to_string(),
-                    pid if pid == std::process::id().to_string() => {
-                        "this process (another Run of the same directory)".to_string()
-                    }
-                    pid => format!("process {pid}"),
-                };
-                return Err(Error::Input(format!(
-                    "{} is in use by {holder} (a run or resume into the same directory); wait for it to end, \
-                     or pick another run.name",
-                    path.display()
-                )));
-            }
+            Err(TryLockError::WouldBlock) => return Err(in_use(path, &mut file)),
             Err(TryLockError::Error(e)) => {
                 return Err(Error::Input(format!(
                     "cannot lock {}: {}",
@@ -217,6 +224,48 @@ impl RunDir {
     pub fn checkpoints(&self) -> PathBuf {
         self.path.join("checkpoints")
     }
+}
+
+/// Refuses a `path` that is not a run directory (no [`MARKER`]).
+fn check_marked(path: &Path) -> Result<()> {
+    if !path.exists() {
+        return Err(Error::Input(format!("{} does not exist", path.display())));
+    }
+    if !path.join(MARKER).is_file() {
+        return Err(Error::Input(format!(
+            "{} is not a run directory (it has no {MARKER})",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a run directory whose lock another holder has, named by
+/// the pid its lock file records.
+fn in_use(path: &Path, lock: &mut File) -> Error {
+    let mut holder = String::new();
+    let _ = lock.read_to_string(&mut holder);
+    // The file holds the pid of the last process that trained there; a
+    // reader's lock leaves it as it was.
+    let alive = |pid: &str| {
+        pid.parse::<libc::pid_t>().is_ok_and(|pid| {
+            // Signal 0 only asks; another user's process answers EPERM.
+            let asked = unsafe { libc::kill(pid, 0) };
+            asked == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        })
+    };
+    let holder = match holder.trim() {
+        pid if pid == std::process::id().to_string() => {
+            "this process (another Run of the same directory)".to_string()
+        }
+        pid if alive(pid) => format!("process {pid}"),
+        _ => "another process".to_string(),
+    };
+    Error::Input(format!(
+        "{} is in use by {holder} (a run or resume into the same directory, or a command \
+         reading it); wait for it to end, or pick another run.name",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

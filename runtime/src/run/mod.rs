@@ -75,6 +75,8 @@ pub struct Run {
     training: AtomicBool,
     /// Set by a [`StopHandle`]; cleared when training stops for it.
     stop: Arc<AtomicBool>,
+    /// Opened with [`Run::open_to_read`]: it may not be trained.
+    read_only: bool,
     /// The one task of the data the run trains (a single-task baseline's).
     task: Option<usize>,
 }
@@ -153,6 +155,7 @@ impl Run {
             existing: AtomicBool::new(false),
             training: AtomicBool::new(false),
             stop: Arc::default(),
+            read_only: false,
             task: None,
         })
     }
@@ -162,8 +165,22 @@ impl Run {
     /// the original pipeline file was. Temporary files a killed process left
     /// there are removed.
     pub fn open(runtime: &Runtime, dir: &Path) -> Result<Run> {
+        Run::opened(runtime, dir, false)
+    }
+
+    /// [`Run::open`] to read what the run trained ([`Run::sample`],
+    /// [`Run::flatness`], a language model to decode with), not to train it:
+    /// nothing in `dir` is written, so a run directory this process may only
+    /// read opens, and several readers may hold it at once (not while a
+    /// process trains there). [`Run::train`] on it is an error.
+    pub fn open_to_read(runtime: &Runtime, dir: &Path) -> Result<Run> {
+        Run::opened(runtime, dir, true)
+    }
+
+    fn opened(runtime: &Runtime, dir: &Path, read_only: bool) -> Result<Run> {
         let world = crate::dist::world();
         let held = match world.is_root() {
+            true if read_only => RunDir::open_to_read(dir)?,
             true => RunDir::open(dir)?,
             // Rank 0 says what is wrong with a directory it cannot open; a
             // directory only this rank cannot see is another mistake.
@@ -243,6 +260,7 @@ impl Run {
             existing: AtomicBool::new(true),
             training: AtomicBool::new(false),
             stop: Arc::default(),
+            read_only,
             task: info["task"].as_u64().map(|t| t as usize),
         })
     }
@@ -267,6 +285,12 @@ impl Run {
     /// trained before (a second call continues, as `resume` would). One
     /// thread at a time: a call while another trains the run is an error.
     pub fn train(&self, quiet: bool) -> Result<Summary> {
+        if self.read_only {
+            return Err(Error::Input(format!(
+                "{} was opened to read (Run::open_to_read): open it with Run::open to train it",
+                self.dir().display()
+            )));
+        }
         if self.training.swap(true, Ordering::SeqCst) {
             return Err(Error::Input(format!(
                 "{} is being trained already (by another thread of this process)",

@@ -20,7 +20,7 @@ pub fn run(env: &Env, args: &AffinityArgs, out: &mut dyn Write) -> Result<(), Fa
     if let Some(png) = &args.png {
         check_png("--png", png)?;
     }
-    let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
+    let run = Run::open_to_read(&env.runtime(&args.plugins), &args.run_dir)?;
     let affinity = run.timestep_affinity(args.timesteps, args.rows)?;
     let diffusion = run
         .pipeline()

@@ -22,7 +22,7 @@ struct FlatnessView<'a> {
 }
 
 pub fn run(env: &Env, args: &FlatnessArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    let f = Run::open(&env.runtime(&args.plugins), &args.run_dir)?.flatness(
+    let f = Run::open_to_read(&env.runtime(&args.plugins), &args.run_dir)?.flatness(
         &args.split,
         args.radius,
         args.samples,

@@ -59,7 +59,7 @@ pub fn run(env: &Env, args: &PreviewArgs, out: &mut dyn Write) -> Result<(), Fai
             )
             .into());
         }
-        let run = Run::open(&runtime, &args.pipeline)?;
+        let run = Run::open_to_read(&runtime, &args.pipeline)?;
         let (split, tasks, outputs) = run.predictions(&args.split, args.n)?;
         (split, tasks, Some(outputs), data_kind(run.pipeline()))
     } else {

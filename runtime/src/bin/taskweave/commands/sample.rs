@@ -43,7 +43,7 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
         )
         .into());
     }
-    let run = Run::open(&env.runtime(&args.plugins), &args.run_dir)?;
+    let run = Run::open_to_read(&env.runtime(&args.plugins), &args.run_dir)?;
     // 50 by default, or every timestep of a shorter schedule.
     let steps = run
         .pipeline()
