@@ -458,6 +458,17 @@ fn lm_train_refuses_what_is_not_one_language_model_and_empty_corpora() {
         ],
         "data.corpora.words: the patterns [\"text/none/*.txt\"] match no non-empty file",
     );
+    // ... and points at the --set that gave them, not at the file's [data].
+    refused(
+        &[
+            "lm",
+            "train",
+            "lm.toml",
+            "--set",
+            "data.corpora={words=[\"text/none/*.txt\"]}",
+        ],
+        "--> --set data.corpora={words=",
+    );
     // A per-token task of the user's own tensors over a backbone without tokens.
     let mut tensors = Vec::new();
     for split in ["train", "val", "test"] {

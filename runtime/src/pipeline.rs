@@ -106,8 +106,12 @@ fn min_lr_problem(min_lr: f64, lr: f64) -> std::result::Result<(), String> {
 /// That the files of the `[data]` table `data` exist, as diagnostics at its keys.
 pub(crate) fn check_data(root: &Node, data: &serde_json::Value, dir: &Path) -> Option<Diagnostic> {
     let (path, message) = match crate::data::check(data, dir) {
+        // A nested key (`corpora.python`) is several levels of the tree.
         Err(taskweave_datasets::Error::Config { key, message }) => (
-            vec!["data".to_string(), key.clone()],
+            std::iter::once("data")
+                .chain(key.split('.'))
+                .map(String::from)
+                .collect(),
             format!("data.{key}: {message}"),
         ),
         Err(other) => (vec!["data".to_string()], other.to_string()),
