@@ -1156,3 +1156,51 @@ fn warnings_about_training_settings_come_from_training_only() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains(warning), "{err}");
 }
+
+/// Baselines are kept per setting they train with: a run is compared with
+/// the baselines its own settings would train, not with the last ones
+/// trained under another schedule (which used to replace them), and they
+/// train from scratch whatever `train.init` the pipeline fine-tunes from.
+#[test]
+fn baselines_are_kept_per_training_setting_and_train_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = small_pipeline(d, "base", "[train]\nsteps = 20\n");
+    let p = path.to_str().unwrap();
+    let cosine = "train.schedule={kind=\"cosine\"}";
+    let delta = |sets: &[&str]| {
+        let mut args = vec!["-q", "run", p, "--overwrite"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let (code, out, err) = run_cli(d, &args);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .find(|l| l.starts_with("Δm"))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string()
+    };
+    assert_eq!(run_cli(d, &["-q", "baselines", p]).0, 0);
+    let constant = delta(&[]);
+    assert!(constant.contains("vs single-task baselines"), "{constant}");
+    assert!(delta(&[cosine]).contains("no single-task baselines stored"));
+    let (code, _, err) = run_cli(d, &["-q", "baselines", p, "--set", cosine]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        delta(&[]),
+        constant,
+        "the other schedule's baselines replaced these"
+    );
+    assert!(delta(&[cosine]).contains("vs single-task baselines"));
+    // A pipeline fine-tuning an MMoE: its heads read the experts (12 wide),
+    // a baseline's the backbone (16): the baselines start from scratch.
+    let mmoe = "model.architecture={kind=\"mmoe\", expert_hidden=[12]}";
+    delta(&[mmoe, "run.name=src"]);
+    let sets = [mmoe, "train.init=\"runs/src\""];
+    let (code, _, err) = run_cli(
+        d,
+        &["-q", "baselines", p, "--set", sets[0], "--set", sets[1]],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(delta(&sets).contains("vs single-task baselines"));
+}

@@ -21,7 +21,8 @@ fn refuse_maps(ctx: &MethodContext, name: &str) -> Result<()> {
         Some(3) => Err(taskweave_plugin_api::Error::input(format!(
             "model.architecture: {name} mixes flat features [B, C] or tokens [B, N, C] (its experts and \
              gates act on the last dimension), but the backbone gives feature maps [B, C, H, W]; use \
-             a `conv` backbone with `flatten = true`, a `vit` backbone, or hard sharing"
+             a `vit` backbone or hard sharing (or, where every task has one output per example, a \
+             `conv` backbone with `flatten = true`)"
         ))),
         _ => Ok(()),
     }

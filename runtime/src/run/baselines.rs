@@ -20,22 +20,31 @@ use crate::train::metrics::TaskMetrics;
 /// data (its `[data]` table and its values, `values` from [`data_values`]),
 /// backbone, heads, optimizer, steps, batch and seed share baselines.
 fn baseline_path(config: &PipelineConfig, values: u64) -> PathBuf {
-    let key = json!({
-        "data": config.data,
-        "values": format!("{values:016x}"),
-        "backbone": config.model.backbone,
-        "head": config.model.head,
-        "optimizer": config.train.optimizer,
-        "steps": config.train.steps,
-        "batch": config.train.batch,
-        "seed": config.run.seed,
-    });
+    // Every setting the baselines train with but the run's name: pipelines
+    // whose baselines would train alike share them, and baselines trained
+    // otherwise (another schedule, eval, seed) are kept apart, never over
+    // these.
+    let mut single = serde_json::to_value(single_task(config)).unwrap_or_default();
+    single["run"]["name"] = Value::Null;
+    let key = json!({"config": single, "values": format!("{values:016x}")});
     // FNV-1a over the canonical text: stable across processes and versions.
     let text = canonical(&key);
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
     });
     baselines_dir(config).join(format!("{hash:016x}.json"))
+}
+
+/// What a single-task baseline of `config` trains: the pipeline with hard
+/// sharing, equal weighting and the standard step, from scratch (a
+/// `train.init` would start it from the multi-task model it fine-tunes).
+fn single_task(config: &PipelineConfig) -> PipelineConfig {
+    let mut config = config.clone();
+    config.model.architecture = json!({"kind": "hard-sharing"});
+    config.train.strategy = json!({"kind": "standard"});
+    config.train.weighting = json!({"kind": "ew"});
+    config.train.init = None;
+    config
 }
 
 /// Where every pipeline writing into `config`'s out_dir keeps its baselines.
@@ -105,7 +114,8 @@ pub(super) fn load_baselines(
 }
 
 /// Trains one single-task model per task of `pipeline` (hard sharing, equal
-/// weighting, the standard step; everything else as in the pipeline) and
+/// weighting, the standard step, from scratch; everything else as in the
+/// pipeline) and
 /// stores their test metrics where later runs find them for Δm. A task's run
 /// that an interrupted call with the same settings left continues from its
 /// checkpoint. Returns the file written.
@@ -135,10 +145,7 @@ pub fn baselines(pipeline: &Pipeline, quiet: bool) -> Result<PathBuf> {
         // Task names come from data (CSV headers): the directory gets a safe name.
         let name = format!("{t}-{}", crate::names::name_from(&task.name));
         let task_dir = dir.join(&name);
-        let mut config = ctx.config.clone();
-        config.model.architecture = json!({"kind": "hard-sharing"});
-        config.train.strategy = json!({"kind": "standard"});
-        config.train.weighting = json!({"kind": "ew"});
+        let mut config = single_task(ctx.config);
         // Pipelines of other names share these baselines: the run is named for its task.
         config.run.name = name;
         let single = RunContext {

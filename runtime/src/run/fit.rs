@@ -794,7 +794,7 @@ fn fill(ctx: &RunContext<'_>, data: Dataset, run: &RunDir, resume: bool) -> Resu
 
     let delta_m = values
         .and_then(|values| load_baselines(config, values, &tasks))
-        .map(|b| delta_m(&tasks, &test, &b))
+        .map(|b| delta_m(&tasks, &test, &b).map_err(|e| e.input_context("the test split")))
         .transpose()?;
     let summary = Summary {
         dir: dir.to_path_buf(),

@@ -23,7 +23,7 @@ impl Selection {
     /// The score of `metrics` (the first call's metrics become the reference).
     pub fn score(&mut self, tasks: &[Task], metrics: &[TaskMetrics]) -> Result<f64> {
         let reference = self.reference.get_or_insert_with(|| metrics.to_vec());
-        Ok(-delta_m(tasks, metrics, reference)?)
+        Ok(-delta_m(tasks, metrics, reference).map_err(|e| e.input_context("the val split"))?)
     }
 
     /// Records the score of step `step`; true when it is the best so far.

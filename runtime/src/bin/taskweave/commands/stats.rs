@@ -26,7 +26,8 @@ struct Stats {
 pub fn run(env: &Env, args: &StatsArgs, out: &mut dyn Write) -> Result<(), Failure> {
     let at = &args.pipeline;
     let pipeline = Pipeline::from_file(&env.runtime(&at.plugins), &at.pipeline, &at.sets)?;
-    let data = pipeline.load_data()?;
+    // Errors that name a key point at where it was written, as `run`'s do.
+    let data = pipeline.load_data().map_err(|e| pipeline.locate(e))?;
     let split = data.split(&args.split).map_err(Error::from)?;
     let stats = Stats {
         split: args.split.clone(),
