@@ -91,6 +91,13 @@ impl Error {
         }
     }
 
+    /// Whether this is libtorch failing to allocate (its words on a GPU and
+    /// on the CPU).
+    pub fn is_out_of_memory(&self) -> bool {
+        let message = self.to_string();
+        message.contains("out of memory") || message.contains("can't allocate memory")
+    }
+
     /// An input error with `context` before its message (`train.init: ...`),
     /// saying where the bad input was met, unless the message begins with it
     /// already; any other error unchanged.

@@ -95,11 +95,10 @@ impl<'a> RunContext<'a> {
     /// of memory: libtorch's message gives bytes, not the setting to change.
     fn name_memory_cap(&self, err: Error) -> Error {
         let fraction = self.config.run.gpu_memory_fraction;
-        let message = err.to_string();
-        // libtorch's words for a failed allocation on a GPU and on the CPU.
-        if !message.contains("out of memory") && !message.contains("can't allocate memory") {
+        if !err.is_out_of_memory() {
             return err;
         }
+        let message = err.to_string();
         if self.device.is_cuda() && fraction > 0.0 {
             return Error::Run(format!(
                 "the run needs more GPU memory than run.gpu_memory_fraction = {fraction} allows \

@@ -221,7 +221,16 @@ impl Trainer {
         };
         let architecture = registry
             .create_table(Role::Architecture, &model_cfg.architecture, &ctx, host)
-            .map_err(|e| e.input_context("model.architecture"))?
+            .map_err(|e| match e.is_out_of_memory() {
+                // Its own widths, which the size check of the backbone and heads cannot see.
+                true => Error::Input(format!(
+                    "model.architecture: its parameters do not fit in the memory of {}: lower \
+                     its widths ({})",
+                    crate::device::name(device),
+                    e.to_string().lines().next().unwrap_or_default()
+                )),
+                false => e.input_context("model.architecture"),
+            })?
             .into_architecture()?;
         if architecture.backbone() != BackboneUse::None {
             plan?;
@@ -264,6 +273,17 @@ impl Trainer {
             });
         }
         let params = FlatParams::new(all, data.tasks.len(), device)?;
+        // The architecture's and the methods' own parameters, which the size
+        // check of the backbone and heads cannot see: their gradients and the
+        // optimizer's state must fit beside them, or the first step is killed.
+        let total = params.data().numel() as u128;
+        let copies = 2 + 2 * train.optimizer.state_copies();
+        crate::device::ensure_fits(device, total * 4 * copies, || {
+            format!(
+                "model.architecture: training a model of {total} parameters (their gradients and \
+                 the optimizer's state)"
+            )
+        })?;
         let mut optimizer = Optimizer::new(&train.optimizer, params.data())?;
         if let Some(method_lr) = train.method_lr {
             let lr = train.optimizer.lr();
