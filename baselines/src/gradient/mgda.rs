@@ -79,8 +79,10 @@ impl Mgda {
                 Normalization::Loss | Normalization::LossPlus
             ) && loss < 0.0
             {
-                return Err(Error::msg(format!(
-                    "mgda's `normalization` divides by the loss, but {} has a negative loss ({loss})",
+                // The losses the method was given do not suit the setting: input.
+                return Err(Error::input(format!(
+                    "mgda's `normalization` divides by the loss, but {} has a negative loss ({loss}): \
+                     use normalization = \"l2\" or \"none\"",
                     step.task(i)
                 )));
             }

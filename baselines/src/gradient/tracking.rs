@@ -82,6 +82,9 @@ impl Tracking {
         let g = grads.f_detach()?;
         let target = match self.rule {
             Rule::DbMtl { .. } => {
+                // The gradients of log-losses: a loss at or below 0 has none
+                // (and a negative one would turn its task's gradient round).
+                crate::loss::check_positive("db-mtl", losses)?;
                 let inverse: Vec<f64> = losses.iter().map(|l| 1.0 / (l + 1e-8)).collect();
                 g.f_mul(&column(&inverse)?)?
             }
@@ -369,6 +372,27 @@ mod tests {
             .collect();
         for n in &norms {
             assert!((n - norms[0]).abs() < 1e-6 * norms[0], "{norms:?}");
+        }
+    }
+
+    #[test]
+    fn db_mtl_refuses_losses_that_have_no_logarithm() {
+        let grads = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        for bad in [0.0, -2.0] {
+            let losses = Tensor::from_slice(&[1.0f64, bad]);
+            let mut method = create("db-mtl", json!({}), &context(2, 0));
+            let e = weigh(
+                &mut *method,
+                0,
+                &tensor_of(&grads, Kind::Double),
+                Some(&losses),
+            )
+            .err()
+            .unwrap();
+            assert!(
+                e.is_input() && e.to_string().contains("task 1's loss is"),
+                "{e}"
+            );
         }
     }
 

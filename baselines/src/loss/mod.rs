@@ -39,7 +39,7 @@ fn values(losses: &Tensor) -> Result<Vec<f64>> {
 /// Fails naming the first task whose loss is not positive, for the methods
 /// that take logarithms of the losses: an input error (the pipeline's
 /// losses, or `call`'s file, do not suit the method).
-fn check_positive(method: &str, losses: &[f64]) -> Result<()> {
+pub(crate) fn check_positive(method: &str, losses: &[f64]) -> Result<()> {
     match losses.iter().position(|&l| !(l > 0.0 && l.is_finite())) {
         Some(i) => Err(taskweave_plugin_api::Error::input(format!(
             "{method} takes the logarithm of every loss, but task {i}'s loss is {}: it needs positive, finite losses",
@@ -138,14 +138,14 @@ mod tests {
             &context(2, 0),
         );
         for step in 0..3 {
-            let (_, weights, grads) = run(&mut *stch, step, &[2.0, 4.0]);
-            assert_eq!(weights, vec![1.0, 1.0]);
+            let (_, _, grads) = run(&mut *stch, step, &[2.0, 4.0]);
             assert!((grads[0] - 0.5).abs() < 1e-9 && (grads[1] - 0.25).abs() < 1e-9);
         }
-        // Nadir (2, 4): task 1 at 2× its nadir is the worst; μ small: it takes all the weight.
+        // Nadir (2, 4): task 1 at 2× its nadir is the worst; μ small: it takes
+        // all the weight, T·1 on its log-loss, 2/8 on its loss.
         let (_, weights, grads) = run(&mut *stch, 3, &[2.0, 8.0]);
         assert!(
-            (weights[1] - 2.0).abs() < 1e-6 && weights[0] < 1e-6,
+            (weights[1] - 2.0 / 8.0).abs() < 1e-6 && weights[0] < 1e-6,
             "{weights:?}"
         );
         assert!((grads[1] - 2.0 / 8.0).abs() < 1e-6, "{grads:?}");
@@ -159,6 +159,36 @@ mod tests {
             run(&mut *resumed, 4, &[3.0, 4.0]).1,
             run(&mut *stch, 4, &[3.0, 4.0]).1
         );
+    }
+
+    /// The weights a loss weighting reports are what each task's gradient
+    /// row is scaled by when it aggregates gradients (`call weighting`,
+    /// SAM-MTL's aggregator): the gradient of its combined loss with
+    /// respect to each task loss, before and after a stateful one's
+    /// calibration.
+    #[test]
+    fn every_loss_weighting_reports_the_gradient_of_its_loss_as_its_weights() {
+        for (name, config) in [
+            ("ew", json!({})),
+            ("uw", json!({ "init": 0.3 })),
+            ("dwa", json!({ "window": 2 })),
+            ("gls", json!({})),
+            ("famo", json!({})),
+            ("imtl-l", json!({})),
+            ("stch", json!({ "warmup": 1, "nadir_steps": 2 })),
+        ] {
+            let mut method = create(name, config, &context(3, 0));
+            for step in 0..6 {
+                let losses = [0.5 + 0.1 * step as f64, 2.0 / (1.0 + step as f64), 1.5];
+                let (_, weights, grads) = run(&mut *method, step, &losses);
+                for (w, g) in weights.iter().zip(&grads) {
+                    assert!(
+                        (w - g).abs() <= 1e-5 * g.abs().max(1e-3),
+                        "{name} step {step}: weights {weights:?}, gradient {grads:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! Before that, the loss is `Σ_t log L_t`: for `warmup` steps, then for
 //! `nadir_steps` more whose losses are averaged into `z`. LibMTL counts
 //! these in epochs (4 and then 1); set them to that many steps per epoch to
-//! match. Reported weights: the gradient weight of each log-loss (1 before
-//! the nadir is known, `T·softmax_t` after). Losses must be positive. The
+//! match. Reported weights: the gradient weight of each task loss, what a
+//! gradient row is scaled by (`1/L_t` before the nadir is known,
+//! `T·softmax_t / L_t` after, up to the logarithms' ε). Losses must be
+//! positive. The
 //! step count, the running sum and `z` are the weighting's state.
 
 use taskweave_plugin_api::config::{schema_for, typed, JsonSchema};
@@ -67,13 +69,15 @@ impl Weighting for Stch {
                             .collect(),
                     );
                 }
+                // d log(L + ε) / dL.
+                let weights: Vec<f64> = losses.iter().map(|l| 1.0 / (l + EPS)).collect();
                 WeightingOutput {
                     combined: input
                         .losses
                         .f_add_scalar(EPS)?
                         .f_log()?
                         .f_sum(Kind::Float)?,
-                    weights: Some(to_tensor(&vec![1.0; t])?),
+                    weights: Some(to_tensor(&weights)?),
                 }
             }
             Some(nadir) => {
@@ -88,9 +92,16 @@ impl Weighting for Stch {
                 let combined = shifted
                     .f_logsumexp([0].as_slice(), false)?
                     .f_mul_scalar(self.mu * t as f64)?;
+                // T·softmax times d log(L/z + ε) / dL = 1 / (L + ε·z).
+                let scale: Vec<f64> = losses
+                    .iter()
+                    .zip(nadir)
+                    .map(|(l, z)| 1.0 / (l + EPS * z))
+                    .collect();
                 let weights = shifted
                     .f_softmax(0, Kind::Float)?
                     .f_mul_scalar(t as f64)?
+                    .f_mul(&to_tensor(&scale)?)?
                     .f_detach()?;
                 WeightingOutput {
                     combined,
