@@ -197,13 +197,7 @@ pub(crate) fn load_typed<T: serde::de::DeserializeOwned>(
         .map_err(|d| fail(d, &source))?;
     defaults(&mut root);
     let registry = runtime.registry_with(&plugin_dirs(&root, &source));
-    for problem in registry.problems() {
-        tracing::warn!(
-            "plugin {} not loaded: {}",
-            problem.path.display(),
-            problem.reason
-        );
-    }
+    registry.warn_problems();
     let resolved = validate(
         &root,
         schema,

@@ -240,6 +240,18 @@ impl Registry {
         &self.problems
     }
 
+    /// Logs a warning for each of [`Registry::problems`]: what a command
+    /// that creates methods says before a method it names turns out missing.
+    pub fn warn_problems(&self) {
+        for problem in &self.problems {
+            tracing::warn!(
+                "plugin {} not loaded: {}",
+                problem.path.display(),
+                problem.reason
+            );
+        }
+    }
+
     /// Names provided by more than one source, with the sources.
     pub fn conflicts(&self) -> impl Iterator<Item = (&str, &[Origin])> {
         self.conflicts

@@ -248,7 +248,7 @@ fn label_of(table: &Value) -> String {
 fn check(options: &ToyOptions) -> Result<()> {
     let bad = |what: String| Err(Error::Input(format!("toy: {what}")));
     if !(options.lr.is_finite() && options.lr > 0.0) {
-        return bad(format!("lr must be a positive number, got {}", options.lr));
+        return bad(format!("--lr must be a positive number, got {}", options.lr));
     }
     if !(options.method_lr.is_finite() && options.method_lr > 0.0) {
         return bad(format!(
@@ -258,7 +258,7 @@ fn check(options: &ToyOptions) -> Result<()> {
     }
     if !(options.f1_scale.is_finite() && options.f1_scale > 0.0) {
         return bad(format!(
-            "f1_scale must be a positive number, got {}",
+            "--f1-scale must be a positive number, got {}",
             options.f1_scale
         ));
     }

@@ -88,6 +88,7 @@ fn method_table(
     name: &str,
     sets: &[String],
 ) -> Result<serde_json::Value> {
+    runtime.registry().warn_problems();
     let mut source = Source::string(String::new(), ".".into());
     let mut node = Node::table(Origin::Generated);
     source

@@ -131,6 +131,7 @@ pub fn show(
 ) -> Result<(), Failure> {
     let runtime = env.runtime(&dirs_or_default(dirs));
     let registry = runtime.registry();
+    registry.warn_problems();
     let Some(entry) = registry
         .entries()
         .find(|e| e.manifest.name.as_str() == name)

@@ -50,6 +50,7 @@ pub fn cagrad(env: &Env, args: &CagradArgs, out: &mut dyn Write) -> Result<(), F
     super::check_out(&args.out, &[])?;
     super::check_png("--out", &args.out)?;
     let runtime = env.runtime(&dirs_or_default(args.plugins.clone()));
+    runtime.registry().warn_problems();
     let tables: Vec<serde_json::Value> = if args.weightings.is_empty() {
         let mut names = vec!["ew", "mgda", "pcgrad", "imtl-g", "nash-mtl", "uw", "dwa"];
         if runtime
