@@ -128,17 +128,10 @@ impl RunDir {
         check_marked(path)?;
         let lock_path = path.join(LOCK);
         let lock = match File::open(&lock_path) {
-            Ok(mut file) => match file.try_lock_shared() {
-                Ok(()) => Some(file),
-                Err(TryLockError::WouldBlock) => return Err(in_use(path, &mut file)),
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::Input(format!(
-                        "cannot lock {}: {}",
-                        lock_path.display(),
-                        io_reason(&e)
-                    )))
-                }
-            },
+            Ok(file) => {
+                let taken = file.try_lock_shared();
+                Some(took(path, file, taken)?)
+            }
             // A run directory copied without its lock: no process holds it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&lock_path, e)),
@@ -151,7 +144,7 @@ impl RunDir {
 
     fn lock(path: &Path) -> Result<RunDir> {
         let lock_path = path.join(LOCK);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -179,17 +172,8 @@ impl RunDir {
                 }
                 _ => Error::io(&lock_path, e),
             })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(in_use(path, &mut file)),
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::Input(format!(
-                    "cannot lock {}: {}",
-                    lock_path.display(),
-                    io_reason(&e)
-                )))
-            }
-        }
+        let taken = file.try_lock();
+        let mut file = took(path, file, taken)?;
         // Best effort: the pid only makes the other process's message better.
         let _ = file
             .set_len(0)
@@ -238,6 +222,21 @@ fn check_marked(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The lock file `file` of the run directory `path` once `taken` (its
+/// exclusive or shared lock) succeeded, else the error naming the holder or
+/// the failure.
+fn took(path: &Path, mut file: File, taken: std::result::Result<(), TryLockError>) -> Result<File> {
+    match taken {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(in_use(path, &mut file)),
+        Err(TryLockError::Error(e)) => Err(Error::Input(format!(
+            "cannot lock {}: {}",
+            path.join(LOCK).display(),
+            io_reason(&e)
+        ))),
+    }
 }
 
 /// The error for a run directory whose lock another holder has, named by

@@ -248,7 +248,10 @@ fn label_of(table: &Value) -> String {
 fn check(options: &ToyOptions) -> Result<()> {
     let bad = |what: String| Err(Error::Input(format!("toy: {what}")));
     if !(options.lr.is_finite() && options.lr > 0.0) {
-        return bad(format!("--lr must be a positive number, got {}", options.lr));
+        return bad(format!(
+            "--lr must be a positive number, got {}",
+            options.lr
+        ));
     }
     if !(options.method_lr.is_finite() && options.method_lr > 0.0) {
         return bad(format!(
