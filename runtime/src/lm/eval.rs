@@ -51,7 +51,16 @@ pub struct CorpusScore {
 /// `split`, `seed` and `max_bytes`.
 fn check_held_out(pipeline: &DecodePipeline, models: &Models) -> Result<()> {
     let ours = &pipeline.config().data;
-    let held_out = corpora(ours, &pipeline.dir);
+    // Each held-out corpus with its documents, globbed once for every model.
+    let held_out: Vec<_> = corpora(ours, &pipeline.dir)
+        .into_iter()
+        .map(|corpus| {
+            let mut one = ours.clone();
+            one["corpora"] = serde_json::json!({ &corpus.0: ours["corpora"][&corpus.0] });
+            let files = documents(&one, &pipeline.dir);
+            (corpus, files)
+        })
+        .collect();
     let all = [&models.large, &models.small]
         .into_iter()
         .chain(&models.experts);
@@ -64,13 +73,8 @@ fn check_held_out(pipeline: &DecodePipeline, models: &Models) -> Result<()> {
         }
         let trained = corpora(theirs, dir);
         let trained_files: HashSet<PathBuf> = documents(theirs, dir).into_iter().collect();
-        for corpus in &held_out {
-            let mut one = ours.clone();
-            one["corpora"] = serde_json::json!({ &corpus.0: ours["corpora"][&corpus.0] });
-            if !documents(&one, &pipeline.dir)
-                .iter()
-                .any(|file| trained_files.contains(file))
-            {
+        for (corpus, files) in &held_out {
+            if !files.iter().any(|file| trained_files.contains(file)) {
                 continue;
             }
             if !trained.contains(corpus) {

@@ -814,8 +814,8 @@ impl Trainer {
                 let then: Vec<&str> = then.iter().filter_map(Value::as_str).collect();
                 return Err(Error::Input(format!(
                     "the run's tasks were [{}] when step {} was checkpointed, and are now [{}]: what \
-                     makes them changed since (the data files, or for a diffusion run the \
-                     diffusion.signals file its train.grouping reads); put back what the run \
+                     they are made from has changed since (the data files, or for a diffusion run \
+                     the diffusion.signals file its train.grouping reads); put back what the run \
                      started with, or start a new run",
                     then.join(", "),
                     meta["step"],

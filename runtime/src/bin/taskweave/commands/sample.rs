@@ -45,15 +45,10 @@ pub fn run(env: &Env, args: &SampleArgs, out: &mut dyn Write) -> Result<(), Fail
     }
     let run = Run::open_to_read(&env.runtime(&args.plugins), &args.run_dir)?;
     // 50 by default, or every timestep of a shorter schedule.
-    let steps = run
-        .pipeline()
-        .config()
-        .diffusion
-        .as_ref()
-        .map(|d| d.steps as usize);
+    let diffusion = run.pipeline().config().diffusion.as_ref();
     let ddim_steps = args
         .ddim_steps
-        .unwrap_or_else(|| steps.map_or(50, |t| t.min(50)));
+        .unwrap_or_else(|| diffusion.map_or(50, |d| (d.steps as usize).min(50)));
     let request = taskweave::diffusion::sampler::SampleRequest {
         count: args.count,
         sampler: args.sampler,
